@@ -1,0 +1,1 @@
+"""smoltbot.api.routers"""

@@ -1,0 +1,1 @@
+"""Code every smoltbot service shares: settings, identity hashing, errors, storage, AAP logic."""

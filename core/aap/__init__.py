@@ -1,0 +1,1 @@
+"""smoltbot.core.aap"""

@@ -1,0 +1,77 @@
+"""Agent identity: the credential is turned into an HMAC at the edge and then dropped.
+
+One function computes the agent hash for every process (gateway, API, CLI tools), so the
+same credential always maps to the same agent, and a leaked database reveals no key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = [
+    "AGENT_HASH_HEX_LENGTH",
+    "CREDENTIAL_HEADERS",
+    "agent_hash",
+    "credential_from_headers",
+    "load_hash_secret",
+]
+
+#: Full HMAC-SHA256 in hex: 256 bits kept (the contract demands at least 128).
+AGENT_HASH_HEX_LENGTH = 64
+#: Headers that carry a credential; removed from everything we capture.
+CREDENTIAL_HEADERS = frozenset({"x-api-key", "authorization", "proxy-authorization", "cookie"})
+_SECRET_FILE = "hash_secret"
+
+
+def agent_hash(credential: str, secret: bytes) -> str:
+    """HMAC-SHA256 of the credential under the server secret, as 64 hex digits."""
+    return hmac.new(secret, credential.encode("utf-8", "surrogateescape"), hashlib.sha256).hexdigest()
+
+
+def credential_from_headers(headers: Mapping[str, str]) -> str | None:
+    """The credential of a request: `x-api-key`, else an `Authorization: Bearer` token.
+
+    `headers` must be case-insensitive (aiohttp/starlette header mappings are).
+    """
+    api_key = headers.get("x-api-key")
+    if api_key and api_key.strip():
+        return api_key.strip()
+    authorization = headers.get("authorization")
+    if authorization:
+        scheme, _, token = authorization.strip().partition(" ")
+        if scheme.lower() == "bearer" and token.strip():
+            return token.strip()
+    return None
+
+
+def load_hash_secret(home: Path, configured: str = "") -> bytes:
+    """The HMAC secret: SMOLTBOT_HASH_SECRET if set, else one generated once into the data dir.
+
+    Every process of one installation shares the data dir, so they agree on the secret. The
+    file is created with O_EXCL and mode 0600, so two processes starting at once cannot end up
+    with different secrets.
+    """
+    if configured:
+        return configured.encode("utf-8")
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / _SECRET_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(secrets.token_hex(32))
+    for _ in range(50):
+        value = path.read_text().strip()
+        if value:
+            return value.encode("utf-8")
+        # Another process created the file and has not written it yet.
+        time.sleep(0.01)
+    raise RuntimeError(f"hash secret file {path} is empty; delete it to generate a new one")

@@ -1,0 +1,96 @@
+"""The one settings object. Every process builds it with `load_settings()` at its entry point
+and passes it down; nothing reads the environment at import time."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "load_settings"]
+
+
+class Settings(BaseSettings):
+    """Configuration for every smoltbot process. Each variable is `SMOLTBOT_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix="SMOLTBOT_", extra="ignore")
+
+    home: Path = Field(
+        default_factory=lambda: Path.home() / ".smoltbot",
+        description="Data directory: SQLite database, hash secret, gateway spool, config.",
+    )
+    database_url: str = Field(
+        default="",
+        description="sqlite:///PATH or postgresql://USER@HOST:PORT/DB. Empty: SQLite in the data dir.",
+    )
+    hash_secret: str = Field(
+        default="",
+        description="Secret for the agent hash (HMAC-SHA256). Empty: generated once into the data dir.",
+    )
+    registry_address: str = Field(default="127.0.0.1:50051", description="host:port of the Registry.")
+    observer_address: str = Field(default="127.0.0.1:50052", description="host:port of the Observer.")
+    gateway_host: str = Field(default="127.0.0.1", description="Interface the gateway binds.")
+    gateway_port: int = Field(default=8080, ge=0, le=65535, description="Port of the gateway.")
+    api_host: str = Field(default="127.0.0.1", description="Interface the API binds.")
+    api_port: int = Field(default=8000, ge=0, le=65535, description="Port of the REST API and dashboard.")
+    upstream_url: str = Field(
+        default="https://api.anthropic.com", description="Where the gateway forwards /anthropic/... calls."
+    )
+    public_api_url: str = Field(
+        default="",
+        description="Public URL of the REST API, used in default cards' audit.query_endpoint. "
+        "Empty: http://<api_host>:<api_port>.",
+    )
+
+    # Sessions
+    session_idle_minutes: float = Field(default=30, gt=0, description="Idle time that ends an inferred session.")
+
+    # Gateway
+    max_request_bytes: int = Field(default=32 * 1024 * 1024, gt=0, description="Request body limit (413 above).")
+    upstream_connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to connect upstream.")
+    upstream_idle_timeout: float = Field(
+        default=600.0, gt=0, description="Seconds without a byte from upstream before the call is cut."
+    )
+    spool_max_bytes: int = Field(
+        default=512 * 1024 * 1024, gt=0, description="Disk the gateway spool may use; oldest dropped beyond."
+    )
+
+    # Observer
+    analyzer: Literal["local", "anthropic"] = Field(default="local", description="Decision analyzer.")
+    analyzer_model: str = Field(default="claude-haiku-4-5", description="Model of the anthropic analyzer.")
+    analyzer_api_key: str = Field(default="", description="API key of the anthropic analyzer.")
+    analyzer_base_url: str = Field(default="", description="Base URL of the anthropic analyzer (empty: SDK default).")
+    analyzer_timeout: float = Field(default=20.0, gt=0, description="Seconds per analyzer call.")
+    store_reasoning: Literal["full", "redacted", "none"] = Field(
+        default="redacted", description="How reasoning text is stored in traces."
+    )
+    observer_concurrency: int = Field(default=4, ge=1, description="Exchanges processed at once.")
+    observer_max_attempts: int = Field(default=5, ge=1, description="Tries before an exchange is a failed trace.")
+    integrity_window: int = Field(default=100, ge=1, description="Traces in the recent integrity window.")
+    drift_threshold: float = Field(default=0.30, ge=0, le=1, description="Similarity below which a trace drifts.")
+    drift_sustained: int = Field(default=3, ge=1, description="Consecutive drifting traces that raise an alert.")
+    drift_baseline_size: int = Field(default=10, ge=1, description="Early traces that form the agent's baseline.")
+
+    log_level: str = Field(default="INFO", description="Log level of every process.")
+
+    @field_validator("upstream_url")
+    @classmethod
+    def _strip_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{self.home / 'smoltbot.db'}"
+
+    @property
+    def effective_public_api_url(self) -> str:
+        return self.public_api_url.rstrip("/") or f"http://{self.api_host}:{self.api_port}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Builds settings from the environment, with explicit overrides (CLI flags, tests) on top."""
+    return Settings(**overrides)  # type: ignore[arg-type]
