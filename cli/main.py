@@ -1,0 +1,26 @@
+"""The `smoltbot` command. Each command group lives in its own module; this one wires them."""
+
+from __future__ import annotations
+
+import typer
+
+from smoltbot.cli import stack
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="smoltbot",
+    help="Transparent tracing for AI agents: run the stack, then see every decision your agent makes.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+stack.register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

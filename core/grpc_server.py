@@ -1,0 +1,116 @@
+"""What every smoltbot gRPC server has in common: message limits, health, reflection,
+error mapping and a graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, TypeVar
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from smoltbot.core.errors import SmoltbotError, grpc_status_for
+
+__all__ = [
+    "GRPC_MESSAGE_LIMIT",
+    "GrpcServer",
+    "grpc_errors",
+    "new_grpc_server",
+    "run_until_signalled",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Exchanges carry whole request bodies (up to 32 MiB by default) and reassembled responses.
+GRPC_MESSAGE_LIMIT = 96 * 1024 * 1024
+_OPTIONS = [
+    ("grpc.max_receive_message_length", GRPC_MESSAGE_LIMIT),
+    ("grpc.max_send_message_length", GRPC_MESSAGE_LIMIT),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+]
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+class GrpcServer:
+    """A started-or-not grpc.aio server with health and reflection, and the port it bound."""
+
+    def __init__(self, server: grpc.aio.Server, port: int, health_servicer: health.aio.HealthServicer,
+                 service_names: Iterable[str], on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
+        self.server = server
+        self.port = port
+        self.health = health_servicer
+        self.service_names = list(service_names)
+        self._on_stop = on_stop
+
+    async def start(self) -> None:
+        await self.server.start()
+        for name in [*self.service_names, ""]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Health goes NOT_SERVING first, so balancers drain us, then in-flight RPCs get `grace`."""
+        for name in [*self.service_names, ""]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        await self.server.stop(grace)
+        if self._on_stop is not None:
+            await self._on_stop()
+
+    async def wait(self) -> None:
+        await self.server.wait_for_termination()
+
+
+def new_grpc_server(address: str, service_names: Iterable[str],
+                    register: Callable[[grpc.aio.Server], None],
+                    on_stop: Callable[[], Awaitable[None]] | None = None) -> GrpcServer:
+    """Builds a server bound to `address` ("host:port", port 0 for an ephemeral one)."""
+    server = grpc.aio.server(options=_OPTIONS)
+    register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = list(service_names)
+    reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"could not bind gRPC server to {address}: address in use or not available")
+    return GrpcServer(server, port, health_servicer, names, on_stop)
+
+
+def grpc_errors(method: F) -> F:
+    """Maps domain errors to rich gRPC statuses; anything unexpected is logged and INTERNAL."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        try:
+            return await method(self, request, context)
+        except SmoltbotError as error:
+            await context.abort_with_status(grpc_status_for(error))
+        except (grpc.aio.AbortError, asyncio.CancelledError):
+            raise
+        except Exception:
+            logger.exception("unexpected error in %s", method.__qualname__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error; see the server log")
+
+    return wrapper  # type: ignore[return-value]
+
+
+async def run_until_signalled(server: GrpcServer, grace: float = 5.0) -> None:
+    """Starts the server and stops it gracefully on SIGINT/SIGTERM."""
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        await server.stop(grace)
