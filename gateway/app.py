@@ -1,0 +1,219 @@
+"""The gateway service: an aiohttp app over the relay, the identity cache, the spool and the shipper.
+
+- `build_app(settings)`: the app (what `smoltbot up` and tests start).
+- `start_gateway(settings, host, port)`: starts it on a port (0: any free one) and returns a
+  handle with `.port`, `.base_url` and `.stop()`.
+- `serve(settings)`: runs it until SIGINT/SIGTERM, then stops gracefully: no new connections,
+  calls in flight finish (up to a grace period), and the spool is flushed to the observer.
+
+aiohttp on both sides was chosen after measuring it against a hand-written asyncio proxy and
+nginx; the figures are in docs/benchmarks.md ("Gateway").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from smoltbot.core.identity import load_hash_secret
+from smoltbot.core.settings import Settings
+
+from .capture import Capture
+from .identity_cache import IdentityCache
+from .metrics import CONTENT_TYPE_LATEST, GatewayMetrics
+from .proxy import PREFIX, Proxy
+from .shipper import Shipper
+from .spool import Spool
+
+__all__ = ["GATEWAY_KEY", "Gateway", "RunningGateway", "build_app", "serve", "start_gateway"]
+
+logger = logging.getLogger(__name__)
+
+#: Request lines and header fields up to this size are accepted (aiohttp's default is 8 KiB;
+#: the gateway must not reject what the upstream would take).
+_MAX_FIELD = 64 * 1024
+_SHUTDOWN_GRACE = 30.0
+
+
+def _version() -> str:
+    try:
+        return metadata.version("smoltbot")
+    except metadata.PackageNotFoundError:
+        return "0+unknown"
+
+
+class Gateway:
+    """Everything one gateway app owns, started and stopped with it."""
+
+    def __init__(self, settings: Settings, *, registry_address: str, observer_address: str) -> None:
+        self.settings = settings
+        self.version = _version()
+        self.gateway_id = f"{socket.gethostname()}:{os.getpid()}"
+        self.metrics = GatewayMetrics()
+        self.spool = Spool(Path(settings.home) / "spool", settings.spool_max_bytes,
+                           on_drop=lambda count: self.metrics.spool_dropped.inc(count))
+        self.shipper = Shipper(self.spool, observer_address,
+                               on_shipped=self.metrics.exchanges_shipped.inc,
+                               on_acked=self.metrics.count_ack)
+        self.identity = IdentityCache(registry_address, session_idle_minutes=settings.session_idle_minutes)
+        self.metrics.track_spool(lambda: self.spool.depth, lambda: self.spool.size_bytes)
+        self.proxy = Proxy(
+            upstream_url=settings.upstream_url,
+            session_factory=self._client_session,
+            secret=load_hash_secret(Path(settings.home), settings.hash_secret),
+            max_request_bytes=settings.max_request_bytes,
+            identity=self.identity,
+            submit=self.submit,
+            metrics=self.metrics,
+        )
+
+    def _client_session(self) -> aiohttp.ClientSession:
+        settings = self.settings
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30.0)
+        return aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(
+                total=None, connect=settings.upstream_connect_timeout,
+                sock_connect=settings.upstream_connect_timeout, sock_read=settings.upstream_idle_timeout,
+            ),
+            auto_decompress=False,
+            # Never add headers the client did not send (the SDK sets its own), never keep cookies:
+            # a shared jar would hand one agent's cookies to another.
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            max_line_size=_MAX_FIELD, max_field_size=_MAX_FIELD,
+        )
+
+    def submit(self, capture: Capture) -> None:
+        """Runs after the client has its response: builds the exchange and spools it."""
+        try:
+            exchange = capture.to_exchange(self.gateway_id)
+        except Exception:  # a capture bug must never surface to the user
+            logger.exception("exchange %s: could not build the exchange", capture.exchange_id)
+            return
+        self.metrics.exchanges_captured.inc()
+        self.shipper.submit(exchange)
+
+    async def startup(self, _app: web.Application) -> None:
+        replayed = self.spool.open()
+        self.shipper.start()
+        self.identity.start()
+        logger.info("gateway %s up: upstream %s, %d spooled exchanges to replay",
+                    self.version, self.settings.upstream_url, replayed)
+
+    async def cleanup(self, _app: web.Application) -> None:
+        await self.proxy.close()
+        await self.identity.close()
+        await self.shipper.stop()
+
+    # ------------------------------------------------------------------ endpoints
+
+    async def health(self, _request: web.Request) -> web.Response:
+        registry = await self.identity.reachable()
+        return web.json_response({
+            "status": "ok",
+            "version": self.version,
+            "registry": {"reachable": registry},
+            "observer": {"reachable": self.shipper.observer_ready},
+            "spool": {"depth": self.spool.depth, "bytes": self.spool.size_bytes, "dropped": self.spool.dropped},
+        })
+
+    async def metrics_endpoint(self, _request: web.Request) -> web.Response:
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+GATEWAY_KEY = web.AppKey("gateway", Gateway)
+
+
+def build_app(settings: Settings, *, registry_address: str | None = None,
+              observer_address: str | None = None) -> web.Application:
+    """The gateway app. Addresses default to the settings' registry/observer addresses."""
+    gateway = Gateway(
+        settings,
+        registry_address=registry_address or settings.registry_address,
+        observer_address=observer_address or settings.observer_address,
+    )
+    app = web.Application(
+        client_max_size=settings.max_request_bytes,
+        handler_args={
+            # A client that disconnects cancels its handler, and so its upstream request.
+            "handler_cancellation": True,
+            "max_line_size": _MAX_FIELD,
+            "max_field_size": _MAX_FIELD,
+            # Per-call access logs cost more than the rest of the relay; /metrics counts calls.
+            "access_log": None,
+        },
+    )
+    app[GATEWAY_KEY] = gateway
+    app.router.add_route("*", PREFIX + "/{path:.*}", gateway.proxy.handle)
+    app.router.add_get("/health", gateway.health)
+    app.router.add_get("/metrics", gateway.metrics_endpoint)
+    app.on_startup.append(gateway.startup)
+    app.on_cleanup.append(gateway.cleanup)
+    return app
+
+
+@dataclass
+class RunningGateway:
+    app: web.Application
+    runner: web.AppRunner
+    host: str
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        """e.g. http://127.0.0.1:8080 (agents use base_url + "/anthropic")."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def gateway(self) -> Gateway:
+        return self.app[GATEWAY_KEY]
+
+    async def stop(self) -> None:
+        """Stops accepting, lets calls in flight finish, flushes the spool."""
+        await self.runner.cleanup()
+
+
+async def start_gateway(settings: Settings, host: str = "127.0.0.1", port: int = 0, *,
+                        registry_address: str | None = None, observer_address: str | None = None,
+                        shutdown_grace: float = _SHUTDOWN_GRACE) -> RunningGateway:
+    app = build_app(settings, registry_address=registry_address, observer_address=observer_address)
+    runner = web.AppRunner(app, shutdown_timeout=shutdown_grace)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    try:
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
+    return RunningGateway(app, runner, host, int(bound))
+
+
+async def serve(settings: Settings) -> None:
+    """Runs the gateway on settings.gateway_host:gateway_port until SIGINT/SIGTERM."""
+    running = await start_gateway(settings, settings.gateway_host, settings.gateway_port)
+    logger.info("gateway listening on %s (agents: ANTHROPIC_BASE_URL=%s%s)",
+                running.base_url, running.base_url, PREFIX)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        logger.info("gateway stopping: finishing calls in flight, flushing the spool")
+        await running.stop()
+        logger.info("gateway stopped")

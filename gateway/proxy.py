@@ -1,0 +1,256 @@
+"""The relay: `/anthropic/{path}` to `{upstream_url}/{path}`, as if the gateway were not there.
+
+Headers pass unchanged but for hop-by-hop ones (and `Host`, which names the upstream); bodies
+pass byte for byte (nothing is decompressed on the way); upstream errors of any status are
+relayed as they are. Streams are relayed chunk by chunk as they arrive. A client that goes
+away cancels the upstream request; an upstream that drops a stream drops the client's
+connection (no clean end of the chunked body, so the client knows it was cut).
+
+The credential is read once to compute the agent hash and then only forwarded upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING
+
+import aiohttp
+from aiohttp import web
+from multidict import CIMultiDict
+from yarl import URL
+
+from smoltbot.core.identity import agent_hash, credential_from_headers
+
+from .capture import Capture, Outcome
+
+if TYPE_CHECKING:
+    from .identity_cache import IdentityCache
+    from .metrics import GatewayMetrics
+
+__all__ = ["HOP_BY_HOP", "PREFIX", "Proxy", "anthropic_error"]
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "/anthropic"
+#: Connection-level headers (RFC 9110 §7.6.1) plus the ones the gateway sets itself.
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "transfer-encoding", "te", "trailer", "trailers", "upgrade",
+    "proxy-connection", "proxy-authenticate", "proxy-authorization", "host", "content-length", "expect",
+})
+#: Responses up to this size (with a Content-Length) are read whole and sent in one write;
+#: larger or unsized ones are relayed chunk by chunk.
+_BUFFER_LIMIT = 1024 * 1024
+_NO_CREDENTIAL = (
+    "No API key: send your Anthropic API key in the x-api-key header, "
+    "or as Authorization: Bearer <key>."
+)
+
+
+def anthropic_error(status: int, error_type: str, message: str,
+                    headers: Iterable[tuple[str, str]] = ()) -> web.Response:
+    """An error in the Messages API's shape, so SDKs and Claude Code read it as usual."""
+    body = json.dumps({"type": "error", "error": {"type": error_type, "message": message}}).encode()
+    response = web.Response(status=status, body=body, content_type="application/json")
+    for name, value in headers:
+        response.headers[name] = value
+    return response
+
+
+def _forwardable(headers: Iterable[tuple[str, str]], connection: str | None) -> list[tuple[str, str]]:
+    named: frozenset[str] = frozenset()
+    if connection:
+        named = frozenset(token.strip().lower() for token in connection.split(","))
+    return [
+        (name, value) for name, value in headers
+        if (low := name.lower()) not in HOP_BY_HOP and not low.startswith("proxy-") and low not in named
+    ]
+
+
+class Proxy:
+    """The `/anthropic/...` handler and what it needs, bound once per app."""
+
+    def __init__(self, *, upstream_url: str, session_factory: Callable[[], aiohttp.ClientSession],
+                 secret: bytes, max_request_bytes: int, identity: IdentityCache,
+                 submit: Callable[[Capture], None], metrics: GatewayMetrics) -> None:
+        self._upstream = upstream_url.rstrip("/")
+        self._session_factory = session_factory
+        self._session: aiohttp.ClientSession | None = None
+        self._secret = secret
+        self._max_request_bytes = max_request_bytes
+        self._identity = identity
+        self._submit = submit
+        self._metrics = metrics
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        started_ns = time.time_ns()
+        t0 = time.perf_counter()
+        headers = request.headers
+        credential = credential_from_headers(headers)
+        if credential is None:
+            return self._done(anthropic_error(401, "authentication_error", _NO_CREDENTIAL), t0)
+        length = request.content_length
+        if length is not None and length > self._max_request_bytes:
+            return self._done(self._too_large(), t0)
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return self._done(self._too_large(), t0)
+        hashed = agent_hash(credential, self._secret)
+        del credential
+        hint = headers.get("x-smoltbot-session") or headers.get("x-claude-code-session-id") or ""
+        raw_path = request.raw_path
+        tail = raw_path[len(PREFIX):]
+        path, _, query = tail.partition("?")
+        capture = Capture(
+            agent_hash=hashed, session_hint=hint, method=request.method, path=path, query=query,
+            request_headers=headers.items(), request_body=body, started_ns=started_ns,
+        )
+        identity = self._identity.warm(hashed, hint)
+        if identity is None:
+            identity = await self._identity.resolve(hashed, hint)
+        capture.agent_id, capture.session_id = identity
+        forward = CIMultiDict(_forwardable(headers.items(), headers.get("connection")))
+        session = self._session
+        if session is None:
+            session = self._session = self._session_factory()
+        try:
+            upstream = await session.request(
+                request.method, URL(self._upstream + tail, encoded=True), headers=forward,
+                data=body if body else None, allow_redirects=False,
+            )
+        except asyncio.CancelledError:
+            self._finish(capture, Outcome.CLIENT_ABORT, "client went away before upstream answered", 0, t0)
+            raise
+        except asyncio.TimeoutError:
+            self._finish(capture, Outcome.UPSTREAM_UNREACHABLE, "timed out connecting to upstream", 504, t0)
+            return anthropic_error(504, "timeout_error", "The gateway timed out reaching the upstream API.")
+        except aiohttp.ClientError as error:
+            detail = f"upstream unreachable: {type(error).__name__}: {error}"
+            self._finish(capture, Outcome.UPSTREAM_UNREACHABLE, detail, 502, t0)
+            logger.warning("exchange %s: %s", capture.exchange_id, detail)
+            return anthropic_error(502, "api_error", "The gateway could not reach the upstream API.")
+        capture.first_byte_ns = time.time_ns()
+        capture.status = status = upstream.status
+        capture.response_headers = list(upstream.headers.items())
+        out_headers = CIMultiDict(_forwardable(capture.response_headers, upstream.headers.get("connection")))
+        agent_id, session_id = identity
+        if agent_id:
+            out_headers["x-smoltbot-agent"] = agent_id
+        if session_id:
+            out_headers["x-smoltbot-session"] = session_id
+        outcome = Outcome.COMPLETE if status < 400 else Outcome.UPSTREAM_ERROR
+        content_type = upstream.headers.get("content-type", "")
+        size = upstream.content_length
+        if not content_type.startswith("text/event-stream") and (
+            (size is not None and size <= _BUFFER_LIMIT) or request.method == "HEAD" or status in (204, 304)
+        ):
+            return await self._relay_whole(request, upstream, capture, out_headers, outcome, t0)
+        return await self._relay_stream(request, upstream, capture, out_headers, outcome, t0,
+                                        content_type.startswith("text/event-stream"))
+
+    async def _relay_whole(self, request: web.Request, upstream: aiohttp.ClientResponse, capture: Capture,
+                           out_headers: CIMultiDict[str], outcome: Outcome, t0: float) -> web.StreamResponse:
+        try:
+            data = await upstream.read()
+        except asyncio.CancelledError:
+            upstream.close()
+            self._finish(capture, Outcome.CLIENT_ABORT, "client went away while upstream answered", 0, t0)
+            raise
+        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+            upstream.close()
+            detail = f"upstream dropped the response: {type(error).__name__}"
+            self._finish(capture, Outcome.UPSTREAM_DROPPED, detail, 502, t0)
+            return anthropic_error(502, "api_error", "The upstream API closed the connection mid-response.")
+        finally:
+            upstream.release()
+        capture.add_chunk(data)
+        if request.method == "HEAD":
+            response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out_headers)
+            if upstream.content_length is not None:
+                response.content_length = upstream.content_length
+        else:
+            response = web.Response(status=upstream.status, reason=upstream.reason, headers=out_headers, body=data)
+        try:
+            await response.prepare(request)
+            await response.write_eof()
+        except (ConnectionError, asyncio.CancelledError) as error:
+            self._finish(capture, Outcome.CLIENT_ABORT, "client went away before the response was sent", 0, t0)
+            if isinstance(error, asyncio.CancelledError):
+                raise
+            return response
+        self._finish(capture, outcome, "", upstream.status, t0)
+        return response
+
+    async def _relay_stream(self, request: web.Request, upstream: aiohttp.ClientResponse, capture: Capture,
+                            out_headers: CIMultiDict[str], outcome: Outcome, t0: float,
+                            sse: bool) -> web.StreamResponse:
+        capture.streamed = sse
+        response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out_headers)
+        if upstream.content_length is not None:
+            response.content_length = upstream.content_length
+        metrics = self._metrics
+        metrics.active_streams.inc()
+        try:
+            await response.prepare(request)
+            chunks = upstream.content.iter_any().__aiter__()
+            while True:
+                try:
+                    chunk = await chunks.__anext__()
+                except StopAsyncIteration:
+                    break
+                except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+                    return self._upstream_dropped(request, upstream, capture, response, error, t0)
+                await response.write(chunk)
+                capture.add_chunk(chunk)
+            await response.write_eof()
+        except (asyncio.CancelledError, ConnectionError) as error:
+            upstream.close()
+            self._finish(capture, Outcome.CLIENT_ABORT, "client went away mid-response", 0, t0)
+            if isinstance(error, asyncio.CancelledError):
+                raise
+            return response
+        finally:
+            metrics.active_streams.dec()
+            upstream.release()
+        self._finish(capture, outcome, "", upstream.status, t0)
+        return response
+
+    def _upstream_dropped(self, request: web.Request, upstream: aiohttp.ClientResponse, capture: Capture,
+                          response: web.StreamResponse, error: BaseException, t0: float) -> web.StreamResponse:
+        upstream.close()
+        # Cut the client's connection too: a clean end of the chunked body would tell it the
+        # response was whole.
+        transport = request.transport
+        if transport is not None:
+            transport.abort()
+        detail = f"upstream dropped the stream: {type(error).__name__}"
+        self._finish(capture, Outcome.UPSTREAM_DROPPED, detail, upstream.status, t0)
+        return response
+
+    # ------------------------------------------------------------------ helpers
+
+    def _too_large(self) -> web.Response:
+        return anthropic_error(
+            413, "request_too_large",
+            f"Request exceeds the gateway's limit of {self._max_request_bytes} bytes.",
+        )
+
+    def _done(self, response: web.Response, t0: float) -> web.Response:
+        self._metrics.count_request(response.status)
+        self._metrics.latency.observe(time.perf_counter() - t0)
+        return response
+
+    def _finish(self, capture: Capture, outcome: Outcome, detail: str, status: int, t0: float) -> None:
+        capture.finish(outcome, detail)
+        self._metrics.count_request(status)
+        self._metrics.latency.observe(time.perf_counter() - t0)
+        self._submit(capture)
