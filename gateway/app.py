@@ -180,8 +180,9 @@ class RunningGateway:
         return self.app[GATEWAY_KEY]
 
     async def stop(self) -> None:
-        """Stops accepting, lets calls in flight finish, flushes the spool."""
-        await self.runner.cleanup()
+        """Stops accepting, lets calls in flight finish, flushes the spool. Idempotent."""
+        if self.runner.server is not None:
+            await self.runner.cleanup()
 
 
 async def start_gateway(settings: Settings, host: str = "127.0.0.1", port: int = 0, *,
