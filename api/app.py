@@ -1,0 +1,206 @@
+"""The public REST API (/v1) and the dashboard: a FastAPI app with no data of its own, which
+translates every request onto the Registry and Observer gRPC services."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import signal
+import socket
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from smoltbot.api.dependencies import REQUEST_ID, Backends
+from smoltbot.api.errors import install_error_handlers
+from smoltbot.api.routers import agents, cards, dashboard, health, integrity, sessions, traces
+from smoltbot.api.schemas import ErrorResponse
+from smoltbot.core.grpc_client import open_channel
+from smoltbot.core.identity import load_hash_secret
+from smoltbot.core.settings import Settings
+
+__all__ = ["RunningApi", "create_app", "serve", "start_api"]
+
+logger = logging.getLogger(__name__)
+
+_HERE = Path(__file__).parent
+#: Deadline of one backend call; reads are small and indexed.
+BACKEND_TIMEOUT = 10.0
+_SHUTDOWN_GRACE = 5.0
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Everything the dashboard loads comes from this origin; the header makes that a promise.
+_CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+        "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
+
+_DESCRIPTION = """\
+Read what smoltbot saw: agents, their AAP decision traces, integrity scores, drift alerts,
+sessions and alignment cards.
+
+**Reads are public.** Every write needs the agent's own credential (`x-api-key` or
+`Authorization: Bearer`), which is hashed and dropped: missing gives 401, another agent's 403.
+
+**Lists** take `limit` (1..1000, default 50) and `cursor`, and return
+`{"items": [...], "next_cursor": "..." | null}`.
+
+**Errors** all have one body: `{"error": {"code", "status", "reason", "message", "field"}}`.
+"""
+
+
+class _RequestContext:
+    """Gives every request an id (the caller's `x-request-id` when sane), echoes it back, and
+    adds the security headers that keep the dashboard on its own origin."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [
+                    (b"x-request-id", request_id.encode()),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"content-security-policy", _CSP.encode()),
+                    (b"referrer-policy", b"same-origin"),
+                ]
+                message["headers"] = headers
+            await send(message)
+
+        token = REQUEST_ID.set(request_id)
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            REQUEST_ID.reset(token)
+
+
+def create_app(settings: Settings, *, registry_address: str | None = None,
+               observer_address: str | None = None) -> FastAPI:
+    """The app. Channels to the services are opened by its lifespan and closed after it."""
+    registry_target = registry_address or settings.registry_address
+    observer_target = observer_address or settings.observer_address
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.hash_secret = load_hash_secret(settings.home, settings.hash_secret)
+        registry_channel = open_channel(registry_target)
+        observer_channel = open_channel(observer_target)
+        app.state.backends = Backends.open(registry_channel, registry_target, observer_channel, observer_target,
+                                           BACKEND_TIMEOUT)
+        try:
+            yield
+        finally:
+            app.state.backends = None
+            await asyncio.gather(registry_channel.close(grace=1.0), observer_channel.close(grace=1.0))
+
+    app = FastAPI(
+        title="smoltbot",
+        version="1",
+        description=_DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,  # Swagger UI loads its assets from a CDN; /openapi.json is the reference.
+        redoc_url=None,
+        responses={"default": {"model": ErrorResponse, "description": "An error, in the one error shape."}},
+    )
+    app.state.settings = settings
+    app.state.backends = None
+    app.state.templates = Jinja2Templates(directory=_HERE / "templates")
+    dashboard.configure_templates(app.state.templates)
+    install_error_handlers(app)
+    app.add_middleware(_RequestContext)
+    for module in (agents, traces, integrity, cards, sessions, health, dashboard):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
+    return app
+
+
+# --------------------------------------------------------------------------- running it
+
+class _Server(uvicorn.Server):
+    # `serve()` below owns SIGINT/SIGTERM; uvicorn must not install (and later re-raise) its own.
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+@dataclass
+class RunningApi:
+    server: uvicorn.Server
+    task: asyncio.Task[None]
+    host: str
+    port: int
+
+    @property
+    def base_url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def stop(self) -> None:
+        """Stops accepting; requests in flight get the grace period, then the channels close."""
+        self.server.should_exit = True
+        await self.task
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+async def start_api(settings: Settings, host: str = "127.0.0.1", port: int = 0, *,
+                    registry_address: str | None = None, observer_address: str | None = None) -> RunningApi:
+    """Runs the app under uvicorn on host:port (0: any free port) until `stop()`."""
+    app = create_app(settings, registry_address=registry_address, observer_address=observer_address)
+    sock = _bind(host, port)
+    config = uvicorn.Config(app, log_config=None, lifespan="on", access_log=False,
+                            timeout_graceful_shutdown=_SHUTDOWN_GRACE)
+    server = _Server(config)
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        if task.done():
+            sock.close()
+            await task
+            raise RuntimeError("the API did not start; see the log above")
+        await asyncio.sleep(0.01)
+    return RunningApi(server, task, host, sock.getsockname()[1])
+
+
+async def serve(settings: Settings) -> None:
+    """Runs the API and dashboard on settings.api_host:api_port until SIGINT/SIGTERM."""
+    running = await start_api(settings, settings.api_host, settings.api_port)
+    logger.info("API listening on %s (dashboard %s/, reference %s/openapi.json)",
+                running.base_url, running.base_url, running.base_url)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await asyncio.wait([asyncio.ensure_future(stop.wait()), running.task],
+                           return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        logger.info("API stopping")
+        await running.stop()
+        logger.info("API stopped")

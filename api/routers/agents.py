@@ -1,0 +1,90 @@
+"""/v1/agents: look agents up, list them, resolve a credential to its agent, claim one."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Annotated
+
+import grpc
+from fastapi import APIRouter, Body
+from starlette.exceptions import HTTPException
+
+from smoltbot.api.dependencies import AgentIdPath, CallerHash, Cursor, Limit, Observer, Registry, require_owner
+from smoltbot.api.errors import BackendError
+from smoltbot.api.schemas import (
+    READ_ERRORS,
+    WRITE_ERRORS,
+    Agent,
+    AgentList,
+    AgentSummary,
+    ClaimRequest,
+    ResolveResponse,
+    agent_summary,
+    error_responses,
+)
+from smoltbot.v1 import observer_service_pb2, registry_service_pb2
+
+__all__ = ["router", "trace_count"]
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/agents", tags=["agents"], responses=READ_ERRORS)
+
+
+async def trace_count(observer: Observer, agent_id: str) -> int:
+    """All-time traces of an agent; 0 for an agent the observer has not seen yet."""
+    try:
+        response = await observer.GetIntegrity(observer_service_pb2.GetIntegrityRequest(agent_id=agent_id))
+    except BackendError as error:
+        if error.code is grpc.StatusCode.NOT_FOUND:
+            return 0
+        raise
+    return int(response.integrity.all_time.total_traces)
+
+
+@router.post("/resolve", response_model=ResolveResponse, responses=error_responses(401, 503, 504),
+             summary="The agent id of a credential (created if new)")
+async def resolve_agent(registry: Registry, caller_hash: CallerHash) -> ResolveResponse:
+    """Send the agent's credential in `x-api-key` or `Authorization: Bearer`. It is hashed with
+    the installation's secret and dropped; only the hash reaches the registry."""
+    response = await registry.ResolveAgent(registry_service_pb2.ResolveAgentRequest(agent_hash=caller_hash))
+    if response.created:
+        logger.info("agent %s created by resolve", response.agent.agent_id)
+    return ResolveResponse(agent_id=response.agent.agent_id, created=response.created)
+
+
+@router.api_route("/resolve", methods=["GET", "HEAD", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE"],
+                  include_in_schema=False)
+async def resolve_agent_other_methods() -> None:
+    # Without this, GET /v1/agents/resolve would reach GET /v1/agents/{agent_id} and fail its
+    # pattern with a 422 instead of the 405 that tells the caller to POST.
+    raise HTTPException(status_code=405)
+
+
+@router.get("", response_model=AgentList, summary="Agents, most recently seen first")
+async def list_agents(registry: Registry, limit: Limit = 50, cursor: Cursor = None) -> AgentList:
+    response = await registry.ListAgents(
+        registry_service_pb2.ListAgentsRequest(page_size=limit, page_token=cursor or ""))
+    return AgentList(items=[agent_summary(agent) for agent in response.agents],
+                     next_cursor=response.next_page_token or None)
+
+
+@router.get("/{agent_id}", response_model=Agent, summary="One agent")
+async def get_agent(agent_id: AgentIdPath, registry: Registry, observer: Observer) -> Agent:
+    response, count = await asyncio.gather(
+        registry.GetAgent(registry_service_pb2.GetAgentRequest(agent_id=agent_id)),
+        trace_count(observer, agent_id),
+    )
+    return Agent(**agent_summary(response.agent).model_dump(), trace_count=count)
+
+
+@router.post("/{agent_id}/claim", response_model=AgentSummary, responses=WRITE_ERRORS,
+             summary="Claim an agent by proving its credential")
+async def claim_agent(agent_id: AgentIdPath, registry: Registry, caller_hash: CallerHash,
+                      body: Annotated[ClaimRequest | None, Body()] = None) -> AgentSummary:
+    """Proof of ownership is the agent's own credential. An agent can be claimed once (409 after)."""
+    require_owner(agent_id, caller_hash)
+    response = await registry.ClaimAgent(registry_service_pb2.ClaimAgentRequest(
+        agent_id=agent_id, agent_hash=caller_hash, email=(body.email if body and body.email else "")))
+    return agent_summary(response.agent)

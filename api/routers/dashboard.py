@@ -1,0 +1,261 @@
+"""The dashboard: server-rendered pages over the same backends as /v1.
+
+`/agents/{id}` renders everything once; its script then polls `/v1/agents/{id}` and, when the
+agent has new traces or activity, swaps in `/agents/{id}/live` (the same sections, rendered by
+the same templates), so there is one rendering of each section, not a Jinja one and a JS one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import grpc
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse
+from fastapi.templating import Jinja2Templates
+from markupsafe import Markup
+
+from smoltbot.api.dependencies import AgentIdPath, Cursor, Observer, Registry, TraceIdPath
+from smoltbot.api.errors import BackendError
+from smoltbot.api.routers.agents import trace_count
+from smoltbot.api.routers.traces import list_trace_page
+from smoltbot.api.schemas import (
+    Agent,
+    AgentSummary,
+    Card,
+    DriftAlert,
+    Integrity,
+    Session,
+    Trace,
+    agent_summary,
+    card_out,
+    drift_alert_out,
+    integrity_out,
+    session_out,
+    trace_out,
+)
+from smoltbot.core.errors import NotFound
+from smoltbot.v1 import observer_service_pb2, registry_service_pb2
+
+__all__ = ["configure_templates", "router"]
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
+
+T = TypeVar("T")
+_RECENT_TRACES = 25
+
+
+# --------------------------------------------------------------------------- template helpers
+
+def _parse_ts(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _when(value: str | None, empty: str = "—") -> Markup:
+    """A <time> the script turns into local, relative time; UTC text without the script."""
+    moment = _parse_ts(value)
+    if moment is None:
+        return Markup('<span class="muted">{}</span>').format(empty)
+    text = moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return Markup('<time datetime="{}" title="{}">{}</time>').format(value, text, text)
+
+
+def _pct(score: float | None, digits: int = 0) -> str:
+    if score is None:
+        return "—"
+    return f"{score * 100:.{digits}f}%"
+
+
+def _share(part: int, total: int) -> float:
+    return 0.0 if total <= 0 else max(0.0, min(1.0, part / total))
+
+
+def _short_id(value: str, keep: int = 10) -> str:
+    return value if len(value) <= keep + 1 else value[:keep] + "…"
+
+
+def configure_templates(templates: Jinja2Templates) -> None:
+    templates.env.filters.update(when=_when, pct=_pct, short=_short_id)
+    templates.env.globals.update(share=_share)
+    templates.env.autoescape = True
+
+
+# --------------------------------------------------------------------------- view models
+
+def trace_badge(trace: Trace) -> dict[str, str]:
+    """What a reader needs at a glance: did it pass, fail, or not get checked (and why)."""
+    observation, verification = trace.observation, trace.verification
+    if observation is not None and observation.outcome and observation.outcome != "complete":
+        return {"kind": "failed", "label": observation.outcome.replace("_", " ")}
+    if verification is None or not verification.checks_performed and not verification.verified \
+            and not verification.violations:
+        return {"kind": "unchecked", "label": "not checked"}
+    if verification.verified:
+        return {"kind": "ok", "label": "verified"}
+    count = len(verification.violations)
+    return {"kind": "bad", "label": f"{count} violation{'s' if count != 1 else ''}" if count else "not verified"}
+
+
+def trace_view(trace: Trace) -> dict[str, Any]:
+    action, decision, observation = trace.action, trace.decision, trace.observation
+    selected = None
+    if decision is not None:
+        selected = next((alt for alt in decision.alternatives_considered if alt.option_id == decision.selected),
+                        None)
+    reasoning = observation.reasoning if observation is not None else None
+    excerpt = reasoning.excerpt if reasoning is not None and reasoning.excerpt else ""
+    target = action.target.identifier if action is not None and action.target is not None else ""
+    if not target and action is not None and action.parameters:
+        # The first short string parameter usually says what the tool acted on (path, url, query).
+        target = next((str(v) for v in action.parameters.values() if isinstance(v, str) and len(v) < 120), "")
+    return {
+        "trace": trace,
+        "action_type": action.type if action else "",
+        "action_name": action.name if action else "",
+        "target": target,
+        "decision": (selected.description if selected and selected.description
+                     else (decision.selected if decision else "")),
+        "alternatives": len(decision.alternatives_considered) if decision else 0,
+        "selection_reasoning": decision.selection_reasoning if decision else "",
+        "excerpt": excerpt,
+        "has_reasoning": bool(reasoning and reasoning.present),
+        "badge": trace_badge(trace),
+        "violations": trace.verification.violations if trace.verification else [],
+        "session_id": trace.context.session_id if trace.context else None,
+    }
+
+
+# --------------------------------------------------------------------------- data
+
+async def _optional(call: Awaitable[T]) -> T | None:
+    """A section's data, or None when the backend has none (404) or is down: the page still
+    renders the other sections, and says which could not be loaded."""
+    try:
+        return await call
+    except BackendError as error:
+        if error.code is not grpc.StatusCode.NOT_FOUND:
+            logger.info("dashboard section unavailable: %s", error)
+        return None
+
+
+async def _agent_or_404(registry: Registry, observer: Observer, agent_id: str) -> Agent:
+    try:
+        response, count = await asyncio.gather(
+            registry.GetAgent(registry_service_pb2.GetAgentRequest(agent_id=agent_id)),
+            _optional(trace_count(observer, agent_id)),
+        )
+    except BackendError as error:
+        if error.code is grpc.StatusCode.NOT_FOUND:
+            raise NotFound(f"No agent called {agent_id} has been seen here. Agents appear after their first "
+                           "call through the gateway, or after `smoltbot init`.", reason="AGENT_NOT_FOUND") from None
+        raise
+    return Agent(**agent_summary(response.agent).model_dump(), trace_count=count or 0)
+
+
+async def _agent_sections(registry: Registry, observer: Observer, agent_id: str) -> dict[str, Any]:
+    async def integrity() -> Integrity:
+        response = await observer.GetIntegrity(observer_service_pb2.GetIntegrityRequest(agent_id=agent_id))
+        return integrity_out(response.integrity)
+
+    async def drift() -> list[DriftAlert]:
+        response = await observer.ListDriftAlerts(
+            observer_service_pb2.ListDriftAlertsRequest(agent_id=agent_id, page_size=10))
+        return [drift_alert_out(alert) for alert in response.alerts]
+
+    async def sessions() -> list[Session]:
+        response = await registry.ListSessions(
+            registry_service_pb2.ListSessionsRequest(agent_id=agent_id, page_size=10))
+        return [session_out(session) for session in response.sessions]
+
+    async def card() -> Card:
+        response = await registry.GetActiveCard(registry_service_pb2.GetActiveCardRequest(agent_id=agent_id))
+        return card_out(response.card)
+
+    agent, score, traces, alerts, recent_sessions, active_card = await asyncio.gather(
+        _agent_or_404(registry, observer, agent_id),
+        _optional(integrity()),
+        _optional(list_trace_page(observer, agent_id=agent_id, limit=_RECENT_TRACES)),
+        _optional(drift()),
+        _optional(sessions()),
+        _optional(card()),
+    )
+    return {
+        "agent": agent,
+        "integrity": score,
+        "timeline_json": json.dumps([point.model_dump() for point in score.timeline]) if score else "[]",
+        "traces": [trace_view(trace) for trace in traces.items] if traces is not None else None,
+        "more_traces": bool(traces and traces.next_cursor),
+        "alerts": alerts,
+        "sessions": recent_sessions,
+        "card": active_card,
+    }
+
+
+# --------------------------------------------------------------------------- pages
+
+@router.get("/")
+async def index(request: Request, registry: Registry, observer: Observer,
+                cursor: Cursor = None) -> HTMLResponse:
+    response = await registry.ListAgents(registry_service_pb2.ListAgentsRequest(page_size=50,
+                                                                                page_token=cursor or ""))
+    agents: list[AgentSummary] = [agent_summary(agent) for agent in response.agents]
+
+    async def score(agent_id: str) -> Integrity | None:
+        result = await _optional(observer.GetIntegrity(observer_service_pb2.GetIntegrityRequest(agent_id=agent_id)))
+        return integrity_out(result.integrity) if result is not None else None
+
+    scores = await asyncio.gather(*(score(agent.agent_id) for agent in agents))
+    templates: Jinja2Templates = request.app.state.templates
+    return templates.TemplateResponse(request, "index.html", {
+        "title": "Agents", "rows": list(zip(agents, scores, strict=True)),
+        "next_cursor": response.next_page_token or None,
+    })
+
+
+@router.get("/agents/{agent_id}")
+async def agent_page(request: Request, agent_id: AgentIdPath, registry: Registry,
+                     observer: Observer) -> HTMLResponse:
+    context = await _agent_sections(registry, observer, agent_id)
+    templates: Jinja2Templates = request.app.state.templates
+    return templates.TemplateResponse(request, "agent.html", {"title": agent_id, **context})
+
+
+@router.get("/agents/{agent_id}/live")
+async def agent_live(request: Request, agent_id: AgentIdPath, registry: Registry,
+                     observer: Observer) -> HTMLResponse:
+    """The live sections of the agent page, for the page's script to swap in."""
+    context = await _agent_sections(registry, observer, agent_id)
+    templates: Jinja2Templates = request.app.state.templates
+    return templates.TemplateResponse(request, "_agent_live.html", context)
+
+
+@router.get("/agents/{agent_id}/traces/{trace_id}")
+async def trace_page(request: Request, agent_id: AgentIdPath, trace_id: TraceIdPath,
+                     observer: Observer) -> HTMLResponse:
+    try:
+        response = await observer.GetTrace(observer_service_pb2.GetTraceRequest(trace_id=trace_id))
+    except BackendError as error:
+        if error.code is grpc.StatusCode.NOT_FOUND:
+            raise NotFound(f"No trace {trace_id} here.", reason="TRACE_NOT_FOUND") from None
+        raise
+    trace = trace_out(response.trace)
+    if trace.agent_id != agent_id:
+        raise NotFound(f"Trace {trace_id} is not {agent_id}'s.", reason="TRACE_NOT_FOUND")
+    raw_json = json.dumps(trace.model_dump(exclude_unset=True), indent=2, ensure_ascii=False)
+    templates: Jinja2Templates = request.app.state.templates
+    return templates.TemplateResponse(request, "trace.html", {
+        "title": f"Trace {trace_id}", "agent_id": agent_id, "view": trace_view(trace), "trace": trace,
+        "raw_json": raw_json,
+    })

@@ -1,0 +1,117 @@
+"""/v1/traces: AAP decision traces, filtered and paginated; tool executions reported by plugins."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from smoltbot.api.dependencies import (
+    AGENT_ID_PATTERN,
+    SESSION_ID_PATTERN,
+    AgentIdPath,
+    Backend,
+    CallerHash,
+    Cursor,
+    Limit,
+    Observer,
+    TraceIdPath,
+    require_owner,
+    to_timestamp,
+)
+from smoltbot.api.schemas import (
+    READ_ERRORS,
+    WRITE_ERRORS,
+    ToolExecution,
+    ToolExecutionReport,
+    Trace,
+    TraceList,
+    trace_out,
+)
+from smoltbot.v1 import observer_service_pb2
+
+__all__ = ["list_trace_page", "router"]
+
+router = APIRouter(tags=["traces"], responses=READ_ERRORS)
+
+#: `order` values and the observer's order_by for each.
+ORDERS = {"desc": "timestamp desc", "asc": "timestamp asc"}
+Order = Annotated[Literal["desc", "asc"], Query(description="By timestamp: newest first (desc) or oldest first.")]
+SessionFilter = Annotated[str | None, Query(pattern=SESSION_ID_PATTERN, max_length=200,
+                                            description="Only traces of this session.")]
+VerifiedFilter = Annotated[bool | None, Query(description="Only traces that passed (true) or failed (false) "
+                                                          "verification.")]
+Since = Annotated[datetime | None, Query(description="Only traces at or after this time (RFC 3339).")]
+Until = Annotated[datetime | None, Query(description="Only traces before this time (RFC 3339).")]
+
+
+async def list_trace_page(observer: Backend, *, agent_id: str = "", session_id: str | None = None,
+                          verified: bool | None = None, since: datetime | None = None,
+                          until: datetime | None = None, limit: int = 50, cursor: str | None = None,
+                          order: str = "desc") -> TraceList:
+    request = observer_service_pb2.ListTracesRequest(
+        agent_id=agent_id, session_id=session_id or "", page_size=limit, page_token=cursor or "",
+        order_by=ORDERS[order],
+    )
+    if verified is not None:
+        request.verified = verified
+    if since is not None:
+        request.since.CopyFrom(to_timestamp(since, "since"))
+    if until is not None:
+        request.until.CopyFrom(to_timestamp(until, "until"))
+    response = await observer.ListTraces(request)
+    return TraceList(items=[trace_out(trace) for trace in response.traces],
+                     next_cursor=response.next_page_token or None)
+
+
+@router.get("/v1/traces", response_model=TraceList, response_model_exclude_unset=True,
+            summary="Traces, newest first, filtered")
+async def list_traces(
+    observer: Observer,
+    agent_id: Annotated[str | None, Query(pattern=AGENT_ID_PATTERN, description="Only this agent's traces.")] = None,
+    session_id: SessionFilter = None,
+    verified: VerifiedFilter = None,
+    since: Since = None,
+    until: Until = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    order: Order = "desc",
+) -> TraceList:
+    return await list_trace_page(observer, agent_id=agent_id or "", session_id=session_id, verified=verified,
+                                 since=since, until=until, limit=limit, cursor=cursor, order=order)
+
+
+@router.get("/v1/traces/{trace_id}", response_model=Trace, response_model_exclude_unset=True,
+            summary="One trace")
+async def get_trace(trace_id: TraceIdPath, observer: Observer) -> Trace:
+    response = await observer.GetTrace(observer_service_pb2.GetTraceRequest(trace_id=trace_id))
+    return trace_out(response.trace)
+
+
+@router.get("/v1/agents/{agent_id}/traces", response_model=TraceList, response_model_exclude_unset=True,
+            summary="An agent's traces, newest first")
+async def list_agent_traces(
+    agent_id: AgentIdPath,
+    observer: Observer,
+    session_id: SessionFilter = None,
+    verified: VerifiedFilter = None,
+    since: Since = None,
+    until: Until = None,
+    limit: Limit = 50,
+    cursor: Cursor = None,
+    order: Order = "desc",
+) -> TraceList:
+    return await list_trace_page(observer, agent_id=agent_id, session_id=session_id, verified=verified,
+                                 since=since, until=until, limit=limit, cursor=cursor, order=order)
+
+
+@router.post("/v1/tool-executions", response_model=ToolExecution, responses=WRITE_ERRORS,
+             tags=["traces"], summary="Report that the agent executed a tool call")
+async def report_tool_execution(body: ToolExecutionReport, observer: Observer,
+                                caller_hash: CallerHash) -> ToolExecution:
+    """From an agent plugin: marks the trace of that tool_use block as executed (or not)."""
+    require_owner(body.agent_id, caller_hash)
+    await observer.ReportToolExecution(observer_service_pb2.ReportToolExecutionRequest(
+        agent_id=body.agent_id, agent_hash=caller_hash, tool_use_id=body.tool_use_id, executed=body.executed))
+    return ToolExecution(agent_id=body.agent_id, tool_use_id=body.tool_use_id, executed=body.executed)

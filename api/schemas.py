@@ -1,0 +1,484 @@
+"""Response and request models of the public API, and their construction from protobuf.
+
+Field names are stable: the CLI and other clients read them. Traces, cards and drift alerts
+are the protobuf JSON mapping with proto field names (so a trace is an AAP trace plus
+`verification` and `observation`); fields protobuf leaves out when unset (`optional` scalars
+and sub-messages) are left out here too. Our own shapes (agents, sessions, integrity, lists)
+always carry every field, `null` when unknown. Timestamps are RFC 3339 strings in UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from google.protobuf import json_format, timestamp_pb2
+from google.protobuf.message import Message
+from pydantic import BaseModel, ConfigDict, Field
+
+from smoltbot.v1 import agent_pb2, card_pb2, trace_pb2
+
+__all__ = [
+    "Agent", "AgentList", "AgentSummary", "Card", "CardList", "ClaimRequest", "DriftAlert", "DriftAlertList",
+    "ErrorResponse", "Health", "Integrity", "ResolveResponse", "Session", "SessionList", "SessionReport",
+    "ToolExecution", "ToolExecutionReport", "Trace", "TraceList",
+    "READ_ERRORS", "WRITE_ERRORS", "agent_summary", "card_out", "error_responses", "drift_alert_out", "integrity_out", "session_out", "trace_out",
+]
+
+Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"}, examples=["2026-11-24T17:40:02.123Z"])]
+Cursor = Annotated[str | None, Field(description="Pass as `cursor` to get the next page; null on the last page.")]
+
+
+# --------------------------------------------------------------------------- errors
+
+class ErrorDetail(BaseModel):
+    code: int = Field(description="The HTTP status.", examples=[404])
+    status: str = Field(description="The gRPC status name (INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, ...), "
+                                    "or the HTTP reason for errors with no gRPC equivalent "
+                                    "(METHOD_NOT_ALLOWED).", examples=["NOT_FOUND"])
+    reason: str = Field(description="Machine-readable UPPER_SNAKE reason (the gRPC ErrorInfo reason).",
+                        examples=["AGENT_NOT_FOUND"])
+    message: str = Field(description="What went wrong and what to fix, for people.")
+    field: str | None = Field(description="The parameter or body field to fix, when there is one.",
+                              examples=["limit"])
+
+
+class ErrorResponse(BaseModel):
+    """The body of every error response."""
+
+    error: ErrorDetail
+
+
+# --------------------------------------------------------------------------- agents
+
+class AgentSummary(BaseModel):
+    agent_id: str = Field(examples=["smolt-0a1b2c3d"])
+    created_at: Timestamp | None
+    last_seen_at: Timestamp | None = Field(description="Last call seen through the gateway or a plugin.")
+    claimed: bool = Field(description="Whether an owner has claimed the agent.")
+    claimed_at: Timestamp | None
+    active_card_id: str | None = Field(description="The alignment card traces are checked against.")
+
+
+class Agent(AgentSummary):
+    trace_count: int = Field(description="Traces of this agent, all time.")
+
+
+class AgentList(BaseModel):
+    items: list[AgentSummary] = Field(description="Most recently seen first.")
+    next_cursor: Cursor
+
+
+class ResolveResponse(BaseModel):
+    agent_id: str = Field(examples=["smolt-0a1b2c3d"])
+    created: bool = Field(description="True when this call created the agent.")
+
+
+class ClaimRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$",
+                              description="Contact of the owner; stored, never shown publicly.")
+
+
+# --------------------------------------------------------------------------- traces (AAP)
+
+class ActionTarget(BaseModel):
+    type: str
+    identifier: str
+
+
+class TraceAction(BaseModel):
+    type: str = Field(description="recommend | execute | escalate | deny.")
+    name: str = Field(description='The tool name, or "respond" for a reply with no tool call.')
+    category: str = Field(description="bounded | escalation_trigger | forbidden.")
+    target: ActionTarget | None = None
+    parameters: dict[str, Any] | None = Field(default=None, description="The tool input, secrets redacted.")
+
+
+class Alternative(BaseModel):
+    option_id: str
+    description: str
+    score: float | None = None
+    scoring_factors: dict[str, float]
+    flags: list[str]
+
+
+class TraceDecision(BaseModel):
+    alternatives_considered: list[Alternative]
+    selected: str = Field(description="The option_id of the chosen alternative.")
+    selection_reasoning: str
+    values_applied: list[str]
+    confidence: float | None = None
+
+
+class TriggerCheck(BaseModel):
+    trigger: str
+    matched: bool
+    value_observed: Any = None
+
+
+class TraceEscalation(BaseModel):
+    evaluated: bool
+    triggers_checked: list[TriggerCheck]
+    required: bool
+    reason: str
+
+
+class TraceContext(BaseModel):
+    session_id: str | None = None
+    conversation_turn: int | None = None
+    prior_trace_ids: list[str]
+    environment: dict[str, Any] | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class Violation(BaseModel):
+    type: str = Field(description="forbidden_action | unbounded_action | missed_escalation | ...")
+    severity: str = Field(description="low | medium | high | critical.")
+    description: str
+    trace_field: str
+
+
+class VerificationWarning(BaseModel):
+    type: str
+    description: str
+    trace_field: str
+
+
+class Verification(BaseModel):
+    verified: bool
+    violations: list[Violation]
+    warnings: list[VerificationWarning]
+    card_id: str
+    verified_at: Timestamp | None = None
+    checks_performed: list[str]
+
+
+class TraceReasoning(BaseModel):
+    present: bool = Field(description="Whether the turn carried readable reasoning.")
+    source: str
+    signature_present: bool
+    redacted_blocks: int
+    chars: int
+    excerpt: str
+    text: str
+
+
+class TraceObservation(BaseModel):
+    exchange_id: str
+    decision_index: int
+    model: str
+    outcome: str = Field(description="complete | upstream_error | mid_stream_error | client_abort | "
+                                     "upstream_unreachable | upstream_dropped | processing_failed.")
+    outcome_detail: str
+    streamed: bool
+    stop_reason: str
+    http_status: int
+    reasoning: TraceReasoning | None = None
+    analyzer: str
+    analysis_fallback_reason: str
+    missing: list[str]
+    tool_use_id: str
+    executed: bool | None = None
+    exchange_started_at: Timestamp | None = None
+    exchange_ended_at: Timestamp | None = None
+    observed_at: Timestamp | None = None
+
+
+class Trace(BaseModel):
+    """An AP-Trace (Agent Alignment Protocol 2.0.0) plus smoltbot's `verification` and `observation`."""
+
+    trace_id: str
+    agent_id: str
+    card_id: str
+    timestamp: Timestamp | None = None
+    action: TraceAction | None = None
+    decision: TraceDecision | None = None
+    escalation: TraceEscalation | None = None
+    context: TraceContext | None = None
+    verification: Verification | None = None
+    observation: TraceObservation | None = None
+
+
+class TraceList(BaseModel):
+    items: list[Trace]
+    next_cursor: Cursor
+
+
+class ToolExecutionReport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agent_id: str = Field(pattern=r"^smolt-[0-9a-f]{8,64}$")
+    tool_use_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,199}$",
+                             description="The tool_use block id the agent executed.")
+    executed: bool = True
+
+
+class ToolExecution(BaseModel):
+    agent_id: str
+    tool_use_id: str
+    executed: bool
+
+
+# --------------------------------------------------------------------------- integrity, drift
+
+class IntegrityWindow(BaseModel):
+    total_traces: int
+    verified_traces: int
+    score: float | None = Field(description="verified / total, 0..1; null when there are no traces.")
+    violation_count: int
+    violations_by_type: dict[str, int]
+    with_reasoning: int = Field(description="Coverage: traces whose exchange carried readable reasoning.")
+    with_model_analysis: int = Field(description="Coverage: traces analysed by the model analyzer.")
+    failed: int = Field(description="Traces that record a failure (upstream error, abort, processing).")
+
+
+class IntegrityPoint(BaseModel):
+    bucket_start: Timestamp | None
+    total_traces: int
+    verified_traces: int
+    score: float | None = Field(description="verified / total in this bucket; null when empty.")
+
+
+class Integrity(BaseModel):
+    agent_id: str
+    window_size: int = Field(description="Traces in the recent window.")
+    computed_at: Timestamp | None
+    recent: IntegrityWindow
+    all_time: IntegrityWindow
+    timeline: list[IntegrityPoint] = Field(description="Per time bucket, oldest first.")
+    open_drift_alerts: int
+
+
+class DriftAlert(BaseModel):
+    alert_id: str
+    agent_id: str
+    card_id: str
+    direction: str = Field(description="autonomy_expansion | value_drift | principal_misalignment | unknown.")
+    severity: str = Field(description="low | medium | high.")
+    similarity_score: float
+    sustained_traces: int
+    trace_ids: list[str]
+    reference: str = Field(description="card | baseline.")
+    status: str = Field(description="open | resolved.")
+    created_at: Timestamp | None = None
+    updated_at: Timestamp | None = None
+    analysis: str
+
+
+class DriftAlertList(BaseModel):
+    items: list[DriftAlert] = Field(description="Newest first.")
+    next_cursor: Cursor
+
+
+# --------------------------------------------------------------------------- cards (AAP)
+
+class Principal(BaseModel):
+    type: str
+    identifier: str | None = None
+    relationship: str
+    escalation_contact: str | None = None
+
+
+class ValueDefinition(BaseModel):
+    name: str | None = None
+    description: str
+    priority: float
+
+
+class CardValues(BaseModel):
+    declared: list[str]
+    definitions: dict[str, ValueDefinition]
+    conflicts_with: list[str]
+    hierarchy: str | None = None
+
+
+class EscalationTrigger(BaseModel):
+    condition: str
+    action: str
+    reason: str
+
+
+class MonetaryValue(BaseModel):
+    amount: float
+    currency: str
+
+
+class Autonomy(BaseModel):
+    bounded_actions: list[str]
+    forbidden_actions: list[str]
+    escalation_triggers: list[EscalationTrigger]
+    max_autonomous_value: MonetaryValue | None = None
+
+
+class Audit(BaseModel):
+    retention_days: int
+    queryable: bool
+    trace_format: str
+    query_endpoint: str | None = None
+    tamper_evidence: str | None = None
+
+
+class Card(BaseModel):
+    """An Alignment Card in AAP's unified shape."""
+
+    card_version: str
+    card_id: str
+    agent_id: str
+    issued_at: Timestamp | None = None
+    expires_at: Timestamp | None = None
+    autonomy_mode: str
+    integrity_mode: str
+    principal: Principal | None = None
+    values: CardValues | None = None
+    autonomy: Autonomy | None = None
+    audit: Audit | None = None
+    extensions: dict[str, Any] | None = None
+
+
+class CardList(BaseModel):
+    items: list[Card] = Field(description="Newest first.")
+    active_card_id: str | None
+    next_cursor: Cursor
+
+
+# --------------------------------------------------------------------------- sessions
+
+SessionSource = Literal["unspecified", "client", "inferred", "plugin"]
+SessionStatus = Literal["unspecified", "active", "ended"]
+
+
+class Session(BaseModel):
+    session_id: str
+    agent_id: str
+    source: SessionSource = Field(description="client (named by the client) | inferred (idle rule) | plugin.")
+    status: SessionStatus
+    started_at: Timestamp | None
+    last_activity_at: Timestamp | None
+    ended_at: Timestamp | None
+    turn_count: int
+
+
+class SessionList(BaseModel):
+    items: list[Session] = Field(description="Most recently active first.")
+    next_cursor: Cursor
+
+
+class SessionReport(BaseModel):
+    """A session event reported by an agent plugin."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    agent_id: str = Field(pattern=r"^smolt-[0-9a-f]{8,64}$")
+    session_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+    event: Literal["started", "turn", "ended"]
+    turn_count: int | None = Field(default=None, ge=0, le=2**31 - 1,
+                                   description="The session's turn count; without it a turn adds one.")
+    occurred_at: datetime | None = Field(default=None, description="When it happened (RFC 3339); default now.")
+
+
+# --------------------------------------------------------------------------- health
+
+BackendState = Literal["serving", "not_serving", "unavailable"]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"] = Field(description="ok when the API and both services serve.")
+    registry: BackendState
+    observer: BackendState
+
+
+# --------------------------------------------------------------------------- proto -> response
+
+def _ts(message: Message, field: str) -> str | None:
+    if not message.HasField(field):
+        return None
+    stamp: timestamp_pb2.Timestamp = getattr(message, field)
+    return stamp.ToJsonString()
+
+
+def _proto_dict(message: Message) -> dict[str, Any]:
+    return json_format.MessageToDict(message, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
+
+
+def agent_summary(agent: agent_pb2.Agent) -> AgentSummary:
+    return AgentSummary(
+        agent_id=agent.agent_id, created_at=_ts(agent, "created_at"), last_seen_at=_ts(agent, "last_seen_at"),
+        claimed=agent.claimed, claimed_at=_ts(agent, "claimed_at"), active_card_id=agent.active_card_id or None,
+    )
+
+
+def trace_out(trace: trace_pb2.ApTrace) -> Trace:
+    return Trace.model_validate(_proto_dict(trace))
+
+
+def card_out(card: card_pb2.AlignmentCard) -> Card:
+    return Card.model_validate(_proto_dict(card))
+
+
+def drift_alert_out(alert: trace_pb2.DriftAlert) -> DriftAlert:
+    return DriftAlert.model_validate(_proto_dict(alert))
+
+
+def _window(window: trace_pb2.IntegrityWindow) -> IntegrityWindow:
+    return IntegrityWindow(
+        total_traces=window.total_traces, verified_traces=window.verified_traces,
+        score=window.score if window.HasField("score") else None,
+        violation_count=window.violation_count, violations_by_type=dict(window.violations_by_type),
+        with_reasoning=window.with_reasoning, with_model_analysis=window.with_model_analysis, failed=window.failed,
+    )
+
+
+def integrity_out(score: trace_pb2.IntegrityScore) -> Integrity:
+    return Integrity(
+        agent_id=score.agent_id, window_size=score.window_size, computed_at=_ts(score, "computed_at"),
+        recent=_window(score.recent), all_time=_window(score.all_time),
+        timeline=[
+            IntegrityPoint(bucket_start=_ts(point, "bucket_start"), total_traces=point.total_traces,
+                           verified_traces=point.verified_traces,
+                           score=point.verified_traces / point.total_traces if point.total_traces else None)
+            for point in score.timeline
+        ],
+        open_drift_alerts=score.open_drift_alerts,
+    )
+
+
+def _enum_word(enum: Any, value: int, prefix: str) -> str:
+    try:
+        return str(enum.Name(value)).removeprefix(prefix).lower()
+    except ValueError:
+        return "unspecified"
+
+
+def session_out(session: agent_pb2.Session) -> Session:
+    return Session(
+        session_id=session.session_id, agent_id=session.agent_id,
+        source=_enum_word(agent_pb2.SessionSource, session.source, "SESSION_SOURCE_"),  # type: ignore[arg-type]
+        status=_enum_word(agent_pb2.SessionStatus, session.status, "SESSION_STATUS_"),  # type: ignore[arg-type]
+        started_at=_ts(session, "started_at"), last_activity_at=_ts(session, "last_activity_at"),
+        ended_at=_ts(session, "ended_at"), turn_count=session.turn_count,
+    )
+
+
+_ERROR_DESCRIPTIONS = {
+    400: "The request is invalid (a backend rejected a value, e.g. a malformed cursor or card).",
+    401: "The call needs the agent's credential (x-api-key or Authorization: Bearer).",
+    403: "The credential belongs to another agent.",
+    404: "No such agent, trace or resource.",
+    409: "Conflict (e.g. the agent is already claimed).",
+    422: "A parameter or body field does not match its schema; `field` names it.",
+    503: "A backend service is unavailable.",
+    504: "A backend service did not answer in time.",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, all with the one error body."""
+    return {code: {"model": ErrorResponse, "description": _ERROR_DESCRIPTIONS[code]} for code in codes}
+
+
+#: Errors any call that reaches a backend can get.
+READ_ERRORS = error_responses(400, 404, 422, 503, 504)
+WRITE_ERRORS = error_responses(400, 401, 403, 404, 409, 422, 503, 504)
