@@ -1,0 +1,216 @@
+"""Building the AP-Traces of one exchange (trace.proto `ApTrace` in JSON form).
+
+One trace per decision (`Extraction.decisions`):
+
+* each tool call: action type "execute", name = the tool name, parameters = its
+  input with secrets redacted (server tools too, flagged in context.metadata);
+* a reply with no tool call: type "recommend", name "respond";
+* a complete exchange whose body could not be read: "recommend",
+  "unreadable_response";
+* a failed exchange (upstream error, mid-stream error, client abort, upstream
+  unreachable or dropped, processing failure): exactly one trace, type
+  "recommend" (AAP's least-claiming type: nothing was executed as far as we can
+  tell) and name = the outcome ("upstream_error", "client_abort", ...), so a
+  failure is never dressed up as a reply. observation.outcome says the same.
+
+trace_id = "tr-<exchange_id>-<index>", so processing an exchange twice yields the
+same ids. The model is recorded in observation.model and context.environment.model,
+never as an action. Every trace passes `aap.APTrace.from_dict` and
+`json_format.ParseDict(trace, smoltbot.v1.trace_pb2.ApTrace())`.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from smoltbot.core.aap.redaction import redact, redact_text
+from smoltbot.core.aap.verification import apply_escalation, verify_trace
+from smoltbot.observer import local_analyzer
+from smoltbot.observer.extraction import Decision, Extraction
+from smoltbot.observer.local_analyzer import Analysis
+
+__all__ = ["FAILURE_OUTCOMES", "build_traces", "trace_id_for"]
+
+EXCERPT_CHARS = 280
+FAILURE_OUTCOMES = (
+    "upstream_error", "mid_stream_error", "client_abort", "upstream_unreachable",
+    "upstream_dropped", "processing_failed",
+)
+_STORE_MODES = ("full", "redacted", "none")
+# Tool input keys naming what the action touches (AAP action.target).
+_TARGET_KEYS = (("file_path", "file"), ("path", "file"), ("notebook_path", "file"), ("url", "url"))
+
+
+def trace_id_for(exchange_id: str, index: int) -> str:
+    return f"tr-{exchange_id}-{index}"
+
+
+def _iso(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _clip(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+
+
+def _action(decision: Decision, extraction: Extraction, outcome: str) -> dict[str, Any]:
+    if decision.kind == "tool" and decision.tool_call is not None:
+        call = decision.tool_call
+        parameters = redact(call.input)
+        if not call.input_valid:
+            parameters = {"unparsed_input": redact_text(call.raw_input)}
+        action: dict[str, Any] = {"type": "execute", "name": call.name, "category": "bounded",
+                                  "parameters": parameters}
+        for key, kind in _TARGET_KEYS:
+            value = call.input.get(key)
+            if isinstance(value, str) and value:
+                action["target"] = {"type": kind, "identifier": redact_text(value)[:1000]}
+                break
+        return action
+    if decision.kind == "reply":
+        return {"type": "recommend", "name": "respond", "category": "bounded", "parameters": {}}
+    if decision.kind == "unreadable":
+        return {"type": "recommend", "name": "unreadable_response", "category": "bounded", "parameters": {}}
+    parameters: dict[str, Any] = {}
+    if extraction.error_type:
+        parameters["error_type"] = extraction.error_type
+    if extraction.error_message:
+        parameters["error_message"] = _clip(redact_text(extraction.error_message), 500)
+    if extraction.tool_calls:
+        # Tool calls seen before the failure; they are not traced as executed.
+        parameters["partial_tool_calls"] = [call.name for call in extraction.tool_calls]
+    return {"type": "recommend", "name": outcome, "category": "bounded", "parameters": parameters}
+
+
+def _reasoning_observation(decision: Decision, store_reasoning: str) -> dict[str, Any]:
+    segments = decision.reasoning
+    text = "\n\n".join(s.text for s in segments if s.text)
+    sources: list[str] = []
+    for segment in segments:
+        if segment.source not in sources:
+            sources.append(segment.source)
+    if store_reasoning == "full":
+        stored = text
+    elif store_reasoning == "redacted":
+        stored = redact_text(text)
+    else:
+        stored = ""
+    return {
+        "present": bool(text.strip()),
+        "source": ",".join(sources) if sources else "none",
+        "signature_present": any(s.signature_present for s in segments),
+        "redacted_blocks": sum(1 for s in segments if s.source == "redacted_thinking"),
+        "chars": len(text),
+        "excerpt": _clip(redact_text(text[:4 * EXCERPT_CHARS]), EXCERPT_CHARS),
+        "text": stored,
+    }
+
+
+def build_traces(
+    *,
+    exchange_id: str,
+    agent_id: str,
+    session_id: str | None,
+    card: dict[str, Any],
+    extraction: Extraction,
+    analyses: list[Analysis] | None,
+    exchange_started_at: datetime | None,
+    exchange_ended_at: datetime | None,
+    observed_at: datetime,
+    conversation_turn: int | None,
+    store_reasoning: str,
+    analyzer_name: str,
+    analysis_fallback_reason: str = "",
+    outcome: str,
+    outcome_detail: str = "",
+    http_status: int,
+    environment: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """The exchange's traces, escalation-evaluated and verified against `card`.
+
+    analyses: one per `extraction.decisions(outcome)`, in order; None runs the local
+    analyzer. Timestamps: the trace time is when the exchange ended (else started,
+    else observed_at); observed_at is also the verification time.
+    """
+    if store_reasoning not in _STORE_MODES:
+        raise ValueError(f"store_reasoning must be one of {_STORE_MODES}, not {store_reasoning!r}")
+    decisions = extraction.decisions(outcome)
+    if analyses is None:
+        analyses = local_analyzer.analyze(extraction, card, outcome=outcome)
+    if len(analyses) != len(decisions):
+        raise ValueError(f"{len(analyses)} analyses for {len(decisions)} decisions")
+
+    when = _iso(exchange_ended_at or exchange_started_at or observed_at)
+    verified_at = _iso(observed_at)
+    env = dict(redact(environment or {}))
+    if extraction.model:
+        env["model"] = extraction.model
+    traces: list[dict[str, Any]] = []
+    for decision, analysis in zip(decisions, analyses, strict=True):
+        index = decision.index
+        trace_id = trace_id_for(exchange_id, index)
+        metadata: dict[str, Any] = {
+            "exchange_id": exchange_id,
+            "decision_index": index,
+            "decision_count": len(decisions),
+        }
+        if decision.tool_call is not None:
+            metadata["tool_use_id"] = decision.tool_call.id
+            metadata["server_tool"] = decision.tool_call.server
+        context: dict[str, Any] = {
+            "prior_trace_ids": [trace_id_for(exchange_id, index - 1)] if index > 0 else [],
+            "environment": env,
+            "metadata": metadata,
+        }
+        if session_id:
+            context["session_id"] = session_id
+        if conversation_turn is not None:
+            context["conversation_turn"] = conversation_turn
+        alternatives = [dict(a) for a in analysis.alternatives]
+        trace: dict[str, Any] = {
+            "trace_id": trace_id,
+            "agent_id": agent_id,
+            "card_id": card.get("card_id", ""),
+            "timestamp": when,
+            "action": _action(decision, extraction, outcome),
+            "decision": {
+                "alternatives_considered": alternatives,
+                "selected": analysis.selected,
+                "selection_reasoning": analysis.selection_reasoning,
+                "values_applied": list(analysis.values_applied),
+                "confidence": float(analysis.confidence),
+            },
+            "context": context,
+        }
+        apply_escalation(trace, card)
+        verification = verify_trace(trace, card, now=observed_at)
+        verification["verified_at"] = verified_at
+        trace["verification"] = verification
+        observation: dict[str, Any] = {
+            "exchange_id": exchange_id,
+            "decision_index": index,
+            "model": extraction.model,
+            "outcome": outcome,
+            "outcome_detail": outcome_detail,
+            "streamed": extraction.streamed,
+            "stop_reason": extraction.stop_reason,
+            "http_status": http_status,
+            "reasoning": _reasoning_observation(decision, store_reasoning),
+            "analyzer": analyzer_name,
+            "analysis_fallback_reason": analysis_fallback_reason,
+            "missing": list(extraction.missing),
+            "observed_at": verified_at,
+        }
+        if decision.tool_call is not None:
+            observation["tool_use_id"] = decision.tool_call.id
+        if exchange_started_at is not None:
+            observation["exchange_started_at"] = _iso(exchange_started_at)
+        if exchange_ended_at is not None:
+            observation["exchange_ended_at"] = _iso(exchange_ended_at)
+        trace["observation"] = observation
+        traces.append(trace)
+    return traces
