@@ -1,0 +1,450 @@
+"""What the gateway adds: latency, throughput, stream timing and memory, against calling the
+Anthropic stand-in directly and against nginx as a reverse proxy, measured in one run.
+
+    python bench/gateway_latency.py [--rounds 3] [--seconds 4] [--profile]
+
+Layout on a 2-core machine: the gateway (and nginx, in its turn) pinned to core 0; the load
+generator, the stand-in and the services it ships to pinned to core 1 (`taskset`). Runs are
+interleaved (direct, nginx, gateway, then again) and the median of the rounds is reported.
+Non-streaming load comes from `wrk` (apt-get install wrk); streams are timed by a small
+client here. Shipping is on: the gateway spools every exchange and streams it to an Ingest
+endpoint that acks each one (the real Observer when `--observer real`, else a minimal sink
+in its own process, so the figure is the gateway's cost rather than the Observer's).
+
+Prints the figures and rewrites the "Gateway" section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GATEWAY_CORE, LOAD_CORE = "0", "1"
+CREDENTIAL = "sk-ant-bench-0123456789abcdef"
+BODY = json.dumps({"model": "claude-opus-4-7", "max_tokens": 64,
+                   "messages": [{"role": "user", "content": "Say hello in five words."}]})
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def pinned(core: str, argv: list[str], **kwargs: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(["taskset", "-c", core, *argv], text=True, **kwargs)  # type: ignore[call-overload]
+
+
+def wait_port(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise SystemExit(f"nothing listening on {port} after {timeout}s")
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+# --------------------------------------------------------------------------- helpers run as children
+
+STANDIN_CHILD = """
+import asyncio, sys
+sys.path.insert(0, %(root)r)
+from tests.support.anthropic_standin import AnthropicStandin
+async def main():
+    standin = AnthropicStandin()
+    url = await standin.start()
+    print(url if isinstance(url, str) else standin.base_url, flush=True)
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+SINK_CHILD = """
+import asyncio, sys
+import grpc
+from smoltbot.v1 import observer_service_pb2 as pb, observer_service_pb2_grpc as pbg
+class Sink(pbg.ObserverServiceServicer):
+    async def Ingest(self, requests, context):
+        async for request in requests:
+            yield pb.IngestResponse(exchange_id=request.exchange.exchange_id, status=pb.INGEST_STATUS_ACCEPTED)
+async def main():
+    server = grpc.aio.server(options=[("grpc.max_receive_message_length", 100 << 20)])
+    pbg.add_ObserverServiceServicer_to_server(Sink(), server)
+    server.add_insecure_port(sys.argv[1])
+    await server.start()
+    await server.wait_for_termination()
+asyncio.run(main())
+"""
+
+SERVICE_CHILD = """
+import asyncio, sys
+from smoltbot.core.settings import load_settings
+async def main():
+    if sys.argv[1] == "registry":
+        from smoltbot.registry.server import build_server
+    else:
+        from smoltbot.observer.server import build_server
+    server = await build_server(load_settings(), address=sys.argv[2])
+    await server.start()
+    await asyncio.Event().wait()
+asyncio.run(main())
+"""
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+  access_log off;
+  client_body_temp_path {dir}/body; proxy_temp_path {dir}/proxy;
+  fastcgi_temp_path {dir}/fcgi; uwsgi_temp_path {dir}/uwsgi; scgi_temp_path {dir}/scgi;
+  upstream standin {{ server 127.0.0.1:{upstream_port}; keepalive 64; }}
+  server {{
+    listen 127.0.0.1:{port};
+    client_max_body_size 32m;
+    location /anthropic/ {{
+      proxy_pass http://standin/;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_buffering off;
+      proxy_request_buffering off;
+    }}
+  }}
+}}
+"""
+
+WRK_SCRIPT = """
+wrk.method = "POST"
+wrk.body = {body}
+wrk.headers["content-type"] = "application/json"
+wrk.headers["x-api-key"] = "{credential}"
+wrk.headers["anthropic-version"] = "2023-06-01"
+"""
+
+
+# --------------------------------------------------------------------------- load
+
+def run_wrk(url: str, connections: int, seconds: float, script: Path) -> dict[str, float]:
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{max(int(seconds), 1)}s", "--latency",
+         "-s", str(script), url],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    return _parse_wrk(out)
+
+
+STREAM_CLIENT = """
+import asyncio, json, sys, time
+import aiohttp
+url, n, delay = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+body = json.dumps({"model": "claude-opus-4-7", "max_tokens": 64, "stream": True,
+                   "messages": [{"role": "user", "content": "Say hello."}]})
+headers = {"x-api-key": %(credential)r, "content-type": "application/json", "anthropic-version": "2023-06-01"}
+if delay != "0":
+    headers["x-standin-delay-ms"] = delay
+async def main():
+    ttfb, gaps = [], []
+    async with aiohttp.ClientSession() as session:
+        for i in range(n + 2):
+            start = time.perf_counter()
+            async with session.post(url, data=body, headers=headers) as response:
+                last = None
+                async for _ in response.content.iter_any():
+                    now = time.perf_counter()
+                    if last is None:
+                        first = now - start
+                    else:
+                        gaps.append(now - last)
+                    last = now
+            if i >= 2:  # the first two warm the connections
+                ttfb.append(first)
+    print(json.dumps({"ttfb": ttfb, "gaps": gaps}))
+asyncio.run(main())
+"""
+
+
+def run_streams(url: str, count: int, delay_ms: int, client: Path) -> dict[str, float]:
+    out = subprocess.run(["taskset", "-c", LOAD_CORE, sys.executable, str(client), url, str(count), str(delay_ms)],
+                         capture_output=True, text=True, check=True).stdout
+    data = json.loads(out)
+    gaps = sorted(data["gaps"]) or [0.0]
+    return {
+        "ttfb_p50": statistics.median(data["ttfb"]) * 1e3,
+        "gap_mean": statistics.fmean(gaps) * 1e3,
+        "gap_p99": gaps[min(len(gaps) - 1, int(len(gaps) * 0.99))] * 1e3,
+        "chunks": len(gaps) / max(len(data["ttfb"]) + 2, 1) + 1,
+    }
+
+
+# --------------------------------------------------------------------------- main
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--streams", type=int, default=40, help="streamed calls per target and mode")
+    parser.add_argument("--observer", choices=["sink", "real"], default="sink")
+    parser.add_argument("--profile", action="store_true", help="py-spy the gateway under c=16 load")
+    parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    args = parser.parse_args()
+    for tool in ("wrk", "nginx", "taskset"):
+        if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
+            raise SystemExit(f"{tool} is needed: apt-get install -y {tool}")
+    if (os.cpu_count() or 1) < 2:
+        raise SystemExit("needs two cores (gateway on one, load on the other)")
+
+    work = Path(tempfile.mkdtemp(prefix="smoltbot-bench-"))
+    children: list[subprocess.Popen[str]] = []
+    try:
+        env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+        standin = pinned(LOAD_CORE, [sys.executable, "-c", STANDIN_CHILD % {"root": str(ROOT)}],
+                         stdout=subprocess.PIPE, env=env)
+        children.append(standin)
+        assert standin.stdout is not None
+        standin_url = standin.stdout.readline().strip().rstrip("/")
+        if not standin_url.startswith("http"):
+            raise SystemExit("the stand-in did not start")
+        standin_port = int(standin_url.rsplit(":", 1)[1].split("/")[0])
+
+        home = work / "home"
+        service_env = {**env, "SMOLTBOT_HOME": str(home), "SMOLTBOT_HASH_SECRET": "bench",
+                       "SMOLTBOT_LOG_LEVEL": "WARNING"}
+        observer_port = free_port()
+        if args.observer == "real":
+            children.append(pinned(LOAD_CORE, [sys.executable, "-c", SERVICE_CHILD, "observer",
+                                               f"127.0.0.1:{observer_port}"], env=service_env))
+        else:
+            children.append(pinned(LOAD_CORE, [sys.executable, "-c", SINK_CHILD, f"127.0.0.1:{observer_port}"],
+                                   env=env))
+        registry_port = free_port()
+        try:
+            import smoltbot.registry.server  # noqa: F401
+            children.append(pinned(LOAD_CORE, [sys.executable, "-c", SERVICE_CHILD, "registry",
+                                               f"127.0.0.1:{registry_port}"], env=service_env))
+            registry_note = "real Registry (agent/session from the warm cache)"
+        except ImportError:
+            registry_note = "no Registry running (circuit breaker open: the hash-only path)"
+        wait_port(observer_port)
+
+        gateway_port = free_port()
+        gateway = pinned(GATEWAY_CORE, [sys.executable, "-m", "smoltbot.cli.main", "serve", "gateway",
+                                        "--host", "127.0.0.1", "--port", str(gateway_port)],
+                         env={**service_env, "SMOLTBOT_UPSTREAM_URL": standin_url,
+                              "SMOLTBOT_REGISTRY_ADDRESS": f"127.0.0.1:{registry_port}",
+                              "SMOLTBOT_OBSERVER_ADDRESS": f"127.0.0.1:{observer_port}"})
+        children.append(gateway)
+        nginx_port = free_port()
+        nginx_dir = work / "nginx"
+        nginx_dir.mkdir()
+        (nginx_dir / "nginx.conf").write_text(NGINX_CONF.format(dir=nginx_dir, port=nginx_port,
+                                                                upstream_port=standin_port))
+        nginx = pinned(GATEWAY_CORE, ["nginx", "-c", str(nginx_dir / "nginx.conf"), "-e",
+                                      str(nginx_dir / "error.log")])
+        children.append(nginx)
+        wait_port(gateway_port)
+        wait_port(nginx_port)
+        time.sleep(1.0)
+
+        script = work / "post.lua"
+        script.write_text(WRK_SCRIPT.format(body=json.dumps(BODY), credential=CREDENTIAL))
+        stream_client = work / "streams.py"
+        stream_client.write_text(STREAM_CLIENT % {"credential": CREDENTIAL})
+        targets = {
+            "direct": f"{standin_url}/v1/messages",
+            "nginx": f"http://127.0.0.1:{nginx_port}/anthropic/v1/messages",
+            "gateway": f"http://127.0.0.1:{gateway_port}/anthropic/v1/messages",
+        }
+        for url in targets.values():  # warm up connections, caches, the registry lookup
+            run_wrk(url, 4, 1, script)
+        rss_idle = rss_kib(gateway.pid)
+
+        results: dict[str, dict[str, list[float]]] = {name: {} for name in targets}
+
+        def record(name: str, prefix: str, values: dict[str, float]) -> None:
+            for key, value in values.items():
+                results[name].setdefault(f"{prefix}{key}", []).append(value)
+
+        rss_load = 0
+        for round_index in range(args.rounds):
+            for name, url in targets.items():
+                record(name, "c1_", run_wrk(url, 1, args.seconds, script))
+                if name == "gateway":
+                    sampler = subprocess.Popen(["sleep", str(args.seconds / 2)])
+                    load = subprocess.Popen(
+                        ["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c16", f"-d{max(int(args.seconds), 1)}s", "--latency",
+                         "-s", str(script), url], stdout=subprocess.PIPE, text=True)
+                    sampler.wait()
+                    rss_load = max(rss_load, rss_kib(gateway.pid))
+                    out = load.communicate()[0]
+                    record(name, "c16_", _parse_wrk(out))
+                else:
+                    record(name, "c16_", run_wrk(url, 16, args.seconds, script))
+                record(name, "s0_", run_streams(url, args.streams, 0, stream_client))
+                record(name, "s20_", run_streams(url, max(args.streams // 4, 5), 20, stream_client))
+            print(f"round {round_index + 1}/{args.rounds} done", file=sys.stderr)
+
+        profile = ""
+        if args.profile and shutil.which("py-spy"):
+            profile = _profile(gateway.pid, targets["gateway"], script, work, args.seconds)
+
+        med = {name: {key: statistics.median(values) for key, values in metrics.items()}
+               for name, metrics in results.items()}
+        report = _report(med, rss_idle, rss_load, args, registry_note, profile)
+        print(report)
+        if not args.no_docs:
+            _write_docs(report)
+    finally:
+        for child in reversed(children):
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in children:
+            try:
+                child.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _parse_wrk(out: str) -> dict[str, float]:
+    result = {"rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))}  # type: ignore[union-attr]
+    for pct in ("50", "99"):
+        match = re.search(rf"\s{pct}%\s+([\d.]+)(us|ms|s)", out)
+        assert match, out
+        result[f"p{pct}"] = float(match.group(1)) * {"us": 1e-3, "ms": 1.0, "s": 1e3}[match.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    result["non2xx"] = float(errors.group(1)) if errors else 0.0
+    return result
+
+
+def _profile(pid: int, url: str, script: Path, work: Path, seconds: float) -> str:
+    raw = work / "profile.txt"
+    spy = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)),
+                            "--format", "raw", "--output", str(raw), "--nonblocking"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    run_wrk(url, 16, seconds, script)
+    spy.wait()
+    if not raw.exists():
+        return ""
+    own: dict[str, int] = {}
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        total += int(count)
+        leaf = frames[-1]
+        own[leaf] = own.get(leaf, 0) + int(count)
+    top = sorted(own.items(), key=lambda item: -item[1])[:15]
+    return "\n".join(f"{100 * n / total:5.1f}%  {frame}" for frame, n in top)
+
+
+def _report(med: dict[str, dict[str, float]], rss_idle: int, rss_load: int, args: argparse.Namespace,
+            registry_note: str, profile: str) -> str:
+    d, n, g = med["direct"], med["nginx"], med["gateway"]
+
+    def added(key: str, base: dict[str, float]) -> str:
+        return f"{g[key] - base[key]:+.3f}"
+
+    rows = [
+        "| metric | direct | nginx | gateway | gateway − direct | gateway − nginx |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for key, label in [("c1_p50", "c=1 p50 (ms)"), ("c1_p99", "c=1 p99 (ms)"),
+                       ("c16_p50", "c=16 p50 (ms)"), ("c16_p99", "c=16 p99 (ms)"),
+                       ("s0_ttfb_p50", "stream TTFB p50, unpaced (ms)"),
+                       ("s0_gap_mean", "stream inter-chunk gap mean, unpaced (ms)"),
+                       ("s20_ttfb_p50", "stream TTFB p50, paced 20 ms (ms)"),
+                       ("s20_gap_mean", "stream inter-chunk gap mean, paced 20 ms (ms)"),
+                       ("s20_gap_p99", "stream inter-chunk gap p99, paced 20 ms (ms)")]:
+        rows.append(f"| {label} | {d[key]:.3f} | {n[key]:.3f} | {g[key]:.3f} | {added(key, d)} | {added(key, n)} |")
+    rows.append(f"| c=16 throughput (req/s) | {d['c16_rps']:.0f} | {n['c16_rps']:.0f} | {g['c16_rps']:.0f} "
+                f"| ×{g['c16_rps'] / d['c16_rps']:.2f} | ×{g['c16_rps'] / n['c16_rps']:.2f} |")
+    errors = sum(v for m in med.values() for k, v in m.items() if k.endswith("non2xx"))
+    targets = [
+        ("p50 added at c=1 < 0.5 ms", g["c1_p50"] - d["c1_p50"] < 0.5),
+        ("p99 added at c=1 < 2 ms", g["c1_p99"] - d["c1_p99"] < 2.0),
+        ("throughput at c=16 > 2,000 req/s", g["c16_rps"] > 2000),
+        ("stream TTFB added < 1 ms", g["s0_ttfb_p50"] - d["s0_ttfb_p50"] < 1.0),
+        ("nothing added between chunks (paced)", g["s20_gap_mean"] - d["s20_gap_mean"] < 0.5),
+    ]
+    lines = [
+        "## Gateway",
+        "",
+        f"`python bench/gateway_latency.py --rounds {args.rounds} --seconds {args.seconds:g}` "
+        f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, Python {sys.version.split()[0]}). "
+        "Gateway or nginx on core 0; wrk, the stand-in and the services on core 1; runs interleaved, "
+        f"median of {args.rounds} rounds. Shipping on: every exchange spooled and acked by "
+        f"{'the real Observer' if args.observer == 'real' else 'an ack-only Ingest sink'}; {registry_note}.",
+        "",
+        *rows,
+        "",
+        f"Gateway RSS: {rss_idle / 1024:.1f} MiB idle, {rss_load / 1024:.1f} MiB under c=16 load. "
+        f"Non-2xx responses during the runs: {errors:.0f}.",
+        "",
+        "Targets (issue 3): " + "; ".join(f"{label}: {'met' if ok else 'NOT met'}" for label, ok in targets) + ".",
+    ]
+    if profile:
+        lines += ["", "Where the gateway's CPU goes under c=16 (py-spy, own time by frame):", "",
+                  "```", profile, "```"]
+    lines += ["", DESIGN_NOTES.rstrip()]
+    return "\n".join(lines) + "\n"
+
+
+#: Measured once while choosing the design (same machine, same pinning, wrk, a trivial raw-asyncio
+#: upstream answering a fixed 200 JSON); kept in the report because the rows above depend on it.
+DESIGN_NOTES = """\
+How the design was chosen (micro-measurements, gateway core only, trivial upstream):
+
+| relay on one core | c=16 req/s | c=1 p50 added |
+|---|---:|---:|
+| nginx 1.22, keepalive upstream pool | 40,500 | 0.14 ms |
+| hand-written asyncio Protocol proxy (naive HTTP parsing, no streaming, no capture) | 35,800 | 0.19 ms |
+| aiohttp server + aiohttp ClientSession pool (bare relay) | 6,100 | 0.37 ms |
+| same under uvloop | 6,800 | 0.36 ms |
+
+Per call, aiohttp's server side costs about 54 µs of CPU and its client about 113 µs. A
+hand-written HTTP/1.1 client and server would be several times cheaper, but would have to
+re-implement chunked framing, keep-alive races, 1xx/HEAD/204 rules, TLS upstream and request
+smuggling defences that aiohttp (llhttp) gets right; the relay stays on aiohttp, and that is
+the first thing to revisit if the throughput target rises. Shipping is the other large cost:
+one `Ingest` message plus its ack costs about 120 µs of CPU in grpcio's asyncio stack (and
+the same with the synchronous stack in a thread), mostly thread wake-ups between gRPC's poller
+and the event loop; the contract sends one exchange per message, so it cannot be batched.
+"""
+
+
+def _write_docs(section: str) -> None:
+    path = ROOT / "docs" / "benchmarks.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    pattern = re.compile(r"^## Gateway\n.*?(?=^## |\Z)", re.S | re.M)
+    if pattern.search(text):
+        text = pattern.sub(lambda _: section + "\n", text)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()
