@@ -1,0 +1,267 @@
+"""One async data layer over two backends: SQLite (embedded default) and PostgreSQL.
+
+`open_database(url)` turns a settings URL into a `Database`. Every service writes through
+`db.begin()` and reads through `db.read()`; both turn "the database is down" into
+`core.errors.Unavailable`, so no servicer has to know a driver's exception types.
+
+SQLite specifics, because they decide whether concurrent writers work at all:
+
+* WAL, `busy_timeout=10000`, `synchronous=NORMAL` and `foreign_keys=ON` on every connection.
+* The driver's implicit transactions are switched off and we emit BEGIN ourselves: writes
+  start with ``BEGIN IMMEDIATE`` so they take the write lock up front (a deferred transaction
+  that reads and then writes fails with "database is locked" instead of waiting), reads with
+  a plain deferred BEGIN so they never block writers. Writes of one process also queue on an
+  asyncio lock, so they wait in line instead of spinning in SQLite's busy handler.
+* Timestamps go through `UTCDateTime`, which keeps them timezone-aware UTC on both backends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from smoltbot.core.errors import SmoltbotError, Unavailable
+from sqlalchemy import event, exc
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+
+__all__ = [
+    "Database",
+    "Dialect",
+    "UTCDateTime",
+    "insert_ignoring_conflicts",
+    "is_unavailable_error",
+    "open_database",
+    "utcnow",
+]
+
+logger = logging.getLogger(__name__)
+
+Dialect = Literal["sqlite", "postgresql"]
+
+_SQLITE_PRAGMAS = (
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA busy_timeout=10000",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+)
+#: Execution option carrying the BEGIN mode of an SQLite transaction (see `_sqlite_begin`).
+_BEGIN_MODE = "smoltbot_sqlite_begin"
+#: SQLite OperationalError messages that mean "busy or unreachable", not "bad SQL".
+_SQLITE_OUTAGE_MESSAGES = ("locked", "busy", "unable to open", "disk i/o", "readonly", "disk is full")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on both backends.
+
+    SQLite has no timezone type: SQLAlchemy stores naive ISO text there, which sorts
+    correctly as long as every value is UTC. So values are converted to UTC on the way in
+    (naive ones are refused: they are always a bug) and marked UTC on the way out.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column; use an aware UTC datetime")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+class Database:
+    """An AsyncEngine plus the backend rules above. Build it with `open_database`."""
+
+    def __init__(self, engine: AsyncEngine, *, sqlite_path: Path | None = None) -> None:
+        self.engine = engine
+        self.dialect: Dialect = "sqlite" if engine.dialect.name == "sqlite" else "postgresql"
+        #: The database file on SQLite (None in memory and on PostgreSQL); migrations lock next to it.
+        self.sqlite_path = sqlite_path
+        self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
+
+    @property
+    def display_url(self) -> str:
+        """The URL without its password, for logs."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    @asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        """A write transaction: committed when the block ends, rolled back on any exception.
+
+        Do not nest `begin()` blocks on SQLite: the second would wait for the first forever.
+        """
+        with _translate_outages():
+            if self._write_lock is None:
+                async with self.engine.begin() as conn:
+                    yield conn
+                return
+            async with self._write_lock, self.engine.connect() as conn:
+                await conn.execution_options(**{_BEGIN_MODE: "IMMEDIATE"})
+                async with conn.begin():
+                    yield conn
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncConnection]:
+        """A read-only transaction: one consistent snapshot, never blocking writers on SQLite."""
+        with _translate_outages():
+            async with self.engine.connect() as conn, conn.begin():
+                yield conn
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+
+def open_database(url: str, *, echo: bool = False) -> Database:
+    """A `Database` for ``sqlite:///PATH`` (the parent directory is created) or
+    ``postgresql://USER:PASSWORD@HOST:PORT/DB`` (``postgres://`` and an explicit
+    ``+asyncpg`` driver are accepted, and libpq's ``sslmode`` is passed to asyncpg as ``ssl``).
+
+    No connection is made yet; the first query (usually `migrate`) opens one.
+    """
+    try:
+        parsed = make_url(url)
+    except exc.ArgumentError:
+        raise ValueError(f"not a database URL: {url!r}; use sqlite:///PATH or postgresql://...") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _open_sqlite(parsed, echo=echo)
+    if backend in ("postgresql", "postgres"):
+        return _open_postgresql(parsed, echo=echo)
+    raise ValueError(f"unsupported database {backend!r}; use sqlite:///PATH or postgresql://...")
+
+
+def _open_sqlite(url: URL, *, echo: bool) -> Database:
+    database = url.database or ""
+    path: Path | None = None
+    kwargs: dict[str, Any] = {}
+    if database in ("", ":memory:") or database.startswith("file:"):
+        # One shared connection: every pooled connection to :memory: would be its own database.
+        kwargs["poolclass"] = StaticPool
+        kwargs["connect_args"] = {"check_same_thread": False}
+    else:
+        path = Path(database).expanduser().resolve()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        database = str(path)
+        kwargs["pool_size"] = 8
+        kwargs["max_overflow"] = 8
+    engine = create_async_engine(url.set(drivername="sqlite+aiosqlite", database=database), echo=echo, **kwargs)
+    event.listen(engine.sync_engine, "connect", _sqlite_connect)
+    event.listen(engine.sync_engine, "begin", _sqlite_begin)
+    return Database(engine, sqlite_path=path)
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Stop the driver from issuing its own BEGIN (it would be DEFERRED, and too late for
+    # PRAGMAs); `_sqlite_begin` emits ours.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        for pragma in _SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+    finally:
+        cursor.close()
+
+
+def _sqlite_begin(conn: sa.Connection) -> None:
+    mode = conn.get_execution_options().get(_BEGIN_MODE, "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _open_postgresql(url: URL, *, echo: bool) -> Database:
+    query = dict(url.query)
+    connect_args: dict[str, Any] = {"timeout": 10}
+    # libpq spells it sslmode (Supabase's connection strings do); asyncpg calls it ssl.
+    sslmode = query.pop("sslmode", None)
+    if isinstance(sslmode, str):
+        connect_args["ssl"] = sslmode
+    engine = create_async_engine(
+        url.set(drivername="postgresql+asyncpg", query=query),
+        echo=echo,
+        pool_size=10,
+        max_overflow=10,
+        pool_timeout=10,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+    )
+    return Database(engine)
+
+
+def is_unavailable_error(error: BaseException) -> bool:
+    """True when `error` means the database is down, unreachable, overloaded or locked, i.e.
+    worth retrying later, as opposed to a bug or a constraint violation."""
+    if isinstance(error, (exc.TimeoutError, TimeoutError, ConnectionError)):
+        return True
+    if isinstance(error, OSError) and not isinstance(error, FileNotFoundError):
+        return True
+    if isinstance(error, exc.DBAPIError):
+        if error.connection_invalidated:
+            return True
+        if isinstance(error, exc.InterfaceError):
+            return True
+        if isinstance(error, exc.OperationalError):
+            if error.orig is not None and type(error.orig).__module__.startswith(("sqlite3", "aiosqlite")):
+                message = str(error.orig).lower()
+                return any(part in message for part in _SQLITE_OUTAGE_MESSAGES)
+            return True
+        original = error.orig
+        if original is not None and _is_asyncpg_outage(original):
+            return True
+    return False
+
+
+def _is_asyncpg_outage(error: BaseException) -> bool:
+    try:
+        import asyncpg
+    except ImportError:  # pragma: no cover - asyncpg is a dependency
+        return False
+    cause = getattr(error, "__cause__", None) or error
+    return isinstance(cause, (asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+                              asyncpg.TooManyConnectionsError, asyncpg.InterfaceError, OSError))
+
+
+@contextmanager
+def _translate_outages() -> Iterator[None]:
+    """Turns outage errors raised inside the block into `Unavailable`."""
+    try:
+        yield
+    except SmoltbotError:
+        raise
+    except Exception as error:
+        if not is_unavailable_error(error):
+            raise
+        logger.warning("database unavailable: %s", error)
+        raise Unavailable("the database is unavailable; try again") from error
+
+
+def insert_ignoring_conflicts(dialect: Dialect, table: sa.Table, *conflict_columns: sa.Column[Any]) -> Any:
+    """``INSERT ... ON CONFLICT (conflict_columns) DO NOTHING`` for either backend.
+
+    Add ``.values(...)`` and ``.returning(...)``: no row comes back when the row existed,
+    which is how get-or-create stays race-free without catching IntegrityError.
+    """
+    columns = list(conflict_columns) or None
+    if dialect == "sqlite":
+        return sqlite_dialect.insert(table).on_conflict_do_nothing(index_elements=columns)
+    return pg_dialect.insert(table).on_conflict_do_nothing(index_elements=columns)

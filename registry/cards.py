@@ -1,0 +1,133 @@
+"""Alignment cards: versioned per agent, exactly one active.
+
+Every agent starts with `core.aap.cards.default_card` (restricts nothing). PutCard validates
+and normalises a card (`normalize_card`: unified or legacy AAP shape in, unified out), stores
+it as the next version with a fresh card_id, and makes it the active one in the same
+transaction; older versions stay readable. A partial unique index makes "two active cards"
+impossible even for a buggy writer.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from smoltbot.core.aap.cards import default_card, new_card_id, normalize_card
+from smoltbot.core.errors import InvalidArgument, NotFound, Unauthenticated
+from smoltbot.core.pagination import decode_page_token, next_page, page_size
+from smoltbot.core.storage import Database, utcnow
+from smoltbot.registry import store
+from smoltbot.registry.agents import validate_agent_hash, validate_agent_id
+from smoltbot.registry.store import Card
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+__all__ = ["MAX_CARD_JSON_BYTES", "Cards"]
+
+logger = logging.getLogger(__name__)
+
+MAX_CARD_JSON_BYTES = 1024 * 1024
+_cards = store.alignment_cards
+
+
+class Cards:
+    def __init__(self, db: Database, *, public_api_url: str) -> None:
+        self._db = db
+        self._public_api_url = public_api_url.rstrip("/")
+
+    async def insert_default(self, conn: AsyncConnection, agent_id: str, now: datetime) -> Card:
+        """Stores version 1, the default card, inside the transaction creating the agent."""
+        card_id = new_card_id()
+        data = default_card(agent_id, card_id=card_id, issued_at=now,
+                            query_endpoint=f"{self._public_api_url}/v1/agents/{agent_id}/traces")
+        return await _store_version(conn, agent_id, normalize_card(data, agent_id=agent_id, card_id=card_id,
+                                                                    now=now), version=1, now=now)
+
+    async def active(self, agent_id: str) -> Card:
+        validate_agent_id(agent_id)
+        async with self._db.read() as conn:
+            await store.require_agent(conn, agent_id)
+            row = (await conn.execute(
+                sa.select(_cards).where(_cards.c.agent_id == agent_id, _cards.c.active.is_(True))
+            )).first()
+        if row is None:  # only possible for rows written outside the registry
+            raise NotFound(f"agent {agent_id} has no active card", reason="CARD_NOT_FOUND", agent_id=agent_id)
+        return store.card_from_row(row)
+
+    async def put(self, agent_id: str, agent_hash: str, *, card: dict[str, Any] | None = None,
+                  card_json: str | None = None) -> Card:
+        """Validates, stores as the next version and activates. `card` is the card as a
+        dict (from the proto), `card_json` as JSON text; exactly one is given."""
+        validate_agent_id(agent_id)
+        if not agent_hash:
+            raise Unauthenticated("agent_hash is required to act for an agent", field="agent_hash")
+        validate_agent_hash(agent_hash)
+        data, source = _card_input(card, card_json)
+        # Each version is its own card: a card fetched, edited and put back gets a new id.
+        data.pop("card_id", None)
+        now = utcnow()
+        try:
+            normalized = normalize_card(data, agent_id=agent_id, card_id=new_card_id(), now=now)
+        except InvalidArgument as error:
+            detail = error.message.removeprefix(f"{error.field}: ")
+            field = source if error.field in ("", "card") else f"{source}.{error.field}"
+            raise InvalidArgument(field, detail, reason=error.reason) from None
+        async with self._db.begin() as conn:
+            await store.verify_owner(conn, agent_id, agent_hash)
+            await store.lock_agent(conn, agent_id)
+            latest = (await conn.execute(
+                sa.select(sa.func.max(_cards.c.version)).where(_cards.c.agent_id == agent_id)
+            )).scalar_one_or_none()
+            stored = await _store_version(conn, agent_id, normalized, version=(latest or 0) + 1, now=now)
+        logger.info("agent %s: card %s is version %d", agent_id, stored.card_id, stored.version)
+        return stored
+
+    async def list(self, agent_id: str, size: int, token: str) -> tuple[list[Card], str, str]:
+        """Newest version first; also returns the active card's id."""
+        validate_agent_id(agent_id)
+        limit = page_size(size)
+        scope = f"cards:{agent_id}"
+        after = decode_page_token(token, scope=scope, types=(int,))
+        query = sa.select(_cards).where(_cards.c.agent_id == agent_id).order_by(_cards.c.version.desc())
+        if after is not None:
+            query = query.where(_cards.c.version < after[0])
+        async with self._db.read() as conn:
+            agent = await store.require_agent(conn, agent_id)
+            rows = (await conn.execute(query.limit(limit + 1))).all()
+        cards, next_token = next_page([store.card_from_row(row) for row in rows], limit, scope=scope,
+                                      key=lambda card: (card.version,))
+        return cards, agent.active_card_id or "", next_token
+
+
+def _card_input(card: dict[str, Any] | None, card_json: str | None) -> tuple[dict[str, Any], str]:
+    if card_json is not None:
+        if len(card_json.encode("utf-8", "surrogatepass")) > MAX_CARD_JSON_BYTES:
+            raise InvalidArgument("card_json", f"must be at most {MAX_CARD_JSON_BYTES} bytes",
+                                  reason="FIELD_TOO_LONG")
+        try:
+            data = json.loads(card_json)
+        except ValueError as error:
+            raise InvalidArgument("card_json", f"is not valid JSON ({error})") from None
+        if not isinstance(data, dict):
+            raise InvalidArgument("card_json", "must be a JSON object")
+        return data, "card_json"
+    if card is not None:
+        return dict(card), "card"
+    raise InvalidArgument("card", "set card or card_json")
+
+
+async def _store_version(conn: AsyncConnection, agent_id: str, data: dict[str, Any], *, version: int,
+                         now: datetime) -> Card:
+    # Deactivate first: the partial unique index allows one active row at every moment.
+    await conn.execute(sa.update(_cards).where(_cards.c.agent_id == agent_id, _cards.c.active.is_(True))
+                       .values(active=False))
+    card_id = data["card_id"]
+    await conn.execute(sa.insert(_cards).values(
+        card_id=card_id, agent_id=agent_id, version=version, active=True, created_at=now,
+        card_json=json.dumps(data, separators=(",", ":"), ensure_ascii=False),
+    ))
+    await conn.execute(sa.update(store.agents).where(store.agents.c.agent_id == agent_id)
+                       .values(active_card_id=card_id))
+    return Card(card_id=card_id, agent_id=agent_id, version=version, active=True, created_at=now, data=data)

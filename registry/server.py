@@ -1,0 +1,66 @@
+"""The Registry process: storage, migrations, domain objects and the gRPC server."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from smoltbot.core.grpc_server import GrpcServer, new_grpc_server, run_until_signalled
+from smoltbot.core.settings import Settings
+from smoltbot.core.storage import migrate, open_database
+from smoltbot.registry.agents import Agents
+from smoltbot.registry.cards import Cards
+from smoltbot.registry.servicer import RegistryServicer
+from smoltbot.registry.sessions import Sessions
+from smoltbot.v1 import registry_service_pb2, registry_service_pb2_grpc
+
+__all__ = ["SERVICE_NAME", "build_server", "serve"]
+
+logger = logging.getLogger(__name__)
+
+SERVICE_NAME = registry_service_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
+
+
+async def build_server(settings: Settings, *, address: str | None = None,
+                       touch_interval: float = 0.5) -> GrpcServer:
+    """A Registry bound to `address` (default `settings.registry_address`), not started yet.
+
+    Opens and migrates the database first. `server.port` is the bound port; `server.stop()`
+    writes pending touches and closes the database. `touch_interval` is how often coalesced
+    TouchAgent writes are flushed.
+    """
+    db = open_database(settings.effective_database_url)
+    try:
+        await migrate(db)
+        cards = Cards(db, public_api_url=settings.effective_public_api_url)
+        agents = Agents(db, cards.insert_default, touch_interval=touch_interval)
+        sessions = Sessions(db, agents, idle=timedelta(minutes=settings.session_idle_minutes))
+        servicer = RegistryServicer(agents, sessions, cards)
+
+        async def on_stop() -> None:
+            try:
+                await agents.touches.stop()
+            finally:
+                await db.close()
+
+        server = new_grpc_server(
+            address or settings.registry_address,
+            [SERVICE_NAME],
+            lambda grpc_server: registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(
+                servicer, grpc_server),
+            on_stop=on_stop,
+        )
+    except BaseException:
+        await db.close()
+        raise
+    agents.touches.start()
+    logger.info("registry using %s", db.display_url)
+    return server
+
+
+async def serve(settings: Settings) -> None:
+    """Runs the Registry until SIGINT/SIGTERM."""
+    server = await build_server(settings)
+    host = (settings.registry_address.rpartition(":")[0] or "0.0.0.0").strip("[]")
+    logger.info("registry listening on %s:%d", host, server.port)
+    await run_until_signalled(server)

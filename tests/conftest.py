@@ -1,0 +1,192 @@
+"""Fixtures every test package may use.
+
+* ``postgres_server`` (session): a throwaway PostgreSQL cluster (initdb + pg_ctl) on a free
+  loopback port, started on first use and removed at the end of the session. It works as a
+  normal user and as root (CI), where the cluster is owned by the ``postgres`` user.
+  ``postgres_server.create_database()`` returns the URL of a new empty database;
+  ``postgres_server.url_for(name)`` the URL of an existing one.
+* ``database_url``: a fresh empty database per test, once on SQLite and once on PostgreSQL
+  (test ids ``[sqlite]`` / ``[postgresql]``). Request it and your test runs on both backends.
+  Without PostgreSQL binaries the postgresql variant is skipped, or fails when ``CI`` is set.
+* ``settings_factory(**overrides)``: smoltbot `Settings` for one test: home in ``tmp_path``,
+  the test's ``database_url`` when the test uses it (else SQLite in home), a fixed hash
+  secret, and ephemeral ports/addresses (``127.0.0.1:0``) everywhere.
+
+Example::
+
+    async def test_something(settings_factory):
+        settings = settings_factory(session_idle_minutes=0.01)
+        server = await build_server(settings)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import glob
+import itertools
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from smoltbot.core.settings import Settings, load_settings
+
+TEST_HASH_SECRET = "test-hash-secret-not-for-production"
+
+
+def _find_pg_binary(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"), reverse=True)
+    return candidates[0] if candidates else None
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class PostgresServer:
+    """A running throwaway cluster; trust authentication as user ``postgres`` on 127.0.0.1."""
+
+    def __init__(self, port: int, data_dir: Path) -> None:
+        self.host = "127.0.0.1"
+        self.port = port
+        self.data_dir = data_dir
+        self._names = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def url_for(self, dbname: str) -> str:
+        return f"postgresql://postgres@{self.host}:{self.port}/{dbname}"
+
+    def create_database(self) -> str:
+        """Creates a new empty database and returns its URL."""
+        with self._lock:
+            name = f"test_{os.getpid()}_{next(self._names)}"
+        _run_async_in_thread(self._create(name))
+        return self.url_for(name)
+
+    async def _create(self, name: str) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(host=self.host, port=self.port, user="postgres", database="postgres")
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+
+def _run_async_in_thread(coroutine: object) -> None:
+    # Fixtures may run while pytest-asyncio's loop runs in this thread; a thread of its own
+    # gives asyncio.run a clean slate.
+    errors: list[Exception] = []
+
+    def target() -> None:
+        try:
+            asyncio.run(coroutine)  # type: ignore[arg-type]
+        except Exception as error:  # noqa: BLE001 - re-raised in the calling thread
+            errors.append(error)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join()
+    if errors:
+        raise errors[0]
+
+
+def _as_cluster_owner(argv: list[str]) -> list[str]:
+    # initdb refuses to run as root; CI runs as root.
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--", *argv]
+    return argv
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A PostgreSQL cluster for the whole test session (see the module docstring)."""
+    initdb, pg_ctl = _find_pg_binary("initdb"), _find_pg_binary("pg_ctl")
+    if initdb is None or pg_ctl is None:
+        message = "PostgreSQL binaries (initdb, pg_ctl) not found"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    base = Path(tempfile.mkdtemp(prefix="smoltbot-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(base, user="postgres", group="postgres")
+    data_dir = base / "data"
+    subprocess.run(
+        _as_cluster_owner([initdb, "-D", str(data_dir), "-A", "trust", "-U", "postgres", "--no-sync",
+                           "-E", "UTF8", "--locale=C"]),
+        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    server: PostgresServer | None = None
+    last_error = ""
+    for _attempt in range(3):  # the free port may be taken between probe and bind
+        port = _free_port()
+        options = (f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off "
+                   "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300")
+        started = subprocess.run(
+            _as_cluster_owner([pg_ctl, "-D", str(data_dir), "-o", options, "-l", str(base / "server.log"),
+                               "-w", "-t", "60", "start"]),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False,
+        )
+        if started.returncode == 0:
+            server = PostgresServer(port, data_dir)
+            break
+        last_error = started.stderr + _tail(base / "server.log")
+    if server is None:
+        shutil.rmtree(base, ignore_errors=True)
+        pytest.fail(f"could not start PostgreSQL: {last_error}")
+    try:
+        yield server
+    finally:
+        subprocess.run(_as_cluster_owner([pg_ctl, "-D", str(data_dir), "-m", "immediate", "-w", "stop"]),
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database for this test; the test runs once per backend."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'db' / 'smoltbot.db'}"
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    return server.create_database()
+
+
+@pytest.fixture
+def settings_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Settings]:
+    """Builds test `Settings`; keyword arguments override any field."""
+    database = request.getfixturevalue("database_url") if "database_url" in request.fixturenames else ""
+
+    def build(**overrides: object) -> Settings:
+        values: dict[str, object] = {
+            "home": tmp_path / "home",
+            "database_url": database,
+            "hash_secret": TEST_HASH_SECRET,
+            "registry_address": "127.0.0.1:0",
+            "observer_address": "127.0.0.1:0",
+            "gateway_host": "127.0.0.1",
+            "gateway_port": 0,
+            "api_host": "127.0.0.1",
+            "api_port": 0,
+            "public_api_url": "http://127.0.0.1:8000",
+        }
+        values.update(overrides)
+        return load_settings(**values)
+
+    return build
