@@ -97,11 +97,11 @@ class Gateway:
         """Runs after the client has its response: builds the exchange and spools it."""
         try:
             exchange = capture.to_exchange(self.gateway_id)
-        except Exception:  # a capture bug must never surface to the user
-            logger.exception("exchange %s: could not build the exchange", capture.exchange_id)
+            self.shipper.submit(exchange)
+        except Exception:  # a capture or disk problem must never surface to the user
+            logger.exception("exchange %s: could not capture or spool it", capture.exchange_id)
             return
         self.metrics.exchanges_captured.inc()
-        self.shipper.submit(exchange)
 
     async def startup(self, _app: web.Application) -> None:
         replayed = self.spool.open()

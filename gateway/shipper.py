@@ -111,7 +111,7 @@ class Shipper:
         deadline = start + flush_timeout
         while self.spool.depth and time.monotonic() < deadline and not self._task.done():
             # Give a reconnect in progress a moment, but never hang shutdown on a dead observer.
-            if not self.observer_ready and time.monotonic() - start > min(1.0, flush_timeout):
+            if not self.observer_ready and time.monotonic() - start > min(0.5, flush_timeout):
                 break
             try:
                 await asyncio.wait_for(self._drained.wait(), timeout=0.05)

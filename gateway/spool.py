@@ -328,7 +328,14 @@ class Spool:
         for segment, chunks, records in queue:
             if segment.fd is None:
                 continue
-            _write_all(segment.fd, chunks)
+            try:
+                _write_all(segment.fd, chunks)
+            except OSError as error:
+                # Disk full or gone: the exchanges stay in memory and are still shipped; only
+                # their durability across a restart is lost. Said once per segment.
+                logger.warning("spool: cannot write %s (%s); %d exchange(s) kept in memory only",
+                               segment.path.name, error, len(records))
+                continue
             for record in records:
                 record.written = True
             self._dirty.add(segment)
