@@ -18,8 +18,6 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
 from smoltbot.api.dependencies import REQUEST_ID, Backends
 from smoltbot.api.errors import install_error_handlers
 from smoltbot.api.routers import agents, cards, dashboard, health, integrity, sessions, traces
@@ -27,6 +25,7 @@ from smoltbot.api.schemas import ErrorResponse
 from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.identity import load_hash_secret
 from smoltbot.core.settings import Settings
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["RunningApi", "create_app", "serve", "start_api"]
 

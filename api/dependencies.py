@@ -11,10 +11,9 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import grpc
-from fastapi import Depends, Path, Query, Request
+from fastapi import Depends, Header, Path, Query, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from google.protobuf import timestamp_pb2
-
 from smoltbot.api.errors import BackendError
 from smoltbot.core.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from smoltbot.core.identity import agent_hash, credential_from_headers
@@ -22,16 +21,17 @@ from smoltbot.v1 import observer_service_pb2_grpc, registry_service_pb2_grpc
 
 __all__ = [
     "AGENT_ID_PATTERN",
+    "REQUEST_ID",
     "SESSION_ID_PATTERN",
     "TRACE_ID_PATTERN",
     "AgentIdPath",
     "Backend",
     "CallerHash",
     "Cursor",
+    "IdentityHash",
     "Limit",
     "Observer",
     "Registry",
-    "REQUEST_ID",
     "require_owner",
     "to_timestamp",
 ]
@@ -118,12 +118,7 @@ _api_key_scheme = APIKeyHeader(name="x-api-key", auto_error=False,
 _bearer_scheme = HTTPBearer(auto_error=False, description="The agent's credential as a Bearer token.")
 
 
-def get_caller_hash(
-    request: Request,
-    _api_key: Annotated[str | None, Depends(_api_key_scheme)],
-    _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
-) -> str:
-    """The agent hash of the caller's credential. The credential is dropped here."""
+def _hash_of_request(request: Request) -> str:
     credential = credential_from_headers(request.headers)
     if credential is None:
         raise Unauthenticated(
@@ -134,7 +129,31 @@ def get_caller_hash(
     return agent_hash(credential, secret)
 
 
+def get_caller_hash(
+    request: Request,
+    _api_key: Annotated[str | None, Depends(_api_key_scheme)],
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer_scheme)],
+) -> str:
+    """The agent hash of the caller's credential, as proof of ownership for a write. The
+    credential is dropped here."""
+    return _hash_of_request(request)
+
+
+def get_identity_hash(
+    request: Request,
+    _api_key: Annotated[str | None, Header(alias="x-api-key", description="The agent's credential.")] = None,
+    _authorization: Annotated[str | None, Header(alias="authorization",
+                                                 description="`Bearer <the agent's credential>`.")] = None,
+) -> str:
+    """The agent hash of a credential that names an agent rather than proves access: any
+    credential is some agent's, so there is no "wrong" one (hence no security scheme)."""
+    return _hash_of_request(request)
+
+
 CallerHash = Annotated[str, Depends(get_caller_hash)]
+IdentityHash = Annotated[str, Depends(get_identity_hash)]
+
+
 
 
 def require_owner(agent_id: str, caller_hash: str) -> None:

@@ -22,9 +22,8 @@ import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
 from smoltbot.core.errors import SmoltbotError, error_info_of, http_status_for
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 __all__ = ["BackendError", "error_body", "install_error_handlers"]
 
@@ -173,7 +172,7 @@ async def _on_validation_error(request: Request, error: Exception) -> Response:
     for problem in problems:
         field = _field_of(tuple(problem.get("loc", ())))
         where = problem.get("loc", ("",))[0]
-        text = str(problem.get("msg", "invalid"))
+        text = str(problem.get("msg", "invalid")).removeprefix("Value error, ")
         if problem.get("type") == "missing":
             text = f"required {where} parameter is missing" if where in ("query", "path", "header") \
                 else "required field is missing"

@@ -9,21 +9,58 @@ always carry every field, `null` when unknown. Timestamps are RFC 3339 strings i
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
-from pydantic import BaseModel, ConfigDict, Field
-
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 from smoltbot.v1 import agent_pb2, card_pb2, trace_pb2
 
 __all__ = [
-    "Agent", "AgentList", "AgentSummary", "Card", "CardList", "ClaimRequest", "DriftAlert", "DriftAlertList",
-    "ErrorResponse", "Health", "Integrity", "ResolveResponse", "Session", "SessionList", "SessionReport",
-    "ToolExecution", "ToolExecutionReport", "Trace", "TraceList",
-    "READ_ERRORS", "WRITE_ERRORS", "agent_summary", "card_out", "error_responses", "drift_alert_out", "integrity_out", "session_out", "trace_out",
+    "READ_ERRORS",
+    "WRITE_ERRORS",
+    "Agent",
+    "AgentList",
+    "AgentSummary",
+    "Card",
+    "CardList",
+    "ClaimRequest",
+    "DateTime",
+    "DriftAlert",
+    "DriftAlertList",
+    "ErrorResponse",
+    "Health",
+    "Integrity",
+    "ResolveResponse",
+    "Session",
+    "SessionList",
+    "SessionReport",
+    "ToolExecution",
+    "ToolExecutionReport",
+    "Trace",
+    "TraceList",
+    "agent_summary",
+    "card_out",
+    "drift_alert_out",
+    "error_responses",
+    "integrity_out",
+    "session_out",
+    "trace_out",
 ]
+
+def _rfc3339(value: Any) -> Any:
+    # pydantic would also take numbers ("0.5" as a Unix time); the API promises RFC 3339.
+    if isinstance(value, datetime) or (isinstance(value, str) and _RFC3339_RE.match(value)):
+        return value
+    raise ValueError("must be an RFC 3339 date-time, e.g. 2026-11-24T17:40:00Z")
+
+
+_RFC3339_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([Zz]|[+-]\d{2}:?\d{2})?$")
+#: A date-time parameter or field: RFC 3339 only; without an offset it is taken as UTC.
+DateTime = Annotated[datetime, BeforeValidator(_rfc3339)]
+
 
 Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"}, examples=["2026-11-24T17:40:02.123Z"])]
 Cursor = Annotated[str | None, Field(description="Pass as `cursor` to get the next page; null on the last page.")]
@@ -375,7 +412,7 @@ class SessionReport(BaseModel):
     event: Literal["started", "turn", "ended"]
     turn_count: int | None = Field(default=None, ge=0, le=2**31 - 1,
                                    description="The session's turn count; without it a turn adds one.")
-    occurred_at: datetime | None = Field(default=None, description="When it happened (RFC 3339); default now.")
+    occurred_at: DateTime | None = Field(default=None, description="When it happened (RFC 3339); default now.")
 
 
 # --------------------------------------------------------------------------- health

@@ -8,9 +8,16 @@ from typing import Annotated
 
 import grpc
 from fastapi import APIRouter, Body
-from starlette.exceptions import HTTPException
-
-from smoltbot.api.dependencies import AgentIdPath, CallerHash, Cursor, Limit, Observer, Registry, require_owner
+from smoltbot.api.dependencies import (
+    AgentIdPath,
+    CallerHash,
+    Cursor,
+    IdentityHash,
+    Limit,
+    Observer,
+    Registry,
+    require_owner,
+)
 from smoltbot.api.errors import BackendError
 from smoltbot.api.schemas import (
     READ_ERRORS,
@@ -24,6 +31,7 @@ from smoltbot.api.schemas import (
     error_responses,
 )
 from smoltbot.v1 import observer_service_pb2, registry_service_pb2
+from starlette.exceptions import HTTPException
 
 __all__ = ["router", "trace_count"]
 
@@ -45,7 +53,7 @@ async def trace_count(observer: Observer, agent_id: str) -> int:
 
 @router.post("/resolve", response_model=ResolveResponse, responses=error_responses(401, 503, 504),
              summary="The agent id of a credential (created if new)")
-async def resolve_agent(registry: Registry, caller_hash: CallerHash) -> ResolveResponse:
+async def resolve_agent(registry: Registry, caller_hash: IdentityHash) -> ResolveResponse:
     """Send the agent's credential in `x-api-key` or `Authorization: Bearer`. It is hashed with
     the installation's secret and dropped; only the hash reaches the registry."""
     response = await registry.ResolveAgent(registry_service_pb2.ResolveAgentRequest(agent_hash=caller_hash))

@@ -6,7 +6,6 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
-
 from smoltbot.api.dependencies import AgentIdPath, CallerHash, Cursor, Limit, Registry, require_owner
 from smoltbot.api.schemas import READ_ERRORS, WRITE_ERRORS, Card, CardList, card_out
 from smoltbot.v1 import registry_service_pb2

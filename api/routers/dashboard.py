@@ -19,7 +19,6 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
-
 from smoltbot.api.dependencies import AgentIdPath, Cursor, Observer, Registry, TraceIdPath
 from smoltbot.api.errors import BackendError
 from smoltbot.api.routers.agents import trace_count
@@ -58,7 +57,7 @@ def _parse_ts(value: str | None) -> datetime | None:
     if not value:
         return None
     try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return datetime.fromisoformat(value)
     except ValueError:
         return None
 
@@ -159,7 +158,7 @@ async def _agent_or_404(registry: Registry, observer: Observer, agent_id: str) -
     except BackendError as error:
         if error.code is grpc.StatusCode.NOT_FOUND:
             raise NotFound(f"No agent called {agent_id} has been seen here. Agents appear after their first "
-                           "call through the gateway, or after `smoltbot init`.", reason="AGENT_NOT_FOUND") from None
+                           "call through the gateway, or after smoltbot init.", reason="AGENT_NOT_FOUND") from None
         raise
     return Agent(**agent_summary(response.agent).model_dump(), trace_count=count or 0)
 
@@ -248,7 +247,7 @@ async def trace_page(request: Request, agent_id: AgentIdPath, trace_id: TraceIdP
         response = await observer.GetTrace(observer_service_pb2.GetTraceRequest(trace_id=trace_id))
     except BackendError as error:
         if error.code is grpc.StatusCode.NOT_FOUND:
-            raise NotFound(f"No trace {trace_id} here.", reason="TRACE_NOT_FOUND") from None
+            raise NotFound(f"{agent_id} has no trace {trace_id}.", reason="TRACE_NOT_FOUND") from None
         raise
     trace = trace_out(response.trace)
     if trace.agent_id != agent_id:

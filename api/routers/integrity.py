@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-
 from smoltbot.api.dependencies import AgentIdPath, Cursor, Limit, Observer
 from smoltbot.api.schemas import READ_ERRORS, DriftAlertList, Integrity, drift_alert_out, integrity_out
 from smoltbot.v1 import observer_service_pb2

@@ -3,8 +3,15 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
-
-from smoltbot.api.dependencies import AgentIdPath, CallerHash, Cursor, Limit, Registry, require_owner, to_timestamp
+from smoltbot.api.dependencies import (
+    AgentIdPath,
+    CallerHash,
+    Cursor,
+    Limit,
+    Registry,
+    require_owner,
+    to_timestamp,
+)
 from smoltbot.api.schemas import READ_ERRORS, WRITE_ERRORS, Session, SessionList, SessionReport, session_out
 from smoltbot.v1 import agent_pb2, registry_service_pb2
 

@@ -6,7 +6,6 @@ from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
-
 from smoltbot.api.dependencies import (
     AGENT_ID_PATTERN,
     SESSION_ID_PATTERN,
@@ -23,6 +22,7 @@ from smoltbot.api.dependencies import (
 from smoltbot.api.schemas import (
     READ_ERRORS,
     WRITE_ERRORS,
+    DateTime,
     ToolExecution,
     ToolExecutionReport,
     Trace,
@@ -42,8 +42,8 @@ SessionFilter = Annotated[str | None, Query(pattern=SESSION_ID_PATTERN, max_leng
                                             description="Only traces of this session.")]
 VerifiedFilter = Annotated[bool | None, Query(description="Only traces that passed (true) or failed (false) "
                                                           "verification.")]
-Since = Annotated[datetime | None, Query(description="Only traces at or after this time (RFC 3339).")]
-Until = Annotated[datetime | None, Query(description="Only traces before this time (RFC 3339).")]
+Since = Annotated[DateTime | None, Query(description="Only traces at or after this time (RFC 3339).")]
+Until = Annotated[DateTime | None, Query(description="Only traces before this time (RFC 3339).")]
 
 
 async def list_trace_page(observer: Backend, *, agent_id: str = "", session_id: str | None = None,

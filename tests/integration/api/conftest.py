@@ -1,0 +1,51 @@
+"""The API wired to a real Registry and Observer on a real database (SQLite and PostgreSQL).
+
+* ``stack``: both gRPC services started on ephemeral ports over the test's ``database_url``.
+* ``api``: an ``httpx.AsyncClient`` on the API app (ASGI transport, lifespan run), wired to
+  ``stack``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+
+import grpc
+import httpx
+import pytest
+from smoltbot.api.app import create_app
+from smoltbot.core.settings import Settings
+
+from tests.integration.api.helpers import Stack
+
+
+@pytest.fixture
+async def stack(settings_factory: Callable[..., Settings], database_url: str) -> AsyncIterator[Stack]:
+    from smoltbot.observer.server import build_server as build_observer
+    from smoltbot.registry.server import build_server as build_registry
+
+    settings = settings_factory()
+    registry = await build_registry(settings, address="127.0.0.1:0")
+    await registry.start()
+    registry_address = f"127.0.0.1:{registry.port}"
+    observer_settings = settings.model_copy(update={"registry_address": registry_address})
+    observer = await build_observer(observer_settings, address="127.0.0.1:0")
+    await observer.start()
+    observer_address = f"127.0.0.1:{observer.port}"
+    channel = grpc.aio.insecure_channel(observer_address)
+    try:
+        yield Stack(observer_settings.model_copy(update={"observer_address": observer_address}),
+                    registry_address, observer_address, channel)
+    finally:
+        await channel.close()
+        await observer.stop(0.5)
+        await registry.stop(0.5)
+
+
+@pytest.fixture
+async def api(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(stack.settings, registry_address=stack.registry_address,
+                     observer_address=stack.observer_address)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://api.test") as client:
+            yield client
