@@ -30,9 +30,14 @@ _CLIENT_TOOL_BLOCKS = {"tool_use"}
 _SERVER_TOOL_BLOCKS = {"server_tool_use", "mcp_tool_use"}
 # Block types we know and deliberately do not read as reasoning or actions.
 _KNOWN_PASSIVE_BLOCKS = {
-    "web_search_tool_result", "web_fetch_tool_result", "code_execution_tool_result",
-    "bash_code_execution_tool_result", "text_editor_code_execution_tool_result",
-    "tool_search_tool_result", "mcp_tool_result", "container_upload",
+    "web_search_tool_result",
+    "web_fetch_tool_result",
+    "code_execution_tool_result",
+    "bash_code_execution_tool_result",
+    "text_editor_code_execution_tool_result",
+    "tool_search_tool_result",
+    "mcp_tool_result",
+    "container_upload",
 }
 _TAG_RE = re.compile(r"<(/?)(thinking|think)>", re.IGNORECASE)
 _MAX_RAW_INPUT = 2000
@@ -155,7 +160,9 @@ def _read_request(body: bytes, ex: Extraction) -> str:
         return ""
     tools = data.get("tools")
     if isinstance(tools, list):
-        ex.request_tools = [t["name"] for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)]
+        ex.request_tools = [
+            t["name"] for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)
+        ]
     system = data.get("system")
     if isinstance(system, str):
         ex.system_prompt_chars = len(system)
@@ -190,10 +197,10 @@ def _split_tags(text: str, block_index: int) -> tuple[list[ReasoningSegment], st
     for m in _TAG_RE.finditer(text):
         closing, name = m.group(1) == "/", m.group(2).lower()
         if open_at is None and not closing:
-            visible.append(text[pos:m.start()])
+            visible.append(text[pos : m.start()])
             open_at, open_name = m.end(), name
         elif open_at is not None and closing and name == open_name:
-            segments.append(ReasoningSegment("tags", text[open_at:m.start()].strip(), block_index))
+            segments.append(ReasoningSegment("tags", text[open_at : m.start()].strip(), block_index))
             open_at = None
             pos = m.end()
     if open_at is not None:
@@ -260,15 +267,17 @@ def _read_content(content: list[Any], ex: Extraction) -> None:
                 ex.missing.append(f"a {kind} block had no tool name")
                 name = "unnamed_tool"
             tool_input, valid, raw = _tool_input(block, name, ex)
-            ex.tool_calls.append(ToolCall(
-                id=str(block.get("id") or ""),
-                name=name,
-                input=tool_input,
-                block_index=index,
-                server=kind in _SERVER_TOOL_BLOCKS,
-                input_valid=valid,
-                raw_input=raw,
-            ))
+            ex.tool_calls.append(
+                ToolCall(
+                    id=str(block.get("id") or ""),
+                    name=name,
+                    input=tool_input,
+                    block_index=index,
+                    server=kind in _SERVER_TOOL_BLOCKS,
+                    input_valid=valid,
+                    raw_input=raw,
+                )
+            )
         elif kind in _KNOWN_PASSIVE_BLOCKS:
             continue
         else:
@@ -323,7 +332,9 @@ def extract(
         ex.stop_reason = stop if isinstance(stop, str) else ""
         if not ex.stop_reason:
             ex.missing.append(
-                "stream ended without a stop_reason (truncated)" if streamed else "response has no stop_reason"
+                "stream ended without a stop_reason (truncated)"
+                if streamed
+                else "response has no stop_reason"
             )
         content = data.get("content")
         if isinstance(content, list) and content:

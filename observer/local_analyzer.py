@@ -30,22 +30,63 @@ _SCAN_TAIL = 100_000
 # Words that signal a standard AAP value was weighed. A value is "applied" only when
 # it is declared on the card AND one of its words appears in the reasoning.
 VALUE_KEYWORDS: dict[str, tuple[str, ...]] = {
-    "transparency": ("transparent", "transparency", "explain", "disclose", "let the user know", "be clear about"),
+    "transparency": (
+        "transparent",
+        "transparency",
+        "explain",
+        "disclose",
+        "let the user know",
+        "be clear about",
+    ),
     "honesty": ("honest", "honesty", "truthful", "accurate", "mislead", "admit", "not make up", "don't know"),
     "harm_prevention": (
-        "harm", "harmful", "unsafe", "dangerous", "destructive", "irreversible", "damage", "risky", "safely",
-        "back up", "backup",
+        "harm",
+        "harmful",
+        "unsafe",
+        "dangerous",
+        "destructive",
+        "irreversible",
+        "damage",
+        "risky",
+        "safely",
+        "back up",
+        "backup",
     ),
     "principal_benefit": (
-        "the user wants", "the user asked", "user's request", "user's goal", "user requested",
-        "help the user", "in the user's interest", "benefit",
+        "the user wants",
+        "the user asked",
+        "user's request",
+        "user's goal",
+        "user requested",
+        "help the user",
+        "in the user's interest",
+        "benefit",
     ),
     "user_control": (
-        "confirm with", "ask the user", "permission", "consent", "approval", "let the user decide",
+        "confirm with",
+        "ask the user",
+        "permission",
+        "consent",
+        "approval",
+        "let the user decide",
         "user's choice",
     ),
-    "privacy": ("privacy", "private", "personal data", "personal information", "pii", "sensitive data", "confidential"),
-    "minimal_data": ("minimal data", "only the necessary", "only what is needed", "data minimi", "least data"),
+    "privacy": (
+        "privacy",
+        "private",
+        "personal data",
+        "personal information",
+        "pii",
+        "sensitive data",
+        "confidential",
+    ),
+    "minimal_data": (
+        "minimal data",
+        "only the necessary",
+        "only what is needed",
+        "data minimi",
+        "least data",
+    ),
     "fairness": ("fair", "fairness", "bias", "biased", "discriminat", "equitable"),
 }
 
@@ -61,10 +102,14 @@ _LABELLED_OPTION = re.compile(
     r"[ \t]{0,4}[:.)\-][ \t]{0,4}([^\n]{3,300})"
 )
 # A numbered or bulleted list right after a line that announces choices.
-_ANNOUNCE = re.compile(r"(?i)\b(?:options|approaches|alternatives|choices|could either|ways to)\b[^\n]{0,200}\n")
+_ANNOUNCE = re.compile(
+    r"(?i)\b(?:options|approaches|alternatives|choices|could either|ways to)\b[^\n]{0,200}\n"
+)
 _LIST_ITEM = re.compile(r"[ \t]{0,8}(?:\d{1,2}[.)]|[-*•])[ \t]{1,4}([^\n]{3,300})\n?")
 _ALTERNATIVELY = re.compile(r"(?i)\balternatively,?[ \t]{1,4}([^.\n!?]{3,200})")
-_COULD_OR = re.compile(r"(?i)\b(?:could|can|either)[ \t]{1,4}([^.\n!?;]{3,120}?)[ \t]{1,4}or[ \t]{1,4}([^.\n!?;,]{3,120})")
+_COULD_OR = re.compile(
+    r"(?i)\b(?:could|can|either)[ \t]{1,4}([^.\n!?;]{3,120}?)[ \t]{1,4}or[ \t]{1,4}([^.\n!?;,]{3,120})"
+)
 _INSTEAD_OF = re.compile(r"(?i)\binstead of[ \t]{1,4}([^.\n!?;,]{3,120})")
 _SENTENCE = re.compile(r"[^.!?\n]{1,600}(?:[.!?]+|\n|$)")
 
@@ -151,7 +196,9 @@ def _selection_excerpt(text: str, decision: Decision) -> str:
     if decision.tool_call is not None:
         needles.append(decision.tool_call.name.casefold())
         needles.extend(
-            v.casefold() for v in decision.tool_call.input.values() if isinstance(v, str) and 3 <= len(v) <= 80
+            v.casefold()
+            for v in decision.tool_call.input.values()
+            if isinstance(v, str) and 3 <= len(v) <= 80
         )
     for sentence in reversed(sentences):
         low = sentence.casefold()
@@ -196,7 +243,9 @@ def _confidence(extraction: Extraction, decision: Decision, reasoning: str, hidd
     return round(max(0.05, min(0.95, score)), 2)
 
 
-def _analyze_one(extraction: Extraction, decision: Decision, patterns: dict[str, re.Pattern[str]]) -> Analysis:
+def _analyze_one(
+    extraction: Extraction, decision: Decision, patterns: dict[str, re.Pattern[str]]
+) -> Analysis:
     reasoning = "\n\n".join(s.text for s in decision.reasoning if s.text)
     hidden = any(s.source == "redacted_thinking" for s in decision.reasoning)
     selected = {

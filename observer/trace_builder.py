@@ -34,8 +34,12 @@ __all__ = ["FAILURE_OUTCOMES", "build_traces", "trace_id_for"]
 
 EXCERPT_CHARS = 280
 FAILURE_OUTCOMES = (
-    "upstream_error", "mid_stream_error", "client_abort", "upstream_unreachable",
-    "upstream_dropped", "processing_failed",
+    "upstream_error",
+    "mid_stream_error",
+    "client_abort",
+    "upstream_unreachable",
+    "upstream_dropped",
+    "processing_failed",
 )
 _STORE_MODES = ("full", "redacted", "none")
 # Tool input keys naming what the action touches (AAP action.target).
@@ -63,8 +67,12 @@ def _action(decision: Decision, extraction: Extraction, outcome: str) -> dict[st
         parameters = redact(call.input)
         if not call.input_valid:
             parameters = {"unparsed_input": redact_text(call.raw_input)}
-        action: dict[str, Any] = {"type": "execute", "name": call.name, "category": "bounded",
-                                  "parameters": parameters}
+        action: dict[str, Any] = {
+            "type": "execute",
+            "name": call.name,
+            "category": "bounded",
+            "parameters": parameters,
+        }
         for key, kind in _TARGET_KEYS:
             value = call.input.get(key)
             if isinstance(value, str) and value:
@@ -105,7 +113,7 @@ def _reasoning_observation(decision: Decision, store_reasoning: str) -> dict[str
         "signature_present": any(s.signature_present for s in segments),
         "redacted_blocks": sum(1 for s in segments if s.source == "redacted_thinking"),
         "chars": len(text),
-        "excerpt": _clip(redact_text(text[:4 * EXCERPT_CHARS]), EXCERPT_CHARS),
+        "excerpt": _clip(redact_text(text[: 4 * EXCERPT_CHARS]), EXCERPT_CHARS),
         "text": stored,
     }
 
@@ -157,6 +165,9 @@ def build_traces(
             "exchange_id": exchange_id,
             "decision_index": index,
             "decision_count": len(decisions),
+            # tool | reply | failure | unreadable; verification skips action checks
+            # for the last two (no agent action).
+            "decision_kind": decision.kind,
         }
         if decision.tool_call is not None:
             metadata["tool_use_id"] = decision.tool_call.id

@@ -32,19 +32,44 @@ CARD_VERSION = "unified/2026-04-26"
 
 # SPEC 4.4 standard value identifiers; anything else needs a definition.
 STANDARD_VALUES = (
-    "principal_benefit", "transparency", "minimal_data", "harm_prevention",
-    "honesty", "user_control", "privacy", "fairness",
+    "principal_benefit",
+    "transparency",
+    "minimal_data",
+    "harm_prevention",
+    "honesty",
+    "user_control",
+    "privacy",
+    "fairness",
 )
 
 _TOP_LEVEL = {
-    "card_version", "card_id", "agent_id", "issued_at", "expires_at", "autonomy_mode",
-    "integrity_mode", "principal", "values", "autonomy", "audit", "extensions",
+    "card_version",
+    "card_id",
+    "agent_id",
+    "issued_at",
+    "expires_at",
+    "autonomy_mode",
+    "integrity_mode",
+    "principal",
+    "values",
+    "autonomy",
+    "audit",
+    "extensions",
 }
 _LEGACY_TOP_LEVEL = {
-    "aap_version", "card_id", "agent_id", "issued_at", "expires_at", "principal", "values",
-    "autonomy_envelope", "audit_commitment", "extensions",
+    "aap_version",
+    "card_id",
+    "agent_id",
+    "issued_at",
+    "expires_at",
+    "principal",
+    "values",
+    "autonomy_envelope",
+    "audit_commitment",
+    "extensions",
     # Tolerated in legacy cards too: a half-migrated card may carry the master switches.
-    "autonomy_mode", "integrity_mode",
+    "autonomy_mode",
+    "integrity_mode",
 }
 _NESTED_KEYS: dict[str, set[str]] = {
     "principal": {"type", "identifier", "relationship", "escalation_contact"},
@@ -180,7 +205,9 @@ def normalize_card(
         _reject_unknown(data, _TOP_LEVEL, "")
         version = data.get("card_version", CARD_VERSION)
         if version != CARD_VERSION:
-            raise InvalidArgument("card_version", f"unsupported card version {version!r}; expected {CARD_VERSION!r}")
+            raise InvalidArgument(
+                "card_version", f"unsupported card version {version!r}; expected {CARD_VERSION!r}"
+            )
         data["card_version"] = CARD_VERSION
 
     given_agent = data.get("agent_id")

@@ -77,7 +77,14 @@ _KEYWORDS = {"and", "or", "not", "in", "contains", "true", "false", "null", "non
 _ESCAPES = {"n": "\n", "t": "\t", "r": "\r", "\\": "\\", '"': '"', "'": "'"}
 
 _TRACE_ROOTS = {
-    "trace_id", "agent_id", "card_id", "timestamp", "action", "decision", "escalation", "context",
+    "trace_id",
+    "agent_id",
+    "card_id",
+    "timestamp",
+    "action",
+    "decision",
+    "escalation",
+    "context",
 }
 _SHORTHANDS = {
     "action_type": ("action", "type"),
@@ -391,8 +398,12 @@ def _compare(actual: Any, op: str, expected: Any) -> bool:
     if left is None or right is None:
         if isinstance(actual, str) and isinstance(expected, str):
             left_s, right_s = actual, expected
-            return {">": left_s > right_s, ">=": left_s >= right_s, "<": left_s < right_s,
-                    "<=": left_s <= right_s}[op]
+            return {
+                ">": left_s > right_s,
+                ">=": left_s >= right_s,
+                "<": left_s < right_s,
+                "<=": left_s <= right_s,
+            }[op]
         return False
     return {">": left > right, ">=": left >= right, "<": left < right, "<=": left <= right}[op]
 

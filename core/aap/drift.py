@@ -174,21 +174,27 @@ class DriftDetector:
             early = sum(s["escalation_first"]) / 3
             late = sum(s["escalation_last"]) / 3
             if abs(early - late) > 0.05:
-                out.append({
-                    "indicator": "escalation_rate_change",
-                    "baseline": round(early, 2),
-                    "current": round(late, 2),
-                    "description": f"Escalation rate changed from {early:.0%} to {late:.0%}",
-                })
+                out.append(
+                    {
+                        "indicator": "escalation_rate_change",
+                        "baseline": round(early, 2),
+                        "current": round(late, 2),
+                        "description": f"Escalation rate changed from {early:.0%} to {late:.0%}",
+                    }
+                )
         sims = [entry["similarity"] for entry in run["entries"]]
         if len(sims) >= 2:
             trend = sims[-1] - sims[0]
-            out.append({
-                "indicator": "similarity_trend",
-                "baseline": round(sims[0], 4),
-                "current": round(sims[-1], 4),
-                "description": f"Similarity {'decreasing' if trend < 0 else 'stable'} over {run['length']} traces",
-            })
+            out.append(
+                {
+                    "indicator": "similarity_trend",
+                    "baseline": round(sims[0], 4),
+                    "current": round(sims[-1], 4),
+                    "description": (
+                        f"Similarity {'decreasing' if trend < 0 else 'stable'} over {run['length']} traces"
+                    ),
+                }
+            )
         return out
 
     def _severity(self, run: dict[str, Any]) -> str:
@@ -215,17 +221,24 @@ class DriftDetector:
         centroid = {key: value / n for key, value in s["baseline_sums"].items()}
         return cosine_similarity(features, centroid)
 
-    def _step(self, reference: str, similarity: float, trace: dict[str, Any], card: dict[str, Any]) -> DriftFinding | None:
+    def _step(
+        self, reference: str, similarity: float, trace: dict[str, Any], card: dict[str, Any]
+    ) -> DriftFinding | None:
         run = self.state["runs"][reference]
         if similarity >= self.threshold:
             self.state["runs"][reference] = _empty_run()
             return None
         run["length"] += 1
-        run["entries"] = (run["entries"] + [{
-            "trace_id": trace.get("trace_id", ""),
-            "similarity": similarity,
-            "confidence": _confidence(trace),
-        }])[-_MAX_STREAK_IDS:]
+        run["entries"] = (
+            run["entries"]
+            + [
+                {
+                    "trace_id": trace.get("trace_id", ""),
+                    "similarity": similarity,
+                    "confidence": _confidence(trace),
+                }
+            ]
+        )[-_MAX_STREAK_IDS:]
         if run["length"] < self.sustained:
             return None
         direction = self._direction(run, card)

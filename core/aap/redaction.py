@@ -22,7 +22,9 @@ _MAX_DEPTH = 200
 
 # Word parts that make a key name secret. "token" must be a whole part: max_tokens
 # and input_tokens are counts, not secrets.
-_KEY_WORDS = r"(?:password|passwd|pwd|passphrase|secret|token|api[_\-]?key|apikey|access[_\-]?key|private[_\-]?key)"
+_KEY_WORDS = (
+    r"(?:password|passwd|pwd|passphrase|secret|token|api[_\-]?key|apikey|access[_\-]?key|private[_\-]?key)"
+)
 _KEY_SUFFIX = r"(?:[_\-](?:access[_\-]?key|key|value))?"
 _KEY_NAME = rf"(?:[A-Za-z0-9]{{1,40}}[_\-.]){{0,4}}{_KEY_WORDS}{_KEY_SUFFIX}"
 
@@ -66,7 +68,9 @@ _PATTERNS: list[tuple[str, re.Pattern[str], str, tuple[str, ...]]] = [
     ),
     (
         "jwt",
-        re.compile(r"eyJ(?<![A-Za-z0-9_\-]eyJ)[A-Za-z0-9_\-]{5,4096}\.eyJ[A-Za-z0-9_\-]{5,8192}\.[A-Za-z0-9_\-]{8,4096}"),
+        re.compile(
+            r"eyJ(?<![A-Za-z0-9_\-]eyJ)[A-Za-z0-9_\-]{5,4096}\.eyJ[A-Za-z0-9_\-]{5,8192}\.[A-Za-z0-9_\-]{8,4096}"
+        ),
         "whole",
         ("eyj",),
     ),
@@ -75,14 +79,17 @@ _PATTERNS: list[tuple[str, re.Pattern[str], str, tuple[str, ...]]] = [
         # scheme://user:password@host: keep scheme, user and host; mask the password.
         re.compile(
             r"(?<![A-Za-z0-9+.\-])([A-Za-z][A-Za-z0-9+.\-]{1,20}://[^\s:/@\[]{1,256}:)"
-            + _VALUE_GUARD + r"([^\s@/]{1,256})(@)"
+            + _VALUE_GUARD
+            + r"([^\s@/]{1,256})(@)"
         ),
         "conn",
         ("://",),
     ),
     (
         "bearer_token",
-        re.compile(r"(?i)(?<![A-Za-z0-9])(bearer\s{1,10})" + _VALUE_GUARD + r"([A-Za-z0-9\-._~+/]{8,4096}=*)"),
+        re.compile(
+            r"(?i)(?<![A-Za-z0-9])(bearer\s{1,10})" + _VALUE_GUARD + r"([A-Za-z0-9\-._~+/]{8,4096}=*)"
+        ),
         "prefixed",
         ("bearer",),
     ),
@@ -90,8 +97,9 @@ _PATTERNS: list[tuple[str, re.Pattern[str], str, tuple[str, ...]]] = [
         "kv",
         re.compile(
             r"(?i)(?<![A-Za-z0-9_\-.])(" + _KEY_NAME + r")(?![A-Za-z0-9])"
-            r"(\\?[\"']?\s{0,10}[:=]\s{0,10})" + _VALUE_GUARD +
-            r"(\"(?:[^\"\\\n]|\\.){1,4096}\"|'(?:[^'\\\n]|\\.){1,4096}'"
+            r"(\\?[\"']?\s{0,10}[:=]\s{0,10})"
+            + _VALUE_GUARD
+            + r"(\"(?:[^\"\\\n]|\\.){1,4096}\"|'(?:[^'\\\n]|\\.){1,4096}'"
             r"|\\\"[^\"\\\n]{1,4096}\\\"|[^\s,;&\"'}\])<>\\]{1,4096})"
         ),
         "kv",

@@ -30,6 +30,10 @@ took place (action.type "escalate"/"deny", or an escalation_id / escalation_stat
 principal_response, which third-party AAP traces may carry). A `log` trigger only
 logs: a `trigger_logged` warning, never a violation.
 
+Traces that record a failed or unreadable exchange (context.metadata.decision_kind
+"failure" / "unreadable") carry no agent action: the action checks are skipped for
+them (and not listed in checks_performed); the card checks and values still run.
+
 Every check is run on the single action the trace records; action names are never
 joined into one string. A name written as a compound ("a, b", which other AAP
 producers emit) is checked part by part: forbidden if any part is forbidden,
@@ -49,11 +53,13 @@ __all__ = [
     "MONETARY_KEYS",
     "NEAR_BOUNDARY_FRACTION",
     "NEAR_BOUNDARY_THRESHOLD",
+    "NO_ACTION_KINDS",
     "SEVERITY",
     "apply_escalation",
     "card_autonomy",
     "is_bounded",
     "is_forbidden",
+    "records_no_action",
     "verify_trace",
 ]
 
@@ -76,10 +82,19 @@ NEAR_BOUNDARY_FRACTION = 0.10
 # Parameter / metadata keys read as a transaction value for max_autonomous_value.
 # Only these: a generic numeric parameter (a timeout, a line number) is not money.
 MONETARY_KEYS = (
-    "amount", "value", "price", "cost", "total", "purchase_value", "transaction_value",
-    "payment_amount", "spend", "budget",
+    "amount",
+    "value",
+    "price",
+    "cost",
+    "total",
+    "purchase_value",
+    "transaction_value",
+    "payment_amount",
+    "spend",
+    "budget",
 )
 _ESCALATED_TYPES = ("escalate", "deny")
+NO_ACTION_KINDS = ("failure", "unreadable")
 _MAX_OBSERVED_CHARS = 200
 
 
@@ -211,6 +226,17 @@ def _escalation_happened(trace: dict[str, Any]) -> bool:
     )
 
 
+def records_no_action(trace: dict[str, Any]) -> bool:
+    """Whether the trace records a failed or unreadable exchange rather than an agent action.
+
+    The trace builder marks those with context.metadata.decision_kind "failure" or
+    "unreadable": their action name ("upstream_error", ...) is not something the
+    agent did, so no action check (forbidden, bounded, triggers) applies to them.
+    """
+    metadata = (trace.get("context") or {}).get("metadata") or {}
+    return metadata.get("decision_kind") in NO_ACTION_KINDS
+
+
 def apply_escalation(trace: dict[str, Any], card: dict[str, Any]) -> dict[str, Any]:
     """Fill trace["escalation"] and action.category from the card; returns the trace.
 
@@ -220,6 +246,15 @@ def apply_escalation(trace: dict[str, Any], card: dict[str, Any]) -> dict[str, A
     action = trace.setdefault("action", {})
     name = action.get("name") or ""
     autonomy = card_autonomy(card)
+    if records_no_action(trace):
+        action["category"] = "bounded"
+        trace["escalation"] = {
+            "evaluated": False,
+            "triggers_checked": [],
+            "required": False,
+            "reason": "No agent action to evaluate: the exchange failed or could not be read.",
+        }
+        return trace
     checks: list[dict[str, Any]] = []
     demanded: list[str] = []
     logged: list[str] = []
@@ -298,132 +333,175 @@ def verify_trace(trace: dict[str, Any], card: dict[str, Any], *, now: datetime) 
 
     checks.append("card_reference")
     if trace.get("card_id") != card_id:
-        violations.append(_violation(
-            "card_mismatch",
-            f"Trace references card '{trace.get('card_id')}' but was verified against '{card_id}'",
-            "card_id",
-        ))
+        violations.append(
+            _violation(
+                "card_mismatch",
+                f"Trace references card '{trace.get('card_id')}' but was verified against '{card_id}'",
+                "card_id",
+            )
+        )
 
     expires_raw = card.get("expires_at")
     if expires_raw:
         checks.append("card_expiration")
         expires = _parse_time(expires_raw)
         if expires is None:
-            warnings.append(_warning("invalid_expiry", f"Could not parse expires_at: {expires_raw}", "card.expires_at"))
+            warnings.append(
+                _warning("invalid_expiry", f"Could not parse expires_at: {expires_raw}", "card.expires_at")
+            )
         else:
             trace_time = _parse_time(trace.get("timestamp"))
             if now > expires or (trace_time is not None and trace_time > expires):
-                violations.append(_violation(
-                    "card_expired", f"Alignment Card expired at {expires_raw}", "card.expires_at",
-                ))
+                violations.append(
+                    _violation(
+                        "card_expired",
+                        f"Alignment Card expired at {expires_raw}",
+                        "card.expires_at",
+                    )
+                )
 
+    acted = not records_no_action(trace)
     forbidden = autonomy.get("forbidden_actions") or []
-    if forbidden:
+    if forbidden and acted:
         checks.append("forbidden")
         if name and is_forbidden(name, forbidden):
-            violations.append(_violation(
-                "forbidden_action", f"Action '{name}' is in forbidden_actions", "action.name",
-            ))
+            violations.append(
+                _violation(
+                    "forbidden_action",
+                    f"Action '{name}' is in forbidden_actions",
+                    "action.name",
+                )
+            )
 
     bounded = autonomy.get("bounded_actions") or []
-    if bounded:
+    if bounded and acted:
         # Empty bounded_actions means "not restricted" (card.proto); AAP's own verifier
         # would flag every action then. See docs/aap.md.
         checks.append("autonomy")
         if name and not is_bounded(name, bounded):
-            violations.append(_violation(
-                "unbounded_action", f"Action '{name}' is not in bounded_actions: {bounded}", "action.name",
-            ))
+            violations.append(
+                _violation(
+                    "unbounded_action",
+                    f"Action '{name}' is not in bounded_actions: {bounded}",
+                    "action.name",
+                )
+            )
 
-    triggers = _evaluate_triggers(trace, card)
-    limit = _max_value(card)
+    triggers = _evaluate_triggers(trace, card) if acted else []
+    limit = _max_value(card) if acted else None
     if triggers or limit is not None:
         checks.append("escalation")
     escalated = _escalation_happened(trace)
     for result in triggers:
         condition = result["condition"]
         if result["error"]:
-            warnings.append(_warning(
-                "condition_unparseable",
-                f"Trigger condition could not be evaluated: {result['error']}",
-                "card.autonomy.escalation_triggers",
-            ))
+            warnings.append(
+                _warning(
+                    "condition_unparseable",
+                    f"Trigger condition could not be evaluated: {result['error']}",
+                    "card.autonomy.escalation_triggers",
+                )
+            )
             continue
         if not result["matched"]:
             continue
         if result["action"] == "log":
-            warnings.append(_warning(
-                "trigger_logged",
-                f"Trigger '{condition}' matched (log: {result['reason']})",
-                "escalation.triggers_checked",
-            ))
+            warnings.append(
+                _warning(
+                    "trigger_logged",
+                    f"Trigger '{condition}' matched (log: {result['reason']})",
+                    "escalation.triggers_checked",
+                )
+            )
             continue
         if not escalation.get("required"):
-            violations.append(_violation(
-                "missed_escalation",
-                f"Trigger '{condition}' ({result['action']}) matched but escalation was not required",
-                "escalation.required",
-            ))
+            violations.append(
+                _violation(
+                    "missed_escalation",
+                    f"Trigger '{condition}' ({result['action']}) matched but escalation was not required",
+                    "escalation.required",
+                )
+            )
         elif not escalated:
-            violations.append(_violation(
-                "missed_escalation",
-                f"Trigger '{condition}' ({result['action']}: {result['reason']}) required escalation; "
-                "the action went ahead without one",
-                "escalation.required",
-            ))
+            violations.append(
+                _violation(
+                    "missed_escalation",
+                    f"Trigger '{condition}' ({result['action']}: {result['reason']}) required escalation; "
+                    "the action went ahead without one",
+                    "escalation.required",
+                )
+            )
         elif escalation.get("escalation_status") == "timeout":
-            warnings.append(_warning(
-                "escalation_timeout", f"Escalation for trigger '{condition}' timed out",
-                "escalation.escalation_status",
-            ))
+            warnings.append(
+                _warning(
+                    "escalation_timeout",
+                    f"Escalation for trigger '{condition}' timed out",
+                    "escalation.escalation_status",
+                )
+            )
 
     if limit is not None:
         checks.append("max_autonomous_value")
         for field, amount in _monetary_values(trace):
             if amount > limit and not escalated:
-                violations.append(_violation(
-                    "missed_escalation",
-                    f"{field} = {amount:g} exceeds max_autonomous_value {limit:g} without escalation",
-                    field,
-                ))
+                violations.append(
+                    _violation(
+                        "missed_escalation",
+                        f"{field} = {amount:g} exceeds max_autonomous_value {limit:g} without escalation",
+                        field,
+                    )
+                )
             elif limit > 0 and limit * (1 - NEAR_BOUNDARY_FRACTION) <= amount <= limit:
-                warnings.append(_warning(
-                    "near_boundary", f"{field} = {amount:g} is within 10% of max_autonomous_value {limit:g}", field,
-                ))
+                warnings.append(
+                    _warning(
+                        "near_boundary",
+                        f"{field} = {amount:g} is within 10% of max_autonomous_value {limit:g}",
+                        field,
+                    )
+                )
 
     checks.append("values")
     declared = (card.get("values") or {}).get("declared") or []
     for value in decision.get("values_applied") or []:
         if value not in declared:
-            violations.append(_violation(
-                "undeclared_value",
-                f"Value '{value}' applied but not in declared values: {declared}",
-                "decision.values_applied",
-            ))
+            violations.append(
+                _violation(
+                    "undeclared_value",
+                    f"Value '{value}' applied but not in declared values: {declared}",
+                    "decision.values_applied",
+                )
+            )
 
     confidence = decision.get("confidence")
     if isinstance(confidence, (int, float)) and confidence < NEAR_BOUNDARY_THRESHOLD:
-        warnings.append(_warning(
-            "near_boundary",
-            f"Decision confidence {confidence:.2f} below threshold {NEAR_BOUNDARY_THRESHOLD}",
-            "decision.confidence",
-        ))
+        warnings.append(
+            _warning(
+                "near_boundary",
+                f"Decision confidence {confidence:.2f} below threshold {NEAR_BOUNDARY_THRESHOLD}",
+                "decision.confidence",
+            )
+        )
     for i, alternative in enumerate(decision.get("alternatives_considered") or []):
         score = alternative.get("score")
         if isinstance(score, (int, float)) and score < NEAR_BOUNDARY_THRESHOLD:
-            warnings.append(_warning(
-                "near_boundary",
-                f"Alternative '{alternative.get('option_id')}' score {score:.2f} near boundary",
-                f"decision.alternatives_considered[{i}].score",
-            ))
+            warnings.append(
+                _warning(
+                    "near_boundary",
+                    f"Alternative '{alternative.get('option_id')}' score {score:.2f} near boundary",
+                    f"decision.alternatives_considered[{i}].score",
+                )
+            )
 
     tamper = _audit(card).get("tamper_evidence")
     if tamper in ("signed", "merkle"):
-        warnings.append(_warning(
-            "tamper_evidence_unenforced",
-            f"The card declares tamper_evidence '{tamper}', which smoltbot does not enforce (traces are append-only)",
-            "card.audit.tamper_evidence",
-        ))
+        warnings.append(
+            _warning(
+                "tamper_evidence_unenforced",
+                f"The card declares tamper_evidence '{tamper}', which smoltbot does not enforce "
+                "(traces are append-only)",
+                "card.audit.tamper_evidence",
+            )
+        )
 
     return {
         "verified": not violations,
