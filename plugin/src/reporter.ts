@@ -2,9 +2,12 @@
  * Fire-and-forget HTTP reporter for the smoltbot API.
  *
  * - Every call has a short timeout and resolves to a result; nothing here ever throws or rejects.
- * - The API being unreachable (connection error, timeout, 5xx) is logged once when it happens,
- *   and once more when the API answers again, never per report. While it is down, reports are
- *   dropped without a network call for `retryAfterMs`, so an outage costs the agent nothing.
+ * - The API being unreachable (connection refused, no answer in time) is logged once when it
+ *   happens, and once more when the API answers again, never per report. While it is down,
+ *   reports are dropped without a network call for `retryAfterMs`, so an outage costs nothing.
+ * - A 5xx means the API answered but a service behind it is down (the observer, say, while
+ *   the registry is fine), so it is tracked per endpoint: logged once when an endpoint starts
+ *   failing and once when it works again, without holding back reports to other endpoints.
  * - A 4xx answer (bad credential, wrong agent, invalid body) is logged once per endpoint and
  *   status: it will not fix itself, and repeating it per event would flood OpenClaw's log.
  * - The credential travels only in request headers; no message includes it.
@@ -30,6 +33,8 @@ export type ReportResult =
   | { ok: true; status: number; body: unknown }
   /** The request was sent and failed, or (skipped) not sent because the API is down. */
   | { ok: false; reason: "unreachable" | "skipped" }
+  /** The API answered with a 5xx: a service behind it is unavailable. */
+  | { ok: false; reason: "unavailable"; status: number }
   /** The API answered with a 4xx. */
   | { ok: false; reason: "rejected"; status: number };
 
@@ -44,6 +49,7 @@ export class Reporter {
   private down = false;
   private retryAt = 0;
   private readonly rejectionsLogged = new Set<string>();
+  private readonly failingPaths = new Set<string>();
 
   constructor(options: ReporterOptions) {
     this.apiUrl = options.apiUrl;
@@ -80,11 +86,12 @@ export class Reporter {
       this.markDown(describeFailure(error, this.timeoutMs));
       return { ok: false, reason: "unreachable" };
     }
-    if (response.status >= 500) {
-      this.markDown(`HTTP ${response.status}${errorMessage(text)}`);
-      return { ok: false, reason: "unreachable" };
-    }
     this.markUp();
+    if (response.status >= 500) {
+      this.markFailing(path, response.status, text);
+      return { ok: false, reason: "unavailable", status: response.status };
+    }
+    this.markWorking(path);
     if (response.status >= 400) {
       this.logRejection(path, response.status, text);
       return { ok: false, reason: "rejected", status: response.status };
@@ -107,6 +114,21 @@ export class Reporter {
     if (!this.down) return;
     this.down = false;
     safeLog(() => this.logger.info(`smoltbot API reachable again at ${this.apiUrl}`));
+  }
+
+  private markFailing(path: string, status: number, text: string): void {
+    if (this.failingPaths.has(path)) return;
+    this.failingPaths.add(path);
+    safeLog(() =>
+      this.logger.warn(
+        `smoltbot API could not take POST ${path}: HTTP ${status}${errorMessage(text)}; those reports are dropped until it can`,
+      ),
+    );
+  }
+
+  private markWorking(path: string): void {
+    if (!this.failingPaths.delete(path)) return;
+    safeLog(() => this.logger.info(`smoltbot API takes POST ${path} again`));
   }
 
   private logRejection(path: string, status: number, text: string): void {

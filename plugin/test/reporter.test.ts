@@ -47,35 +47,54 @@ describe("Reporter", () => {
   test("while down, reports are dropped without a network call until retryAfterMs passes", async () => {
     const logs = recordingLogger();
     let clock = 1_000;
-    api.respond = () => ({ status: 503, body: { error: { code: 503, message: "registry unavailable" } } });
+    api.respond = () => "hang";
     const reporter = new Reporter({
-      apiUrl: api.url, timeoutMs: 1500, headers: {}, logger: logs.logger, retryAfterMs: 5000, now: () => clock,
+      apiUrl: api.url, timeoutMs: 200, headers: {}, logger: logs.logger, retryAfterMs: 5000, now: () => clock,
     });
     const before = api.requests.length;
     assert.deepEqual(await reporter.post("/v1/sessions", {}), { ok: false, reason: "unreachable" });
     assert.deepEqual(await reporter.post("/v1/sessions", {}), { ok: false, reason: "skipped" });
     assert.equal(api.requests.length, before + 1);
-    assert.match(logs.at("warn")[0] ?? "", /unreachable .*HTTP 503: registry unavailable/);
 
     clock += 5000;
     api.respond = () => ({ status: 200, body: {} });
     assert.equal((await reporter.post("/v1/sessions", {})).ok, true);
     assert.equal(api.requests.length, before + 2);
+    assert.deepEqual(logs.lines.map((line) => line.level), ["warn", "info"]);
   });
 
   test("recovery is logged once, and a new outage is logged again", async () => {
     const logs = recordingLogger();
-    api.respond = () => ({ status: 502 });
-    const reporter = new Reporter({ apiUrl: api.url, timeoutMs: 1500, headers: {}, logger: logs.logger, retryAfterMs: 0 });
+    api.respond = () => "hang";
+    const reporter = new Reporter({ apiUrl: api.url, timeoutMs: 200, headers: {}, logger: logs.logger, retryAfterMs: 0 });
     await reporter.post("/x", {});
     await reporter.post("/x", {});
     api.respond = () => ({ status: 200, body: {} });
     await reporter.post("/x", {});
     await reporter.post("/x", {});
-    api.respond = () => ({ status: 504 });
+    api.respond = () => "hang";
     await reporter.post("/x", {});
     assert.deepEqual(logs.lines.map((line) => line.level), ["warn", "info", "warn"]);
     assert.match(logs.at("info")[0] ?? "", /smoltbot API reachable again at /);
+  });
+
+  test("a 5xx is logged once per endpoint and does not hold back the others", async () => {
+    const logs = recordingLogger();
+    api.respond = (request) =>
+      request.path === "/v1/tool-executions"
+        ? { status: 503, body: { error: { code: 503, message: "the observer service is unavailable; try again shortly" } } }
+        : { status: 200, body: {} };
+    const reporter = new Reporter({ apiUrl: api.url, timeoutMs: 1500, headers: {}, logger: logs.logger });
+    for (let i = 0; i < 3; i += 1) {
+      assert.deepEqual(await reporter.post("/v1/tool-executions", {}), { ok: false, reason: "unavailable", status: 503 });
+      assert.equal((await reporter.post("/v1/sessions", {})).ok, true);
+    }
+    api.respond = () => ({ status: 200, body: {} });
+    assert.equal((await reporter.post("/v1/tool-executions", {})).ok, true);
+    assert.deepEqual(logs.lines, [
+      { level: "warn", message: "smoltbot API could not take POST /v1/tool-executions: HTTP 503: the observer service is unavailable; try again shortly; those reports are dropped until it can" },
+      { level: "info", message: "smoltbot API takes POST /v1/tool-executions again" },
+    ]);
   });
 
   test("a request that gets no answer in time counts as unreachable", async () => {
