@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+
 from smoltbot.core.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
 from smoltbot.core.pagination import decode_page_token, next_page, page_size
 from smoltbot.core.storage import Database, utcnow
@@ -115,15 +116,6 @@ class Agents:
                                    reason="SESSION_NOT_FOUND", agent_id=agent_id, session_id=session_id)
             self.remember(agent_id, session_id)
         self.touches.record(agent_id, clamp_to_now(seen_at), session_id)
-
-    async def exists(self, agent_id: str) -> bool:
-        if agent_id in self._known:
-            return True
-        async with self._db.read() as conn:
-            found = await store.get_agent(conn, agent_id) is not None
-        if found:
-            self.remember(agent_id)
-        return found
 
     async def resolve(self, agent_hash: str) -> tuple[Agent, bool]:
         """The agent for a credential hash, created (with its default card) on first sight.
@@ -250,6 +242,10 @@ class TouchBuffer:
         _keep_latest(self._agents, agent_id, at)
         if session_id:
             _keep_latest(self._sessions, (agent_id, session_id), at)
+
+    def pending_activity(self, agent_id: str, session_id: str) -> datetime | None:
+        """Activity of a session recorded but not written yet."""
+        return self._sessions.get((agent_id, session_id))
 
     @property
     def pending(self) -> int:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from sqlalchemy import exc
+
+from smoltbot.core.errors import Unavailable
 from smoltbot.core.grpc_server import GrpcServer, new_grpc_server, run_until_signalled
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import migrate, open_database
@@ -31,7 +34,12 @@ async def build_server(settings: Settings, *, address: str | None = None,
     """
     db = open_database(settings.effective_database_url)
     try:
-        await migrate(db)
+        try:
+            await migrate(db)
+        except (OSError, exc.SQLAlchemyError, Unavailable) as error:
+            # OSError is what `smoltbot serve` reports as "could not start" without a traceback.
+            cause = getattr(error, "orig", None) or error
+            raise OSError(f"cannot use the database {db.display_url}: {cause}") from error
         cards = Cards(db, public_api_url=settings.effective_public_api_url)
         agents = Agents(db, cards.insert_default, touch_interval=touch_interval)
         sessions = Sessions(db, agents, idle=timedelta(minutes=settings.session_idle_minutes))
@@ -40,6 +48,9 @@ async def build_server(settings: Settings, *, address: str | None = None,
         async def on_stop() -> None:
             try:
                 await agents.touches.stop()
+            except Exception as error:  # noqa: BLE001 - stopping goes on; the loss is logged
+                logger.error("could not write %d pending agent/session touches: %s",
+                             agents.touches.pending, error)
             finally:
                 await db.close()
 

@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
+
 from smoltbot.core.errors import InvalidArgument
 from smoltbot.core.grpc_server import grpc_errors
 from smoltbot.registry.agents import Agents

@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+
 from smoltbot.core.errors import InvalidArgument
 from smoltbot.core.pagination import decode_page_token, next_page, page_size
 from smoltbot.core.storage import Database
@@ -104,7 +105,12 @@ class Sessions:
                 .order_by(_sessions.c.last_activity_at.desc(), _sessions.c.id.desc())
                 .limit(1)
             )).first()
-            if row is not None and at - row.last_activity_at <= self._idle:
+            last_activity = None
+            if row is not None:
+                # A touch may not have been written yet; it counts as activity all the same.
+                pending = self._agents.touches.pending_activity(agent_id, row.session_id)
+                last_activity = max(row.last_activity_at, pending) if pending else row.last_activity_at
+            if row is not None and last_activity is not None and at - last_activity <= self._idle:
                 session = store.session_from_row(row)
                 if at > session.last_activity_at:
                     await conn.execute(

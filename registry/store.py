@@ -13,9 +13,10 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
 from smoltbot.core.errors import NotFound, PermissionDenied, Unauthenticated
 from smoltbot.core.storage import Dialect, UTCDateTime, insert_ignoring_conflicts
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 __all__ = [
     "Agent",

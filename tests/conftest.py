@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from smoltbot.core.settings import Settings, load_settings
 
 TEST_HASH_SECRET = "test-hash-secret-not-for-production"

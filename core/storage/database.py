@@ -25,14 +25,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import asyncpg
 import sqlalchemy as sa
-from smoltbot.core.errors import SmoltbotError, Unavailable
 from sqlalchemy import event, exc
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
+
+from smoltbot.core.errors import SmoltbotError, Unavailable
 
 __all__ = [
     "Database",
@@ -166,7 +168,8 @@ def _open_sqlite(url: URL, *, echo: bool) -> Database:
         database = str(path)
         kwargs["pool_size"] = 8
         kwargs["max_overflow"] = 8
-    engine = create_async_engine(url.set(drivername="sqlite+aiosqlite", database=database), echo=echo, **kwargs)
+    engine = create_async_engine(url.set(drivername="sqlite+aiosqlite", database=database), echo=echo,
+                                 hide_parameters=True, **kwargs)
     event.listen(engine.sync_engine, "connect", _sqlite_connect)
     event.listen(engine.sync_engine, "begin", _sqlite_begin)
     return Database(engine, sqlite_path=path)
@@ -199,6 +202,8 @@ def _open_postgresql(url: URL, *, echo: bool) -> Database:
     engine = create_async_engine(
         url.set(drivername="postgresql+asyncpg", query=query),
         echo=echo,
+        # Parameters (agent hashes among them) stay out of exception messages and logs.
+        hide_parameters=True,
         pool_size=10,
         max_overflow=10,
         pool_timeout=10,
@@ -232,13 +237,14 @@ def is_unavailable_error(error: BaseException) -> bool:
 
 
 def _is_asyncpg_outage(error: BaseException) -> bool:
-    try:
-        import asyncpg
-    except ImportError:  # pragma: no cover - asyncpg is a dependency
-        return False
     cause = getattr(error, "__cause__", None) or error
-    return isinstance(cause, (asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
-                              asyncpg.TooManyConnectionsError, asyncpg.InterfaceError, OSError))
+    return isinstance(cause, (
+        asyncpg.PostgresConnectionError,  # connection lost or refused by the server
+        asyncpg.exceptions.OperatorInterventionError,  # shutting down, starting up, terminated
+        asyncpg.TooManyConnectionsError,
+        asyncpg.InterfaceError,
+        OSError,
+    ))
 
 
 @contextmanager
@@ -251,7 +257,7 @@ def _translate_outages() -> Iterator[None]:
     except Exception as error:
         if not is_unavailable_error(error):
             raise
-        logger.warning("database unavailable: %s", error)
+        logger.warning("database unavailable: %s", getattr(error, "orig", None) or error)
         raise Unavailable("the database is unavailable; try again") from error
 
 

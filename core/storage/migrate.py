@@ -19,6 +19,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+
 from smoltbot.core.storage.database import Database
 
 __all__ = ["MIGRATIONS_DIR", "alembic_config", "current_revision", "head_revision", "migrate"]
@@ -76,13 +77,8 @@ def _upgrade_sync(conn: sa.Connection, revision: str, dialect: str) -> None:
     try:
         config = alembic_config()
         config.attributes["connection"] = conn
-        before = MigrationContext.configure(conn).get_current_revision()
+        command.upgrade(config, revision)  # Alembic logs each step it runs
         conn.commit()
-        command.upgrade(config, revision)
-        after = MigrationContext.configure(conn).get_current_revision()
-        conn.commit()
-        if before != after:
-            logger.info("database migrated from %s to %s", before or "empty", after)
     finally:
         if dialect == "postgresql":
             if conn.in_transaction():

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+
 from smoltbot.core.identity import (
     AGENT_HASH_HEX_LENGTH,
     CREDENTIAL_HEADERS,

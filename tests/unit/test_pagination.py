@@ -7,6 +7,7 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+
 from smoltbot.core.errors import InvalidArgument
 from smoltbot.core.pagination import (
     DEFAULT_PAGE_SIZE,

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 import sqlalchemy as sa
+
 from smoltbot.core.errors import ERROR_DOMAIN, error_info_of
 from smoltbot.core.grpc_server import GrpcServer
 from smoltbot.core.settings import Settings

@@ -9,6 +9,7 @@ import grpc
 import pytest
 import sqlalchemy as sa
 from google.protobuf import timestamp_pb2
+
 from smoltbot.v1 import registry_service_pb2 as pb
 
 from .conftest import RegistryFactory, RunningRegistry, assert_rpc_error, new_hash

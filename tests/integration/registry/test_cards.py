@@ -8,10 +8,11 @@ import grpc
 import pytest
 import sqlalchemy as sa
 from google.protobuf import json_format
+from sqlalchemy import exc
+
 from smoltbot.core.aap.cards import CARD_VERSION
 from smoltbot.v1 import card_pb2
 from smoltbot.v1 import registry_service_pb2 as pb
-from sqlalchemy import exc
 
 from .conftest import RunningRegistry, assert_rpc_error
 

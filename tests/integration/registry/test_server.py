@@ -6,12 +6,15 @@ import asyncio
 import json
 import os
 import shutil
+import socket
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
 from smoltbot.registry.server import SERVICE_NAME, build_server
 from smoltbot.v1 import registry_service_pb2 as pb
 from smoltbot.v1.registry_service_pb2_grpc import RegistryServiceStub
@@ -104,13 +107,12 @@ class TcpForwarder:
         await self._server.wait_closed()
 
 
-async def test_a_database_outage_is_unavailable_not_internal(postgres_server: object,
-                                                             settings_factory: object) -> None:
-    database_url = postgres_server.create_database()  # type: ignore[attr-defined]
-    forwarder = TcpForwarder("127.0.0.1", postgres_server.port)  # type: ignore[attr-defined]
+async def test_a_database_outage_is_unavailable_not_internal(postgres_server: Any, settings_factory: Any) -> None:
+    database_url = postgres_server.create_database()
+    forwarder = TcpForwarder("127.0.0.1", postgres_server.port)
     await forwarder.start()
-    proxied = database_url.replace(f":{postgres_server.port}/", f":{forwarder.port}/")  # type: ignore[attr-defined]
-    server = await build_server(settings_factory(database_url=proxied), address="127.0.0.1:0")  # type: ignore[operator]
+    proxied = database_url.replace(f":{postgres_server.port}/", f":{forwarder.port}/")
+    server = await build_server(settings_factory(database_url=proxied), address="127.0.0.1:0")
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
@@ -129,3 +131,13 @@ async def test_a_database_outage_is_unavailable_not_internal(postgres_server: ob
             assert_rpc_error(caught.value, grpc.StatusCode.UNAVAILABLE)
     finally:
         await server.stop(0)
+
+
+async def test_an_unreachable_database_stops_the_start_with_a_plain_error(settings_factory: Any) -> None:
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    settings = settings_factory(database_url=f"postgresql://smolt:hunter2@127.0.0.1:{port}/nowhere")
+    with pytest.raises(OSError) as caught:
+        await build_server(settings, address="127.0.0.1:0")
+    assert "cannot use the database" in str(caught.value) and "hunter2" not in str(caught.value)

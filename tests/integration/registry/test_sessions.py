@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
+
 from smoltbot.v1 import agent_pb2
 from smoltbot.v1 import registry_service_pb2 as pb
 
