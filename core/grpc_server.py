@@ -34,6 +34,9 @@ _OPTIONS = [
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+    # gRPC sets SO_REUSEPORT by default, so a second server on a busy port would start and
+    # silently share it; we want "address in use" instead.
+    ("grpc.so_reuseport", 0),
 ]
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
@@ -77,7 +80,10 @@ def new_grpc_server(address: str, service_names: Iterable[str],
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = list(service_names)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(address)
+    try:
+        port = server.add_insecure_port(address)
+    except RuntimeError:  # grpc's way of saying the bind failed
+        port = 0
     if port == 0:
         raise OSError(f"could not bind gRPC server to {address}: address in use or not available")
     return GrpcServer(server, port, health_servicer, names, on_stop)
