@@ -1,6 +1,7 @@
 /**
- * The plugin's handlers, driven as OpenClaw's hook runner calls them, against the real smoltbot
- * Registry and API (subprocesses). What the API then lists is what these tests assert.
+ * The plugin's hooks, dispatched by OpenClaw's own hook runner (as the Gateway does), against
+ * the real smoltbot Registry and API (subprocesses). What the API then lists is what these
+ * tests assert.
  */
 import assert from "node:assert/strict";
 import { randomBytes } from "node:crypto";
@@ -9,6 +10,7 @@ import { after, before, describe, test } from "node:test";
 import { registerSmoltbot } from "../src/plugin.js";
 import type { HookContext, HookEvent } from "../src/sdk.js";
 import { fakeHost } from "./helpers.js";
+import { openClawHookRunner } from "./openclaw.js";
 import { type Smoltbot, smoltbotPython, startSmoltbot } from "./smoltbot.js";
 
 interface SessionRow {
@@ -69,17 +71,18 @@ describe("against the real smoltbot API", { skip: python === undefined ? "no smo
     const fake = fakeHost({ pluginConfig: { apiUrl: `${smoltbot.apiUrl}/v1` } });
     const plugin = registerSmoltbot(fake.host, { ANTHROPIC_API_KEY: key });
     assert.ok(plugin);
+    const openclaw = await openClawHookRunner(fake);
 
     const first = "0f3a9c52-1b7e-4d0a-9a61-2c8b5e7d4f10";
     const second = "7d1e2a4b-9c3f-4e5a-8b6d-0a1c2e3f4b5c";
-    fake.handler("session_start")(...sessionStart(first, "agent:main:main"));
+    await openclaw.runSessionStart(...sessionStart(first, "agent:main:main"));
     for (let turn = 0; turn < 3; turn += 1) {
-      fake.handler("agent_end")(...agentEnd({ agentId: "main", sessionId: first, sessionKey: "agent:main:main" }));
+      await openclaw.runAgentEnd(...agentEnd({ agentId: "main", sessionId: first, sessionKey: "agent:main:main" }));
     }
     // `/new`: OpenClaw ends the first session and starts the next under the same key.
-    await fake.handler("session_end")(...sessionEnd(first, "agent:main:main", 6));
-    fake.handler("session_start")(...sessionStart(second, "agent:main:main"));
-    fake.handler("agent_end")(...agentEnd({ agentId: "main", sessionKey: "agent:main:main" }));
+    await openclaw.runSessionEnd(...sessionEnd(first, "agent:main:main", 6));
+    await openclaw.runSessionStart(...sessionStart(second, "agent:main:main"));
+    await openclaw.runAgentEnd(...agentEnd({ agentId: "main", sessionKey: "agent:main:main" }));
     await plugin.idle();
 
     const agentId = await resolveAgent(key);
@@ -105,16 +108,18 @@ describe("against the real smoltbot API", { skip: python === undefined ? "no smo
     const before = fakeHost({ pluginConfig: { apiUrl: smoltbot.apiUrl } });
     const first = registerSmoltbot(before.host, { ANTHROPIC_API_KEY: key });
     assert.ok(first);
-    before.handler("session_start")(...sessionStart(session, "agent:main:restart"));
-    before.handler("agent_end")(...agentEnd({ sessionId: session }));
-    before.handler("agent_end")(...agentEnd({ sessionId: session }));
+    const openclawBefore = await openClawHookRunner(before);
+    await openclawBefore.runSessionStart(...sessionStart(session, "agent:main:restart"));
+    await openclawBefore.runAgentEnd(...agentEnd({ sessionId: session }));
+    await openclawBefore.runAgentEnd(...agentEnd({ sessionId: session }));
     await first.idle();
 
     // A new plugin instance (Gateway restart or config reload) never saw this session start.
     const afterRestart = fakeHost({ pluginConfig: { apiUrl: smoltbot.apiUrl } });
     const second = registerSmoltbot(afterRestart.host, { ANTHROPIC_API_KEY: key });
     assert.ok(second);
-    afterRestart.handler("agent_end")(...agentEnd({ sessionId: session }));
+    const openclawAfter = await openClawHookRunner(afterRestart);
+    await openclawAfter.runAgentEnd(...agentEnd({ sessionId: session }));
     await second.idle();
 
     const row = (await sessions(await resolveAgent(key))).get(session);
@@ -128,8 +133,9 @@ describe("against the real smoltbot API", { skip: python === undefined ? "no smo
     const fake = fakeHost({ pluginConfig: { apiUrl: smoltbot.apiUrl, agentId: otherAgent } });
     const plugin = registerSmoltbot(fake.host, { ANTHROPIC_API_KEY: newKey() });
     assert.ok(plugin);
-    fake.handler("session_start")(...sessionStart("not-mine-1", "agent:main:x"));
-    fake.handler("agent_end")(...agentEnd({ sessionId: "not-mine-1" }));
+    const openclaw = await openClawHookRunner(fake);
+    await openclaw.runSessionStart(...sessionStart("not-mine-1", "agent:main:x"));
+    await openclaw.runAgentEnd(...agentEnd({ sessionId: "not-mine-1" }));
     await plugin.idle();
     assert.equal(fake.at("warn").length, 1);
     assert.match(fake.at("warn")[0] ?? "", /rejected POST \/v1\/sessions: HTTP 403/);
@@ -141,14 +147,15 @@ describe("against the real smoltbot API", { skip: python === undefined ? "no smo
     const fake = fakeHost({ pluginConfig: { apiUrl: smoltbot.apiUrl } });
     const plugin = registerSmoltbot(fake.host, { ANTHROPIC_API_KEY: key });
     assert.ok(plugin);
-    fake.handler("session_start")(...sessionStart("with-tools-1", "agent:main:tools"));
+    const openclaw = await openClawHookRunner(fake);
+    await openclaw.runSessionStart(...sessionStart("with-tools-1", "agent:main:tools"));
     for (const id of ["toolu_01A", "toolu_01B"]) {
-      fake.handler("after_tool_call")(
+      await openclaw.runAfterToolCall(
         { toolName: "exec", params: { command: "ls" }, toolCallId: id, result: "ok", durationMs: 3 },
         { agentId: "main", sessionId: "with-tools-1", toolName: "exec", toolCallId: id },
       );
     }
-    fake.handler("agent_end")(...agentEnd({ sessionId: "with-tools-1" }));
+    await openclaw.runAgentEnd(...agentEnd({ sessionId: "with-tools-1" }));
     await plugin.idle();
     assert.deepEqual(fake.at("warn").length, 1, fake.at("warn").join("\n"));
     assert.match(fake.at("warn")[0] ?? "", /could not take POST \/v1\/tool-executions: HTTP 503/);
@@ -160,17 +167,18 @@ describe("against the real smoltbot API", { skip: python === undefined ? "no smo
     const fake = fakeHost({ pluginConfig: { apiUrl: smoltbot.apiUrl } });
     const plugin = registerSmoltbot(fake.host, { ANTHROPIC_API_KEY: newKey() });
     assert.ok(plugin);
-    fake.handler("session_start")(...sessionStart("before-outage", "agent:main:down"));
+    const openclaw = await openClawHookRunner(fake);
+    await openclaw.runSessionStart(...sessionStart("before-outage", "agent:main:down"));
     await plugin.idle();
     assert.deepEqual(fake.at("warn"), []);
 
     await smoltbot.stop();
-    assert.doesNotThrow(() => {
-      for (let turn = 0; turn < 4; turn += 1) fake.handler("agent_end")(...agentEnd({ sessionId: "before-outage" }));
-      fake.handler("after_tool_call")({ toolName: "exec", params: {}, toolCallId: "toolu_x" }, { toolName: "exec" });
+    await assert.doesNotReject(async () => {
+      for (let turn = 0; turn < 4; turn += 1) await openclaw.runAgentEnd(...agentEnd({ sessionId: "before-outage" }));
+      await openclaw.runAfterToolCall({ toolName: "exec", params: {}, toolCallId: "toolu_x" }, { toolName: "exec" });
+      await openclaw.runSessionEnd(...sessionEnd("before-outage", "agent:main:down", 8));
+      await openclaw.runGatewayStop({ reason: "shutdown" }, {});
     });
-    await fake.handler("session_end")(...sessionEnd("before-outage", "agent:main:down", 8));
-    await fake.handler("gateway_stop")({ reason: "shutdown" }, {});
     await plugin.idle();
     assert.equal(fake.at("warn").length, 1, fake.at("warn").join("\n"));
     assert.match(fake.at("warn")[0] ?? "", /^smoltbot API unreachable at http:\/\/127\.0\.0\.1:\d+ \(ECONNREFUSED\)/);

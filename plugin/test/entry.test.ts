@@ -3,7 +3,7 @@
  * default-exported entry and its config schema, and the config the plugin derives.
  */
 import assert from "node:assert/strict";
-import { readFile, readdir } from "node:fs/promises";
+import { readFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { describe, test } from "node:test";
@@ -11,6 +11,7 @@ import { describe, test } from "node:test";
 import entry, { PLUGIN_ID } from "../src/index.js";
 import { CONFIG_JSON_SCHEMA, ConfigError, credentialFromEnv, normalizeApiUrl, resolveConfig } from "../src/config.js";
 import type { HookName } from "../src/sdk.js";
+import { loadPluginManifest } from "./openclaw.js";
 
 // dist/test/entry.test.js -> the package root
 const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -28,24 +29,11 @@ describe("package", () => {
   });
 
   test("OpenClaw's own manifest loader accepts the manifest", async () => {
-    // Not a public SDK export: find the loader in the pinned openclaw build by its function name.
-    const sdkEntry = fileURLToPath(import.meta.resolve("openclaw/plugin-sdk/plugin-entry"));
-    const dist = dirname(dirname(sdkEntry));
-    const candidates = (await readdir(dist)).filter((name) => /^manifest-[\w-]+\.mjs$/.test(name));
-    let loadPluginManifest: ((rootDir: string) => unknown) | undefined;
-    for (const name of candidates) {
-      const module = (await import(pathToFileURL(join(dist, name)).href)) as Record<string, unknown>;
-      for (const value of Object.values(module)) {
-        if (typeof value === "function" && value.name === "loadPluginManifest") {
-          loadPluginManifest = value as (rootDir: string) => unknown;
-        }
-      }
-    }
-    assert.ok(loadPluginManifest, "openclaw's loadPluginManifest not found; was the pinned openclaw version changed?");
-    const loaded = loadPluginManifest(PACKAGE_ROOT) as { ok: boolean; manifest?: { id: string; activation?: unknown }; error?: unknown };
-    assert.equal(loaded.ok, true, JSON.stringify(loaded.error));
-    assert.equal(loaded.manifest?.id, PLUGIN_ID);
-    assert.deepEqual(loaded.manifest?.activation, { onStartup: true });
+    const loaded = await loadPluginManifest(PACKAGE_ROOT);
+    assert.ok(loaded.ok, JSON.stringify(loaded));
+    assert.equal(loaded.manifest.id, PLUGIN_ID);
+    assert.deepEqual(loaded.manifest.activation, { onStartup: true });
+    assert.deepEqual(loaded.manifest.configSchema, CONFIG_JSON_SCHEMA);
   });
 
   test("package.json points OpenClaw at the built entry", async () => {

@@ -32,9 +32,17 @@ export function recordingLogger(): RecordingLogger {
   };
 }
 
+export interface HookRegistration {
+  hookName: HookName;
+  handler: unknown;
+  opts: unknown;
+}
+
 export interface FakeHost extends RecordingLogger {
   host: PluginHost;
   registeredHooks(): HookName[];
+  /** What `api.on` received, in order, as OpenClaw's registry records it. */
+  registrations(): HookRegistration[];
   /** The handler the plugin registered for a hook, typed as OpenClaw's runner calls it. */
   handler<K extends HookName>(name: K): HookHandler<K>;
 }
@@ -45,8 +53,10 @@ export function fakeHost(options: {
 } = {}): FakeHost {
   const logs = recordingLogger();
   const registered = new Map<HookName, unknown>();
-  const on: OpenClawPluginApi["on"] = (hookName, handler) => {
+  const registrations: HookRegistration[] = [];
+  const on: OpenClawPluginApi["on"] = (hookName, handler, opts) => {
     registered.set(hookName, handler);
+    registrations.push({ hookName, handler, opts });
   };
   const host: PluginHost = {
     on,
@@ -58,6 +68,7 @@ export function fakeHost(options: {
     ...logs,
     host,
     registeredHooks: () => [...registered.keys()],
+    registrations: () => [...registrations],
     handler<K extends HookName>(name: K): HookHandler<K> {
       const found = registered.get(name);
       if (found === undefined) throw new Error(`the plugin registered no ${name} handler`);
