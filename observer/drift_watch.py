@@ -1,0 +1,283 @@
+"""Drift watch: each agent's traces through `core.aap.drift.DriftDetector`, in trace-time
+order, with the detector's state persisted and one open alert per agent and direction.
+
+Order: traces are stored as their exchanges finish, which under concurrency is not quite
+trace-time order. So an agent's traces are fed only up to its *watermark*: the time of its
+oldest exchange still pending or processing. Exchanges that reach the Observer late (a
+gateway spool replayed after an outage) are fed when they arrive, after newer ones.
+
+Concurrency: one pass per agent at a time, serialised by a row lock on the agent's
+`drift_states` row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite has one writer), so
+several observers can share a database. Each trace is fed exactly once (`traces.drift_done`).
+
+Failure traces (upstream errors, aborts, processing failures) are not decisions of the agent
+and are not fed to the detector.
+
+Alerts: a finding for a direction that already has an open alert updates that alert (trace
+ids, severity, similarity, updated_at, the references that saw it) instead of adding one;
+the database's partial unique index holds the line. Alerts stay open until resolved by an
+operator (there is no resolving RPC yet).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from smoltbot.core.aap.drift import DriftDetector, DriftFinding
+from smoltbot.core.errors import Unavailable
+from smoltbot.core.pagination import decode_page_token, next_page, page_size
+from smoltbot.core.settings import Settings
+from smoltbot.core.storage import Database, UTCDateTime, insert_ignoring_conflicts, utcnow
+from smoltbot.observer.registry_client import RegistryClient, RegistryError
+from smoltbot.observer.store import drift_alerts, drift_states, exchanges, traces
+
+__all__ = ["DriftAlert", "DriftWatch"]
+
+logger = logging.getLogger(__name__)
+
+_PASS_LIMIT = 500
+_MAX_ALERT_TRACE_IDS = 200
+_SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3}
+
+
+@dataclass
+class DriftAlert:
+    alert_id: str
+    agent_id: str
+    card_id: str
+    direction: str
+    severity: str
+    similarity_score: float
+    sustained_traces: int
+    trace_ids: list[str]
+    reference: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    analysis: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def _analysis(finding: DriftFinding) -> str:
+    against = "its alignment card" if finding.reference == "card" else "its own early baseline"
+    text = (f"{finding.sustained_traces} consecutive traces scored below {finding.threshold:.2f} similarity "
+            f"against {against} (latest {finding.similarity:.2f}); direction: {finding.direction}.")
+    indicators = "; ".join(str(item.get("description", "")) for item in finding.indicators if item.get("description"))
+    return f"{text} {indicators}." if indicators else text
+
+
+def _alert_from_row(row: Any) -> DriftAlert:
+    details = json.loads(row.alert_json)
+    return DriftAlert(
+        alert_id=row.alert_id, agent_id=row.agent_id, card_id=row.card_id, direction=row.direction,
+        severity=row.severity, similarity_score=float(row.similarity), sustained_traces=int(row.sustained_traces),
+        trace_ids=list(details.get("trace_ids") or []), reference=row.reference, status=row.status,
+        created_at=row.created_at, updated_at=row.updated_at, analysis=str(details.get("analysis") or ""),
+        details=details,
+    )
+
+
+class DriftWatch:
+    def __init__(self, db: Database, registry: RegistryClient, settings: Settings, *,
+                 sweep_interval: float = 2.0) -> None:
+        self.db = db
+        self.registry = registry
+        self.settings = settings
+        self.sweep_interval = sweep_interval
+        self._dirty: dict[str, str | None] = {}
+        self._ready = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.alerts_raised = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="observer-drift")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    def notify(self, agents: Iterable[tuple[str, str | None]]) -> None:
+        """(agent_id, agent_hash) pairs that have new traces."""
+        for agent_id, agent_hash in agents:
+            if agent_id:
+                self._dirty[agent_id] = agent_hash or self._dirty.get(agent_id)
+                self._ready.set()
+
+    async def _loop(self) -> None:
+        await self._sweep()
+        while True:
+            try:
+                await asyncio.wait_for(self._ready.wait(), self.sweep_interval)
+            except TimeoutError:
+                await self._sweep()
+            self._ready.clear()
+            dirty, self._dirty = self._dirty, {}
+            for agent_id, agent_hash in dirty.items():
+                try:
+                    more = await self.run_agent(agent_id, agent_hash)
+                except (Unavailable, RegistryError) as error:
+                    logger.warning("drift for %s postponed: %s", agent_id, error)
+                    more = False
+                    await asyncio.sleep(min(self.sweep_interval, 1.0))
+                    self._dirty.setdefault(agent_id, agent_hash)
+                except Exception:
+                    logger.exception("drift for %s failed; retried at the next sweep", agent_id)
+                    more = False
+                if more:
+                    self._dirty.setdefault(agent_id, agent_hash)
+                    self._ready.set()
+
+    async def _sweep(self) -> None:
+        # Catches agents whose traces were held back by the watermark, or written before a restart.
+        try:
+            async with self.db.read() as conn:
+                agents = (await conn.execute(
+                    sa.select(traces.c.agent_id).where(sa.not_(traces.c.drift_done)).distinct()
+                )).scalars().all()
+        except Exception as error:  # noqa: BLE001 - a sweep is best effort; the next one retries
+            logger.warning("drift sweep failed: %s", error)
+            return
+        for agent_id in agents:
+            self._dirty.setdefault(agent_id, None)
+
+    async def run_agent(self, agent_id: str, agent_hash: str | None = None) -> bool:
+        """Feeds the agent's pending traces to its detector; True when more may be ready."""
+        async with self.db.read() as conn:
+            candidates = (await conn.execute(
+                sa.select(traces.c.card_id, traces.c.failed)
+                .where(traces.c.agent_id == agent_id, sa.not_(traces.c.drift_done))
+                .order_by(traces.c.timestamp, traces.c.trace_id).limit(_PASS_LIMIT)
+            )).all()
+            if not candidates:
+                return False
+            if agent_hash is None:
+                agent_hash = (await conn.execute(
+                    sa.select(exchanges.c.agent_hash).where(exchanges.c.agent_id == agent_id).limit(1)
+                )).scalar_one_or_none()
+        # Cards first, outside the write transaction: a slow Registry must not hold the lock.
+        cards: dict[str, dict[str, Any] | None] = {}
+        for card_id in {row.card_id for row in candidates if not row.failed}:
+            cards[card_id] = await self.registry.card(agent_id, card_id) if card_id else None
+        async with self.db.begin() as conn:
+            return await self._feed(conn, agent_id, agent_hash, cards)
+
+    async def _feed(self, conn: Any, agent_id: str, agent_hash: str | None,
+                    cards: dict[str, dict[str, Any] | None]) -> bool:
+        now = utcnow()
+        await conn.execute(insert_ignoring_conflicts(self.db.dialect, drift_states, drift_states.c.agent_id).values(
+            agent_id=agent_id, card_id="", observed=0, state_json="", updated_at=now))
+        state_row = (await conn.execute(
+            sa.select(drift_states.c.state_json).where(drift_states.c.agent_id == agent_id).with_for_update()
+        )).one()
+        query = (
+            sa.select(traces.c.trace_id, traces.c.card_id, traces.c.failed, traces.c.trace_json)
+            .where(traces.c.agent_id == agent_id, sa.not_(traces.c.drift_done))
+        )
+        if agent_hash is not None:
+            watermark = (await conn.execute(
+                sa.select(sa.func.min(exchanges.c.occurred_at))
+                .where(exchanges.c.agent_hash == agent_hash, exchanges.c.state.in_(("pending", "processing")))
+            )).scalar_one_or_none()
+            if watermark is not None:
+                query = query.where(traces.c.timestamp < sa.literal(_aware(watermark), UTCDateTime()))
+        rows = (await conn.execute(
+            query.order_by(traces.c.timestamp, traces.c.trace_id).limit(_PASS_LIMIT))).all()
+        if not rows:
+            return False
+        detector = DriftDetector(
+            threshold=self.settings.drift_threshold, sustained=self.settings.drift_sustained,
+            baseline_size=self.settings.drift_baseline_size,
+            state=json.loads(state_row.state_json) if state_row.state_json else None,
+        )
+        fed: list[str] = []
+        findings: list[DriftFinding] = []
+        blocked = False
+        for row in rows:
+            if not row.failed:
+                if row.card_id not in cards:  # a card we did not fetch: next pass
+                    blocked = True
+                    break
+                card = cards[row.card_id] or {"card_id": row.card_id}
+                findings.extend(detector.observe(json.loads(row.trace_json), card))
+            fed.append(row.trace_id)
+        for finding in findings:
+            await self._record(conn, agent_id, finding, now)
+        await conn.execute(drift_states.update().where(drift_states.c.agent_id == agent_id).values(
+            card_id=str(detector.state.get("card_id") or ""), observed=int(detector.state.get("observed") or 0),
+            state_json=json.dumps(detector.state, separators=(",", ":")), updated_at=now))
+        for start in range(0, len(fed), 500):
+            await conn.execute(traces.update().where(traces.c.trace_id.in_(fed[start:start + 500]))
+                               .values(drift_done=True))
+        return blocked or len(rows) == _PASS_LIMIT
+
+    async def _record(self, conn: Any, agent_id: str, finding: DriftFinding, now: datetime) -> None:
+        existing = (await conn.execute(
+            sa.select(drift_alerts).where(drift_alerts.c.agent_id == agent_id,
+                                          drift_alerts.c.direction == finding.direction,
+                                          drift_alerts.c.status == "open")
+        )).first()
+        if existing is None:
+            details = {
+                "trace_ids": finding.trace_ids[-_MAX_ALERT_TRACE_IDS:],
+                "analysis": _analysis(finding),
+                "references": [finding.reference],
+                "threshold": finding.threshold,
+                "indicators": finding.indicators,
+                "findings": 1,
+            }
+            await conn.execute(drift_alerts.insert().values(
+                alert_id=f"da-{uuid.uuid4().hex}", agent_id=agent_id, card_id=finding.card_id,
+                direction=finding.direction, reference=finding.reference, status="open",
+                severity=finding.severity, similarity=finding.similarity,
+                sustained_traces=finding.sustained_traces, created_at=now, updated_at=now,
+                alert_json=json.dumps(details, separators=(",", ":")),
+            ))
+            self.alerts_raised += 1
+            logger.warning("drift alert for %s: %s", agent_id, details["analysis"])
+            return
+        details = json.loads(existing.alert_json)
+        trace_ids = list(dict.fromkeys([*(details.get("trace_ids") or []), *finding.trace_ids]))
+        details["trace_ids"] = trace_ids[-_MAX_ALERT_TRACE_IDS:]
+        details["references"] = sorted({*(details.get("references") or []), finding.reference})
+        details["analysis"] = _analysis(finding)
+        details["indicators"] = finding.indicators
+        details["findings"] = int(details.get("findings") or 1) + 1
+        severity = max(existing.severity, finding.severity, key=lambda s: _SEVERITY_RANK.get(s, 0))
+        await conn.execute(drift_alerts.update().where(drift_alerts.c.alert_id == existing.alert_id).values(
+            severity=severity, similarity=finding.similarity, card_id=finding.card_id or existing.card_id,
+            sustained_traces=max(int(existing.sustained_traces), finding.sustained_traces), updated_at=now,
+            alert_json=json.dumps(details, separators=(",", ":")),
+        ))
+
+    async def list_alerts(self, agent_id: str, size: int, token: str) -> tuple[list[DriftAlert], str]:
+        """Alerts newest first (by creation), optionally of one agent; keyset-paginated."""
+        limit = page_size(size)
+        scope = f"drift_alerts:{agent_id}"
+        after = decode_page_token(token, scope=scope, types=(datetime, str))
+        query = sa.select(drift_alerts)
+        if agent_id:
+            query = query.where(drift_alerts.c.agent_id == agent_id)
+        if after is not None:
+            query = query.where(sa.tuple_(drift_alerts.c.created_at, drift_alerts.c.alert_id)
+                                < sa.tuple_(sa.literal(after[0], UTCDateTime()), sa.literal(after[1])))
+        query = query.order_by(drift_alerts.c.created_at.desc(), drift_alerts.c.alert_id.desc()).limit(limit + 1)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        alerts = [_alert_from_row(row) for row in rows]
+        return next_page(alerts, limit, scope=scope, key=lambda alert: (alert.created_at, alert.alert_id))
+
+
+def _aware(value: datetime) -> datetime:
+    if isinstance(value, str):  # SQLite aggregates bypass the column type
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=utcnow().tzinfo)

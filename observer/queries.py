@@ -1,0 +1,94 @@
+"""The Observer's read side and tool-execution reports, proto-free: what the servicer calls.
+
+Traces come back as trace.proto JSON dicts (AAP fields + verification + observation).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from datetime import datetime
+from typing import Any
+
+from smoltbot.core.errors import InvalidArgument, NotFound, Unauthenticated
+from smoltbot.core.pagination import decode_page_token, next_page, page_size
+from smoltbot.core.settings import Settings
+from smoltbot.core.storage import Database
+from smoltbot.observer.integrity import Integrity, compute_integrity
+from smoltbot.observer.registry_client import RegistryClient
+from smoltbot.observer.store import Store
+
+__all__ = ["Queries", "parse_order_by"]
+
+_ORDERS = {"timestamp desc": True, "timestamp asc": False}
+_TOOL_USE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,255}")
+_AGENT_HASH = re.compile(r"[0-9a-fA-F]{32,128}")
+
+
+def parse_order_by(order_by: str) -> bool:
+    """True for newest first. "" is the default ("timestamp desc")."""
+    normalized = " ".join(order_by.lower().split())
+    if not normalized:
+        return True
+    if normalized not in _ORDERS:
+        raise InvalidArgument("order_by", f"must be 'timestamp desc' or 'timestamp asc', got {order_by!r}")
+    return _ORDERS[normalized]
+
+
+def _scope(**filters: Any) -> str:
+    # A token is only valid for the same filters and order.
+    digest = hashlib.sha256(json.dumps(filters, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return f"traces:{digest}"
+
+
+class Queries:
+    def __init__(self, db: Database, store: Store, registry: RegistryClient, settings: Settings) -> None:
+        self.db = db
+        self.store = store
+        self.registry = registry
+        self.settings = settings
+
+    async def list_traces(self, *, agent_id: str = "", session_id: str = "", verified: bool | None = None,
+                          since: datetime | None = None, until: datetime | None = None, size: int = 0,
+                          token: str = "", order_by: str = "") -> tuple[list[dict[str, Any]], str]:
+        descending = parse_order_by(order_by)
+        limit = page_size(size)
+        if since is not None and until is not None and until < since:
+            raise InvalidArgument("until", "must not be before since")
+        scope = _scope(agent_id=agent_id, session_id=session_id, verified=verified, since=since, until=until,
+                       descending=descending)
+        after = decode_page_token(token, scope=scope, types=(datetime, str))
+        rows = await self.store.list_traces(
+            agent_id=agent_id, session_id=session_id, verified=verified, since=since, until=until,
+            descending=descending, after=after, limit=limit + 1,  # type: ignore[arg-type]
+        )
+        page, next_token = next_page(rows, limit, scope=scope, key=lambda row: (row[0], row[1]))
+        return [row[2] for row in page], next_token
+
+    async def get_trace(self, trace_id: str) -> dict[str, Any]:
+        if not trace_id:
+            raise InvalidArgument("trace_id", "is required")
+        trace = await self.store.get_trace(trace_id)
+        if trace is None:
+            raise NotFound(f"trace {trace_id!r} not found", reason="TRACE_NOT_FOUND", trace_id=trace_id)
+        return trace
+
+    async def integrity(self, agent_id: str) -> Integrity:
+        if not agent_id:
+            raise InvalidArgument("agent_id", "is required")
+        return await compute_integrity(self.db, agent_id, self.settings.integrity_window)
+
+    async def report_tool_execution(self, agent_id: str, agent_hash: str, tool_use_id: str, executed: bool) -> int:
+        """Marks the agent's trace of that tool call executed (or not); a report that arrives
+        before the trace is kept and applied when the trace is stored. Returns traces marked."""
+        if not agent_hash:
+            raise Unauthenticated("agent_hash is required to report on behalf of an agent")
+        if not _AGENT_HASH.fullmatch(agent_hash):
+            raise InvalidArgument("agent_hash", "must be 32 to 128 hex digits")
+        if not agent_id:
+            raise InvalidArgument("agent_id", "is required")
+        if not _TOOL_USE_ID.fullmatch(tool_use_id):
+            raise InvalidArgument("tool_use_id", "must be a tool_use block id (letters, digits, '_' and '-')")
+        await self.registry.check_owner(agent_id, agent_hash.lower())
+        return await self.store.report_execution(agent_id, tool_use_id, executed)

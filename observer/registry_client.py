@@ -1,0 +1,192 @@
+"""What the Observer asks the Registry: who an agent hash is, which session a call belongs to,
+and which card an agent has. Proto-free for its callers.
+
+The Registry being down (UNAVAILABLE, DEADLINE_EXCEEDED, or a connection that cannot be made)
+is `RegistryUnavailable`: the processor keeps the exchange pending and backs off. Any other
+error is `RegistryError`, a failed step like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from datetime import datetime
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, timestamp_pb2
+from smoltbot.core.errors import PermissionDenied, Unavailable
+from smoltbot.core.grpc_client import open_channel
+from smoltbot.v1 import agent_pb2, card_pb2, registry_service_pb2_grpc
+from smoltbot.v1 import registry_service_pb2 as pb
+
+__all__ = ["RegistryClient", "RegistryError", "RegistryUnavailable", "card_to_dict"]
+
+logger = logging.getLogger(__name__)
+
+_DOWN_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
+#: Card strings without presence that AAP defaults; an unset proto string is "" and means "default".
+_DEFAULTED_CARD_STRINGS = ("card_version", "card_id", "agent_id", "autonomy_mode", "integrity_mode")
+_MAX_CACHED_AGENTS = 100_000
+_MAX_CACHED_CARDS = 10_000
+
+
+class RegistryUnavailable(Unavailable):
+    """The Registry could not be reached; try again later."""
+
+    default_reason = "REGISTRY_UNAVAILABLE"
+
+
+class RegistryError(Exception):
+    """The Registry answered with an error that waiting will not fix."""
+
+
+def card_to_dict(card: card_pb2.AlignmentCard) -> dict[str, Any]:
+    """The AAP JSON form of a proto card (what `core.aap` reads)."""
+    data = json_format.MessageToDict(card, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
+    for name in _DEFAULTED_CARD_STRINGS:
+        if data.get(name) == "":
+            del data[name]
+    return data
+
+
+def _stamp(value: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+class RegistryClient:
+    """A channel to the Registry with the caches the Observer needs.
+
+    Agent ids of hashes never change, so they are cached for the process's life (bounded);
+    an agent's active card is cached for `card_ttl` seconds; cards by id forever (a card
+    version never changes).
+    """
+
+    def __init__(self, address: str, *, card_ttl: float = 5.0, rpc_timeout: float = 5.0) -> None:
+        self._channel = open_channel(address)
+        self._stub = registry_service_pb2_grpc.RegistryServiceStub(self._channel)
+        self._card_ttl = card_ttl
+        self._timeout = rpc_timeout
+        self._agents: OrderedDict[str, str] = OrderedDict()
+        self._active: dict[str, tuple[float, dict[str, Any]]] = {}
+        self._cards: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._inflight: dict[tuple[str, str], asyncio.Future[Any]] = {}
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return await method(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            if error.code() in _DOWN_CODES:
+                raise RegistryUnavailable(f"registry unavailable: {error.code().name} {error.details()}") from None
+            raise RegistryError(f"registry {error.code().name}: {error.details()}") from None
+
+    async def _once(self, key: tuple[str, str], factory: Any) -> Any:
+        # Many exchanges of one agent arrive together: one registry call serves them all.
+        running = self._inflight.get(key)
+        if running is not None:
+            return await asyncio.shield(running)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._inflight[key] = future
+        try:
+            value = await factory()
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as error:
+            future.set_exception(error)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            raise
+        else:
+            future.set_result(value)
+            return value
+        finally:
+            del self._inflight[key]
+
+    async def agent_id_for(self, agent_hash: str) -> str:
+        """The agent of a credential hash (created by the Registry on first sight)."""
+        cached = self._agents.get(agent_hash)
+        if cached is not None:
+            self._agents.move_to_end(agent_hash)
+            return cached
+
+        async def fetch() -> str:
+            response = await self._call(self._stub.ResolveAgent, pb.ResolveAgentRequest(agent_hash=agent_hash))
+            return str(response.agent.agent_id)
+
+        agent_id: str = await self._once(("agent", agent_hash), fetch)
+        self._agents[agent_hash] = agent_id
+        if len(self._agents) > _MAX_CACHED_AGENTS:
+            self._agents.popitem(last=False)
+        return agent_id
+
+    async def check_owner(self, agent_id: str, agent_hash: str) -> None:
+        """PermissionDenied unless `agent_hash` is `agent_id`'s credential hash."""
+        # Agent ids are "smolt-" + the hash's leading hex digits (the Registry's scheme, which
+        # the API relies on too): a hash that cannot be this agent's is refused without asking
+        # the Registry, whose ResolveAgent would create an agent for it.
+        if agent_id.startswith("smolt-") and not agent_hash.startswith(agent_id.removeprefix("smolt-")):
+            raise PermissionDenied(f"the credential is not {agent_id}'s", reason="NOT_OWNER")
+        if await self.agent_id_for(agent_hash) != agent_id:
+            raise PermissionDenied(f"the credential is not {agent_id}'s", reason="NOT_OWNER")
+
+    async def session_for(self, agent_id: str, hint: str, at: datetime | None) -> str:
+        """The session of a call: the named one, or the current inferred one at `at`."""
+        request = pb.ResolveSessionRequest(
+            agent_id=agent_id, session_hint=hint,
+            hint_source=agent_pb2.SESSION_SOURCE_CLIENT if hint else agent_pb2.SESSION_SOURCE_UNSPECIFIED,
+        )
+        if at is not None:
+            request.at.CopyFrom(_stamp(at))
+        response = await self._call(self._stub.ResolveSession, request)
+        return str(response.session.session_id)
+
+    async def active_card(self, agent_id: str) -> dict[str, Any]:
+        """The agent's active card (cached briefly: a new card applies within `card_ttl`)."""
+        cached = self._active.get(agent_id)
+        now = time.monotonic()
+        if cached is not None and now - cached[0] < self._card_ttl:
+            return cached[1]
+
+        async def fetch() -> dict[str, Any]:
+            response = await self._call(self._stub.GetActiveCard, pb.GetActiveCardRequest(agent_id=agent_id))
+            return card_to_dict(response.card)
+
+        card: dict[str, Any] = await self._once(("card", agent_id), fetch)
+        self._active[agent_id] = (time.monotonic(), card)
+        self._remember(card)
+        if len(self._active) > _MAX_CACHED_CARDS:
+            self._active.pop(next(iter(self._active)))
+        return card
+
+    async def card(self, agent_id: str, card_id: str) -> dict[str, Any] | None:
+        """A card version by id (the one a stored trace was verified against), or None."""
+        cached = self._cards.get(card_id)
+        if cached is not None:
+            return cached
+        active = await self.active_card(agent_id)
+        if active.get("card_id") == card_id:
+            return active
+        token = ""
+        while True:
+            response = await self._call(self._stub.ListCards, pb.ListCardsRequest(
+                agent_id=agent_id, page_size=100, page_token=token))
+            for proto in response.cards:
+                self._remember(card_to_dict(proto))
+            if card_id in self._cards or not response.next_page_token:
+                return self._cards.get(card_id)
+            token = response.next_page_token
+
+    def _remember(self, card: dict[str, Any]) -> None:
+        card_id = card.get("card_id")
+        if isinstance(card_id, str) and card_id:
+            self._cards[card_id] = card
+            if len(self._cards) > _MAX_CACHED_CARDS:
+                self._cards.popitem(last=False)

@@ -1,0 +1,162 @@
+"""ObserverService over gRPC: converts protos to domain calls and back, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import Any
+
+import grpc
+from google.protobuf import json_format, timestamp_pb2
+from google.protobuf.message import Message
+from smoltbot.core.errors import InvalidArgument, SmoltbotError, grpc_status_for
+from smoltbot.core.grpc_server import grpc_errors
+from smoltbot.observer.drift_watch import DriftAlert, DriftWatch
+from smoltbot.observer.intake import Ack, Intake
+from smoltbot.observer.integrity import Integrity, IntegrityWindow
+from smoltbot.observer.queries import Queries
+from smoltbot.v1 import observer_service_pb2 as pb
+from smoltbot.v1 import observer_service_pb2_grpc, trace_pb2
+
+__all__ = ["ObserverServicer", "alert_to_proto", "integrity_to_proto", "trace_to_proto"]
+
+logger = logging.getLogger(__name__)
+
+#: Requests read ahead of their acks per stream: the gateway's in-flight window is 1024.
+_STREAM_WINDOW = 4096
+
+
+def _stamp(value: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(value)
+    return stamp
+
+
+def _time(request: Message, field: str) -> datetime | None:
+    if not request.HasField(field):
+        return None
+    try:
+        return getattr(request, field).ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        raise InvalidArgument(field, "is not a valid timestamp") from None
+
+
+def trace_to_proto(trace: dict[str, Any]) -> trace_pb2.ApTrace:
+    return json_format.ParseDict(trace, trace_pb2.ApTrace(), ignore_unknown_fields=True)
+
+
+def _window_to_proto(window: IntegrityWindow) -> trace_pb2.IntegrityWindow:
+    message = trace_pb2.IntegrityWindow(
+        total_traces=window.total_traces, verified_traces=window.verified_traces,
+        violation_count=window.violation_count, violations_by_type=window.violations_by_type,
+        with_reasoning=window.with_reasoning, with_model_analysis=window.with_model_analysis, failed=window.failed,
+    )
+    if window.score is not None:
+        message.score = window.score
+    return message
+
+
+def integrity_to_proto(integrity: Integrity) -> trace_pb2.IntegrityScore:
+    return trace_pb2.IntegrityScore(
+        agent_id=integrity.agent_id, recent=_window_to_proto(integrity.recent),
+        all_time=_window_to_proto(integrity.all_time), window_size=integrity.window_size,
+        computed_at=_stamp(integrity.computed_at),
+        timeline=[trace_pb2.IntegrityPoint(bucket_start=_stamp(point.bucket_start), total_traces=point.total_traces,
+                                           verified_traces=point.verified_traces) for point in integrity.timeline],
+        open_drift_alerts=integrity.open_drift_alerts,
+    )
+
+
+def alert_to_proto(alert: DriftAlert) -> trace_pb2.DriftAlert:
+    return trace_pb2.DriftAlert(
+        alert_id=alert.alert_id, agent_id=alert.agent_id, card_id=alert.card_id, direction=alert.direction,
+        severity=alert.severity, similarity_score=alert.similarity_score, sustained_traces=alert.sustained_traces,
+        trace_ids=alert.trace_ids, reference=alert.reference, status=alert.status,
+        created_at=_stamp(alert.created_at), updated_at=_stamp(alert.updated_at), analysis=alert.analysis,
+    )
+
+
+class ObserverServicer(observer_service_pb2_grpc.ObserverServiceServicer):
+    def __init__(self, intake: Intake, queries: Queries, drift: DriftWatch) -> None:
+        self._intake = intake
+        self._queries = queries
+        self._drift = drift
+
+    async def Ingest(self, request_iterator: AsyncIterator[pb.IngestRequest],
+                     context: grpc.aio.ServicerContext) -> AsyncIterator[pb.IngestResponse]:
+        # Reading runs ahead of acking, so the next batch gathers while this one is written.
+        acks: asyncio.Queue[asyncio.Future[Ack] | None] = asyncio.Queue(_STREAM_WINDOW)
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await acks.put(self._intake.submit(request))
+            finally:
+                await acks.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                future = await acks.get()
+                if future is None:
+                    break
+                try:
+                    ack = await future
+                except SmoltbotError as error:
+                    await context.abort_with_status(grpc_status_for(error))
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    logger.exception("storing exchanges failed")
+                    await context.abort(grpc.StatusCode.INTERNAL, "could not store exchanges; see the server log")
+                yield ack.to_proto()
+            await reader  # surfaces a broken request stream
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            # Acks nobody will read (the stream ended): consume their outcome quietly.
+            while not acks.empty():
+                pending = acks.get_nowait()
+                if pending is not None:
+                    pending.add_done_callback(_consume)
+
+    @grpc_errors
+    async def ListTraces(self, request: pb.ListTracesRequest, context: grpc.aio.ServicerContext) -> pb.ListTracesResponse:
+        traces, token = await self._queries.list_traces(
+            agent_id=request.agent_id, session_id=request.session_id,
+            verified=request.verified if request.HasField("verified") else None,
+            since=_time(request, "since"), until=_time(request, "until"), size=request.page_size,
+            token=request.page_token, order_by=request.order_by,
+        )
+        return pb.ListTracesResponse(traces=[trace_to_proto(trace) for trace in traces], next_page_token=token)
+
+    @grpc_errors
+    async def GetTrace(self, request: pb.GetTraceRequest, context: grpc.aio.ServicerContext) -> pb.GetTraceResponse:
+        return pb.GetTraceResponse(trace=trace_to_proto(await self._queries.get_trace(request.trace_id)))
+
+    @grpc_errors
+    async def GetIntegrity(self, request: pb.GetIntegrityRequest,
+                           context: grpc.aio.ServicerContext) -> pb.GetIntegrityResponse:
+        return pb.GetIntegrityResponse(integrity=integrity_to_proto(await self._queries.integrity(request.agent_id)))
+
+    @grpc_errors
+    async def ListDriftAlerts(self, request: pb.ListDriftAlertsRequest,
+                              context: grpc.aio.ServicerContext) -> pb.ListDriftAlertsResponse:
+        alerts, token = await self._drift.list_alerts(request.agent_id, request.page_size, request.page_token)
+        return pb.ListDriftAlertsResponse(alerts=[alert_to_proto(alert) for alert in alerts], next_page_token=token)
+
+    @grpc_errors
+    async def ReportToolExecution(self, request: pb.ReportToolExecutionRequest,
+                                  context: grpc.aio.ServicerContext) -> pb.ReportToolExecutionResponse:
+        await self._queries.report_tool_execution(request.agent_id, request.agent_hash, request.tool_use_id,
+                                                  request.executed)
+        return pb.ReportToolExecutionResponse()
+
+
+def _consume(future: asyncio.Future[Ack]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -1,0 +1,502 @@
+"""The Observer's tables (migration 0002) and its queue and trace queries.
+
+Queue protocol, the same on both backends:
+
+* `insert_exchanges`: ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: the ids that come back
+  were accepted, the others existed (the primary key, not a read-then-write, decides).
+* `claim`: an ``UPDATE ... WHERE exchange_id IN (due rows) RETURNING`` that marks rows
+  processing under a lease (owner + expiry). "Due" is pending with ``next_attempt_at <= now``
+  or processing with an expired lease (``next_attempt_at`` holds the expiry then). On
+  PostgreSQL the inner select is ``FOR UPDATE SKIP LOCKED``, so observers sharing a database
+  never claim the same row; SQLite has one writer at a time anyway.
+* `finish`: in one transaction, locks the rows still leased to us, stores their traces
+  (``ON CONFLICT DO NOTHING`` on trace_id and on (exchange_id, decision_index)), marks them
+  done/failed and clears the payload, or puts them back to pending for a retry. A row whose
+  lease we lost is left alone: whoever holds it now writes it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from smoltbot.core.storage import Database, UTCDateTime, insert_ignoring_conflicts, utcnow
+from smoltbot.observer.trace_builder import FAILURE_OUTCOMES
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+__all__ = [
+    "ClaimedExchange",
+    "ExchangeRow",
+    "Finished",
+    "Retry",
+    "Store",
+    "StoredTrace",
+    "drift_alerts",
+    "drift_states",
+    "exchanges",
+    "metadata",
+    "tool_executions",
+    "trace_violations",
+    "traces",
+]
+
+logger = logging.getLogger(__name__)
+
+metadata = sa.MetaData()
+
+exchanges = sa.Table(
+    "exchanges", metadata,
+    sa.Column("exchange_id", sa.String(32), primary_key=True),
+    sa.Column("agent_hash", sa.String(128), nullable=False),
+    sa.Column("agent_id", sa.String(144)),
+    sa.Column("session_id", sa.String(256)),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Column("occurred_at", UTCDateTime(), nullable=False),
+    sa.Column("payload", sa.LargeBinary(), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
+    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("lease_expires_at", UTCDateTime()),
+    sa.Column("last_error", sa.Text()),
+    sa.Column("finished_at", UTCDateTime()),
+)
+
+traces = sa.Table(
+    "traces", metadata,
+    sa.Column("trace_id", sa.String(96), primary_key=True),
+    sa.Column("exchange_id", sa.String(32), nullable=False),
+    sa.Column("decision_index", sa.Integer(), nullable=False),
+    sa.Column("agent_id", sa.String(144), nullable=False),
+    sa.Column("session_id", sa.String(256)),
+    sa.Column("card_id", sa.String(144), nullable=False),
+    sa.Column("timestamp", UTCDateTime(), nullable=False),
+    sa.Column("verified", sa.Boolean(), nullable=False),
+    sa.Column("violation_count", sa.Integer(), nullable=False),
+    sa.Column("action_type", sa.String(32), nullable=False),
+    sa.Column("action_name", sa.String(256), nullable=False),
+    sa.Column("tool_use_id", sa.String(256)),
+    sa.Column("executed", sa.Boolean()),
+    sa.Column("has_reasoning", sa.Boolean(), nullable=False),
+    sa.Column("model_analysis", sa.Boolean(), nullable=False),
+    sa.Column("failed", sa.Boolean(), nullable=False),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("drift_done", sa.Boolean(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("trace_json", sa.Text(), nullable=False),
+)
+
+trace_violations = sa.Table(
+    "trace_violations", metadata,
+    sa.Column("trace_id", sa.String(96), primary_key=True),
+    sa.Column("position", sa.Integer(), primary_key=True),
+    sa.Column("agent_id", sa.String(144), nullable=False),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+)
+
+drift_states = sa.Table(
+    "drift_states", metadata,
+    sa.Column("agent_id", sa.String(144), primary_key=True),
+    sa.Column("card_id", sa.String(144), nullable=False),
+    sa.Column("observed", sa.Integer(), nullable=False),
+    sa.Column("state_json", sa.Text(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+drift_alerts = sa.Table(
+    "drift_alerts", metadata,
+    sa.Column("alert_id", sa.String(48), primary_key=True),
+    sa.Column("agent_id", sa.String(144), nullable=False),
+    sa.Column("card_id", sa.String(144), nullable=False),
+    sa.Column("direction", sa.String(32), nullable=False),
+    sa.Column("reference", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("similarity", sa.Float(), nullable=False),
+    sa.Column("sustained_traces", sa.Integer(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("alert_json", sa.Text(), nullable=False),
+)
+
+tool_executions = sa.Table(
+    "tool_executions", metadata,
+    sa.Column("agent_id", sa.String(144), primary_key=True),
+    sa.Column("tool_use_id", sa.String(256), primary_key=True),
+    sa.Column("executed", sa.Boolean(), nullable=False),
+    sa.Column("reported_at", UTCDateTime(), nullable=False),
+)
+
+#: Bound parameters per statement stay well under SQLite's 32766 and asyncpg's 32767.
+_IN_CHUNK = 500
+_UNFINISHED = ("pending", "processing")
+
+
+@dataclass(frozen=True)
+class ExchangeRow:
+    """An exchange as intake stores it."""
+
+    exchange_id: str
+    agent_hash: str
+    agent_id: str | None
+    session_id: str | None
+    occurred_at: datetime
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class ClaimedExchange:
+    exchange_id: str
+    agent_hash: str
+    agent_id: str | None
+    session_id: str | None
+    payload: bytes
+    #: This claim included (1 on the first try).
+    attempts: int
+    received_at: datetime
+    last_error: str = ""
+
+
+@dataclass
+class StoredTrace:
+    """A built trace (trace.proto JSON) and the columns derived from it."""
+
+    trace: dict[str, Any]
+
+    @property
+    def trace_id(self) -> str:
+        return str(self.trace["trace_id"])
+
+    def row(self, created_at: datetime) -> dict[str, Any]:
+        trace = self.trace
+        action = trace.get("action") or {}
+        observation = trace.get("observation") or {}
+        verification = trace.get("verification") or {}
+        metadata_ = (trace.get("context") or {}).get("metadata") or {}
+        outcome = str(observation.get("outcome") or "complete")
+        return {
+            "trace_id": trace["trace_id"],
+            "exchange_id": metadata_.get("exchange_id") or observation.get("exchange_id"),
+            "decision_index": int(metadata_.get("decision_index", observation.get("decision_index", 0))),
+            "agent_id": trace.get("agent_id") or "",
+            "session_id": str((trace.get("context") or {}).get("session_id") or "")[:256] or None,
+            "card_id": trace.get("card_id") or "",
+            "timestamp": _parse_time(trace["timestamp"]),
+            "verified": bool(verification.get("verified")),
+            "violation_count": len(verification.get("violations") or []),
+            "action_type": str(action.get("type") or "")[:32],
+            "action_name": str(action.get("name") or "")[:256],
+            "tool_use_id": str(observation.get("tool_use_id") or "")[:256] or None,
+            "executed": None,
+            "has_reasoning": bool((observation.get("reasoning") or {}).get("present")),
+            "model_analysis": observation.get("analyzer") == "anthropic" and not observation.get(
+                "analysis_fallback_reason"),
+            "failed": outcome in FAILURE_OUTCOMES,
+            "outcome": outcome[:32],
+            "drift_done": False,
+            "created_at": created_at,
+            "trace_json": json.dumps(trace, ensure_ascii=False, separators=(",", ":")),
+        }
+
+
+@dataclass
+class Finished:
+    """An exchange whose processing ended: its traces, and whether it failed for good."""
+
+    exchange_id: str
+    agent_hash: str
+    agent_id: str
+    session_id: str | None
+    traces: list[StoredTrace]
+    failed: bool = False
+    error: str = ""
+
+
+@dataclass
+class Retry:
+    """An exchange to try again later. `counted` False gives the attempt back (an outage of
+    a dependency is not the exchange's fault and must never turn it into a failure)."""
+
+    exchange_id: str
+    next_attempt_at: datetime
+    error: str
+    counted: bool = True
+
+
+@dataclass
+class FinishReport:
+    #: Finished exchanges we still held the lease of, and so wrote.
+    written: list[Finished] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)
+
+
+def _parse_time(value: Any) -> datetime:
+    if isinstance(value, datetime):
+        return value
+    text = str(value)
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    return datetime.fromisoformat(text)
+
+
+def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+class Store:
+    """Queries over the Observer's tables. Every method runs its own transaction."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- intake --------------------------------------------------------------------------
+
+    async def insert_exchanges(self, rows: Sequence[ExchangeRow]) -> set[str]:
+        """Stores new exchanges as pending; returns the ids that were new (the rest existed)."""
+        if not rows:
+            return set()
+        now = utcnow()
+        values = [{
+            "exchange_id": row.exchange_id,
+            "agent_hash": row.agent_hash,
+            "agent_id": row.agent_id,
+            "session_id": row.session_id,
+            "received_at": now,
+            "occurred_at": row.occurred_at,
+            "payload": row.payload,
+            "state": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+        } for row in rows]
+        statement = insert_ignoring_conflicts(self.db.dialect, exchanges, exchanges.c.exchange_id).returning(
+            exchanges.c.exchange_id)
+        accepted: set[str] = set()
+        async with self.db.begin() as conn:
+            for chunk in _chunks(values, 200):
+                result = await conn.execute(statement, list(chunk))
+                accepted.update(row[0] for row in result)
+        return accepted
+
+    # -- the queue -----------------------------------------------------------------------
+
+    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[ClaimedExchange]:
+        """Leases up to `limit` due exchanges to `owner`, oldest due first."""
+        now = utcnow()
+        expires = datetime.fromtimestamp(now.timestamp() + lease_seconds, now.tzinfo)
+        due = (
+            sa.select(exchanges.c.exchange_id)
+            .where(exchanges.c.state.in_(_UNFINISHED), exchanges.c.next_attempt_at <= now)
+            .order_by(exchanges.c.next_attempt_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        statement = (
+            exchanges.update()
+            .where(exchanges.c.exchange_id.in_(due.scalar_subquery()))
+            .values(state="processing", lease_owner=owner, lease_expires_at=expires, next_attempt_at=expires,
+                    attempts=exchanges.c.attempts + 1)
+            .returning(exchanges.c.exchange_id, exchanges.c.agent_hash, exchanges.c.agent_id,
+                       exchanges.c.session_id, exchanges.c.payload, exchanges.c.attempts,
+                       exchanges.c.received_at, exchanges.c.last_error)
+        )
+        async with self.db.begin() as conn:
+            result = await conn.execute(statement)
+            rows = result.all()
+        claimed = [ClaimedExchange(row.exchange_id, row.agent_hash, row.agent_id, row.session_id,
+                                   bytes(row.payload), row.attempts, row.received_at, row.last_error or "")
+                   for row in rows]
+        claimed.sort(key=lambda item: item.received_at)
+        return claimed
+
+    async def next_due(self) -> datetime | None:
+        """When the earliest unfinished exchange becomes due (None when there is none)."""
+        async with self.db.read() as conn:
+            return (await conn.execute(
+                sa.select(sa.func.min(exchanges.c.next_attempt_at)).where(exchanges.c.state.in_(_UNFINISHED))
+            )).scalar_one_or_none()
+
+    async def finish(self, owner: str, done: Sequence[Finished], retries: Sequence[Retry]) -> FinishReport:
+        """Writes processing results in one transaction (see the module docstring)."""
+        report = FinishReport()
+        ids = [item.exchange_id for item in done] + [item.exchange_id for item in retries]
+        if not ids:
+            return report
+        now = utcnow()
+        async with self.db.begin() as conn:
+            owned: set[str] = set()
+            for chunk in _chunks(ids):
+                owned.update((await conn.execute(
+                    sa.select(exchanges.c.exchange_id)
+                    .where(exchanges.c.exchange_id.in_(chunk), exchanges.c.state == "processing",
+                           exchanges.c.lease_owner == owner)
+                    .with_for_update()
+                )).scalars())
+            report.lost = [exchange_id for exchange_id in ids if exchange_id not in owned]
+            written = [item for item in done if item.exchange_id in owned]
+            await self._write_traces(conn, [t for item in written for t in item.traces], now)
+            if written:
+                await conn.execute(
+                    exchanges.update().where(exchanges.c.exchange_id == sa.bindparam("b_id")).values(
+                        state=sa.bindparam("b_state"), agent_id=sa.bindparam("b_agent"),
+                        session_id=sa.bindparam("b_session"),
+                        # Done: the traces are the record, and the raw request body is not kept.
+                        # A failed exchange keeps its payload for an operator to look into.
+                        payload=sa.case((sa.bindparam("b_failed", type_=sa.Boolean()), exchanges.c.payload),
+                                        else_=sa.literal(b"", sa.LargeBinary())),
+                        lease_owner=None, lease_expires_at=None, last_error=sa.bindparam("b_error"),
+                        finished_at=now,
+                    ),
+                    [{
+                        "b_id": item.exchange_id,
+                        "b_state": "failed" if item.failed else "done",
+                        "b_agent": item.agent_id or None,
+                        "b_session": item.session_id,
+                        "b_failed": item.failed,
+                        "b_error": item.error[:4000] or None,
+                    } for item in written],
+                )
+            again = [item for item in retries if item.exchange_id in owned]
+            if again:
+                await conn.execute(
+                    exchanges.update().where(exchanges.c.exchange_id == sa.bindparam("b_id")).values(
+                        state="pending", lease_owner=None, lease_expires_at=None,
+                        next_attempt_at=sa.bindparam("b_next"), last_error=sa.bindparam("b_error"),
+                        attempts=exchanges.c.attempts - sa.bindparam("b_refund"),
+                    ),
+                    [{"b_id": item.exchange_id, "b_next": item.next_attempt_at, "b_error": item.error[:4000],
+                      "b_refund": 0 if item.counted else 1} for item in again],
+                )
+            report.written = written
+        return report
+
+    async def release(self, owner: str, exchange_ids: Sequence[str]) -> None:
+        """Gives leased exchanges back untouched (graceful stop): due now, the attempt refunded."""
+        if not exchange_ids:
+            return
+        now = utcnow()
+        async with self.db.begin() as conn:
+            for chunk in _chunks(list(exchange_ids)):
+                await conn.execute(
+                    exchanges.update()
+                    .where(exchanges.c.exchange_id.in_(chunk), exchanges.c.state == "processing",
+                           exchanges.c.lease_owner == owner)
+                    .values(state="pending", lease_owner=None, lease_expires_at=None, next_attempt_at=now,
+                            attempts=sa.case((exchanges.c.attempts > 0, exchanges.c.attempts - 1), else_=0))
+                )
+
+    async def _write_traces(self, conn: AsyncConnection, stored: Sequence[StoredTrace], now: datetime) -> None:
+        if not stored:
+            return
+        rows = [item.row(now) for item in stored]
+        # Executions the plugin reported before the trace existed.
+        wanted = {(row["agent_id"], row["tool_use_id"]) for row in rows if row["tool_use_id"]}
+        if wanted:
+            reported: dict[tuple[str, str], bool] = {}
+            tool_ids = sorted({tool_use_id for _, tool_use_id in wanted})
+            for chunk in _chunks(tool_ids):
+                result = await conn.execute(
+                    sa.select(tool_executions.c.agent_id, tool_executions.c.tool_use_id, tool_executions.c.executed)
+                    .where(tool_executions.c.tool_use_id.in_(chunk)))
+                for agent_id, tool_use_id, executed in result:
+                    reported[(agent_id, tool_use_id)] = executed
+            for row in rows:
+                if row["tool_use_id"]:
+                    row["executed"] = reported.get((row["agent_id"], row["tool_use_id"]))
+        statement = insert_ignoring_conflicts(self.db.dialect, traces).returning(traces.c.trace_id)
+        inserted: set[str] = set()
+        for chunk in _chunks(rows, 100):
+            result = await conn.execute(statement, list(chunk))
+            inserted.update(row[0] for row in result)
+        violations = []
+        for item, row in zip(stored, rows, strict=True):
+            if row["trace_id"] not in inserted:
+                continue
+            for position, violation in enumerate((item.trace.get("verification") or {}).get("violations") or []):
+                violations.append({
+                    "trace_id": row["trace_id"], "position": position, "agent_id": row["agent_id"],
+                    "type": str(violation.get("type") or "unknown")[:64],
+                    "severity": str(violation.get("severity") or "")[:16],
+                })
+        if violations:
+            await conn.execute(insert_ignoring_conflicts(self.db.dialect, trace_violations), violations)
+
+    # -- traces --------------------------------------------------------------------------
+
+    async def get_trace(self, trace_id: str) -> dict[str, Any] | None:
+        async with self.db.read() as conn:
+            row = (await conn.execute(
+                sa.select(traces.c.trace_json, traces.c.executed).where(traces.c.trace_id == trace_id)
+            )).first()
+        return None if row is None else served_trace(row.trace_json, row.executed)
+
+    async def list_traces(self, *, agent_id: str, session_id: str, verified: bool | None,
+                          since: datetime | None, until: datetime | None, descending: bool,
+                          after: tuple[datetime, str] | None, limit: int) -> list[tuple[datetime, str, dict[str, Any]]]:
+        """(timestamp, trace_id, trace) rows in (timestamp, trace_id) order, after the keyset `after`."""
+        query = sa.select(traces.c.timestamp, traces.c.trace_id, traces.c.trace_json, traces.c.executed)
+        if agent_id:
+            query = query.where(traces.c.agent_id == agent_id)
+        if session_id:
+            query = query.where(traces.c.session_id == session_id)
+        if verified is not None:
+            query = query.where(traces.c.verified == verified)
+        if since is not None:
+            query = query.where(traces.c.timestamp >= since)
+        if until is not None:
+            query = query.where(traces.c.timestamp < until)
+        key = sa.tuple_(traces.c.timestamp, traces.c.trace_id)
+        if after is not None:
+            position = sa.tuple_(sa.literal(after[0], UTCDateTime()), sa.literal(after[1]))
+            query = query.where(key < position if descending else key > position)
+        if descending:
+            query = query.order_by(traces.c.timestamp.desc(), traces.c.trace_id.desc())
+        else:
+            query = query.order_by(traces.c.timestamp.asc(), traces.c.trace_id.asc())
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query.limit(limit))).all()
+        return [(row.timestamp, row.trace_id, served_trace(row.trace_json, row.executed)) for row in rows]
+
+    async def report_execution(self, agent_id: str, tool_use_id: str, executed: bool) -> int:
+        """Records a reported tool execution; returns how many stored traces it marked."""
+        now = utcnow()
+        async with self.db.begin() as conn:
+            upsert = _upsert(self.db.dialect, tool_executions, ("agent_id", "tool_use_id"))
+            await conn.execute(upsert.values(agent_id=agent_id, tool_use_id=tool_use_id, executed=executed,
+                                             reported_at=now).on_conflict_do_update(
+                index_elements=["agent_id", "tool_use_id"], set_={"executed": executed, "reported_at": now}))
+            result = await conn.execute(
+                traces.update().where(traces.c.agent_id == agent_id, traces.c.tool_use_id == tool_use_id)
+                .values(executed=executed))
+            return int(result.rowcount or 0)
+
+    async def exchange_counts(self) -> dict[str, int]:
+        """Exchanges per state (for tests, benchmarks and logs)."""
+        async with self.db.read() as conn:
+            rows = (await conn.execute(
+                sa.select(exchanges.c.state, sa.func.count()).group_by(exchanges.c.state))).all()
+        return {state: int(count) for state, count in rows}
+
+
+def _upsert(dialect: str, table: sa.Table, _keys: tuple[str, ...]) -> Any:
+    if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
+
+        return sqlite.insert(table)
+    from sqlalchemy.dialects import postgresql
+
+    return postgresql.insert(table)
+
+
+def served_trace(trace_json: str, executed: bool | None) -> dict[str, Any]:
+    """The stored trace as served: the plugin's execution report merged into its observation."""
+    trace: dict[str, Any] = json.loads(trace_json)
+    if executed is not None:
+        trace.setdefault("observation", {})["executed"] = executed
+    return trace
