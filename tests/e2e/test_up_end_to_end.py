@@ -107,11 +107,11 @@ async def test_traces_of_sdk_calls_through_up_appear_in_logs(stack: RunningStack
     try:
         thinking = {"type": "enabled", "budget_tokens": 2048}
         created = await client.messages.create(
-            model="claude-sonnet-4-5", max_tokens=4096, thinking=thinking, tools=TOOLS,
+            model="claude-haiku-4-5", max_tokens=4096, thinking=thinking, tools=TOOLS,
             messages=[{"role": "user", "content": "Read the config [[scenario:thinking_tool_use]]"}],
         )
         async with client.messages.stream(
-            model="claude-sonnet-4-5", max_tokens=4096, thinking=thinking, tools=TOOLS,
+            model="claude-haiku-4-5", max_tokens=4096, thinking=thinking, tools=TOOLS,
             messages=[{"role": "user", "content": "Read it again [[scenario:thinking_tool_use]]"}],
         ) as stream:
             streamed = await stream.get_final_message()
@@ -139,7 +139,7 @@ async def test_traces_of_sdk_calls_through_up_appear_in_logs(stack: RunningStack
     executed = [t for t in traces if t["action"]["type"] == "execute"]
     assert {t["action"]["name"] for t in executed} == {"read_file"}
     assert all(t["observation"]["reasoning"]["present"] for t in executed)
-    assert all(t["observation"]["model"] == "claude-sonnet-4-5" for t in traces)
+    assert all(t["observation"]["model"] == "claude-haiku-4-5" for t in traces)
 
     # The credential reached the upstream and nowhere else.
     assert all(request.credential == CREDENTIAL for request in standin.requests)
