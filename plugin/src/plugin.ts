@@ -185,6 +185,8 @@ export class SmoltbotPlugin {
         this.logger.error(`smoltbot: report failed unexpectedly: ${String(error)}`);
       } finally {
         this.pending -= 1;
+        // Once the backlog has cleared, a later one is worth a warning of its own.
+        if (this.pending === 0) this.overflowLogged = false;
       }
     };
     this.queue = this.queue.then(run);

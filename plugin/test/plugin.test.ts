@@ -190,6 +190,22 @@ describe("plugin hooks", () => {
     assert.deepEqual(fake.at("error"), []);
   });
 
+  test("a hung API holds at most 256 queued reports; the rest are dropped with one warning", async () => {
+    api.respond = () => "hang";
+    const fake = fakeHost({ pluginConfig: { apiUrl: api.url, timeoutMs: 200, agentId: AGENT_ID } });
+    const plugin = registerSmoltbot(fake.host, ENV);
+    assert.ok(plugin);
+    fake.handler("session_start")(...sessionStart("busy"));
+    for (let i = 0; i < 300; i += 1) fake.handler("agent_end")(...agentEnd({ sessionId: "busy" }));
+    await plugin.idle();
+    assert.deepEqual(fake.at("warn").map((line) => line.replace(/\(.*\)/, "(…)")), [
+      "smoltbot: more than 256 reports waiting for the API; dropping new ones",
+      "smoltbot API unreachable at " + api.url + " (…); session and turn reports are dropped until it answers again",
+    ]);
+    // Only the first report reached the hung API; the others were dropped while it was down.
+    assert.equal(api.requests.length, 1);
+  });
+
   test("without a credential the plugin disables itself with one warning", () => {
     const fake = fakeHost({ pluginConfig: { apiUrl: api.url } });
     assert.equal(registerSmoltbot(fake.host, {}), undefined);
