@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import typer
 
-from smoltbot.cli import stack
+from smoltbot.cli import (
+    commands_card,
+    commands_claim,
+    commands_config,
+    commands_init,
+    commands_integrity,
+    commands_logs,
+    commands_status,
+    stack,
+)
 
 __all__ = ["app", "main"]
 
@@ -16,6 +25,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 stack.register(app)
+commands_init.register(app)
+commands_status.register(app)
+commands_logs.register(app)
+commands_integrity.register(app)
+app.add_typer(commands_card.app, name="card")
+app.add_typer(commands_config.app, name="config")
+commands_claim.register(app)
 
 
 def main() -> None:

@@ -1,0 +1,144 @@
+"""A small synchronous client of the public REST API, for the CLI.
+
+Every failure becomes one `ApiError` whose message says what to do: the API cannot be
+reached (start it, or point at yours), it did not answer in time, it answered with the one
+error body (its `message`, plus the status), or what answered is not a smoltbot API.
+
+The agent's credential, when a call needs it, travels only in the `x-api-key` header of
+that call; it is never part of a message, a log line or an exception.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any, Self
+
+import httpx
+
+from smoltbot.cli.api_contract import ENDPOINTS, ERROR_SCHEMA, read
+from smoltbot.cli.config_store import Config, normalize_value
+from smoltbot.cli.errors import ApiError, ConfigError
+
+__all__ = [
+    "DEFAULT_API_PORT",
+    "DEFAULT_GATEWAY_PORT",
+    "ApiClient",
+    "default_api_url",
+    "default_gateway_url",
+    "gateway_reachable",
+    "resolve_api_url",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The local stack's ports (`smoltbot up`), unless SMOLTBOT_API_PORT / SMOLTBOT_GATEWAY_PORT say otherwise.
+DEFAULT_API_PORT = 8000
+DEFAULT_GATEWAY_PORT = 8080
+DEFAULT_TIMEOUT = 10.0
+_HOW_TO_START = "start the local stack with `smoltbot up`, or point at yours with --api URL (or SMOLTBOT_API_URL)"
+
+
+def _port_from_env(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise ConfigError(f"{name} must be a port number (1-65535), got {value!r}")
+    return int(value)
+
+
+def default_api_url() -> str:
+    return f"http://127.0.0.1:{_port_from_env('SMOLTBOT_API_PORT', DEFAULT_API_PORT)}"
+
+
+def default_gateway_url() -> str:
+    return f"http://127.0.0.1:{_port_from_env('SMOLTBOT_GATEWAY_PORT', DEFAULT_GATEWAY_PORT)}"
+
+
+def resolve_api_url(option: str | None, config: Config) -> str:
+    """--api (or SMOLTBOT_API_URL, which Typer reads into the option), else the config, else local."""
+    if option:
+        return normalize_value("api_url", option)
+    return config.api_url or default_api_url()
+
+
+def gateway_reachable(gateway_url: str, timeout: float = 2.0) -> bool:
+    """Whether the gateway answers its health check."""
+    try:
+        return httpx.get(f"{gateway_url}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+class ApiClient:
+    """`with ApiClient(url) as api: api.call("agent", agent_id=...)`."""
+
+    def __init__(self, base_url: str, *, timeout: float = DEFAULT_TIMEOUT,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport,
+                                  headers={"accept": "application/json", "user-agent": "smoltbot-cli"})
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def call(self, endpoint: str, *, params: dict[str, Any] | None = None, json: Any = None,
+             credential: str | None = None, **path_params: str) -> Any:
+        """Calls one of `api_contract.ENDPOINTS` and returns its JSON body."""
+        spec = ENDPOINTS[endpoint]
+        unknown = set(params or {}) - set(spec.query)
+        if unknown:
+            raise KeyError(f"{endpoint} does not list query parameters {sorted(unknown)} in api_contract")
+        path = spec.path.format(**path_params)
+        query = {key: value for key, value in (params or {}).items() if value is not None}
+        headers = {"x-api-key": credential} if credential else None
+        try:
+            response = self._http.request(spec.method, path, params=query or None, json=json, headers=headers)
+        except httpx.TimeoutException:
+            raise ApiError(f"the smoltbot API at {self.base_url} did not answer within {self.timeout:g}s; "
+                           f"check that it is running ({_HOW_TO_START})") from None
+        except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as error:
+            raise ApiError(f"cannot reach the smoltbot API at {self.base_url} ({_why(error)}); "
+                           f"{_HOW_TO_START}") from None
+        except (httpx.InvalidURL, httpx.UnsupportedProtocol):
+            raise ApiError(f"{self.base_url} is not a usable API URL; pass --api http://HOST:PORT") from None
+        except httpx.HTTPError as error:
+            raise ApiError(f"calling the smoltbot API at {self.base_url} failed: {_why(error)}") from None
+        return self._body(response)
+
+    def _body(self, response: httpx.Response) -> Any:
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if response.is_success:
+            if body is None:
+                raise ApiError(f"{self.base_url} answered HTTP {response.status_code} without JSON; "
+                               f"is it a smoltbot API? (pass --api URL)")
+            return body
+        if not isinstance(body, dict) or not isinstance(body.get("error"), dict):
+            raise ApiError(f"{self.base_url} answered HTTP {response.status_code} "
+                           f"{response.reason_phrase or ''}".rstrip()
+                           + "; is it a smoltbot API? (pass --api URL)")
+        message = read(body, ERROR_SCHEMA, "error.message") or response.reason_phrase
+        reason = read(body, ERROR_SCHEMA, "error.reason")
+        field = read(body, ERROR_SCHEMA, "error.field")
+        status = read(body, ERROR_SCHEMA, "error.code") or response.status_code
+        logger.debug("API error %s %s on %s", status, reason, response.request.url.path)
+        if status in (503, 504):
+            message = f"{message} (the API at {self.base_url} is up, a service behind it is not)"
+        raise ApiError(f"{message} (HTTP {status})", status=status, reason=reason, field=field)
+
+
+def _why(error: Exception) -> str:
+    text = str(error).strip()
+    # httpx's connect errors read like "[Errno 111] Connection refused"; that is the useful part.
+    return text.split("] ", 1)[-1] if text else type(error).__name__
