@@ -1,6 +1,6 @@
 /**
  * The plugin's hooks, dispatched by OpenClaw's own hook runner (as the Gateway does), against
- * the real smoltbot Registry and API (subprocesses). What the API then lists is what these
+ * the real smoltbot Registry, Observer and API (subprocesses). What the API then lists is what these
  * tests assert.
  */
 import assert from "node:assert/strict";
@@ -142,25 +142,32 @@ describe("against the real smoltbot API", { skip: python === undefined ? "no smo
     assert.equal((await sessions(otherAgent)).size, 0);
   });
 
-  test("with the Observer down, tool reports are dropped with one warning and sessions still land", async () => {
+  test("executed tool calls are accepted; with the Observer down they are dropped with one warning", async () => {
     const key = newKey();
     const fake = fakeHost({ pluginConfig: { apiUrl: smoltbot.apiUrl } });
     const plugin = registerSmoltbot(fake.host, { ANTHROPIC_API_KEY: key });
     assert.ok(plugin);
     const openclaw = await openClawHookRunner(fake);
+    const toolCall = (id: string): [HookEvent<"after_tool_call">, HookContext<"after_tool_call">] => [
+      { toolName: "exec", params: { command: "ls" }, toolCallId: id, result: "ok", durationMs: 3 },
+      { agentId: "main", sessionId: "with-tools-1", toolName: "exec", toolCallId: id },
+    ];
     await openclaw.runSessionStart(...sessionStart("with-tools-1", "agent:main:tools"));
-    for (const id of ["toolu_01A", "toolu_01B"]) {
-      await openclaw.runAfterToolCall(
-        { toolName: "exec", params: { command: "ls" }, toolCallId: id, result: "ok", durationMs: 3 },
-        { agentId: "main", sessionId: "with-tools-1", toolName: "exec", toolCallId: id },
-      );
-    }
+    await openclaw.runAfterToolCall(...toolCall("toolu_01A"));
     await openclaw.runAgentEnd(...agentEnd({ sessionId: "with-tools-1" }));
     await plugin.idle();
-    assert.deepEqual(fake.at("warn").length, 1, fake.at("warn").join("\n"));
-    assert.match(fake.at("warn")[0] ?? "", /could not take POST \/v1\/tool-executions: HTTP 503/);
+    assert.deepEqual(fake.at("warn"), [], smoltbot.output());
+
+    await smoltbot.stopObserver();
+    await openclaw.runAfterToolCall(...toolCall("toolu_01B"));
+    await openclaw.runAfterToolCall(...toolCall("toolu_01C"));
+    await openclaw.runAgentEnd(...agentEnd({ sessionId: "with-tools-1" }));
+    await plugin.idle();
+    assert.equal(fake.at("warn").length, 1, fake.at("warn").join("\n"));
+    assert.match(fake.at("warn")[0] ?? "", /could not take POST \/v1\/tool-executions: HTTP 50\d/);
+    // Sessions go to the Registry and keep landing.
     const row = (await sessions(await resolveAgent(key))).get("with-tools-1");
-    assert.equal(row?.turn_count, 1);
+    assert.equal(row?.turn_count, 2);
   });
 
   test("API down: no exception reaches OpenClaw and exactly one warning is logged", async () => {

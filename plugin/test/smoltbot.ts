@@ -1,9 +1,10 @@
 /**
  * Starts the real smoltbot services the plugin talks to, as subprocesses of the test: the
- * Registry (sessions and agents, SQLite in a temporary home) and the REST API in front of it.
- * Both bind port 0 and the test reads the port each one logs. The Observer is deliberately
- * left out (its address points at a closed port), which is also how the tests see the API
- * answer for a backend that is down.
+ * Registry (agents and sessions, SQLite in a temporary home), the Observer (tool executions)
+ * and the REST API in front of them. Each binds port 0 and the test reads the port it logs,
+ * so runs never collide with another smoltbot on this machine (`smoltbot up` binds the
+ * Registry and Observer on fixed ports). The gateway is not needed: the plugin talks only to
+ * the API.
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -12,8 +13,6 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-import { closedPort } from "./helpers.js";
-
 // dist/test/smoltbot.js -> plugin/ -> the repository
 const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..");
 const START_TIMEOUT_MS = 45_000;
@@ -21,6 +20,8 @@ const START_TIMEOUT_MS = 45_000;
 export interface Smoltbot {
   /** Base URL of the API, without /v1. */
   apiUrl: string;
+  /** Stop only the Observer, leaving the Registry and API up. */
+  stopObserver(): Promise<void>;
   /** Everything the services printed so far, for failure messages. */
   output(): string;
   stop(): Promise<void>;
@@ -34,8 +35,7 @@ export function smoltbotPython(): string | undefined {
 
 export async function startSmoltbot(python: string): Promise<Smoltbot> {
   const home = await mkdtemp(join(tmpdir(), "smoltbot-plugin-test-"));
-  const observerPort = await closedPort();
-  const env: NodeJS.ProcessEnv = { ...process.env, SMOLTBOT_HOME: home, SMOLTBOT_OBSERVER_ADDRESS: `127.0.0.1:${observerPort}` };
+  const env: NodeJS.ProcessEnv = { ...process.env, SMOLTBOT_HOME: home };
   // A database or secret from the caller's environment must not leak into the test's own.
   delete env["SMOLTBOT_DATABASE_URL"];
   delete env["SMOLTBOT_HASH_SECRET"];
@@ -48,12 +48,20 @@ export async function startSmoltbot(python: string): Promise<Smoltbot> {
     const registry = new Service("registry", python, ["serve", "registry", "--listen", "127.0.0.1:0"], env);
     children.push(registry);
     const registryPort = (await registry.waitFor(/registry listening on [^\s]+:(\d+)/))[1];
-    const api = new Service("api", python, ["serve", "api", "--host", "127.0.0.1", "--port", "0"], {
-      ...env, SMOLTBOT_REGISTRY_ADDRESS: `127.0.0.1:${registryPort}`,
-    });
+    env["SMOLTBOT_REGISTRY_ADDRESS"] = `127.0.0.1:${registryPort}`;
+    const observer = new Service("observer", python, ["serve", "observer", "--listen", "127.0.0.1:0"], env);
+    children.push(observer);
+    const observerPort = (await observer.waitFor(/observer listening on [^\s]+:(\d+)/))[1];
+    env["SMOLTBOT_OBSERVER_ADDRESS"] = `127.0.0.1:${observerPort}`;
+    const api = new Service("api", python, ["serve", "api", "--host", "127.0.0.1", "--port", "0"], env);
     children.push(api);
     const apiUrl = (await api.waitFor(/API listening on (http:\/\/[^\s]+?)\/? /))[1] ?? "";
-    return { apiUrl, output: () => children.map((child) => child.output).join("\n"), stop };
+    return {
+      apiUrl,
+      stopObserver: () => observer.stop(),
+      output: () => children.map((child) => `--- ${child.name}\n${child.output}`).join("\n"),
+      stop,
+    };
   } catch (error) {
     await stop();
     throw error;
