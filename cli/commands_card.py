@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 from smoltbot.cli import config_store
 from smoltbot.cli.api_contract import read, read_item
 from smoltbot.cli.common import AgentContext, ApiOption, JsonOption, agent_context, agent_error, require_credential
+from smoltbot.cli.editor import edit_text
 from smoltbot.cli.errors import ApiError, CliError, handles_errors
 from smoltbot.cli.output import Output, local_time, styled
 
@@ -174,14 +174,6 @@ def _save_draft(text: str) -> Path:
     return path
 
 
-def _edit(text: str) -> str | None:
-    try:
-        return click.edit(text, extension=".json", require_save=True)
-    except click.ClickException as error:
-        raise CliError(f"could not run your editor ({error.format_message()}); set EDITOR, "
-                       "e.g. `export EDITOR=nano`") from None
-
-
 @app.command("edit")
 @handles_errors
 def edit_command(api: ApiOption = None) -> None:
@@ -194,7 +186,7 @@ def edit_command(api: ApiOption = None) -> None:
         text = original
         interactive = sys.stdin.isatty()
         while True:
-            edited = _edit(text)
+            edited = edit_text(text)
             if edited is None or edited.strip() == original.strip():
                 out.line("No changes; the card stays as it is.")
                 return

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-import click
 import typer
 
 from smoltbot.cli import config_store
 from smoltbot.cli.config_store import KEYS
+from smoltbot.cli.editor import edit_text
 from smoltbot.cli.errors import CliError, ConfigError, handles_errors
 from smoltbot.cli.output import Output, styled
 
@@ -86,11 +86,7 @@ def edit_command() -> None:
     path = config_store.config_path()
     current = config_store.load()
     text = config_store.json_text(current, all_keys=True)
-    try:
-        edited = click.edit(text, extension=".json", require_save=True)
-    except click.ClickException as error:
-        raise CliError(f"could not run your editor ({error.format_message()}); set EDITOR, "
-                       "e.g. `export EDITOR=nano`") from None
+    edited = edit_text(text)
     if edited is None or edited.strip() == text.strip():
         typer.echo("No changes.")
         return

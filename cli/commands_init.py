@@ -18,7 +18,7 @@ from smoltbot.cli.api_client import ApiClient, default_gateway_url, gateway_reac
 from smoltbot.cli.api_contract import read
 from smoltbot.cli.common import ApiOption, JsonOption, require_credential
 from smoltbot.cli.config_store import Config
-from smoltbot.cli.errors import ApiError, CliError, handles_errors
+from smoltbot.cli.errors import ApiError, CliError, ConfigError, handles_errors
 from smoltbot.cli.output import Output, styled
 
 __all__ = ["init_command", "register"]
@@ -51,7 +51,12 @@ def init_command(
     """Set this machine up: find your agent's id and print the line that routes it through smoltbot."""
     out = Output(json_mode)
     path = config_store.config_path()
-    existing = config_store.load()
+    try:
+        existing = config_store.load()
+    except ConfigError:
+        if not force:
+            raise
+        existing = Config()  # --force starts over from a broken file
     if existing.initialised and not force:
         if json_mode:
             out.json({"initialised": True, "changed": False, "agent_id": existing.agent_id,

@@ -1,7 +1,8 @@
 """`smoltbot logs`: the agent's recent decision traces; `--follow` prints new ones as they land.
 
 Without --follow the newest trace comes first. With --follow the output is a stream, so it
-runs the other way: the last N traces oldest first, then each new one appended, until Ctrl-C.
+runs the other way: the last N traces oldest first, then each trace that lands after the
+command started, appended, until Ctrl-C.
 
 Following polls `GET /v1/agents/{id}/traces` (oldest first, `since` a little before the
 newest trace already printed) and prints the traces it has not printed yet. A trace is
@@ -115,11 +116,11 @@ def logs_command(
     with agent_context(api) as context:
         try:
             _require_agent(context)
-            traces, _ = _fetch(context, limit=limit, session_id=session, order="desc")
-            if not follow:
+            if follow:
+                _follow(out, context, limit=limit, session=session, interval=interval)
+            else:
+                traces, _ = _fetch(context, limit=limit, session_id=session, order="desc")
                 _print_list(out, context, traces)
-                return
-            _follow(out, context, list(reversed(traces)), session=session, interval=interval)
         except KeyboardInterrupt:
             if not follow:
                 raise
@@ -154,7 +155,8 @@ class _Follower:
         return True
 
     def since(self, started: datetime) -> datetime:
-        since = (self.newest or started) - FOLLOW_LOOKBACK
+        # Never before the window the first poll marked as seen: older traces are not new.
+        since = max(self.newest or started, started) - FOLLOW_LOOKBACK
         # Forget what no poll can return any more, so a long follow stays small.
         for trace_id in [key for key, stamp in self.seen.items() if stamp < since - FOLLOW_LOOKBACK]:
             del self.seen[trace_id]
@@ -171,10 +173,14 @@ def _poll(context: AgentContext, since: datetime, session: str | None) -> Iterat
             return
 
 
-def _follow(out: Output, context: AgentContext, initial: list[dict[str, Any]], *, session: str | None,
-            interval: float) -> None:
+def _follow(out: Output, context: AgentContext, *, limit: int, session: str | None, interval: float) -> None:
     follower = _Follower()
     started = datetime.now(UTC)
+    # What is already there when we start is not new: the last `limit` traces are printed
+    # below, and older ones a poll would see in its look-back window are marked as seen.
+    for trace in _poll(context, follower.since(started), session):
+        follower.is_new(trace)
+    latest, _ = _fetch(context, limit=limit, session_id=session, order="desc")
 
     def emit(trace: dict[str, Any]) -> None:
         if out.json_mode:
@@ -185,9 +191,9 @@ def _follow(out: Output, context: AgentContext, initial: list[dict[str, Any]], *
     if not out.json_mode:
         out.row_line(_FOLLOW_WIDTHS, [styled(column.upper(), "bold") for column in COLUMNS])
         out.note(f"Following agent {context.agent_id}; Ctrl-C to stop.")
-    for trace in initial:
-        if follower.is_new(trace):
-            emit(trace)
+    for trace in reversed(latest):
+        follower.is_new(trace)
+        emit(trace)
     unreachable = False
     while True:  # until Ctrl-C, which the caller turns into exit 0
         time.sleep(interval)

@@ -13,7 +13,6 @@ import os
 from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
-import click
 import typer
 
 __all__ = ["ApiError", "CliError", "ConfigError", "NotInitialised", "handles_errors"]
@@ -75,7 +74,7 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
             return command(*args, **kwargs)
         except CliError as error:
             raise fail(error.message) from None
-        except (click.exceptions.Exit, click.ClickException, click.Abort, KeyboardInterrupt):
+        except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt):
             raise
         except Exception as error:  # a bug of ours: still one line, with a way to see more
             if os.environ.get("SMOLTBOT_DEBUG"):

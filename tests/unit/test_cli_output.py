@@ -193,3 +193,22 @@ def test_card_validate_of_a_missing_file_is_one_line(offline: CliRunner, tmp_pat
 
     assert result.exit_code == 1
     assert result.stderr == f"error: {tmp_path / 'nope.json'}: no such file\n"
+
+
+# --------------------------------------------------------------------------- logs --follow bookkeeping
+
+def test_follow_looks_back_from_the_newest_trace_but_never_before_it_started() -> None:
+    from smoltbot.cli.commands_logs import FOLLOW_LOOKBACK, _Follower
+
+    started = datetime(2026, 1, 2, 12, 0, tzinfo=UTC)
+    follower = _Follower()
+    assert follower.since(started) == started - FOLLOW_LOOKBACK
+
+    old = {"trace_id": "old", "timestamp": "2026-01-01T00:00:00Z"}
+    assert follower.is_new(old) and not follower.is_new(old)
+    assert follower.since(started) == started - FOLLOW_LOOKBACK  # an old trace does not widen the window
+    assert "old" not in follower.seen  # and is forgotten: no poll can return it again
+
+    later = started + timedelta(minutes=10)
+    assert follower.is_new({"trace_id": "new", "timestamp": later.isoformat()})
+    assert follower.since(started) == later - FOLLOW_LOOKBACK

@@ -24,8 +24,7 @@ from typing import Any
 import grpc
 import httpx
 import pytest
-from click.testing import Result
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from smoltbot.cli.main import app
 from smoltbot.core.settings import Settings
@@ -96,7 +95,7 @@ async def local_stack(settings_factory: Callable[..., Settings]) -> AsyncIterato
 
 @dataclass
 class Cli:
-    """`await cli("logs", "--json")` runs the command in-process and returns click's Result."""
+    """`await cli("logs", "--json")` runs the command in-process and returns Typer's Result."""
 
     home: Path
     env: dict[str, str]

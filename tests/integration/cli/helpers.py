@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from click.testing import Result
+from typer.testing import Result
+
 
 
 def assert_one_error_line(result: Result, *fragments: str) -> str:

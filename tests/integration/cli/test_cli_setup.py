@@ -204,3 +204,13 @@ async def test_config_edit_writes_what_the_editor_saved_after_checking_it(cli: C
     failed = await cli("config", "edit", env={"EDITOR": f"{sys.executable} {broken}"})
     assert_one_error_line(failed, "not valid JSON")
     assert json.loads(cli.config_path.read_text())["email"] == "edited@example.com"
+
+
+async def test_init_force_starts_over_from_a_broken_config(cli: Cli, initialised: str) -> None:
+    cli.config_path.write_text("{broken")
+    assert_one_error_line(await cli("init", "--yes"), "not valid JSON")
+
+    result = await cli("init", "--yes", "--force")
+
+    assert result.exit_code == 0, result.output
+    assert json.loads(cli.config_path.read_text())["agent_id"] == initialised

@@ -126,12 +126,12 @@ async def _read_line(stream: asyncio.StreamReader, timeout: float = 20.0) -> str
 
 
 @pytest.mark.parametrize("json_mode", [True, False], ids=["json", "table"])
-async def test_logs_follow_prints_new_traces_as_they_land_until_ctrl_c(
+async def test_logs_follow_prints_the_last_n_then_new_traces_as_they_land_until_ctrl_c(
         cli: Cli, local_stack: LocalStack, initialised: str, credential: str, put_traces: PutTraces,
         json_mode: bool) -> None:
     first, second, third = _exchanges(local_stack, credential, initialised)
-    existing = await put_traces(initialised, first)
-    args = ["logs", "--follow", "--interval", "0.2"] + (["--json"] if json_mode else [])
+    existing = await put_traces(initialised, first, second)  # newest first: the reply, then read_file
+    args = ["logs", "--follow", "-n", "1", "--interval", "0.2"] + (["--json"] if json_mode else [])
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "smoltbot.cli.main", *args, env=cli.subprocess_env(),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -144,20 +144,22 @@ async def test_logs_follow_prints_new_traces_as_they_land_until_ctrl_c(
         if json_mode:
             assert json.loads(line)["trace_id"] == existing[0]["trace_id"]
         else:
-            assert "execute read_file" in line
+            assert "recommend respond" in line
+        await asyncio.sleep(0.5)  # a few polls: the older read_file trace is not new, so not printed
 
-        landed = await put_traces(initialised, second, third)
-        new = [trace for trace in reversed(landed) if trace["trace_id"] != existing[0]["trace_id"]]
-        lines = [await _read_line(process.stdout) for _ in new]
+        landed = await put_traces(initialised, third)
+        new = [trace for trace in landed if trace["trace_id"] not in {t["trace_id"] for t in existing}]
+        assert len(new) == 1
+        line = await _read_line(process.stdout)
         if json_mode:
-            assert [json.loads(line)["trace_id"] for line in lines] == [t["trace_id"] for t in new]
+            assert json.loads(line)["trace_id"] == new[0]["trace_id"]
         else:
-            assert "respond" in lines[0] and "execute delete_file" in lines[1]
+            assert "execute delete_file" in line
     finally:
         process.send_signal(signal.SIGINT)
         out, err = await asyncio.wait_for(process.communicate(), 20)
     assert process.returncode == 0, err.decode()
-    assert out == b""  # nothing printed twice
+    assert out == b""  # nothing else, nothing twice
     assert "Traceback" not in err.decode()
     assert_nowhere(credential, err.decode())
 
