@@ -99,6 +99,9 @@ class ApiClient:
             raise KeyError(f"{endpoint} does not list query parameters {sorted(unknown)} in api_contract")
         path = spec.path.format(**path_params)
         query = {key: value for key, value in (params or {}).items() if value is not None}
+        if credential and not credential.isprintable():
+            raise ApiError("the credential in your environment contains characters an HTTP header cannot carry "
+                           "(a newline or control character); set it again without them")
         headers = {"x-api-key": credential} if credential else None
         try:
             response = self._http.request(spec.method, path, params=query or None, json=json, headers=headers)

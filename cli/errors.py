@@ -15,7 +15,7 @@ from typing import ParamSpec, TypeVar
 
 import typer
 
-__all__ = ["ApiError", "CliError", "ConfigError", "NotInitialised", "handles_errors"]
+__all__ = ["ApiError", "CliError", "ConfigError", "NotInitialised", "fail", "handles_errors", "scrub"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +57,26 @@ class ApiError(CliError):
         self.field = field
 
 
+#: Variables whose values must never be printed (the agent's credential).
+_SECRET_ENV_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
+
+
+def scrub(text: str) -> str:
+    """The text with the credential from the environment, should it appear, replaced.
+
+    Messages are written not to contain it; this is the last line of defence, for text that
+    comes from elsewhere (an exception of a library, a server's answer).
+    """
+    for name in _SECRET_ENV_VARS:
+        value = os.environ.get(name, "").strip()
+        if len(value) >= 4 and value in text:
+            text = text.replace(value, f"[${name}]")
+    return text
+
+
 def fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
+    """Prints `error: <message>` (on one line, credential scrubbed) and returns the Exit to raise."""
+    typer.echo(f"error: {' '.join(scrub(message).split())}", err=True)
     return typer.Exit(code=1)
 
 

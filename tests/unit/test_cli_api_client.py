@@ -133,3 +133,21 @@ def test_error_bodies_are_read_through_the_contract() -> None:
     with _client(handler) as api, pytest.raises(ApiError) as raised:
         api.call("agent", agent_id="smolt-0a1b2c3d")
     assert raised.value.reason == "AGENT_NOT_FOUND"
+
+
+def test_a_credential_no_header_can_carry_is_refused_without_showing_it() -> None:
+    with _client(httpx.MockTransport(lambda r: httpx.Response(200, json={}))) as api, \
+            pytest.raises(ApiError) as raised:
+        api.call("resolve", credential="sk-ant-api03-LINE\nBREAK-SECRET")
+
+    assert "SECRET" not in raised.value.message and "HTTP header" in raised.value.message
+
+
+def test_error_lines_never_show_the_credential_from_the_environment(monkeypatch: pytest.MonkeyPatch,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from smoltbot.cli.errors import fail
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", CREDENTIAL)
+    fail(f"a library said: bad header {CREDENTIAL!r}\nsecond line")
+
+    assert capsys.readouterr().err == "error: a library said: bad header '[$ANTHROPIC_API_KEY]' second line\n"

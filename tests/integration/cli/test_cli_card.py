@@ -155,3 +155,13 @@ async def test_card_edit_that_breaks_the_card_keeps_the_draft_and_publishes_noth
     assert str(draft) in line
     assert json.loads(draft.read_text())["autonomy_mode"] == "yolo"
     assert (await _active_card(local_stack, initialised))["card_id"] == before["card_id"]
+
+
+async def test_card_edit_with_a_failing_editor_is_one_line_and_publishes_nothing(
+        cli: Cli, local_stack: LocalStack, initialised: str) -> None:
+    before = await _active_card(local_stack, initialised)
+
+    result = await cli("card", "edit", env={"EDITOR": "false"})
+
+    assert_one_error_line(result, "'false' exited with code 1", "EDITOR")
+    assert (await _active_card(local_stack, initialised))["card_id"] == before["card_id"]
