@@ -25,6 +25,7 @@ from smoltbot.api.schemas import ErrorResponse
 from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.identity import load_hash_secret
 from smoltbot.core.settings import Settings
+from smoltbot.core.tls import client_tls
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["RunningApi", "create_app", "serve", "start_api"]
@@ -87,17 +88,36 @@ class _RequestContext:
             REQUEST_ID.reset(token)
 
 
+class _RootPath:
+    """Serves the app under `root_path` behind a reverse proxy, whether the proxy strips the
+    prefix or forwards it: routes, static files and error handlers see the path without it,
+    and `url_for` (which reads `app_root_path`) puts it back into the links it builds."""
+
+    def __init__(self, app: ASGIApp, root_path: str) -> None:
+        self.app = app
+        self.root_path = root_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            path: str = scope["path"]
+            if path == self.root_path or path.startswith(self.root_path + "/"):
+                path = path[len(self.root_path):] or "/"
+            scope = dict(scope, path=path, raw_path=path.encode(), app_root_path=self.root_path)
+        await self.app(scope, receive, send)
+
+
 def create_app(settings: Settings, *, registry_address: str | None = None,
                observer_address: str | None = None) -> FastAPI:
     """The app. Channels to the services are opened by its lifespan and closed after it."""
     registry_target = registry_address or settings.registry_address
     observer_target = observer_address or settings.observer_address
+    tls = client_tls(settings, registry_target, observer_target)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.hash_secret = load_hash_secret(settings.home, settings.hash_secret)
-        registry_channel = open_channel(registry_target)
-        observer_channel = open_channel(observer_target)
+        registry_channel = open_channel(registry_target, tls)
+        observer_channel = open_channel(observer_target, tls)
         app.state.backends = Backends.open(registry_channel, registry_target, observer_channel, observer_target,
                                            BACKEND_TIMEOUT)
         try:
@@ -119,8 +139,11 @@ def create_app(settings: Settings, *, registry_address: str | None = None,
     app.state.backends = None
     app.state.templates = Jinja2Templates(directory=_HERE / "templates")
     dashboard.configure_templates(app.state.templates)
+    app.state.templates.env.globals["root"] = settings.root_path  # prefix of the dashboard's links
     install_error_handlers(app)
     app.add_middleware(_RequestContext)
+    if settings.root_path:
+        app.add_middleware(_RootPath, root_path=settings.root_path)
     for module in (agents, traces, integrity, cards, sessions, health, dashboard):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
@@ -173,7 +196,8 @@ async def start_api(settings: Settings, host: str = "127.0.0.1", port: int = 0, 
     app = create_app(settings, registry_address=registry_address, observer_address=observer_address)
     sock = _bind(host, port)
     config = uvicorn.Config(app, log_config=None, lifespan="on", access_log=False,
-                            timeout_graceful_shutdown=_SHUTDOWN_GRACE)
+                            timeout_graceful_shutdown=_SHUTDOWN_GRACE,
+                            proxy_headers=True, forwarded_allow_ips=settings.forwarded_allow_ips)
     server = _Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     while not server.started:

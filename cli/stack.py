@@ -26,6 +26,7 @@ from typing import Annotated
 import typer
 
 from smoltbot.core.settings import Settings, load_settings
+from smoltbot.core.tls import TlsConfig
 
 __all__ = ["Service", "register"]
 
@@ -157,11 +158,13 @@ def _http_ok(url: str) -> bool:
         return False
 
 
-def _grpc_serving(address: str) -> bool:
+def _grpc_serving(address: str, tls: TlsConfig | None = None) -> bool:
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with grpc.insecure_channel(address) as channel:
+    from smoltbot.core.grpc_client import open_sync_channel
+
+    with open_sync_channel(address, tls) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
         except grpc.RpcError:
@@ -287,6 +290,8 @@ def up_command(
     api_url = f"http://{settings.api_host}:{ports['api']}"
 
     configure_logging(settings.log_level)
+    # The readiness polls below are ours, not the user's business.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     stack = _Stack(settings, env, log_dir)
     stopping = False
 
@@ -294,11 +299,15 @@ def up_command(
         nonlocal stopping
         stopping = True
 
+    try:
+        tls = TlsConfig.from_settings(settings)
+    except OSError as error:
+        raise _fail(str(error)) from None
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         health_checks = {
-            Service.registry: lambda: _grpc_serving(registry_address),
-            Service.observer: lambda: _grpc_serving(observer_address),
+            Service.registry: lambda: _grpc_serving(registry_address, tls),
+            Service.observer: lambda: _grpc_serving(observer_address, tls),
             Service.api: lambda: _http_ok(f"{api_url}/health"),
             Service.gateway: lambda: _http_ok(f"{gateway_url}/health"),
         }

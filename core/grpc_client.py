@@ -3,6 +3,10 @@
 An address is "host:port", a comma-separated list of them, or any gRPC target
 ("dns:///observer.internal:50052"). Lists and DNS names are balanced round-robin, and
 grpc reconnects on its own when a backend goes away.
+
+Transport security comes from a `TlsConfig` (`smoltbot.core.tls`): TLS when it has a CA,
+with our certificate as client certificate when we have one; plaintext otherwise, and then
+only to loopback unless insecure transport was allowed.
 """
 
 from __future__ import annotations
@@ -10,10 +14,10 @@ from __future__ import annotations
 import json
 
 import grpc
-
 from smoltbot.core.grpc_server import GRPC_MESSAGE_LIMIT
+from smoltbot.core.tls import TlsConfig, TlsError, target_hosts
 
-__all__ = ["channel_target", "open_channel"]
+__all__ = ["channel_target", "open_channel", "open_sync_channel"]
 
 _RETRYABLE_READS = {
     "methodConfig": [
@@ -47,9 +51,20 @@ def _is_ipv4_literal(hostport: str) -> bool:
     return port.isdigit() and len(pieces) == 4 and all(p.isdigit() for p in pieces)
 
 
-def open_channel(address: str) -> grpc.aio.Channel:
-    """An insecure channel (loopback and trusted networks) with our limits and round-robin."""
-    options = [
+def _server_name(target: str, tls: TlsConfig) -> str:
+    """The name server certificates are checked against. grpc takes it from the target's
+    authority, which for an `ipv4:`/`ipv6:` list is the whole list and matches no certificate."""
+    if tls.server_name or not target.startswith(("ipv4:", "ipv6:")):
+        return tls.server_name
+    hosts = set(target_hosts(target))
+    if len(hosts) == 1:
+        return hosts.pop()
+    raise TlsError(f"TLS to several hosts ({target}) needs SMOLTBOT_TLS_SERVER_NAME: the one name "
+                   "(DNS or IP SAN) that every one of their certificates carries")
+
+
+def _options(target: str, tls: TlsConfig) -> list[tuple[str, object]]:
+    options: list[tuple[str, object]] = [
         ("grpc.max_receive_message_length", GRPC_MESSAGE_LIMIT),
         ("grpc.max_send_message_length", GRPC_MESSAGE_LIMIT),
         ("grpc.keepalive_time_ms", 30_000),
@@ -60,4 +75,29 @@ def open_channel(address: str) -> grpc.aio.Channel:
         ("grpc.initial_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
-    return grpc.aio.insecure_channel(channel_target(address), options=options)
+    if tls.uses_tls and (name := _server_name(target, tls)):
+        options.append(("grpc.ssl_target_name_override", name))
+    return options
+
+
+def open_channel(address: str, tls: TlsConfig | None = None) -> grpc.aio.Channel:
+    """A channel with our limits and round-robin: TLS when `tls` has a CA, else plaintext, which
+    is refused (`InsecureTransportError`) for a non-loopback target unless `tls` allows it."""
+    tls = tls or TlsConfig()
+    target = channel_target(address)
+    tls.check_target(target)
+    credentials = tls.channel_credentials()
+    if credentials is None:
+        return grpc.aio.insecure_channel(target, options=_options(target, tls))
+    return grpc.aio.secure_channel(target, credentials, options=_options(target, tls))
+
+
+def open_sync_channel(address: str, tls: TlsConfig | None = None) -> grpc.Channel:
+    """`open_channel` for synchronous callers (health checks from the CLI)."""
+    tls = tls or TlsConfig()
+    target = channel_target(address)
+    tls.check_target(target)
+    credentials = tls.channel_credentials()
+    if credentials is None:
+        return grpc.insecure_channel(target, options=_options(target, tls))
+    return grpc.secure_channel(target, credentials, options=_options(target, tls))

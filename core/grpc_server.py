@@ -1,5 +1,6 @@
 """What every smoltbot gRPC server has in common: message limits, health, reflection,
-error mapping and a graceful stop."""
+error mapping, transport security (TLS, mutual TLS, plaintext only on loopback; see
+`smoltbot.core.tls`) and a graceful stop."""
 
 from __future__ import annotations
 
@@ -7,14 +8,15 @@ import asyncio
 import functools
 import logging
 import signal
+import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-
 from smoltbot.core.errors import SmoltbotError, grpc_status_for
+from smoltbot.core.tls import TlsConfig
 
 __all__ = [
     "GRPC_MESSAGE_LIMIT",
@@ -41,6 +43,11 @@ _OPTIONS = [
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
 
+#: The plaintext health-only server next to a TLS one (see `health_port`), keyed by the main
+#: server rather than held by `GrpcServer`, so that subclasses which rebuild a `GrpcServer`
+#: from another one's parts keep it.
+_HEALTH_ONLY: weakref.WeakKeyDictionary[grpc.aio.Server, grpc.aio.Server] = weakref.WeakKeyDictionary()
+
 
 class GrpcServer:
     """A started-or-not grpc.aio server with health and reflection, and the port it bound."""
@@ -53,8 +60,15 @@ class GrpcServer:
         self.service_names = list(service_names)
         self._on_stop = on_stop
 
+    @property
+    def health_only(self) -> grpc.aio.Server | None:
+        """The plaintext server answering grpc.health.v1 alone, when `health_port` asked for one."""
+        return _HEALTH_ONLY.get(self.server)
+
     async def start(self) -> None:
         await self.server.start()
+        if self.health_only is not None:
+            await self.health_only.start()
         for name in [*self.service_names, ""]:
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
 
@@ -63,6 +77,8 @@ class GrpcServer:
         for name in [*self.service_names, ""]:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
         await self.server.stop(grace)
+        if self.health_only is not None:
+            await self.health_only.stop(0)
         if self._on_stop is not None:
             await self._on_stop()
 
@@ -72,21 +88,45 @@ class GrpcServer:
 
 def new_grpc_server(address: str, service_names: Iterable[str],
                     register: Callable[[grpc.aio.Server], None],
-                    on_stop: Callable[[], Awaitable[None]] | None = None) -> GrpcServer:
-    """Builds a server bound to `address` ("host:port", port 0 for an ephemeral one)."""
+                    on_stop: Callable[[], Awaitable[None]] | None = None, *,
+                    tls: TlsConfig | None = None, health_port: int = 0) -> GrpcServer:
+    """Builds a server bound to `address` ("host:port", port 0 for an ephemeral one).
+
+    `tls` (default: none) decides TLS or mutual TLS; without a certificate the server is
+    plaintext and refuses any address but loopback unless `tls.allow_insecure`.
+    `health_port` > 0 also serves the health service alone, in plaintext, on that port of every
+    interface, for probes that cannot speak TLS (Kubernetes' `grpc:` probe).
+    """
+    tls = tls or TlsConfig()
+    tls.check_bind(address)
+    credentials = tls.server_credentials()
     server = grpc.aio.server(options=_OPTIONS)
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = list(service_names)
     reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-    try:
-        port = server.add_insecure_port(address)
-    except RuntimeError:  # grpc's way of saying the bind failed
-        port = 0
+    port = _bind(server, address, credentials)
     if port == 0:
         raise OSError(f"could not bind gRPC server to {address}: address in use or not available")
+    if health_port:
+        health_only = grpc.aio.server(options=_OPTIONS)
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_only)
+        if _bind(health_only, f"[::]:{health_port}", None) == 0:
+            raise OSError(f"could not bind the gRPC health port {health_port}: address in use or not available")
+        _HEALTH_ONLY[server] = health_only
+    logger.debug("gRPC server on %s: %s", address,
+                 "mutual TLS" if tls.requires_client_cert else "TLS" if tls.serves_tls else "plaintext")
     return GrpcServer(server, port, health_servicer, names, on_stop)
+
+
+def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    try:
+        if credentials is None:
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, credentials)
+    except RuntimeError:  # grpc's way of saying the bind failed
+        return 0
 
 
 def grpc_errors(method: F) -> F:

@@ -75,10 +75,57 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="INFO", description="Log level of every process.")
 
+    # gRPC transport security (core/tls.py)
+    tls_cert: str = Field(
+        default="",
+        description="PEM certificate (chain) of this process: served by the registry/observer, presented as "
+        "client certificate by every gRPC client. Needs tls_key.",
+    )
+    tls_key: str = Field(default="", description="PEM private key of tls_cert.")
+    tls_ca: str = Field(
+        default="",
+        description="PEM CA bundle. Clients: use TLS and trust only this CA. Servers with a certificate: "
+        "require client certificates signed by it (mutual TLS).",
+    )
+    tls_server_name: str = Field(
+        default="",
+        description="Name the servers' certificates are checked against, when it is not the host in the "
+        "address (e.g. with a list of IP addresses).",
+    )
+    allow_insecure_grpc: bool = Field(
+        default=False,
+        description="Allow plaintext gRPC beyond loopback (servers binding other interfaces, clients "
+        "dialing other hosts). Only on a network you trust.",
+    )
+    grpc_health_port: int = Field(
+        default=0, ge=0, le=65535,
+        description="Also serve grpc.health.v1 alone, in plaintext, on this port of every interface "
+        "(Kubernetes gRPC probes cannot speak TLS). 0: off.",
+    )
+
+    # Behind a reverse proxy
+    root_path: str = Field(
+        default="",
+        description="Path prefix the API and dashboard are served under by a reverse proxy (e.g. /smoltbot).",
+    )
+    forwarded_allow_ips: str = Field(
+        default="127.0.0.1",
+        description="Comma-separated proxy addresses/networks (or *) whose X-Forwarded-For/-Proto the API "
+        "trusts.",
+    )
+
     @field_validator("upstream_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
+
+    @field_validator("root_path")
+    @classmethod
+    def _normalise_root_path(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        if value and not value.startswith("/"):
+            raise ValueError("root_path must start with / (e.g. /smoltbot)")
+        return value
 
     @property
     def effective_database_url(self) -> str:

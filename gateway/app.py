@@ -26,6 +26,7 @@ from aiohttp import web
 
 from smoltbot.core.identity import load_hash_secret
 from smoltbot.core.settings import Settings
+from smoltbot.core.tls import client_tls
 
 from .capture import Capture
 from .identity_cache import IdentityCache
@@ -58,13 +59,15 @@ class Gateway:
         self.settings = settings
         self.version = _version()
         self.gateway_id = f"{socket.gethostname()}:{os.getpid()}"
+        tls = client_tls(settings, registry_address, observer_address)
         self.metrics = GatewayMetrics()
         self.spool = Spool(Path(settings.home) / "spool", settings.spool_max_bytes,
                            on_drop=lambda count: self.metrics.spool_dropped.inc(count))
         self.shipper = Shipper(self.spool, observer_address,
                                on_shipped=self.metrics.exchanges_shipped.inc,
-                               on_acked=self.metrics.count_ack)
-        self.identity = IdentityCache(registry_address, session_idle_minutes=settings.session_idle_minutes)
+                               on_acked=self.metrics.count_ack, tls=tls)
+        self.identity = IdentityCache(registry_address, session_idle_minutes=settings.session_idle_minutes,
+                                      tls=tls)
         self.metrics.track_spool(lambda: self.spool.depth, lambda: self.spool.size_bytes)
         self.proxy = Proxy(
             upstream_url=settings.upstream_url,

@@ -23,6 +23,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from smoltbot.core.grpc_client import open_channel
+from smoltbot.core.tls import TlsConfig
 from smoltbot.v1 import agent_pb2, registry_service_pb2, registry_service_pb2_grpc
 
 __all__ = ["Identity", "IdentityCache"]
@@ -39,8 +40,9 @@ _MAX_AGENTS = 100_000
 class IdentityCache:
     def __init__(self, address: str, *, session_idle_minutes: float, cold_deadline: float = 0.2,
                  breaker_cooldown: float = 1.0, breaker_max_cooldown: float = 30.0,
-                 touch_interval: float = 2.0) -> None:
+                 touch_interval: float = 2.0, tls: TlsConfig | None = None) -> None:
         self._address = address
+        self._tls = tls
         self._idle = session_idle_minutes * 60.0
         self._cold_deadline = cold_deadline
         self._cooldown_min = breaker_cooldown
@@ -65,7 +67,7 @@ class IdentityCache:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        self._channel = open_channel(self._address)
+        self._channel = open_channel(self._address, self._tls)
         self._stub = registry_service_pb2_grpc.RegistryServiceStub(self._channel)
         self._touch_task = asyncio.get_running_loop().create_task(self._flush_touches_forever())
 

@@ -21,6 +21,7 @@ from collections.abc import Callable
 import grpc
 
 from smoltbot.core.grpc_client import open_channel
+from smoltbot.core.tls import TlsConfig
 from smoltbot.v1 import exchange_pb2, observer_service_pb2
 
 from .spool import Record, Spool
@@ -56,9 +57,10 @@ class Shipper:
     def __init__(self, spool: Spool, address: str, *, max_in_flight: int = 1024,
                  min_backoff: float = 0.1, max_backoff: float = 2.0,
                  on_shipped: Callable[[], None] | None = None,
-                 on_acked: Callable[[str], None] | None = None) -> None:
+                 on_acked: Callable[[str], None] | None = None, tls: TlsConfig | None = None) -> None:
         self.spool = spool
         self._address = address
+        self._tls = tls
         self._max_in_flight = max_in_flight
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
@@ -96,7 +98,7 @@ class Shipper:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        self._channel = open_channel(self._address)
+        self._channel = open_channel(self._address, self._tls)
         if self.spool.depth == 0:
             self._drained.set()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="smoltbot-shipper")

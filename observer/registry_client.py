@@ -19,6 +19,7 @@ import grpc
 from google.protobuf import json_format, timestamp_pb2
 from smoltbot.core.errors import PermissionDenied, Unavailable
 from smoltbot.core.grpc_client import open_channel
+from smoltbot.core.tls import TlsConfig
 from smoltbot.v1 import agent_pb2, card_pb2, registry_service_pb2_grpc
 from smoltbot.v1 import registry_service_pb2 as pb
 
@@ -67,8 +68,9 @@ class RegistryClient:
     version never changes).
     """
 
-    def __init__(self, address: str, *, card_ttl: float = 5.0, rpc_timeout: float = 5.0) -> None:
-        self._channel = open_channel(address)
+    def __init__(self, address: str, *, card_ttl: float = 5.0, rpc_timeout: float = 5.0,
+                 tls: TlsConfig | None = None) -> None:
+        self._channel = open_channel(address, tls)
         self._stub = registry_service_pb2_grpc.RegistryServiceStub(self._channel)
         self._card_ttl = card_ttl
         self._timeout = rpc_timeout

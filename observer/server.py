@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 from smoltbot.core.grpc_server import GrpcServer, new_grpc_server, run_until_signalled
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import migrate, open_database
+from smoltbot.core.tls import TlsConfig
 from smoltbot.observer.drift_watch import DriftWatch
 from smoltbot.observer.intake import Intake
 from smoltbot.observer.model_analyzer import build_analyzer
@@ -52,7 +53,8 @@ async def build_server(settings: Settings, *, address: str | None = None, poll_i
     try:
         await migrate(db)
         store = Store(db)
-        registry = RegistryClient(settings.registry_address, card_ttl=card_ttl)
+        tls = TlsConfig.from_settings(settings)
+        registry = RegistryClient(settings.registry_address, card_ttl=card_ttl, tls=tls)
         analyzer = build_analyzer(settings)
         drift = DriftWatch(db, registry, settings, sweep_interval=drift_sweep_interval)
         processor = Processor(
@@ -77,6 +79,7 @@ async def build_server(settings: Settings, *, address: str | None = None, poll_i
             address or settings.observer_address,
             [SERVICE_NAME],
             lambda grpc_server: observer_service_pb2_grpc.add_ObserverServiceServicer_to_server(servicer, grpc_server),
+            tls=tls, health_port=settings.grpc_health_port,
         )
         observer = ObserverServer(base, on_stop, processor=processor, intake=intake, drift=drift, store=store)
     except BaseException:

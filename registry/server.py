@@ -11,6 +11,7 @@ from smoltbot.core.errors import Unavailable
 from smoltbot.core.grpc_server import GrpcServer, new_grpc_server, run_until_signalled
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import migrate, open_database
+from smoltbot.core.tls import TlsConfig
 from smoltbot.registry.agents import Agents
 from smoltbot.registry.cards import Cards
 from smoltbot.registry.servicer import RegistryServicer
@@ -60,6 +61,7 @@ async def build_server(settings: Settings, *, address: str | None = None,
             lambda grpc_server: registry_service_pb2_grpc.add_RegistryServiceServicer_to_server(
                 servicer, grpc_server),
             on_stop=on_stop,
+            tls=TlsConfig.from_settings(settings), health_port=settings.grpc_health_port,
         )
     except BaseException:
         await db.close()

@@ -3,6 +3,8 @@
   "use strict";
 
   var SVG = "http://www.w3.org/2000/svg";
+  // Path prefix when a reverse proxy serves the dashboard under one (SMOLTBOT_ROOT_PATH).
+  var BASE = document.body.getAttribute("data-root") || "";
   var POLL_MS = 4000;
 
   // ------------------------------------------------------------------ times
@@ -131,7 +133,7 @@
     }
 
     function refresh() {
-      return fetch("/agents/" + encodeURIComponent(agent) + "/live", { headers: { accept: "text/html" } })
+      return fetch(BASE + "/agents/" + encodeURIComponent(agent) + "/live", { headers: { accept: "text/html" } })
         .then(function (response) {
           if (!response.ok) throw new Error("HTTP " + response.status);
           return response.text();
@@ -152,7 +154,7 @@
       if (busy) return;
       if (document.hidden) { setStatus("paused", "paused"); return; }
       busy = true;
-      fetch("/v1/agents/" + encodeURIComponent(agent), { headers: { accept: "application/json" } })
+      fetch(BASE + "/v1/agents/" + encodeURIComponent(agent), { headers: { accept: "application/json" } })
         .then(function (response) {
           if (!response.ok) throw new Error("HTTP " + response.status);
           return response.json();
