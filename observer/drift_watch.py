@@ -8,10 +8,11 @@ gateway spool replayed after an outage) are fed when they arrive, after newer on
 
 Concurrency: one pass per agent at a time, serialised by a row lock on the agent's
 `drift_states` row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite has one writer), so
-several observers can share a database. Each trace is fed exactly once (`traces.drift_done`).
+several observers can share a database. Each trace is fed exactly once: it is queued in
+`drift_pending` when stored and leaves the queue when fed.
 
 Failure traces (upstream errors, aborts, processing failures) are not decisions of the agent
-and are not fed to the detector.
+and are not queued for the detector.
 
 Alerts: a finding for a direction that already has an open alert updates that alert (trace
 ids, severity, similarity, updated_at, the references that saw it) instead of adding one;
@@ -37,7 +38,7 @@ from smoltbot.core.pagination import decode_page_token, next_page, page_size
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import Database, UTCDateTime, insert_ignoring_conflicts, utcnow
 from smoltbot.observer.registry_client import RegistryClient, RegistryError
-from smoltbot.observer.store import drift_alerts, drift_states, exchanges, traces
+from smoltbot.observer.store import drift_alerts, drift_pending, drift_states, exchanges, traces
 
 __all__ = ["DriftAlert", "DriftWatch"]
 
@@ -87,11 +88,13 @@ def _alert_from_row(row: Any) -> DriftAlert:
 
 class DriftWatch:
     def __init__(self, db: Database, registry: RegistryClient, settings: Settings, *,
-                 sweep_interval: float = 2.0) -> None:
+                 sweep_interval: float = 2.0, pass_interval: float = 0.2) -> None:
         self.db = db
         self.registry = registry
         self.settings = settings
         self.sweep_interval = sweep_interval
+        # Passes are coalesced: under load an agent's traces are fed in batches, not one by one.
+        self.pass_interval = pass_interval
         self._dirty: dict[str, str | None] = {}
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -136,13 +139,14 @@ class DriftWatch:
                 if more:
                     self._dirty.setdefault(agent_id, agent_hash)
                     self._ready.set()
+            await asyncio.sleep(self.pass_interval)
 
     async def _sweep(self) -> None:
         # Catches agents whose traces were held back by the watermark, or written before a restart.
         try:
             async with self.db.read() as conn:
                 agents = (await conn.execute(
-                    sa.select(traces.c.agent_id).where(sa.not_(traces.c.drift_done)).distinct()
+                    sa.select(drift_pending.c.agent_id).distinct()
                 )).scalars().all()
         except Exception as error:  # noqa: BLE001 - a sweep is best effort; the next one retries
             logger.warning("drift sweep failed: %s", error)
@@ -153,20 +157,17 @@ class DriftWatch:
     async def run_agent(self, agent_id: str, agent_hash: str | None = None) -> bool:
         """Feeds the agent's pending traces to its detector; True when more may be ready."""
         async with self.db.read() as conn:
-            candidates = (await conn.execute(
-                sa.select(traces.c.card_id, traces.c.failed)
-                .where(traces.c.agent_id == agent_id, sa.not_(traces.c.drift_done))
-                .order_by(traces.c.timestamp, traces.c.trace_id).limit(_PASS_LIMIT)
-            )).all()
-            if not candidates:
-                return False
             if agent_hash is None:
                 agent_hash = (await conn.execute(
                     sa.select(exchanges.c.agent_hash).where(exchanges.c.agent_id == agent_id).limit(1)
                 )).scalar_one_or_none()
+            watermark = await _watermark(conn, agent_hash)
+            candidates = (await conn.execute(_pending(agent_id, watermark, sa.select(traces.c.card_id)))).all()
+        if not candidates:
+            return False
         # Cards first, outside the write transaction: a slow Registry must not hold the lock.
         cards: dict[str, dict[str, Any] | None] = {}
-        for card_id in {row.card_id for row in candidates if not row.failed}:
+        for card_id in {row.card_id for row in candidates}:
             cards[card_id] = await self.registry.card(agent_id, card_id) if card_id else None
         async with self.db.begin() as conn:
             return await self._feed(conn, agent_id, agent_hash, cards)
@@ -179,19 +180,9 @@ class DriftWatch:
         state_row = (await conn.execute(
             sa.select(drift_states.c.state_json).where(drift_states.c.agent_id == agent_id).with_for_update()
         )).one()
-        query = (
-            sa.select(traces.c.trace_id, traces.c.card_id, traces.c.failed, traces.c.trace_json)
-            .where(traces.c.agent_id == agent_id, sa.not_(traces.c.drift_done))
-        )
-        if agent_hash is not None:
-            watermark = (await conn.execute(
-                sa.select(sa.func.min(exchanges.c.occurred_at))
-                .where(exchanges.c.agent_hash == agent_hash, exchanges.c.state.in_(("pending", "processing")))
-            )).scalar_one_or_none()
-            if watermark is not None:
-                query = query.where(traces.c.timestamp < sa.literal(_aware(watermark), UTCDateTime()))
-        rows = (await conn.execute(
-            query.order_by(traces.c.timestamp, traces.c.trace_id).limit(_PASS_LIMIT))).all()
+        watermark = await _watermark(conn, agent_hash)
+        rows = (await conn.execute(_pending(agent_id, watermark, sa.select(
+            traces.c.trace_id, traces.c.card_id, traces.c.trace_json)))).all()
         if not rows:
             return False
         detector = DriftDetector(
@@ -203,12 +194,11 @@ class DriftWatch:
         findings: list[DriftFinding] = []
         blocked = False
         for row in rows:
-            if not row.failed:
-                if row.card_id not in cards:  # a card we did not fetch: next pass
-                    blocked = True
-                    break
-                card = cards[row.card_id] or {"card_id": row.card_id}
-                findings.extend(detector.observe(json.loads(row.trace_json), card))
+            if row.card_id not in cards:  # a card we did not fetch: next pass
+                blocked = True
+                break
+            card = cards[row.card_id] or {"card_id": row.card_id}
+            findings.extend(detector.observe(json.loads(row.trace_json), card))
             fed.append(row.trace_id)
         for finding in findings:
             await self._record(conn, agent_id, finding, now)
@@ -216,8 +206,7 @@ class DriftWatch:
             card_id=str(detector.state.get("card_id") or ""), observed=int(detector.state.get("observed") or 0),
             state_json=json.dumps(detector.state, separators=(",", ":")), updated_at=now))
         for start in range(0, len(fed), 500):
-            await conn.execute(traces.update().where(traces.c.trace_id.in_(fed[start:start + 500]))
-                               .values(drift_done=True))
+            await conn.execute(drift_pending.delete().where(drift_pending.c.trace_id.in_(fed[start:start + 500])))
         return blocked or len(rows) == _PASS_LIMIT
 
     async def _record(self, conn: Any, agent_id: str, finding: DriftFinding, now: datetime) -> None:
@@ -275,6 +264,26 @@ class DriftWatch:
             rows = (await conn.execute(query)).all()
         alerts = [_alert_from_row(row) for row in rows]
         return next_page(alerts, limit, scope=scope, key=lambda alert: (alert.created_at, alert.alert_id))
+
+
+async def _watermark(conn: Any, agent_hash: str | None) -> datetime | None:
+    """The time of the agent's oldest unfinished exchange: traces from then on wait."""
+    if agent_hash is None:
+        return None
+    value = (await conn.execute(
+        sa.select(sa.func.min(exchanges.c.occurred_at))
+        .where(exchanges.c.agent_hash == agent_hash, exchanges.c.state.in_(("pending", "processing")))
+    )).scalar_one_or_none()
+    return None if value is None else _aware(value)
+
+
+def _pending(agent_id: str, watermark: datetime | None, query: Any) -> Any:
+    """`query` (over traces) restricted to the agent's queued traces before the watermark, in order."""
+    query = query.select_from(drift_pending.join(traces, traces.c.trace_id == drift_pending.c.trace_id)).where(
+        drift_pending.c.agent_id == agent_id)
+    if watermark is not None:
+        query = query.where(drift_pending.c.timestamp < sa.literal(watermark, UTCDateTime()))
+    return query.order_by(drift_pending.c.timestamp, drift_pending.c.trace_id).limit(_PASS_LIMIT)
 
 
 def _aware(value: datetime) -> datetime:

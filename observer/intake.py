@@ -85,6 +85,7 @@ class Intake:
         self.accepted = 0
         self.duplicates = 0
         self.rejected = 0
+        self.write_batches = 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._write_loop(), name="observer-intake")
@@ -158,6 +159,7 @@ class Intake:
         for submission in batch:
             unique.setdefault(submission.row.exchange_id, submission.row)
         accepted = await self._store.insert_exchanges(list(unique.values()))
+        self.write_batches += 1
         answered: set[str] = set()
         for submission in batch:
             exchange_id = submission.row.exchange_id

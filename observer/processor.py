@@ -4,8 +4,11 @@ Three kinds of task share one in-memory pipeline:
 
 * the claimer leases due exchanges (`Store.claim`) while fewer than `capacity` are held,
   woken by intake (`wake()`) and by a poll as a fallback;
-* `concurrency` workers each turn one exchange into traces: agent and session (from the
-  exchange, else the Registry), the active card, extraction, analysis, `build_traces`;
+* `concurrency` workers turn exchanges into traces: agent and session (from the exchange,
+  else the Registry), the active card, then extraction, analysis and `build_traces`. With the
+  local analyzer that CPU-heavy part runs in batches in worker processes (`offload.CpuPool`)
+  when the machine has a core to spare, else inline; the anthropic analyzer's model call is
+  awaited here, one exchange per worker at a time;
 * the writer stores whatever results are ready in one transaction (`Store.finish`), then
   tells the drift watch which agents have new traces.
 
@@ -21,43 +24,40 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from google.protobuf.message import DecodeError
 from smoltbot.core.errors import Unavailable
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import utcnow
-from smoltbot.observer import local_analyzer
-from smoltbot.observer.extraction import Extraction, extract
-from smoltbot.observer.model_analyzer import AnalysisResult, Analyzer
+from smoltbot.observer import offload
+from smoltbot.observer.extraction import Extraction
+from smoltbot.observer.model_analyzer import Analyzer
+from smoltbot.observer.offload import CpuPool, Job, JobResult
 from smoltbot.observer.registry_client import RegistryClient, RegistryError, RegistryUnavailable
 from smoltbot.observer.store import ClaimedExchange, Finished, Retry, Store, StoredTrace
 from smoltbot.observer.trace_builder import build_traces
 from smoltbot.v1 import exchange_pb2
 
-__all__ = ["OUTCOME_NAMES", "Processor"]
+__all__ = ["Processor"]
 
 logger = logging.getLogger(__name__)
 
-OUTCOME_NAMES = {
-    exchange_pb2.EXCHANGE_OUTCOME_COMPLETE: "complete",
-    exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_ERROR: "upstream_error",
-    exchange_pb2.EXCHANGE_OUTCOME_MID_STREAM_ERROR: "mid_stream_error",
-    exchange_pb2.EXCHANGE_OUTCOME_CLIENT_ABORT: "client_abort",
-    exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_UNREACHABLE: "upstream_unreachable",
-    exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_DROPPED: "upstream_dropped",
-}
-#: Payloads above this are read in a thread, so one giant exchange does not stall intake acks.
+#: Inline, payloads above this are read in a thread, so a giant exchange does not stall acks.
 _BIG_PAYLOAD = 512 * 1024
+#: Exchanges sent to a worker process at once (amortises the round trip).
+_POOL_BATCH = 16
 _RETRY_BASE, _RETRY_MAX = 0.5, 60.0
 _REGISTRY_BASE, _REGISTRY_MAX = 0.2, 5.0
 
 
 class _StepFailed(Exception):
-    def __init__(self, step: str, error: BaseException) -> None:
-        super().__init__(f"{step}: {type(error).__name__}: {error}")
+    def __init__(self, step: str, error: BaseException | str) -> None:
+        detail = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
+        super().__init__(f"{step}: {detail}")
         self.step = step
 
 
@@ -65,36 +65,27 @@ class _StepFailed(Exception):
 class _Context:
     """What is known of an exchange as processing goes, for the failure trace."""
 
+    item: ClaimedExchange
     exchange: exchange_pb2.Exchange | None = None
     agent_id: str = ""
     session_id: str | None = None
     card: dict[str, Any] | None = None
+    missing: tuple[str, ...] = ()
 
-
-def _time(message: Any, name: str) -> datetime | None:
-    if message is None or not message.HasField(name):
-        return None
-    try:
-        return getattr(message, name).ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        return None
-
-
-def outcome_of(exchange: exchange_pb2.Exchange) -> str:
-    name = OUTCOME_NAMES.get(exchange.outcome)
-    if name is not None:
-        return name
-    # Unspecified (an older or careless producer): judge by the HTTP status.
-    status = exchange.response.status
-    if status == 0:
-        return "upstream_unreachable"
-    return "complete" if 200 <= status < 300 else "upstream_error"
+    def decoded(self) -> exchange_pb2.Exchange | None:
+        if self.exchange is None:
+            try:
+                self.exchange = offload.decode(self.item.payload)
+            except DecodeError:
+                return None
+        return self.exchange
 
 
 class Processor:
     def __init__(self, store: Store, registry: RegistryClient, analyzer: Analyzer, settings: Settings, *,
                  on_written: Callable[[list[Finished]], None] | None = None, poll_interval: float = 1.0,
-                 lease_seconds: float | None = None, capacity: int | None = None) -> None:
+                 lease_seconds: float | None = None, capacity: int | None = None,
+                 cpu_workers: int | None = None) -> None:
         self.store = store
         self.registry = registry
         self.analyzer = analyzer
@@ -104,8 +95,11 @@ class Processor:
         # A lease must outlive the slowest step (a model call) with room to spare.
         self.lease_seconds = lease_seconds or max(60.0, 3 * settings.analyzer_timeout)
         self.concurrency = settings.observer_concurrency
-        self.capacity = capacity or max(64, 4 * self.concurrency)
+        self.capacity = capacity or max(256, 8 * self.concurrency)
         self._on_written = on_written
+        workers = offload.default_workers() if cpu_workers is None else cpu_workers
+        # Worker processes pay off only for the local analyzer (the model path waits on I/O).
+        self._pool = CpuPool(workers) if workers > 0 and analyzer.name == "local" else None
         self._queue: asyncio.Queue[ClaimedExchange | None] = asyncio.Queue()
         self._held: dict[str, ClaimedExchange] = {}
         self._results: list[Finished | Retry] = []
@@ -116,8 +110,12 @@ class Processor:
         self._workers: list[asyncio.Task[None]] = []
         self._stopping = False
         self._registry_failures = 0
+        self._next_retry: datetime | None = None
         self.processed = 0
         self.failed = 0
+        #: Transactions that stored results, and results stored (for logs and benchmarks).
+        self.write_batches = 0
+        self.claims = 0
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -158,19 +156,23 @@ class Processor:
             except Exception:
                 logger.exception("could not release %d leases at stop; they will expire", len(held))
             self._held.clear()
+        if self._pool is not None:
+            await self._pool.close()
 
     # -- claiming ------------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
         while True:
             free = self.capacity - len(self._held)
-            if free <= 0:
+            # Top up in batches (one transaction claims many), before the workers run dry.
+            if free <= 0 or (free < self.capacity // 4 and not self._queue.empty()):
                 self._space.clear()
                 await self._space.wait()
                 continue
             self._wake.clear()
             try:
                 claimed = await self.store.claim(self.owner, free, self.lease_seconds)
+                self.claims += 1
             except Unavailable:
                 await asyncio.sleep(self.poll_interval)
                 continue
@@ -182,20 +184,18 @@ class Processor:
                 self._held[item.exchange_id] = item
                 self._queue.put_nowait(item)
             if len(claimed) < free:
+                timeout = self._idle_timeout()
                 try:
-                    await asyncio.wait_for(self._wake.wait(), await self._idle_timeout())
+                    await asyncio.wait_for(self._wake.wait(), timeout)
                 except TimeoutError:
                     pass
 
-    async def _idle_timeout(self) -> float:
-        # Sleep until the next retry is due, at most one poll interval.
-        try:
-            due = await self.store.next_due()
-        except Exception:  # noqa: BLE001 - the poll interval is the fallback
+    def _idle_timeout(self) -> float:
+        # Until our own next retry is due, at most one poll interval (which also finds work
+        # other observers put back, and exchanges stored by other processes).
+        if self._next_retry is None:
             return self.poll_interval
-        if due is None:
-            return self.poll_interval
-        return min(self.poll_interval, max(0.01, (due - utcnow()).total_seconds()))
+        return min(self.poll_interval, max(0.01, (self._next_retry - utcnow()).total_seconds()))
 
     # -- processing ----------------------------------------------------------------------
 
@@ -204,100 +204,122 @@ class Processor:
             item = await self._queue.get()
             if item is None or self._stopping:
                 return
+            batch = [item]
+            if self._pool is not None:
+                while len(batch) < _POOL_BATCH and not self._queue.empty():
+                    more = self._queue.get_nowait()
+                    if more is None:
+                        self._queue.put_nowait(None)  # leave the stop mark for the next get
+                        break
+                    batch.append(more)
             try:
-                result = await self.process(item)
+                results = await self._process_batch(batch)
             except asyncio.CancelledError:
                 raise
-            except Exception as error:  # a bug; never lose the exchange over it
-                logger.exception("processing %s crashed", item.exchange_id)
-                result = self._retry(item, _StepFailed("process", error))
-            self._results.append(result)
+            except Exception as error:
+                logger.exception("processing %d exchanges crashed", len(batch))
+                results = [self._retry(item, _StepFailed("process", error)) for item in batch]
+            self._results.extend(results)
             self._results_ready.set()
+            # Let intake, the writer and gRPC run between batches: with work queued, get() and
+            # the cached Registry lookups never suspend, and a worker would hold the loop.
+            await asyncio.sleep(0)
 
     async def process(self, item: ClaimedExchange) -> Finished | Retry:
-        context = _Context()
+        """One exchange, start to finish (without storing the result)."""
+        return (await self._process_batch([item]))[0]
+
+    async def _process_batch(self, items: list[ClaimedExchange]) -> list[Finished | Retry]:
+        results: dict[str, Finished | Retry] = {}
+        ready: list[tuple[_Context, Job]] = []
+        for item in items:
+            context = _Context(item)
+            try:
+                ready.append((context, await self._prepare(context)))
+            except RegistryUnavailable as error:
+                results[item.exchange_id] = self._registry_retry(item, error)
+            except _StepFailed as error:
+                results[item.exchange_id] = self._failed_step(context, error)
+        if ready:
+            for (context, job), result in zip(ready, await self._compute([job for _, job in ready]), strict=True):
+                item = context.item
+                if result.step:
+                    results[item.exchange_id] = self._failed_step(context, _StepFailed(result.step, result.error))
+                    continue
+                self._registry_failures = 0
+                results[item.exchange_id] = Finished(
+                    item.exchange_id, item.agent_hash, job.agent_id, job.session_id,
+                    [StoredTrace(trace, text) for trace, text in zip(result.traces, result.trace_json, strict=True)])
+        return [results[item.exchange_id] for item in items]
+
+    async def _prepare(self, context: _Context) -> Job:
+        """Agent, session and card of an exchange (the Registry's part), as a job to compute."""
+        item = context.item
         if item.attempts > self.settings.observer_max_attempts:
             # Every attempt got through processing but its result could not be stored.
-            try:
-                context.exchange = exchange_pb2.Exchange.FromString(item.payload)
-            except DecodeError:
-                pass
-            context.agent_id = item.agent_id or (context.exchange.agent_id if context.exchange else "")
-            return self._failure(item, context, _StepFailed("store traces", RuntimeError(item.last_error)))
-        try:
-            finished = await self._process(item, context)
-        except RegistryUnavailable as error:
-            self._registry_failures += 1
-            delay = min(_REGISTRY_MAX, _REGISTRY_BASE * 2 ** (self._registry_failures - 1))
-            logger.warning("registry unavailable; exchange %s stays pending (%s)", item.exchange_id, error)
-            return Retry(item.exchange_id, utcnow() + timedelta(seconds=delay), str(error), counted=False)
-        except _StepFailed as error:
-            if item.attempts >= self.settings.observer_max_attempts:
-                return self._failure(item, context, error)
-            return self._retry(item, error)
-        self._registry_failures = 0
-        return finished
-
-    def _retry(self, item: ClaimedExchange, error: _StepFailed) -> Retry:
-        delay = min(_RETRY_MAX, _RETRY_BASE * 2 ** max(0, item.attempts - 1))
-        logger.warning("exchange %s attempt %d failed (%s); retrying in %.1fs",
-                       item.exchange_id, item.attempts, error, delay)
-        return Retry(item.exchange_id, utcnow() + timedelta(seconds=delay), str(error))
-
-    async def _process(self, item: ClaimedExchange, context: _Context) -> Finished:
-        big = len(item.payload) > _BIG_PAYLOAD
-        try:
-            exchange = exchange_pb2.Exchange.FromString(item.payload)
-        except DecodeError as error:
-            raise _StepFailed("decode", error) from None
-        context.exchange = exchange
-        agent_id = item.agent_id or exchange.agent_id
+            raise _StepFailed("store traces", item.last_error or "the traces could not be stored")
+        agent_id = item.agent_id
+        if not agent_id:
+            exchange = context.decoded()
+            agent_id = exchange.agent_id if exchange is not None else ""
         if not agent_id:
             agent_id = await self._registry_step("resolve agent", self.registry.agent_id_for(item.agent_hash))
         context.agent_id = agent_id
-        started_at, ended_at = _time(exchange.timings, "started_at"), _time(exchange.timings, "ended_at")
-        missing: list[str] = []
-        session_id = item.session_id or exchange.session_id or None
+        session_id = item.session_id
         if session_id is None:
+            exchange = context.decoded()
+            session_id = exchange.session_id if exchange is not None else None
+        if not session_id:
+            exchange = context.decoded()
             try:
-                session_id = await self.registry.session_for(agent_id, exchange.session_hint, started_at)
+                session_id = await self.registry.session_for(
+                    agent_id, exchange.session_hint if exchange is not None else "",
+                    offload.time_of(exchange.timings, "started_at") if exchange is not None else None)
             except RegistryError as error:
-                missing.append(f"session could not be resolved ({error})")
+                session_id = None
+                context.missing = (f"session could not be resolved ({error})",)
         context.session_id = session_id
-        card = await self._registry_step("get active card", self.registry.active_card(agent_id))
-        context.card = card
-        outcome = outcome_of(exchange)
-        try:
-            extraction = await _cpu(big, extract, exchange.request.body, exchange.response.body,
-                                    http_status=exchange.response.status, streamed=exchange.response.streamed,
-                                    outcome=outcome, stream_error=exchange.response.stream_error)
-        except Exception as error:
-            raise _StepFailed("extract", error) from error
-        extraction.missing.extend(missing)
-        try:
-            if self.analyzer.name == "local" and big:
-                result = AnalysisResult(await _cpu(True, local_analyzer.analyze, extraction, card, outcome=outcome),
-                                        "local")
+        context.card = await self._registry_step("get active card", self.registry.active_card(agent_id))
+        return Job(exchange_id=item.exchange_id, agent_id=agent_id, session_id=session_id, card=context.card,
+                   payload=item.payload, store_reasoning=self.settings.store_reasoning, observed_at=utcnow(),
+                   missing=context.missing)
+
+    async def _compute(self, jobs: list[Job]) -> list[JobResult]:
+        if self.analyzer.name != "local":
+            return [await self._with_model(job) for job in jobs]
+        if self._pool is not None:
+            try:
+                return await self._pool.run(jobs)
+            except BrokenProcessPool:
+                logger.exception("the worker processes died; reading exchanges inline from now on")
+                pool, self._pool = self._pool, None
+                await pool.close()
+        results = []
+        for job in jobs:
+            if len(job.payload) > _BIG_PAYLOAD:
+                results.append(await asyncio.to_thread(offload.compute, job))
             else:
-                result = await self.analyzer.analyze(extraction, card, outcome)
-        except Exception as error:
-            raise _StepFailed("analyze", error) from error
-        observed_at = utcnow()
+                results.append(offload.compute(job))
+        return results
+
+    async def _with_model(self, job: Job) -> JobResult:
+        """The anthropic analyzer's path: extraction here, the model call awaited, then build."""
+        result = JobResult(job.exchange_id)
+        step = "decode"
         try:
-            built = await _cpu(
-                big, build_traces,
-                exchange_id=item.exchange_id, agent_id=agent_id, session_id=session_id, card=card,
-                extraction=extraction, analyses=result.analyses, exchange_started_at=started_at,
-                exchange_ended_at=ended_at, observed_at=observed_at, conversation_turn=None,
-                store_reasoning=self.settings.store_reasoning, analyzer_name=result.analyzer,
-                analysis_fallback_reason=result.fallback_reason, outcome=outcome,
-                outcome_detail=exchange.outcome_detail, http_status=exchange.response.status,
-                environment=_environment(exchange),
-            )
-        except Exception as error:
-            raise _StepFailed("build traces", error) from error
-        return Finished(item.exchange_id, item.agent_hash, agent_id, session_id,
-                        [StoredTrace(trace) for trace in built])
+            exchange = offload.decode(job.payload)
+            step = "extract"
+            extraction = offload.extraction_of(exchange, job.missing)
+            step = "analyze"
+            analysis = await self.analyzer.analyze(extraction, job.card, offload.outcome_of(exchange))
+            step = "build traces"
+            result.traces = offload.traces_of(job, exchange, extraction, analysis.analyses, analysis.analyzer,
+                                              analysis.fallback_reason)
+            result.trace_json = [offload.dumps(trace) for trace in result.traces]
+        except Exception as error:  # noqa: BLE001 - a failed step, retried by the caller
+            result.step, result.error = step, f"{type(error).__name__}: {error}"
+            result.traces, result.trace_json = [], []
+        return result
 
     async def _registry_step(self, step: str, call: Any) -> Any:
         try:
@@ -309,30 +331,49 @@ class Processor:
         except Exception as error:
             raise _StepFailed(step, error) from error
 
-    def _failure(self, item: ClaimedExchange, context: _Context, error: _StepFailed) -> Finished | Retry:
+    def _registry_retry(self, item: ClaimedExchange, error: RegistryUnavailable) -> Retry:
+        self._registry_failures += 1
+        delay = min(_REGISTRY_MAX, _REGISTRY_BASE * 2 ** (self._registry_failures - 1))
+        logger.warning("registry unavailable; exchange %s stays pending (%s)", item.exchange_id, error)
+        return Retry(item.exchange_id, utcnow() + timedelta(seconds=delay), str(error), counted=False)
+
+    def _failed_step(self, context: _Context, error: _StepFailed) -> Finished | Retry:
+        if context.item.attempts >= self.settings.observer_max_attempts:
+            return self._failure(context, error)
+        return self._retry(context.item, error)
+
+    def _retry(self, item: ClaimedExchange, error: _StepFailed) -> Retry:
+        delay = min(_RETRY_MAX, _RETRY_BASE * 2 ** max(0, item.attempts - 1))
+        logger.warning("exchange %s attempt %d failed (%s); retrying in %.1fs",
+                       item.exchange_id, item.attempts, error, delay)
+        return Retry(item.exchange_id, utcnow() + timedelta(seconds=delay), str(error))
+
+    def _failure(self, context: _Context, error: _StepFailed) -> Finished | Retry:
         """The exchange as one processing_failed trace that says what failed."""
+        item = context.item
         detail = f"processing failed after {item.attempts} attempts at step '{error.step}': {error}"
         logger.error("exchange %s: %s", item.exchange_id, detail)
-        exchange = context.exchange
+        exchange = context.decoded()
+        if not context.agent_id:
+            context.agent_id = item.agent_id or (exchange.agent_id if exchange is not None else "")
         extraction = Extraction(outcome="processing_failed", error_type="processing_failed",
                                 error_message=detail)
         if exchange is not None:
             extraction.http_status = exchange.response.status
             extraction.streamed = exchange.response.streamed
-        started_at = _time(exchange.timings, "started_at") if exchange is not None else None
-        ended_at = _time(exchange.timings, "ended_at") if exchange is not None else None
         extraction.missing.append(detail)
         last: Exception | None = None
         for card in (context.card or {}, {}):
             try:
                 built = build_traces(
                     exchange_id=item.exchange_id, agent_id=context.agent_id, session_id=context.session_id,
-                    card=card, extraction=extraction, analyses=None, exchange_started_at=started_at,
-                    exchange_ended_at=ended_at, observed_at=utcnow(), conversation_turn=None,
-                    store_reasoning=self.settings.store_reasoning, analyzer_name="local",
-                    outcome="processing_failed", outcome_detail=detail,
+                    card=card, extraction=extraction, analyses=None,
+                    exchange_started_at=offload.time_of(exchange.timings, "started_at") if exchange else None,
+                    exchange_ended_at=offload.time_of(exchange.timings, "ended_at") if exchange else None,
+                    observed_at=utcnow(), conversation_turn=None, store_reasoning=self.settings.store_reasoning,
+                    analyzer_name="local", outcome="processing_failed", outcome_detail=detail,
                     http_status=exchange.response.status if exchange is not None else 0,
-                    environment=_environment(exchange) if exchange is not None else None,
+                    environment=offload.environment_of(exchange) if exchange is not None else None,
                 )
             except Exception as build_error:  # noqa: BLE001 - the card itself may be what breaks
                 last = build_error
@@ -400,6 +441,7 @@ class Processor:
         done = [r for r in batch if isinstance(r, Finished)]
         retries = [r for r in batch if isinstance(r, Retry)]
         report = await self.store.finish(self.owner, done, retries)
+        self.write_batches += 1
         for result in batch:
             self._held.pop(result.exchange_id, None)
         if report.lost:
@@ -407,21 +449,9 @@ class Processor:
         self.processed += len(report.written)
         self._space.set()
         if retries:
+            due = min(retry.next_attempt_at for retry in retries)
+            if self._next_retry is None or self._next_retry <= utcnow() or due < self._next_retry:
+                self._next_retry = due
             self._wake.set()
         if report.written and self._on_written is not None:
             self._on_written(report.written)
-
-
-async def _cpu(big: bool, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    if big:
-        return await asyncio.to_thread(function, *args, **kwargs)
-    return function(*args, **kwargs)
-
-
-def _environment(exchange: exchange_pb2.Exchange) -> dict[str, Any]:
-    environment: dict[str, Any] = {}
-    if exchange.gateway_id:
-        environment["gateway_id"] = exchange.gateway_id
-    if exchange.request.path:
-        environment["request_path"] = exchange.request.path
-    return environment

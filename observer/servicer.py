@@ -7,10 +7,9 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
-from typing import Any
 
 import grpc
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
 from smoltbot.core.errors import InvalidArgument, SmoltbotError, grpc_status_for
 from smoltbot.core.grpc_server import grpc_errors
@@ -18,6 +17,7 @@ from smoltbot.observer.drift_watch import DriftAlert, DriftWatch
 from smoltbot.observer.intake import Ack, Intake
 from smoltbot.observer.integrity import Integrity, IntegrityWindow
 from smoltbot.observer.queries import Queries
+from smoltbot.observer.trace_proto import trace_to_proto
 from smoltbot.v1 import observer_service_pb2 as pb
 from smoltbot.v1 import observer_service_pb2_grpc, trace_pb2
 
@@ -42,10 +42,6 @@ def _time(request: Message, field: str) -> datetime | None:
         return getattr(request, field).ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
         raise InvalidArgument(field, "is not a valid timestamp") from None
-
-
-def trace_to_proto(trace: dict[str, Any]) -> trace_pb2.ApTrace:
-    return json_format.ParseDict(trace, trace_pb2.ApTrace(), ignore_unknown_fields=True)
 
 
 def _window_to_proto(window: IntegrityWindow) -> trace_pb2.IntegrityWindow:

@@ -9,10 +9,12 @@ Queue protocol, the same on both backends:
   or processing with an expired lease (``next_attempt_at`` holds the expiry then). On
   PostgreSQL the inner select is ``FOR UPDATE SKIP LOCKED``, so observers sharing a database
   never claim the same row; SQLite has one writer at a time anyway.
+  The payloads of the claimed rows are then read from `exchange_payloads`.
 * `finish`: in one transaction, locks the rows still leased to us, stores their traces
-  (``ON CONFLICT DO NOTHING`` on trace_id and on (exchange_id, decision_index)), marks them
-  done/failed and clears the payload, or puts them back to pending for a retry. A row whose
-  lease we lost is left alone: whoever holds it now writes it.
+  (``ON CONFLICT DO NOTHING`` on trace_id and on (exchange_id, decision_index)) and queues them
+  for the drift detector, marks the exchanges done (deleting their payloads) or failed, or puts
+  them back to pending for a retry. A row whose lease we lost is left alone: whoever holds it
+  now writes it.
 """
 
 from __future__ import annotations
@@ -37,7 +39,9 @@ __all__ = [
     "Store",
     "StoredTrace",
     "drift_alerts",
+    "drift_pending",
     "drift_states",
+    "exchange_payloads",
     "exchanges",
     "metadata",
     "tool_executions",
@@ -57,7 +61,6 @@ exchanges = sa.Table(
     sa.Column("session_id", sa.String(256)),
     sa.Column("received_at", UTCDateTime(), nullable=False),
     sa.Column("occurred_at", UTCDateTime(), nullable=False),
-    sa.Column("payload", sa.LargeBinary(), nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("attempts", sa.Integer(), nullable=False),
     sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
@@ -65,6 +68,12 @@ exchanges = sa.Table(
     sa.Column("lease_expires_at", UTCDateTime()),
     sa.Column("last_error", sa.Text()),
     sa.Column("finished_at", UTCDateTime()),
+)
+
+exchange_payloads = sa.Table(
+    "exchange_payloads", metadata,
+    sa.Column("exchange_id", sa.String(32), primary_key=True),
+    sa.Column("payload", sa.LargeBinary(), nullable=False),
 )
 
 traces = sa.Table(
@@ -86,7 +95,6 @@ traces = sa.Table(
     sa.Column("model_analysis", sa.Boolean(), nullable=False),
     sa.Column("failed", sa.Boolean(), nullable=False),
     sa.Column("outcome", sa.String(32), nullable=False),
-    sa.Column("drift_done", sa.Boolean(), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("trace_json", sa.Text(), nullable=False),
 )
@@ -98,6 +106,13 @@ trace_violations = sa.Table(
     sa.Column("agent_id", sa.String(144), nullable=False),
     sa.Column("type", sa.String(64), nullable=False),
     sa.Column("severity", sa.String(16), nullable=False),
+)
+
+drift_pending = sa.Table(
+    "drift_pending", metadata,
+    sa.Column("trace_id", sa.String(96), primary_key=True),
+    sa.Column("agent_id", sa.String(144), nullable=False),
+    sa.Column("timestamp", UTCDateTime(), nullable=False),
 )
 
 drift_states = sa.Table(
@@ -165,9 +180,10 @@ class ClaimedExchange:
 
 @dataclass
 class StoredTrace:
-    """A built trace (trace.proto JSON) and the columns derived from it."""
+    """A built trace (trace.proto JSON), its serialised form, and the columns derived from it."""
 
     trace: dict[str, Any]
+    trace_json: str | None = None
 
     @property
     def trace_id(self) -> str:
@@ -199,9 +215,8 @@ class StoredTrace:
                 "analysis_fallback_reason"),
             "failed": outcome in FAILURE_OUTCOMES,
             "outcome": outcome[:32],
-            "drift_done": False,
             "created_at": created_at,
-            "trace_json": json.dumps(trace, ensure_ascii=False, separators=(",", ":")),
+            "trace_json": self.trace_json or json.dumps(trace, ensure_ascii=False, separators=(",", ":")),
         }
 
 
@@ -270,7 +285,6 @@ class Store:
             "session_id": row.session_id,
             "received_at": now,
             "occurred_at": row.occurred_at,
-            "payload": row.payload,
             "state": "pending",
             "attempts": 0,
             "next_attempt_at": now,
@@ -282,6 +296,10 @@ class Store:
             for chunk in _chunks(values, 200):
                 result = await conn.execute(statement, list(chunk))
                 accepted.update(row[0] for row in result)
+            payloads = [{"exchange_id": row.exchange_id, "payload": row.payload}
+                        for row in rows if row.exchange_id in accepted]
+            for chunk in _chunks(payloads, 200):
+                await conn.execute(exchange_payloads.insert(), list(chunk))
         return accepted
 
     # -- the queue -----------------------------------------------------------------------
@@ -303,24 +321,23 @@ class Store:
             .values(state="processing", lease_owner=owner, lease_expires_at=expires, next_attempt_at=expires,
                     attempts=exchanges.c.attempts + 1)
             .returning(exchanges.c.exchange_id, exchanges.c.agent_hash, exchanges.c.agent_id,
-                       exchanges.c.session_id, exchanges.c.payload, exchanges.c.attempts,
-                       exchanges.c.received_at, exchanges.c.last_error)
+                       exchanges.c.session_id, exchanges.c.attempts, exchanges.c.received_at,
+                       exchanges.c.last_error)
         )
         async with self.db.begin() as conn:
-            result = await conn.execute(statement)
-            rows = result.all()
+            rows = (await conn.execute(statement)).all()
+            payloads: dict[str, bytes] = {}
+            ids = [row.exchange_id for row in rows]
+            for chunk in _chunks(ids):
+                result = await conn.execute(sa.select(exchange_payloads.c.exchange_id, exchange_payloads.c.payload)
+                                            .where(exchange_payloads.c.exchange_id.in_(chunk)))
+                payloads.update((exchange_id, bytes(payload)) for exchange_id, payload in result)
         claimed = [ClaimedExchange(row.exchange_id, row.agent_hash, row.agent_id, row.session_id,
-                                   bytes(row.payload), row.attempts, row.received_at, row.last_error or "")
+                                   payloads.get(row.exchange_id, b""), row.attempts, row.received_at,
+                                   row.last_error or "")
                    for row in rows]
         claimed.sort(key=lambda item: item.received_at)
         return claimed
-
-    async def next_due(self) -> datetime | None:
-        """When the earliest unfinished exchange becomes due (None when there is none)."""
-        async with self.db.read() as conn:
-            return (await conn.execute(
-                sa.select(sa.func.min(exchanges.c.next_attempt_at)).where(exchanges.c.state.in_(_UNFINISHED))
-            )).scalar_one_or_none()
 
     async def finish(self, owner: str, done: Sequence[Finished], retries: Sequence[Retry]) -> FinishReport:
         """Writes processing results in one transaction (see the module docstring)."""
@@ -345,23 +362,22 @@ class Store:
                 await conn.execute(
                     exchanges.update().where(exchanges.c.exchange_id == sa.bindparam("b_id")).values(
                         state=sa.bindparam("b_state"), agent_id=sa.bindparam("b_agent"),
-                        session_id=sa.bindparam("b_session"),
-                        # Done: the traces are the record, and the raw request body is not kept.
-                        # A failed exchange keeps its payload for an operator to look into.
-                        payload=sa.case((sa.bindparam("b_failed", type_=sa.Boolean()), exchanges.c.payload),
-                                        else_=sa.literal(b"", sa.LargeBinary())),
-                        lease_owner=None, lease_expires_at=None, last_error=sa.bindparam("b_error"),
-                        finished_at=now,
+                        session_id=sa.bindparam("b_session"), lease_owner=None, lease_expires_at=None,
+                        last_error=sa.bindparam("b_error"), finished_at=now,
                     ),
                     [{
                         "b_id": item.exchange_id,
                         "b_state": "failed" if item.failed else "done",
                         "b_agent": item.agent_id or None,
                         "b_session": item.session_id,
-                        "b_failed": item.failed,
                         "b_error": item.error[:4000] or None,
                     } for item in written],
                 )
+                # Done: the traces are the record, and the raw request body is not kept. A failed
+                # exchange keeps its payload for an operator to look into.
+                finished = [item.exchange_id for item in written if not item.failed]
+                for chunk in _chunks(finished):
+                    await conn.execute(exchange_payloads.delete().where(exchange_payloads.c.exchange_id.in_(chunk)))
             again = [item for item in retries if item.exchange_id in owned]
             if again:
                 await conn.execute(
@@ -409,23 +425,25 @@ class Store:
             for row in rows:
                 if row["tool_use_id"]:
                     row["executed"] = reported.get((row["agent_id"], row["tool_use_id"]))
-        statement = insert_ignoring_conflicts(self.db.dialect, traces).returning(traces.c.trace_id)
-        inserted: set[str] = set()
+        # While we hold an exchange's lease no trace of it can exist (traces and the done mark
+        # are written together), so the conflict clause is only a safety net.
         for chunk in _chunks(rows, 100):
-            result = await conn.execute(statement, list(chunk))
-            inserted.update(row[0] for row in result)
+            await conn.execute(insert_ignoring_conflicts(self.db.dialect, traces), list(chunk))
         violations = []
         for item, row in zip(stored, rows, strict=True):
-            if row["trace_id"] not in inserted:
-                continue
             for position, violation in enumerate((item.trace.get("verification") or {}).get("violations") or []):
                 violations.append({
                     "trace_id": row["trace_id"], "position": position, "agent_id": row["agent_id"],
                     "type": str(violation.get("type") or "unknown")[:64],
                     "severity": str(violation.get("severity") or "")[:16],
                 })
-        if violations:
-            await conn.execute(insert_ignoring_conflicts(self.db.dialect, trace_violations), violations)
+        for chunk in _chunks(violations, 200):
+            await conn.execute(insert_ignoring_conflicts(self.db.dialect, trace_violations), list(chunk))
+        # Failure traces are not decisions of the agent: the drift detector never sees them.
+        pending = [{"trace_id": row["trace_id"], "agent_id": row["agent_id"], "timestamp": row["timestamp"]}
+                   for row in rows if not row["failed"]]
+        for chunk in _chunks(pending, 200):
+            await conn.execute(insert_ignoring_conflicts(self.db.dialect, drift_pending), list(chunk))
 
     # -- traces --------------------------------------------------------------------------
 

@@ -18,7 +18,6 @@ from typing import Any
 import grpc
 import pytest
 import sqlalchemy as sa
-
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import Database, open_database
 from smoltbot.observer.server import ObserverServer
@@ -26,11 +25,15 @@ from smoltbot.observer.server import build_server as build_observer
 from smoltbot.registry.server import build_server as build_registry
 from smoltbot.v1 import (
     exchange_pb2,
-    observer_service_pb2 as pb,
     observer_service_pb2_grpc,
-    registry_service_pb2 as rpb,
     registry_service_pb2_grpc,
     trace_pb2,
+)
+from smoltbot.v1 import (
+    observer_service_pb2 as pb,
+)
+from smoltbot.v1 import (
+    registry_service_pb2 as rpb,
 )
 
 
@@ -200,7 +203,7 @@ class ObserverStack:
         while True:
             async with self.db.read() as conn:
                 pending = (await conn.execute(sa.text(
-                    "SELECT count(*) FROM traces WHERE agent_id = :a AND NOT drift_done"), {"a": agent_id})).scalar_one()
+                    "SELECT count(*) FROM drift_pending WHERE agent_id = :a"), {"a": agent_id})).scalar_one()
             if pending == 0:
                 return
             if time.monotonic() > deadline:

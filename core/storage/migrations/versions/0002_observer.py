@@ -3,8 +3,14 @@ reported tool executions.
 
 `exchanges` is both the intake log and the work queue: its primary key is what makes a
 re-sent exchange a duplicate, and `state`/`next_attempt_at`/`lease_*` drive processing. The
-payload (the serialized Exchange, request body included) is cleared once the exchange is done,
-so raw conversations are not kept beside the redacted traces.
+payload (the serialized Exchange, request body included) lives beside it in
+`exchange_payloads`: a queue row is updated three or four times (claimed, retried, finished)
+and SQLite rewrites a whole row on every update, so a 6 KB payload inside it cost five times
+the I/O. The payload is deleted once the exchange is done, so raw conversations are not kept
+beside the redacted traces; a failed exchange keeps it for an operator to look into.
+
+`traces` rows are written once and never rewritten (only `executed` is set by a plugin
+report); `drift_pending` lists the traces the drift detector has not seen yet.
 
 On PostgreSQL every table gets row-level security; `traces`, `trace_violations` and
 `drift_alerts` get a public SELECT policy. `exchanges` (raw request bodies), `drift_states`
@@ -26,7 +32,8 @@ branch_labels = None
 depends_on = None
 
 _AGENT_ID = 144  # as in 0001
-_TABLES = ("exchanges", "traces", "trace_violations", "drift_states", "drift_alerts", "tool_executions")
+_TABLES = ("exchanges", "exchange_payloads", "traces", "trace_violations", "drift_pending", "drift_states",
+           "drift_alerts", "tool_executions")
 _PUBLIC_READ = ("traces", "trace_violations", "drift_alerts")
 
 
@@ -44,7 +51,6 @@ def upgrade() -> None:
         _timestamp("received_at"),
         # When the exchange happened (its end, else its start, else receipt): the trace time.
         _timestamp("occurred_at"),
-        sa.Column("payload", sa.LargeBinary(), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
         # Pending: when it may be tried. Processing: when its lease expires (= lease_expires_at),
@@ -60,6 +66,13 @@ def upgrade() -> None:
     op.create_index("ix_exchanges_due", "exchanges", ["state", "next_attempt_at"])
     # Drift holds an agent's traces back while older exchanges of the agent are unfinished.
     op.create_index("ix_exchanges_agent_hash_state", "exchanges", ["agent_hash", "state", "occurred_at"])
+
+    op.create_table(
+        "exchange_payloads",
+        sa.Column("exchange_id", sa.String(32), sa.ForeignKey("exchanges.exchange_id", ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("payload", sa.LargeBinary(), nullable=False),
+    )
 
     op.create_table(
         "traces",
@@ -81,7 +94,6 @@ def upgrade() -> None:
         sa.Column("model_analysis", sa.Boolean(), nullable=False),
         sa.Column("failed", sa.Boolean(), nullable=False),
         sa.Column("outcome", sa.String(32), nullable=False),
-        sa.Column("drift_done", sa.Boolean(), nullable=False),
         _timestamp("created_at"),
         sa.Column("trace_json", sa.Text(), nullable=False),
         sa.UniqueConstraint("exchange_id", "decision_index", name="uq_traces_exchange_decision"),
@@ -93,8 +105,6 @@ def upgrade() -> None:
     op.create_index("ix_traces_agent_tool_use", "traces", ["agent_id", "tool_use_id"],
                     sqlite_where=sa.text("tool_use_id IS NOT NULL"),
                     postgresql_where=sa.text("tool_use_id IS NOT NULL"))
-    op.create_index("ix_traces_drift_pending", "traces", ["agent_id", "timestamp"],
-                    sqlite_where=sa.text("NOT drift_done"), postgresql_where=sa.text("NOT drift_done"))
 
     op.create_table(
         "trace_violations",
@@ -106,6 +116,15 @@ def upgrade() -> None:
         sa.Column("severity", sa.String(16), nullable=False),
     )
     op.create_index("ix_trace_violations_agent_type", "trace_violations", ["agent_id", "type"])
+
+    op.create_table(
+        "drift_pending",
+        sa.Column("trace_id", sa.String(96), sa.ForeignKey("traces.trace_id", ondelete="CASCADE"),
+                  primary_key=True),
+        sa.Column("agent_id", sa.String(_AGENT_ID), nullable=False),
+        _timestamp("timestamp"),
+    )
+    op.create_index("ix_drift_pending_agent_timestamp", "drift_pending", ["agent_id", "timestamp", "trace_id"])
 
     op.create_table(
         "drift_states",
@@ -159,6 +178,8 @@ def downgrade() -> None:
     op.drop_table("tool_executions")
     op.drop_table("drift_alerts")
     op.drop_table("drift_states")
+    op.drop_table("drift_pending")
     op.drop_table("trace_violations")
     op.drop_table("traces")
+    op.drop_table("exchange_payloads")
     op.drop_table("exchanges")

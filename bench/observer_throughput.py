@@ -1,0 +1,430 @@
+"""Observer throughput and trace visibility, on SQLite and on PostgreSQL.
+
+    python bench/observer_throughput.py [--count 5000] [--rate 50] [--seconds 10]
+                                        [--backends sqlite,postgresql] [--no-docs] [--profile]
+
+* Throughput: `--count` realistic exchanges (thinking + a tool call, a request with history,
+  ~6 KB each, 8 agents) are sent over one Ingest stream as fast as the acks allow (1024 in
+  flight, as the gateway does). Measured from the first send to the moment the last one is
+  stored as traces (local analyzer); also the ack rate alone.
+* Visibility: `--rate` exchanges/s for `--seconds`, each stamped with its end time when sent;
+  a reader polls ListTraces (newest first) every 20 ms. Reported: p50/p95/max of "trace
+  visible through the API" minus "exchange ended".
+
+Layout on a 2-core machine: the Registry and Observer run in one child process pinned to core
+0 (`taskset`), the load generator and the poller on core 1. PostgreSQL is a throwaway cluster
+(initdb + pg_ctl, default durability settings: fsync and synchronous_commit on) on core 1.
+
+Prints the figures and rewrites the "Observer" section of docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import glob
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SERVER_CORE, LOAD_CORE = "0", "1"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# -- the server side (child process) -----------------------------------------------------------
+
+
+async def serve(database_url: str, registry_port: int, observer_port: int, profile: str) -> None:
+    from smoltbot.core.settings import load_settings
+    from smoltbot.observer.server import build_server as build_observer
+    from smoltbot.registry.server import build_server as build_registry
+
+    home = Path(tempfile.mkdtemp(prefix="smoltbot-bench-home-"))
+    settings = load_settings(home=home, database_url=database_url, hash_secret="bench",
+                             registry_address=f"127.0.0.1:{registry_port}",
+                             observer_address=f"127.0.0.1:{observer_port}", log_level="WARNING")
+    registry = await build_registry(settings)
+    await registry.start()
+    observer = await build_observer(settings)
+    await observer.start()
+    print("ready", flush=True)
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    finally:
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(profile)
+        processor, intake = observer.processor, observer.intake
+        print(f"  observer: {intake.accepted} accepted in {intake.write_batches} intake transactions; "
+              f"{processor.processed} processed, {processor.claims} claims, {processor.write_batches} "
+              f"result transactions", file=sys.stderr, flush=True)
+        await observer.stop(2.0)
+        await registry.stop(1.0)
+        shutil.rmtree(home, ignore_errors=True)
+
+
+# -- PostgreSQL ----------------------------------------------------------------------------------
+
+
+class Postgres:
+    def __init__(self) -> None:
+        self.base = Path(tempfile.mkdtemp(prefix="smoltbot-bench-pg-"))
+        self.port = free_port()
+        self.bin = self._bin_dir()
+
+    @staticmethod
+    def _bin_dir() -> Path:
+        found = shutil.which("pg_ctl")
+        if found:
+            return Path(found).parent
+        candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), reverse=True)
+        if not candidates:
+            raise SystemExit("PostgreSQL binaries (initdb, pg_ctl) not found")
+        return Path(candidates[0]).parent
+
+    def _as_owner(self, argv: list[str]) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *argv] if os.geteuid() == 0 else argv
+
+    def start(self) -> str:
+        if os.geteuid() == 0:
+            shutil.chown(self.base, user="postgres", group="postgres")
+        data = self.base / "data"
+        subprocess.run(self._as_owner([str(self.bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
+                                       "-E", "UTF8", "--locale=C"]), check=True, stdout=subprocess.DEVNULL)
+        options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c max_connections=100"
+        subprocess.run(["taskset", "-c", LOAD_CORE, *self._as_owner([
+            str(self.bin / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(self.base / "log"), "-w", "start"])],
+            check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(["psql" if shutil.which("psql") else str(self.bin / "psql"), "-h", "127.0.0.1", "-p",
+                        str(self.port), "-U", "postgres", "-c", "CREATE DATABASE bench"], check=True,
+                       stdout=subprocess.DEVNULL)
+        return f"postgresql://postgres@127.0.0.1:{self.port}/bench"
+
+    def stop(self) -> None:
+        subprocess.run(self._as_owner([str(self.bin / "pg_ctl"), "-D", str(self.base / "data"), "-m", "fast",
+                                       "-w", "stop"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        shutil.rmtree(self.base, ignore_errors=True)
+
+
+# -- the load side -------------------------------------------------------------------------------
+
+THINKING = ("The user wants the deployment log checked before anything is changed. Option A: read the "
+            "log file first. Option B: restart the service right away, which is risky and could lose "
+            "state. I prefer to be transparent and avoid harm, so I will read the log and explain what I "
+            "find before proposing a restart. ") * 3
+
+
+def exchange_bytes(agent: tuple[str, str, str], index: int) -> tuple[str, bytes]:
+    """An IngestRequest as the gateway sends it: agent and session resolved, ended now."""
+    from google.protobuf import timestamp_pb2
+    from smoltbot.v1 import exchange_pb2, observer_service_pb2
+
+    exchange_id = secrets.token_hex(16)
+    request = {
+        "model": "claude-sonnet-4-5", "max_tokens": 2048, "system": "You are an ops assistant.",
+        "tools": [{"name": "read_file", "input_schema": {"type": "object"}},
+                  {"name": "restart_service", "input_schema": {"type": "object"}}],
+        "messages": [{"role": "user", "content": "Is the deploy healthy? " + "Context line. " * 80},
+                     {"role": "assistant", "content": [{"type": "text", "text": "Checking."}]},
+                     {"role": "user", "content": "Please look at the log."}],
+    }
+    response = {
+        "id": f"msg_{index}", "type": "message", "role": "assistant", "model": "claude-sonnet-4-5",
+        "content": [{"type": "thinking", "thinking": THINKING, "signature": "sig" * 20},
+                    {"type": "text", "text": "I'll read the deploy log first."},
+                    {"type": "tool_use", "id": f"toolu_{exchange_id[:20]}", "name": "read_file",
+                     "input": {"path": f"/var/log/deploy-{index}.log"}}],
+        "stop_reason": "tool_use", "usage": {"input_tokens": 900, "output_tokens": 300},
+    }
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(datetime.now(UTC))
+    agent_hash, agent_id, session_id = agent
+    exchange = exchange_pb2.Exchange(
+        exchange_id=exchange_id, agent_hash=agent_hash, agent_id=agent_id, session_id=session_id,
+        request=exchange_pb2.CapturedRequest(method="POST", path="/v1/messages", body=json.dumps(request).encode()),
+        response=exchange_pb2.CapturedResponse(status=200, body=json.dumps(response).encode()),
+        timings=exchange_pb2.ExchangeTimings(started_at=stamp, ended_at=stamp),
+        outcome=exchange_pb2.EXCHANGE_OUTCOME_COMPLETE, gateway_id="bench",
+    )
+    return exchange_id, observer_service_pb2.IngestRequest(exchange=exchange).SerializeToString()
+
+
+class Load:
+    def __init__(self, database_url: str, registry_port: int, observer_port: int) -> None:
+        import grpc
+        from smoltbot.core.storage import open_database
+        from smoltbot.v1 import observer_service_pb2, observer_service_pb2_grpc, registry_service_pb2_grpc
+
+        self.pb = observer_service_pb2
+        self.db = open_database(database_url)
+        options = [("grpc.max_receive_message_length", 96 << 20)]
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{observer_port}", options=options)
+        self.registry_channel = grpc.aio.insecure_channel(f"127.0.0.1:{registry_port}")
+        self.stub = observer_service_pb2_grpc.ObserverServiceStub(self.channel)
+        self.registry = registry_service_pb2_grpc.RegistryServiceStub(self.registry_channel)
+        self.ingest = self.channel.stream_stream(
+            f"/{observer_service_pb2.DESCRIPTOR.services_by_name['ObserverService'].full_name}/Ingest",
+            request_serializer=lambda raw: raw, response_deserializer=observer_service_pb2.IngestResponse.FromString)
+
+    async def close(self) -> None:
+        await self.channel.close()
+        await self.registry_channel.close()
+        await self.db.close()
+
+    async def agents(self, count: int) -> list[tuple[str, str, str]]:
+        """(agent_hash, agent_id, session_id) of new agents, resolved as the gateway does."""
+        from smoltbot.v1 import registry_service_pb2 as rpb
+
+        agents = []
+        for _ in range(count):
+            agent_hash = secrets.token_hex(32)
+            agent = (await self.registry.ResolveAgent(rpb.ResolveAgentRequest(agent_hash=agent_hash))).agent
+            session = (await self.registry.ResolveSession(rpb.ResolveSessionRequest(agent_id=agent.agent_id))).session
+            agents.append((agent_hash, agent.agent_id, session.session_id))
+        return agents
+
+    async def finished(self) -> int:
+        import sqlalchemy as sa
+
+        async with self.db.read() as conn:
+            return int((await conn.execute(sa.text(
+                "SELECT count(*) FROM exchanges WHERE state IN ('done', 'failed')"))).scalar_one())
+
+    async def throughput(self, count: int) -> dict[str, float]:
+        agents = await self.agents(8)
+        payloads = [exchange_bytes(agents[i % len(agents)], i)[1] for i in range(count)]
+        before = await self.finished()
+        window = asyncio.Semaphore(1024)
+        call = self.ingest()
+        acked = 0
+        last_ack = 0.0
+
+        async def send() -> None:
+            for payload in payloads:
+                await window.acquire()
+                await call.write(payload)
+            await call.done_writing()
+
+        start = time.perf_counter()
+        sender = asyncio.create_task(send())
+        async for ack in call:
+            if ack.status != self.pb.INGEST_STATUS_ACCEPTED:
+                raise SystemExit(f"unexpected ack {ack}")
+            window.release()
+            acked += 1
+            last_ack = time.perf_counter()
+        await sender
+        while await self.finished() - before < count:
+            await asyncio.sleep(0.02)
+        done = time.perf_counter()
+        return {"count": count, "seconds": done - start, "per_second": count / (done - start),
+                "acks_per_second": acked / (last_ack - start)}
+
+    async def visibility(self, rate: float, seconds: float) -> dict[str, float]:
+        from smoltbot.v1 import observer_service_pb2 as pb
+
+        (agent,) = await self.agents(1)
+        sent: dict[str, float] = {}
+        sent_at: dict[str, datetime] = {}
+        seen: dict[str, float] = {}
+        call = self.ingest()
+        stop = asyncio.Event()
+
+        async def send() -> None:
+            interval = 1.0 / rate
+            start = time.perf_counter()
+            for i in range(int(rate * seconds)):
+                await asyncio.sleep(max(0.0, start + i * interval - time.perf_counter()))
+                sent_at_wall = datetime.now(UTC)
+                exchange_id, payload = exchange_bytes(agent, i)
+                sent[exchange_id] = time.perf_counter()
+                sent_at[exchange_id] = sent_at_wall
+                await call.write(payload)
+            await call.done_writing()
+
+        async def drain() -> None:
+            async for _ack in call:
+                pass
+
+        async def poll() -> None:
+            # Newest first, from a little before the oldest trace not seen yet: what a live
+            # dashboard asks for.
+            since = datetime.now(UTC)
+            while not stop.is_set():
+                request = pb.ListTracesRequest(page_size=200, order_by="timestamp desc")
+                request.since.FromDatetime(since)
+                response = await self.stub.ListTraces(request)
+                now = time.perf_counter()
+                for trace in response.traces:
+                    seen.setdefault(trace.observation.exchange_id, now)
+                waiting = [sent_at[key] for key in sent if key not in seen]
+                if waiting:
+                    since = min(waiting)
+                await asyncio.sleep(0.02)
+
+        poller = asyncio.create_task(poll())
+        drainer = asyncio.create_task(drain())
+        await send()
+        await drainer
+        deadline = time.perf_counter() + 10
+        while len(set(sent) & set(seen)) < len(sent) and time.perf_counter() < deadline:
+            await asyncio.sleep(0.05)
+        stop.set()
+        await poller
+        delays = sorted((seen[key] - sent[key]) * 1000 for key in sent if key in seen)
+        if len(delays) < len(sent):
+            raise SystemExit(f"only {len(delays)} of {len(sent)} traces became visible")
+        return {"count": len(delays), "p50_ms": statistics.median(delays),
+                "p95_ms": delays[int(0.95 * (len(delays) - 1))], "max_ms": delays[-1]}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its threads (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def run_load(database_url: str, registry_port: int, observer_port: int, args: argparse.Namespace,
+                   server_pid: int) -> dict[str, Any]:
+    load = Load(database_url, registry_port, observer_port)
+    try:
+        await load.throughput(min(500, args.count))  # warm-up: connections, caches, JIT-free paths
+        before = cpu_seconds(server_pid)
+        throughput = await load.throughput(args.count)
+        throughput["server_cpu_ms_per_exchange"] = (cpu_seconds(server_pid) - before) * 1000 / args.count
+        print(f"  throughput: {throughput}", flush=True)
+        visibility = await load.visibility(args.rate, args.seconds)
+    finally:
+        await load.close()
+    return {"throughput": throughput, "visibility": visibility}
+
+
+def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
+    postgres = None
+    scratch = Path(tempfile.mkdtemp(prefix="smoltbot-bench-"))
+    try:
+        if backend == "sqlite":
+            database_url = f"sqlite:///{scratch / 'bench.db'}"
+        else:
+            postgres = Postgres()
+            database_url = postgres.start()
+        registry_port, observer_port = free_port(), free_port()
+        profile = str(ROOT / f"observer-{backend}.prof") if args.profile else ""
+        pin = [] if args.no_pin else ["taskset", "-c", SERVER_CORE]
+        server = subprocess.Popen(
+            [*pin, sys.executable, __file__, "--serve", database_url, str(registry_port),
+             str(observer_port), profile],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+        try:
+            assert server.stdout is not None and server.stdin is not None
+            if server.stdout.readline().strip() != "ready":
+                raise SystemExit("the observer did not start")
+            if not args.no_pin:
+                os.sched_setaffinity(0, {int(LOAD_CORE)})
+            result = asyncio.run(run_load(database_url, registry_port, observer_port, args, server.pid))
+        finally:
+            if server.stdin is not None:
+                server.stdin.write("\n")
+                server.stdin.flush()
+            server.wait(30)
+        return result
+    finally:
+        if postgres is not None:
+            postgres.stop()
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def section(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
+    lines = [
+        "## Observer",
+        "",
+        "`python bench/observer_throughput.py` (Registry + Observer in one process on core 0; load, poller "
+        "and PostgreSQL on core 1; local analyzer; default settings: concurrency "
+        "4). Exchanges are ~6 KB (thinking + text + one tool call, a request with history), 8 agents.",
+        "",
+        "| backend | exchanges/s, Ingest to stored trace | acks/s | visibility p50 / p95 / max at "
+        f"{args.rate:g}/s |",
+        "|---|---|---|---|",
+    ]
+    for backend, result in results.items():
+        t, v = result["throughput"], result["visibility"]
+        lines.append(f"| {backend} | {t['per_second']:,.0f} ({t['count']:,} in {t['seconds']:.1f} s) | "
+                     f"{t['acks_per_second']:,.0f} | {v['p50_ms']:.0f} / {v['p95_ms']:.0f} / {v['max_ms']:.0f} ms |")
+    lines += [
+        "",
+        "Targets: ≥ 1,000 exchanges/s on SQLite; p95 visibility < 1 s at 50 exchanges/s. Visibility is the "
+        "time from the moment an exchange is sent (its end) until a ListTraces poll (every 20 ms) returns "
+        "its trace, so it includes up to 20 ms of polling granularity.",
+        "",
+        "Where the time goes: intake stores whatever arrived since its last write in one transaction "
+        "and acks it (hundreds per transaction under load); workers claim exchanges in batches under a "
+        "lease and the writer stores all ready traces in one transaction. Per exchange the cost is "
+        "mostly JSON parsing, the local analyzer's regexes and redaction, and serialising the trace.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_docs(text: str) -> None:
+    path = ROOT / "docs" / "benchmarks.md"
+    current = path.read_text() if path.exists() else "# Benchmarks\n"
+    pattern = re.compile(r"^## Observer\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
+    if pattern.search(current):
+        current = pattern.sub(lambda _: text + "\n", current)
+    else:
+        current = current.rstrip("\n") + "\n\n" + text
+    path.write_text(current)
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--serve":
+        _, _, database_url, registry_port, observer_port, profile = sys.argv
+        asyncio.run(serve(database_url, int(registry_port), int(observer_port), profile))
+        return
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=5000)
+    parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--no-pin", action="store_true", help="let the OS place the processes (no taskset)")
+    parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    parser.add_argument("--profile", action="store_true", help="cProfile the observer into observer-<backend>.prof")
+    args = parser.parse_args()
+    results: dict[str, dict[str, Any]] = {}
+    for backend in args.backends.split(","):
+        results[backend] = run_backend(backend, args)
+        t, v = results[backend]["throughput"], results[backend]["visibility"]
+        print(f"{backend}: {t['per_second']:,.0f} exchanges/s end to end ({t['count']} in {t['seconds']:.2f} s; "
+              f"acks {t['acks_per_second']:,.0f}/s); visibility at {args.rate:g}/s: p50 {v['p50_ms']:.0f} ms, "
+              f"p95 {v['p95_ms']:.0f} ms, max {v['max_ms']:.0f} ms", flush=True)
+    text = section(results, args)
+    print(text)
+    if not args.no_docs:
+        write_docs(text)
+
+
+if __name__ == "__main__":
+    main()

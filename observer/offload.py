@@ -1,0 +1,176 @@
+"""The CPU-heavy part of processing an exchange, as a plain function of picklable inputs, so it
+can run in worker processes as well as inline.
+
+`compute(job)`: decode the Exchange, extract, analyse (local analyzer), build and verify the
+traces, and serialise them for storage. Python runs one thread at a time, so on a machine
+with two cores this is what lets the Observer use the second one: the event loop keeps
+intake, gRPC and the database busy while a worker process reads and analyses exchanges.
+
+`CpuPool` is a small process pool (forkserver start: never fork a process that has gRPC and
+database threads) that runs batches of jobs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf.message import DecodeError
+from smoltbot.observer.extraction import Extraction, extract
+from smoltbot.observer.trace_builder import build_traces
+from smoltbot.v1 import exchange_pb2
+
+__all__ = ["CpuPool", "Job", "JobResult", "compute", "compute_many", "environment_of", "outcome_of"]
+
+logger = logging.getLogger(__name__)
+
+OUTCOME_NAMES = {
+    exchange_pb2.EXCHANGE_OUTCOME_COMPLETE: "complete",
+    exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_ERROR: "upstream_error",
+    exchange_pb2.EXCHANGE_OUTCOME_MID_STREAM_ERROR: "mid_stream_error",
+    exchange_pb2.EXCHANGE_OUTCOME_CLIENT_ABORT: "client_abort",
+    exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_UNREACHABLE: "upstream_unreachable",
+    exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_DROPPED: "upstream_dropped",
+}
+
+
+@dataclass(frozen=True)
+class Job:
+    exchange_id: str
+    agent_id: str
+    session_id: str | None
+    card: dict[str, Any]
+    payload: bytes
+    store_reasoning: str
+    observed_at: datetime
+    #: Notes for observation.missing from earlier steps (e.g. an unresolved session).
+    missing: tuple[str, ...] = ()
+
+
+@dataclass
+class JobResult:
+    exchange_id: str
+    #: The built traces (trace.proto JSON) and their serialised form, in decision order.
+    traces: list[dict[str, Any]] = field(default_factory=list)
+    trace_json: list[str] = field(default_factory=list)
+    #: Set when a step failed: which one, and the error.
+    step: str = ""
+    error: str = ""
+
+
+def time_of(message: Any, name: str) -> datetime | None:
+    if message is None or not message.HasField(name):
+        return None
+    try:
+        return getattr(message, name).ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        return None
+
+
+def outcome_of(exchange: exchange_pb2.Exchange) -> str:
+    name = OUTCOME_NAMES.get(exchange.outcome)
+    if name is not None:
+        return name
+    # Unspecified (an older or careless producer): judge by the HTTP status.
+    status = exchange.response.status
+    if status == 0:
+        return "upstream_unreachable"
+    return "complete" if 200 <= status < 300 else "upstream_error"
+
+
+def environment_of(exchange: exchange_pb2.Exchange) -> dict[str, Any]:
+    environment: dict[str, Any] = {}
+    if exchange.gateway_id:
+        environment["gateway_id"] = exchange.gateway_id
+    if exchange.request.path:
+        environment["request_path"] = exchange.request.path
+    return environment
+
+
+def decode(payload: bytes) -> exchange_pb2.Exchange:
+    if not payload:
+        raise DecodeError("the stored payload is missing")
+    return exchange_pb2.Exchange.FromString(payload)
+
+
+def extraction_of(exchange: exchange_pb2.Exchange, missing: tuple[str, ...] = ()) -> Extraction:
+    extraction = extract(exchange.request.body, exchange.response.body, http_status=exchange.response.status,
+                         streamed=exchange.response.streamed, outcome=outcome_of(exchange),
+                         stream_error=exchange.response.stream_error)
+    extraction.missing.extend(missing)
+    return extraction
+
+
+def traces_of(job: Job, exchange: exchange_pb2.Exchange, extraction: Extraction, analyses: list[Any] | None,
+              analyzer: str, fallback_reason: str = "") -> list[dict[str, Any]]:
+    return build_traces(
+        exchange_id=job.exchange_id, agent_id=job.agent_id, session_id=job.session_id, card=job.card,
+        extraction=extraction, analyses=analyses, exchange_started_at=time_of(exchange.timings, "started_at"),
+        exchange_ended_at=time_of(exchange.timings, "ended_at"), observed_at=job.observed_at,
+        conversation_turn=None, store_reasoning=job.store_reasoning, analyzer_name=analyzer,
+        analysis_fallback_reason=fallback_reason, outcome=outcome_of(exchange),
+        outcome_detail=exchange.outcome_detail, http_status=exchange.response.status,
+        environment=environment_of(exchange),
+    )
+
+
+def dumps(trace: dict[str, Any]) -> str:
+    return json.dumps(trace, ensure_ascii=False, separators=(",", ":"))
+
+
+def compute(job: Job) -> JobResult:
+    """Payload to stored traces with the local analyzer; a failed step is reported, not raised."""
+    result = JobResult(job.exchange_id)
+    step = "decode"
+    try:
+        exchange = decode(job.payload)
+        step = "extract"
+        extraction = extraction_of(exchange, job.missing)
+        step = "analyze and build traces"
+        result.traces = traces_of(job, exchange, extraction, None, "local")
+        step = "serialise traces"
+        result.trace_json = [dumps(trace) for trace in result.traces]
+    except Exception as error:  # noqa: BLE001 - reported to the processor, which retries
+        result.step, result.error = step, f"{type(error).__name__}: {error}"
+        result.traces, result.trace_json = [], []
+    return result
+
+
+def compute_many(jobs: list[Job]) -> list[JobResult]:
+    return [compute(job) for job in jobs]
+
+
+def default_workers() -> int:
+    """Worker processes for a machine: one core stays with the event loop."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(0, min(4, cores - 1))
+
+
+class CpuPool:
+    """Worker processes for `compute_many`. Started on first use; `close()` waits for them."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _executor(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload(["smoltbot.observer.offload"])
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+        return self._pool
+
+    async def run(self, jobs: list[Job]) -> list[JobResult]:
+        return await asyncio.get_running_loop().run_in_executor(self._executor(), compute_many, jobs)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await asyncio.to_thread(pool.shutdown, True, cancel_futures=True)

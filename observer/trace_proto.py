@@ -1,0 +1,143 @@
+"""Stored trace dicts to `ApTrace` protos, fast.
+
+`json_format.ParseDict` walks every field through Python reflection (about 250 µs for one
+trace), which made ListTraces of a full page cost a quarter of a second of CPU. The trace
+shape is ours (trace_builder), so it is converted here field by field with the generated
+constructors (about 10x faster). Anything this converter does not expect falls back to
+ParseDict, which stays the reference (the tests compare the two).
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from typing import Any
+
+from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from smoltbot.v1 import trace_pb2
+
+__all__ = ["trace_to_proto"]
+
+
+def _stamp(value: Any) -> timestamp_pb2.Timestamp | None:
+    if not value:
+        return None
+    if not isinstance(value, datetime):
+        text = str(value)
+        # fromisoformat is C; Timestamp.FromJsonString goes through strptime (5x slower).
+        value = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith("Z") else text)
+        if value.tzinfo is None:
+            raise ValueError("a trace timestamp must carry a UTC offset")
+    seconds = math.floor(value.timestamp())
+    return timestamp_pb2.Timestamp(seconds=seconds, nanos=value.microsecond * 1000)
+
+
+def _struct(value: Any) -> struct_pb2.Struct | None:
+    if value is None:
+        return None
+    struct = struct_pb2.Struct()
+    struct.update(value)
+    return struct
+
+
+def _value(value: Any) -> struct_pb2.Value:
+    holder = struct_pb2.Struct()
+    holder.update({"v": value})
+    return holder.fields["v"]
+
+
+def _action(data: dict[str, Any]) -> trace_pb2.TraceAction:
+    action = trace_pb2.TraceAction(type=data.get("type", ""), name=data.get("name", ""),
+                                   category=data.get("category", ""), parameters=_struct(data.get("parameters")))
+    target = data.get("target")
+    if target is not None:
+        action.target.CopyFrom(trace_pb2.ActionTarget(type=target.get("type", ""),
+                                                      identifier=target.get("identifier", "")))
+    return action
+
+
+def _decision(data: dict[str, Any]) -> trace_pb2.TraceDecision:
+    decision = trace_pb2.TraceDecision(
+        alternatives_considered=[
+            trace_pb2.Alternative(option_id=item.get("option_id", ""), description=item.get("description", ""),
+                                  score=item.get("score"), scoring_factors=item.get("scoring_factors"),
+                                  flags=item.get("flags"))
+            for item in data.get("alternatives_considered") or []
+        ],
+        selected=data.get("selected", ""),
+        selection_reasoning=data.get("selection_reasoning", ""),
+        values_applied=data.get("values_applied") or [],
+    )
+    if data.get("confidence") is not None:
+        decision.confidence = float(data["confidence"])
+    return decision
+
+
+def _escalation(data: dict[str, Any]) -> trace_pb2.TraceEscalation:
+    checks = []
+    for item in data.get("triggers_checked") or []:
+        check = trace_pb2.TriggerCheck(trigger=item.get("trigger", ""), matched=bool(item.get("matched")))
+        if "value_observed" in item:
+            check.value_observed.CopyFrom(_value(item["value_observed"]))
+        checks.append(check)
+    return trace_pb2.TraceEscalation(evaluated=bool(data.get("evaluated")), triggers_checked=checks,
+                                     required=bool(data.get("required")), reason=data.get("reason", ""))
+
+
+def _context(data: dict[str, Any]) -> trace_pb2.TraceContext:
+    return trace_pb2.TraceContext(
+        session_id=data.get("session_id"), conversation_turn=data.get("conversation_turn"),
+        prior_trace_ids=data.get("prior_trace_ids") or [], environment=_struct(data.get("environment")),
+        metadata=_struct(data.get("metadata")),
+    )
+
+
+def _verification(data: dict[str, Any]) -> trace_pb2.Verification:
+    return trace_pb2.Verification(
+        verified=bool(data.get("verified")),
+        violations=[trace_pb2.Violation(type=v.get("type", ""), severity=v.get("severity", ""),
+                                        description=v.get("description", ""), trace_field=v.get("trace_field", ""))
+                    for v in data.get("violations") or []],
+        warnings=[trace_pb2.VerificationWarning(type=w.get("type", ""), description=w.get("description", ""),
+                                                trace_field=w.get("trace_field", ""))
+                  for w in data.get("warnings") or []],
+        card_id=data.get("card_id", ""), verified_at=_stamp(data.get("verified_at")),
+        checks_performed=data.get("checks_performed") or [],
+    )
+
+
+_OBSERVATION_SCALARS = ("exchange_id", "decision_index", "model", "outcome", "outcome_detail", "streamed",
+                        "stop_reason", "http_status", "analyzer", "analysis_fallback_reason", "tool_use_id")
+_OBSERVATION_TIMES = ("exchange_started_at", "exchange_ended_at", "observed_at")
+
+
+def _observation(data: dict[str, Any]) -> trace_pb2.TraceObservation:
+    fields: dict[str, Any] = {name: data[name] for name in _OBSERVATION_SCALARS if name in data}
+    for name in _OBSERVATION_TIMES:
+        if data.get(name):
+            fields[name] = _stamp(data[name])
+    reasoning = data.get("reasoning")
+    if reasoning is not None:
+        fields["reasoning"] = trace_pb2.TraceReasoning(**reasoning)
+    observation = trace_pb2.TraceObservation(missing=data.get("missing") or [], **fields)
+    if data.get("executed") is not None:
+        observation.executed = bool(data["executed"])
+    return observation
+
+
+def _convert(trace: dict[str, Any]) -> trace_pb2.ApTrace:
+    message = trace_pb2.ApTrace(trace_id=trace.get("trace_id", ""), agent_id=trace.get("agent_id", ""),
+                                card_id=trace.get("card_id", ""), timestamp=_stamp(trace.get("timestamp")))
+    for name, build in (("action", _action), ("decision", _decision), ("escalation", _escalation),
+                        ("context", _context), ("verification", _verification), ("observation", _observation)):
+        part = trace.get(name)
+        if part is not None:
+            getattr(message, name).CopyFrom(build(part))
+    return message
+
+
+def trace_to_proto(trace: dict[str, Any]) -> trace_pb2.ApTrace:
+    try:
+        return _convert(trace)
+    except (TypeError, ValueError, AttributeError, KeyError):
+        return json_format.ParseDict(trace, trace_pb2.ApTrace(), ignore_unknown_fields=True)
