@@ -17,12 +17,12 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.settings import Settings
 from smoltbot.core.tls import InsecureTransportError, TlsConfig, TlsError
 from smoltbot.registry.server import build_server as build_registry
 from smoltbot.v1 import registry_service_pb2, registry_service_pb2_grpc
+
 from tests.integration.tls.conftest import Pki
 
 pytestmark = pytest.mark.timeout(60)
@@ -196,7 +196,7 @@ def test_serve_explains_a_plaintext_bind_beyond_loopback(tmp_path: Path) -> None
     env = {key: value for key, value in os.environ.items() if not key.startswith("SMOLTBOT_")}
     env.update(SMOLTBOT_HOME=str(tmp_path / "home"), SMOLTBOT_HASH_SECRET="x")
     done = subprocess.run([sys.executable, "-m", "smoltbot.cli.main", "serve", "registry", "--listen", "0.0.0.0:0"],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 1
     assert "error: registry: refusing to serve plaintext gRPC on 0.0.0.0:0" in done.stderr
     assert "SMOLTBOT_ALLOW_INSECURE_GRPC=true" in done.stderr
@@ -212,6 +212,7 @@ async def test_the_whole_stack_works_over_mutual_tls(mtls_settings: Callable[...
     from smoltbot.api.app import start_api
     from smoltbot.gateway import start_gateway
     from smoltbot.observer.server import build_server as build_observer
+
     from tests.support.anthropic_standin import AnthropicStandin
 
     standin = AnthropicStandin()
