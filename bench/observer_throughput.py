@@ -332,7 +332,9 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
             postgres = Postgres()
             database_url = postgres.start()
         registry_port, observer_port = free_port(), free_port()
-        profile = str(ROOT / f"observer-{backend}.prof") if args.profile else ""
+        profile = str(Path(tempfile.gettempdir()) / f"observer-{backend}.prof") if args.profile else ""
+        if profile:
+            print(f"  profiling the observer into {profile}", flush=True)
         pin = [] if args.no_pin else ["taskset", "-c", SERVER_CORE]
         server = subprocess.Popen(
             [*pin, sys.executable, __file__, "--serve", database_url, str(registry_port),
@@ -411,7 +413,7 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--no-pin", action="store_true", help="let the OS place the processes (no taskset)")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
-    parser.add_argument("--profile", action="store_true", help="cProfile the observer into observer-<backend>.prof")
+    parser.add_argument("--profile", action="store_true", help="cProfile the observer into $TMPDIR/observer-<backend>.prof")
     args = parser.parse_args()
     results: dict[str, dict[str, Any]] = {}
     for backend in args.backends.split(","):

@@ -109,7 +109,7 @@ class Processor:
         self._tasks: list[asyncio.Task[None]] = []
         self._workers: list[asyncio.Task[None]] = []
         self._stopping = False
-        self._registry_failures = 0
+        self._registry_down_since: datetime | None = None
         self._next_retry: datetime | None = None
         self.processed = 0
         self.failed = 0
@@ -246,7 +246,7 @@ class Processor:
                 if result.step:
                     results[item.exchange_id] = self._failed_step(context, _StepFailed(result.step, result.error))
                     continue
-                self._registry_failures = 0
+                self._registry_down_since = None
                 results[item.exchange_id] = Finished(
                     item.exchange_id, item.agent_hash, job.agent_id, job.session_id,
                     [StoredTrace(trace, text) for trace, text in zip(result.traces, result.trace_json, strict=True)])
@@ -332,8 +332,13 @@ class Processor:
             raise _StepFailed(step, error) from error
 
     def _registry_retry(self, item: ClaimedExchange, error: RegistryUnavailable) -> Retry:
-        self._registry_failures += 1
-        delay = min(_REGISTRY_MAX, _REGISTRY_BASE * 2 ** (self._registry_failures - 1))
+        # The pause grows with the outage (half its length so far), not with the number of
+        # exchanges that ran into it: a burst must not push the retry minutes away.
+        now = utcnow()
+        if self._registry_down_since is None:
+            self._registry_down_since = now
+        outage = (now - self._registry_down_since).total_seconds()
+        delay = min(_REGISTRY_MAX, max(_REGISTRY_BASE, outage / 2))
         logger.warning("registry unavailable; exchange %s stays pending (%s)", item.exchange_id, error)
         return Retry(item.exchange_id, utcnow() + timedelta(seconds=delay), str(error), counted=False)
 

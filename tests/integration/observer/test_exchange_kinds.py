@@ -3,9 +3,11 @@ back through ListTraces and GetTrace, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import aap
+import sqlalchemy as sa
 from google.protobuf import json_format
 from smoltbot.v1 import exchange_pb2, trace_pb2
 from smoltbot.v1 import observer_service_pb2 as pb
@@ -108,6 +110,13 @@ async def test_exchanges_of_every_kind_become_the_expected_traces(observer_stack
         found = traces[name][run]
         assert len(found) == 1, name
         return found[0]
+
+    # The rows as stored, not only as served, are AAP traces.
+    async with observer_stack.db.read() as conn:
+        stored = (await conn.execute(sa.text("SELECT trace_json FROM traces"))).scalars().all()
+    assert len(stored) == sum(len(found) for runs in traces.values() for found in runs)
+    for text_ in stored:
+        aap.APTrace.from_dict(json.loads(text_))
 
     for run in (0, 1):
         reply = only("thinking", run)
