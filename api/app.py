@@ -218,10 +218,12 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    stopped = asyncio.ensure_future(stop.wait())
     try:
-        await asyncio.wait([asyncio.ensure_future(stop.wait()), running.task],
-                           return_when=asyncio.FIRST_COMPLETED)
+        # Either a signal, or uvicorn ending on its own (it logs why).
+        await asyncio.wait([stopped, running.task], return_when=asyncio.FIRST_COMPLETED)
     finally:
+        stopped.cancel()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         logger.info("API stopping")

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 
 from google.protobuf import json_format, timestamp_pb2
 from google.protobuf.message import Message
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
 from smoltbot.v1 import agent_pb2, card_pb2, trace_pb2
 
 __all__ = [
@@ -249,7 +249,7 @@ class ToolExecutionReport(BaseModel):
     agent_id: str = Field(pattern=r"^smolt-[0-9a-f]{8,64}$")
     tool_use_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,199}$",
                              description="The tool_use block id the agent executed.")
-    executed: bool = True
+    executed: StrictBool = True
 
 
 class ToolExecution(BaseModel):
@@ -410,7 +410,7 @@ class SessionReport(BaseModel):
     agent_id: str = Field(pattern=r"^smolt-[0-9a-f]{8,64}$")
     session_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
     event: Literal["started", "turn", "ended"]
-    turn_count: int | None = Field(default=None, ge=0, le=2**31 - 1,
+    turn_count: StrictInt | None = Field(default=None, ge=0, le=2**31 - 1,
                                    description="The session's turn count; without it a turn adds one.")
     occurred_at: DateTime | None = Field(default=None, description="When it happened (RFC 3339); default now.")
 

@@ -16,11 +16,12 @@ router = APIRouter(prefix="/v1/agents/{agent_id}", tags=["cards"], responses=REA
 
 _CARD_EXAMPLE = {
     "card_version": "unified/2026-04-26",
-    "principal": {"type": "human", "relationship": "delegated_authority"},
+    "principal": {"type": "human", "identifier": "alice@example.com", "relationship": "delegated_authority"},
     "values": {"declared": ["transparency", "harm_prevention"]},
     "autonomy": {"bounded_actions": ["read_file", "respond"], "forbidden_actions": ["delete_file"],
                  "escalation_triggers": []},
-    "audit": {"retention_days": 90, "queryable": True, "trace_format": "ap-trace-v1"},
+    "audit": {"retention_days": 90, "queryable": True, "trace_format": "ap-trace-v1",
+              "query_endpoint": "http://127.0.0.1:8000/v1/traces"},
 }
 CardBody = Annotated[dict[str, Any], Body(
     description="An AAP alignment card, in the unified shape or the legacy one "

@@ -28,7 +28,7 @@ async def stack(settings_factory: Callable[..., Settings], database_url: str) ->
     await registry.start()
     registry_address = f"127.0.0.1:{registry.port}"
     observer_settings = settings.model_copy(update={"registry_address": registry_address})
-    observer = await build_observer(observer_settings, address="127.0.0.1:0")
+    observer = await build_observer(observer_settings, address="127.0.0.1:0", stop_grace=1.0)
     await observer.start()
     observer_address = f"127.0.0.1:{observer.port}"
     channel = grpc.aio.insecure_channel(observer_address)

@@ -49,11 +49,12 @@ async def test_put_card_makes_it_active_and_keeps_history(api: httpx.AsyncClient
         "card_id": "ac-legacy-1",
         "agent_id": agent_id,
         "issued_at": "2026-01-01T00:00:00Z",
-        "principal": {"type": "human", "relationship": "delegated_authority"},
+        "principal": {"type": "human", "identifier": "alice", "relationship": "delegated_authority"},
         "values": {"declared": ["transparency", "harm_prevention"]},
         "autonomy_envelope": {"bounded_actions": ["read_file", "respond"], "forbidden_actions": ["delete_file"],
                               "escalation_triggers": []},
-        "audit_commitment": {"retention_days": 30, "queryable": True, "trace_format": "ap-trace-v1"},
+        "audit_commitment": {"retention_days": 30, "queryable": True, "trace_format": "ap-trace-v1",
+                             "query_endpoint": "http://127.0.0.1:8000/v1/traces"},
     }
     url = f"/v1/agents/{agent_id}/card"
     assert (await api.put(url, json=legacy_card)).status_code == 401
@@ -71,6 +72,12 @@ async def test_put_card_makes_it_active_and_keeps_history(api: httpx.AsyncClient
     assert history["active_card_id"] == card["card_id"]
     assert [c["card_id"] for c in history["items"]] == [card["card_id"], default["card_id"]]
     assert (await api.get(f"/v1/agents/{agent_id}")).json()["active_card_id"] == card["card_id"]
+
+    # The example the OpenAPI document shows is a card the registry accepts.
+    spec = (await api.get("/openapi.json")).json()
+    example = spec["paths"]["/v1/agents/{agent_id}/card"]["put"]["requestBody"]["content"]["application/json"]
+    example_card = (example.get("examples") or {}).get("card", {}).get("value") or example["schema"]["examples"][0]
+    assert (await api.put(url, json=example_card, headers=auth(credential))).status_code == 200
 
 
 async def test_plugin_session_events_start_count_and_end_a_session(api: httpx.AsyncClient) -> None:
