@@ -6,6 +6,7 @@ directly), and the traces record the failed outcome honestly."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any
 
@@ -124,7 +125,7 @@ async def test_a_slow_upstream_stream_is_relayed_event_by_event_as_it_comes(shar
             async for line in response.aiter_lines():
                 if line.startswith("event:"):
                     arrivals.append(time.monotonic() - started)
-    gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
     assert len(arrivals) == 10 and arrivals[-1] >= 8.5, arrivals
     # Each event reached the client about when upstream sent it: none held back and batched.
     assert all(gap >= 0.7 for gap in gaps), gaps
