@@ -59,6 +59,22 @@ def wait_port(port: int, timeout: float = 20.0) -> None:
     raise SystemExit(f"nothing listening on {port} after {timeout}s")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children still running (nginx's worker)."""
+    pids = [pid]
+    children = Path(f"/proc/{pid}/task/{pid}/children")
+    if children.exists():
+        pids += [int(child) for child in children.read_text().split()]
+    total = 0
+    for one in pids:
+        try:
+            fields = Path(f"/proc/{one}/stat").read_text().rpartition(")")[2].split()
+        except FileNotFoundError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -67,18 +83,6 @@ def rss_kib(pid: int) -> int:
 
 
 # --------------------------------------------------------------------------- helpers run as children
-
-STANDIN_CHILD = """
-import asyncio, sys
-sys.path.insert(0, %(root)r)
-from tests.support.anthropic_standin import AnthropicStandin
-async def main():
-    standin = AnthropicStandin()
-    url = await standin.start()
-    print(url if isinstance(url, str) else standin.base_url, flush=True)
-    await asyncio.Event().wait()
-asyncio.run(main())
-"""
 
 SINK_CHILD = """
 import asyncio, sys
@@ -220,11 +224,12 @@ def main() -> None:
     children: list[subprocess.Popen[str]] = []
     try:
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-        standin = pinned(LOAD_CORE, [sys.executable, "-c", STANDIN_CHILD % {"root": str(ROOT)}],
-                         stdout=subprocess.PIPE, env=env)
+        # The stand-in's own entry point: request recording off, so its memory stays flat.
+        standin = pinned(LOAD_CORE, [sys.executable, "-m", "tests.support.anthropic_standin"],
+                         stdout=subprocess.PIPE, env=env, cwd=ROOT)
         children.append(standin)
         assert standin.stdout is not None
-        standin_url = standin.stdout.readline().strip().rstrip("/")
+        standin_url = standin.stdout.readline().strip().removeprefix("LISTENING ").rstrip("/")
         if not standin_url.startswith("http"):
             raise SystemExit("the stand-in did not start")
         standin_port = int(standin_url.rsplit(":", 1)[1].split("/")[0])
@@ -291,6 +296,8 @@ def main() -> None:
         for round_index in range(args.rounds):
             for name, url in targets.items():
                 record(name, "c1_", run_wrk(url, 1, args.seconds, script))
+                owner = {"gateway": gateway.pid, "nginx": nginx.pid}.get(name)
+                cpu_before = cpu_seconds(owner) if owner else 0.0
                 if name == "gateway":
                     sampler = subprocess.Popen(["sleep", str(args.seconds / 2)])
                     load = subprocess.Popen(
@@ -302,6 +309,9 @@ def main() -> None:
                     record(name, "c16_", _parse_wrk(out))
                 else:
                     record(name, "c16_", run_wrk(url, 16, args.seconds, script))
+                if owner:
+                    calls = results[name]["c16_rps"][-1] * max(int(args.seconds), 1)
+                    record(name, "c16_", {"cpu_us": (cpu_seconds(owner) - cpu_before) * 1e6 / max(calls, 1)})
                 record(name, "s0_", run_streams(url, args.streams, 0, stream_client))
                 record(name, "s20_", run_streams(url, max(args.streams // 4, 5), 20, stream_client))
             print(f"round {round_index + 1}/{args.rounds} done", file=sys.stderr)
@@ -379,6 +389,8 @@ def _report(med: dict[str, dict[str, float]], rss_idle: int, rss_load: int, args
                        ("s20_gap_mean", "stream inter-chunk gap mean, paced 20 ms (ms)"),
                        ("s20_gap_p99", "stream inter-chunk gap p99, paced 20 ms (ms)")]:
         rows.append(f"| {label} | {d[key]:.3f} | {n[key]:.3f} | {g[key]:.3f} | {added(key, d)} | {added(key, n)} |")
+    rows.append(f"| CPU per call at c=16 (µs, proxy process) | – | {n['c16_cpu_us']:.0f} | {g['c16_cpu_us']:.0f} "
+                f"| – | ×{g['c16_cpu_us'] / n['c16_cpu_us']:.1f} |")
     rows.append(f"| c=16 throughput (req/s) | {d['c16_rps']:.0f} | {n['c16_rps']:.0f} | {g['c16_rps']:.0f} "
                 f"| ×{g['c16_rps'] / d['c16_rps']:.2f} | ×{g['c16_rps'] / n['c16_rps']:.2f} |")
     errors = sum(v for m in med.values() for k, v in m.items() if k.endswith("non2xx"))

@@ -33,7 +33,8 @@ def unused_address() -> str:
 
 
 class Services:
-    """Starts the real Registry/Observer on demand and stops whatever it started."""
+    """Starts the real Registry/Observer on demand and stops whatever it started. The Observer
+    is pointed at the Registry started before it, if any."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -42,15 +43,17 @@ class Services:
     async def registry(self, address: str = "127.0.0.1:0") -> Any:
         from smoltbot.registry.server import build_server
 
-        return await self._start(build_server, address)
+        server = await self._start(build_server, self.settings, address)
+        self.settings = self.settings.model_copy(update={"registry_address": f"127.0.0.1:{server.port}"})
+        return server
 
     async def observer(self, address: str = "127.0.0.1:0") -> Any:
         from smoltbot.observer.server import build_server
 
-        return await self._start(build_server, address)
+        return await self._start(build_server, self.settings, address)
 
-    async def _start(self, build: Callable[..., Awaitable[Any]], address: str) -> Any:
-        server = await build(self.settings, address=address)
+    async def _start(self, build: Callable[..., Awaitable[Any]], settings: Settings, address: str) -> Any:
+        server = await build(settings, address=address)
         await server.start()
         self._running.append(server)
         return server

@@ -90,7 +90,7 @@ async def test_client_abort_mid_stream_cancels_upstream_and_is_recorded(
     before = disconnects(standin)
     async with httpx.AsyncClient(timeout=10) as http:
         async with http.stream("POST", lone_gateway.base_url + "/anthropic/v1/messages", headers={
-                "x-api-key": CREDENTIAL, "x-standin-scenario": "slow"},
+                "x-api-key": CREDENTIAL, "x-standin-delay-ms": "200"},
                 json={"model": MODEL, "max_tokens": 100, "stream": True, "messages": MESSAGES}) as response:
             assert response.status_code == 200
             async for chunk in response.aiter_bytes():
@@ -160,13 +160,13 @@ async def test_unreachable_upstream_is_a_502_api_error_and_still_recorded(start,
 
 
 async def test_streams_are_relayed_as_they_arrive(lone_gateway: RunningGateway) -> None:
-    """With the stand-in pacing its deltas, the first bytes arrive long before the stream ends."""
+    """With the stand-in pacing its events, each arrives on its own, long before the stream ends."""
     loop = asyncio.get_running_loop()
     arrivals: list[float] = []
     async with httpx.AsyncClient(timeout=10) as http:
         started = loop.time()
         async with http.stream("POST", lone_gateway.base_url + "/anthropic/v1/messages", headers={
-                "x-api-key": CREDENTIAL, "x-standin-scenario": "slow"},
+                "x-api-key": CREDENTIAL, "x-standin-delay-ms": "50"},
                 json={"model": MODEL, "max_tokens": 100, "stream": True, "messages": MESSAGES}) as response:
             async for _ in response.aiter_raw():
                 arrivals.append(loop.time() - started)

@@ -147,7 +147,9 @@ async def test_unknown_paths_and_methods_are_proxied_too(stack: RunningGateway, 
                                headers={"x-api-key": CREDENTIAL})
         direct = await client.get(standin.base_url + "/v1/never/heard/of?x=1&y=%2F",
                                   headers={"x-api-key": CREDENTIAL})
-    assert via.status_code == direct.status_code
-    assert via.content == direct.content
+    assert via.status_code == direct.status_code == 404
+    # Byte for byte but for the request id, which upstream mints per request.
+    assert via.content.replace(via.headers["request-id"].encode(), b"") == \
+        direct.content.replace(direct.headers["request-id"].encode(), b"")
     via_seen, direct_seen = standin.requests[-2:]
     assert via_seen.path == direct_seen.path and via_seen.query_string == direct_seen.query_string
