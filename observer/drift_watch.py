@@ -88,14 +88,14 @@ def _alert_from_row(row: Any) -> DriftAlert:
 
 class DriftWatch:
     def __init__(self, db: Database, registry: RegistryClient, settings: Settings, *,
-                 sweep_interval: float = 2.0, pass_interval: float = 0.2) -> None:
+                 sweep_interval: float = 2.0, pass_interval: float = 0.25) -> None:
         self.db = db
         self.registry = registry
         self.settings = settings
         self.sweep_interval = sweep_interval
         # Passes are coalesced: under load an agent's traces are fed in batches, not one by one.
         self.pass_interval = pass_interval
-        self._dirty: dict[str, str | None] = {}
+        self._dirty: set[str] = set()
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.alerts_raised = 0
@@ -110,10 +110,10 @@ class DriftWatch:
             self._task = None
 
     def notify(self, agents: Iterable[tuple[str, str | None]]) -> None:
-        """(agent_id, agent_hash) pairs that have new traces."""
-        for agent_id, agent_hash in agents:
+        """Agent ids that have new traces (with their credential hash, unused: kept for callers)."""
+        for agent_id, _hash in agents:
             if agent_id:
-                self._dirty[agent_id] = agent_hash or self._dirty.get(agent_id)
+                self._dirty.add(agent_id)
                 self._ready.set()
 
     async def _loop(self) -> None:
@@ -124,90 +124,110 @@ class DriftWatch:
             except TimeoutError:
                 await self._sweep()
             self._ready.clear()
-            dirty, self._dirty = self._dirty, {}
-            for agent_id, agent_hash in dirty.items():
-                try:
-                    more = await self.run_agent(agent_id, agent_hash)
-                except (Unavailable, RegistryError) as error:
-                    logger.warning("drift for %s postponed: %s", agent_id, error)
-                    more = False
-                    await asyncio.sleep(min(self.sweep_interval, 1.0))
-                    self._dirty.setdefault(agent_id, agent_hash)
-                except Exception:
-                    logger.exception("drift for %s failed; retried at the next sweep", agent_id)
-                    more = False
-                if more:
-                    self._dirty.setdefault(agent_id, agent_hash)
-                    self._ready.set()
+            dirty, self._dirty = self._dirty, set()
+            if not dirty:
+                continue
+            try:
+                more = await self.run_agents(sorted(dirty))
+            except (Unavailable, RegistryError) as error:
+                logger.warning("drift postponed: %s", error)
+                more = dirty
+                await asyncio.sleep(min(self.sweep_interval, 1.0))
+            except Exception:
+                logger.exception("drift pass failed; retried at the next sweep")
+                more = set()
+            if more:
+                self._dirty |= more
+                self._ready.set()
             await asyncio.sleep(self.pass_interval)
 
     async def _sweep(self) -> None:
         # Catches agents whose traces were held back by the watermark, or written before a restart.
         try:
             async with self.db.read() as conn:
-                agents = (await conn.execute(
-                    sa.select(drift_pending.c.agent_id).distinct()
-                )).scalars().all()
+                agents = (await conn.execute(sa.select(drift_pending.c.agent_id).distinct())).scalars().all()
         except Exception as error:  # noqa: BLE001 - a sweep is best effort; the next one retries
             logger.warning("drift sweep failed: %s", error)
             return
-        for agent_id in agents:
-            self._dirty.setdefault(agent_id, None)
+        self._dirty.update(agents)
 
-    async def run_agent(self, agent_id: str, agent_hash: str | None = None) -> bool:
-        """Feeds the agent's pending traces to its detector; True when more may be ready."""
+    async def run_agent(self, agent_id: str) -> bool:
+        """One agent's pass (see `run_agents`)."""
+        return bool(await self.run_agents([agent_id]))
+
+    async def run_agents(self, agent_ids: list[str]) -> set[str]:
+        """Feeds the agents' queued traces to their detectors, in one pass: a read transaction
+        that finds the cards needed, then one write transaction. Returns the agents that may
+        have more ready (a full batch, or a card fetched too late)."""
         async with self.db.read() as conn:
-            if agent_hash is None:
-                agent_hash = (await conn.execute(
-                    sa.select(exchanges.c.agent_hash).where(exchanges.c.agent_id == agent_id).limit(1)
-                )).scalar_one_or_none()
-            watermark = await _watermark(conn, agent_hash)
-            candidates = (await conn.execute(_pending(agent_id, watermark, sa.select(traces.c.card_id)))).all()
-        if not candidates:
-            return False
+            hashes = await _hashes(conn, agent_ids)
+            wanted: dict[str, set[str]] = {}
+            for agent_id, card_id in (await conn.execute(
+                sa.select(drift_pending.c.agent_id, drift_pending.c.card_id).distinct()
+                .where(drift_pending.c.agent_id.in_(agent_ids))
+            )).all():
+                wanted.setdefault(agent_id, set()).add(card_id)
+        if not wanted:
+            return set()
         # Cards first, outside the write transaction: a slow Registry must not hold the lock.
         cards: dict[str, dict[str, Any] | None] = {}
-        for card_id in {row.card_id for row in candidates}:
-            cards[card_id] = await self.registry.card(agent_id, card_id) if card_id else None
+        for agent_id, card_ids in wanted.items():
+            for card_id in card_ids - cards.keys():
+                cards[card_id] = await self.registry.card(agent_id, card_id) if card_id else None
         async with self.db.begin() as conn:
-            return await self._feed(conn, agent_id, agent_hash, cards)
+            return await self._feed(conn, sorted(wanted), hashes, cards)
 
-    async def _feed(self, conn: Any, agent_id: str, agent_hash: str | None,
-                    cards: dict[str, dict[str, Any] | None]) -> bool:
+    async def _feed(self, conn: Any, agent_ids: list[str], hashes: dict[str, str],
+                    cards: dict[str, dict[str, Any] | None]) -> set[str]:
         now = utcnow()
-        await conn.execute(insert_ignoring_conflicts(self.db.dialect, drift_states, drift_states.c.agent_id).values(
-            agent_id=agent_id, card_id="", observed=0, state_json="", updated_at=now))
-        state_row = (await conn.execute(
-            sa.select(drift_states.c.state_json).where(drift_states.c.agent_id == agent_id).with_for_update()
-        )).one()
-        watermark = await _watermark(conn, agent_hash)
-        rows = (await conn.execute(_pending(agent_id, watermark, sa.select(
-            traces.c.trace_id, traces.c.card_id, traces.c.trace_json)))).all()
-        if not rows:
-            return False
-        detector = DriftDetector(
-            threshold=self.settings.drift_threshold, sustained=self.settings.drift_sustained,
-            baseline_size=self.settings.drift_baseline_size,
-            state=json.loads(state_row.state_json) if state_row.state_json else None,
-        )
+        await conn.execute(insert_ignoring_conflicts(self.db.dialect, drift_states, drift_states.c.agent_id),
+                           [{"agent_id": agent_id, "card_id": "", "observed": 0, "state_json": "", "updated_at": now}
+                            for agent_id in agent_ids])
+        # Row locks in agent order (no deadlocks); an agent another observer is feeding right
+        # now is skipped: it is in good hands.
+        states = dict((await conn.execute(
+            sa.select(drift_states.c.agent_id, drift_states.c.state_json)
+            .where(drift_states.c.agent_id.in_(agent_ids)).order_by(drift_states.c.agent_id)
+            .with_for_update(skip_locked=True)
+        )).all())
+        watermarks = await _watermarks(conn, [hashes[a] for a in states if a in hashes])
+        more: set[str] = set()
+        updates: list[dict[str, Any]] = []
         fed: list[str] = []
-        findings: list[DriftFinding] = []
-        blocked = False
-        for row in rows:
-            if row.card_id not in cards:  # a card we did not fetch: next pass
-                blocked = True
-                break
-            card = cards[row.card_id] or {"card_id": row.card_id}
-            findings.extend(detector.observe(json.loads(row.trace_json), card))
-            fed.append(row.trace_id)
-        for finding in findings:
-            await self._record(conn, agent_id, finding, now)
-        await conn.execute(drift_states.update().where(drift_states.c.agent_id == agent_id).values(
-            card_id=str(detector.state.get("card_id") or ""), observed=int(detector.state.get("observed") or 0),
-            state_json=json.dumps(detector.state, separators=(",", ":")), updated_at=now))
+        for agent_id, state_json in states.items():
+            rows = (await conn.execute(_pending(agent_id, watermarks.get(hashes.get(agent_id, "")), sa.select(
+                traces.c.trace_id, traces.c.card_id, traces.c.trace_json)))).all()
+            if not rows:
+                continue
+            detector = DriftDetector(
+                threshold=self.settings.drift_threshold, sustained=self.settings.drift_sustained,
+                baseline_size=self.settings.drift_baseline_size,
+                state=json.loads(state_json) if state_json else None,
+            )
+            findings: list[DriftFinding] = []
+            for row in rows:
+                if row.card_id not in cards:  # a card we did not fetch: next pass
+                    more.add(agent_id)
+                    break
+                card = cards[row.card_id] or {"card_id": row.card_id}
+                findings.extend(detector.observe(json.loads(row.trace_json), card))
+                fed.append(row.trace_id)
+            if len(rows) == _PASS_LIMIT:
+                more.add(agent_id)
+            for finding in findings:
+                await self._record(conn, agent_id, finding, now)
+            updates.append({
+                "b_agent": agent_id, "b_card": str(detector.state.get("card_id") or ""),
+                "b_observed": int(detector.state.get("observed") or 0),
+                "b_state": json.dumps(detector.state, separators=(",", ":")),
+            })
+        if updates:
+            await conn.execute(drift_states.update().where(drift_states.c.agent_id == sa.bindparam("b_agent")).values(
+                card_id=sa.bindparam("b_card"), observed=sa.bindparam("b_observed"),
+                state_json=sa.bindparam("b_state"), updated_at=now), updates)
         for start in range(0, len(fed), 500):
             await conn.execute(drift_pending.delete().where(drift_pending.c.trace_id.in_(fed[start:start + 500])))
-        return blocked or len(rows) == _PASS_LIMIT
+        return more
 
     async def _record(self, conn: Any, agent_id: str, finding: DriftFinding, now: datetime) -> None:
         existing = (await conn.execute(
@@ -266,15 +286,25 @@ class DriftWatch:
         return next_page(alerts, limit, scope=scope, key=lambda alert: (alert.created_at, alert.alert_id))
 
 
-async def _watermark(conn: Any, agent_hash: str | None) -> datetime | None:
-    """The time of the agent's oldest unfinished exchange: traces from then on wait."""
-    if agent_hash is None:
-        return None
-    value = (await conn.execute(
-        sa.select(sa.func.min(exchanges.c.occurred_at))
-        .where(exchanges.c.agent_hash == agent_hash, exchanges.c.state.in_(("pending", "processing")))
-    )).scalar_one_or_none()
-    return None if value is None else _aware(value)
+async def _hashes(conn: Any, agent_ids: list[str]) -> dict[str, str]:
+    """The credential hash of each agent with queued traces."""
+    rows = (await conn.execute(
+        sa.select(drift_pending.c.agent_id, sa.func.min(drift_pending.c.agent_hash))
+        .where(drift_pending.c.agent_id.in_(agent_ids)).group_by(drift_pending.c.agent_id)
+    )).all()
+    return {agent_id: agent_hash for agent_id, agent_hash in rows}
+
+
+async def _watermarks(conn: Any, agent_hashes: list[str]) -> dict[str, datetime]:
+    """Per hash, the time of the agent's oldest unfinished exchange: traces from then on wait."""
+    if not agent_hashes:
+        return {}
+    rows = (await conn.execute(
+        sa.select(exchanges.c.agent_hash, sa.func.min(exchanges.c.occurred_at))
+        .where(exchanges.c.agent_hash.in_(agent_hashes), exchanges.c.state.in_(("pending", "processing")))
+        .group_by(exchanges.c.agent_hash)
+    )).all()
+    return {agent_hash: _aware(value) for agent_hash, value in rows if value is not None}
 
 
 def _pending(agent_id: str, watermark: datetime | None, query: Any) -> Any:

@@ -112,6 +112,8 @@ drift_pending = sa.Table(
     "drift_pending", metadata,
     sa.Column("trace_id", sa.String(96), primary_key=True),
     sa.Column("agent_id", sa.String(144), nullable=False),
+    sa.Column("agent_hash", sa.String(128), nullable=False),
+    sa.Column("card_id", sa.String(144), nullable=False),
     sa.Column("timestamp", UTCDateTime(), nullable=False),
 )
 
@@ -357,7 +359,7 @@ class Store:
                 )).scalars())
             report.lost = [exchange_id for exchange_id in ids if exchange_id not in owned]
             written = [item for item in done if item.exchange_id in owned]
-            await self._write_traces(conn, [t for item in written for t in item.traces], now)
+            await self._write_traces(conn, [(item.agent_hash, t) for item in written for t in item.traces], now)
             if written:
                 await conn.execute(
                     exchanges.update().where(exchanges.c.exchange_id == sa.bindparam("b_id")).values(
@@ -407,9 +409,11 @@ class Store:
                             attempts=sa.case((exchanges.c.attempts > 0, exchanges.c.attempts - 1), else_=0))
                 )
 
-    async def _write_traces(self, conn: AsyncConnection, stored: Sequence[StoredTrace], now: datetime) -> None:
-        if not stored:
+    async def _write_traces(self, conn: AsyncConnection, hashed: Sequence[tuple[str, StoredTrace]],
+                            now: datetime) -> None:
+        if not hashed:
             return
+        stored = [item for _, item in hashed]
         rows = [item.row(now) for item in stored]
         # Executions the plugin reported before the trace existed.
         wanted = {(row["agent_id"], row["tool_use_id"]) for row in rows if row["tool_use_id"]}
@@ -440,8 +444,9 @@ class Store:
         for chunk in _chunks(violations, 200):
             await conn.execute(insert_ignoring_conflicts(self.db.dialect, trace_violations), list(chunk))
         # Failure traces are not decisions of the agent: the drift detector never sees them.
-        pending = [{"trace_id": row["trace_id"], "agent_id": row["agent_id"], "timestamp": row["timestamp"]}
-                   for row in rows if not row["failed"]]
+        pending = [{"trace_id": row["trace_id"], "agent_id": row["agent_id"], "agent_hash": agent_hash,
+                    "card_id": row["card_id"], "timestamp": row["timestamp"]}
+                   for (agent_hash, _), row in zip(hashed, rows, strict=True) if not row["failed"]]
         for chunk in _chunks(pending, 200):
             await conn.execute(insert_ignoring_conflicts(self.db.dialect, drift_pending), list(chunk))
 

@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 import sqlalchemy as sa
+from smoltbot.observer.server import build_server as build_observer
 from smoltbot.observer.store import exchanges as exchanges_table
-from smoltbot.v1 import exchange_pb2
+from smoltbot.v1 import exchange_pb2, observer_service_pb2_grpc
 from smoltbot.v1 import observer_service_pb2 as pb
 
 from tests.integration.observer.conftest import ObserverStack, new_hash
@@ -98,6 +99,32 @@ async def test_a_restart_mid_processing_loses_nothing_and_duplicates_nothing(obs
     assert counts == Counter({exchange.exchange_id: 2 for exchange in sent})
     listed = await observer_stack.list_traces(agent_id=agent_id, page_size=250)
     assert len(listed) == 600 == len({trace.trace_id for trace in listed})
+
+
+async def test_two_observers_sharing_a_database_process_each_exchange_once(observer_stack: ObserverStack) -> None:
+    agent_id, agent_hash = await observer_stack.agent()
+    first = observer_stack.observer
+    assert first is not None and observer_stack.stub is not None
+    first_stub = observer_stack.stub
+    second = await build_observer(observer_stack.observer_settings, address="127.0.0.1:0", poll_interval=0.1)
+    await second.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as channel:
+            second_stub = observer_service_pb2_grpc.ObserverServiceStub(channel)
+            sent = [_reply(agent_hash) for _ in range(200)]
+            for stub, half in ((first_stub, sent[:100]), (second_stub, sent[100:])):
+                observer_stack.stub = stub
+                assert {ack.status for ack in await observer_stack.ingest(half)} == {ACCEPTED}
+            # Each observer also sees the other's exchanges as duplicates.
+            observer_stack.stub = second_stub
+            assert {ack.status for ack in await observer_stack.ingest(sent[:5])} == {DUPLICATE}
+            observer_stack.stub = first_stub
+            await observer_stack.wait_finished([e.exchange_id for e in sent], timeout=30)
+    finally:
+        await second.stop(0.5)
+    assert await _trace_counts(observer_stack) == Counter({e.exchange_id: 1 for e in sent})
+    assert first.processor.processed + second.processor.processed == 200
+    assert len(await observer_stack.list_traces(agent_id=agent_id)) == 200
 
 
 async def test_registry_down_keeps_exchanges_pending_until_it_is_back(observer_stack: ObserverStack) -> None:

@@ -122,6 +122,10 @@ def upgrade() -> None:
         sa.Column("trace_id", sa.String(96), sa.ForeignKey("traces.trace_id", ondelete="CASCADE"),
                   primary_key=True),
         sa.Column("agent_id", sa.String(_AGENT_ID), nullable=False),
+        # For the watermark: the agent's unfinished exchanges are found by hash (their agent id
+        # may not be known yet).
+        sa.Column("agent_hash", sa.String(128), nullable=False),
+        sa.Column("card_id", sa.String(_AGENT_ID), nullable=False),
         _timestamp("timestamp"),
     )
     op.create_index("ix_drift_pending_agent_timestamp", "drift_pending", ["agent_id", "timestamp", "trace_id"])
