@@ -73,9 +73,10 @@ class Settings(BaseSettings):
     drift_sustained: int = Field(default=3, ge=1, description="Consecutive drifting traces that raise an alert.")
     drift_baseline_size: int = Field(default=10, ge=1, description="Early traces that form the agent's baseline.")
 
+    # Logging
     log_level: str = Field(default="INFO", description="Log level of every process.")
 
-    # gRPC transport security (core/tls.py)
+    # gRPC transport security (see core/tls.py)
     tls_cert: str = Field(
         default="",
         description="PEM certificate (chain) of this process: served by the registry/observer, presented as "

@@ -64,10 +64,19 @@ class ServiceProcess:
         raise TimeoutError(f"{self.name} did not report its port within {timeout}s:\n{self.log()}")
 
     def kill(self) -> None:
-        """SIGKILL: no graceful stop, no lease hand-back, whatever it held is left as it was."""
+        """SIGKILL to the service and every process it started (the observer's CPU workers), as
+        when its container or machine dies: no graceful stop, no lease hand-back."""
         if self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
+            os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+        else:
+            self._kill_leftovers()
+
+    def _kill_leftovers(self) -> None:
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
     def stop(self, timeout: float = 20.0) -> int:
         if self.process.poll() is None:
@@ -77,6 +86,7 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        self._kill_leftovers()
         return self.process.returncode
 
 
@@ -84,8 +94,9 @@ def _spawn(name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> Se
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"{name}.log"
     with log_path.open("wb") as log_file:
+        # A session (and process group) of its own: kill() reaches its children too.
         process = subprocess.Popen(argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=log_file,
-                                   stderr=subprocess.STDOUT)
+                                   stderr=subprocess.STDOUT, start_new_session=True)
     return ServiceProcess(name, process, log_path)
 
 
