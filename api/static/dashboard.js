@@ -101,6 +101,11 @@
       el("text", { x: x, y: height - 6, "text-anchor": anchor, "class": "axis-label" }, svg).textContent = shortDate(points[i].bucket_start, span);
     });
 
+    if (points.length === 1) {
+      el("text", { x: width - pad.right, y: pad.top + 14, "text-anchor": "end", "class": "axis-label" }, svg)
+        .textContent = "one period so far: the line grows as traces arrive";
+    }
+
     figure.replaceChildren(svg);
   }
 

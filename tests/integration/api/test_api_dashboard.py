@@ -85,6 +85,7 @@ async def test_agent_page_shows_score_and_traces_live_and_opens_a_trace(server: 
                 assert "retry loop" in await page.inner_text("main")
                 await page.click("details.raw summary")
                 assert '"verification"' in await page.get_by_test_id("raw-json").inner_text()
+                await page.evaluate("() => window.scrollTo(0, 0)")  # the sticky header belongs at the top
                 await page.screenshot(path=str(ARTIFACTS / f"trace-{scheme}.png"), full_page=True)
 
                 await page.goto(f"{server.base_url}/agents/smolt-00000000")

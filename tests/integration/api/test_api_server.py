@@ -63,7 +63,7 @@ async def test_schemathesis_finds_no_server_error_and_no_response_off_its_schema
         "-H", f"x-api-key: {seeded.credential}",
         # One worker: hypothesis' lambda introspection is not thread-safe on Python 3.11.
         "--max-examples", "15", "--seed", "20261124", "--workers", "1",
-        "--generation-database", "none", "--request-timeout", "10", "--max-time", "40",
+        "--generation-database", "none", "--request-timeout", "10", "--max-time", "30",
         "--report", "junit", "--report-junit-path", str(ARTIFACTS / "schemathesis.xml"),
         "--no-color",
     ])
