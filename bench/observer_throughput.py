@@ -1,7 +1,7 @@
 """Observer throughput and trace visibility, on SQLite and on PostgreSQL.
 
     python bench/observer_throughput.py [--count 5000] [--rate 50] [--seconds 10]
-                                        [--backends sqlite,postgresql] [--no-docs] [--profile]
+                                        [--backends sqlite,postgresql] [--pin] [--no-docs] [--profile]
 
 * Throughput: `--count` realistic exchanges (thinking + a tool call, a request with history,
   ~6 KB each, 8 agents) are sent over one Ingest stream as fast as the acks allow (1024 in
@@ -11,9 +11,12 @@
   a reader polls ListTraces (newest first) every 20 ms. Reported: p50/p95/max of "trace
   visible through the API" minus "exchange ended".
 
-Layout on a 2-core machine: the Registry and Observer run in one child process pinned to core
-0 (`taskset`), the load generator and the poller on core 1. PostgreSQL is a throwaway cluster
-(initdb + pg_ctl, default durability settings: fsync and synchronous_commit on) on core 1.
+Layout: the Registry and the Observer run in one child process (plus the Observer's worker
+processes: one per core beyond the first), the load generator and the poller in this one, all
+sharing the machine's cores as `smoltbot up` would. `--pin` instead pins the services to core 0
+and the load to core 1 (the Observer then has no core to spare for a worker process).
+PostgreSQL is a throwaway cluster (initdb + pg_ctl) with default durability settings (fsync and
+synchronous_commit on).
 
 Prints the figures and rewrites the "Observer" section of docs/benchmarks.md.
 """
@@ -115,7 +118,7 @@ class Postgres:
         subprocess.run(self._as_owner([str(self.bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
                                        "-E", "UTF8", "--locale=C"]), check=True, stdout=subprocess.DEVNULL)
         options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c max_connections=100"
-        subprocess.run(["taskset", "-c", LOAD_CORE, *self._as_owner([
+        subprocess.run([*self._as_owner([
             str(self.bin / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(self.base / "log"), "-w", "start"])],
             check=True, stdout=subprocess.DEVNULL)
         subprocess.run(["psql" if shutil.which("psql") else str(self.bin / "psql"), "-h", "127.0.0.1", "-p",
@@ -125,7 +128,8 @@ class Postgres:
 
     def stop(self) -> None:
         subprocess.run(self._as_owner([str(self.bin / "pg_ctl"), "-D", str(self.base / "data"), "-m", "fast",
-                                       "-w", "stop"]), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                       "-w", "stop"]), check=False, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
         shutil.rmtree(self.base, ignore_errors=True)
 
 
@@ -335,7 +339,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         profile = str(Path(tempfile.gettempdir()) / f"observer-{backend}.prof") if args.profile else ""
         if profile:
             print(f"  profiling the observer into {profile}", flush=True)
-        pin = [] if args.no_pin else ["taskset", "-c", SERVER_CORE]
+        pin = ["taskset", "-c", SERVER_CORE] if args.pin else []
         server = subprocess.Popen(
             [*pin, sys.executable, __file__, "--serve", database_url, str(registry_port),
              str(observer_port), profile],
@@ -344,7 +348,7 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
             assert server.stdout is not None and server.stdin is not None
             if server.stdout.readline().strip() != "ready":
                 raise SystemExit("the observer did not start")
-            if not args.no_pin:
+            if args.pin:
                 os.sched_setaffinity(0, {int(LOAD_CORE)})
             result = asyncio.run(run_load(database_url, registry_port, observer_port, args, server.pid))
         finally:
@@ -360,31 +364,36 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
 
 
 def section(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str:
+    cores = len(os.sched_getaffinity(0))
+    layout = ("services pinned to core 0, load to core 1" if args.pin else
+              f"services, worker processes, load generator and poller sharing {cores} cores")
     lines = [
         "## Observer",
         "",
-        "`python bench/observer_throughput.py` (Registry + Observer in one process on core 0; load, poller "
-        "and PostgreSQL on core 1; local analyzer; default settings: concurrency "
-        "4). Exchanges are ~6 KB (thinking + text + one tool call, a request with history), 8 agents.",
+        (f"`python bench/observer_throughput.py` ({layout}; local analyzer; default settings: "
+        "concurrency 4). Exchanges are ~6 KB (thinking + text + one tool call, a request with history), "
+        "as the gateway sends them (agent and session resolved); 8 agents. PostgreSQL: a local "
+        "throwaway cluster with default durability (fsync, synchronous_commit on)."),
         "",
-        "| backend | exchanges/s, Ingest to stored trace | acks/s | visibility p50 / p95 / max at "
-        f"{args.rate:g}/s |",
-        "|---|---|---|---|",
+        ("| backend | exchanges/s, Ingest to stored trace | acks/s | observer CPU per exchange (main process) "
+        f"| visibility p50 / p95 / max at {args.rate:g}/s |"),
+        "|---|---|---|---|---|",
     ]
     for backend, result in results.items():
         t, v = result["throughput"], result["visibility"]
         lines.append(f"| {backend} | {t['per_second']:,.0f} ({t['count']:,} in {t['seconds']:.1f} s) | "
-                     f"{t['acks_per_second']:,.0f} | {v['p50_ms']:.0f} / {v['p95_ms']:.0f} / {v['max_ms']:.0f} ms |")
+                     f"{t['acks_per_second']:,.0f} | {t['server_cpu_ms_per_exchange']:.2f} ms | "
+                     f"{v['p50_ms']:.0f} / {v['p95_ms']:.0f} / {v['max_ms']:.0f} ms |")
     lines += [
         "",
-        "Targets: ≥ 1,000 exchanges/s on SQLite; p95 visibility < 1 s at 50 exchanges/s. Visibility is the "
+        ("Targets: ≥ 1,000 exchanges/s on SQLite; p95 visibility < 1 s at 50 exchanges/s. Visibility is the "
         "time from the moment an exchange is sent (its end) until a ListTraces poll (every 20 ms) returns "
-        "its trace, so it includes up to 20 ms of polling granularity.",
+        "its trace, so it includes up to 20 ms of polling granularity."),
         "",
-        "Where the time goes: intake stores whatever arrived since its last write in one transaction "
+        ("Where the time goes: intake stores whatever arrived since its last write in one transaction "
         "and acks it (hundreds per transaction under load); workers claim exchanges in batches under a "
         "lease and the writer stores all ready traces in one transaction. Per exchange the cost is "
-        "mostly JSON parsing, the local analyzer's regexes and redaction, and serialising the trace.",
+        "mostly JSON parsing, the local analyzer's regexes and redaction, and serialising the trace."),
         "",
     ]
     return "\n".join(lines)
@@ -411,7 +420,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--backends", default="sqlite,postgresql")
-    parser.add_argument("--no-pin", action="store_true", help="let the OS place the processes (no taskset)")
+    parser.add_argument("--pin", action="store_true", help="services on core 0, load on core 1 (taskset)")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--profile", action="store_true", help="cProfile the observer into $TMPDIR/observer-<backend>.prof")
     args = parser.parse_args()

@@ -21,6 +21,7 @@ exponential backoff; after `observer_max_attempts` tries the exchange is stored 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Callable
@@ -50,6 +51,8 @@ logger = logging.getLogger(__name__)
 _BIG_PAYLOAD = 512 * 1024
 #: Exchanges sent to a worker process at once (amortises the round trip).
 _POOL_BATCH = 16
+#: Payload bytes held in memory at once (a request body may be 32 MiB); one exchange always fits.
+_MAX_HELD_BYTES = 128 * 1024 * 1024
 _RETRY_BASE, _RETRY_MAX = 0.5, 60.0
 _REGISTRY_BASE, _REGISTRY_MAX = 0.2, 5.0
 
@@ -171,7 +174,9 @@ class Processor:
                 continue
             self._wake.clear()
             try:
-                claimed = await self.store.claim(self.owner, free, self.lease_seconds)
+                held_bytes = sum(len(item.payload) for item in self._held.values())
+                claimed = await self.store.claim(self.owner, free, self.lease_seconds,
+                                                 max_bytes=max(0, _MAX_HELD_BYTES - held_bytes))
                 self.claims += 1
             except Unavailable:
                 await asyncio.sleep(self.poll_interval)
@@ -290,10 +295,12 @@ class Processor:
         if self._pool is not None:
             try:
                 return await self._pool.run(jobs)
-            except BrokenProcessPool:
-                logger.exception("the worker processes died; reading exchanges inline from now on")
+            except (BrokenProcessPool, OSError, RuntimeError):
+                # Workers that died (killed, out of memory) or could not start: read inline.
+                logger.exception("the worker processes failed; reading exchanges inline from now on")
                 pool, self._pool = self._pool, None
-                await pool.close()
+                with contextlib.suppress(Exception):
+                    await pool.close()
         results = []
         for job in jobs:
             if len(job.payload) > _BIG_PAYLOAD:

@@ -4,11 +4,11 @@ Queue protocol, the same on both backends:
 
 * `insert_exchanges`: ``INSERT ... ON CONFLICT DO NOTHING RETURNING``: the ids that come back
   were accepted, the others existed (the primary key, not a read-then-write, decides).
-* `claim`: an ``UPDATE ... WHERE exchange_id IN (due rows) RETURNING`` that marks rows
-  processing under a lease (owner + expiry). "Due" is pending with ``next_attempt_at <= now``
-  or processing with an expired lease (``next_attempt_at`` holds the expiry then). On
-  PostgreSQL the inner select is ``FOR UPDATE SKIP LOCKED``, so observers sharing a database
-  never claim the same row; SQLite has one writer at a time anyway.
+* `claim`: in one transaction, selects due rows (``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so
+  observers sharing a database never claim the same row; SQLite has one writer at a time),
+  takes as many as fit a byte budget, and marks them processing under a lease (owner +
+  expiry) with ``UPDATE ... RETURNING``. "Due" is pending with ``next_attempt_at <= now`` or
+  processing with an expired lease (``next_attempt_at`` holds the expiry then).
   The payloads of the claimed rows are then read from `exchange_payloads`.
 * `finish`: in one transaction, locks the rows still leased to us, stores their traces
   (``ON CONFLICT DO NOTHING`` on trace_id and on (exchange_id, decision_index)) and queues them
@@ -61,6 +61,7 @@ exchanges = sa.Table(
     sa.Column("session_id", sa.String(256)),
     sa.Column("received_at", UTCDateTime(), nullable=False),
     sa.Column("occurred_at", UTCDateTime(), nullable=False),
+    sa.Column("payload_bytes", sa.Integer(), nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("attempts", sa.Integer(), nullable=False),
     sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
@@ -287,6 +288,7 @@ class Store:
             "session_id": row.session_id,
             "received_at": now,
             "occurred_at": row.occurred_at,
+            "payload_bytes": len(row.payload),
             "state": "pending",
             "attempts": 0,
             "next_attempt_at": now,
@@ -306,31 +308,40 @@ class Store:
 
     # -- the queue -----------------------------------------------------------------------
 
-    async def claim(self, owner: str, limit: int, lease_seconds: float) -> list[ClaimedExchange]:
-        """Leases up to `limit` due exchanges to `owner`, oldest due first."""
+    async def claim(self, owner: str, limit: int, lease_seconds: float,
+                    max_bytes: int = 1 << 62) -> list[ClaimedExchange]:
+        """Leases up to `limit` due exchanges to `owner`, oldest due first, with payloads of at
+        most `max_bytes` together (but always at least one exchange, however large)."""
         now = utcnow()
         expires = datetime.fromtimestamp(now.timestamp() + lease_seconds, now.tzinfo)
         due = (
-            sa.select(exchanges.c.exchange_id)
+            sa.select(exchanges.c.exchange_id, exchanges.c.payload_bytes)
             .where(exchanges.c.state.in_(_UNFINISHED), exchanges.c.next_attempt_at <= now)
             .order_by(exchanges.c.next_attempt_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        statement = (
-            exchanges.update()
-            .where(exchanges.c.exchange_id.in_(due.scalar_subquery()))
-            .values(state="processing", lease_owner=owner, lease_expires_at=expires, next_attempt_at=expires,
-                    attempts=exchanges.c.attempts + 1)
-            .returning(exchanges.c.exchange_id, exchanges.c.agent_hash, exchanges.c.agent_id,
-                       exchanges.c.session_id, exchanges.c.attempts, exchanges.c.received_at,
-                       exchanges.c.last_error)
-        )
         async with self.db.begin() as conn:
-            rows = (await conn.execute(statement)).all()
+            taken: list[str] = []
+            total = 0
+            for exchange_id, size in (await conn.execute(due)).all():
+                if taken and total + size > max_bytes:
+                    break
+                taken.append(exchange_id)
+                total += size
+            if not taken:
+                return []
+            rows = (await conn.execute(
+                exchanges.update()
+                .where(exchanges.c.exchange_id.in_(taken))
+                .values(state="processing", lease_owner=owner, lease_expires_at=expires, next_attempt_at=expires,
+                        attempts=exchanges.c.attempts + 1)
+                .returning(exchanges.c.exchange_id, exchanges.c.agent_hash, exchanges.c.agent_id,
+                           exchanges.c.session_id, exchanges.c.attempts, exchanges.c.received_at,
+                           exchanges.c.last_error)
+            )).all()
             payloads: dict[str, bytes] = {}
-            ids = [row.exchange_id for row in rows]
-            for chunk in _chunks(ids):
+            for chunk in _chunks(taken):
                 result = await conn.execute(sa.select(exchange_payloads.c.exchange_id, exchange_payloads.c.payload)
                                             .where(exchange_payloads.c.exchange_id.in_(chunk)))
                 payloads.update((exchange_id, bytes(payload)) for exchange_id, payload in result)

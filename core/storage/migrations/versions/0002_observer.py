@@ -51,6 +51,8 @@ def upgrade() -> None:
         _timestamp("received_at"),
         # When the exchange happened (its end, else its start, else receipt): the trace time.
         _timestamp("occurred_at"),
+        # What a claim will load into memory (claims are capped in bytes, not only in rows).
+        sa.Column("payload_bytes", sa.Integer(), nullable=False),
         sa.Column("state", sa.String(16), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
         # Pending: when it may be tried. Processing: when its lease expires (= lease_expires_at),
