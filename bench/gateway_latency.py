@@ -444,6 +444,9 @@ the first thing to revisit if the throughput target rises. Shipping is the other
 one `Ingest` message plus its ack costs about 120 µs of CPU in grpcio's asyncio stack (and
 the same with the synchronous stack in a thread), mostly thread wake-ups between gRPC's poller
 and the event loop; the contract sends one exchange per message, so it cannot be batched.
+The spool is an append-only segment log: appending and acking a 2 KB exchange costs 7-10 µs
+of CPU, against 140-470 µs for one file per exchange (create, write, rename, unlink) on the
+same disk; fsyncs (fdatasync) are batched every 0.5 s in a worker thread.
 """
 
 

@@ -10,7 +10,8 @@ Why segments rather than one file per exchange: an append is one `write` of byte
 hold, instead of create + write + rename + unlink and two directory updates per call, which
 matters at thousands of calls per second on one core (see docs/benchmarks.md). Writes happen
 on the event loop after the response has gone out, batched per loop turn; fsyncs are batched
-on a timer in a single worker thread, so a crash loses at most that interval, and the ack
+on a timer in a single worker thread, so a machine crash loses at most that interval (a
+process crash loses nothing written: it is in the page cache), and the ack
 file is never fsynced at all: a lost ack only means the observer sees a duplicate, which it
 recognises by exchange id.
 
@@ -75,7 +76,7 @@ class Spool:
     """Append, ack, replay. Used from one event loop; `open()` before use, `close()` at the end."""
 
     def __init__(self, directory: Path, max_bytes: int, *, segment_bytes: int | None = None,
-                 memory_bytes: int = 64 * 1024 * 1024, fsync_interval: float = 0.05,
+                 memory_bytes: int = 64 * 1024 * 1024, fsync_interval: float = 0.5,
                  on_drop: Callable[[int], None] | None = None) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
@@ -424,7 +425,7 @@ def _write_all(fd: int, chunks: list[bytes]) -> None:
 
 def _fsync(fd: int) -> None:
     try:
-        os.fsync(fd)
+        os.fdatasync(fd)
     except OSError as error:
         logger.warning("spool: fsync failed: %s", error)
 
