@@ -139,7 +139,14 @@ class Processor:
             return
         self._stopping = True
         claimer, writer = self._tasks
-        claimer.cancel()
+        # Not cancelled mid-claim: a claim committed but never returned would strand its
+        # exchanges until their leases expire.
+        self._wake.set()
+        self._space.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(claimer), grace)
+        except TimeoutError:
+            claimer.cancel()
         for worker in self._workers:
             self._queue.put_nowait(None)  # a stop mark per worker
         _, running = await asyncio.wait(self._workers, timeout=grace) if self._workers else (set(), set())
@@ -165,18 +172,19 @@ class Processor:
     # -- claiming ------------------------------------------------------------------------
 
     async def _claim_loop(self) -> None:
-        while True:
+        while not self._stopping:
             free = self.capacity - len(self._held)
+            held_bytes = sum(len(item.payload) for item in self._held.values())
             # Top up in batches (one transaction claims many), before the workers run dry.
-            if free <= 0 or (free < self.capacity // 4 and not self._queue.empty()):
+            if (free <= 0 or (free < self.capacity // 4 and not self._queue.empty())
+                    or (self._held and held_bytes >= _MAX_HELD_BYTES)):
                 self._space.clear()
                 await self._space.wait()
                 continue
             self._wake.clear()
             try:
-                held_bytes = sum(len(item.payload) for item in self._held.values())
                 claimed = await self.store.claim(self.owner, free, self.lease_seconds,
-                                                 max_bytes=max(0, _MAX_HELD_BYTES - held_bytes))
+                                                 max_bytes=_MAX_HELD_BYTES - held_bytes)
                 self.claims += 1
             except Unavailable:
                 await asyncio.sleep(self.poll_interval)
@@ -187,8 +195,9 @@ class Processor:
                 continue
             for item in claimed:
                 self._held[item.exchange_id] = item
-                self._queue.put_nowait(item)
-            if len(claimed) < free:
+                if not self._stopping:
+                    self._queue.put_nowait(item)
+            if len(claimed) < free and not self._stopping:
                 timeout = self._idle_timeout()
                 try:
                     await asyncio.wait_for(self._wake.wait(), timeout)
