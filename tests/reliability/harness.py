@@ -429,15 +429,25 @@ class Stack:
             if path.is_file():
                 yield path
 
-    def find(self, needles: Iterable[bytes]) -> list[tuple[str, bytes]]:
+    def find(self, needles: Iterable[bytes], *also: Path) -> list[tuple[str, bytes]]:
         """(file, needle) for every needle found, as bytes, in any file of the data dir
-        (database, WAL, spool, hash secret, config, captured service logs)."""
-        needles = [n for n in needles if n]
-        hits = []
-        for path in self.files():
-            data = path.read_bytes()
-            hits.extend((str(path.relative_to(self.home)), needle) for needle in needles if needle in data)
-        return hits
+        (database, WAL, spool, hash secret, config, captured service logs) or of the
+        directories in `also` (a PostgreSQL cluster's data dir)."""
+        return find_in([self.home, *also], needles)
+
+
+def find_in(directories: Iterable[Path], needles: Iterable[bytes]) -> list[tuple[str, bytes]]:
+    needles = [n for n in needles if n]
+    hits = []
+    for directory in directories:
+        for path in sorted(directory.rglob("*")):
+            if path.is_file() and not path.is_symlink():
+                try:
+                    data = path.read_bytes()
+                except OSError:  # a socket or a file removed meanwhile
+                    continue
+                hits.extend((str(path), needle) for needle in needles if needle in data)
+    return hits
 
 
 def exchange_ids(traces: Iterable[dict[str, Any]]) -> set[str]:

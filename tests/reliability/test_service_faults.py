@@ -163,6 +163,11 @@ async def test_postgresql_stopped_mid_run_calls_succeed_and_every_exchange_is_tr
         assert {t["agent_id"] for t in cold_traces} == {cold_agent}
         for name in ("registry", "observer", "api", "gateway"):
             assert stack.services[name].running(), f"{name} died with the database:\n{stack.log(name)[-3000:]}"
+        # The database's own files (tables, WAL, server log) hold no credential either.
+        stack.close()
+        await asyncio.to_thread(cluster.stop, "fast")
+        leaks = stack.find([warm.encode(), cold.encode()], cluster.base)
+        assert not leaks, f"credentials found in {leaks}"
         record_figures("postgresql_stopped", calls_during_outage=50, failed_calls=0, traced_exchanges=60,
                        outage_s=round(back - down, 1), all_traced_after_db_back_s=round(recovered_s, 1))
     finally:

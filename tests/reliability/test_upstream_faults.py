@@ -127,8 +127,10 @@ async def test_a_slow_upstream_stream_is_relayed_event_by_event_as_it_comes(shar
                     arrivals.append(time.monotonic() - started)
     gaps = [later - earlier for earlier, later in itertools.pairwise(arrivals)]
     assert len(arrivals) == 10 and arrivals[-1] >= 8.5, arrivals
-    # Each event reached the client about when upstream sent it: none held back and batched.
-    assert all(gap >= 0.7 for gap in gaps), gaps
+    # Each event reached the client about when upstream sent it (event n at ~n seconds): a
+    # relay that held events back would deliver the early ones late, all at the end.
+    late = [(n, round(at, 2)) for n, at in enumerate(arrivals) if at > n * 1.0 + 1.5]
+    assert not late, f"events held back: {late} (arrivals {arrivals})"
     trace = await _exchange_of(shared_stack, credential)
     assert trace["observation"]["outcome"] == "complete" and trace["observation"]["streamed"]
     record_figures("upstream_slow_stream", events=len(arrivals), upstream_gap_ms=1000,
