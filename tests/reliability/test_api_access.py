@@ -140,3 +140,13 @@ def test_a_claimed_agent_cannot_be_claimed_by_another_credential(shared_stack: S
     assert shared_stack.api("GET", f"/v1/agents/{other_id}").json()["claimed"] is False
     # The email is never shown publicly.
     assert "owner@example.com" not in shared_stack.api("GET", f"/v1/agents/{agent_id}").text
+
+
+def test_the_documented_card_example_is_accepted_for_its_owner(shared_stack: Stack) -> None:
+    openapi = shared_stack.api("GET", "/openapi.json").json()
+    operation = openapi["paths"]["/v1/agents/{agent_id}/card"]["put"]
+    example = operation["requestBody"]["content"]["application/json"]["schema"]["examples"][0]
+    owner = new_credential("example")
+    agent_id = shared_stack.resolve_agent(owner)
+    response = shared_stack.api("PUT", f"/v1/agents/{agent_id}/card", json=example, headers={"x-api-key": owner})
+    assert response.status_code == 200, response.text

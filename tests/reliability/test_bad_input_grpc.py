@@ -264,3 +264,51 @@ def _describe(request: Any) -> str:
         shown = repr(value)
         parts.append(f"{descriptor.name}={shown[:24] + '...' if len(shown) > 24 else shown}")
     return ", ".join(parts)
+
+
+CARD_JSON = (
+    '{"card_version": "unified/2026-04-26", "principal": {"type": "human", "identifier": "owner", "relationship": "delegated_authority"}, '
+    '"values": {"declared": ["transparency"]}, "autonomy": {"bounded_actions": ["respond"], '
+    '"forbidden_actions": [], "escalation_triggers": []}, '
+    '"audit": {"retention_days": 30, "queryable": false, "trace_format": "ap-trace-v1"}}'
+)
+#: Writes on behalf of an agent: the fields each needs besides agent_id and agent_hash.
+OWNED_WRITES: dict[str, dict[str, Any]] = {
+    "ClaimAgent": {},
+    "PutCard": {"card_json": CARD_JSON},
+    "ReportSessionEvent": {"session_id": "s-ownership", "event": agent_pb2.SESSION_EVENT_STARTED},
+    "ReportToolExecution": {"tool_use_id": "toolu_ownership", "executed": True},
+}
+
+
+def test_every_write_on_behalf_of_an_agent_needs_that_agents_hash(
+        channels: tuple[grpc.Channel, grpc.Channel], agent_id: str) -> None:
+    """Found from the descriptors: every RPC whose request carries agent_id and agent_hash.
+    A missing hash is UNAUTHENTICATED, another agent's PERMISSION_DENIED."""
+    stubs = {"RegistryService": (registry_service_pb2_grpc.RegistryServiceStub(channels[0]), rpb),
+             "ObserverService": (observer_service_pb2_grpc.ObserverServiceStub(channels[1]), observer_service_pb2)}
+    other = registry_service_pb2_grpc.RegistryServiceStub(channels[0]).ResolveAgent(
+        rpb.ResolveAgentRequest(agent_hash=OTHER_HASH), timeout=10).agent.agent_id
+    assert other != agent_id
+    found = set()
+    wrong = []
+    for service, (stub, module) in stubs.items():
+        for method in module.DESCRIPTOR.services_by_name[service].methods:
+            fields = {f.name for f in method.input_type.fields}
+            if not {"agent_id", "agent_hash"} <= fields:
+                continue
+            found.add(method.name)
+            request_type = getattr(module, method.input_type.name)
+            extra = OWNED_WRITES.get(method.name, {})
+            for agent_hash, code in (("", grpc.StatusCode.UNAUTHENTICATED),
+                                     (OTHER_HASH, grpc.StatusCode.PERMISSION_DENIED)):
+                try:
+                    getattr(stub, method.name)(request_type(agent_id=agent_id, agent_hash=agent_hash, **extra),
+                                               timeout=15)
+                except grpc.RpcError as error:
+                    if error.code() != code:
+                        wrong.append(f"{method.name} hash={agent_hash[:8]!r}: {error.code().name} {error.details()!r}")
+                else:
+                    wrong.append(f"{method.name} hash={agent_hash[:8]!r}: accepted, want {code.name}")
+    assert found == set(OWNED_WRITES), f"owned writes without a case here: {found - set(OWNED_WRITES)}"
+    assert not wrong, "\n".join(wrong)
