@@ -17,7 +17,6 @@ Prints the figures and rewrites the "Gateway" section of docs/benchmarks.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import re
@@ -28,7 +27,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -404,18 +402,18 @@ def _report(med: dict[str, dict[str, float]], rss_idle: int, rss_load: int, args
     lines = [
         "## Gateway",
         "",
-        f"`python bench/gateway_latency.py --rounds {args.rounds} --seconds {args.seconds:g}` "
+        (f"`python bench/gateway_latency.py --rounds {args.rounds} --seconds {args.seconds:g}` "
         f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, Python {sys.version.split()[0]}). "
         "Gateway or nginx on core 0; wrk, the stand-in and the services on core 1; runs interleaved, "
         f"median of {args.rounds} rounds. Shipping on: every exchange spooled and acked by "
         f"{'the real Observer' if args.observer == 'real' else 'an ack-only Ingest sink'}; {registry_note}. "
         f"Load average when the run ended: {os.getloadavg()[0]:.1f} (other work on the machine skews "
-        "absolute figures; the columns were measured interleaved, so their differences are fairer).",
+        "absolute figures; the columns were measured interleaved, so their differences are fairer)."),
         "",
         *rows,
         "",
-        f"Gateway RSS: {rss_idle / 1024:.1f} MiB idle, {rss_load / 1024:.1f} MiB under c=16 load. "
-        f"Non-2xx responses during the runs: {errors:.0f}.",
+        (f"Gateway RSS: {rss_idle / 1024:.1f} MiB idle, {rss_load / 1024:.1f} MiB under c=16 load. "
+        f"Non-2xx responses during the runs: {errors:.0f}."),
         "",
         "Targets (issue 3): " + "; ".join(f"{label}: {'met' if ok else 'NOT met'}" for label, ok in targets) + ".",
     ]
@@ -461,7 +459,7 @@ developers' test suites shared the two cores, which shows in nginx's figures too
 def _write_docs(section: str) -> None:
     path = ROOT / "docs" / "benchmarks.md"
     text = path.read_text() if path.exists() else "# Benchmarks\n"
-    pattern = re.compile(r"^## Gateway\n.*?(?=^## |\Z)", re.S | re.M)
+    pattern = re.compile(r"^## Gateway\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
     if pattern.search(text):
         text = pattern.sub(lambda _: section + "\n", text)
     else:

@@ -23,7 +23,6 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-
 from smoltbot.core.identity import load_hash_secret
 from smoltbot.core.settings import Settings
 from smoltbot.core.tls import client_tls

@@ -51,9 +51,27 @@ class Capture:
     """One call as seen by the gateway. Times are `time.time_ns()`."""
 
     __slots__ = (
-        "exchange_id", "agent_hash", "agent_id", "session_id", "session_hint", "method", "path", "query",
-        "request_headers", "request_body", "status", "response_headers", "chunks", "captured_bytes",
-        "truncated", "streamed", "started_ns", "first_byte_ns", "ended_ns", "outcome", "detail",
+        "agent_hash",
+        "agent_id",
+        "captured_bytes",
+        "chunks",
+        "detail",
+        "ended_ns",
+        "exchange_id",
+        "first_byte_ns",
+        "method",
+        "outcome",
+        "path",
+        "query",
+        "request_body",
+        "request_headers",
+        "response_headers",
+        "session_hint",
+        "session_id",
+        "started_ns",
+        "status",
+        "streamed",
+        "truncated",
     )
 
     def __init__(self, *, agent_hash: str, session_hint: str, method: str, path: str, query: str,

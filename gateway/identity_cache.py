@@ -21,7 +21,6 @@ import time
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.tls import TlsConfig
 from smoltbot.v1 import agent_pb2, registry_service_pb2, registry_service_pb2_grpc

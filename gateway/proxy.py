@@ -21,9 +21,8 @@ from typing import TYPE_CHECKING
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
-from yarl import URL
-
 from smoltbot.core.identity import agent_hash, credential_from_headers
+from yarl import URL
 
 from .capture import Capture, Outcome
 
@@ -130,7 +129,7 @@ class Proxy:
         except asyncio.CancelledError:
             self._finish(capture, Outcome.CLIENT_ABORT, "client went away before upstream answered", 0, t0)
             raise
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self._finish(capture, Outcome.UPSTREAM_UNREACHABLE, "timed out connecting to upstream", 504, t0)
             return anthropic_error(504, "timeout_error", "The gateway timed out reaching the upstream API.")
         except aiohttp.ClientError as error:
@@ -165,7 +164,7 @@ class Proxy:
             upstream.close()
             self._finish(capture, Outcome.CLIENT_ABORT, "client went away while upstream answered", 0, t0)
             raise
-        except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+        except (TimeoutError, aiohttp.ClientError) as error:
             upstream.close()
             detail = f"upstream dropped the response: {type(error).__name__}"
             self._finish(capture, Outcome.UPSTREAM_DROPPED, detail, 502, t0)
@@ -207,7 +206,7 @@ class Proxy:
                     chunk = await chunks.__anext__()
                 except StopAsyncIteration:
                     break
-                except (aiohttp.ClientError, asyncio.TimeoutError) as error:
+                except (TimeoutError, aiohttp.ClientError) as error:
                     return self._upstream_dropped(request, upstream, capture, response, error, t0)
                 await response.write(chunk)
                 capture.add_chunk(chunk)

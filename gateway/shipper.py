@@ -19,7 +19,6 @@ import time
 from collections.abc import Callable
 
 import grpc
-
 from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.tls import TlsConfig
 from smoltbot.v1 import exchange_pb2, observer_service_pb2
@@ -30,7 +29,7 @@ __all__ = ["Shipper", "encode_ingest_request"]
 
 logger = logging.getLogger(__name__)
 
-_INGEST_METHOD = "/%s/Ingest" % observer_service_pb2.DESCRIPTOR.services_by_name["ObserverService"].full_name
+_INGEST_METHOD = "/{}/Ingest".format(observer_service_pb2.DESCRIPTOR.services_by_name["ObserverService"].full_name)
 _ACCEPTED = observer_service_pb2.INGEST_STATUS_ACCEPTED
 _DUPLICATE = observer_service_pb2.INGEST_STATUS_DUPLICATE
 _REJECTED = observer_service_pb2.INGEST_STATUS_REJECTED
@@ -117,7 +116,7 @@ class Shipper:
                 break
             try:
                 await asyncio.wait_for(self._drained.wait(), timeout=0.05)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
         self._stopping = True
         self._task.cancel()

@@ -43,7 +43,7 @@ _ID_LENGTH = 32
 class Record:
     """One spooled exchange. `payload` is None once it has been evicted from memory."""
 
-    __slots__ = ("segment", "index", "offset", "size", "exchange_id", "payload", "acked", "written")
+    __slots__ = ("acked", "exchange_id", "index", "offset", "payload", "segment", "size", "written")
 
     def __init__(self, segment: _Segment, index: int, offset: int, exchange_id: str,
                  payload: bytes | None, size: int, written: bool) -> None:
@@ -58,7 +58,7 @@ class Record:
 
 
 class _Segment:
-    __slots__ = ("seq", "path", "ack_path", "records", "size", "unacked", "fd", "ack_fd", "pending_acks")
+    __slots__ = ("ack_fd", "ack_path", "fd", "path", "pending_acks", "records", "seq", "size", "unacked")
 
     def __init__(self, directory: Path, seq: int) -> None:
         self.seq = seq

@@ -37,8 +37,18 @@ class MessageAccumulator:
     """Incremental SSE decoder plus the SDK's message reducer, over dicts."""
 
     __slots__ = (
-        "_pending", "_skip_lf", "_event", "_data", "_has_fields", "message", "event_count", "error_data",
-        "saw_message_stop", "_json_bufs", "_open_blocks", "problems",
+        "_data",
+        "_event",
+        "_has_fields",
+        "_json_bufs",
+        "_open_blocks",
+        "_pending",
+        "_skip_lf",
+        "error_data",
+        "event_count",
+        "message",
+        "problems",
+        "saw_message_stop",
     )
 
     def __init__(self) -> None:
@@ -170,9 +180,8 @@ class MessageAccumulator:
             elif delta_type == "thinking_delta":
                 if block_type == "thinking":
                     block["thinking"] = block.get("thinking", "") + delta["thinking"]
-            elif delta_type == "signature_delta":
-                if block_type == "thinking":
-                    block["signature"] = delta["signature"]
+            elif delta_type == "signature_delta" and block_type == "thinking":
+                block["signature"] = delta["signature"]
         elif kind == "content_block_stop":
             self._open_blocks.discard(event.get("index"))
         elif kind == "message_delta":

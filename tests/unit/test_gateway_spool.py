@@ -8,7 +8,6 @@ import logging
 from pathlib import Path
 
 import pytest
-
 from smoltbot.gateway.spool import Spool
 
 

@@ -14,7 +14,6 @@ import random
 import anthropic
 import httpx2
 import pytest
-
 from smoltbot.gateway.sse import MessageAccumulator
 
 START = {

@@ -11,12 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
 from smoltbot.core.settings import Settings
 from smoltbot.gateway import RunningGateway
 from smoltbot.gateway.spool import Spool
 from smoltbot.v1 import exchange_pb2, observer_service_pb2
-
 
 CREDENTIAL = "sk-ant-api03-gateway-SECRET-7f3a9c2e1b"
 

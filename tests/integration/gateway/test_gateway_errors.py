@@ -10,12 +10,11 @@ from pathlib import Path
 import anthropic
 import httpx
 import pytest
-
 from smoltbot.gateway import RunningGateway
 from smoltbot.v1 import exchange_pb2
-from tests.support.anthropic_standin import AnthropicStandin
 
 from tests.integration.gateway.helpers import CREDENTIAL, unused_address, wait_for, wait_for_spooled
+from tests.support.anthropic_standin import AnthropicStandin
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -126,7 +125,7 @@ async def test_missing_credential_is_a_401_in_the_api_error_shape(lone_gateway: 
     assert len(standin.requests) == seen
 
 
-async def test_oversized_body_is_a_413_request_too_large(start, standin: AnthropicStandin) -> None:  # noqa: ANN001
+async def test_oversized_body_is_a_413_request_too_large(start, standin: AnthropicStandin) -> None:
     gateway = await start(registry=unused_address(), observer=unused_address(), max_request_bytes=1000)
     seen = len(standin.requests)
     big = b'{"model": "' + b"x" * 2000 + b'"}'
@@ -146,7 +145,7 @@ async def test_oversized_body_is_a_413_request_too_large(start, standin: Anthrop
     assert len(standin.requests) == seen
 
 
-async def test_unreachable_upstream_is_a_502_api_error_and_still_recorded(start, tmp_path: Path) -> None:  # noqa: ANN001
+async def test_unreachable_upstream_is_a_502_api_error_and_still_recorded(start, tmp_path: Path) -> None:
     gateway = await start(registry=unused_address(), observer=unused_address(),
                           upstream_url="http://" + unused_address())
     async with httpx.AsyncClient() as http:

@@ -10,12 +10,11 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
-
 from smoltbot.gateway import RunningGateway
 from smoltbot.v1 import exchange_pb2
-from tests.support.anthropic_standin import AnthropicStandin
 
 from tests.integration.gateway.helpers import CREDENTIAL, wait_for_spooled
+from tests.support.anthropic_standin import AnthropicStandin
 
 pytestmark = pytest.mark.timeout(60)
 

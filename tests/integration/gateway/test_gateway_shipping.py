@@ -10,10 +10,8 @@ from pathlib import Path
 import anthropic
 import httpx
 import pytest
-
 from smoltbot.core.settings import Settings
 from smoltbot.gateway import RunningGateway
-from tests.support.anthropic_standin import AnthropicStandin
 
 from tests.integration.gateway.helpers import CREDENTIAL, Services, metrics_of, unused_address, wait_for
 
@@ -40,7 +38,7 @@ async def burst(gateway: RunningGateway, count: int, *, bearer: bool = True) -> 
 
 
 async def test_registry_down_calls_still_succeed_without_identity_headers(
-        services: Services, start, tmp_path: Path) -> None:  # noqa: ANN001
+        services: Services, start, tmp_path: Path) -> None:
     observer = await services.observer()
     gateway = await start(registry=unused_address(), observer=f"127.0.0.1:{observer.port}")
     async with httpx.AsyncClient() as http:
@@ -56,7 +54,7 @@ async def test_registry_down_calls_still_succeed_without_identity_headers(
 
 
 async def test_observer_down_for_a_burst_then_up_every_exchange_arrives_exactly_once(
-        services: Services, start, gateway_settings: Settings) -> None:  # noqa: ANN001
+        services: Services, start, gateway_settings: Settings) -> None:
     registry = await services.registry()
     observer_address = unused_address()
     gateway = await start(registry=f"127.0.0.1:{registry.port}", observer=observer_address)
@@ -81,7 +79,7 @@ async def test_observer_down_for_a_burst_then_up_every_exchange_arrives_exactly_
 
 
 async def test_spooled_exchanges_survive_a_gateway_restart_and_arrive_once(
-        services: Services, start, gateway_settings: Settings) -> None:  # noqa: ANN001
+        services: Services, start, gateway_settings: Settings) -> None:
     registry = await services.registry()
     observer_address = unused_address()
     first = await start(registry=f"127.0.0.1:{registry.port}", observer=observer_address)
@@ -99,7 +97,7 @@ async def test_spooled_exchanges_survive_a_gateway_restart_and_arrive_once(
 
 
 async def test_graceful_stop_flushes_the_spool_to_the_observer(
-        services: Services, start, gateway_settings: Settings) -> None:  # noqa: ANN001
+        services: Services, start, gateway_settings: Settings) -> None:
     registry = await services.registry()
     observer = await services.observer()
     gateway = await start(registry=f"127.0.0.1:{registry.port}", observer=f"127.0.0.1:{observer.port}")
