@@ -23,6 +23,7 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from smoltbot.core.identity import load_hash_secret
 from smoltbot.core.settings import Settings
 from smoltbot.core.tls import client_tls
@@ -30,7 +31,7 @@ from smoltbot.core.tls import client_tls
 from .capture import Capture
 from .identity_cache import IdentityCache
 from .metrics import CONTENT_TYPE_LATEST, GatewayMetrics
-from .proxy import PREFIX, Proxy
+from .proxy import PREFIX, Proxy, anthropic_error
 from .shipper import Shipper
 from .spool import Spool
 
@@ -119,6 +120,14 @@ class Gateway:
 
     # ------------------------------------------------------------------ endpoints
 
+    async def not_found(self, request: web.Request) -> web.Response:
+        """Anything outside /anthropic is most likely a base URL without the prefix."""
+        return anthropic_error(
+            404, "not_found_error",
+            f"No API at {request.path} on the smoltbot gateway: the Anthropic API is served under "
+            f"{PREFIX}. Set ANTHROPIC_BASE_URL=http://<gateway host:port>{PREFIX} (without /v1).",
+        )
+
     async def health(self, _request: web.Request) -> web.Response:
         registry = await self.identity.reachable()
         return web.json_response({
@@ -134,6 +143,26 @@ class Gateway:
 
 
 GATEWAY_KEY = web.AppKey("gateway", Gateway)
+
+
+class _WithholdParseErrorDetails(logging.Filter):
+    """aiohttp logs requests it cannot parse with the offending line in the exception message,
+    and that line can be a credential header. Keep the event, drop the details."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, HttpProcessingError):
+            record.msg = "unparseable request rejected (%s; details withheld: they may hold headers)"
+            record.args = (type(error).__name__,)
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def install_parse_error_filter() -> None:
+    server_logger = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, _WithholdParseErrorDetails) for f in server_logger.filters):
+        server_logger.addFilter(_WithholdParseErrorDetails())
 
 
 def build_app(settings: Settings, *, registry_address: str | None = None,
@@ -159,6 +188,8 @@ def build_app(settings: Settings, *, registry_address: str | None = None,
     app.router.add_route("*", PREFIX + "/{path:.*}", gateway.proxy.handle)
     app.router.add_get("/health", gateway.health)
     app.router.add_get("/metrics", gateway.metrics_endpoint)
+    app.router.add_route("*", "/{path:.*}", gateway.not_found)
+    install_parse_error_filter()
     app.on_startup.append(gateway.startup)
     app.on_cleanup.append(gateway.cleanup)
     return app

@@ -1,7 +1,7 @@
 """Agent and session of a call, from the Registry, remembered so a warm call asks nobody.
 
 - Agent: `ResolveAgent(agent_hash)` once per credential hash, then from memory.
-- Session: a client-named session (`x-smoltbot-session`, else `x-claude-code-session-id`) is
+- Session: a client-named session (see proxy.SESSION_HINT_HEADERS) is
   resolved once per (agent, name). Otherwise the agent's inferred session is reused while the
   agent has been idle less than `session_idle_minutes`, the Registry's own rule, applied here
   so we only ask when a new session may start.

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 from aiohttp import web
-from multidict import CIMultiDict
+from multidict import CIMultiDict, CIMultiDictProxy
 from smoltbot.core.identity import agent_hash, credential_from_headers
 from yarl import URL
 
@@ -57,6 +57,19 @@ def anthropic_error(status: int, error_type: str, message: str,
     for name, value in headers:
         response.headers[name] = value
     return response
+
+
+#: Headers a client names its session in, most specific first: ours, Claude Code's, and the
+#: affinity header OpenClaw's Anthropic transport sends with its session id.
+SESSION_HINT_HEADERS = ("x-smoltbot-session", "x-claude-code-session-id", "x-session-affinity")
+
+
+def _session_hint(headers: CIMultiDictProxy[str]) -> str:
+    for name in SESSION_HINT_HEADERS:
+        value = headers.get(name)
+        if value:
+            return value
+    return ""
 
 
 def _forwardable(headers: Iterable[tuple[str, str]], connection: str | None) -> list[tuple[str, str]]:
@@ -105,7 +118,7 @@ class Proxy:
             return self._done(self._too_large(), t0)
         hashed = agent_hash(credential, self._secret)
         del credential
-        hint = headers.get("x-smoltbot-session") or headers.get("x-claude-code-session-id") or ""
+        hint = _session_hint(headers)
         raw_path = request.raw_path
         tail = raw_path[len(PREFIX):]
         path, _, query = tail.partition("?")

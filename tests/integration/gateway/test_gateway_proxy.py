@@ -152,3 +152,14 @@ async def test_unknown_paths_and_methods_are_proxied_too(stack: RunningGateway, 
         direct.content.replace(direct.headers["request-id"].encode(), b"")
     via_seen, direct_seen = standin.requests[-2:]
     assert via_seen.path == direct_seen.path and via_seen.query_string == direct_seen.query_string
+
+
+@pytest.mark.parametrize("header", ["x-smoltbot-session", "x-claude-code-session-id", "x-session-affinity"])
+async def test_a_session_the_client_names_is_the_session_of_its_calls(stack: RunningGateway, header: str) -> None:
+    name = f"named-{header}"
+    async with httpx.AsyncClient() as client:
+        reply = await client.post(stack.base_url + "/anthropic/v1/messages/count_tokens",
+                                  json={"model": MODEL, "messages": MESSAGES},
+                                  headers={"x-api-key": CREDENTIAL, header: name})
+    assert reply.status_code == 200
+    assert reply.headers["x-smoltbot-session"] == name
