@@ -37,6 +37,7 @@ from smoltbot.core.errors import Unavailable
 from smoltbot.core.pagination import decode_page_token, next_page, page_size
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import Database, UTCDateTime, insert_ignoring_conflicts, utcnow
+from smoltbot.observer.queries import validate_agent_id
 from smoltbot.observer.registry_client import RegistryClient, RegistryError
 from smoltbot.observer.store import drift_alerts, drift_pending, drift_states, exchanges, traces
 
@@ -270,6 +271,7 @@ class DriftWatch:
 
     async def list_alerts(self, agent_id: str, size: int, token: str) -> tuple[list[DriftAlert], str]:
         """Alerts newest first (by creation), optionally of one agent; keyset-paginated."""
+        validate_agent_id(agent_id)
         limit = page_size(size)
         scope = f"drift_alerts:{agent_id}"
         after = decode_page_token(token, scope=scope, types=(datetime, str))

@@ -54,6 +54,7 @@ _POOL_BATCH = 16
 #: Payload bytes held in memory at once (a request body may be 32 MiB); one exchange always fits.
 _MAX_HELD_BYTES = 128 * 1024 * 1024
 _RETRY_BASE, _RETRY_MAX = 0.5, 60.0
+_SCRUB_INTERVAL = 5.0
 _REGISTRY_BASE, _REGISTRY_MAX = 0.2, 5.0
 
 
@@ -114,6 +115,8 @@ class Processor:
         self._stopping = False
         self._registry_down_since: datetime | None = None
         self._next_retry: datetime | None = None
+        self._scrub: asyncio.Task[None] | None = None
+        self._scrubbed_at = float("-inf")
         self.processed = 0
         self.failed = 0
         #: Transactions that stored results, and results stored (for logs and benchmarks).
@@ -166,6 +169,8 @@ class Processor:
             except Exception:
                 logger.exception("could not release %d leases at stop; they will expire", len(held))
             self._held.clear()
+        if self._scrub is not None:
+            await asyncio.gather(self._scrub, return_exceptions=True)
         if self._pool is not None:
             await self._pool.close()
 
@@ -458,6 +463,22 @@ class Processor:
         return Retry(result.exchange_id, utcnow() + timedelta(seconds=min(_RETRY_MAX, _RETRY_BASE * 2 ** attempts)),
                      str(error))
 
+    def _scrub_soon(self) -> None:
+        # Idle after a burst: make the deleted payloads unreadable on disk (Store.scrub), at
+        # most every few seconds and never on the path of the next claim.
+        now = asyncio.get_running_loop().time()
+        if (self._scrub is not None and not self._scrub.done()) or now - self._scrubbed_at < _SCRUB_INTERVAL:
+            return
+        self._scrubbed_at = now
+
+        async def scrub() -> None:
+            try:
+                await self.store.scrub()
+            except Exception as error:  # noqa: BLE001 - best effort; the next idle moment retries
+                logger.debug("scrubbing the WAL failed: %s", error)
+
+        self._scrub = asyncio.create_task(scrub(), name="observer-scrub")
+
     async def _finish(self, batch: list[Finished | Retry]) -> None:
         done = [r for r in batch if isinstance(r, Finished)]
         retries = [r for r in batch if isinstance(r, Retry)]
@@ -468,6 +489,8 @@ class Processor:
         if report.lost:
             logger.warning("lost the lease of %d exchanges; another observer took them over", len(report.lost))
         self.processed += len(report.written)
+        if report.written and not self._held:
+            self._scrub_soon()
         self._space.set()
         if retries:
             due = min(retry.next_attempt_at for retry in retries)

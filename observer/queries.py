@@ -19,11 +19,29 @@ from smoltbot.observer.integrity import Integrity, compute_integrity
 from smoltbot.observer.registry_client import RegistryClient
 from smoltbot.observer.store import Store
 
-__all__ = ["Queries", "parse_order_by"]
+__all__ = ["Queries", "parse_order_by", "validate_agent_id"]
 
 _ORDERS = {"timestamp desc": True, "timestamp asc": False}
 _TOOL_USE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,255}")
 _AGENT_HASH = re.compile(r"[0-9a-fA-F]{32,128}")
+#: The Registry's agent id shape (smolt- and up to 128 hex digits).
+_AGENT_ID = re.compile(r"smolt-[0-9a-f]{1,128}")
+_TRACE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,95}")
+_MAX_SESSION_ID = 256
+
+
+def validate_agent_id(value: str, *, required: bool = False) -> None:
+    if not value:
+        if required:
+            raise InvalidArgument("agent_id", "is required")
+        return
+    if not _AGENT_ID.fullmatch(value):
+        raise InvalidArgument("agent_id", "must look like smolt-<hex digits>")
+
+
+def _validate_session_id(value: str) -> None:
+    if len(value) > _MAX_SESSION_ID or not value.isprintable():
+        raise InvalidArgument("session_id", f"must be at most {_MAX_SESSION_ID} printable characters")
 
 
 def parse_order_by(order_by: str) -> bool:
@@ -54,6 +72,8 @@ class Queries:
                           token: str = "", order_by: str = "") -> tuple[list[dict[str, Any]], str]:
         descending = parse_order_by(order_by)
         limit = page_size(size)
+        validate_agent_id(agent_id)
+        _validate_session_id(session_id)
         if since is not None and until is not None and until < since:
             raise InvalidArgument("until", "must not be before since")
         scope = _scope(agent_id=agent_id, session_id=session_id, verified=verified, since=since, until=until,
@@ -69,14 +89,15 @@ class Queries:
     async def get_trace(self, trace_id: str) -> dict[str, Any]:
         if not trace_id:
             raise InvalidArgument("trace_id", "is required")
+        if not _TRACE_ID.fullmatch(trace_id):
+            raise InvalidArgument("trace_id", "is not a trace id")
         trace = await self.store.get_trace(trace_id)
         if trace is None:
             raise NotFound(f"trace {trace_id!r} not found", reason="TRACE_NOT_FOUND", trace_id=trace_id)
         return trace
 
     async def integrity(self, agent_id: str) -> Integrity:
-        if not agent_id:
-            raise InvalidArgument("agent_id", "is required")
+        validate_agent_id(agent_id, required=True)
         return await compute_integrity(self.db, agent_id, self.settings.integrity_window)
 
     async def report_tool_execution(self, agent_id: str, agent_hash: str, tool_use_id: str, executed: bool) -> int:
@@ -86,8 +107,7 @@ class Queries:
             raise Unauthenticated("agent_hash is required to report on behalf of an agent")
         if not _AGENT_HASH.fullmatch(agent_hash):
             raise InvalidArgument("agent_hash", "must be 32 to 128 hex digits")
-        if not agent_id:
-            raise InvalidArgument("agent_id", "is required")
+        validate_agent_id(agent_id, required=True)
         if not _TOOL_USE_ID.fullmatch(tool_use_id):
             raise InvalidArgument("tool_use_id", "must be a tool_use block id (letters, digits, '_' and '-')")
         await self.registry.check_owner(agent_id, agent_hash.lower())

@@ -389,6 +389,11 @@ class Store:
                 # Done: the traces are the record, and the raw request body is not kept. A failed
                 # exchange keeps its payload for an operator to look into.
                 finished = [item.exchange_id for item in written if not item.failed]
+                if finished and self.db.dialect == "sqlite":
+                    # Zero the deleted bytes instead of leaving them in free pages. (Older WAL
+                    # frames keep them until the WAL is recycled; PostgreSQL keeps dead tuples
+                    # until VACUUM reuses their space.)
+                    await conn.exec_driver_sql("PRAGMA secure_delete = ON")
                 for chunk in _chunks(finished):
                     await conn.execute(exchange_payloads.delete().where(exchange_payloads.c.exchange_id.in_(chunk)))
             again = [item for item in retries if item.exchange_id in owned]
@@ -404,6 +409,21 @@ class Store:
                 )
             report.written = written
         return report
+
+    async def scrub(self) -> None:
+        """SQLite: checkpoint the WAL and truncate it, so raw payloads deleted since (zeroed in
+        the database file by secure_delete) do not linger in old WAL frames either. Best effort:
+        gives up after a quarter of a second when readers or writers are busy. No-op on
+        PostgreSQL."""
+        if self.db.dialect != "sqlite" or self.db.sqlite_path is None:
+            return
+        async with self.db.engine.connect() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection
+            await raw.execute("PRAGMA busy_timeout = 250")
+            try:
+                await raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            finally:
+                await raw.execute("PRAGMA busy_timeout = 10000")
 
     async def release(self, owner: str, exchange_ids: Sequence[str]) -> None:
         """Gives leased exchanges back untouched (graceful stop): due now, the attempt refunded."""

@@ -4,8 +4,11 @@ in flight, a crashed observer's leases, a Registry outage, a step that keeps fai
 from __future__ import annotations
 
 import asyncio
+import json
+import secrets
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import grpc
 import pytest
@@ -163,6 +166,25 @@ async def test_a_step_that_keeps_failing_becomes_a_processing_failed_trace(obser
     assert trace.agent_id == "smolt-0000000000000000"
     states = await observer_stack.exchange_states([exchange.exchange_id])
     assert states == {exchange.exchange_id: "failed"}
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_raw_exchanges_do_not_linger_in_the_database_files(observer_stack: ObserverStack) -> None:
+    _, agent_hash = await observer_stack.agent()
+    marker = "sk-ant-api03-RAWPAYLOAD-" + secrets.token_hex(12)
+    exchange = make_exchange(agent_hash, message(thinking(f"The key is {marker}."), text("ok")),
+                             request=json.dumps({"model": "m", "messages": [
+                                 {"role": "user", "content": f"use {marker}"}]}).encode())
+    await observer_stack.ingest([exchange])
+    await observer_stack.wait_finished([exchange.exchange_id])
+    path = Path(observer_stack.settings.effective_database_url.removeprefix("sqlite:///"))
+    deadline = asyncio.get_running_loop().time() + 5
+    while True:
+        found = [p.name for p in path.parent.glob(path.name + "*") if marker.encode() in p.read_bytes()]
+        if not found:
+            break
+        assert asyncio.get_running_loop().time() < deadline, f"the raw secret is still in {found}"
+        await asyncio.sleep(0.1)
 
 
 async def test_health_and_reflection_are_served(observer_stack: ObserverStack) -> None:
