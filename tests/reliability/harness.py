@@ -26,6 +26,7 @@ methods through `asyncio.to_thread`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import glob
 import os
@@ -264,6 +265,9 @@ class Stack:
             self.env["SMOLTBOT_DATABASE_URL"] = database_url
         self.env.update(env or {})
         self.services = {name: _Service(name, self.log_dir / f"{name}.log") for name in SERVICES}
+        #: Every service process started: each leads its own process group (start_new_session),
+        #: which also holds whatever it forked (the observer's worker processes).
+        self._groups: list[int] = []
         self._http = httpx.Client(timeout=30.0)
 
     @property
@@ -291,6 +295,7 @@ class Stack:
                 cwd=self.root, env=self.env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+        self._groups.append(service.process.pid)
         service.starts += 1
 
     def healthy(self, name: str) -> bool:
@@ -341,8 +346,25 @@ class Stack:
             self.kill(name, sig)
         self.start(name, timeout=timeout)
 
+    def leftover_groups(self) -> list[int]:
+        """Process groups of services that have exited but still hold live processes: what a
+        killed service left running (children it forked and never reaped)."""
+        left = []
+        for pgid in self._groups:
+            leader = next((s.process for s in self.services.values()
+                           if s.process is not None and s.process.pid == pgid), None)
+            if leader is not None and leader.poll() is None:
+                continue
+            try:
+                os.killpg(pgid, 0)
+            except (ProcessLookupError, PermissionError):
+                continue
+            left.append(pgid)
+        return left
+
     def close(self) -> None:
-        """Stops whatever still runs, in `smoltbot up`'s order."""
+        """Stops whatever still runs, in `smoltbot up`'s order, then ends what killed services
+        left behind in their process groups (and only there)."""
         for name in STOP_ORDER:
             service = self.services[name]
             if service.running():
@@ -350,6 +372,9 @@ class Stack:
                     self.stop(name, timeout=20)
                 except AssertionError:
                     pass
+        for pgid in self.leftover_groups():
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signal.SIGKILL)
         self._http.close()
 
     def pid(self, name: str) -> int:

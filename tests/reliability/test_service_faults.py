@@ -70,6 +70,9 @@ async def test_observer_sigkilled_mid_burst_then_restarted_traces_every_call_exa
     calls_done = time.monotonic()
     assert not _failures(results), _failures(results)
     assert marks["exit_code"] == -signal.SIGKILL
+    # Processes the killed observer left running (its worker pool's forkserver, if it had one
+    # up): reported, and ended by the harness at the end of the test.
+    orphans = len(stack.leftover_groups())
 
     agent_id = await asyncio.to_thread(stack.resolve_agent, credential)
     traces = await _settled_traces(stack, agent_id, 200, timeout=150)
@@ -84,6 +87,7 @@ async def test_observer_sigkilled_mid_burst_then_restarted_traces_every_call_exa
         "observer_sigkill_burst", calls=200, streamed=100, concurrency=16, failed_calls=0,
         traced_exchanges=len(by_exchange), traces=len(traces), observer_down_s=round(marks["restarted"] - marks["killed"], 1),
         burst_s=round(calls_done - started, 1), all_traced_after_restart_s=round(traced - marks["restarted"], 1),
+        process_groups_left_by_the_killed_observer=orphans,
     )
 
 
