@@ -1,9 +1,9 @@
 """Observer throughput and trace visibility, on SQLite and on PostgreSQL.
 
-    python bench/observer_throughput.py [--count 5000] [--rate 50] [--seconds 10]
+    python bench/observer_throughput.py [--count 5000] [--rounds 3] [--rate 50] [--seconds 10]
                                         [--backends sqlite,postgresql] [--pin] [--no-docs] [--profile]
 
-* Throughput: `--count` realistic exchanges (thinking + a tool call, a request with history,
+* Throughput (`--rounds` times, the median reported): `--count` realistic exchanges (thinking + a tool call, a request with history,
   ~6 KB each, 8 agents) are sent over one Ingest stream as fast as the acks allow (1024 in
   flight, as the gateway does). Measured from the first send to the moment the last one is
   stored as traces (local analyzer); also the ack rate alone.
@@ -315,11 +315,19 @@ async def run_load(database_url: str, registry_port: int, observer_port: int, ar
                    server_pid: int) -> dict[str, Any]:
     load = Load(database_url, registry_port, observer_port)
     try:
-        await load.throughput(min(500, args.count))  # warm-up: connections, caches, JIT-free paths
-        before = cpu_seconds(server_pid)
-        throughput = await load.throughput(args.count)
-        throughput["server_cpu_ms_per_exchange"] = (cpu_seconds(server_pid) - before) * 1000 / args.count
-        print(f"  throughput: {throughput}", flush=True)
+        await load.throughput(min(500, args.count))  # warm-up: connections, caches, worker processes
+        rounds = []
+        for _ in range(args.rounds):
+            before = cpu_seconds(server_pid)
+            result = await load.throughput(args.count)
+            result["server_cpu_ms_per_exchange"] = (cpu_seconds(server_pid) - before) * 1000 / args.count
+            result["load"] = os.getloadavg()[0]
+            print(f"  throughput: {result}", flush=True)
+            rounds.append(result)
+        # The median round; the best one beside it (the machine may be shared).
+        rounds.sort(key=lambda item: item["per_second"])
+        throughput = dict(rounds[len(rounds) // 2])
+        throughput["best_per_second"] = rounds[-1]["per_second"]
         visibility = await load.visibility(args.rate, args.seconds)
     finally:
         await load.close()
@@ -371,17 +379,19 @@ def section(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str
         "## Observer",
         "",
         (f"`python bench/observer_throughput.py` ({layout}; local analyzer; default settings: "
-        "concurrency 4). Exchanges are ~6 KB (thinking + text + one tool call, a request with history), "
-        "as the gateway sends them (agent and session resolved); 8 agents. PostgreSQL: a local "
-        "throwaway cluster with default durability (fsync, synchronous_commit on)."),
+         f"concurrency 4; {args.rounds} rounds of {args.count:,}). Exchanges are ~6 KB (thinking + text + "
+         "one tool call, a request with history), as the gateway sends them (agent and session resolved); "
+         "8 agents. PostgreSQL: a local throwaway cluster with default durability (fsync, "
+         "synchronous_commit on)."),
         "",
-        ("| backend | exchanges/s, Ingest to stored trace | acks/s | observer CPU per exchange (main process) "
-        f"| visibility p50 / p95 / max at {args.rate:g}/s | machine load average |"),
+        ("| backend | exchanges/s, Ingest to stored trace (median round; best) | acks/s | observer CPU per "
+         f"exchange (main process) | visibility p50 / p95 / max at {args.rate:g}/s | machine load average |"),
         "|---|---|---|---|---|---|",
     ]
     for backend, result in results.items():
         t, v = result["throughput"], result["visibility"]
-        lines.append(f"| {backend} | {t['per_second']:,.0f} ({t['count']:,} in {t['seconds']:.1f} s) | "
+        lines.append(f"| {backend} | {t['per_second']:,.0f} ({t['count']:,} in {t['seconds']:.1f} s; best "
+                     f"{t['best_per_second']:,.0f}) | "
                      f"{t['acks_per_second']:,.0f} | {t['server_cpu_ms_per_exchange']:.2f} ms | "
                      f"{v['p50_ms']:.0f} / {v['p95_ms']:.0f} / {v['max_ms']:.0f} ms | {result['load']:.1f} |")
     lines += [
@@ -420,6 +430,7 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--count", type=int, default=5000)
+    parser.add_argument("--rounds", type=int, default=3, help="throughput rounds; the median is reported")
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--backends", default="sqlite,postgresql")

@@ -389,13 +389,16 @@ class Store:
                 # Done: the traces are the record, and the raw request body is not kept. A failed
                 # exchange keeps its payload for an operator to look into.
                 finished = [item.exchange_id for item in written if not item.failed]
-                if finished and self.db.dialect == "sqlite":
-                    # Zero the deleted bytes instead of leaving them in free pages. (Older WAL
-                    # frames keep them until the WAL is recycled; PostgreSQL keeps dead tuples
-                    # until VACUUM reuses their space.)
+                # SQLite: zero the deleted bytes instead of leaving them in free pages, for this
+                # statement only (it costs I/O). Older WAL frames keep them until `scrub`;
+                # PostgreSQL keeps dead tuples until VACUUM reuses their space.
+                secure = bool(finished) and self.db.dialect == "sqlite"
+                if secure:
                     await conn.exec_driver_sql("PRAGMA secure_delete = ON")
                 for chunk in _chunks(finished):
                     await conn.execute(exchange_payloads.delete().where(exchange_payloads.c.exchange_id.in_(chunk)))
+                if secure:
+                    await conn.exec_driver_sql("PRAGMA secure_delete = OFF")
             again = [item for item in retries if item.exchange_id in owned]
             if again:
                 await conn.execute(
