@@ -54,7 +54,6 @@ _POOL_BATCH = 16
 #: Payload bytes held in memory at once (a request body may be 32 MiB); one exchange always fits.
 _MAX_HELD_BYTES = 128 * 1024 * 1024
 _RETRY_BASE, _RETRY_MAX = 0.5, 60.0
-_SCRUB_INTERVAL = 5.0
 _REGISTRY_BASE, _REGISTRY_MAX = 0.2, 5.0
 
 
@@ -89,7 +88,7 @@ class Processor:
     def __init__(self, store: Store, registry: RegistryClient, analyzer: Analyzer, settings: Settings, *,
                  on_written: Callable[[list[Finished]], None] | None = None, poll_interval: float = 1.0,
                  lease_seconds: float | None = None, capacity: int | None = None,
-                 cpu_workers: int | None = None) -> None:
+                 cpu_workers: int | None = None, scrub_interval: float = 5.0) -> None:
         self.store = store
         self.registry = registry
         self.analyzer = analyzer
@@ -116,7 +115,9 @@ class Processor:
         self._registry_down_since: datetime | None = None
         self._next_retry: datetime | None = None
         self._scrub: asyncio.Task[None] | None = None
+        self._scrub_wanted = False
         self._scrubbed_at = float("-inf")
+        self._scrub_interval = scrub_interval
         self.processed = 0
         self.failed = 0
         #: Transactions that stored results, and results stored (for logs and benchmarks).
@@ -170,7 +171,12 @@ class Processor:
                 logger.exception("could not release %d leases at stop; they will expire", len(held))
             self._held.clear()
         if self._scrub is not None:
+            # A scrub waiting out its interval runs now instead: the last exchanges of a burst
+            # must not stay on disk because the process stopped.
+            self._scrub.cancel()
             await asyncio.gather(self._scrub, return_exceptions=True)
+            if self._scrub_wanted:
+                await self._scrub_now()
         if self._pool is not None:
             await self._pool.close()
 
@@ -464,20 +470,28 @@ class Processor:
                      str(error))
 
     def _scrub_soon(self) -> None:
-        # Idle after a burst: make the deleted payloads unreadable on disk (Store.scrub), at
-        # most every few seconds and never on the path of the next claim.
-        now = asyncio.get_running_loop().time()
-        if (self._scrub is not None and not self._scrub.done()) or now - self._scrubbed_at < _SCRUB_INTERVAL:
-            return
-        self._scrubbed_at = now
+        # Idle after a burst: make the deleted payloads unreadable on disk (Store.scrub), off
+        # the path of the next claim, at most every few seconds. A request inside that interval
+        # is not dropped: it runs when the interval is over.
+        self._scrub_wanted = True
+        if self._scrub is None or self._scrub.done():
+            self._scrub = asyncio.create_task(self._scrub_loop(), name="observer-scrub")
 
-        async def scrub() -> None:
-            try:
-                await self.store.scrub()
-            except Exception as error:  # noqa: BLE001 - best effort; the next idle moment retries
-                logger.debug("scrubbing the WAL failed: %s", error)
+    async def _scrub_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._scrub_wanted:
+            wait = self._scrubbed_at + self._scrub_interval - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._scrub_wanted = False
+            self._scrubbed_at = loop.time()
+            await self._scrub_now()
 
-        self._scrub = asyncio.create_task(scrub(), name="observer-scrub")
+    async def _scrub_now(self) -> None:
+        try:
+            await self.store.scrub()
+        except Exception as error:  # noqa: BLE001 - best effort; the next idle moment retries
+            logger.debug("scrubbing the WAL failed: %s", error)
 
     async def _finish(self, batch: list[Finished | Retry]) -> None:
         done = [r for r in batch if isinstance(r, Finished)]

@@ -41,12 +41,13 @@ class ObserverServer(GrpcServer):
 async def build_server(settings: Settings, *, address: str | None = None, poll_interval: float = 1.0,
                        drift_sweep_interval: float = 2.0, card_ttl: float = 5.0,
                        lease_seconds: float | None = None, stop_grace: float = 5.0,
-                       cpu_workers: int | None = None) -> ObserverServer:
+                       cpu_workers: int | None = None, scrub_interval: float = 5.0) -> ObserverServer:
     """An Observer bound to `address` (default `settings.observer_address`), not started yet;
     its workers already run (they only need the database).
 
     `cpu_workers`: processes that read and analyse exchanges beside the event loop (None: one
-    per core beyond the first, at most 4; 0: all inline).
+    per core beyond the first, at most 4; 0: all inline). `scrub_interval`: least seconds
+    between two WAL truncations that wipe deleted payloads (SQLite).
 
     Opens and migrates the database first. `server.port` is the bound port; `server.stop()`
     stops intake, lets in-flight processing finish for up to `stop_grace` seconds, gives the
@@ -63,7 +64,7 @@ async def build_server(settings: Settings, *, address: str | None = None, poll_i
         drift = DriftWatch(db, registry, settings, sweep_interval=drift_sweep_interval)
         processor = Processor(
             store, registry, analyzer, settings, poll_interval=poll_interval, lease_seconds=lease_seconds,
-            cpu_workers=cpu_workers,
+            cpu_workers=cpu_workers, scrub_interval=scrub_interval,
             on_written=lambda written: drift.notify((item.agent_id, item.agent_hash) for item in written),
         )
         intake = Intake(store, on_stored=processor.wake)

@@ -80,7 +80,8 @@ class ObserverStack:
 
     async def start_observer(self, **overrides: Any) -> ObserverServer:
         settings = self.observer_settings.model_copy(update=overrides) if overrides else self.observer_settings
-        options = {"poll_interval": 0.2, "drift_sweep_interval": 0.3, "card_ttl": 0.2, **self.observer_options}
+        options = {"poll_interval": 0.2, "drift_sweep_interval": 0.3, "card_ttl": 0.2, "scrub_interval": 1.0,
+                   **self.observer_options}
         self.observer = await build_observer(settings, address="127.0.0.1:0", **options)
         await self.observer.start()
         if self._observer_channel is not None:
