@@ -29,6 +29,8 @@ from typing import Any
 import sqlalchemy as sa
 from smoltbot.core.storage import Database, UTCDateTime, insert_ignoring_conflicts, utcnow
 from smoltbot.observer.trace_builder import FAILURE_OUTCOMES
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 __all__ = [
@@ -524,7 +526,7 @@ class Store:
         """Records a reported tool execution; returns how many stored traces it marked."""
         now = utcnow()
         async with self.db.begin() as conn:
-            upsert = _upsert(self.db.dialect, tool_executions, ("agent_id", "tool_use_id"))
+            upsert = (sqlite_dialect if self.db.dialect == "sqlite" else pg_dialect).insert(tool_executions)
             await conn.execute(upsert.values(agent_id=agent_id, tool_use_id=tool_use_id, executed=executed,
                                              reported_at=now).on_conflict_do_update(
                 index_elements=["agent_id", "tool_use_id"], set_={"executed": executed, "reported_at": now}))
@@ -539,16 +541,6 @@ class Store:
             rows = (await conn.execute(
                 sa.select(exchanges.c.state, sa.func.count()).group_by(exchanges.c.state))).all()
         return {state: int(count) for state, count in rows}
-
-
-def _upsert(dialect: str, table: sa.Table, _keys: tuple[str, ...]) -> Any:
-    if dialect == "sqlite":
-        from sqlalchemy.dialects import sqlite
-
-        return sqlite.insert(table)
-    from sqlalchemy.dialects import postgresql
-
-    return postgresql.insert(table)
 
 
 def served_trace(trace_json: str, executed: bool | None) -> dict[str, Any]:
