@@ -203,7 +203,7 @@ def test_a_processed_exchange_leaves_no_raw_secret_in_the_database_files(
         shared_stack: Stack, observer_channel: grpc.Channel) -> None:
     """The observer clears a payload once traced and, when idle, zeroes it on disk
     (secure_delete) and truncates the WAL, at most every 5 s: wait that out first, so this
-    exchange is not the throttled case (the xfail below)."""
+    exchange is not the throttled case (the test below)."""
     time.sleep(5.5)
     agent_id, agent_hash = _resolved_agent(shared_stack)
     marker = "sk-ant-api03-RAWLEFTOVER-" + secrets.token_urlsafe(24) + "1"
@@ -214,10 +214,6 @@ def test_a_processed_exchange_leaves_no_raw_secret_in_the_database_files(
     assert not found, f"the raw secret is still on disk in {sorted({path for path, _ in found})}"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: observer/processor.py Processor._scrub_soon returns without scheduling anything when the "
-    "last scrub was less than _SCRUB_INTERVAL (5 s) ago, so the last exchanges of a burst that ends "
-    "within 5 s of a scrub stay readable in smoltbot.db-wal until some later write"))
 def test_an_exchange_traced_right_after_a_scrub_leaves_no_raw_secret_either(
         shared_stack: Stack, observer_channel: grpc.Channel) -> None:
     agent_id, agent_hash = _resolved_agent(shared_stack)
