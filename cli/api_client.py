@@ -127,7 +127,10 @@ class ApiClient:
                 raise ApiError(f"{self.base_url} answered HTTP {response.status_code} without JSON; "
                                f"is it a smoltbot API? (pass --api URL)")
             return body
-        if not isinstance(body, dict) or not isinstance(body.get("error"), dict):
+        # The API's error shape always carries an integer `code`; other JSON errors (e.g. the
+        # gateway's Anthropic-shaped ones, when --api points at the gateway) are not ours.
+        if not isinstance(body, dict) or not isinstance(body.get("error"), dict) \
+                or not isinstance(body["error"].get("code"), int):
             raise ApiError(f"{self.base_url} answered HTTP {response.status_code} "
                            f"{response.reason_phrase or ''}".rstrip()
                            + "; is it a smoltbot API? (pass --api URL)")

@@ -38,12 +38,13 @@ _MAX_AGENTS = 100_000
 
 class IdentityCache:
     def __init__(self, address: str, *, session_idle_minutes: float, cold_deadline: float = 0.2,
-                 breaker_cooldown: float = 1.0, breaker_max_cooldown: float = 30.0,
+                 lookup_timeout: float = 5.0, breaker_cooldown: float = 1.0, breaker_max_cooldown: float = 30.0,
                  touch_interval: float = 2.0, tls: TlsConfig | None = None) -> None:
         self._address = address
         self._tls = tls
         self._idle = session_idle_minutes * 60.0
         self._cold_deadline = cold_deadline
+        self._lookup_timeout = lookup_timeout
         self._cooldown_min = breaker_cooldown
         self._cooldown_max = breaker_max_cooldown
         self._touch_interval = touch_interval
@@ -120,7 +121,12 @@ class IdentityCache:
             self._resolving[key] = task
             task.add_done_callback(lambda _: self._resolving.pop(key, None))
         try:
-            return await asyncio.shield(task)
+            # The call waits at most the cold deadline; the lookup itself goes on in the
+            # background (up to lookup_timeout) and fills the cache for the calls after it, so a
+            # slow-but-alive Registry costs one call its headers, not every call.
+            return await asyncio.wait_for(asyncio.shield(task), self._cold_deadline)
+        except asyncio.TimeoutError:
+            return self._agents.get(agent_hash, ""), ""
         except asyncio.CancelledError:
             raise
         except Exception:  # _resolve catches what it expects; this is a bug guard
@@ -129,7 +135,7 @@ class IdentityCache:
 
     async def _resolve(self, agent_hash: str, hint: str) -> Identity:
         assert self._stub is not None
-        deadline = time.monotonic() + self._cold_deadline
+        deadline = time.monotonic() + self._lookup_timeout
         agent_id = self._agents.get(agent_hash, "")
         try:
             if not agent_id:
