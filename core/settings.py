@@ -68,6 +68,11 @@ class Settings(BaseSettings):
     )
     observer_concurrency: int = Field(default=4, ge=1, description="Exchanges processed at once.")
     observer_max_attempts: int = Field(default=5, ge=1, description="Tries before an exchange is a failed trace.")
+    observer_lease_seconds: float = Field(
+        default=15.0, ge=3,
+        description="Lease on claimed exchanges, renewed while they are worked on: how long the work "
+        "of an observer that died waits before another one takes it over.",
+    )
     integrity_window: int = Field(default=100, ge=1, description="Traces in the recent integrity window.")
     drift_threshold: float = Field(default=0.30, ge=0, le=1, description="Similarity below which a trace drifts.")
     drift_sustained: int = Field(default=3, ge=1, description="Consecutive drifting traces that raise an alert.")

@@ -95,8 +95,9 @@ class Processor:
         self.settings = settings
         self.owner = f"observer-{uuid.uuid4().hex[:16]}"
         self.poll_interval = poll_interval
-        # A lease must outlive the slowest step (a model call) with room to spare.
-        self.lease_seconds = lease_seconds or max(60.0, 3 * settings.analyzer_timeout)
+        # Leases are short and renewed while held (see _renew_loop), so a slow step (a model
+        # call) keeps its exchanges while the work of an observer that died is taken over soon.
+        self.lease_seconds = lease_seconds or settings.observer_lease_seconds
         self.concurrency = settings.observer_concurrency
         self.capacity = capacity or max(256, 8 * self.concurrency)
         self._on_written = on_written
@@ -110,6 +111,7 @@ class Processor:
         self._space = asyncio.Event()
         self._results_ready = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._renewer: asyncio.Task[None] | None = None
         self._workers: list[asyncio.Task[None]] = []
         self._stopping = False
         self._registry_down_since: datetime | None = None
@@ -131,6 +133,7 @@ class Processor:
                          for i in range(self.concurrency)]
         self._tasks = [asyncio.create_task(self._claim_loop(), name="observer-claimer"),
                        asyncio.create_task(self._write_loop(), name="observer-writer")]
+        self._renewer = asyncio.create_task(self._renew_loop(), name="observer-lease-renewer")
 
     def wake(self) -> None:
         """New work was stored: claim it now instead of at the next poll."""
@@ -158,7 +161,10 @@ class Processor:
             task.cancel()
         await asyncio.gather(claimer, *self._workers, return_exceptions=True)
         writer.cancel()
-        await asyncio.gather(writer, return_exceptions=True)
+        renewer = self._renewer
+        if renewer is not None:
+            renewer.cancel()
+        await asyncio.gather(writer, *([renewer] if renewer else []), return_exceptions=True)
         try:
             await self._flush()
         except Exception:
@@ -181,6 +187,18 @@ class Processor:
             await self._pool.close()
 
     # -- claiming ------------------------------------------------------------------------
+
+    async def _renew_loop(self) -> None:
+        """Renews the leases of held exchanges three times per lease period."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            held = list(self._held)
+            if not held:
+                continue
+            try:
+                await self.store.renew(self.owner, held, self.lease_seconds)
+            except Exception as error:  # the database may be down: the next round tries again
+                logger.warning("could not renew %d leases (%s); retrying", len(held), type(error).__name__)
 
     async def _claim_loop(self) -> None:
         while not self._stopping:

@@ -430,6 +430,24 @@ class Store:
             finally:
                 await raw.execute("PRAGMA busy_timeout = 10000")
 
+    async def renew(self, owner: str, exchange_ids: Sequence[str], lease_seconds: float) -> int:
+        """Extends the leases `owner` still holds on these exchanges; returns how many it held."""
+        if not exchange_ids:
+            return 0
+        now = utcnow()
+        expires = datetime.fromtimestamp(now.timestamp() + lease_seconds, now.tzinfo)
+        renewed = 0
+        async with self.db.begin() as conn:
+            for chunk in _chunks(list(exchange_ids)):
+                result = await conn.execute(
+                    exchanges.update()
+                    .where(exchanges.c.exchange_id.in_(chunk), exchanges.c.state == "processing",
+                           exchanges.c.lease_owner == owner)
+                    .values(lease_expires_at=expires, next_attempt_at=expires)
+                )
+                renewed += result.rowcount or 0
+        return renewed
+
     async def release(self, owner: str, exchange_ids: Sequence[str]) -> None:
         """Gives leased exchanges back untouched (graceful stop): due now, the attempt refunded."""
         if not exchange_ids:
