@@ -7,7 +7,6 @@ import asyncio
 import contextlib
 import logging
 import re
-import signal
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -25,6 +24,7 @@ from smoltbot.api.schemas import ErrorResponse
 from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.identity import load_hash_secret
 from smoltbot.core.settings import Settings
+from smoltbot.core.signals import stop_signals
 from smoltbot.core.tls import client_tls
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -214,18 +214,15 @@ async def serve(settings: Settings) -> None:
     running = await start_api(settings, settings.api_host, settings.api_port)
     logger.info("API listening on %s (dashboard %s/, reference %s/openapi.json)",
                 running.base_url, running.base_url, running.base_url)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    stopped = asyncio.ensure_future(stop.wait())
     try:
-        # Either a signal, or uvicorn ending on its own (it logs why).
-        await asyncio.wait([stopped, running.task], return_when=asyncio.FIRST_COMPLETED)
+        async with stop_signals() as stop:
+            stopped = asyncio.ensure_future(stop.wait())
+            try:
+                # Either a signal, or uvicorn ending on its own (it logs why).
+                await asyncio.wait([stopped, running.task], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopped.cancel()
     finally:
-        stopped.cancel()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         logger.info("API stopping")
         await running.stop()
         logger.info("API stopped")

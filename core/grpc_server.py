@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import signal
 import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, TypeVar
@@ -16,6 +15,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from smoltbot.core.errors import SmoltbotError, grpc_status_for
+from smoltbot.core.signals import stop_signals
 from smoltbot.core.tls import TlsConfig
 
 __all__ = [
@@ -150,13 +150,8 @@ def grpc_errors(method: F) -> F:
 async def run_until_signalled(server: GrpcServer, grace: float = 5.0) -> None:
     """Starts the server and stops it gracefully on SIGINT/SIGTERM."""
     await server.start()
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        async with stop_signals() as stop:
+            await stop.wait()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         await server.stop(grace)

@@ -12,10 +12,8 @@ nginx; the figures are in docs/benchmarks.md ("Gateway").
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import signal
 import socket
 from dataclasses import dataclass
 from importlib import metadata
@@ -26,6 +24,7 @@ from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from smoltbot.core.identity import load_hash_secret
 from smoltbot.core.settings import Settings
+from smoltbot.core.signals import stop_signals
 from smoltbot.core.tls import client_tls
 
 from .capture import Capture
@@ -239,15 +238,10 @@ async def serve(settings: Settings) -> None:
     running = await start_gateway(settings, settings.gateway_host, settings.gateway_port)
     logger.info("gateway listening on %s (agents: ANTHROPIC_BASE_URL=%s%s)",
                 running.base_url, running.base_url, PREFIX)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     try:
-        await stop.wait()
+        async with stop_signals() as stop:
+            await stop.wait()
     finally:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
         logger.info("gateway stopping: finishing calls in flight, flushing the spool")
         await running.stop()
         logger.info("gateway stopped")
