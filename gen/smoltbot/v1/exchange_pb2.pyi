@@ -76,7 +76,7 @@ class ExchangeTimings(_message.Message):
     def __init__(self, started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., first_byte_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class Exchange(_message.Message):
-    __slots__ = ("exchange_id", "agent_hash", "agent_id", "session_id", "session_hint", "request", "response", "timings", "outcome", "outcome_detail", "gateway_id")
+    __slots__ = ("exchange_id", "agent_hash", "agent_id", "session_id", "session_hint", "request", "response", "timings", "outcome", "outcome_detail", "gateway_id", "capture_failure")
     EXCHANGE_ID_FIELD_NUMBER: _ClassVar[int]
     AGENT_HASH_FIELD_NUMBER: _ClassVar[int]
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +88,7 @@ class Exchange(_message.Message):
     OUTCOME_FIELD_NUMBER: _ClassVar[int]
     OUTCOME_DETAIL_FIELD_NUMBER: _ClassVar[int]
     GATEWAY_ID_FIELD_NUMBER: _ClassVar[int]
+    CAPTURE_FAILURE_FIELD_NUMBER: _ClassVar[int]
     exchange_id: str
     agent_hash: str
     agent_id: str
@@ -99,4 +100,5 @@ class Exchange(_message.Message):
     outcome: ExchangeOutcome
     outcome_detail: str
     gateway_id: str
-    def __init__(self, exchange_id: _Optional[str] = ..., agent_hash: _Optional[str] = ..., agent_id: _Optional[str] = ..., session_id: _Optional[str] = ..., session_hint: _Optional[str] = ..., request: _Optional[_Union[CapturedRequest, _Mapping]] = ..., response: _Optional[_Union[CapturedResponse, _Mapping]] = ..., timings: _Optional[_Union[ExchangeTimings, _Mapping]] = ..., outcome: _Optional[_Union[ExchangeOutcome, str]] = ..., outcome_detail: _Optional[str] = ..., gateway_id: _Optional[str] = ...) -> None: ...
+    capture_failure: str
+    def __init__(self, exchange_id: _Optional[str] = ..., agent_hash: _Optional[str] = ..., agent_id: _Optional[str] = ..., session_id: _Optional[str] = ..., session_hint: _Optional[str] = ..., request: _Optional[_Union[CapturedRequest, _Mapping]] = ..., response: _Optional[_Union[CapturedResponse, _Mapping]] = ..., timings: _Optional[_Union[ExchangeTimings, _Mapping]] = ..., outcome: _Optional[_Union[ExchangeOutcome, str]] = ..., outcome_detail: _Optional[str] = ..., gateway_id: _Optional[str] = ..., capture_failure: _Optional[str] = ...) -> None: ...
