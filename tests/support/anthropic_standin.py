@@ -437,6 +437,9 @@ class AnthropicStandin:
     host: str = "127.0.0.1"
     port: int = 0
     record: bool = True  # benchmarks may turn request recording off to keep memory flat
+    #: None: any credential is accepted. A set: any other credential gets Anthropic's 401
+    #: authentication_error on every endpoint, as upstream answers a revoked or mistyped key.
+    accepted_keys: set[str] | frozenset[str] | None = None
     base_url: str = field(default="", init=False)
     requests: list[RecordedRequest] = field(default_factory=list, init=False)
     disconnects: int = field(default=0, init=False)
@@ -554,6 +557,8 @@ class AnthropicStandin:
             raise _HttpError(404, "not_found_error", "Not Found")
         if credential is None:
             raise _HttpError(401, "authentication_error", "x-api-key header is required")
+        if self.accepted_keys is not None and credential not in self.accepted_keys:
+            raise _HttpError(401, "authentication_error", "invalid x-api-key")
         return await handler(request, body, headers, rest)
 
     # --- endpoints

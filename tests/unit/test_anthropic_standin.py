@@ -338,6 +338,24 @@ async def test_missing_credentials_are_rejected(standin: AnthropicStandin, http:
     assert [r.credential for r in standin.requests] == [None, "k1", "t1"]
 
 
+async def test_accepted_keys_refuse_every_other_key_on_every_endpoint(http: aiohttp.ClientSession) -> None:
+    async with AnthropicStandin(accepted_keys={"sk-good"}) as standin:
+        calls = [("POST", "/v1/messages", _body()), ("POST", "/v1/messages/count_tokens", _body()),
+                 ("GET", "/v1/models?limit=1", None), ("GET", f"/v1/models/{MODEL}", None),
+                 ("POST", "/v1/messages/batches", {"requests": []})]
+        for method, path, body in calls:
+            for headers in ({"x-api-key": "sk-bad"}, {"Authorization": "Bearer sk-bad"}):
+                async with http.request(method, standin.base_url + path, json=body, headers=headers) as response:
+                    assert response.status == 401, (method, path)
+                    payload = await response.json()
+                assert payload["error"] == {"type": "authentication_error", "message": "invalid x-api-key"}
+                assert payload["request_id"] == response.headers["request-id"]
+        for headers in ({"x-api-key": "sk-good"}, {"Authorization": "Bearer sk-good"}):
+            async with http.get(f"{standin.base_url}/v1/models?limit=1", headers=headers) as response:
+                assert response.status == 200
+                assert len((await response.json())["data"]) == 1
+
+
 async def test_path_prefix_and_beta_query_are_accepted(standin: AnthropicStandin,
                                                        http: aiohttp.ClientSession) -> None:
     url = f"{standin.base_url}/some/prefix/v1/messages?beta=true"
