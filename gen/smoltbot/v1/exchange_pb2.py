@@ -25,23 +25,27 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asmoltbot/v1/exchange.proto\x12\x0bsmoltbot.v1\x1a\x1fgoogle/protobuf/timestamp.proto\")\n\nHttpHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\"v\n\x0f\x43\x61pturedRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12(\n\x07headers\x18\x04 \x03(\x0b\x32\x17.smoltbot.v1.HttpHeader\x12\x0c\n\x04\x62ody\x18\x05 \x01(\x0c\"\x97\x01\n\x10\x43\x61pturedResponse\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12(\n\x07headers\x18\x02 \x03(\x0b\x32\x17.smoltbot.v1.HttpHeader\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x10\n\x08streamed\x18\x04 \x01(\x08\x12\x13\n\x0b\x65vent_count\x18\x05 \x01(\x05\x12\x14\n\x0cstream_error\x18\x06 \x01(\x0c\"\xa2\x01\n\x0f\x45xchangeTimings\x12.\n\nstarted_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rfirst_byte_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf2\x02\n\x08\x45xchange\x12\x13\n\x0b\x65xchange_id\x18\x01 \x01(\t\x12\x12\n\nagent_hash\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x14\n\x0csession_hint\x18\x05 \x01(\t\x12-\n\x07request\x18\x06 \x01(\x0b\x32\x1c.smoltbot.v1.CapturedRequest\x12/\n\x08response\x18\x07 \x01(\x0b\x32\x1d.smoltbot.v1.CapturedResponse\x12-\n\x07timings\x18\x08 \x01(\x0b\x32\x1c.smoltbot.v1.ExchangeTimings\x12-\n\x07outcome\x18\t \x01(\x0e\x32\x1c.smoltbot.v1.ExchangeOutcome\x12\x16\n\x0eoutcome_detail\x18\n \x01(\t\x12\x12\n\ngateway_id\x18\x0b \x01(\t\x12\x17\n\x0f\x63\x61pture_failure\x18\x0c \x01(\t*\x93\x02\n\x0f\x45xchangeOutcome\x12 \n\x1c\x45XCHANGE_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x45XCHANGE_OUTCOME_COMPLETE\x10\x01\x12#\n\x1f\x45XCHANGE_OUTCOME_UPSTREAM_ERROR\x10\x02\x12%\n!EXCHANGE_OUTCOME_MID_STREAM_ERROR\x10\x03\x12!\n\x1d\x45XCHANGE_OUTCOME_CLIENT_ABORT\x10\x04\x12)\n%EXCHANGE_OUTCOME_UPSTREAM_UNREACHABLE\x10\x05\x12%\n!EXCHANGE_OUTCOME_UPSTREAM_DROPPED\x10\x06\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1asmoltbot/v1/exchange.proto\x12\x0bsmoltbot.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"<\n\nHttpHeader\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t\x12\x11\n\traw_value\x18\x03 \x01(\x0c\"\x95\x01\n\x0b\x42odyCapture\x12\x11\n\twire_size\x18\x01 \x01(\x03\x12\x13\n\x0bwire_sha256\x18\x02 \x01(\t\x12\x18\n\x10\x63ontent_encoding\x18\x03 \x01(\t\x12#\n\x04\x66orm\x18\x04 \x01(\x0e\x32\x15.smoltbot.v1.BodyForm\x12\x11\n\ttruncated\x18\x05 \x01(\x08\x12\x0c\n\x04note\x18\x06 \x01(\t\"\xa6\x01\n\x0f\x43\x61pturedRequest\x12\x0e\n\x06method\x18\x01 \x01(\t\x12\x0c\n\x04path\x18\x02 \x01(\t\x12\r\n\x05query\x18\x03 \x01(\t\x12(\n\x07headers\x18\x04 \x03(\x0b\x32\x17.smoltbot.v1.HttpHeader\x12\x0c\n\x04\x62ody\x18\x05 \x01(\x0c\x12.\n\x0c\x62ody_capture\x18\x06 \x01(\x0b\x32\x18.smoltbot.v1.BodyCapture\"\xc7\x01\n\x10\x43\x61pturedResponse\x12\x0e\n\x06status\x18\x01 \x01(\x05\x12(\n\x07headers\x18\x02 \x03(\x0b\x32\x17.smoltbot.v1.HttpHeader\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x10\n\x08streamed\x18\x04 \x01(\x08\x12\x13\n\x0b\x65vent_count\x18\x05 \x01(\x05\x12\x14\n\x0cstream_error\x18\x06 \x01(\x0c\x12.\n\x0c\x62ody_capture\x18\x07 \x01(\x0b\x32\x18.smoltbot.v1.BodyCapture\"\xa2\x01\n\x0f\x45xchangeTimings\x12.\n\nstarted_at\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x31\n\rfirst_byte_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nded_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf2\x02\n\x08\x45xchange\x12\x13\n\x0b\x65xchange_id\x18\x01 \x01(\t\x12\x12\n\nagent_hash\x18\x02 \x01(\t\x12\x10\n\x08\x61gent_id\x18\x03 \x01(\t\x12\x12\n\nsession_id\x18\x04 \x01(\t\x12\x14\n\x0csession_hint\x18\x05 \x01(\t\x12-\n\x07request\x18\x06 \x01(\x0b\x32\x1c.smoltbot.v1.CapturedRequest\x12/\n\x08response\x18\x07 \x01(\x0b\x32\x1d.smoltbot.v1.CapturedResponse\x12-\n\x07timings\x18\x08 \x01(\x0b\x32\x1c.smoltbot.v1.ExchangeTimings\x12-\n\x07outcome\x18\t \x01(\x0e\x32\x1c.smoltbot.v1.ExchangeOutcome\x12\x16\n\x0eoutcome_detail\x18\n \x01(\t\x12\x12\n\ngateway_id\x18\x0b \x01(\t\x12\x17\n\x0f\x63\x61pture_failure\x18\x0c \x01(\t*\x86\x01\n\x08\x42odyForm\x12\x19\n\x15\x42ODY_FORM_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x42ODY_FORM_WIRE\x10\x01\x12\x15\n\x11\x42ODY_FORM_DECODED\x10\x02\x12\x19\n\x15\x42ODY_FORM_UNDECODABLE\x10\x03\x12\x19\n\x15\x42ODY_FORM_REASSEMBLED\x10\x04*\x93\x02\n\x0f\x45xchangeOutcome\x12 \n\x1c\x45XCHANGE_OUTCOME_UNSPECIFIED\x10\x00\x12\x1d\n\x19\x45XCHANGE_OUTCOME_COMPLETE\x10\x01\x12#\n\x1f\x45XCHANGE_OUTCOME_UPSTREAM_ERROR\x10\x02\x12%\n!EXCHANGE_OUTCOME_MID_STREAM_ERROR\x10\x03\x12!\n\x1d\x45XCHANGE_OUTCOME_CLIENT_ABORT\x10\x04\x12)\n%EXCHANGE_OUTCOME_UPSTREAM_UNREACHABLE\x10\x05\x12%\n!EXCHANGE_OUTCOME_UPSTREAM_DROPPED\x10\x06\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'smoltbot.v1.exchange_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_EXCHANGEOUTCOME']._serialized_start=932
-  _globals['_EXCHANGEOUTCOME']._serialized_end=1207
+  _globals['_BODYFORM']._serialized_start=1200
+  _globals['_BODYFORM']._serialized_end=1334
+  _globals['_EXCHANGEOUTCOME']._serialized_start=1337
+  _globals['_EXCHANGEOUTCOME']._serialized_end=1612
   _globals['_HTTPHEADER']._serialized_start=76
-  _globals['_HTTPHEADER']._serialized_end=117
-  _globals['_CAPTUREDREQUEST']._serialized_start=119
-  _globals['_CAPTUREDREQUEST']._serialized_end=237
-  _globals['_CAPTUREDRESPONSE']._serialized_start=240
-  _globals['_CAPTUREDRESPONSE']._serialized_end=391
-  _globals['_EXCHANGETIMINGS']._serialized_start=394
-  _globals['_EXCHANGETIMINGS']._serialized_end=556
-  _globals['_EXCHANGE']._serialized_start=559
-  _globals['_EXCHANGE']._serialized_end=929
+  _globals['_HTTPHEADER']._serialized_end=136
+  _globals['_BODYCAPTURE']._serialized_start=139
+  _globals['_BODYCAPTURE']._serialized_end=288
+  _globals['_CAPTUREDREQUEST']._serialized_start=291
+  _globals['_CAPTUREDREQUEST']._serialized_end=457
+  _globals['_CAPTUREDRESPONSE']._serialized_start=460
+  _globals['_CAPTUREDRESPONSE']._serialized_end=659
+  _globals['_EXCHANGETIMINGS']._serialized_start=662
+  _globals['_EXCHANGETIMINGS']._serialized_end=824
+  _globals['_EXCHANGE']._serialized_start=827
+  _globals['_EXCHANGE']._serialized_end=1197
 # @@protoc_insertion_point(module_scope)
