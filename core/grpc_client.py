@@ -63,10 +63,10 @@ def _server_name(target: str, tls: TlsConfig) -> str:
                    "(DNS or IP SAN) that every one of their certificates carries")
 
 
-def _options(target: str, tls: TlsConfig) -> list[tuple[str, object]]:
+def _options(target: str, tls: TlsConfig, message_limit: int = GRPC_MESSAGE_LIMIT) -> list[tuple[str, object]]:
     options: list[tuple[str, object]] = [
-        ("grpc.max_receive_message_length", GRPC_MESSAGE_LIMIT),
-        ("grpc.max_send_message_length", GRPC_MESSAGE_LIMIT),
+        ("grpc.max_receive_message_length", message_limit),
+        ("grpc.max_send_message_length", message_limit),
         ("grpc.keepalive_time_ms", 30_000),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.service_config", json.dumps(_RETRYABLE_READS)),
@@ -80,7 +80,8 @@ def _options(target: str, tls: TlsConfig) -> list[tuple[str, object]]:
     return options
 
 
-def open_channel(address: str, tls: TlsConfig | None = None) -> grpc.aio.Channel:
+def open_channel(address: str, tls: TlsConfig | None = None, *,
+                 message_limit: int = GRPC_MESSAGE_LIMIT) -> grpc.aio.Channel:
     """A channel with our limits and round-robin: TLS when `tls` has a CA, else plaintext, which
     is refused (`InsecureTransportError`) for a non-loopback target unless `tls` allows it."""
     tls = tls or TlsConfig()
@@ -88,8 +89,8 @@ def open_channel(address: str, tls: TlsConfig | None = None) -> grpc.aio.Channel
     tls.check_target(target)
     credentials = tls.channel_credentials()
     if credentials is None:
-        return grpc.aio.insecure_channel(target, options=_options(target, tls))
-    return grpc.aio.secure_channel(target, credentials, options=_options(target, tls))
+        return grpc.aio.insecure_channel(target, options=_options(target, tls, message_limit))
+    return grpc.aio.secure_channel(target, credentials, options=_options(target, tls, message_limit))
 
 
 def open_sync_channel(address: str, tls: TlsConfig | None = None) -> grpc.Channel:

@@ -15,6 +15,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from smoltbot.core.errors import SmoltbotError, grpc_status_for
+from smoltbot.core.settings import Settings
 from smoltbot.core.signals import stop_signals
 from smoltbot.core.tls import TlsConfig
 
@@ -22,17 +23,25 @@ __all__ = [
     "GRPC_MESSAGE_LIMIT",
     "GrpcServer",
     "grpc_errors",
+    "grpc_message_limit",
     "new_grpc_server",
     "run_until_signalled",
 ]
 
 logger = logging.getLogger(__name__)
 
-#: Exchanges carry whole request bodies (up to 32 MiB by default) and reassembled responses.
-GRPC_MESSAGE_LIMIT = 96 * 1024 * 1024
+#: Room for what wraps a record on the wire (IngestRequest, other RPCs' fields) beyond the record itself.
+_ENVELOPE_BYTES = 1024 * 1024
+
+
+def grpc_message_limit(max_exchange_bytes: int) -> int:
+    """The gRPC message limit for records of up to `max_exchange_bytes` (Settings.max_exchange_bytes,
+    which also caps what the gateway captures): one setting, so no record exceeds the transport."""
+    return max_exchange_bytes + _ENVELOPE_BYTES
+
+
+GRPC_MESSAGE_LIMIT = grpc_message_limit(Settings.model_fields["max_exchange_bytes"].default)
 _OPTIONS = [
-    ("grpc.max_receive_message_length", GRPC_MESSAGE_LIMIT),
-    ("grpc.max_send_message_length", GRPC_MESSAGE_LIMIT),
     ("grpc.keepalive_time_ms", 30_000),
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
@@ -89,7 +98,8 @@ class GrpcServer:
 def new_grpc_server(address: str, service_names: Iterable[str],
                     register: Callable[[grpc.aio.Server], None],
                     on_stop: Callable[[], Awaitable[None]] | None = None, *,
-                    tls: TlsConfig | None = None, health_port: int = 0) -> GrpcServer:
+                    tls: TlsConfig | None = None, health_port: int = 0,
+                    message_limit: int = GRPC_MESSAGE_LIMIT) -> GrpcServer:
     """Builds a server bound to `address` ("host:port", port 0 for an ephemeral one).
 
     `tls` (default: none) decides TLS or mutual TLS; without a certificate the server is
@@ -100,7 +110,8 @@ def new_grpc_server(address: str, service_names: Iterable[str],
     tls = tls or TlsConfig()
     tls.check_bind(address)
     credentials = tls.server_credentials()
-    server = grpc.aio.server(options=_OPTIONS)
+    limits = [("grpc.max_receive_message_length", message_limit), ("grpc.max_send_message_length", message_limit)]
+    server = grpc.aio.server(options=[*limits, *_OPTIONS])
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -110,7 +121,7 @@ def new_grpc_server(address: str, service_names: Iterable[str],
     if port == 0:
         raise OSError(f"could not bind gRPC server to {address}: address in use or not available")
     if health_port:
-        health_only = grpc.aio.server(options=_OPTIONS)
+        health_only = grpc.aio.server(options=[*limits, *_OPTIONS])
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_only)
         if _bind(health_only, f"[::]:{health_port}", None) == 0:
             raise OSError(f"could not bind the gRPC health port {health_port}: address in use or not available")

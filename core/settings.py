@@ -56,6 +56,12 @@ class Settings(BaseSettings):
     spool_max_bytes: int = Field(
         default=512 * 1024 * 1024, gt=0, description="Disk the gateway spool may use; oldest dropped beyond."
     )
+    max_exchange_bytes: int = Field(
+        default=96 * 1024 * 1024, ge=1024 * 1024,
+        description="Largest record of one call: the gateway cuts captured bodies so that a record fits "
+        "(the client still gets every byte), and every gRPC service's message limit is derived from it, "
+        "so no record exceeds what the transport carries.",
+    )
 
     # Observer
     analyzer: Literal["local", "anthropic"] = Field(default="local", description="Decision analyzer.")
