@@ -27,7 +27,7 @@ from smoltbot.v1 import exchange_pb2 as smoltbot_dot_v1_dot_exchange__pb2
 from smoltbot.v1 import trace_pb2 as smoltbot_dot_v1_dot_trace__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"smoltbot/v1/observer_service.proto\x12\x0bsmoltbot.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1asmoltbot/v1/exchange.proto\x1a\x17smoltbot/v1/trace.proto\"8\n\rIngestRequest\x12\'\n\x08\x65xchange\x18\x01 \x01(\x0b\x32\x15.smoltbot.v1.Exchange\"a\n\x0eIngestResponse\x12\x13\n\x0b\x65xchange_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.smoltbot.v1.IngestStatus\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xec\x01\n\x11ListTracesRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x15\n\x08verified\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\x12\x10\n\x08order_by\x18\x08 \x01(\tB\x0b\n\t_verified\"S\n\x12ListTracesResponse\x12$\n\x06traces\x18\x01 \x03(\x0b\x32\x14.smoltbot.v1.ApTrace\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x0fGetTraceRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\"7\n\x10GetTraceResponse\x12#\n\x05trace\x18\x01 \x01(\x0b\x32\x14.smoltbot.v1.ApTrace\"\'\n\x13GetIntegrityRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"F\n\x14GetIntegrityResponse\x12.\n\tintegrity\x18\x01 \x01(\x0b\x32\x1b.smoltbot.v1.IntegrityScore\"Q\n\x16ListDriftAlertsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x17ListDriftAlertsResponse\x12\'\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x17.smoltbot.v1.DriftAlert\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"i\n\x1aReportToolExecutionRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nagent_hash\x18\x02 \x01(\t\x12\x13\n\x0btool_use_id\x18\x03 \x01(\t\x12\x10\n\x08\x65xecuted\x18\x04 \x01(\x08\"\x1d\n\x1bReportToolExecutionResponse*\x82\x01\n\x0cIngestStatus\x12\x1d\n\x19INGEST_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16INGEST_STATUS_ACCEPTED\x10\x01\x12\x1b\n\x17INGEST_STATUS_DUPLICATE\x10\x02\x12\x1a\n\x16INGEST_STATUS_REJECTED\x10\x03\x32\xa1\x04\n\x0fObserverService\x12\x45\n\x06Ingest\x12\x1a.smoltbot.v1.IngestRequest\x1a\x1b.smoltbot.v1.IngestResponse(\x01\x30\x01\x12R\n\nListTraces\x12\x1e.smoltbot.v1.ListTracesRequest\x1a\x1f.smoltbot.v1.ListTracesResponse\"\x03\x90\x02\x01\x12L\n\x08GetTrace\x12\x1c.smoltbot.v1.GetTraceRequest\x1a\x1d.smoltbot.v1.GetTraceResponse\"\x03\x90\x02\x01\x12X\n\x0cGetIntegrity\x12 .smoltbot.v1.GetIntegrityRequest\x1a!.smoltbot.v1.GetIntegrityResponse\"\x03\x90\x02\x01\x12\x61\n\x0fListDriftAlerts\x12#.smoltbot.v1.ListDriftAlertsRequest\x1a$.smoltbot.v1.ListDriftAlertsResponse\"\x03\x90\x02\x01\x12h\n\x13ReportToolExecution\x12\'.smoltbot.v1.ReportToolExecutionRequest\x1a(.smoltbot.v1.ReportToolExecutionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"smoltbot/v1/observer_service.proto\x12\x0bsmoltbot.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1asmoltbot/v1/exchange.proto\x1a\x17smoltbot/v1/trace.proto\"8\n\rIngestRequest\x12\'\n\x08\x65xchange\x18\x01 \x01(\x0b\x32\x15.smoltbot.v1.Exchange\"a\n\x0eIngestResponse\x12\x13\n\x0b\x65xchange_id\x18\x01 \x01(\t\x12)\n\x06status\x18\x02 \x01(\x0e\x32\x19.smoltbot.v1.IngestStatus\x12\x0f\n\x07message\x18\x03 \x01(\t\"\x81\x02\n\x11ListTracesRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x15\n\x08verified\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12)\n\x05until\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x11\n\tpage_size\x18\x06 \x01(\x05\x12\x12\n\npage_token\x18\x07 \x01(\t\x12\x10\n\x08order_by\x18\x08 \x01(\t\x12\x13\n\x0brecord_kind\x18\t \x01(\tB\x0b\n\t_verified\"S\n\x12ListTracesResponse\x12$\n\x06traces\x18\x01 \x03(\x0b\x32\x14.smoltbot.v1.ApTrace\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"#\n\x0fGetTraceRequest\x12\x10\n\x08trace_id\x18\x01 \x01(\t\"7\n\x10GetTraceResponse\x12#\n\x05trace\x18\x01 \x01(\x0b\x32\x14.smoltbot.v1.ApTrace\"\'\n\x13GetIntegrityRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"F\n\x14GetIntegrityResponse\x12.\n\tintegrity\x18\x01 \x01(\x0b\x32\x1b.smoltbot.v1.IntegrityScore\"Q\n\x16ListDriftAlertsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"[\n\x17ListDriftAlertsResponse\x12\'\n\x06\x61lerts\x18\x01 \x03(\x0b\x32\x17.smoltbot.v1.DriftAlert\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"i\n\x1aReportToolExecutionRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nagent_hash\x18\x02 \x01(\t\x12\x13\n\x0btool_use_id\x18\x03 \x01(\t\x12\x10\n\x08\x65xecuted\x18\x04 \x01(\x08\"\x1d\n\x1bReportToolExecutionResponse*\x82\x01\n\x0cIngestStatus\x12\x1d\n\x19INGEST_STATUS_UNSPECIFIED\x10\x00\x12\x1a\n\x16INGEST_STATUS_ACCEPTED\x10\x01\x12\x1b\n\x17INGEST_STATUS_DUPLICATE\x10\x02\x12\x1a\n\x16INGEST_STATUS_REJECTED\x10\x03\x32\xa1\x04\n\x0fObserverService\x12\x45\n\x06Ingest\x12\x1a.smoltbot.v1.IngestRequest\x1a\x1b.smoltbot.v1.IngestResponse(\x01\x30\x01\x12R\n\nListTraces\x12\x1e.smoltbot.v1.ListTracesRequest\x1a\x1f.smoltbot.v1.ListTracesResponse\"\x03\x90\x02\x01\x12L\n\x08GetTrace\x12\x1c.smoltbot.v1.GetTraceRequest\x1a\x1d.smoltbot.v1.GetTraceResponse\"\x03\x90\x02\x01\x12X\n\x0cGetIntegrity\x12 .smoltbot.v1.GetIntegrityRequest\x1a!.smoltbot.v1.GetIntegrityResponse\"\x03\x90\x02\x01\x12\x61\n\x0fListDriftAlerts\x12#.smoltbot.v1.ListDriftAlertsRequest\x1a$.smoltbot.v1.ListDriftAlertsResponse\"\x03\x90\x02\x01\x12h\n\x13ReportToolExecution\x12\'.smoltbot.v1.ReportToolExecutionRequest\x1a(.smoltbot.v1.ReportToolExecutionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,32 +42,32 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OBSERVERSERVICE'].methods_by_name['GetIntegrity']._serialized_options = b'\220\002\001'
   _globals['_OBSERVERSERVICE'].methods_by_name['ListDriftAlerts']._loaded_options = None
   _globals['_OBSERVERSERVICE'].methods_by_name['ListDriftAlerts']._serialized_options = b'\220\002\001'
-  _globals['_INGESTSTATUS']._serialized_start=1140
-  _globals['_INGESTSTATUS']._serialized_end=1270
+  _globals['_INGESTSTATUS']._serialized_start=1161
+  _globals['_INGESTSTATUS']._serialized_end=1291
   _globals['_INGESTREQUEST']._serialized_start=137
   _globals['_INGESTREQUEST']._serialized_end=193
   _globals['_INGESTRESPONSE']._serialized_start=195
   _globals['_INGESTRESPONSE']._serialized_end=292
   _globals['_LISTTRACESREQUEST']._serialized_start=295
-  _globals['_LISTTRACESREQUEST']._serialized_end=531
-  _globals['_LISTTRACESRESPONSE']._serialized_start=533
-  _globals['_LISTTRACESRESPONSE']._serialized_end=616
-  _globals['_GETTRACEREQUEST']._serialized_start=618
-  _globals['_GETTRACEREQUEST']._serialized_end=653
-  _globals['_GETTRACERESPONSE']._serialized_start=655
-  _globals['_GETTRACERESPONSE']._serialized_end=710
-  _globals['_GETINTEGRITYREQUEST']._serialized_start=712
-  _globals['_GETINTEGRITYREQUEST']._serialized_end=751
-  _globals['_GETINTEGRITYRESPONSE']._serialized_start=753
-  _globals['_GETINTEGRITYRESPONSE']._serialized_end=823
-  _globals['_LISTDRIFTALERTSREQUEST']._serialized_start=825
-  _globals['_LISTDRIFTALERTSREQUEST']._serialized_end=906
-  _globals['_LISTDRIFTALERTSRESPONSE']._serialized_start=908
-  _globals['_LISTDRIFTALERTSRESPONSE']._serialized_end=999
-  _globals['_REPORTTOOLEXECUTIONREQUEST']._serialized_start=1001
-  _globals['_REPORTTOOLEXECUTIONREQUEST']._serialized_end=1106
-  _globals['_REPORTTOOLEXECUTIONRESPONSE']._serialized_start=1108
-  _globals['_REPORTTOOLEXECUTIONRESPONSE']._serialized_end=1137
-  _globals['_OBSERVERSERVICE']._serialized_start=1273
-  _globals['_OBSERVERSERVICE']._serialized_end=1818
+  _globals['_LISTTRACESREQUEST']._serialized_end=552
+  _globals['_LISTTRACESRESPONSE']._serialized_start=554
+  _globals['_LISTTRACESRESPONSE']._serialized_end=637
+  _globals['_GETTRACEREQUEST']._serialized_start=639
+  _globals['_GETTRACEREQUEST']._serialized_end=674
+  _globals['_GETTRACERESPONSE']._serialized_start=676
+  _globals['_GETTRACERESPONSE']._serialized_end=731
+  _globals['_GETINTEGRITYREQUEST']._serialized_start=733
+  _globals['_GETINTEGRITYREQUEST']._serialized_end=772
+  _globals['_GETINTEGRITYRESPONSE']._serialized_start=774
+  _globals['_GETINTEGRITYRESPONSE']._serialized_end=844
+  _globals['_LISTDRIFTALERTSREQUEST']._serialized_start=846
+  _globals['_LISTDRIFTALERTSREQUEST']._serialized_end=927
+  _globals['_LISTDRIFTALERTSRESPONSE']._serialized_start=929
+  _globals['_LISTDRIFTALERTSRESPONSE']._serialized_end=1020
+  _globals['_REPORTTOOLEXECUTIONREQUEST']._serialized_start=1022
+  _globals['_REPORTTOOLEXECUTIONREQUEST']._serialized_end=1127
+  _globals['_REPORTTOOLEXECUTIONRESPONSE']._serialized_start=1129
+  _globals['_REPORTTOOLEXECUTIONRESPONSE']._serialized_end=1158
+  _globals['_OBSERVERSERVICE']._serialized_start=1294
+  _globals['_OBSERVERSERVICE']._serialized_end=1839
 # @@protoc_insertion_point(module_scope)

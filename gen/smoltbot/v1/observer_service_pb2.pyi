@@ -40,7 +40,7 @@ class IngestResponse(_message.Message):
     def __init__(self, exchange_id: _Optional[str] = ..., status: _Optional[_Union[IngestStatus, str]] = ..., message: _Optional[str] = ...) -> None: ...
 
 class ListTracesRequest(_message.Message):
-    __slots__ = ("agent_id", "session_id", "verified", "since", "until", "page_size", "page_token", "order_by")
+    __slots__ = ("agent_id", "session_id", "verified", "since", "until", "page_size", "page_token", "order_by", "record_kind")
     AGENT_ID_FIELD_NUMBER: _ClassVar[int]
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     VERIFIED_FIELD_NUMBER: _ClassVar[int]
@@ -49,6 +49,7 @@ class ListTracesRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     ORDER_BY_FIELD_NUMBER: _ClassVar[int]
+    RECORD_KIND_FIELD_NUMBER: _ClassVar[int]
     agent_id: str
     session_id: str
     verified: bool
@@ -57,7 +58,8 @@ class ListTracesRequest(_message.Message):
     page_size: int
     page_token: str
     order_by: str
-    def __init__(self, agent_id: _Optional[str] = ..., session_id: _Optional[str] = ..., verified: _Optional[bool] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., order_by: _Optional[str] = ...) -> None: ...
+    record_kind: str
+    def __init__(self, agent_id: _Optional[str] = ..., session_id: _Optional[str] = ..., verified: _Optional[bool] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., order_by: _Optional[str] = ..., record_kind: _Optional[str] = ...) -> None: ...
 
 class ListTracesResponse(_message.Message):
     __slots__ = ("traces", "next_page_token")

@@ -43,18 +43,20 @@ class ActionTarget(_message.Message):
     def __init__(self, type: _Optional[str] = ..., identifier: _Optional[str] = ...) -> None: ...
 
 class TraceAction(_message.Message):
-    __slots__ = ("type", "name", "category", "target", "parameters")
+    __slots__ = ("type", "name", "category", "target", "parameters", "parameters_json")
     TYPE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
     PARAMETERS_FIELD_NUMBER: _ClassVar[int]
+    PARAMETERS_JSON_FIELD_NUMBER: _ClassVar[int]
     type: str
     name: str
     category: str
     target: ActionTarget
     parameters: _struct_pb2.Struct
-    def __init__(self, type: _Optional[str] = ..., name: _Optional[str] = ..., category: _Optional[str] = ..., target: _Optional[_Union[ActionTarget, _Mapping]] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    parameters_json: str
+    def __init__(self, type: _Optional[str] = ..., name: _Optional[str] = ..., category: _Optional[str] = ..., target: _Optional[_Union[ActionTarget, _Mapping]] = ..., parameters: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., parameters_json: _Optional[str] = ...) -> None: ...
 
 class Alternative(_message.Message):
     __slots__ = ("option_id", "description", "score", "scoring_factors", "flags")
@@ -92,14 +94,16 @@ class TraceDecision(_message.Message):
     def __init__(self, alternatives_considered: _Optional[_Iterable[_Union[Alternative, _Mapping]]] = ..., selected: _Optional[str] = ..., selection_reasoning: _Optional[str] = ..., values_applied: _Optional[_Iterable[str]] = ..., confidence: _Optional[float] = ...) -> None: ...
 
 class TriggerCheck(_message.Message):
-    __slots__ = ("trigger", "matched", "value_observed")
+    __slots__ = ("trigger", "matched", "value_observed", "value_observed_json")
     TRIGGER_FIELD_NUMBER: _ClassVar[int]
     MATCHED_FIELD_NUMBER: _ClassVar[int]
     VALUE_OBSERVED_FIELD_NUMBER: _ClassVar[int]
+    VALUE_OBSERVED_JSON_FIELD_NUMBER: _ClassVar[int]
     trigger: str
     matched: bool
     value_observed: _struct_pb2.Value
-    def __init__(self, trigger: _Optional[str] = ..., matched: _Optional[bool] = ..., value_observed: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ...) -> None: ...
+    value_observed_json: str
+    def __init__(self, trigger: _Optional[str] = ..., matched: _Optional[bool] = ..., value_observed: _Optional[_Union[_struct_pb2.Value, _Mapping]] = ..., value_observed_json: _Optional[str] = ...) -> None: ...
 
 class TraceEscalation(_message.Message):
     __slots__ = ("evaluated", "triggers_checked", "required", "reason")
@@ -114,18 +118,22 @@ class TraceEscalation(_message.Message):
     def __init__(self, evaluated: _Optional[bool] = ..., triggers_checked: _Optional[_Iterable[_Union[TriggerCheck, _Mapping]]] = ..., required: _Optional[bool] = ..., reason: _Optional[str] = ...) -> None: ...
 
 class TraceContext(_message.Message):
-    __slots__ = ("session_id", "conversation_turn", "prior_trace_ids", "environment", "metadata")
+    __slots__ = ("session_id", "conversation_turn", "prior_trace_ids", "environment", "metadata", "environment_json", "metadata_json")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CONVERSATION_TURN_FIELD_NUMBER: _ClassVar[int]
     PRIOR_TRACE_IDS_FIELD_NUMBER: _ClassVar[int]
     ENVIRONMENT_FIELD_NUMBER: _ClassVar[int]
     METADATA_FIELD_NUMBER: _ClassVar[int]
+    ENVIRONMENT_JSON_FIELD_NUMBER: _ClassVar[int]
+    METADATA_JSON_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     conversation_turn: int
     prior_trace_ids: _containers.RepeatedScalarFieldContainer[str]
     environment: _struct_pb2.Struct
     metadata: _struct_pb2.Struct
-    def __init__(self, session_id: _Optional[str] = ..., conversation_turn: _Optional[int] = ..., prior_trace_ids: _Optional[_Iterable[str]] = ..., environment: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    environment_json: str
+    metadata_json: str
+    def __init__(self, session_id: _Optional[str] = ..., conversation_turn: _Optional[int] = ..., prior_trace_ids: _Optional[_Iterable[str]] = ..., environment: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., metadata: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., environment_json: _Optional[str] = ..., metadata_json: _Optional[str] = ...) -> None: ...
 
 class Violation(_message.Message):
     __slots__ = ("type", "severity", "description", "trace_field")
@@ -184,7 +192,7 @@ class TraceReasoning(_message.Message):
     def __init__(self, present: _Optional[bool] = ..., source: _Optional[str] = ..., signature_present: _Optional[bool] = ..., redacted_blocks: _Optional[int] = ..., chars: _Optional[int] = ..., excerpt: _Optional[str] = ..., text: _Optional[str] = ...) -> None: ...
 
 class TraceObservation(_message.Message):
-    __slots__ = ("exchange_id", "decision_index", "model", "outcome", "outcome_detail", "streamed", "stop_reason", "http_status", "reasoning", "analyzer", "analysis_fallback_reason", "missing", "tool_use_id", "executed", "exchange_started_at", "exchange_ended_at", "observed_at")
+    __slots__ = ("exchange_id", "decision_index", "model", "outcome", "outcome_detail", "streamed", "stop_reason", "http_status", "reasoning", "analyzer", "analysis_fallback_reason", "missing", "tool_use_id", "executed", "exchange_started_at", "exchange_ended_at", "observed_at", "record_kind", "request_method", "request_path")
     EXCHANGE_ID_FIELD_NUMBER: _ClassVar[int]
     DECISION_INDEX_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
@@ -202,6 +210,9 @@ class TraceObservation(_message.Message):
     EXCHANGE_STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     EXCHANGE_ENDED_AT_FIELD_NUMBER: _ClassVar[int]
     OBSERVED_AT_FIELD_NUMBER: _ClassVar[int]
+    RECORD_KIND_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_METHOD_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_PATH_FIELD_NUMBER: _ClassVar[int]
     exchange_id: str
     decision_index: int
     model: str
@@ -219,7 +230,10 @@ class TraceObservation(_message.Message):
     exchange_started_at: _timestamp_pb2.Timestamp
     exchange_ended_at: _timestamp_pb2.Timestamp
     observed_at: _timestamp_pb2.Timestamp
-    def __init__(self, exchange_id: _Optional[str] = ..., decision_index: _Optional[int] = ..., model: _Optional[str] = ..., outcome: _Optional[str] = ..., outcome_detail: _Optional[str] = ..., streamed: _Optional[bool] = ..., stop_reason: _Optional[str] = ..., http_status: _Optional[int] = ..., reasoning: _Optional[_Union[TraceReasoning, _Mapping]] = ..., analyzer: _Optional[str] = ..., analysis_fallback_reason: _Optional[str] = ..., missing: _Optional[_Iterable[str]] = ..., tool_use_id: _Optional[str] = ..., executed: _Optional[bool] = ..., exchange_started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exchange_ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    record_kind: str
+    request_method: str
+    request_path: str
+    def __init__(self, exchange_id: _Optional[str] = ..., decision_index: _Optional[int] = ..., model: _Optional[str] = ..., outcome: _Optional[str] = ..., outcome_detail: _Optional[str] = ..., streamed: _Optional[bool] = ..., stop_reason: _Optional[str] = ..., http_status: _Optional[int] = ..., reasoning: _Optional[_Union[TraceReasoning, _Mapping]] = ..., analyzer: _Optional[str] = ..., analysis_fallback_reason: _Optional[str] = ..., missing: _Optional[_Iterable[str]] = ..., tool_use_id: _Optional[str] = ..., executed: _Optional[bool] = ..., exchange_started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exchange_ended_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., observed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., record_kind: _Optional[str] = ..., request_method: _Optional[str] = ..., request_path: _Optional[str] = ...) -> None: ...
 
 class DriftAlert(_message.Message):
     __slots__ = ("alert_id", "agent_id", "card_id", "direction", "severity", "similarity_score", "sustained_traces", "trace_ids", "reference", "status", "created_at", "updated_at", "analysis")
@@ -252,7 +266,7 @@ class DriftAlert(_message.Message):
     def __init__(self, alert_id: _Optional[str] = ..., agent_id: _Optional[str] = ..., card_id: _Optional[str] = ..., direction: _Optional[str] = ..., severity: _Optional[str] = ..., similarity_score: _Optional[float] = ..., sustained_traces: _Optional[int] = ..., trace_ids: _Optional[_Iterable[str]] = ..., reference: _Optional[str] = ..., status: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., analysis: _Optional[str] = ...) -> None: ...
 
 class IntegrityWindow(_message.Message):
-    __slots__ = ("total_traces", "verified_traces", "score", "violation_count", "violations_by_type", "with_reasoning", "with_model_analysis", "failed")
+    __slots__ = ("total_traces", "verified_traces", "score", "violation_count", "violations_by_type", "with_reasoning", "with_model_analysis", "failed", "activity")
     class ViolationsByTypeEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -268,6 +282,7 @@ class IntegrityWindow(_message.Message):
     WITH_REASONING_FIELD_NUMBER: _ClassVar[int]
     WITH_MODEL_ANALYSIS_FIELD_NUMBER: _ClassVar[int]
     FAILED_FIELD_NUMBER: _ClassVar[int]
+    ACTIVITY_FIELD_NUMBER: _ClassVar[int]
     total_traces: int
     verified_traces: int
     score: float
@@ -276,7 +291,8 @@ class IntegrityWindow(_message.Message):
     with_reasoning: int
     with_model_analysis: int
     failed: int
-    def __init__(self, total_traces: _Optional[int] = ..., verified_traces: _Optional[int] = ..., score: _Optional[float] = ..., violation_count: _Optional[int] = ..., violations_by_type: _Optional[_Mapping[str, int]] = ..., with_reasoning: _Optional[int] = ..., with_model_analysis: _Optional[int] = ..., failed: _Optional[int] = ...) -> None: ...
+    activity: int
+    def __init__(self, total_traces: _Optional[int] = ..., verified_traces: _Optional[int] = ..., score: _Optional[float] = ..., violation_count: _Optional[int] = ..., violations_by_type: _Optional[_Mapping[str, int]] = ..., with_reasoning: _Optional[int] = ..., with_model_analysis: _Optional[int] = ..., failed: _Optional[int] = ..., activity: _Optional[int] = ...) -> None: ...
 
 class IntegrityPoint(_message.Message):
     __slots__ = ("bucket_start", "total_traces", "verified_traces")
