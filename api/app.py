@@ -17,6 +17,7 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from smoltbot.api.credential_check import CredentialCheck
 from smoltbot.api.dependencies import REQUEST_ID, Backends
 from smoltbot.api.errors import install_error_handlers
 from smoltbot.api.routers import agents, cards, dashboard, health, integrity, sessions, traces
@@ -137,6 +138,8 @@ def create_app(settings: Settings, *, registry_address: str | None = None,
     )
     app.state.settings = settings
     app.state.backends = None
+    app.state.credential_check = CredentialCheck(settings.upstream_url, timeout=BACKEND_TIMEOUT,
+                                                 connect_timeout=settings.upstream_connect_timeout)
     app.state.templates = Jinja2Templates(directory=_HERE / "templates")
     dashboard.configure_templates(app.state.templates)
     app.state.templates.env.globals["root"] = settings.root_path  # prefix of the dashboard's links

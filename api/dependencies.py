@@ -14,6 +14,7 @@ import grpc
 from fastapi import Depends, Header, Path, Query, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from google.protobuf import timestamp_pb2
+from smoltbot.api.credential_check import CredentialCheck
 from smoltbot.api.errors import BackendError
 from smoltbot.core.errors import InvalidArgument, PermissionDenied, Unauthenticated
 from smoltbot.core.identity import agent_hash, credential_from_headers
@@ -27,6 +28,7 @@ __all__ = [
     "AgentIdPath",
     "Backend",
     "CallerHash",
+    "CredentialChecker",
     "Cursor",
     "IdentityHash",
     "Limit",
@@ -152,6 +154,14 @@ def get_identity_hash(
 
 CallerHash = Annotated[str, Depends(get_caller_hash)]
 IdentityHash = Annotated[str, Depends(get_identity_hash)]
+
+
+def get_credential_check(request: Request) -> CredentialCheck:
+    check: CredentialCheck = request.app.state.credential_check
+    return check
+
+
+CredentialChecker = Annotated[CredentialCheck, Depends(get_credential_check)]
 
 
 

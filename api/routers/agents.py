@@ -7,10 +7,11 @@ import logging
 from typing import Annotated
 
 import grpc
-from fastapi import APIRouter, Body
+from fastapi import APIRouter, Body, Request
 from smoltbot.api.dependencies import (
     AgentIdPath,
     CallerHash,
+    CredentialChecker,
     Cursor,
     IdentityHash,
     Limit,
@@ -53,9 +54,14 @@ async def trace_count(observer: Observer, agent_id: str) -> int:
 
 @router.post("/resolve", response_model=ResolveResponse, responses=error_responses(401, 503, 504),
              summary="The agent id of a credential (created if new)")
-async def resolve_agent(registry: Registry, caller_hash: IdentityHash) -> ResolveResponse:
-    """Send the agent's credential in `x-api-key` or `Authorization: Bearer`. It is hashed with
-    the installation's secret and dropped; only the hash reaches the registry."""
+async def resolve_agent(request: Request, registry: Registry, caller_hash: IdentityHash,
+                        check: CredentialChecker) -> ResolveResponse:
+    """Send the agent's credential in `x-api-key` or `Authorization: Bearer`, as the agent sends
+    it to the model. The upstream is asked first whether it accepts the credential (one free
+    call, `GET /v1/models`): rejected is 401, upstream unreachable 503, and nothing is created.
+    Then it is hashed with the installation's secret and dropped; only the hash reaches the
+    registry."""
+    await check.verify(request.headers)
     response = await registry.ResolveAgent(registry_service_pb2.ResolveAgentRequest(agent_hash=caller_hash))
     if response.created:
         logger.info("agent %s created by resolve", response.agent.agent_id)

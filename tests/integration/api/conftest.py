@@ -1,6 +1,8 @@
 """The API wired to a real Registry and Observer on a real database (SQLite and PostgreSQL).
 
-* ``stack``: both gRPC services started on ephemeral ports over the test's ``database_url``.
+* ``stack``: both gRPC services started on ephemeral ports over the test's ``database_url``,
+  and the Anthropic stand-in as the upstream (``stack.upstream``; it accepts any key unless a
+  test sets ``stack.upstream.accepted_keys``), which `POST /v1/agents/resolve` asks first.
 * ``api``: an ``httpx.AsyncClient`` on the API app (ASGI transport, lifespan run), wired to
   ``stack``.
 """
@@ -16,6 +18,7 @@ from smoltbot.api.app import create_app
 from smoltbot.core.settings import Settings
 
 from tests.integration.api.helpers import Stack
+from tests.support.anthropic_standin import AnthropicStandin
 
 
 @pytest.fixture
@@ -23,7 +26,8 @@ async def stack(settings_factory: Callable[..., Settings], database_url: str) ->
     from smoltbot.observer.server import build_server as build_observer
     from smoltbot.registry.server import build_server as build_registry
 
-    settings = settings_factory()
+    upstream = AnthropicStandin()
+    settings = settings_factory(upstream_url=await upstream.start())
     registry = await build_registry(settings, address="127.0.0.1:0")
     await registry.start()
     registry_address = f"127.0.0.1:{registry.port}"
@@ -34,11 +38,12 @@ async def stack(settings_factory: Callable[..., Settings], database_url: str) ->
     channel = grpc.aio.insecure_channel(observer_address)
     try:
         yield Stack(observer_settings.model_copy(update={"observer_address": observer_address}),
-                    registry_address, observer_address, channel)
+                    registry_address, observer_address, channel, upstream)
     finally:
         await channel.close()
         await observer.stop(0.5)
         await registry.stop(0.5)
+        await upstream.stop()
 
 
 @pytest.fixture

@@ -23,6 +23,8 @@ from smoltbot.core.identity import agent_hash
 from smoltbot.core.settings import Settings
 from smoltbot.v1 import exchange_pb2, observer_service_pb2, observer_service_pb2_grpc
 
+from tests.support.anthropic_standin import AnthropicStandin
+
 
 @dataclass
 class Stack:
@@ -30,6 +32,7 @@ class Stack:
     registry_address: str
     observer_address: str
     observer_channel: grpc.aio.Channel
+    upstream: AnthropicStandin | None = None  # what settings.upstream_url points at, when a stand-in
 
 
 def hash_of(stack: Stack, credential: str) -> str:
