@@ -18,6 +18,7 @@ import logging
 from collections.abc import Mapping
 
 import httpx
+
 from smoltbot.core.errors import Unauthenticated, Unavailable
 
 __all__ = ["ANTHROPIC_VERSION", "CredentialCheck"]

@@ -73,7 +73,8 @@ async def test_an_unreachable_upstream_is_503_and_creates_nothing(api: httpx.Asy
     assert response.status_code == 503, response.text
     error = response.json()["error"]
     assert (error["status"], error["reason"]) == ("UNAVAILABLE", "UPSTREAM_UNAVAILABLE")
-    assert "cannot check the credential" in error["message"] and stack.settings.upstream_url in error["message"]
+    assert "cannot check the credential" in error["message"]
+    assert stack.settings.upstream_url in error["message"]
     assert await _agent_ids(api) == []
     assert credential not in response.text and credential not in caplog.text
 
