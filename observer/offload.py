@@ -7,22 +7,30 @@ with two cores this is what lets the Observer use the second one: the event loop
 intake, gRPC and the database busy while a worker process reads and analyses exchanges.
 
 `CpuPool` is a small process pool (forkserver start: never fork a process that has gRPC and
-database threads) that runs batches of jobs.
+database threads) that runs batches of jobs. Its workers end with the Observer: each asks the
+kernel for SIGKILL when its parent (the forkserver, which exits when the Observer's end of its
+pipe closes) dies, and checks at start that this chain is still alive. Without that, a
+SIGKILLed Observer left them blocked for ever on a queue they hold both ends of.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
 import json
 import logging
 import multiprocessing
 import os
+import signal
+import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf.message import DecodeError
+
 from smoltbot.observer.extraction import Extraction, extract
 from smoltbot.observer.trace_builder import build_traces
 from smoltbot.v1 import exchange_pb2
@@ -153,6 +161,32 @@ def default_workers() -> int:
     return max(0, min(4, cores - 1))
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _parent_of(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as stat:
+            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+            return int(stat.read().rsplit(b")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _end_with_observer(observer_pid: int) -> None:
+    """Worker initializer: this process gets SIGKILL when its parent dies, and ends now if the
+    Observer is already gone (it may have died before the request reached the kernel)."""
+    libc_name = ctypes.util.find_library("c") if sys.platform == "linux" else None
+    if libc_name is not None:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            logger.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d)", ctypes.get_errno())
+    parent = os.getppid()
+    # Forkserver start: our parent is the forkserver, whose parent is the Observer.
+    if parent != observer_pid and _parent_of(parent) != observer_pid:
+        os._exit(0)
+
+
 class CpuPool:
     """Worker processes for `compute_many`. Started on first use; `close()` waits for them."""
 
@@ -164,7 +198,8 @@ class CpuPool:
         if self._pool is None:
             context = multiprocessing.get_context("forkserver")
             context.set_forkserver_preload(["smoltbot.observer.offload"])
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context)
+            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context,
+                                             initializer=_end_with_observer, initargs=(os.getpid(),))
         return self._pool
 
     async def run(self, jobs: list[Job]) -> list[JobResult]:
