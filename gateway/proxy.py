@@ -14,15 +14,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
-from collections.abc import Callable, Iterable
+import unicodedata
+from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
+from urllib.parse import unquote_to_bytes
 
 import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
-from smoltbot.core.identity import agent_hash, credential_from_headers
 from yarl import URL
+
+from smoltbot.core.identity import agent_hash, credential_from_headers
 
 from .capture import Capture, Outcome
 
@@ -30,7 +34,10 @@ if TYPE_CHECKING:
     from .identity_cache import IdentityCache
     from .metrics import GatewayMetrics
 
-__all__ = ["HOP_BY_HOP", "PREFIX", "Proxy", "anthropic_error"]
+__all__ = [
+    "HOP_BY_HOP", "PREFIX", "Proxy", "TargetRefused", "anthropic_error", "check_target",
+    "refuse_foreign_targets",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +64,92 @@ def anthropic_error(status: int, error_type: str, message: str,
     for name, value in headers:
         response.headers[name] = value
     return response
+
+
+# ---------------------------------------------------------------------- request targets
+#
+# The upstream URL is the upstream setting plus the request's path and query, nothing else. That
+# holds only for an origin-form target (RFC 9112 §3.2.1) whose path cannot be normalised, by us,
+# by a server or proxy in between, or by the upstream, into something outside the prefix. aiohttp
+# hands handlers the target as sent (`raw_path`: the whole URL for absolute-form, the authority
+# for CONNECT, `*`) while it routes on the percent-decoded path, so `GET http://host/anthropic/...`,
+# `GET /%61nthropic/...` and `GET /anthropic/%2e%2e/...` all reach the relay; each is refused
+# here, before anything is read or forwarded, by one check every request goes through.
+
+_FIX = "Send requests to the gateway as plain paths under /anthropic (ANTHROPIC_BASE_URL=http://<gateway>/anthropic)"
+#: Paths made only of these need no closer look (the common case: /v1/messages and friends).
+_PLAIN_PATH = re.compile(r"[A-Za-z0-9/_\-]*")
+_PERCENT_ROUNDS = 3  # a path decoded this often by the hops on the way is decoded as often here
+
+
+class TargetRefused(ValueError):
+    """A request target the gateway will not relay; the message says what to send instead."""
+
+
+def check_target(raw_target: str) -> None:
+    """Raises TargetRefused unless `raw_target` is origin-form with a path no one would normalise.
+
+    Refused: absolute-form (with or without userinfo), authority-form (CONNECT), asterisk-form,
+    `//` at the start (a scheme-relative reference), fragments, and a path with a dot segment
+    (`.`/`..`, percent-encoded in any case, with `;params`, full-width), an encoded `/` or `\\`,
+    a literal backslash, control characters or bytes that are not UTF-8 once decoded.
+    """
+    if not raw_target.startswith("/") or raw_target.startswith("//"):
+        if raw_target == "*":
+            form = "the asterisk form (OPTIONS *)"
+        elif "://" in raw_target:
+            form = "an absolute URL (the gateway is not an HTTP proxy)"
+        elif raw_target.startswith("//"):
+            form = "a scheme-relative reference (//host/...)"
+        else:
+            form = "an authority (CONNECT host:port; the gateway is not an HTTP proxy)"
+        raise TargetRefused(f"The request target must be a path, not {form}. {_FIX}.")
+    if "#" in raw_target:
+        raise TargetRefused(f"The request target must not carry a fragment (#...). {_FIX}.")
+    path = raw_target.partition("?")[0]
+    if _PLAIN_PATH.fullmatch(path):
+        return
+    if "\\" in path:
+        raise TargetRefused(f"The request path must not contain a backslash. {_FIX}.")
+    for segment in path.split("/"):
+        _check_segment(segment)
+
+
+def _check_segment(segment: str) -> None:
+    shown = segment if len(segment) <= 64 else segment[:61] + "..."
+    value = segment
+    for _ in range(_PERCENT_ROUNDS):
+        if "%" not in value:
+            break
+        try:
+            value = unquote_to_bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            raise TargetRefused(
+                f"The request path must be UTF-8 once percent-decoded (segment {shown!r}). {_FIX}.") from None
+    if any(unicodedata.category(ch) == "Cc" for ch in value):
+        raise TargetRefused(f"The request path must not contain control characters. {_FIX}.")
+    # NFKC: full-width dots and solidi are read as '.' and '/' by some servers.
+    normalised = unicodedata.normalize("NFKC", value)
+    if "/" in normalised or "\\" in normalised:
+        raise TargetRefused(
+            f"The request path must not encode '/' or '\\' inside a segment (segment {shown!r}). {_FIX}.")
+    if normalised.partition(";")[0] in (".", ".."):
+        raise TargetRefused(
+            f"The request path must not contain dot segments ('.' or '..', encoded or not; "
+            f"segment {shown!r}): "
+            f"the gateway relays only under its prefix. {_FIX}.")
+
+
+@web.middleware
+async def refuse_foreign_targets(request: web.Request,
+                                 handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+                                 ) -> web.StreamResponse:
+    """Every request, whatever route it matched (or none, as CONNECT and `*`), passes `check_target`."""
+    try:
+        check_target(request.raw_path)
+    except TargetRefused as refused:
+        return anthropic_error(400, "invalid_request_error", str(refused))
+    return await handler(request)
 
 
 #: Headers a client names its session in, most specific first: ours, Claude Code's, and the
@@ -106,6 +199,11 @@ class Proxy:
         started_ns = time.time_ns()
         t0 = time.perf_counter()
         headers = request.headers
+        if not request.raw_path.startswith(PREFIX + "/"):
+            # Routed here on the decoded path (`/%61nthropic/...`): the raw one is what would be relayed.
+            return self._done(anthropic_error(
+                400, "invalid_request_error",
+                f"The request path must start with {PREFIX}/ as sent, without percent-encoding. {_FIX}."), t0)
         credential = credential_from_headers(headers)
         if credential is None:
             return self._done(anthropic_error(401, "authentication_error", _NO_CREDENTIAL), t0)
@@ -119,9 +217,7 @@ class Proxy:
         hashed = agent_hash(credential, self._secret)
         del credential
         hint = _session_hint(headers)
-        raw_path = request.raw_path
-        tail = raw_path[len(PREFIX):]
-        path, _, query = tail.partition("?")
+        path, _, query = request.raw_path[len(PREFIX):].partition("?")
         capture = Capture(
             agent_hash=hashed, session_hint=hint, method=request.method, path=path, query=query,
             request_headers=headers.items(), request_body=body, started_ns=started_ns,
@@ -136,7 +232,8 @@ class Proxy:
             session = self._session = self._session_factory()
         try:
             upstream = await session.request(
-                request.method, URL(self._upstream + tail, encoded=True), headers=forward,
+                request.method, URL(self._upstream + path + (f"?{query}" if query else ""), encoded=True),
+                headers=forward,
                 data=body if body else None, allow_redirects=False,
             )
         except asyncio.CancelledError:
