@@ -30,7 +30,7 @@ from smoltbot.core.tls import client_tls
 from .capture import Capture
 from .identity_cache import IdentityCache
 from .metrics import CONTENT_TYPE_LATEST, GatewayMetrics
-from .proxy import PREFIX, Proxy, anthropic_error
+from .proxy import PREFIX, Proxy, anthropic_error, refuse_foreign_targets
 from .shipper import Shipper
 from .spool import Spool
 
@@ -174,6 +174,8 @@ def build_app(settings: Settings, *, registry_address: str | None = None,
     )
     app = web.Application(
         client_max_size=settings.max_request_bytes,
+        # Absolute-form, CONNECT, `*` and paths that normalise elsewhere: refused before routing's result is used.
+        middlewares=[refuse_foreign_targets],
         handler_args={
             # A client that disconnects cancels its handler, and so its upstream request.
             "handler_cancellation": True,
