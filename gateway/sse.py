@@ -12,6 +12,12 @@ applied by the `type` in their data.
 Tool input differs in one way that does not change the result: the SDK re-parses the
 `input_json_delta` buffer after every fragment; we parse it once, when the stream ends,
 with the same parser (jiter, partial mode), which yields the value of the last re-parse.
+
+The work is linear in the stream's size, whatever its chunking: text, thinking and tool-input
+fragments are collected in lists and joined once at `close()` (a million one-character deltas
+cost a million appends, not a million copies of a growing string), and a line split over many
+chunks is joined once. With a `limit`, content beyond `limit` bytes of fragments is left out
+(`truncated`), while the events that end the message (stop reason, usage) are still applied.
 """
 
 from __future__ import annotations
@@ -37,11 +43,14 @@ class MessageAccumulator:
     """Incremental SSE decoder plus the SDK's message reducer, over dicts."""
 
     __slots__ = (
+        "_content_bytes",
         "_data",
         "_event",
         "_has_fields",
         "_json_bufs",
+        "_limit",
         "_open_blocks",
+        "_parts",
         "_pending",
         "_skip_lf",
         "error_data",
@@ -49,10 +58,11 @@ class MessageAccumulator:
         "message",
         "problems",
         "saw_message_stop",
+        "truncated",
     )
 
-    def __init__(self) -> None:
-        self._pending = b""
+    def __init__(self, limit: int | None = None) -> None:
+        self._pending: list[bytes] = []
         self._skip_lf = False
         self._event: str | None = None
         self._data: list[str] = []
@@ -64,8 +74,14 @@ class MessageAccumulator:
         #: The data of the first `error` event, verbatim.
         self.error_data: bytes | None = None
         self.saw_message_stop = False
-        self._json_bufs: dict[int, bytes] = {}
+        self._json_bufs: dict[int, list[bytes]] = {}
+        #: (block, field) -> the text fragments of that field, joined at close().
+        self._parts: dict[tuple[int, str], tuple[dict[str, Any], list[str]]] = {}
         self._open_blocks: set[int] = set()
+        self._limit = limit
+        self._content_bytes = 0
+        #: True when fragments beyond `limit` were left out.
+        self.truncated = False
         #: Events the SDK would have failed on (bad JSON, out-of-order), described.
         self.problems: list[str] = []
 
@@ -78,24 +94,31 @@ class MessageAccumulator:
             self._skip_lf = False
             if data[:1] == b"\n":
                 data = data[1:]
-        if self._pending:
-            data = self._pending + data
         cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
-        self._pending = data[cut:]
         if cut == 0:
+            if data:
+                self._pending.append(data)
             return
-        if data[cut - 1] == 0x0D:
+        head = data[:cut]
+        if self._pending:
+            self._pending.append(head)
+            head = b"".join(self._pending)
+            self._pending = []
+        if cut < len(data):
+            self._pending.append(data[cut:])
+        if head[-1] == 0x0D:
             self._skip_lf = True
-        for raw_line in data[:cut].splitlines():
+        for raw_line in head.splitlines():
             self._line(raw_line.decode("utf-8", "replace"))
 
     def close(self) -> None:
         """End of stream: a line without its newline still counts; an unterminated event does not
         (the SDK drops it too)."""
         if self._pending:
-            pending, self._pending = self._pending, b""
+            pending, self._pending = b"".join(self._pending), []
             for raw_line in pending.splitlines():
                 self._line(raw_line.decode("utf-8", "replace"))
+        self._join_parts()
         self._finish_tool_inputs()
 
     def _line(self, line: str) -> None:
@@ -167,10 +190,12 @@ class MessageAccumulator:
             block_type = block.get("type")
             if delta_type == "text_delta":
                 if block_type == "text":
-                    block["text"] = block.get("text", "") + delta["text"]
+                    self._append(index, block, "text", delta["text"])
             elif delta_type == "input_json_delta":
                 if block_type in _TRACKS_TOOL_INPUT:
-                    self._json_bufs[index] = self._json_bufs.get(index, b"") + delta["partial_json"].encode()
+                    fragment = delta["partial_json"].encode()
+                    if self._within_limit(len(fragment)):
+                        self._json_bufs.setdefault(index, []).append(fragment)
             elif delta_type == "citations_delta":
                 if block_type == "text":
                     if not block.get("citations"):
@@ -179,7 +204,7 @@ class MessageAccumulator:
                         block["citations"].append(delta["citation"])
             elif delta_type == "thinking_delta":
                 if block_type == "thinking":
-                    block["thinking"] = block.get("thinking", "") + delta["thinking"]
+                    self._append(index, block, "thinking", delta["thinking"])
             elif delta_type == "signature_delta" and block_type == "thinking":
                 block["signature"] = delta["signature"]
         elif kind == "content_block_stop":
@@ -204,11 +229,36 @@ class MessageAccumulator:
         elif kind == "message_stop":
             self.saw_message_stop = True
 
+    def _within_limit(self, size: int) -> bool:
+        if self._limit is None:
+            return True
+        if self.truncated or self._content_bytes + size > self._limit:
+            self.truncated = True
+            return False
+        self._content_bytes += size
+        return True
+
+    def _append(self, index: int, block: dict[str, Any], field: str, fragment: str) -> None:
+        if not self._within_limit(len(fragment)):
+            return
+        entry = self._parts.get((index, field))
+        if entry is None or entry[0] is not block:
+            if entry is not None:  # the block at this index was replaced: settle the old one
+                entry[0][field] = "".join(entry[1])
+            entry = self._parts[(index, field)] = (block, [block.get(field, "")])
+        entry[1].append(fragment)
+
+    def _join_parts(self) -> None:
+        for (_index, field), (block, parts) in self._parts.items():
+            block[field] = "".join(parts)
+        self._parts = {}
+
     def _finish_tool_inputs(self) -> None:
         if self.message is None:
             return
         content = self.message["content"]
-        for index, buf in self._json_bufs.items():
+        for index, parts in self._json_bufs.items():
+            buf = b"".join(parts)
             if not buf:
                 continue
             try:
