@@ -45,6 +45,8 @@ ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs" / "benchmarks.md"
 SECTION = "## Observer scaling"
 AGENTS = 8
+#: The service credential the benchmark's services and its client share.
+SERVICE_TOKEN = "bench-service-token-0123456789abcdef0123"
 
 
 def free_port() -> int:
@@ -260,9 +262,11 @@ def build_exchange(agent: tuple[str, str, str], index: int) -> Any:
 
 async def resolve_agents(registry_port: int) -> list[tuple[str, str, str]]:
     from smoltbot.core.grpc_client import open_channel
+    from smoltbot.core.service_auth import ServiceCredential
+    from smoltbot.core.tls import TlsConfig
     from smoltbot.v1 import registry_service_pb2, registry_service_pb2_grpc
 
-    channel = open_channel(f"127.0.0.1:{registry_port}")
+    channel = open_channel(f"127.0.0.1:{registry_port}", TlsConfig(credential=ServiceCredential(SERVICE_TOKEN)))
     stub = registry_service_pb2_grpc.RegistryServiceStub(channel)
     agents = []
     for _ in range(AGENTS):
@@ -370,7 +374,7 @@ def run_round(pg: Postgres, mode: str, observers: int, count: int, index: int) -
     work = Path(tempfile.mkdtemp(prefix="smoltbot-scaling-"))
     env = {key: value for key, value in os.environ.items() if not key.startswith("SMOLTBOT_")}
     env.update(SMOLTBOT_DATABASE_URL=database_url, SMOLTBOT_HASH_SECRET="bench", SMOLTBOT_LOG_LEVEL="INFO",
-               SMOLTBOT_HOME=str(work / "home"))
+               SMOLTBOT_HOME=str(work / "home"), SMOLTBOT_SERVICE_TOKEN=SERVICE_TOKEN)
     services: list[Service] = []
     try:
         registry = start_service("registry", "registry", env, work)  # it also creates the tables

@@ -42,6 +42,8 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+#: The service credential the benchmark's services and its load share (they run in separate processes).
+SERVICE_TOKEN = "bench-service-token-0123456789abcdef0123"
 SERVER_CORE, LOAD_CORE = "0", "1"
 
 
@@ -60,7 +62,7 @@ async def serve(database_url: str, registry_port: int, observer_port: int, profi
     from smoltbot.registry.server import build_server as build_registry
 
     home = Path(tempfile.mkdtemp(prefix="smoltbot-bench-home-"))
-    settings = load_settings(home=home, database_url=database_url, hash_secret="bench",
+    settings = load_settings(home=home, database_url=database_url, hash_secret="bench", service_token=SERVICE_TOKEN,
                              registry_address=f"127.0.0.1:{registry_port}",
                              observer_address=f"127.0.0.1:{observer_port}", log_level="WARNING")
     registry = await build_registry(settings)
@@ -179,14 +181,17 @@ def exchange_bytes(agent: tuple[str, str, str], index: int) -> tuple[str, bytes]
 class Load:
     def __init__(self, database_url: str, registry_port: int, observer_port: int) -> None:
         import grpc
+        from smoltbot.core.service_auth import ServiceCredential, attach_credential
         from smoltbot.core.storage import open_database
         from smoltbot.v1 import observer_service_pb2, observer_service_pb2_grpc, registry_service_pb2_grpc
 
         self.pb = observer_service_pb2
         self.db = open_database(database_url)
         options = [("grpc.max_receive_message_length", 96 << 20)]
-        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{observer_port}", options=options)
-        self.registry_channel = grpc.aio.insecure_channel(f"127.0.0.1:{registry_port}")
+        interceptors = attach_credential(ServiceCredential(SERVICE_TOKEN))
+        self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{observer_port}", options=options,
+                                                 interceptors=interceptors)
+        self.registry_channel = grpc.aio.insecure_channel(f"127.0.0.1:{registry_port}", interceptors=interceptors)
         self.stub = observer_service_pb2_grpc.ObserverServiceStub(self.channel)
         self.registry = registry_service_pb2_grpc.RegistryServiceStub(self.registry_channel)
         self.ingest = self.channel.stream_stream(

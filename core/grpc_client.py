@@ -6,7 +6,8 @@ grpc reconnects on its own when a backend goes away.
 
 Transport security comes from a `TlsConfig` (`smoltbot.core.tls`): TLS when it has a CA,
 with our certificate as client certificate when we have one; plaintext otherwise, and then
-only to loopback unless insecure transport was allowed.
+only to loopback unless insecure transport was allowed. Its service credential, when it has
+one, goes with every call (`smoltbot.core.service_auth`); our servers refuse calls without it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 
 import grpc
 from smoltbot.core.grpc_server import GRPC_MESSAGE_LIMIT
+from smoltbot.core.service_auth import attach_credential, attach_credential_sync
 from smoltbot.core.tls import TlsConfig, TlsError, target_hosts
 
 __all__ = ["channel_target", "open_channel", "open_sync_channel"]
@@ -88,9 +90,15 @@ def open_channel(address: str, tls: TlsConfig | None = None, *,
     target = channel_target(address)
     tls.check_target(target)
     credentials = tls.channel_credentials()
+    interceptors = None
+    if tls.credential is not None:
+        tls.credential.value  # noqa: B018 - read (or create) it now, not in the first call
+        interceptors = attach_credential(tls.credential)
     if credentials is None:
-        return grpc.aio.insecure_channel(target, options=_options(target, tls, message_limit))
-    return grpc.aio.secure_channel(target, credentials, options=_options(target, tls, message_limit))
+        return grpc.aio.insecure_channel(target, options=_options(target, tls, message_limit),
+                                         interceptors=interceptors)
+    return grpc.aio.secure_channel(target, credentials, options=_options(target, tls, message_limit),
+                                   interceptors=interceptors)
 
 
 def open_sync_channel(address: str, tls: TlsConfig | None = None) -> grpc.Channel:
@@ -100,5 +108,7 @@ def open_sync_channel(address: str, tls: TlsConfig | None = None) -> grpc.Channe
     tls.check_target(target)
     credentials = tls.channel_credentials()
     if credentials is None:
-        return grpc.insecure_channel(target, options=_options(target, tls))
-    return grpc.secure_channel(target, credentials, options=_options(target, tls))
+        channel = grpc.insecure_channel(target, options=_options(target, tls))
+    else:
+        channel = grpc.secure_channel(target, credentials, options=_options(target, tls))
+    return channel if tls.credential is None else attach_credential_sync(channel, tls.credential)

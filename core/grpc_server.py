@@ -1,6 +1,7 @@
 """What every smoltbot gRPC server has in common: message limits, health, reflection,
 error mapping, transport security (TLS, mutual TLS, plaintext only on loopback; see
-`smoltbot.core.tls`) and a graceful stop."""
+`smoltbot.core.tls`), the service credential on every call but health checks (see
+`smoltbot.core.service_auth`) and a graceful stop."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from smoltbot.core.errors import SmoltbotError, grpc_status_for
+from smoltbot.core.service_auth import RequireServiceCredential
 from smoltbot.core.settings import Settings
 from smoltbot.core.signals import stop_signals
 from smoltbot.core.tls import TlsConfig
@@ -103,7 +105,8 @@ def new_grpc_server(address: str, service_names: Iterable[str],
     """Builds a server bound to `address` ("host:port", port 0 for an ephemeral one).
 
     `tls` (default: none) decides TLS or mutual TLS; without a certificate the server is
-    plaintext and refuses any address but loopback unless `tls.allow_insecure`.
+    plaintext and refuses any address but loopback unless `tls.allow_insecure`. When it carries
+    a service credential, every call but health checks must present it (UNAUTHENTICATED).
     `health_port` > 0 also serves the health service alone, in plaintext, on that port of every
     interface, for probes that cannot speak TLS (Kubernetes' `grpc:` probe).
     """
@@ -111,7 +114,8 @@ def new_grpc_server(address: str, service_names: Iterable[str],
     tls.check_bind(address)
     credentials = tls.server_credentials()
     limits = [("grpc.max_receive_message_length", message_limit), ("grpc.max_send_message_length", message_limit)]
-    server = grpc.aio.server(options=[*limits, *_OPTIONS])
+    interceptors = [RequireServiceCredential(tls.credential)] if tls.credential is not None else []
+    server = grpc.aio.server(options=[*limits, *_OPTIONS], interceptors=interceptors)
     register(server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -126,8 +130,9 @@ def new_grpc_server(address: str, service_names: Iterable[str],
         if _bind(health_only, f"[::]:{health_port}", None) == 0:
             raise OSError(f"could not bind the gRPC health port {health_port}: address in use or not available")
         _HEALTH_ONLY[server] = health_only
-    logger.debug("gRPC server on %s: %s", address,
-                 "mutual TLS" if tls.requires_client_cert else "TLS" if tls.serves_tls else "plaintext")
+    logger.debug("gRPC server on %s: %s, %s", address,
+                 "mutual TLS" if tls.requires_client_cert else "TLS" if tls.serves_tls else "plaintext",
+                 "service credential required" if interceptors else "open to any caller")
     return GrpcServer(server, port, health_servicer, names, on_stop)
 
 

@@ -109,6 +109,12 @@ class Settings(BaseSettings):
         description="Allow plaintext gRPC beyond loopback (servers binding other interfaces, clients "
         "dialing other hosts). Only on a network you trust.",
     )
+    service_token: str = Field(
+        default="", repr=False,
+        description="Service credential every internal gRPC call carries and every registry/observer "
+        "requires (at least 32 characters; give all services the same one when they run on several "
+        "machines). Empty: generated once into the data dir (file service_token, 0600).",
+    )
     grpc_health_port: int = Field(
         default=0, ge=0, le=65535,
         description="Also serve grpc.health.v1 alone, in plaintext, on this port of every interface "

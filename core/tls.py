@@ -8,9 +8,14 @@
 * Without TLS, traffic stays on loopback: a server bound to another interface, or a client
   aimed at another host, refuses to start unless `SMOLTBOT_ALLOW_INSECURE_GRPC=true`.
 
+The `TlsConfig` also carries the installation's service credential
+(`smoltbot.core.service_auth`): servers built with it refuse calls that lack it, channels built
+with it send it on every call. TLS protects the link; the credential says the caller is one of
+our services, also on loopback, where any local user can connect.
+
 One process has one `TlsConfig` (its certificate serves both roles), built once at its entry
-point by `TlsConfig.from_settings`. Every problem is a `TlsError`, an `OSError`, which
-`smoltbot serve` reports as a one-line start error.
+point by `TlsConfig.from_settings`. Every problem is a `TlsError` or a `ServiceCredentialError`,
+both `OSError`s, which `smoltbot serve` reports as a one-line start error.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
+from smoltbot.core.service_auth import ServiceCredential
 
 if TYPE_CHECKING:
     from smoltbot.core.settings import Settings
@@ -56,6 +62,8 @@ class TlsConfig:
     #: Name the server certificate must carry, when it is not the host in the address.
     server_name: str = ""
     allow_insecure: bool = False
+    #: Sent by our channels, required by our servers (None: neither, for tests of TLS alone).
+    credential: ServiceCredential | None = None
 
     def __post_init__(self) -> None:
         if (self.cert is None) != (self.key is None):
@@ -64,25 +72,29 @@ class TlsConfig:
     def __repr__(self) -> str:  # never print a key
         return (f"TlsConfig(cert={self.cert is not None}, key={'<hidden>' if self.key else None}, "
                 f"ca={self.ca is not None}, server_name={self.server_name!r}, "
-                f"allow_insecure={self.allow_insecure})")
+                f"allow_insecure={self.allow_insecure}, credential={self.credential!r})")
 
     @classmethod
     def from_files(cls, cert: str | Path | None = None, key: str | Path | None = None,
                    ca: str | Path | None = None, *, server_name: str = "",
-                   allow_insecure: bool = False) -> TlsConfig:
+                   allow_insecure: bool = False, credential: ServiceCredential | None = None) -> TlsConfig:
         return cls(
             cert=_read_pem(cert, "SMOLTBOT_TLS_CERT", b"CERTIFICATE"),
             key=_read_pem(key, "SMOLTBOT_TLS_KEY", b"PRIVATE KEY"),
             ca=_read_pem(ca, "SMOLTBOT_TLS_CA", b"CERTIFICATE"),
             server_name=server_name,
             allow_insecure=allow_insecure,
+            credential=credential,
         )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TlsConfig:
+        """TLS from the settings, and the service credential: SMOLTBOT_SERVICE_TOKEN, else the one
+        in the data dir (read or generated when the first channel or server needs it)."""
         return cls.from_files(settings.tls_cert or None, settings.tls_key or None, settings.tls_ca or None,
                               server_name=settings.tls_server_name,
-                              allow_insecure=settings.allow_insecure_grpc)
+                              allow_insecure=settings.allow_insecure_grpc,
+                              credential=ServiceCredential(settings.service_token, home=settings.home))
 
     # ------------------------------------------------------------------ server side
 

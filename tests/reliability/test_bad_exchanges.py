@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
+from smoltbot.core.service_auth import ServiceCredential, attach_credential_sync
 from smoltbot.v1 import (
     exchange_pb2,
     observer_service_pb2,
@@ -78,13 +79,15 @@ def _tool(name: str, tool_input: dict[str, Any]) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def observer_channel(shared_stack: Stack) -> Iterator[grpc.Channel]:
     options = [("grpc.max_send_message_length", 96 << 20), ("grpc.max_receive_message_length", 96 << 20)]
-    with grpc.insecure_channel(shared_stack.observer_address, options=options) as channel:
+    with attach_credential_sync(grpc.insecure_channel(shared_stack.observer_address, options=options),
+                                ServiceCredential(home=shared_stack.home)) as channel:
         yield channel
 
 
 def _resolved_agent(stack: Stack) -> tuple[str, str]:
     agent_hash = secrets.token_hex(32)
-    with grpc.insecure_channel(stack.registry_address) as channel:
+    with attach_credential_sync(grpc.insecure_channel(stack.registry_address),
+                                ServiceCredential(home=stack.home)) as channel:
         reply = registry_service_pb2_grpc.RegistryServiceStub(channel).ResolveAgent(
             rpb.ResolveAgentRequest(agent_hash=agent_hash), timeout=10)
     return reply.agent.agent_id, agent_hash

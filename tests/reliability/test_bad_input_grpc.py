@@ -16,6 +16,7 @@ import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 from smoltbot.core.errors import error_info_of
+from smoltbot.core.service_auth import ServiceCredential, attach_credential_sync
 from smoltbot.v1 import (
     agent_pb2,
     exchange_pb2,
@@ -168,8 +169,11 @@ def _ingest_cases() -> list[tuple[observer_service_pb2.IngestRequest, str]]:
 @pytest.fixture(scope="module")
 def channels(shared_stack: Stack) -> Iterator[tuple[grpc.Channel, grpc.Channel]]:
     options = [("grpc.max_send_message_length", 64 << 20), ("grpc.max_receive_message_length", 64 << 20)]
-    with grpc.insecure_channel(shared_stack.registry_address, options=options) as registry, \
-            grpc.insecure_channel(shared_stack.observer_address, options=options) as observer:
+    credential = ServiceCredential(home=shared_stack.home)
+    with attach_credential_sync(grpc.insecure_channel(shared_stack.registry_address, options=options),
+                                credential) as registry, \
+            attach_credential_sync(grpc.insecure_channel(shared_stack.observer_address, options=options),
+                                   credential) as observer:
         yield registry, observer
 
 

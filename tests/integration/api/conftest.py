@@ -15,7 +15,9 @@ import grpc
 import httpx
 import pytest
 from smoltbot.api.app import create_app
+from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.settings import Settings
+from smoltbot.core.tls import TlsConfig
 
 from tests.integration.api.helpers import Stack
 from tests.support.anthropic_standin import AnthropicStandin
@@ -35,7 +37,7 @@ async def stack(settings_factory: Callable[..., Settings], database_url: str) ->
     observer = await build_observer(observer_settings, address="127.0.0.1:0", stop_grace=1.0)
     await observer.start()
     observer_address = f"127.0.0.1:{observer.port}"
-    channel = grpc.aio.insecure_channel(observer_address)
+    channel = open_channel(observer_address, TlsConfig.from_settings(settings))
     try:
         yield Stack(observer_settings.model_copy(update={"observer_address": observer_address}),
                     registry_address, observer_address, channel, upstream)

@@ -27,7 +27,9 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from smoltbot.cli.main import app
+from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.settings import Settings
+from smoltbot.core.tls import TlsConfig
 from tests.integration.api.helpers import Stack, ingest
 
 #: Environment variables a developer's shell may set that would change what the CLI does.
@@ -82,7 +84,7 @@ async def local_stack(settings_factory: Callable[..., Settings]) -> AsyncIterato
     settings = settings.model_copy(update={"observer_address": observer_address})
     api = await start_api(settings, registry_address=registry_address, observer_address=observer_address)
     gateway = await start_gateway(settings, registry_address=registry_address, observer_address=observer_address)
-    channel = grpc.aio.insecure_channel(observer_address)
+    channel = open_channel(observer_address, TlsConfig.from_settings(settings))
     try:
         yield LocalStack(settings, api.base_url, gateway.base_url, registry_address, observer_address, channel)
     finally:

@@ -52,7 +52,7 @@ async def test_two_of_each_share_the_work_and_lose_nothing_when_an_observer_is_k
     database_url = postgres_server.create_database()
     logs = tmp_path / "logs"
     common = base_env(SMOLTBOT_DATABASE_URL=database_url, SMOLTBOT_HASH_SECRET="replica-test-secret",
-                      SMOLTBOT_LOG_LEVEL="INFO")
+                      SMOLTBOT_SERVICE_TOKEN="replica-test-service-token-0123456789", SMOLTBOT_LOG_LEVEL="INFO")
 
     def env(name: str, **values: str) -> dict[str, str]:
         return {**common, "SMOLTBOT_HOME": str(tmp_path / name), **values}

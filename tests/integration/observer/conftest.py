@@ -18,8 +18,10 @@ from typing import Any
 import grpc
 import pytest
 import sqlalchemy as sa
+from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import Database, open_database
+from smoltbot.core.tls import TlsConfig
 from smoltbot.observer.server import ObserverServer
 from smoltbot.observer.server import build_server as build_observer
 from smoltbot.registry.server import build_server as build_registry
@@ -70,7 +72,8 @@ class ObserverStack:
                                              touch_interval=0.05)
         await self.registry.start()
         if self._registry_channel is None:
-            self._registry_channel = grpc.aio.insecure_channel(f"127.0.0.1:{self.registry_port}")
+            self._registry_channel = open_channel(f"127.0.0.1:{self.registry_port}",
+                                                  TlsConfig.from_settings(self.settings))
             self.registry_stub = registry_service_pb2_grpc.RegistryServiceStub(self._registry_channel)
 
     async def stop_registry(self) -> None:
@@ -86,9 +89,8 @@ class ObserverStack:
         await self.observer.start()
         if self._observer_channel is not None:
             await self._observer_channel.close()
-        self._observer_channel = grpc.aio.insecure_channel(
-            f"127.0.0.1:{self.observer.port}",
-            options=[("grpc.max_receive_message_length", 96 << 20), ("grpc.max_send_message_length", 96 << 20)])
+        self._observer_channel = open_channel(f"127.0.0.1:{self.observer.port}",
+                                              TlsConfig.from_settings(settings), message_limit=96 << 20)
         self.stub = observer_service_pb2_grpc.ObserverServiceStub(self._observer_channel)
         return self.observer
 

@@ -10,9 +10,10 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import grpc
 import pytest
 import sqlalchemy as sa
+from smoltbot.core.grpc_client import open_channel
+from smoltbot.core.tls import TlsConfig
 from smoltbot.observer.server import build_server as build_observer
 from smoltbot.observer.store import exchanges as exchanges_table
 from smoltbot.v1 import exchange_pb2, observer_service_pb2_grpc
@@ -112,7 +113,8 @@ async def test_two_observers_sharing_a_database_process_each_exchange_once(obser
     second = await build_observer(observer_stack.observer_settings, address="127.0.0.1:0", poll_interval=0.1)
     await second.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{second.port}") as channel:
+        async with open_channel(f"127.0.0.1:{second.port}",
+                                TlsConfig.from_settings(observer_stack.settings)) as channel:
             second_stub = observer_service_pb2_grpc.ObserverServiceStub(channel)
             sent = [_reply(agent_hash) for _ in range(200)]
             for stub, half in ((first_stub, sent[:100]), (second_stub, sent[100:])):
@@ -197,7 +199,8 @@ async def test_health_and_reflection_are_served(observer_stack: ObserverStack) -
     from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
     assert observer_stack.observer is not None
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{observer_stack.observer.port}") as channel:
+    async with open_channel(f"127.0.0.1:{observer_stack.observer.port}",
+                            TlsConfig.from_settings(observer_stack.settings)) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         status = await health.Check(health_pb2.HealthCheckRequest(service="smoltbot.v1.ObserverService"))
         assert status.status == health_pb2.HealthCheckResponse.SERVING

@@ -12,9 +12,11 @@ import pytest
 import sqlalchemy as sa
 
 from smoltbot.core.errors import ERROR_DOMAIN, error_info_of
+from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.grpc_server import GrpcServer
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import Database, open_database
+from smoltbot.core.tls import TlsConfig
 from smoltbot.registry.server import build_server
 from smoltbot.v1 import registry_service_pb2 as pb
 from smoltbot.v1 import registry_service_pb2_grpc
@@ -73,7 +75,7 @@ async def registry_factory(database_url: str,
         settings = settings_factory(**overrides)
         server = await build_server(settings, address="127.0.0.1:0", touch_interval=touch_interval)
         await server.start()
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{server.port}")
+        channel = open_channel(f"127.0.0.1:{server.port}", TlsConfig.from_settings(settings))
         registry = RunningRegistry(server, settings, channel, registry_service_pb2_grpc.RegistryServiceStub(channel),
                                    open_database(settings.effective_database_url))
         running.append(registry)

@@ -15,6 +15,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from smoltbot.core.grpc_client import open_channel
+from smoltbot.core.service_auth import ServiceCredential
+from smoltbot.core.tls import TlsConfig
 from smoltbot.registry.server import SERVICE_NAME, build_server
 from smoltbot.v1 import registry_service_pb2 as pb
 from smoltbot.v1.registry_service_pb2_grpc import RegistryServiceStub
@@ -56,6 +59,7 @@ async def test_a_non_python_client_resolves_an_agent_with_buf_curl(registry: Run
     process = await asyncio.create_subprocess_exec(
         buf, "curl", "--protocol", "grpc", "--http2-prior-knowledge", "--schema", str(REPO / "proto"),
         "-d", json.dumps({"agent_hash": agent_hash}),
+        "-H", f"smoltbot-service-credential: {ServiceCredential(home=registry.settings.home).value.decode()}",
         f"http://{registry.address}/smoltbot.v1.RegistryService/ResolveAgent",
         cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
@@ -112,10 +116,11 @@ async def test_a_database_outage_is_unavailable_not_internal(postgres_server: An
     forwarder = TcpForwarder("127.0.0.1", postgres_server.port)
     await forwarder.start()
     proxied = database_url.replace(f":{postgres_server.port}/", f":{forwarder.port}/")
-    server = await build_server(settings_factory(database_url=proxied), address="127.0.0.1:0")
+    settings = settings_factory(database_url=proxied)
+    server = await build_server(settings, address="127.0.0.1:0")
     await server.start()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        async with open_channel(f"127.0.0.1:{server.port}", TlsConfig.from_settings(settings)) as channel:
             stub = RegistryServiceStub(channel)
             resolved = await stub.ResolveAgent(pb.ResolveAgentRequest(agent_hash=new_hash()))
             assert resolved.created

@@ -11,6 +11,9 @@ from smoltbot.core.settings import Settings
 
 from tests.integration.tls.certs import Authority, Issued
 
+#: The service credential of the services these tests start (configured, as across machines).
+SERVICE_TOKEN = "tls-tests-service-token-0123456789abcdef"
+
 
 @dataclass(frozen=True)
 class Pki:
@@ -35,7 +38,7 @@ def mtls_settings(settings_factory: Callable[..., Settings], pki: Pki) -> Callab
 
     def build(**overrides: object) -> Settings:
         values: dict[str, object] = {"tls_cert": str(pki.server.cert), "tls_key": str(pki.server.key),
-                                     "tls_ca": str(pki.ca.ca)}
+                                     "tls_ca": str(pki.ca.ca), "service_token": SERVICE_TOKEN}
         values.update(overrides)
         return settings_factory(**values)
 

@@ -7,6 +7,7 @@ configures it; clients are `open_channel` with a `TlsConfig`, as the services bu
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import subprocess
 import sys
@@ -18,20 +19,24 @@ import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from smoltbot.core.grpc_client import open_channel
+from smoltbot.core.service_auth import ServiceCredential
 from smoltbot.core.settings import Settings
 from smoltbot.core.tls import InsecureTransportError, TlsConfig, TlsError
 from smoltbot.registry.server import build_server as build_registry
 from smoltbot.v1 import registry_service_pb2, registry_service_pb2_grpc
 
-from tests.integration.tls.conftest import Pki
+from tests.integration.tls.conftest import SERVICE_TOKEN, Pki
 
 pytestmark = pytest.mark.timeout(60)
 
 ROOT = Path(__file__).resolve().parents[3]
 
 
-async def list_agents(address: str, tls: TlsConfig | None) -> registry_service_pb2.ListAgentsResponse:
-    channel = open_channel(address, tls)
+async def list_agents(address: str, tls: TlsConfig | None, *,
+                      credential: ServiceCredential | None = ServiceCredential(SERVICE_TOKEN),
+                      ) -> registry_service_pb2.ListAgentsResponse:
+    """ListAgents over `tls`, with the services' credential unless told otherwise."""
+    channel = open_channel(address, dataclasses.replace(tls or TlsConfig(), credential=credential))
     try:
         stub = registry_service_pb2_grpc.RegistryServiceStub(channel)
         return await stub.ListAgents(registry_service_pb2.ListAgentsRequest(page_size=1), timeout=5)
@@ -62,6 +67,15 @@ async def test_a_client_with_a_certificate_from_the_ca_is_served(mtls_registry: 
     # By name too: the certificate carries "localhost".
     port = mtls_registry.rpartition(":")[2]
     assert list((await list_agents(f"localhost:{port}", tls)).agents) == []
+
+
+async def test_a_client_with_a_certificate_but_no_service_credential_is_unauthenticated(
+        mtls_registry: str, pki: Pki) -> None:
+    tls = TlsConfig.from_files(pki.client.cert, pki.client.key, pki.ca.ca)
+    for credential in (None, ServiceCredential("another-installation-service-token-0123456789")):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await list_agents(mtls_registry, tls, credential=credential)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_a_client_without_a_certificate_is_refused(mtls_registry: str, pki: Pki) -> None:
@@ -106,8 +120,8 @@ async def test_the_client_checks_the_server_name(mtls_settings: Callable[..., Se
 
 async def test_tls_without_a_ca_serves_clients_without_certificates(
         settings_factory: Callable[..., Settings], pki: Pki) -> None:
-    server = await build_registry(settings_factory(tls_cert=str(pki.server.cert), tls_key=str(pki.server.key)),
-                                  address="127.0.0.1:0")
+    server = await build_registry(settings_factory(tls_cert=str(pki.server.cert), tls_key=str(pki.server.key),
+                                                   service_token=SERVICE_TOKEN), address="127.0.0.1:0")
     await server.start()
     try:
         address = f"127.0.0.1:{server.port}"
