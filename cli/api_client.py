@@ -91,8 +91,10 @@ class ApiClient:
         self._http.close()
 
     def call(self, endpoint: str, *, params: dict[str, Any] | None = None, json: Any = None,
-             credential: str | None = None, **path_params: str) -> Any:
-        """Calls one of `api_contract.ENDPOINTS` and returns its JSON body."""
+             credential: str | None = None, bearer: bool = False, **path_params: str) -> Any:
+        """Calls one of `api_contract.ENDPOINTS` and returns its JSON body. The credential goes in
+        `x-api-key`, or as `Authorization: Bearer` with `bearer` (an OAuth token, which the
+        upstream accepts only there)."""
         spec = ENDPOINTS[endpoint]
         unknown = set(params or {}) - set(spec.query)
         if unknown:
@@ -102,7 +104,9 @@ class ApiClient:
         if credential and not credential.isprintable():
             raise ApiError("the credential in your environment contains characters an HTTP header cannot carry "
                            "(a newline or control character); set it again without them")
-        headers = {"x-api-key": credential} if credential else None
+        headers = None
+        if credential:
+            headers = {"authorization": f"Bearer {credential}"} if bearer else {"x-api-key": credential}
         try:
             response = self._http.request(spec.method, path, params=query or None, json=json, headers=headers)
         except httpx.TimeoutException:

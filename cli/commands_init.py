@@ -67,6 +67,7 @@ def init_command(
         return
 
     credential = require_credential("smoltbot init")
+    credential_var = (config_store.credential_from_env() or ("ANTHROPIC_API_KEY", ""))[0]
     api_url = resolve_api_url(api, existing)
     gateway_url = config_store.normalize_value("gateway_url", gateway) if gateway else (
         existing.gateway_url or default_gateway_url())
@@ -76,7 +77,12 @@ def init_command(
         email = _ask_email()
 
     with ApiClient(api_url) as client:
-        resolved = client.call("resolve", credential=credential)
+        # Sent the way the agent sends it, since the API checks it with the upstream first.
+        bearer = credential_var == "ANTHROPIC_AUTH_TOKEN"
+        try:
+            resolved = client.call("resolve", credential=credential, bearer=bearer)
+        except ApiError as error:
+            raise _resolve_error(error, credential_var) from None
         agent_id = read(resolved, "ResolveResponse", "agent_id")
         created = bool(read(resolved, "ResolveResponse", "created", False))
         claimed: bool | None = None
@@ -119,6 +125,19 @@ def init_command(
     if not reachable:
         out.note(styled(f"warning: the gateway at {gateway_url} is not answering; start the local stack with "
                         "`smoltbot up`, or pass the right one with --gateway URL", "yellow"))
+
+
+def _resolve_error(error: ApiError, credential_var: str) -> CliError:
+    """Why init could not learn the agent id, and what to do; nothing was created either way."""
+    if error.status == 401 and error.reason == "CREDENTIAL_REJECTED":
+        return CliError(f"the model API did not accept the credential in {credential_var}, so no agent was "
+                        f"created; set {credential_var} to the key your agent really calls the model with, "
+                        f"then run `smoltbot init` again ({error.message})")
+    if error.status == 503 and error.reason == "UPSTREAM_UNAVAILABLE":
+        return CliError("smoltbot could not check your credential because the model API is not answering, so "
+                        "no agent was created; run `smoltbot init` again when it is (check "
+                        f"SMOLTBOT_UPSTREAM_URL where the API runs) ({error.message})")
+    return error
 
 
 def register(app: typer.Typer) -> None:

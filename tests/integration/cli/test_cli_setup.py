@@ -5,13 +5,33 @@ from __future__ import annotations
 import json
 import stat
 import sys
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
+import pytest
 
 from smoltbot.cli.output import local_time
+from smoltbot.core.settings import Settings
 from tests.integration.cli.conftest import Cli, LocalStack, unused_port
 from tests.integration.cli.helpers import assert_nowhere, assert_one_error_line, fields_of
+from tests.support.anthropic_standin import AnthropicStandin
+
+
+@pytest.fixture
+async def upstream() -> AsyncIterator[AnthropicStandin]:
+    """The model API the stack's API checks credentials with (`smoltbot init` resolves through it)."""
+    async with AnthropicStandin() as standin:
+        yield standin
+
+
+@pytest.fixture
+def settings_factory(settings_factory: Callable[..., Settings],
+                     upstream: AnthropicStandin) -> Callable[..., Settings]:
+    def build(**overrides: object) -> Settings:
+        return settings_factory(**{**overrides, "upstream_url": upstream.base_url})
+
+    return build
 
 
 async def test_init_learns_the_agent_id_from_the_credential_and_prints_the_export_line(
@@ -39,11 +59,14 @@ async def test_init_learns_the_agent_id_from_the_credential_and_prints_the_expor
 
 
 async def test_init_accepts_the_exported_base_url_as_gateway_and_ANTHROPIC_AUTH_TOKEN_as_credential(
-        cli: Cli, local_stack: LocalStack, credential: str) -> None:
+        cli: Cli, local_stack: LocalStack, credential: str, upstream: AnthropicStandin) -> None:
     result = await cli("init", "--yes", "--gateway", f"{local_stack.gateway_url}/anthropic/",
                        env={"ANTHROPIC_API_KEY": None, "ANTHROPIC_AUTH_TOKEN": credential})
 
     assert result.exit_code == 0, result.output
+    # An OAuth token is checked as the agent sends it: a bearer token, not an x-api-key.
+    [check] = [request for request in upstream.requests if request.path == "/v1/models"]
+    assert check.headers["authorization"] == f"Bearer {credential}" and "x-api-key" not in check.headers
     assert json.loads(cli.config_path.read_text())["gateway_url"] == local_stack.gateway_url
     assert f"export ANTHROPIC_BASE_URL={local_stack.gateway_url}/anthropic\n" in result.stdout
 
@@ -98,6 +121,32 @@ async def test_init_with_email_claims_the_agent(cli: Cli, local_stack: LocalStac
         agent = (await client.get(f"/v1/agents/{report['agent_id']}")).json()
     assert agent["claimed"] is True
     assert json.loads(cli.config_path.read_text())["email"] == "owner@example.com"
+
+
+async def test_init_with_a_credential_the_model_api_rejects_creates_nothing_and_says_what_to_set(
+        cli: Cli, local_stack: LocalStack, credential: str, upstream: AnthropicStandin) -> None:
+    upstream.accepted_keys = {"sk-ant-api03-some-other-key"}
+
+    result = await cli("init", "--yes", "--gateway", local_stack.gateway_url)
+
+    assert_one_error_line(result, "did not accept the credential in ANTHROPIC_API_KEY", "no agent was created",
+                          "smoltbot init")
+    assert not cli.config_path.exists()
+    async with httpx.AsyncClient(base_url=local_stack.api_url) as client:
+        assert (await client.get("/v1/agents")).json()["items"] == []
+    assert_nowhere(credential, result.stdout, result.stderr, under=cli.home)
+
+
+async def test_init_when_the_model_api_is_down_says_so_and_creates_nothing(
+        cli: Cli, local_stack: LocalStack, upstream: AnthropicStandin) -> None:
+    await upstream.stop()
+
+    result = await cli("init", "--yes", "--gateway", local_stack.gateway_url)
+
+    assert_one_error_line(result, "could not check your credential", "not answering", "no agent was created")
+    assert not cli.config_path.exists()
+    async with httpx.AsyncClient(base_url=local_stack.api_url) as client:
+        assert (await client.get("/v1/agents")).json()["items"] == []
 
 
 async def test_init_without_a_credential_in_the_environment_says_which_variable_to_set(cli: Cli) -> None:
