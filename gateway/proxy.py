@@ -6,7 +6,10 @@ relayed as they are. Streams are relayed chunk by chunk as they arrive. A client
 away cancels the upstream request; an upstream that drops a stream drops the client's
 connection (no clean end of the chunked body, so the client knows it was cut).
 
-The credential is read once to compute the agent hash and then only forwarded upstream.
+The credential is read once to compute the agent hash and then only forwarded upstream. An
+agent exists only for a credential the upstream accepted: a call whose identity is not cached
+is resolved in the Registry (which creates the agent) after the upstream's status is known,
+and not at all when that status is 401 or 403.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ if TYPE_CHECKING:
     from .metrics import GatewayMetrics
 
 __all__ = [
-    "HOP_BY_HOP", "PREFIX", "Proxy", "TargetRefused", "anthropic_error", "check_target",
+    "CREDENTIAL_REFUSED", "HOP_BY_HOP", "PREFIX", "Proxy", "TargetRefused", "anthropic_error", "check_target",
     "refuse_foreign_targets",
 ]
 
@@ -47,6 +50,9 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "transfer-encoding", "te", "trailer", "trailers", "upgrade",
     "proxy-connection", "proxy-authenticate", "proxy-authorization", "host", "content-length", "expect",
 })
+#: Upstream statuses that refuse the credential: such a call creates no agent (its exchange
+#: is still recorded, under the credential's hash alone).
+CREDENTIAL_REFUSED = frozenset({401, 403})
 #: Responses up to this size (with a Content-Length) are read whole and sent in one write;
 #: larger or unsized ones are relayed chunk by chunk.
 _BUFFER_LIMIT = 1024 * 1024
@@ -222,19 +228,21 @@ class Proxy:
             agent_hash=hashed, session_hint=hint, method=request.method, path=path, query=query,
             request_headers=headers.items(), request_body=body, started_ns=started_ns,
         )
+        # A warm identity costs nothing; a cold one is looked up only once the upstream has
+        # accepted the credential (below), so a refused key creates no agent and no session.
         identity = self._identity.warm(hashed, hint)
-        if identity is None:
-            identity = await self._identity.resolve(hashed, hint)
-        capture.agent_id, capture.session_id = identity
+        if identity is not None:
+            capture.agent_id, capture.session_id = identity
         forward = CIMultiDict(_forwardable(headers.items(), headers.get("connection")))
         session = self._session
         if session is None:
             session = self._session = self._session_factory()
+        # check_target and the prefix check above make `path` start with "/" and hold nothing a
+        # hop would normalise, so the upstream's scheme, host and base path cannot change.
+        target = URL(self._upstream + path + (f"?{query}" if query else ""), encoded=True)
         try:
             upstream = await session.request(
-                request.method, URL(self._upstream + path + (f"?{query}" if query else ""), encoded=True),
-                headers=forward,
-                data=body if body else None, allow_redirects=False,
+                request.method, target, headers=forward, data=body if body else None, allow_redirects=False,
             )
         except asyncio.CancelledError:
             self._finish(capture, Outcome.CLIENT_ABORT, "client went away before upstream answered", 0, t0)
@@ -249,6 +257,17 @@ class Proxy:
             return anthropic_error(502, "api_error", "The gateway could not reach the upstream API.")
         capture.first_byte_ns = time.time_ns()
         capture.status = status = upstream.status
+        if identity is None:
+            if status in CREDENTIAL_REFUSED:
+                identity = ("", "")
+            else:
+                try:
+                    identity = await self._identity.resolve(hashed, hint)
+                except asyncio.CancelledError:
+                    upstream.close()
+                    self._finish(capture, Outcome.CLIENT_ABORT, "client went away while identity resolved", 0, t0)
+                    raise
+            capture.agent_id, capture.session_id = identity
         capture.response_headers = list(upstream.headers.items())
         out_headers = CIMultiDict(_forwardable(capture.response_headers, upstream.headers.get("connection")))
         agent_id, session_id = identity
