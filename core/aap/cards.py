@@ -17,18 +17,40 @@ naming the field, and leave only `extensions` open.
 from __future__ import annotations
 
 import copy
+import json
 import uuid
 from datetime import UTC, datetime
 from typing import Any
 
 import pydantic
 from aap import AlignmentCard
+
 from smoltbot.core.aap import conditions
 from smoltbot.core.errors import InvalidArgument
 
-__all__ = ["CARD_VERSION", "STANDARD_VALUES", "default_card", "new_card_id", "normalize_card"]
+__all__ = [
+    "CARD_VERSION",
+    "MAX_ACTIONS",
+    "MAX_CARD_BYTES",
+    "MAX_ESCALATION_TRIGGERS",
+    "STANDARD_VALUES",
+    "default_card",
+    "new_card_id",
+    "normalize_card",
+]
 
 CARD_VERSION = "unified/2026-04-26"
+
+# Limits. Every trace of the agent is checked against its card (each trigger evaluated, each
+# action list searched), and the card travels with every job to the worker processes: a card
+# must stay small enough that its checks cost little next to reading the exchange. Conditions
+# have limits of their own (conditions.MAX_CONDITION_LENGTH, MAX_CONDITION_TERMS).
+#: The card as stored (compact JSON, UTF-8).
+MAX_CARD_BYTES = 64 * 1024
+MAX_ESCALATION_TRIGGERS = 32
+#: Entries of bounded_actions, of forbidden_actions, and of values.declared.
+MAX_ACTIONS = 256
+_LIMIT_REASON = "LIMIT_EXCEEDED"
 
 # SPEC 4.4 standard value identifiers; anything else needs a definition.
 STANDARD_VALUES = (
@@ -147,9 +169,27 @@ def _migrate_legacy(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str
     return out, names
 
 
+def _check_count(value: Any, limit: int, field: str, what: str, constant: str) -> None:
+    if isinstance(value, (list, dict)) and len(value) > limit:
+        raise InvalidArgument(field, f"holds {len(value)} {what}; the limit is {limit} ({constant})",
+                              reason=_LIMIT_REASON)
+
+
 def _check_structure(card: dict[str, Any], names: dict[str, str]) -> None:
     def name(section: str) -> str:
         return names.get(section, section)
+
+    values = card.get("values")
+    if isinstance(values, dict):
+        for key in ("declared", "definitions"):
+            _check_count(values.get(key), MAX_ACTIONS, f"values.{key}", "entries", "MAX_ACTIONS")
+    autonomy = card.get("autonomy")
+    if isinstance(autonomy, dict):
+        where = name("autonomy")
+        for key in ("bounded_actions", "forbidden_actions"):
+            _check_count(autonomy.get(key), MAX_ACTIONS, f"{where}.{key}", "actions", "MAX_ACTIONS")
+        _check_count(autonomy.get("escalation_triggers"), MAX_ESCALATION_TRIGGERS,
+                     f"{where}.escalation_triggers", "triggers", "MAX_ESCALATION_TRIGGERS")
 
     for section, allowed in _NESTED_KEYS.items():
         if section in card:
@@ -174,7 +214,9 @@ def _check_structure(card: dict[str, Any], names: dict[str, str]) -> None:
                 try:
                     conditions.parse(condition)
                 except ValueError as exc:
-                    raise InvalidArgument(f"{where}.escalation_triggers[{i}].condition", str(exc)) from None
+                    limit = "(MAX_CONDITION_" in str(exc)
+                    raise InvalidArgument(f"{where}.escalation_triggers[{i}].condition", str(exc),
+                                          reason=_LIMIT_REASON if limit else None) from None
     extensions = card.get("extensions")
     if extensions is not None and not isinstance(extensions, dict):
         raise InvalidArgument("extensions", "must be an object")
@@ -247,6 +289,10 @@ def normalize_card(
     card["issued_at"] = _iso(model.issued_at)
     if model.expires_at is not None:
         card["expires_at"] = _iso(model.expires_at)
+    size = len(json.dumps(card, separators=(",", ":"), ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    if size > MAX_CARD_BYTES:
+        raise InvalidArgument("card", f"is {size} bytes as stored; the limit is {MAX_CARD_BYTES} bytes "
+                              "(MAX_CARD_BYTES)", reason=_LIMIT_REASON)
     return card
 
 

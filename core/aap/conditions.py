@@ -44,9 +44,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MISSING", "Condition", "parse"]
+__all__ = ["MAX_CONDITION_LENGTH", "MAX_CONDITION_TERMS", "MISSING", "Condition", "parse"]
 
 MAX_CONDITION_LENGTH = 2000
+#: Comparisons, flags and list items in one condition: what one evaluation walks, at most.
+MAX_CONDITION_TERMS = 100
 _MAX_DEPTH = 50
 
 
@@ -198,6 +200,13 @@ class _Parser:
         self.tokens = _tokenize(text)
         self.i = 0
         self.depth = 0
+        self.terms = 0
+
+    def count(self, terms: int) -> None:
+        self.terms += terms
+        if self.terms > MAX_CONDITION_TERMS:
+            raise ValueError(f"a condition may hold at most {MAX_CONDITION_TERMS} comparisons and list items "
+                             "(MAX_CONDITION_TERMS); split it into several triggers")
 
     def peek(self) -> _Token:
         return self.tokens[self.i]
@@ -270,6 +279,7 @@ class _Parser:
             close = self.next()
             if close.text != ")":
                 raise self.error(close, "expected ')' closing contains()")
+            self.count(1 + (len(value.values) if isinstance(value, _List) else 0))
             return _Compare(_ref(ref.text), "contains", value)
         if tok.kind == "kw" and tok.text == "matches":
             raise ValueError("'matches' (regular expressions) is not supported; use 'contains' or '=='")
@@ -280,11 +290,13 @@ class _Parser:
             right = self.operand()
             if isinstance(left, _Lit) and isinstance(right, _Lit):
                 raise self.error(op, "a comparison needs at least one field name")
+            self.count(1 + sum(len(side.values) for side in (left, right) if isinstance(side, _List)))
             return _Compare(left, op.text, right)
         if op.kind == "kw" and op.text == "matches":
             raise ValueError("'matches' (regular expressions) is not supported; use 'contains' or '=='")
         if not isinstance(left, _Ref):
             raise self.error(op, "expected a comparison operator after a literal")
+        self.count(1)
         return _Flag(left)
 
     def operand(self) -> _Ref | _Lit | _List:
@@ -507,9 +519,11 @@ def parse(text: str) -> Condition:
     if not text.strip():
         raise ValueError("a condition must not be empty")
     if len(text) > MAX_CONDITION_LENGTH:
-        raise ValueError(f"a condition must be at most {MAX_CONDITION_LENGTH} characters")
+        raise ValueError(f"a condition must be at most {MAX_CONDITION_LENGTH} characters "
+                         "(MAX_CONDITION_LENGTH)")
     try:
         tree = _Parser(text).parse()
     except ValueError as exc:
-        raise ValueError(f"cannot parse condition {text!r}: {exc}") from None
+        shown = text if len(text) <= 80 else text[:80] + "…"
+        raise ValueError(f"cannot parse condition {shown!r}: {exc}") from None
     return Condition(text, tree)

@@ -8,7 +8,16 @@ from datetime import UTC, datetime
 import pytest
 from aap import AlignmentCard
 from google.protobuf.json_format import ParseDict
-from smoltbot.core.aap.cards import CARD_VERSION, default_card, normalize_card
+
+from smoltbot.core.aap.cards import (
+    CARD_VERSION,
+    MAX_ACTIONS,
+    MAX_CARD_BYTES,
+    MAX_ESCALATION_TRIGGERS,
+    default_card,
+    normalize_card,
+)
+from smoltbot.core.aap.conditions import MAX_CONDITION_TERMS
 from smoltbot.core.errors import InvalidArgument
 from smoltbot.v1 import card_pb2
 
@@ -267,3 +276,57 @@ def test_default_card_restricts_nothing_and_is_valid():
     }
     assert normalize_card(card, agent_id="agent-1", now=NOW) == card
     assert_valid_everywhere(card)
+
+
+def _with_autonomy(**autonomy):
+    card = unified_card()
+    card["autonomy"] = {**card["autonomy"], **autonomy}
+    return card
+
+
+def _limit_error(data):
+    with pytest.raises(InvalidArgument) as info:
+        normalize_card({**data, "agent_id": "agent-1"}, agent_id="agent-1", now=NOW)
+    assert info.value.reason == "LIMIT_EXCEEDED"
+    return info.value.field, info.value.message
+
+
+def test_cards_at_the_limits_are_accepted():
+    triggers = [{"condition": f"amount > {i}", "action": "log", "reason": "r"}
+                for i in range(MAX_ESCALATION_TRIGGERS)]
+    card = normalize_card(_with_autonomy(escalation_triggers=triggers,
+                                         bounded_actions=[f"tool_{i}" for i in range(MAX_ACTIONS)]),
+                          agent_id="agent-1", now=NOW)
+    assert len(card["autonomy"]["escalation_triggers"]) == MAX_ESCALATION_TRIGGERS
+
+
+@pytest.mark.parametrize(
+    ("mutate", "field", "limit"),
+    [
+        (lambda: _with_autonomy(escalation_triggers=[{"condition": "a", "action": "log", "reason": "r"}]
+                                * (MAX_ESCALATION_TRIGGERS + 1)),
+         "autonomy.escalation_triggers", "MAX_ESCALATION_TRIGGERS"),
+        (lambda: _with_autonomy(forbidden_actions=[f"t{i}" for i in range(MAX_ACTIONS + 1)]),
+         "autonomy.forbidden_actions", "MAX_ACTIONS"),
+        (lambda: _with_autonomy(bounded_actions=[f"t{i}" for i in range(MAX_ACTIONS + 1)]),
+         "autonomy.bounded_actions", "MAX_ACTIONS"),
+        (lambda: {**unified_card(), "values": {"declared": [f"v{i}" for i in range(MAX_ACTIONS + 1)]}},
+         "values.declared", "MAX_ACTIONS"),
+        (lambda: _with_autonomy(escalation_triggers=[
+            {"condition": " or ".join(f"a == {i}" for i in range(MAX_CONDITION_TERMS + 1)), "action": "log",
+             "reason": "r"}]),
+         "autonomy.escalation_triggers[0].condition", "MAX_CONDITION_TERMS"),
+        (lambda: _with_autonomy(escalation_triggers=[
+            {"condition": "a in [" + ",".join(str(i) for i in range(MAX_CONDITION_TERMS)) + "]",
+             "action": "log", "reason": "r"}]),
+         "autonomy.escalation_triggers[0].condition", "MAX_CONDITION_TERMS"),
+        (lambda: {**unified_card(), "extensions": {"blob": "x" * MAX_CARD_BYTES}}, "card", "MAX_CARD_BYTES"),
+        (lambda: {**LEGACY_SPEC_EXAMPLE, "autonomy_envelope": {
+            **LEGACY_SPEC_EXAMPLE["autonomy_envelope"], "forbidden_actions": ["x"] * (MAX_ACTIONS + 1)}},
+         "autonomy_envelope.forbidden_actions", "MAX_ACTIONS"),
+    ],
+)
+def test_cards_over_a_limit_are_rejected_naming_the_field_and_the_limit(mutate, field, limit):
+    got_field, message = _limit_error(mutate())
+    assert got_field == field
+    assert limit in message

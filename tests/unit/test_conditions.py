@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 from aap.verification.api import _evaluate_condition as aap_evaluate
-from smoltbot.core.aap.conditions import parse
+
+from smoltbot.core.aap.conditions import MAX_CONDITION_TERMS, parse
 
 
 def _trace(parameters=None, metadata=None, context_extra=None, action_type="execute", name="bash"):
@@ -221,3 +222,11 @@ def test_aap_reads_only_a_prefix_of_compound_conditions():
     trace = _trace(parameters={"amount": 5})
     assert aap_evaluate(condition, trace) is True
     assert matched(condition, trace) is False
+
+
+def test_conditions_with_too_many_terms_are_rejected_naming_the_limit():
+    parse(" or ".join(f"a == {i}" for i in range(MAX_CONDITION_TERMS)))
+    with pytest.raises(ValueError, match="MAX_CONDITION_TERMS"):
+        parse(" or ".join(f"a == {i}" for i in range(MAX_CONDITION_TERMS + 1)))
+    with pytest.raises(ValueError, match="MAX_CONDITION_TERMS"):
+        parse("a in [" + ", ".join(str(i) for i in range(MAX_CONDITION_TERMS)) + "]")

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from google.protobuf import json_format
 from sqlalchemy import exc
 
-from smoltbot.core.aap.cards import CARD_VERSION
+from smoltbot.core.aap.cards import CARD_VERSION, MAX_CARD_BYTES, MAX_ESCALATION_TRIGGERS
 from smoltbot.v1 import card_pb2
 from smoltbot.v1 import registry_service_pb2 as pb
 
@@ -166,3 +166,26 @@ async def test_list_cards_pages_newest_first(registry: RunningRegistry) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as unknown:
         await registry.stub.GetActiveCard(pb.GetActiveCardRequest(agent_id="smolt-0badcafe"))
     assert_rpc_error(unknown.value, grpc.StatusCode.NOT_FOUND)
+
+
+async def test_put_card_over_a_limit_is_invalid_argument_naming_the_field_and_the_limit(
+        registry: RunningRegistry) -> None:
+    agent_id, agent_hash = await registry.resolve()
+    before = await registry.counts()
+    trigger = {"condition": 'action_name == "x"', "action": "log", "reason": "r"}
+    too_many = unified_card(autonomy={"escalation_triggers": [trigger] * (MAX_ESCALATION_TRIGGERS + 1)})
+    too_big = unified_card(extensions={"blob": "x" * MAX_CARD_BYTES})
+    cases = [
+        (pb.PutCardRequest(card_json=json.dumps(too_many)), "card_json.autonomy.escalation_triggers",
+         "MAX_ESCALATION_TRIGGERS"),
+        (pb.PutCardRequest(card=json_format.ParseDict(too_many, card_pb2.AlignmentCard())),
+         "card.autonomy.escalation_triggers", "MAX_ESCALATION_TRIGGERS"),
+        (pb.PutCardRequest(card_json=json.dumps(too_big)), "card_json", "MAX_CARD_BYTES"),
+    ]
+    for request, field, limit in cases:
+        request.agent_id, request.agent_hash = agent_id, agent_hash
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await registry.stub.PutCard(request)
+        assert_rpc_error(caught.value, INVALID, field, reason="LIMIT_EXCEEDED")
+        assert limit in (caught.value.details() or "")
+    assert await registry.counts() == before
