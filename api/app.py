@@ -15,11 +15,12 @@ from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from smoltbot.api.credential_check import CredentialCheck
 from smoltbot.api.dependencies import REQUEST_ID, Backends
-from smoltbot.api.errors import install_error_handlers
+from smoltbot.api.errors import error_body, install_error_handlers
 from smoltbot.api.routers import agents, cards, dashboard, health, integrity, sessions, traces
 from smoltbot.api.schemas import ErrorResponse
 from smoltbot.core.grpc_client import open_channel
@@ -27,6 +28,7 @@ from smoltbot.core.identity import load_hash_secret
 from smoltbot.core.settings import Settings
 from smoltbot.core.signals import stop_signals
 from smoltbot.core.tls import client_tls
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["RunningApi", "create_app", "serve", "start_api"]
@@ -89,6 +91,59 @@ class _RequestContext:
             REQUEST_ID.reset(token)
 
 
+class _BodyLimit:
+    """Refuses request bodies over `limit` bytes with 413, before they are read whole or parsed.
+
+    A declared Content-Length over the limit is answered at once, without reading the body. A
+    body without one (chunked) is counted as it arrives: the read that crosses the limit raises
+    the 413 inside the app (FastAPI lets an HTTPException out of its body reading), so at most
+    `limit` bytes plus one chunk are ever held. The connection is closed after a 413, so the rest
+    of a body nobody reads is not waited for. (Starlette's own max_body_size answers some of
+    these cases in plain text, off the one error shape.)
+    """
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    def _message(self) -> str:
+        return (f"the request body is larger than this API accepts ({self.limit} bytes, "
+                "SMOLTBOT_API_MAX_REQUEST_BYTES); send a smaller one")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = _content_length(scope)
+        if declared is not None and declared > self.limit:
+            response = JSONResponse(error_body(413, message=self._message(), reason="BODY_TOO_LARGE"),
+                                    status_code=413, headers={"connection": "close"})
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit:
+                    raise HTTPException(413, detail=self._message(), headers={"connection": "close"})
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def _content_length(scope: Scope) -> int | None:
+    for name, value in scope.get("headers") or ():
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None  # the server refuses a malformed Content-Length before we see it
+    return None
+
+
 class _RootPath:
     """Serves the app under `root_path` behind a reverse proxy, whether the proxy strips the
     prefix or forwards it: routes, static files and error handlers see the path without it,
@@ -144,6 +199,7 @@ def create_app(settings: Settings, *, registry_address: str | None = None,
     dashboard.configure_templates(app.state.templates)
     app.state.templates.env.globals["root"] = settings.root_path  # prefix of the dashboard's links
     install_error_handlers(app)
+    app.add_middleware(_BodyLimit, limit=settings.api_max_request_bytes)
     app.add_middleware(_RequestContext)
     if settings.root_path:
         app.add_middleware(_RootPath, root_path=settings.root_path)

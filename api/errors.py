@@ -211,6 +211,9 @@ async def _on_http_error(request: Request, error: Exception) -> Response:
     if code == 404:
         message = f"no such resource: {request.url.path}"
         reason = "ROUTE_NOT_FOUND"
+    elif code == 413:
+        message = str(error.detail)
+        reason = "BODY_TOO_LARGE"
     elif code == 405:
         allowed = _allowed_methods(request) or headers.get("Allow", "")
         headers["Allow"] = allowed

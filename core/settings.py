@@ -121,6 +121,13 @@ class Settings(BaseSettings):
         "(Kubernetes gRPC probes cannot speak TLS). 0: off.",
     )
 
+    # API
+    api_max_request_bytes: int = Field(
+        default=2 * 1024 * 1024, gt=0,
+        description="Request body limit of the REST API (413 above), checked before a body is read whole or "
+        "parsed. Room for a card at the registry's card size limit.",
+    )
+
     # Behind a reverse proxy
     root_path: str = Field(
         default="",
