@@ -25,6 +25,7 @@ from typing import Annotated
 
 import typer
 
+from smoltbot.core.data_dir import make_private
 from smoltbot.core.settings import Settings, load_settings
 from smoltbot.core.tls import TlsConfig
 
@@ -80,8 +81,18 @@ def _check_port_free(host: str, port: int, what: str) -> None:
             ) from None
 
 
+def _private_home(settings: Settings) -> None:
+    """The data dir is the user's alone (0700, files 0600; see core/data_dir.py), before any
+    service writes to it."""
+    try:
+        make_private(settings.home)
+    except OSError as error:
+        raise _fail(f"cannot make the data dir {settings.home} private: {error.strerror or error}") from None
+
+
 def _run_service(service: Service, settings: Settings) -> None:
     configure_logging(settings.log_level)
+    _private_home(settings)
     runner = _service_runner(service)
     try:
         asyncio.run(runner(settings))
@@ -270,7 +281,7 @@ def up_command(
     }
     registry_address = f"{registry_host}:{ports['registry']}"
     observer_address = f"{observer_host}:{ports['observer']}"
-    settings.home.mkdir(parents=True, exist_ok=True)
+    _private_home(settings)
     log_dir = settings.home / "logs"
     log_dir.mkdir(exist_ok=True)
     env = dict(os.environ)

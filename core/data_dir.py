@@ -21,7 +21,7 @@ import secrets
 import stat
 from pathlib import Path
 
-__all__ = ["PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "make_private", "read_or_create_secret", "tighten"]
+__all__ = ["PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "make_private", "read_or_create_secret", "restrict", "tighten"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +41,17 @@ def make_private(home: Path) -> None:
 def tighten(home: Path) -> None:
     """chmod 0700 on `home` and the directories in it and 0600 on its files, where they are
     looser. Symbolic links are not followed; what we cannot change (another owner) is logged."""
-    _restrict(home, PRIVATE_DIR_MODE)
+    restrict(home, PRIVATE_DIR_MODE)
     for root, directories, files in os.walk(home, followlinks=False):
         for name in directories:
-            _restrict(Path(root) / name, PRIVATE_DIR_MODE)
+            restrict(Path(root) / name, PRIVATE_DIR_MODE)
         for name in files:
-            _restrict(Path(root) / name, PRIVATE_FILE_MODE)
+            restrict(Path(root) / name, PRIVATE_FILE_MODE)
 
 
-def _restrict(path: Path, mode: int) -> None:
+def restrict(path: Path, mode: int = PRIVATE_FILE_MODE) -> None:
+    """Takes from `path` every permission bit `mode` does not have (missing paths and symbolic
+    links are left alone)."""
     try:
         info = path.lstat()
     except FileNotFoundError:  # removed meanwhile (a spool file acked by a running gateway)
@@ -81,7 +83,7 @@ def read_or_create_secret(path: Path, nbytes: int = 32) -> str:
                 os.link(temporary, path)
         finally:
             temporary.unlink(missing_ok=True)
-    _restrict(path, PRIVATE_FILE_MODE)
+    restrict(path, PRIVATE_FILE_MODE)
     value = path.read_text().strip()
     if not value:
         raise OSError(f"{path} is empty; delete it and restart every smoltbot service to make a new one")

@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import os
-import secrets
-import time
 from collections.abc import Mapping
 from pathlib import Path
+
+from smoltbot.core.data_dir import read_or_create_secret
 
 __all__ = [
     "AGENT_HASH_HEX_LENGTH",
@@ -54,24 +53,9 @@ def load_hash_secret(home: Path, configured: str = "") -> bytes:
     """The HMAC secret: SMOLTBOT_HASH_SECRET if set, else one generated once into the data dir.
 
     Every process of one installation shares the data dir, so they agree on the secret. The
-    file is created with O_EXCL and mode 0600, so two processes starting at once cannot end up
-    with different secrets.
+    file is 0600 in a 0700 directory, written whole before it appears (`read_or_create_secret`),
+    so two processes starting at once cannot end up with different secrets.
     """
     if configured:
         return configured.encode("utf-8")
-    home.mkdir(parents=True, exist_ok=True)
-    path = home / _SECRET_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        pass
-    else:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(secrets.token_hex(32))
-    for _ in range(50):
-        value = path.read_text().strip()
-        if value:
-            return value.encode("utf-8")
-        # Another process created the file and has not written it yet.
-        time.sleep(0.01)
-    raise RuntimeError(f"hash secret file {path} is empty; delete it to generate a new one")
+    return read_or_create_secret(home / _SECRET_FILE).encode("utf-8")

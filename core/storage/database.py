@@ -6,12 +6,17 @@
 
 SQLite specifics, because they decide whether concurrent writers work at all:
 
-* WAL, `busy_timeout=10000`, `synchronous=NORMAL` and `foreign_keys=ON` on every connection.
+* WAL, `busy_timeout` (10 s), `synchronous=NORMAL` and `foreign_keys=ON` on every connection.
 * The driver's implicit transactions are switched off and we emit BEGIN ourselves: writes
   start with ``BEGIN IMMEDIATE`` so they take the write lock up front (a deferred transaction
   that reads and then writes fails with "database is locked" instead of waiting), reads with
   a plain deferred BEGIN so they never block writers. Writes of one process also queue on an
   asyncio lock, so they wait in line instead of spinning in SQLite's busy handler.
+* Another process (a second observer, a backup, an `sqlite3` shell) may hold the write lock
+  for longer than the busy timeout. A write that cannot take the lock is retried, with backoff,
+  for up to `lock_wait` (2 minutes) before it fails as `Unavailable`; since the lock is taken
+  at BEGIN, before the block runs, the retry never repeats half a transaction.
+* The database file is created 0600 (SQLite gives its WAL and SHM the same mode).
 * Timestamps go through `UTCDateTime`, which keeps them timezone-aware UTC on both backends.
 """
 
@@ -19,6 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
@@ -34,6 +41,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from smoltbot.core.data_dir import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, restrict
 from smoltbot.core.errors import SmoltbotError, Unavailable
 
 __all__ = [
@@ -52,10 +60,13 @@ Dialect = Literal["sqlite", "postgresql"]
 
 _SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
-    "PRAGMA busy_timeout=10000",
     "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",
 )
+#: SQLite's own wait for a lock, per statement (the busy handler).
+SQLITE_BUSY_TIMEOUT = 10.0
+#: How long a write keeps retrying to take the write lock before it is `Unavailable`.
+SQLITE_LOCK_WAIT = 120.0
 #: Execution option carrying the BEGIN mode of an SQLite transaction (see `_sqlite_begin`).
 _BEGIN_MODE = "smoltbot_sqlite_begin"
 #: SQLite OperationalError messages that mean "busy or unreachable", not "bad SQL".
@@ -96,11 +107,15 @@ class UTCDateTime(sa.types.TypeDecorator[datetime]):
 class Database:
     """An AsyncEngine plus the backend rules above. Build it with `open_database`."""
 
-    def __init__(self, engine: AsyncEngine, *, sqlite_path: Path | None = None) -> None:
+    def __init__(self, engine: AsyncEngine, *, sqlite_path: Path | None = None,
+                 lock_wait: float = SQLITE_LOCK_WAIT) -> None:
         self.engine = engine
         self.dialect: Dialect = "sqlite" if engine.dialect.name == "sqlite" else "postgresql"
         #: The database file on SQLite (None in memory and on PostgreSQL); migrations lock next to it.
         self.sqlite_path = sqlite_path
+        self.lock_wait = lock_wait
+        #: SQLite writes that had to wait for another process's lock beyond the busy timeout.
+        self.lock_retries = 0
         self._write_lock = asyncio.Lock() if self.dialect == "sqlite" else None
 
     @property
@@ -119,10 +134,41 @@ class Database:
                 async with self.engine.begin() as conn:
                     yield conn
                 return
-            async with self._write_lock, self.engine.connect() as conn:
+            async with self._write_lock, self._sqlite_write() as conn:
+                yield conn
+
+    @asynccontextmanager
+    async def _sqlite_write(self) -> AsyncIterator[AsyncConnection]:
+        """A connection in a BEGIN IMMEDIATE transaction, retried while another process holds
+        the write lock (see the module docstring)."""
+        deadline = time.monotonic() + self.lock_wait
+        delay = 0.05
+        while True:
+            conn = await self.engine.connect()
+            try:
                 await conn.execution_options(**{_BEGIN_MODE: "IMMEDIATE"})
-                async with conn.begin():
-                    yield conn
+                transaction = await conn.begin()
+                break
+            except exc.OperationalError as error:
+                await conn.close()
+                if not _is_sqlite_busy(error) or time.monotonic() + delay > deadline:
+                    raise
+                self.lock_retries += 1
+                logger.info("the database is locked by another process; retrying in %.2fs", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+            except BaseException:
+                await conn.close()
+                raise
+        try:
+            yield conn
+        except BaseException:
+            await transaction.rollback()
+            raise
+        else:
+            await transaction.commit()
+        finally:
+            await conn.close()
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -135,12 +181,15 @@ class Database:
         await self.engine.dispose()
 
 
-def open_database(url: str, *, echo: bool = False) -> Database:
+def open_database(url: str, *, echo: bool = False, sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT,
+                  sqlite_lock_wait: float = SQLITE_LOCK_WAIT) -> Database:
     """A `Database` for ``sqlite:///PATH`` (the parent directory is created) or
     ``postgresql://USER:PASSWORD@HOST:PORT/DB`` (``postgres://`` and an explicit
     ``+asyncpg`` driver are accepted, and libpq's ``sslmode`` is passed to asyncpg as ``ssl``).
 
-    No connection is made yet; the first query (usually `migrate`) opens one.
+    No connection is made yet; the first query (usually `migrate`) opens one. On SQLite the
+    database file is created (0600) and `sqlite_busy_timeout`/`sqlite_lock_wait` (seconds)
+    bound how long a write waits for another process's lock.
     """
     try:
         parsed = make_url(url)
@@ -148,13 +197,13 @@ def open_database(url: str, *, echo: bool = False) -> Database:
         raise ValueError(f"not a database URL: {url!r}; use sqlite:///PATH or postgresql://...") from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return _open_sqlite(parsed, echo=echo)
+        return _open_sqlite(parsed, echo=echo, busy_timeout=sqlite_busy_timeout, lock_wait=sqlite_lock_wait)
     if backend in ("postgresql", "postgres"):
         return _open_postgresql(parsed, echo=echo)
     raise ValueError(f"unsupported database {backend!r}; use sqlite:///PATH or postgresql://...")
 
 
-def _open_sqlite(url: URL, *, echo: bool) -> Database:
+def _open_sqlite(url: URL, *, echo: bool, busy_timeout: float, lock_wait: float) -> Database:
     database = url.database or ""
     path: Path | None = None
     kwargs: dict[str, Any] = {}
@@ -164,15 +213,28 @@ def _open_sqlite(url: URL, *, echo: bool) -> Database:
         kwargs["connect_args"] = {"check_same_thread": False}
     else:
         path = Path(database).expanduser().resolve()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        _private_sqlite_files(path)
         database = str(path)
         kwargs["pool_size"] = 8
         kwargs["max_overflow"] = 8
+    # The driver's `timeout` is SQLite's busy timeout, set before the first statement (the WAL
+    # pragma below needs a lock too).
+    kwargs.setdefault("connect_args", {})["timeout"] = busy_timeout
     engine = create_async_engine(url.set(drivername="sqlite+aiosqlite", database=database), echo=echo,
                                  hide_parameters=True, **kwargs)
     event.listen(engine.sync_engine, "connect", _sqlite_connect)
     event.listen(engine.sync_engine, "begin", _sqlite_begin)
-    return Database(engine, sqlite_path=path)
+    return Database(engine, sqlite_path=path, lock_wait=lock_wait)
+
+
+def _private_sqlite_files(path: Path) -> None:
+    """The database file exists and is 0600 before SQLite opens it (its directory 0700 when we
+    create it): SQLite gives the WAL and SHM files the database file's mode, so the raw
+    exchanges in them are nobody else's to read either, whatever the process umask."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE))
+    for suffix in ("", "-wal", "-shm", "-journal", ".migrate.lock"):
+        restrict(path.with_name(path.name + suffix), PRIVATE_FILE_MODE)
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -185,6 +247,11 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
             cursor.execute(pragma)
     finally:
         cursor.close()
+
+
+def _is_sqlite_busy(error: exc.OperationalError) -> bool:
+    message = str(error.orig).lower()
+    return "locked" in message or "busy" in message
 
 
 def _sqlite_begin(conn: sa.Connection) -> None:

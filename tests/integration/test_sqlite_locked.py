@@ -1,0 +1,127 @@
+"""A busy SQLite database loses nothing: while another process holds the write lock, the
+Registry's and the Observer's writes wait (SQLite's busy timeout, then retries with backoff) and
+land once it is released.
+
+The lock is held the way another program would hold it: a plain `sqlite3` connection in
+`BEGIN IMMEDIATE`, from a thread of the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from smoltbot.core.settings import Settings
+from smoltbot.core.storage import open_database
+from smoltbot.v1 import agent_pb2
+from smoltbot.v1 import registry_service_pb2 as rpb
+
+from tests.integration.observer.conftest import ObserverStack, new_hash
+from tests.integration.observer.exchanges import make_exchange, message, text
+
+pytestmark = pytest.mark.timeout(90)
+
+CARD = json.dumps({
+    "principal": {"type": "human", "identifier": "owner@example.com", "relationship": "delegated_authority"},
+    "values": {"declared": ["transparency"]},
+    "autonomy": {"bounded_actions": [], "escalation_triggers": []},
+    "audit": {"retention_days": 30, "queryable": True, "query_endpoint": "http://127.0.0.1:8000/v1"},
+})
+
+
+@contextmanager
+def write_lock_held(path: Path, seconds: float) -> Iterator[threading.Event]:
+    """Another connection holds the database's write lock for `seconds` once the event is set."""
+    taken = threading.Event()
+
+    def hold() -> None:
+        connection = sqlite3.connect(path, isolation_level=None, timeout=30)
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+            taken.set()
+            time.sleep(seconds)
+            connection.execute("COMMIT")
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=hold, daemon=True)
+    thread.start()
+    assert taken.wait(10), "could not take the write lock"
+    try:
+        yield taken
+    finally:
+        thread.join()
+
+
+async def test_a_write_waits_out_a_lock_held_longer_than_the_busy_timeout(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    db = open_database(f"sqlite:///{path}", sqlite_busy_timeout=0.2, sqlite_lock_wait=20)
+    try:
+        async with db.begin() as conn:
+            await conn.execute(sa.text("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)"))
+        started = time.monotonic()
+        with write_lock_held(path, 1.5):
+            async with db.begin() as conn:
+                await conn.execute(sa.text("INSERT INTO notes (body) VALUES ('after the lock')"))
+        waited = time.monotonic() - started
+        async with db.read() as conn:
+            assert (await conn.execute(sa.text("SELECT body FROM notes"))).scalars().all() == ["after the lock"]
+        assert db.lock_retries > 0, "the busy timeout (0.2 s) alone cannot have waited 1.5 s"
+        assert 1.0 < waited < 10, waited
+    finally:
+        await db.close()
+
+
+async def test_registry_and_observer_writes_during_a_held_lock_all_land(
+        settings_factory: Callable[..., Settings]) -> None:
+    settings = settings_factory(observer_max_attempts=2)
+    assert settings.effective_database_url.startswith("sqlite:///")
+    path = Path(settings.effective_database_url.removeprefix("sqlite:///"))
+    stack = ObserverStack(settings)
+    try:
+        await stack.start_registry()
+        await stack.start_observer()
+        stub = stack.registry_stub
+        assert stub is not None
+        known_id, known_hash = await stack.agent()
+        exchanges = [make_exchange(known_hash, message(text(f"answer {n}"))) for n in range(20)]
+        new_agent_hash = new_hash()
+
+        with write_lock_held(path, 3.0):
+            started = time.monotonic()
+            created, acks, card, session, claimed = await asyncio.wait_for(asyncio.gather(
+                stub.ResolveAgent(rpb.ResolveAgentRequest(agent_hash=new_agent_hash)),
+                stack.ingest(exchanges),
+                stub.PutCard(rpb.PutCardRequest(agent_id=known_id, agent_hash=known_hash, card_json=CARD)),
+                stub.ReportSessionEvent(rpb.ReportSessionEventRequest(
+                    agent_id=known_id, agent_hash=known_hash, session_id="ses-locked",
+                    event=agent_pb2.SESSION_EVENT_STARTED)),
+                stub.ClaimAgent(rpb.ClaimAgentRequest(agent_id=known_id, agent_hash=known_hash)),
+            ), timeout=60)
+            waited = time.monotonic() - started
+        assert waited > 1.0, "the writes did not wait for the lock at all"
+
+        assert created.created
+        assert [ack.exchange_id for ack in acks] == [exchange.exchange_id for exchange in exchanges]
+        assert {ack.status for ack in acks} == {1}  # ACCEPTED
+        assert card.card.agent_id == known_id and session.session.session_id == "ses-locked"
+        assert claimed.agent.claimed
+        traces = await stack.traces_by_exchange([exchange.exchange_id for exchange in exchanges], timeout=30)
+        assert all(len(found) == 1 for found in traces.values()), traces
+        check = open_database(settings.effective_database_url)
+        try:
+            async with check.read() as conn:
+                states = (await conn.execute(sa.text("SELECT state, count(*) FROM exchanges GROUP BY state"))).all()
+        finally:
+            await check.close()
+        assert dict(states) == {"done": 20}
+    finally:
+        await stack.close()
