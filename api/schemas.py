@@ -5,10 +5,16 @@ are the protobuf JSON mapping with proto field names (so a trace is an AAP trace
 `verification` and `observation`); fields protobuf leaves out when unset (`optional` scalars
 and sub-messages) are left out here too. Our own shapes (agents, sessions, integrity, lists)
 always carry every field, `null` when unknown. Timestamps are RFC 3339 strings in UTC.
+
+JSON values in traces (action parameters, observed trigger values, environment, metadata) are
+served exactly as captured: 5 stays 5, 5.0 stays 5.0, 1234567890123456789 stays exact. The
+observer sends them as JSON text beside protobuf's Struct (whose numbers are doubles), and
+`trace_out` decodes that text.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -207,7 +213,8 @@ class TraceObservation(BaseModel):
     decision_index: int
     model: str
     outcome: str = Field(description="complete | upstream_error | mid_stream_error | client_abort | "
-                                     "upstream_unreachable | upstream_dropped | processing_failed.")
+                                     "upstream_unreachable | upstream_dropped | processing_failed | "
+                                     "capture_failed.")
     outcome_detail: str
     streamed: bool
     stop_reason: str
@@ -221,6 +228,12 @@ class TraceObservation(BaseModel):
     exchange_started_at: Timestamp | None = None
     exchange_ended_at: Timestamp | None = None
     observed_at: Timestamp | None = None
+    record_kind: str = Field(default="decision", description=(
+        "decision: a model call (POST /v1/messages), verified and counted in integrity. activity: any other "
+        "API call (count_tokens, models, batches, files, ...), recorded but never a decision and never "
+        "counted in integrity or drift."))
+    request_method: str = Field(default="", description="The request's method, e.g. POST.")
+    request_path: str = Field(default="", description="The upstream path called, e.g. /v1/messages.")
 
 
 class Trace(BaseModel):
@@ -269,6 +282,9 @@ class IntegrityWindow(BaseModel):
     with_reasoning: int = Field(description="Coverage: traces whose exchange carried readable reasoning.")
     with_model_analysis: int = Field(description="Coverage: traces analysed by the model analyzer.")
     failed: int = Field(description="Traces that record a failure (upstream error, abort, processing).")
+    activity: int = Field(default=0, description="API activity records (calls other than POST "
+                                                 "/v1/messages) in the same span; not decisions, so not in "
+                                                 "any figure above.")
 
 
 class IntegrityPoint(BaseModel):
@@ -447,8 +463,24 @@ def agent_summary(agent: agent_pb2.Agent) -> AgentSummary:
     )
 
 
+def _exact(data: dict[str, Any], key: str, text: str) -> None:
+    # The *_json twin is the exact value; the Struct beside it only has doubles.
+    data.pop(f"{key}_json", None)
+    if text:
+        data[key] = json.loads(text)
+
+
 def trace_out(trace: trace_pb2.ApTrace) -> Trace:
-    return Trace.model_validate(_proto_dict(trace))
+    data = _proto_dict(trace)
+    if "action" in data:
+        _exact(data["action"], "parameters", trace.action.parameters_json)
+    if "context" in data:
+        _exact(data["context"], "environment", trace.context.environment_json)
+        _exact(data["context"], "metadata", trace.context.metadata_json)
+    for check, message in zip((data.get("escalation") or {}).get("triggers_checked") or [],
+                              trace.escalation.triggers_checked, strict=False):
+        _exact(check, "value_observed", message.value_observed_json)
+    return Trace.model_validate(data)
 
 
 def card_out(card: card_pb2.AlignmentCard) -> Card:
@@ -465,6 +497,7 @@ def _window(window: trace_pb2.IntegrityWindow) -> IntegrityWindow:
         score=window.score if window.HasField("score") else None,
         violation_count=window.violation_count, violations_by_type=dict(window.violations_by_type),
         with_reasoning=window.with_reasoning, with_model_analysis=window.with_model_analysis, failed=window.failed,
+        activity=window.activity,
     )
 
 

@@ -11,8 +11,9 @@ Concurrency: one pass per agent at a time, serialised by a row lock on the agent
 several observers can share a database. Each trace is fed exactly once: it is queued in
 `drift_pending` when stored and leaves the queue when fed.
 
-Failure traces (upstream errors, aborts, processing failures) are not decisions of the agent
-and are not queued for the detector.
+Failure traces (upstream errors, aborts, processing failures) and API activity (calls other
+than POST /v1/messages, `record_kinds`) are not decisions of the agent: they are not queued
+for the detector, and a queued trace that is not a decision is never fed to it.
 
 Alerts: a finding for a direction that already has an open alert updates that alert (trace
 ids, severity, similarity, updated_at, the references that saw it) instead of adding one;
@@ -38,6 +39,7 @@ from smoltbot.core.pagination import decode_page_token, next_page, page_size
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import Database, UTCDateTime, insert_ignoring_conflicts, utcnow
 from smoltbot.observer.queries import validate_agent_id
+from smoltbot.observer.record_kinds import DECISION
 from smoltbot.observer.registry_client import RegistryClient, RegistryError
 from smoltbot.observer.store import drift_alerts, drift_pending, drift_states, exchanges, traces
 
@@ -312,7 +314,7 @@ async def _watermarks(conn: Any, agent_hashes: list[str]) -> dict[str, datetime]
 def _pending(agent_id: str, watermark: datetime | None, query: Any) -> Any:
     """`query` (over traces) restricted to the agent's queued traces before the watermark, in order."""
     query = query.select_from(drift_pending.join(traces, traces.c.trace_id == drift_pending.c.trace_id)).where(
-        drift_pending.c.agent_id == agent_id)
+        drift_pending.c.agent_id == agent_id, traces.c.record_kind == DECISION)
     if watermark is not None:
         query = query.where(drift_pending.c.timestamp < sa.literal(watermark, UTCDateTime()))
     return query.order_by(drift_pending.c.timestamp, drift_pending.c.trace_id).limit(_PASS_LIMIT)

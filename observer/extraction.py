@@ -10,14 +10,24 @@ size of the system prompt.
 Bodies may be anything: empty, non-UTF-8, not JSON, an Anthropic error object, a
 stream reassembled only in part. Whatever cannot be read is said in `missing`,
 never guessed.
+
+A tool call the model did not finish is marked `finished=False` with a note: its input does
+not parse as JSON, or the response stopped inside it (stop_reason `max_tokens`, or a stream
+that ended without a stop reason, while the tool block was the last one open). An agent does
+not execute such a call, so it is never traced as an execution.
+
+Numbers keep their JSON type and value (Python's json reads integers exactly). A number JSON
+cannot carry (Infinity or NaN, which a lenient producer may emit for 1e400) is kept as its
+text, with a note, so a trace never holds a value no JSON reader accepts.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 __all__ = ["Decision", "Extraction", "ReasoningSegment", "ToolCall", "extract"]
@@ -61,6 +71,10 @@ class ToolCall:
     server: bool = False
     input_valid: bool = True
     raw_input: str = ""  # the unparseable input text, clipped, when input_valid is False
+    #: False when the model did not finish the call (see the module docstring); an agent does
+    #: not execute it.
+    finished: bool = True
+    unfinished_reason: str = ""
 
 
 @dataclass(frozen=True)
@@ -210,7 +224,36 @@ def _split_tags(text: str, block_index: int) -> tuple[list[ReasoningSegment], st
     return segments, "".join(visible)
 
 
+def _finite(value: Any, name: str, ex: Extraction) -> Any:
+    """`value` with every non-finite float replaced by its text ("Infinity", "NaN")."""
+    try:
+        json.dumps(value, allow_nan=False)
+        return value
+    except ValueError:
+        pass
+    except RecursionError:
+        return value
+    ex.missing.append(f"tool input of '{name}' held a number JSON cannot carry (Infinity or NaN); "
+                      "kept as text")
+
+    def fix(item: Any) -> Any:
+        if isinstance(item, float) and not math.isfinite(item):
+            return "NaN" if math.isnan(item) else ("Infinity" if item > 0 else "-Infinity")
+        if isinstance(item, dict):
+            return {key: fix(inner) for key, inner in item.items()}
+        if isinstance(item, list):
+            return [fix(inner) for inner in item]
+        return item
+
+    return fix(value)
+
+
 def _tool_input(block: dict[str, Any], name: str, ex: Extraction) -> tuple[dict[str, Any], bool, str]:
+    tool_input, valid, raw = _read_tool_input(block, name, ex)
+    return _finite(tool_input, name, ex), valid, raw
+
+
+def _read_tool_input(block: dict[str, Any], name: str, ex: Extraction) -> tuple[dict[str, Any], bool, str]:
     value = block.get("input")
     if isinstance(value, dict):
         return value, True, ""
@@ -218,7 +261,8 @@ def _tool_input(block: dict[str, Any], name: str, ex: Extraction) -> tuple[dict[
         parsed = _load_json(value) if value.strip() else {}
         if isinstance(parsed, dict):
             return parsed, True, ""
-        ex.missing.append(f"tool input of '{name}' was not valid JSON")
+        ex.missing.append(f"tool input of '{name}' was not valid JSON: the call was not finished and is "
+                          "traced as not executed")
         return {}, False, value[:_MAX_RAW_INPUT]
     if value is None:
         partial = block.get("partial_json")
@@ -226,7 +270,8 @@ def _tool_input(block: dict[str, Any], name: str, ex: Extraction) -> tuple[dict[
             parsed = _load_json(partial)
             if isinstance(parsed, dict):
                 return parsed, True, ""
-            ex.missing.append(f"tool input of '{name}' was not valid JSON")
+            ex.missing.append(f"tool input of '{name}' was not valid JSON: the call was not finished and "
+                              "is traced as not executed")
             return {}, False, partial[:_MAX_RAW_INPUT]
         ex.missing.append(f"tool call '{name}' carried no input")
         return {}, True, ""
@@ -288,6 +333,27 @@ def _read_content(content: list[Any], ex: Extraction) -> None:
     ex.final_text = "\n\n".join(texts)
 
 
+def _mark_unfinished(ex: Extraction, *, last_block: int) -> None:
+    """Marks the tool calls the model did not finish (see the module docstring)."""
+    if ex.stop_reason == "max_tokens":
+        cut = "the response stopped at max_tokens inside its input"
+    elif not ex.stop_reason and ex.streamed:
+        cut = "the stream ended inside its input"
+    else:
+        cut = ""
+    for position, call in enumerate(ex.tool_calls):
+        if not call.input_valid:
+            reason = "its input does not parse as JSON"
+        elif cut and call.block_index == last_block:
+            # The last block was still open when the output stopped; earlier tool blocks were
+            # closed before the model went on to the next block.
+            reason = cut
+            ex.missing.append(f"tool call '{call.name}' was not finished ({cut}): traced as not executed")
+        else:
+            continue
+        ex.tool_calls[position] = replace(call, finished=False, unfinished_reason=reason)
+
+
 def extract(
     request_body: bytes,
     response_body: bytes,
@@ -339,6 +405,7 @@ def extract(
         content = data.get("content")
         if isinstance(content, list) and content:
             _read_content(content, ex)
+            _mark_unfinished(ex, last_block=len(content) - 1)
         else:
             ex.missing.append("response has no content")
     if not ex.model:

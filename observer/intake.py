@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from smoltbot.core.storage import utcnow
+from smoltbot.observer.record_kinds import exchange_kind
 from smoltbot.observer.store import ExchangeRow, Store
 from smoltbot.v1 import exchange_pb2
 from smoltbot.v1 import observer_service_pb2 as pb
@@ -119,6 +120,7 @@ class Intake:
             session_id=exchange.session_id or None,
             occurred_at=_occurred_at(exchange, utcnow()),
             payload=exchange.SerializeToString(),
+            record_kind=exchange_kind(exchange),
         )
         self._pending.append(_Submission(row, sent_id, future))
         self._ready.set()

@@ -7,6 +7,11 @@ Beside the score, coverage says how much it means: traces with readable reasonin
 analysed by the model analyzer (not a fallback), and traces that record a failure. So
 "100% of 3 traces, none with reasoning" reads differently from a real score.
 
+Only decisions count (traces of model calls, `record_kinds`). API activity (count_tokens,
+models, files, ...) is counted apart, in `activity`: never in the totals, the score, the
+coverage, the violations or the timeline. In `recent`, activity is what happened since the
+oldest decision of the window (all of it when the agent has no decision yet).
+
 The timeline is verified/total per bucket, oldest first, from the agent's first trace (at
 most 7 days back) to now: hourly buckets when that span is up to 2 days, else 6-hourly.
 """
@@ -19,6 +24,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from smoltbot.core.storage import Database, utcnow
+from smoltbot.observer.record_kinds import ACTIVITY, DECISION
 from smoltbot.observer.store import drift_alerts, trace_violations, traces
 
 __all__ = ["Integrity", "IntegrityPoint", "IntegrityWindow", "compute_integrity"]
@@ -36,6 +42,8 @@ class IntegrityWindow:
     with_reasoning: int = 0
     with_model_analysis: int = 0
     failed: int = 0
+    #: API activity records (not decisions) in the same span.
+    activity: int = 0
 
     @property
     def score(self) -> float | None:
@@ -64,6 +72,12 @@ def _as_int(value: Any) -> int:
     return int(value or 0)
 
 
+def _aware(value: Any, now: datetime) -> datetime:
+    if isinstance(value, str):  # SQLite aggregates bypass the column type
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=now.tzinfo)
+
+
 def _sums(source: Any) -> list[Any]:
     def total(column: Any) -> Any:
         return sa.func.coalesce(sa.func.sum(sa.case((column, 1), else_=0)), 0)
@@ -78,11 +92,11 @@ def _sums(source: Any) -> list[Any]:
     ]
 
 
-def _window(row: Any, by_type: dict[str, int]) -> IntegrityWindow:
+def _window(row: Any, by_type: dict[str, int], activity: int) -> IntegrityWindow:
     return IntegrityWindow(
         total_traces=_as_int(row[0]), verified_traces=_as_int(row[1]), violation_count=_as_int(row[2]),
         violations_by_type=by_type, with_reasoning=_as_int(row[3]), with_model_analysis=_as_int(row[4]),
-        failed=_as_int(row[5]),
+        failed=_as_int(row[5]), activity=activity,
     )
 
 
@@ -90,18 +104,27 @@ async def compute_integrity(db: Database, agent_id: str, window: int) -> Integri
     """The agent's score; an agent with no traces gets zero totals and no score."""
     now = utcnow()
     columns = [traces.c.trace_id, traces.c.verified, traces.c.violation_count, traces.c.has_reasoning,
-               traces.c.model_analysis, traces.c.failed]
+               traces.c.model_analysis, traces.c.failed, traces.c.timestamp]
+    decisions = sa.and_(traces.c.agent_id == agent_id, traces.c.record_kind == DECISION)
+    activity = sa.and_(traces.c.agent_id == agent_id, traces.c.record_kind == ACTIVITY)
     recent = (
-        sa.select(*columns).where(traces.c.agent_id == agent_id)
+        sa.select(*columns).where(decisions)
         .order_by(traces.c.timestamp.desc(), traces.c.trace_id.desc()).limit(window)
         .subquery("recent")
     )
     async with db.read() as conn:
-        all_row = (await conn.execute(sa.select(*_sums(traces)).where(traces.c.agent_id == agent_id))).one()
+        all_row = (await conn.execute(sa.select(*_sums(traces)).where(decisions))).one()
         recent_row = (await conn.execute(sa.select(*_sums(recent)))).one()
+        oldest_recent = (await conn.execute(sa.select(sa.func.min(recent.c.timestamp)))).scalar_one_or_none()
+        all_activity = (await conn.execute(sa.select(sa.func.count()).where(activity))).scalar_one()
+        recent_activity = all_activity if oldest_recent is None else (await conn.execute(
+            sa.select(sa.func.count()).where(activity, traces.c.timestamp >= _aware(oldest_recent, now))
+        )).scalar_one()
         all_types = dict((await conn.execute(
             sa.select(trace_violations.c.type, sa.func.count())
-            .where(trace_violations.c.agent_id == agent_id).group_by(trace_violations.c.type)
+            .join(traces, traces.c.trace_id == trace_violations.c.trace_id)
+            .where(trace_violations.c.agent_id == agent_id, traces.c.record_kind == DECISION)
+            .group_by(trace_violations.c.type)
         )).all())
         recent_types = dict((await conn.execute(
             sa.select(trace_violations.c.type, sa.func.count())
@@ -115,8 +138,8 @@ async def compute_integrity(db: Database, agent_id: str, window: int) -> Integri
         timeline = await _timeline(conn, db.dialect, agent_id, now) if _as_int(all_row[0]) else []
     return Integrity(
         agent_id=agent_id, window_size=window, computed_at=now,
-        recent=_window(recent_row, {k: int(v) for k, v in recent_types.items()}),
-        all_time=_window(all_row, {k: int(v) for k, v in all_types.items()}),
+        recent=_window(recent_row, {k: int(v) for k, v in recent_types.items()}, int(recent_activity)),
+        all_time=_window(all_row, {k: int(v) for k, v in all_types.items()}, int(all_activity)),
         timeline=timeline, open_drift_alerts=int(open_alerts),
     )
 
@@ -125,7 +148,8 @@ async def _timeline(conn: Any, dialect: str, agent_id: str, now: datetime) -> li
     start_limit = now - _TIMELINE_SPAN
     first = (await conn.execute(
         sa.select(sa.func.min(traces.c.timestamp))
-        .where(traces.c.agent_id == agent_id, traces.c.timestamp >= start_limit)
+        .where(traces.c.agent_id == agent_id, traces.c.record_kind == DECISION,
+               traces.c.timestamp >= start_limit)
     )).scalar_one_or_none()
     if first is None:
         return []
@@ -145,7 +169,7 @@ async def _timeline(conn: Any, dialect: str, agent_id: str, now: datetime) -> li
     rows = (await conn.execute(
         sa.select(bucket.label("bucket"), sa.func.count(),
                   sa.func.coalesce(sa.func.sum(sa.case((traces.c.verified, 1), else_=0)), 0))
-        .where(traces.c.agent_id == agent_id, traces.c.timestamp >= origin)
+        .where(traces.c.agent_id == agent_id, traces.c.record_kind == DECISION, traces.c.timestamp >= origin)
         .group_by(sa.text("bucket"))
     )).all()
     counts = {int(row[0]): (int(row[1]), int(row[2])) for row in rows}

@@ -34,12 +34,13 @@ from google.protobuf.message import DecodeError
 from smoltbot.core.errors import Unavailable
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import utcnow
-from smoltbot.observer import offload
+from smoltbot.observer import offload, record_kinds
 from smoltbot.observer.extraction import Extraction
 from smoltbot.observer.model_analyzer import Analyzer
 from smoltbot.observer.offload import CpuPool, Job, JobResult
 from smoltbot.observer.registry_client import RegistryClient, RegistryError, RegistryUnavailable
 from smoltbot.observer.store import ClaimedExchange, Finished, Retry, Store, StoredTrace
+from smoltbot.observer.records import records_of
 from smoltbot.observer.trace_builder import build_traces
 from smoltbot.v1 import exchange_pb2
 
@@ -122,6 +123,8 @@ class Processor:
         self._scrub_interval = scrub_interval
         self.processed = 0
         self.failed = 0
+        #: Exchanges the upstream answered 401/403: counted, never traced.
+        self.auth_rejected = 0
         #: Transactions that stored results, and results stored (for logs and benchmarks).
         self.write_batches = 0
         self.claims = 0
@@ -278,7 +281,17 @@ class Processor:
         for item in items:
             context = _Context(item)
             try:
-                ready.append((context, await self._prepare(context)))
+                kind = self._kind_of(context)
+                if kind == record_kinds.AUTH_REJECTED:
+                    # Before any Registry call: a refused credential resolves and touches no agent.
+                    results[item.exchange_id] = self._auth_rejected(context)
+                    continue
+                job = await self._prepare(context)
+                if kind in (record_kinds.ACTIVITY, record_kinds.MINIMAL):
+                    # No extraction or analysis (no model analyzer call for a /v1/models call).
+                    results[item.exchange_id] = self._inline_record(context, job)
+                    continue
+                ready.append((context, job))
             except RegistryUnavailable as error:
                 results[item.exchange_id] = self._registry_retry(item, error)
             except _StepFailed as error:
@@ -294,6 +307,43 @@ class Processor:
                     item.exchange_id, item.agent_hash, job.agent_id, job.session_id,
                     [StoredTrace(trace, text) for trace, text in zip(result.traces, result.trace_json, strict=True)])
         return [results[item.exchange_id] for item in items]
+
+    def _kind_of(self, context: _Context) -> str:
+        """The exchange's record kind, as intake stored it; read from the payload for rows stored
+        before kinds existed (an undecodable payload goes the decision way and fails there)."""
+        if context.item.record_kind:
+            return context.item.record_kind
+        exchange = context.decoded()
+        return record_kinds.exchange_kind(exchange) if exchange is not None else record_kinds.DECISION
+
+    def _auth_rejected(self, context: _Context) -> Finished:
+        """The upstream refused the credential: no agent, no trace, only the count (the row's
+        record_kind, `Store.record_counts`) and a note on the exchange row."""
+        item = context.item
+        exchange = context.decoded()
+        status = exchange.response.status if exchange is not None else 0
+        self.auth_rejected += 1
+        logger.info("exchange %s: upstream answered %d; the credential was refused: no agent, no trace",
+                    item.exchange_id, status)
+        return Finished(item.exchange_id, item.agent_hash, "", None, [],
+                        error=f"not traced: the upstream answered {status} (credential refused)")
+
+    def _inline_record(self, context: _Context, job: Job) -> Finished | Retry:
+        """API activity, or a minimal record (the gateway could not capture the full exchange):
+        one trace built here from the exchange's envelope, without reading bodies."""
+        item = context.item
+        exchange = context.decoded()
+        if exchange is None:
+            return self._failed_step(context, _StepFailed("decode", "the stored exchange cannot be decoded"))
+        try:
+            built = records_of(exchange, agent_id=job.agent_id, session_id=job.session_id, card=job.card,
+                               observed_at=job.observed_at, store_reasoning=self.settings.store_reasoning,
+                               missing=list(job.missing))
+        except Exception as error:  # noqa: BLE001 - a failed step, retried like any other
+            return self._failed_step(context, _StepFailed("build record", error))
+        self._registry_down_since = None
+        return Finished(item.exchange_id, item.agent_hash, job.agent_id, job.session_id,
+                        [StoredTrace(trace) for trace in built])
 
     async def _prepare(self, context: _Context) -> Job:
         """Agent, session and card of an exchange (the Registry's part), as a job to compute."""

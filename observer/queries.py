@@ -16,6 +16,7 @@ from smoltbot.core.pagination import decode_page_token, next_page, page_size
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import Database
 from smoltbot.observer.integrity import Integrity, compute_integrity
+from smoltbot.observer.record_kinds import TRACE_KINDS
 from smoltbot.observer.registry_client import RegistryClient
 from smoltbot.observer.store import Store
 
@@ -69,19 +70,24 @@ class Queries:
 
     async def list_traces(self, *, agent_id: str = "", session_id: str = "", verified: bool | None = None,
                           since: datetime | None = None, until: datetime | None = None, size: int = 0,
-                          token: str = "", order_by: str = "") -> tuple[list[dict[str, Any]], str]:
+                          token: str = "", order_by: str = "",
+                          record_kind: str = "") -> tuple[list[dict[str, Any]], str]:
         descending = parse_order_by(order_by)
+        if record_kind and record_kind not in TRACE_KINDS:
+            raise InvalidArgument("record_kind",
+                                  f"must be one of {', '.join(TRACE_KINDS)} (or empty for both)")
         limit = page_size(size)
         validate_agent_id(agent_id)
         _validate_session_id(session_id)
         if since is not None and until is not None and until < since:
             raise InvalidArgument("until", "must not be before since")
         scope = _scope(agent_id=agent_id, session_id=session_id, verified=verified, since=since, until=until,
-                       descending=descending)
+                       descending=descending, **({"record_kind": record_kind} if record_kind else {}))
         after = decode_page_token(token, scope=scope, types=(datetime, str))
         rows = await self.store.list_traces(
             agent_id=agent_id, session_id=session_id, verified=verified, since=since, until=until,
             descending=descending, after=after, limit=limit + 1,  # type: ignore[arg-type]
+            record_kind=record_kind,
         )
         page, next_token = next_page(rows, limit, scope=scope, key=lambda row: (row[0], row[1]))
         return [row[2] for row in page], next_token

@@ -49,6 +49,7 @@ def _window_to_proto(window: IntegrityWindow) -> trace_pb2.IntegrityWindow:
         total_traces=window.total_traces, verified_traces=window.verified_traces,
         violation_count=window.violation_count, violations_by_type=window.violations_by_type,
         with_reasoning=window.with_reasoning, with_model_analysis=window.with_model_analysis, failed=window.failed,
+        activity=window.activity,
     )
     if window.score is not None:
         message.score = window.score
@@ -126,7 +127,7 @@ class ObserverServicer(observer_service_pb2_grpc.ObserverServiceServicer):
             agent_id=request.agent_id, session_id=request.session_id,
             verified=request.verified if request.HasField("verified") else None,
             since=_time(request, "since"), until=_time(request, "until"), size=request.page_size,
-            token=request.page_token, order_by=request.order_by,
+            token=request.page_token, order_by=request.order_by, record_kind=request.record_kind,
         )
         return pb.ListTracesResponse(traces=[trace_to_proto(trace) for trace in traces], next_page_token=token)
 

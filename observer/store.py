@@ -28,6 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from smoltbot.core.storage import Database, UTCDateTime, insert_ignoring_conflicts, utcnow
+from smoltbot.observer.record_kinds import DECISION, TRACE_KINDS
 from smoltbot.observer.trace_builder import FAILURE_OUTCOMES
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
@@ -71,6 +72,8 @@ exchanges = sa.Table(
     sa.Column("lease_expires_at", UTCDateTime()),
     sa.Column("last_error", sa.Text()),
     sa.Column("finished_at", UTCDateTime()),
+    # decision | activity | auth_rejected | minimal (record_kinds); null for rows stored before 0003.
+    sa.Column("record_kind", sa.String(16)),
 )
 
 exchange_payloads = sa.Table(
@@ -100,6 +103,8 @@ traces = sa.Table(
     sa.Column("outcome", sa.String(32), nullable=False),
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("trace_json", sa.Text(), nullable=False),
+    # decision | activity: integrity and drift count decisions only.
+    sa.Column("record_kind", sa.String(16), nullable=False),
 )
 
 trace_violations = sa.Table(
@@ -168,6 +173,8 @@ class ExchangeRow:
     session_id: str | None
     occurred_at: datetime
     payload: bytes
+    #: `record_kinds.exchange_kind` of the exchange.
+    record_kind: str | None = None
 
 
 @dataclass(frozen=True)
@@ -181,6 +188,8 @@ class ClaimedExchange:
     attempts: int
     received_at: datetime
     last_error: str = ""
+    #: As intake classified it; None for rows stored before record kinds (read the payload).
+    record_kind: str | None = None
 
 
 @dataclass
@@ -201,6 +210,9 @@ class StoredTrace:
         verification = trace.get("verification") or {}
         metadata_ = (trace.get("context") or {}).get("metadata") or {}
         outcome = str(observation.get("outcome") or "complete")
+        kind = observation.get("record_kind") or DECISION
+        if kind not in TRACE_KINDS:
+            raise ValueError(f"a trace's record_kind must be one of {TRACE_KINDS}, not {kind!r}")
         return {
             "trace_id": trace["trace_id"],
             "exchange_id": metadata_.get("exchange_id") or observation.get("exchange_id"),
@@ -222,6 +234,7 @@ class StoredTrace:
             "outcome": outcome[:32],
             "created_at": created_at,
             "trace_json": self.trace_json or json.dumps(trace, ensure_ascii=False, separators=(",", ":")),
+            "record_kind": kind,
         }
 
 
@@ -294,6 +307,7 @@ class Store:
             "state": "pending",
             "attempts": 0,
             "next_attempt_at": now,
+            "record_kind": row.record_kind,
         } for row in rows]
         statement = insert_ignoring_conflicts(self.db.dialect, exchanges, exchanges.c.exchange_id).returning(
             exchanges.c.exchange_id)
@@ -340,7 +354,7 @@ class Store:
                         attempts=exchanges.c.attempts + 1)
                 .returning(exchanges.c.exchange_id, exchanges.c.agent_hash, exchanges.c.agent_id,
                            exchanges.c.session_id, exchanges.c.attempts, exchanges.c.received_at,
-                           exchanges.c.last_error)
+                           exchanges.c.last_error, exchanges.c.record_kind)
             )).all()
             payloads: dict[str, bytes] = {}
             for chunk in _chunks(taken):
@@ -349,7 +363,7 @@ class Store:
                 payloads.update((exchange_id, bytes(payload)) for exchange_id, payload in result)
         claimed = [ClaimedExchange(row.exchange_id, row.agent_hash, row.agent_id, row.session_id,
                                    payloads.get(row.exchange_id, b""), row.attempts, row.received_at,
-                                   row.last_error or "")
+                                   row.last_error or "", row.record_kind)
                    for row in rows]
         claimed.sort(key=lambda item: item.received_at)
         return claimed
@@ -497,10 +511,12 @@ class Store:
                 })
         for chunk in _chunks(violations, 200):
             await conn.execute(insert_ignoring_conflicts(self.db.dialect, trace_violations), list(chunk))
-        # Failure traces are not decisions of the agent: the drift detector never sees them.
+        # Failure traces and API activity are not decisions of the agent: the drift detector
+        # never sees them.
         pending = [{"trace_id": row["trace_id"], "agent_id": row["agent_id"], "agent_hash": agent_hash,
                     "card_id": row["card_id"], "timestamp": row["timestamp"]}
-                   for (agent_hash, _), row in zip(hashed, rows, strict=True) if not row["failed"]]
+                   for (agent_hash, _), row in zip(hashed, rows, strict=True)
+                   if not row["failed"] and row["record_kind"] == DECISION]
         for chunk in _chunks(pending, 200):
             await conn.execute(insert_ignoring_conflicts(self.db.dialect, drift_pending), list(chunk))
 
@@ -515,9 +531,12 @@ class Store:
 
     async def list_traces(self, *, agent_id: str, session_id: str, verified: bool | None,
                           since: datetime | None, until: datetime | None, descending: bool,
-                          after: tuple[datetime, str] | None, limit: int) -> list[tuple[datetime, str, dict[str, Any]]]:
+                          after: tuple[datetime, str] | None, limit: int,
+                          record_kind: str = "") -> list[tuple[datetime, str, dict[str, Any]]]:
         """(timestamp, trace_id, trace) rows in (timestamp, trace_id) order, after the keyset `after`."""
         query = sa.select(traces.c.timestamp, traces.c.trace_id, traces.c.trace_json, traces.c.executed)
+        if record_kind:
+            query = query.where(traces.c.record_kind == record_kind)
         if agent_id:
             query = query.where(traces.c.agent_id == agent_id)
         if session_id:
@@ -552,6 +571,14 @@ class Store:
                 traces.update().where(traces.c.agent_id == agent_id, traces.c.tool_use_id == tool_use_id)
                 .values(executed=executed))
             return int(result.rowcount or 0)
+
+    async def record_counts(self) -> dict[str, int]:
+        """Exchanges per record kind (decision, activity, auth_rejected, minimal), all time.
+        Exchanges the upstream refused (auth_rejected) are counted here and nowhere public."""
+        async with self.db.read() as conn:
+            rows = (await conn.execute(
+                sa.select(exchanges.c.record_kind, sa.func.count()).group_by(exchanges.c.record_kind))).all()
+        return {str(kind or "unclassified"): int(count) for kind, count in rows}
 
     async def exchange_counts(self) -> dict[str, int]:
         """Exchanges per state (for tests, benchmarks and logs)."""

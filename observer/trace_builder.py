@@ -3,7 +3,11 @@
 One trace per decision (`Extraction.decisions`):
 
 * each tool call: action type "execute", name = the tool name, parameters = its
-  input with secrets redacted (server tools too, flagged in context.metadata);
+  input with secrets redacted (server tools too, flagged in context.metadata). A call
+  the model did not finish (`ToolCall.finished` False: cut by max_tokens or a stream
+  end, or an input that does not parse) is type "recommend" with
+  metadata.tool_call_finished false and observation.executed false: no agent
+  executes it, so it is never shown as an execution;
 * a reply with no tool call: type "recommend", name "respond";
 * a complete exchange whose body could not be read: "recommend",
   "unreadable_response";
@@ -12,6 +16,13 @@ One trace per decision (`Extraction.decisions`):
   "recommend" (AAP's least-claiming type: nothing was executed as far as we can
   tell) and name = the outcome ("upstream_error", "client_abort", ...), so a
   failure is never dressed up as a reply. observation.outcome says the same.
+  Our own failures (processing_failed; capture_failed, when the gateway could not
+  capture the exchange) are not verified: verified false, no checks, a warning
+  saying why; nothing was read that a verdict could rest on.
+
+Every trace says its observation.record_kind: "decision" here; `build_activity_trace`
+builds the one "activity" record of an API call that is not a model call (see
+`record_kinds`), which is never verified, scored or fed to drift.
 
 trace_id = "tr-<exchange_id>-<index>", so processing an exchange twice yields the
 same ids. The model is recorded in observation.model and context.environment.model,
@@ -29,8 +40,9 @@ from smoltbot.core.aap.verification import apply_escalation, verify_trace
 from smoltbot.observer import local_analyzer
 from smoltbot.observer.extraction import Decision, Extraction
 from smoltbot.observer.local_analyzer import Analysis
+from smoltbot.observer.record_kinds import ACTIVITY, DECISION, is_model_call
 
-__all__ = ["FAILURE_OUTCOMES", "build_traces", "trace_id_for"]
+__all__ = ["FAILURE_OUTCOMES", "UNREAD_OUTCOMES", "build_activity_trace", "build_traces", "trace_id_for"]
 
 EXCERPT_CHARS = 280
 FAILURE_OUTCOMES = (
@@ -40,7 +52,10 @@ FAILURE_OUTCOMES = (
     "upstream_unreachable",
     "upstream_dropped",
     "processing_failed",
+    "capture_failed",
 )
+#: Failures on our side: nothing of the exchange was read, so no verdict is given.
+UNREAD_OUTCOMES = ("processing_failed", "capture_failed")
 _STORE_MODES = ("full", "redacted", "none")
 # Tool input keys naming what the action touches (AAP action.target).
 _TARGET_KEYS = (("file_path", "file"), ("path", "file"), ("notebook_path", "file"), ("url", "url"))
@@ -68,7 +83,8 @@ def _action(decision: Decision, extraction: Extraction, outcome: str) -> dict[st
         if not call.input_valid:
             parameters = {"unparsed_input": redact_text(call.raw_input)}
         action: dict[str, Any] = {
-            "type": "execute",
+            # An unfinished call is what the model was about to do, not something it did.
+            "type": "execute" if call.finished else "recommend",
             "name": call.name,
             "category": "bounded",
             "parameters": parameters,
@@ -137,6 +153,8 @@ def build_traces(
     outcome_detail: str = "",
     http_status: int,
     environment: dict[str, Any] | None = None,
+    request_method: str = "",
+    request_path: str = "",
 ) -> list[dict[str, Any]]:
     """The exchange's traces, escalation-evaluated and verified against `card`.
 
@@ -154,6 +172,9 @@ def build_traces(
 
     when = _iso(exchange_ended_at or exchange_started_at or observed_at)
     verified_at = _iso(observed_at)
+    request_path = request_path or str((environment or {}).get("request_path") or "")
+    if not request_method and is_model_call("POST", request_path):
+        request_method = "POST"  # a decision is a POST /v1/messages by definition
     env = dict(redact(environment or {}))
     if extraction.model:
         env["model"] = extraction.model
@@ -172,6 +193,8 @@ def build_traces(
         if decision.tool_call is not None:
             metadata["tool_use_id"] = decision.tool_call.id
             metadata["server_tool"] = decision.tool_call.server
+            if not decision.tool_call.finished:
+                metadata["tool_call_finished"] = False
         context: dict[str, Any] = {
             "prior_trace_ids": [trace_id_for(exchange_id, index - 1)] if index > 0 else [],
             "environment": env,
@@ -198,7 +221,11 @@ def build_traces(
             "context": context,
         }
         apply_escalation(trace, card)
-        verification = verify_trace(trace, card, now=observed_at)
+        if outcome in UNREAD_OUTCOMES:
+            why = f"Not verified: {outcome.replace('_', ' ')} ({outcome_detail or '-'})."
+            verification = _unverified(card, why, "observation.outcome")
+        else:
+            verification = verify_trace(trace, card, now=observed_at)
         verification["verified_at"] = verified_at
         trace["verification"] = verification
         observation: dict[str, Any] = {
@@ -215,9 +242,14 @@ def build_traces(
             "analysis_fallback_reason": analysis_fallback_reason,
             "missing": list(extraction.missing),
             "observed_at": verified_at,
+            "record_kind": DECISION,
+            "request_method": request_method,
+            "request_path": request_path,
         }
         if decision.tool_call is not None:
             observation["tool_use_id"] = decision.tool_call.id
+            if not decision.tool_call.finished:
+                observation["executed"] = False
         if exchange_started_at is not None:
             observation["exchange_started_at"] = _iso(exchange_started_at)
         if exchange_ended_at is not None:
@@ -225,3 +257,104 @@ def build_traces(
         trace["observation"] = observation
         traces.append(trace)
     return traces
+
+
+def _unverified(card: dict[str, Any], why: str, field: str) -> dict[str, Any]:
+    """A verification that gives no verdict: verified false, no checks ran, a warning saying why."""
+    return {
+        "verified": False,
+        "violations": [],
+        "warnings": [{"type": "not_verified", "description": why, "trace_field": field}],
+        "card_id": card.get("card_id", ""),
+        "checks_performed": [],
+    }
+
+
+def build_activity_trace(
+    *,
+    exchange_id: str,
+    agent_id: str,
+    session_id: str | None,
+    card: dict[str, Any],
+    method: str,
+    path: str,
+    http_status: int,
+    streamed: bool,
+    outcome: str,
+    outcome_detail: str = "",
+    exchange_started_at: datetime | None,
+    exchange_ended_at: datetime | None,
+    observed_at: datetime,
+    environment: dict[str, Any] | None = None,
+    missing: list[str] | None = None,
+) -> dict[str, Any]:
+    """The one record of an API call that is not a model call: what was called and how it
+    ended. Not a decision: no analysis, no verification verdict, never scored or fed to drift.
+    The query string is left out (it may carry anything); the path is enough to say what it was."""
+    when = _iso(exchange_ended_at or exchange_started_at or observed_at)
+    verified_at = _iso(observed_at)
+    method = method.upper()[:16]
+    path = redact_text(path)[:1000]
+    called = f"{method} {path}".strip()
+    ended = f"answered {http_status}" if http_status else outcome.replace("_", " ")
+    trace: dict[str, Any] = {
+        "trace_id": trace_id_for(exchange_id, 0),
+        "agent_id": agent_id,
+        "card_id": card.get("card_id", ""),
+        "timestamp": when,
+        "action": {
+            "type": "recommend",
+            "name": "api_activity",
+            "category": "bounded",
+            "target": {"type": "api", "identifier": called},
+            "parameters": {"method": method, "path": path, "http_status": http_status},
+        },
+        "decision": {
+            "alternatives_considered": [{"option_id": "taken", "description": f"{called} ({ended})"}],
+            "selected": "taken",
+            "selection_reasoning": "API activity, not a model call: recorded, but not a decision of the "
+                                   "agent, so it is neither verified against the card nor scored.",
+            "values_applied": [],
+        },
+        "escalation": {
+            "evaluated": False,
+            "triggers_checked": [],
+            "required": False,
+            "reason": "API activity is not an agent decision: nothing to evaluate.",
+        },
+        "context": {
+            "prior_trace_ids": [],
+            "environment": dict(redact(environment or {})),
+            "metadata": {"exchange_id": exchange_id, "decision_index": 0, "decision_count": 1,
+                         "decision_kind": ACTIVITY},
+        },
+        "verification": {
+            **_unverified(card, "Not verified: API activity is not a decision.", "observation.record_kind"),
+            "verified_at": verified_at,
+        },
+    }
+    if session_id:
+        trace["context"]["session_id"] = session_id
+    observation: dict[str, Any] = {
+        "exchange_id": exchange_id,
+        "decision_index": 0,
+        "model": "",
+        "outcome": outcome,
+        "outcome_detail": outcome_detail,
+        "streamed": streamed,
+        "stop_reason": "",
+        "http_status": http_status,
+        "analyzer": "",
+        "analysis_fallback_reason": "",
+        "missing": list(missing or []),
+        "observed_at": verified_at,
+        "record_kind": ACTIVITY,
+        "request_method": method,
+        "request_path": path,
+    }
+    if exchange_started_at is not None:
+        observation["exchange_started_at"] = _iso(exchange_started_at)
+    if exchange_ended_at is not None:
+        observation["exchange_ended_at"] = _iso(exchange_ended_at)
+    trace["observation"] = observation
+    return trace

@@ -5,15 +5,24 @@ trace), which made ListTraces of a full page cost a quarter of a second of CPU. 
 shape is ours (trace_builder), so it is converted here field by field with the generated
 constructors (about 10x faster). Anything this converter does not expect falls back to
 ParseDict, which stays the reference (the tests compare the two).
+
+Exact JSON: a `google.protobuf.Struct` holds every number as a double, so 5 would come out
+as 5.0 and 1234567890123456789 as 1234567890123456768. Each Struct/Value field therefore
+travels with a `*_json` twin carrying the stored JSON text (`parameters_json`,
+`value_observed_json`, `environment_json`, `metadata_json`), which readers (the API) decode
+with exact types. In the Struct itself an integer beyond a double's range is carried as its
+decimal text instead of failing the whole conversion.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from datetime import datetime
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
+from smoltbot.observer.record_kinds import ACTIVITY, DECISION, is_model_call
 from smoltbot.v1 import trace_pb2
 
 __all__ = ["trace_to_proto"]
@@ -32,23 +41,61 @@ def _stamp(value: Any) -> timestamp_pb2.Timestamp | None:
     return timestamp_pb2.Timestamp(seconds=seconds, nanos=value.microsecond * 1000)
 
 
+def exact_json(value: Any) -> str:
+    """The JSON text of a stored trace value, exact (the `*_json` fields). A non-finite float
+    (only traces stored before extraction refused them) goes as its text: JSON has no NaN."""
+    try:
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(value), ensure_ascii=False, separators=(",", ":"))
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
+
+
+def _doubles_only(value: Any) -> Any:
+    # Struct numbers are doubles: an integer a double cannot hold at all goes as its text.
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2**1023:
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _doubles_only(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_doubles_only(item) for item in value]
+    return value
+
+
 def _struct(value: Any) -> struct_pb2.Struct | None:
     if value is None:
         return None
     struct = struct_pb2.Struct()
-    struct.update(value)
+    try:
+        struct.update(value)
+    except OverflowError:
+        struct.update(_doubles_only(value))
     return struct
 
 
 def _value(value: Any) -> struct_pb2.Value:
     holder = struct_pb2.Struct()
-    holder.update({"v": value})
+    try:
+        holder.update({"v": value})
+    except OverflowError:
+        holder.update({"v": _doubles_only(value)})
     return holder.fields["v"]
 
 
 def _action(data: dict[str, Any]) -> trace_pb2.TraceAction:
+    parameters = data.get("parameters")
     action = trace_pb2.TraceAction(type=data.get("type", ""), name=data.get("name", ""),
-                                   category=data.get("category", ""), parameters=_struct(data.get("parameters")))
+                                   category=data.get("category", ""), parameters=_struct(parameters),
+                                   parameters_json=exact_json(parameters) if parameters is not None else "")
     target = data.get("target")
     if target is not None:
         action.target.CopyFrom(trace_pb2.ActionTarget(type=target.get("type", ""),
@@ -79,16 +126,20 @@ def _escalation(data: dict[str, Any]) -> trace_pb2.TraceEscalation:
         check = trace_pb2.TriggerCheck(trigger=item.get("trigger", ""), matched=bool(item.get("matched")))
         if "value_observed" in item:
             check.value_observed.CopyFrom(_value(item["value_observed"]))
+            check.value_observed_json = exact_json(item["value_observed"])
         checks.append(check)
     return trace_pb2.TraceEscalation(evaluated=bool(data.get("evaluated")), triggers_checked=checks,
                                      required=bool(data.get("required")), reason=data.get("reason", ""))
 
 
 def _context(data: dict[str, Any]) -> trace_pb2.TraceContext:
+    environment, metadata = data.get("environment"), data.get("metadata")
     return trace_pb2.TraceContext(
         session_id=data.get("session_id"), conversation_turn=data.get("conversation_turn"),
-        prior_trace_ids=data.get("prior_trace_ids") or [], environment=_struct(data.get("environment")),
-        metadata=_struct(data.get("metadata")),
+        prior_trace_ids=data.get("prior_trace_ids") or [], environment=_struct(environment),
+        metadata=_struct(metadata),
+        environment_json=exact_json(environment) if environment is not None else "",
+        metadata_json=exact_json(metadata) if metadata is not None else "",
     )
 
 
@@ -107,7 +158,8 @@ def _verification(data: dict[str, Any]) -> trace_pb2.Verification:
 
 
 _OBSERVATION_SCALARS = ("exchange_id", "decision_index", "model", "outcome", "outcome_detail", "streamed",
-                        "stop_reason", "http_status", "analyzer", "analysis_fallback_reason", "tool_use_id")
+                        "stop_reason", "http_status", "analyzer", "analysis_fallback_reason", "tool_use_id",
+                        "record_kind", "request_method", "request_path")
 _OBSERVATION_TIMES = ("exchange_started_at", "exchange_ended_at", "observed_at")
 
 
@@ -136,8 +188,35 @@ def _convert(trace: dict[str, Any]) -> trace_pb2.ApTrace:
     return message
 
 
+def _observation_defaults(trace: dict[str, Any]) -> dict[str, Any]:
+    # Traces stored before record kinds: a decision unless it recorded another request path.
+    observation = trace.get("observation")
+    if isinstance(observation, dict) and "record_kind" not in observation:
+        path = str(((trace.get("context") or {}).get("environment") or {}).get("request_path") or "")
+        kind = ACTIVITY if path and not is_model_call("POST", path) else DECISION
+        trace = {**trace, "observation": {**observation, "record_kind": kind}}
+    return trace
+
+
 def trace_to_proto(trace: dict[str, Any]) -> trace_pb2.ApTrace:
+    trace = _observation_defaults(trace)
     try:
         return _convert(trace)
-    except (TypeError, ValueError, AttributeError, KeyError):
-        return json_format.ParseDict(trace, trace_pb2.ApTrace(), ignore_unknown_fields=True)
+    except (TypeError, ValueError, AttributeError, KeyError, OverflowError):
+        message = json_format.ParseDict(_doubles_only(trace), trace_pb2.ApTrace(), ignore_unknown_fields=True)
+        # The reference path carries the exact twins too.
+        _add_exact_json(message, trace)
+        return message
+
+
+def _add_exact_json(message: trace_pb2.ApTrace, trace: dict[str, Any]) -> None:
+    action, context = trace.get("action") or {}, trace.get("context") or {}
+    if action.get("parameters") is not None:
+        message.action.parameters_json = exact_json(action["parameters"])
+    for name in ("environment", "metadata"):
+        if context.get(name) is not None:
+            setattr(message.context, f"{name}_json", exact_json(context[name]))
+    checks = (trace.get("escalation") or {}).get("triggers_checked") or []
+    for check, item in zip(message.escalation.triggers_checked, checks, strict=False):
+        if "value_observed" in item:
+            check.value_observed_json = exact_json(item["value_observed"])

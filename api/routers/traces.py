@@ -1,4 +1,5 @@
-"""/v1/traces: AAP decision traces, filtered and paginated; tool executions reported by plugins."""
+"""/v1/traces: AAP decision traces and API activity records, filtered and paginated; tool executions
+reported by plugins."""
 
 from __future__ import annotations
 
@@ -44,15 +45,17 @@ VerifiedFilter = Annotated[bool | None, Query(description="Only traces that pass
                                                           "verification.")]
 Since = Annotated[DateTime | None, Query(description="Only traces at or after this time (RFC 3339).")]
 Until = Annotated[DateTime | None, Query(description="Only traces before this time (RFC 3339).")]
+KindFilter = Annotated[Literal["decision", "activity"] | None, Query(
+    description="Only decisions (model calls) or only API activity (other calls); both when absent.")]
 
 
 async def list_trace_page(observer: Backend, *, agent_id: str = "", session_id: str | None = None,
                           verified: bool | None = None, since: datetime | None = None,
                           until: datetime | None = None, limit: int = 50, cursor: str | None = None,
-                          order: str = "desc") -> TraceList:
+                          order: str = "desc", record_kind: str | None = None) -> TraceList:
     request = observer_service_pb2.ListTracesRequest(
         agent_id=agent_id, session_id=session_id or "", page_size=limit, page_token=cursor or "",
-        order_by=ORDERS[order],
+        order_by=ORDERS[order], record_kind=record_kind or "",
     )
     if verified is not None:
         request.verified = verified
@@ -77,9 +80,11 @@ async def list_traces(
     limit: Limit = 50,
     cursor: Cursor = None,
     order: Order = "desc",
+    record_kind: KindFilter = None,
 ) -> TraceList:
     return await list_trace_page(observer, agent_id=agent_id or "", session_id=session_id, verified=verified,
-                                 since=since, until=until, limit=limit, cursor=cursor, order=order)
+                                 since=since, until=until, limit=limit, cursor=cursor, order=order,
+                                 record_kind=record_kind)
 
 
 @router.get("/v1/traces/{trace_id}", response_model=Trace, response_model_exclude_unset=True,
@@ -101,9 +106,11 @@ async def list_agent_traces(
     limit: Limit = 50,
     cursor: Cursor = None,
     order: Order = "desc",
+    record_kind: KindFilter = None,
 ) -> TraceList:
     return await list_trace_page(observer, agent_id=agent_id, session_id=session_id, verified=verified,
-                                 since=since, until=until, limit=limit, cursor=cursor, order=order)
+                                 since=since, until=until, limit=limit, cursor=cursor, order=order,
+                                 record_kind=record_kind)
 
 
 @router.post("/v1/tool-executions", response_model=ToolExecution, responses=WRITE_ERRORS,

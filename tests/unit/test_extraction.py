@@ -189,7 +189,9 @@ def test_tool_input_that_is_not_json_is_noted_and_kept_raw():
     ex = run([broken], stop_reason="max_tokens")
     call = ex.tool_calls[0]
     assert call.input == {} and not call.input_valid and call.raw_input.startswith('{"path"')
-    assert "tool input of 'write_file' was not valid JSON" in ex.missing
+    assert not call.finished and call.unfinished_reason == "its input does not parse as JSON"
+    assert any(note.startswith("tool input of 'write_file' was not valid JSON") and "not executed" in note
+               for note in ex.missing)
 
 
 def test_tool_input_given_as_a_json_string_is_parsed():

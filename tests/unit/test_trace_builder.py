@@ -239,7 +239,8 @@ def test_every_trace_is_valid_proto_json_and_a_valid_aap_trace(name, card):
 def test_the_default_card_raises_no_violation(name):
     for trace in build(name):
         assert trace["verification"]["violations"] == [], trace["action"]["name"]
-        assert trace["verification"]["verified"] is True
+        # Our own failure gives no verdict either way: nothing of the exchange was read.
+        assert trace["verification"]["verified"] is (name != "processing_failed")
 
 
 def test_one_trace_per_tool_call_with_deterministic_linked_ids():
@@ -315,8 +316,9 @@ def test_unreadable_complete_exchange_is_one_trace_with_the_reason():
 
 def test_missing_notes_travel_with_the_trace():
     [trace] = build("truncated_tool_input")
-    assert "tool input of 'bash' was not valid JSON" in trace["observation"]["missing"]
+    assert any(note.startswith("tool input of 'bash' was not valid JSON") for note in trace["observation"]["missing"])
     assert trace["action"]["parameters"] == {"unparsed_input": '{"command": "echo hi'}
+    assert trace["action"]["type"] == "recommend" and trace["observation"]["executed"] is False
     [trace] = build("unknown_block")
     assert "unknown content block type 'hologram' (1x) not read" in trace["observation"]["missing"]
 

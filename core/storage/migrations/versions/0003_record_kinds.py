@@ -29,7 +29,8 @@ depends_on = None
 def upgrade() -> None:
     # Plain ADD COLUMN on both backends (SQLite allows it with a constant default): no table
     # rebuild, and PostgreSQL's row-level security policies stay as they are.
-    op.add_column("traces", sa.Column("record_kind", sa.String(16), nullable=False, server_default="decision"))
+    op.add_column("traces",
+                  sa.Column("record_kind", sa.String(16), nullable=False, server_default="decision"))
     op.add_column("exchanges", sa.Column("record_kind", sa.String(16), nullable=True))
     # Traces written before record kinds: anything but a model call was counted as a decision.
     op.execute(
@@ -37,6 +38,9 @@ def upgrade() -> None:
         "WHERE trace_json NOT LIKE '%\"request_path\":\"/v1/messages\"%' "
         "AND trace_json LIKE '%\"request_path\":%'"
     )
+    # ...and was fed to the drift detector: what it has not seen yet it never will.
+    op.execute("DELETE FROM drift_pending WHERE trace_id IN "
+               "(SELECT trace_id FROM traces WHERE record_kind = 'activity')")
     op.create_index("ix_traces_agent_kind_timestamp", "traces", ["agent_id", "record_kind", "timestamp"])
 
 
