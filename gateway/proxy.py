@@ -15,6 +15,7 @@ and not at all when that status is 401 or 403.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import re
@@ -163,12 +164,26 @@ async def refuse_foreign_targets(request: web.Request,
 SESSION_HINT_HEADERS = ("x-smoltbot-session", "x-claude-code-session-id", "x-session-affinity")
 
 
+#: The Registry's limit on a session id.
+_MAX_HINT = 256
+
+
 def _session_hint(headers: CIMultiDictProxy[str]) -> str:
     for name in SESSION_HINT_HEADERS:
         value = headers.get(name)
         if value:
-            return value
+            return _usable_hint(value)
     return ""
+
+
+def _usable_hint(value: str) -> str:
+    """The hint as the Registry (and protobuf) can take it: printable UTF-8 of at most 256
+    characters as sent; anything else (non-UTF-8 bytes, which aiohttp hands over as surrogates,
+    control characters, a longer name) by a digest of its bytes, so its calls still share one
+    session and a lookup is not refused again on every call."""
+    if len(value) <= _MAX_HINT and value.isprintable():
+        return value
+    return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
 
 def _forwardable(headers: Iterable[tuple[str, str]], connection: str | None) -> list[tuple[str, str]]:
@@ -221,12 +236,11 @@ class Proxy:
         except web.HTTPRequestEntityTooLarge:
             return self._done(self._too_large(), t0)
         hashed = agent_hash(credential, self._secret)
-        del credential
         hint = _session_hint(headers)
         path, _, query = request.raw_path[len(PREFIX):].partition("?")
         capture = Capture(
             agent_hash=hashed, session_hint=hint, method=request.method, path=path, query=query,
-            request_headers=headers.items(), request_body=body, started_ns=started_ns,
+            request_headers=headers.items(), request_body=body, started_ns=started_ns, credential=credential,
         )
         # A warm identity costs nothing; a cold one is looked up only once the upstream has
         # accepted the credential (below), so a refused key creates no agent and no session.
@@ -265,7 +279,7 @@ class Proxy:
                     identity = await self._identity.resolve(hashed, hint)
                 except asyncio.CancelledError:
                     upstream.close()
-                    self._finish(capture, Outcome.CLIENT_ABORT, "client went away while identity resolved", 0, t0)
+                    self._finish(capture, Outcome.CLIENT_ABORT, "client went away in identity lookup", 0, t0)
                     raise
             capture.agent_id, capture.session_id = identity
         capture.response_headers = list(upstream.headers.items())

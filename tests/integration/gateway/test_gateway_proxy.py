@@ -121,7 +121,7 @@ async def test_count_tokens_and_models_list_match_direct_calls(
     assert models_via == models_direct and models_via
 
 
-async def _identified_call(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> httpx.Response:
+async def _identified_call(client: httpx.AsyncClient, url: str, headers: dict[str, Any]) -> httpx.Response:
     """A call whose reply names agent and session. A cold call waits for the Registry only for
     a short deadline (fail-open), and a loaded machine can miss it; the lookup goes on in the
     background, so a later call is answered from the cache."""
@@ -173,3 +173,17 @@ async def test_a_session_the_client_names_is_the_session_of_its_calls(stack: Run
         reply = await _identified_call(client, stack.base_url + "/anthropic/v1/messages/count_tokens",
                                        {"x-api-key": CREDENTIAL, header: name})
     assert reply.headers["x-smoltbot-session"] == name
+
+
+@pytest.mark.parametrize("name", [b"caf\xe9-\xff\xfe-session", b"tab\tin\tname", b"s" * 300])
+async def test_a_session_name_the_registry_cannot_take_still_names_one_session(
+        stack: RunningGateway, name: bytes) -> None:
+    """Non-UTF-8 bytes, control characters or a name over the Registry's 256 characters: the
+    session is named by a digest of the bytes, the same for every call, instead of a lookup the
+    Registry refuses (or protobuf cannot encode) on every call."""
+    url = stack.base_url + "/anthropic/v1/messages/count_tokens"
+    async with httpx.AsyncClient() as client:
+        first = await _identified_call(client, url, {"x-api-key": CREDENTIAL, "x-smoltbot-session": name})
+        second = await _identified_call(client, url, {"x-api-key": CREDENTIAL, "x-smoltbot-session": name})
+    assert first.headers["x-smoltbot-session"] == second.headers["x-smoltbot-session"]
+    assert first.headers["x-smoltbot-session"].startswith("sha256:")
