@@ -12,6 +12,7 @@ nginx; the figures are in docs/benchmarks.md ("Gateway").
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -22,16 +23,19 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from smoltbot.core.grpc_server import grpc_message_limit
 from smoltbot.core.identity import load_hash_secret
 from smoltbot.core.settings import Settings
 from smoltbot.core.signals import stop_signals
 from smoltbot.core.tls import client_tls
+from smoltbot.v1 import exchange_pb2, observer_service_pb2
 
-from .capture import Capture
+from .capture import Capture, CaptureLimits, capture_executor, minimal_exchange
+from .dead_letter import DeadLetters
 from .identity_cache import IdentityCache
 from .metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from .proxy import PREFIX, Proxy, anthropic_error, refuse_foreign_targets
-from .shipper import Shipper
+from .shipper import Shipper, encode_ingest_request
 from .spool import Spool
 
 __all__ = ["GATEWAY_KEY", "Gateway", "RunningGateway", "build_app", "serve", "start_gateway"]
@@ -61,10 +65,20 @@ class Gateway:
         tls = client_tls(settings, registry_address, observer_address)
         self.metrics = GatewayMetrics()
         self.spool = Spool(Path(settings.home) / "spool", settings.spool_max_bytes,
-                           on_drop=lambda count: self.metrics.spool_dropped.inc(count))
+                           on_drop=lambda count: self.metrics.spool_dropped.inc(count),
+                           on_write_failure=lambda count: self.metrics.spool_write_failures.inc(count))
+        #: Bodies and headers are cut so that a record fits the one limit the transport is built on.
+        self.capture_limits = CaptureLimits.for_record(settings.max_exchange_bytes)
+        self.dead_letters = DeadLetters(Path(settings.home) / "dead-letter")
+        self.capture_failures = 0
+        self._building: set[asyncio.Future[tuple[bytes, str]]] = set()
         self.shipper = Shipper(self.spool, observer_address,
                                on_shipped=self.metrics.exchanges_shipped.inc,
-                               on_acked=self.metrics.count_ack, tls=tls)
+                               on_acked=self.metrics.count_ack, tls=tls,
+                               dead_letters=self.dead_letters,
+                               max_payload_bytes=settings.max_exchange_bytes + 16,
+                               message_limit=grpc_message_limit(settings.max_exchange_bytes),
+                               on_set_aside=self._set_aside)
         self.identity = IdentityCache(registry_address, session_idle_minutes=settings.session_idle_minutes,
                                       tls=tls)
         self.metrics.track_spool(lambda: self.spool.depth, lambda: self.spool.size_bytes)
@@ -96,17 +110,80 @@ class Gateway:
         )
 
     def submit(self, capture: Capture) -> None:
-        """Runs after the client has its response: builds the exchange and spools it."""
+        """Runs after the client has its response: the record is built on the capture thread
+        (off the event loop), then spooled and shipped. Every call yields one record: the full
+        one, or a minimal one that says what failed."""
+        capture.limits = self.capture_limits
+        self.spool.building += 1
         try:
-            exchange = capture.to_exchange(self.gateway_id)
-            self.shipper.submit(exchange)
-        except Exception:  # a capture or disk problem must never surface to the user
-            logger.exception("exchange %s: could not capture or spool it", capture.exchange_id)
+            capture.seal()
+            future = asyncio.get_running_loop().run_in_executor(capture_executor(), self._build, capture)
+        except Exception as error:  # noqa: BLE001 - no thread to build on: build the minimal record here
+            self.spool.building -= 1
+            failure = f"capture could not start: {type(error).__name__}"
+            self._ship(capture.exchange_id, *self._minimal(capture, failure))
+            return
+        self._building.add(future)
+        future.add_done_callback(lambda done: self._built(capture, done))
+
+    def _build(self, capture: Capture) -> tuple[bytes, str]:
+        """On the capture thread: the encoded record, and what failed ("" when nothing did)."""
+        try:
+            return encode_ingest_request(capture.to_exchange(self.gateway_id)), ""
+        except Exception as error:  # noqa: BLE001 - the call is recorded by a minimal record instead
+            # The type and our own messages only: an exception's text could quote captured data.
+            text = str(error) if type(error).__name__ in ("RecordTooLarge", "RuntimeError") else ""
+            return self._minimal(capture, f"building the record failed: {type(error).__name__}"
+                                          + (f": {text}" if text else ""))
+
+    def _minimal(self, capture: Capture, failure: str) -> tuple[bytes, str]:
+        return encode_ingest_request(minimal_exchange(capture, self.gateway_id, failure)), failure
+
+    def _built(self, capture: Capture, future: asyncio.Future[tuple[bytes, str]]) -> None:
+        self._building.discard(future)
+        self.spool.building -= 1
+        if future.cancelled() or future.exception() is not None:
+            payload, failure = self._minimal(capture, "building the record did not finish")
+        else:
+            payload, failure = future.result()
+        self._ship(capture.exchange_id, payload, failure)
+
+    def _ship(self, exchange_id: str, payload: bytes, failure: str) -> None:
+        if failure:
+            self.capture_failures += 1
+            self.metrics.capture_failures.inc()
+            logger.error("exchange %s: shipping a minimal record: %s", exchange_id, failure)
+        try:
+            self.shipper.submit_payload(exchange_id, payload)
+        except Exception:  # a disk or shipping bug must never surface to the user; counted
+            self.capture_failures += 1
+            self.metrics.capture_failures.inc()
+            logger.exception("exchange %s: could not spool or ship its record", exchange_id)
             return
         self.metrics.exchanges_captured.inc()
 
+    def _set_aside(self, exchange_id: str, payload: bytes, reason: str) -> None:
+        """The shipper gave up on a record: a minimal one goes in its place (unless it was one)."""
+        self.metrics.exchanges_set_aside.inc()
+        try:
+            full = observer_service_pb2.IngestRequest.FromString(payload).exchange if payload else None
+        except Exception:  # noqa: BLE001 - unreadable: the minimal record carries the id alone
+            full = None
+        if full is not None and full.capture_failure:
+            return  # a minimal record that failed too: it is in the dead-letter directory, counted
+        if full is None or not full.exchange_id:
+            full = exchange_pb2.Exchange(exchange_id=exchange_id, gateway_id=self.gateway_id)
+        minimal = minimal_exchange(full, self.gateway_id, f"the observer could not take the record: {reason}")
+        self._ship(exchange_id, encode_ingest_request(minimal), minimal.capture_failure)
+
+    async def drain_captures(self) -> None:
+        """Waits for the records being built (used at shutdown, before the spool is flushed)."""
+        if self._building:
+            await asyncio.gather(*list(self._building), return_exceptions=True)
+
     async def startup(self, _app: web.Application) -> None:
         replayed = self.spool.open()
+        self.dead_letters.open()
         self.shipper.start()
         self.identity.start()
         logger.info("gateway %s up: upstream %s, %d spooled exchanges to replay",
@@ -115,6 +192,7 @@ class Gateway:
     async def cleanup(self, _app: web.Application) -> None:
         await self.proxy.close()
         await self.identity.close()
+        await self.drain_captures()
         await self.shipper.stop()
 
     # ------------------------------------------------------------------ endpoints
@@ -134,7 +212,10 @@ class Gateway:
             "version": self.version,
             "registry": {"reachable": registry},
             "observer": {"reachable": self.shipper.observer_ready},
-            "spool": {"depth": self.spool.depth, "bytes": self.spool.size_bytes, "dropped": self.spool.dropped},
+            "spool": {"depth": self.spool.depth, "bytes": self.spool.size_bytes,
+                      "dropped": self.spool.dropped, "write_failures": self.spool.write_failures},
+            "capture": {"failures": self.capture_failures, "building": len(self._building)},
+            "dead_letter": {"count": self.dead_letters.count, "directory": str(self.dead_letters.directory)},
         })
 
     async def metrics_endpoint(self, _request: web.Request) -> web.Response:

@@ -1,31 +1,55 @@
 """What the gateway keeps of one call, and the `smoltbot.v1.Exchange` it becomes.
 
-A `Capture` is filled in cheaply while the call runs (references to bytes we relay anyway,
-a few timestamps); the costly parts (SSE reassembly, decompression, building and encoding
-the protobuf) run in `to_exchange()`, after the client has its response.
+A `Capture` is filled in cheaply on the event loop while the call runs (the request, a few
+timestamps, references to the response chunks we relay anyway). Everything costly runs on the
+capture thread (`capture_executor()`), off the loop: hashing the response, decoding its
+content-encoding, reassembling a stream (fed in batches while it is relayed, so a stream's raw
+bytes are never all held at once), removing the credential, building the protobuf.
 
-The credential never gets in: request headers are copied minus `CREDENTIAL_HEADERS`, and the
-agent is identified by its hash alone.
+What the record promises:
+- It never fails on what a client or an upstream may send: header values with any bytes
+  (`HttpHeader.raw_value`), any content-encoding (decoded into a bounded size, or recorded as
+  undecodable with the body's size and sha256 in `BodyCapture`), bodies of any size (cut at the
+  cap, with a note, the full size and sha256). When building it still fails, the gateway ships
+  `minimal_exchange()` instead, which says what failed (`capture_failure`).
+- It fits the transport: bodies and headers are capped from the one setting
+  `max_exchange_bytes` (`CaptureLimits.for_record`), and a record that still exceeds it is
+  refused (`RecordTooLarge`) so that the minimal record goes instead.
+- The credential is in it by no route (see `scrub.py`); it is held in memory only.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 import json
 import secrets
+import threading
 import time
-import zlib
 from collections.abc import Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 
-from smoltbot.core.identity import CREDENTIAL_HEADERS
+from smoltbot.core.settings import Settings
 from smoltbot.v1 import exchange_pb2
 
+from .body_decoding import StreamDecoder, UndecodableBody, encoding_tokens
+from .scrub import CAPTURE_DROPPED_HEADERS, Scrubber, proto_text, raw_bytes
 from .sse import MessageAccumulator
 
-__all__ = ["MAX_CAPTURED_BODY", "Capture", "Outcome", "new_exchange_id"]
+__all__ = [
+    "DEFAULT_LIMITS",
+    "Capture",
+    "CaptureLimits",
+    "Outcome",
+    "RecordTooLarge",
+    "capture_executor",
+    "minimal_exchange",
+    "new_exchange_id",
+]
 
-#: A response body larger than this is captured truncated (the client still gets all of it).
-MAX_CAPTURED_BODY = 32 * 1024 * 1024
+#: Response bytes handed to the capture thread at a time.
+_BATCH_BYTES = 1024 * 1024
 
 
 class Outcome(enum.IntEnum):
@@ -35,6 +59,45 @@ class Outcome(enum.IntEnum):
     CLIENT_ABORT = exchange_pb2.EXCHANGE_OUTCOME_CLIENT_ABORT
     UPSTREAM_UNREACHABLE = exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_UNREACHABLE
     UPSTREAM_DROPPED = exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_DROPPED
+
+
+class RecordTooLarge(ValueError):
+    """The built record exceeds `max_exchange_bytes` (it would not cross the transport)."""
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureLimits:
+    """How much of one call a record holds, derived from the record limit."""
+
+    record_bytes: int
+    #: Each body's captured copy: the request's, the response's (decoded or reassembled), and
+    #: the raw bytes of a non-stream response kept for decoding.
+    body_bytes: int
+    #: Each side's headers, names and values together.
+    headers_bytes: int
+    #: Each of path, query, session hint and a stream's error event.
+    text_bytes: int = 64 * 1024
+
+    @classmethod
+    def for_record(cls, record_bytes: int) -> CaptureLimits:
+        # A sixteenth (at least 256 KiB) for headers and everything but the two bodies.
+        reserve = max(256 * 1024, record_bytes // 16)
+        return cls(record_bytes, body_bytes=(record_bytes - reserve) // 2, headers_bytes=reserve // 4)
+
+
+DEFAULT_LIMITS = CaptureLimits.for_record(Settings.model_fields["max_exchange_bytes"].default)
+
+_executor: ThreadPoolExecutor | None = None
+_executor_lock = threading.Lock()
+
+
+def capture_executor() -> ThreadPoolExecutor:
+    """The one thread captures are processed on (one: batches of a stream must stay in order)."""
+    global _executor
+    with _executor_lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smoltbot-capture")
+        return _executor
 
 
 def new_exchange_id() -> str:
@@ -47,18 +110,79 @@ def _stamp(target: object, ns: int) -> None:
         target.seconds, target.nanos = divmod(ns, 1_000_000_000)  # type: ignore[attr-defined]
 
 
+def _join(*notes: str) -> str:
+    return "; ".join(note for note in notes if note)
+
+
+class _ResponseBody:
+    """The response as the capture thread sees it, fed in order. Owned by that thread."""
+
+    def __init__(self, *, streamed: bool, encoding: str, limits: CaptureLimits) -> None:
+        self.streamed = streamed
+        self.encoding = encoding
+        self.limits = limits
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.chunks: list[bytes] = []  # non-stream: the raw bytes, up to the body cap
+        self.kept = 0
+        self.raw_truncated = False
+        self.failure = ""  # an unexpected error while feeding: the record becomes a minimal one
+        self.decoder: StreamDecoder | None = None
+        self.undecodable = ""
+        self.accumulator: MessageAccumulator | None = None
+        if streamed:
+            self.accumulator = MessageAccumulator(limit=limits.body_bytes)
+            if encoding_tokens(encoding):
+                try:
+                    self.decoder = StreamDecoder(encoding, limits.body_bytes * 4)
+                except UndecodableBody as error:
+                    self.undecodable = str(error)
+
+    def feed(self, chunks: list[bytes]) -> None:
+        try:
+            for chunk in chunks:
+                self.hash.update(chunk)
+                self.size += len(chunk)
+                if self.accumulator is None:
+                    if self.kept + len(chunk) > self.limits.body_bytes:
+                        self.raw_truncated = True
+                        room = self.limits.body_bytes - self.kept
+                        if room > 0:
+                            self.chunks.append(chunk[:room])
+                            self.kept += room
+                        continue
+                    self.chunks.append(chunk)
+                    self.kept += len(chunk)
+                elif not self.undecodable:
+                    data = chunk
+                    if self.decoder is not None:
+                        try:
+                            data = self.decoder.feed(chunk)
+                        except UndecodableBody as error:
+                            self.undecodable = str(error)
+                            continue
+                    self.accumulator.feed(data)
+        except Exception as error:  # noqa: BLE001 - recorded as what failed (minimal record), never raised
+            if not self.failure:
+                self.failure = f"capturing the response failed: {type(error).__name__}"
+
+
 class Capture:
     """One call as seen by the gateway. Times are `time.time_ns()`."""
 
     __slots__ = (
+        "_batch",
+        "_batch_bytes",
+        "_last_batch",
+        "_response",
         "agent_hash",
         "agent_id",
-        "captured_bytes",
-        "chunks",
+        "credential",
         "detail",
         "ended_ns",
         "exchange_id",
         "first_byte_ns",
+        "limits",
         "method",
         "outcome",
         "path",
@@ -71,11 +195,11 @@ class Capture:
         "started_ns",
         "status",
         "streamed",
-        "truncated",
     )
 
     def __init__(self, *, agent_hash: str, session_hint: str, method: str, path: str, query: str,
-                 request_headers: Iterable[tuple[str, str]], request_body: bytes, started_ns: int) -> None:
+                 request_headers: Iterable[tuple[str, str]], request_body: bytes, started_ns: int,
+                 credential: str = "", limits: CaptureLimits = DEFAULT_LIMITS) -> None:
         self.exchange_id = new_exchange_id()
         self.agent_hash = agent_hash
         self.agent_id = ""
@@ -84,93 +208,236 @@ class Capture:
         self.method = method
         self.path = path
         self.query = query
-        self.request_headers = [(k, v) for k, v in request_headers if k.lower() not in CREDENTIAL_HEADERS]
+        self.request_headers = [(k, v) for k, v in request_headers
+                                if k.lower() not in CAPTURE_DROPPED_HEADERS]
         self.request_body = request_body
+        #: Kept in memory only, to remove it from what is captured; never part of the record.
+        self.credential = credential
+        self.limits = limits
         self.status = 0
         self.response_headers: list[tuple[str, str]] = []
-        self.chunks: list[bytes] = []
-        self.captured_bytes = 0
-        self.truncated = False
         self.streamed = False
         self.started_ns = started_ns
         self.first_byte_ns = 0
         self.ended_ns = 0
         self.outcome = Outcome.COMPLETE
         self.detail = ""
+        self._response: _ResponseBody | None = None
+        self._batch: list[bytes] = []
+        self._batch_bytes = 0
+        self._last_batch: Future[None] | None = None
+
+    # ------------------------------------------------------------------ on the event loop
 
     def add_chunk(self, chunk: bytes) -> None:
-        """Keeps a reference to a relayed chunk (no copy); bounded by MAX_CAPTURED_BODY."""
-        if self.captured_bytes + len(chunk) > MAX_CAPTURED_BODY:
-            self.truncated = True
-            return
-        self.chunks.append(chunk)
-        self.captured_bytes += len(chunk)
+        """Keeps a reference to a relayed chunk (no copy); batches go to the capture thread."""
+        self._batch.append(chunk)
+        self._batch_bytes += len(chunk)
+        if self._batch_bytes >= _BATCH_BYTES:
+            self._send_batch()
+
+    def _response_body(self) -> _ResponseBody:
+        if self._response is None:
+            self._response = _ResponseBody(streamed=self.streamed,
+                                           encoding=_header(self.response_headers, "content-encoding"),
+                                           limits=self.limits)
+        return self._response
+
+    def _send_batch(self) -> None:
+        response = self._response_body()
+        if self._batch:
+            batch, self._batch, self._batch_bytes = self._batch, [], 0
+            self._last_batch = capture_executor().submit(response.feed, batch)
 
     def finish(self, outcome: Outcome, detail: str = "") -> None:
         self.ended_ns = time.time_ns()
         self.outcome = outcome
         self.detail = detail
 
+    def seal(self) -> None:
+        """Hands the last response bytes to the capture thread; `to_exchange` goes after them."""
+        self._send_batch()
+
+    # ------------------------------------------------------------------ on the capture thread
+
     def to_exchange(self, gateway_id: str) -> exchange_pb2.Exchange:
-        """Decodes and reassembles the body and builds the protobuf. Runs after the response."""
-        body = b"".join(self.chunks)
-        self.chunks = []
+        """The record. Raises when it cannot be built whole (then ship `minimal_exchange`).
+
+        Runs on the capture thread after `seal()` (the gateway's way), or on any other thread:
+        then it waits for the batches in flight and takes the rest itself."""
+        if self._last_batch is not None and not self._last_batch.done():
+            self._last_batch.result()
+        response = self._response_body()
+        if self._batch:
+            batch, self._batch, self._batch_bytes = self._batch, [], 0
+            response.feed(batch)
+        if response.failure:
+            raise RuntimeError(response.failure)
+        limits = self.limits
+        scrub = Scrubber(self.credential)
+        notes: list[str] = []
+
+        request_headers, dropped = _headers(self.request_headers, scrub, limits.headers_bytes)
+        if dropped:
+            notes.append(f"{dropped} request header(s) beyond {limits.headers_bytes} bytes left out")
+        query, removed = scrub.query(_capped_text(self.query, limits.text_bytes))
+        if removed:
+            notes.append(f"{removed} credential query parameter(s) removed")
+        request_body, request_capture = _whole_body(
+            self.request_body, _header(self.request_headers, "content-encoding"), limits.body_bytes, scrub)
+
         headers = self.response_headers
-        encoding = _header(headers, "content-encoding")
-        if encoding:
-            decoded = _decode(body, encoding)
-            if decoded is not None:
-                body = decoded
-                headers = [(k, v) for k, v in headers if k.lower() not in ("content-encoding", "content-length")]
         stream_error = b""
         event_count = 0
         outcome, detail = self.outcome, self.detail
-        if self.streamed:
-            accumulator = MessageAccumulator()
-            accumulator.feed(body)
-            accumulator.close()
-            event_count = accumulator.event_count
-            stream_error = accumulator.error_data or b""
-            body = accumulator.final_message_json()
-            if outcome is Outcome.COMPLETE:
-                if stream_error:
-                    outcome, detail = Outcome.MID_STREAM_ERROR, _error_type(stream_error)
-                elif not accumulator.ended_cleanly and not self.truncated:
-                    outcome, detail = Outcome.UPSTREAM_DROPPED, "stream ended before message_stop"
-            elif outcome is not Outcome.UPSTREAM_ERROR and stream_error:
-                detail = f"{detail}; stream carried an error event" if detail else "stream carried an error event"
-            if accumulator.problems:
-                note = "reassembly: " + "; ".join(accumulator.problems[:3])
-                detail = f"{detail}; {note}" if detail else note
-        if self.truncated:
-            note = f"response body captured truncated at {MAX_CAPTURED_BODY} bytes"
-            detail = f"{detail}; {note}" if detail else note
+        if response.accumulator is not None:
+            body, response_capture, stream_error, event_count, outcome, detail = self._reassembled(
+                response, scrub, outcome, detail)
+        else:
+            raw = b"".join(response.chunks)
+            response.chunks = []
+            body, response_capture = _whole_body(raw, _header(headers, "content-encoding"), limits.body_bytes,
+                                                  scrub, size=response.size, digest=response.hash.hexdigest(),
+                                                  raw_truncated=response.raw_truncated)
+        if response_capture.form in (exchange_pb2.BODY_FORM_DECODED, exchange_pb2.BODY_FORM_REASSEMBLED) \
+                and response_capture.content_encoding:
+            headers = [(k, v) for k, v in headers if k.lower() not in ("content-encoding", "content-length")]
+        if response_capture.truncated:
+            detail = _join(detail, f"response body captured truncated at {limits.body_bytes} bytes")
+        response_headers, dropped = _headers(
+            [(k, v) for k, v in headers if k.lower() not in CAPTURE_DROPPED_HEADERS], scrub,
+            limits.headers_bytes)
+        if dropped:
+            notes.append(f"{dropped} response header(s) beyond {limits.headers_bytes} bytes left out")
+        if notes:
+            request_capture.note = _join(request_capture.note, *notes)
+
         header_type = exchange_pb2.HttpHeader
         exchange = exchange_pb2.Exchange(
             exchange_id=self.exchange_id,
             agent_hash=self.agent_hash,
             agent_id=self.agent_id,
             session_id=self.session_id,
-            session_hint=self.session_hint,
+            session_hint=scrub.text(proto_text(_capped_text(self.session_hint, limits.text_bytes))),
             request=exchange_pb2.CapturedRequest(
-                method=self.method, path=self.path, query=self.query,
-                headers=[header_type(name=k, value=v) for k, v in self.request_headers],
-                body=self.request_body,
+                method=proto_text(self.method),
+                path=scrub.text(proto_text(_capped_text(self.path, limits.text_bytes))),
+                query=proto_text(query),
+                headers=[header_type(**fields) for fields in request_headers],
+                body=request_body, body_capture=request_capture,
             ),
             response=exchange_pb2.CapturedResponse(
                 status=self.status,
-                headers=[header_type(name=k, value=v) for k, v in headers],
+                headers=[header_type(**fields) for fields in response_headers],
                 body=body, streamed=self.streamed, event_count=event_count, stream_error=stream_error,
+                body_capture=response_capture,
             ),
             outcome=outcome.value,
-            outcome_detail=detail,
+            outcome_detail=proto_text(detail),
             gateway_id=gateway_id,
         )
         timings = exchange.timings
         _stamp(timings.started_at, self.started_ns)
         _stamp(timings.first_byte_at, self.first_byte_ns)
         _stamp(timings.ended_at, self.ended_ns)
+        size = exchange.ByteSize()
+        if size > limits.record_bytes:
+            raise RecordTooLarge(f"the record is {size} bytes, over the limit of {limits.record_bytes}")
         return exchange
+
+    def _reassembled(self, response: _ResponseBody, scrub: Scrubber, outcome: Outcome, detail: str,
+                     ) -> tuple[bytes, exchange_pb2.BodyCapture, bytes, int, Outcome, str]:
+        accumulator = response.accumulator
+        assert accumulator is not None
+        capture = exchange_pb2.BodyCapture(wire_size=response.size, wire_sha256=response.hash.hexdigest(),
+                                           content_encoding=proto_text(response.encoding),
+                                           form=exchange_pb2.BODY_FORM_REASSEMBLED)
+        decoder = response.decoder
+        if response.undecodable:
+            capture.note = f"stream not decodable ({response.undecodable}): reassembled up to there"
+        elif decoder is not None:
+            try:
+                decoder.finish()
+            except UndecodableBody as error:
+                capture.note = f"stream not decodable ({error}): reassembled up to there"
+        accumulator.close()
+        truncated = accumulator.truncated or bool(decoder and decoder.truncated)
+        event_count = accumulator.event_count
+        stream_error = scrub.data(accumulator.error_data or b"")
+        if len(stream_error) > self.limits.text_bytes:
+            stream_error = scrub.data(stream_error[:self.limits.text_bytes], cut=True)
+        body = accumulator.final_message_json()
+        if len(body) > self.limits.body_bytes:
+            body, truncated = body[:self.limits.body_bytes], True
+        body = scrub.data(body, cut=truncated)
+        capture.truncated = truncated
+        if truncated:
+            capture.note = _join(capture.note, f"content beyond {self.limits.body_bytes} bytes left out")
+        if outcome is Outcome.COMPLETE:
+            if stream_error:
+                outcome, detail = Outcome.MID_STREAM_ERROR, _error_type(stream_error)
+            elif not accumulator.ended_cleanly and not truncated:
+                outcome, detail = Outcome.UPSTREAM_DROPPED, "stream ended before message_stop"
+        elif outcome is not Outcome.UPSTREAM_ERROR and stream_error:
+            detail = _join(detail, "stream carried an error event")
+        if accumulator.problems:
+            detail = _join(detail, "reassembly: " + "; ".join(accumulator.problems[:3]))
+        return body, capture, stream_error, event_count, outcome, detail
+
+
+def _whole_body(raw: bytes, encoding: str, limit: int, scrub: Scrubber, *, size: int | None = None,
+                digest: str | None = None,
+                raw_truncated: bool = False) -> tuple[bytes, exchange_pb2.BodyCapture]:
+    """A body captured whole (the request, a non-stream response): decoded when encoded, capped."""
+    capture = exchange_pb2.BodyCapture(
+        wire_size=len(raw) if size is None else size,
+        wire_sha256=hashlib.sha256(raw).hexdigest() if digest is None else digest,
+        content_encoding=proto_text(encoding), form=exchange_pb2.BODY_FORM_WIRE,
+    )
+    body = raw
+    truncated = raw_truncated
+    if encoding_tokens(encoding):
+        try:
+            decoder = StreamDecoder(encoding, limit)
+            body = decoder.feed(raw)
+            if not raw_truncated:  # a copy cut short ends mid-data; what came before is good
+                decoder.finish()
+            capture.form = exchange_pb2.BODY_FORM_DECODED
+            truncated = truncated or decoder.truncated
+        except UndecodableBody as error:
+            capture.form = exchange_pb2.BODY_FORM_UNDECODABLE
+            capture.note = f"not decoded: {error}; the body as sent"
+            body = raw[:limit]
+            truncated = truncated or len(raw) > limit
+    elif len(body) > limit:
+        body, truncated = body[:limit], True
+    capture.truncated = truncated
+    if truncated:
+        capture.note = _join(capture.note, f"captured copy cut at {limit} bytes; wire_size and wire_sha256 "
+                                           "describe the whole body")
+    return scrub.data(body, cut=truncated), capture
+
+
+def _capped_text(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[:limit]
+
+
+def _headers(headers: list[tuple[str, str]], scrub: Scrubber,
+             limit: int) -> tuple[list[dict[str, object]], int]:
+    """Headers as HttpHeader fields: values that are not UTF-8 also as raw bytes; capped."""
+    out: list[dict[str, object]] = []
+    used = 0
+    for index, (name, value) in enumerate(headers):
+        used += len(name) + len(value)
+        if used > limit:
+            return out, len(headers) - index
+        fields: dict[str, object] = {"name": proto_text(name)}
+        text = proto_text(value)
+        if text is not value:
+            fields["raw_value"] = scrub.data(raw_bytes(value))
+        fields["value"] = scrub.text(text)
+        out.append(fields)
+    return out, 0
 
 
 def _header(headers: list[tuple[str, str]], name: str) -> str:
@@ -180,27 +447,45 @@ def _header(headers: list[tuple[str, str]], name: str) -> str:
     return ""
 
 
-def _decode(body: bytes, encoding: str) -> bytes | None:
-    """The identity-encoded body for gzip/deflate (what the observer needs to read), else None."""
-    encoding = encoding.strip().lower()
-    try:
-        if encoding in ("gzip", "x-gzip"):
-            return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS).decompress(body)
-        if encoding == "deflate":
-            try:
-                return zlib.decompress(body)
-            except zlib.error:
-                return zlib.decompress(body, -zlib.MAX_WBITS)
-        if encoding == "identity":
-            return body
-    except zlib.error:
-        return None
-    return None
-
-
 def _error_type(data: bytes) -> str:
     try:
         error = json.loads(data).get("error") or {}
         return f"stream error event: {error.get('type', 'unknown')}"
     except (ValueError, AttributeError):
         return "stream error event"
+
+
+def minimal_exchange(capture: Capture | exchange_pb2.Exchange, gateway_id: str,
+                     failure: str) -> exchange_pb2.Exchange:
+    """The record shipped when the full one cannot be built or shipped: who, which call, how it
+    ended, and what failed. Built from plain fields only, so that it cannot fail itself."""
+    if isinstance(capture, exchange_pb2.Exchange):
+        full = capture
+        exchange = exchange_pb2.Exchange(
+            exchange_id=full.exchange_id, agent_hash=full.agent_hash, agent_id=full.agent_id,
+            session_id=full.session_id, session_hint=full.session_hint, outcome=full.outcome,
+            outcome_detail=full.outcome_detail, gateway_id=full.gateway_id or gateway_id,
+            capture_failure=failure or "unknown failure",
+        )
+        exchange.request.method = full.request.method
+        exchange.request.path = full.request.path
+        exchange.response.status = full.response.status
+        exchange.response.streamed = full.response.streamed
+        exchange.timings.CopyFrom(full.timings)
+        return exchange
+    scrub = Scrubber(capture.credential)
+    exchange = exchange_pb2.Exchange(
+        exchange_id=capture.exchange_id, agent_hash=capture.agent_hash, agent_id=capture.agent_id,
+        session_id=capture.session_id,
+        session_hint=scrub.text(proto_text(_capped_text(capture.session_hint, 1024))),
+        outcome=capture.outcome.value, outcome_detail=proto_text(_capped_text(capture.detail, 4096)),
+        gateway_id=gateway_id, capture_failure=failure or "unknown failure",
+    )
+    exchange.request.method = proto_text(_capped_text(capture.method, 64))
+    exchange.request.path = scrub.text(proto_text(_capped_text(capture.path, 4096)))
+    exchange.response.status = capture.status
+    exchange.response.streamed = capture.streamed
+    _stamp(exchange.timings.started_at, capture.started_ns)
+    _stamp(exchange.timings.first_byte_at, capture.first_byte_ns)
+    _stamp(exchange.timings.ended_at, capture.ended_ns)
+    return exchange

@@ -38,6 +38,16 @@ class GatewayMetrics:
         self.spool_dropped = Counter(
             "smoltbot_gateway_spool_dropped", "Unshipped exchanges dropped because the spool was full.",
             registry=self.registry)
+        self.capture_failures = Counter(
+            "smoltbot_gateway_capture_failures", "Calls recorded by a minimal record because the full one "
+            "could not be built or shipped (the minimal record says what failed).", registry=self.registry)
+        self.exchanges_set_aside = Counter(
+            "smoltbot_gateway_exchanges_set_aside", "Exchanges the observer could not take after bounded "
+            "retries, set aside in the dead-letter directory.", registry=self.registry)
+        self.spool_write_failures = Counter(
+            "smoltbot_gateway_spool_write_failures",
+            "Exchanges that could not be written to the spool's disk (kept in memory and shipped from there).",
+            registry=self.registry)
         self.spool_depth = Gauge(
             "smoltbot_gateway_spool_depth", "Exchanges in the spool waiting for an observer ack.",
             registry=self.registry)

@@ -1,10 +1,17 @@
 """Ships spooled exchanges to the Observer over one long-lived `Ingest` stream.
 
 Every exchange goes to the spool first (`submit`), then onto the stream. The Observer acks each
-one: ACCEPTED or DUPLICATE removes it from the spool, REJECTED is logged, counted and
-removed too (sending it again would not help). When the stream breaks, the shipper
+one: ACCEPTED or DUPLICATE removes it from the spool. When the stream breaks, the shipper
 reconnects with backoff and sends every unacked exchange again, oldest first; the Observer
 recognises re-sent ones by exchange id. Nothing here ever blocks or fails a user's call.
+
+One bad exchange never stops the others. An exchange the observer cannot take is tried at most
+`max_attempts` times, then set aside (`DeadLetters`) and reported through `on_set_aside`, which
+ships a minimal record in its place; the stream moves on. Cannot take means: REJECTED; larger
+than the transport carries (set aside before it is sent); or in flight when the stream broke
+with a status that points at a message rather than at the observer being away
+(`_MESSAGE_FAULTS`). After such a break, the exchanges that were in flight are suspects and
+are sent again one at a time, each waiting for its ack, so the next break is blamed exactly.
 
 Exchanges are stored and sent as already-encoded `IngestRequest` bytes (the stream's request
 serializer is the identity), so a spooled exchange is never parsed again on its way out.
@@ -23,6 +30,7 @@ from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.tls import TlsConfig
 from smoltbot.v1 import exchange_pb2, observer_service_pb2
 
+from .dead_letter import DeadLetters
 from .spool import Record, Spool
 
 __all__ = ["Shipper", "encode_ingest_request"]
@@ -33,6 +41,13 @@ _INGEST_METHOD = "/{}/Ingest".format(observer_service_pb2.DESCRIPTOR.services_by
 _ACCEPTED = observer_service_pb2.INGEST_STATUS_ACCEPTED
 _DUPLICATE = observer_service_pb2.INGEST_STATUS_DUPLICATE
 _REJECTED = observer_service_pb2.INGEST_STATUS_REJECTED
+#: A stream that ends with one of these failed on a message (too large, not parseable, a bug in
+#: its intake), not because the observer is away: the exchanges in flight are suspects.
+_MESSAGE_FAULTS = frozenset({
+    grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS, grpc.StatusCode.FAILED_PRECONDITION,
+    grpc.StatusCode.OUT_OF_RANGE,
+})
 
 
 def encode_ingest_request(exchange: exchange_pb2.Exchange) -> bytes:
@@ -56,10 +71,21 @@ class Shipper:
     def __init__(self, spool: Spool, address: str, *, max_in_flight: int = 1024,
                  min_backoff: float = 0.1, max_backoff: float = 2.0,
                  on_shipped: Callable[[], None] | None = None,
-                 on_acked: Callable[[str], None] | None = None, tls: TlsConfig | None = None) -> None:
+                 on_acked: Callable[[str], None] | None = None, tls: TlsConfig | None = None,
+                 dead_letters: DeadLetters | None = None, max_attempts: int = 3,
+                 max_payload_bytes: int | None = None, message_limit: int | None = None,
+                 on_set_aside: Callable[[str, bytes, str], None] | None = None) -> None:
         self.spool = spool
         self._address = address
         self._tls = tls
+        self.dead_letters = dead_letters
+        self.max_attempts = max_attempts
+        self._max_payload = max_payload_bytes
+        self._message_limit = message_limit
+        self._on_set_aside = on_set_aside
+        #: The suspect sent alone, waiting for its ack (see the module docstring).
+        self._isolating: str | None = None
+        self.set_aside = 0
         self._max_in_flight = max_in_flight
         self._min_backoff = min_backoff
         self._max_backoff = max_backoff
@@ -81,8 +107,17 @@ class Shipper:
 
     def submit(self, exchange: exchange_pb2.Exchange) -> None:
         """Spools the exchange and queues it for sending. Synchronous and cheap."""
-        record = self.spool.append(exchange.exchange_id, encode_ingest_request(exchange))
+        self.submit_payload(exchange.exchange_id, encode_ingest_request(exchange))
+
+    def submit_payload(self, exchange_id: str, payload: bytes) -> None:
+        """`submit` for an already encoded `IngestRequest`."""
+        if self._max_payload is not None and len(payload) > self._max_payload:
+            self._set_aside(exchange_id, payload, f"the record is {len(payload)} bytes, more than the "
+                                                  f"transport carries ({self._max_payload})")
+            return
+        record = self.spool.append(exchange_id, payload)
         if record is None:
+            self._set_aside(exchange_id, payload, "the record is larger than the whole spool")
             return
         self._drained.clear()
         self._queue.append(record)
@@ -97,7 +132,10 @@ class Shipper:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        self._channel = open_channel(self._address, self._tls)
+        if self._message_limit is None:
+            self._channel = open_channel(self._address, self._tls)
+        else:
+            self._channel = open_channel(self._address, self._tls, message_limit=self._message_limit)
         if self.spool.depth == 0:
             self._drained.set()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="smoltbot-shipper")
@@ -141,6 +179,9 @@ class Shipper:
             except asyncio.CancelledError:
                 raise
             except grpc.aio.AioRpcError as error:
+                if error.code() in _MESSAGE_FAULTS:
+                    self._blame_in_flight(f"the observer stream broke with {error.code().name}")
+                    got_ack = True  # not the observer being away: no need to back off further
                 if self.connected or backoff == self._min_backoff:
                     logger.warning("observer stream broken (%s); %d exchanges spooled, reconnecting",
                                    error.code().name, self.spool.depth)
@@ -160,6 +201,7 @@ class Shipper:
             response_deserializer=observer_service_pb2.IngestResponse.FromString,
         )()
         self._in_flight = {}
+        self._isolating = None
         self._queue = collections.deque(self.spool.unacked())
         state = {"acked": False}
         reader = asyncio.get_running_loop().create_task(self._read_acks(call, state))
@@ -167,13 +209,20 @@ class Shipper:
             while True:
                 if reader.done():
                     break
-                if not self._queue or len(self._in_flight) >= self._max_in_flight:
+                if not self._queue or len(self._in_flight) >= self._max_in_flight or self._isolating:
                     self._wake.clear()
                     await self._wake.wait()
                     continue
                 record = self._queue.popleft()
                 if record.acked or record.exchange_id in self._in_flight:
                     continue
+                if record.failures:
+                    if self._in_flight:  # a suspect goes alone: wait for the others' acks
+                        self._queue.appendleft(record)
+                        self._wake.clear()
+                        await self._wake.wait()
+                        continue
+                    self._isolating = record.exchange_id
                 payload = self.spool.payload_of(record)
                 self._in_flight[record.exchange_id] = record
                 await call.write(payload)
@@ -208,12 +257,19 @@ class Shipper:
 
     def _handle_ack(self, reply: observer_service_pb2.IngestResponse) -> None:
         record = self._in_flight.pop(reply.exchange_id, None)
+        if self._isolating == reply.exchange_id:
+            self._isolating = None
+            self._wake.set()
         if record is None:
             return
         if reply.status == _REJECTED:
             self.rejected += 1
             logger.warning("observer rejected exchange %s: %s", reply.exchange_id, reply.message)
-        elif reply.status not in (_ACCEPTED, _DUPLICATE):
+            if not self._failed(record, f"the observer rejected it: {reply.message}"):
+                self._queue.append(record)  # tried again, alone, after the others
+                self._wake.set()
+            return
+        if reply.status not in (_ACCEPTED, _DUPLICATE):
             # An unknown status: keep it in flight semantics simple and resend on the next stream.
             logger.warning("observer answered exchange %s with status %d", reply.exchange_id, reply.status)
             return
@@ -225,3 +281,38 @@ class Shipper:
             self._drained.set()
         if len(self._in_flight) < self._max_in_flight:
             self._wake.set()
+
+    # ------------------------------------------------------------------ exchanges that fail
+
+    def _blame_in_flight(self, why: str) -> None:
+        for record in list(self._in_flight.values()):
+            self._failed(record, why)
+        self._in_flight = {}
+        self._isolating = None
+
+    def _failed(self, record: Record, why: str) -> bool:
+        """Counts a failed attempt; after `max_attempts`, sets the exchange aside. True if it was."""
+        if record.acked:
+            return True
+        record.failures += 1
+        if record.failures < self.max_attempts:
+            return False
+        reason = f"{why} ({record.failures} attempts)"
+        try:
+            payload = self.spool.payload_of(record)
+        except OSError as error:
+            payload = b""
+            reason = f"{reason}; its spooled bytes could not be read back: {error}"
+        self.spool.ack(record)
+        self._set_aside(record.exchange_id, payload, reason)
+        if self.spool.depth == 0:
+            self._drained.set()
+        return True
+
+    def _set_aside(self, exchange_id: str, payload: bytes, reason: str) -> None:
+        self.set_aside += 1
+        logger.error("exchange %s set aside: %s", exchange_id, reason)
+        if self.dead_letters is not None and payload:
+            self.dead_letters.put(exchange_id, payload, reason)
+        if self._on_set_aside is not None:
+            self._on_set_aside(exchange_id, payload, reason)

@@ -3,8 +3,11 @@
 Layout (in `SMOLTBOT_HOME/spool`): append-only segment files `<seq>.seg`, each a run of
 records `[u32 payload length][u32 crc32 of id+payload][32 bytes exchange id][payload]`, and
 beside each an ack file `<seq>.ack` of u32 record indices acked so far. A segment is deleted
-once every record in it is acked. On start, whatever is unacked is replayed; a torn last
-record (a crash mid-write) fails its CRC and is ignored.
+once every record in it is acked; before that, each acked record's payload is removed from the
+file at once (a hole punched in its place, or zeros written where the filesystem cannot punch
+holes), so an acknowledged exchange does not linger on disk. On start, whatever is unacked is
+replayed; a torn last record (a crash mid-write) fails its CRC and is ignored, and a record
+whose payload is all zeros is one whose hole was punched (acked).
 
 Why segments rather than one file per exchange: an append is one `write` of bytes we already
 hold, instead of create + write + rename + unlink and two directory updates per call, which
@@ -16,13 +19,18 @@ file is never fsynced at all: a lost ack only means the observer sees a duplicat
 recognises by exchange id.
 
 The spool is bounded: when a new record would not fit, whole oldest segments are dropped,
-and their unacked records are counted and logged, never silently lost.
+and their unacked records are counted and logged, never silently lost. When the disk refuses
+(full, read-only, gone), records stay in memory and are shipped from there; each one that
+could not be written is counted (`write_failures`), and the calls go on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
+import ctypes
+import ctypes.util
+import errno
 import logging
 import os
 import struct
@@ -43,7 +51,8 @@ _ID_LENGTH = 32
 class Record:
     """One spooled exchange. `payload` is None once it has been evicted from memory."""
 
-    __slots__ = ("acked", "exchange_id", "index", "offset", "payload", "segment", "size", "written")
+    __slots__ = ("acked", "exchange_id", "failures", "index", "offset", "payload", "segment", "size",
+                 "written")
 
     def __init__(self, segment: _Segment, index: int, offset: int, exchange_id: str,
                  payload: bytes | None, size: int, written: bool) -> None:
@@ -55,6 +64,8 @@ class Record:
         self.payload = payload
         self.acked = False
         self.written = written
+        #: Failed attempts to ship it (see the shipper); in memory only.
+        self.failures = 0
 
 
 class _Segment:
@@ -77,13 +88,15 @@ class Spool:
 
     def __init__(self, directory: Path, max_bytes: int, *, segment_bytes: int | None = None,
                  memory_bytes: int = 64 * 1024 * 1024, fsync_interval: float = 0.5,
-                 on_drop: Callable[[int], None] | None = None) -> None:
+                 on_drop: Callable[[int], None] | None = None,
+                 on_write_failure: Callable[[int], None] | None = None) -> None:
         self.directory = directory
         self.max_bytes = max_bytes
         self.segment_bytes = segment_bytes or max(64 * 1024, min(16 * 1024 * 1024, max_bytes // 8))
         self.memory_bytes = memory_bytes
         self.fsync_interval = fsync_interval
         self._on_drop = on_drop
+        self._on_write_failure = on_write_failure
         self._segments: collections.OrderedDict[int, _Segment] = collections.OrderedDict()
         self._active: _Segment | None = None
         self._next_seq = 0
@@ -98,14 +111,20 @@ class Spool:
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smoltbot-spool")
         self._pending_io: set[asyncio.Future[None]] = set()
         self.dropped = 0
+        #: Records being built off the event loop, on their way here (counted in `depth`).
+        self.building = 0
+        #: Exchanges that could not be written to disk (kept in memory and shipped from there).
+        self.write_failures = 0
+        #: Acked payloads waiting to be removed from their segment files: path -> [(offset, length)].
+        self._to_erase: dict[Path, list[tuple[int, int]]] = {}
         self._closed = False
 
     # ------------------------------------------------------------------ state
 
     @property
     def depth(self) -> int:
-        """Exchanges not yet acked."""
-        return self._unacked
+        """Exchanges not yet acked, those whose record is still being built included."""
+        return self._unacked + self.building
 
     @property
     def size_bytes(self) -> int:
@@ -122,7 +141,7 @@ class Spool:
 
     def open(self) -> int:
         """Creates the directory and loads what a previous run left; returns how many are unacked."""
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         for leftover in self.directory.glob("*.tmp"):
             leftover.unlink(missing_ok=True)
         for path in sorted(self.directory.glob("*.seg")):
@@ -154,14 +173,18 @@ class Spool:
         while offset + _HEADER.size <= len(data):
             length, crc, raw_id = _HEADER.unpack_from(data, offset)
             end = offset + _HEADER.size + length
+            erased = False
             if end > len(data) or zlib.crc32(data[offset + 8:end]) != crc:
-                logger.warning("spool: %s ends with a damaged record at byte %d; ignoring the rest",
-                               path.name, offset)
-                break
+                start = offset + _HEADER.size
+                erased = end <= len(data) and length > 0 and data.count(0, start, end) == length
+                if not erased:
+                    logger.warning("spool: %s ends with a damaged record at byte %d; ignoring the rest",
+                                   path.name, offset)
+                    break
             index = len(segment.records)
             record = Record(segment, index, offset, raw_id.decode("ascii", "replace"), None,
                             end - offset, written=True)
-            if index in acked:
+            if index in acked or erased:
                 record.acked = True
             else:
                 segment.unacked += 1
@@ -216,7 +239,12 @@ class Spool:
         previous = self._active
         segment = _Segment(self.directory, self._next_seq)
         self._next_seq += 1
-        segment.fd = os.open(segment.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            segment.fd = os.open(segment.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
+        except OSError as error:
+            # Its records stay in memory (fd None: never written) and are shipped from there.
+            logger.warning("spool: cannot create %s (%s); exchanges kept in memory only",
+                           segment.path.name, error)
         self._segments[segment.seq] = segment
         self._active = segment
         self._submit_io(_fsync_directory, str(self.directory))
@@ -247,6 +275,9 @@ class Spool:
         if record.payload is not None:
             self._resident_bytes -= len(record.payload)
             record.payload = None
+        if record.written:
+            self._to_erase.setdefault(segment.path, []).append(
+                (record.offset + _HEADER.size, record.size - _HEADER.size))
         if segment.unacked == 0:
             if segment is not self._active:
                 self._delete(segment)
@@ -294,6 +325,11 @@ class Spool:
         if lost:
             self._count_dropped(lost, f"spool full ({self.max_bytes} bytes)")
 
+    def _count_unwritten(self, records: list[Record]) -> None:
+        self.write_failures += len(records)
+        if self._on_write_failure is not None:
+            self._on_write_failure(len(records))
+
     def _count_dropped(self, count: int, why: str) -> None:
         self.dropped += count
         logger.warning("spool: dropped %d oldest unshipped exchange(s): %s", count, why)
@@ -328,24 +364,42 @@ class Spool:
         queue, self._write_queue = self._write_queue, []
         for segment, chunks, records in queue:
             if segment.fd is None:
+                self._count_unwritten(records)
                 continue
             try:
                 _write_all(segment.fd, chunks)
             except OSError as error:
                 # Disk full or gone: the exchanges stay in memory and are still shipped; only
-                # their durability across a restart is lost. Said once per segment.
+                # their durability across a restart is lost. The segment takes no more records
+                # (its end may be a torn record); the next append starts a new one.
                 logger.warning("spool: cannot write %s (%s); %d exchange(s) kept in memory only",
                                segment.path.name, error, len(records))
+                self._count_unwritten(records)
+                fd, segment.fd = segment.fd, None
+                self._submit_io(os.close, fd)
+                if self._active is segment:
+                    self._active = None
                 continue
             for record in records:
                 record.written = True
+                if record.acked:  # acked before it reached the disk: erase it right away
+                    self._to_erase.setdefault(segment.path, []).append(
+                        (record.offset + _HEADER.size, record.size - _HEADER.size))
             self._dirty.add(segment)
         for segment in list(self._dirty):
             if segment.pending_acks:
-                if segment.ack_fd is None:
-                    segment.ack_fd = os.open(segment.ack_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
                 acks, segment.pending_acks = segment.pending_acks, []
-                os.write(segment.ack_fd, struct.pack(f"<{len(acks)}I", *acks))
+                try:
+                    if segment.ack_fd is None:
+                        segment.ack_fd = os.open(segment.ack_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND,
+                                                 0o600)
+                    os.write(segment.ack_fd, struct.pack(f"<{len(acks)}I", *acks))
+                except OSError as error:  # a lost ack costs a duplicate on replay, which is recognised
+                    logger.warning("spool: cannot record acks in %s (%s)", segment.ack_path.name, error)
+        if self._to_erase:
+            to_erase, self._to_erase = self._to_erase, {}
+            for path, ranges in to_erase.items():
+                self._submit_io(_erase, path, ranges)
         self._evict()
         if self._dirty and not self._fsync_scheduled and not self._closed:
             try:
@@ -441,5 +495,36 @@ def _fsync_directory(path: str) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+_FALLOC_FL_KEEP_SIZE = 0x01
+_FALLOC_FL_PUNCH_HOLE = 0x02
+_libc_path = ctypes.util.find_library("c")
+_fallocate = getattr(ctypes.CDLL(_libc_path, use_errno=True), "fallocate", None) if _libc_path else None
+if _fallocate is not None:
+    _fallocate.argtypes = (ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64)
+    _fallocate.restype = ctypes.c_int
+_ZEROS = bytes(1024 * 1024)
+
+
+def _erase(path: Path, ranges: list[tuple[int, int]]) -> None:
+    """Removes acked payloads from a segment file: a punched hole frees the blocks and reads as
+    zeros; where holes are not supported, zeros are written over the payload instead."""
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except FileNotFoundError:  # the segment is gone already, which is better still
+        return
+    try:
+        for offset, length in ranges:
+            if _fallocate is not None and _fallocate(fd, _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE,
+                                                     offset, length) == 0:
+                continue
+            if _fallocate is not None and ctypes.get_errno() not in (errno.EOPNOTSUPP, errno.ENOSYS):
+                logger.debug("spool: punching a hole in %s failed: errno %d", path.name, ctypes.get_errno())
+            end = offset + length
+            while offset < end:
+                offset += os.pwrite(fd, _ZEROS[:end - offset], offset)
     finally:
         os.close(fd)
