@@ -19,11 +19,11 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import open_database
 from smoltbot.v1 import agent_pb2
 from smoltbot.v1 import registry_service_pb2 as rpb
-
 from tests.integration.observer.conftest import ObserverStack, new_hash
 from tests.integration.observer.exchanges import make_exchange, message, text
 
