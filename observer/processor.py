@@ -478,6 +478,11 @@ class Processor:
             except Exception as build_error:  # noqa: BLE001 - the card itself may be what breaks
                 last = build_error
                 continue
+            if exchange is not None and not record_kinds.is_model_call(exchange.request.method,
+                                                                        exchange.request.path):
+                # A failure to record API activity is still not a decision.
+                for trace in built:
+                    trace["observation"]["record_kind"] = record_kinds.ACTIVITY
             self.failed += 1
             return Finished(item.exchange_id, item.agent_hash, context.agent_id, context.session_id,
                             [StoredTrace(trace) for trace in built], failed=True, error=detail)
