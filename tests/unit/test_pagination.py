@@ -63,6 +63,47 @@ def test_malformed_tokens_are_invalid_argument_naming_page_token(token: str, typ
     assert "page_token" in str(caught.value)
 
 
+def _raw_token(payload: object) -> str:
+    raw = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+_AFTER = {"t": "2026-01-01T00:00:00+00:00"}
+
+
+@pytest.mark.parametrize(("token", "types"), [
+    (_raw_token(b"[" * 3000), (str,)),  # deeper than the JSON parser recurses
+    (_raw_token(b'{"s":"agents","k":[NaN]}'), (float,)),
+    (_raw_token(b'{"s":"agents","k":[Infinity]}'), (float,)),
+    (_raw_token({"s": "agents", "k": [2**31]}), (int,)),  # no INTEGER column holds it
+    (_raw_token({"s": "agents", "k": [-(2**31) - 1]}), (int,)),
+    (_raw_token({"s": "agents", "k": [2**80]}), (int,)),
+    (_raw_token({"s": "agents", "k": [_AFTER, "a\u0000b"]}), (datetime, str)),  # PostgreSQL text refuses NUL
+    (_raw_token({"s": "agents", "k": [_AFTER, "\ud800"]}), (datetime, str)),  # no UTF-8 for a lone surrogate
+    (_raw_token({"s": "agents", "k": [_AFTER, "x" * 513]}), (datetime, str)),
+    (_raw_token({"s": "agents", "k": [{"t": "0001-01-01T00:00:00+14:00"}, "a"]}), (datetime, str)),
+    (_raw_token({"s": "agents", "k": [{"t": "9999-12-31T23:59:59-14:00"}, "a"]}), (datetime, str)),
+    (_raw_token({"s": "agents", "k": [{"t": "2026-01-01T00:00:00+00:00" + " " * 100}, "a"]}), (datetime, str)),
+    (_raw_token({"s": ["agents"], "k": ["a"]}), (str,)),
+    (_raw_token({"s": None, "k": ["a"]}), (str,)),
+    ("é" * 8, (str,)),
+])
+def test_hostile_tokens_are_invalid_argument_never_another_error(token: str, types: tuple[type, ...]) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        decode_page_token(token, scope="agents", types=types)
+    assert caught.value.field == "page_token"
+
+
+def test_keys_at_the_edges_of_what_is_accepted_still_decode() -> None:
+    assert decode_page_token(_raw_token({"s": "agents", "k": [2**31 - 1]}), scope="agents", types=(int,)) \
+        == (2**31 - 1,)
+    assert decode_page_token(_raw_token({"s": "agents", "k": ["x" * 512]}), scope="agents", types=(str,)) \
+        == ("x" * 512,)
+    late = decode_page_token(_raw_token({"s": "agents", "k": [{"t": "9999-12-31T23:59:59+00:00"}]}),
+                             scope="agents", types=(datetime,))
+    assert late == (datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC),)
+
+
 def test_a_token_of_another_list_is_rejected() -> None:
     token = encode_page_token("sessions:smolt-aaaaaaaa", [WHEN, "s1"])
     with pytest.raises(InvalidArgument, match="another list"):
