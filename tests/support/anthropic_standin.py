@@ -12,6 +12,12 @@ Behaviour is chosen per request, by header or by a marker in the last user messa
   with spaces, like the real API), ``crlf`` (CRLF line endings) and ``slow`` (wait before
   the response headers instead of between events).
 * ``x-standin-delay-ms: N`` or ``[[delay:N]]``: sleep N ms between SSE events.
+* Content-encoding of Messages replies (streams too, flushed per event): ``br`` or ``zstd``
+  when the client's ``Accept-Encoding`` lists one of them (the first listed wins); any stack
+  with ``x-standin-encoding: gzip, br`` (applied in that order; ``deflate`` too; an unknown name
+  labels the body without encoding it).
+* Scenario ``tiny_deltas``: a text answer of ``x-standin-deltas: N`` (default 1,000,000)
+  one-character deltas, the letters ``a``..``j`` in turn; streamed in writes of 1,000 events.
 
 Everything derived from a request (ids, thinking text, signatures, usage) is a function of
 the request body (its canonical JSON without ``stream``), so a direct call and a proxied call
@@ -36,11 +42,14 @@ import re
 import signal
 import sys
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
+import brotli
+import zstandard
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
@@ -64,7 +73,10 @@ ERROR_SCENARIOS: dict[str, tuple[int, str, str]] = {
 CONTENT_SCENARIOS = frozenset({
     "default", "text", "thinking", "redacted_thinking", "tool_use", "thinking_tool_use", "interleaved", "tags",
     "server_tool", "no_message_stop", "mid_stream_error", "drop", "truncated_json", "refusal", "late_usage",
+    "tiny_deltas",
 })
+TINY_DELTAS_DEFAULT = 1_000_000
+_TINY_LETTERS = "abcdefghij"
 DEFAULT_SLOW_MS = 500
 MAX_BODY_BYTES = 32 * 1024 * 1024  # upstream's Messages limit; aiohttp's default is 1 MiB
 MAX_DELAY_MS = 60_000
@@ -279,6 +291,66 @@ def _build_reply(scenario: str, seed: _Seed, payload: dict[str, Any]) -> _Reply:
             _text_block(["According to the search results,", " the answer is 42."], citations={1: citation}),
         ], interim_usage=True, server_tool_use={"web_search_requests": 1, "web_fetch_requests": 0})
     raise AssertionError(scenario)
+
+
+def _tiny_text(count: int) -> str:
+    return (_TINY_LETTERS * (count // 10 + 1))[:count]
+
+
+def _tiny_delta_chunks(count: int, nl: bytes, per_write: int = 1000) -> list[bytes]:
+    """`count` one-letter text deltas of block 0, encoded once per letter and joined per write."""
+    events = [b"event: content_block_delta" + nl + b'data: {"type":"content_block_delta","index":0,'
+              b'"delta":{"type":"text_delta","text":"' + letter.encode() + b'"}}' + nl + nl
+              for letter in _TINY_LETTERS]
+    cycle = b"".join(events)
+    chunks = []
+    for start in range(0, count, per_write):
+        size = min(per_write, count - start)  # per_write is a multiple of 10: each chunk starts at "a"
+        chunks.append(cycle * (size // 10) + b"".join(events[: size % 10]))
+    return chunks
+
+
+class _Encoder:
+    """Content-encodings applied in order; `process` flushes, so each event reaches the client."""
+
+    def __init__(self, tokens: list[str]) -> None:
+        self.tokens = tokens
+        self._steps: list[Callable[[bytes, bool], bytes]] = []
+        for token in tokens:
+            if token in ("gzip", "deflate"):
+                z = zlib.compressobj(wbits=31 if token == "gzip" else 15)
+                self._steps.append(lambda data, end, z=z: z.compress(data) + z.flush(
+                    zlib.Z_FINISH if end else zlib.Z_SYNC_FLUSH))
+            elif token == "br":
+                b = brotli.Compressor()
+                self._steps.append(lambda data, end, b=b: b.process(data) + (
+                    b.finish() if end else b.flush()))
+            elif token == "zstd":
+                c = zstandard.ZstdCompressor().compressobj()
+                self._steps.append(lambda data, end, c=c: c.compress(data) + c.flush(
+                    zstandard.COMPRESSOBJ_FLUSH_FINISH if end else zstandard.COMPRESSOBJ_FLUSH_BLOCK))
+
+    @property
+    def header(self) -> str:
+        return ", ".join(self.tokens)
+
+    def process(self, data: bytes, end: bool = False) -> bytes:
+        for step in self._steps:
+            data = step(data, end)
+        return data
+
+
+def _reply_encoder(headers: CIMultiDictProxy[str]) -> _Encoder | None:
+    forced = headers.get("x-standin-encoding")
+    if forced is not None:
+        tokens = [t.strip().lower() for t in forced.split(",") if t.strip()]
+        return _Encoder(tokens) if tokens else None
+    for item in headers.get("accept-encoding", "").split(","):
+        token, _, params = item.partition(";")
+        token = token.strip().lower()
+        if token in ("br", "zstd") and params.replace(" ", "") not in ("q=0", "q=0.0"):
+            return _Encoder([token])
+    return None
 
 
 def _final_message(reply: _Reply, message_id: str, model: str, input_tokens: int) -> dict[str, Any]:
@@ -629,13 +701,27 @@ class AnthropicStandin:
         canonical = json.dumps({k: v for k, v in payload.items() if k != "stream"}, sort_keys=True,
                                separators=(",", ":"), ensure_ascii=False).encode()
         seed = _Seed(canonical)
-        reply = _build_reply(scenario, seed, payload)
+        tiny = 0
+        if scenario == "tiny_deltas":
+            try:
+                tiny = max(1, int(request.headers.get("x-standin-deltas", TINY_DELTAS_DEFAULT)))
+            except ValueError:
+                raise _HttpError(400, "invalid_request_error",
+                                 "x-standin-deltas must be an integer") from None
+            text = _tiny_text(tiny)
+            reply = _Reply([_Block({"type": "text", "text": ""}, [], {"type": "text", "text": text})])
+        else:
+            reply = _build_reply(scenario, seed, payload)
+        encoder = _reply_encoder(request.headers)
         message = _final_message(reply, "msg_01" + seed.token("message"), model, _input_tokens(canonical))
         if payload.get("stream") is True:
             events = _stream_events(reply, message, headers["request-id"])
             delay = 0 if options.slow else options.delay_ms / 1000
-            return await self._stream(request, headers, _encode_events(events, options.padded, options.crlf),
-                                      delay, drop=reply.ending == "drop", close=reply.ending == "error")
+            chunks = _encode_events(events, options.padded, options.crlf)
+            if tiny:  # after message_start, content_block_start and ping
+                chunks[3:3] = _tiny_delta_chunks(tiny, b"\r\n" if options.crlf else b"\n")
+            return await self._stream(request, headers, chunks, delay, drop=reply.ending == "drop",
+                                      close=reply.ending == "error", encoder=encoder)
         if reply.ending == "error":
             raise _HttpError(529, "overloaded_error", "Overloaded")
         encoded = json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode()
@@ -644,14 +730,19 @@ class AnthropicStandin:
         if reply.ending == "drop":
             return await self._stream(request, headers, [encoded[: len(encoded) // 2]], 0, drop=True,
                                       content_length=len(encoded))
+        if encoder is not None:
+            encoded = encoder.process(encoded, end=True)
+            headers["Content-Encoding"] = encoder.header
         return web.Response(body=encoded, headers=headers)
 
     async def _stream(self, request: web.BaseRequest, headers: dict[str, str], chunks: list[bytes], delay: float,
                       *, drop: bool, close: bool = False, content_length: int | None = None,
-                      ) -> web.StreamResponse:
+                      encoder: _Encoder | None = None) -> web.StreamResponse:
         if content_length is None:
             headers["Content-Type"] = "text/event-stream; charset=utf-8"
             headers["Cache-Control"] = "no-cache"
+        if encoder is not None:
+            headers["Content-Encoding"] = encoder.header
         response = web.StreamResponse(headers=headers)
         if content_length is not None:
             response.content_length = content_length
@@ -660,6 +751,8 @@ class AnthropicStandin:
             for n, chunk in enumerate(chunks):
                 if delay and n:
                     await asyncio.sleep(delay)
+                if encoder is not None:
+                    chunk = encoder.process(chunk, end=n == len(chunks) - 1)
                 await response.write(chunk)  # one transport write per event: nothing is held back
         except ConnectionResetError:
             self.disconnects += 1
