@@ -32,6 +32,7 @@ __all__ = [
     "CARD_VERSION",
     "MAX_ACTIONS",
     "MAX_CARD_BYTES",
+    "MAX_CARD_CONDITION_TERMS",
     "MAX_ESCALATION_TRIGGERS",
     "STANDARD_VALUES",
     "default_card",
@@ -48,6 +49,9 @@ CARD_VERSION = "unified/2026-04-26"
 #: The card as stored (compact JSON, UTF-8).
 MAX_CARD_BYTES = 64 * 1024
 MAX_ESCALATION_TRIGGERS = 32
+#: Comparisons, flags and list items of all the card's conditions together: every trace of the
+#: agent evaluates each of them (conditions.MAX_CONDITION_TERMS bounds one condition).
+MAX_CARD_CONDITION_TERMS = 128
 #: Entries of bounded_actions, of forbidden_actions, and of values.declared.
 MAX_ACTIONS = 256
 _LIMIT_REASON = "LIMIT_EXCEEDED"
@@ -207,16 +211,22 @@ def _check_structure(card: dict[str, Any], names: dict[str, str]) -> None:
         triggers = autonomy.get("escalation_triggers")
         if triggers is not None and not isinstance(triggers, list):
             raise InvalidArgument(f"{where}.escalation_triggers", "must be a list")
+        terms = 0
         for i, trigger in enumerate(triggers or []):
             _reject_unknown(trigger, _TRIGGER_KEYS, f"{where}.escalation_triggers[{i}]")
             condition = trigger.get("condition")
             if isinstance(condition, str):
                 try:
-                    conditions.parse(condition)
+                    terms += conditions.parse(condition).terms
                 except ValueError as exc:
                     limit = "(MAX_CONDITION_" in str(exc)
                     raise InvalidArgument(f"{where}.escalation_triggers[{i}].condition", str(exc),
                                           reason=_LIMIT_REASON if limit else None) from None
+        if terms > MAX_CARD_CONDITION_TERMS:
+            raise InvalidArgument(
+                f"{where}.escalation_triggers",
+                f"the conditions hold {terms} comparisons and list items in all; "
+                f"the limit is {MAX_CARD_CONDITION_TERMS} (MAX_CARD_CONDITION_TERMS)", reason=_LIMIT_REASON)
     extensions = card.get("extensions")
     if extensions is not None and not isinstance(extensions, dict):
         raise InvalidArgument("extensions", "must be an object")

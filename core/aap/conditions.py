@@ -473,9 +473,11 @@ class Condition:
     and None when the fields are absent.
     """
 
-    def __init__(self, text: str, tree: Any) -> None:
+    def __init__(self, text: str, tree: Any, terms: int = 0) -> None:
         self.text = text
         self._tree = tree
+        #: Comparisons, flags and list items: the work of one evaluation.
+        self.terms = terms
 
     def __repr__(self) -> str:
         return f"Condition({self.text!r})"
@@ -522,8 +524,9 @@ def parse(text: str) -> Condition:
         raise ValueError(f"a condition must be at most {MAX_CONDITION_LENGTH} characters "
                          "(MAX_CONDITION_LENGTH)")
     try:
-        tree = _Parser(text).parse()
+        parser = _Parser(text)
+        tree = parser.parse()
     except ValueError as exc:
         shown = text if len(text) <= 80 else text[:80] + "…"
         raise ValueError(f"cannot parse condition {shown!r}: {exc}") from None
-    return Condition(text, tree)
+    return Condition(text, tree, parser.terms)

@@ -44,12 +44,15 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any
 
 from smoltbot.core.aap import conditions
 
 __all__ = [
+    "MAX_PARSED_CARDS",
     "MONETARY_KEYS",
     "NEAR_BOUNDARY_FRACTION",
     "NEAR_BOUNDARY_THRESHOLD",
@@ -59,6 +62,7 @@ __all__ = [
     "card_autonomy",
     "is_bounded",
     "is_forbidden",
+    "parsed_conditions",
     "records_no_action",
     "verify_trace",
 ]
@@ -193,10 +197,44 @@ def _clip(value: Any) -> Any:
     return value
 
 
+# Parsed conditions per card: a card's conditions are parsed once, not for every trace (and
+# twice per trace: escalation, then verification). Keyed by the card id and the condition texts,
+# so a card edited in memory under the same id is parsed again. Least recently used out first.
+_PARSED: OrderedDict[tuple[str, tuple[str, ...]], tuple[conditions.Condition | str, ...]] = OrderedDict()
+_PARSED_LOCK = threading.Lock()
+MAX_PARSED_CARDS = 1024
+
+
+def _parse_or_error(text: Any) -> conditions.Condition | str:
+    try:
+        return conditions.parse(text)
+    except (ValueError, TypeError) as exc:
+        return str(exc)
+
+
+def parsed_conditions(card: dict[str, Any]) -> tuple[conditions.Condition | str, ...]:
+    """The card's trigger conditions, parsed (or the parse error, as a string), in order; cached."""
+    triggers = card_autonomy(card).get("escalation_triggers") or []
+    texts = tuple(t.get("condition", "") if isinstance(t, dict) else "" for t in triggers)
+    key = (str(card.get("card_id", "")), texts)
+    with _PARSED_LOCK:
+        found = _PARSED.get(key)
+        if found is not None:
+            _PARSED.move_to_end(key)
+            return found
+    parsed = tuple(_parse_or_error(text) for text in texts)
+    with _PARSED_LOCK:
+        _PARSED[key] = parsed
+        while len(_PARSED) > MAX_PARSED_CARDS:
+            _PARSED.popitem(last=False)
+    return parsed
+
+
 def _evaluate_triggers(trace: dict[str, Any], card: dict[str, Any]) -> list[dict[str, Any]]:
     """Every trigger of the card evaluated on the trace: condition, action, reason, matched, observed."""
     results = []
-    for trigger in card_autonomy(card).get("escalation_triggers") or []:
+    triggers = card_autonomy(card).get("escalation_triggers") or []
+    for trigger, parsed in zip(triggers, parsed_conditions(card), strict=True):
         condition = trigger.get("condition", "")
         entry = {
             "condition": condition,
@@ -206,10 +244,13 @@ def _evaluate_triggers(trace: dict[str, Any], card: dict[str, Any]) -> list[dict
             "observed": None,
             "error": "",
         }
-        try:
-            entry["matched"], entry["observed"] = conditions.parse(condition).evaluate(trace)
-        except (ValueError, TypeError) as exc:
-            entry["error"] = str(exc)
+        if isinstance(parsed, str):
+            entry["error"] = parsed
+        else:
+            try:
+                entry["matched"], entry["observed"] = parsed.evaluate(trace)
+            except (ValueError, TypeError) as exc:
+                entry["error"] = str(exc)
         results.append(entry)
     return results
 

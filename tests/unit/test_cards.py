@@ -13,6 +13,7 @@ from smoltbot.core.aap.cards import (
     CARD_VERSION,
     MAX_ACTIONS,
     MAX_CARD_BYTES,
+    MAX_CARD_CONDITION_TERMS,
     MAX_ESCALATION_TRIGGERS,
     default_card,
     normalize_card,
@@ -320,6 +321,10 @@ def test_cards_at_the_limits_are_accepted():
             {"condition": "a in [" + ",".join(str(i) for i in range(MAX_CONDITION_TERMS)) + "]",
              "action": "log", "reason": "r"}]),
          "autonomy.escalation_triggers[0].condition", "MAX_CONDITION_TERMS"),
+        (lambda: _with_autonomy(escalation_triggers=[
+            {"condition": " or ".join(f"a == {i}" for i in range(MAX_CONDITION_TERMS)), "action": "log",
+             "reason": "r"}] * (MAX_CARD_CONDITION_TERMS // MAX_CONDITION_TERMS + 1)),
+         "autonomy.escalation_triggers", "MAX_CARD_CONDITION_TERMS"),
         (lambda: {**unified_card(), "extensions": {"blob": "x" * MAX_CARD_BYTES}}, "card", "MAX_CARD_BYTES"),
         (lambda: {**LEGACY_SPEC_EXAMPLE, "autonomy_envelope": {
             **LEGACY_SPEC_EXAMPLE["autonomy_envelope"], "forbidden_actions": ["x"] * (MAX_ACTIONS + 1)}},

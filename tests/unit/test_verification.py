@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import aap
 import pytest
+
 from smoltbot.core.aap.cards import default_card
 from smoltbot.core.aap.verification import SEVERITY, apply_escalation, verify_trace
 
@@ -276,7 +277,7 @@ def test_unparseable_trigger_in_an_unvalidated_card_is_reported_not_ignored():
 def test_severities_are_aaps():
     from aap.verification.models import VIOLATION_SEVERITY
 
-    assert SEVERITY == {k.value: v.value for k, v in VIOLATION_SEVERITY.items()}
+    assert {k.value: v.value for k, v in VIOLATION_SEVERITY.items()} == SEVERITY
 
 
 def test_the_default_card_raises_nothing_on_ordinary_traces():
@@ -397,3 +398,19 @@ def test_no_action_checks_on_a_trace_that_records_a_failure():
     result = verify_trace(trace, STRICT_CARD, now=NOW)
     assert types(result) == ["undeclared_value"]  # card and value checks still run
     assert result["checks_performed"] == ["card_reference", "card_expiration", "values"]
+
+
+def test_a_cards_conditions_are_parsed_once_and_reused_for_every_trace():
+    from smoltbot.core.aap.verification import parsed_conditions
+
+    card = {"card_id": "ac-parse-once", "autonomy": {"escalation_triggers": [
+        {"condition": 'action_name == "send_email"', "action": "escalate", "reason": "r"},
+        {"condition": "amount >", "action": "log", "reason": "unparseable"}]}}
+    first = parsed_conditions(card)
+    assert parsed_conditions(dict(card)) is first
+    assert first[0].text == 'action_name == "send_email"' and isinstance(first[1], str)
+    # Another version of the card (another id, or other conditions) is parsed on its own.
+    assert parsed_conditions({**card, "card_id": "ac-other"}) is not first
+    edited = {"card_id": "ac-parse-once", "autonomy": {"escalation_triggers": [
+        {"condition": 'action_name == "x"', "action": "log", "reason": "r"}]}}
+    assert parsed_conditions(edited)[0].text == 'action_name == "x"'
