@@ -8,6 +8,7 @@ of the hash, extended two digits at a time while the shorter id belongs to anoth
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import re
 from collections.abc import Callable
@@ -16,7 +17,14 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from smoltbot.core.errors import AlreadyExists, InvalidArgument, NotFound, Unavailable
+from smoltbot.core.errors import (
+    AlreadyExists,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unauthenticated,
+    Unavailable,
+)
 from smoltbot.core.pagination import decode_page_token, next_page, page_size
 from smoltbot.core.storage import Database, utcnow
 from smoltbot.registry import store
@@ -93,6 +101,9 @@ class Agents:
         self._create_default_card = create_default_card
         self._known: set[str] = set()
         self._known_sessions: set[tuple[str, str]] = set()
+        #: agent_id -> its credential hash, once proven: a hash never changes (agents are never
+        #: deleted), so busy agents' touches and sessions prove ownership without a query.
+        self._owners: dict[str, str] = {}
         self.touches = TouchBuffer(db, touch_interval)
 
     def remember(self, agent_id: str, session_id: str = "") -> None:
@@ -103,10 +114,32 @@ class Agents:
         if session_id:
             self._known_sessions.add((agent_id, session_id))
 
-    async def touch(self, agent_id: str, seen_at: datetime | None, session_id: str = "") -> None:
-        """Records activity; written within `touch_interval` (coalesced), or at stop."""
+    async def verify_owner(self, agent_id: str, agent_hash: str) -> None:
+        """Proof that the caller holds `agent_id`'s credential: a missing hash is Unauthenticated,
+        another agent's PermissionDenied, an unknown agent NotFound (see `store.verify_owner`)."""
+        if not agent_hash:
+            raise Unauthenticated("agent_hash is required to act for an agent", field="agent_hash")
+        agent_hash = validate_agent_hash(agent_hash)
+        known = self._owners.get(agent_id)
+        if known is None:
+            async with self._db.read() as conn:
+                await store.verify_owner(conn, agent_id, agent_hash)
+            self._remember_owner(agent_id, agent_hash)
+        elif not hmac.compare_digest(known.encode(), agent_hash.encode()):
+            raise PermissionDenied(f"agent_hash does not belong to agent {agent_id}", agent_id=agent_id)
+
+    def _remember_owner(self, agent_id: str, agent_hash: str) -> None:
+        if len(self._owners) >= _KNOWN_CACHE_LIMIT:
+            self._owners.clear()
+        self._owners[agent_id] = agent_hash
+
+    async def touch(self, agent_id: str, agent_hash: str, seen_at: datetime | None,
+                    session_id: str = "") -> None:
+        """Records activity of the agent whose credential hash is `agent_hash`; written within
+        `touch_interval` (coalesced), or at stop."""
         validate_agent_id(agent_id)
         validate_text(session_id, "session_id", max_length=MAX_SESSION_ID_LENGTH, required=False)
+        await self.verify_owner(agent_id, agent_hash)
         known = agent_id in self._known and (not session_id or (agent_id, session_id) in self._known_sessions)
         if not known:
             async with self._db.read() as conn:
@@ -128,6 +161,7 @@ class Agents:
             agent = await store.get_agent_by_hash(conn, agent_hash)
         if agent is not None:
             self.remember(agent.agent_id)
+            self._remember_owner(agent.agent_id, agent_hash)
             return agent, False
         for _attempt in range(_CREATE_ATTEMPTS):
             try:
@@ -135,6 +169,7 @@ class Agents:
             except _Contended:
                 continue
             self.remember(agent.agent_id)
+            self._remember_owner(agent.agent_id, agent_hash)
             if created:
                 logger.info("new agent %s", agent.agent_id)
             return agent, created

@@ -68,7 +68,8 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     @grpc_errors
     async def TouchAgent(self, request: pb.TouchAgentRequest,
                          context: grpc.aio.ServicerContext) -> pb.TouchAgentResponse:
-        await self._agents.touch(request.agent_id, _time(request, "seen_at"), request.session_id)
+        await self._agents.touch(request.agent_id, request.agent_hash, _time(request, "seen_at"),
+                                 request.session_id)
         return pb.TouchAgentResponse()
 
     @grpc_errors
@@ -84,7 +85,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         if source is None and request.hint_source != agent_pb2.SESSION_SOURCE_UNSPECIFIED:
             raise InvalidArgument("hint_source", f"unknown session source {request.hint_source}")
         session, created = await self._sessions.resolve(
-            request.agent_id, request.session_hint, source, _time(request, "at"))
+            request.agent_id, request.agent_hash, request.session_hint, source, _time(request, "at"))
         return pb.ResolveSessionResponse(session=session_to_proto(session), created=created)
 
     @grpc_errors

@@ -55,15 +55,17 @@ class Sessions:
         self._agents = agents
         self._idle = idle
 
-    async def resolve(self, agent_id: str, hint: str = "", source: SessionSource | None = None,
+    async def resolve(self, agent_id: str, agent_hash: str, hint: str = "", source: SessionSource | None = None,
                       at: datetime | None = None) -> tuple[Session, bool]:
-        """The session of a call at `at` (default now); True when it was created."""
+        """The session of a call at `at` (default now); True when it was created. It creates
+        sessions and moves their activity, so it needs the agent's credential hash."""
         validate_agent_id(agent_id)
         hint = validate_text(hint, "session_hint", max_length=MAX_SESSION_ID_LENGTH, required=False)
+        if hint and source is SessionSource.INFERRED:
+            raise InvalidArgument("hint_source", "a session the client names cannot be INFERRED")
         at = clamp_to_now(at)
+        await self._agents.verify_owner(agent_id, agent_hash)
         if hint:
-            if source is SessionSource.INFERRED:
-                raise InvalidArgument("hint_source", "a session the client names cannot be INFERRED")
             return await self._named(agent_id, hint, source or SessionSource.CLIENT, at)
         return await self._inferred(agent_id, at)
 

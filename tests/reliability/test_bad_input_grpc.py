@@ -265,6 +265,8 @@ OWNED_WRITES: dict[str, dict[str, Any]] = {
     "PutCard": {"card_json": CARD_JSON},
     "ReportSessionEvent": {"session_id": "s-ownership", "event": agent_pb2.SESSION_EVENT_STARTED},
     "ReportToolExecution": {"tool_use_id": "toolu_ownership", "executed": True},
+    "TouchAgent": {},
+    "ResolveSession": {},
 }
 
 

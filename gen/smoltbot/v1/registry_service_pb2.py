@@ -27,7 +27,7 @@ from smoltbot.v1 import agent_pb2 as smoltbot_dot_v1_dot_agent__pb2
 from smoltbot.v1 import card_pb2 as smoltbot_dot_v1_dot_card__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"smoltbot/v1/registry_service.proto\x12\x0bsmoltbot.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17smoltbot/v1/agent.proto\x1a\x16smoltbot/v1/card.proto\")\n\x13ResolveAgentRequest\x12\x12\n\nagent_hash\x18\x01 \x01(\t\"J\n\x14ResolveAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.smoltbot.v1.Agent\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"#\n\x0fGetAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"5\n\x10GetAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.smoltbot.v1.Agent\":\n\x11ListAgentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Q\n\x12ListAgentsResponse\x12\"\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x12.smoltbot.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"f\n\x11TouchAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12+\n\x07seen_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsession_id\x18\x03 \x01(\t\"\x14\n\x12TouchAgentResponse\"H\n\x11\x43laimAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nagent_hash\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\"7\n\x12\x43laimAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.smoltbot.v1.Agent\"\x98\x01\n\x15ResolveSessionRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x14\n\x0csession_hint\x18\x02 \x01(\t\x12/\n\x0bhint_source\x18\x03 \x01(\x0e\x32\x1a.smoltbot.v1.SessionSource\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"P\n\x16ResolveSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.smoltbot.v1.Session\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\xd8\x01\n\x19ReportSessionEventRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nagent_hash\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12(\n\x05\x65vent\x18\x04 \x01(\x0e\x32\x19.smoltbot.v1.SessionEvent\x12\x17\n\nturn_count\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\r\n\x0b_turn_count\"C\n\x1aReportSessionEventResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.smoltbot.v1.Session\"N\n\x13ListSessionsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"W\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.smoltbot.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"(\n\x14GetActiveCardRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"A\n\x15GetActiveCardResponse\x12(\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x1a.smoltbot.v1.AlignmentCard\"\x81\x01\n\x0ePutCardRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nagent_hash\x18\x02 \x01(\t\x12*\n\x04\x63\x61rd\x18\x03 \x01(\x0b\x32\x1a.smoltbot.v1.AlignmentCardH\x00\x12\x13\n\tcard_json\x18\x04 \x01(\tH\x00\x42\x08\n\x06source\";\n\x0fPutCardResponse\x12(\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x1a.smoltbot.v1.AlignmentCard\"K\n\x10ListCardsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"o\n\x11ListCardsResponse\x12)\n\x05\x63\x61rds\x18\x01 \x03(\x0b\x32\x1a.smoltbot.v1.AlignmentCard\x12\x16\n\x0e\x61\x63tive_card_id\x18\x02 \x01(\t\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t2\xbb\x07\n\x0fRegistryService\x12X\n\x0cResolveAgent\x12 .smoltbot.v1.ResolveAgentRequest\x1a!.smoltbot.v1.ResolveAgentResponse\"\x03\x90\x02\x02\x12L\n\x08GetAgent\x12\x1c.smoltbot.v1.GetAgentRequest\x1a\x1d.smoltbot.v1.GetAgentResponse\"\x03\x90\x02\x01\x12R\n\nListAgents\x12\x1e.smoltbot.v1.ListAgentsRequest\x1a\x1f.smoltbot.v1.ListAgentsResponse\"\x03\x90\x02\x01\x12M\n\nTouchAgent\x12\x1e.smoltbot.v1.TouchAgentRequest\x1a\x1f.smoltbot.v1.TouchAgentResponse\x12M\n\nClaimAgent\x12\x1e.smoltbot.v1.ClaimAgentRequest\x1a\x1f.smoltbot.v1.ClaimAgentResponse\x12Y\n\x0eResolveSession\x12\".smoltbot.v1.ResolveSessionRequest\x1a#.smoltbot.v1.ResolveSessionResponse\x12\x65\n\x12ReportSessionEvent\x12&.smoltbot.v1.ReportSessionEventRequest\x1a\'.smoltbot.v1.ReportSessionEventResponse\x12X\n\x0cListSessions\x12 .smoltbot.v1.ListSessionsRequest\x1a!.smoltbot.v1.ListSessionsResponse\"\x03\x90\x02\x01\x12[\n\rGetActiveCard\x12!.smoltbot.v1.GetActiveCardRequest\x1a\".smoltbot.v1.GetActiveCardResponse\"\x03\x90\x02\x01\x12\x44\n\x07PutCard\x12\x1b.smoltbot.v1.PutCardRequest\x1a\x1c.smoltbot.v1.PutCardResponse\x12O\n\tListCards\x12\x1d.smoltbot.v1.ListCardsRequest\x1a\x1e.smoltbot.v1.ListCardsResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"smoltbot/v1/registry_service.proto\x12\x0bsmoltbot.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17smoltbot/v1/agent.proto\x1a\x16smoltbot/v1/card.proto\")\n\x13ResolveAgentRequest\x12\x12\n\nagent_hash\x18\x01 \x01(\t\"J\n\x14ResolveAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.smoltbot.v1.Agent\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"#\n\x0fGetAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"5\n\x10GetAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.smoltbot.v1.Agent\":\n\x11ListAgentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Q\n\x12ListAgentsResponse\x12\"\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x12.smoltbot.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"z\n\x11TouchAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12+\n\x07seen_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x12\n\nagent_hash\x18\x04 \x01(\t\"\x14\n\x12TouchAgentResponse\"H\n\x11\x43laimAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nagent_hash\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\"7\n\x12\x43laimAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.smoltbot.v1.Agent\"\xac\x01\n\x15ResolveSessionRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x14\n\x0csession_hint\x18\x02 \x01(\t\x12/\n\x0bhint_source\x18\x03 \x01(\x0e\x32\x1a.smoltbot.v1.SessionSource\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nagent_hash\x18\x05 \x01(\t\"P\n\x16ResolveSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.smoltbot.v1.Session\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\xd8\x01\n\x19ReportSessionEventRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nagent_hash\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12(\n\x05\x65vent\x18\x04 \x01(\x0e\x32\x19.smoltbot.v1.SessionEvent\x12\x17\n\nturn_count\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\r\n\x0b_turn_count\"C\n\x1aReportSessionEventResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.smoltbot.v1.Session\"N\n\x13ListSessionsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"W\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.smoltbot.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"S\n\x14GetActiveCardRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12)\n\x05\x61s_of\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa8\x01\n\x15GetActiveCardResponse\x12(\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x1a.smoltbot.v1.AlignmentCard\x12\x31\n\rin_force_from\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0ein_force_until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x81\x01\n\x0ePutCardRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nagent_hash\x18\x02 \x01(\t\x12*\n\x04\x63\x61rd\x18\x03 \x01(\x0b\x32\x1a.smoltbot.v1.AlignmentCardH\x00\x12\x13\n\tcard_json\x18\x04 \x01(\tH\x00\x42\x08\n\x06source\";\n\x0fPutCardResponse\x12(\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x1a.smoltbot.v1.AlignmentCard\"K\n\x10ListCardsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"o\n\x11ListCardsResponse\x12)\n\x05\x63\x61rds\x18\x01 \x03(\x0b\x32\x1a.smoltbot.v1.AlignmentCard\x12\x16\n\x0e\x61\x63tive_card_id\x18\x02 \x01(\t\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t2\xbb\x07\n\x0fRegistryService\x12X\n\x0cResolveAgent\x12 .smoltbot.v1.ResolveAgentRequest\x1a!.smoltbot.v1.ResolveAgentResponse\"\x03\x90\x02\x02\x12L\n\x08GetAgent\x12\x1c.smoltbot.v1.GetAgentRequest\x1a\x1d.smoltbot.v1.GetAgentResponse\"\x03\x90\x02\x01\x12R\n\nListAgents\x12\x1e.smoltbot.v1.ListAgentsRequest\x1a\x1f.smoltbot.v1.ListAgentsResponse\"\x03\x90\x02\x01\x12M\n\nTouchAgent\x12\x1e.smoltbot.v1.TouchAgentRequest\x1a\x1f.smoltbot.v1.TouchAgentResponse\x12M\n\nClaimAgent\x12\x1e.smoltbot.v1.ClaimAgentRequest\x1a\x1f.smoltbot.v1.ClaimAgentResponse\x12Y\n\x0eResolveSession\x12\".smoltbot.v1.ResolveSessionRequest\x1a#.smoltbot.v1.ResolveSessionResponse\x12\x65\n\x12ReportSessionEvent\x12&.smoltbot.v1.ReportSessionEventRequest\x1a\'.smoltbot.v1.ReportSessionEventResponse\x12X\n\x0cListSessions\x12 .smoltbot.v1.ListSessionsRequest\x1a!.smoltbot.v1.ListSessionsResponse\"\x03\x90\x02\x01\x12[\n\rGetActiveCard\x12!.smoltbot.v1.GetActiveCardRequest\x1a\".smoltbot.v1.GetActiveCardResponse\"\x03\x90\x02\x01\x12\x44\n\x07PutCard\x12\x1b.smoltbot.v1.PutCardRequest\x1a\x1c.smoltbot.v1.PutCardResponse\x12O\n\tListCards\x12\x1d.smoltbot.v1.ListCardsRequest\x1a\x1e.smoltbot.v1.ListCardsResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -59,37 +59,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTAGENTSRESPONSE']._serialized_start=404
   _globals['_LISTAGENTSRESPONSE']._serialized_end=485
   _globals['_TOUCHAGENTREQUEST']._serialized_start=487
-  _globals['_TOUCHAGENTREQUEST']._serialized_end=589
-  _globals['_TOUCHAGENTRESPONSE']._serialized_start=591
-  _globals['_TOUCHAGENTRESPONSE']._serialized_end=611
-  _globals['_CLAIMAGENTREQUEST']._serialized_start=613
-  _globals['_CLAIMAGENTREQUEST']._serialized_end=685
-  _globals['_CLAIMAGENTRESPONSE']._serialized_start=687
-  _globals['_CLAIMAGENTRESPONSE']._serialized_end=742
-  _globals['_RESOLVESESSIONREQUEST']._serialized_start=745
-  _globals['_RESOLVESESSIONREQUEST']._serialized_end=897
-  _globals['_RESOLVESESSIONRESPONSE']._serialized_start=899
-  _globals['_RESOLVESESSIONRESPONSE']._serialized_end=979
-  _globals['_REPORTSESSIONEVENTREQUEST']._serialized_start=982
-  _globals['_REPORTSESSIONEVENTREQUEST']._serialized_end=1198
-  _globals['_REPORTSESSIONEVENTRESPONSE']._serialized_start=1200
-  _globals['_REPORTSESSIONEVENTRESPONSE']._serialized_end=1267
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1269
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1347
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1349
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1436
-  _globals['_GETACTIVECARDREQUEST']._serialized_start=1438
-  _globals['_GETACTIVECARDREQUEST']._serialized_end=1478
-  _globals['_GETACTIVECARDRESPONSE']._serialized_start=1480
-  _globals['_GETACTIVECARDRESPONSE']._serialized_end=1545
-  _globals['_PUTCARDREQUEST']._serialized_start=1548
-  _globals['_PUTCARDREQUEST']._serialized_end=1677
-  _globals['_PUTCARDRESPONSE']._serialized_start=1679
-  _globals['_PUTCARDRESPONSE']._serialized_end=1738
-  _globals['_LISTCARDSREQUEST']._serialized_start=1740
-  _globals['_LISTCARDSREQUEST']._serialized_end=1815
-  _globals['_LISTCARDSRESPONSE']._serialized_start=1817
-  _globals['_LISTCARDSRESPONSE']._serialized_end=1928
-  _globals['_REGISTRYSERVICE']._serialized_start=1931
-  _globals['_REGISTRYSERVICE']._serialized_end=2886
+  _globals['_TOUCHAGENTREQUEST']._serialized_end=609
+  _globals['_TOUCHAGENTRESPONSE']._serialized_start=611
+  _globals['_TOUCHAGENTRESPONSE']._serialized_end=631
+  _globals['_CLAIMAGENTREQUEST']._serialized_start=633
+  _globals['_CLAIMAGENTREQUEST']._serialized_end=705
+  _globals['_CLAIMAGENTRESPONSE']._serialized_start=707
+  _globals['_CLAIMAGENTRESPONSE']._serialized_end=762
+  _globals['_RESOLVESESSIONREQUEST']._serialized_start=765
+  _globals['_RESOLVESESSIONREQUEST']._serialized_end=937
+  _globals['_RESOLVESESSIONRESPONSE']._serialized_start=939
+  _globals['_RESOLVESESSIONRESPONSE']._serialized_end=1019
+  _globals['_REPORTSESSIONEVENTREQUEST']._serialized_start=1022
+  _globals['_REPORTSESSIONEVENTREQUEST']._serialized_end=1238
+  _globals['_REPORTSESSIONEVENTRESPONSE']._serialized_start=1240
+  _globals['_REPORTSESSIONEVENTRESPONSE']._serialized_end=1307
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1309
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1387
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1389
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1476
+  _globals['_GETACTIVECARDREQUEST']._serialized_start=1478
+  _globals['_GETACTIVECARDREQUEST']._serialized_end=1561
+  _globals['_GETACTIVECARDRESPONSE']._serialized_start=1564
+  _globals['_GETACTIVECARDRESPONSE']._serialized_end=1732
+  _globals['_PUTCARDREQUEST']._serialized_start=1735
+  _globals['_PUTCARDREQUEST']._serialized_end=1864
+  _globals['_PUTCARDRESPONSE']._serialized_start=1866
+  _globals['_PUTCARDRESPONSE']._serialized_end=1925
+  _globals['_LISTCARDSREQUEST']._serialized_start=1927
+  _globals['_LISTCARDSREQUEST']._serialized_end=2002
+  _globals['_LISTCARDSRESPONSE']._serialized_start=2004
+  _globals['_LISTCARDSRESPONSE']._serialized_end=2115
+  _globals['_REGISTRYSERVICE']._serialized_start=2118
+  _globals['_REGISTRYSERVICE']._serialized_end=3073
 # @@protoc_insertion_point(module_scope)

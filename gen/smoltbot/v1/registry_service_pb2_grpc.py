@@ -127,6 +127,7 @@ class RegistryServiceServicer:
 
     def TouchAgent(self, request, context):
         """Records that the agent (and optionally a session) was active. Writes are coalesced.
+        Needs the agent's agent_hash.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -141,7 +142,8 @@ class RegistryServiceServicer:
 
     def ResolveSession(self, request, context):
         """The session for a call: the client-named one, or the current inferred one
-        (a new one after the idle timeout).
+        (a new one after the idle timeout). Needs the agent's agent_hash: it creates
+        sessions and moves their last activity.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -38,6 +38,8 @@ class RunningRegistry:
     #: A separate connection pool to the same database, for asserting on rows.
     db: Database
     stopped: bool = field(default=False)
+    #: agent_id -> agent_hash of the agents `resolve` made: the proof their writes need.
+    owners: dict[str, str] = field(default_factory=dict)
 
     @property
     def address(self) -> str:
@@ -53,6 +55,7 @@ class RunningRegistry:
         """Creates (or finds) an agent; returns (agent_id, agent_hash)."""
         agent_hash = agent_hash or new_hash()
         response = await self.stub.ResolveAgent(pb.ResolveAgentRequest(agent_hash=agent_hash))
+        self.owners[response.agent.agent_id] = agent_hash
         return response.agent.agent_id, agent_hash
 
     async def stop(self) -> None:

@@ -138,10 +138,11 @@ async def test_list_agents_rejects_negative_sizes_and_foreign_tokens(registry: R
 
 
 async def test_touch_agent_updates_last_seen_coalesced(registry: RunningRegistry) -> None:
-    agent_id, _ = await registry.resolve()
+    agent_id, agent_hash = await registry.resolve()
     later = datetime.now(UTC) + timedelta(seconds=1)
     await asyncio.gather(*(
-        registry.stub.TouchAgent(pb.TouchAgentRequest(agent_id=agent_id, seen_at=stamp(later - timedelta(ms))))
+        registry.stub.TouchAgent(pb.TouchAgentRequest(agent_id=agent_id, agent_hash=agent_hash,
+                                                      seen_at=stamp(later - timedelta(ms))))
         for ms in range(0, 200, 10)
     ))
 
@@ -153,33 +154,55 @@ async def test_touch_agent_updates_last_seen_coalesced(registry: RunningRegistry
     assert agent.last_seen_at.ToDatetime(tzinfo=UTC) == later
 
     # An older time never moves last_seen backwards.
-    await registry.stub.TouchAgent(pb.TouchAgentRequest(agent_id=agent_id, seen_at=stamp(later - timedelta(hours=1))))
+    await registry.stub.TouchAgent(pb.TouchAgentRequest(agent_id=agent_id, agent_hash=agent_hash,
+                                                        seen_at=stamp(later - timedelta(hours=1))))
     await asyncio.sleep(0.2)
     agent = (await registry.stub.GetAgent(pb.GetAgentRequest(agent_id=agent_id))).agent
     assert agent.last_seen_at.ToDatetime(tzinfo=UTC) == later
 
 
 async def test_touch_agent_rejects_unknown_agents_and_sessions(registry: RunningRegistry) -> None:
-    agent_id, _ = await registry.resolve()
+    agent_id, agent_hash = await registry.resolve()
     with pytest.raises(grpc.aio.AioRpcError) as unknown_agent:
-        await registry.stub.TouchAgent(pb.TouchAgentRequest(agent_id="smolt-12345678"))
+        await registry.stub.TouchAgent(pb.TouchAgentRequest(agent_id="smolt-12345678", agent_hash=new_hash()))
     assert_rpc_error(unknown_agent.value, grpc.StatusCode.NOT_FOUND, reason="AGENT_NOT_FOUND")
 
     with pytest.raises(grpc.aio.AioRpcError) as unknown_session:
-        await registry.stub.TouchAgent(pb.TouchAgentRequest(agent_id=agent_id, session_id="nope"))
+        await registry.stub.TouchAgent(pb.TouchAgentRequest(agent_id=agent_id, agent_hash=agent_hash,
+                                                            session_id="nope"))
     assert_rpc_error(unknown_session.value, grpc.StatusCode.NOT_FOUND, reason="SESSION_NOT_FOUND")
 
     with pytest.raises(grpc.aio.AioRpcError) as oversized:
-        await registry.stub.TouchAgent(pb.TouchAgentRequest(agent_id=agent_id, session_id="s" * 257))
+        await registry.stub.TouchAgent(pb.TouchAgentRequest(agent_id=agent_id, agent_hash=agent_hash,
+                                                            session_id="s" * 257))
     assert_rpc_error(oversized.value, INVALID, "session_id", "FIELD_TOO_LONG")
+
+
+async def test_touch_agent_needs_the_agents_own_hash_and_moves_nothing_without_it(
+        registry: RunningRegistry) -> None:
+    agent_id, agent_hash = await registry.resolve()
+    _, other_hash = await registry.resolve()
+    before = (await registry.stub.GetAgent(pb.GetAgentRequest(agent_id=agent_id))).agent.last_seen_at
+    later = stamp(datetime.now(UTC) + timedelta(seconds=3))
+    for proof, code in (("", grpc.StatusCode.UNAUTHENTICATED), (other_hash, grpc.StatusCode.PERMISSION_DENIED),
+                        (agent_hash.upper()[:-1] + "0", grpc.StatusCode.PERMISSION_DENIED)):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await registry.stub.TouchAgent(pb.TouchAgentRequest(agent_id=agent_id, agent_hash=proof, seen_at=later))
+        assert_rpc_error(caught.value, code, "agent_hash" if not proof else None)
+    await asyncio.sleep(0.2)  # past a flush
+    assert (await registry.stub.GetAgent(pb.GetAgentRequest(agent_id=agent_id))).agent.last_seen_at == before
+    # The owner's hash, in any case, is accepted.
+    await registry.stub.TouchAgent(pb.TouchAgentRequest(agent_id=agent_id, agent_hash=agent_hash.upper(),
+                                                        seen_at=later))
 
 
 async def test_graceful_stop_writes_pending_touches(registry_factory: RegistryFactory) -> None:
     registry = await registry_factory(touch_interval=3600)  # only the stop can flush
-    agent_id, _ = await registry.resolve()
-    session = (await registry.stub.ResolveSession(pb.ResolveSessionRequest(agent_id=agent_id))).session
+    agent_id, agent_hash = await registry.resolve()
+    session = (await registry.stub.ResolveSession(pb.ResolveSessionRequest(agent_id=agent_id,
+                                                                           agent_hash=agent_hash))).session
     seen = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
-    await registry.stub.TouchAgent(pb.TouchAgentRequest(agent_id=agent_id, seen_at=stamp(seen),
+    await registry.stub.TouchAgent(pb.TouchAgentRequest(agent_id=agent_id, agent_hash=agent_hash, seen_at=stamp(seen),
                                                         session_id=session.session_id))
     assert (await registry.stub.GetAgent(pb.GetAgentRequest(agent_id=agent_id))).agent.last_seen_at \
         .ToDatetime(tzinfo=UTC) < seen

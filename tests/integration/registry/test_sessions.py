@@ -12,7 +12,7 @@ from google.protobuf import timestamp_pb2
 from smoltbot.v1 import agent_pb2
 from smoltbot.v1 import registry_service_pb2 as pb
 
-from .conftest import RegistryFactory, RunningRegistry, assert_rpc_error
+from .conftest import RegistryFactory, RunningRegistry, assert_rpc_error, new_hash
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
@@ -27,7 +27,8 @@ def stamp(value: datetime) -> timestamp_pb2.Timestamp:
 async def resolve_at(registry: RunningRegistry, agent_id: str, at: datetime, hint: str = "",
                      source: int = agent_pb2.SESSION_SOURCE_UNSPECIFIED) -> pb.ResolveSessionResponse:
     return await registry.stub.ResolveSession(pb.ResolveSessionRequest(
-        agent_id=agent_id, session_hint=hint, hint_source=source, at=stamp(at)))
+        agent_id=agent_id, agent_hash=registry.owners[agent_id], session_hint=hint, hint_source=source,
+        at=stamp(at)))
 
 
 async def test_inferred_session_lasts_until_the_idle_timeout(registry_factory: RegistryFactory) -> None:
@@ -49,9 +50,10 @@ async def test_inferred_session_lasts_until_the_idle_timeout(registry_factory: R
 
 
 async def test_concurrent_inference_starts_one_session(registry: RunningRegistry) -> None:
-    agent_id, _ = await registry.resolve()
+    agent_id, agent_hash = await registry.resolve()
     responses = await asyncio.gather(*(
-        registry.stub.ResolveSession(pb.ResolveSessionRequest(agent_id=agent_id)) for _ in range(20)
+        registry.stub.ResolveSession(pb.ResolveSessionRequest(agent_id=agent_id, agent_hash=agent_hash))
+        for _ in range(20)
     ))
     assert sum(response.created for response in responses) == 1
     assert len({response.session.session_id for response in responses}) == 1
@@ -74,16 +76,28 @@ async def test_named_session_is_used_as_given_and_created_once(registry: Running
 
 
 async def test_resolve_session_rejects_bad_input_and_writes_nothing(registry: RunningRegistry) -> None:
-    agent_id, _ = await registry.resolve()
+    agent_id, agent_hash = await registry.resolve()
+    _, other_hash = await registry.resolve()
     before = await registry.counts()
+    owner = {"agent_id": agent_id, "agent_hash": agent_hash}
+    stranger = new_hash()
     cases = [
-        (pb.ResolveSessionRequest(agent_id=agent_id, session_hint="h" * 257), INVALID, "session_hint"),
-        (pb.ResolveSessionRequest(agent_id=agent_id, session_hint="a\nb"), INVALID, "session_hint"),
-        (pb.ResolveSessionRequest(agent_id=agent_id, session_hint="x",
+        (pb.ResolveSessionRequest(**owner, session_hint="h" * 257), INVALID, "session_hint"),
+        (pb.ResolveSessionRequest(**owner, session_hint="a\nb"), INVALID, "session_hint"),
+        (pb.ResolveSessionRequest(**owner, session_hint="x",
                                   hint_source=agent_pb2.SESSION_SOURCE_INFERRED), INVALID, "hint_source"),
-        (pb.ResolveSessionRequest(agent_id=""), INVALID, "agent_id"),
-        (pb.ResolveSessionRequest(agent_id="smolt-99999999"), grpc.StatusCode.NOT_FOUND, None),
-        (pb.ResolveSessionRequest(agent_id="smolt-99999999", session_hint="x"), grpc.StatusCode.NOT_FOUND, None),
+        (pb.ResolveSessionRequest(agent_id="", agent_hash=agent_hash), INVALID, "agent_id"),
+        (pb.ResolveSessionRequest(agent_id=agent_id, agent_hash="not-hex"), INVALID, "agent_hash"),
+        (pb.ResolveSessionRequest(agent_id="smolt-99999999", agent_hash=stranger), grpc.StatusCode.NOT_FOUND, None),
+        (pb.ResolveSessionRequest(agent_id="smolt-99999999", agent_hash=stranger, session_hint="x"),
+         grpc.StatusCode.NOT_FOUND, None),
+        # Sessions are the agent's public record: only its credential's holder may start or move them.
+        (pb.ResolveSessionRequest(agent_id=agent_id), grpc.StatusCode.UNAUTHENTICATED, "agent_hash"),
+        (pb.ResolveSessionRequest(agent_id=agent_id, session_hint="x"), grpc.StatusCode.UNAUTHENTICATED,
+         "agent_hash"),
+        (pb.ResolveSessionRequest(agent_id=agent_id, agent_hash=other_hash), grpc.StatusCode.PERMISSION_DENIED, None),
+        (pb.ResolveSessionRequest(agent_id=agent_id, agent_hash=other_hash, session_hint="x"),
+         grpc.StatusCode.PERMISSION_DENIED, None),
     ]
     for request, code, field in cases:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
