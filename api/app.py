@@ -9,6 +9,7 @@ import logging
 import re
 import socket
 import uuid
+from urllib.parse import urlsplit
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -144,10 +145,45 @@ def _content_length(scope: Scope) -> int | None:
     return None
 
 
+class _RelativeRedirects:
+    """Makes every Location the app sends root-relative. Starlette builds the trailing-slash
+    redirects (and `url_for`) from the request's Host header, which the client chooses: a
+    forged Host would turn them into redirects to another site. The path is ours (under
+    `root_path`, which routes never see), and the browser resolves it against the origin it used."""
+
+    def __init__(self, app: ASGIApp, root_path: str) -> None:
+        self.app = app
+        self.root_path = root_path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_relative(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [(name, self._relative(value) if name.lower() == b"location" else value)
+                                      for name, value in message.get("headers", [])]
+            await send(message)
+
+        await self.app(scope, receive, send_relative)
+
+    def _relative(self, location: bytes) -> bytes:
+        parts = urlsplit(location.decode("latin-1"))
+        if not parts.scheme and not parts.netloc:
+            return location
+        path = parts.path or "/"
+        if self.root_path and path != self.root_path and not path.startswith(self.root_path + "/"):
+            path = self.root_path + path
+        # "//host" would still be another origin to a browser.
+        path = "/" + path.lstrip("/")
+        return (path + (f"?{parts.query}" if parts.query else "")).encode("latin-1")
+
+
 class _RootPath:
     """Serves the app under `root_path` behind a reverse proxy, whether the proxy strips the
-    prefix or forwards it: routes, static files and error handlers see the path without it,
-    and `url_for` (which reads `app_root_path`) puts it back into the links it builds."""
+    prefix or forwards it: routes, static files and error handlers see the path without it;
+    templates put it back with the `root` global, and `_RelativeRedirects` into redirects."""
 
     def __init__(self, app: ASGIApp, root_path: str) -> None:
         self.app = app
@@ -200,6 +236,7 @@ def create_app(settings: Settings, *, registry_address: str | None = None,
     app.state.templates.env.globals["root"] = settings.root_path  # prefix of the dashboard's links
     install_error_handlers(app)
     app.add_middleware(_BodyLimit, limit=settings.api_max_request_bytes)
+    app.add_middleware(_RelativeRedirects, root_path=settings.root_path)
     app.add_middleware(_RequestContext)
     if settings.root_path:
         app.add_middleware(_RootPath, root_path=settings.root_path)

@@ -52,6 +52,8 @@ _DEFAULT_REASON_BY_GRPC_CODE = {
 }
 
 
+_MAX_SHOWN_PATH = 120
+
 # gRPC request fields as the REST caller knows them; a card body is `card_json` to the registry.
 _REST_NAME_OF_FIELD = {"page_token": "cursor", "page_size": "limit", "order_by": "order",
                        "agent_hash": "credential", "card_json": "body"}
@@ -204,12 +206,19 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(sorted(allowed))
 
 
+def _shown_path(request: Request) -> str:
+    """The request's path as error messages repeat it: bounded, so a client cannot make a page
+    (or a log) carry a long text of its choosing."""
+    path = request.url.path
+    return path if len(path) <= _MAX_SHOWN_PATH else path[:_MAX_SHOWN_PATH] + "…"
+
+
 async def _on_http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, StarletteHTTPException)
     code = error.status_code
     headers = dict(error.headers or {})
     if code == 404:
-        message = f"no such resource: {request.url.path}"
+        message = f"no such resource: {_shown_path(request)}"
         reason = "ROUTE_NOT_FOUND"
     elif code == 413:
         message = str(error.detail)
@@ -217,7 +226,7 @@ async def _on_http_error(request: Request, error: Exception) -> Response:
     elif code == 405:
         allowed = _allowed_methods(request) or headers.get("Allow", "")
         headers["Allow"] = allowed
-        message = f"{request.method} is not allowed on {request.url.path}; allowed: {allowed}"
+        message = f"{request.method} is not allowed on {_shown_path(request)}; allowed: {allowed}"
         reason = "METHOD_NOT_ALLOWED"
     else:
         message = str(error.detail) if error.detail else HTTPStatus(code).phrase
