@@ -273,7 +273,8 @@ async def resolve_agents(registry_port: int) -> list[tuple[str, str, str]]:
         agent_hash = secrets.token_hex(32)
         reply = await stub.ResolveAgent(registry_service_pb2.ResolveAgentRequest(agent_hash=agent_hash), timeout=10)
         agent_id = reply.agent.agent_id
-        session = await stub.ResolveSession(registry_service_pb2.ResolveSessionRequest(agent_id=agent_id), timeout=10)
+        session = await stub.ResolveSession(registry_service_pb2.ResolveSessionRequest(
+            agent_id=agent_id, agent_hash=agent_hash), timeout=10)
         agents.append((agent_hash, agent_id, session.session.session_id))
     await channel.close()
     return agents

@@ -211,7 +211,8 @@ class Load:
         for _ in range(count):
             agent_hash = secrets.token_hex(32)
             agent = (await self.registry.ResolveAgent(rpb.ResolveAgentRequest(agent_hash=agent_hash))).agent
-            session = (await self.registry.ResolveSession(rpb.ResolveSessionRequest(agent_id=agent.agent_id))).session
+            session = (await self.registry.ResolveSession(rpb.ResolveSessionRequest(
+                agent_id=agent.agent_id, agent_hash=agent_hash))).session
             agents.append((agent_hash, agent.agent_id, session.session_id))
         return agents
 
