@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from smoltbot.api.app import create_app
 
+from smoltbot.api.app import create_app
 from tests.integration.api.helpers import Stack, auth, new_credential, seed_agent
 
 FORGED = "evil.example"
@@ -55,10 +55,12 @@ async def test_trailing_slash_redirects_stay_on_the_callers_origin(api: httpx.As
 @pytest.fixture
 async def prefixed(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
     settings = stack.settings.model_copy(update={"root_path": "/smoltbot"})
-    app = create_app(settings, registry_address=stack.registry_address, observer_address=stack.observer_address)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api.test") as client:
-            yield client
+    app = create_app(settings, registry_address=stack.registry_address,
+                     observer_address=stack.observer_address)
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport,
+                                                                   base_url="http://api.test") as client:
+        yield client
 
 
 async def test_under_a_root_path_links_and_redirects_keep_the_prefix_and_not_the_host(

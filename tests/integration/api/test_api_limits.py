@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 
 import httpx
 import pytest
+
 from smoltbot.api.app import create_app, start_api
 from smoltbot.core.settings import Settings
 
@@ -29,16 +30,17 @@ def _assert_too_large(response: httpx.Response) -> None:
 async def api_app(settings_factory: Callable[..., Settings]) -> AsyncIterator[httpx.AsyncClient]:
     # No backend call is made for a refused body, so nothing needs to listen behind the app.
     app = create_app(settings_factory(api_max_request_bytes=LIMIT))
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api.test") as client:
-            yield client
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport,
+                                                                   base_url="http://api.test") as client:
+        yield client
 
 
 @pytest.mark.parametrize(("path", "reads_body"), [
     (f"/v1/agents/{AGENT}/card", True), (f"/v1/agents/{AGENT}/claim", True),
     ("/v1/agents/resolve", False), ("/v1/no-such-route", False), ("/agents/x", False)])
-async def test_a_chunked_body_over_the_limit_is_413_before_it_is_read_whole(api_app: httpx.AsyncClient,
-                                                                           path: str, reads_body: bool) -> None:
+async def test_a_chunked_body_over_the_limit_is_413_before_it_is_read_whole(
+        api_app: httpx.AsyncClient, path: str, reads_body: bool) -> None:
     pulled = 0
 
     async def endless() -> AsyncIterator[bytes]:
@@ -47,8 +49,9 @@ async def test_a_chunked_body_over_the_limit_is_413_before_it_is_read_whole(api_
             pulled += CHUNK
             yield b"[" * CHUNK
 
+    headers = {"x-api-key": "sk-ant-api03-limit", "content-type": "application/json"}
     response = await api_app.request("PUT" if path.endswith("/card") else "POST", path, content=endless(),
-                                     headers={"x-api-key": "sk-ant-api03-limit", "content-type": "application/json"})
+                                     headers=headers)
 
     if reads_body:
         assert 0 < pulled <= LIMIT + CHUNK
