@@ -47,7 +47,7 @@ ENDPOINTS: dict[str, Endpoint] = {
 ERROR_SCHEMA = "ErrorResponse"
 
 _WINDOW = ("total_traces", "verified_traces", "score", "violation_count", "violations_by_type",
-           "with_reasoning", "with_model_analysis", "failed")
+           "with_reasoning", "with_model_analysis", "failed", "activity")
 
 FIELDS: dict[str, frozenset[str]] = {
     "ErrorResponse": frozenset({"error.code", "error.status", "error.reason", "error.message", "error.field"}),
@@ -67,6 +67,8 @@ FIELDS: dict[str, frozenset[str]] = {
         "items[].verification.violations[].description",
         "items[].context.session_id",
         "items[].observation.outcome", "items[].observation.model",
+        "items[].observation.record_kind", "items[].observation.request_method",
+        "items[].observation.request_path",
         "items[].observation.reasoning.present", "items[].observation.reasoning.excerpt",
     }),
     "Integrity": frozenset({

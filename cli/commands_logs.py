@@ -1,5 +1,8 @@
 """`smoltbot logs`: the agent's recent decision traces; `--follow` prints new ones as they land.
 
+API activity (calls other than POST /v1/messages: count_tokens, models, files, ...) is listed
+too, marked as activity: it is part of the record, but not a decision and never verified.
+
 Without --follow the newest trace comes first. With --follow the output is a stream, so it
 runs the other way: the last N traces oldest first, then each trace that lands after the
 command started, appended, until Ctrl-C.
@@ -40,7 +43,16 @@ def _item(trace: dict[str, Any], path: str, default: Any = None) -> Any:
     return read_item(trace, _SCHEMA, "items", path, default)
 
 
+def _is_activity(trace: dict[str, Any]) -> bool:
+    return _item(trace, "observation.record_kind") == "activity"
+
+
 def _action_cell(trace: dict[str, Any]) -> Cell:
+    if _is_activity(trace):
+        # Not a decision: say what was called.
+        method = _item(trace, "observation.request_method") or ""
+        path = _item(trace, "observation.request_path") or ""
+        return styled(f"activity {method} {path}".strip(), "dim")
     kind = _item(trace, "action.type") or "?"
     name = _item(trace, "action.name") or "?"
     category = _item(trace, "action.category")
@@ -53,6 +65,8 @@ def _verified_cell(trace: dict[str, Any]) -> Cell:
     outcome = _item(trace, "observation.outcome")
     if outcome and outcome != "complete":
         return styled(outcome, "yellow")
+    if _is_activity(trace):
+        return "n/a"  # API activity is not verified: it is not a decision
     if verified is True:
         return styled("pass", "green")
     if verified is False:

@@ -96,6 +96,8 @@ def configure_templates(templates: Jinja2Templates) -> None:
 def trace_badge(trace: Trace) -> dict[str, str]:
     """What a reader needs at a glance: did it pass, fail, or not get checked (and why)."""
     observation, verification = trace.observation, trace.verification
+    if observation is not None and observation.record_kind == "activity":
+        return {"kind": "unchecked", "label": "API activity"}  # not a decision, never verified
     if observation is not None and observation.outcome and observation.outcome != "complete":
         return {"kind": "failed", "label": observation.outcome.replace("_", " ")}
     if verification is None or not verification.checks_performed and not verification.verified \

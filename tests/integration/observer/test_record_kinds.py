@@ -9,9 +9,9 @@ import json
 
 import pytest
 import sqlalchemy as sa
+
 from smoltbot.v1 import exchange_pb2
 from smoltbot.v1 import observer_service_pb2 as pb
-
 from tests.integration.observer.conftest import ObserverStack, new_hash
 from tests.integration.observer.exchanges import make_exchange, message, text, tool_use
 
@@ -165,7 +165,7 @@ EXACT = {"big": 1234567890123456789, "int": 5, "float": 5.0, "half": -0.5, "huge
 
 
 async def test_json_values_keep_their_exact_type_and_value_over_grpc(observer_stack: ObserverStack) -> None:
-    agent_id, agent_hash = await observer_stack.agent()
+    _, agent_hash = await observer_stack.agent()
     exchange = make_exchange(agent_hash, json.dumps(message(tool_use("transfer", EXACT), stop_reason="tool_use"))
                              .encode())
     await observer_stack.ingest([exchange])
