@@ -262,6 +262,10 @@ def build_app(settings: Settings, *, registry_address: str | None = None,
             "handler_cancellation": True,
             "max_line_size": _MAX_FIELD,
             "max_field_size": _MAX_FIELD,
+            # Request bodies are relayed byte for byte: a gzip body stays gzip (aiohttp would decode
+            # it, unbounded, and the upstream would get plain bytes labelled gzip). Capture decodes
+            # its own copy, bounded.
+            "auto_decompress": False,
             # Per-call access logs cost more than the rest of the relay; /metrics counts calls.
             "access_log": None,
         },

@@ -97,16 +97,18 @@ class _Brotli:
         out: list[bytes] = []
         produced = 0
         try:
-            chunk = self._decoder.process(data, output_buffer_limit=min(_STEP, cap + 1))
             while True:
+                # A step that filled its whole limit may have more to give, even from no new input.
+                step = min(_STEP, cap - produced + 1)
+                chunk = self._decoder.process(data, output_buffer_limit=step)
+                data = b""
                 out.append(chunk)
                 produced += len(chunk)
                 if produced > cap:
                     self.full = True
                     break
-                if self._decoder.can_accept_more_data():
+                if len(chunk) < step and self._decoder.can_accept_more_data():
                     break
-                chunk = self._decoder.process(b"", output_buffer_limit=min(_STEP, cap - produced + 1))
         except brotli.error as error:
             raise UndecodableBody(f"not valid br data: {error}") from None
         return b"".join(out)

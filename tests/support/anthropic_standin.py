@@ -16,6 +16,7 @@ Behaviour is chosen per request, by header or by a marker in the last user messa
   when the client's ``Accept-Encoding`` lists one of them (the first listed wins); any stack
   with ``x-standin-encoding: gzip, br`` (applied in that order; ``deflate`` too; an unknown name
   labels the body without encoding it).
+* Scenario ``echo``: the last user message said back, in 3-character deltas.
 * Scenario ``tiny_deltas``: a text answer of ``x-standin-deltas: N`` (default 1,000,000)
   one-character deltas, the letters ``a``..``j`` in turn; streamed in writes of 1,000 events.
 
@@ -73,7 +74,7 @@ ERROR_SCENARIOS: dict[str, tuple[int, str, str]] = {
 CONTENT_SCENARIOS = frozenset({
     "default", "text", "thinking", "redacted_thinking", "tool_use", "thinking_tool_use", "interleaved", "tags",
     "server_tool", "no_message_stop", "mid_stream_error", "drop", "truncated_json", "refusal", "late_usage",
-    "tiny_deltas",
+    "tiny_deltas", "echo",
 })
 TINY_DELTAS_DEFAULT = 1_000_000
 _TINY_LETTERS = "abcdefghij"
@@ -251,6 +252,9 @@ def _build_reply(scenario: str, seed: _Seed, payload: dict[str, Any]) -> _Reply:
     if scenario == "redacted_thinking":
         redacted = _whole_block({"type": "redacted_thinking", "data": "Em" + seed.blob("redacted", 2)})
         return _Reply([_thinking_block(seed, 0), redacted, _text_block(answer)])
+    if scenario == "echo":  # the last user message repeated, in 3-character deltas (a model repeating a key)
+        said = _last_user_text(payload) or "(nothing)"
+        return _Reply([_text_block([said[i:i + 3] for i in range(0, len(said), 3)])])
     if scenario == "tags":
         chunks = ["<thin", "king>The user", " wants a greeting", ".</thi", "nking>", "Hello", f" from {fp}!"]
         return _Reply([_text_block(chunks)])
