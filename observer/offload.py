@@ -35,7 +35,8 @@ from smoltbot.observer.extraction import Extraction, extract
 from smoltbot.observer.trace_builder import build_traces
 from smoltbot.v1 import exchange_pb2
 
-__all__ = ["CpuPool", "Job", "JobResult", "compute", "compute_many", "environment_of", "outcome_of"]
+__all__ = ["CpuPool", "Job", "JobResult", "call_time", "call_time_of", "compute", "compute_many",
+           "environment_of", "outcome_of"]
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,20 @@ def time_of(message: Any, name: str) -> datetime | None:
     try:
         return getattr(message, name).ToDatetime(tzinfo=UTC)
     except (ValueError, OverflowError):
+        return None
+
+
+def call_time(exchange: exchange_pb2.Exchange) -> datetime | None:
+    """When the call started (the card in force then is the one its traces are checked
+    against), else when it ended; None when the exchange carries neither."""
+    return time_of(exchange.timings, "started_at") or time_of(exchange.timings, "ended_at")
+
+
+def call_time_of(payload: bytes) -> datetime | None:
+    """`call_time` of a stored payload; None when it cannot be decoded."""
+    try:
+        return call_time(decode(payload))
+    except DecodeError:
         return None
 
 

@@ -372,10 +372,25 @@ class Processor:
                 session_id = None
                 context.missing = (f"session could not be resolved ({error})",)
         context.session_id = session_id
-        context.card = await self._registry_step("get active card", self.registry.active_card(agent_id))
+        context.card = await self._registry_step(
+            "get the card in force", self.registry.card_at(agent_id, await self._call_time(context)))
         return Job(exchange_id=item.exchange_id, agent_id=agent_id, session_id=session_id, card=context.card,
                    payload=item.payload, store_reasoning=self.settings.store_reasoning, observed_at=utcnow(),
                    missing=context.missing)
+
+    async def _call_time(self, context: _Context) -> datetime:
+        """The time whose card applies to the exchange: when the call started (else ended; else,
+        for an exchange that says neither, when intake stored it). Stable across attempts, so
+        processing an exchange again checks it against the same card."""
+        item = context.item
+        if context.exchange is not None:
+            at = offload.call_time(context.exchange)
+        elif len(item.payload) > _BIG_PAYLOAD:
+            # Decoded apart and dropped at once: the job decodes it again where it is read.
+            at = await asyncio.to_thread(offload.call_time_of, item.payload)
+        else:
+            at = offload.call_time_of(item.payload)
+        return at or item.received_at
 
     async def _compute(self, jobs: list[Job]) -> list[JobResult]:
         if self.analyzer.name != "local":

@@ -11,12 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import weakref
 from collections import OrderedDict
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 from google.protobuf import json_format, timestamp_pb2
+
 from smoltbot.core.errors import PermissionDenied, Unavailable
 from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.tls import TlsConfig
@@ -32,6 +35,16 @@ _DOWN_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, g
 _DEFAULTED_CARD_STRINGS = ("card_version", "card_id", "agent_id", "autonomy_mode", "integrity_mode")
 _MAX_CACHED_AGENTS = 100_000
 _MAX_CACHED_CARDS = 10_000
+_MAX_SPANS_PER_AGENT = 16
+
+
+@dataclass(frozen=True, slots=True)
+class _Span:
+    """A card and the times it is the answer for: since (None: from the start) until (exclusive)."""
+
+    since: datetime | None
+    until: datetime
+    card: dict[str, Any]
 
 
 class RegistryUnavailable(Unavailable):
@@ -64,8 +77,8 @@ class RegistryClient:
     """A channel to the Registry with the caches the Observer needs.
 
     Agent ids of hashes never change, so they are cached for the process's life (bounded);
-    an agent's active card is cached for `card_ttl` seconds; cards by id forever (a card
-    version never changes).
+    the card in force at a time by the span the Registry vouches for (`card_at`); an agent's
+    active card for `card_ttl` seconds; cards by id forever (a card version never changes).
     """
 
     def __init__(self, address: str, *, card_ttl: float = 5.0, rpc_timeout: float = 5.0,
@@ -78,6 +91,8 @@ class RegistryClient:
         self._active: dict[str, tuple[float, dict[str, Any]]] = {}
         self._cards: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self._inflight: dict[tuple[str, str], asyncio.Future[Any]] = {}
+        self._spans: OrderedDict[str, list[_Span]] = OrderedDict()
+        self._card_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
     async def close(self) -> None:
         await self._channel.close()
@@ -87,7 +102,8 @@ class RegistryClient:
             return await method(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as error:
             if error.code() in _DOWN_CODES:
-                raise RegistryUnavailable(f"registry unavailable: {error.code().name} {error.details()}") from None
+                raise RegistryUnavailable(
+                    f"registry unavailable: {error.code().name} {error.details()}") from None
             raise RegistryError(f"registry {error.code().name}: {error.details()}") from None
 
     async def _once(self, key: tuple[str, str], factory: Any) -> Any:
@@ -120,7 +136,8 @@ class RegistryClient:
             return cached
 
         async def fetch() -> str:
-            response = await self._call(self._stub.ResolveAgent, pb.ResolveAgentRequest(agent_hash=agent_hash))
+            request = pb.ResolveAgentRequest(agent_hash=agent_hash)
+            response = await self._call(self._stub.ResolveAgent, request)
             return str(response.agent.agent_id)
 
         agent_id: str = await self._once(("agent", agent_hash), fetch)
@@ -167,6 +184,61 @@ class RegistryClient:
         if len(self._active) > _MAX_CACHED_CARDS:
             self._active.pop(next(iter(self._active)))
         return card
+
+    async def card_at(self, agent_id: str, at: datetime) -> dict[str, Any]:
+        """The card in force at `at` (the Registry's GetActiveCard with as_of).
+
+        Answers are cached by the span the Registry says they hold for ([in_force_from,
+        in_force_until)), never by age: a cached card serves a call only when the Registry
+        vouched for it at that call's time, so a card published before a call applies to it
+        whichever observer, restart or cache handles it, and reprocessing gives the same card.
+        """
+        at = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+        cached = self._span_for(agent_id, at)
+        if cached is not None:
+            return cached
+        # One lookup per agent at a time: the calls of a burst started before the Registry's
+        # answer to the first of them, which then serves them all from the cache.
+        lock = self._card_locks.get(agent_id)
+        if lock is None:
+            lock = self._card_locks[agent_id] = asyncio.Lock()
+        async with lock:
+            cached = self._span_for(agent_id, at)
+            if cached is not None:
+                return cached
+            request = pb.GetActiveCardRequest(agent_id=agent_id)
+            request.as_of.CopyFrom(_stamp(at))
+            response = await self._call(self._stub.GetActiveCard, request)
+        since = response.in_force_from.ToDatetime(tzinfo=UTC) if response.HasField("in_force_from") else None
+        span = _Span(since, response.in_force_until.ToDatetime(tzinfo=UTC), card_to_dict(response.card))
+        self._remember(span.card)
+        self._remember_span(agent_id, span)
+        return span.card
+
+    def _span_for(self, agent_id: str, at: datetime) -> dict[str, Any] | None:
+        spans = self._spans.get(agent_id)
+        if spans is None:
+            return None
+        self._spans.move_to_end(agent_id)
+        for span in spans:
+            if (span.since is None or span.since <= at) and at < span.until:
+                return span.card
+        return None
+
+    def _remember_span(self, agent_id: str, span: _Span) -> None:
+        spans = self._spans.setdefault(agent_id, [])
+        card_id = span.card.get("card_id")
+        for i, known in enumerate(spans):
+            if known.card.get("card_id") == card_id and known.since == span.since:
+                if span.until > known.until:  # the same version, vouched for until later
+                    spans[i] = span
+                break
+        else:
+            spans.append(span)
+            del spans[:-_MAX_SPANS_PER_AGENT]
+        self._spans.move_to_end(agent_id)
+        if len(self._spans) > _MAX_CACHED_CARDS:
+            self._spans.popitem(last=False)
 
     async def card(self, agent_id: str, card_id: str) -> dict[str, Any] | None:
         """A card version by id (the one a stored trace was verified against), or None."""

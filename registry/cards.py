@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -25,12 +26,21 @@ from smoltbot.registry import store
 from smoltbot.registry.agents import validate_agent_hash, validate_agent_id
 from smoltbot.registry.store import Card
 
-__all__ = ["MAX_CARD_JSON_BYTES", "Cards"]
+__all__ = ["MAX_CARD_JSON_BYTES", "CardInForce", "Cards"]
 
 logger = logging.getLogger(__name__)
 
 MAX_CARD_JSON_BYTES = 1024 * 1024
 _cards = store.alignment_cards
+
+
+@dataclass(frozen=True, slots=True)
+class CardInForce:
+    card: Card
+    #: When the Registry stored this version; None for the agent's first card (in force before too).
+    since: datetime | None
+    #: The answer holds for every time before this one: the next version's time, or now.
+    until: datetime
 
 
 class Cards:
@@ -57,6 +67,32 @@ class Cards:
             raise NotFound(f"agent {agent_id} has no active card", reason="CARD_NOT_FOUND", agent_id=agent_id)
         return store.card_from_row(row)
 
+    async def in_force(self, agent_id: str, at: datetime) -> CardInForce:
+        """The card that was in force at `at`: the latest version stored at or before it (the
+        first version for an earlier time), with the span over which that answer holds.
+
+        Runs under the agent's lock, as `put` does: a version being stored now either is
+        committed and seen here, or gets its time after this answer's `until` (the Registry's
+        clock now), so an answer never changes for any time up to `until`.
+        """
+        validate_agent_id(agent_id)
+        async with self._db.begin() as conn:
+            await store.lock_agent(conn, agent_id)
+            now = utcnow()
+            rows = (await conn.execute(
+                sa.select(_cards).where(_cards.c.agent_id == agent_id).order_by(_cards.c.version)
+            )).all()
+        if not rows:  # only possible for rows written outside the registry
+            raise NotFound(f"agent {agent_id} has no card", reason="CARD_NOT_FOUND", agent_id=agent_id)
+        index = 0
+        for i, row in enumerate(rows):
+            if row.created_at <= at:
+                index = i
+        card = store.card_from_row(rows[index])
+        since = card.created_at if index > 0 else None
+        until = rows[index + 1].created_at if index + 1 < len(rows) else now
+        return CardInForce(card, since, until)
+
     async def put(self, agent_id: str, agent_hash: str, *, card: dict[str, Any] | None = None,
                   card_json: str | None = None) -> Card:
         """Validates, stores as the next version and activates. `card` is the card as a
@@ -78,6 +114,9 @@ class Cards:
         async with self._db.begin() as conn:
             await store.verify_owner(conn, agent_id, agent_hash)
             await store.lock_agent(conn, agent_id)
+            # The version is in force from this moment: taken under the agent's lock, so that
+            # `in_force` never answers for a time this version will claim (see there).
+            now = utcnow()
             latest = (await conn.execute(
                 sa.select(sa.func.max(_cards.c.version)).where(_cards.c.agent_id == agent_id)
             )).scalar_one_or_none()

@@ -107,7 +107,15 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     @grpc_errors
     async def GetActiveCard(self, request: pb.GetActiveCardRequest,
                             context: grpc.aio.ServicerContext) -> pb.GetActiveCardResponse:
-        return pb.GetActiveCardResponse(card=card_to_proto(await self._cards.active(request.agent_id)))
+        at = _time(request, "as_of")
+        if at is None:
+            return pb.GetActiveCardResponse(card=card_to_proto(await self._cards.active(request.agent_id)))
+        found = await self._cards.in_force(request.agent_id, at)
+        response = pb.GetActiveCardResponse(card=card_to_proto(found.card),
+                                            in_force_until=_stamp(found.until))
+        if found.since is not None:
+            response.in_force_from.CopyFrom(_stamp(found.since))
+        return response
 
     @grpc_errors
     async def PutCard(self, request: pb.PutCardRequest, context: grpc.aio.ServicerContext) -> pb.PutCardResponse:

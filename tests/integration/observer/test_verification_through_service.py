@@ -3,14 +3,18 @@ card triggers none. The aap package's own `verify_trace` agrees on the violation
 
 from __future__ import annotations
 
+import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aap
 from google.protobuf import json_format
+
+from smoltbot.observer.server import build_server as build_observer
+from smoltbot.observer.store import ClaimedExchange, Finished
 from smoltbot.v1 import exchange_pb2, trace_pb2
 from smoltbot.v1 import registry_service_pb2 as rpb
-
 from tests.integration.observer.conftest import ObserverStack
 from tests.integration.observer.exchanges import error_body, make_exchange, message, text, thinking, tool_use
 
@@ -37,9 +41,14 @@ STRICT_CARD: dict[str, Any] = {
 EXPIRED_CARD = {**STRICT_CARD, "issued_at": "2025-01-01T00:00:00Z", "expires_at": "2025-06-01T00:00:00Z"}
 
 
-def _tool(agent_hash: str, name: str, tool_input: dict[str, Any]) -> exchange_pb2.Exchange:
+def _tool(agent_hash: str, name: str, tool_input: dict[str, Any], *,
+          ended_at: datetime | None = None) -> exchange_pb2.Exchange:
+    # make_exchange's call started 0.9 s before it ended: by default it ends a second from now,
+    # so that it started after the cards this test stored (the card in force at the call's start
+    # is the one it is checked against).
     return make_exchange(agent_hash, message(thinking(f"I will call {name}."), tool_use(name, tool_input),
-                                             stop_reason="tool_use"))
+                                             stop_reason="tool_use"),
+                         ended_at=ended_at or datetime.now(UTC) + timedelta(seconds=1))
 
 
 def _kinds(trace: trace_pb2.ApTrace) -> tuple[set[str], set[str]]:
@@ -127,3 +136,77 @@ async def test_fixture_cards_trigger_every_check_and_the_default_card_none(obser
             assert their_kinds == _kinds(trace[name])[0], (name, their_kinds)
     assert "forbidden_action" in {str(getattr(v.type, "value", v.type)) for v in aap.verify_trace(
         _aap_dict(trace["forbidden"]), card_dict).violations}
+
+
+FORBID_DELETE: dict[str, Any] = {**STRICT_CARD, "autonomy": {
+    "bounded_actions": [], "forbidden_actions": ["delete_file"], "escalation_triggers": []}}
+FORBID_READ: dict[str, Any] = {**STRICT_CARD, "autonomy": {
+    "bounded_actions": [], "forbidden_actions": ["read_file"], "escalation_triggers": []}}
+
+
+async def _put_at(observer_stack: ObserverStack, agent_id: str, agent_hash: str,
+                  card: dict[str, Any]) -> tuple[str, datetime]:
+    """Stores a card; returns its id and a moment just after the Registry stored it."""
+    card_id = await observer_stack.put_card(agent_id, agent_hash, json.dumps(card))
+    await asyncio.sleep(0.01)
+    return card_id, datetime.now(UTC)
+
+
+async def test_each_call_is_checked_against_the_card_in_force_when_it_started(
+        observer_stack: ObserverStack) -> None:
+    # Cached like a busy production observer (a minute): no cache may serve a card for a call
+    # that started after a newer card was stored.
+    await observer_stack.stop_observer()
+    observer_stack.observer_options = {"card_ttl": 60.0}
+    await observer_stack.start_observer()
+    agent_id, agent_hash = await observer_stack.agent()
+    default_id = (await observer_stack.registry_stub.GetActiveCard(
+        rpb.GetActiveCardRequest(agent_id=agent_id))).card.card_id
+    before_any = datetime.now(UTC)
+    await asyncio.sleep(0.01)
+    delete_id, after_delete = await _put_at(observer_stack, agent_id, agent_hash, FORBID_DELETE)
+
+    # A call made under the first card, traced at once (the observer now has the card cached).
+    first = _tool(agent_hash, "delete_file", {"path": "/a"}, ended_at=after_delete + timedelta(seconds=1))
+    await observer_stack.ingest([first])
+    (first_trace,) = await observer_stack.traces_of(first.exchange_id)
+    assert first_trace.card_id == delete_id and not first_trace.verification.verified
+
+    read_id, after_read = await _put_at(observer_stack, agent_id, agent_hash, FORBID_READ)
+    exchanges = {
+        # started before any card was uploaded: the default card
+        "early": _tool(agent_hash, "delete_file", {"path": "/b"}, ended_at=before_any),
+        # started under the first card, arriving late (after the second was stored)
+        "late": _tool(agent_hash, "delete_file", {"path": "/c"},
+                      ended_at=after_delete + timedelta(seconds=0.95)),
+        # started right after the second card was stored, inside the old cache's lifetime
+        "new": _tool(agent_hash, "read_file", {"path": "/d"}, ended_at=after_read + timedelta(seconds=0.95)),
+    }
+    await observer_stack.ingest(exchanges.values())
+    found = await observer_stack.traces_by_exchange([e.exchange_id for e in exchanges.values()])
+    traces = {name: found[exchange.exchange_id][0] for name, exchange in exchanges.items()}
+    assert traces["early"].card_id == default_id and traces["early"].verification.verified
+    assert traces["late"].card_id == delete_id
+    assert _kinds(traces["late"])[0] == {"forbidden_action"}
+    assert traces["new"].card_id == read_id
+    assert _kinds(traces["new"])[0] == {"forbidden_action"}
+    assert {t.verification.card_id for t in traces.values()} == {default_id, delete_id, read_id}
+
+    # Processing the same exchanges again, on a restarted observer and on a second one running
+    # beside it (cold caches), gives the same card and the same verdict.
+    await observer_stack.stop_observer()
+    restarted = await observer_stack.start_observer()
+    second = await build_observer(observer_stack.observer_settings, address="127.0.0.1:0", poll_interval=5.0)
+    try:
+        for observer in (restarted, second):
+            for name, exchange in exchanges.items():
+                item = ClaimedExchange(exchange.exchange_id, agent_hash, None, None,
+                                       exchange.SerializeToString(), attempts=1, received_at=datetime.now(UTC))
+                result = await observer.processor.process(item)
+                assert isinstance(result, Finished), result
+                (again,) = [stored.trace for stored in result.traces]
+                assert again["card_id"] == traces[name].card_id, name
+                violations = {v["type"] for v in again["verification"]["violations"]}
+                assert violations == _kinds(traces[name])[0], name
+    finally:
+        await second.stop(0.2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 import grpc
 import pytest
@@ -189,3 +190,45 @@ async def test_put_card_over_a_limit_is_invalid_argument_naming_the_field_and_th
         assert_rpc_error(caught.value, INVALID, field, reason="LIMIT_EXCEEDED")
         assert limit in (caught.value.details() or "")
     assert await registry.counts() == before
+
+
+async def test_get_active_card_as_of_answers_the_card_in_force_then_by_when_it_was_stored(
+        registry: RunningRegistry) -> None:
+    agent_id, agent_hash = await registry.resolve()
+
+    async def as_of(moment: datetime) -> pb.GetActiveCardResponse:
+        request = pb.GetActiveCardRequest(agent_id=agent_id)
+        request.as_of.FromDatetime(moment)
+        return await registry.stub.GetActiveCard(request)
+
+    first = (await registry.stub.GetActiveCard(pb.GetActiveCardRequest(agent_id=agent_id))).card
+
+    async def put(card: dict[str, object]) -> card_pb2.AlignmentCard:
+        request = pb.PutCardRequest(agent_id=agent_id, agent_hash=agent_hash, card_json=json.dumps(card))
+        return (await registry.stub.PutCard(request)).card
+
+    # The card's own issued_at (set by its author, here long ago) plays no part.
+    second = await put(unified_card(issued_at="2020-01-01T00:00:00Z"))
+    between = datetime.now(UTC)
+    third = await put(unified_card())
+    after = datetime.now(UTC)
+
+    early = await as_of(datetime(2000, 1, 1, tzinfo=UTC))
+    assert early.card.card_id == first.card_id and not early.HasField("in_force_from")
+    middle = await as_of(between)
+    assert middle.card.card_id == second.card_id
+    assert (middle.in_force_from.ToDatetime(tzinfo=UTC) <= between
+            < middle.in_force_until.ToDatetime(tzinfo=UTC))
+    assert (await as_of(middle.in_force_until.ToDatetime(tzinfo=UTC))).card.card_id == third.card_id
+    latest = await as_of(after)
+    assert latest.card.card_id == third.card_id
+    # The active card is vouched for up to the Registry's clock when it answered.
+    assert latest.in_force_until.ToDatetime(tzinfo=UTC) >= after
+    # Without as_of: the active card, as before.
+    plain = await registry.stub.GetActiveCard(pb.GetActiveCardRequest(agent_id=agent_id))
+    assert plain.card.card_id == third.card_id and not plain.HasField("in_force_until")
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        request = pb.GetActiveCardRequest(agent_id="smolt-0badcafe")
+        request.as_of.FromDatetime(after)
+        await registry.stub.GetActiveCard(request)
+    assert_rpc_error(unknown.value, grpc.StatusCode.NOT_FOUND)
