@@ -101,3 +101,52 @@ async def test_payloads_over_the_memory_budget_are_read_back_from_disk(tmp_path:
     assert records[0] is not None and records[0].payload is None  # evicted
     assert [spool.payload_of(r) for r in records if r is not None] == [bytes([n % 256]) * 1000 for n in range(50)]
     await spool.close()
+
+
+async def wait_io(spool: Spool) -> None:
+    await settle()
+    if spool._pending_io:  # the erase runs on the spool's io thread
+        await asyncio.gather(*list(spool._pending_io))
+
+
+async def test_an_acked_payload_leaves_the_disk_at_once_while_its_segment_lives_on(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, 10_000_000)
+    spool.open()
+    secret = b"acked-payload-" + b"s" * 10_000
+    kept = b"still-waiting-" + b"k" * 10_000
+    acked_record = spool.append(exchange_id(1), secret)
+    spool.append(exchange_id(2), kept)
+    await settle()
+    assert acked_record is not None
+    spool.ack(acked_record)
+    await wait_io(spool)
+    (segment,) = tmp_path.glob("*.seg")
+    data = segment.read_bytes()
+    assert b"acked-payload-" not in data and kept in data  # the segment stays: one record is unacked
+    await spool.close()
+    # The erased record reads as acked on replay, and the one after it is still there.
+    again = Spool(tmp_path, 10_000_000)
+    assert again.open() == 1
+    assert [again.payload_of(r) for r in again.unacked()] == [kept]
+    await again.close()
+
+
+async def test_a_full_disk_keeps_exchanges_in_memory_counts_them_and_never_raises(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    spool = Spool(tmp_path, 10_000_000, segment_bytes=64 * 1024)
+    spool.open()
+    # The next segments' files are /dev/full: every write fails with ENOSPC, as on a full disk.
+    for seq in range(4):
+        (tmp_path / f"{seq:012d}.seg").symlink_to("/dev/full")
+    failures: list[int] = []
+    spool._on_write_failure = failures.append
+    records = [spool.append(exchange_id(n), b"p%d" % n + b"x" * 30_000) for n in range(6)]
+    await settle()
+    assert all(record is not None for record in records)
+    assert spool.write_failures == 6 and sum(failures) == 6 and spool.depth == 6
+    assert "cannot write" in caplog.text
+    for n, record in enumerate(records):  # still there to be shipped, from memory
+        assert record is not None and spool.payload_of(record).startswith(b"p%d" % n)
+        spool.ack(record)
+    assert spool.depth == 0
+    await spool.close()
