@@ -36,7 +36,7 @@ __all__ = ["RunningApi", "create_app", "serve", "start_api"]
 
 logger = logging.getLogger(__name__)
 
-_HERE = Path(__file__).parent
+_HERE = Path(__file__).resolve().parent
 #: Deadline of one backend call; reads are small and indexed.
 BACKEND_TIMEOUT = 10.0
 _SHUTDOWN_GRACE = 5.0
