@@ -4,7 +4,7 @@ request validation, routing, auth, or a backend that is down."""
 from __future__ import annotations
 
 import socket
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -14,6 +14,7 @@ from smoltbot.api.schemas import ErrorResponse
 from smoltbot.core.settings import Settings
 
 from tests.integration.api.helpers import auth, new_credential
+from tests.support.anthropic_standin import AnthropicStandin
 
 
 def assert_error_shape(response: httpx.Response, code: int) -> dict[str, Any]:
@@ -71,8 +72,17 @@ def _dead_address() -> str:
         return f"127.0.0.1:{probe.getsockname()[1]}"
 
 
-async def test_a_backend_that_is_down_gives_503_in_the_one_shape(settings_factory: Callable[..., Settings]) -> None:
-    app = create_app(settings_factory(), registry_address=_dead_address(), observer_address=_dead_address())
+@pytest.fixture
+async def upstream() -> AsyncIterator[AnthropicStandin]:
+    """Accepts any credential, so resolve goes on to the (dead) registry."""
+    async with AnthropicStandin() as standin:
+        yield standin
+
+
+async def test_a_backend_that_is_down_gives_503_in_the_one_shape(settings_factory: Callable[..., Settings],
+                                                                 upstream: AnthropicStandin) -> None:
+    settings = settings_factory(upstream_url=upstream.base_url)
+    app = create_app(settings, registry_address=_dead_address(), observer_address=_dead_address())
     transport = httpx.ASGITransport(app=app)
     async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport,
                                                                    base_url="http://api.test") as api:
