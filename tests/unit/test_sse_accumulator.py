@@ -240,3 +240,35 @@ def test_an_unterminated_last_event_is_dropped_like_the_sdk_does() -> None:
 
 def test_no_message_start_gives_an_empty_body() -> None:
     assert accumulate(PING + stop_block(0)).final_message_json() == b""
+
+
+def _tiny_stream(count: int) -> bytes:
+    from tests.support.anthropic_standin import _tiny_delta_chunks
+
+    start = (b'event: message_start\ndata: {"type":"message_start","message":{"id":"m","type":"message",'
+             b'"role":"assistant","model":"x","content":[],"stop_reason":null,"stop_sequence":null,'
+             b'"usage":{"input_tokens":1,"output_tokens":1}}}\n\n'
+             b'event: content_block_start\ndata: {"type":"content_block_start","index":0,'
+             b'"content_block":{"type":"text","text":""}}\n\n')
+    end = (b'event: content_block_stop\ndata: {"type":"content_block_stop","index":0}\n\n'
+           b'event: message_delta\ndata: {"type":"message_delta","delta":{"stop_reason":"end_turn",'
+           b'"stop_sequence":null},"usage":{"output_tokens":7}}\n\n'
+           b'event: message_stop\ndata: {"type":"message_stop"}\n\n')
+    return start + b"".join(_tiny_delta_chunks(count, b"\n")) + end
+
+
+def test_many_tiny_deltas_in_any_chunking_are_all_kept() -> None:
+    raw = _tiny_stream(200_000)
+    accumulator = accumulate(raw, [1, 3, 65536, 4096, 7] * (len(raw) // 10000))
+    message = json.loads(accumulator.final_message_json())
+    assert message["content"][0]["text"] == ("abcdefghij" * 20_000)
+    assert accumulator.ended_cleanly and not accumulator.truncated
+
+
+def test_content_beyond_the_limit_is_left_out_but_the_message_still_ends() -> None:
+    accumulator = MessageAccumulator(limit=1000)
+    accumulator.feed(_tiny_stream(5000))
+    accumulator.close()
+    message = json.loads(accumulator.final_message_json())
+    assert accumulator.truncated and len(message["content"][0]["text"]) == 1000
+    assert message["stop_reason"] == "end_turn" and message["usage"]["output_tokens"] == 7
