@@ -55,7 +55,7 @@ class IdentityCache:
         #: agent_id -> [session_id, monotonic time of the agent's last call]
         self._inferred: dict[str, list[object]] = {}
         self._resolving: dict[tuple[str, str], asyncio.Task[Identity]] = {}
-        self._touches: dict[str, tuple[float, str]] = {}
+        self._touches: dict[str, tuple[float, str, str]] = {}
         self._touch_task: asyncio.Task[None] | None = None
         self._open_until = 0.0
         self._cooldown = breaker_cooldown
@@ -103,7 +103,7 @@ class IdentityCache:
                 return None
             entry[1] = now
             session_id = entry[0]  # type: ignore[assignment]
-        self._touches[agent_id] = (time.time(), session_id)
+        self._touches[agent_id] = (time.time(), session_id, agent_hash)
         return agent_id, session_id
 
     async def resolve(self, agent_hash: str, hint: str) -> Identity:
@@ -150,7 +150,7 @@ class IdentityCache:
                 if reply.created:
                     logger.info("new agent %s", agent_id)
             request = registry_service_pb2.ResolveSessionRequest(
-                agent_id=agent_id, session_hint=hint,
+                agent_id=agent_id, agent_hash=agent_hash, session_hint=hint,
                 hint_source=agent_pb2.SESSION_SOURCE_CLIENT if hint else agent_pb2.SESSION_SOURCE_UNSPECIFIED,
             )
             request.at.GetCurrentTime()
@@ -167,7 +167,7 @@ class IdentityCache:
                 self._named.popitem(last=False)
         else:
             self._inferred[agent_id] = [session_id, now]
-        self._touches[agent_id] = (time.time(), session_id)
+        self._touches[agent_id] = (time.time(), session_id, agent_hash)
         return agent_id, session_id
 
     def _failed(self, error: grpc.aio.AioRpcError) -> None:
@@ -224,12 +224,13 @@ class IdentityCache:
         if not self._touches or self._stub is None or time.monotonic() < self._open_until:
             return
         touches, self._touches = self._touches, {}
-        for agent_id, (seen_at, session_id) in touches.items():
+        for agent_id, (seen_at, session_id, agent_hash) in touches.items():
             stamp = Timestamp()
             stamp.FromNanoseconds(int(seen_at * 1e9))
             try:
                 await self._stub.TouchAgent(
-                    registry_service_pb2.TouchAgentRequest(agent_id=agent_id, seen_at=stamp, session_id=session_id),
+                    registry_service_pb2.TouchAgentRequest(agent_id=agent_id, agent_hash=agent_hash, seen_at=stamp,
+                                                           session_id=session_id),
                     timeout=1.0,
                 )
             except grpc.aio.AioRpcError as error:

@@ -366,7 +366,7 @@ class Processor:
             exchange = context.decoded()
             try:
                 session_id = await self.registry.session_for(
-                    agent_id, exchange.session_hint if exchange is not None else "",
+                    agent_id, item.agent_hash, exchange.session_hint if exchange is not None else "",
                     offload.time_of(exchange.timings, "started_at") if exchange is not None else None)
             except RegistryError as error:
                 session_id = None

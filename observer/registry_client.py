@@ -156,10 +156,10 @@ class RegistryClient:
         if await self.agent_id_for(agent_hash) != agent_id:
             raise PermissionDenied(f"the credential is not {agent_id}'s", reason="NOT_OWNER")
 
-    async def session_for(self, agent_id: str, hint: str, at: datetime | None) -> str:
+    async def session_for(self, agent_id: str, agent_hash: str, hint: str, at: datetime | None) -> str:
         """The session of a call: the named one, or the current inferred one at `at`."""
         request = pb.ResolveSessionRequest(
-            agent_id=agent_id, session_hint=hint,
+            agent_id=agent_id, agent_hash=agent_hash, session_hint=hint,
             hint_source=agent_pb2.SESSION_SOURCE_CLIENT if hint else agent_pb2.SESSION_SOURCE_UNSPECIFIED,
         )
         if at is not None:
