@@ -373,7 +373,7 @@ class Processor:
                 context.missing = (f"session could not be resolved ({error})",)
         context.session_id = session_id
         context.card = await self._registry_step(
-            "get the card in force", self.registry.card_at(agent_id, await self._call_time(context)))
+            "get active card", self.registry.card_at(agent_id, await self._call_time(context)))
         return Job(exchange_id=item.exchange_id, agent_id=agent_id, session_id=session_id, card=context.card,
                    payload=item.payload, store_reasoning=self.settings.store_reasoning, observed_at=utcnow(),
                    missing=context.missing)
