@@ -9,16 +9,19 @@ import logging
 import re
 import socket
 import uuid
-from urllib.parse import urlsplit
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import uvicorn
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
 from smoltbot.api.credential_check import CredentialCheck
 from smoltbot.api.dependencies import REQUEST_ID, Backends
 from smoltbot.api.errors import error_body, install_error_handlers
@@ -29,8 +32,6 @@ from smoltbot.core.identity import load_hash_secret
 from smoltbot.core.settings import Settings
 from smoltbot.core.signals import stop_signals
 from smoltbot.core.tls import client_tls
-from starlette.exceptions import HTTPException
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["RunningApi", "create_app", "serve", "start_api"]
 

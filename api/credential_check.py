@@ -83,10 +83,21 @@ def _credential_headers(headers: Mapping[str, str]) -> tuple[dict[str, str], str
     else:
         credential = (headers.get("authorization") or "").strip().partition(" ")[2].strip()
         outgoing["authorization"] = f"Bearer {credential}"
+    if not _is_header_token(credential):
+        # Starlette hands us header bytes as latin-1; no key or token has such characters, and
+        # they could not be sent on (httpx encodes header values as ASCII).
+        raise Unauthenticated(
+            "this credential contains characters no API key or token has (only printable ASCII without "
+            "spaces); nothing was created. Send the key your agent calls the model with",
+            reason="CREDENTIAL_REJECTED")
     beta = headers.get("anthropic-beta")
-    if beta:
+    if beta and beta.isascii() and beta.isprintable():
         outgoing["anthropic-beta"] = beta
     return outgoing, credential
+
+
+def _is_header_token(value: str) -> bool:
+    return bool(value) and all("!" <= ch <= "~" for ch in value)
 
 
 def _upstream_message(response: httpx.Response, credential: str) -> str:

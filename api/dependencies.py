@@ -14,6 +14,7 @@ import grpc
 from fastapi import Depends, Header, Path, Query, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from google.protobuf import timestamp_pb2
+
 from smoltbot.api.credential_check import CredentialCheck
 from smoltbot.api.errors import BackendError
 from smoltbot.core.errors import InvalidArgument, PermissionDenied, Unauthenticated

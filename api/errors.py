@@ -22,8 +22,9 @@ import grpc
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from smoltbot.core.errors import SmoltbotError, error_info_of, http_status_for
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from smoltbot.core.errors import SmoltbotError, error_info_of, http_status_for
 
 __all__ = ["BackendError", "error_body", "install_error_handlers"]
 
@@ -170,6 +171,12 @@ async def _on_validation_error(request: Request, error: Exception) -> Response:
     problems = list(error.errors())
     if not problems:
         return _respond(request, error_body(422, message="invalid request", reason="FIELD_INVALID"))
+    if problems[0].get("type") == "json_invalid":
+        # loc is ("body", <offset>): the field to fix is the body; say where and why.
+        offset = problems[0].get("loc", ("body", 0))[-1]
+        why = (problems[0].get("ctx") or {}).get("error") or "not JSON"
+        return _respond(request, error_body(422, message=f"body: invalid JSON at character {offset}: {why}",
+                                            reason="FIELD_INVALID", field="body"))
     messages = []
     for problem in problems:
         field = _field_of(tuple(problem.get("loc", ())))

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import grpc
 from fastapi import APIRouter, Body, Request
+from starlette.exceptions import HTTPException
+
 from smoltbot.api.dependencies import (
     AgentIdPath,
     CallerHash,
@@ -31,14 +33,14 @@ from smoltbot.api.schemas import (
     agent_summary,
     error_responses,
 )
+from smoltbot.api.strict_json import StrictJsonRoute
 from smoltbot.v1 import observer_service_pb2, registry_service_pb2
-from starlette.exceptions import HTTPException
 
 __all__ = ["router", "trace_count"]
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/v1/agents", tags=["agents"], responses=READ_ERRORS)
+router = APIRouter(prefix="/v1/agents", tags=["agents"], responses=READ_ERRORS, route_class=StrictJsonRoute)
 
 
 async def trace_count(observer: Observer, agent_id: str) -> int:

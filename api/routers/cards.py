@@ -6,13 +6,16 @@ import json
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
+
 from smoltbot.api.dependencies import AgentIdPath, CallerHash, Cursor, Limit, Registry, require_owner
 from smoltbot.api.schemas import READ_ERRORS, WRITE_ERRORS, Card, CardList, card_out
+from smoltbot.api.strict_json import StrictJsonRoute
 from smoltbot.v1 import registry_service_pb2
 
 __all__ = ["router"]
 
-router = APIRouter(prefix="/v1/agents/{agent_id}", tags=["cards"], responses=READ_ERRORS)
+router = APIRouter(prefix="/v1/agents/{agent_id}", tags=["cards"], responses=READ_ERRORS,
+                   route_class=StrictJsonRoute)
 
 _CARD_EXAMPLE = {
     "card_version": "unified/2026-04-26",

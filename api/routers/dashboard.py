@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
+
 from smoltbot.api.dependencies import AgentIdPath, Cursor, Observer, Registry, TraceIdPath
 from smoltbot.api.errors import BackendError
 from smoltbot.api.routers.agents import trace_count

@@ -8,6 +8,7 @@ from typing import Annotated
 import grpc
 from fastapi import APIRouter, Depends
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from smoltbot.api.dependencies import Backend, Backends, get_backends
 from smoltbot.api.schemas import Health
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+
 from smoltbot.api.dependencies import (
     AgentIdPath,
     CallerHash,
@@ -13,11 +14,12 @@ from smoltbot.api.dependencies import (
     to_timestamp,
 )
 from smoltbot.api.schemas import READ_ERRORS, WRITE_ERRORS, Session, SessionList, SessionReport, session_out
+from smoltbot.api.strict_json import StrictJsonRoute
 from smoltbot.v1 import agent_pb2, registry_service_pb2
 
 __all__ = ["router"]
 
-router = APIRouter(tags=["sessions"], responses=READ_ERRORS)
+router = APIRouter(tags=["sessions"], responses=READ_ERRORS, route_class=StrictJsonRoute)
 
 _EVENTS = {
     "started": agent_pb2.SESSION_EVENT_STARTED,
