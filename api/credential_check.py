@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 ANTHROPIC_VERSION = "2023-06-01"
 _REJECTED = (401, 403)
 _MAX_UPSTREAM_MESSAGE = 200
+_MAX_ERROR_BODY = 16 * 1024
 
 
 class CredentialCheck:
@@ -47,7 +48,11 @@ class CredentialCheck:
         async with httpx.AsyncClient(timeout=self._timeout, trust_env=False, follow_redirects=False,
                                      transport=self._transport) as client:
             try:
-                response = await client.get(url, params={"limit": "1"}, headers=outgoing)
+                async with client.stream("GET", url, params={"limit": "1"}, headers=outgoing) as response:
+                    status = response.status_code
+                    # Only an error's message is read, and only its start: whatever answers at
+                    # the upstream URL cannot make the API hold a large body.
+                    body = await _read_start(response) if status in _REJECTED else b""
             except httpx.HTTPError as error:
                 logger.warning("credential check: upstream %s unreachable: %s", self.upstream_url,
                                type(error).__name__)
@@ -55,9 +60,8 @@ class CredentialCheck:
                     f"cannot check the credential: the upstream {self.upstream_url} is not answering "
                     f"({_why(error)}); nothing was created. Try again when it is reachable "
                     "(SMOLTBOT_UPSTREAM_URL says where it is)", reason="UPSTREAM_UNAVAILABLE") from None
-        status = response.status_code
         if status in _REJECTED:
-            detail = _upstream_message(response, credential)
+            detail = _upstream_message(body, credential)
             logger.info("credential check: upstream answered %d (request-id %s); nothing created", status,
                         response.headers.get("request-id", "-"))
             raise Unauthenticated(
@@ -75,6 +79,7 @@ def _credential_headers(headers: Mapping[str, str]) -> tuple[dict[str, str], str
     """The credential header as the caller sent it (an OAuth token is refused as an x-api-key),
     with the anthropic-beta flags an OAuth token needs to be accepted."""
     outgoing = {"anthropic-version": ANTHROPIC_VERSION, "accept": "application/json",
+                "accept-encoding": "identity",  # the error's start is read raw, never inflated
                 "user-agent": "smoltbot-api/credential-check"}
     api_key = (headers.get("x-api-key") or "").strip()
     if api_key:
@@ -100,10 +105,19 @@ def _is_header_token(value: str) -> bool:
     return bool(value) and all("!" <= ch <= "~" for ch in value)
 
 
-def _upstream_message(response: httpx.Response, credential: str) -> str:
+async def _read_start(response: httpx.Response) -> bytes:
+    body = b""
+    async for chunk in response.aiter_raw():
+        body += chunk
+        if len(body) >= _MAX_ERROR_BODY:
+            break
+    return body[:_MAX_ERROR_BODY]
+
+
+def _upstream_message(body: bytes, credential: str) -> str:
     """`: <type>: <message>` from an Anthropic error body, bounded and never with the credential."""
     try:
-        error = json.loads(response.content).get("error") or {}
+        error = json.loads(body).get("error") or {}
         text = f"{error.get('type', '')}: {error.get('message', '')}".strip(": ")
     except (ValueError, AttributeError):
         return ""
