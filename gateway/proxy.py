@@ -153,6 +153,9 @@ async def refuse_foreign_targets(request: web.Request,
                                  ) -> web.StreamResponse:
     """Every request, whatever route it matched (or none, as CONNECT and `*`), passes `check_target`."""
     try:
+        if request.method == "CONNECT":
+            # Whatever its target (aiohttp reads even a path as an authority here): no tunnels.
+            raise TargetRefused(f"CONNECT is not served: the gateway is not an HTTP proxy. {_FIX}.")
         check_target(request.raw_path)
     except TargetRefused as refused:
         return anthropic_error(400, "invalid_request_error", str(refused))

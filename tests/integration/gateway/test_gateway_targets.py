@@ -61,6 +61,7 @@ def foreign_targets(elsewhere_port: int) -> dict[str, bytes]:
         "absolute-form-with-userinfo": f"POST http://abc@{here}/anthropic/v1/messages HTTP/1.1".encode(),
         "absolute-form-https": f"POST https://user:pw@{here}/anthropic/v1/messages HTTP/1.1".encode(),
         "authority-form": f"CONNECT {here} HTTP/1.1".encode(),
+        "connect-with-a-path": b"CONNECT /anthropic/v1/messages HTTP/1.1",
         "asterisk-form": b"OPTIONS * HTTP/1.1",
         "scheme-relative": f"POST //{here}/anthropic/v1/messages HTTP/1.1".encode(),
         "dot-segments": b"POST /anthropic/../anthropic/v1/messages HTTP/1.1",
