@@ -47,6 +47,13 @@ class Settings(BaseSettings):
     # Sessions
     session_idle_minutes: float = Field(default=30, gt=0, description="Idle time that ends an inferred session.")
 
+    # Cost
+    price_table_path: str = Field(
+        default="",
+        description="TOML file of model prices laid over the table smoltbot ships (core/prices.toml): an entry "
+        "there replaces the shipped one with the same provider and model id. Empty: the shipped table only.",
+    )
+
     # Gateway
     max_request_bytes: int = Field(default=32 * 1024 * 1024, gt=0, description="Request body limit (413 above).")
     upstream_connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to connect upstream.")
