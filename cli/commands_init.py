@@ -129,14 +129,16 @@ def init_command(
 
 def _resolve_error(error: ApiError, credential_var: str) -> CliError:
     """Why init could not learn the agent id, and what to do; nothing was created either way."""
+    # The API's message says what the upstream answered; its advice part is replaced by ours.
+    what = error.message.split("; nothing was created")[0]
     if error.status == 401 and error.reason == "CREDENTIAL_REJECTED":
         return CliError(f"the model API did not accept the credential in {credential_var}, so no agent was "
-                        f"created; set {credential_var} to the key your agent really calls the model with, "
-                        f"then run `smoltbot init` again ({error.message})")
+                        f"created ({what}); set {credential_var} to the key your agent really calls the "
+                        "model with, then run `smoltbot init` again")
     if error.status == 503 and error.reason == "UPSTREAM_UNAVAILABLE":
-        return CliError("smoltbot could not check your credential because the model API is not answering, so "
-                        "no agent was created; run `smoltbot init` again when it is (check "
-                        f"SMOLTBOT_UPSTREAM_URL where the API runs) ({error.message})")
+        return CliError(f"smoltbot could not check your credential because the model API is not answering "
+                        f"({what}), so no agent was created; run `smoltbot init` again when it is "
+                        "(SMOLTBOT_UPSTREAM_URL of the smoltbot API says where the model API is)")
     return error
 
 
