@@ -1,6 +1,8 @@
 """Agent and session of a call, from the Registry, remembered so a warm call asks nobody.
 
-- Agent: `ResolveAgent(agent_hash)` once per credential hash, then from memory.
+- Agent: `ResolveAgent(agent_hash)` once per credential hash, then from memory. The relay asks
+  only once the upstream has answered a call with a status other than 401/403 (proxy.py), so
+  the Registry creates agents for accepted credentials alone.
 - Session: a client-named session (see proxy.SESSION_HINT_HEADERS) is
   resolved once per (agent, name). Otherwise the agent's inferred session is reused while the
   agent has been idle less than `session_idle_minutes`, the Registry's own rule, applied here
