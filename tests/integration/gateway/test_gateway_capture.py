@@ -12,11 +12,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from smoltbot.core.settings import Settings
 from smoltbot.gateway import RunningGateway
 from smoltbot.gateway.capture import CaptureLimits
 from smoltbot.v1 import exchange_pb2
-
 from tests.integration.gateway.helpers import metrics_of, spooled_exchanges, unused_address, wait_for
 
 pytestmark = pytest.mark.timeout(90)
