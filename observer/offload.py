@@ -18,10 +18,12 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import functools
 import json
 import logging
 import multiprocessing
 import os
+import re
 import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -123,8 +125,97 @@ def decode(payload: bytes) -> exchange_pb2.Exchange:
     return exchange_pb2.Exchange.FromString(payload)
 
 
+#: What extraction reads from a request (see observer.extraction): never the history in `messages`.
+_REQUEST_FIELDS = (b"model", b"tools", b"system")
+#: A request body that cannot be scanned is handed over whole only below this size.
+_UNSCANNED_LIMIT = 1024 * 1024
+#: Nesting deeper than this in a request's values is not scanned (the request is then not read).
+_MAX_SCANNED_DEPTH = 64
+_JSON_STRING_PATTERN = rb'"[^"\\]*+(?:\\.[^"\\]*+)*+"'
+_JSON_STRING = re.compile(_JSON_STRING_PATTERN, re.DOTALL)
+_JSON_SCALAR = re.compile(rb'[^,}\]\s]+')
+_JSON_SPACE = re.compile(rb"[ \t\n\r]*")
+
+
+@functools.cache
+def _nested_pattern(depth: int) -> re.Pattern[bytes]:
+    # An array or object nested at most `depth` deep, matched by the C regex engine without
+    # building anything: strings are skipped whole (brackets inside them do not count), and
+    # possessive repeats never backtrack, so a malformed body fails in one pass.
+    inner = rb"(?!)"
+    for _ in range(depth):
+        inner = rb'[\[{](?:' + _JSON_STRING_PATTERN + rb'|[^\[\]{}"]++|' + inner + rb")*+[\]}]"
+    return re.compile(inner, re.DOTALL)
+
+
+def _skip_space(body: bytes, pos: int) -> int:
+    space = _JSON_SPACE.match(body, pos)
+    return space.end() if space is not None else pos
+
+
+def _value_end(body: bytes, pos: int) -> int:
+    """Where the JSON value starting at `pos` ends, without building it (ValueError if it is
+    malformed or nests deeper than `_MAX_SCANNED_DEPTH`)."""
+    first = body[pos:pos + 1]
+    if first == b'"':
+        pattern = _JSON_STRING
+    elif first in (b"[", b"{"):
+        pattern = _nested_pattern(_MAX_SCANNED_DEPTH)
+    else:
+        pattern = _JSON_SCALAR
+    found = pattern.match(body, pos)
+    if found is None:
+        raise ValueError(f"no JSON value at {pos}")
+    return found.end()
+
+
+def request_fields(body: bytes) -> bytes:
+    """The request as a JSON object holding only what extraction reads (model, tools, system).
+
+    A request body may be 32 MiB of conversation history; parsed whole into Python objects it
+    would take tens of times that (an empty object is 2 bytes of JSON and ~70 as a dict). The
+    top-level object is scanned instead, and only the wanted values are copied out; the rest is
+    skipped over without being built. A body that is not a JSON object comes back unchanged
+    when small (extraction says it cannot be read), else as an empty object.
+    """
+    try:
+        pos = _skip_space(body, 0)
+        if body[pos:pos + 1] != b"{":
+            raise ValueError("not an object")
+        kept: dict[bytes, bytes] = {}
+        pos = _skip_space(body, pos + 1)
+        if body[pos:pos + 1] == b"}" and _skip_space(body, pos + 1) == len(body):
+            return b"{}"
+        while True:
+            key_end = _value_end(body, pos)
+            key = body[pos:key_end]
+            pos = _skip_space(body, key_end)
+            if body[pos:pos + 1] != b":":
+                raise ValueError("expected ':'")
+            start = _skip_space(body, pos + 1)
+            end = _value_end(body, start)
+            name = key[1:-1]
+            if b"\\" in name:  # "mod\u0065l" is "model" to json.loads too
+                name = json.loads(key).encode("utf-8", "surrogatepass")
+            if key[:1] == b'"' and name in _REQUEST_FIELDS:
+                kept[b'"' + name + b'"'] = body[start:end]  # the last of duplicates wins, as in json.loads
+            pos = _skip_space(body, end)
+            separator = body[pos:pos + 1]
+            if separator == b"}":
+                if _skip_space(body, pos + 1) != len(body):
+                    raise ValueError("text after the object")
+                break
+            if separator != b",":
+                raise ValueError("expected ',' or '}'")
+            pos = _skip_space(body, pos + 1)
+    except (ValueError, IndexError):
+        return body if len(body) <= _UNSCANNED_LIMIT else b"{}"
+    return b"{" + b",".join(key + b":" + value for key, value in kept.items()) + b"}"
+
+
 def extraction_of(exchange: exchange_pb2.Exchange, missing: tuple[str, ...] = ()) -> Extraction:
-    extraction = extract(exchange.request.body, exchange.response.body, http_status=exchange.response.status,
+    extraction = extract(request_fields(exchange.request.body), exchange.response.body,
+                         http_status=exchange.response.status,
                          streamed=exchange.response.streamed, outcome=outcome_of(exchange),
                          stream_error=exchange.response.stream_error)
     extraction.missing.extend(missing)
