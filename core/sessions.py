@@ -341,9 +341,9 @@ def _responses_prompt(item: Any) -> bool | None:
     if not isinstance(item, Mapping):
         return None
     kind = item.get("type")
-    if kind in _RESPONSES_OUTPUT_ITEMS:
-        return False
-    if kind not in (None, "message"):
+    if kind is not None and kind != "message":
+        # function_call_output and its siblings (see _RESPONSES_OUTPUT_ITEMS), reasoning, or an
+        # item this module does not know: none of them is a new prompt.
         return False
     return item.get("role") == "user"
 

@@ -319,7 +319,7 @@ def gemini_usage(usage: Any) -> TokenUsage:
 def usage_from_response(api: str, response: Any) -> TokenUsage:
     """The usage of a final (or reassembled) response object of `api`; `provider` set even when the
     response carries none, so that a missing usage is visible as such."""
-    provider = _PROVIDER_OF.get(api, "")
+    provider = _PROVIDER_OF.get(api, "") if isinstance(api, str) else ""
     if not isinstance(response, Mapping):
         return TokenUsage(provider=provider, notes=_not_an_object("response", response))
     if api == API_ANTHROPIC_MESSAGES:
