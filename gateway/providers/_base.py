@@ -83,30 +83,48 @@ class Budget:
 
 
 def fit(value: Any, limit: int | None) -> tuple[Any, bool]:
-    """`value` with its strings cut, in document order, so that they add up to at most `limit`
-    characters; and whether anything was cut. Keys, numbers and structure are kept."""
+    """`value` with its longest strings cut to one common length, so that its strings add up to at
+    most `limit` characters; and whether anything was cut. Short strings (ids, finish reasons,
+    model names) are kept whole as long as the long ones (text, arguments) can give way; keys,
+    numbers and structure are always kept."""
     if limit is None:
         return value, False
-    room = [limit]
-    cut = [False]
+    sizes: list[int] = []
+
+    def measure(node: Any) -> None:
+        if isinstance(node, str):
+            sizes.append(len(node))
+        elif isinstance(node, dict):
+            for item in node.values():
+                measure(item)
+        elif isinstance(node, list):
+            for item in node:
+                measure(item)
+
+    measure(value)
+    if sum(sizes) <= limit:
+        return value, False
+    # The largest cap c with sum(min(size, c)) <= limit ("water-filling"), from the sizes sorted.
+    sizes.sort()
+    room, remaining, cap = limit, len(sizes), 0
+    for size in sizes:
+        share = room // remaining
+        if size > share:
+            cap = share
+            break
+        room -= size
+        remaining -= 1
 
     def walk(node: Any) -> Any:
         if isinstance(node, str):
-            if len(node) <= room[0]:
-                room[0] -= len(node)
-                return node
-            cut[0] = True
-            kept = node[: room[0]]
-            room[0] = 0
-            return kept
+            return node[:cap] if len(node) > cap else node
         if isinstance(node, dict):
             return {key: walk(item) for key, item in node.items()}
         if isinstance(node, list):
             return [walk(item) for item in node]
         return node
 
-    result = walk(value)
-    return result, cut[0]
+    return walk(value), True
 
 
 def compact_json(value: Any) -> bytes:
@@ -153,7 +171,7 @@ class Reassembler:
             if final is None:
                 self._final = b""
             else:
-                final, cut = fit(final, self._limit if self._budget.truncated or self._limit else None)
+                final, cut = fit(final, self._limit)
                 self._truncated_at_close = cut
                 self._final = compact_json(final)
         return self._final
