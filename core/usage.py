@@ -65,6 +65,7 @@ __all__ = [
     "openai_chat_usage",
     "openai_responses_usage",
     "usage_from_response",
+    "with_conditions",
 ]
 
 Api = Literal["anthropic.messages", "openai.chat", "openai.responses", "gemini.generate"]
