@@ -34,7 +34,8 @@ async def test_list_traces_filters_orders_and_pages(observer_stack: ObserverStac
     agent_id, agent_hash = await observer_stack.agent()
     other_id, other_hash = await observer_stack.agent()
     await observer_stack.put_card(agent_id, agent_hash, json.dumps(STRICT_CARD))
-    start = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+    # Calls are checked against the card in force when they started: date them after the card.
+    start = datetime.now(UTC).replace(second=0, microsecond=0) + timedelta(minutes=2)
     sent = []
     for i in range(30):
         name = "read_file" if i % 3 else "delete_file"  # every third one violates the card
@@ -90,16 +91,18 @@ async def test_get_trace_of_an_unknown_id_is_not_found(observer_stack: ObserverS
 async def test_integrity_scores_with_coverage_and_an_unknown_agent_has_none(observer_stack: ObserverStack) -> None:
     agent_id, agent_hash = await observer_stack.agent()
     await observer_stack.put_card(agent_id, agent_hash, json.dumps(STRICT_CARD))
+    # Calls are checked against the card in force when they started, so these are dated just
+    # after the card was stored (a call starts 0.9 s before it ends); the timeline's hourly buckets are checked with a second agent below.
     now = datetime.now(UTC)
     sent = [
         make_exchange(agent_hash, message(thinking("Read it."), tool_use("read_file", {"path": "/a"}),
-                                          stop_reason="tool_use"), ended_at=now - timedelta(hours=3)),
+                                          stop_reason="tool_use"), ended_at=now + timedelta(seconds=1)),
         make_exchange(agent_hash, message(tool_use("delete_file", {"path": "/a"}), stop_reason="tool_use"),
-                      ended_at=now - timedelta(hours=2)),
+                      ended_at=now + timedelta(seconds=2)),
         make_exchange(agent_hash, message(tool_use("shell_exec", {"cmd": "ls"}), stop_reason="tool_use"),
-                      ended_at=now - timedelta(hours=1)),
+                      ended_at=now + timedelta(seconds=3)),
         make_exchange(agent_hash, error_body("overloaded_error", "Overloaded"), status=529,
-                      outcome=exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_ERROR, ended_at=now - timedelta(minutes=5)),
+                      outcome=exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_ERROR, ended_at=now + timedelta(seconds=4)),
     ]
     await observer_stack.ingest(sent)
     await observer_stack.wait_finished([e.exchange_id for e in sent])
@@ -119,7 +122,19 @@ async def test_integrity_scores_with_coverage_and_an_unknown_agent_has_none(obse
     assert score.window_size == observer_stack.settings.integrity_window
     assert sum(point.total_traces for point in score.timeline) == 4
     assert sum(point.verified_traces for point in score.timeline) == 2
-    buckets = [point.bucket_start.ToDatetime() for point in score.timeline]
+
+    # The timeline: hourly buckets, oldest first, over calls spread across the last hours (an
+    # agent on its default card, which is in force for calls before any other card).
+    spread_id, spread_hash = await observer_stack.agent()
+    spread = [make_exchange(spread_hash, message(tool_use("read_file", {"path": "/a"}), stop_reason="tool_use"),
+                            ended_at=datetime.now(UTC) - ago)
+              for ago in (timedelta(hours=3), timedelta(hours=2), timedelta(hours=1), timedelta(minutes=5))]
+    await observer_stack.ingest(spread)
+    await observer_stack.wait_finished([e.exchange_id for e in spread])
+    spread_score = (await observer_stack.stub.GetIntegrity(pb.GetIntegrityRequest(agent_id=spread_id))).integrity
+    assert sum(point.total_traces for point in spread_score.timeline) == 4
+    assert sum(point.verified_traces for point in spread_score.timeline) == 4
+    buckets = [point.bucket_start.ToDatetime() for point in spread_score.timeline]
     assert buckets == sorted(buckets) and len(buckets) >= 4
 
     unknown = (await observer_stack.stub.GetIntegrity(pb.GetIntegrityRequest(agent_id="smolt-00000000"))).integrity
@@ -133,7 +148,7 @@ async def test_the_recent_window_covers_the_last_traces_only(observer_stack: Obs
     await observer_stack.start_observer(integrity_window=3)
     agent_id, agent_hash = await observer_stack.agent()
     await observer_stack.put_card(agent_id, agent_hash, json.dumps(STRICT_CARD))
-    start = datetime.now(UTC) - timedelta(minutes=30)
+    start = datetime.now(UTC) + timedelta(minutes=1)  # after the card: it is in force for every call
     names = ["delete_file", "delete_file", "read_file", "read_file", "read_file"]
     sent = [make_exchange(agent_hash, message(tool_use(name, {"path": "/x"}), stop_reason="tool_use"),
                           ended_at=start + timedelta(minutes=i)) for i, name in enumerate(names)]
