@@ -68,6 +68,16 @@ _MISSING_KEY = ("Method doesn't allow unregistered callers (callers without esta
                 "API Key or other form of API consumer identity to call this API.")
 
 
+def _get(obj: Any, name: str) -> Any:
+    """A field by its lowerCamel or its snake_case name: Google's JSON parsing accepts both
+    (proto3 JSON mapping), and google-genai sends some fields in snake_case."""
+    if not isinstance(obj, dict):
+        return None
+    if name in obj:
+        return obj[name]
+    return obj.get("".join("_" + c.lower() if c.isupper() else c for c in name))
+
+
 def _last_user_text(payload: dict[str, Any]) -> str:
     for content in reversed(payload.get("contents") or []):
         if isinstance(content, dict) and content.get("role", "user") == "user":
@@ -78,8 +88,8 @@ def _last_user_text(payload: dict[str, Any]) -> str:
 def _declarations(payload: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     found = []
     for tool in payload.get("tools") or []:
-        for declaration in (tool or {}).get("functionDeclarations") or []:
-            schema = declaration.get("parameters") or declaration.get("parametersJsonSchema") or {}
+        for declaration in _get(tool, "functionDeclarations") or []:
+            schema = declaration.get("parameters") or _get(declaration, "parametersJsonSchema") or {}
             found.append((declaration.get("name", "tool"), schema))
     return found
 
@@ -87,9 +97,9 @@ def _declarations(payload: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 def gemini_chunks(scenario: str, seed: Seed, payload: dict[str, Any], model: str, tiny: int = 0) -> list[dict[str, Any]]:
     """The chunks of a reply, in order; the last carries finishReason and the final usage."""
     fp = seed.fingerprint
-    config = payload.get("generationConfig") or {}
+    config = _get(payload, "generationConfig") or {}
     thinking = scenario in ("thinking", "thinking_function_call")
-    show_thoughts = thinking and bool((config.get("thinkingConfig") or {}).get("includeThoughts"))
+    show_thoughts = thinking and bool(_get(_get(config, "thinkingConfig"), "includeThoughts"))
     signature = seed.blob("signature", 3) if thinking else None
     parts: list[list[dict[str, Any]]] = []  # per chunk
     if show_thoughts:
@@ -117,7 +127,7 @@ def gemini_chunks(scenario: str, seed: Seed, payload: dict[str, Any], model: str
         finish = "MAX_TOKENS" if scenario == "max_tokens" else "STOP"
     prompt = max(1, len(canonical(payload)) // 4)
     thoughts = 48 + seed.number("thoughts", 0, 64) if thinking else 0
-    cached = prompt // 2 if payload.get("cachedContent") else 0
+    cached = prompt // 2 if _get(payload, "cachedContent") else 0
     response_id = seed.token("response", 22)
     chunks, produced = [], 0
     for n, chunk_parts in enumerate(parts):
