@@ -31,6 +31,7 @@ from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.settings import Settings
 from smoltbot.core.tls import TlsConfig
 from tests.integration.api.helpers import Stack, ingest
+from tests.support.anthropic_standin import AnthropicStandin
 
 #: Environment variables a developer's shell may set that would change what the CLI does.
 _ISOLATED_ENV = ("SMOLTBOT_API_URL", "SMOLTBOT_GATEWAY_URL", "SMOLTBOT_API_PORT", "SMOLTBOT_GATEWAY_PORT",
@@ -73,7 +74,9 @@ async def local_stack(settings_factory: Callable[..., Settings]) -> AsyncIterato
     from smoltbot.observer.server import build_server as build_observer
     from smoltbot.registry.server import build_server as build_registry
 
-    settings = settings_factory(upstream_url=f"http://127.0.0.1:{unused_port()}")
+    # The API checks credentials with the upstream before `smoltbot init` creates an agent.
+    upstream = AnthropicStandin()
+    settings = settings_factory(upstream_url=await upstream.start())
     registry = await build_registry(settings, address="127.0.0.1:0")
     await registry.start()
     registry_address = f"127.0.0.1:{registry.port}"
@@ -93,6 +96,7 @@ async def local_stack(settings_factory: Callable[..., Settings]) -> AsyncIterato
         await api.stop()
         await observer.stop(0.5)
         await registry.stop(0.5)
+        await upstream.stop()
 
 
 @dataclass

@@ -37,7 +37,8 @@ async def _forbid_delete(local_stack: LocalStack, agent_id: str, credential: str
 
 
 def _exchanges(local_stack: LocalStack, credential: str, agent_id: str, session: str = "sess-cli-1") -> list[Any]:
-    now = datetime.now(UTC)
+    # Calls are checked against the card in force when they started: date them after the card.
+    now = datetime.now(UTC) + timedelta(seconds=40)
     target = local_stack.ingest_target
     return [
         make_exchange(target, credential, anthropic_response(
