@@ -137,7 +137,13 @@ class Gateway:
                                           + (f": {text}" if text else ""))
 
     def _minimal(self, capture: Capture, failure: str) -> tuple[bytes, str]:
-        return encode_ingest_request(minimal_exchange(capture, self.gateway_id, failure)), failure
+        try:
+            return encode_ingest_request(minimal_exchange(capture, self.gateway_id, failure)), failure
+        except Exception as error:  # noqa: BLE001 - the last resort: ids, agent and what failed
+            failure = f"{failure}; the minimal record failed too: {type(error).__name__}"
+            last = exchange_pb2.Exchange(exchange_id=capture.exchange_id, agent_hash=capture.agent_hash,
+                                         gateway_id=self.gateway_id, capture_failure=failure)
+            return encode_ingest_request(last), failure
 
     def _built(self, capture: Capture, future: asyncio.Future[tuple[bytes, str]]) -> None:
         self._building.discard(future)

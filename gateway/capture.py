@@ -318,10 +318,10 @@ class Capture:
             agent_hash=self.agent_hash,
             agent_id=self.agent_id,
             session_id=self.session_id,
-            session_hint=scrub.text(proto_text(_capped_text(self.session_hint, limits.text_bytes))),
+            session_hint=proto_text(scrub.text(_capped_text(self.session_hint, limits.text_bytes))),
             request=exchange_pb2.CapturedRequest(
                 method=proto_text(self.method),
-                path=scrub.text(proto_text(_capped_text(self.path, limits.text_bytes))),
+                path=proto_text(scrub.text(_capped_text(self.path, limits.text_bytes))),
                 query=proto_text(query),
                 headers=[header_type(**fields) for fields in request_headers],
                 body=request_body, body_capture=request_capture,
@@ -432,10 +432,11 @@ def _headers(headers: list[tuple[str, str]], scrub: Scrubber,
         if used > limit:
             return out, len(headers) - index
         fields: dict[str, object] = {"name": proto_text(name)}
-        text = proto_text(value)
-        if text is not value:
+        scrubbed = scrub.text(value)  # before proto_text: a key with odd bytes is matched as received
+        text = proto_text(scrubbed)
+        if text is not scrubbed:
             fields["raw_value"] = scrub.data(raw_bytes(value))
-        fields["value"] = scrub.text(text)
+        fields["value"] = text
         out.append(fields)
     return out, 0
 
@@ -473,16 +474,19 @@ def minimal_exchange(capture: Capture | exchange_pb2.Exchange, gateway_id: str,
         exchange.response.streamed = full.response.streamed
         exchange.timings.CopyFrom(full.timings)
         return exchange
-    scrub = Scrubber(capture.credential)
+    try:
+        scrub = Scrubber(capture.credential)
+    except Exception:  # noqa: BLE001 - this record must not fail: without the path's text then
+        scrub = None
     exchange = exchange_pb2.Exchange(
         exchange_id=capture.exchange_id, agent_hash=capture.agent_hash, agent_id=capture.agent_id,
         session_id=capture.session_id,
-        session_hint=scrub.text(proto_text(_capped_text(capture.session_hint, 1024))),
+        session_hint=proto_text(scrub.text(_capped_text(capture.session_hint, 1024))) if scrub else "",
         outcome=capture.outcome.value, outcome_detail=proto_text(_capped_text(capture.detail, 4096)),
         gateway_id=gateway_id, capture_failure=failure or "unknown failure",
     )
     exchange.request.method = proto_text(_capped_text(capture.method, 64))
-    exchange.request.path = scrub.text(proto_text(_capped_text(capture.path, 4096)))
+    exchange.request.path = proto_text(scrub.text(_capped_text(capture.path, 4096))) if scrub else ""
     exchange.response.status = capture.status
     exchange.response.streamed = capture.streamed
     _stamp(exchange.timings.started_at, capture.started_ns)

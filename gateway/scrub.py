@@ -75,17 +75,20 @@ class Scrubber:
         self._credential = credential
         forms: set[str] = set()
         if len(credential) >= _MIN_SEARCHED:
+            # A key with bytes that are not UTF-8 comes as surrogate escapes: every form is built
+            # from its bytes, so none of this can fail on it.
+            raw = raw_bytes(credential)
             forms = {
                 credential,
                 json.dumps(credential)[1:-1],
                 json.dumps(credential, ensure_ascii=False)[1:-1],
                 json.dumps(credential)[1:-1].replace("/", "\\/"),
-                urllib.parse.quote(credential, safe=""),
-                urllib.parse.quote_plus(credential, safe=""),
+                urllib.parse.quote(raw, safe=""),
+                urllib.parse.quote_plus(raw, safe=""),
             }
         # Longest first, so a form that contains another is replaced whole.
         self._text_forms = sorted(forms, key=len, reverse=True)
-        self._forms = [form.encode("utf-8", "surrogatepass") for form in self._text_forms]
+        self._forms = [raw_bytes(form) for form in self._text_forms]
 
     @property
     def active(self) -> bool:

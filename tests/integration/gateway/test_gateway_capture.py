@@ -197,3 +197,22 @@ async def test_health_answers_while_a_large_stream_is_captured_and_every_delta_i
     assert exchange.response.body_capture.wire_size == size
     assert exchange.outcome == exchange_pb2.EXCHANGE_OUTCOME_COMPLETE
 
+
+
+async def test_a_credential_with_bytes_that_are_not_utf8_is_recorded_without_it(
+        lone_gateway: RunningGateway, gateway_settings: Settings, tmp_path: Path) -> None:
+    key = b"sk-ant-h2-fuzz-0123456789\xb6\x9a"
+    body = b'{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"' + key + b'"}]}'
+    head = (b"POST /anthropic/v1/messages?api_key=sk-ant-h2-fuzz-0123456789%B6%9A HTTP/1.1\r\nHost: x\r\nx-api-key: " + key +
+            b"\r\nContent-Type: application/json\r\nx-echo: " + key + b"\r\nContent-Length: " +
+            str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n")
+    reader, writer = await asyncio.open_connection("127.0.0.1", lone_gateway.port)
+    writer.write(head + body)
+    await writer.drain()
+    reply = await reader.read()
+    writer.close()
+    assert reply.startswith(b"HTTP/1.1 "), reply[:100]
+    (exchange,) = await records(lone_gateway, gateway_settings, tmp_path, 1)
+    assert not exchange.capture_failure
+    raw = exchange.SerializeToString()
+    assert b"0123456789" not in raw, [line for line in str(exchange).splitlines() if "0123456789" in line]
