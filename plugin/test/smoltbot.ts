@@ -45,15 +45,20 @@ export async function startSmoltbot(python: string): Promise<Smoltbot> {
     await rm(home, { recursive: true, force: true });
   };
   try {
-    const registry = new Service("registry", python, ["serve", "registry", "--listen", "127.0.0.1:0"], env);
+    // The API asks the upstream whether a credential is real before it creates an agent: a local
+    // stand-in of the Anthropic API plays the upstream.
+    const upstream = new Service("upstream", python, ["-m", "tests.support.anthropic_standin"], env);
+    children.push(upstream);
+    env["SMOLTBOT_UPSTREAM_URL"] = (await upstream.waitFor(/LISTENING (http:\/\/\S+)/))[1] ?? "";
+    const registry = new Service("registry", python, smoltbot("serve", "registry", "--listen", "127.0.0.1:0"), env);
     children.push(registry);
     const registryPort = (await registry.waitFor(/registry listening on [^\s]+:(\d+)/))[1];
     env["SMOLTBOT_REGISTRY_ADDRESS"] = `127.0.0.1:${registryPort}`;
-    const observer = new Service("observer", python, ["serve", "observer", "--listen", "127.0.0.1:0"], env);
+    const observer = new Service("observer", python, smoltbot("serve", "observer", "--listen", "127.0.0.1:0"), env);
     children.push(observer);
     const observerPort = (await observer.waitFor(/observer listening on [^\s]+:(\d+)/))[1];
     env["SMOLTBOT_OBSERVER_ADDRESS"] = `127.0.0.1:${observerPort}`;
-    const api = new Service("api", python, ["serve", "api", "--host", "127.0.0.1", "--port", "0"], env);
+    const api = new Service("api", python, smoltbot("serve", "api", "--host", "127.0.0.1", "--port", "0"), env);
     children.push(api);
     const apiUrl = (await api.waitFor(/API listening on (http:\/\/[^\s]+?)\/? /))[1] ?? "";
     return {
@@ -68,6 +73,10 @@ export async function startSmoltbot(python: string): Promise<Smoltbot> {
   }
 }
 
+function smoltbot(...args: string[]): string[] {
+  return ["-m", "smoltbot.cli.main", ...args];
+}
+
 class Service {
   output = "";
   private readonly process: ChildProcess;
@@ -75,7 +84,7 @@ class Service {
   private readonly listeners: Array<() => void> = [];
 
   constructor(readonly name: string, python: string, args: string[], env: NodeJS.ProcessEnv) {
-    this.process = spawn(python, ["-m", "smoltbot.cli.main", ...args], { env, cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"] });
+    this.process = spawn(python, args, { env, cwd: REPO_ROOT, stdio: ["ignore", "pipe", "pipe"] });
     const collect = (chunk: Buffer) => {
       this.output += chunk.toString("utf8");
       for (const listener of this.listeners) listener();
