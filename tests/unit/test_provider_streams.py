@@ -410,3 +410,50 @@ def test_reassembler_for_picks_the_module_from_the_call() -> None:
     assert reassembler_for("anthropic", "/v1/messages").kind == "anthropic"
     assert reassembler_for("openai", "/v1/embeddings") is None
     assert reassembler_for("gemini", "/v1beta/models/x:generateContent") is None
+
+
+async def test_chat_deltas_that_repeat_type_and_fragment_several_indexes_in_one_chunk() -> None:
+    # Some servers repeat "type" on every tool-call fragment, and one chunk may carry fragments of
+    # several calls: `type` replaces (never concatenates) and each fragment goes to its index.
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        data = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+    def call(index: int, arguments: str, **first: Any) -> dict[str, Any]:
+        return {"index": index, "type": "function", "function": {"arguments": arguments, **first}}
+
+    raw = b"".join([
+        chunk({"role": "assistant", "content": None}),
+        chunk({"tool_calls": [call(0, "", name="a"), call(0, '{"x":'), call(1, "", name="b")]}),
+        chunk({"tool_calls": [call(1, '{"y": 2}'), call(0, " 1}")]}),
+        chunk({}, "tool_calls"), b"data: [DONE]\n\n",
+    ])
+    async with sdk_openai(raw).chat.completions.stream(model="m", messages=[]) as stream:
+        expected = normalized((await stream.get_final_completion()).to_dict())
+    ours = normalized(json.loads(feed(ChatCompletionReassembler(), raw, [3] * len(raw)).close()))
+    assert ours == expected
+    assert [c["type"] for c in ours["choices"][0]["message"]["tool_calls"]] == ["function", "function"]
+    assert [c["function"]["arguments"] for c in ours["choices"][0]["message"]["tool_calls"]] == ['{"x": 1}',
+                                                                                                '{"y": 2}']
+
+
+def test_gemini_a_thought_signature_closes_its_part() -> None:
+    def chunk(*parts: dict[str, Any], finish: str | None = None) -> bytes:
+        candidate: dict[str, Any] = {"content": {"parts": list(parts), "role": "model"}, "index": 0}
+        if finish:
+            candidate["finishReason"] = finish
+        return b"data: " + json.dumps({"candidates": [candidate]}).encode() + b"\r\n\r\n"
+
+    raw = b"".join([
+        chunk({"text": "plan ", "thought": True}), chunk({"text": "one", "thought": True, "thoughtSignature": "S1"}),
+        chunk({"text": "plan two", "thought": True}), chunk({"text": "Hi"}), chunk({"text": " there"}),
+        chunk({"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "S2"}), chunk({"text": "done"}),
+        chunk({"text": "", "thoughtSignature": "S3"}, finish="STOP"),
+    ])
+    parts = json.loads(feed(GeminiReassembler(), raw, [5] * len(raw)).close())["candidates"][0]["content"]["parts"]
+    assert parts == [
+        {"text": "plan one", "thought": True, "thoughtSignature": "S1"}, {"text": "plan two", "thought": True},
+        {"text": "Hi there"}, {"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "S2"},
+        {"text": "done", "thoughtSignature": "S3"},
+    ]
