@@ -37,8 +37,9 @@ __all__ = [
 PROVIDERS = ("anthropic", "openai", "gemini")
 
 
-def reassembler_for(provider: str, path: str, query: str = "", *,
-                    limit: int | None = None) -> Reassembler | None:
+def reassembler_for(
+    provider: str, path: str, query: str = "", *, limit: int | None = None
+) -> Reassembler | None:
     """The reassembler for a streamed reply to `path` (the upstream path, after the gateway's
     `/anthropic`, `/openai` or `/gemini` prefix), or None when that call has no known stream
     format (the capture then keeps the raw body)."""

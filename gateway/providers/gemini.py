@@ -213,8 +213,9 @@ class GeminiReassembler(Reassembler):
     def ended_cleanly(self) -> bool:
         """No error, and every candidate got its `finishReason` (Gemini's end of a reply)."""
         candidates = self._merge.candidates
-        return (not self._failed and bool(candidates)
-                and all(c.get("finishReason") for c in candidates.values()))
+        return (
+            not self._failed and bool(candidates) and all(c.get("finishReason") for c in candidates.values())
+        )
 
     def _result(self) -> Any:
         return self._merge.result() if self._chunks else None

@@ -99,15 +99,20 @@ class ChatCompletionReassembler(Reassembler):
             choices = list(data.get("choices") or [])
             for choice in chunk.get("choices") or []:
                 choices[choice["index"]] = self._new_choice(choice)
-            self._snapshot = {"system_fingerprint": None, **data, "choices": choices,
-                              "object": "chat.completion"}
+            self._snapshot = {
+                "system_fingerprint": None,
+                **data,
+                "choices": choices,
+                "object": "chat.completion",
+            }
             return
         for choice in chunk.get("choices") or []:
             choices = snapshot["choices"]
             try:
                 choice_snapshot = choices[choice["index"]]
-                choice_snapshot["message"] = self._merge(choice_snapshot.get("message") or {},
-                                                         choice.get("delta") or {})
+                choice_snapshot["message"] = self._merge(
+                    choice_snapshot.get("message") or {}, choice.get("delta") or {}
+                )
             except IndexError:
                 choice_snapshot = self._new_choice(choice)
                 choices.append(choice_snapshot)
@@ -117,8 +122,10 @@ class ChatCompletionReassembler(Reassembler):
             if logprobs is not None:
                 target = choice_snapshot.get("logprobs")
                 if target is None:
-                    choice_snapshot["logprobs"] = {"content": logprobs.get("content"),
-                                                   "refusal": logprobs.get("refusal")}
+                    choice_snapshot["logprobs"] = {
+                        "content": logprobs.get("content"),
+                        "refusal": logprobs.get("refusal"),
+                    }
                 else:
                     for key in ("content", "refusal"):
                         if logprobs.get(key):

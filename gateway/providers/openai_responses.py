@@ -28,8 +28,16 @@ from ._base import Reassembler, SseEvents
 
 __all__ = ["ResponsesReassembler"]
 
-_LIFECYCLE = frozenset({"response.created", "response.queued", "response.in_progress", "response.completed",
-                        "response.failed", "response.incomplete"})
+_LIFECYCLE = frozenset(
+    {
+        "response.created",
+        "response.queued",
+        "response.in_progress",
+        "response.completed",
+        "response.failed",
+        "response.incomplete",
+    }
+)
 _TERMINAL = frozenset({"response.completed", "response.failed", "response.incomplete"})
 _BY_CALL_ID = frozenset({"function_call", "custom_tool_call", "shell_call", "shell_call_output"})
 # delta event type -> (item types it applies to, where the text goes)

@@ -43,29 +43,63 @@ from .standin_server import (
     serve_forever,
 )
 
-__all__ = ["CONTENT_SCENARIOS", "ERROR_SCENARIOS", "MODELS", "GeminiStandin", "gemini_chunks", "merged_response"]
+__all__ = [
+    "CONTENT_SCENARIOS",
+    "ERROR_SCENARIOS",
+    "MODELS",
+    "GeminiStandin",
+    "gemini_chunks",
+    "merged_response",
+]
 
 _RETRY_INFO = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "1s"}
 ERROR_SCENARIOS: dict[str, tuple[int, str, str]] = {
     "error_400": (400, "INVALID_ARGUMENT", "Request contains an invalid argument."),
-    "error_401": (401, "UNAUTHENTICATED", "Request had invalid authentication credentials. Expected OAuth 2 "
-                                          "access token, login cookie or other valid authentication credential."),
+    "error_401": (
+        401,
+        "UNAUTHENTICATED",
+        "Request had invalid authentication credentials. Expected OAuth 2 "
+        "access token, login cookie or other valid authentication credential.",
+    ),
     "error_403": (403, "PERMISSION_DENIED", "The caller does not have permission"),
-    "error_404": (404, "NOT_FOUND", "models/{model} is not found for API version v1beta, or is not supported for "
-                                    "generateContent. Call ListModels to see the list of available models and "
-                                    "their supported methods."),
-    "error_429": (429, "RESOURCE_EXHAUSTED", "You exceeded your current quota, please check your plan and billing "
-                                             "details. Please retry in 1s."),
-    "error_500": (500, "INTERNAL", "An internal error has occurred. Please retry or report in "
-                                   "https://developers.generativeai.google/guide/troubleshooting"),
+    "error_404": (
+        404,
+        "NOT_FOUND",
+        "models/{model} is not found for API version v1beta, or is not supported for "
+        "generateContent. Call ListModels to see the list of available models and "
+        "their supported methods.",
+    ),
+    "error_429": (
+        429,
+        "RESOURCE_EXHAUSTED",
+        "You exceeded your current quota, please check your plan and billing details. Please retry in 1s.",
+    ),
+    "error_500": (
+        500,
+        "INTERNAL",
+        "An internal error has occurred. Please retry or report in "
+        "https://developers.generativeai.google/guide/troubleshooting",
+    ),
     "error_503": (503, "UNAVAILABLE", "The model is overloaded. Please try again later."),
 }
-CONTENT_SCENARIOS = frozenset({"text", "thinking", "function_call", "thinking_function_call", "max_tokens",
-                               "mid_stream_error", "drop", "tiny_deltas"})
+CONTENT_SCENARIOS = frozenset(
+    {
+        "text",
+        "thinking",
+        "function_call",
+        "thinking_function_call",
+        "max_tokens",
+        "mid_stream_error",
+        "drop",
+        "tiny_deltas",
+    }
+)
 TINY_DELTAS_DEFAULT = 100_000
 MODELS = ["gemini-3-pro-preview", "gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.5-flash-lite"]
-_MISSING_KEY = ("Method doesn't allow unregistered callers (callers without established identity). Please use "
-                "API Key or other form of API consumer identity to call this API.")
+_MISSING_KEY = (
+    "Method doesn't allow unregistered callers (callers without established identity). Please use "
+    "API Key or other form of API consumer identity to call this API."
+)
 
 
 def _get(obj: Any, name: str) -> Any:
@@ -94,7 +128,9 @@ def _declarations(payload: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
-def gemini_chunks(scenario: str, seed: Seed, payload: dict[str, Any], model: str, tiny: int = 0) -> list[dict[str, Any]]:
+def gemini_chunks(
+    scenario: str, seed: Seed, payload: dict[str, Any], model: str, tiny: int = 0
+) -> list[dict[str, Any]]:
     """The chunks of a reply, in order; the last carries finishReason and the final usage."""
     fp = seed.fingerprint
     config = _get(payload, "generationConfig") or {}
@@ -103,13 +139,19 @@ def gemini_chunks(scenario: str, seed: Seed, payload: dict[str, Any], model: str
     signature = seed.blob("signature", 3) if thinking else None
     parts: list[list[dict[str, Any]]] = []  # per chunk
     if show_thoughts:
-        parts += [[{"text": "**Reading the request**\n\n", "thought": True}],
-                  [{"text": f"The user wants an answer to {fp}.", "thought": True}]]
+        parts += [
+            [{"text": "**Reading the request**\n\n", "thought": True}],
+            [{"text": f"The user wants an answer to {fp}.", "thought": True}],
+        ]
     if scenario in ("function_call", "thinking_function_call"):
-        declared = _declarations(payload) or [("get_weather", {"properties": {"location": {"type": "STRING"}}})]
+        declared = _declarations(payload) or [
+            ("get_weather", {"properties": {"location": {"type": "STRING"}}})
+        ]
         calls = []
         for n, (name, schema) in enumerate(declared[:2]):
-            args = {k: schema_value(v) for k, v in (schema.get("properties") or {}).items()} or {"location": "Paris"}
+            args = {k: schema_value(v) for k, v in (schema.get("properties") or {}).items()} or {
+                "location": "Paris"
+            }
             part: dict[str, Any] = {"functionCall": {"name": name, "args": args}}
             if n == 0 and signature:
                 part["thoughtSignature"] = signature
@@ -133,8 +175,11 @@ def gemini_chunks(scenario: str, seed: Seed, payload: dict[str, Any], model: str
     for n, chunk_parts in enumerate(parts):
         produced += sum(len(p.get("text", "")) // 4 + (4 if "functionCall" in p else 0) for p in chunk_parts)
         last = n == len(parts) - 1
-        usage: dict[str, Any] = {"promptTokenCount": prompt, "candidatesTokenCount": produced,
-                                 "totalTokenCount": prompt + produced + thoughts}
+        usage: dict[str, Any] = {
+            "promptTokenCount": prompt,
+            "candidatesTokenCount": produced,
+            "totalTokenCount": prompt + produced + thoughts,
+        }
         if cached:
             usage["cachedContentTokenCount"] = cached
         usage["promptTokensDetails"] = [{"modality": "TEXT", "tokenCount": prompt}]
@@ -144,8 +189,14 @@ def gemini_chunks(scenario: str, seed: Seed, payload: dict[str, Any], model: str
         if last:
             candidate["finishReason"] = finish
         candidate["index"] = 0
-        chunks.append({"candidates": [candidate], "usageMetadata": usage, "modelVersion": model,
-                       "responseId": response_id})
+        chunks.append(
+            {
+                "candidates": [candidate],
+                "usageMetadata": usage,
+                "modelVersion": model,
+                "responseId": response_id,
+            }
+        )
     return chunks
 
 
@@ -156,8 +207,12 @@ def merged_response(chunks: list[dict[str, Any]]) -> dict[str, Any]:
     for chunk in chunks:
         for part in chunk["candidates"][0]["content"]["parts"]:
             last = merged_parts[-1] if merged_parts else None
-            if ("text" in part and open_text and last is not None
-                    and bool(last.get("thought")) == bool(part.get("thought"))):
+            if (
+                "text" in part
+                and open_text
+                and last is not None
+                and bool(last.get("thought")) == bool(part.get("thought"))
+            ):
                 last["text"] += part["text"]
                 if "thoughtSignature" in part:
                     last["thoughtSignature"] = part["thoughtSignature"]
@@ -166,8 +221,12 @@ def merged_response(chunks: list[dict[str, Any]]) -> dict[str, Any]:
             open_text = "text" in part and "thoughtSignature" not in part
     final = chunks[-1]
     candidate = {**final["candidates"][0], "content": {"parts": merged_parts, "role": "model"}}
-    return {"candidates": [candidate], "usageMetadata": final["usageMetadata"], "modelVersion": final["modelVersion"],
-            "responseId": final["responseId"]}
+    return {
+        "candidates": [candidate],
+        "usageMetadata": final["usageMetadata"],
+        "modelVersion": final["modelVersion"],
+        "responseId": final["responseId"],
+    }
 
 
 class GeminiStandin(StandinServer):
@@ -175,36 +234,55 @@ class GeminiStandin(StandinServer):
         return request.headers.get("x-goog-api-key") or request.query.get("key") or None
 
     def base_headers(self) -> dict[str, str]:
-        return {"Vary": "Origin, X-Origin, Referer", "Server": "scaffolding on HTTPServer2",
-                "X-XSS-Protection": "0", "X-Frame-Options": "SAMEORIGIN", "X-Content-Type-Options": "nosniff"}
+        return {
+            "Vary": "Origin, X-Origin, Referer",
+            "Server": "scaffolding on HTTPServer2",
+            "X-XSS-Protection": "0",
+            "X-Frame-Options": "SAMEORIGIN",
+            "X-Content-Type-Options": "nosniff",
+        }
 
     def error_response(self, error: StandinError, headers: dict[str, str]) -> web.Response:
-        status = error.kind or {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND",
-                                413: "INVALID_ARGUMENT"}.get(error.status, "INTERNAL")
+        status = error.kind or {
+            400: "INVALID_ARGUMENT",
+            403: "PERMISSION_DENIED",
+            404: "NOT_FOUND",
+            413: "INVALID_ARGUMENT",
+        }.get(error.status, "INTERNAL")
         body: dict[str, Any] = {"code": error.status, "message": error.message, "status": status}
         if error.code == "API_KEY_INVALID":
-            body["details"] = [{"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "API_KEY_INVALID",
-                                "domain": "googleapis.com",
-                                "metadata": {"service": "generativelanguage.googleapis.com"}}]
+            body["details"] = [
+                {
+                    "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                    "reason": "API_KEY_INVALID",
+                    "domain": "googleapis.com",
+                    "metadata": {"service": "generativelanguage.googleapis.com"},
+                }
+            ]
         elif error.status == 429:
             body["details"] = [_RETRY_INFO]
         return self.json_response({"error": body}, headers, error.status, indent=True)
 
-    async def dispatch(self, request: web.BaseRequest, body: bytes, credential: str | None,
-                       headers: dict[str, str]) -> web.StreamResponse:
+    async def dispatch(
+        self, request: web.BaseRequest, body: bytes, credential: str | None, headers: dict[str, str]
+    ) -> web.StreamResponse:
         path, method = request.path, request.method
         at = max(path.find("/v1beta/"), path.find("/v1/"))
-        rest = path[path.index("/", at + 1):] if at >= 0 else path
+        rest = path[path.index("/", at + 1) :] if at >= 0 else path
         if not rest.startswith("/models"):
             raise StandinError(404, f"The requested URL {path} was not found on this server.", "NOT_FOUND")
         if credential is None:
             raise StandinError(403, _MISSING_KEY, "PERMISSION_DENIED")
         if self.accepted_keys is not None and credential not in self.accepted_keys:
-            raise StandinError(400, "API key not valid. Please pass a valid API key.", "INVALID_ARGUMENT",
-                               code="API_KEY_INVALID")
+            raise StandinError(
+                400,
+                "API key not valid. Please pass a valid API key.",
+                "INVALID_ARGUMENT",
+                code="API_KEY_INVALID",
+            )
         if method == "GET" and rest == "/models":
             return self._list_models(request, headers)
-        name, _, action = rest[len("/models/"):].partition(":")
+        name, _, action = rest[len("/models/") :].partition(":")
         if method == "GET" and name and not action:
             if name not in MODELS:
                 raise StandinError(404, f"models/{name} is not found for API version v1beta", "NOT_FOUND")
@@ -218,15 +296,20 @@ class GeminiStandin(StandinServer):
             size = int(request.query.get("pageSize", "50"))
         except ValueError:
             raise StandinError(400, "Invalid value at 'page_size' (TYPE_INT32)") from None
-        start = int(request.query.get("pageToken") or 0) if (request.query.get("pageToken") or "0").isdigit() else 0
-        page = MODELS[start:start + max(1, size)]
+        start = (
+            int(request.query.get("pageToken") or 0)
+            if (request.query.get("pageToken") or "0").isdigit()
+            else 0
+        )
+        page = MODELS[start : start + max(1, size)]
         data: dict[str, Any] = {"models": [_model_info(m) for m in page]}
         if start + len(page) < len(MODELS):
             data["nextPageToken"] = str(start + len(page))
         return self.json_response(data, headers, indent=True)
 
-    async def _generate(self, request: web.BaseRequest, body: bytes, headers: dict[str, str], model: str,
-                        action: str) -> web.StreamResponse:
+    async def _generate(
+        self, request: web.BaseRequest, body: bytes, headers: dict[str, str], model: str, action: str
+    ) -> web.StreamResponse:
         try:
             payload = json.loads(body)
         except ValueError:
@@ -271,17 +354,32 @@ class GeminiStandin(StandinServer):
                 writes.append(b"\n]")
             content_type = "application/json; charset=UTF-8"
         if tiny:
-            writes = [b"".join(writes[i:i + 1000]) for i in range(0, len(writes), 1000)]
-        return await self.stream(request, headers, writes, delay_ms=delay, ending=ending, content_type=content_type)
+            writes = [b"".join(writes[i : i + 1000]) for i in range(0, len(writes), 1000)]
+        return await self.stream(
+            request, headers, writes, delay_ms=delay, ending=ending, content_type=content_type
+        )
 
 
 def _model_info(name: str) -> dict[str, Any]:
-    return {"name": f"models/{name}", "version": "001", "displayName": name.replace("-", " ").title(),
-            "description": "A Gemini model served by the stand-in.", "inputTokenLimit": 1_048_576,
-            "outputTokenLimit": 65_536,
-            "supportedGenerationMethods": ["generateContent", "countTokens", "createCachedContent",
-                                           "batchGenerateContent"],
-            "temperature": 1, "topP": 0.95, "topK": 64, "maxTemperature": 2, "thinking": True}
+    return {
+        "name": f"models/{name}",
+        "version": "001",
+        "displayName": name.replace("-", " ").title(),
+        "description": "A Gemini model served by the stand-in.",
+        "inputTokenLimit": 1_048_576,
+        "outputTokenLimit": 65_536,
+        "supportedGenerationMethods": [
+            "generateContent",
+            "countTokens",
+            "createCachedContent",
+            "batchGenerateContent",
+        ],
+        "temperature": 1,
+        "topP": 0.95,
+        "topK": 64,
+        "maxTemperature": 2,
+        "thinking": True,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

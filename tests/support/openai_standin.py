@@ -52,35 +52,77 @@ from .standin_server import (
 __all__ = ["CONTENT_SCENARIOS", "ERROR_SCENARIOS", "MODELS", "OpenAIStandin"]
 
 ERROR_SCENARIOS: dict[str, tuple[int, str, str | None, str]] = {
-    "error_400": (400, "invalid_request_error", None, "Invalid value for 'temperature': must be between 0 and 2."),
-    "error_401": (401, "invalid_request_error", "invalid_api_key",
-                  "Incorrect API key provided: sk-stand***in. You can find your API key at "
-                  "https://platform.openai.com/account/api-keys."),
-    "error_403": (403, "invalid_request_error", "unsupported_country_region_territory",
-                  "Country, region, or territory not supported"),
-    "error_404": (404, "invalid_request_error", "model_not_found",
-                  "The model `{model}` does not exist or you do not have access to it."),
-    "error_429": (429, "requests", "rate_limit_exceeded",
-                  "Rate limit reached for {model} in organization org-standin on requests per min (RPM): "
-                  "Limit 3, Used 3, Requested 1. Please try again in 1s. Visit "
-                  "https://platform.openai.com/account/rate-limits to learn more."),
-    "error_500": (500, "server_error", None,
-                  "The server had an error while processing your request. Sorry about that!"),
+    "error_400": (
+        400,
+        "invalid_request_error",
+        None,
+        "Invalid value for 'temperature': must be between 0 and 2.",
+    ),
+    "error_401": (
+        401,
+        "invalid_request_error",
+        "invalid_api_key",
+        "Incorrect API key provided: sk-stand***in. You can find your API key at "
+        "https://platform.openai.com/account/api-keys.",
+    ),
+    "error_403": (
+        403,
+        "invalid_request_error",
+        "unsupported_country_region_territory",
+        "Country, region, or territory not supported",
+    ),
+    "error_404": (
+        404,
+        "invalid_request_error",
+        "model_not_found",
+        "The model `{model}` does not exist or you do not have access to it.",
+    ),
+    "error_429": (
+        429,
+        "requests",
+        "rate_limit_exceeded",
+        "Rate limit reached for {model} in organization org-standin on requests per min (RPM): "
+        "Limit 3, Used 3, Requested 1. Please try again in 1s. Visit "
+        "https://platform.openai.com/account/rate-limits to learn more.",
+    ),
+    "error_500": (
+        500,
+        "server_error",
+        None,
+        "The server had an error while processing your request. Sorry about that!",
+    ),
     "error_503": (503, "server_error", None, "The engine is currently overloaded, please try again later."),
 }
-CONTENT_SCENARIOS = frozenset({"text", "tool_calls", "reasoning", "reasoning_tool_calls", "web_search", "refusal",
-                               "length", "failed", "mid_stream_error", "drop", "tiny_deltas"})
+CONTENT_SCENARIOS = frozenset(
+    {
+        "text",
+        "tool_calls",
+        "reasoning",
+        "reasoning_tool_calls",
+        "web_search",
+        "refusal",
+        "length",
+        "failed",
+        "mid_stream_error",
+        "drop",
+        "tiny_deltas",
+    }
+)
 TINY_DELTAS_DEFAULT = 100_000
 MODELS = ["gpt-5.1", "gpt-5.1-codex", "gpt-4.1", "gpt-4.1-mini", "o3", "o4-mini", "text-embedding-3-small"]
 _CREATED = 1_767_225_600  # model list dates; replies use a time derived from the request
-_MISSING_KEY = ("You didn't provide an API key. You need to provide your API key in an Authorization header "
-                "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field (with blank "
-                "username) if you're accessing the API from your browser and are prompted for a username and "
-                "password. You can obtain an API key from https://platform.openai.com/account/api-keys.")
-_BAD_JSON = ("We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
-             "HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid "
-             "JSON. If you have trouble figuring out how to fix this, please contact us through our help "
-             "center at help.openai.com.)")
+_MISSING_KEY = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization header "
+    "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY), or as the password field (with blank "
+    "username) if you're accessing the API from your browser and are prompted for a username and "
+    "password. You can obtain an API key from https://platform.openai.com/account/api-keys."
+)
+_BAD_JSON = (
+    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your "
+    "HTTP library correctly. The OpenAI API expects a JSON payload, but what was sent was not valid "
+    "JSON. If you have trouble figuring out how to fix this, please contact us through our help "
+    "center at help.openai.com.)"
+)
 
 
 @dataclass(slots=True)
@@ -143,11 +185,15 @@ def plan_reply(scenario: str, seed: Seed, payload: dict[str, Any], headers: Any,
     plan = Plan(scenario, seed, model, input_tokens=max(1, body_size // 4))
     plan.text = ["Hello!", " This is the", " OpenAI stand-in", f" answering request {fp}."]
     if scenario in ("reasoning", "reasoning_tool_calls"):
-        plan.summary = [["**Working out the request**\n\n", "The user wants", f" an answer to {fp}."],
-                        ["**Answering**\n\n", "I will answer", " briefly."]]
+        plan.summary = [
+            ["**Working out the request**\n\n", "The user wants", f" an answer to {fp}."],
+            ["**Answering**\n\n", "I will answer", " briefly."],
+        ]
         plan.reasoning_tokens = 64 + seed.number("reasoning", 0, 64)
     if scenario in ("tool_calls", "reasoning_tool_calls"):
-        tools = _tools(payload) or [("function", "get_weather", {"properties": {"location": {"type": "string"}}})]
+        tools = _tools(payload) or [
+            ("function", "get_weather", {"properties": {"location": {"type": "string"}}})
+        ]
         override = headers.get("x-standin-tool-args")
         for n, (kind, name, schema) in enumerate(tools[:2]):
             if kind == "custom":
@@ -156,7 +202,9 @@ def plan_reply(scenario: str, seed: Seed, payload: dict[str, Any], headers: Any,
                 arguments = override
             else:
                 properties = (schema or {}).get("properties") or {}
-                arguments = json.dumps({k: schema_value(v) for k, v in properties.items()} or {"location": "Paris"})
+                arguments = json.dumps(
+                    {k: schema_value(v) for k, v in properties.items()} or {"location": "Paris"}
+                )
             plan.calls.append(Call(kind, name, arguments))
         plan.text = []
     if scenario == "refusal":
@@ -167,13 +215,17 @@ def plan_reply(scenario: str, seed: Seed, payload: dict[str, Any], headers: Any,
         plan.text = list(letters)
     if "prompt_cache_key" in payload:
         plan.cached_tokens = plan.input_tokens // 2
-    plan.output_tokens = (sum(len(t) for t in plan.text) // 4 + sum(len(c.arguments) for c in plan.calls) // 4
-                          + plan.reasoning_tokens + 1)
+    plan.output_tokens = (
+        sum(len(t) for t in plan.text) // 4
+        + sum(len(c.arguments) for c in plan.calls) // 4
+        + plan.reasoning_tokens
+        + 1
+    )
     return plan
 
 
 def fragments(text: str, size: int = 7) -> list[str]:
-    return [text[i:i + size] for i in range(0, len(text), size)] or [""]
+    return [text[i : i + size] for i in range(0, len(text), size)] or [""]
 
 
 def sse(name: str | None, data: Any) -> bytes:
@@ -185,11 +237,18 @@ def sse(name: str | None, data: Any) -> bytes:
 
 
 def _chat_usage(plan: Plan) -> dict[str, Any]:
-    return {"prompt_tokens": plan.input_tokens, "completion_tokens": plan.output_tokens,
-            "total_tokens": plan.input_tokens + plan.output_tokens,
-            "prompt_tokens_details": {"cached_tokens": plan.cached_tokens, "audio_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": plan.reasoning_tokens, "audio_tokens": 0,
-                                          "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0}}
+    return {
+        "prompt_tokens": plan.input_tokens,
+        "completion_tokens": plan.output_tokens,
+        "total_tokens": plan.input_tokens + plan.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": plan.cached_tokens, "audio_tokens": 0},
+        "completion_tokens_details": {
+            "reasoning_tokens": plan.reasoning_tokens,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        },
+    }
 
 
 def _chat_finish(plan: Plan) -> str:
@@ -206,28 +265,44 @@ def _chat_tool_call(plan: Plan, n: int, call: Call) -> dict[str, Any]:
 
 
 def chat_completion(plan: Plan) -> dict[str, Any]:
-    message: dict[str, Any] = {"role": "assistant", "content": "".join(plan.text) if plan.text else None,
-                               "refusal": "".join(plan.refusal) if plan.refusal else None, "annotations": []}
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(plan.text) if plan.text else None,
+        "refusal": "".join(plan.refusal) if plan.refusal else None,
+        "annotations": [],
+    }
     if plan.calls:
         message["tool_calls"] = [_chat_tool_call(plan, n, call) for n, call in enumerate(plan.calls)]
-    return {"id": "chatcmpl-" + plan.seed.token("completion", 29), "object": "chat.completion",
-            "created": _CREATED + plan.seed.number("created", 0, 10_000_000), "model": plan.model,
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": _chat_finish(plan)}],
-            "usage": _chat_usage(plan), "service_tier": "default",
-            "system_fingerprint": "fp_" + plan.seed.hex("fingerprint", 10)}
+    return {
+        "id": "chatcmpl-" + plan.seed.token("completion", 29),
+        "object": "chat.completion",
+        "created": _CREATED + plan.seed.number("created", 0, 10_000_000),
+        "model": plan.model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": _chat_finish(plan)}],
+        "usage": _chat_usage(plan),
+        "service_tier": "default",
+        "system_fingerprint": "fp_" + plan.seed.hex("fingerprint", 10),
+    }
 
 
 def chat_chunks(plan: Plan, include_usage: bool) -> list[bytes]:
     """The SSE writes of a streamed Chat Completion: one chunk per write, then [DONE]."""
     whole = chat_completion(plan)
-    head = {key: whole[key] for key in ("id", "object", "created", "model", "service_tier", "system_fingerprint")}
+    head = {
+        key: whole[key] for key in ("id", "object", "created", "model", "service_tier", "system_fingerprint")
+    }
     head["object"] = "chat.completion.chunk"
     counter = itertools.count()
 
-    def chunk(delta: dict[str, Any] | None, finish: str | None = None, *, usage: Any = None,
-              choices: bool = True) -> bytes:
-        data: dict[str, Any] = {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None,
-                                                      "finish_reason": finish}] if choices else []}
+    def chunk(
+        delta: dict[str, Any] | None, finish: str | None = None, *, usage: Any = None, choices: bool = True
+    ) -> bytes:
+        data: dict[str, Any] = {
+            **head,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]
+            if choices
+            else [],
+        }
         if include_usage:
             data["usage"] = usage
         data["obfuscation"] = plan.seed.token(f"obf{next(counter)}", 8)
@@ -241,7 +316,12 @@ def chat_chunks(plan: Plan, include_usage: bool) -> list[bytes]:
         full = _chat_tool_call(plan, n, call)
         key = "custom" if call.kind == "custom" else "function"
         field_name = "input" if call.kind == "custom" else "arguments"
-        opening = {"index": n, "id": full["id"], "type": full["type"], key: {"name": call.name, field_name: ""}}
+        opening = {
+            "index": n,
+            "id": full["id"],
+            "type": full["type"],
+            key: {"name": call.name, field_name: ""},
+        }
         pieces = fragments(call.arguments)
         if n and out:  # the next call opens in the same chunk as the last fragment of the one before
             last = json.loads(out.pop()[6:])
@@ -252,8 +332,14 @@ def chat_chunks(plan: Plan, include_usage: bool) -> list[bytes]:
         for piece in pieces:
             out.append(chunk({"tool_calls": [{"index": n, key: {field_name: piece}}]}))
     if plan.scenario == "mid_stream_error":
-        error = {"error": {"message": "The server had an error while processing your request. Sorry about that!",
-                           "type": "server_error", "param": None, "code": None}}
+        error = {
+            "error": {
+                "message": "The server had an error while processing your request. Sorry about that!",
+                "type": "server_error",
+                "param": None,
+                "code": None,
+            }
+        }
         return [*out[:3], b"data: " + json.dumps(error).encode() + b"\n\n"]
     out.append(chunk({}, _chat_finish(plan)))
     if include_usage:
@@ -277,24 +363,42 @@ class OpenAIStandin(StandinServer):
         return token.strip() or None if scheme.lower() == "bearer" else None
 
     def base_headers(self) -> dict[str, str]:
-        return {"x-request-id": f"req_{self._id_prefix}{next(self._ids):016x}", "openai-version": "2020-10-01",
-                "openai-organization": "user-standin", "openai-processing-ms": "12",
-                "x-ratelimit-limit-requests": "10000", "x-ratelimit-remaining-requests": "9999",
-                "x-ratelimit-reset-requests": "6ms", "x-ratelimit-limit-tokens": "30000000",
-                "x-ratelimit-remaining-tokens": "29999000", "x-ratelimit-reset-tokens": "0s"}
+        return {
+            "x-request-id": f"req_{self._id_prefix}{next(self._ids):016x}",
+            "openai-version": "2020-10-01",
+            "openai-organization": "user-standin",
+            "openai-processing-ms": "12",
+            "x-ratelimit-limit-requests": "10000",
+            "x-ratelimit-remaining-requests": "9999",
+            "x-ratelimit-reset-requests": "6ms",
+            "x-ratelimit-limit-tokens": "30000000",
+            "x-ratelimit-remaining-tokens": "29999000",
+            "x-ratelimit-reset-tokens": "0s",
+        }
 
     def error_response(self, error: StandinError, headers: dict[str, str]) -> web.Response:
-        body = {"error": {"message": error.message, "type": error.kind or "invalid_request_error", "param": None,
-                          "code": error.code}}
+        body = {
+            "error": {
+                "message": error.message,
+                "type": error.kind or "invalid_request_error",
+                "param": None,
+                "code": error.code,
+            }
+        }
         return self.json_response(body, headers, error.status, indent=True)
 
-    async def dispatch(self, request: web.BaseRequest, body: bytes, credential: str | None,
-                       headers: dict[str, str]) -> web.StreamResponse:
+    async def dispatch(
+        self, request: web.BaseRequest, body: bytes, credential: str | None, headers: dict[str, str]
+    ) -> web.StreamResponse:
         path, method = request.path, request.method
         at = path.find("/v1/")
-        rest = path[at + 3:] if at >= 0 else path
-        routes = {("POST", "/chat/completions"): self._chat, ("POST", "/responses"): self._responses,
-                  ("GET", "/models"): self._models, ("POST", "/embeddings"): self._embeddings}
+        rest = path[at + 3 :] if at >= 0 else path
+        routes = {
+            ("POST", "/chat/completions"): self._chat,
+            ("POST", "/responses"): self._responses,
+            ("GET", "/models"): self._models,
+            ("POST", "/embeddings"): self._embeddings,
+        }
         handler = routes.get((method, rest))
         if handler is None and method == "GET" and rest.startswith("/models/"):
             handler = self._model
@@ -303,9 +407,15 @@ class OpenAIStandin(StandinServer):
         if credential is None:
             raise StandinError(401, _MISSING_KEY)
         if self.accepted_keys is not None and credential not in self.accepted_keys:
-            shown = credential[:8] + "*" * 4 + credential[-4:] if len(credential) > 12 else "*" * len(credential)
-            raise StandinError(401, f"Incorrect API key provided: {shown}. You can find your API key at "
-                                    "https://platform.openai.com/account/api-keys.", code="invalid_api_key")
+            shown = (
+                credential[:8] + "*" * 4 + credential[-4:] if len(credential) > 12 else "*" * len(credential)
+            )
+            raise StandinError(
+                401,
+                f"Incorrect API key provided: {shown}. You can find your API key at "
+                "https://platform.openai.com/account/api-keys.",
+                code="invalid_api_key",
+            )
         return await handler(request, body, headers)
 
     def _payload(self, body: bytes) -> dict[str, Any]:
@@ -333,7 +443,9 @@ class OpenAIStandin(StandinServer):
             raise StandinError(status, message.format(model=payload["model"]), kind, extra, code)
         return scenario, delay
 
-    async def _chat(self, request: web.BaseRequest, body: bytes, headers: dict[str, str]) -> web.StreamResponse:
+    async def _chat(
+        self, request: web.BaseRequest, body: bytes, headers: dict[str, str]
+    ) -> web.StreamResponse:
         payload = self._payload(body)
         if not isinstance(payload.get("messages"), list):
             raise StandinError(400, "Missing required parameter: 'messages'.")
@@ -347,13 +459,15 @@ class OpenAIStandin(StandinServer):
             if scenario == "drop":
                 chunks = chunks[: len(chunks) // 2]
             if scenario == "tiny_deltas":  # one write per 1,000 chunks
-                chunks = [b"".join(chunks[i:i + 1000]) for i in range(0, len(chunks), 1000)]
+                chunks = [b"".join(chunks[i : i + 1000]) for i in range(0, len(chunks), 1000)]
             return await self.stream(request, headers, chunks, delay_ms=delay, ending=ending)
         if scenario == "mid_stream_error":
             raise StandinError(500, ERROR_SCENARIOS["error_500"][3], "server_error")
         return self.json_response(chat_completion(plan), headers, indent=True)
 
-    async def _responses(self, request: web.BaseRequest, body: bytes, headers: dict[str, str]) -> web.StreamResponse:
+    async def _responses(
+        self, request: web.BaseRequest, body: bytes, headers: dict[str, str]
+    ) -> web.StreamResponse:
         payload = self._payload(body)
         if "input" not in payload:
             raise StandinError(400, "Missing required parameter: 'input'.")
@@ -363,7 +477,7 @@ class OpenAIStandin(StandinServer):
         if payload.get("stream") is True:
             events = responses_events(plan, payload)
             if scenario == "tiny_deltas":
-                events = [b"".join(events[i:i + 1000]) for i in range(0, len(events), 1000)]
+                events = [b"".join(events[i : i + 1000]) for i in range(0, len(events), 1000)]
             if scenario == "drop":
                 events = events[: len(events) // 2]
             ending = {"drop": "drop", "mid_stream_error": "close"}.get(scenario, "stop")
@@ -372,20 +486,34 @@ class OpenAIStandin(StandinServer):
             raise StandinError(500, ERROR_SCENARIOS["error_500"][3], "server_error")
         return self.json_response(responses_object(plan, payload), headers, indent=True)
 
-    async def _models(self, request: web.BaseRequest, body: bytes, headers: dict[str, str]) -> web.StreamResponse:
-        data = [{"id": m, "object": "model", "created": _CREATED - n * 86400, "owned_by": "system"}
-                for n, m in enumerate(MODELS)]
+    async def _models(
+        self, request: web.BaseRequest, body: bytes, headers: dict[str, str]
+    ) -> web.StreamResponse:
+        data = [
+            {"id": m, "object": "model", "created": _CREATED - n * 86400, "owned_by": "system"}
+            for n, m in enumerate(MODELS)
+        ]
         return self.json_response({"object": "list", "data": data}, headers)
 
-    async def _model(self, request: web.BaseRequest, body: bytes, headers: dict[str, str]) -> web.StreamResponse:
+    async def _model(
+        self, request: web.BaseRequest, body: bytes, headers: dict[str, str]
+    ) -> web.StreamResponse:
         model = request.path.rsplit("/", 1)[1]
         if model not in MODELS:
             raise StandinError(404, f"The model '{model}' does not exist", code="model_not_found")
-        return self.json_response({"id": model, "object": "model", "created": _CREATED - MODELS.index(model) * 86400,
-                                   "owned_by": "system"}, headers)
+        return self.json_response(
+            {
+                "id": model,
+                "object": "model",
+                "created": _CREATED - MODELS.index(model) * 86400,
+                "owned_by": "system",
+            },
+            headers,
+        )
 
-    async def _embeddings(self, request: web.BaseRequest, body: bytes,
-                          headers: dict[str, str]) -> web.StreamResponse:
+    async def _embeddings(
+        self, request: web.BaseRequest, body: bytes, headers: dict[str, str]
+    ) -> web.StreamResponse:
         payload = self._payload(body)
         inputs = payload.get("input")
         if isinstance(inputs, str) or (isinstance(inputs, list) and inputs and isinstance(inputs[0], int)):
@@ -403,8 +531,15 @@ class OpenAIStandin(StandinServer):
             else:
                 encoded = vector
             data.append({"object": "embedding", "index": n, "embedding": encoded})
-        return self.json_response({"object": "list", "data": data, "model": payload["model"],
-                                   "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}, headers)
+        return self.json_response(
+            {
+                "object": "list",
+                "data": data,
+                "model": payload["model"],
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            },
+            headers,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -22,8 +22,16 @@ from typing import Any, Self
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
-__all__ = ["MAX_DELAY_MS", "RecordedRequest", "Seed", "StandinError", "StandinServer", "marker_options",
-           "schema_value", "serve_forever"]
+__all__ = [
+    "MAX_DELAY_MS",
+    "RecordedRequest",
+    "Seed",
+    "StandinError",
+    "StandinServer",
+    "marker_options",
+    "schema_value",
+    "serve_forever",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +59,14 @@ class RecordedRequest:
 class StandinError(Exception):
     """An error reply in the provider's own shape (built by the stand-in's `error_body`)."""
 
-    def __init__(self, status: int, message: str, kind: str = "", headers: dict[str, str] | None = None,
-                 code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        kind: str = "",
+        headers: dict[str, str] | None = None,
+        code: str | None = None,
+    ) -> None:
         super().__init__(message)
         self.status, self.message, self.kind, self.code = status, message, kind, code
         self.headers = headers or {}
@@ -79,14 +93,20 @@ class Seed:
         return base64.b64encode(raw).decode()
 
     def number(self, salt: str, low: int, high: int) -> int:
-        return low + int.from_bytes(hashlib.sha256(self.digest + salt.encode()).digest()[:4]) % (high - low + 1)
+        return low + int.from_bytes(hashlib.sha256(self.digest + salt.encode()).digest()[:4]) % (
+            high - low + 1
+        )
 
 
 def canonical(payload: dict[str, Any], *drop: str) -> bytes:
     """The request body as a seed: sorted, compact, without the keys that only change the form
     of the reply (stream, stream_options), so a streamed and a plain call give the same object."""
-    return json.dumps({k: v for k, v in payload.items() if k not in drop}, sort_keys=True,
-                      separators=(",", ":"), ensure_ascii=False).encode()
+    return json.dumps(
+        {k: v for k, v in payload.items() if k not in drop},
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+    ).encode()
 
 
 def marker_options(headers: CIMultiDictProxy[str], text: str) -> tuple[list[str], int]:
@@ -121,8 +141,14 @@ def schema_value(schema: Any) -> Any:
         return [schema_value(schema.get("items"))] if schema.get("items") else []
     if kind == "object" and schema.get("properties"):
         return {k: schema_value(v) for k, v in schema["properties"].items()}
-    return {"string": "example", "number": 42, "integer": 42, "boolean": True, "object": {},
-            "null": None}.get(kind, "example")
+    return {
+        "string": "example",
+        "number": 42,
+        "integer": 42,
+        "boolean": True,
+        "object": {},
+        "null": None,
+    }.get(kind, "example")
 
 
 Handler = Callable[[web.BaseRequest, bytes, str | None], Awaitable[web.StreamResponse]]
@@ -150,8 +176,9 @@ class StandinServer:
         def request_factory(*args: Any) -> web.BaseRequest:
             return web.BaseRequest(*args, loop, client_max_size=MAX_BODY_BYTES)
 
-        server = web.Server(self._handle, request_factory=request_factory, handler_cancellation=True,
-                            access_log=None)
+        server = web.Server(
+            self._handle, request_factory=request_factory, handler_cancellation=True, access_log=None
+        )
         self._runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=4096)
@@ -184,8 +211,9 @@ class StandinServer:
     def error_response(self, error: StandinError, headers: dict[str, str]) -> web.Response:
         raise NotImplementedError
 
-    async def dispatch(self, request: web.BaseRequest, body: bytes, credential: str | None,
-                       headers: dict[str, str]) -> web.StreamResponse:
+    async def dispatch(
+        self, request: web.BaseRequest, body: bytes, credential: str | None, headers: dict[str, str]
+    ) -> web.StreamResponse:
         raise NotImplementedError
 
     # --- plumbing
@@ -198,8 +226,16 @@ class StandinServer:
             return self.error_response(StandinError(413, "Request body too large."), headers)
         credential = self.credential(request)
         if self.record:
-            self.requests.append(RecordedRequest(request.method, request.path, request.query_string,
-                                                 CIMultiDictProxy(CIMultiDict(request.headers)), body, credential))
+            self.requests.append(
+                RecordedRequest(
+                    request.method,
+                    request.path,
+                    request.query_string,
+                    CIMultiDictProxy(CIMultiDict(request.headers)),
+                    body,
+                    credential,
+                )
+            )
         try:
             return await self.dispatch(request, body, credential, headers)
         except StandinError as error:
@@ -207,7 +243,9 @@ class StandinServer:
             return self.error_response(error, headers)
 
     @staticmethod
-    def json_response(data: Any, headers: dict[str, str], status: int = 200, *, indent: bool = False) -> web.Response:
+    def json_response(
+        data: Any, headers: dict[str, str], status: int = 200, *, indent: bool = False
+    ) -> web.Response:
         if indent:
             body = json.dumps(data, indent=2, ensure_ascii=False).encode()
         else:
@@ -215,13 +253,21 @@ class StandinServer:
         headers = {**headers, "Content-Type": "application/json; charset=utf-8"}
         return web.Response(body=body, status=status, headers=headers)
 
-    async def stream(self, request: web.BaseRequest, headers: dict[str, str], chunks: list[bytes], *,
-                     delay_ms: int = 0, ending: str = "stop",
-                     content_type: str = "text/event-stream; charset=utf-8") -> web.StreamResponse:
+    async def stream(
+        self,
+        request: web.BaseRequest,
+        headers: dict[str, str],
+        chunks: list[bytes],
+        *,
+        delay_ms: int = 0,
+        ending: str = "stop",
+        content_type: str = "text/event-stream; charset=utf-8",
+    ) -> web.StreamResponse:
         """Writes each chunk as one transport write. `ending`: stop (a clean end), drop (the
         connection cut with no terminating chunk) or close (a clean end, then the connection closed)."""
-        response = web.StreamResponse(headers={**headers, "Content-Type": content_type,
-                                               "Cache-Control": "no-cache"})
+        response = web.StreamResponse(
+            headers={**headers, "Content-Type": content_type, "Cache-Control": "no-cache"}
+        )
         try:
             await response.prepare(request)
             for n, chunk in enumerate(chunks):

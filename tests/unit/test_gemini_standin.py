@@ -1,4 +1,4 @@
-"""The Gemini stand-in, driven by the official `google-genai` SDK: what the SDK parses is what the stand-in meant."""
+"""The Gemini stand-in, driven by the official `google-genai` SDK: the SDK parses what the stand-in meant."""
 
 from __future__ import annotations
 
@@ -9,9 +9,17 @@ from google.genai import errors, types
 
 from tests.support.gemini_standin import GeminiStandin
 
-WEATHER = types.Tool(function_declarations=[types.FunctionDeclaration(
-    name="get_weather", parameters=types.Schema(type="OBJECT", properties={
-        "city": types.Schema(type="STRING"), "days": types.Schema(type="INTEGER")}))])
+WEATHER = types.Tool(
+    function_declarations=[
+        types.FunctionDeclaration(
+            name="get_weather",
+            parameters=types.Schema(
+                type="OBJECT",
+                properties={"city": types.Schema(type="STRING"), "days": types.Schema(type="INTEGER")},
+            ),
+        )
+    ]
+)
 
 
 @pytest.fixture
@@ -29,8 +37,12 @@ async def http():
 
 
 def make_client(base_url: str, http: httpx.AsyncClient, key: str = "g-good") -> genai.Client:
-    return genai.Client(api_key=key, http_options=types.HttpOptions(
-        base_url=base_url, httpx_async_client=http, retry_options=types.HttpRetryOptions(attempts=1)))
+    return genai.Client(
+        api_key=key,
+        http_options=types.HttpOptions(
+            base_url=base_url, httpx_async_client=http, retry_options=types.HttpRetryOptions(attempts=1)
+        ),
+    )
 
 
 @pytest.fixture
@@ -39,14 +51,19 @@ def client(standin, http):
 
 
 def config(scenario: str, **fields: object) -> types.GenerateContentConfig:
-    return types.GenerateContentConfig(http_options=types.HttpOptions(headers={"x-standin-scenario": scenario}),
-                                       **fields)
+    return types.GenerateContentConfig(
+        http_options=types.HttpOptions(headers={"x-standin-scenario": scenario}), **fields
+    )
 
 
 async def test_generate_and_stream_give_the_same_text_and_usage(client, standin) -> None:
     plain = await client.aio.models.generate_content(model="gemini-2.5-flash", contents="hello")
-    chunks = [c async for c in await client.aio.models.generate_content_stream(model="gemini-2.5-flash",
-                                                                                 contents="hello")]
+    chunks = [
+        c
+        async for c in await client.aio.models.generate_content_stream(
+            model="gemini-2.5-flash", contents="hello"
+        )
+    ]
     assert plain.text == "".join(c.text or "" for c in chunks)
     assert plain.text.startswith("Hello! This is the Gemini stand-in answering request ")
     assert plain.usage_metadata == chunks[-1].usage_metadata and plain.response_id == chunks[-1].response_id
@@ -58,33 +75,48 @@ async def test_generate_and_stream_give_the_same_text_and_usage(client, standin)
 
 async def test_thinking_gives_thought_parts_signature_and_thought_tokens(client) -> None:
     cfg = config("thinking", thinking_config=types.ThinkingConfig(include_thoughts=True))
-    chunks = [c async for c in await client.aio.models.generate_content_stream(
-        model="gemini-2.5-pro", contents="think", config=cfg)]
+    chunks = [
+        c
+        async for c in await client.aio.models.generate_content_stream(
+            model="gemini-2.5-pro", contents="think", config=cfg
+        )
+    ]
     parts = [p for c in chunks for p in c.candidates[0].content.parts]
     assert "".join(p.text for p in parts if p.thought).startswith("**Reading the request**")
     assert [p.text for p in parts if p.thought_signature] == [""]  # the signature closes the turn
     assert chunks[-1].usage_metadata.thoughts_token_count > 0
     plain = await client.aio.models.generate_content(model="gemini-2.5-pro", contents="think", config=cfg)
     assert plain.candidates[0].content.parts[-1].thought_signature == parts[-1].thought_signature
-    hidden = await client.aio.models.generate_content(model="gemini-2.5-pro", contents="think",
-                                                      config=config("thinking"))
+    hidden = await client.aio.models.generate_content(
+        model="gemini-2.5-pro", contents="think", config=config("thinking")
+    )
     assert not any(p.thought for p in hidden.candidates[0].content.parts)
 
 
 async def test_function_calls_with_thinking(client) -> None:
-    cfg = config("thinking_function_call", tools=[WEATHER],
-                 thinking_config=types.ThinkingConfig(include_thoughts=True),
-                 automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True))
-    reply = await client.aio.models.generate_content(model="gemini-2.5-flash", contents="weather?", config=cfg)
-    assert reply.function_calls[0].name == "get_weather" and reply.function_calls[0].args == {"city": "example",
-                                                                                                "days": 42}
+    cfg = config(
+        "thinking_function_call",
+        tools=[WEATHER],
+        thinking_config=types.ThinkingConfig(include_thoughts=True),
+        automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+    )
+    reply = await client.aio.models.generate_content(
+        model="gemini-2.5-flash", contents="weather?", config=cfg
+    )
+    assert reply.function_calls[0].name == "get_weather" and reply.function_calls[0].args == {
+        "city": "example",
+        "days": 42,
+    }
     call_part = next(p for p in reply.candidates[0].content.parts if p.function_call)
     assert call_part.thought_signature
 
 
 async def test_cached_content_and_max_tokens(client) -> None:
     reply = await client.aio.models.generate_content(
-        model="gemini-2.5-flash", contents="x", config=config("max_tokens", cached_content="cachedContents/abc"))
+        model="gemini-2.5-flash",
+        contents="x",
+        config=config("max_tokens", cached_content="cachedContents/abc"),
+    )
     assert reply.candidates[0].finish_reason == types.FinishReason.MAX_TOKENS
     assert reply.usage_metadata.cached_content_token_count > 0
 
@@ -102,14 +134,24 @@ async def test_credential_by_query_and_googles_refusals(standin, http) -> None:
     assert missing.status_code == 403 and missing.json()["error"]["status"] == "PERMISSION_DENIED"
     with pytest.raises(errors.ClientError) as refused:
         await make_client(standin.base_url, http, key="g-bad").aio.models.generate_content(
-            model="gemini-2.5-flash", contents="x")
-    assert refused.value.code == 400 and refused.value.details["error"]["details"][0]["reason"] == "API_KEY_INVALID"
+            model="gemini-2.5-flash", contents="x"
+        )
+    assert (
+        refused.value.code == 400
+        and refused.value.details["error"]["details"][0]["reason"] == "API_KEY_INVALID"
+    )
 
 
-@pytest.mark.parametrize(("name", "code", "status"), [
-    ("error_401", 401, "UNAUTHENTICATED"), ("error_403", 403, "PERMISSION_DENIED"),
-    ("error_429", 429, "RESOURCE_EXHAUSTED"), ("error_500", 500, "INTERNAL"), ("error_503", 503, "UNAVAILABLE"),
-])
+@pytest.mark.parametrize(
+    ("name", "code", "status"),
+    [
+        ("error_401", 401, "UNAUTHENTICATED"),
+        ("error_403", 403, "PERMISSION_DENIED"),
+        ("error_429", 429, "RESOURCE_EXHAUSTED"),
+        ("error_500", 500, "INTERNAL"),
+        ("error_503", 503, "UNAVAILABLE"),
+    ],
+)
 async def test_errors_in_googles_shape(client, name: str, code: int, status: str) -> None:
     with pytest.raises(errors.APIError) as failed:
         await client.aio.models.generate_content(model="gemini-2.5-flash", contents="x", config=config(name))
@@ -122,6 +164,7 @@ async def test_mid_stream_error_reaches_the_sdk(client) -> None:
     seen = []
     with pytest.raises(errors.ServerError, match="INTERNAL"):
         async for chunk in await client.aio.models.generate_content_stream(
-                model="gemini-2.5-flash", contents="x", config=config("mid_stream_error")):
+            model="gemini-2.5-flash", contents="x", config=config("mid_stream_error")
+        ):
             seen.append(chunk.text)
     assert seen == ["Hello!", " This is the"]

@@ -1,4 +1,4 @@
-"""The OpenAI stand-in, driven by the official `openai` SDK: what the SDK parses is what the stand-in meant."""
+"""The OpenAI stand-in, driven by the official `openai` SDK: the SDK parses what the stand-in meant."""
 
 from __future__ import annotations
 
@@ -13,10 +13,28 @@ import pytest
 
 from tests.support.openai_standin import OpenAIStandin
 
-TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-    "type": "object", "properties": {"location": {"type": "string"}, "days": {"type": "integer"}}}}}]
-RESPONSES_TOOLS = [{"type": "function", "name": "shell", "parameters": {
-    "type": "object", "properties": {"command": {"type": "array", "items": {"type": "string"}}}}}]
+TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "parameters": {
+                "type": "object",
+                "properties": {"location": {"type": "string"}, "days": {"type": "integer"}},
+            },
+        },
+    }
+]
+RESPONSES_TOOLS = [
+    {
+        "type": "function",
+        "name": "shell",
+        "parameters": {
+            "type": "object",
+            "properties": {"command": {"type": "array", "items": {"type": "string"}}},
+        },
+    }
+]
 
 
 @pytest.fixture
@@ -38,41 +56,59 @@ def scenario(name: str) -> dict[str, dict[str, str]]:
 async def test_chat_create_and_stream_give_the_same_completion(client, standin) -> None:
     messages = [{"role": "user", "content": "hello"}]
     plain = await client.chat.completions.create(model="gpt-4.1", messages=messages)
-    async with client.chat.completions.stream(model="gpt-4.1", messages=messages,
-                                              stream_options={"include_usage": True}) as stream:
+    async with client.chat.completions.stream(
+        model="gpt-4.1", messages=messages, stream_options={"include_usage": True}
+    ) as stream:
         streamed = await stream.get_final_completion()
     assert plain.choices[0].message.content == streamed.choices[0].message.content
-    assert plain.choices[0].message.content.startswith("Hello! This is the OpenAI stand-in answering request ")
-    assert plain.id == streamed.id and plain.usage == streamed.usage and plain.choices[0].finish_reason == "stop"
+    assert plain.choices[0].message.content.startswith(
+        "Hello! This is the OpenAI stand-in answering request "
+    )
+    assert (
+        plain.id == streamed.id and plain.usage == streamed.usage and plain.choices[0].finish_reason == "stop"
+    )
     assert standin.requests[-1].json()["stream"] is True
     assert standin.requests[-1].credential == "sk-good"
 
 
 async def test_chat_tool_calls_with_fragmented_arguments_parse_whole(client, standin) -> None:
-    async with client.chat.completions.stream(model="gpt-4.1", messages=[{"role": "user", "content": "x"}],
-                                              tools=TOOLS, **scenario("tool_calls")) as stream:
+    async with client.chat.completions.stream(
+        model="gpt-4.1", messages=[{"role": "user", "content": "x"}], tools=TOOLS, **scenario("tool_calls")
+    ) as stream:
         deltas = [event async for event in stream if event.type == "tool_calls.function.arguments.delta"]
         final = await stream.get_final_completion()
     call = final.choices[0].message.tool_calls[0]
     assert json.loads(call.function.arguments) == {"location": "example", "days": 42}
     assert len(deltas) > 2 and final.choices[0].finish_reason == "tool_calls"
-    plain = await client.chat.completions.create(model="gpt-4.1", messages=[{"role": "user", "content": "x"}],
-                                                 tools=TOOLS, **scenario("tool_calls"))
+    plain = await client.chat.completions.create(
+        model="gpt-4.1", messages=[{"role": "user", "content": "x"}], tools=TOOLS, **scenario("tool_calls")
+    )
     assert plain.choices[0].message.tool_calls[0].function.arguments == call.function.arguments
 
 
 async def test_chat_reasoning_model_reports_reasoning_tokens(client) -> None:
-    reply = await client.chat.completions.create(model="o3", messages=[{"role": "user", "content": "x"}],
-                                                 reasoning_effort="high", **scenario("reasoning"))
+    reply = await client.chat.completions.create(
+        model="o3",
+        messages=[{"role": "user", "content": "x"}],
+        reasoning_effort="high",
+        **scenario("reasoning"),
+    )
     assert reply.usage.completion_tokens_details.reasoning_tokens > 0
     assert reply.usage.completion_tokens > reply.usage.completion_tokens_details.reasoning_tokens
 
 
 async def test_responses_create_and_stream_with_reasoning_and_tools(client) -> None:
-    kwargs = dict(model="gpt-5.1", input="list files", tools=RESPONSES_TOOLS,
-                  reasoning={"effort": "low", "summary": "auto"}, include=["reasoning.encrypted_content"],
-                  extra_headers={"x-standin-scenario": "reasoning_tool_calls",
-                                 "x-standin-tool-args": '{"command": ["bash", "-lc", "ls"]}'})
+    kwargs = dict(
+        model="gpt-5.1",
+        input="list files",
+        tools=RESPONSES_TOOLS,
+        reasoning={"effort": "low", "summary": "auto"},
+        include=["reasoning.encrypted_content"],
+        extra_headers={
+            "x-standin-scenario": "reasoning_tool_calls",
+            "x-standin-tool-args": '{"command": ["bash", "-lc", "ls"]}',
+        },
+    )
     plain = await client.responses.create(**kwargs)
     async with client.responses.stream(**kwargs) as stream:
         summary_deltas = [e.delta async for e in stream if e.type == "response.reasoning_summary_text.delta"]
@@ -86,12 +122,17 @@ async def test_responses_create_and_stream_with_reasoning_and_tools(client) -> N
 
 
 async def test_responses_web_search_and_custom_tool_items(client) -> None:
-    searched = await client.responses.create(model="gpt-5.1", input="x", tools=[{"type": "web_search"}],
-                                             **scenario("web_search"))
+    searched = await client.responses.create(
+        model="gpt-5.1", input="x", tools=[{"type": "web_search"}], **scenario("web_search")
+    )
     assert [item.type for item in searched.output] == ["web_search_call", "message"]
     assert searched.output[1].content[0].annotations[0].type == "url_citation"
-    custom = await client.responses.create(model="gpt-5.1", input="x", **scenario("tool_calls"),
-                                           tools=[{"type": "custom", "name": "apply_patch"}])
+    custom = await client.responses.create(
+        model="gpt-5.1",
+        input="x",
+        **scenario("tool_calls"),
+        tools=[{"type": "custom", "name": "apply_patch"}],
+    )
     assert custom.output[0].type == "custom_tool_call" and custom.output[0].input.startswith("print(")
 
 
@@ -107,8 +148,12 @@ async def test_responses_failed_and_mid_stream_error(client) -> None:
 async def test_models_and_embeddings(client) -> None:
     models = [model.id async for model in client.models.list()]
     assert "gpt-4.1" in models and (await client.models.retrieve("o3")).id == "o3"
-    embedded = await client.embeddings.create(model="text-embedding-3-small", input=["a", "b"])  # base64 by default
-    again = await client.embeddings.create(model="text-embedding-3-small", input=["a"], encoding_format="float")
+    embedded = await client.embeddings.create(
+        model="text-embedding-3-small", input=["a", "b"]
+    )  # base64 by default
+    again = await client.embeddings.create(
+        model="text-embedding-3-small", input=["a"], encoding_format="float"
+    )
     assert len(embedded.data) == 2 and len(embedded.data[0].embedding) == 8
     assert embedded.data[0].embedding == pytest.approx(again.data[0].embedding, abs=1e-6)
 
@@ -116,9 +161,12 @@ async def test_models_and_embeddings(client) -> None:
 async def test_credentials_missing_and_rejected_get_openais_401(standin) -> None:
     async with httpx.AsyncClient(base_url=standin.base_url) as http:
         missing = await http.post("/v1/chat/completions", json={"model": "gpt-4.1", "messages": []})
-    assert missing.status_code == 401 and missing.json()["error"]["message"].startswith("You didn't provide an API key")
-    async with openai.AsyncOpenAI(api_key="sk-wrong-key-12345", base_url=standin.base_url + "/v1",
-                                  max_retries=0) as bad:
+    assert missing.status_code == 401 and missing.json()["error"]["message"].startswith(
+        "You didn't provide an API key"
+    )
+    async with openai.AsyncOpenAI(
+        api_key="sk-wrong-key-12345", base_url=standin.base_url + "/v1", max_retries=0
+    ) as bad:
         with pytest.raises(openai.AuthenticationError) as refused:
             await bad.models.list()
     assert refused.value.code == "invalid_api_key" and "sk-wrong" in refused.value.message
@@ -127,13 +175,18 @@ async def test_credentials_missing_and_rejected_get_openais_401(standin) -> None
 async def test_errors_in_openais_shape(client) -> None:
     with pytest.raises(openai.RateLimitError) as limited:
         await client.chat.completions.create(model="gpt-4.1", messages=[], **scenario("error_429"))
-    assert limited.value.response.headers["retry-after"] == "1" and limited.value.code == "rate_limit_exceeded"
+    assert (
+        limited.value.response.headers["retry-after"] == "1" and limited.value.code == "rate_limit_exceeded"
+    )
     with pytest.raises(openai.InternalServerError) as failed:
         await client.responses.create(model="gpt-5.1", input="x", **scenario("error_500"))
-    assert failed.value.type == "server_error" and failed.value.response.headers["x-request-id"].startswith("req_")
+    assert failed.value.type == "server_error" and failed.value.response.headers["x-request-id"].startswith(
+        "req_"
+    )
     with pytest.raises(openai.APIError, match="server had an error"):
-        async with client.chat.completions.stream(model="gpt-4.1", messages=[],
-                                                  **scenario("mid_stream_error")) as stream:
+        async with client.chat.completions.stream(
+            model="gpt-4.1", messages=[], **scenario("mid_stream_error")
+        ) as stream:
             await stream.get_final_completion()
     with pytest.raises(openai.BadRequestError, match="unknown stand-in scenario"):
         await client.chat.completions.create(model="gpt-4.1", messages=[], **scenario("nope"))
@@ -141,13 +194,15 @@ async def test_errors_in_openais_shape(client) -> None:
 
 async def test_marker_in_the_message_chooses_the_scenario(client) -> None:
     reply = await client.chat.completions.create(
-        model="gpt-4.1", messages=[{"role": "user", "content": "stop [[scenario:length]]"}])
+        model="gpt-4.1", messages=[{"role": "user", "content": "stop [[scenario:length]]"}]
+    )
     assert reply.choices[0].finish_reason == "length"
 
 
 def test_runs_standalone() -> None:
-    process = subprocess.Popen([sys.executable, "-m", "tests.support.openai_standin"], stdout=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "tests.support.openai_standin"], stdout=subprocess.PIPE, text=True
+    )
     try:
         line = process.stdout.readline() if process.stdout else ""
         assert line.startswith("LISTENING http://127.0.0.1:")
@@ -162,7 +217,8 @@ def test_runs_standalone() -> None:
 
 async def test_delay_between_events(client) -> None:
     started = asyncio.get_running_loop().time()
-    async with client.chat.completions.stream(model="gpt-4.1", messages=[], extra_headers={
-            "x-standin-delay-ms": "20"}) as stream:
+    async with client.chat.completions.stream(
+        model="gpt-4.1", messages=[], extra_headers={"x-standin-delay-ms": "20"}
+    ) as stream:
         await stream.get_final_completion()
     assert asyncio.get_running_loop().time() - started >= 0.1
