@@ -30,7 +30,7 @@ from typing import Any
 
 from ._base import Reassembler
 
-__all__ = ["GeminiReassembler", "merge_chunk"]
+__all__ = ["GeminiArrayReassembler", "GeminiReassembler"]
 
 _TEXT_KEYS = frozenset({"text", "thought", "thoughtSignature"})
 
@@ -141,15 +141,6 @@ class _Merge:
         if self.candidates:
             response = {"candidates": [self.candidates[i] for i in sorted(self.candidates)], **response}
         return response
-
-
-def merge_chunk(merged: dict[str, Any] | None, chunk: dict[str, Any]) -> dict[str, Any]:
-    """One chunk merged into a response (a convenience for tests and tools: not linear)."""
-    merge = _Merge(lambda size: True)
-    if merged:
-        merge.add(merged)
-    merge.add(chunk)
-    return merge.result()
 
 
 class GeminiReassembler(Reassembler):
