@@ -23,11 +23,10 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from smoltbot.core.settings import Settings  # noqa: E402
-from smoltbot.gateway import start_gateway  # noqa: E402
-from smoltbot.registry.server import build_server  # noqa: E402
-
-from tests.support.anthropic_standin import AnthropicStandin  # noqa: E402
+from smoltbot.core.settings import Settings
+from smoltbot.gateway import start_gateway
+from smoltbot.registry.server import build_server
+from tests.support.anthropic_standin import AnthropicStandin
 
 BODY = {"model": "claude-opus-4-7", "messages": [{"role": "user", "content": "hello"}]}
 
