@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -22,13 +21,14 @@ from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from smoltbot.api.backends import Backends
 from smoltbot.api.credential_check import CredentialCheck
-from smoltbot.api.dependencies import REQUEST_ID, Backends
+from smoltbot.api.dashboard_views import configure_templates
 from smoltbot.api.errors import error_body, install_error_handlers
 from smoltbot.api.routers import agents, cards, dashboard, health, integrity, sessions, traces
 from smoltbot.api.schemas import ErrorResponse
-from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.identity import load_hash_secret
+from smoltbot.core.request_ids import REQUEST_ID, clean_request_id
 from smoltbot.core.settings import Settings
 from smoltbot.core.signals import stop_signals
 from smoltbot.core.tls import client_tls
@@ -40,8 +40,7 @@ logger = logging.getLogger(__name__)
 _HERE = Path(__file__).resolve().parent
 #: Deadline of one backend call; reads are small and indexed.
 BACKEND_TIMEOUT = 10.0
-_SHUTDOWN_GRACE = 5.0
-_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_SHUTDOWN_GRACE = 5  # seconds; uvicorn takes whole ones
 # Everything the dashboard loads comes from this origin; the header makes that a promise.
 _CSP = ("default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
         "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
@@ -71,8 +70,8 @@ class _RequestContext:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _REQUEST_ID_RE.match(incoming) else uuid.uuid4().hex
+        incoming = dict(scope.get("headers") or []).get(b"x-request-id", b"")
+        request_id = clean_request_id(incoming) or uuid.uuid4().hex
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -209,15 +208,13 @@ def create_app(settings: Settings, *, registry_address: str | None = None,
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.hash_secret = load_hash_secret(settings.home, settings.hash_secret)
-        registry_channel = open_channel(registry_target, tls)
-        observer_channel = open_channel(observer_target, tls)
-        app.state.backends = Backends.open(registry_channel, registry_target, observer_channel, observer_target,
-                                           BACKEND_TIMEOUT)
+        backends = Backends.open(registry_target, observer_target, tls, BACKEND_TIMEOUT)
+        app.state.backends = backends
         try:
             yield
         finally:
             app.state.backends = None
-            await asyncio.gather(registry_channel.close(grace=1.0), observer_channel.close(grace=1.0))
+            await backends.close(grace=1.0)
 
     app = FastAPI(
         title="smoltbot",
@@ -233,7 +230,7 @@ def create_app(settings: Settings, *, registry_address: str | None = None,
     app.state.credential_check = CredentialCheck(settings.upstream_url, timeout=BACKEND_TIMEOUT,
                                                  connect_timeout=settings.upstream_connect_timeout)
     app.state.templates = Jinja2Templates(directory=_HERE / "templates")
-    dashboard.configure_templates(app.state.templates)
+    configure_templates(app.state.templates)
     app.state.templates.env.globals["root"] = settings.root_path  # prefix of the dashboard's links
     install_error_handlers(app)
     app.add_middleware(_BodyLimit, limit=settings.api_max_request_bytes)

@@ -1,33 +1,27 @@
-"""FastAPI dependencies as `Annotated` aliases: the gRPC backends, the caller's credential hash,
-and validated path/query parameters. Tests swap the backends with `dependency_overrides`."""
+"""FastAPI dependencies as `Annotated` aliases: the gRPC backends (typed stubs, see
+`smoltbot.api.backends`), the caller's credential hash, and validated path/query parameters.
+They read what the app's lifespan put on `app.state`."""
 
 from __future__ import annotations
 
-import contextvars
-import functools
 import logging
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import grpc
 from fastapi import Depends, Header, Path, Query, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
-from google.protobuf import timestamp_pb2
 
+from smoltbot.api.backends import Backends, ObserverStub, RegistryStub
 from smoltbot.api.credential_check import CredentialCheck
 from smoltbot.api.errors import BackendError
-from smoltbot.core.errors import InvalidArgument, PermissionDenied, Unauthenticated
+from smoltbot.core.errors import PermissionDenied, Unauthenticated
 from smoltbot.core.identity import agent_hash, credential_from_headers
-from smoltbot.v1 import observer_service_pb2_grpc, registry_service_pb2_grpc
 
 __all__ = [
     "AGENT_ID_PATTERN",
-    "REQUEST_ID",
     "SESSION_ID_PATTERN",
     "TRACE_ID_PATTERN",
     "AgentIdPath",
-    "Backend",
     "CallerHash",
     "CredentialChecker",
     "Cursor",
@@ -35,8 +29,9 @@ __all__ = [
     "Limit",
     "Observer",
     "Registry",
+    "TraceIdPath",
+    "get_backends",
     "require_owner",
-    "to_timestamp",
 ]
 
 logger = logging.getLogger(__name__)
@@ -45,55 +40,6 @@ AGENT_ID_PATTERN = r"^smolt-[0-9a-f]{8,64}$"
 #: Trace ids are derived from exchange ids; session ids may be named by clients.
 TRACE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
 SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
-TOOL_USE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,199}$"
-
-#: The id of the request being served; sent along to the gRPC services as metadata.
-REQUEST_ID: contextvars.ContextVar[str] = contextvars.ContextVar("smoltbot_api_request_id", default="")
-
-
-class Backend:
-    """One gRPC service as the API uses it: stub calls get a deadline and the request id, and
-    fail as `BackendError` naming the service, so an outage reads "the registry is unavailable".
-
-    `await registry.GetAgent(request)` calls the stub's method of that name.
-    """
-
-    def __init__(self, name: str, address: str, channel: grpc.aio.Channel, stub: Any, timeout: float) -> None:
-        self.name = name
-        self.address = address
-        self.channel = channel
-        self.stub = stub
-        self.timeout = timeout
-
-    def __getattr__(self, method: str) -> Any:
-        if method.startswith("_"):
-            raise AttributeError(method)
-        return functools.partial(self._call, method)
-
-    async def _call(self, method: str, request: Any, *, timeout: float | None = None) -> Any:
-        metadata = (("x-request-id", REQUEST_ID.get()),) if REQUEST_ID.get() else None
-        try:
-            return await getattr(self.stub, method)(request, timeout=timeout or self.timeout, metadata=metadata)
-        except grpc.aio.AioRpcError as error:
-            raise BackendError(self.name, self.address, error.code(), error.details() or "", error) from None
-        except grpc.aio.UsageError as error:  # the channel was closed under us (shutdown)
-            raise BackendError(self.name, self.address, grpc.StatusCode.UNAVAILABLE, str(error)) from None
-
-
-@dataclass
-class Backends:
-    registry: Backend
-    observer: Backend
-
-    @classmethod
-    def open(cls, registry_channel: grpc.aio.Channel, registry_address: str,
-             observer_channel: grpc.aio.Channel, observer_address: str, timeout: float) -> Backends:
-        return cls(
-            registry=Backend("registry", registry_address, registry_channel,
-                             registry_service_pb2_grpc.RegistryServiceStub(registry_channel), timeout),
-            observer=Backend("observer", observer_address, observer_channel,
-                             observer_service_pb2_grpc.ObserverServiceStub(observer_channel), timeout),
-        )
 
 
 def get_backends(request: Request) -> Backends:
@@ -103,16 +49,16 @@ def get_backends(request: Request) -> Backends:
     return backends
 
 
-def get_registry(backends: Annotated[Backends, Depends(get_backends)]) -> Backend:
+def get_registry(backends: Annotated[Backends, Depends(get_backends)]) -> RegistryStub:
     return backends.registry
 
 
-def get_observer(backends: Annotated[Backends, Depends(get_backends)]) -> Backend:
+def get_observer(backends: Annotated[Backends, Depends(get_backends)]) -> ObserverStub:
     return backends.observer
 
 
-Registry = Annotated[Backend, Depends(get_registry)]
-Observer = Annotated[Backend, Depends(get_observer)]
+Registry = Annotated[RegistryStub, Depends(get_registry)]
+Observer = Annotated[ObserverStub, Depends(get_observer)]
 
 # Declared for the OpenAPI document (security schemes); the credential itself is read with
 # core.identity's one rule, so the API and the gateway agree on what a credential is.
@@ -165,8 +111,6 @@ def get_credential_check(request: Request) -> CredentialCheck:
 CredentialChecker = Annotated[CredentialCheck, Depends(get_credential_check)]
 
 
-
-
 def require_owner(agent_id: str, caller_hash: str) -> None:
     """Rejects a credential that cannot be this agent's before any backend call.
 
@@ -176,18 +120,6 @@ def require_owner(agent_id: str, caller_hash: str) -> None:
     """
     if not caller_hash.startswith(agent_id.removeprefix("smolt-")):
         raise PermissionDenied(f"the credential is not {agent_id}'s", reason="NOT_OWNER")
-
-
-def to_timestamp(value: datetime, field: str) -> timestamp_pb2.Timestamp:
-    """A protobuf Timestamp; naive datetimes are taken as UTC."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    stamp = timestamp_pb2.Timestamp()
-    try:
-        stamp.FromDatetime(value.astimezone(UTC))
-    except (ValueError, OverflowError):
-        raise InvalidArgument(field, "must be between 0001-01-01 and 9999-12-31 UTC") from None
-    return stamp
 
 
 AgentIdPath = Annotated[str, Path(pattern=AGENT_ID_PATTERN, description="An agent id: `smolt-` + hex digits.",

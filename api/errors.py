@@ -8,7 +8,8 @@
 the parameter or body field to fix, when there is one.
 
 gRPC errors map to HTTP through `smoltbot.core.errors.http_status_for`, the one table.
-Dashboard pages get the same status as a friendly HTML page instead.
+Dashboard pages get the same status as a friendly HTML page instead. The OpenAPI document
+lists, per route, which of these statuses it can answer (`error_responses`).
 """
 
 from __future__ import annotations
@@ -24,9 +25,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from smoltbot.api.schemas import ErrorResponse
 from smoltbot.core.errors import SmoltbotError, error_info_of, http_status_for
 
-__all__ = ["BackendError", "error_body", "install_error_handlers"]
+__all__ = [
+    "READ_ERRORS",
+    "WRITE_ERRORS",
+    "BackendError",
+    "error_body",
+    "error_responses",
+    "install_error_handlers",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -103,6 +112,32 @@ def error_body(code: int, *, message: str, reason: str | None = None, status: st
         }
     }
 
+
+# --------------------------------------------------------------------------- the OpenAPI document
+
+_ERROR_DESCRIPTIONS = {
+    400: "The request is invalid (a backend rejected a value, e.g. a malformed cursor or card).",
+    401: "The call needs the agent's credential (x-api-key or Authorization: Bearer).",
+    403: "The credential belongs to another agent.",
+    404: "No such agent, trace or resource.",
+    409: "Conflict (e.g. the agent is already claimed).",
+    422: "A parameter or body field does not match its schema; `field` names it.",
+    503: "A backend service is unavailable.",
+    504: "A backend service did not answer in time.",
+}
+
+
+def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses, all with the one error body."""
+    return {code: {"model": ErrorResponse, "description": _ERROR_DESCRIPTIONS[code]} for code in codes}
+
+
+#: Errors any call that reaches a backend can get.
+READ_ERRORS = error_responses(400, 404, 422, 503, 504)
+WRITE_ERRORS = error_responses(400, 401, 403, 404, 409, 422, 503, 504)
+
+
+# --------------------------------------------------------------------------- handlers
 
 def _is_dashboard(request: Request) -> bool:
     """Dashboard routes answer errors with HTML; so do unknown paths asked for by a browser."""

@@ -1,4 +1,4 @@
-"""Response and request models of the public API, and their construction from protobuf.
+"""Response and request models of the public API (built from protobuf by `smoltbot.api.convert`).
 
 Field names are stable: the CLI and other clients read them. Traces, cards and drift alerts
 are the protobuf JSON mapping with proto field names (so a trace is an AAP trace plus
@@ -9,27 +9,22 @@ always carry every field, `null` when unknown. Timestamps are RFC 3339 strings i
 JSON values in traces (action parameters, observed trigger values, environment, metadata) are
 served exactly as captured: 5 stays 5, 5.0 stays 5.0, 1234567890123456789 stays exact. The
 observer sends them as JSON text beside protobuf's Struct (whose numbers are doubles), and
-`trace_out` decodes that text.
+`smoltbot.api.convert.trace_out` decodes that text.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from google.protobuf import json_format, timestamp_pb2
-from google.protobuf.message import Message
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
-from smoltbot.v1 import agent_pb2, card_pb2, trace_pb2
 
 __all__ = [
-    "READ_ERRORS",
-    "WRITE_ERRORS",
     "Agent",
     "AgentList",
     "AgentSummary",
+    "BackendState",
     "Card",
     "CardList",
     "ClaimRequest",
@@ -47,13 +42,6 @@ __all__ = [
     "ToolExecutionReport",
     "Trace",
     "TraceList",
-    "agent_summary",
-    "card_out",
-    "drift_alert_out",
-    "error_responses",
-    "integrity_out",
-    "session_out",
-    "trace_out",
 ]
 
 def _rfc3339(value: Any) -> Any:
@@ -440,115 +428,3 @@ class Health(BaseModel):
     status: Literal["ok", "degraded"] = Field(description="ok when the API and both services serve.")
     registry: BackendState
     observer: BackendState
-
-
-# --------------------------------------------------------------------------- proto -> response
-
-def _ts(message: Message, field: str) -> str | None:
-    if not message.HasField(field):
-        return None
-    stamp: timestamp_pb2.Timestamp = getattr(message, field)
-    return stamp.ToJsonString()
-
-
-def _proto_dict(message: Message) -> dict[str, Any]:
-    return json_format.MessageToDict(message, preserving_proto_field_name=True,
-                                     always_print_fields_with_no_presence=True)
-
-
-def agent_summary(agent: agent_pb2.Agent) -> AgentSummary:
-    return AgentSummary(
-        agent_id=agent.agent_id, created_at=_ts(agent, "created_at"), last_seen_at=_ts(agent, "last_seen_at"),
-        claimed=agent.claimed, claimed_at=_ts(agent, "claimed_at"), active_card_id=agent.active_card_id or None,
-    )
-
-
-def _exact(data: dict[str, Any], key: str, text: str) -> None:
-    # The *_json twin is the exact value; the Struct beside it only has doubles.
-    data.pop(f"{key}_json", None)
-    if text:
-        data[key] = json.loads(text)
-
-
-def trace_out(trace: trace_pb2.ApTrace) -> Trace:
-    data = _proto_dict(trace)
-    if "action" in data:
-        _exact(data["action"], "parameters", trace.action.parameters_json)
-    if "context" in data:
-        _exact(data["context"], "environment", trace.context.environment_json)
-        _exact(data["context"], "metadata", trace.context.metadata_json)
-    for check, message in zip((data.get("escalation") or {}).get("triggers_checked") or [],
-                              trace.escalation.triggers_checked, strict=False):
-        _exact(check, "value_observed", message.value_observed_json)
-    return Trace.model_validate(data)
-
-
-def card_out(card: card_pb2.AlignmentCard) -> Card:
-    return Card.model_validate(_proto_dict(card))
-
-
-def drift_alert_out(alert: trace_pb2.DriftAlert) -> DriftAlert:
-    return DriftAlert.model_validate(_proto_dict(alert))
-
-
-def _window(window: trace_pb2.IntegrityWindow) -> IntegrityWindow:
-    return IntegrityWindow(
-        total_traces=window.total_traces, verified_traces=window.verified_traces,
-        score=window.score if window.HasField("score") else None,
-        violation_count=window.violation_count, violations_by_type=dict(window.violations_by_type),
-        with_reasoning=window.with_reasoning, with_model_analysis=window.with_model_analysis, failed=window.failed,
-        activity=window.activity,
-    )
-
-
-def integrity_out(score: trace_pb2.IntegrityScore) -> Integrity:
-    return Integrity(
-        agent_id=score.agent_id, window_size=score.window_size, computed_at=_ts(score, "computed_at"),
-        recent=_window(score.recent), all_time=_window(score.all_time),
-        timeline=[
-            IntegrityPoint(bucket_start=_ts(point, "bucket_start"), total_traces=point.total_traces,
-                           verified_traces=point.verified_traces,
-                           score=point.verified_traces / point.total_traces if point.total_traces else None)
-            for point in score.timeline
-        ],
-        open_drift_alerts=score.open_drift_alerts,
-    )
-
-
-def _enum_word(enum: Any, value: int, prefix: str) -> str:
-    try:
-        return str(enum.Name(value)).removeprefix(prefix).lower()
-    except ValueError:
-        return "unspecified"
-
-
-def session_out(session: agent_pb2.Session) -> Session:
-    return Session(
-        session_id=session.session_id, agent_id=session.agent_id,
-        source=_enum_word(agent_pb2.SessionSource, session.source, "SESSION_SOURCE_"),  # type: ignore[arg-type]
-        status=_enum_word(agent_pb2.SessionStatus, session.status, "SESSION_STATUS_"),  # type: ignore[arg-type]
-        started_at=_ts(session, "started_at"), last_activity_at=_ts(session, "last_activity_at"),
-        ended_at=_ts(session, "ended_at"), turn_count=session.turn_count,
-    )
-
-
-_ERROR_DESCRIPTIONS = {
-    400: "The request is invalid (a backend rejected a value, e.g. a malformed cursor or card).",
-    401: "The call needs the agent's credential (x-api-key or Authorization: Bearer).",
-    403: "The credential belongs to another agent.",
-    404: "No such agent, trace or resource.",
-    409: "Conflict (e.g. the agent is already claimed).",
-    422: "A parameter or body field does not match its schema; `field` names it.",
-    503: "A backend service is unavailable.",
-    504: "A backend service did not answer in time.",
-}
-
-
-def error_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for these error statuses, all with the one error body."""
-    return {code: {"model": ErrorResponse, "description": _ERROR_DESCRIPTIONS[code]} for code in codes}
-
-
-#: Errors any call that reaches a backend can get.
-READ_ERRORS = error_responses(400, 404, 422, 503, 504)
-WRITE_ERRORS = error_responses(400, 401, 403, 404, 409, 422, 503, 504)

@@ -11,18 +11,15 @@ that call; it is never part of a message, a log line or an exception.
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any, Self
 
 import httpx
 
 from smoltbot.cli.api_contract import ENDPOINTS, ERROR_SCHEMA, read
-from smoltbot.cli.config_store import Config, normalize_value
+from smoltbot.cli.config_store import Config, cli_settings, normalize_value
 from smoltbot.cli.errors import ApiError, ConfigError
 
 __all__ = [
-    "DEFAULT_API_PORT",
-    "DEFAULT_GATEWAY_PORT",
     "ApiClient",
     "default_api_url",
     "default_gateway_url",
@@ -32,34 +29,31 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: The local stack's ports (`smoltbot up`), unless SMOLTBOT_API_PORT / SMOLTBOT_GATEWAY_PORT say otherwise.
-DEFAULT_API_PORT = 8000
-DEFAULT_GATEWAY_PORT = 8080
 DEFAULT_TIMEOUT = 10.0
 _HOW_TO_START = "start the local stack with `smoltbot up`, or point at yours with --api URL (or SMOLTBOT_API_URL)"
 
 
-def _port_from_env(name: str, default: int) -> int:
-    value = os.environ.get(name, "").strip()
-    if not value:
-        return default
-    if not value.isdigit() or not 0 < int(value) < 65536:
-        raise ConfigError(f"{name} must be a port number (1-65535), got {value!r}")
-    return int(value)
+def _local_url(port: int, variable: str) -> str:
+    if port == 0:  # "any free port" to a service; no address to call
+        raise ConfigError(f"{variable} must be a port number (1-65535) to call, got 0")
+    return f"http://127.0.0.1:{port}"
 
 
 def default_api_url() -> str:
-    return f"http://127.0.0.1:{_port_from_env('SMOLTBOT_API_PORT', DEFAULT_API_PORT)}"
+    """The local stack's API (`smoltbot up`): SMOLTBOT_API_PORT, as the API itself reads it."""
+    return _local_url(cli_settings().api_port, "SMOLTBOT_API_PORT")
 
 
 def default_gateway_url() -> str:
-    return f"http://127.0.0.1:{_port_from_env('SMOLTBOT_GATEWAY_PORT', DEFAULT_GATEWAY_PORT)}"
+    """The local stack's gateway: SMOLTBOT_GATEWAY_PORT, as the gateway itself reads it."""
+    return _local_url(cli_settings().gateway_port, "SMOLTBOT_GATEWAY_PORT")
 
 
 def resolve_api_url(option: str | None, config: Config) -> str:
-    """--api (or SMOLTBOT_API_URL, which Typer reads into the option), else the config, else local."""
-    if option:
-        return normalize_value("api_url", option)
+    """--api, else SMOLTBOT_API_URL, else the config, else the local stack's."""
+    chosen = option or cli_settings().api_url
+    if chosen:
+        return normalize_value("api_url", chosen)
     return config.api_url or default_api_url()
 
 

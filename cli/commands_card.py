@@ -16,10 +16,11 @@ from typing import Annotated, Any
 import typer
 
 from smoltbot.cli import config_store
+from smoltbot.cli.agent_context import AgentContext, agent_context, agent_error, require_credential
 from smoltbot.cli.api_contract import read, read_item
-from smoltbot.cli.common import AgentContext, ApiOption, JsonOption, agent_context, agent_error, require_credential
 from smoltbot.cli.editor import edit_text
 from smoltbot.cli.errors import ApiError, CliError, handles_errors
+from smoltbot.cli.options import ApiOption, JsonOption
 from smoltbot.cli.output import Output, local_time, styled
 
 __all__ = ["app", "validate_card"]

@@ -7,9 +7,10 @@ from typing import Annotated
 import typer
 
 from smoltbot.cli import config_store
+from smoltbot.cli.agent_context import agent_context, agent_error, require_credential
 from smoltbot.cli.api_contract import read
-from smoltbot.cli.common import ApiOption, JsonOption, agent_context, agent_error, require_credential
 from smoltbot.cli.errors import ApiError, CliError, handles_errors
+from smoltbot.cli.options import ApiOption, JsonOption
 from smoltbot.cli.output import Output, local_time, styled
 
 __all__ = ["claim_command", "register"]

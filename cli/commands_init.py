@@ -14,11 +14,12 @@ from typing import Annotated
 import typer
 
 from smoltbot.cli import config_store
+from smoltbot.cli.agent_context import require_credential
 from smoltbot.cli.api_client import ApiClient, default_gateway_url, gateway_reachable, resolve_api_url
 from smoltbot.cli.api_contract import read
-from smoltbot.cli.common import ApiOption, JsonOption, require_credential
 from smoltbot.cli.config_store import Config
 from smoltbot.cli.errors import ApiError, CliError, ConfigError, handles_errors
+from smoltbot.cli.options import ApiOption, JsonOption
 from smoltbot.cli.output import Output, styled
 
 __all__ = ["init_command", "register"]
@@ -39,8 +40,9 @@ def _ask_email() -> str | None:
 @handles_errors
 def init_command(
     gateway: Annotated[str | None, typer.Option(
-        "--gateway", envvar="SMOLTBOT_GATEWAY_URL", show_envvar=True, metavar="URL",
-        help="The gateway your agent will call (default: the local stack's, http://127.0.0.1:8080).")] = None,
+        "--gateway", metavar="URL",
+        help="The gateway your agent will call (default: SMOLTBOT_GATEWAY_URL, else the local stack's, "
+             "http://127.0.0.1:8080).")] = None,
     api: ApiOption = None,
     email: Annotated[str | None, typer.Option(
         "--email", metavar="EMAIL", help="Claim the agent as yours with this contact.")] = None,
@@ -69,6 +71,7 @@ def init_command(
     credential = require_credential("smoltbot init")
     credential_var = (config_store.credential_from_env() or ("ANTHROPIC_API_KEY", ""))[0]
     api_url = resolve_api_url(api, existing)
+    gateway = gateway or config_store.cli_settings().gateway_url
     gateway_url = config_store.normalize_value("gateway_url", gateway) if gateway else (
         existing.gateway_url or default_gateway_url())
     if email is not None:

@@ -6,9 +6,10 @@ from typing import Any
 
 import typer
 
+from smoltbot.cli.agent_context import agent_context, agent_error
 from smoltbot.cli.api_contract import read
-from smoltbot.cli.common import ApiOption, JsonOption, agent_context, agent_error
 from smoltbot.cli.errors import ApiError, handles_errors
+from smoltbot.cli.options import ApiOption, JsonOption
 from smoltbot.cli.output import Cell, Output, local_time, percent, styled
 
 __all__ = ["integrity_command", "register"]

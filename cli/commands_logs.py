@@ -23,9 +23,10 @@ from typing import Annotated, Any
 import typer
 from rich.text import Text
 
+from smoltbot.cli.agent_context import AgentContext, agent_context, agent_error
 from smoltbot.cli.api_contract import read, read_item
-from smoltbot.cli.common import AgentContext, ApiOption, agent_context, agent_error
 from smoltbot.cli.errors import ApiError, handles_errors
+from smoltbot.cli.options import ApiOption
 from smoltbot.cli.output import Cell, Output, local_time, parse_time, shorten, styled
 
 __all__ = ["FOLLOW_LOOKBACK", "logs_command", "register", "trace_row"]

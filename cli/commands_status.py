@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import typer
 
+from smoltbot.cli.agent_context import agent_context, agent_error
 from smoltbot.cli.api_client import default_gateway_url, gateway_reachable
 from smoltbot.cli.api_contract import read
-from smoltbot.cli.common import ApiOption, JsonOption, agent_context, agent_error
 from smoltbot.cli.errors import ApiError, handles_errors
+from smoltbot.cli.options import ApiOption, JsonOption
 from smoltbot.cli.output import Output, ago, local_time, styled
 
 __all__ = ["register", "status_command"]

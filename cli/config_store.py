@@ -1,5 +1,9 @@
 """The CLI's config file: `$SMOLTBOT_HOME/config.json` (default `~/.smoltbot/config.json`).
 
+Where it is, and where the API and the gateway are when neither the command line nor the file
+says, come from the environment through `cli_settings()` (SMOLTBOT_HOME, SMOLTBOT_API_URL,
+SMOLTBOT_API_PORT, SMOLTBOT_GATEWAY_URL, SMOLTBOT_GATEWAY_PORT: docs/configuration.md).
+
 It holds where things are and who the agent is: `agent_id`, `gateway_url`, `api_url`,
 `email`, `created_at`. It never holds the agent's credential: the credential stays in the
 environment (ANTHROPIC_API_KEY / ANTHROPIC_AUTH_TOKEN) and is read only when a command
@@ -25,7 +29,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from pydantic import ValidationError
+
 from smoltbot.cli.errors import ConfigError, NotInitialised
+from smoltbot.core.settings import CliSettings, load_cli_settings
 
 __all__ = [
     "AGENT_ID_PATTERN",
@@ -33,6 +40,7 @@ __all__ = [
     "CREDENTIAL_ENV_VARS",
     "KEYS",
     "Config",
+    "cli_settings",
     "config_path",
     "credential_from_env",
     "json_text",
@@ -52,10 +60,23 @@ CREDENTIAL_ENV_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")
 _SECRET_LOOKING_KEY = re.compile(r"key|token|secret|credential|password|auth", re.IGNORECASE)
 
 
+def cli_settings() -> CliSettings:
+    """The commands' settings from the environment (`smoltbot.core.settings.CliSettings`, the same
+    fields as the services' for SMOLTBOT_HOME and the ports); a bad value is a ConfigError
+    naming its variable."""
+    try:
+        return load_cli_settings()
+    except ValidationError as error:
+        problems = []
+        for problem in error.errors():
+            name = "SMOLTBOT_" + "_".join(str(part) for part in problem["loc"]).upper()
+            problems.append(f"{name} {problem['msg'].lower()}, got {problem.get('input')!r}")
+        raise ConfigError("; ".join(problems)) from None
+
+
 def smoltbot_home() -> Path:
-    """SMOLTBOT_HOME, else ~/.smoltbot (the same rule as the services' settings)."""
-    configured = os.environ.get("SMOLTBOT_HOME", "").strip()
-    return Path(configured).expanduser() if configured else Path.home() / ".smoltbot"
+    """SMOLTBOT_HOME, else ~/.smoltbot (the services' setting, read the same way)."""
+    return cli_settings().home.expanduser()
 
 
 def config_path() -> Path:
@@ -122,7 +143,8 @@ KEYS: dict[str, KeySpec] = {
     "agent_id": KeySpec("The agent this machine's credential resolves to.", _agent_id),
     "gateway_url": KeySpec("The gateway (without /anthropic); ANTHROPIC_BASE_URL is <gateway_url>/anthropic.",
                            _gateway_url),
-    "api_url": KeySpec("The public REST API and dashboard (used unless --api / SMOLTBOT_API_URL is given).", _url),
+    "api_url": KeySpec("The public REST API and dashboard (used unless --api / SMOLTBOT_API_URL is given).",
+                       _url),
     "email": KeySpec("Your contact, used by `smoltbot claim` when --email is not given.", _email),
     "created_at": KeySpec("When `smoltbot init` wrote this config.", _timestamp, settable=False),
 }

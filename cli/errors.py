@@ -14,6 +14,9 @@ from collections.abc import Callable
 from typing import ParamSpec, TypeVar
 
 import typer
+from pydantic import ValidationError
+
+from smoltbot.core.settings import load_cli_settings
 
 __all__ = ["ApiError", "CliError", "ConfigError", "NotInitialised", "fail", "handles_errors", "scrub"]
 
@@ -80,6 +83,15 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(code=1)
 
 
+def _debugging() -> bool:
+    """SMOLTBOT_DEBUG (`CliSettings.debug`). A value that is not a boolean counts as on: whoever
+    set it wants to see more."""
+    try:
+        return load_cli_settings().debug
+    except ValidationError as error:
+        return any(problem["loc"] == ("debug",) for problem in error.errors())
+
+
 def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Wraps a command: a `CliError` (or anything unexpected) becomes one line on stderr and exit 1.
 
@@ -95,7 +107,7 @@ def handles_errors(command: Callable[P, R]) -> Callable[P, R]:
         except (typer.Exit, typer.Abort, typer.TyperException, KeyboardInterrupt):
             raise
         except Exception as error:  # a bug of ours: still one line, with a way to see more
-            if os.environ.get("SMOLTBOT_DEBUG"):
+            if _debugging():
                 raise
             logger.debug("unexpected error", exc_info=True)
             raise fail(f"unexpected {type(error).__name__}: {error} "

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["Cell", "Output", "ago", "local_time", "percent", "shorten", "styled"]
+__all__ = ["Cell", "Output", "ago", "local_time", "parse_time", "percent", "plain_table", "shorten", "styled"]
 
 Cell = str | Text
 

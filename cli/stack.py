@@ -18,7 +18,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
@@ -26,6 +26,7 @@ from typing import Annotated
 import typer
 
 from smoltbot.core.data_dir import make_private
+from smoltbot.core.request_ids import LOG_FORMAT, RequestIdLogFilter
 from smoltbot.core.settings import Settings, load_settings
 from smoltbot.core.tls import TlsConfig
 
@@ -42,11 +43,11 @@ class Service(str, enum.Enum):
 
 
 def configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    """The process's one log handler (stderr), with the request id of each line's request."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(RequestIdLogFilter())
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 def _fail(message: str) -> typer.Exit:
@@ -102,7 +103,7 @@ def _run_service(service: Service, settings: Settings) -> None:
         raise _fail(f"{service.value}: {error}") from None
 
 
-def _service_runner(service: Service) -> Callable[[Settings], object]:
+def _service_runner(service: Service) -> Callable[[Settings], Coroutine[object, object, None]]:
     # Imported lazily: `smoltbot status` should not pay for importing every service.
     if service is Service.registry:
         from smoltbot.registry.server import serve
@@ -171,13 +172,13 @@ def _http_ok(url: str) -> bool:
 
 def _grpc_serving(address: str, tls: TlsConfig | None = None) -> bool:
     import grpc
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
+    from grpc_health.v1 import health_pb2
 
-    from smoltbot.core.grpc_client import open_sync_channel
+    from smoltbot.core.grpc_client import health_check_sync, open_sync_channel
 
     with open_sync_channel(address, tls) as channel:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+            reply = health_check_sync(channel)(health_pb2.HealthCheckRequest(), timeout=1.0)
         except grpc.RpcError:
             return False
     return reply.status == health_pb2.HealthCheckResponse.SERVING

@@ -13,13 +13,17 @@ one, goes with every call (`smoltbot.core.service_auth`); our servers refuse cal
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import grpc
+from grpc_health.v1 import health_pb2
+
 from smoltbot.core.grpc_server import GRPC_MESSAGE_LIMIT
+from smoltbot.core.request_ids import send_request_id
 from smoltbot.core.service_auth import attach_credential, attach_credential_sync
 from smoltbot.core.tls import TlsConfig, TlsError, target_hosts
 
-__all__ = ["channel_target", "open_channel", "open_sync_channel"]
+__all__ = ["channel_target", "health_check", "health_check_sync", "open_channel", "open_sync_channel"]
 
 _RETRYABLE_READS = {
     "methodConfig": [
@@ -83,22 +87,26 @@ def _options(target: str, tls: TlsConfig, message_limit: int = GRPC_MESSAGE_LIMI
 
 
 def open_channel(address: str, tls: TlsConfig | None = None, *,
-                 message_limit: int = GRPC_MESSAGE_LIMIT) -> grpc.aio.Channel:
+                 message_limit: int = GRPC_MESSAGE_LIMIT,
+                 interceptors: Sequence[grpc.aio.ClientInterceptor] = ()) -> grpc.aio.Channel:
     """A channel with our limits and round-robin: TLS when `tls` has a CA, else plaintext, which
-    is refused (`InsecureTransportError`) for a non-loopback target unless `tls` allows it."""
+    is refused (`InsecureTransportError`) for a non-loopback target unless `tls` allows it.
+
+    Every call sends the current request id (`smoltbot.core.request_ids`) and the service
+    credential; `interceptors` run first (outermost), so they see every failure."""
     tls = tls or TlsConfig()
     target = channel_target(address)
     tls.check_target(target)
     credentials = tls.channel_credentials()
-    interceptors = None
+    chain: list[grpc.aio.ClientInterceptor] = [*interceptors, *send_request_id()]
     if tls.credential is not None:
         tls.credential.value  # noqa: B018 - read (or create) it now, not in the first call
-        interceptors = attach_credential(tls.credential)
+        chain += attach_credential(tls.credential)
     if credentials is None:
         return grpc.aio.insecure_channel(target, options=_options(target, tls, message_limit),
-                                         interceptors=interceptors)
+                                         interceptors=chain)
     return grpc.aio.secure_channel(target, credentials, options=_options(target, tls, message_limit),
-                                   interceptors=interceptors)
+                                   interceptors=chain)
 
 
 def open_sync_channel(address: str, tls: TlsConfig | None = None) -> grpc.Channel:
@@ -112,3 +120,22 @@ def open_sync_channel(address: str, tls: TlsConfig | None = None) -> grpc.Channe
     else:
         channel = grpc.secure_channel(target, credentials, options=_options(target, tls))
     return channel if tls.credential is None else attach_credential_sync(channel, tls.credential)
+
+
+_HEALTH_CHECK = "/grpc.health.v1.Health/Check"
+
+
+def health_check(
+    channel: grpc.aio.Channel,
+) -> grpc.aio.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]:
+    """grpc.health.v1 Check on `channel`, typed (grpc_health's own stub declares no methods)."""
+    return channel.unary_unary(_HEALTH_CHECK, request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+                               response_deserializer=health_pb2.HealthCheckResponse.FromString)
+
+
+def health_check_sync(
+    channel: grpc.Channel,
+) -> grpc.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]:
+    """`health_check` for a synchronous channel."""
+    return channel.unary_unary(_HEALTH_CHECK, request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+                               response_deserializer=health_pb2.HealthCheckResponse.FromString)

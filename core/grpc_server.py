@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from smoltbot.core.errors import SmoltbotError, grpc_status_for
+from smoltbot.core.request_ids import ReadRequestId
 from smoltbot.core.service_auth import RequireServiceCredential
 from smoltbot.core.settings import Settings
 from smoltbot.core.signals import stop_signals
@@ -114,7 +115,10 @@ def new_grpc_server(address: str, service_names: Iterable[str],
     tls.check_bind(address)
     credentials = tls.server_credentials()
     limits = [("grpc.max_receive_message_length", message_limit), ("grpc.max_send_message_length", message_limit)]
-    interceptors = [RequireServiceCredential(tls.credential)] if tls.credential is not None else []
+    # The request id first, so that even a refused call's log line carries it.
+    interceptors: list[grpc.aio.ServerInterceptor] = [ReadRequestId()]
+    if tls.credential is not None:
+        interceptors.append(RequireServiceCredential(tls.credential))
     server = grpc.aio.server(options=[*limits, *_OPTIONS], interceptors=interceptors)
     register(server)
     health_servicer = health.aio.HealthServicer()
@@ -132,7 +136,7 @@ def new_grpc_server(address: str, service_names: Iterable[str],
         _HEALTH_ONLY[server] = health_only
     logger.debug("gRPC server on %s: %s, %s", address,
                  "mutual TLS" if tls.requires_client_cert else "TLS" if tls.serves_tls else "plaintext",
-                 "service credential required" if interceptors else "open to any caller")
+                 "service credential required" if tls.credential is not None else "open to any caller")
     return GrpcServer(server, port, health_servicer, names, on_stop)
 
 

@@ -4,12 +4,12 @@ and passes it down; nothing reads the environment at import time."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-__all__ = ["Settings", "load_settings"]
+__all__ = ["CliSettings", "Settings", "load_cli_settings", "load_settings"]
 
 
 class Settings(BaseSettings):
@@ -168,6 +168,45 @@ class Settings(BaseSettings):
     @property
     def effective_public_api_url(self) -> str:
         return self.public_api_url.rstrip("/") or f"http://{self.api_host}:{self.api_port}"
+
+
+def _services_field(name: str) -> Any:
+    """`Settings`' own definition of a field (pydantic takes a FieldInfo as one): one rule, one default."""
+    return Settings.model_fields[name]
+
+
+class CliSettings(BaseSettings):
+    """What the user commands (`smoltbot init`, `status`, `logs`, `card`, `claim`, `config`) read:
+    three of the services' settings, the same fields (so the same rules and defaults), and their
+    own. Not `Settings` itself, so that a service variable a command does not use cannot stop it."""
+
+    # An empty variable means "not set" here, as the commands have always read it.
+    model_config = SettingsConfigDict(env_prefix="SMOLTBOT_", extra="ignore", env_ignore_empty=True)
+
+    home: Path = _services_field("home")
+    api_port: int = _services_field("api_port")
+    gateway_port: int = _services_field("gateway_port")
+
+    # Command line (smoltbot init, status, logs, card, claim, config)
+    api_url: str = Field(
+        default="",
+        description="The smoltbot REST API the commands call (`--api` overrides it). Empty: the config "
+        "file's api_url, else http://127.0.0.1:<SMOLTBOT_API_PORT>.",
+    )
+    gateway_url: str = Field(
+        default="",
+        description="The gateway `smoltbot init` points the agent at (`--gateway` overrides it). Empty: "
+        "http://127.0.0.1:<SMOLTBOT_GATEWAY_PORT>.",
+    )
+    debug: bool = Field(
+        default=False,
+        description="Let an unexpected error of a command end in its traceback instead of one line.",
+    )
+
+
+def load_cli_settings() -> CliSettings:
+    """The user commands' settings, from the environment (pydantic's ValidationError names the field)."""
+    return CliSettings()
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -6,10 +6,10 @@ import asyncio
 import logging
 from typing import Annotated
 
-import grpc
 from fastapi import APIRouter, Body, Request
 from starlette.exceptions import HTTPException
 
+from smoltbot.api.convert import agent_summary
 from smoltbot.api.dependencies import (
     AgentIdPath,
     CallerHash,
@@ -21,37 +21,17 @@ from smoltbot.api.dependencies import (
     Registry,
     require_owner,
 )
-from smoltbot.api.errors import BackendError
-from smoltbot.api.schemas import (
-    READ_ERRORS,
-    WRITE_ERRORS,
-    Agent,
-    AgentList,
-    AgentSummary,
-    ClaimRequest,
-    ResolveResponse,
-    agent_summary,
-    error_responses,
-)
+from smoltbot.api.errors import READ_ERRORS, WRITE_ERRORS, error_responses
+from smoltbot.api.reads import trace_count
+from smoltbot.api.schemas import Agent, AgentList, AgentSummary, ClaimRequest, ResolveResponse
 from smoltbot.api.strict_json import StrictJsonRoute
-from smoltbot.v1 import observer_service_pb2, registry_service_pb2
+from smoltbot.v1 import registry_service_pb2
 
-__all__ = ["router", "trace_count"]
+__all__ = ["router"]
 
 logger = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"], responses=READ_ERRORS, route_class=StrictJsonRoute)
-
-
-async def trace_count(observer: Observer, agent_id: str) -> int:
-    """All-time traces of an agent; 0 for an agent the observer has not seen yet."""
-    try:
-        response = await observer.GetIntegrity(observer_service_pb2.GetIntegrityRequest(agent_id=agent_id))
-    except BackendError as error:
-        if error.code is grpc.StatusCode.NOT_FOUND:
-            return 0
-        raise
-    return int(response.integrity.all_time.total_traces)
 
 
 @router.post("/resolve", response_model=ResolveResponse, responses=error_responses(401, 503, 504),

@@ -7,8 +7,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Body
 
+from smoltbot.api.convert import card_out
 from smoltbot.api.dependencies import AgentIdPath, CallerHash, Cursor, Limit, Registry, require_owner
-from smoltbot.api.schemas import READ_ERRORS, WRITE_ERRORS, Card, CardList, card_out
+from smoltbot.api.errors import READ_ERRORS, WRITE_ERRORS
+from smoltbot.api.schemas import Card, CardList
 from smoltbot.api.strict_json import StrictJsonRoute
 from smoltbot.v1 import registry_service_pb2
 

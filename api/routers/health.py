@@ -7,10 +7,13 @@ from typing import Annotated
 
 import grpc
 from fastapi import APIRouter, Depends
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
-from smoltbot.api.dependencies import Backend, Backends, get_backends
-from smoltbot.api.schemas import Health
+from smoltbot.api.backends import Backends
+from smoltbot.api.dependencies import get_backends
+from smoltbot.api.errors import BackendError
+from smoltbot.api.schemas import BackendState, Health
+from smoltbot.core.grpc_client import health_check
 
 __all__ = ["router"]
 
@@ -19,11 +22,10 @@ router = APIRouter(tags=["health"])
 _PROBE_TIMEOUT = 1.0
 
 
-async def _probe(backend: Backend) -> str:
-    stub = health_pb2_grpc.HealthStub(backend.channel)
+async def _probe(channel: grpc.aio.Channel) -> BackendState:
     try:
-        response = await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=_PROBE_TIMEOUT)
-    except (grpc.aio.AioRpcError, grpc.aio.UsageError):
+        response = await health_check(channel)(health_pb2.HealthCheckRequest(service=""), timeout=_PROBE_TIMEOUT)
+    except BackendError:  # the channel's interceptor (api/backends.py) turns every failure into one
         return "unavailable"
     return "serving" if response.status == health_pb2.HealthCheckResponse.SERVING else "not_serving"
 
@@ -32,6 +34,6 @@ async def _probe(backend: Backend) -> str:
 async def health(backends: Annotated[Backends, Depends(get_backends)]) -> Health:
     """200 whenever the API runs; `status` is "degraded" when a backend does not serve, so a
     dashboard can show it while the process supervisor keeps the API up."""
-    registry, observer = await asyncio.gather(_probe(backends.registry), _probe(backends.observer))
+    registry, observer = await asyncio.gather(_probe(backends.registry_channel), _probe(backends.observer_channel))
     ok = registry == observer == "serving"
-    return Health(status="ok" if ok else "degraded", registry=registry, observer=observer)  # type: ignore[arg-type]
+    return Health(status="ok" if ok else "degraded", registry=registry, observer=observer)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter
+
+from smoltbot.api.convert import drift_alert_out, integrity_out
 from smoltbot.api.dependencies import AgentIdPath, Cursor, Limit, Observer
-from smoltbot.api.schemas import READ_ERRORS, DriftAlertList, Integrity, drift_alert_out, integrity_out
+from smoltbot.api.errors import READ_ERRORS
+from smoltbot.api.schemas import DriftAlertList, Integrity
 from smoltbot.v1 import observer_service_pb2
 
 __all__ = ["router"]

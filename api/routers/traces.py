@@ -3,41 +3,31 @@ reported by plugins."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
+
+from smoltbot.api.convert import trace_out
 from smoltbot.api.dependencies import (
     AGENT_ID_PATTERN,
     SESSION_ID_PATTERN,
     AgentIdPath,
-    Backend,
     CallerHash,
     Cursor,
     Limit,
     Observer,
     TraceIdPath,
     require_owner,
-    to_timestamp,
 )
-from smoltbot.api.schemas import (
-    READ_ERRORS,
-    WRITE_ERRORS,
-    DateTime,
-    ToolExecution,
-    ToolExecutionReport,
-    Trace,
-    TraceList,
-    trace_out,
-)
+from smoltbot.api.errors import READ_ERRORS, WRITE_ERRORS
+from smoltbot.api.reads import list_trace_page
+from smoltbot.api.schemas import DateTime, ToolExecution, ToolExecutionReport, Trace, TraceList
 from smoltbot.v1 import observer_service_pb2
 
-__all__ = ["list_trace_page", "router"]
+__all__ = ["router"]
 
 router = APIRouter(tags=["traces"], responses=READ_ERRORS)
 
-#: `order` values and the observer's order_by for each.
-ORDERS = {"desc": "timestamp desc", "asc": "timestamp asc"}
 Order = Annotated[Literal["desc", "asc"], Query(description="By timestamp: newest first (desc) or oldest first.")]
 SessionFilter = Annotated[str | None, Query(pattern=SESSION_ID_PATTERN, max_length=200,
                                             description="Only traces of this session.")]
@@ -47,25 +37,6 @@ Since = Annotated[DateTime | None, Query(description="Only traces at or after th
 Until = Annotated[DateTime | None, Query(description="Only traces before this time (RFC 3339).")]
 KindFilter = Annotated[Literal["decision", "activity"] | None, Query(
     description="Only decisions (model calls) or only API activity (other calls); both when absent.")]
-
-
-async def list_trace_page(observer: Backend, *, agent_id: str = "", session_id: str | None = None,
-                          verified: bool | None = None, since: datetime | None = None,
-                          until: datetime | None = None, limit: int = 50, cursor: str | None = None,
-                          order: str = "desc", record_kind: str | None = None) -> TraceList:
-    request = observer_service_pb2.ListTracesRequest(
-        agent_id=agent_id, session_id=session_id or "", page_size=limit, page_token=cursor or "",
-        order_by=ORDERS[order], record_kind=record_kind or "",
-    )
-    if verified is not None:
-        request.verified = verified
-    if since is not None:
-        request.since.CopyFrom(to_timestamp(since, "since"))
-    if until is not None:
-        request.until.CopyFrom(to_timestamp(until, "until"))
-    response = await observer.ListTraces(request)
-    return TraceList(items=[trace_out(trace) for trace in response.traces],
-                     next_cursor=response.next_page_token or None)
 
 
 @router.get("/v1/traces", response_model=TraceList, response_model_exclude_unset=True,

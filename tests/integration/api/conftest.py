@@ -33,8 +33,9 @@ async def stack(settings_factory: Callable[..., Settings], database_url: str) ->
     registry = await build_registry(settings, address="127.0.0.1:0")
     await registry.start()
     registry_address = f"127.0.0.1:{registry.port}"
-    observer_settings = settings.model_copy(update={"registry_address": registry_address})
-    observer = await build_observer(observer_settings, address="127.0.0.1:0", stop_grace=1.0)
+    observer_settings = settings.model_copy(update={"registry_address": registry_address,
+                                                    "observer_stop_grace": 1.0})
+    observer = await build_observer(observer_settings, address="127.0.0.1:0")
     await observer.start()
     observer_address = f"127.0.0.1:{observer.port}"
     channel = open_channel(observer_address, TlsConfig.from_settings(settings))

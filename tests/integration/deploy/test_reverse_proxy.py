@@ -92,8 +92,9 @@ async def backends(settings_factory: Callable[..., Settings]) -> AsyncIterator[B
     settings = settings_factory(upstream_url=await upstream.start())
     registry = await build_registry(settings, address="127.0.0.1:0")
     await registry.start()
-    settings = settings.model_copy(update={"registry_address": f"127.0.0.1:{registry.port}"})
-    observer = await build_observer(settings, address="127.0.0.1:0", poll_interval=0.1)
+    settings = settings.model_copy(update={"registry_address": f"127.0.0.1:{registry.port}",
+                                           "observer_poll_interval": 0.1})
+    observer = await build_observer(settings, address="127.0.0.1:0")
     await observer.start()
     settings = settings.model_copy(update={"observer_address": f"127.0.0.1:{observer.port}"})
     try:

@@ -1,28 +1,19 @@
-"""What the user commands share: the `--api` and `--json` options, the configured agent and its
-API client, the credential from the environment, and the wording of common failures."""
+"""The configured agent as the user commands use it: its id, the API to ask about it and a client
+of that API (`agent_context`), the credential that proves it is ours (`require_credential`), and
+the wording of the API's answers about it (`agent_error`)."""
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Annotated
-
-import typer
 
 from smoltbot.cli import config_store
 from smoltbot.cli.api_client import ApiClient, resolve_api_url
 from smoltbot.cli.config_store import CREDENTIAL_ENV_VARS, Config
 from smoltbot.cli.errors import ApiError, CliError
 
-__all__ = ["AgentContext", "ApiOption", "JsonOption", "agent_context", "agent_error", "require_credential"]
-
-ApiOption = Annotated[
-    str | None,
-    typer.Option("--api", envvar="SMOLTBOT_API_URL", show_envvar=True, metavar="URL",
-                 help="The smoltbot REST API (default: the configured one, else the local stack's)."),
-]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print the API's JSON instead of a table.")]
+__all__ = ["AgentContext", "agent_context", "agent_error", "require_credential"]
 
 
 @dataclass
