@@ -1,10 +1,12 @@
-"""Writes docs/configuration.md from the Settings class, so the reference cannot drift.
+"""Writes docs/configuration.md from the Settings class (and CliSettings, what the user commands
+read), so the reference cannot drift.
 
     python scripts/gen_config_docs.py           # rewrite docs/configuration.md
-    python scripts/gen_config_docs.py --check   # exit 1 if it is stale (tests/unit/test_configuration_docs.py)
+    python scripts/gen_config_docs.py --check   # exit 1 if it is stale (test_configuration_docs.py)
 
 Sections are the `# Comment` lines between fields in core/settings.py; each row is one field:
-its variable, type, default and description, as pydantic sees them.
+its variable, type, default and description, as pydantic sees them. CliSettings fields that are
+not also Settings fields get a section of their own.
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from pathlib import Path
 from typing import Any
 
 from pydantic.fields import FieldInfo
+from pydantic_settings import BaseSettings
+
 from smoltbot.core import settings as settings_module
-from smoltbot.core.settings import Settings
+from smoltbot.core.settings import CliSettings, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET = ROOT / "docs" / "configuration.md"
@@ -40,14 +44,17 @@ name says minutes. `SMOLTBOT_REGISTRY_ADDRESS` and `SMOLTBOT_OBSERVER_ADDRESS` t
 a comma-separated list of them, or a gRPC target such as `dns:///observer.internal:50052`;
 lists and DNS names with several addresses are balanced round-robin.
 
+The user commands (`smoltbot init`, `status`, `logs`, `card`, `claim`, `config`) read the
+variables of the last section, "Command line".
+
 Deployment guides: [self-hosting](self-hosting.md); gRPC security: the "gRPC transport
 security" section below and [troubleshooting](troubleshooting.md).
 """
 
 
-def _sections() -> dict[str, str]:
+def _sections(cls: type[BaseSettings] = Settings) -> dict[str, str]:
     """Field name -> the section comment above it in the class source."""
-    source = inspect.getsource(Settings)
+    source = inspect.getsource(cls)
     section = "General"
     found: dict[str, str] = {}
     for line in source.splitlines():
@@ -56,7 +63,7 @@ def _sections() -> dict[str, str]:
             section = re.sub(r"\s*\(see .*\)$", "", comment.group(1).strip())
             continue
         field = re.match(r"^    (\w+): ", line)
-        if field and field.group(1) in Settings.model_fields:
+        if field and field.group(1) in cls.model_fields:
             found[field.group(1)] = section
     return found
 
@@ -99,25 +106,48 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _row(name: str, info: FieldInfo) -> str:
+    kind = _type(info)
+    limits = _constraints(info)
+    if limits:
+        kind += f" ({limits})"
+    meaning = _cell(info.description or "")
+    return f"| `SMOLTBOT_{name.upper()}` | {kind} | {_default(name, info)} | {meaning} |"
+
+
+_CLI_INTRO = """\
+The user commands read these too (the services do not), and of the settings above
+`SMOLTBOT_HOME`, `SMOLTBOT_API_PORT` and `SMOLTBOT_GATEWAY_PORT`, with the same rules and
+defaults. Their flags (`--api`, `--gateway`) override them.
+"""
+
+
+def cli_only_fields() -> dict[str, FieldInfo]:
+    """CliSettings fields that Settings does not have (documented in their own section)."""
+    return {name: info for name, info in CliSettings.model_fields.items()
+            if name not in Settings.model_fields}
+
+
 def render() -> str:
     sections: dict[str, list[str]] = {}
     where = _sections()
     for name, info in Settings.model_fields.items():
-        variable = f"SMOLTBOT_{name.upper()}"
-        kind = _type(info)
-        limits = _constraints(info)
-        if limits:
-            kind += f" ({limits})"
-        row = f"| `{variable}` | {kind} | {_default(name, info)} | {_cell(info.description or '')} |"
-        sections.setdefault(where.get(name, "General"), []).append(row)
+        sections.setdefault(where.get(name, "General"), []).append(_row(name, info))
+    cli_where = _sections(CliSettings)
+    cli_sections: dict[str, list[str]] = {}
+    for name, info in cli_only_fields().items():
+        cli_sections.setdefault(cli_where.get(name, "Command line"), []).append(_row(name, info))
     out = [HEADER]
-    for title, rows in sections.items():
+    for title, rows in [*sections.items(), *cli_sections.items()]:
         out.append(f"## {title}\n")
+        if title in cli_sections:
+            out.append(_CLI_INTRO)
         out.append("| Variable | Type | Default | Meaning |")
         out.append("|---|---|---|---|")
         out.extend(rows)
         out.append("")
-    out.append(f"*{len(Settings.model_fields)} settings, from `{Path(settings_module.__file__).name}`.*\n")
+    out.append(f"*{len(Settings.model_fields)} settings and {len(cli_only_fields())} of the command line, "
+               f"from `{Path(settings_module.__file__).name}`.*\n")
     return "\n".join(out)
 
 
@@ -129,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     current = TARGET.read_text() if TARGET.exists() else ""
     if args.check:
         if current != text:
-            print(f"{TARGET.relative_to(ROOT)} is stale: run python scripts/gen_config_docs.py", file=sys.stderr)
+            print(f"{TARGET.relative_to(ROOT)} is stale: run python scripts/gen_config_docs.py",
+                  file=sys.stderr)
             return 1
         return 0
     if current != text:
