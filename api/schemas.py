@@ -34,6 +34,8 @@ __all__ = [
     "ErrorResponse",
     "Health",
     "Integrity",
+    "IntegrityPoint",
+    "IntegrityWindow",
     "ResolveResponse",
     "Session",
     "SessionList",

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ENDPOINTS", "FIELDS", "Endpoint", "read", "read_item"]
+__all__ = ["ENDPOINTS", "ERROR_SCHEMA", "FIELDS", "Endpoint", "read", "read_item"]
 
 
 @dataclass(frozen=True)
