@@ -18,21 +18,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from google.protobuf import json_format, timestamp_pb2
 
 from smoltbot.core.errors import PermissionDenied, Unavailable
 from smoltbot.core.grpc_client import open_channel
+from smoltbot.core.ids import agent_id_matches_hash
+from smoltbot.core.protoconv import card_to_dict, from_timestamp, to_timestamp
 from smoltbot.core.tls import TlsConfig
-from smoltbot.v1 import agent_pb2, card_pb2, registry_service_pb2_grpc
+from smoltbot.v1 import agent_pb2, registry_service_pb2_grpc
 from smoltbot.v1 import registry_service_pb2 as pb
 
-__all__ = ["RegistryClient", "RegistryError", "RegistryUnavailable", "card_to_dict"]
+__all__ = ["RegistryClient", "RegistryError", "RegistryUnavailable"]
 
 logger = logging.getLogger(__name__)
 
 _DOWN_CODES = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
-#: Card strings without presence that AAP defaults; an unset proto string is "" and means "default".
-_DEFAULTED_CARD_STRINGS = ("card_version", "card_id", "agent_id", "autonomy_mode", "integrity_mode")
 _MAX_CACHED_AGENTS = 100_000
 _MAX_CACHED_CARDS = 10_000
 _MAX_SPANS_PER_AGENT = 16
@@ -55,22 +54,6 @@ class RegistryUnavailable(Unavailable):
 
 class RegistryError(Exception):
     """The Registry answered with an error that waiting will not fix."""
-
-
-def card_to_dict(card: card_pb2.AlignmentCard) -> dict[str, Any]:
-    """The AAP JSON form of a proto card (what `core.aap` reads)."""
-    data = json_format.MessageToDict(card, preserving_proto_field_name=True,
-                                     always_print_fields_with_no_presence=True)
-    for name in _DEFAULTED_CARD_STRINGS:
-        if data.get(name) == "":
-            del data[name]
-    return data
-
-
-def _stamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 class RegistryClient:
@@ -148,10 +131,10 @@ class RegistryClient:
 
     async def check_owner(self, agent_id: str, agent_hash: str) -> None:
         """PermissionDenied unless `agent_hash` is `agent_id`'s credential hash."""
-        # Agent ids are "smolt-" + the hash's leading hex digits (the Registry's scheme, which
-        # the API relies on too): a hash that cannot be this agent's is refused without asking
-        # the Registry, whose ResolveAgent would create an agent for it.
-        if agent_id.startswith("smolt-") and not agent_hash.startswith(agent_id.removeprefix("smolt-")):
+        # Agent ids are "smolt-" + the hash's leading hex digits (core.ids, which the API relies
+        # on too): a hash that cannot be this agent's is refused without asking the Registry,
+        # whose ResolveAgent would create an agent for it.
+        if not agent_id_matches_hash(agent_id, agent_hash):
             raise PermissionDenied(f"the credential is not {agent_id}'s", reason="NOT_OWNER")
         if await self.agent_id_for(agent_hash) != agent_id:
             raise PermissionDenied(f"the credential is not {agent_id}'s", reason="NOT_OWNER")
@@ -163,7 +146,7 @@ class RegistryClient:
             hint_source=agent_pb2.SESSION_SOURCE_CLIENT if hint else agent_pb2.SESSION_SOURCE_UNSPECIFIED,
         )
         if at is not None:
-            request.at.CopyFrom(_stamp(at))
+            request.at.CopyFrom(to_timestamp(at, "at"))
         response = await self._call(self._stub.ResolveSession, request)
         return str(response.session.session_id)
 
@@ -207,10 +190,12 @@ class RegistryClient:
             if cached is not None:
                 return cached
             request = pb.GetActiveCardRequest(agent_id=agent_id)
-            request.as_of.CopyFrom(_stamp(at))
+            request.as_of.CopyFrom(to_timestamp(at, "at"))
             response = await self._call(self._stub.GetActiveCard, request)
-        since = response.in_force_from.ToDatetime(tzinfo=UTC) if response.HasField("in_force_from") else None
-        span = _Span(since, response.in_force_until.ToDatetime(tzinfo=UTC), card_to_dict(response.card))
+        until = from_timestamp(response, "in_force_until")
+        if until is None:  # the Registry vouches for no span: good for this call only
+            return card_to_dict(response.card)
+        span = _Span(from_timestamp(response, "in_force_from"), until, card_to_dict(response.card))
         self._remember(span.card)
         self._remember_span(agent_id, span)
         return span.card

@@ -2,7 +2,8 @@
 
 An agent is whoever holds one credential; the registry only ever sees the credential's
 hash (HMAC-SHA256, `core/identity.py`). Its public id is ``smolt-`` + the first 8 hex digits
-of the hash, extended two digits at a time while the shorter id belongs to another hash.
+of the hash, extended two digits at a time while the shorter id belongs to another hash
+(`core.ids.agent_id_candidates`; the id shapes every service accepts are in `core.ids`).
 """
 
 from __future__ import annotations
@@ -25,52 +26,34 @@ from smoltbot.core.errors import (
     Unauthenticated,
     Unavailable,
 )
+from smoltbot.core.ids import (
+    AGENT_ID_MIN_HEX,
+    AGENT_ID_PREFIX,
+    MAX_SESSION_ID_LENGTH,
+    agent_id_candidates,
+    validate_agent_hash,
+    validate_agent_id,
+)
 from smoltbot.core.pagination import decode_page_token, next_page, page_size
 from smoltbot.core.storage import Database, utcnow
 from smoltbot.registry import store
 from smoltbot.registry.store import Agent
 
 __all__ = [
-    "AGENT_ID_PREFIX",
-    "MAX_SESSION_ID_LENGTH",
     "Agents",
     "TouchBuffer",
     "clamp_to_now",
-    "validate_agent_hash",
-    "validate_agent_id",
     "validate_text",
 ]
 
 logger = logging.getLogger(__name__)
 
-AGENT_ID_PREFIX = "smolt-"
-_SHORT_ID_HEX = 8
-_HASH_RE = re.compile(r"[0-9a-fA-F]{32,128}")
-_AGENT_ID_RE = re.compile(r"smolt-[0-9a-f]{8,128}")
 _EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+")
 MAX_EMAIL_LENGTH = 320
-MAX_SESSION_ID_LENGTH = 256
 #: Known ids are cached so touches of busy agents cost no query; agents are never deleted.
 _KNOWN_CACHE_LIMIT = 100_000
 #: Get-or-create retries when a concurrent transaction took our row first (PostgreSQL).
 _CREATE_ATTEMPTS = 5
-
-
-def validate_agent_hash(value: str, field: str = "agent_hash") -> str:
-    """A credential hash: 32..128 hex digits (at least 128 bits). Returned lower-case."""
-    if not value:
-        raise InvalidArgument(field, "is required (hex HMAC of the credential)")
-    if not _HASH_RE.fullmatch(value):
-        raise InvalidArgument(field, "must be 32 to 128 hexadecimal digits")
-    return value.lower()
-
-
-def validate_agent_id(value: str, field: str = "agent_id") -> str:
-    if not value:
-        raise InvalidArgument(field, "is required")
-    if len(value) > len(AGENT_ID_PREFIX) + 128 or not _AGENT_ID_RE.fullmatch(value):
-        raise InvalidArgument(field, "must look like smolt-<hex digits>")
-    return value
 
 
 def validate_text(value: str, field: str, *, max_length: int, required: bool = True) -> str:
@@ -198,17 +181,15 @@ class Agents:
             return await store.require_agent(conn, agent_id), True
 
     async def _free_agent_id(self, conn: Any, agent_hash: str) -> str:
-        lengths = [*range(_SHORT_ID_HEX, len(agent_hash), 2), len(agent_hash)]
-        for length in lengths:
-            candidate = AGENT_ID_PREFIX + agent_hash[:length]
+        for candidate in agent_id_candidates(agent_hash):
             owner = (await conn.execute(
                 sa.select(store.agent_credentials.c.agent_hash)
                 .where(store.agent_credentials.c.agent_id == candidate)
             )).scalar_one_or_none()
             if owner is None:
-                if length > _SHORT_ID_HEX:
+                if len(candidate) > len(AGENT_ID_PREFIX) + AGENT_ID_MIN_HEX:
                     logger.info("agent id %s taken by another credential; using %s",
-                                AGENT_ID_PREFIX + agent_hash[:_SHORT_ID_HEX], candidate)
+                                AGENT_ID_PREFIX + agent_hash[:AGENT_ID_MIN_HEX], candidate)
                 return candidate
         # Every prefix of our hash is some other, longer hash's id: cannot happen with
         # fixed-length hashes, and a contract violation otherwise.

@@ -20,10 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smoltbot.core.aap.cards import default_card, new_card_id, normalize_card
 from smoltbot.core.errors import InvalidArgument, NotFound, Unauthenticated
+from smoltbot.core.ids import validate_agent_hash, validate_agent_id
 from smoltbot.core.pagination import decode_page_token, next_page, page_size
 from smoltbot.core.storage import Database, utcnow
 from smoltbot.registry import store
-from smoltbot.registry.agents import validate_agent_hash, validate_agent_id
 from smoltbot.registry.store import Card
 
 __all__ = ["MAX_CARD_JSON_BYTES", "CardInForce", "Cards"]

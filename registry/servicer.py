@@ -5,15 +5,11 @@ Errors are the domain's `core.errors` exceptions, turned into rich statuses by `
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from typing import Any
-
 import grpc
-from google.protobuf import json_format, timestamp_pb2
-from google.protobuf.message import Message
 
 from smoltbot.core.errors import InvalidArgument
 from smoltbot.core.grpc_server import grpc_errors
+from smoltbot.core.protoconv import card_from_dict, card_to_dict, from_timestamp, to_timestamp
 from smoltbot.registry.agents import Agents
 from smoltbot.registry.cards import Cards
 from smoltbot.registry.sessions import SessionEvent, Sessions
@@ -21,7 +17,7 @@ from smoltbot.registry.store import Agent, Card, Session, SessionSource, Session
 from smoltbot.v1 import agent_pb2, card_pb2, registry_service_pb2_grpc
 from smoltbot.v1 import registry_service_pb2 as pb
 
-__all__ = ["RegistryServicer", "agent_to_proto", "card_from_proto", "card_to_proto", "session_to_proto"]
+__all__ = ["RegistryServicer", "agent_to_proto", "card_to_proto", "session_to_proto"]
 
 _SOURCE_TO_PROTO = {
     SessionSource.CLIENT: agent_pb2.SESSION_SOURCE_CLIENT,
@@ -38,9 +34,6 @@ _EVENT_FROM_PROTO = {
     agent_pb2.SESSION_EVENT_TURN: SessionEvent.TURN,
     agent_pb2.SESSION_EVENT_ENDED: SessionEvent.ENDED,
 }
-#: Card strings without presence that AAP defaults when absent; an unset proto field
-#: arrives as "" and means "use the default", not "the empty value".
-_DEFAULTED_CARD_STRINGS = ("card_version", "card_id", "agent_id", "autonomy_mode", "integrity_mode")
 
 
 class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
@@ -68,7 +61,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     @grpc_errors
     async def TouchAgent(self, request: pb.TouchAgentRequest,
                          context: grpc.aio.ServicerContext) -> pb.TouchAgentResponse:
-        await self._agents.touch(request.agent_id, request.agent_hash, _time(request, "seen_at"),
+        await self._agents.touch(request.agent_id, request.agent_hash, from_timestamp(request, "seen_at"),
                                  request.session_id)
         return pb.TouchAgentResponse()
 
@@ -85,7 +78,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         if source is None and request.hint_source != agent_pb2.SESSION_SOURCE_UNSPECIFIED:
             raise InvalidArgument("hint_source", f"unknown session source {request.hint_source}")
         session, created = await self._sessions.resolve(
-            request.agent_id, request.agent_hash, request.session_hint, source, _time(request, "at"))
+            request.agent_id, request.agent_hash, request.session_hint, source, from_timestamp(request, "at"))
         return pb.ResolveSessionResponse(session=session_to_proto(session), created=created)
 
     @grpc_errors
@@ -94,7 +87,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         session = await self._sessions.report(
             request.agent_id, request.agent_hash, request.session_id, _EVENT_FROM_PROTO.get(request.event),
             turn_count=request.turn_count if request.HasField("turn_count") else None,
-            occurred_at=_time(request, "occurred_at"),
+            occurred_at=from_timestamp(request, "occurred_at"),
         )
         return pb.ReportSessionEventResponse(session=session_to_proto(session))
 
@@ -107,14 +100,14 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     @grpc_errors
     async def GetActiveCard(self, request: pb.GetActiveCardRequest,
                             context: grpc.aio.ServicerContext) -> pb.GetActiveCardResponse:
-        at = _time(request, "as_of")
+        at = from_timestamp(request, "as_of")
         if at is None:
             return pb.GetActiveCardResponse(card=card_to_proto(await self._cards.active(request.agent_id)))
         found = await self._cards.in_force(request.agent_id, at)
         response = pb.GetActiveCardResponse(card=card_to_proto(found.card),
-                                            in_force_until=_stamp(found.until))
+                                            in_force_until=to_timestamp(found.until))
         if found.since is not None:
-            response.in_force_from.CopyFrom(_stamp(found.since))
+            response.in_force_from.CopyFrom(to_timestamp(found.since))
         return response
 
     @grpc_errors
@@ -122,7 +115,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         source = request.WhichOneof("source")
         card = await self._cards.put(
             request.agent_id, request.agent_hash,
-            card=card_from_proto(request.card) if source == "card" else None,
+            card=card_to_dict(request.card) if source == "card" else None,
             card_json=request.card_json if source == "card_json" else None,
         )
         return pb.PutCardResponse(card=card_to_proto(card))
@@ -136,32 +129,16 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
                                     active_card_id=active_card_id, next_page_token=token)
 
 
-def _time(request: Message, field: str) -> datetime | None:
-    if not request.HasField(field):
-        return None
-    stamp: timestamp_pb2.Timestamp = getattr(request, field)
-    try:
-        return stamp.ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        raise InvalidArgument(field, "is not a valid timestamp") from None
-
-
-def _stamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def agent_to_proto(agent: Agent) -> agent_pb2.Agent:
     message = agent_pb2.Agent(
         agent_id=agent.agent_id,
-        created_at=_stamp(agent.created_at),
-        last_seen_at=_stamp(agent.last_seen_at),
+        created_at=to_timestamp(agent.created_at),
+        last_seen_at=to_timestamp(agent.last_seen_at),
         claimed=agent.claimed,
         active_card_id=agent.active_card_id or "",
     )
     if agent.claimed_at is not None:
-        message.claimed_at.CopyFrom(_stamp(agent.claimed_at))
+        message.claimed_at.CopyFrom(to_timestamp(agent.claimed_at))
     return message
 
 
@@ -171,29 +148,14 @@ def session_to_proto(session: Session) -> agent_pb2.Session:
         agent_id=session.agent_id,
         source=_SOURCE_TO_PROTO[session.source],
         status=_STATUS_TO_PROTO[session.status],
-        started_at=_stamp(session.started_at),
-        last_activity_at=_stamp(session.last_activity_at),
+        started_at=to_timestamp(session.started_at),
+        last_activity_at=to_timestamp(session.last_activity_at),
         turn_count=session.turn_count,
     )
     if session.ended_at is not None:
-        message.ended_at.CopyFrom(_stamp(session.ended_at))
+        message.ended_at.CopyFrom(to_timestamp(session.ended_at))
     return message
 
 
 def card_to_proto(card: Card) -> card_pb2.AlignmentCard:
-    # The stored JSON is authoritative; fields a newer AAP adds are skipped in the proto view.
-    return json_format.ParseDict(card.data, card_pb2.AlignmentCard(), ignore_unknown_fields=True)
-
-
-def card_from_proto(card: card_pb2.AlignmentCard) -> dict[str, Any]:
-    """The AAP dict for a proto card: every field printed (AAP needs `queryable: false` and
-    `retention_days: 0` to be present), except the unset strings AAP has defaults for."""
-    data = json_format.MessageToDict(card, preserving_proto_field_name=True,
-                                     always_print_fields_with_no_presence=True)
-    for name in _DEFAULTED_CARD_STRINGS:
-        if data.get(name) == "":
-            del data[name]
-    audit = data.get("audit")
-    if isinstance(audit, dict) and audit.get("trace_format") == "":
-        del audit["trace_format"]
-    return data
+    return card_from_dict(card.data)
