@@ -109,7 +109,8 @@ async def end_to_end(args: argparse.Namespace) -> dict[str, Any]:
     registry = await build_registry(settings, address="127.0.0.1:0")
     await registry.start()
     settings = settings.model_copy(update={"registry_address": f"127.0.0.1:{registry.port}"})
-    observer = await build_observer(settings, address="127.0.0.1:0", poll_interval=0.2)
+    observer = await build_observer(settings.model_copy(update={"observer_poll_interval": 0.2}),
+                                    address="127.0.0.1:0")
     await observer.start()
     interceptors = attach_credential(ServiceCredential(SERVICE_TOKEN))
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{observer.port}", interceptors=interceptors)

@@ -6,7 +6,7 @@ Builds one captured exchange whose request is `--mib` MiB of conversation histor
 messages of about `--message-bytes` bytes: text, tool calls and tool results, the shape a long
 agent session sends; or, `--shape tiny`, tool inputs made of many empty objects, the worst case
 for a parser) and a small tool-call response, then runs the Observer's CPU step on it
-(`offload.compute`: decode, extract, analyse, build and verify the traces), as a worker process
+(`pipeline.compute`: decode, extract, analyse, build and verify the traces), as a worker process
 does. Reported: the peak of memory allocated during that step (tracemalloc: Python objects,
 bytes and strings; the job's payload, held before the step, is not counted), in MiB and as a
 multiple of the request body's size; and the growth of the process's peak RSS (ru_maxrss; 0
@@ -72,7 +72,7 @@ def main() -> None:
 
     from google.protobuf import timestamp_pb2
 
-    from smoltbot.observer import offload
+    from smoltbot.observer import pipeline
     from smoltbot.v1 import exchange_pb2
 
     body = json.dumps({
@@ -100,13 +100,13 @@ def main() -> None:
     del exchange
     card = {"card_id": "ac-bench", "autonomy": {"bounded_actions": [], "escalation_triggers": []},
             "values": {"declared": ["transparency"]}}
-    job = offload.Job(exchange_id=secrets.token_hex(16), agent_id="smolt-bench", session_id=None, card=card,
+    job = pipeline.Job(exchange_id=secrets.token_hex(16), agent_id="smolt-bench", session_id=None, card=card,
                       payload=payload, store_reasoning="full", observed_at=datetime.now(UTC))
 
     rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     tracemalloc.start()
     start = time.perf_counter()
-    result = offload.compute(job)
+    result = pipeline.compute(job)
     seconds = time.perf_counter() - start
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
@@ -115,7 +115,7 @@ def main() -> None:
     mib = len(body) / 1024 / 1024
     print(f"request body {mib:.1f} MiB ({len(json.loads(body)['messages'])} messages); "
           f"payload {len(payload) / 1024 / 1024:.1f} MiB")
-    print(f"offload.compute: peak allocated {peak / 1024 / 1024:.1f} MiB = {peak / len(body):.1f}x the body; "
+    print(f"pipeline.compute: peak allocated {peak / 1024 / 1024:.1f} MiB = {peak / len(body):.1f}x the body; "
           f"peak RSS growth {rss_growth:.0f} MiB; {seconds * 1000:.0f} ms (under tracemalloc); "
           f"{len(result.traces)} trace(s)")
 

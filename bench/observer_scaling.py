@@ -281,20 +281,20 @@ async def resolve_agents(registry_port: int) -> list[tuple[str, str, str]]:
 
 
 async def preload(database_url: str, exchanges: list[Any]) -> None:
-    """Queues the exchanges as the observers' intake would (`Store.insert_exchanges`), before
+    """Queues the exchanges as the observers' intake would (`ExchangeQueue.insert_exchanges`), before
     any observer runs, so that the round measures processing alone."""
     from smoltbot.core.storage import open_database
-    from smoltbot.observer.store import ExchangeRow, Store
+    from smoltbot.observer.queue import ExchangeQueue, ExchangeRow
 
     db = open_database(database_url)
     try:
-        store = Store(db)
+        queue = ExchangeQueue(db)
         now = datetime.now(UTC)
         rows = [ExchangeRow(exchange_id=e.exchange_id, agent_hash=e.agent_hash, agent_id=e.agent_id,
                             session_id=e.session_id, occurred_at=now, payload=e.SerializeToString())
                 for e in exchanges]
         for start in range(0, len(rows), 500):
-            accepted = await store.insert_exchanges(rows[start:start + 500])
+            accepted = await queue.insert_exchanges(rows[start:start + 500])
             assert len(accepted) == len(rows[start:start + 500])
     finally:
         await db.close()

@@ -82,7 +82,7 @@ async def serve(database_url: str, registry_port: int, observer_port: int, profi
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(profile)
-        processor, intake = observer.processor, observer.intake
+        processor, intake = observer.components.processor, observer.components.intake
         print(f"  observer: {intake.accepted} accepted in {intake.write_batches} intake transactions; "
               f"{processor.processed} processed, {processor.claims} claims, {processor.write_batches} "
               f"result transactions", file=sys.stderr, flush=True)

@@ -8,13 +8,13 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import weakref
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from smoltbot.core.errors import SmoltbotError, grpc_status_for
 from smoltbot.core.request_ids import ReadRequestId
 from smoltbot.core.service_auth import RequireServiceCredential
@@ -54,28 +54,33 @@ _OPTIONS = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
-
-#: The plaintext health-only server next to a TLS one (see `health_port`), keyed by the main
-#: server rather than held by `GrpcServer`, so that subclasses which rebuild a `GrpcServer`
-#: from another one's parts keep it.
-_HEALTH_ONLY: weakref.WeakKeyDictionary[grpc.aio.Server, grpc.aio.Server] = weakref.WeakKeyDictionary()
+C = TypeVar("C")
+C2 = TypeVar("C2")
 
 
-class GrpcServer:
-    """A started-or-not grpc.aio server with health and reflection, and the port it bound."""
+class GrpcServer(Generic[C]):
+    """A started-or-not grpc.aio server with health and reflection, and the port it bound.
+
+    `health_only` is the plaintext server answering grpc.health.v1 alone, when `health_port`
+    asked for one. `components` are the service's running parts (its queue, workers, ...), for
+    tests and benchmarks to look at; `new_grpc_server` gives None, `with_components` sets them.
+    """
 
     def __init__(self, server: grpc.aio.Server, port: int, health_servicer: health.aio.HealthServicer,
-                 service_names: Iterable[str], on_stop: Callable[[], Awaitable[None]] | None = None) -> None:
+                 service_names: Iterable[str], on_stop: Callable[[], Awaitable[None]] | None = None, *,
+                 health_only: grpc.aio.Server | None = None, components: C) -> None:
         self.server = server
         self.port = port
         self.health = health_servicer
         self.service_names = list(service_names)
+        self.health_only = health_only
+        self.components = components
         self._on_stop = on_stop
 
-    @property
-    def health_only(self) -> grpc.aio.Server | None:
-        """The plaintext server answering grpc.health.v1 alone, when `health_port` asked for one."""
-        return _HEALTH_ONLY.get(self.server)
+    def with_components(self, components: C2) -> GrpcServer[C2]:
+        """The same server (not started yet), carrying `components`."""
+        return GrpcServer(self.server, self.port, self.health, self.service_names, self._on_stop,
+                          health_only=self.health_only, components=components)
 
     async def start(self) -> None:
         await self.server.start()
@@ -102,7 +107,7 @@ def new_grpc_server(address: str, service_names: Iterable[str],
                     register: Callable[[grpc.aio.Server], None],
                     on_stop: Callable[[], Awaitable[None]] | None = None, *,
                     tls: TlsConfig | None = None, health_port: int = 0,
-                    message_limit: int = GRPC_MESSAGE_LIMIT) -> GrpcServer:
+                    message_limit: int = GRPC_MESSAGE_LIMIT) -> GrpcServer[None]:
     """Builds a server bound to `address` ("host:port", port 0 for an ephemeral one).
 
     `tls` (default: none) decides TLS or mutual TLS; without a certificate the server is
@@ -128,16 +133,16 @@ def new_grpc_server(address: str, service_names: Iterable[str],
     port = _bind(server, address, credentials)
     if port == 0:
         raise OSError(f"could not bind gRPC server to {address}: address in use or not available")
+    health_only: grpc.aio.Server | None = None
     if health_port:
         health_only = grpc.aio.server(options=[*limits, *_OPTIONS])
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_only)
         if _bind(health_only, f"[::]:{health_port}", None) == 0:
             raise OSError(f"could not bind the gRPC health port {health_port}: address in use or not available")
-        _HEALTH_ONLY[server] = health_only
     logger.debug("gRPC server on %s: %s, %s", address,
                  "mutual TLS" if tls.requires_client_cert else "TLS" if tls.serves_tls else "plaintext",
                  "service credential required" if tls.credential is not None else "open to any caller")
-    return GrpcServer(server, port, health_servicer, names, on_stop)
+    return GrpcServer(server, port, health_servicer, names, on_stop, health_only=health_only, components=None)
 
 
 def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
@@ -167,7 +172,7 @@ def grpc_errors(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-async def run_until_signalled(server: GrpcServer, grace: float = 5.0) -> None:
+async def run_until_signalled(server: GrpcServer[Any], grace: float = 5.0) -> None:
     """Starts the server and stops it gracefully on SIGINT/SIGTERM."""
     await server.start()
     try:

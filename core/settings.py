@@ -86,10 +86,44 @@ class Settings(BaseSettings):
         description="Lease on claimed exchanges, renewed while they are worked on: how long the work "
         "of an observer that died waits before another one takes it over.",
     )
+    observer_poll_interval: float = Field(
+        default=1.0, gt=0,
+        description="Seconds between looks at the exchange queue when intake did not announce new work "
+        "(finds exchanges other observers put back or stored).",
+    )
+    observer_card_ttl: float = Field(
+        default=5.0, ge=0, description="Seconds the Observer keeps an agent's cards from the Registry cached."
+    )
+    observer_stop_grace: float = Field(
+        default=5.0, ge=0,
+        description="Seconds a stopping Observer lets exchanges in processing finish; the others go back "
+        "to the queue.",
+    )
+    observer_cpu_workers: int | None = Field(
+        default=None, ge=0,
+        description="Worker processes that read and analyse exchanges beside the event loop. Unset: one "
+        "per core beyond the first, at most 4; 0: all inline.",
+    )
+    observer_scrub_interval: float = Field(
+        default=5.0, gt=0,
+        description="Least seconds between two WAL truncations that wipe deleted request bodies from disk "
+        "(SQLite).",
+    )
     integrity_window: int = Field(default=100, ge=1, description="Traces in the recent integrity window.")
     drift_threshold: float = Field(default=0.30, ge=0, le=1, description="Similarity below which a trace drifts.")
     drift_sustained: int = Field(default=3, ge=1, description="Consecutive drifting traces that raise an alert.")
     drift_baseline_size: int = Field(default=10, ge=1, description="Early traces that form the agent's baseline.")
+    drift_sweep_interval: float = Field(
+        default=2.0, gt=0,
+        description="Seconds between sweeps for agents whose traces wait for the drift detector (traces "
+        "held back by an older unfinished exchange, or stored before a restart).",
+    )
+
+    # Registry
+    registry_touch_interval: float = Field(
+        default=0.5, gt=0,
+        description="Seconds between writes of coalesced agent and session activity (last seen) by the Registry.",
+    )
 
     # Logging
     log_level: str = Field(default="INFO", description="Log level of every process.")

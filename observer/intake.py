@@ -13,14 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from smoltbot.core.ids import is_agent_hash, is_exchange_id
 from smoltbot.core.storage import utcnow
+from smoltbot.observer.queue import ExchangeQueue, ExchangeRow
 from smoltbot.observer.record_kinds import exchange_kind
-from smoltbot.observer.store import ExchangeRow, Store
 from smoltbot.v1 import exchange_pb2
 from smoltbot.v1 import observer_service_pb2 as pb
 
@@ -28,8 +28,6 @@ __all__ = ["Ack", "Intake", "validate"]
 
 logger = logging.getLogger(__name__)
 
-_EXCHANGE_ID = re.compile(r"[0-9a-fA-F]{32}")
-_AGENT_HASH = re.compile(r"[0-9a-fA-F]{32,128}")
 _MAX_BATCH = 500
 _MAX_BATCH_BYTES = 32 * 1024 * 1024
 
@@ -49,11 +47,11 @@ def validate(request: pb.IngestRequest) -> str:
     if not request.HasField("exchange"):
         return "the request carries no exchange"
     exchange = request.exchange
-    if not _EXCHANGE_ID.fullmatch(exchange.exchange_id):
+    if not is_exchange_id(exchange.exchange_id):
         return "exchange_id must be 32 hex digits"
     if not exchange.agent_hash:
         return "agent_hash is required"
-    if not _AGENT_HASH.fullmatch(exchange.agent_hash):
+    if not is_agent_hash(exchange.agent_hash):
         return "agent_hash must be 32 to 128 hex digits"
     return ""
 
@@ -77,15 +75,14 @@ class _Submission:
 
 
 class Intake:
-    def __init__(self, store: Store, *, on_stored: Callable[[], None] | None = None) -> None:
-        self._store = store
+    def __init__(self, queue: ExchangeQueue, *, on_stored: Callable[[], None] | None = None) -> None:
+        self._queue = queue
         self._on_stored = on_stored
         self._pending: list[_Submission] = []
         self._ready = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: Exchanges stored, and the transactions that stored them (for benchmarks).
         self.accepted = 0
-        self.duplicates = 0
-        self.rejected = 0
         self.write_batches = 0
 
     def start(self) -> None:
@@ -108,7 +105,6 @@ class Intake:
         sent_id = request.exchange.exchange_id
         problem = validate(request)
         if problem:
-            self.rejected += 1
             logger.warning("rejected exchange %r: %s", sent_id[:64], problem)
             future.set_result(Ack(sent_id, pb.INGEST_STATUS_REJECTED, problem))
             return future
@@ -160,7 +156,7 @@ class Intake:
         unique: dict[str, ExchangeRow] = {}
         for submission in batch:
             unique.setdefault(submission.row.exchange_id, submission.row)
-        accepted = await self._store.insert_exchanges(list(unique.values()))
+        accepted = await self._queue.insert_exchanges(list(unique.values()))
         self.write_batches += 1
         answered: set[str] = set()
         for submission in batch:
@@ -170,7 +166,6 @@ class Intake:
                 self.accepted += 1
                 ack = Ack(submission.sent_id, pb.INGEST_STATUS_ACCEPTED)
             else:
-                self.duplicates += 1
                 ack = Ack(submission.sent_id, pb.INGEST_STATUS_DUPLICATE, "already received")
             if not submission.future.done():
                 submission.future.set_result(ack)

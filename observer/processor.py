@@ -2,14 +2,14 @@
 
 Three kinds of task share one in-memory pipeline:
 
-* the claimer leases due exchanges (`Store.claim`) while fewer than `capacity` are held,
+* the claimer leases due exchanges (`ExchangeQueue.claim`) while fewer than `capacity` are held,
   woken by intake (`wake()`) and by a poll as a fallback;
 * `concurrency` workers turn exchanges into traces: agent and session (from the exchange,
   else the Registry), the active card, then extraction, analysis and `build_traces`. With the
-  local analyzer that CPU-heavy part runs in batches in worker processes (`offload.CpuPool`)
+  local analyzer that CPU-heavy part runs in batches in worker processes (`cpu_pool.CpuPool`)
   when the machine has a core to spare, else inline; the anthropic analyzer's model call is
   awaited here, one exchange per worker at a time;
-* the writer stores whatever results are ready in one transaction (`Store.finish`), then
+* the writer stores whatever results are ready in one transaction (`ExchangeQueue.finish`), then
   tells the drift watch which agents have new traces.
 
 A Registry outage is nobody's fault: the exchange goes back to pending, its attempt refunded,
@@ -31,16 +31,18 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from google.protobuf.message import DecodeError
+
 from smoltbot.core.errors import Unavailable
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import utcnow
-from smoltbot.observer import offload, record_kinds
+from smoltbot.observer import pipeline, record_kinds
+from smoltbot.observer.analyzers import Analyzer
+from smoltbot.observer.cpu_pool import CpuPool, default_workers
 from smoltbot.observer.extraction import Extraction
-from smoltbot.observer.model_analyzer import Analyzer
-from smoltbot.observer.offload import CpuPool, Job, JobResult
-from smoltbot.observer.registry_client import RegistryClient, RegistryError, RegistryUnavailable
-from smoltbot.observer.store import ClaimedExchange, Finished, Retry, Store, StoredTrace
+from smoltbot.observer.pipeline import Job, JobResult
+from smoltbot.observer.queue import ClaimedExchange, ExchangeQueue, Finished, Retry, StoredTrace
 from smoltbot.observer.records import records_of
+from smoltbot.observer.registry_client import RegistryClient, RegistryError, RegistryUnavailable
 from smoltbot.observer.trace_builder import build_traces
 from smoltbot.v1 import exchange_pb2
 
@@ -79,18 +81,18 @@ class _Context:
     def decoded(self) -> exchange_pb2.Exchange | None:
         if self.exchange is None:
             try:
-                self.exchange = offload.decode(self.item.payload)
+                self.exchange = pipeline.decode(self.item.payload)
             except DecodeError:
                 return None
         return self.exchange
 
 
 class Processor:
-    def __init__(self, store: Store, registry: RegistryClient, analyzer: Analyzer, settings: Settings, *,
+    def __init__(self, queue: ExchangeQueue, registry: RegistryClient, analyzer: Analyzer, settings: Settings, *,
                  on_written: Callable[[list[Finished]], None] | None = None, poll_interval: float = 1.0,
                  lease_seconds: float | None = None, capacity: int | None = None,
                  cpu_workers: int | None = None, scrub_interval: float = 5.0) -> None:
-        self.store = store
+        self.queue = queue
         self.registry = registry
         self.analyzer = analyzer
         self.settings = settings
@@ -102,7 +104,7 @@ class Processor:
         self.concurrency = settings.observer_concurrency
         self.capacity = capacity or max(256, 8 * self.concurrency)
         self._on_written = on_written
-        workers = offload.default_workers() if cpu_workers is None else cpu_workers
+        workers = default_workers() if cpu_workers is None else cpu_workers
         # Worker processes pay off only for the local analyzer (the model path waits on I/O).
         self._pool = CpuPool(workers) if workers > 0 and analyzer.name == "local" else None
         self._queue: asyncio.Queue[ClaimedExchange | None] = asyncio.Queue()
@@ -121,11 +123,11 @@ class Processor:
         self._scrub_wanted = False
         self._scrubbed_at = float("-inf")
         self._scrub_interval = scrub_interval
+        #: Exchanges whose results were stored (for tests, logs and benchmarks).
         self.processed = 0
-        self.failed = 0
         #: Exchanges the upstream answered 401/403: counted, never traced.
         self.auth_rejected = 0
-        #: Transactions that stored results, and results stored (for logs and benchmarks).
+        #: Transactions that stored results, and claims made (for benchmarks).
         self.write_batches = 0
         self.claims = 0
 
@@ -175,7 +177,7 @@ class Processor:
         held = list(self._held)
         if held:
             try:
-                await self.store.release(self.owner, held)
+                await self.queue.release(self.owner, held)
             except Exception:
                 logger.exception("could not release %d leases at stop; they will expire", len(held))
             self._held.clear()
@@ -199,7 +201,7 @@ class Processor:
             if not held:
                 continue
             try:
-                await self.store.renew(self.owner, held, self.lease_seconds)
+                await self.queue.renew(self.owner, held, self.lease_seconds)
             except Exception as error:  # the database may be down: the next round tries again
                 logger.warning("could not renew %d leases (%s); retrying", len(held), type(error).__name__)
 
@@ -215,7 +217,7 @@ class Processor:
                 continue
             self._wake.clear()
             try:
-                claimed = await self.store.claim(self.owner, free, self.lease_seconds,
+                claimed = await self.queue.claim(self.owner, free, self.lease_seconds,
                                                  max_bytes=_MAX_HELD_BYTES - held_bytes)
                 self.claims += 1
             except Unavailable:
@@ -272,7 +274,8 @@ class Processor:
             await asyncio.sleep(0)
 
     async def process(self, item: ClaimedExchange) -> Finished | Retry:
-        """One exchange, start to finish (without storing the result)."""
+        """One exchange, start to finish, without storing the result: what processing it again
+        would give (tests check that a second pass gives the same card and verdict)."""
         return (await self._process_batch([item]))[0]
 
     async def _process_batch(self, items: list[ClaimedExchange]) -> list[Finished | Retry]:
@@ -367,7 +370,7 @@ class Processor:
             try:
                 session_id = await self.registry.session_for(
                     agent_id, item.agent_hash, exchange.session_hint if exchange is not None else "",
-                    offload.time_of(exchange.timings, "started_at") if exchange is not None else None)
+                    pipeline.time_of(exchange.timings, "started_at") if exchange is not None else None)
             except RegistryError as error:
                 session_id = None
                 context.missing = (f"session could not be resolved ({error})",)
@@ -384,12 +387,12 @@ class Processor:
         processing an exchange again checks it against the same card."""
         item = context.item
         if context.exchange is not None:
-            at = offload.call_time(context.exchange)
+            at = pipeline.call_time(context.exchange)
         elif len(item.payload) > _BIG_PAYLOAD:
             # Decoded apart and dropped at once: the job decodes it again where it is read.
-            at = await asyncio.to_thread(offload.call_time_of, item.payload)
+            at = await asyncio.to_thread(pipeline.call_time_of, item.payload)
         else:
-            at = offload.call_time_of(item.payload)
+            at = pipeline.call_time_of(item.payload)
         return at or item.received_at
 
     async def _compute(self, jobs: list[Job]) -> list[JobResult]:
@@ -407,9 +410,9 @@ class Processor:
         results = []
         for job in jobs:
             if len(job.payload) > _BIG_PAYLOAD:
-                results.append(await asyncio.to_thread(offload.compute, job))
+                results.append(await asyncio.to_thread(pipeline.compute, job))
             else:
-                results.append(offload.compute(job))
+                results.append(pipeline.compute(job))
         return results
 
     async def _with_model(self, job: Job) -> JobResult:
@@ -417,15 +420,15 @@ class Processor:
         result = JobResult(job.exchange_id)
         step = "decode"
         try:
-            exchange = offload.decode(job.payload)
+            exchange = pipeline.decode(job.payload)
             step = "extract"
-            extraction = offload.extraction_of(exchange, job.missing)
+            extraction = pipeline.extraction_of(exchange, job.missing)
             step = "analyze"
-            analysis = await self.analyzer.analyze(extraction, job.card, offload.outcome_of(exchange))
+            analysis = await self.analyzer.analyze(extraction, job.card, pipeline.outcome_of(exchange))
             step = "build traces"
-            result.traces = offload.traces_of(job, exchange, extraction, analysis.analyses, analysis.analyzer,
+            result.traces = pipeline.traces_of(job, exchange, extraction, analysis.analyses, analysis.analyzer,
                                               analysis.fallback_reason)
-            result.trace_json = [offload.dumps(trace) for trace in result.traces]
+            result.trace_json = [pipeline.dumps(trace) for trace in result.traces]
         except Exception as error:  # noqa: BLE001 - a failed step, retried by the caller
             result.step, result.error = step, f"{type(error).__name__}: {error}"
             result.traces, result.trace_json = [], []
@@ -483,12 +486,12 @@ class Processor:
                 built = build_traces(
                     exchange_id=item.exchange_id, agent_id=context.agent_id, session_id=context.session_id,
                     card=card, extraction=extraction, analyses=None,
-                    exchange_started_at=offload.time_of(exchange.timings, "started_at") if exchange else None,
-                    exchange_ended_at=offload.time_of(exchange.timings, "ended_at") if exchange else None,
+                    exchange_started_at=pipeline.time_of(exchange.timings, "started_at") if exchange else None,
+                    exchange_ended_at=pipeline.time_of(exchange.timings, "ended_at") if exchange else None,
                     observed_at=utcnow(), conversation_turn=None, store_reasoning=self.settings.store_reasoning,
                     analyzer_name="local", outcome="processing_failed", outcome_detail=detail,
                     http_status=exchange.response.status if exchange is not None else 0,
-                    environment=offload.environment_of(exchange) if exchange is not None else None,
+                    environment=pipeline.environment_of(exchange) if exchange is not None else None,
                 )
             except Exception as build_error:  # noqa: BLE001 - the card itself may be what breaks
                 last = build_error
@@ -498,7 +501,6 @@ class Processor:
                 # A failure to record API activity is still not a decision.
                 for trace in built:
                     trace["observation"]["record_kind"] = record_kinds.ACTIVITY
-            self.failed += 1
             return Finished(item.exchange_id, item.agent_hash, context.agent_id, context.session_id,
                             [StoredTrace(trace) for trace in built], failed=True, error=detail)
         # Not even a failure trace could be built: keep the exchange and keep trying.
@@ -527,11 +529,11 @@ class Processor:
         try:
             await self._finish(batch)
         except Unavailable:
-            self._results = batch + self._results
+            self._results = [*batch, *self._results]
             raise
         except Exception:
             if len(batch) == 1:
-                self._results = [self._unstorable(batch[0])] + self._results
+                self._results = [self._unstorable(batch[0]), *self._results]
                 raise
             # One bad result must not block the others: write them one by one.
             logger.exception("writing %d results failed; writing them one by one", len(batch))
@@ -558,7 +560,7 @@ class Processor:
                      str(error))
 
     def _scrub_soon(self) -> None:
-        # Idle after a burst: make the deleted payloads unreadable on disk (Store.scrub), off
+        # Idle after a burst: make the deleted payloads unreadable on disk (ExchangeQueue.scrub), off
         # the path of the next claim, at most every few seconds. A request inside that interval
         # is not dropped: it runs when the interval is over.
         self._scrub_wanted = True
@@ -577,14 +579,14 @@ class Processor:
 
     async def _scrub_now(self) -> None:
         try:
-            await self.store.scrub()
+            await self.queue.scrub()
         except Exception as error:  # noqa: BLE001 - best effort; the next idle moment retries
             logger.debug("scrubbing the WAL failed: %s", error)
 
     async def _finish(self, batch: list[Finished | Retry]) -> None:
         done = [r for r in batch if isinstance(r, Finished)]
         retries = [r for r in batch if isinstance(r, Retry)]
-        report = await self.store.finish(self.owner, done, retries)
+        report = await self.queue.finish(self.owner, done, retries)
         self.write_batches += 1
         for result in batch:
             self._held.pop(result.exchange_id, None)

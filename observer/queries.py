@@ -7,42 +7,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from datetime import datetime
 from typing import Any
 
 from smoltbot.core.errors import InvalidArgument, NotFound, Unauthenticated
+from smoltbot.core.ids import validate_agent_hash, validate_tool_use_id, validate_trace_id
 from smoltbot.core.pagination import decode_page_token, next_page, page_size
 from smoltbot.core.settings import Settings
-from smoltbot.core.storage import Database
-from smoltbot.observer.integrity import Integrity, compute_integrity
+from smoltbot.observer.integrity import Integrity
 from smoltbot.observer.record_kinds import TRACE_KINDS
 from smoltbot.observer.registry_client import RegistryClient
-from smoltbot.observer.store import Store
+from smoltbot.observer.trace_store import TraceStore
+from smoltbot.observer.validation import validate_agent_id, validate_session_filter
 
-__all__ = ["Queries", "parse_order_by", "validate_agent_id"]
+__all__ = ["Queries", "parse_order_by"]
 
 _ORDERS = {"timestamp desc": True, "timestamp asc": False}
-_TOOL_USE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,255}")
-_AGENT_HASH = re.compile(r"[0-9a-fA-F]{32,128}")
-#: The Registry's agent id shape (smolt- and up to 128 hex digits).
-_AGENT_ID = re.compile(r"smolt-[0-9a-f]{1,128}")
-_TRACE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:\-]{0,95}")
-_MAX_SESSION_ID = 256
-
-
-def validate_agent_id(value: str, *, required: bool = False) -> None:
-    if not value:
-        if required:
-            raise InvalidArgument("agent_id", "is required")
-        return
-    if not _AGENT_ID.fullmatch(value):
-        raise InvalidArgument("agent_id", "must look like smolt-<hex digits>")
-
-
-def _validate_session_id(value: str) -> None:
-    if len(value) > _MAX_SESSION_ID or not value.isprintable():
-        raise InvalidArgument("session_id", f"must be at most {_MAX_SESSION_ID} printable characters")
 
 
 def parse_order_by(order_by: str) -> bool:
@@ -62,8 +42,7 @@ def _scope(**filters: Any) -> str:
 
 
 class Queries:
-    def __init__(self, db: Database, store: Store, registry: RegistryClient, settings: Settings) -> None:
-        self.db = db
+    def __init__(self, store: TraceStore, registry: RegistryClient, settings: Settings) -> None:
         self.store = store
         self.registry = registry
         self.settings = settings
@@ -78,7 +57,7 @@ class Queries:
                                   f"must be one of {', '.join(TRACE_KINDS)} (or empty for both)")
         limit = page_size(size)
         validate_agent_id(agent_id)
-        _validate_session_id(session_id)
+        validate_session_filter(session_id)
         if since is not None and until is not None and until < since:
             raise InvalidArgument("until", "must not be before since")
         scope = _scope(agent_id=agent_id, session_id=session_id, verified=verified, since=since, until=until,
@@ -86,17 +65,14 @@ class Queries:
         after = decode_page_token(token, scope=scope, types=(datetime, str))
         rows = await self.store.list_traces(
             agent_id=agent_id, session_id=session_id, verified=verified, since=since, until=until,
-            descending=descending, after=after, limit=limit + 1,  # type: ignore[arg-type]
+            descending=descending, after=after, limit=limit + 1,
             record_kind=record_kind,
         )
         page, next_token = next_page(rows, limit, scope=scope, key=lambda row: (row[0], row[1]))
         return [row[2] for row in page], next_token
 
     async def get_trace(self, trace_id: str) -> dict[str, Any]:
-        if not trace_id:
-            raise InvalidArgument("trace_id", "is required")
-        if not _TRACE_ID.fullmatch(trace_id):
-            raise InvalidArgument("trace_id", "is not a trace id")
+        validate_trace_id(trace_id)
         trace = await self.store.get_trace(trace_id)
         if trace is None:
             raise NotFound(f"trace {trace_id!r} not found", reason="TRACE_NOT_FOUND", trace_id=trace_id)
@@ -104,17 +80,15 @@ class Queries:
 
     async def integrity(self, agent_id: str) -> Integrity:
         validate_agent_id(agent_id, required=True)
-        return await compute_integrity(self.db, agent_id, self.settings.integrity_window)
+        return await self.store.integrity(agent_id, self.settings.integrity_window)
 
     async def report_tool_execution(self, agent_id: str, agent_hash: str, tool_use_id: str, executed: bool) -> int:
         """Marks the agent's trace of that tool call executed (or not); a report that arrives
         before the trace is kept and applied when the trace is stored. Returns traces marked."""
         if not agent_hash:
             raise Unauthenticated("agent_hash is required to report on behalf of an agent")
-        if not _AGENT_HASH.fullmatch(agent_hash):
-            raise InvalidArgument("agent_hash", "must be 32 to 128 hex digits")
+        validate_agent_hash(agent_hash)
         validate_agent_id(agent_id, required=True)
-        if not _TOOL_USE_ID.fullmatch(tool_use_id):
-            raise InvalidArgument("tool_use_id", "must be a tool_use block id (letters, digits, '_' and '-')")
+        validate_tool_use_id(tool_use_id)
         await self.registry.check_owner(agent_id, agent_hash.lower())
         return await self.store.report_execution(agent_id, tool_use_id, executed)

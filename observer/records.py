@@ -1,7 +1,7 @@
 """The records built from an exchange's envelope alone (method, path, status, timings), without
 reading its bodies: the activity record of an API call that is not a model call, and the
 failure trace of a minimal record (the gateway could not capture or ship the full exchange).
-Decisions go through extraction and analysis instead (`offload`)."""
+Decisions go through extraction and analysis instead (`pipeline`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 from smoltbot.observer import record_kinds
 from smoltbot.observer.extraction import Extraction
-from smoltbot.observer.offload import environment_of, outcome_of, time_of
+from smoltbot.observer.pipeline import environment_of, outcome_of, time_of
 from smoltbot.observer.trace_builder import build_activity_trace, build_traces
 from smoltbot.v1 import exchange_pb2
 

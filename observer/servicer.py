@@ -11,9 +11,11 @@ from datetime import UTC, datetime
 import grpc
 from google.protobuf import timestamp_pb2
 from google.protobuf.message import Message
+
 from smoltbot.core.errors import InvalidArgument, SmoltbotError, grpc_status_for
 from smoltbot.core.grpc_server import grpc_errors
-from smoltbot.observer.drift_watch import DriftAlert, DriftWatch
+from smoltbot.observer.drift_store import DriftAlert
+from smoltbot.observer.drift_watch import DriftWatch
 from smoltbot.observer.intake import Ack, Intake
 from smoltbot.observer.integrity import Integrity, IntegrityWindow
 from smoltbot.observer.queries import Queries
@@ -21,7 +23,7 @@ from smoltbot.observer.trace_proto import trace_to_proto
 from smoltbot.v1 import observer_service_pb2 as pb
 from smoltbot.v1 import observer_service_pb2_grpc, trace_pb2
 
-__all__ = ["ObserverServicer", "alert_to_proto", "integrity_to_proto", "trace_to_proto"]
+__all__ = ["ObserverServicer", "alert_to_proto", "integrity_to_proto"]
 
 logger = logging.getLogger(__name__)
 

@@ -79,7 +79,7 @@ def _clip(text: str, limit: int) -> str:
 def _action(decision: Decision, extraction: Extraction, outcome: str) -> dict[str, Any]:
     if decision.kind == "tool" and decision.tool_call is not None:
         call = decision.tool_call
-        parameters = redact(call.input)
+        parameters: dict[str, Any] = redact(call.input)
         if not call.input_valid:
             parameters = {"unparsed_input": redact_text(call.raw_input)}
         action: dict[str, Any] = {
@@ -99,7 +99,7 @@ def _action(decision: Decision, extraction: Extraction, outcome: str) -> dict[st
         return {"type": "recommend", "name": "respond", "category": "bounded", "parameters": {}}
     if decision.kind == "unreadable":
         return {"type": "recommend", "name": "unreadable_response", "category": "bounded", "parameters": {}}
-    parameters: dict[str, Any] = {}
+    parameters = {}
     if extraction.error_type:
         parameters["error_type"] = extraction.error_type
     if extraction.error_message:

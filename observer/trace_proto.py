@@ -22,6 +22,7 @@ from datetime import datetime
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2, timestamp_pb2
+
 from smoltbot.observer.record_kinds import ACTIVITY, DECISION, is_model_call
 from smoltbot.v1 import trace_pb2
 

@@ -4,3 +4,6 @@
 modules `agents`, `sessions` and `cards` hold the rules, `store` the tables and queries,
 `servicer` only converts between protos and the domain.
 """
+
+#: A namespace of modules: import from each module (smoltbot.registry.agents, ...).
+__all__: list[str] = []

@@ -25,13 +25,12 @@ logger = logging.getLogger(__name__)
 SERVICE_NAME = registry_service_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
 
 
-async def build_server(settings: Settings, *, address: str | None = None,
-                       touch_interval: float = 0.5) -> GrpcServer:
+async def build_server(settings: Settings, *, address: str | None = None) -> GrpcServer[None]:
     """A Registry bound to `address` (default `settings.registry_address`), not started yet.
 
     Opens and migrates the database first. `server.port` is the bound port; `server.stop()`
-    writes pending touches and closes the database. `touch_interval` is how often coalesced
-    TouchAgent writes are flushed.
+    writes pending touches and closes the database. `settings.registry_touch_interval` is how
+    often coalesced TouchAgent writes are flushed.
     """
     db = open_database(settings.effective_database_url)
     try:
@@ -42,7 +41,7 @@ async def build_server(settings: Settings, *, address: str | None = None,
             cause = getattr(error, "orig", None) or error
             raise OSError(f"cannot use the database {db.display_url}: {cause}") from error
         cards = Cards(db, public_api_url=settings.effective_public_api_url)
-        agents = Agents(db, cards.insert_default, touch_interval=touch_interval)
+        agents = Agents(db, cards.insert_default, touch_interval=settings.registry_touch_interval)
         sessions = Sessions(db, agents, idle=timedelta(minutes=settings.session_idle_minutes))
         servicer = RegistryServicer(agents, sessions, cards)
 

@@ -82,8 +82,7 @@ class Sessions:
                     conn, self._db.dialect, _sessions, [_sessions.c.agent_id, _sessions.c.session_id],
                     _new_row(agent_id, session_id, source, at),
                 )
-                session = await store.get_session(conn, agent_id, session_id)
-            assert session is not None
+                session = await store.written_session(conn, agent_id, session_id)
             if created:
                 self._agents.remember(agent_id, session_id)
                 logger.info("agent %s: new %s session %s", agent_id, source.value, session_id)
@@ -123,8 +122,7 @@ class Sessions:
             session_id = new_session_id()
             await conn.execute(sa.insert(_sessions).values(
                 **_new_row(agent_id, session_id, SessionSource.INFERRED, at)))
-            session = await store.get_session(conn, agent_id, session_id)
-        assert session is not None
+            session = await store.written_session(conn, agent_id, session_id)
         self._agents.remember(agent_id, session_id)
         logger.info("agent %s: new inferred session %s", agent_id, session_id)
         return session, True
@@ -166,8 +164,7 @@ class Sessions:
                 .where(_sessions.c.agent_id == agent_id, _sessions.c.session_id == session_id)
                 .values(**changes)
             )
-            session = await store.get_session(conn, agent_id, session_id)
-        assert session is not None
+            session = await store.written_session(conn, agent_id, session_id)
         self._agents.remember(agent_id, session_id)
         return session
 

@@ -223,6 +223,15 @@ async def get_session(conn: AsyncConnection, agent_id: str, session_id: str) -> 
     return session_from_row(row) if row is not None else None
 
 
+async def written_session(conn: AsyncConnection, agent_id: str, session_id: str) -> Session:
+    """The session this transaction has just inserted or updated. Its absence is a bug, not a
+    client's mistake: an explicit error (an `assert` would vanish under ``python -O``)."""
+    session = await get_session(conn, agent_id, session_id)
+    if session is None:
+        raise RuntimeError(f"session {session_id!r} of {agent_id} is missing right after it was written")
+    return session
+
+
 # --- cards ------------------------------------------------------------------------------
 
 def card_from_row(row: sa.Row[Any]) -> Card:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import aap
 import pytest
+
 from smoltbot.core.aap.cards import default_card
 from smoltbot.core.aap.drift import DriftDetector, card_similarity
 

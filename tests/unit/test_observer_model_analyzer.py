@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
-from smoltbot.observer.extraction import extract
-from smoltbot.observer.model_analyzer import (
+
+from smoltbot.core.breaker import CircuitBreaker
+from smoltbot.observer.anthropic_analyzer import (
     ANALYSIS_TOOL,
     AnalysisInvalid,
     AnthropicAnalyzer,
-    CircuitBreaker,
     analysis_schema,
     parse_analysis,
 )
+from smoltbot.observer.extraction import extract
 
 RESPONSE = (b'{"type":"message","model":"claude-x","stop_reason":"tool_use","content":['
             b'{"type":"thinking","thinking":"Read the file.","signature":"s"},'
@@ -94,18 +94,21 @@ def test_the_schema_is_the_analysis_shape_and_forces_the_taken_selection() -> No
 
 
 def test_the_breaker_opens_after_consecutive_failures_and_lets_one_trial_through() -> None:
-    breaker = CircuitBreaker(failures=2, reset_after=0.05)
+    now = [100.0]
+    breaker = CircuitBreaker(failures=2, reset_after=30.0, clock=lambda: now[0])
     assert breaker.allow()
     breaker.failure()
     assert breaker.allow() and breaker.state == "closed"
     breaker.failure()
     assert breaker.state == "open" and not breaker.allow()
-    time.sleep(0.06)
+    now[0] += 29.9
+    assert breaker.state == "open" and not breaker.allow(), "open until reset_after has passed"
+    now[0] += 0.1
     assert breaker.allow(), "half-open: one trial"
     assert not breaker.allow(), "only one trial at a time"
     breaker.failure()
     assert breaker.state == "open"
-    time.sleep(0.06)
+    now[0] += 30.0
     assert breaker.allow()
     breaker.success()
     assert breaker.state == "closed" and breaker.allow()

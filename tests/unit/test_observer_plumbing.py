@@ -8,11 +8,12 @@ from datetime import UTC, datetime
 
 import pytest
 from google.protobuf import json_format
+
 from smoltbot.core.aap.cards import default_card
 from smoltbot.core.errors import InvalidArgument
 from smoltbot.observer.extraction import extract
 from smoltbot.observer.intake import validate
-from smoltbot.observer.offload import Job, compute
+from smoltbot.observer.pipeline import Job, compute
 from smoltbot.observer.queries import parse_order_by
 from smoltbot.observer.trace_builder import build_traces
 from smoltbot.observer.trace_proto import trace_to_proto

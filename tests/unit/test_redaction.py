@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from smoltbot.core.aap.redaction import is_secret_key, redact, redact_text
 
 ANTHROPIC_KEY = "sk-ant-api03-R2D2c3po_4567890abcdefGHIJKLmnopQRSTuvwxYZ-0123456789AA"

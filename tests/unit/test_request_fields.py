@@ -8,7 +8,7 @@ import tracemalloc
 import pytest
 
 from smoltbot.observer.extraction import extract
-from smoltbot.observer.offload import request_fields
+from smoltbot.observer.pipeline import request_fields
 
 RESPONSE = json.dumps({"type": "message", "role": "assistant", "content": [{"type": "text", "text": "ok"}],
                        "stop_reason": "end_turn"}).encode()

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import aap
 import pytest
 from google.protobuf.json_format import ParseDict
+
 from smoltbot.core.aap.cards import default_card, normalize_card
 from smoltbot.observer.extraction import extract
 from smoltbot.observer.local_analyzer import analyze

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+
+from smoltbot.core.ids import new_exchange_id
 from smoltbot.core.settings import Settings
 from smoltbot.core.tls import client_tls
-from smoltbot.gateway.capture import new_exchange_id
 from smoltbot.gateway.dead_letter import DeadLetters
 from smoltbot.gateway.shipper import Shipper
 from smoltbot.gateway.spool import Spool
 from smoltbot.v1 import exchange_pb2
-
 from tests.integration.gateway.helpers import Services, metrics_of, unused_address, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -52,7 +52,7 @@ async def test_a_rejected_exchange_is_retried_then_set_aside_and_the_others_go_t
         await wait_for(lambda: spool.depth == 0, 30, "the spool to drain")
     finally:
         await shipper.stop()
-    assert sum((await observer.store.exchange_counts()).values()) == 3
+    assert sum((await observer.components.queue.exchange_counts()).values()) == 3
     assert shipper.rejected == 3 and shipper.set_aside == 1
     assert set_aside == [(bad.exchange_id, set_aside[0][1])] and "rejected" in set_aside[0][1]
     stored = letters.directory / f"{bad.exchange_id}.ingest"
@@ -84,7 +84,7 @@ async def test_an_exchange_too_large_for_the_observer_is_set_aside_and_recorded_
             assert (await http.post(url, json=small, headers={"x-api-key": "sk-test-small"})).status_code == 200
     await wait_for(lambda: gateway.gateway.spool.depth == 0, 60, "every record to be acked or set aside")
     # Four calls, four records: three whole, one minimal that says what failed.
-    assert sum((await observer.store.exchange_counts()).values()) == 4
+    assert sum((await observer.components.queue.exchange_counts()).values()) == 4
     shipper = gateway.gateway.shipper
     assert shipper.set_aside == 1
     letters = list(gateway.gateway.dead_letters.directory.glob("*.reason"))

@@ -69,7 +69,7 @@ async def test_observer_down_for_a_burst_then_up_every_exchange_arrives_exactly_
     observer = await services.observer(observer_address)
     await wait_for(lambda: gateway.gateway.spool.depth == 0, 30, "the spool to drain")
     # exchange_id is the observer's primary key: N rows means every call arrived, none twice.
-    assert sum((await observer.store.exchange_counts()).values()) == count
+    assert sum((await observer.components.queue.exchange_counts()).values()) == count
     metrics = await metrics_of(gateway)
     assert metrics['smoltbot_gateway_exchanges_acked_total{status="accepted"}'] == count
     assert metrics.get('smoltbot_gateway_exchanges_acked_total{status="duplicate"}', 0) == 0
@@ -91,7 +91,7 @@ async def test_spooled_exchanges_survive_a_gateway_restart_and_arrive_once(
     second = await start(registry=f"127.0.0.1:{registry.port}", observer=observer_address)
     assert second.gateway.spool.depth == 6
     await wait_for(lambda: second.gateway.spool.depth == 0, 30, "the replayed spool to drain")
-    assert sum((await observer.store.exchange_counts()).values()) == 6
+    assert sum((await observer.components.queue.exchange_counts()).values()) == 6
     metrics = await metrics_of(second)
     assert metrics['smoltbot_gateway_exchanges_acked_total{status="accepted"}'] == 6
 
@@ -106,7 +106,7 @@ async def test_graceful_stop_flushes_the_spool_to_the_observer(
     await gateway.stop()
     assert gateway.gateway.spool.depth == 0
     assert shipper.acked == 4
-    assert sum((await observer.store.exchange_counts()).values()) == 4
+    assert sum((await observer.components.queue.exchange_counts()).values()) == 4
     assert list((Path(gateway_settings.home) / "spool").glob("*.seg")) == []
 
 

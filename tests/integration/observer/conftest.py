@@ -18,6 +18,7 @@ from typing import Any
 import grpc
 import pytest
 import sqlalchemy as sa
+
 from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import Database, open_database
@@ -61,15 +62,21 @@ class ObserverStack:
         self.stub: observer_service_pb2_grpc.ObserverServiceStub | None = None
         #: The test's own connection pool, for asserting on rows.
         self.db: Database = open_database(settings.effective_database_url)
-        self.observer_options: dict[str, Any] = {}
+        #: Settings every Observer this stack starts gets (beyond the stack's own fast timings).
+        self.observer_overrides: dict[str, Any] = {}
 
     @property
     def observer_settings(self) -> Settings:
-        return self.settings.model_copy(update={"registry_address": f"127.0.0.1:{self.registry_port}"})
+        """The Observer's settings: the test's, with fast timings, pointing at the stack's Registry."""
+        return self.settings.model_copy(update={
+            "registry_address": f"127.0.0.1:{self.registry_port}", "observer_poll_interval": 0.2,
+            "drift_sweep_interval": 0.3, "observer_card_ttl": 0.2, "observer_scrub_interval": 1.0,
+            **self.observer_overrides,
+        })
 
     async def start_registry(self) -> None:
-        self.registry = await build_registry(self.settings, address=f"127.0.0.1:{self.registry_port}",
-                                             touch_interval=0.05)
+        self.registry = await build_registry(self.settings.model_copy(update={"registry_touch_interval": 0.05}),
+                                             address=f"127.0.0.1:{self.registry_port}")
         await self.registry.start()
         if self._registry_channel is None:
             self._registry_channel = open_channel(f"127.0.0.1:{self.registry_port}",
@@ -83,9 +90,7 @@ class ObserverStack:
 
     async def start_observer(self, **overrides: Any) -> ObserverServer:
         settings = self.observer_settings.model_copy(update=overrides) if overrides else self.observer_settings
-        options = {"poll_interval": 0.2, "drift_sweep_interval": 0.3, "card_ttl": 0.2, "scrub_interval": 1.0,
-                   **self.observer_options}
-        self.observer = await build_observer(settings, address="127.0.0.1:0", **options)
+        self.observer = await build_observer(settings, address="127.0.0.1:0")
         await self.observer.start()
         if self._observer_channel is not None:
             await self._observer_channel.close()

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from google.protobuf import timestamp_pb2
+
 from smoltbot.v1 import exchange_pb2
 
 MODEL = "claude-sonnet-4-5-20250929"

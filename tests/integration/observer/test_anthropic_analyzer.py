@@ -9,10 +9,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 
 import pytest
-from smoltbot.core.settings import Settings
-from smoltbot.observer.model_analyzer import ANALYSIS_TOOL
-from smoltbot.v1 import observer_service_pb2 as pb
 
+from smoltbot.core.settings import Settings
+from smoltbot.observer.anthropic_analyzer import ANALYSIS_TOOL
+from smoltbot.v1 import observer_service_pb2 as pb
 from tests.integration.observer.conftest import ObserverStack
 from tests.integration.observer.exchanges import make_exchange, message, text, thinking, tool_use
 from tests.support.anthropic_standin import AnthropicStandin

@@ -7,9 +7,9 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
+
 from smoltbot.v1 import exchange_pb2
 from smoltbot.v1 import observer_service_pb2 as pb
-
 from tests.integration.observer.conftest import ObserverStack
 from tests.integration.observer.exchanges import make_exchange, message, thinking, tool_use
 

@@ -9,9 +9,9 @@ from typing import Any
 import aap
 import sqlalchemy as sa
 from google.protobuf import json_format
+
 from smoltbot.v1 import exchange_pb2, trace_pb2
 from smoltbot.v1 import observer_service_pb2 as pb
-
 from tests.integration.observer.conftest import ObserverStack
 from tests.integration.observer.exchanges import (
     MODEL,

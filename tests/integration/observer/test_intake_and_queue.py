@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+
 from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.tls import TlsConfig
 from smoltbot.observer.server import build_server as build_observer
-from smoltbot.observer.store import exchanges as exchanges_table
+from smoltbot.observer.tables import exchanges as exchanges_table
 from smoltbot.v1 import exchange_pb2, observer_service_pb2_grpc
 from smoltbot.v1 import observer_service_pb2 as pb
-
 from tests.integration.observer.conftest import ObserverStack, new_hash
 from tests.integration.observer.exchanges import make_exchange, message, text, thinking, tool_use
 
@@ -50,7 +50,8 @@ async def test_resent_exchanges_are_acked_as_duplicates_and_traced_once(observer
     acks = await observer_stack.ingest([first, upper])
     assert [(ack.exchange_id, ack.status) for ack in acks] == [(first.exchange_id, DUPLICATE),
                                                                (upper.exchange_id, DUPLICATE)]
-    await asyncio.sleep(0.3)
+    # Traces come only from stored exchanges: two rows, both finished, so no trace is on its way.
+    assert await observer_stack.exchange_states() == {first.exchange_id: "done", second.exchange_id: "done"}
     assert await _trace_counts(observer_stack) == Counter({first.exchange_id: 2, second.exchange_id: 1})
     assert len(await observer_stack.list_traces(agent_id=agent_id)) == 3
 
@@ -110,7 +111,8 @@ async def test_two_observers_sharing_a_database_process_each_exchange_once(obser
     first = observer_stack.observer
     assert first is not None and observer_stack.stub is not None
     first_stub = observer_stack.stub
-    second = await build_observer(observer_stack.observer_settings, address="127.0.0.1:0", poll_interval=0.1)
+    second = await build_observer(observer_stack.observer_settings.model_copy(update={"observer_poll_interval": 0.1}),
+                                  address="127.0.0.1:0")
     await second.start()
     try:
         async with open_channel(f"127.0.0.1:{second.port}",
@@ -128,7 +130,7 @@ async def test_two_observers_sharing_a_database_process_each_exchange_once(obser
     finally:
         await second.stop(0.5)
     assert await _trace_counts(observer_stack) == Counter({e.exchange_id: 1 for e in sent})
-    assert first.processor.processed + second.processor.processed == 200
+    assert first.components.processor.processed + second.components.processor.processed == 200
     assert len(await observer_stack.list_traces(agent_id=agent_id)) == 200
 
 
@@ -138,7 +140,16 @@ async def test_registry_down_keeps_exchanges_pending_until_it_is_back(observer_s
     sent = [_reply(agent_hash, session_hint="support-chat-7"), _reply(agent_hash)]
     acks = await observer_stack.ingest(sent)
     assert {ack.status for ack in acks} == {ACCEPTED}
-    await asyncio.sleep(0.6)
+    # Each exchange has been tried, has met the outage and is back in the queue.
+    deadline = asyncio.get_running_loop().time() + 10
+    while True:
+        async with observer_stack.db.read() as conn:
+            tried = (await conn.execute(sa.text(
+                "SELECT count(*) FROM exchanges WHERE state = 'pending' AND last_error IS NOT NULL"))).scalar_one()
+        if tried == len(sent):
+            break
+        assert asyncio.get_running_loop().time() < deadline, "the exchanges were never tried"
+        await asyncio.sleep(0.05)
     states = await observer_stack.exchange_states()
     assert set(states.values()) <= {"pending", "processing"}
     async with observer_stack.db.read() as conn:

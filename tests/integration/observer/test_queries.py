@@ -9,10 +9,10 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
+
 from smoltbot.core.errors import error_info_of
 from smoltbot.v1 import exchange_pb2
 from smoltbot.v1 import observer_service_pb2 as pb
-
 from tests.integration.observer.conftest import ObserverStack, new_hash
 from tests.integration.observer.exchanges import error_body, make_exchange, message, text, thinking, tool_use
 from tests.integration.observer.test_verification_through_service import STRICT_CARD

@@ -105,8 +105,8 @@ async def test_a_refused_credential_touches_no_agent_and_leaves_nothing_public(
     assert {(row.state, row.agent_id, row.record_kind) for row in rows} == {("done", None, "auth_rejected")}
     assert all(str(status) in row.last_error for row in rows)
     assert observer_stack.observer is not None
-    assert observer_stack.observer.processor.auth_rejected == 2
-    assert (await observer_stack.observer.store.record_counts())["auth_rejected"] == 2
+    assert observer_stack.observer.components.processor.auth_rejected == 2
+    assert (await observer_stack.observer.components.queue.record_counts())["auth_rejected"] == 2
 
 
 async def test_a_minimal_record_is_a_failure_trace_that_says_what_failed(observer_stack: ObserverStack) -> None:

@@ -11,10 +11,10 @@ import aap
 import anthropic
 import pytest
 from google.protobuf import json_format
+
 from smoltbot.core.settings import Settings
 from smoltbot.gateway import RunningGateway, start_gateway
 from smoltbot.v1 import trace_pb2
-
 from tests.integration.observer.conftest import ObserverStack
 from tests.support.anthropic_standin import AnthropicStandin
 

@@ -11,8 +11,8 @@ from typing import Any
 import aap
 from google.protobuf import json_format
 
+from smoltbot.observer.queue import ClaimedExchange, Finished
 from smoltbot.observer.server import build_server as build_observer
-from smoltbot.observer.store import ClaimedExchange, Finished
 from smoltbot.v1 import exchange_pb2, trace_pb2
 from smoltbot.v1 import registry_service_pb2 as rpb
 from tests.integration.observer.conftest import ObserverStack
@@ -157,7 +157,7 @@ async def test_each_call_is_checked_against_the_card_in_force_when_it_started(
     # Cached like a busy production observer (a minute): no cache may serve a card for a call
     # that started after a newer card was stored.
     await observer_stack.stop_observer()
-    observer_stack.observer_options = {"card_ttl": 60.0}
+    observer_stack.observer_overrides = {"observer_card_ttl": 60.0}
     await observer_stack.start_observer()
     agent_id, agent_hash = await observer_stack.agent()
     default_id = (await observer_stack.registry_stub.GetActiveCard(
@@ -196,13 +196,14 @@ async def test_each_call_is_checked_against_the_card_in_force_when_it_started(
     # beside it (cold caches), gives the same card and the same verdict.
     await observer_stack.stop_observer()
     restarted = await observer_stack.start_observer()
-    second = await build_observer(observer_stack.observer_settings, address="127.0.0.1:0", poll_interval=5.0)
+    second = await build_observer(observer_stack.observer_settings.model_copy(update={"observer_poll_interval": 5.0}),
+                                  address="127.0.0.1:0")
     try:
         for observer in (restarted, second):
             for name, exchange in exchanges.items():
                 item = ClaimedExchange(exchange.exchange_id, agent_hash, None, None,
                                        exchange.SerializeToString(), attempts=1, received_at=datetime.now(UTC))
-                result = await observer.processor.process(item)
+                result = await observer.components.processor.process(item)
                 assert isinstance(result, Finished), result
                 (again,) = [stored.trace for stored in result.traces]
                 assert again["card_id"] == traces[name].card_id, name

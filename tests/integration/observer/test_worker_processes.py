@@ -12,14 +12,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from smoltbot.observer import offload
+from smoltbot.observer.cpu_pool import default_workers
 from smoltbot.v1 import observer_service_pb2 as pb
 from smoltbot.v1 import observer_service_pb2_grpc
 from tests.integration.observer.exchanges import make_exchange, message, new_exchange_id, text
 from tests.reliability.harness import Stack
 
 pytestmark = pytest.mark.skipif(
-    offload.default_workers() == 0, reason="one core: the Observer reads exchanges inline, with no workers")
+    default_workers() == 0, reason="one core: the Observer reads exchanges inline, with no workers")
 
 
 def _live_members(group: int) -> list[tuple[int, str]]:

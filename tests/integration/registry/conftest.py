@@ -71,12 +71,13 @@ RegistryFactory = Callable[..., Awaitable[RunningRegistry]]
 async def registry_factory(database_url: str,
                            settings_factory: Callable[..., Settings]) -> AsyncIterator[RegistryFactory]:
     """Starts registries on this test's database (so every registry test runs on SQLite and
-    on PostgreSQL): ``await registry_factory(touch_interval=..., **settings_overrides)``."""
+    on PostgreSQL): ``await registry_factory(**settings_overrides)`` (activity is flushed every
+    50 ms unless ``registry_touch_interval`` says otherwise)."""
     running: list[RunningRegistry] = []
 
-    async def start(*, touch_interval: float = 0.05, **overrides: object) -> RunningRegistry:
-        settings = settings_factory(**overrides)
-        server = await build_server(settings, address="127.0.0.1:0", touch_interval=touch_interval)
+    async def start(**overrides: object) -> RunningRegistry:
+        settings = settings_factory(**{"registry_touch_interval": 0.05, **overrides})
+        server = await build_server(settings, address="127.0.0.1:0")
         await server.start()
         channel = open_channel(f"127.0.0.1:{server.port}", TlsConfig.from_settings(settings))
         registry = RunningRegistry(server, settings, channel, registry_service_pb2_grpc.RegistryServiceStub(channel),

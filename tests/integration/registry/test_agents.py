@@ -197,7 +197,7 @@ async def test_touch_agent_needs_the_agents_own_hash_and_moves_nothing_without_i
 
 
 async def test_graceful_stop_writes_pending_touches(registry_factory: RegistryFactory) -> None:
-    registry = await registry_factory(touch_interval=3600)  # only the stop can flush
+    registry = await registry_factory(registry_touch_interval=3600)  # only the stop can flush
     agent_id, agent_hash = await registry.resolve()
     session = (await registry.stub.ResolveSession(pb.ResolveSessionRequest(agent_id=agent_id,
                                                                            agent_hash=agent_hash))).session

@@ -235,7 +235,8 @@ async def test_the_whole_stack_works_over_mutual_tls(mtls_settings: Callable[...
     registry = await build_registry(settings, address="127.0.0.1:0")
     await registry.start()
     settings = settings.model_copy(update={"registry_address": f"127.0.0.1:{registry.port}"})
-    observer = await build_observer(settings, address="127.0.0.1:0", poll_interval=0.1)
+    observer = await build_observer(settings.model_copy(update={"observer_poll_interval": 0.1}),
+                                    address="127.0.0.1:0")
     await observer.start()
     # The gateway and API have only a client certificate.
     clients = settings.model_copy(update={"observer_address": f"127.0.0.1:{observer.port}",

@@ -11,6 +11,8 @@ Revises:
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -25,7 +27,7 @@ _TABLES = ("agents", "agent_credentials", "agent_claims", "sessions", "alignment
 _PUBLIC_READ = ("agents", "alignment_cards")
 
 
-def _timestamp(name: str, *, nullable: bool = False) -> sa.Column:
+def _timestamp(name: str, *, nullable: bool = False) -> sa.Column[datetime]:
     return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
 
 

@@ -23,6 +23,8 @@ Revises: 0001
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -37,7 +39,7 @@ _TABLES = ("exchanges", "exchange_payloads", "traces", "trace_violations", "drif
 _PUBLIC_READ = ("traces", "trace_violations", "drift_alerts")
 
 
-def _timestamp(name: str, *, nullable: bool = False) -> sa.Column:
+def _timestamp(name: str, *, nullable: bool = False) -> sa.Column[datetime]:
     return sa.Column(name, sa.DateTime(timezone=True), nullable=nullable)
 
 

@@ -1,32 +1,17 @@
-"""The CPU-heavy part of processing an exchange, as a plain function of picklable inputs, so it
-can run in worker processes as well as inline.
+"""The CPU-heavy part of processing an exchange, as plain functions of picklable inputs, so it
+can run in worker processes (`observer.cpu_pool`) as well as inline.
 
 `compute(job)`: decode the Exchange, extract, analyse (local analyzer), build and verify the
-traces, and serialise them for storage. Python runs one thread at a time, so on a machine
-with two cores this is what lets the Observer use the second one: the event loop keeps
-intake, gRPC and the database busy while a worker process reads and analyses exchanges.
-
-`CpuPool` is a small process pool (forkserver start: never fork a process that has gRPC and
-database threads) that runs batches of jobs. Its workers end with the Observer: each asks the
-kernel for SIGKILL when its parent (the forkserver, which exits when the Observer's end of its
-pipe closes) dies, and checks at start that this chain is still alive. Without that, a
-SIGKILLed Observer left them blocked for ever on a queue they hold both ends of.
+traces, and serialise them for storage. The steps are also here one by one (`decode`,
+`extraction_of`, `traces_of`, ...) for the anthropic analyzer's path, which awaits a model
+call between them, and for the envelope-only records of API activity.
 """
 
 from __future__ import annotations
 
-import asyncio
-import ctypes
-import ctypes.util
 import functools
 import json
-import logging
-import multiprocessing
-import os
 import re
-import signal
-import sys
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -37,10 +22,23 @@ from smoltbot.observer.extraction import Extraction, extract
 from smoltbot.observer.trace_builder import build_traces
 from smoltbot.v1 import exchange_pb2
 
-__all__ = ["CpuPool", "Job", "JobResult", "call_time", "call_time_of", "compute", "compute_many",
-           "environment_of", "outcome_of"]
-
-logger = logging.getLogger(__name__)
+__all__ = [
+    "OUTCOME_NAMES",
+    "Job",
+    "JobResult",
+    "call_time",
+    "call_time_of",
+    "compute",
+    "compute_many",
+    "decode",
+    "dumps",
+    "environment_of",
+    "extraction_of",
+    "outcome_of",
+    "request_fields",
+    "time_of",
+    "traces_of",
+]
 
 OUTCOME_NAMES = {
     exchange_pb2.EXCHANGE_OUTCOME_COMPLETE: "complete",
@@ -259,59 +257,3 @@ def compute(job: Job) -> JobResult:
 
 def compute_many(jobs: list[Job]) -> list[JobResult]:
     return [compute(job) for job in jobs]
-
-
-def default_workers() -> int:
-    """Worker processes for a machine: one core stays with the event loop."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(0, min(4, cores - 1))
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _parent_of(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as stat:
-            # "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-            return int(stat.read().rsplit(b")", 1)[1].split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def _end_with_observer(observer_pid: int) -> None:
-    """Worker initializer: this process gets SIGKILL when its parent dies, and ends now if the
-    Observer is already gone (it may have died before the request reached the kernel)."""
-    libc_name = ctypes.util.find_library("c") if sys.platform == "linux" else None
-    if libc_name is not None:
-        libc = ctypes.CDLL(libc_name, use_errno=True)
-        if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
-            logger.warning("prctl(PR_SET_PDEATHSIG) failed (errno %d)", ctypes.get_errno())
-    parent = os.getppid()
-    # Forkserver start: our parent is the forkserver, whose parent is the Observer.
-    if parent != observer_pid and _parent_of(parent) != observer_pid:
-        os._exit(0)
-
-
-class CpuPool:
-    """Worker processes for `compute_many`. Started on first use; `close()` waits for them."""
-
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
-        self._pool: ProcessPoolExecutor | None = None
-
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(["smoltbot.observer.offload"])
-            self._pool = ProcessPoolExecutor(max_workers=self.workers, mp_context=context,
-                                             initializer=_end_with_observer, initargs=(os.getpid(),))
-        return self._pool
-
-    async def run(self, jobs: list[Job]) -> list[JobResult]:
-        return await asyncio.get_running_loop().run_in_executor(self._executor(), compute_many, jobs)
-
-    async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await asyncio.to_thread(pool.shutdown, True, cancel_futures=True)

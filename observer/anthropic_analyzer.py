@@ -1,7 +1,6 @@
-"""Decision analyzers: `local` (deterministic, offline; the default) and `anthropic` (a model
-reads the reasoning, through the official SDK).
+"""The anthropic decision analyzer: a model reads the reasoning, through the official SDK.
 
-The anthropic analyzer asks, for each decision of the exchange (one call each, at most four
+It asks, for each decision of the exchange (one call each, at most four
 at once), for structured output as a forced tool call whose `input_schema` is the Analysis
 shape; it validates what comes back and falls back to the local analysis of the whole
 exchange on any failure: no API key, timeout, API error, a reply that is not the requested
@@ -21,26 +20,19 @@ import asyncio
 import json
 import logging
 import re
-import time
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from smoltbot.core.aap.redaction import redact, redact_text
-from smoltbot.core.settings import Settings
-from smoltbot.observer import local_analyzer
+from smoltbot.core.breaker import CircuitBreaker
+from smoltbot.observer.analyzers import AnalysisResult, LocalAnalyzer
 from smoltbot.observer.extraction import Decision, Extraction
 from smoltbot.observer.local_analyzer import Analysis, describe_action
 
 __all__ = [
     "ANALYSIS_TOOL",
     "AnalysisInvalid",
-    "AnalysisResult",
-    "Analyzer",
     "AnthropicAnalyzer",
-    "CircuitBreaker",
-    "LocalAnalyzer",
     "analysis_schema",
-    "build_analyzer",
     "parse_analysis",
 ]
 
@@ -69,73 +61,8 @@ _SYSTEM = (
 )
 
 
-@dataclass
-class AnalysisResult:
-    analyses: list[Analysis]
-    #: The analyzer that produced `analyses`: local | anthropic.
-    analyzer: str
-    #: Why the model analyzer was not used, when it was asked for.
-    fallback_reason: str = ""
-
-
-class Analyzer(Protocol):
-    name: str
-
-    async def analyze(self, extraction: Extraction, card: dict[str, Any], outcome: str) -> AnalysisResult: ...
-
-    async def close(self) -> None: ...
-
-
-class LocalAnalyzer:
-    name = "local"
-
-    async def analyze(self, extraction: Extraction, card: dict[str, Any], outcome: str) -> AnalysisResult:
-        return AnalysisResult(local_analyzer.analyze(extraction, card, outcome=outcome), "local")
-
-    async def close(self) -> None:
-        return None
-
-
 class AnalysisInvalid(ValueError):
     """The model's reply is not the requested structure; the message says what is wrong."""
-
-
-class CircuitBreaker:
-    """Closed -> open after `failures` consecutive failures; after `reset_after` seconds one
-    trial call is let through (half-open): success closes it, failure opens it again."""
-
-    def __init__(self, failures: int = 3, reset_after: float = 30.0) -> None:
-        self.threshold = failures
-        self.reset_after = reset_after
-        self.consecutive = 0
-        self.opened_at: float | None = None
-        self._trial = False
-
-    @property
-    def state(self) -> str:
-        if self.opened_at is None:
-            return "closed"
-        return "half_open" if time.monotonic() - self.opened_at >= self.reset_after else "open"
-
-    def allow(self) -> bool:
-        state = self.state
-        if state == "closed":
-            return True
-        if state == "half_open" and not self._trial:
-            self._trial = True
-            return True
-        return False
-
-    def success(self) -> None:
-        self.consecutive = 0
-        self.opened_at = None
-        self._trial = False
-
-    def failure(self) -> None:
-        self.consecutive += 1
-        self._trial = False
-        if self.consecutive >= self.threshold or self.opened_at is not None:
-            self.opened_at = time.monotonic()
 
 
 def analysis_schema() -> dict[str, Any]:
@@ -366,10 +293,3 @@ class AnthropicAnalyzer:
             return f"analyzer call failed: {type(error).__name__}: {detail}{_clip(str(error), 300)}"
         self.breaker.success()
         return analysis
-
-
-def build_analyzer(settings: Settings) -> Analyzer:
-    if settings.analyzer == "anthropic":
-        return AnthropicAnalyzer(model=settings.analyzer_model, api_key=settings.analyzer_api_key,
-                                 base_url=settings.analyzer_base_url, timeout=settings.analyzer_timeout)
-    return LocalAnalyzer()

@@ -1,4 +1,5 @@
-"""The Observer's tables (migration 0002) and its queue and trace queries.
+"""The exchange queue: intake stores exchanges here, processors lease them, and their
+traces are written here when they finish.
 
 Queue protocol, the same on both backends:
 
@@ -10,156 +11,49 @@ Queue protocol, the same on both backends:
   expiry) with ``UPDATE ... RETURNING``. "Due" is pending with ``next_attempt_at <= now`` or
   processing with an expired lease (``next_attempt_at`` holds the expiry then).
   The payloads of the claimed rows are then read from `exchange_payloads`.
+* `renew` extends the leases an owner still holds; `release` gives them back untouched.
 * `finish`: in one transaction, locks the rows still leased to us, stores their traces
   (``ON CONFLICT DO NOTHING`` on trace_id and on (exchange_id, decision_index)) and queues them
   for the drift detector, marks the exchanges done (deleting their payloads) or failed, or puts
   them back to pending for a retry. A row whose lease we lost is left alone: whoever holds it
   now writes it.
+* `scrub` (SQLite) truncates the WAL, so deleted payloads do not linger in old frames.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from smoltbot.core.storage import Database, UTCDateTime, insert_ignoring_conflicts, utcnow
-from smoltbot.observer.record_kinds import DECISION, TRACE_KINDS
-from smoltbot.observer.trace_builder import FAILURE_OUTCOMES
-from sqlalchemy.dialects import postgresql as pg_dialect
-from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
+
+from smoltbot.core.storage import Database, insert_ignoring_conflicts, utcnow
+from smoltbot.observer.record_kinds import DECISION, TRACE_KINDS
+from smoltbot.observer.tables import (
+    chunks,
+    drift_pending,
+    exchange_payloads,
+    exchanges,
+    tool_executions,
+    trace_violations,
+    traces,
+)
+from smoltbot.observer.trace_builder import FAILURE_OUTCOMES
 
 __all__ = [
     "ClaimedExchange",
+    "ExchangeQueue",
     "ExchangeRow",
+    "FinishReport",
     "Finished",
     "Retry",
-    "Store",
     "StoredTrace",
-    "drift_alerts",
-    "drift_pending",
-    "drift_states",
-    "exchange_payloads",
-    "exchanges",
-    "metadata",
-    "tool_executions",
-    "trace_violations",
-    "traces",
 ]
 
-logger = logging.getLogger(__name__)
-
-metadata = sa.MetaData()
-
-exchanges = sa.Table(
-    "exchanges", metadata,
-    sa.Column("exchange_id", sa.String(32), primary_key=True),
-    sa.Column("agent_hash", sa.String(128), nullable=False),
-    sa.Column("agent_id", sa.String(144)),
-    sa.Column("session_id", sa.String(256)),
-    sa.Column("received_at", UTCDateTime(), nullable=False),
-    sa.Column("occurred_at", UTCDateTime(), nullable=False),
-    sa.Column("payload_bytes", sa.Integer(), nullable=False),
-    sa.Column("state", sa.String(16), nullable=False),
-    sa.Column("attempts", sa.Integer(), nullable=False),
-    sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
-    sa.Column("lease_owner", sa.String(64)),
-    sa.Column("lease_expires_at", UTCDateTime()),
-    sa.Column("last_error", sa.Text()),
-    sa.Column("finished_at", UTCDateTime()),
-    # decision | activity | auth_rejected | minimal (record_kinds); null for rows stored before 0003.
-    sa.Column("record_kind", sa.String(16)),
-)
-
-exchange_payloads = sa.Table(
-    "exchange_payloads", metadata,
-    sa.Column("exchange_id", sa.String(32), primary_key=True),
-    sa.Column("payload", sa.LargeBinary(), nullable=False),
-)
-
-traces = sa.Table(
-    "traces", metadata,
-    sa.Column("trace_id", sa.String(96), primary_key=True),
-    sa.Column("exchange_id", sa.String(32), nullable=False),
-    sa.Column("decision_index", sa.Integer(), nullable=False),
-    sa.Column("agent_id", sa.String(144), nullable=False),
-    sa.Column("session_id", sa.String(256)),
-    sa.Column("card_id", sa.String(144), nullable=False),
-    sa.Column("timestamp", UTCDateTime(), nullable=False),
-    sa.Column("verified", sa.Boolean(), nullable=False),
-    sa.Column("violation_count", sa.Integer(), nullable=False),
-    sa.Column("action_type", sa.String(32), nullable=False),
-    sa.Column("action_name", sa.String(256), nullable=False),
-    sa.Column("tool_use_id", sa.String(256)),
-    sa.Column("executed", sa.Boolean()),
-    sa.Column("has_reasoning", sa.Boolean(), nullable=False),
-    sa.Column("model_analysis", sa.Boolean(), nullable=False),
-    sa.Column("failed", sa.Boolean(), nullable=False),
-    sa.Column("outcome", sa.String(32), nullable=False),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.Column("trace_json", sa.Text(), nullable=False),
-    # decision | activity: integrity and drift count decisions only.
-    sa.Column("record_kind", sa.String(16), nullable=False),
-)
-
-trace_violations = sa.Table(
-    "trace_violations", metadata,
-    sa.Column("trace_id", sa.String(96), primary_key=True),
-    sa.Column("position", sa.Integer(), primary_key=True),
-    sa.Column("agent_id", sa.String(144), nullable=False),
-    sa.Column("type", sa.String(64), nullable=False),
-    sa.Column("severity", sa.String(16), nullable=False),
-)
-
-drift_pending = sa.Table(
-    "drift_pending", metadata,
-    sa.Column("trace_id", sa.String(96), primary_key=True),
-    sa.Column("agent_id", sa.String(144), nullable=False),
-    sa.Column("agent_hash", sa.String(128), nullable=False),
-    sa.Column("card_id", sa.String(144), nullable=False),
-    sa.Column("timestamp", UTCDateTime(), nullable=False),
-)
-
-drift_states = sa.Table(
-    "drift_states", metadata,
-    sa.Column("agent_id", sa.String(144), primary_key=True),
-    sa.Column("card_id", sa.String(144), nullable=False),
-    sa.Column("observed", sa.Integer(), nullable=False),
-    sa.Column("state_json", sa.Text(), nullable=False),
-    sa.Column("updated_at", UTCDateTime(), nullable=False),
-)
-
-drift_alerts = sa.Table(
-    "drift_alerts", metadata,
-    sa.Column("alert_id", sa.String(48), primary_key=True),
-    sa.Column("agent_id", sa.String(144), nullable=False),
-    sa.Column("card_id", sa.String(144), nullable=False),
-    sa.Column("direction", sa.String(32), nullable=False),
-    sa.Column("reference", sa.String(16), nullable=False),
-    sa.Column("status", sa.String(16), nullable=False),
-    sa.Column("severity", sa.String(16), nullable=False),
-    sa.Column("similarity", sa.Float(), nullable=False),
-    sa.Column("sustained_traces", sa.Integer(), nullable=False),
-    sa.Column("created_at", UTCDateTime(), nullable=False),
-    sa.Column("updated_at", UTCDateTime(), nullable=False),
-    sa.Column("alert_json", sa.Text(), nullable=False),
-)
-
-tool_executions = sa.Table(
-    "tool_executions", metadata,
-    sa.Column("agent_id", sa.String(144), primary_key=True),
-    sa.Column("tool_use_id", sa.String(256), primary_key=True),
-    sa.Column("executed", sa.Boolean(), nullable=False),
-    sa.Column("reported_at", UTCDateTime(), nullable=False),
-)
-
-#: Bound parameters per statement stay well under SQLite's 32766 and asyncpg's 32767.
-_IN_CHUNK = 500
 _UNFINISHED = ("pending", "processing")
 
 
@@ -278,18 +172,12 @@ def _parse_time(value: Any) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterable[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start:start + size]
-
-
-class Store:
-    """Queries over the Observer's tables. Every method runs its own transaction."""
+class ExchangeQueue:
+    """The exchanges table as a work queue (see the module docstring). Every method runs its
+    own transaction."""
 
     def __init__(self, db: Database) -> None:
         self.db = db
-
-    # -- intake --------------------------------------------------------------------------
 
     async def insert_exchanges(self, rows: Sequence[ExchangeRow]) -> set[str]:
         """Stores new exchanges as pending; returns the ids that were new (the rest existed)."""
@@ -313,16 +201,14 @@ class Store:
             exchanges.c.exchange_id)
         accepted: set[str] = set()
         async with self.db.begin() as conn:
-            for chunk in _chunks(values, 200):
+            for chunk in chunks(values, 200):
                 result = await conn.execute(statement, list(chunk))
                 accepted.update(row[0] for row in result)
             payloads = [{"exchange_id": row.exchange_id, "payload": row.payload}
                         for row in rows if row.exchange_id in accepted]
-            for chunk in _chunks(payloads, 200):
+            for chunk in chunks(payloads, 200):
                 await conn.execute(exchange_payloads.insert(), list(chunk))
         return accepted
-
-    # -- the queue -----------------------------------------------------------------------
 
     async def claim(self, owner: str, limit: int, lease_seconds: float,
                     max_bytes: int = 1 << 62) -> list[ClaimedExchange]:
@@ -357,7 +243,7 @@ class Store:
                            exchanges.c.last_error, exchanges.c.record_kind)
             )).all()
             payloads: dict[str, bytes] = {}
-            for chunk in _chunks(taken):
+            for chunk in chunks(taken):
                 result = await conn.execute(sa.select(exchange_payloads.c.exchange_id, exchange_payloads.c.payload)
                                             .where(exchange_payloads.c.exchange_id.in_(chunk)))
                 payloads.update((exchange_id, bytes(payload)) for exchange_id, payload in result)
@@ -377,7 +263,7 @@ class Store:
         now = utcnow()
         async with self.db.begin() as conn:
             owned: set[str] = set()
-            for chunk in _chunks(ids):
+            for chunk in chunks(ids):
                 owned.update((await conn.execute(
                     sa.select(exchanges.c.exchange_id)
                     .where(exchanges.c.exchange_id.in_(chunk), exchanges.c.state == "processing",
@@ -411,7 +297,7 @@ class Store:
                 secure = bool(finished) and self.db.dialect == "sqlite"
                 if secure:
                     await conn.exec_driver_sql("PRAGMA secure_delete = ON")
-                for chunk in _chunks(finished):
+                for chunk in chunks(finished):
                     await conn.execute(exchange_payloads.delete().where(exchange_payloads.c.exchange_id.in_(chunk)))
                 if secure:
                     await conn.exec_driver_sql("PRAGMA secure_delete = OFF")
@@ -438,6 +324,8 @@ class Store:
             return
         async with self.db.engine.connect() as conn:
             raw = (await conn.get_raw_connection()).driver_connection
+            if raw is None:  # the pool invalidated this connection: the next scrub uses another
+                return
             await raw.execute("PRAGMA busy_timeout = 250")
             try:
                 await raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -452,7 +340,7 @@ class Store:
         expires = datetime.fromtimestamp(now.timestamp() + lease_seconds, now.tzinfo)
         renewed = 0
         async with self.db.begin() as conn:
-            for chunk in _chunks(list(exchange_ids)):
+            for chunk in chunks(list(exchange_ids)):
                 result = await conn.execute(
                     exchanges.update()
                     .where(exchanges.c.exchange_id.in_(chunk), exchanges.c.state == "processing",
@@ -468,7 +356,7 @@ class Store:
             return
         now = utcnow()
         async with self.db.begin() as conn:
-            for chunk in _chunks(list(exchange_ids)):
+            for chunk in chunks(list(exchange_ids)):
                 await conn.execute(
                     exchanges.update()
                     .where(exchanges.c.exchange_id.in_(chunk), exchanges.c.state == "processing",
@@ -488,7 +376,7 @@ class Store:
         if wanted:
             reported: dict[tuple[str, str], bool] = {}
             tool_ids = sorted({tool_use_id for _, tool_use_id in wanted})
-            for chunk in _chunks(tool_ids):
+            for chunk in chunks(tool_ids):
                 result = await conn.execute(
                     sa.select(tool_executions.c.agent_id, tool_executions.c.tool_use_id, tool_executions.c.executed)
                     .where(tool_executions.c.tool_use_id.in_(chunk)))
@@ -499,7 +387,7 @@ class Store:
                     row["executed"] = reported.get((row["agent_id"], row["tool_use_id"]))
         # While we hold an exchange's lease no trace of it can exist (traces and the done mark
         # are written together), so the conflict clause is only a safety net.
-        for chunk in _chunks(rows, 100):
+        for chunk in chunks(rows, 100):
             await conn.execute(insert_ignoring_conflicts(self.db.dialect, traces), list(chunk))
         violations = []
         for item, row in zip(stored, rows, strict=True):
@@ -509,7 +397,7 @@ class Store:
                     "type": str(violation.get("type") or "unknown")[:64],
                     "severity": str(violation.get("severity") or "")[:16],
                 })
-        for chunk in _chunks(violations, 200):
+        for chunk in chunks(violations, 200):
             await conn.execute(insert_ignoring_conflicts(self.db.dialect, trace_violations), list(chunk))
         # Failure traces and API activity are not decisions of the agent: the drift detector
         # never sees them.
@@ -517,60 +405,8 @@ class Store:
                     "card_id": row["card_id"], "timestamp": row["timestamp"]}
                    for (agent_hash, _), row in zip(hashed, rows, strict=True)
                    if not row["failed"] and row["record_kind"] == DECISION]
-        for chunk in _chunks(pending, 200):
+        for chunk in chunks(pending, 200):
             await conn.execute(insert_ignoring_conflicts(self.db.dialect, drift_pending), list(chunk))
-
-    # -- traces --------------------------------------------------------------------------
-
-    async def get_trace(self, trace_id: str) -> dict[str, Any] | None:
-        async with self.db.read() as conn:
-            row = (await conn.execute(
-                sa.select(traces.c.trace_json, traces.c.executed).where(traces.c.trace_id == trace_id)
-            )).first()
-        return None if row is None else served_trace(row.trace_json, row.executed)
-
-    async def list_traces(self, *, agent_id: str, session_id: str, verified: bool | None,
-                          since: datetime | None, until: datetime | None, descending: bool,
-                          after: tuple[datetime, str] | None, limit: int,
-                          record_kind: str = "") -> list[tuple[datetime, str, dict[str, Any]]]:
-        """(timestamp, trace_id, trace) rows in (timestamp, trace_id) order, after the keyset `after`."""
-        query = sa.select(traces.c.timestamp, traces.c.trace_id, traces.c.trace_json, traces.c.executed)
-        if record_kind:
-            query = query.where(traces.c.record_kind == record_kind)
-        if agent_id:
-            query = query.where(traces.c.agent_id == agent_id)
-        if session_id:
-            query = query.where(traces.c.session_id == session_id)
-        if verified is not None:
-            query = query.where(traces.c.verified == verified)
-        if since is not None:
-            query = query.where(traces.c.timestamp >= since)
-        if until is not None:
-            query = query.where(traces.c.timestamp < until)
-        key = sa.tuple_(traces.c.timestamp, traces.c.trace_id)
-        if after is not None:
-            position = sa.tuple_(sa.literal(after[0], UTCDateTime()), sa.literal(after[1]))
-            query = query.where(key < position if descending else key > position)
-        if descending:
-            query = query.order_by(traces.c.timestamp.desc(), traces.c.trace_id.desc())
-        else:
-            query = query.order_by(traces.c.timestamp.asc(), traces.c.trace_id.asc())
-        async with self.db.read() as conn:
-            rows = (await conn.execute(query.limit(limit))).all()
-        return [(row.timestamp, row.trace_id, served_trace(row.trace_json, row.executed)) for row in rows]
-
-    async def report_execution(self, agent_id: str, tool_use_id: str, executed: bool) -> int:
-        """Records a reported tool execution; returns how many stored traces it marked."""
-        now = utcnow()
-        async with self.db.begin() as conn:
-            upsert = (sqlite_dialect if self.db.dialect == "sqlite" else pg_dialect).insert(tool_executions)
-            await conn.execute(upsert.values(agent_id=agent_id, tool_use_id=tool_use_id, executed=executed,
-                                             reported_at=now).on_conflict_do_update(
-                index_elements=["agent_id", "tool_use_id"], set_={"executed": executed, "reported_at": now}))
-            result = await conn.execute(
-                traces.update().where(traces.c.agent_id == agent_id, traces.c.tool_use_id == tool_use_id)
-                .values(executed=executed))
-            return int(result.rowcount or 0)
 
     async def record_counts(self) -> dict[str, int]:
         """Exchanges per record kind (decision, activity, auth_rejected, minimal), all time.
@@ -586,11 +422,3 @@ class Store:
             rows = (await conn.execute(
                 sa.select(exchanges.c.state, sa.func.count()).group_by(exchanges.c.state))).all()
         return {state: int(count) for state, count in rows}
-
-
-def served_trace(trace_json: str, executed: bool | None) -> dict[str, Any]:
-    """The stored trace as served: the plugin's execution report merged into its observation."""
-    trace: dict[str, Any] = json.loads(trace_json)
-    if executed is not None:
-        trace.setdefault("observation", {})["executed"] = executed
-    return trace

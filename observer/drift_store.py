@@ -1,0 +1,229 @@
+"""The drift detector's storage: its queue of traces (`drift_pending`), each agent's detector
+state (`drift_states`) and the alerts (`drift_alerts`). What the rows mean, and the order and
+locking rules they serve, are in `observer.drift_watch`.
+
+A pass reads what it needs (`pending_cards`), then feeds inside one write transaction
+(`feed()`, a `DriftFeed`): the agents' state rows are locked first, in agent order, so two
+observers never feed the same agent at once.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from smoltbot.core.storage import Database, UTCDateTime, insert_ignoring_conflicts, utcnow
+from smoltbot.observer.record_kinds import DECISION
+from smoltbot.observer.tables import chunks, drift_alerts, drift_pending, drift_states, exchanges, traces
+
+__all__ = ["PASS_LIMIT", "DetectorState", "DriftAlert", "DriftFeed", "DriftStore", "OpenAlert", "QueuedTrace"]
+
+#: Traces fed to one agent's detector per pass.
+PASS_LIMIT = 500
+
+
+@dataclass
+class DriftAlert:
+    alert_id: str
+    agent_id: str
+    card_id: str
+    direction: str
+    severity: str
+    similarity_score: float
+    sustained_traces: int
+    trace_ids: list[str]
+    reference: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
+    analysis: str
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class QueuedTrace:
+    """A trace waiting for the detector: its id, the card it was verified against, its JSON."""
+
+    trace_id: str
+    card_id: str
+    trace_json: str
+
+
+@dataclass(frozen=True)
+class OpenAlert:
+    """The open alert of an agent in one direction, as far as merging a new finding needs it."""
+
+    alert_id: str
+    card_id: str
+    severity: str
+    sustained_traces: int
+    details: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class DetectorState:
+    agent_id: str
+    card_id: str
+    observed: int
+    state_json: str
+
+
+def _alert_from_row(row: Any) -> DriftAlert:
+    details = json.loads(row.alert_json)
+    return DriftAlert(
+        alert_id=row.alert_id, agent_id=row.agent_id, card_id=row.card_id, direction=row.direction,
+        severity=row.severity, similarity_score=float(row.similarity), sustained_traces=int(row.sustained_traces),
+        trace_ids=list(details.get("trace_ids") or []), reference=row.reference, status=row.status,
+        created_at=row.created_at, updated_at=row.updated_at, analysis=str(details.get("analysis") or ""),
+        details=details,
+    )
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+class DriftStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def agents_with_pending(self) -> list[str]:
+        """Agents with traces queued for the detector."""
+        async with self.db.read() as conn:
+            return list((await conn.execute(sa.select(drift_pending.c.agent_id).distinct())).scalars().all())
+
+    async def pending_cards(self, agent_ids: list[str]) -> tuple[dict[str, str], dict[str, set[str]]]:
+        """For these agents: the credential hash of each agent with queued traces, and the ids
+        of the cards their queued traces were verified against."""
+        async with self.db.read() as conn:
+            hashes = dict((await conn.execute(
+                sa.select(drift_pending.c.agent_id, sa.func.min(drift_pending.c.agent_hash))
+                .where(drift_pending.c.agent_id.in_(agent_ids)).group_by(drift_pending.c.agent_id)
+            )).all())
+            wanted: dict[str, set[str]] = {}
+            for agent_id, card_id in (await conn.execute(
+                sa.select(drift_pending.c.agent_id, drift_pending.c.card_id).distinct()
+                .where(drift_pending.c.agent_id.in_(agent_ids))
+            )).all():
+                wanted.setdefault(agent_id, set()).add(card_id)
+        return hashes, wanted
+
+    @asynccontextmanager
+    async def feed(self) -> AsyncIterator[DriftFeed]:
+        """One write transaction of a pass."""
+        async with self.db.begin() as conn:
+            yield DriftFeed(conn, self.db)
+
+    async def list_alerts(self, agent_id: str, after: tuple[datetime, str] | None, limit: int) -> list[DriftAlert]:
+        """Alerts newest first (by creation), of one agent or all (""), after the keyset `after`."""
+        query = sa.select(drift_alerts)
+        if agent_id:
+            query = query.where(drift_alerts.c.agent_id == agent_id)
+        if after is not None:
+            query = query.where(sa.tuple_(drift_alerts.c.created_at, drift_alerts.c.alert_id)
+                                < sa.tuple_(sa.literal(after[0], UTCDateTime()), sa.literal(after[1])))
+        query = query.order_by(drift_alerts.c.created_at.desc(), drift_alerts.c.alert_id.desc()).limit(limit)
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_alert_from_row(row) for row in rows]
+
+
+class DriftFeed:
+    """The statements of one pass, all in its write transaction."""
+
+    def __init__(self, conn: AsyncConnection, db: Database) -> None:
+        self._conn = conn
+        self._db = db
+
+    async def lock_states(self, agent_ids: list[str], now: datetime) -> dict[str, str]:
+        """The detector state (JSON, "" for a new agent) of each agent whose state row we could
+        lock. Row locks are taken in agent order (no deadlocks); an agent another observer is
+        feeding right now is skipped: it is in good hands."""
+        await self._conn.execute(
+            insert_ignoring_conflicts(self._db.dialect, drift_states, drift_states.c.agent_id),
+            [{"agent_id": agent_id, "card_id": "", "observed": 0, "state_json": "", "updated_at": now}
+             for agent_id in agent_ids])
+        return dict((await self._conn.execute(
+            sa.select(drift_states.c.agent_id, drift_states.c.state_json)
+            .where(drift_states.c.agent_id.in_(agent_ids)).order_by(drift_states.c.agent_id)
+            .with_for_update(skip_locked=True)
+        )).all())
+
+    async def watermarks(self, agent_hashes: list[str]) -> dict[str, datetime]:
+        """Per hash, the time of the agent's oldest unfinished exchange: traces from then on wait."""
+        if not agent_hashes:
+            return {}
+        rows = (await self._conn.execute(
+            sa.select(exchanges.c.agent_hash, sa.func.min(exchanges.c.occurred_at))
+            .where(exchanges.c.agent_hash.in_(agent_hashes), exchanges.c.state.in_(("pending", "processing")))
+            .group_by(exchanges.c.agent_hash)
+        )).all()
+        return {agent_hash: _aware(value) for agent_hash, value in rows if value is not None}
+
+    async def queued(self, agent_id: str, watermark: datetime | None) -> list[QueuedTrace]:
+        """The agent's queued decisions before the watermark, in trace-time order, at most
+        `PASS_LIMIT`."""
+        query = (
+            sa.select(traces.c.trace_id, traces.c.card_id, traces.c.trace_json)
+            .select_from(drift_pending.join(traces, traces.c.trace_id == drift_pending.c.trace_id))
+            .where(drift_pending.c.agent_id == agent_id, traces.c.record_kind == DECISION)
+        )
+        if watermark is not None:
+            query = query.where(drift_pending.c.timestamp < sa.literal(watermark, UTCDateTime()))
+        query = query.order_by(drift_pending.c.timestamp, drift_pending.c.trace_id).limit(PASS_LIMIT)
+        return [QueuedTrace(*row) for row in (await self._conn.execute(query)).all()]
+
+    async def open_alert(self, agent_id: str, direction: str) -> OpenAlert | None:
+        row = (await self._conn.execute(
+            sa.select(drift_alerts).where(drift_alerts.c.agent_id == agent_id,
+                                          drift_alerts.c.direction == direction,
+                                          drift_alerts.c.status == "open")
+        )).first()
+        if row is None:
+            return None
+        return OpenAlert(row.alert_id, row.card_id, row.severity, int(row.sustained_traces),
+                         json.loads(row.alert_json))
+
+    async def add_alert(self, *, alert_id: str, agent_id: str, card_id: str, direction: str, reference: str,
+                        severity: str, similarity: float, sustained_traces: int, details: dict[str, Any],
+                        now: datetime) -> None:
+        await self._conn.execute(drift_alerts.insert().values(
+            alert_id=alert_id, agent_id=agent_id, card_id=card_id, direction=direction, reference=reference,
+            status="open", severity=severity, similarity=similarity, sustained_traces=sustained_traces,
+            created_at=now, updated_at=now, alert_json=_dumps(details),
+        ))
+
+    async def update_alert(self, alert_id: str, *, card_id: str, severity: str, similarity: float,
+                           sustained_traces: int, details: dict[str, Any], now: datetime) -> None:
+        await self._conn.execute(drift_alerts.update().where(drift_alerts.c.alert_id == alert_id).values(
+            severity=severity, similarity=similarity, card_id=card_id, sustained_traces=sustained_traces,
+            updated_at=now, alert_json=_dumps(details),
+        ))
+
+    async def save_states(self, states: list[DetectorState], now: datetime) -> None:
+        if not states:
+            return
+        await self._conn.execute(
+            drift_states.update().where(drift_states.c.agent_id == sa.bindparam("b_agent")).values(
+                card_id=sa.bindparam("b_card"), observed=sa.bindparam("b_observed"),
+                state_json=sa.bindparam("b_state"), updated_at=now),
+            [{"b_agent": state.agent_id, "b_card": state.card_id, "b_observed": state.observed,
+              "b_state": state.state_json} for state in states])
+
+    async def drop_queued(self, trace_ids: list[str]) -> None:
+        """Fed traces leave the queue."""
+        for chunk in chunks(trace_ids):
+            await self._conn.execute(drift_pending.delete().where(drift_pending.c.trace_id.in_(chunk)))
+
+
+def _aware(value: Any) -> datetime:
+    if isinstance(value, str):  # SQLite aggregates bypass the column type
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=utcnow().tzinfo)

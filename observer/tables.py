@@ -1,0 +1,145 @@
+"""The Observer's tables, as migrations 0002 and 0003 create them
+(`tests/integration/observer/test_schema.py` checks that they agree), and the one rule every
+storage module follows for long ``IN`` lists and multi-row inserts.
+
+The observer's data-access rule: SQL runs only in its storage modules, each over these tables:
+`queue` (exchanges waiting to be processed, and the writing of their traces), `trace_store`
+(traces as served, integrity aggregates, tool-execution reports) and `drift_store` (the drift
+detector's queue, states and alerts). Everything else calls their methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+from smoltbot.core.storage import UTCDateTime
+
+__all__ = [
+    "IN_CHUNK",
+    "chunks",
+    "drift_alerts",
+    "drift_pending",
+    "drift_states",
+    "exchange_payloads",
+    "exchanges",
+    "metadata",
+    "tool_executions",
+    "trace_violations",
+    "traces",
+]
+
+metadata = sa.MetaData()
+
+exchanges = sa.Table(
+    "exchanges", metadata,
+    sa.Column("exchange_id", sa.String(32), primary_key=True),
+    sa.Column("agent_hash", sa.String(128), nullable=False),
+    sa.Column("agent_id", sa.String(144)),
+    sa.Column("session_id", sa.String(256)),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Column("occurred_at", UTCDateTime(), nullable=False),
+    sa.Column("payload_bytes", sa.Integer(), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
+    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("lease_expires_at", UTCDateTime()),
+    sa.Column("last_error", sa.Text()),
+    sa.Column("finished_at", UTCDateTime()),
+    # decision | activity | auth_rejected | minimal (record_kinds); null for rows stored before 0003.
+    sa.Column("record_kind", sa.String(16)),
+)
+
+exchange_payloads = sa.Table(
+    "exchange_payloads", metadata,
+    sa.Column("exchange_id", sa.String(32), primary_key=True),
+    sa.Column("payload", sa.LargeBinary(), nullable=False),
+)
+
+traces = sa.Table(
+    "traces", metadata,
+    sa.Column("trace_id", sa.String(96), primary_key=True),
+    sa.Column("exchange_id", sa.String(32), nullable=False),
+    sa.Column("decision_index", sa.Integer(), nullable=False),
+    sa.Column("agent_id", sa.String(144), nullable=False),
+    sa.Column("session_id", sa.String(256)),
+    sa.Column("card_id", sa.String(144), nullable=False),
+    sa.Column("timestamp", UTCDateTime(), nullable=False),
+    sa.Column("verified", sa.Boolean(), nullable=False),
+    sa.Column("violation_count", sa.Integer(), nullable=False),
+    sa.Column("action_type", sa.String(32), nullable=False),
+    sa.Column("action_name", sa.String(256), nullable=False),
+    sa.Column("tool_use_id", sa.String(256)),
+    sa.Column("executed", sa.Boolean()),
+    sa.Column("has_reasoning", sa.Boolean(), nullable=False),
+    sa.Column("model_analysis", sa.Boolean(), nullable=False),
+    sa.Column("failed", sa.Boolean(), nullable=False),
+    sa.Column("outcome", sa.String(32), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("trace_json", sa.Text(), nullable=False),
+    # decision | activity: integrity and drift count decisions only.
+    sa.Column("record_kind", sa.String(16), nullable=False),
+)
+
+trace_violations = sa.Table(
+    "trace_violations", metadata,
+    sa.Column("trace_id", sa.String(96), primary_key=True),
+    sa.Column("position", sa.Integer(), primary_key=True),
+    sa.Column("agent_id", sa.String(144), nullable=False),
+    sa.Column("type", sa.String(64), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+)
+
+drift_pending = sa.Table(
+    "drift_pending", metadata,
+    sa.Column("trace_id", sa.String(96), primary_key=True),
+    sa.Column("agent_id", sa.String(144), nullable=False),
+    sa.Column("agent_hash", sa.String(128), nullable=False),
+    sa.Column("card_id", sa.String(144), nullable=False),
+    sa.Column("timestamp", UTCDateTime(), nullable=False),
+)
+
+drift_states = sa.Table(
+    "drift_states", metadata,
+    sa.Column("agent_id", sa.String(144), primary_key=True),
+    sa.Column("card_id", sa.String(144), nullable=False),
+    sa.Column("observed", sa.Integer(), nullable=False),
+    sa.Column("state_json", sa.Text(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+drift_alerts = sa.Table(
+    "drift_alerts", metadata,
+    sa.Column("alert_id", sa.String(48), primary_key=True),
+    sa.Column("agent_id", sa.String(144), nullable=False),
+    sa.Column("card_id", sa.String(144), nullable=False),
+    sa.Column("direction", sa.String(32), nullable=False),
+    sa.Column("reference", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("severity", sa.String(16), nullable=False),
+    sa.Column("similarity", sa.Float(), nullable=False),
+    sa.Column("sustained_traces", sa.Integer(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("alert_json", sa.Text(), nullable=False),
+)
+
+tool_executions = sa.Table(
+    "tool_executions", metadata,
+    sa.Column("agent_id", sa.String(144), primary_key=True),
+    sa.Column("tool_use_id", sa.String(256), primary_key=True),
+    sa.Column("executed", sa.Boolean(), nullable=False),
+    sa.Column("reported_at", UTCDateTime(), nullable=False),
+)
+
+#: Bound parameters per statement stay well under SQLite's 32766 and asyncpg's 32767.
+IN_CHUNK = 500
+
+
+def chunks(items: Sequence[Any], size: int = IN_CHUNK) -> Iterable[Sequence[Any]]:
+    """`items` in slices of at most `size`, one statement each."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]

@@ -1,0 +1,203 @@
+"""Traces as the Observer serves them: one trace, a keyset-paginated list, the integrity
+aggregates (SQL over indexed columns; no trace is loaded; what they mean is in
+`observer.integrity`), and the plugin's tool-execution reports, merged into traces as served.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from smoltbot.core.storage import Database, UTCDateTime, utcnow
+from smoltbot.observer.integrity import Integrity, IntegrityPoint, IntegrityWindow, timeline_grid
+from smoltbot.observer.record_kinds import ACTIVITY, DECISION
+from smoltbot.observer.tables import drift_alerts, tool_executions, trace_violations, traces
+
+__all__ = ["TraceStore", "served_trace"]
+
+
+class TraceStore:
+    """Reads over the traces table, and tool-execution reports. Every method runs its own
+    transaction."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def get_trace(self, trace_id: str) -> dict[str, Any] | None:
+        async with self.db.read() as conn:
+            row = (await conn.execute(
+                sa.select(traces.c.trace_json, traces.c.executed).where(traces.c.trace_id == trace_id)
+            )).first()
+        return None if row is None else served_trace(row.trace_json, row.executed)
+
+    async def list_traces(self, *, agent_id: str, session_id: str, verified: bool | None,
+                          since: datetime | None, until: datetime | None, descending: bool,
+                          after: tuple[datetime, str] | None, limit: int,
+                          record_kind: str = "") -> list[tuple[datetime, str, dict[str, Any]]]:
+        """(timestamp, trace_id, trace) rows in (timestamp, trace_id) order, after the keyset `after`."""
+        query = sa.select(traces.c.timestamp, traces.c.trace_id, traces.c.trace_json, traces.c.executed)
+        if record_kind:
+            query = query.where(traces.c.record_kind == record_kind)
+        if agent_id:
+            query = query.where(traces.c.agent_id == agent_id)
+        if session_id:
+            query = query.where(traces.c.session_id == session_id)
+        if verified is not None:
+            query = query.where(traces.c.verified == verified)
+        if since is not None:
+            query = query.where(traces.c.timestamp >= since)
+        if until is not None:
+            query = query.where(traces.c.timestamp < until)
+        key = sa.tuple_(traces.c.timestamp, traces.c.trace_id)
+        if after is not None:
+            position = sa.tuple_(sa.literal(after[0], UTCDateTime()), sa.literal(after[1]))
+            query = query.where(key < position if descending else key > position)
+        if descending:
+            query = query.order_by(traces.c.timestamp.desc(), traces.c.trace_id.desc())
+        else:
+            query = query.order_by(traces.c.timestamp.asc(), traces.c.trace_id.asc())
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query.limit(limit))).all()
+        return [(row.timestamp, row.trace_id, served_trace(row.trace_json, row.executed)) for row in rows]
+
+    async def report_execution(self, agent_id: str, tool_use_id: str, executed: bool) -> int:
+        """Records a reported tool execution; returns how many stored traces it marked."""
+        now = utcnow()
+        async with self.db.begin() as conn:
+            upsert = (sqlite_dialect if self.db.dialect == "sqlite" else pg_dialect).insert(tool_executions)
+            await conn.execute(upsert.values(agent_id=agent_id, tool_use_id=tool_use_id, executed=executed,
+                                             reported_at=now).on_conflict_do_update(
+                index_elements=["agent_id", "tool_use_id"], set_={"executed": executed, "reported_at": now}))
+            result = await conn.execute(
+                traces.update().where(traces.c.agent_id == agent_id, traces.c.tool_use_id == tool_use_id)
+                .values(executed=executed))
+            return int(result.rowcount or 0)
+
+    async def integrity(self, agent_id: str, window: int) -> Integrity:
+        """The agent's score; an agent with no traces gets zero totals and no score. One read
+        snapshot: the windows, the violations and the timeline agree with each other."""
+        now = utcnow()
+        columns = [traces.c.trace_id, traces.c.verified, traces.c.violation_count, traces.c.has_reasoning,
+                   traces.c.model_analysis, traces.c.failed, traces.c.timestamp]
+        decisions = sa.and_(traces.c.agent_id == agent_id, traces.c.record_kind == DECISION)
+        activity = sa.and_(traces.c.agent_id == agent_id, traces.c.record_kind == ACTIVITY)
+        recent = (
+            sa.select(*columns).where(decisions)
+            .order_by(traces.c.timestamp.desc(), traces.c.trace_id.desc()).limit(window)
+            .subquery("recent")
+        )
+        async with self.db.read() as conn:
+            all_row = (await conn.execute(sa.select(*_sums(traces)).where(decisions))).one()
+            recent_row = (await conn.execute(sa.select(*_sums(recent)))).one()
+            oldest_recent = (await conn.execute(sa.select(sa.func.min(recent.c.timestamp)))).scalar_one_or_none()
+            all_activity = (await conn.execute(sa.select(sa.func.count()).where(activity))).scalar_one()
+            recent_activity = all_activity if oldest_recent is None else (await conn.execute(
+                sa.select(sa.func.count()).where(activity, traces.c.timestamp >= _aware(oldest_recent, now))
+            )).scalar_one()
+            all_types = await _violation_types(conn, (
+                sa.select(trace_violations.c.type, sa.func.count())
+                .join(traces, traces.c.trace_id == trace_violations.c.trace_id)
+                .where(trace_violations.c.agent_id == agent_id, traces.c.record_kind == DECISION)
+            ))
+            recent_types = await _violation_types(conn, (
+                sa.select(trace_violations.c.type, sa.func.count())
+                .join(recent, recent.c.trace_id == trace_violations.c.trace_id)
+            ))
+            open_alerts = (await conn.execute(
+                sa.select(sa.func.count()).select_from(drift_alerts)
+                .where(drift_alerts.c.agent_id == agent_id, drift_alerts.c.status == "open")
+            )).scalar_one()
+            timeline = await self._timeline(conn, agent_id, now) if _as_int(all_row[0]) else []
+        return Integrity(
+            agent_id=agent_id, window_size=window, computed_at=now,
+            recent=_window(recent_row, recent_types, int(recent_activity)),
+            all_time=_window(all_row, all_types, int(all_activity)),
+            timeline=timeline, open_drift_alerts=int(open_alerts),
+        )
+
+    async def _timeline(self, conn: AsyncConnection, agent_id: str, now: datetime) -> list[IntegrityPoint]:
+        first = (await conn.execute(
+            sa.select(sa.func.min(traces.c.timestamp))
+            .where(traces.c.agent_id == agent_id, traces.c.record_kind == DECISION,
+                   traces.c.timestamp >= now - _TIMELINE_SPAN)
+        )).scalar_one_or_none()
+        if first is None:
+            return []
+        origin, step = timeline_grid(_aware(first, now), now)
+        # Bucket index = whole steps since `origin`, computed in SQL from epoch seconds.
+        seconds: Any
+        if self.db.dialect == "sqlite":
+            seconds = sa.func.strftime("%s", traces.c.timestamp).cast(sa.Integer)
+        else:
+            seconds = sa.cast(sa.func.extract("epoch", traces.c.timestamp), sa.BigInteger)
+        # Never negative (timestamp >= origin), so integer division is the floor on both backends.
+        bucket = (seconds - int(origin.timestamp())) // int(step.total_seconds())
+        rows = (await conn.execute(
+            sa.select(bucket.label("bucket"), sa.func.count(),
+                      sa.func.coalesce(sa.func.sum(sa.case((traces.c.verified, 1), else_=0)), 0))
+            .where(traces.c.agent_id == agent_id, traces.c.record_kind == DECISION,
+                   traces.c.timestamp >= origin)
+            .group_by(sa.text("bucket"))
+        )).all()
+        counts = {int(row[0]): (int(row[1]), int(row[2])) for row in rows}
+        points = []
+        index = 0
+        while origin + index * step <= now:
+            total, verified = counts.get(index, (0, 0))
+            points.append(IntegrityPoint(origin + index * step, total, verified))
+            index += 1
+        return points
+
+
+_TIMELINE_SPAN = timedelta(days=7)
+
+
+def _as_int(value: Any) -> int:
+    return int(value or 0)
+
+
+def _aware(value: Any, now: datetime) -> datetime:
+    if isinstance(value, str):  # SQLite aggregates bypass the column type
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=now.tzinfo)
+
+
+def _sums(source: Any) -> list[Any]:
+    def total(column: Any) -> Any:
+        return sa.func.coalesce(sa.func.sum(sa.case((column, 1), else_=0)), 0)
+
+    return [
+        sa.func.count(),
+        total(source.c.verified),
+        sa.func.coalesce(sa.func.sum(source.c.violation_count), 0),
+        total(source.c.has_reasoning),
+        total(source.c.model_analysis),
+        total(source.c.failed),
+    ]
+
+
+async def _violation_types(conn: AsyncConnection, query: sa.Select[Any]) -> dict[str, int]:
+    rows = (await conn.execute(query.group_by(trace_violations.c.type))).all()
+    return {str(kind): int(count) for kind, count in rows}
+
+
+def _window(row: Any, by_type: dict[str, int], activity: int) -> IntegrityWindow:
+    return IntegrityWindow(
+        total_traces=_as_int(row[0]), verified_traces=_as_int(row[1]), violation_count=_as_int(row[2]),
+        violations_by_type=by_type, with_reasoning=_as_int(row[3]), with_model_analysis=_as_int(row[4]),
+        failed=_as_int(row[5]), activity=activity,
+    )
+
+
+def served_trace(trace_json: str, executed: bool | None) -> dict[str, Any]:
+    """The stored trace as served: the plugin's execution report merged into its observation."""
+    trace: dict[str, Any] = json.loads(trace_json)
+    if executed is not None:
+        trace.setdefault("observation", {})["executed"] = executed
+    return trace
