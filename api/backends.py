@@ -52,7 +52,9 @@ class BackendCalls(grpc.aio.UnaryUnaryClientInterceptor):
             call = await continuation(details, request)
             return await call
         except grpc.aio.AioRpcError as error:
-            raise BackendError(self.service, self.address, error.code(), error.details() or "", error) from None
+            raise BackendError(
+                self.service, self.address, error.code(), error.details() or "", error
+            ) from None
         except grpc.aio.UsageError as error:  # the channel was closed under us (shutdown)
             raise BackendError(self.service, self.address, grpc.StatusCode.UNAVAILABLE, str(error)) from None
 
@@ -77,4 +79,6 @@ class Backends:
                    registry_channel=registry_channel, observer_channel=observer_channel)
 
     async def close(self, grace: float = 1.0) -> None:
-        await asyncio.gather(self.registry_channel.close(grace=grace), self.observer_channel.close(grace=grace))
+        await asyncio.gather(
+            self.registry_channel.close(grace=grace), self.observer_channel.close(grace=grace)
+        )

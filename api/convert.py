@@ -65,8 +65,12 @@ def _proto_dict(message: Message) -> dict[str, Any]:
 
 def agent_summary(agent: agent_pb2.Agent) -> AgentSummary:
     return AgentSummary(
-        agent_id=agent.agent_id, created_at=_ts(agent, "created_at"), last_seen_at=_ts(agent, "last_seen_at"),
-        claimed=agent.claimed, claimed_at=_ts(agent, "claimed_at"), active_card_id=agent.active_card_id or None,
+        agent_id=agent.agent_id,
+        created_at=_ts(agent, "created_at"),
+        last_seen_at=_ts(agent, "last_seen_at"),
+        claimed=agent.claimed,
+        claimed_at=_ts(agent, "claimed_at"),
+        active_card_id=agent.active_card_id or None,
     )
 
 
@@ -100,10 +104,14 @@ def drift_alert_out(alert: trace_pb2.DriftAlert) -> DriftAlert:
 
 def _window(window: trace_pb2.IntegrityWindow) -> IntegrityWindow:
     return IntegrityWindow(
-        total_traces=window.total_traces, verified_traces=window.verified_traces,
+        total_traces=window.total_traces,
+        verified_traces=window.verified_traces,
         score=window.score if window.HasField("score") else None,
-        violation_count=window.violation_count, violations_by_type=dict(window.violations_by_type),
-        with_reasoning=window.with_reasoning, with_model_analysis=window.with_model_analysis, failed=window.failed,
+        violation_count=window.violation_count,
+        violations_by_type=dict(window.violations_by_type),
+        with_reasoning=window.with_reasoning,
+        with_model_analysis=window.with_model_analysis,
+        failed=window.failed,
         activity=window.activity,
     )
 

@@ -63,21 +63,25 @@ def trace_badge(trace: Trace) -> dict[str, str]:
         return {"kind": "unchecked", "label": "API activity"}  # not a decision, never verified
     if observation is not None and observation.outcome and observation.outcome != "complete":
         return {"kind": "failed", "label": observation.outcome.replace("_", " ")}
-    if verification is None or not verification.checks_performed and not verification.verified \
-            and not verification.violations:
+    if verification is None or (not verification.checks_performed and not verification.verified \
+            and not verification.violations):
         return {"kind": "unchecked", "label": "not checked"}
     if verification.verified:
         return {"kind": "ok", "label": "verified"}
     count = len(verification.violations)
-    return {"kind": "bad", "label": f"{count} violation{'s' if count != 1 else ''}" if count else "not verified"}
+    return {
+        "kind": "bad",
+        "label": f"{count} violation{'s' if count != 1 else ''}" if count else "not verified",
+    }
 
 
 def trace_view(trace: Trace) -> dict[str, Any]:
     action, decision, observation = trace.action, trace.decision, trace.observation
     selected = None
     if decision is not None:
-        selected = next((alt for alt in decision.alternatives_considered if alt.option_id == decision.selected),
-                        None)
+        selected = next(
+            (alt for alt in decision.alternatives_considered if alt.option_id == decision.selected), None
+        )
     reasoning = observation.reasoning if observation is not None else None
     excerpt = reasoning.excerpt if reasoning is not None and reasoning.excerpt else ""
     target = action.target.identifier if action is not None and action.target is not None else ""

@@ -230,7 +230,9 @@ def _allowed_methods(request: Request) -> str:
     """The methods the OpenAPI document lists for this path (Starlette names only those of the
     first matching route). The most specific template wins: /v1/agents/resolve over
     /v1/agents/{agent_id}."""
-    table: list[tuple[int, re.Pattern[str], set[str]]] | None = getattr(request.app.state, "allow_table", None)
+    table: list[tuple[int, re.Pattern[str], set[str]]] | None = getattr(
+        request.app.state, "allow_table", None
+    )
     if table is None:
         table = []
         for template, operations in request.app.openapi().get("paths", {}).items():

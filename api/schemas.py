@@ -58,8 +58,12 @@ _RFC3339_RE = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?([
 DateTime = Annotated[datetime, BeforeValidator(_rfc3339)]
 
 
-Timestamp = Annotated[str, Field(json_schema_extra={"format": "date-time"}, examples=["2026-11-24T17:40:02.123Z"])]
-Cursor = Annotated[str | None, Field(description="Pass as `cursor` to get the next page; null on the last page.")]
+Timestamp = Annotated[
+    str, Field(json_schema_extra={"format": "date-time"}, examples=["2026-11-24T17:40:02.123Z"])
+]
+Cursor = Annotated[
+    str | None, Field(description="Pass as `cursor` to get the next page; null on the last page.")
+]
 
 
 # --------------------------------------------------------------------------- errors
@@ -418,7 +422,9 @@ class SessionReport(BaseModel):
     event: Literal["started", "turn", "ended"]
     turn_count: StrictInt | None = Field(default=None, ge=0, le=2**31 - 1,
                                    description="The session's turn count; without it a turn adds one.")
-    occurred_at: DateTime | None = Field(default=None, description="When it happened (RFC 3339); default now.")
+    occurred_at: DateTime | None = Field(
+        default=None, description="When it happened (RFC 3339); default now."
+    )
 
 
 # --------------------------------------------------------------------------- health

@@ -48,7 +48,8 @@ def agent_error(error: ApiError, context: AgentContext) -> CliError:
     if error.status == 404 and error.reason == "AGENT_NOT_FOUND":
         return CliError(
             f"agent {context.agent_id} is unknown to the API at {context.api_url}; pass the API it was "
-            "created on with --api URL, or run `smoltbot init --force` to register this machine's agent there")
+            "created on with --api URL, or run `smoltbot init --force` to register this machine's agent there"
+        )
     if error.status == 403:
         return CliError(
             f"the credential in your environment belongs to another agent, not {context.agent_id}; "

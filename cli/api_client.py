@@ -30,7 +30,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
-_HOW_TO_START = "start the local stack with `smoltbot up`, or point at yours with --api URL (or SMOLTBOT_API_URL)"
+_HOW_TO_START = (
+    "start the local stack with `smoltbot up`, or point at yours with --api URL (or SMOLTBOT_API_URL)"
+)
 
 
 def _local_url(port: int, variable: str) -> str:
@@ -96,8 +98,10 @@ class ApiClient:
         path = spec.path.format(**path_params)
         query = {key: value for key, value in (params or {}).items() if value is not None}
         if credential and not credential.isprintable():
-            raise ApiError("the credential in your environment contains characters an HTTP header cannot carry "
-                           "(a newline or control character); set it again without them")
+            raise ApiError(
+                "the credential in your environment contains characters an HTTP header cannot carry "
+                "(a newline or control character); set it again without them"
+            )
         headers = None
         if credential:
             headers = {"authorization": f"Bearer {credential}"} if bearer else {"x-api-key": credential}

@@ -50,39 +50,73 @@ _WINDOW = ("total_traces", "verified_traces", "score", "violation_count", "viola
            "with_reasoning", "with_model_analysis", "failed", "activity")
 
 FIELDS: dict[str, frozenset[str]] = {
-    "ErrorResponse": frozenset({"error.code", "error.status", "error.reason", "error.message", "error.field"}),
+    "ErrorResponse": frozenset(
+        {"error.code", "error.status", "error.reason", "error.message", "error.field"}
+    ),
     "Health": frozenset({"status", "registry", "observer"}),
     "ResolveResponse": frozenset({"agent_id", "created"}),
-    "Agent": frozenset({"agent_id", "created_at", "last_seen_at", "claimed", "claimed_at", "trace_count",
-                        "active_card_id"}),
+    "Agent": frozenset(
+        {"agent_id", "created_at", "last_seen_at", "claimed", "claimed_at", "trace_count", "active_card_id"}
+    ),
     "AgentSummary": frozenset({"agent_id", "claimed", "claimed_at"}),
-    "TraceList": frozenset({
-        "items", "next_cursor",
-        "items[].trace_id", "items[].timestamp",
-        "items[].action.type", "items[].action.name", "items[].action.category",
-        "items[].decision.selected", "items[].decision.selection_reasoning", "items[].decision.confidence",
-        "items[].verification.verified",
-        "items[].verification.violations",
-        "items[].verification.violations[].type", "items[].verification.violations[].severity",
-        "items[].verification.violations[].description",
-        "items[].context.session_id",
-        "items[].observation.outcome", "items[].observation.model",
-        "items[].observation.record_kind", "items[].observation.request_method",
-        "items[].observation.request_path",
-        "items[].observation.reasoning.present", "items[].observation.reasoning.excerpt",
-    }),
-    "Integrity": frozenset({
-        "agent_id", "window_size", "computed_at", "open_drift_alerts",
-        *(f"recent.{name}" for name in _WINDOW), *(f"all_time.{name}" for name in _WINDOW),
-    }),
-    "Card": frozenset({
-        "card_id", "card_version", "agent_id", "issued_at", "expires_at", "autonomy_mode", "integrity_mode",
-        "principal.type", "principal.relationship",
-        "values.declared",
-        "autonomy.bounded_actions", "autonomy.forbidden_actions", "autonomy.escalation_triggers",
-        "autonomy.escalation_triggers[].condition", "autonomy.escalation_triggers[].action",
-        "audit.retention_days", "audit.query_endpoint",
-    }),
+    "TraceList": frozenset(
+        {
+            "items",
+            "next_cursor",
+            "items[].trace_id",
+            "items[].timestamp",
+            "items[].action.type",
+            "items[].action.name",
+            "items[].action.category",
+            "items[].decision.selected",
+            "items[].decision.selection_reasoning",
+            "items[].decision.confidence",
+            "items[].verification.verified",
+            "items[].verification.violations",
+            "items[].verification.violations[].type",
+            "items[].verification.violations[].severity",
+            "items[].verification.violations[].description",
+            "items[].context.session_id",
+            "items[].observation.outcome",
+            "items[].observation.model",
+            "items[].observation.record_kind",
+            "items[].observation.request_method",
+            "items[].observation.request_path",
+            "items[].observation.reasoning.present",
+            "items[].observation.reasoning.excerpt",
+        }
+    ),
+    "Integrity": frozenset(
+        {
+            "agent_id",
+            "window_size",
+            "computed_at",
+            "open_drift_alerts",
+            *(f"recent.{name}" for name in _WINDOW),
+            *(f"all_time.{name}" for name in _WINDOW),
+        }
+    ),
+    "Card": frozenset(
+        {
+            "card_id",
+            "card_version",
+            "agent_id",
+            "issued_at",
+            "expires_at",
+            "autonomy_mode",
+            "integrity_mode",
+            "principal.type",
+            "principal.relationship",
+            "values.declared",
+            "autonomy.bounded_actions",
+            "autonomy.forbidden_actions",
+            "autonomy.escalation_triggers",
+            "autonomy.escalation_triggers[].condition",
+            "autonomy.escalation_triggers[].action",
+            "audit.retention_days",
+            "audit.query_endpoint",
+        }
+    ),
 }
 
 _MISSING = object()

@@ -25,8 +25,11 @@ from smoltbot.cli.output import Output, local_time, styled
 
 __all__ = ["app", "validate_card"]
 
-app = typer.Typer(name="card", help="The agent's alignment card (AAP): what it may do and the values it holds.",
-                  no_args_is_help=True)
+app = typer.Typer(
+    name="card",
+    help="The agent's alignment card (AAP): what it may do and the values it holds.",
+    no_args_is_help=True,
+)
 
 _SCHEMA = "Card"
 #: Used to validate a card offline when neither the config nor the card names an agent.
@@ -54,7 +57,9 @@ def _parse(text: str, source: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as error:
-        raise CliError(f"{source}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})") from None
+        raise CliError(
+            f"{source}: not valid JSON (line {error.lineno}, column {error.colno}: {error.msg})"
+        ) from None
 
 
 def validate_card(data: Any, *, agent_id: str | None, source: str) -> dict[str, Any]:

@@ -18,12 +18,19 @@ __all__ = ["claim_command", "register"]
 
 @handles_errors
 def claim_command(
-    email: Annotated[str | None, typer.Option(
-        "--email", metavar="EMAIL", help="Your contact (default: the configured email). Never shown publicly.")] = None,
+    email: Annotated[
+        str | None,
+        typer.Option(
+            "--email",
+            metavar="EMAIL",
+            help="Your contact (default: the configured email). Never shown publicly.",
+        ),
+    ] = None,
     api: ApiOption = None,
     json_mode: JsonOption = False,
 ) -> None:
-    """Claim the agent as yours. An agent is claimed once; the credential in the environment proves it is yours."""
+    """Claim the agent as yours. An agent is claimed once; the credential in the environment proves it
+    is yours."""
     out = Output(json_mode)
     if email is not None:
         email = config_store.normalize_value("email", email)
@@ -45,8 +52,14 @@ def claim_command(
         out.json(claimed)
         return
     when = read(claimed, "AgentSummary", "claimed_at")
-    out.line(styled(f"Agent {read(claimed, 'AgentSummary', 'agent_id')} is claimed"
-                    + (f" by {email}" if email else "") + (f" ({local_time(when)})." if when else "."), "green"))
+    out.line(
+        styled(
+            f"Agent {read(claimed, 'AgentSummary', 'agent_id')} is claimed"
+            + (f" by {email}" if email else "")
+            + (f" ({local_time(when)})." if when else "."),
+            "green",
+        )
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -45,7 +45,10 @@ def _rows(integrity: dict[str, Any]) -> list[list[Cell]]:
                                     for name in windows)])
     rows += [
         ["with reasoning", *(_of(int(window(name, "with_reasoning")), totals[name]) for name in windows)],
-        ["model analysis", *(_of(int(window(name, "with_model_analysis")), totals[name]) for name in windows)],
+        [
+            "model analysis",
+            *(_of(int(window(name, "with_model_analysis")), totals[name]) for name in windows),
+        ],
         ["failed", *(str(window(name, "failed")) for name in windows)],
     ]
     return rows

@@ -87,7 +87,11 @@ def _violations_cell(trace: dict[str, Any]) -> Cell:
 
 def _decision_cell(trace: dict[str, Any], width: int = 80) -> Cell:
     reasoning = _item(trace, "decision.selection_reasoning")
-    excerpt = _item(trace, "observation.reasoning.excerpt") if _item(trace, "observation.reasoning.present") else None
+    excerpt = (
+        _item(trace, "observation.reasoning.excerpt")
+        if _item(trace, "observation.reasoning.present")
+        else None
+    )
     text = shorten(reasoning or excerpt or _item(trace, "decision.selected") or "-", width)
     return Text(text)
 
@@ -117,16 +121,22 @@ def _require_agent(context: AgentContext) -> None:
 @handles_errors
 def logs_command(
     limit: Annotated[int, typer.Option("-n", "--limit", min=1, max=1000, help="How many traces.")] = 20,
-    session: Annotated[str | None, typer.Option("--session", "-s", metavar="SESSION_ID",
-                                                help="Only this session's traces.")] = None,
-    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new traces until Ctrl-C.")] = False,
-    interval: Annotated[float, typer.Option("--interval", min=0.1, max=60.0,
-                                            help="Seconds between polls with --follow.")] = 1.0,
-    json_mode: Annotated[bool, typer.Option(
-        "--json", help="JSON: a list of traces, or one trace per line with --follow.")] = False,
+    session: Annotated[
+        str | None, typer.Option("--session", "-s", metavar="SESSION_ID", help="Only this session's traces.")
+    ] = None,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing new traces until Ctrl-C.")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", min=0.1, max=60.0, help="Seconds between polls with --follow.")
+    ] = 1.0,
+    json_mode: Annotated[
+        bool, typer.Option("--json", help="JSON: a list of traces, or one trace per line with --follow.")
+    ] = False,
     api: ApiOption = None,
 ) -> None:
-    """Show the agent's recent decision traces, newest first: time, action, verification, violations, decision."""
+    """Show the agent's recent decision traces, newest first: time, action, verification, violations,
+    decision."""
     out = Output(json_mode)
     with agent_context(api) as context:
         try:

@@ -38,8 +38,11 @@ def status_command(api: ApiOption = None, json_mode: JsonOption = False) -> None
     if health_status == "ok":
         api_cell = styled(f"{context.api_url}  ok", "green")
     else:
-        api_cell = styled(f"{context.api_url}  {health_status} (registry: {read(health, 'Health', 'registry')}, "
-                          f"observer: {read(health, 'Health', 'observer')})", "yellow")
+        api_cell = styled(
+            f"{context.api_url}  {health_status} (registry: {read(health, 'Health', 'registry')}, "
+            f"observer: {read(health, 'Health', 'observer')})",
+            "yellow",
+        )
     gateway_cell = (styled(f"{gateway_url}  reachable", "green") if gateway_ok else
                     styled(f"{gateway_url}  not reachable (start it with `smoltbot up`)", "red"))
     last_seen = read(agent, "Agent", "last_seen_at")

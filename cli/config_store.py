@@ -202,7 +202,9 @@ class Config:
                 try:
                     values[key] = normalize_value(key, value)
                 except ConfigError as error:
-                    raise ConfigError(f"{source}: {error.message}; fix it with `smoltbot config edit`") from None
+                    raise ConfigError(
+                        f"{source}: {error.message}; fix it with `smoltbot config edit`"
+                    ) from None
             elif not _SECRET_LOOKING_KEY.search(key):
                 extra[key] = value
         return cls(**values, extra=extra)

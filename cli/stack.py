@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from smoltbot.core.data_dir import make_private
 from smoltbot.core.request_ids import LOG_FORMAT, RequestIdLogFilter
@@ -35,7 +36,7 @@ __all__ = ["Service", "register"]
 logger = logging.getLogger(__name__)
 
 
-class Service(str, enum.Enum):
+class Service(enum.StrEnum):
     registry = "registry"
     observer = "observer"
     gateway = "gateway"
@@ -65,7 +66,7 @@ def _split_listen(listen: str) -> tuple[str, int]:
 def _settings_or_exit(**overrides: object) -> Settings:
     try:
         return load_settings(**{k: v for k, v in overrides.items() if v is not None})
-    except Exception as error:  # pydantic's ValidationError names the variable
+    except ValidationError as error:  # names the variable
         raise _fail(f"invalid configuration: {error}") from None
 
 
@@ -220,7 +221,9 @@ class _Stack:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if process.poll() is not None:
-                raise _fail(f"{service.value} exited at start (code {process.returncode}):\n{_tail(log_path)}")
+                raise _fail(
+                    f"{service.value} exited at start (code {process.returncode}):\n{_tail(log_path)}"
+                )
             if health():
                 return
             time.sleep(0.1)
@@ -250,7 +253,9 @@ def up_command(
     gateway_port: Annotated[
         int | None, typer.Option(envvar="SMOLTBOT_GATEWAY_PORT", help="Gateway port (0: any free port).")
     ] = None,
-    api_port: Annotated[int | None, typer.Option(envvar="SMOLTBOT_API_PORT", help="API/dashboard port.")] = None,
+    api_port: Annotated[
+        int | None, typer.Option(envvar="SMOLTBOT_API_PORT", help="API/dashboard port.")
+    ] = None,
     upstream_url: Annotated[
         str | None, typer.Option(envvar="SMOLTBOT_UPSTREAM_URL", help="Where model calls are forwarded.")
     ] = None,

@@ -43,7 +43,9 @@ async def get_active_card(agent_id: AgentIdPath, registry: Registry) -> Card:
 
 @router.put("/card", response_model=Card, response_model_exclude_unset=True, responses=WRITE_ERRORS,
             summary="Store a new card version and make it active")
-async def put_card(agent_id: AgentIdPath, card: CardBody, registry: Registry, caller_hash: CallerHash) -> Card:
+async def put_card(
+    agent_id: AgentIdPath, card: CardBody, registry: Registry, caller_hash: CallerHash
+) -> Card:
     require_owner(agent_id, caller_hash)
     response = await registry.PutCard(registry_service_pb2.PutCardRequest(
         agent_id=agent_id, agent_hash=caller_hash, card_json=json.dumps(card)))

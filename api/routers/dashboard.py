@@ -67,8 +67,11 @@ async def _agent_or_404(registry: RegistryStub, observer: ObserverStub, agent_id
         )
     except BackendError as error:
         if error.code is grpc.StatusCode.NOT_FOUND:
-            raise NotFound(f"No agent called {agent_id} has been seen here. Agents appear after their first "
-                           "call through the gateway, or after smoltbot init.", reason="AGENT_NOT_FOUND") from None
+            raise NotFound(
+                f"No agent called {agent_id} has been seen here. Agents appear after their first "
+                "call through the gateway, or after smoltbot init.",
+                reason="AGENT_NOT_FOUND",
+            ) from None
         raise
     return Agent(**agent_summary(response.agent).model_dump(), trace_count=count or 0)
 
@@ -122,7 +125,9 @@ async def index(request: Request, registry: Registry, observer: Observer,
     agents: list[AgentSummary] = [agent_summary(agent) for agent in response.agents]
 
     async def score(agent_id: str) -> Integrity | None:
-        result = await _optional(observer.GetIntegrity(observer_service_pb2.GetIntegrityRequest(agent_id=agent_id)))
+        result = await _optional(
+            observer.GetIntegrity(observer_service_pb2.GetIntegrityRequest(agent_id=agent_id))
+        )
         return integrity_out(result.integrity) if result is not None else None
 
     scores = await asyncio.gather(*(score(agent.agent_id) for agent in agents))

@@ -24,7 +24,9 @@ _PROBE_TIMEOUT = 1.0
 
 async def _probe(channel: grpc.aio.Channel) -> BackendState:
     try:
-        response = await health_check(channel)(health_pb2.HealthCheckRequest(service=""), timeout=_PROBE_TIMEOUT)
+        response = await health_check(channel)(
+            health_pb2.HealthCheckRequest(service=""), timeout=_PROBE_TIMEOUT
+        )
     except BackendError:  # the channel's interceptor (api/backends.py) turns every failure into one
         return "unavailable"
     return "serving" if response.status == health_pb2.HealthCheckResponse.SERVING else "not_serving"
@@ -34,6 +36,8 @@ async def _probe(channel: grpc.aio.Channel) -> BackendState:
 async def health(backends: Annotated[Backends, Depends(get_backends)]) -> Health:
     """200 whenever the API runs; `status` is "degraded" when a backend does not serve, so a
     dashboard can show it while the process supervisor keeps the API up."""
-    registry, observer = await asyncio.gather(_probe(backends.registry_channel), _probe(backends.observer_channel))
+    registry, observer = await asyncio.gather(
+        _probe(backends.registry_channel), _probe(backends.observer_channel)
+    )
     ok = registry == observer == "serving"
     return Health(status="ok" if ok else "degraded", registry=registry, observer=observer)

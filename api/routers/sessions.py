@@ -38,9 +38,12 @@ async def report_session_event(report: SessionReport, registry: Registry, caller
     return session_out(response.session)
 
 
-@router.get("/v1/agents/{agent_id}/sessions", response_model=SessionList, summary="Sessions, most recent first")
-async def list_sessions(agent_id: AgentIdPath, registry: Registry, limit: Limit = 50,
-                        cursor: Cursor = None) -> SessionList:
+@router.get(
+    "/v1/agents/{agent_id}/sessions", response_model=SessionList, summary="Sessions, most recent first"
+)
+async def list_sessions(
+    agent_id: AgentIdPath, registry: Registry, limit: Limit = 50, cursor: Cursor = None
+) -> SessionList:
     response = await registry.ListSessions(registry_service_pb2.ListSessionsRequest(
         agent_id=agent_id, page_size=limit, page_token=cursor or ""))
     return SessionList(items=[session_out(session) for session in response.sessions],

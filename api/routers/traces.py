@@ -28,7 +28,9 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["traces"], responses=READ_ERRORS)
 
-Order = Annotated[Literal["desc", "asc"], Query(description="By timestamp: newest first (desc) or oldest first.")]
+Order = Annotated[
+    Literal["desc", "asc"], Query(description="By timestamp: newest first (desc) or oldest first.")
+]
 SessionFilter = Annotated[str | None, Query(pattern=SESSION_ID_PATTERN, max_length=200,
                                             description="Only traces of this session.")]
 VerifiedFilter = Annotated[bool | None, Query(description="Only traces that passed (true) or failed (false) "
@@ -43,7 +45,9 @@ KindFilter = Annotated[Literal["decision", "activity"] | None, Query(
             summary="Traces, newest first, filtered")
 async def list_traces(
     observer: Observer,
-    agent_id: Annotated[str | None, Query(pattern=AGENT_ID_PATTERN, description="Only this agent's traces.")] = None,
+    agent_id: Annotated[
+        str | None, Query(pattern=AGENT_ID_PATTERN, description="Only this agent's traces.")
+    ] = None,
     session_id: SessionFilter = None,
     verified: VerifiedFilter = None,
     since: Since = None,

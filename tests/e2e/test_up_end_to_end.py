@@ -3,6 +3,7 @@ and the calls show up as traces in `smoltbot logs --json` within seconds."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -95,7 +96,11 @@ def stack(tmp_path: Path, standin: AnthropicStandin) -> Iterator[RunningStack]:
 
 def _smoltbot(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "smoltbot.cli.main", *args], env=env, capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "smoltbot.cli.main", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
 
 
@@ -122,18 +127,20 @@ async def test_traces_of_sdk_calls_through_up_appear_in_logs(stack: RunningStack
 
     env = {**os.environ, "HOME": str(tmp_path), "SMOLTBOT_HOME": str(stack.home),
            "SMOLTBOT_API_URL": api_url, "ANTHROPIC_API_KEY": CREDENTIAL}
-    init = _smoltbot("init", "--yes", "--api", api_url, "--gateway", base_url.removesuffix("/anthropic"), env=env)
+    # In a thread: the stand-in serves on this test's event loop, and init's resolve asks it.
+    init = await asyncio.to_thread(_smoltbot, "init", "--yes", "--api", api_url,
+                                   "--gateway", base_url.removesuffix("/anthropic"), env=env)
     assert init.returncode == 0, init.stdout + init.stderr
 
     traces: list[dict] = []
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        logs = _smoltbot("logs", "--json", "-n", "50", env=env)
+        logs = await asyncio.to_thread(_smoltbot, "logs", "--json", "-n", "50", env=env)
         assert logs.returncode == 0, logs.stdout + logs.stderr
         traces = json.loads(logs.stdout)
         if len({t["observation"]["exchange_id"] for t in traces}) >= 2:
             break
-        time.sleep(0.5)
+        await asyncio.sleep(0.5)
     exchanges = {t["observation"]["exchange_id"] for t in traces}
     assert len(exchanges) == 2, traces
     executed = [t for t in traces if t["action"]["type"] == "execute"]

@@ -60,7 +60,9 @@ def test_a_parameter_not_listed_in_the_contract_is_refused() -> None:
 
 
 def test_an_api_error_body_becomes_its_message_status_reason_and_field() -> None:
-    handler = httpx.MockTransport(lambda r: _error(422, "FIELD_INVALID", "limit: must be at most 1000", "limit"))
+    handler = httpx.MockTransport(
+        lambda r: _error(422, "FIELD_INVALID", "limit: must be at most 1000", "limit")
+    )
 
     with _client(handler) as api, pytest.raises(ApiError) as raised:
         api.call("agent", agent_id="smolt-0a1b2c3d")
@@ -71,7 +73,9 @@ def test_an_api_error_body_becomes_its_message_status_reason_and_field() -> None
 
 
 def test_a_backend_outage_says_the_api_is_up_but_a_service_is_not() -> None:
-    handler = httpx.MockTransport(lambda r: _error(503, "BACKEND_UNAVAILABLE", "the registry service is unavailable"))
+    handler = httpx.MockTransport(
+        lambda r: _error(503, "BACKEND_UNAVAILABLE", "the registry service is unavailable")
+    )
 
     with _client(handler) as api, pytest.raises(ApiError, match="a service behind it is not"):
         api.call("health")
@@ -109,7 +113,9 @@ def test_a_timeout_says_the_api_did_not_answer() -> None:
         api.call("health")
 
 
-def test_the_api_url_is_the_option_else_the_config_else_the_local_stack(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_api_url_is_the_option_else_the_config_else_the_local_stack(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("SMOLTBOT_API_PORT", raising=False)
     monkeypatch.delenv("SMOLTBOT_GATEWAY_PORT", raising=False)
     assert resolve_api_url("http://opt:1/", Config(api_url="http://conf:2")) == "http://opt:1"
@@ -143,8 +149,9 @@ def test_a_credential_no_header_can_carry_is_refused_without_showing_it() -> Non
     assert "SECRET" not in raised.value.message and "HTTP header" in raised.value.message
 
 
-def test_error_lines_never_show_the_credential_from_the_environment(monkeypatch: pytest.MonkeyPatch,
-                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_error_lines_never_show_the_credential_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     from smoltbot.cli.errors import fail
 
     monkeypatch.setenv("ANTHROPIC_API_KEY", CREDENTIAL)

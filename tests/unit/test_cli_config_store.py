@@ -85,7 +85,10 @@ def test_keys_that_look_like_secrets_are_dropped_and_unknown_ones_kept(home: Pat
 
     config_store.save(config_store.load())
 
-    assert json.loads(config_store.config_path().read_text()) == {"agent_id": "smolt-0a1b2c3d", "future_option": 3}
+    assert json.loads(config_store.config_path().read_text()) == {
+        "agent_id": "smolt-0a1b2c3d",
+        "future_option": 3,
+    }
 
 
 @pytest.mark.parametrize("key,value,stored", [

@@ -20,17 +20,43 @@ from smoltbot.cli.main import app
 from smoltbot.cli.output import Output, ago, local_time, percent, plain_table
 
 TRACE: dict[str, Any] = {
-    "trace_id": "tr-1", "agent_id": "smolt-0a1b2c3d", "card_id": "ac-1", "timestamp": "2026-01-02T03:04:05Z",
-    "action": {"type": "execute", "name": "delete_file", "category": "forbidden", "parameters": {"path": "x"}},
-    "decision": {"alternatives_considered": [], "selected": "delete_file",
-                 "selection_reasoning": "The old log file is in the way;\ndeleting it is quickest.",
-                 "values_applied": [], "confidence": 0.7},
+    "trace_id": "tr-1",
+    "agent_id": "smolt-0a1b2c3d",
+    "card_id": "ac-1",
+    "timestamp": "2026-01-02T03:04:05Z",
+    "action": {
+        "type": "execute",
+        "name": "delete_file",
+        "category": "forbidden",
+        "parameters": {"path": "x"},
+    },
+    "decision": {
+        "alternatives_considered": [],
+        "selected": "delete_file",
+        "selection_reasoning": "The old log file is in the way;\ndeleting it is quickest.",
+        "values_applied": [],
+        "confidence": 0.7,
+    },
     "context": {"session_id": "s-1", "prior_trace_ids": []},
-    "verification": {"verified": False, "violations": [
-        {"type": "forbidden_action", "severity": "critical", "description": "delete_file is forbidden",
-         "trace_field": "action.name"}], "warnings": [], "card_id": "ac-1", "checks_performed": []},
-    "observation": {"outcome": "complete", "model": "claude-sonnet-4-5",
-                    "reasoning": {"present": True, "excerpt": "The old log file"}},
+    "verification": {
+        "verified": False,
+        "violations": [
+            {
+                "type": "forbidden_action",
+                "severity": "critical",
+                "description": "delete_file is forbidden",
+                "trace_field": "action.name",
+            }
+        ],
+        "warnings": [],
+        "card_id": "ac-1",
+        "checks_performed": [],
+    },
+    "observation": {
+        "outcome": "complete",
+        "model": "claude-sonnet-4-5",
+        "reasoning": {"present": True, "excerpt": "The old log file"},
+    },
 }
 
 
@@ -44,11 +70,17 @@ def test_a_trace_row_shows_time_action_verification_violations_and_decision() ->
 def test_a_trace_row_of_a_failed_exchange_shows_the_outcome_and_survives_missing_fields() -> None:
     row = trace_row({"trace_id": "tr-2", "observation": {"outcome": "upstream_error"}})
 
-    assert [cell if isinstance(cell, str) else cell.plain for cell in row] == ["-", "? ?", "upstream_error", "-", "-"]
+    assert [cell if isinstance(cell, str) else cell.plain for cell in row] == [
+        "-",
+        "? ?",
+        "upstream_error",
+        "-",
+        "-",
+    ]
 
 
 def test_reading_a_field_the_contract_does_not_list_is_a_programming_error() -> None:
-    with pytest.raises(KeyError, match="api_contract.FIELDS"):
+    with pytest.raises(KeyError, match=r"api_contract\.FIELDS"):
         api_contract.read(TRACE, "TraceList", "items[].action.tool")
     with pytest.raises(KeyError):
         api_contract.read({}, "Agent", "last_seen")
@@ -85,13 +117,21 @@ def test_integrity_rows_show_both_windows_and_each_violation_type() -> None:
 
 
 def test_the_card_summary_reads_only_listed_fields() -> None:
-    card = {"card_id": "ac-1", "agent_id": "smolt-0a1b2c3d", "card_version": "unified/2026-04-26",
-            "autonomy_mode": "observe", "integrity_mode": "observe",
-            "principal": {"type": "human", "relationship": "delegated_authority"},
-            "values": {"declared": ["honesty"]},
-            "autonomy": {"bounded_actions": [], "forbidden_actions": ["rm"],
-                         "escalation_triggers": [{"condition": "x > 1", "action": "escalate", "reason": "r"}]},
-            "audit": {"retention_days": 90}}
+    card = {
+        "card_id": "ac-1",
+        "agent_id": "smolt-0a1b2c3d",
+        "card_version": "unified/2026-04-26",
+        "autonomy_mode": "observe",
+        "integrity_mode": "observe",
+        "principal": {"type": "human", "relationship": "delegated_authority"},
+        "values": {"declared": ["honesty"]},
+        "autonomy": {
+            "bounded_actions": [],
+            "forbidden_actions": ["rm"],
+            "escalation_triggers": [{"condition": "x > 1", "action": "escalate", "reason": "r"}],
+        },
+        "audit": {"retention_days": 90},
+    }
 
     summary = dict(_summary(card))
 
@@ -126,7 +166,9 @@ def test_an_unexpected_exception_is_still_one_line_and_exit_1() -> None:
     result = runner.invoke(probe, ["boom"], env={"SMOLTBOT_DEBUG": None})
     assert result.exit_code == 1
     assert result.stderr.splitlines() == [
-        "error: unexpected RuntimeError: kaput (this is a smoltbot bug; set SMOLTBOT_DEBUG=1 to see the traceback)"]
+        "error: unexpected RuntimeError: kaput "
+        "(this is a smoltbot bug; set SMOLTBOT_DEBUG=1 to see the traceback)"
+    ]
     result = runner.invoke(probe, ["fine"])
     assert (result.exit_code, result.stderr) == (1, "error: do this instead\n")
 
@@ -134,10 +176,16 @@ def test_an_unexpected_exception_is_still_one_line_and_exit_1() -> None:
 # --------------------------------------------------------------------------- card validate (offline)
 
 CARD = {
-    "card_version": "unified/2026-04-26", "autonomy_mode": "observe", "integrity_mode": "observe",
+    "card_version": "unified/2026-04-26",
+    "autonomy_mode": "observe",
+    "integrity_mode": "observe",
     "principal": {"type": "unspecified", "relationship": "delegated_authority"},
     "values": {"declared": ["transparency"]},
-    "autonomy": {"bounded_actions": ["read_file"], "forbidden_actions": ["delete_file"], "escalation_triggers": []},
+    "autonomy": {
+        "bounded_actions": ["read_file"],
+        "forbidden_actions": ["delete_file"],
+        "escalation_triggers": [],
+    },
     "audit": {"retention_days": 30, "queryable": False, "trace_format": "ap-trace-v1"},
 }
 
@@ -168,13 +216,19 @@ def test_card_validate_reads_stdin(offline: CliRunner) -> None:
     assert result.exit_code == 0, result.output
 
 
-@pytest.mark.parametrize("content,fragment", [
-    (json.dumps({**CARD, "autonomy": {**CARD["autonomy"], "forbiden_actions": []}}), "autonomy.forbiden_actions"),
-    (json.dumps({**CARD, "autonomy_mode": "yolo"}), "autonomy_mode"),
-    (json.dumps({**CARD, "card_version": "9"}), "card_version"),
-    ("{not json", "not valid JSON (line 1"),
-    ("[1, 2]", "must be a JSON object"),
-])
+@pytest.mark.parametrize(
+    "content,fragment",
+    [
+        (
+            json.dumps({**CARD, "autonomy": {**CARD["autonomy"], "forbiden_actions": []}}),
+            "autonomy.forbiden_actions",
+        ),
+        (json.dumps({**CARD, "autonomy_mode": "yolo"}), "autonomy_mode"),
+        (json.dumps({**CARD, "card_version": "9"}), "card_version"),
+        ("{not json", "not valid JSON (line 1"),
+        ("[1, 2]", "must be a JSON object"),
+    ],
+)
 def test_card_validate_names_what_to_fix_in_one_line(offline: CliRunner, tmp_path: Path, content: str,
                                                      fragment: str) -> None:
     path = tmp_path / "card.json"

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
-import grpc
 import httpx
 import pytest
+
 from smoltbot.api.app import create_app
 from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.settings import Settings
 from smoltbot.core.tls import TlsConfig
-
 from tests.integration.api.helpers import Stack
 from tests.support.anthropic_standin import AnthropicStandin
 

@@ -19,10 +19,10 @@ from typing import Any
 import grpc
 import httpx
 from google.protobuf import timestamp_pb2
+
 from smoltbot.core.identity import agent_hash
 from smoltbot.core.settings import Settings
 from smoltbot.v1 import exchange_pb2, observer_service_pb2, observer_service_pb2_grpc
-
 from tests.support.anthropic_standin import AnthropicStandin
 
 
@@ -84,9 +84,16 @@ def anthropic_response(*, thinking: str | None = None, text: str | None = None,
     }
 
 
-def make_exchange(stack: Stack, credential: str, response: dict[str, Any], *, agent_id: str = "", session_hint: str = "",
-                  prompt: str = "The retry loop in client.py never stops. Can you find out why?",
-                  at: datetime | None = None) -> exchange_pb2.Exchange:
+def make_exchange(
+    stack: Stack,
+    credential: str,
+    response: dict[str, Any],
+    *,
+    agent_id: str = "",
+    session_hint: str = "",
+    prompt: str = "The retry loop in client.py never stops. Can you find out why?",
+    at: datetime | None = None,
+) -> exchange_pb2.Exchange:
     started = at or datetime.now(UTC)
     request = {
         "model": "claude-sonnet-4-5-20250929", "max_tokens": 4096, "tools": TOOLS,
@@ -99,22 +106,35 @@ def make_exchange(stack: Stack, credential: str, response: dict[str, Any], *, ag
         agent_id=agent_id,
         session_hint=session_hint,
         request=exchange_pb2.CapturedRequest(
-            method="POST", path="/v1/messages",
-            headers=[exchange_pb2.HttpHeader(name="content-type", value="application/json"),
-                     exchange_pb2.HttpHeader(name="anthropic-version", value="2023-06-01")],
-            body=json.dumps(request).encode()),
+            method="POST",
+            path="/v1/messages",
+            headers=[
+                exchange_pb2.HttpHeader(name="content-type", value="application/json"),
+                exchange_pb2.HttpHeader(name="anthropic-version", value="2023-06-01"),
+            ],
+            body=json.dumps(request).encode(),
+        ),
         response=exchange_pb2.CapturedResponse(
-            status=200, headers=[exchange_pb2.HttpHeader(name="content-type", value="application/json"),
-                                 exchange_pb2.HttpHeader(name="request-id", value="req_011CSLsW7mFqvHHnzrKdKjAE")],
-            body=json.dumps(response).encode()),
-        timings=exchange_pb2.ExchangeTimings(started_at=_ts(started), first_byte_at=_ts(started + timedelta(
-            milliseconds=420)), ended_at=_ts(started + timedelta(milliseconds=1900))),
+            status=200,
+            headers=[
+                exchange_pb2.HttpHeader(name="content-type", value="application/json"),
+                exchange_pb2.HttpHeader(name="request-id", value="req_011CSLsW7mFqvHHnzrKdKjAE"),
+            ],
+            body=json.dumps(response).encode(),
+        ),
+        timings=exchange_pb2.ExchangeTimings(
+            started_at=_ts(started),
+            first_byte_at=_ts(started + timedelta(milliseconds=420)),
+            ended_at=_ts(started + timedelta(milliseconds=1900)),
+        ),
         outcome=exchange_pb2.EXCHANGE_OUTCOME_COMPLETE,
         gateway_id="test-gateway",
     )
 
 
-async def ingest(stack: Stack, *exchanges: exchange_pb2.Exchange) -> list[observer_service_pb2.IngestResponse]:
+async def ingest(
+    stack: Stack, *exchanges: exchange_pb2.Exchange
+) -> list[observer_service_pb2.IngestResponse]:
     """Sends exchanges over one Ingest stream, as the gateway does, and waits for every ack."""
     stub = observer_service_pb2_grpc.ObserverServiceStub(stack.observer_channel)
     call = stub.Ingest()
@@ -149,7 +169,9 @@ class SeededAgent:
     traces: list[dict[str, Any]]
 
 
-async def seed_agent(api: httpx.AsyncClient, stack: Stack, *, session: str = "sess-api-test-1") -> SeededAgent:
+async def seed_agent(
+    api: httpx.AsyncClient, stack: Stack, *, session: str = "sess-api-test-1"
+) -> SeededAgent:
     """An agent with three traces: a tool call with thinking, a reply, a forbidden-looking call."""
     credential = new_credential()
     resolved = await api.post("/v1/agents/resolve", headers=auth(credential))

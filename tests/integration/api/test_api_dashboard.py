@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from smoltbot.api.app import RunningApi, start_api
 
+from smoltbot.api.app import RunningApi, start_api
 from tests.integration.api.helpers import Stack, anthropic_response, ingest, make_exchange, seed_agent
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -35,7 +35,9 @@ async def server(stack: Stack) -> AsyncIterator[RunningApi]:
         await running.stop()
 
 
-async def test_agent_page_shows_score_and_traces_live_and_opens_a_trace(server: RunningApi, stack: Stack) -> None:
+async def test_agent_page_shows_score_and_traces_live_and_opens_a_trace(
+    server: RunningApi, stack: Stack
+) -> None:
     from playwright.async_api import async_playwright, expect
 
     async with httpx.AsyncClient(base_url=server.base_url) as client:
@@ -46,7 +48,9 @@ async def test_agent_page_shows_score_and_traces_live_and_opens_a_trace(server: 
 
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
         try:
             # Light first; its live update adds a fourth trace (with reasoning) before the dark pass.
             for scheme, traces, with_reasoning in (("light", 3, 2), ("dark", 4, 3)):

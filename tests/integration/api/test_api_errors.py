@@ -9,10 +9,10 @@ from typing import Any
 
 import httpx
 import pytest
+
 from smoltbot.api.app import create_app
 from smoltbot.api.schemas import ErrorResponse
 from smoltbot.core.settings import Settings
-
 from tests.integration.api.helpers import auth, new_credential
 from tests.support.anthropic_standin import AnthropicStandin
 
@@ -58,11 +58,23 @@ async def test_every_error_has_the_one_shape(api: httpx.AsyncClient) -> None:
     assert bad_id["field"] == "agent_id"
     order = assert_error_shape(await api.get("/v1/traces", params={"order": "random()"}), 422)
     assert order["field"] == "order"
-    body = assert_error_shape(await api.post("/v1/sessions", content=b"{not json",
-                                             headers={**auth(credential), "content-type": "application/json"}), 422)
+    body = assert_error_shape(
+        await api.post(
+            "/v1/sessions",
+            content=b"{not json",
+            headers={**auth(credential), "content-type": "application/json"},
+        ),
+        422,
+    )
     assert body["field"]
-    event = assert_error_shape(await api.post("/v1/sessions", json={"agent_id": agent_id, "session_id": "s",
-                                                                     "event": "paused"}, headers=auth(credential)), 422)
+    event = assert_error_shape(
+        await api.post(
+            "/v1/sessions",
+            json={"agent_id": agent_id, "session_id": "s", "event": "paused"},
+            headers=auth(credential),
+        ),
+        422,
+    )
     assert event["field"] == "event"
 
 

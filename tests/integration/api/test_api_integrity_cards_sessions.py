@@ -51,15 +51,24 @@ async def test_put_card_makes_it_active_and_keeps_history(api: httpx.AsyncClient
         "issued_at": "2026-01-01T00:00:00Z",
         "principal": {"type": "human", "identifier": "alice", "relationship": "delegated_authority"},
         "values": {"declared": ["transparency", "harm_prevention"]},
-        "autonomy_envelope": {"bounded_actions": ["read_file", "respond"], "forbidden_actions": ["delete_file"],
-                              "escalation_triggers": []},
-        "audit_commitment": {"retention_days": 30, "queryable": True, "trace_format": "ap-trace-v1",
-                             "query_endpoint": "http://127.0.0.1:8000/v1/traces"},
+        "autonomy_envelope": {
+            "bounded_actions": ["read_file", "respond"],
+            "forbidden_actions": ["delete_file"],
+            "escalation_triggers": [],
+        },
+        "audit_commitment": {
+            "retention_days": 30,
+            "queryable": True,
+            "trace_format": "ap-trace-v1",
+            "query_endpoint": "http://127.0.0.1:8000/v1/traces",
+        },
     }
     url = f"/v1/agents/{agent_id}/card"
     assert (await api.put(url, json=legacy_card)).status_code == 401
     assert (await api.put(url, json=legacy_card, headers=auth(new_credential()))).status_code == 403
-    bad = await api.put(url, json={**legacy_card, "values": {"declared": "not-a-list"}}, headers=auth(credential))
+    bad = await api.put(
+        url, json={**legacy_card, "values": {"declared": "not-a-list"}}, headers=auth(credential)
+    )
     assert bad.status_code == 400 and bad.json()["error"]["field"]
 
     stored = await api.put(url, json=legacy_card, headers=auth(credential))
@@ -76,7 +85,9 @@ async def test_put_card_makes_it_active_and_keeps_history(api: httpx.AsyncClient
     # The example the OpenAPI document shows is a card the registry accepts.
     spec = (await api.get("/openapi.json")).json()
     example = spec["paths"]["/v1/agents/{agent_id}/card"]["put"]["requestBody"]["content"]["application/json"]
-    example_card = (example.get("examples") or {}).get("card", {}).get("value") or example["schema"]["examples"][0]
+    example_card = (example.get("examples") or {}).get("card", {}).get("value") or example["schema"][
+        "examples"
+    ][0]
     assert (await api.put(url, json=example_card, headers=auth(credential))).status_code == 200
 
 

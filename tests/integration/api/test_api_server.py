@@ -11,8 +11,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from smoltbot.api.app import RunningApi, start_api
 
+from smoltbot.api.app import RunningApi, start_api
 from tests.integration.api.helpers import Stack, auth, new_credential, seed_agent
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -34,7 +34,9 @@ async def test_real_server_serves_the_api_with_request_ids_and_health(server: Ru
         health = await client.get("/health")
         assert health.json() == {"status": "ok", "registry": "serving", "observer": "serving"}
         credential = new_credential()
-        resolved = await client.post("/v1/agents/resolve", headers={**auth(credential), "x-request-id": "req-42"})
+        resolved = await client.post(
+            "/v1/agents/resolve", headers={**auth(credential), "x-request-id": "req-42"}
+        )
         assert resolved.status_code == 200
         assert resolved.headers["x-request-id"] == "req-42"
         agent = await client.get(f"/v1/agents/{resolved.json()['agent_id']}")

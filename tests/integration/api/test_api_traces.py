@@ -29,7 +29,9 @@ async def test_a_trace_is_an_aap_trace_plus_verification_and_observation(api: ht
     assert trace["observation"]["exchange_id"]
 
 
-async def test_traces_filter_by_agent_session_verification_and_time(api: httpx.AsyncClient, stack: Stack) -> None:
+async def test_traces_filter_by_agent_session_verification_and_time(
+    api: httpx.AsyncClient, stack: Stack
+) -> None:
     seeded = await seed_agent(api, stack, session="sess-filter-a")
     other = await seed_agent(api, stack, session="sess-filter-b")
 
@@ -48,7 +50,9 @@ async def test_traces_filter_by_agent_session_verification_and_time(api: httpx.A
                                params={"verified": str(verified).lower()})).json()["items"]
         assert all(t["verification"]["verified"] is verified for t in items)
     future = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
-    assert (await api.get(f"/v1/agents/{seeded.agent_id}/traces", params={"since": future})).json()["items"] == []
+    assert (await api.get(f"/v1/agents/{seeded.agent_id}/traces", params={"since": future})).json()[
+        "items"
+    ] == []
     assert len((await api.get(f"/v1/agents/{seeded.agent_id}/traces",
                               params={"until": future})).json()["items"]) == 3
 
@@ -83,7 +87,9 @@ async def test_tool_execution_report_marks_the_trace(api: httpx.AsyncClient, sta
     body = {"agent_id": seeded.agent_id, "tool_use_id": tool_use_id, "executed": True}
 
     assert (await api.post("/v1/tool-executions", json=body)).status_code == 401
-    assert (await api.post("/v1/tool-executions", json=body, headers=auth(new_credential()))).status_code == 403
+    assert (
+        await api.post("/v1/tool-executions", json=body, headers=auth(new_credential()))
+    ).status_code == 403
     response = await api.post("/v1/tool-executions", json=body, headers=auth(seeded.credential))
     assert response.status_code == 200, response.text
     assert response.json() == body

@@ -86,10 +86,14 @@ async def local_stack(settings_factory: Callable[..., Settings]) -> AsyncIterato
     observer_address = f"127.0.0.1:{observer.port}"
     settings = settings.model_copy(update={"observer_address": observer_address})
     api = await start_api(settings, registry_address=registry_address, observer_address=observer_address)
-    gateway = await start_gateway(settings, registry_address=registry_address, observer_address=observer_address)
+    gateway = await start_gateway(
+        settings, registry_address=registry_address, observer_address=observer_address
+    )
     channel = open_channel(observer_address, TlsConfig.from_settings(settings))
     try:
-        yield LocalStack(settings, api.base_url, gateway.base_url, registry_address, observer_address, channel)
+        yield LocalStack(
+            settings, api.base_url, gateway.base_url, registry_address, observer_address, channel
+        )
     finally:
         await channel.close()
         await gateway.stop()
@@ -161,7 +165,9 @@ async def initialised(cli: Cli, local_stack: LocalStack) -> str:
     return agent_id
 
 
-async def wait_for_traces(api_url: str, agent_id: str, count: int, timeout: float = 20.0) -> list[dict[str, Any]]:
+async def wait_for_traces(
+    api_url: str, agent_id: str, count: int, timeout: float = 20.0
+) -> list[dict[str, Any]]:
     """Polls the public API until the agent has at least `count` traces (the observer works async)."""
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(base_url=api_url) as client:
@@ -171,7 +177,9 @@ async def wait_for_traces(api_url: str, agent_id: str, count: int, timeout: floa
                 items: list[dict[str, Any]] = response.json()["items"]
                 return items
             if time.monotonic() > deadline:
-                raise AssertionError(f"{agent_id} has no {count} traces after {timeout}s: {response.text[:500]}")
+                raise AssertionError(
+                    f"{agent_id} has no {count} traces after {timeout}s: {response.text[:500]}"
+                )
             await asyncio.sleep(0.1)
 
 
@@ -184,7 +192,9 @@ def put_traces(local_stack: LocalStack, credential: str) -> PutTraces:
 
     async def put(agent_id: str, *exchanges: Any, expect: int | None = None) -> list[dict[str, Any]]:
         async with httpx.AsyncClient(base_url=local_stack.api_url) as client:
-            before = (await client.get(f"/v1/agents/{agent_id}/traces", params={"limit": 1000})).json()["items"]
+            before = (await client.get(f"/v1/agents/{agent_id}/traces", params={"limit": 1000})).json()[
+                "items"
+            ]
         await ingest(local_stack.ingest_target, *exchanges)
         return await wait_for_traces(local_stack.api_url, agent_id, len(before) + (expect or len(exchanges)))
 

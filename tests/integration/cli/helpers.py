@@ -7,7 +7,6 @@ from pathlib import Path
 from typer.testing import Result
 
 
-
 def assert_one_error_line(result: Result, *fragments: str) -> str:
     """Exit 1, nothing on stdout, exactly one `error: ...` line on stderr, no traceback."""
     assert result.exit_code == 1, (result.exit_code, result.output, result.exception)

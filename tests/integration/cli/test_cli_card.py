@@ -125,8 +125,9 @@ async def test_card_edit_publishes_what_the_editor_saved(cli: Cli, local_stack: 
     assert f"Published card {active['card_id']}" in result.stdout
 
 
-async def test_card_edit_without_changes_publishes_nothing(cli: Cli, local_stack: LocalStack, initialised: str,
-                                                           tmp_path: Path) -> None:
+async def test_card_edit_without_changes_publishes_nothing(
+    cli: Cli, local_stack: LocalStack, initialised: str, tmp_path: Path
+) -> None:
     before = await _active_card(local_stack, initialised)
 
     result = await cli("card", "edit", env={"EDITOR": "true"})

@@ -26,7 +26,7 @@ async def test_not_initialised_says_to_run_init(cli: Cli, args: tuple[str, ...])
     assert_one_error_line(result, "not initialised", "smoltbot init")
 
 
-@pytest.mark.parametrize("args", API_COMMANDS + [("init", "--yes", "--force")], ids=" ".join)
+@pytest.mark.parametrize("args", [*API_COMMANDS, ("init", "--yes", "--force")], ids=" ".join)
 async def test_api_unreachable_says_how_to_start_it_or_point_elsewhere(cli: Cli, initialised: str,
                                                                        args: tuple[str, ...]) -> None:
     dead = f"http://127.0.0.1:{unused_port()}"

@@ -71,7 +71,9 @@ async def test_init_accepts_the_exported_base_url_as_gateway_and_ANTHROPIC_AUTH_
     assert f"export ANTHROPIC_BASE_URL={local_stack.gateway_url}/anthropic\n" in result.stdout
 
 
-async def test_init_defaults_to_the_local_stack_ports_from_the_environment(cli: Cli, local_stack: LocalStack) -> None:
+async def test_init_defaults_to_the_local_stack_ports_from_the_environment(
+    cli: Cli, local_stack: LocalStack
+) -> None:
     api_port = local_stack.api_url.rsplit(":", 1)[1]
     gateway_port = local_stack.gateway_url.rsplit(":", 1)[1]
 
@@ -95,7 +97,9 @@ async def test_init_warns_when_the_gateway_does_not_answer_but_still_initialises
     assert "warning: the gateway" in result.stderr and "smoltbot up" in result.stderr
 
 
-async def test_init_when_already_initialised_says_so_and_how_to_initialise_again(cli: Cli, initialised: str) -> None:
+async def test_init_when_already_initialised_says_so_and_how_to_initialise_again(
+    cli: Cli, initialised: str
+) -> None:
     before = cli.config_path.read_text()
 
     again = await cli("init", "--yes")
@@ -129,8 +133,9 @@ async def test_init_with_a_credential_the_model_api_rejects_creates_nothing_and_
 
     result = await cli("init", "--yes", "--gateway", local_stack.gateway_url)
 
-    assert_one_error_line(result, "did not accept the credential in ANTHROPIC_API_KEY", "no agent was created",
-                          "smoltbot init")
+    assert_one_error_line(
+        result, "did not accept the credential in ANTHROPIC_API_KEY", "no agent was created", "smoltbot init"
+    )
     assert not cli.config_path.exists()
     async with httpx.AsyncClient(base_url=local_stack.api_url) as client:
         assert (await client.get("/v1/agents")).json()["items"] == []
@@ -188,7 +193,9 @@ async def test_status_reports_an_unreachable_gateway_without_failing(cli: Cli, i
     assert f"{dead}  not reachable" in result.stdout
 
 
-async def test_claim_claims_once_and_stores_the_email(cli: Cli, local_stack: LocalStack, initialised: str) -> None:
+async def test_claim_claims_once_and_stores_the_email(
+    cli: Cli, local_stack: LocalStack, initialised: str
+) -> None:
     result = await cli("claim", "--email", "me@example.com")
 
     assert result.exit_code == 0, result.output

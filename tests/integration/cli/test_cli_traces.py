@@ -36,7 +36,9 @@ async def _forbid_delete(local_stack: LocalStack, agent_id: str, credential: str
     assert response.status_code == 200, response.text
 
 
-def _exchanges(local_stack: LocalStack, credential: str, agent_id: str, session: str = "sess-cli-1") -> list[Any]:
+def _exchanges(
+    local_stack: LocalStack, credential: str, agent_id: str, session: str = "sess-cli-1"
+) -> list[Any]:
     # Calls are checked against the card in force when they started: date them after the card.
     now = datetime.now(UTC) + timedelta(seconds=40)
     target = local_stack.ingest_target
@@ -89,9 +91,17 @@ async def test_logs_json_is_the_api_traces_newest_first(cli: Cli, traced: list[d
     assert traces[2]["observation"]["reasoning"]["present"] is True
 
 
-async def test_logs_limit_and_session_filter(cli: Cli, local_stack: LocalStack, traced: list[dict[str, Any]],
-                                             initialised: str, credential: str, put_traces: PutTraces) -> None:
-    await put_traces(initialised, *_exchanges(local_stack, credential, initialised, session="sess-cli-other")[:1])
+async def test_logs_limit_and_session_filter(
+    cli: Cli,
+    local_stack: LocalStack,
+    traced: list[dict[str, Any]],
+    initialised: str,
+    credential: str,
+    put_traces: PutTraces,
+) -> None:
+    await put_traces(
+        initialised, *_exchanges(local_stack, credential, initialised, session="sess-cli-other")[:1]
+    )
     session_id = traced[0]["context"]["session_id"]
 
     limited = json.loads((await cli("logs", "--json", "-n", "1")).stdout)

@@ -4,6 +4,7 @@ port that it reports in its log ("... listening on HOST:PORT")."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -73,10 +74,8 @@ class ServiceProcess:
             self._kill_leftovers()
 
     def _kill_leftovers(self) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def stop(self, timeout: float = 20.0) -> int:
         if self.process.poll() is None:

@@ -27,6 +27,7 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+
 from smoltbot.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -51,7 +52,9 @@ def documents(path: Path) -> list[dict[str, Any]]:
 
 
 def all_resources() -> list[dict[str, Any]]:
-    return [doc for path in manifest_files() if path.name != "secrets.example.yaml" for doc in documents(path)]
+    return [
+        doc for path in manifest_files() if path.name != "secrets.example.yaml" for doc in documents(path)
+    ]
 
 
 def by_kind(kind: str) -> dict[str, dict[str, Any]]:
@@ -165,7 +168,10 @@ def test_configuration_names_real_settings_and_real_services() -> None:
                            for key in doc["stringData"]}
     assert names <= SETTINGS_VARIABLES, f"unknown settings: {sorted(names - SETTINGS_VARIABLES)}"
     services = by_kind("Service")
-    for variable, service in (("SMOLTBOT_REGISTRY_ADDRESS", "registry"), ("SMOLTBOT_OBSERVER_ADDRESS", "observer")):
+    for variable, service in (
+        ("SMOLTBOT_REGISTRY_ADDRESS", "registry"),
+        ("SMOLTBOT_OBSERVER_ADDRESS", "observer"),
+    ):
         host, _, port = config[variable].rpartition(":")
         assert host == f"{service}.smoltbot.svc.cluster.local"
         assert int(port) in {p["port"] for p in services[service]["spec"]["ports"]}
@@ -214,7 +220,10 @@ def test_compose_runs_every_service_on_postgresql_with_consistent_references() -
         assert set(environment) <= SETTINGS_VARIABLES, sorted(set(environment) - SETTINGS_VARIABLES)
         assert environment["SMOLTBOT_DATABASE_URL"].startswith("postgresql://")
         assert "@postgres:5432/" in environment["SMOLTBOT_DATABASE_URL"]
-        for variable, target in (("SMOLTBOT_REGISTRY_ADDRESS", "registry"), ("SMOLTBOT_OBSERVER_ADDRESS", "observer")):
+        for variable, target in (
+            ("SMOLTBOT_REGISTRY_ADDRESS", "registry"),
+            ("SMOLTBOT_OBSERVER_ADDRESS", "observer"),
+        ):
             host, _, port = environment[variable].rpartition(":")
             assert host == target
             listen = services[target]["command"][services[target]["command"].index("--listen") + 1]
@@ -222,8 +231,12 @@ def test_compose_runs_every_service_on_postgresql_with_consistent_references() -
     for name in ("registry", "observer"):
         assert "8081" in " ".join(services[name]["healthcheck"]["test"])
         assert services[name]["environment"]["SMOLTBOT_GRPC_HEALTH_PORT"] == "8081"
-    named_volumes = {mount.split(":")[0] for service in services.values() for mount in service.get("volumes", [])
-                     if not mount.startswith((".", "/"))}
+    named_volumes = {
+        mount.split(":")[0]
+        for service in services.values()
+        for mount in service.get("volumes", [])
+        if not mount.startswith((".", "/"))
+    }
     assert named_volumes <= set(compose.get("volumes", {}))
     overlay = yaml.safe_load((DEPLOY / "compose.tls.yaml").read_text())
     assert set(overlay["services"]) == set(SERVICES)
@@ -257,6 +270,7 @@ async def test_the_dev_certificate_script_makes_certificates_the_services_accept
     if shutil.which("openssl") is None:
         pytest.skip("openssl not installed")
     from grpc_health.v1 import health_pb2, health_pb2_grpc
+
     from smoltbot.core.grpc_client import open_channel
     from smoltbot.core.grpc_server import new_grpc_server
     from smoltbot.core.tls import TlsConfig
@@ -269,7 +283,9 @@ async def test_the_dev_certificate_script_makes_certificates_the_services_accept
     await server.start()
     try:
         # Mutual TLS with the one certificate on both ends, checked against the name "registry".
-        named = TlsConfig.from_files(certs / "tls.crt", certs / "tls.key", certs / "ca.crt", server_name="registry")
+        named = TlsConfig.from_files(
+            certs / "tls.crt", certs / "tls.key", certs / "ca.crt", server_name="registry"
+        )
         channel = open_channel(f"127.0.0.1:{server.port}", named)
         reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         await channel.close()

@@ -51,8 +51,12 @@ async def test_two_of_each_share_the_work_and_lose_nothing_when_an_observer_is_k
         postgres_server: Any, tmp_path: Path) -> None:
     database_url = postgres_server.create_database()
     logs = tmp_path / "logs"
-    common = base_env(SMOLTBOT_DATABASE_URL=database_url, SMOLTBOT_HASH_SECRET="replica-test-secret",
-                      SMOLTBOT_SERVICE_TOKEN="replica-test-service-token-0123456789", SMOLTBOT_LOG_LEVEL="INFO")
+    common = base_env(
+        SMOLTBOT_DATABASE_URL=database_url,
+        SMOLTBOT_HASH_SECRET="replica-test-secret",
+        SMOLTBOT_SERVICE_TOKEN="replica-test-service-token-0123456789",
+        SMOLTBOT_LOG_LEVEL="INFO",
+    )
 
     def env(name: str, **values: str) -> dict[str, str]:
         return {**common, "SMOLTBOT_HOME": str(tmp_path / name), **values}
@@ -65,24 +69,44 @@ async def test_two_of_each_share_the_work_and_lose_nothing_when_an_observer_is_k
         processes.append(registry)
         registry.wait_listening()
 
-        observers = [start_service(name, "observer", env(name, SMOLTBOT_REGISTRY_ADDRESS=registry.address), logs,
-                                   "--listen", "127.0.0.1:0") for name in ("observer-1", "observer-2")]
+        observers = [
+            start_service(
+                name,
+                "observer",
+                env(name, SMOLTBOT_REGISTRY_ADDRESS=registry.address),
+                logs,
+                "--listen",
+                "127.0.0.1:0",
+            )
+            for name in ("observer-1", "observer-2")
+        ]
         processes += observers
         for observer in observers:
             observer.wait_listening()
         observer_list = ",".join(observer.address for observer in observers)
 
         clients = {"SMOLTBOT_REGISTRY_ADDRESS": registry.address, "SMOLTBOT_OBSERVER_ADDRESS": observer_list}
-        gateways = [start_service(name, "gateway", env(name, SMOLTBOT_UPSTREAM_URL=standin.url, **clients), logs,
-                                  "--port", "0") for name in ("gateway-1", "gateway-2")]
+        gateways = [
+            start_service(
+                name, "gateway", env(name, SMOLTBOT_UPSTREAM_URL=standin.url, **clients), logs, "--port", "0"
+            )
+            for name in ("gateway-1", "gateway-2")
+        ]
         api = start_service("api", "api", env("api", **clients), logs, "--port", "0")
         processes += [*gateways, api]
         for process in (*gateways, api):
             process.wait_listening()
 
-        sdks = [anthropic.AsyncAnthropic(base_url=f"{gateway.url}/anthropic", api_key=f"sk-ant-api03-replica-{n}",
-                                         max_retries=0, timeout=30.0)
-                for gateway in gateways for n in range(AGENTS)]
+        sdks = [
+            anthropic.AsyncAnthropic(
+                base_url=f"{gateway.url}/anthropic",
+                api_key=f"sk-ant-api03-replica-{n}",
+                max_retries=0,
+                timeout=30.0,
+            )
+            for gateway in gateways
+            for n in range(AGENTS)
+        ]
         gate = asyncio.Semaphore(CONCURRENCY)
         done = 0
         per_gateway = [0, 0]

@@ -19,8 +19,8 @@ import anthropic
 import httpx
 import pytest
 from aiohttp import web
-from smoltbot.core.settings import Settings
 
+from smoltbot.core.settings import Settings
 from tests.support.anthropic_standin import AnthropicStandin
 
 pytestmark = pytest.mark.timeout(60)
@@ -57,11 +57,11 @@ class PrefixProxy:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         path = request.rel_url.raw_path
-        for prefix, (target, strip) in self.routes.items():
-            if path == prefix or path.startswith(prefix + "/"):
-                break
-        else:
+        route = next(((prefix, target, strip) for prefix, (target, strip) in self.routes.items()
+                      if path == prefix or path.startswith(prefix + "/")), None)
+        if route is None:
             return web.Response(status=404, text="no route in the proxy")
+        prefix, target, strip = route
         upstream = target + (path[len(prefix):] or "/" if strip else path)
         if request.rel_url.raw_query_string:
             upstream += "?" + request.rel_url.raw_query_string
@@ -125,7 +125,9 @@ async def test_the_dashboard_works_under_a_root_path(backends: Backends, strip: 
     try:
         async with httpx.AsyncClient(base_url=proxy.url, timeout=10) as http:
             # An agent, so the index page links to an agent page.
-            claim = await http.post(f"{PREFIX}/v1/agents/resolve", headers={"x-api-key": "sk-ant-api03-proxy-1"})
+            claim = await http.post(
+                f"{PREFIX}/v1/agents/resolve", headers={"x-api-key": "sk-ant-api03-proxy-1"}
+            )
             assert claim.status_code == 200, claim.text
             agent_id = claim.json()["agent_id"]
 
@@ -175,7 +177,9 @@ async def test_forwarded_headers_count_only_from_trusted_proxies(backends: Backe
         await proxy.stop()
         await api.stop()
     # Not trusted: X-Forwarded-Proto is ignored (a client cannot claim https for itself).
-    untrusted = backends.settings.model_copy(update={"forwarded_allow_ips": "10.20.30.40", "root_path": PREFIX})
+    untrusted = backends.settings.model_copy(
+        update={"forwarded_allow_ips": "10.20.30.40", "root_path": PREFIX}
+    )
     api, proxy = await start_api_behind_proxy(untrusted, strip=True)
     try:
         async with httpx.AsyncClient(timeout=10) as http:
@@ -196,8 +200,9 @@ async def test_the_gateway_works_under_a_prefix_behind_a_proxy(backends: Backend
     proxy = PrefixProxy({"/llm": (gateway.base_url, True)})
     await proxy.start()
     try:
-        async with anthropic.AsyncAnthropic(base_url=f"{proxy.url}/llm/anthropic", api_key="sk-ant-api03-proxy-2",
-                                            max_retries=0) as sdk:
+        async with anthropic.AsyncAnthropic(
+            base_url=f"{proxy.url}/llm/anthropic", api_key="sk-ant-api03-proxy-2", max_retries=0
+        ) as sdk:
             reply = await sdk.messages.with_raw_response.create(
                 model="claude-haiku-4-5", max_tokens=32, messages=[{"role": "user", "content": "hi"}])
             assert (await reply.parse()).content
