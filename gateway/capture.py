@@ -20,16 +20,16 @@ What the record promises:
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import json
-import secrets
 import threading
 import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from smoltbot.core.ids import new_exchange_id
+from smoltbot.core.outcomes import ExchangeOutcome
 from smoltbot.core.settings import Settings
 from smoltbot.v1 import exchange_pb2
 
@@ -41,24 +41,13 @@ __all__ = [
     "DEFAULT_LIMITS",
     "Capture",
     "CaptureLimits",
-    "Outcome",
     "RecordTooLarge",
     "capture_executor",
     "minimal_exchange",
-    "new_exchange_id",
 ]
 
 #: Response bytes handed to the capture thread at a time.
 _BATCH_BYTES = 1024 * 1024
-
-
-class Outcome(enum.IntEnum):
-    COMPLETE = exchange_pb2.EXCHANGE_OUTCOME_COMPLETE
-    UPSTREAM_ERROR = exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_ERROR
-    MID_STREAM_ERROR = exchange_pb2.EXCHANGE_OUTCOME_MID_STREAM_ERROR
-    CLIENT_ABORT = exchange_pb2.EXCHANGE_OUTCOME_CLIENT_ABORT
-    UPSTREAM_UNREACHABLE = exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_UNREACHABLE
-    UPSTREAM_DROPPED = exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_DROPPED
 
 
 class RecordTooLarge(ValueError):
@@ -98,11 +87,6 @@ def capture_executor() -> ThreadPoolExecutor:
         if _executor is None:
             _executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smoltbot-capture")
         return _executor
-
-
-def new_exchange_id() -> str:
-    """128 random bits, hex: the idempotency key all the way to the traces."""
-    return secrets.token_hex(16)
 
 
 def _stamp(target: object, ns: int) -> None:
@@ -220,7 +204,7 @@ class Capture:
         self.started_ns = started_ns
         self.first_byte_ns = 0
         self.ended_ns = 0
-        self.outcome = Outcome.COMPLETE
+        self.outcome = ExchangeOutcome.COMPLETE
         self.detail = ""
         self._response: _ResponseBody | None = None
         self._batch: list[bytes] = []
@@ -249,7 +233,7 @@ class Capture:
             batch, self._batch, self._batch_bytes = self._batch, [], 0
             self._last_batch = capture_executor().submit(response.feed, batch)
 
-    def finish(self, outcome: Outcome, detail: str = "") -> None:
+    def finish(self, outcome: ExchangeOutcome, detail: str = "") -> None:
         self.ended_ns = time.time_ns()
         self.outcome = outcome
         self.detail = detail
@@ -332,7 +316,7 @@ class Capture:
                 body=body, streamed=self.streamed, event_count=event_count, stream_error=stream_error,
                 body_capture=response_capture,
             ),
-            outcome=outcome.value,
+            outcome=outcome.to_proto(),
             outcome_detail=proto_text(detail),
             gateway_id=gateway_id,
         )
@@ -345,8 +329,8 @@ class Capture:
             raise RecordTooLarge(f"the record is {size} bytes, over the limit of {limits.record_bytes}")
         return exchange
 
-    def _reassembled(self, response: _ResponseBody, scrub: Scrubber, outcome: Outcome, detail: str,
-                     ) -> tuple[bytes, exchange_pb2.BodyCapture, bytes, int, Outcome, str]:
+    def _reassembled(self, response: _ResponseBody, scrub: Scrubber, outcome: ExchangeOutcome, detail: str,
+                     ) -> tuple[bytes, exchange_pb2.BodyCapture, bytes, int, ExchangeOutcome, str]:
         accumulator = response.accumulator
         assert accumulator is not None
         capture = exchange_pb2.BodyCapture(wire_size=response.size, wire_sha256=response.hash.hexdigest(),
@@ -373,12 +357,12 @@ class Capture:
         capture.truncated = truncated
         if truncated:
             capture.note = _join(capture.note, f"content beyond {self.limits.body_bytes} bytes left out")
-        if outcome is Outcome.COMPLETE:
+        if outcome is ExchangeOutcome.COMPLETE:
             if stream_error:
-                outcome, detail = Outcome.MID_STREAM_ERROR, _error_type(stream_error)
+                outcome, detail = ExchangeOutcome.MID_STREAM_ERROR, _error_type(stream_error)
             elif not accumulator.ended_cleanly and not truncated:
-                outcome, detail = Outcome.UPSTREAM_DROPPED, "stream ended before message_stop"
-        elif outcome is not Outcome.UPSTREAM_ERROR and stream_error:
+                outcome, detail = ExchangeOutcome.UPSTREAM_DROPPED, "stream ended before message_stop"
+        elif outcome is not ExchangeOutcome.UPSTREAM_ERROR and stream_error:
             detail = _join(detail, "stream carried an error event")
         if accumulator.problems:
             detail = _join(detail, "reassembly: " + "; ".join(accumulator.problems[:3]))
@@ -482,7 +466,7 @@ def minimal_exchange(capture: Capture | exchange_pb2.Exchange, gateway_id: str,
         exchange_id=capture.exchange_id, agent_hash=capture.agent_hash, agent_id=capture.agent_id,
         session_id=capture.session_id,
         session_hint=proto_text(scrub.text(_capped_text(capture.session_hint, 1024))) if scrub else "",
-        outcome=capture.outcome.value, outcome_detail=proto_text(_capped_text(capture.detail, 4096)),
+        outcome=capture.outcome.to_proto(), outcome_detail=proto_text(_capped_text(capture.detail, 4096)),
         gateway_id=gateway_id, capture_failure=failure or "unknown failure",
     )
     exchange.request.method = proto_text(_capped_text(capture.method, 64))

@@ -31,8 +31,9 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from smoltbot.core.identity import agent_hash, credential_from_headers
+from smoltbot.core.outcomes import ExchangeOutcome as Outcome
 
-from .capture import Capture, Outcome
+from .capture import Capture
 
 if TYPE_CHECKING:
     from .identity_cache import IdentityCache
