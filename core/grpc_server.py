@@ -158,7 +158,7 @@ def grpc_errors(method: F) -> F:
     """Maps domain errors to rich gRPC statuses; anything unexpected is logged and INTERNAL."""
 
     @functools.wraps(method)
-    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             return await method(self, request, context)
         except SmoltbotError as error:

@@ -172,8 +172,12 @@ def _prompt(extraction: Extraction, decisions: list[Decision], index: int, card:
     lines.append(f"Decisions of this turn ({len(decisions)}), in order:")
     for i, decision in enumerate(decisions):
         if decision.tool_call is not None:
-            shown = json.dumps(redact(decision.tool_call.input), ensure_ascii=False, sort_keys=True, default=str)
-            lines.append(f"{i}. tool call {decision.tool_call.name} with input {_window(shown, _MAX_INPUT_CHARS)}")
+            shown = json.dumps(
+                redact(decision.tool_call.input), ensure_ascii=False, sort_keys=True, default=str
+            )
+            lines.append(
+                f"{i}. tool call {decision.tool_call.name} with input {_window(shown, _MAX_INPUT_CHARS)}"
+            )
         else:
             lines.append(f"{i}. reply to the user")
     reasoning = redact_text(_window(extraction.reasoning_text, _MAX_REASONING_CHARS))

@@ -78,10 +78,19 @@ class DetectorState:
 def _alert_from_row(row: Any) -> DriftAlert:
     details = json.loads(row.alert_json)
     return DriftAlert(
-        alert_id=row.alert_id, agent_id=row.agent_id, card_id=row.card_id, direction=row.direction,
-        severity=row.severity, similarity_score=float(row.similarity), sustained_traces=int(row.sustained_traces),
-        trace_ids=list(details.get("trace_ids") or []), reference=row.reference, status=row.status,
-        created_at=row.created_at, updated_at=row.updated_at, analysis=str(details.get("analysis") or ""),
+        alert_id=row.alert_id,
+        agent_id=row.agent_id,
+        card_id=row.card_id,
+        direction=row.direction,
+        severity=row.severity,
+        similarity_score=float(row.similarity),
+        sustained_traces=int(row.sustained_traces),
+        trace_ids=list(details.get("trace_ids") or []),
+        reference=row.reference,
+        status=row.status,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        analysis=str(details.get("analysis") or ""),
         details=details,
     )
 
@@ -121,7 +130,9 @@ class DriftStore:
         async with self.db.begin() as conn:
             yield DriftFeed(conn, self.db)
 
-    async def list_alerts(self, agent_id: str, after: tuple[datetime, str] | None, limit: int) -> list[DriftAlert]:
+    async def list_alerts(
+        self, agent_id: str, after: tuple[datetime, str] | None, limit: int
+    ) -> list[DriftAlert]:
         """Alerts newest first (by creation), of one agent or all (""), after the keyset `after`."""
         query = sa.select(drift_alerts)
         if agent_id:

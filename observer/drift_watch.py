@@ -1,6 +1,6 @@
 """Drift watch: each agent's traces through `core.aap.drift.DriftDetector`, in trace-time
-order, with the detector's state persisted and one open alert per agent and direction. Its rows are read and written
-through `observer.drift_store`.
+order, with the detector's state persisted and one open alert per agent and direction. Its
+rows are read and written through `observer.drift_store`.
 
 Order: traces are stored as their exchanges finish, which under concurrency is not quite
 trace-time order. So an agent's traces are fed only up to its *watermark*: the time of its
@@ -53,7 +53,9 @@ def _analysis(finding: DriftFinding) -> str:
     against = "its alignment card" if finding.reference == "card" else "its own early baseline"
     text = (f"{finding.sustained_traces} consecutive traces scored below {finding.threshold:.2f} similarity "
             f"against {against} (latest {finding.similarity:.2f}); direction: {finding.direction}.")
-    indicators = "; ".join(str(item.get("description", "")) for item in finding.indicators if item.get("description"))
+    indicators = "; ".join(
+        str(item.get("description", "")) for item in finding.indicators if item.get("description")
+    )
     return f"{text} {indicators}." if indicators else text
 
 
@@ -184,9 +186,16 @@ class DriftWatch:
                 "findings": 1,
             }
             await feed.add_alert(
-                alert_id=f"da-{uuid.uuid4().hex}", agent_id=agent_id, card_id=finding.card_id,
-                direction=finding.direction, reference=finding.reference, severity=finding.severity,
-                similarity=finding.similarity, sustained_traces=finding.sustained_traces, details=details, now=now,
+                alert_id=f"da-{uuid.uuid4().hex}",
+                agent_id=agent_id,
+                card_id=finding.card_id,
+                direction=finding.direction,
+                reference=finding.reference,
+                severity=finding.severity,
+                similarity=finding.similarity,
+                sustained_traces=finding.sustained_traces,
+                details=details,
+                now=now,
             )
             logger.warning("drift alert for %s: %s", agent_id, details["analysis"])
             return
@@ -199,9 +208,13 @@ class DriftWatch:
         details["findings"] = int(details.get("findings") or 1) + 1
         severity = max(existing.severity, finding.severity, key=lambda s: _SEVERITY_RANK.get(s, 0))
         await feed.update_alert(
-            existing.alert_id, card_id=finding.card_id or existing.card_id, severity=severity,
-            similarity=finding.similarity, sustained_traces=max(existing.sustained_traces, finding.sustained_traces),
-            details=details, now=now,
+            existing.alert_id,
+            card_id=finding.card_id or existing.card_id,
+            severity=severity,
+            similarity=finding.similarity,
+            sustained_traces=max(existing.sustained_traces, finding.sustained_traces),
+            details=details,
+            now=now,
         )
 
     async def list_alerts(self, agent_id: str, size: int, token: str) -> tuple[list[DriftAlert], str]:

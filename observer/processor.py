@@ -40,7 +40,14 @@ from smoltbot.observer.analyzers import Analyzer
 from smoltbot.observer.cpu_pool import CpuPool, default_workers
 from smoltbot.observer.extraction import Extraction
 from smoltbot.observer.pipeline import Job, JobResult
-from smoltbot.observer.queue import ClaimedExchange, ExchangeQueue, Finished, Retry, StoredTrace
+from smoltbot.observer.queue import (
+    ClaimedExchange,
+    ExchangeQueue,
+    Finished,
+    Retry,
+    ScrubSchedule,
+    StoredTrace,
+)
 from smoltbot.observer.records import records_of
 from smoltbot.observer.registry_client import RegistryClient, RegistryError, RegistryUnavailable
 from smoltbot.observer.trace_builder import build_traces
@@ -88,8 +95,8 @@ class _Context:
 
 
 class Processor:
-    def __init__(self, queue: ExchangeQueue, registry: RegistryClient, analyzer: Analyzer, settings: Settings, *,
-                 on_written: Callable[[list[Finished]], None] | None = None, poll_interval: float = 1.0,
+    def __init__(self, queue: ExchangeQueue, registry: RegistryClient, analyzer: Analyzer, settings: Settings,
+                 *, on_written: Callable[[list[Finished]], None] | None = None, poll_interval: float = 1.0,
                  lease_seconds: float | None = None, capacity: int | None = None,
                  cpu_workers: int | None = None, scrub_interval: float = 5.0) -> None:
         self.queue = queue
@@ -119,10 +126,7 @@ class Processor:
         self._stopping = False
         self._registry_down_since: datetime | None = None
         self._next_retry: datetime | None = None
-        self._scrub: asyncio.Task[None] | None = None
-        self._scrub_wanted = False
-        self._scrubbed_at = float("-inf")
-        self._scrub_interval = scrub_interval
+        self._scrubs = ScrubSchedule(queue, scrub_interval)
         #: Exchanges whose results were stored (for tests, logs and benchmarks).
         self.processed = 0
         #: Exchanges the upstream answered 401/403: counted, never traced.
@@ -159,7 +163,7 @@ class Processor:
             await asyncio.wait_for(asyncio.shield(claimer), grace)
         except TimeoutError:
             claimer.cancel()
-        for worker in self._workers:
+        for _ in self._workers:
             self._queue.put_nowait(None)  # a stop mark per worker
         _, running = await asyncio.wait(self._workers, timeout=grace) if self._workers else (set(), set())
         for task in running:
@@ -181,13 +185,9 @@ class Processor:
             except Exception:
                 logger.exception("could not release %d leases at stop; they will expire", len(held))
             self._held.clear()
-        if self._scrub is not None:
-            # A scrub waiting out its interval runs now instead: the last exchanges of a burst
-            # must not stay on disk because the process stopped.
-            self._scrub.cancel()
-            await asyncio.gather(self._scrub, return_exceptions=True)
-            if self._scrub_wanted:
-                await self._scrub_now()
+        # A scrub waiting out its interval runs now instead: the last exchanges of a burst must
+        # not stay on disk because the process stopped.
+        await self._scrubs.close()
         if self._pool is not None:
             await self._pool.close()
 
@@ -202,7 +202,7 @@ class Processor:
                 continue
             try:
                 await self.queue.renew(self.owner, held, self.lease_seconds)
-            except Exception as error:  # the database may be down: the next round tries again
+            except Exception as error:  # noqa: BLE001 - the database may be down: the next round retries
                 logger.warning("could not renew %d leases (%s); retrying", len(held), type(error).__name__)
 
     async def _claim_loop(self) -> None:
@@ -232,11 +232,8 @@ class Processor:
                 if not self._stopping:
                     self._queue.put_nowait(item)
             if len(claimed) < free and not self._stopping:
-                timeout = self._idle_timeout()
-                try:
-                    await asyncio.wait_for(self._wake.wait(), timeout)
-                except TimeoutError:
-                    pass
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._idle_timeout())
 
     def _idle_timeout(self) -> float:
         # Until our own next retry is due, at most one poll interval (which also finds work
@@ -300,15 +297,20 @@ class Processor:
             except _StepFailed as error:
                 results[item.exchange_id] = self._failed_step(context, error)
         if ready:
-            for (context, job), result in zip(ready, await self._compute([job for _, job in ready]), strict=True):
+            for (context, job), result in zip(
+                ready, await self._compute([job for _, job in ready]), strict=True
+            ):
                 item = context.item
                 if result.step:
-                    results[item.exchange_id] = self._failed_step(context, _StepFailed(result.step, result.error))
+                    results[item.exchange_id] = self._failed_step(
+                        context, _StepFailed(result.step, result.error)
+                    )
                     continue
                 self._registry_down_since = None
-                results[item.exchange_id] = Finished(
-                    item.exchange_id, item.agent_hash, job.agent_id, job.session_id,
-                    [StoredTrace(trace, text) for trace, text in zip(result.traces, result.trace_json, strict=True)])
+                stored = [StoredTrace(trace, text)
+                          for trace, text in zip(result.traces, result.trace_json, strict=True)]
+                results[item.exchange_id] = Finished(item.exchange_id, item.agent_hash, job.agent_id,
+                                                     job.session_id, stored)
         return [results[item.exchange_id] for item in items]
 
     def _kind_of(self, context: _Context) -> str:
@@ -426,8 +428,9 @@ class Processor:
             step = "analyze"
             analysis = await self.analyzer.analyze(extraction, job.card, pipeline.outcome_of(exchange))
             step = "build traces"
-            result.traces = pipeline.traces_of(job, exchange, extraction, analysis.analyses, analysis.analyzer,
-                                              analysis.fallback_reason)
+            result.traces = pipeline.traces_of(
+                job, exchange, extraction, analysis.analyses, analysis.analyzer, analysis.fallback_reason
+            )
             result.trace_json = [pipeline.dumps(trace) for trace in result.traces]
         except Exception as error:  # noqa: BLE001 - a failed step, retried by the caller
             result.step, result.error = step, f"{type(error).__name__}: {error}"
@@ -484,12 +487,22 @@ class Processor:
         for card in (context.card or {}, {}):
             try:
                 built = build_traces(
-                    exchange_id=item.exchange_id, agent_id=context.agent_id, session_id=context.session_id,
-                    card=card, extraction=extraction, analyses=None,
-                    exchange_started_at=pipeline.time_of(exchange.timings, "started_at") if exchange else None,
+                    exchange_id=item.exchange_id,
+                    agent_id=context.agent_id,
+                    session_id=context.session_id,
+                    card=card,
+                    extraction=extraction,
+                    analyses=None,
+                    exchange_started_at=pipeline.time_of(exchange.timings, "started_at")
+                    if exchange
+                    else None,
                     exchange_ended_at=pipeline.time_of(exchange.timings, "ended_at") if exchange else None,
-                    observed_at=utcnow(), conversation_turn=None, store_reasoning=self.settings.store_reasoning,
-                    analyzer_name="local", outcome="processing_failed", outcome_detail=detail,
+                    observed_at=utcnow(),
+                    conversation_turn=None,
+                    store_reasoning=self.settings.store_reasoning,
+                    analyzer_name="local",
+                    outcome="processing_failed",
+                    outcome_detail=detail,
                     http_status=exchange.response.status if exchange is not None else 0,
                     environment=pipeline.environment_of(exchange) if exchange is not None else None,
                 )
@@ -556,32 +569,11 @@ class Processor:
         error = _StepFailed("store traces", RuntimeError("the database refused the traces; see the log"))
         if isinstance(result, Retry):
             return result
-        return Retry(result.exchange_id, utcnow() + timedelta(seconds=min(_RETRY_MAX, _RETRY_BASE * 2 ** attempts)),
-                     str(error))
-
-    def _scrub_soon(self) -> None:
-        # Idle after a burst: make the deleted payloads unreadable on disk (ExchangeQueue.scrub), off
-        # the path of the next claim, at most every few seconds. A request inside that interval
-        # is not dropped: it runs when the interval is over.
-        self._scrub_wanted = True
-        if self._scrub is None or self._scrub.done():
-            self._scrub = asyncio.create_task(self._scrub_loop(), name="observer-scrub")
-
-    async def _scrub_loop(self) -> None:
-        loop = asyncio.get_running_loop()
-        while self._scrub_wanted:
-            wait = self._scrubbed_at + self._scrub_interval - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._scrub_wanted = False
-            self._scrubbed_at = loop.time()
-            await self._scrub_now()
-
-    async def _scrub_now(self) -> None:
-        try:
-            await self.queue.scrub()
-        except Exception as error:  # noqa: BLE001 - best effort; the next idle moment retries
-            logger.debug("scrubbing the WAL failed: %s", error)
+        return Retry(
+            result.exchange_id,
+            utcnow() + timedelta(seconds=min(_RETRY_MAX, _RETRY_BASE * 2**attempts)),
+            str(error),
+        )
 
     async def _finish(self, batch: list[Finished | Retry]) -> None:
         done = [r for r in batch if isinstance(r, Finished)]
@@ -591,10 +583,12 @@ class Processor:
         for result in batch:
             self._held.pop(result.exchange_id, None)
         if report.lost:
-            logger.warning("lost the lease of %d exchanges; another observer took them over", len(report.lost))
+            logger.warning(
+                "lost the lease of %d exchanges; another observer took them over", len(report.lost)
+            )
         self.processed += len(report.written)
         if report.written and not self._held:
-            self._scrub_soon()
+            self._scrubs.request()
         self._space.set()
         if retries:
             due = min(retry.next_attempt_at for retry in retries)

@@ -82,7 +82,9 @@ class Queries:
         validate_agent_id(agent_id, required=True)
         return await self.store.integrity(agent_id, self.settings.integrity_window)
 
-    async def report_tool_execution(self, agent_id: str, agent_hash: str, tool_use_id: str, executed: bool) -> int:
+    async def report_tool_execution(
+        self, agent_id: str, agent_hash: str, tool_use_id: str, executed: bool
+    ) -> int:
         """Marks the agent's trace of that tool call executed (or not); a report that arrives
         before the trace is kept and applied when the trace is stored. Returns traces marked."""
         if not agent_hash:

@@ -22,7 +22,9 @@ Queue protocol, the same on both backends:
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -51,8 +53,11 @@ __all__ = [
     "FinishReport",
     "Finished",
     "Retry",
+    "ScrubSchedule",
     "StoredTrace",
 ]
+
+logger = logging.getLogger(__name__)
 
 _UNFINISHED = ("pending", "processing")
 
@@ -233,19 +238,36 @@ class ExchangeQueue:
                 total += size
             if not taken:
                 return []
-            rows = (await conn.execute(
-                exchanges.update()
-                .where(exchanges.c.exchange_id.in_(taken))
-                .values(state="processing", lease_owner=owner, lease_expires_at=expires, next_attempt_at=expires,
-                        attempts=exchanges.c.attempts + 1)
-                .returning(exchanges.c.exchange_id, exchanges.c.agent_hash, exchanges.c.agent_id,
-                           exchanges.c.session_id, exchanges.c.attempts, exchanges.c.received_at,
-                           exchanges.c.last_error, exchanges.c.record_kind)
-            )).all()
+            rows = (
+                await conn.execute(
+                    exchanges.update()
+                    .where(exchanges.c.exchange_id.in_(taken))
+                    .values(
+                        state="processing",
+                        lease_owner=owner,
+                        lease_expires_at=expires,
+                        next_attempt_at=expires,
+                        attempts=exchanges.c.attempts + 1,
+                    )
+                    .returning(
+                        exchanges.c.exchange_id,
+                        exchanges.c.agent_hash,
+                        exchanges.c.agent_id,
+                        exchanges.c.session_id,
+                        exchanges.c.attempts,
+                        exchanges.c.received_at,
+                        exchanges.c.last_error,
+                        exchanges.c.record_kind,
+                    )
+                )
+            ).all()
             payloads: dict[str, bytes] = {}
             for chunk in chunks(taken):
-                result = await conn.execute(sa.select(exchange_payloads.c.exchange_id, exchange_payloads.c.payload)
-                                            .where(exchange_payloads.c.exchange_id.in_(chunk)))
+                result = await conn.execute(
+                    sa.select(exchange_payloads.c.exchange_id, exchange_payloads.c.payload).where(
+                        exchange_payloads.c.exchange_id.in_(chunk)
+                    )
+                )
                 payloads.update((exchange_id, bytes(payload)) for exchange_id, payload in result)
         claimed = [ClaimedExchange(row.exchange_id, row.agent_hash, row.agent_id, row.session_id,
                                    payloads.get(row.exchange_id, b""), row.attempts, row.received_at,
@@ -272,7 +294,9 @@ class ExchangeQueue:
                 )).scalars())
             report.lost = [exchange_id for exchange_id in ids if exchange_id not in owned]
             written = [item for item in done if item.exchange_id in owned]
-            await self._write_traces(conn, [(item.agent_hash, t) for item in written for t in item.traces], now)
+            await self._write_traces(
+                conn, [(item.agent_hash, t) for item in written for t in item.traces], now
+            )
             if written:
                 await conn.execute(
                     exchanges.update().where(exchanges.c.exchange_id == sa.bindparam("b_id")).values(
@@ -298,7 +322,9 @@ class ExchangeQueue:
                 if secure:
                     await conn.exec_driver_sql("PRAGMA secure_delete = ON")
                 for chunk in chunks(finished):
-                    await conn.execute(exchange_payloads.delete().where(exchange_payloads.c.exchange_id.in_(chunk)))
+                    await conn.execute(
+                        exchange_payloads.delete().where(exchange_payloads.c.exchange_id.in_(chunk))
+                    )
                 if secure:
                     await conn.exec_driver_sql("PRAGMA secure_delete = OFF")
             again = [item for item in retries if item.exchange_id in owned]
@@ -378,8 +404,10 @@ class ExchangeQueue:
             tool_ids = sorted({tool_use_id for _, tool_use_id in wanted})
             for chunk in chunks(tool_ids):
                 result = await conn.execute(
-                    sa.select(tool_executions.c.agent_id, tool_executions.c.tool_use_id, tool_executions.c.executed)
-                    .where(tool_executions.c.tool_use_id.in_(chunk)))
+                    sa.select(
+                        tool_executions.c.agent_id, tool_executions.c.tool_use_id, tool_executions.c.executed
+                    ).where(tool_executions.c.tool_use_id.in_(chunk))
+                )
                 for agent_id, tool_use_id, executed in result:
                     reported[(agent_id, tool_use_id)] = executed
             for row in rows:
@@ -391,7 +419,9 @@ class ExchangeQueue:
             await conn.execute(insert_ignoring_conflicts(self.db.dialect, traces), list(chunk))
         violations = []
         for item, row in zip(stored, rows, strict=True):
-            for position, violation in enumerate((item.trace.get("verification") or {}).get("violations") or []):
+            for position, violation in enumerate(
+                (item.trace.get("verification") or {}).get("violations") or []
+            ):
                 violations.append({
                     "trace_id": row["trace_id"], "position": position, "agent_id": row["agent_id"],
                     "type": str(violation.get("type") or "unknown")[:64],
@@ -422,3 +452,46 @@ class ExchangeQueue:
             rows = (await conn.execute(
                 sa.select(exchanges.c.state, sa.func.count()).group_by(exchanges.c.state))).all()
         return {state: int(count) for state, count in rows}
+
+
+class ScrubSchedule:
+    """Runs `ExchangeQueue.scrub` when the processor is idle after a burst, so deleted payloads
+    become unreadable on disk off the path of the next claim, at most every `interval` seconds.
+    A request inside that interval is not dropped: it runs when the interval is over."""
+
+    def __init__(self, queue: ExchangeQueue, interval: float) -> None:
+        self._queue = queue
+        self._interval = interval
+        self._task: asyncio.Task[None] | None = None
+        self._wanted = False
+        self._scrubbed_at = float("-inf")
+
+    def request(self) -> None:
+        self._wanted = True
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._loop(), name="observer-scrub")
+
+    async def close(self) -> None:
+        """Stops waiting; a scrub that was waiting out its interval runs now."""
+        if self._task is None:
+            return
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        if self._wanted:
+            await self._scrub()
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._wanted:
+            wait = self._scrubbed_at + self._interval - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._wanted = False
+            self._scrubbed_at = loop.time()
+            await self._scrub()
+
+    async def _scrub(self) -> None:
+        try:
+            await self._queue.scrub()
+        except Exception as error:  # noqa: BLE001 - best effort; the next idle moment retries
+            logger.debug("scrubbing the WAL failed: %s", error)

@@ -83,8 +83,12 @@ async def build_server(settings: Settings, *, address: str | None = None) -> Obs
         observer = new_grpc_server(
             address or settings.observer_address,
             [SERVICE_NAME],
-            lambda grpc_server: observer_service_pb2_grpc.add_ObserverServiceServicer_to_server(servicer, grpc_server),
-            on_stop, tls=tls, health_port=settings.grpc_health_port,
+            lambda grpc_server: observer_service_pb2_grpc.add_ObserverServiceServicer_to_server(
+                servicer, grpc_server
+            ),
+            on_stop,
+            tls=tls,
+            health_port=settings.grpc_health_port,
         ).with_components(ObserverParts(processor, intake, drift, queue, traces))
     except BaseException:
         if registry is not None:

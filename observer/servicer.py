@@ -48,9 +48,13 @@ def _time(request: Message, field: str) -> datetime | None:
 
 def _window_to_proto(window: IntegrityWindow) -> trace_pb2.IntegrityWindow:
     message = trace_pb2.IntegrityWindow(
-        total_traces=window.total_traces, verified_traces=window.verified_traces,
-        violation_count=window.violation_count, violations_by_type=window.violations_by_type,
-        with_reasoning=window.with_reasoning, with_model_analysis=window.with_model_analysis, failed=window.failed,
+        total_traces=window.total_traces,
+        verified_traces=window.verified_traces,
+        violation_count=window.violation_count,
+        violations_by_type=window.violations_by_type,
+        with_reasoning=window.with_reasoning,
+        with_model_analysis=window.with_model_analysis,
+        failed=window.failed,
         activity=window.activity,
     )
     if window.score is not None:
@@ -60,21 +64,38 @@ def _window_to_proto(window: IntegrityWindow) -> trace_pb2.IntegrityWindow:
 
 def integrity_to_proto(integrity: Integrity) -> trace_pb2.IntegrityScore:
     return trace_pb2.IntegrityScore(
-        agent_id=integrity.agent_id, recent=_window_to_proto(integrity.recent),
-        all_time=_window_to_proto(integrity.all_time), window_size=integrity.window_size,
+        agent_id=integrity.agent_id,
+        recent=_window_to_proto(integrity.recent),
+        all_time=_window_to_proto(integrity.all_time),
+        window_size=integrity.window_size,
         computed_at=_stamp(integrity.computed_at),
-        timeline=[trace_pb2.IntegrityPoint(bucket_start=_stamp(point.bucket_start), total_traces=point.total_traces,
-                                           verified_traces=point.verified_traces) for point in integrity.timeline],
+        timeline=[
+            trace_pb2.IntegrityPoint(
+                bucket_start=_stamp(point.bucket_start),
+                total_traces=point.total_traces,
+                verified_traces=point.verified_traces,
+            )
+            for point in integrity.timeline
+        ],
         open_drift_alerts=integrity.open_drift_alerts,
     )
 
 
 def alert_to_proto(alert: DriftAlert) -> trace_pb2.DriftAlert:
     return trace_pb2.DriftAlert(
-        alert_id=alert.alert_id, agent_id=alert.agent_id, card_id=alert.card_id, direction=alert.direction,
-        severity=alert.severity, similarity_score=alert.similarity_score, sustained_traces=alert.sustained_traces,
-        trace_ids=alert.trace_ids, reference=alert.reference, status=alert.status,
-        created_at=_stamp(alert.created_at), updated_at=_stamp(alert.updated_at), analysis=alert.analysis,
+        alert_id=alert.alert_id,
+        agent_id=alert.agent_id,
+        card_id=alert.card_id,
+        direction=alert.direction,
+        severity=alert.severity,
+        similarity_score=alert.similarity_score,
+        sustained_traces=alert.sustained_traces,
+        trace_ids=alert.trace_ids,
+        reference=alert.reference,
+        status=alert.status,
+        created_at=_stamp(alert.created_at),
+        updated_at=_stamp(alert.updated_at),
+        analysis=alert.analysis,
     )
 
 
@@ -110,7 +131,9 @@ class ObserverServicer(observer_service_pb2_grpc.ObserverServiceServicer):
                     raise
                 except Exception:
                     logger.exception("storing exchanges failed")
-                    await context.abort(grpc.StatusCode.INTERNAL, "could not store exchanges; see the server log")
+                    await context.abort(
+                        grpc.StatusCode.INTERNAL, "could not store exchanges; see the server log"
+                    )
                 yield ack.to_proto()
             await reader  # surfaces a broken request stream
         finally:
@@ -124,29 +147,39 @@ class ObserverServicer(observer_service_pb2_grpc.ObserverServiceServicer):
                     pending.add_done_callback(_consume)
 
     @grpc_errors
-    async def ListTraces(self, request: pb.ListTracesRequest, context: grpc.aio.ServicerContext) -> pb.ListTracesResponse:
+    async def ListTraces(
+        self, request: pb.ListTracesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListTracesResponse:
         traces, token = await self._queries.list_traces(
             agent_id=request.agent_id, session_id=request.session_id,
             verified=request.verified if request.HasField("verified") else None,
             since=_time(request, "since"), until=_time(request, "until"), size=request.page_size,
             token=request.page_token, order_by=request.order_by, record_kind=request.record_kind,
         )
-        return pb.ListTracesResponse(traces=[trace_to_proto(trace) for trace in traces], next_page_token=token)
+        return pb.ListTracesResponse(
+            traces=[trace_to_proto(trace) for trace in traces], next_page_token=token
+        )
 
     @grpc_errors
-    async def GetTrace(self, request: pb.GetTraceRequest, context: grpc.aio.ServicerContext) -> pb.GetTraceResponse:
+    async def GetTrace(
+        self, request: pb.GetTraceRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetTraceResponse:
         return pb.GetTraceResponse(trace=trace_to_proto(await self._queries.get_trace(request.trace_id)))
 
     @grpc_errors
     async def GetIntegrity(self, request: pb.GetIntegrityRequest,
                            context: grpc.aio.ServicerContext) -> pb.GetIntegrityResponse:
-        return pb.GetIntegrityResponse(integrity=integrity_to_proto(await self._queries.integrity(request.agent_id)))
+        return pb.GetIntegrityResponse(
+            integrity=integrity_to_proto(await self._queries.integrity(request.agent_id))
+        )
 
     @grpc_errors
     async def ListDriftAlerts(self, request: pb.ListDriftAlertsRequest,
                               context: grpc.aio.ServicerContext) -> pb.ListDriftAlertsResponse:
         alerts, token = await self._drift.list_alerts(request.agent_id, request.page_size, request.page_token)
-        return pb.ListDriftAlertsResponse(alerts=[alert_to_proto(alert) for alert in alerts], next_page_token=token)
+        return pb.ListDriftAlertsResponse(
+            alerts=[alert_to_proto(alert) for alert in alerts], next_page_token=token
+        )
 
     @grpc_errors
     async def ReportToolExecution(self, request: pb.ReportToolExecutionRequest,

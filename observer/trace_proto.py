@@ -107,9 +107,13 @@ def _action(data: dict[str, Any]) -> trace_pb2.TraceAction:
 def _decision(data: dict[str, Any]) -> trace_pb2.TraceDecision:
     decision = trace_pb2.TraceDecision(
         alternatives_considered=[
-            trace_pb2.Alternative(option_id=item.get("option_id", ""), description=item.get("description", ""),
-                                  score=item.get("score"), scoring_factors=item.get("scoring_factors"),
-                                  flags=item.get("flags"))
+            trace_pb2.Alternative(
+                option_id=item.get("option_id", ""),
+                description=item.get("description", ""),
+                score=item.get("score"),
+                scoring_factors=item.get("scoring_factors"),
+                flags=item.get("flags"),
+            )
             for item in data.get("alternatives_considered") or []
         ],
         selected=data.get("selected", ""),
@@ -147,13 +151,25 @@ def _context(data: dict[str, Any]) -> trace_pb2.TraceContext:
 def _verification(data: dict[str, Any]) -> trace_pb2.Verification:
     return trace_pb2.Verification(
         verified=bool(data.get("verified")),
-        violations=[trace_pb2.Violation(type=v.get("type", ""), severity=v.get("severity", ""),
-                                        description=v.get("description", ""), trace_field=v.get("trace_field", ""))
-                    for v in data.get("violations") or []],
-        warnings=[trace_pb2.VerificationWarning(type=w.get("type", ""), description=w.get("description", ""),
-                                                trace_field=w.get("trace_field", ""))
-                  for w in data.get("warnings") or []],
-        card_id=data.get("card_id", ""), verified_at=_stamp(data.get("verified_at")),
+        violations=[
+            trace_pb2.Violation(
+                type=v.get("type", ""),
+                severity=v.get("severity", ""),
+                description=v.get("description", ""),
+                trace_field=v.get("trace_field", ""),
+            )
+            for v in data.get("violations") or []
+        ],
+        warnings=[
+            trace_pb2.VerificationWarning(
+                type=w.get("type", ""),
+                description=w.get("description", ""),
+                trace_field=w.get("trace_field", ""),
+            )
+            for w in data.get("warnings") or []
+        ],
+        card_id=data.get("card_id", ""),
+        verified_at=_stamp(data.get("verified_at")),
         checks_performed=data.get("checks_performed") or [],
     )
 
@@ -181,8 +197,14 @@ def _observation(data: dict[str, Any]) -> trace_pb2.TraceObservation:
 def _convert(trace: dict[str, Any]) -> trace_pb2.ApTrace:
     message = trace_pb2.ApTrace(trace_id=trace.get("trace_id", ""), agent_id=trace.get("agent_id", ""),
                                 card_id=trace.get("card_id", ""), timestamp=_stamp(trace.get("timestamp")))
-    for name, build in (("action", _action), ("decision", _decision), ("escalation", _escalation),
-                        ("context", _context), ("verification", _verification), ("observation", _observation)):
+    for name, build in (
+        ("action", _action),
+        ("decision", _decision),
+        ("escalation", _escalation),
+        ("context", _context),
+        ("verification", _verification),
+        ("observation", _observation),
+    ):
         part = trace.get(name)
         if part is not None:
             getattr(message, name).CopyFrom(build(part))

@@ -95,7 +95,9 @@ class TraceStore:
         async with self.db.read() as conn:
             all_row = (await conn.execute(sa.select(*_sums(traces)).where(decisions))).one()
             recent_row = (await conn.execute(sa.select(*_sums(recent)))).one()
-            oldest_recent = (await conn.execute(sa.select(sa.func.min(recent.c.timestamp)))).scalar_one_or_none()
+            oldest_recent = (
+                await conn.execute(sa.select(sa.func.min(recent.c.timestamp)))
+            ).scalar_one_or_none()
             all_activity = (await conn.execute(sa.select(sa.func.count()).where(activity))).scalar_one()
             recent_activity = all_activity if oldest_recent is None else (await conn.execute(
                 sa.select(sa.func.count()).where(activity, traces.c.timestamp >= _aware(oldest_recent, now))

@@ -9,6 +9,7 @@ of the hash, extended two digits at a time while the shorter id belongs to anoth
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import re
@@ -206,7 +207,9 @@ class Agents:
         """Most recently seen first, then by id."""
         limit = page_size(size)
         after = decode_page_token(token, scope="agents", types=(datetime, str))
-        query = store.agent_query().order_by(store.agents.c.last_seen_at.desc(), store.agents.c.agent_id.desc())
+        query = store.agent_query().order_by(
+            store.agents.c.last_seen_at.desc(), store.agents.c.agent_id.desc()
+        )
         if after is not None:
             seen, agent_id = after
             query = query.where(sa.or_(
@@ -274,10 +277,8 @@ class TouchBuffer:
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-            except asyncio.CancelledError:
-                pass
             self._task = None
         await self.flush()
 
@@ -298,9 +299,13 @@ class TouchBuffer:
             try:
                 async with self._db.begin() as conn:
                     if agents_due:
-                        await conn.execute(_TOUCH_AGENT, [
-                            {"b_agent_id": agent_id, "b_at": at} for agent_id, at in sorted(agents_due.items())
-                        ])
+                        await conn.execute(
+                            _TOUCH_AGENT,
+                            [
+                                {"b_agent_id": agent_id, "b_at": at}
+                                for agent_id, at in sorted(agents_due.items())
+                            ],
+                        )
                     if sessions_due:
                         await conn.execute(_TOUCH_SESSION, [
                             {"b_agent_id": agent_id, "b_session_id": session_id, "b_at": at}
@@ -330,9 +335,12 @@ _TOUCH_AGENT = (
 )
 _TOUCH_SESSION = (
     sa.update(store.sessions)
-    .where(store.sessions.c.agent_id == sa.bindparam("b_agent_id"),
-           store.sessions.c.session_id == sa.bindparam("b_session_id"),
-           store.sessions.c.last_activity_at < sa.bindparam("b_at", type_=store.sessions.c.last_activity_at.type))
+    .where(
+        store.sessions.c.agent_id == sa.bindparam("b_agent_id"),
+        store.sessions.c.session_id == sa.bindparam("b_session_id"),
+        store.sessions.c.last_activity_at
+        < sa.bindparam("b_at", type_=store.sessions.c.last_activity_at.type),
+    )
     .values(last_activity_at=sa.bindparam("b_at", type_=store.sessions.c.last_activity_at.type))
 )
 

@@ -49,14 +49,18 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         return pb.ResolveAgentResponse(agent=agent_to_proto(agent), created=created)
 
     @grpc_errors
-    async def GetAgent(self, request: pb.GetAgentRequest, context: grpc.aio.ServicerContext) -> pb.GetAgentResponse:
+    async def GetAgent(
+        self, request: pb.GetAgentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetAgentResponse:
         return pb.GetAgentResponse(agent=agent_to_proto(await self._agents.get(request.agent_id)))
 
     @grpc_errors
     async def ListAgents(self, request: pb.ListAgentsRequest,
                          context: grpc.aio.ServicerContext) -> pb.ListAgentsResponse:
         agents, token = await self._agents.list(request.page_size, request.page_token)
-        return pb.ListAgentsResponse(agents=[agent_to_proto(agent) for agent in agents], next_page_token=token)
+        return pb.ListAgentsResponse(
+            agents=[agent_to_proto(agent) for agent in agents], next_page_token=token
+        )
 
     @grpc_errors
     async def TouchAgent(self, request: pb.TouchAgentRequest,
@@ -95,7 +99,9 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     async def ListSessions(self, request: pb.ListSessionsRequest,
                            context: grpc.aio.ServicerContext) -> pb.ListSessionsResponse:
         sessions, token = await self._sessions.list(request.agent_id, request.page_size, request.page_token)
-        return pb.ListSessionsResponse(sessions=[session_to_proto(s) for s in sessions], next_page_token=token)
+        return pb.ListSessionsResponse(
+            sessions=[session_to_proto(s) for s in sessions], next_page_token=token
+        )
 
     @grpc_errors
     async def GetActiveCard(self, request: pb.GetActiveCardRequest,
@@ -111,7 +117,9 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         return response
 
     @grpc_errors
-    async def PutCard(self, request: pb.PutCardRequest, context: grpc.aio.ServicerContext) -> pb.PutCardResponse:
+    async def PutCard(
+        self, request: pb.PutCardRequest, context: grpc.aio.ServicerContext
+    ) -> pb.PutCardResponse:
         source = request.WhichOneof("source")
         card = await self._cards.put(
             request.agent_id, request.agent_hash,

@@ -39,7 +39,7 @@ logger = logging.getLogger(__name__)
 _sessions = store.sessions
 
 
-class SessionEvent(str, enum.Enum):
+class SessionEvent(enum.StrEnum):
     STARTED = "started"
     TURN = "turn"
     ENDED = "ended"
@@ -55,8 +55,14 @@ class Sessions:
         self._agents = agents
         self._idle = idle
 
-    async def resolve(self, agent_id: str, agent_hash: str, hint: str = "", source: SessionSource | None = None,
-                      at: datetime | None = None) -> tuple[Session, bool]:
+    async def resolve(
+        self,
+        agent_id: str,
+        agent_hash: str,
+        hint: str = "",
+        source: SessionSource | None = None,
+        at: datetime | None = None,
+    ) -> tuple[Session, bool]:
         """The session of a call at `at` (default now); True when it was created. It creates
         sessions and moves their activity, so it needs the agent's credential hash."""
         validate_agent_id(agent_id)

@@ -63,8 +63,11 @@ agent_claims = sa.Table(
 )
 
 sessions = sa.Table(
-    "sessions", metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    "sessions",
+    metadata,
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
     sa.Column("agent_id", sa.String(_ID), sa.ForeignKey("agents.agent_id"), nullable=False),
     sa.Column("session_id", sa.String(256), nullable=False),
     sa.Column("source", sa.String(16), nullable=False),
@@ -87,13 +90,13 @@ alignment_cards = sa.Table(
 )
 
 
-class SessionSource(str, enum.Enum):
+class SessionSource(enum.StrEnum):
     CLIENT = "client"
     INFERRED = "inferred"
     PLUGIN = "plugin"
 
 
-class SessionStatus(str, enum.Enum):
+class SessionStatus(enum.StrEnum):
     ACTIVE = "active"
     ENDED = "ended"
 

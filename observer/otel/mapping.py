@@ -262,6 +262,7 @@ def _chat_span(exchange: ExchangeExport, resource: Resource, capture_content: bo
     turn = exchange.turn
     trace_id = trace_id_for(turn, exchange.exchange_id)
     model = exchange.request_model or exchange.response_model
+    start, end = _ns(exchange.started_at), _ns(exchange.ended_at)
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": "chat",
         "gen_ai.provider.name": _PROVIDERS.get(exchange.provider, exchange.provider),
@@ -278,7 +279,7 @@ def _chat_span(exchange: ExchangeExport, resource: Resource, capture_content: bo
     if exchange.finish_reasons:
         attributes["gen_ai.response.finish_reasons"] = list(exchange.finish_reasons)
     if exchange.streamed and exchange.first_byte_at is not None:
-        seconds = (exchange.first_byte_at - exchange.started_at).total_seconds()
+        seconds = (_ns(exchange.first_byte_at) - start) / 1e9
         attributes["gen_ai.response.time_to_first_chunk"] = max(seconds, 0.0)
     if exchange.usage is not None:
         attributes.update(_usage_attributes(exchange.usage))
@@ -294,15 +295,14 @@ def _chat_span(exchange: ExchangeExport, resource: Resource, capture_content: bo
     if exchange.reply_verdict is not None and exchange.reply_trace_id:
         attributes.update(_verdict_attributes(exchange.reply_verdict, exchange.reply_trace_id))
         events.append(_evaluation(exchange.reply_verdict, exchange.reply_trace_id, exchange.response_id,
-                                  _ns(exchange.ended_at)))
+                                  end))
     attributes.update(exchange.extra_attributes)
     return ReadableSpan(
         name=f"chat {model}" if model else "chat",
         context=_context(trace_id, span_id_for("chat", exchange.exchange_id)),
         parent=_context(trace_id, _turn_span_id(turn, exchange.exchange_id)),
         resource=resource, attributes=attributes, events=events, kind=SpanKind.CLIENT,
-        status=_status(exchange.error_type), start_time=_ns(exchange.started_at),
-        end_time=_ns(exchange.ended_at), instrumentation_scope=_SCOPE,
+        status=_status(exchange.error_type), start_time=start, end_time=end, instrumentation_scope=_SCOPE,
     )
 
 

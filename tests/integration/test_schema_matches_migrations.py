@@ -53,4 +53,6 @@ async def test_a_column_the_migrations_do_not_create_is_found(database_url: str)
         if copy.name == "traces":
             copy.append_column(sa.Column("not_migrated", sa.Integer(), nullable=True))
     differences = await _compare(database_url, [extended])
-    assert [(item[0], item[2], item[3].name) for item in differences] == [("add_column", "traces", "not_migrated")]
+    assert [(item[0], item[2], item[3].name) for item in differences] == [
+        ("add_column", "traces", "not_migrated")
+    ]

@@ -72,7 +72,9 @@ def test_a_percentage_confidence_is_read_as_one() -> None:
      "repeated"),
     ({"alternatives": [{"option_id": "a", "description": "x", "score": -0.5}]}, "score"),
 ])
-def test_replies_that_break_the_schema_are_rejected_naming_the_field(changes: dict[str, Any], message: str) -> None:
+def test_replies_that_break_the_schema_are_rejected_naming_the_field(
+    changes: dict[str, Any], message: str
+) -> None:
     decision, extraction = _decision()
     with pytest.raises(AnalysisInvalid, match=message):
         parse_analysis(_valid(**changes), decision, extraction)
@@ -114,7 +116,9 @@ def test_the_breaker_opens_after_consecutive_failures_and_lets_one_trial_through
     assert breaker.state == "closed" and breaker.allow()
 
 
-async def test_without_an_api_key_the_local_analysis_is_used_and_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_without_an_api_key_the_local_analysis_is_used_and_says_why(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     analyzer = AnthropicAnalyzer(model="claude-haiku-4-5")
     _, extraction = _decision()

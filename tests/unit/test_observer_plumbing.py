@@ -22,7 +22,9 @@ from smoltbot.v1 import observer_service_pb2 as pb
 
 CARD = default_card("smolt-1", card_id="ac-1", issued_at=datetime(2026, 1, 1, tzinfo=UTC),
                     query_endpoint="http://127.0.0.1:8000/v1/agents/smolt-1/traces")
-CARD["autonomy"]["escalation_triggers"] = [{"condition": 'path contains "/etc"', "action": "log", "reason": "x"}]
+CARD["autonomy"]["escalation_triggers"] = [
+    {"condition": 'path contains "/etc"', "action": "log", "reason": "x"}
+]
 RESPONSES = [
     {"type": "message", "model": "m", "stop_reason": "end_turn",
      "content": [{"type": "thinking", "thinking": "Option A: x. Option B: y.", "signature": "s"},
@@ -59,12 +61,26 @@ def test_order_by_accepts_timestamp_either_way_and_nothing_else() -> None:
 
 @pytest.mark.parametrize("response", RESPONSES)
 def test_the_fast_conversion_equals_parse_dict(response: dict) -> None:
-    extraction = extract(b"", json.dumps(response).encode(), http_status=200, streamed=True, outcome="complete")
+    extraction = extract(
+        b"", json.dumps(response).encode(), http_status=200, streamed=True, outcome="complete"
+    )
     now = datetime.now(UTC)
-    for trace in build_traces(exchange_id="e" * 32, agent_id="smolt-1", session_id="s", card=CARD,
-                              extraction=extraction, analyses=None, exchange_started_at=now, exchange_ended_at=now,
-                              observed_at=now, conversation_turn=2, store_reasoning="redacted",
-                              analyzer_name="local", outcome="complete", http_status=200):
+    for trace in build_traces(
+        exchange_id="e" * 32,
+        agent_id="smolt-1",
+        session_id="s",
+        card=CARD,
+        extraction=extraction,
+        analyses=None,
+        exchange_started_at=now,
+        exchange_ended_at=now,
+        observed_at=now,
+        conversation_turn=2,
+        store_reasoning="redacted",
+        analyzer_name="local",
+        outcome="complete",
+        http_status=200,
+    ):
         trace["observation"]["executed"] = True
         reference = json_format.ParseDict(json.loads(json.dumps(trace)), trace_pb2.ApTrace(),
                                           ignore_unknown_fields=True)

@@ -317,7 +317,9 @@ def test_unreadable_complete_exchange_is_one_trace_with_the_reason():
 
 def test_missing_notes_travel_with_the_trace():
     [trace] = build("truncated_tool_input")
-    assert any(note.startswith("tool input of 'bash' was not valid JSON") for note in trace["observation"]["missing"])
+    assert any(
+        note.startswith("tool input of 'bash' was not valid JSON") for note in trace["observation"]["missing"]
+    )
     assert trace["action"]["parameters"] == {"unparsed_input": '{"command": "echo hi'}
     assert trace["action"]["type"] == "recommend" and trace["observation"]["executed"] is False
     [trace] = build("unknown_block")

@@ -75,8 +75,10 @@ class ObserverStack:
         })
 
     async def start_registry(self) -> None:
-        self.registry = await build_registry(self.settings.model_copy(update={"registry_touch_interval": 0.05}),
-                                             address=f"127.0.0.1:{self.registry_port}")
+        self.registry = await build_registry(
+            self.settings.model_copy(update={"registry_touch_interval": 0.05}),
+            address=f"127.0.0.1:{self.registry_port}",
+        )
         await self.registry.start()
         if self._registry_channel is None:
             self._registry_channel = open_channel(f"127.0.0.1:{self.registry_port}",
@@ -89,7 +91,9 @@ class ObserverStack:
             self.registry = None
 
     async def start_observer(self, **overrides: Any) -> ObserverServer:
-        settings = self.observer_settings.model_copy(update=overrides) if overrides else self.observer_settings
+        settings = (
+            self.observer_settings.model_copy(update=overrides) if overrides else self.observer_settings
+        )
         self.observer = await build_observer(settings, address="127.0.0.1:0")
         await self.observer.start()
         if self._observer_channel is not None:
@@ -129,7 +133,9 @@ class ObserverStack:
 
     # -- observer ------------------------------------------------------------------------
 
-    async def ingest(self, exchanges: Iterable[exchange_pb2.Exchange | pb.IngestRequest]) -> list[pb.IngestResponse]:
+    async def ingest(
+        self, exchanges: Iterable[exchange_pb2.Exchange | pb.IngestRequest]
+    ) -> list[pb.IngestResponse]:
         """Sends exchanges over one Ingest stream; returns the acks, in order."""
         requests = [item if isinstance(item, pb.IngestRequest) else pb.IngestRequest(exchange=item)
                     for item in exchanges]
@@ -160,7 +166,9 @@ class ObserverStack:
             if not token:
                 return out
 
-    async def wait_for_traces(self, count: int, *, timeout: float = 15.0, **fields: Any) -> list[trace_pb2.ApTrace]:
+    async def wait_for_traces(
+        self, count: int, *, timeout: float = 15.0, **fields: Any
+    ) -> list[trace_pb2.ApTrace]:
         deadline = time.monotonic() + timeout
         while True:
             found = await self.list_traces(page_size=1000, **fields)
@@ -170,11 +178,16 @@ class ObserverStack:
                 raise AssertionError(f"expected {count} traces, found {len(found)} ({fields})")
             await asyncio.sleep(0.05)
 
-    async def traces_of(self, exchange_id: str, *, timeout: float = 15.0, agent_id: str = "") -> list[trace_pb2.ApTrace]:
+    async def traces_of(
+        self, exchange_id: str, *, timeout: float = 15.0, agent_id: str = ""
+    ) -> list[trace_pb2.ApTrace]:
         """The traces of one exchange, waiting until its exchange is finished."""
         await self.wait_finished([exchange_id], timeout=timeout)
-        found = [t for t in await self.list_traces(page_size=1000, agent_id=agent_id, order_by="timestamp asc")
-                 if t.observation.exchange_id == exchange_id]
+        found = [
+            t
+            for t in await self.list_traces(page_size=1000, agent_id=agent_id, order_by="timestamp asc")
+            if t.observation.exchange_id == exchange_id
+        ]
         return sorted(found, key=lambda t: t.observation.decision_index)
 
     async def traces_by_exchange(self, exchange_ids: Iterable[str], *, timeout: float = 15.0,
@@ -186,7 +199,9 @@ class ObserverStack:
         for trace in await self.list_traces(page_size=1000, agent_id=agent_id, order_by="timestamp asc"):
             if trace.observation.exchange_id in grouped:
                 grouped[trace.observation.exchange_id].append(trace)
-        return {key: sorted(value, key=lambda t: t.observation.decision_index) for key, value in grouped.items()}
+        return {
+            key: sorted(value, key=lambda t: t.observation.decision_index) for key, value in grouped.items()
+        }
 
     async def exchange_states(self, exchange_ids: Iterable[str] | None = None) -> dict[str, str]:
         query = sa.text("SELECT exchange_id, state FROM exchanges")
@@ -220,7 +235,9 @@ class ObserverStack:
 
 
 @pytest.fixture
-async def observer_stack(database_url: str, settings_factory: Callable[..., Settings]) -> AsyncIterator[ObserverStack]:
+async def observer_stack(
+    database_url: str, settings_factory: Callable[..., Settings]
+) -> AsyncIterator[ObserverStack]:
     stack = ObserverStack(settings_factory(observer_max_attempts=2))
     try:
         await stack.start_registry()

@@ -19,11 +19,21 @@ SIGNATURE = "EqQBCkYIBxgCKkBz3pGk0hQXfAKE" + "x" * 40
 #: client. It must never count as this exchange's reasoning.
 HISTORY = [
     {"role": "user", "content": "List the files in /tmp."},
-    {"role": "assistant", "content": [
-        {"type": "thinking", "thinking": "OLD-TURN-THINKING: I should call list_files.", "signature": SIGNATURE},
-        {"type": "tool_use", "id": "toolu_old", "name": "list_files", "input": {"path": "/tmp"}},
-    ]},
-    {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_old", "content": "a.txt b.txt"}]},
+    {
+        "role": "assistant",
+        "content": [
+            {
+                "type": "thinking",
+                "thinking": "OLD-TURN-THINKING: I should call list_files.",
+                "signature": SIGNATURE,
+            },
+            {"type": "tool_use", "id": "toolu_old", "name": "list_files", "input": {"path": "/tmp"}},
+        ],
+    },
+    {
+        "role": "user",
+        "content": [{"type": "tool_result", "tool_use_id": "toolu_old", "content": "a.txt b.txt"}],
+    },
 ]
 TOOLS = [
     {"name": "read_file", "description": "Read a file", "input_schema": {"type": "object", "properties": {
@@ -51,7 +61,9 @@ def request_body(*, stream: bool = False, history: bool = True, **extra: Any) ->
     return json.dumps(body).encode()
 
 
-def message(*content: dict[str, Any], stop_reason: str | None = "end_turn", model: str = MODEL) -> dict[str, Any]:
+def message(
+    *content: dict[str, Any], stop_reason: str | None = "end_turn", model: str = MODEL
+) -> dict[str, Any]:
     return {
         "id": f"msg_{secrets.token_hex(12)}",
         "type": "message",
@@ -69,7 +81,10 @@ def thinking(text: str, *, signed: bool = True) -> dict[str, Any]:
 
 
 def redacted_thinking() -> dict[str, Any]:
-    return {"type": "redacted_thinking", "data": "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIw" + "A" * 40}
+    return {
+        "type": "redacted_thinking",
+        "data": "EmwKAhgBEgy3va3pzix/LafPsn4aDFIT2Xlxh0L5L8rLVyIw" + "A" * 40,
+    }
 
 
 def text(value: str) -> dict[str, Any]:
@@ -91,11 +106,22 @@ def _stamp(value: datetime) -> timestamp_pb2.Timestamp:
     return stamp
 
 
-def make_exchange(agent_hash: str, response: dict[str, Any] | bytes | None, *, status: int = 200,
-                  streamed: bool = False, outcome: int = exchange_pb2.EXCHANGE_OUTCOME_COMPLETE,
-                  outcome_detail: str = "", stream_error: dict[str, Any] | None = None,
-                  request: bytes | None = None, agent_id: str = "", session_id: str = "", session_hint: str = "",
-                  exchange_id: str | None = None, ended_at: datetime | None = None) -> exchange_pb2.Exchange:
+def make_exchange(
+    agent_hash: str,
+    response: dict[str, Any] | bytes | None,
+    *,
+    status: int = 200,
+    streamed: bool = False,
+    outcome: int = exchange_pb2.EXCHANGE_OUTCOME_COMPLETE,
+    outcome_detail: str = "",
+    stream_error: dict[str, Any] | None = None,
+    request: bytes | None = None,
+    agent_id: str = "",
+    session_id: str = "",
+    session_hint: str = "",
+    exchange_id: str | None = None,
+    ended_at: datetime | None = None,
+) -> exchange_pb2.Exchange:
     """One captured exchange. `response` is the body (JSON object or raw bytes; None for none)."""
     if response is None:
         body = b""

@@ -29,9 +29,14 @@ async def standin() -> AsyncIterator[AnthropicStandin]:
 @pytest.fixture
 async def model_stack(standin: AnthropicStandin, settings_factory: Callable[..., Settings],
                       database_url: str) -> AsyncIterator[ObserverStack]:
-    settings = settings_factory(analyzer="anthropic", analyzer_base_url=standin.base_url,
-                                analyzer_api_key="sk-ant-test-analyzer-key", analyzer_model="claude-haiku-4-5",
-                                analyzer_timeout=1.0, observer_max_attempts=2)
+    settings = settings_factory(
+        analyzer="anthropic",
+        analyzer_base_url=standin.base_url,
+        analyzer_api_key="sk-ant-test-analyzer-key",
+        analyzer_model="claude-haiku-4-5",
+        analyzer_timeout=1.0,
+        observer_max_attempts=2,
+    )
     stack = ObserverStack(settings)
     try:
         await stack.start_registry()
@@ -90,8 +95,9 @@ async def test_when_the_model_fails_the_local_analysis_is_used_and_the_trace_say
     await model_stack.ingest([prose])
     await model_stack.ingest([overloaded])
     await model_stack.ingest([slow])
-    found = await model_stack.traces_by_exchange([prose.exchange_id, overloaded.exchange_id, slow.exchange_id],
-                                                 timeout=20)
+    found = await model_stack.traces_by_exchange(
+        [prose.exchange_id, overloaded.exchange_id, slow.exchange_id], timeout=20
+    )
     reasons = {}
     for name, exchange in (("prose", prose), ("overloaded", overloaded), ("slow", slow)):
         (trace,) = found[exchange.exchange_id]

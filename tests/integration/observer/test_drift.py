@@ -30,10 +30,16 @@ CARD = {
 
 
 def _calls(agent_hash: str, names: list[str], start: datetime) -> list[exchange_pb2.Exchange]:
-    return [make_exchange(agent_hash, message(thinking(f"Next I call {name}."), tool_use(name, {"path": f"/p{i}"}),
-                                              stop_reason="tool_use"),
-                          ended_at=start + timedelta(seconds=i))
-            for i, name in enumerate(names)]
+    return [
+        make_exchange(
+            agent_hash,
+            message(
+                thinking(f"Next I call {name}."), tool_use(name, {"path": f"/p{i}"}), stop_reason="tool_use"
+            ),
+            ended_at=start + timedelta(seconds=i),
+        )
+        for i, name in enumerate(names)
+    ]
 
 
 async def _alerts(stack: ObserverStack, agent_id: str) -> list[pb.DriftAlert]:
@@ -41,7 +47,9 @@ async def _alerts(stack: ObserverStack, agent_id: str) -> list[pb.DriftAlert]:
     return list((await stack.stub.ListDriftAlerts(pb.ListDriftAlertsRequest(agent_id=agent_id))).alerts)
 
 
-async def test_a_drifting_agent_raises_exactly_one_alert_and_a_stable_one_none(observer_stack: ObserverStack) -> None:
+async def test_a_drifting_agent_raises_exactly_one_alert_and_a_stable_one_none(
+    observer_stack: ObserverStack,
+) -> None:
     start = datetime.now(UTC) + timedelta(minutes=1)  # after the card below: it is in force for every call
     stable_id, stable_hash = await observer_stack.agent()
     drifting_id, drifting_hash = await observer_stack.agent()
@@ -67,7 +75,9 @@ async def test_a_drifting_agent_raises_exactly_one_alert_and_a_stable_one_none(o
     delete_traces = {f"tr-{e.exchange_id}-0" for e in drifting[10:]}
     assert set(alert.trace_ids) <= delete_traces and len(alert.trace_ids) >= 3
     assert alert.analysis
-    integrity = (await observer_stack.stub.GetIntegrity(pb.GetIntegrityRequest(agent_id=drifting_id))).integrity
+    integrity = (
+        await observer_stack.stub.GetIntegrity(pb.GetIntegrityRequest(agent_id=drifting_id))
+    ).integrity
     assert integrity.open_drift_alerts == 1
 
     # More drift later, after a restart: the open alert is updated, never duplicated.

@@ -29,7 +29,9 @@ SECRET = "sk-ant-api03-abcdefghijklmnop0123456789-SECRETVALUE"
 
 
 def as_dict(trace: trace_pb2.ApTrace) -> dict[str, Any]:
-    return json_format.MessageToDict(trace, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
+    return json_format.MessageToDict(
+        trace, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
 
 
 def _cases(agent_hash: str) -> dict[str, tuple[exchange_pb2.Exchange, ...]]:
@@ -40,36 +42,87 @@ def _cases(agent_hash: str) -> dict[str, tuple[exchange_pb2.Exchange, ...]]:
 
     giant = "Let me weigh this carefully. " * 110_000  # ~3.2 MB of thinking
     return {
-        "thinking": both(message(thinking("The user wants a greeting. I will answer honestly."),
-                                 text("Hello! How can I help?"))),
+        "thinking": both(
+            message(
+                thinking("The user wants a greeting. I will answer honestly."), text("Hello! How can I help?")
+            )
+        ),
         "redacted": both(message(redacted_thinking(), text("Done."))),
-        "tags": both(message(text("<thinking>Option A: answer directly. Option B: ask a question. "
-                                  "I pick A.</thinking>The answer is 42."))),
-        "tool": both(message(thinking("I should read the config file."),
-                             tool_use("read_file", {"path": "/etc/app.conf", "api_key": SECRET}),
-                             stop_reason="tool_use")),
-        "tools": both(message(thinking("Read both files."), tool_use("read_file", {"path": "/a"}),
-                              tool_use("read_file", {"path": "/b"}), tool_use("delete_file", {"path": "/c"}),
-                              stop_reason="tool_use")),
-        "rate_limited": (make_exchange(agent_hash, error_body("rate_limit_error", "Number of requests exceeded"),
-                                       status=429, outcome=exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_ERROR),),
-        "overloaded": (make_exchange(agent_hash, error_body("overloaded_error", "Overloaded"), status=529,
-                                     outcome=exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_ERROR),),
-        "mid_stream_error": (make_exchange(
-            agent_hash, message(text("Partial ans"), stop_reason=None), streamed=True,
-            outcome=exchange_pb2.EXCHANGE_OUTCOME_MID_STREAM_ERROR,
-            stream_error=error_body("overloaded_error", "Overloaded")),),
-        "client_abort": (make_exchange(agent_hash, message(text("Half a rep"), stop_reason=None), streamed=True,
-                                       outcome=exchange_pb2.EXCHANGE_OUTCOME_CLIENT_ABORT,
-                                       outcome_detail="client disconnected after 3 events"),),
-        "truncated": (make_exchange(agent_hash, message(text("<thinking>Cut off mid-th"), stop_reason=None),
-                                    streamed=True),),
+        "tags": both(
+            message(
+                text(
+                    "<thinking>Option A: answer directly. Option B: ask a question. "
+                    "I pick A.</thinking>The answer is 42."
+                )
+            )
+        ),
+        "tool": both(
+            message(
+                thinking("I should read the config file."),
+                tool_use("read_file", {"path": "/etc/app.conf", "api_key": SECRET}),
+                stop_reason="tool_use",
+            )
+        ),
+        "tools": both(
+            message(
+                thinking("Read both files."),
+                tool_use("read_file", {"path": "/a"}),
+                tool_use("read_file", {"path": "/b"}),
+                tool_use("delete_file", {"path": "/c"}),
+                stop_reason="tool_use",
+            )
+        ),
+        "rate_limited": (
+            make_exchange(
+                agent_hash,
+                error_body("rate_limit_error", "Number of requests exceeded"),
+                status=429,
+                outcome=exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_ERROR,
+            ),
+        ),
+        "overloaded": (
+            make_exchange(
+                agent_hash,
+                error_body("overloaded_error", "Overloaded"),
+                status=529,
+                outcome=exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_ERROR,
+            ),
+        ),
+        "mid_stream_error": (
+            make_exchange(
+                agent_hash,
+                message(text("Partial ans"), stop_reason=None),
+                streamed=True,
+                outcome=exchange_pb2.EXCHANGE_OUTCOME_MID_STREAM_ERROR,
+                stream_error=error_body("overloaded_error", "Overloaded"),
+            ),
+        ),
+        "client_abort": (
+            make_exchange(
+                agent_hash,
+                message(text("Half a rep"), stop_reason=None),
+                streamed=True,
+                outcome=exchange_pb2.EXCHANGE_OUTCOME_CLIENT_ABORT,
+                outcome_detail="client disconnected after 3 events",
+            ),
+        ),
+        "truncated": (
+            make_exchange(
+                agent_hash, message(text("<thinking>Cut off mid-th"), stop_reason=None), streamed=True
+            ),
+        ),
         "unknown_block": both(message(text("Here."), {"type": "hologram", "data": "???"})),
         "giant_thinking": (make_exchange(agent_hash, message(thinking(giant), text("Decided."))),),
         "no_content": both(message()),
-        "unreachable": (make_exchange(agent_hash, None, status=0,
-                                      outcome=exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_UNREACHABLE,
-                                      outcome_detail="connect timeout"),),
+        "unreachable": (
+            make_exchange(
+                agent_hash,
+                None,
+                status=0,
+                outcome=exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_UNREACHABLE,
+                outcome_detail="connect timeout",
+            ),
+        ),
     }
 
 
@@ -83,7 +136,9 @@ async def test_exchanges_of_every_kind_become_the_expected_traces(observer_stack
 
     by_exchange = await observer_stack.traces_by_exchange([exchange.exchange_id for exchange in sent],
                                                           agent_id=agent_id)
-    traces = {name: [by_exchange[exchange.exchange_id] for exchange in group] for name, group in cases.items()}
+    traces = {
+        name: [by_exchange[exchange.exchange_id] for exchange in group] for name, group in cases.items()
+    }
 
     for name, runs in traces.items():
         for exchange, found in zip(cases[name], runs, strict=True):
@@ -103,7 +158,9 @@ async def test_exchanges_of_every_kind_become_the_expected_traces(observer_stack
                 assert trace.observation.http_status == exchange.response.status
                 assert "OLD-TURN-THINKING" not in trace.observation.reasoning.text
                 assert trace.action.name != MODEL
-                fetched = (await observer_stack.stub.GetTrace(pb.GetTraceRequest(trace_id=trace.trace_id))).trace
+                fetched = (
+                    await observer_stack.stub.GetTrace(pb.GetTraceRequest(trace_id=trace.trace_id))
+                ).trace
                 assert fetched == trace
 
     def only(name: str, run: int = 0) -> trace_pb2.ApTrace:
@@ -153,7 +210,10 @@ async def test_exchanges_of_every_kind_become_the_expected_traces(observer_stack
         empty = only("no_content", run)
         assert any("no content" in item for item in empty.observation.missing)
 
-    for name, status, error_type in (("rate_limited", 429, "rate_limit_error"), ("overloaded", 529, "overloaded_error")):
+    for name, status, error_type in (
+        ("rate_limited", 429, "rate_limit_error"),
+        ("overloaded", 529, "overloaded_error"),
+    ):
         failed = only(name)
         assert failed.observation.outcome == "upstream_error" and failed.action.name == "upstream_error"
         assert failed.observation.http_status == status
@@ -173,7 +233,9 @@ async def test_exchanges_of_every_kind_become_the_expected_traces(observer_stack
 
 async def test_request_history_is_never_read_as_this_turns_reasoning(observer_stack: ObserverStack) -> None:
     agent_id, agent_hash = await observer_stack.agent()
-    exchange = make_exchange(agent_hash, message(text("Both files listed.")), request=request_body(history=True))
+    exchange = make_exchange(
+        agent_hash, message(text("Both files listed.")), request=request_body(history=True)
+    )
     await observer_stack.ingest([exchange])
     (trace,) = await observer_stack.traces_of(exchange.exchange_id, agent_id=agent_id)
     assert not trace.observation.reasoning.present

@@ -22,7 +22,11 @@ from smoltbot.v1 import observer_service_pb2 as pb
 from tests.integration.observer.conftest import ObserverStack, new_hash
 from tests.integration.observer.exchanges import make_exchange, message, text, thinking, tool_use
 
-ACCEPTED, DUPLICATE, REJECTED = pb.INGEST_STATUS_ACCEPTED, pb.INGEST_STATUS_DUPLICATE, pb.INGEST_STATUS_REJECTED
+ACCEPTED, DUPLICATE, REJECTED = (
+    pb.INGEST_STATUS_ACCEPTED,
+    pb.INGEST_STATUS_DUPLICATE,
+    pb.INGEST_STATUS_REJECTED,
+)
 
 
 def _reply(agent_hash: str, **kwargs: object) -> exchange_pb2.Exchange:
@@ -35,7 +39,9 @@ async def _trace_counts(stack: ObserverStack) -> Counter[str]:
     return Counter(rows)
 
 
-async def test_resent_exchanges_are_acked_as_duplicates_and_traced_once(observer_stack: ObserverStack) -> None:
+async def test_resent_exchanges_are_acked_as_duplicates_and_traced_once(
+    observer_stack: ObserverStack,
+) -> None:
     agent_id, agent_hash = await observer_stack.agent()
     first = make_exchange(agent_hash, message(tool_use("read_file", {"path": "/a"}),
                                               tool_use("read_file", {"path": "/b"}), stop_reason="tool_use"))
@@ -73,15 +79,26 @@ async def test_invalid_exchanges_are_rejected_with_a_reason_and_the_stream_goes_
     assert set(await observer_stack.exchange_states()) == {good.exchange_id}
 
 
-async def test_a_restart_mid_processing_loses_nothing_and_duplicates_nothing(observer_stack: ObserverStack) -> None:
+async def test_a_restart_mid_processing_loses_nothing_and_duplicates_nothing(
+    observer_stack: ObserverStack,
+) -> None:
     agent_id, agent_hash = await observer_stack.agent()
     await observer_stack.stop_observer()
     await observer_stack.start_observer(observer_concurrency=1)
     start = datetime.now(UTC)
-    sent = [make_exchange(agent_hash, message(thinking("Step."), tool_use("read_file", {"path": f"/f{i}"}),
-                                              tool_use("read_file", {"path": f"/g{i}"}), stop_reason="tool_use"),
-                          ended_at=start + timedelta(milliseconds=i))
-            for i in range(300)]
+    sent = [
+        make_exchange(
+            agent_hash,
+            message(
+                thinking("Step."),
+                tool_use("read_file", {"path": f"/f{i}"}),
+                tool_use("read_file", {"path": f"/g{i}"}),
+                stop_reason="tool_use",
+            ),
+            ended_at=start + timedelta(milliseconds=i),
+        )
+        for i in range(300)
+    ]
     acks = await observer_stack.ingest(sent)
     assert {ack.status for ack in acks} == {ACCEPTED}
     # Stop at once: most of the 300 are still pending or being processed.
@@ -106,13 +123,17 @@ async def test_a_restart_mid_processing_loses_nothing_and_duplicates_nothing(obs
     assert len(listed) == 600 == len({trace.trace_id for trace in listed})
 
 
-async def test_two_observers_sharing_a_database_process_each_exchange_once(observer_stack: ObserverStack) -> None:
+async def test_two_observers_sharing_a_database_process_each_exchange_once(
+    observer_stack: ObserverStack,
+) -> None:
     agent_id, agent_hash = await observer_stack.agent()
     first = observer_stack.observer
     assert first is not None and observer_stack.stub is not None
     first_stub = observer_stack.stub
-    second = await build_observer(observer_stack.observer_settings.model_copy(update={"observer_poll_interval": 0.1}),
-                                  address="127.0.0.1:0")
+    second = await build_observer(
+        observer_stack.observer_settings.model_copy(update={"observer_poll_interval": 0.1}),
+        address="127.0.0.1:0",
+    )
     await second.start()
     try:
         async with open_channel(f"127.0.0.1:{second.port}",
@@ -144,8 +165,13 @@ async def test_registry_down_keeps_exchanges_pending_until_it_is_back(observer_s
     deadline = asyncio.get_running_loop().time() + 10
     while True:
         async with observer_stack.db.read() as conn:
-            tried = (await conn.execute(sa.text(
-                "SELECT count(*) FROM exchanges WHERE state = 'pending' AND last_error IS NOT NULL"))).scalar_one()
+            tried = (
+                await conn.execute(
+                    sa.text(
+                        "SELECT count(*) FROM exchanges WHERE state = 'pending' AND last_error IS NOT NULL"
+                    )
+                )
+            ).scalar_one()
         if tried == len(sent):
             break
         assert asyncio.get_running_loop().time() < deadline, "the exchanges were never tried"
@@ -166,12 +192,16 @@ async def test_registry_down_keeps_exchanges_pending_until_it_is_back(observer_s
     assert inferred.context.session_id and inferred.context.session_id != "support-chat-7"
 
 
-async def test_a_step_that_keeps_failing_becomes_a_processing_failed_trace(observer_stack: ObserverStack) -> None:
+async def test_a_step_that_keeps_failing_becomes_a_processing_failed_trace(
+    observer_stack: ObserverStack,
+) -> None:
     _, agent_hash = await observer_stack.agent()
     # The gateway named an agent the Registry does not know: GetActiveCard fails every time.
     exchange = _reply(agent_hash, agent_id="smolt-0000000000000000")
     await observer_stack.ingest([exchange])
-    (trace,) = (await observer_stack.traces_by_exchange([exchange.exchange_id], timeout=20))[exchange.exchange_id]
+    (trace,) = (await observer_stack.traces_by_exchange([exchange.exchange_id], timeout=20))[
+        exchange.exchange_id
+    ]
     assert trace.observation.outcome == "processing_failed"
     assert trace.action.name == "processing_failed"
     assert "get active card" in trace.observation.outcome_detail
@@ -216,7 +246,9 @@ async def test_health_and_reflection_are_served(observer_stack: ObserverStack) -
         status = await health.Check(health_pb2.HealthCheckRequest(service="smoltbot.v1.ObserverService"))
         assert status.status == health_pb2.HealthCheckResponse.SERVING
         reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
-        call = reflection.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        call = reflection.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
         async for response in call:
             names = {service.name for service in response.list_services_response.service}
             assert "smoltbot.v1.ObserverService" in names
@@ -226,14 +258,23 @@ async def test_health_and_reflection_are_served(observer_stack: ObserverStack) -
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_row_level_security_on_postgresql(observer_stack: ObserverStack) -> None:
     async with observer_stack.db.read() as conn:
-        secured = dict((await conn.execute(sa.text(
-            "SELECT relname, relrowsecurity FROM pg_class WHERE relname IN ('exchanges', 'exchange_payloads', "
-            "'traces', 'trace_violations', 'drift_pending', 'drift_states', 'drift_alerts', 'tool_executions')"
-        ))).all())
+        secured = dict(
+            (
+                await conn.execute(
+                    sa.text(
+                        "SELECT relname, relrowsecurity FROM pg_class WHERE relname IN ('exchanges', "
+                        "'exchange_payloads', 'traces', 'trace_violations', 'drift_pending', 'drift_states', "
+                        "'drift_alerts', 'tool_executions')"
+                    )
+                )
+            ).all()
+        )
         policies = {(row[0], row[1]) for row in (await conn.execute(sa.text(
             "SELECT tablename, cmd FROM pg_policies WHERE schemaname = 'public'"))).all()}
     assert secured == dict.fromkeys(secured, True) and len(secured) == 8
     public = {table for table, _ in policies}
     assert {"traces", "drift_alerts"} <= public
     assert not public & {"exchanges", "exchange_payloads", "drift_pending", "drift_states", "tool_executions"}
-    assert all(cmd == "SELECT" for table, cmd in policies if table in ("traces", "trace_violations", "drift_alerts"))
+    assert all(
+        cmd == "SELECT" for table, cmd in policies if table in ("traces", "trace_violations", "drift_alerts")
+    )

@@ -46,7 +46,9 @@ async def test_a_renewed_lease_keeps_its_exchanges_and_an_abandoned_one_is_taken
     assert await queue.renew("observer-dead", [abandoned[0].exchange_id], lease_seconds=1.0) == 0
 
 
-async def _lease(stack: ObserverStack, exchange_id: str) -> tuple[str | None, datetime | None, int, str | None]:
+async def _lease(
+    stack: ObserverStack, exchange_id: str
+) -> tuple[str | None, datetime | None, int, str | None]:
     async with stack.db.read() as conn:
         row = (await conn.execute(
             sa.select(exchanges.c.lease_owner, exchanges.c.lease_expires_at, exchanges.c.attempts,
@@ -78,13 +80,17 @@ async def test_the_processor_renews_the_leases_it_holds(observer_stack: Observer
             owner, expires, attempts, error = await _lease(observer_stack, exchange.exchange_id)
             # Still the first claim: a retry records an error, and a new claim (which also moves
             # the expiry) counts an attempt.
-            assert error is None and attempts <= 1, f"the exchange was not held all along: {attempts}, {error}"
+            assert error is None and attempts <= 1, (
+                f"the exchange was not held all along: {attempts}, {error}"
+            )
             if owner == processor.owner and expires is not None:
                 if first is None:
                     first = expires
                 elif expires > first:
                     break  # renewed by its holder
-            assert time.monotonic() < deadline, f"the lease was never renewed (owner {owner}, until {expires})"
+            assert time.monotonic() < deadline, (
+                f"the lease was never renewed (owner {owner}, until {expires})"
+            )
             await asyncio.sleep(0.05)
         queue = ExchangeQueue(observer_stack.db)
         assert await queue.claim("observer-other", 10, lease_seconds=1.0) == [], \

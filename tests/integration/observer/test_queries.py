@@ -39,9 +39,15 @@ async def test_list_traces_filters_orders_and_pages(observer_stack: ObserverStac
     sent = []
     for i in range(30):
         name = "read_file" if i % 3 else "delete_file"  # every third one violates the card
-        sent.append(make_exchange(agent_hash, message(tool_use(name, {"path": f"/f{i}"}), stop_reason="tool_use"),
-                                  ended_at=start + timedelta(minutes=i), session_id="s-even" if i % 2 == 0 else "",
-                                  session_hint="" if i % 2 == 0 else "s-odd"))
+        sent.append(
+            make_exchange(
+                agent_hash,
+                message(tool_use(name, {"path": f"/f{i}"}), stop_reason="tool_use"),
+                ended_at=start + timedelta(minutes=i),
+                session_id="s-even" if i % 2 == 0 else "",
+                session_hint="" if i % 2 == 0 else "s-odd",
+            )
+        )
     sent.append(make_exchange(other_hash, message(text("hi")), ended_at=start))
     await observer_stack.ingest(sent)
     await observer_stack.wait_finished([e.exchange_id for e in sent])
@@ -54,8 +60,9 @@ async def test_list_traces_filters_orders_and_pages(observer_stack: ObserverStac
     assert stamps == sorted(stamps, reverse=True), "newest first by default"
     ascending = await observer_stack.list_traces(agent_id=agent_id, page_size=4, order_by="timestamp asc")
     assert [t.trace_id for t in ascending] == [t.trace_id for t in reversed(everything)]
-    assert [t.trace_id for t in await observer_stack.list_traces(agent_id=agent_id, order_by="TIMESTAMP  DESC")] \
-        == [t.trace_id for t in everything]
+    assert [
+        t.trace_id for t in await observer_stack.list_traces(agent_id=agent_id, order_by="TIMESTAMP  DESC")
+    ] == [t.trace_id for t in everything]
 
     failing = await observer_stack.list_traces(agent_id=agent_id, verified=False)
     assert len(failing) == 10 and all(t.action.name == "delete_file" for t in failing)
@@ -69,14 +76,19 @@ async def test_list_traces_filters_orders_and_pages(observer_stack: ObserverStac
 
     # Page tokens belong to their query; sizes are validated and capped.
     page = await stub.ListTraces(pb.ListTracesRequest(agent_id=agent_id, page_size=5))
-    error = await _error(stub.ListTraces(pb.ListTracesRequest(agent_id=other_id, page_token=page.next_page_token)))
+    error = await _error(
+        stub.ListTraces(pb.ListTracesRequest(agent_id=other_id, page_token=page.next_page_token))
+    )
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert error_info_of(error).metadata["field"] == "page_token"
     error = await _error(stub.ListTraces(pb.ListTracesRequest(order_by="agent_id")))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and "order_by" in error.details()
     assert error_info_of(error).metadata["field"] == "order_by"
     error = await _error(stub.ListTraces(pb.ListTracesRequest(page_size=-1)))
-    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT and error_info_of(error).metadata["field"] == "page_size"
+    assert (
+        error.code() == grpc.StatusCode.INVALID_ARGUMENT
+        and error_info_of(error).metadata["field"] == "page_size"
+    )
     assert len((await stub.ListTraces(pb.ListTracesRequest(page_size=5000))).traces) == 31
     assert len((await stub.ListTraces(pb.ListTracesRequest(agent_id=agent_id))).traces) == 30  # default 50
 
@@ -88,21 +100,38 @@ async def test_get_trace_of_an_unknown_id_is_not_found(observer_stack: ObserverS
     assert error_info_of(error).reason == "TRACE_NOT_FOUND"
 
 
-async def test_integrity_scores_with_coverage_and_an_unknown_agent_has_none(observer_stack: ObserverStack) -> None:
+async def test_integrity_scores_with_coverage_and_an_unknown_agent_has_none(
+    observer_stack: ObserverStack,
+) -> None:
     agent_id, agent_hash = await observer_stack.agent()
     await observer_stack.put_card(agent_id, agent_hash, json.dumps(STRICT_CARD))
     # Calls are checked against the card in force when they started, so these are dated just
-    # after the card was stored (a call starts 0.9 s before it ends); the timeline's hourly buckets are checked with a second agent below.
+    # after the card was stored (a call starts 0.9 s before it ends); the timeline's hourly
+    # buckets are checked with a second agent below.
     now = datetime.now(UTC)
     sent = [
-        make_exchange(agent_hash, message(thinking("Read it."), tool_use("read_file", {"path": "/a"}),
-                                          stop_reason="tool_use"), ended_at=now + timedelta(seconds=1)),
-        make_exchange(agent_hash, message(tool_use("delete_file", {"path": "/a"}), stop_reason="tool_use"),
-                      ended_at=now + timedelta(seconds=2)),
-        make_exchange(agent_hash, message(tool_use("shell_exec", {"cmd": "ls"}), stop_reason="tool_use"),
-                      ended_at=now + timedelta(seconds=3)),
-        make_exchange(agent_hash, error_body("overloaded_error", "Overloaded"), status=529,
-                      outcome=exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_ERROR, ended_at=now + timedelta(seconds=4)),
+        make_exchange(
+            agent_hash,
+            message(thinking("Read it."), tool_use("read_file", {"path": "/a"}), stop_reason="tool_use"),
+            ended_at=now + timedelta(seconds=1),
+        ),
+        make_exchange(
+            agent_hash,
+            message(tool_use("delete_file", {"path": "/a"}), stop_reason="tool_use"),
+            ended_at=now + timedelta(seconds=2),
+        ),
+        make_exchange(
+            agent_hash,
+            message(tool_use("shell_exec", {"cmd": "ls"}), stop_reason="tool_use"),
+            ended_at=now + timedelta(seconds=3),
+        ),
+        make_exchange(
+            agent_hash,
+            error_body("overloaded_error", "Overloaded"),
+            status=529,
+            outcome=exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_ERROR,
+            ended_at=now + timedelta(seconds=4),
+        ),
     ]
     await observer_stack.ingest(sent)
     await observer_stack.wait_finished([e.exchange_id for e in sent])
@@ -126,18 +155,27 @@ async def test_integrity_scores_with_coverage_and_an_unknown_agent_has_none(obse
     # The timeline: hourly buckets, oldest first, over calls spread across the last hours (an
     # agent on its default card, which is in force for calls before any other card).
     spread_id, spread_hash = await observer_stack.agent()
-    spread = [make_exchange(spread_hash, message(tool_use("read_file", {"path": "/a"}), stop_reason="tool_use"),
-                            ended_at=datetime.now(UTC) - ago)
-              for ago in (timedelta(hours=3), timedelta(hours=2), timedelta(hours=1), timedelta(minutes=5))]
+    spread = [
+        make_exchange(
+            spread_hash,
+            message(tool_use("read_file", {"path": "/a"}), stop_reason="tool_use"),
+            ended_at=datetime.now(UTC) - ago,
+        )
+        for ago in (timedelta(hours=3), timedelta(hours=2), timedelta(hours=1), timedelta(minutes=5))
+    ]
     await observer_stack.ingest(spread)
     await observer_stack.wait_finished([e.exchange_id for e in spread])
-    spread_score = (await observer_stack.stub.GetIntegrity(pb.GetIntegrityRequest(agent_id=spread_id))).integrity
+    spread_score = (
+        await observer_stack.stub.GetIntegrity(pb.GetIntegrityRequest(agent_id=spread_id))
+    ).integrity
     assert sum(point.total_traces for point in spread_score.timeline) == 4
     assert sum(point.verified_traces for point in spread_score.timeline) == 4
     buckets = [point.bucket_start.ToDatetime() for point in spread_score.timeline]
     assert buckets == sorted(buckets) and len(buckets) >= 4
 
-    unknown = (await observer_stack.stub.GetIntegrity(pb.GetIntegrityRequest(agent_id="smolt-00000000"))).integrity
+    unknown = (
+        await observer_stack.stub.GetIntegrity(pb.GetIntegrityRequest(agent_id="smolt-00000000"))
+    ).integrity
     assert unknown.all_time.total_traces == 0 and not unknown.all_time.HasField("score")
     assert unknown.recent.total_traces == 0 and not unknown.recent.HasField("score")
     assert list(unknown.timeline) == []

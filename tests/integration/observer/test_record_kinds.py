@@ -84,8 +84,13 @@ async def test_only_model_calls_are_decisions(observer_stack: ObserverStack) -> 
 async def test_a_refused_credential_touches_no_agent_and_leaves_nothing_public(
         observer_stack: ObserverStack, status: int) -> None:
     stranger = new_hash()
-    refused = _call(stranger, "POST", "/v1/messages", status=status,
-                    body=b'{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}')
+    refused = _call(
+        stranger,
+        "POST",
+        "/v1/messages",
+        status=status,
+        body=b'{"type":"error","error":{"type":"authentication_error","message":"invalid x-api-key"}}',
+    )
     # An agent the gateway had cached, whose key the upstream now refuses: no trace either.
     known_id, known_hash = await observer_stack.agent()
     revoked = _call(known_hash, "GET", "/v1/models", status=status, agent_id=known_id,
@@ -96,12 +101,20 @@ async def test_a_refused_credential_touches_no_agent_and_leaves_nothing_public(
     async with observer_stack.db.read() as conn:
         credentials = (await conn.execute(sa.text(
             "SELECT count(*) FROM agent_credentials WHERE agent_hash = :h"), {"h": stranger})).scalar_one()
-        rows = (await conn.execute(sa.text(
-            "SELECT exchange_id, state, agent_id, record_kind, last_error FROM exchanges WHERE exchange_id IN (:a, :b)"
-        ), {"a": refused.exchange_id, "b": revoked.exchange_id})).all()
+        rows = (
+            await conn.execute(
+                sa.text(
+                    "SELECT exchange_id, state, agent_id, record_kind, last_error FROM exchanges "
+                    "WHERE exchange_id IN (:a, :b)"
+                ),
+                {"a": refused.exchange_id, "b": revoked.exchange_id},
+            )
+        ).all()
     assert credentials == 0, "an agent was created for a credential the upstream refused"
     all_traces = await observer_stack.list_traces(page_size=1000)
-    assert {refused.exchange_id, revoked.exchange_id}.isdisjoint(t.observation.exchange_id for t in all_traces)
+    assert {refused.exchange_id, revoked.exchange_id}.isdisjoint(
+        t.observation.exchange_id for t in all_traces
+    )
     assert {(row.state, row.agent_id, row.record_kind) for row in rows} == {("done", None, "auth_rejected")}
     assert all(str(status) in row.last_error for row in rows)
     assert observer_stack.observer is not None
@@ -109,7 +122,9 @@ async def test_a_refused_credential_touches_no_agent_and_leaves_nothing_public(
     assert (await observer_stack.observer.components.queue.record_counts())["auth_rejected"] == 2
 
 
-async def test_a_minimal_record_is_a_failure_trace_that_says_what_failed(observer_stack: ObserverStack) -> None:
+async def test_a_minimal_record_is_a_failure_trace_that_says_what_failed(
+    observer_stack: ObserverStack,
+) -> None:
     agent_id, agent_hash = await observer_stack.agent()
     failure = "response body could not be captured: decoder error (zstd: corrupt frame)"
     minimal = make_exchange(agent_hash, None, request=b"")
@@ -121,7 +136,9 @@ async def test_a_minimal_record_is_a_failure_trace_that_says_what_failed(observe
 
     (trace,) = await observer_stack.traces_of(minimal.exchange_id)
     assert trace.observation.outcome == "capture_failed" and trace.action.name == "capture_failed"
-    assert failure in trace.observation.outcome_detail and "complete (200)" in trace.observation.outcome_detail
+    assert (
+        failure in trace.observation.outcome_detail and "complete (200)" in trace.observation.outcome_detail
+    )
     assert any(failure in note for note in trace.observation.missing)
     assert trace.observation.record_kind == "decision"
     assert trace.verification.verified is False and list(trace.verification.checks_performed) == []
@@ -130,7 +147,9 @@ async def test_a_minimal_record_is_a_failure_trace_that_says_what_failed(observe
     assert (activity.observation.record_kind, activity.observation.outcome) == ("activity", "capture_failed")
 
     assert observer_stack.stub is not None
-    window = (await observer_stack.stub.GetIntegrity(pb.GetIntegrityRequest(agent_id=agent_id))).integrity.all_time
+    window = (
+        await observer_stack.stub.GetIntegrity(pb.GetIntegrityRequest(agent_id=agent_id))
+    ).integrity.all_time
     assert (window.total_traces, window.verified_traces, window.failed, window.activity) == (1, 0, 1, 1)
 
 
@@ -146,13 +165,17 @@ async def test_an_unfinished_tool_call_is_traced_as_not_executed(observer_stack:
     streamed = make_exchange(agent_hash, message(tool_use("delete_file", {"pa": 1}), stop_reason=None),
                              streamed=True)
     await observer_stack.ingest([cut, unparsed, streamed])
-    grouped = await observer_stack.traces_by_exchange([cut.exchange_id, unparsed.exchange_id, streamed.exchange_id])
+    grouped = await observer_stack.traces_by_exchange(
+        [cut.exchange_id, unparsed.exchange_id, streamed.exchange_id]
+    )
 
     finished, unfinished = grouped[cut.exchange_id]
     assert (finished.action.type, finished.action.name) == ("execute", "read_file")
     assert not finished.observation.HasField("executed")
     for trace in (unfinished, *grouped[unparsed.exchange_id], *grouped[streamed.exchange_id]):
-        assert (trace.action.type, trace.action.name) == ("recommend", "delete_file"), trace.observation.missing
+        assert (trace.action.type, trace.action.name) == ("recommend", "delete_file"), (
+            trace.observation.missing
+        )
         assert trace.observation.HasField("executed") and trace.observation.executed is False
         assert trace.context.metadata["tool_call_finished"] is False
         assert any("not executed" in note for note in trace.observation.missing)
@@ -166,8 +189,9 @@ EXACT = {"big": 1234567890123456789, "int": 5, "float": 5.0, "half": -0.5, "huge
 
 async def test_json_values_keep_their_exact_type_and_value_over_grpc(observer_stack: ObserverStack) -> None:
     _, agent_hash = await observer_stack.agent()
-    exchange = make_exchange(agent_hash, json.dumps(message(tool_use("transfer", EXACT), stop_reason="tool_use"))
-                             .encode())
+    exchange = make_exchange(
+        agent_hash, json.dumps(message(tool_use("transfer", EXACT), stop_reason="tool_use")).encode()
+    )
     await observer_stack.ingest([exchange])
     (listed,) = await observer_stack.traces_of(exchange.exchange_id)
     assert observer_stack.stub is not None

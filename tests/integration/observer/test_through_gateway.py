@@ -22,10 +22,18 @@ pytestmark = pytest.mark.timeout(60)
 
 CREDENTIAL = "sk-ant-api03-through-the-gateway-0123456789"
 MODEL = "claude-opus-4-7"
-TOOLS = [{"name": "read_file", "description": "Read a file",
-          "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]}},
-         {"name": "list_dir", "description": "List a directory",
-          "input_schema": {"type": "object", "properties": {"dir": {"type": "string"}}, "required": ["dir"]}}]
+TOOLS = [
+    {
+        "name": "read_file",
+        "description": "Read a file",
+        "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}, "required": ["path"]},
+    },
+    {
+        "name": "list_dir",
+        "description": "List a directory",
+        "input_schema": {"type": "object", "properties": {"dir": {"type": "string"}}, "required": ["dir"]},
+    },
+]
 
 
 @pytest.fixture
@@ -55,9 +63,12 @@ async def stack(standin: AnthropicStandin, settings_factory: Callable[..., Setti
 
 
 async def _call(client: anthropic.AsyncAnthropic, scenario: str, *, stream: bool, tools: bool = False) -> Any:
-    kwargs: dict[str, Any] = {"model": MODEL, "max_tokens": 512,
-                              "messages": [{"role": "user", "content": f"Please help ({scenario}, {stream})."}],
-                              "extra_headers": {"x-standin-scenario": scenario}}
+    kwargs: dict[str, Any] = {
+        "model": MODEL,
+        "max_tokens": 512,
+        "messages": [{"role": "user", "content": f"Please help ({scenario}, {stream})."}],
+        "extra_headers": {"x-standin-scenario": scenario},
+    }
     if tools:
         kwargs["tools"] = TOOLS
     if stream:
@@ -93,7 +104,9 @@ async def test_sdk_calls_through_the_gateway_become_the_expected_traces(
     for trace in traces:
         by_exchange.setdefault(trace.observation.exchange_id, []).append(trace)
     assert len(by_exchange) == len(calls)
-    got = dict(zip([f"{s}/{'stream' if st else 'json'}" for s, st, _ in calls], by_exchange.values(), strict=True))
+    got = dict(
+        zip([f"{s}/{'stream' if st else 'json'}" for s, st, _ in calls], by_exchange.values(), strict=True)
+    )
     agent_ids = {trace.agent_id for trace in traces}
     assert len(agent_ids) == 1 and next(iter(agent_ids)).startswith("smolt-")
 
@@ -103,14 +116,18 @@ async def test_sdk_calls_through_the_gateway_become_the_expected_traces(
                                                             always_print_fields_with_no_presence=True))
             assert trace.observation.model == MODEL and trace.action.name != MODEL, name
             # An error status comes as a JSON body even when a stream was asked for.
-            assert trace.observation.streamed == (name.endswith("/stream") and name != "error_529/stream"), name
+            assert trace.observation.streamed == (name.endswith("/stream") and name != "error_529/stream"), (
+                name
+            )
             assert trace.context.session_id, name
             assert CREDENTIAL not in str(trace), name
 
     for name in ("thinking/json", "thinking/stream"):
         (trace,) = got[name]
         assert (trace.action.type, trace.action.name) == ("recommend", "respond")
-        assert trace.observation.reasoning.source == "thinking" and trace.observation.reasoning.signature_present
+        assert (
+            trace.observation.reasoning.source == "thinking" and trace.observation.reasoning.signature_present
+        )
         assert trace.observation.outcome == "complete" and trace.observation.stop_reason == "end_turn"
     for name in ("tags/json", "tags/stream"):
         (trace,) = got[name]

@@ -28,15 +28,23 @@ STRICT_CARD: dict[str, Any] = {
         "bounded_actions": ["read_file", "send_email", "transfer_funds", "log_event", "respond"],
         "forbidden_actions": ["delete_file"],
         "escalation_triggers": [
-            {"condition": 'action_name == "send_email"', "action": "escalate", "reason": "emails need approval"},
+            {
+                "condition": 'action_name == "send_email"',
+                "action": "escalate",
+                "reason": "emails need approval",
+            },
             {"condition": 'action_name == "log_event"', "action": "log", "reason": "audit trail"},
             {"condition": 'parameters.path contains "/secrets/"', "action": "deny", "reason": "secret store"},
         ],
         "max_autonomous_value": {"amount": 500, "currency": "USD"},
     },
-    "audit": {"retention_days": 30, "queryable": True, "trace_format": "ap-trace-v1",
-              "query_endpoint": "http://127.0.0.1:8000/v1/traces",
-              "tamper_evidence": "append_only"},
+    "audit": {
+        "retention_days": 30,
+        "queryable": True,
+        "trace_format": "ap-trace-v1",
+        "query_endpoint": "http://127.0.0.1:8000/v1/traces",
+        "tamper_evidence": "append_only",
+    },
 }
 EXPIRED_CARD = {**STRICT_CARD, "issued_at": "2025-01-01T00:00:00Z", "expires_at": "2025-06-01T00:00:00Z"}
 
@@ -60,7 +68,9 @@ def _aap_dict(trace: trace_pb2.ApTrace) -> dict[str, Any]:
                                      always_print_fields_with_no_presence=True)
 
 
-async def test_fixture_cards_trigger_every_check_and_the_default_card_none(observer_stack: ObserverStack) -> None:
+async def test_fixture_cards_trigger_every_check_and_the_default_card_none(
+    observer_stack: ObserverStack,
+) -> None:
     strict_id, strict_hash = await observer_stack.agent()
     strict_card_id = await observer_stack.put_card(strict_id, strict_hash, json.dumps(STRICT_CARD))
     expired_id, expired_hash = await observer_stack.agent()
@@ -123,7 +133,9 @@ async def test_fixture_cards_trigger_every_check_and_the_default_card_none(obser
     # The aap package agrees on the violations it knows; ours may find more (it cannot read
     # `action_name == ...` conditions, for one). It flags every action under an empty
     # bounded_actions, so it runs on the strict card only.
-    card = (await observer_stack.registry_stub.GetActiveCard(rpb.GetActiveCardRequest(agent_id=strict_id))).card
+    card = (
+        await observer_stack.registry_stub.GetActiveCard(rpb.GetActiveCardRequest(agent_id=strict_id))
+    ).card
     card_dict = json_format.MessageToDict(card, preserving_proto_field_name=True)
     for name in expected_violations:
         if name == "expired":
@@ -196,13 +208,22 @@ async def test_each_call_is_checked_against_the_card_in_force_when_it_started(
     # beside it (cold caches), gives the same card and the same verdict.
     await observer_stack.stop_observer()
     restarted = await observer_stack.start_observer()
-    second = await build_observer(observer_stack.observer_settings.model_copy(update={"observer_poll_interval": 5.0}),
-                                  address="127.0.0.1:0")
+    second = await build_observer(
+        observer_stack.observer_settings.model_copy(update={"observer_poll_interval": 5.0}),
+        address="127.0.0.1:0",
+    )
     try:
         for observer in (restarted, second):
             for name, exchange in exchanges.items():
-                item = ClaimedExchange(exchange.exchange_id, agent_hash, None, None,
-                                       exchange.SerializeToString(), attempts=1, received_at=datetime.now(UTC))
+                item = ClaimedExchange(
+                    exchange.exchange_id,
+                    agent_hash,
+                    None,
+                    None,
+                    exchange.SerializeToString(),
+                    attempts=1,
+                    received_at=datetime.now(UTC),
+                )
                 result = await observer.components.processor.process(item)
                 assert isinstance(result, Finished), result
                 (again,) = [stored.trace for stored in result.traces]

@@ -80,8 +80,13 @@ async def registry_factory(database_url: str,
         server = await build_server(settings, address="127.0.0.1:0")
         await server.start()
         channel = open_channel(f"127.0.0.1:{server.port}", TlsConfig.from_settings(settings))
-        registry = RunningRegistry(server, settings, channel, registry_service_pb2_grpc.RegistryServiceStub(channel),
-                                   open_database(settings.effective_database_url))
+        registry = RunningRegistry(
+            server,
+            settings,
+            channel,
+            registry_service_pb2_grpc.RegistryServiceStub(channel),
+            open_database(settings.effective_database_url),
+        )
         running.append(registry)
         return registry
 

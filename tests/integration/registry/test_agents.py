@@ -35,7 +35,9 @@ async def test_resolve_agent_creates_once_then_returns_the_same_agent(registry: 
     assert (await registry.counts())["agents"] == 1
 
 
-async def test_fifty_concurrent_resolves_of_one_hash_create_exactly_one_agent(registry: RunningRegistry) -> None:
+async def test_fifty_concurrent_resolves_of_one_hash_create_exactly_one_agent(
+    registry: RunningRegistry,
+) -> None:
     agent_hash = new_hash()
     responses = await asyncio.gather(*(
         registry.stub.ResolveAgent(pb.ResolveAgentRequest(agent_hash=agent_hash)) for _ in range(50)
@@ -47,7 +49,9 @@ async def test_fifty_concurrent_resolves_of_one_hash_create_exactly_one_agent(re
     assert counts["agents"] == counts["agent_credentials"] == counts["alignment_cards"] == 1
 
 
-async def test_hashes_colliding_on_eight_hex_digits_get_distinct_longer_ids(registry: RunningRegistry) -> None:
+async def test_hashes_colliding_on_eight_hex_digits_get_distinct_longer_ids(
+    registry: RunningRegistry,
+) -> None:
     first_hash, second_hash = new_hash("deadbeef00"), new_hash("deadbeef11")
     third_hash = new_hash("deadbeef1122")  # collides with the second on 10 digits too
 
@@ -184,10 +188,15 @@ async def test_touch_agent_needs_the_agents_own_hash_and_moves_nothing_without_i
     _, other_hash = await registry.resolve()
     before = (await registry.stub.GetAgent(pb.GetAgentRequest(agent_id=agent_id))).agent.last_seen_at
     later = stamp(datetime.now(UTC) + timedelta(seconds=3))
-    for proof, code in (("", grpc.StatusCode.UNAUTHENTICATED), (other_hash, grpc.StatusCode.PERMISSION_DENIED),
-                        (agent_hash.upper()[:-1] + "0", grpc.StatusCode.PERMISSION_DENIED)):
+    for proof, code in (
+        ("", grpc.StatusCode.UNAUTHENTICATED),
+        (other_hash, grpc.StatusCode.PERMISSION_DENIED),
+        (agent_hash.upper()[:-1] + "0", grpc.StatusCode.PERMISSION_DENIED),
+    ):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await registry.stub.TouchAgent(pb.TouchAgentRequest(agent_id=agent_id, agent_hash=proof, seen_at=later))
+            await registry.stub.TouchAgent(
+                pb.TouchAgentRequest(agent_id=agent_id, agent_hash=proof, seen_at=later)
+            )
         assert_rpc_error(caught.value, code, "agent_hash" if not proof else None)
     await asyncio.sleep(0.2)  # past a flush
     assert (await registry.stub.GetAgent(pb.GetAgentRequest(agent_id=agent_id))).agent.last_seen_at == before
@@ -202,8 +211,11 @@ async def test_graceful_stop_writes_pending_touches(registry_factory: RegistryFa
     session = (await registry.stub.ResolveSession(pb.ResolveSessionRequest(agent_id=agent_id,
                                                                            agent_hash=agent_hash))).session
     seen = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
-    await registry.stub.TouchAgent(pb.TouchAgentRequest(agent_id=agent_id, agent_hash=agent_hash, seen_at=stamp(seen),
-                                                        session_id=session.session_id))
+    await registry.stub.TouchAgent(
+        pb.TouchAgentRequest(
+            agent_id=agent_id, agent_hash=agent_hash, seen_at=stamp(seen), session_id=session.session_id
+        )
+    )
     assert (await registry.stub.GetAgent(pb.GetAgentRequest(agent_id=agent_id))).agent.last_seen_at \
         .ToDatetime(tzinfo=UTC) < seen
 

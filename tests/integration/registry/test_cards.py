@@ -25,7 +25,11 @@ def unified_card(**changes: object) -> dict[str, object]:
         "card_version": CARD_VERSION,
         "autonomy_mode": "enforce",
         "integrity_mode": "observe",
-        "principal": {"type": "human", "identifier": "alice@example.com", "relationship": "delegated_authority"},
+        "principal": {
+            "type": "human",
+            "identifier": "alice@example.com",
+            "relationship": "delegated_authority",
+        },
         "values": {"declared": ["transparency", "honesty"]},
         "autonomy": {
             "bounded_actions": ["read_file", "search"],
@@ -155,7 +159,9 @@ async def test_list_cards_pages_newest_first(registry: RunningRegistry) -> None:
     seen: list[str] = []
     token = ""
     while True:
-        page = await registry.stub.ListCards(pb.ListCardsRequest(agent_id=agent_id, page_size=2, page_token=token))
+        page = await registry.stub.ListCards(
+            pb.ListCardsRequest(agent_id=agent_id, page_size=2, page_token=token)
+        )
         seen.extend(card.card_id for card in page.cards)
         token = page.next_page_token
         if not token:

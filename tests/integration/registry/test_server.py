@@ -111,7 +111,9 @@ class TcpForwarder:
         await self._server.wait_closed()
 
 
-async def test_a_database_outage_is_unavailable_not_internal(postgres_server: Any, settings_factory: Any) -> None:
+async def test_a_database_outage_is_unavailable_not_internal(
+    postgres_server: Any, settings_factory: Any
+) -> None:
     database_url = postgres_server.create_database()
     forwarder = TcpForwarder("127.0.0.1", postgres_server.port)
     await forwarder.start()

@@ -38,7 +38,9 @@ async def test_inferred_session_lasts_until_the_idle_timeout(registry_factory: R
     first = await resolve_at(registry, agent_id, T0)
     within = await resolve_at(registry, agent_id, T0 + timedelta(minutes=29))
     still = await resolve_at(registry, agent_id, T0 + timedelta(minutes=58))  # idle measured from last call
-    after_idle = await resolve_at(registry, agent_id, T0 + timedelta(minutes=58, seconds=1) + timedelta(minutes=30))
+    after_idle = await resolve_at(
+        registry, agent_id, T0 + timedelta(minutes=58, seconds=1) + timedelta(minutes=30)
+    )
 
     assert first.created and first.session.source == agent_pb2.SESSION_SOURCE_INFERRED
     assert first.session.session_id.startswith("ses-")
@@ -84,20 +86,42 @@ async def test_resolve_session_rejects_bad_input_and_writes_nothing(registry: Ru
     cases = [
         (pb.ResolveSessionRequest(**owner, session_hint="h" * 257), INVALID, "session_hint"),
         (pb.ResolveSessionRequest(**owner, session_hint="a\nb"), INVALID, "session_hint"),
-        (pb.ResolveSessionRequest(**owner, session_hint="x",
-                                  hint_source=agent_pb2.SESSION_SOURCE_INFERRED), INVALID, "hint_source"),
+        (
+            pb.ResolveSessionRequest(
+                **owner, session_hint="x", hint_source=agent_pb2.SESSION_SOURCE_INFERRED
+            ),
+            INVALID,
+            "hint_source",
+        ),
         (pb.ResolveSessionRequest(agent_id="", agent_hash=agent_hash), INVALID, "agent_id"),
         (pb.ResolveSessionRequest(agent_id=agent_id, agent_hash="not-hex"), INVALID, "agent_hash"),
-        (pb.ResolveSessionRequest(agent_id="smolt-99999999", agent_hash=stranger), grpc.StatusCode.NOT_FOUND, None),
-        (pb.ResolveSessionRequest(agent_id="smolt-99999999", agent_hash=stranger, session_hint="x"),
-         grpc.StatusCode.NOT_FOUND, None),
+        (
+            pb.ResolveSessionRequest(agent_id="smolt-99999999", agent_hash=stranger),
+            grpc.StatusCode.NOT_FOUND,
+            None,
+        ),
+        (
+            pb.ResolveSessionRequest(agent_id="smolt-99999999", agent_hash=stranger, session_hint="x"),
+            grpc.StatusCode.NOT_FOUND,
+            None,
+        ),
         # Sessions are the agent's public record: only its credential's holder may start or move them.
         (pb.ResolveSessionRequest(agent_id=agent_id), grpc.StatusCode.UNAUTHENTICATED, "agent_hash"),
-        (pb.ResolveSessionRequest(agent_id=agent_id, session_hint="x"), grpc.StatusCode.UNAUTHENTICATED,
-         "agent_hash"),
-        (pb.ResolveSessionRequest(agent_id=agent_id, agent_hash=other_hash), grpc.StatusCode.PERMISSION_DENIED, None),
-        (pb.ResolveSessionRequest(agent_id=agent_id, agent_hash=other_hash, session_hint="x"),
-         grpc.StatusCode.PERMISSION_DENIED, None),
+        (
+            pb.ResolveSessionRequest(agent_id=agent_id, session_hint="x"),
+            grpc.StatusCode.UNAUTHENTICATED,
+            "agent_hash",
+        ),
+        (
+            pb.ResolveSessionRequest(agent_id=agent_id, agent_hash=other_hash),
+            grpc.StatusCode.PERMISSION_DENIED,
+            None,
+        ),
+        (
+            pb.ResolveSessionRequest(agent_id=agent_id, agent_hash=other_hash, session_hint="x"),
+            grpc.StatusCode.PERMISSION_DENIED,
+            None,
+        ),
     ]
     for request, code, field in cases:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -114,7 +138,10 @@ async def test_session_events_start_count_turns_and_end(registry: RunningRegistr
                                             event=kind, occurred_at=stamp(at), **extra)
 
     started = (await registry.stub.ReportSessionEvent(event(agent_pb2.SESSION_EVENT_STARTED, T0))).session
-    assert started.source == agent_pb2.SESSION_SOURCE_PLUGIN and started.status == agent_pb2.SESSION_STATUS_ACTIVE
+    assert (
+        started.source == agent_pb2.SESSION_SOURCE_PLUGIN
+        and started.status == agent_pb2.SESSION_STATUS_ACTIVE
+    )
     assert started.started_at.ToDatetime(tzinfo=UTC) == T0 and started.turn_count == 0
 
     for minute in (1, 2):
@@ -140,14 +167,33 @@ async def test_session_events_need_the_agents_hash(registry: RunningRegistry) ->
     base = {"agent_id": agent_id, "session_id": "s1", "event": agent_pb2.SESSION_EVENT_STARTED}
     cases = [
         (pb.ReportSessionEventRequest(**base), grpc.StatusCode.UNAUTHENTICATED, "agent_hash"),
-        (pb.ReportSessionEventRequest(**base, agent_hash=other_hash), grpc.StatusCode.PERMISSION_DENIED, None),
-        (pb.ReportSessionEventRequest(**{**base, "agent_id": "smolt-0badcafe"}, agent_hash=agent_hash),
-         grpc.StatusCode.NOT_FOUND, None),
-        (pb.ReportSessionEventRequest(**{**base, "session_id": ""}, agent_hash=agent_hash), INVALID, "session_id"),
-        (pb.ReportSessionEventRequest(**{**base, "session_id": "s" * 300}, agent_hash=agent_hash),
-         INVALID, "session_id"),
-        (pb.ReportSessionEventRequest(**{**base, "event": agent_pb2.SESSION_EVENT_UNSPECIFIED},
-                                      agent_hash=agent_hash), INVALID, "event"),
+        (
+            pb.ReportSessionEventRequest(**base, agent_hash=other_hash),
+            grpc.StatusCode.PERMISSION_DENIED,
+            None,
+        ),
+        (
+            pb.ReportSessionEventRequest(**{**base, "agent_id": "smolt-0badcafe"}, agent_hash=agent_hash),
+            grpc.StatusCode.NOT_FOUND,
+            None,
+        ),
+        (
+            pb.ReportSessionEventRequest(**{**base, "session_id": ""}, agent_hash=agent_hash),
+            INVALID,
+            "session_id",
+        ),
+        (
+            pb.ReportSessionEventRequest(**{**base, "session_id": "s" * 300}, agent_hash=agent_hash),
+            INVALID,
+            "session_id",
+        ),
+        (
+            pb.ReportSessionEventRequest(
+                **{**base, "event": agent_pb2.SESSION_EVENT_UNSPECIFIED}, agent_hash=agent_hash
+            ),
+            INVALID,
+            "event",
+        ),
         (pb.ReportSessionEventRequest(**base, agent_hash=agent_hash, turn_count=-1), INVALID, "turn_count"),
     ]
     for request, code, field in cases:

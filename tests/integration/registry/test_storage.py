@@ -49,7 +49,9 @@ async def test_only_agents_and_cards_are_publicly_readable_on_postgresql(postgre
                 "SELECT tablename, cmd, qual FROM pg_policies WHERE schemaname = 'public'"))).all()
         assert all(secured[table] for table in REGISTRY_TABLES)
         # Credentials, claims and sessions have RLS and no policy: invisible to anon roles.
-        registry_policies = sorted((table, cmd, qual) for table, cmd, qual in policies if table in REGISTRY_TABLES)
+        registry_policies = sorted(
+            (table, cmd, qual) for table, cmd, qual in policies if table in REGISTRY_TABLES
+        )
         assert registry_policies == [("agents", "SELECT", "true"), ("alignment_cards", "SELECT", "true")]
     finally:
         await db.close()

@@ -132,7 +132,9 @@ def upgrade() -> None:
         sa.Column("card_id", sa.String(_AGENT_ID), nullable=False),
         _timestamp("timestamp"),
     )
-    op.create_index("ix_drift_pending_agent_timestamp", "drift_pending", ["agent_id", "timestamp", "trace_id"])
+    op.create_index(
+        "ix_drift_pending_agent_timestamp", "drift_pending", ["agent_id", "timestamp", "trace_id"]
+    )
 
     op.create_table(
         "drift_states",
