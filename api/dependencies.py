@@ -16,11 +16,9 @@ from smoltbot.api.credential_check import CredentialCheck
 from smoltbot.api.errors import BackendError
 from smoltbot.core.errors import PermissionDenied, Unauthenticated
 from smoltbot.core.identity import agent_hash, credential_from_headers
+from smoltbot.core.ids import AGENT_ID_PATTERN, MAX_TRACE_ID_LENGTH, TRACE_ID_PATTERN, agent_id_matches_hash
 
 __all__ = [
-    "AGENT_ID_PATTERN",
-    "SESSION_ID_PATTERN",
-    "TRACE_ID_PATTERN",
     "AgentIdPath",
     "CallerHash",
     "CredentialChecker",
@@ -36,10 +34,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-AGENT_ID_PATTERN = r"^smolt-[0-9a-f]{8,64}$"
-#: Trace ids are derived from exchange ids; session ids may be named by clients.
-TRACE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
-SESSION_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$"
 
 
 def get_backends(request: Request) -> Backends:
@@ -114,17 +108,18 @@ CredentialChecker = Annotated[CredentialCheck, Depends(get_credential_check)]
 def require_owner(agent_id: str, caller_hash: str) -> None:
     """Rejects a credential that cannot be this agent's before any backend call.
 
-    Agent ids are "smolt-" + the leading hex digits of the agent hash (more on a collision),
-    so a hash that does not start with them belongs to another agent. One that does is
-    checked for real by the registry.
+    Agent ids are "smolt-" + the leading hex digits of the agent hash (more on a collision,
+    `core.ids`), so a hash that does not start with them belongs to another agent. One that
+    does is checked for real by the registry.
     """
-    if not caller_hash.startswith(agent_id.removeprefix("smolt-")):
+    if not agent_id_matches_hash(agent_id, caller_hash):
         raise PermissionDenied(f"the credential is not {agent_id}'s", reason="NOT_OWNER")
 
 
 AgentIdPath = Annotated[str, Path(pattern=AGENT_ID_PATTERN, description="An agent id: `smolt-` + hex digits.",
                                   examples=["smolt-0a1b2c3d"])]
-TraceIdPath = Annotated[str, Path(pattern=TRACE_ID_PATTERN, max_length=200, description="A trace id.")]
+TraceIdPath = Annotated[str, Path(pattern=TRACE_ID_PATTERN, max_length=MAX_TRACE_ID_LENGTH,
+                                  description="A trace id.")]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size, 1..1000.")]
 Cursor = Annotated[str | None, Query(max_length=2048, pattern=r"^[!-~]*$",
                                      description="`next_cursor` of the previous page.")]

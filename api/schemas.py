@@ -20,6 +20,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
 
+from smoltbot.core.ids import AGENT_ID_PATTERN, SESSION_ID_PATTERN, TOOL_USE_ID_PATTERN
+
 __all__ = [
     "Agent",
     "AgentList",
@@ -253,8 +255,8 @@ class TraceList(BaseModel):
 class ToolExecutionReport(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    agent_id: str = Field(pattern=r"^smolt-[0-9a-f]{8,64}$")
-    tool_use_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,199}$",
+    agent_id: str = Field(pattern=AGENT_ID_PATTERN)
+    tool_use_id: str = Field(pattern=TOOL_USE_ID_PATTERN,
                              description="The tool_use block id the agent executed.")
     executed: StrictBool = True
 
@@ -417,8 +419,8 @@ class SessionReport(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    agent_id: str = Field(pattern=r"^smolt-[0-9a-f]{8,64}$")
-    session_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,199}$")
+    agent_id: str = Field(pattern=AGENT_ID_PATTERN)
+    session_id: str = Field(pattern=SESSION_ID_PATTERN)
     event: Literal["started", "turn", "ended"]
     turn_count: StrictInt | None = Field(default=None, ge=0, le=2**31 - 1,
                                    description="The session's turn count; without it a turn adds one.")

@@ -32,10 +32,10 @@ from urllib.parse import urlsplit
 from pydantic import ValidationError
 
 from smoltbot.cli.errors import ConfigError, NotInitialised
+from smoltbot.core.ids import AGENT_ID_PATTERN
 from smoltbot.core.settings import CliSettings, load_cli_settings
 
 __all__ = [
-    "AGENT_ID_PATTERN",
     "CONFIG_FILE",
     "CREDENTIAL_ENV_VARS",
     "KEYS",
@@ -52,8 +52,6 @@ __all__ = [
 ]
 
 CONFIG_FILE = "config.json"
-#: Same pattern as the API's agent id path parameter (a contract test checks they agree).
-AGENT_ID_PATTERN = r"^smolt-[0-9a-f]{8,64}$"
 _EMAIL_PATTERN = r"^[^@\s]+@[^@\s]+$"
 #: Where the agent's credential is read from, in order (the variables the Anthropic SDK reads).
 CREDENTIAL_ENV_VARS = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN")

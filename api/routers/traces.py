@@ -9,8 +9,6 @@ from fastapi import APIRouter, Query
 
 from smoltbot.api.convert import trace_out
 from smoltbot.api.dependencies import (
-    AGENT_ID_PATTERN,
-    SESSION_ID_PATTERN,
     AgentIdPath,
     CallerHash,
     Cursor,
@@ -22,6 +20,7 @@ from smoltbot.api.dependencies import (
 from smoltbot.api.errors import READ_ERRORS, WRITE_ERRORS
 from smoltbot.api.reads import list_trace_page
 from smoltbot.api.schemas import DateTime, ToolExecution, ToolExecutionReport, Trace, TraceList
+from smoltbot.core.ids import AGENT_ID_PATTERN, MAX_SESSION_ID_LENGTH, SESSION_ID_PATTERN
 from smoltbot.v1 import observer_service_pb2
 
 __all__ = ["router"]
@@ -31,7 +30,7 @@ router = APIRouter(tags=["traces"], responses=READ_ERRORS)
 Order = Annotated[
     Literal["desc", "asc"], Query(description="By timestamp: newest first (desc) or oldest first.")
 ]
-SessionFilter = Annotated[str | None, Query(pattern=SESSION_ID_PATTERN, max_length=200,
+SessionFilter = Annotated[str | None, Query(pattern=SESSION_ID_PATTERN, max_length=MAX_SESSION_ID_LENGTH,
                                             description="Only traces of this session.")]
 VerifiedFilter = Annotated[bool | None, Query(description="Only traces that passed (true) or failed (false) "
                                                           "verification.")]
