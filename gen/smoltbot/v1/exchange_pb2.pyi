@@ -296,6 +296,7 @@ class Exchange(_message.Message):
     OUTCOME_DETAIL_FIELD_NUMBER: _builtins.int
     GATEWAY_ID_FIELD_NUMBER: _builtins.int
     CAPTURE_FAILURE_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
     exchange_id: _builtins.str
     """128 random bits, hex. The idempotency key all the way to the traces."""
     agent_hash: _builtins.str
@@ -314,6 +315,11 @@ class Exchange(_message.Message):
     capture_failure: _builtins.str
     """Non-empty: this is a minimal record; the gateway could not capture or ship the full
     exchange, and this says what failed.
+    """
+    provider: _builtins.str
+    """The provider API the call went to, named by the gateway prefix it came in on:
+    "anthropic", "openai" or "gemini". Empty from producers older than this field (read as
+    "anthropic", the only provider they relayed).
     """
     @_builtins.property
     def request(self) -> Global___CapturedRequest: ...
@@ -336,10 +342,11 @@ class Exchange(_message.Message):
         outcome_detail: _builtins.str = ...,
         gateway_id: _builtins.str = ...,
         capture_failure: _builtins.str = ...,
+        provider: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request", "response", b"response", "timings", b"timings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_hash", b"agent_hash", "agent_id", b"agent_id", "capture_failure", b"capture_failure", "exchange_id", b"exchange_id", "gateway_id", b"gateway_id", "outcome", b"outcome", "outcome_detail", b"outcome_detail", "request", b"request", "response", b"response", "session_hint", b"session_hint", "session_id", b"session_id", "timings", b"timings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_hash", b"agent_hash", "agent_id", b"agent_id", "capture_failure", b"capture_failure", "exchange_id", b"exchange_id", "gateway_id", b"gateway_id", "outcome", b"outcome", "outcome_detail", b"outcome_detail", "provider", b"provider", "request", b"request", "response", b"response", "session_hint", b"session_hint", "session_id", b"session_id", "timings", b"timings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
