@@ -1,5 +1,5 @@
-"""Protobuf -> the public API's response models (`smoltbot.api.schemas`), and the one
-datetime -> protobuf Timestamp conversion of request values.
+"""Protobuf -> the public API's response models (`smoltbot.api.schemas`). Timestamps convert
+through `smoltbot.core.protoconv`, as in every service.
 
 Traces, cards and drift alerts go through protobuf's JSON mapping with proto field names;
 fields it leaves out when unset stay out. A trace's JSON values come from their exact `*_json`
@@ -9,10 +9,9 @@ twins, not from the Struct beside them (whose numbers are doubles).
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from smoltbot.api.schemas import (
@@ -25,7 +24,7 @@ from smoltbot.api.schemas import (
     Session,
     Trace,
 )
-from smoltbot.core.errors import InvalidArgument
+from smoltbot.core.protoconv import timestamp_text
 from smoltbot.v1 import agent_pb2, card_pb2, trace_pb2
 
 __all__ = [
@@ -34,28 +33,8 @@ __all__ = [
     "drift_alert_out",
     "integrity_out",
     "session_out",
-    "to_timestamp",
     "trace_out",
 ]
-
-
-def to_timestamp(value: datetime, field: str) -> timestamp_pb2.Timestamp:
-    """A protobuf Timestamp; naive datetimes are taken as UTC."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    stamp = timestamp_pb2.Timestamp()
-    try:
-        stamp.FromDatetime(value.astimezone(UTC))
-    except (ValueError, OverflowError):
-        raise InvalidArgument(field, "must be between 0001-01-01 and 9999-12-31 UTC") from None
-    return stamp
-
-
-def _ts(message: Message, field: str) -> str | None:
-    if not message.HasField(field):
-        return None
-    stamp: timestamp_pb2.Timestamp = getattr(message, field)
-    return stamp.ToJsonString()
 
 
 def _proto_dict(message: Message) -> dict[str, Any]:
@@ -66,10 +45,10 @@ def _proto_dict(message: Message) -> dict[str, Any]:
 def agent_summary(agent: agent_pb2.Agent) -> AgentSummary:
     return AgentSummary(
         agent_id=agent.agent_id,
-        created_at=_ts(agent, "created_at"),
-        last_seen_at=_ts(agent, "last_seen_at"),
+        created_at=timestamp_text(agent, "created_at"),
+        last_seen_at=timestamp_text(agent, "last_seen_at"),
         claimed=agent.claimed,
-        claimed_at=_ts(agent, "claimed_at"),
+        claimed_at=timestamp_text(agent, "claimed_at"),
         active_card_id=agent.active_card_id or None,
     )
 
@@ -118,12 +97,18 @@ def _window(window: trace_pb2.IntegrityWindow) -> IntegrityWindow:
 
 def integrity_out(score: trace_pb2.IntegrityScore) -> Integrity:
     return Integrity(
-        agent_id=score.agent_id, window_size=score.window_size, computed_at=_ts(score, "computed_at"),
-        recent=_window(score.recent), all_time=_window(score.all_time),
+        agent_id=score.agent_id,
+        window_size=score.window_size,
+        computed_at=timestamp_text(score, "computed_at"),
+        recent=_window(score.recent),
+        all_time=_window(score.all_time),
         timeline=[
-            IntegrityPoint(bucket_start=_ts(point, "bucket_start"), total_traces=point.total_traces,
-                           verified_traces=point.verified_traces,
-                           score=point.verified_traces / point.total_traces if point.total_traces else None)
+            IntegrityPoint(
+                bucket_start=timestamp_text(point, "bucket_start"),
+                total_traces=point.total_traces,
+                verified_traces=point.verified_traces,
+                score=point.verified_traces / point.total_traces if point.total_traces else None,
+            )
             for point in score.timeline
         ],
         open_drift_alerts=score.open_drift_alerts,
@@ -139,9 +124,12 @@ def _enum_word(enum: Any, value: int, prefix: str) -> str:
 
 def session_out(session: agent_pb2.Session) -> Session:
     return Session(
-        session_id=session.session_id, agent_id=session.agent_id,
+        session_id=session.session_id,
+        agent_id=session.agent_id,
         source=_enum_word(agent_pb2.SessionSource, session.source, "SESSION_SOURCE_"),
         status=_enum_word(agent_pb2.SessionStatus, session.status, "SESSION_STATUS_"),
-        started_at=_ts(session, "started_at"), last_activity_at=_ts(session, "last_activity_at"),
-        ended_at=_ts(session, "ended_at"), turn_count=session.turn_count,
+        started_at=timestamp_text(session, "started_at"),
+        last_activity_at=timestamp_text(session, "last_activity_at"),
+        ended_at=timestamp_text(session, "ended_at"),
+        turn_count=session.turn_count,
     )

@@ -8,9 +8,10 @@ from datetime import datetime
 import grpc
 
 from smoltbot.api.backends import ObserverStub
-from smoltbot.api.convert import to_timestamp, trace_out
+from smoltbot.api.convert import trace_out
 from smoltbot.api.errors import BackendError
 from smoltbot.api.schemas import TraceList
+from smoltbot.core.protoconv import to_timestamp
 from smoltbot.v1 import observer_service_pb2
 
 __all__ = ["ORDERS", "list_trace_page", "trace_count"]

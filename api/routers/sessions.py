@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from smoltbot.api.convert import session_out, to_timestamp
+from smoltbot.api.convert import session_out
 from smoltbot.api.dependencies import AgentIdPath, CallerHash, Cursor, Limit, Registry, require_owner
 from smoltbot.api.errors import READ_ERRORS, WRITE_ERRORS
 from smoltbot.api.schemas import Session, SessionList, SessionReport
 from smoltbot.api.strict_json import StrictJsonRoute
+from smoltbot.core.protoconv import to_timestamp
 from smoltbot.v1 import agent_pb2, registry_service_pb2
 
 __all__ = ["router"]
