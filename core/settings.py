@@ -38,6 +38,16 @@ class Settings(BaseSettings):
     upstream_url: str = Field(
         default="https://api.anthropic.com", description="Where the gateway forwards /anthropic/... calls."
     )
+    openai_upstream_url: str = Field(
+        default="https://api.openai.com",
+        description="Where the gateway forwards /openai/... calls "
+        "(agents: OPENAI_BASE_URL=http://<gateway>/openai/v1).",
+    )
+    gemini_upstream_url: str = Field(
+        default="https://generativelanguage.googleapis.com",
+        description="Where the gateway forwards /gemini/... calls "
+        "(google-genai: base_url http://<gateway>/gemini).",
+    )
     public_api_url: str = Field(
         default="",
         description="Public URL of the REST API, used in default cards' audit.query_endpoint. "
@@ -180,7 +190,7 @@ class Settings(BaseSettings):
         "trusts.",
     )
 
-    @field_validator("upstream_url")
+    @field_validator("upstream_url", "openai_upstream_url", "gemini_upstream_url")
     @classmethod
     def _strip_trailing_slash(cls, value: str) -> str:
         return value.rstrip("/")
