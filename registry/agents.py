@@ -14,7 +14,7 @@ import hmac
 import logging
 import re
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -39,12 +39,11 @@ from smoltbot.core.pagination import decode_page_token, next_page, page_size
 from smoltbot.core.storage import Database, utcnow
 from smoltbot.registry import store
 from smoltbot.registry.store import Agent
+from smoltbot.registry.validation import clamp_to_now, validate_text
 
 __all__ = [
     "Agents",
     "TouchBuffer",
-    "clamp_to_now",
-    "validate_text",
 ]
 
 logger = logging.getLogger(__name__)
@@ -55,20 +54,6 @@ MAX_EMAIL_LENGTH = 320
 _KNOWN_CACHE_LIMIT = 100_000
 #: Get-or-create retries when a concurrent transaction took our row first (PostgreSQL).
 _CREATE_ATTEMPTS = 5
-
-
-def validate_text(value: str, field: str, *, max_length: int, required: bool = True) -> str:
-    """A printable identifier-like string of at most `max_length` characters."""
-    if not value:
-        if required:
-            raise InvalidArgument(field, "is required")
-        return value
-    if len(value) > max_length:
-        raise InvalidArgument(field, f"must be at most {max_length} characters, got {len(value)}",
-                              reason="FIELD_TOO_LONG")
-    if not value.isprintable():
-        raise InvalidArgument(field, "must not contain control characters")
-    return value
 
 
 class _Contended(Exception):
@@ -343,11 +328,3 @@ _TOUCH_SESSION = (
     )
     .values(last_activity_at=sa.bindparam("b_at", type_=store.sessions.c.last_activity_at.type))
 )
-
-
-def clamp_to_now(at: datetime | None, *, slack: timedelta = timedelta(seconds=5)) -> datetime:
-    """A client-reported time, or now; times in the future (clock skew) become now."""
-    now = utcnow()
-    if at is None or at > now + slack:
-        return now
-    return at

@@ -19,18 +19,13 @@ from typing import Any
 import sqlalchemy as sa
 
 from smoltbot.core.errors import InvalidArgument
+from smoltbot.core.ids import MAX_SESSION_ID_LENGTH, validate_agent_hash, validate_agent_id
 from smoltbot.core.pagination import decode_page_token, next_page, page_size
 from smoltbot.core.storage import Database
 from smoltbot.registry import store
-from smoltbot.registry.agents import (
-    MAX_SESSION_ID_LENGTH,
-    Agents,
-    clamp_to_now,
-    validate_agent_hash,
-    validate_agent_id,
-    validate_text,
-)
+from smoltbot.registry.agents import Agents
 from smoltbot.registry.store import Session, SessionSource, SessionStatus
+from smoltbot.registry.validation import clamp_to_now, validate_text
 
 __all__ = ["SessionEvent", "Sessions"]
 
