@@ -1,0 +1,115 @@
+"""One canonical JSON form of a value, and a keyed digest (HMAC-SHA256) over it.
+
+Two parties that parsed the same JSON must get the same bytes, whatever serialiser wrote it: keys
+sorted, no whitespace, strings ASCII-escaped, and numbers in one spelling. JavaScript clients (Claude
+Code) re-serialise what they parsed, so `1.0` comes back as `1`: an integral float is written as an
+integer, any other float by its shortest round-trip form (`repr`), which is what JSON.stringify
+prints for the same double. NaN and the infinities are not JSON; they get a spelling of their own
+rather than an error.
+
+The encoder is iterative and streams into the HMAC, so a hostile nesting depth or a huge value can
+neither overflow the stack nor build one giant string. A value that is not JSON (a Python object
+that no parser produces) is encoded by its type name: deterministic, and never an exception.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import math
+from collections.abc import Iterator, Mapping
+from decimal import Decimal
+from typing import Any
+
+__all__ = ["canonical_json", "keyed_digest"]
+
+_CHUNK = 1 << 16
+
+
+def _number(value: float | Decimal) -> str:
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return '"!' + str(value) + '"'
+        if value == value.to_integral_value():
+            return str(int(value))
+        return repr(float(value)) if float(value) == value else format(value.normalize(), "f")
+    if math.isnan(value) or math.isinf(value):
+        return '"!' + repr(value) + '"'
+    if value.is_integer() and abs(value) < 2**63:
+        return str(int(value))
+    return repr(value)
+
+
+def _pieces(value: Any) -> Iterator[str]:
+    # An explicit stack instead of recursion: depth is the attacker's choice.
+    stack: list[Any] = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, _Literal):
+            yield item.text
+        elif item is None:
+            yield "null"
+        elif item is True:
+            yield "true"
+        elif item is False:
+            yield "false"
+        elif isinstance(item, str):
+            yield json.dumps(item, ensure_ascii=True)
+        elif isinstance(item, int):
+            yield str(item)
+        elif isinstance(item, float | Decimal):
+            yield _number(item)
+        elif isinstance(item, Mapping):
+            keys = sorted(k for k in item if isinstance(k, str))
+            later: list[Any] = [_Literal("}")]
+            for position, key in enumerate(reversed(keys)):
+                later.append(item[key])
+                later.append(_Literal(("" if position == len(keys) - 1 else ",")
+                                      + json.dumps(key, ensure_ascii=True) + ":"))
+            if len(keys) != len(item):
+                # Non-string keys cannot come from JSON; say they were there instead of dropping them.
+                later.insert(1, _Literal(f',"!nonstring-keys":{len(item) - len(keys)}'))
+            stack.extend(later)
+            yield "{"
+        elif isinstance(item, list | tuple):
+            later = [_Literal("]")]
+            for position, element in enumerate(reversed(item)):
+                later.append(element)
+                if position != len(item) - 1:
+                    later.append(_Literal(","))
+            stack.extend(later)
+            yield "["
+        else:
+            yield json.dumps("!" + type(item).__name__)
+
+
+class _Literal:
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def canonical_json(value: Any) -> bytes:
+    """The canonical bytes of `value` (for tests and for showing; digests stream instead)."""
+    return "".join(_pieces(value)).encode("ascii")
+
+
+def keyed_digest(key: bytes, value: Any, *, domain: str = "") -> bytes:
+    """HMAC-SHA256 under `key` over `domain` and the canonical form of `value` (32 bytes).
+
+    `domain` separates digests of different things (a turn, a block, a tool call) so that one can
+    never stand for another.
+    """
+    mac = hmac.new(key, domain.encode("ascii", "replace") + b"\x00", hashlib.sha256)
+    buffer: list[str] = []
+    size = 0
+    for piece in _pieces(value):
+        buffer.append(piece)
+        size += len(piece)
+        if size >= _CHUNK:
+            mac.update("".join(buffer).encode("ascii"))
+            buffer, size = [], 0
+    mac.update("".join(buffer).encode("ascii"))
+    return mac.digest()

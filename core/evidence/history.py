@@ -1,0 +1,424 @@
+"""History integrity: is the history a client sends back the one the gateway relayed?
+
+Agents on the Messages APIs resend their whole history on every call. The observer keeps, per
+session, a `HistoryLedger`: for each assistant turn the gateway relayed, keyed digests (HMAC-SHA256,
+see canonical.py) of the turn and of each of its blocks, its tool call ids, and where in its
+conversation it stood. Never content: a ledger of 500 turns is a few tens of kilobytes, and a leaked
+ledger says nothing without the key.
+
+`HistoryLedger.check(body)` reads the next request's messages and returns findings (something that
+did not happen the way the history says) and rewrites (changes a client is allowed to make, recorded
+and not flagged):
+
+Findings                                        Rewrites
+  unrelayed_turn: an assistant turn the gateway   compaction: Claude Code's summary continuation
+    never relayed (forged, or sent around it)     context_edit: a tool result cleared to a placeholder
+  edited_turn: a relayed turn, changed            thinking_dropped: thinking left out of an older turn
+  unrequested_tool_call: a tool call the model    truncated_front: messages dropped from the front
+    never made                                    first_message_changed: the first message differs
+  orphan_tool_result: a tool_result answering
+    no earlier tool call
+  edited_tool_result: a tool result, changed
+  out_of_order_turn: a relayed turn repeated or
+    moved before one relayed earlier
+
+Indexes are positions in the request's `messages` list. How a turn is recognised: by the digest of
+its non-thinking blocks (so thinking may be dropped), then its thinking blocks must be all there,
+unchanged, or all gone. A turn that matches nothing is an edit of a relayed turn when it carries one
+of that turn's tool call ids, or when that turn is the one expected next (after the last recognised
+turn) and is absent, and the message shares a block with it, stands at the index it was relayed at,
+or sits right before the turn that followed it; otherwise it was never relayed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from smoltbot.core.evidence.canonical import keyed_digest
+from smoltbot.core.evidence.transcript import AnthropicMessagesReader, HistoryReader, Message, Part
+
+__all__ = [
+    "CLEARED_TOOL_RESULT_MARKERS",
+    "COMPACTION_PREFIXES",
+    "Finding",
+    "FindingKind",
+    "HistoryCheck",
+    "HistoryLedger",
+    "RelayedTurn",
+    "Rewrite",
+    "RewriteKind",
+]
+
+#: How Claude Code opens the user message that replaces a compacted history (services/compact/prompt.ts,
+#: getCompactUserSummaryMessage), older wording too, and Codex's summary prefix (core/templates/compact).
+COMPACTION_PREFIXES: tuple[str, ...] = (
+    "This session is being continued from a previous conversation that ran out of context.",
+    "This session is being continued from a previous conversation",
+    "Another language model started to solve this problem and produced a summary of its thinking process.",
+)
+#: Placeholders that clients put in place of an old tool result (Claude Code's microcompact, Qwen
+#: Code, OpenClaw). Compared after stripping whitespace, as a prefix.
+CLEARED_TOOL_RESULT_MARKERS: tuple[str, ...] = ("[Old tool result content cleared",)
+#: Oldest turns are forgotten past this many (a bound on state; the check then says "unknown").
+MAX_TURNS = 20_000
+
+
+class FindingKind(StrEnum):
+    UNRELAYED_TURN = "unrelayed_turn"
+    EDITED_TURN = "edited_turn"
+    UNREQUESTED_TOOL_CALL = "unrequested_tool_call"
+    ORPHAN_TOOL_RESULT = "orphan_tool_result"
+    EDITED_TOOL_RESULT = "edited_tool_result"
+    OUT_OF_ORDER_TURN = "out_of_order_turn"
+
+
+class RewriteKind(StrEnum):
+    COMPACTION = "compaction"
+    CONTEXT_EDIT = "context_edit"
+    THINKING_DROPPED = "thinking_dropped"
+    TRUNCATED_FRONT = "truncated_front"
+    FIRST_MESSAGE_CHANGED = "first_message_changed"
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    kind: FindingKind
+    message_index: int
+    description: str
+    block_index: int | None = None
+    tool_use_id: str | None = None
+    #: The ledger's sequence number of the relayed turn this concerns, where there is one.
+    turn_seq: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    kind: RewriteKind
+    message_index: int
+    description: str
+
+
+@dataclass(slots=True)
+class HistoryCheck:
+    findings: list[Finding] = field(default_factory=list)
+    rewrites: list[Rewrite] = field(default_factory=list)
+    assistant_turns: int = 0
+    verified_turns: int = 0
+
+    @property
+    def intact(self) -> bool:
+        """True when nothing was found: every rewrite seen is one a client may make."""
+        return not self.findings
+
+    @property
+    def diverged_at(self) -> int | None:
+        """The first message index where the history stops being the one that happened."""
+        return min((f.message_index for f in self.findings), default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class RelayedTurn:
+    seq: int
+    digest: bytes
+    #: (is_thinking, digest) per block, in order.
+    blocks: tuple[tuple[bool, bytes], ...]
+    key: bytes
+    tool_ids: tuple[str, ...]
+    root: bytes
+    position: int
+
+    @property
+    def thinking(self) -> tuple[bytes, ...]:
+        return tuple(d for t, d in self.blocks if t)
+
+
+class HistoryLedger:
+    """The digests of one session's relayed assistant turns, and the check of a later history.
+
+    `key` is the deployment's secret; it is never part of `to_state()`.
+    """
+
+    def __init__(self, key: bytes, reader: HistoryReader | None = None) -> None:
+        self._key = key
+        self._reader: HistoryReader = reader or AnthropicMessagesReader()
+        self.turns: list[RelayedTurn] = []
+        self._by_key: dict[bytes, int] = {}
+        self._by_tool: dict[str, tuple[int, bytes]] = {}
+        self._tool_results: dict[str, bytes] = {}
+        self._first_seq = 0
+
+    # -- digests -------------------------------------------------------------------------------
+    def _block(self, part: Part) -> bytes:
+        return keyed_digest(self._key, part.body, domain="block")
+
+    def _key_of(self, blocks: Iterable[tuple[bool, bytes]]) -> bytes:
+        return hashlib.sha256(b"".join(d for t, d in blocks if not t)).digest()
+
+    def _tool_call(self, part: Part) -> bytes:
+        return keyed_digest(self._key, [part.tool_name, part.tool_input], domain="tool_call")
+
+    def _root(self, messages: list[Message]) -> bytes:
+        # The normalised parts, not the raw message: clients move `cache_control` markers around.
+        first = [messages[0].role, [p.body for p in messages[0].parts]] if messages else None
+        return keyed_digest(self._key, first, domain="root")
+
+    # -- recording -----------------------------------------------------------------------------
+    def record(self, request_body: Any, response: Any) -> RelayedTurn | None:
+        """Record the assistant turn `response` relayed in answer to `request_body`.
+
+        None when the response holds no content (an error, an empty turn): nothing to check later.
+        """
+        parts = self._reader.response_parts(response)
+        if not parts:
+            return None
+        messages = self._reader.messages(request_body)
+        blocks = tuple((p.is_thinking, self._block(p)) for p in parts)
+        seq = self._first_seq + len(self.turns)
+        turn = RelayedTurn(
+            seq=seq,
+            digest=keyed_digest(self._key, [p.body for p in parts], domain="turn"),
+            blocks=blocks,
+            key=self._key_of(blocks),
+            tool_ids=tuple(p.tool_id for p in parts if p.is_tool_call and p.tool_id),
+            root=self._root(messages),
+            position=len(messages),
+        )
+        self.turns.append(turn)
+        self._by_key.setdefault(turn.key, seq)
+        for part in parts:
+            if part.is_tool_call and part.tool_id:
+                self._by_tool.setdefault(part.tool_id, (seq, self._tool_call(part)))
+        if len(self.turns) > MAX_TURNS:
+            self._forget(self.turns.pop(0))
+        return turn
+
+    def _forget(self, turn: RelayedTurn) -> None:
+        self._first_seq = turn.seq + 1
+        if self._by_key.get(turn.key) == turn.seq:
+            del self._by_key[turn.key]
+        for tool_id in turn.tool_ids:
+            self._by_tool.pop(tool_id, None)
+            self._tool_results.pop(tool_id, None)
+
+    def _turn(self, seq: int) -> RelayedTurn | None:
+        position = seq - self._first_seq
+        return self.turns[position] if 0 <= position < len(self.turns) else None
+
+    # -- checking ------------------------------------------------------------------------------
+    def check(self, request_body: Any) -> HistoryCheck:
+        """Check a request's history against the ledger; learns the tool results it sees first."""
+        messages = self._reader.messages(request_body)
+        result = HistoryCheck()
+        compacted = self._compaction(messages, result)
+        matched: dict[int, RelayedTurn] = {}
+        assistants = [m for m in messages if m.role == "assistant"]
+        result.assistant_turns = len(assistants)
+        digests = {m.index: [(p.is_thinking, self._block(p)) for p in m.parts] for m in assistants}
+        for message in assistants:
+            seq = self._by_key.get(self._key_of(digests[message.index]))
+            turn = self._turn(seq) if seq is not None else None
+            if turn is not None and self._thinking_ok(message, digests[message.index], turn, result):
+                matched[message.index] = turn
+        self._order(matched, result)
+        self._unmatched(assistants, matched, digests, result)
+        self._tool_results_check(messages, result)
+        self._front(messages, matched, compacted, result)
+        result.verified_turns = len(matched)
+        result.findings.sort(key=lambda f: (f.message_index, f.block_index or 0))
+        return result
+
+    def _compaction(self, messages: list[Message], result: HistoryCheck) -> bool:
+        found = False
+        for message in messages:
+            if message.role != "user":
+                continue
+            text = next((p.text for p in message.parts if p.kind == "text"), "").lstrip()
+            if text.startswith(COMPACTION_PREFIXES):
+                found = True
+                result.rewrites.append(Rewrite(RewriteKind.COMPACTION, message.index,
+                                               "earlier turns replaced by a summary (compaction)"))
+        return found
+
+    def _thinking_ok(self, message: Message, blocks: list[tuple[bool, bytes]], turn: RelayedTurn,
+                     result: HistoryCheck) -> bool:
+        sent = tuple(d for t, d in blocks if t)
+        if sent == turn.thinking:
+            return True
+        if not sent:
+            result.rewrites.append(Rewrite(RewriteKind.THINKING_DROPPED, message.index,
+                                           f"thinking of relayed turn {turn.seq} left out"))
+            return True
+        result.findings.append(Finding(
+            FindingKind.EDITED_TURN, message.index,
+            f"thinking of relayed turn {turn.seq} changed ({len(sent)} thinking blocks sent, "
+            f"{len(turn.thinking)} relayed)", turn_seq=turn.seq))
+        return False
+
+    def _order(self, matched: dict[int, RelayedTurn], result: HistoryCheck) -> None:
+        last = -1
+        for index in sorted(matched):
+            turn = matched[index]
+            if turn.seq <= last:
+                result.findings.append(Finding(
+                    FindingKind.OUT_OF_ORDER_TURN, index,
+                    f"relayed turn {turn.seq} stands after relayed turn {last}", turn_seq=turn.seq))
+            last = max(last, turn.seq)
+
+    def _unmatched(self, assistants: list[Message], matched: dict[int, RelayedTurn],
+                   digests: dict[int, list[tuple[bool, bytes]]], result: HistoryCheck) -> None:
+        used = {t.seq for t in matched.values()}
+        flagged = {f.message_index for f in result.findings if f.kind == FindingKind.EDITED_TURN}
+        previous: RelayedTurn | None = None
+        for position, message in enumerate(assistants):
+            if message.index in matched:
+                previous = matched[message.index]
+                continue
+            if message.index in flagged:
+                continue
+            original = self._original(message, digests[message.index], previous, used,
+                                      assistants[position + 1:], matched)
+            if original is None:
+                result.findings.append(Finding(
+                    FindingKind.UNRELAYED_TURN, message.index,
+                    "assistant turn never relayed by the gateway (forged, or sent around it)"))
+            else:
+                used.add(original.seq)
+                result.findings.append(Finding(
+                    FindingKind.EDITED_TURN, message.index,
+                    f"relayed turn {original.seq} changed: "
+                    f"{self._difference(digests[message.index], original)}",
+                    turn_seq=original.seq))
+            self._tool_calls(message, result)
+
+    def _original(self, message: Message, blocks: list[tuple[bool, bytes]], previous: RelayedTurn | None,
+                  used: set[int], later: list[Message],
+                  matched: dict[int, RelayedTurn]) -> RelayedTurn | None:
+        for part in message.parts:
+            known = self._by_tool.get(part.tool_id) if part.is_tool_call and part.tool_id else None
+            if known and known[0] not in used and (turn := self._turn(known[0])):
+                return turn
+        expected = self._turn(previous.seq + 1 if previous else self._first_seq)
+        if expected is None or expected.seq in used:
+            return None
+        # It shares a block with the turn expected here, or stands where that turn stood when relayed.
+        if {d for _, d in blocks} & {d for _, d in expected.blocks} or expected.position == message.index:
+            return expected
+        following = next((matched[m.index] for m in later if m.index in matched), None)
+        if following is not None and following.seq == expected.seq + 1:
+            return expected
+        return None
+
+    def _difference(self, blocks: list[tuple[bool, bytes]], turn: RelayedTurn) -> str:
+        sent = [d for _, d in blocks]
+        relayed = [d for _, d in turn.blocks]
+        changed = [i for i, d in enumerate(sent) if d not in relayed]
+        missing = sum(1 for d in relayed if d not in sent)
+        parts = []
+        if changed:
+            plural = "s" if len(changed) > 1 else ""
+            parts.append(f"block{plural} {', '.join(map(str, changed))} not as relayed")
+        if missing:
+            parts.append(f"{missing} relayed block{'s' if missing > 1 else ''} missing")
+        return "; ".join(parts) or "blocks reordered"
+
+    def _tool_calls(self, message: Message, result: HistoryCheck) -> None:
+        for block_index, part in enumerate(message.parts):
+            if not part.is_tool_call:
+                continue
+            known = self._by_tool.get(part.tool_id) if part.tool_id else None
+            if known is None:
+                result.findings.append(Finding(
+                    FindingKind.UNREQUESTED_TOOL_CALL, message.index,
+                    f"tool call {part.tool_name!s} ({part.tool_id!s}) the model never made",
+                    block_index=block_index, tool_use_id=part.tool_id))
+            elif known[1] != self._tool_call(part):
+                result.findings.append(Finding(
+                    FindingKind.EDITED_TURN, message.index,
+                    f"tool call {part.tool_id} has a name or input the model did not give",
+                    block_index=block_index, tool_use_id=part.tool_id, turn_seq=known[0]))
+
+    def _tool_results_check(self, messages: list[Message], result: HistoryCheck) -> None:
+        called: set[str] = set()
+        answered: set[str] = set()
+        for message in messages:
+            for block_index, part in enumerate(message.parts):
+                if message.role == "assistant" and part.is_tool_call and part.tool_id:
+                    called.add(part.tool_id)
+                if part.kind != "tool_result":
+                    continue
+                tool_id = part.tool_id or ""
+                if message.index == 0 and tool_id not in called and tool_id in self._by_tool:
+                    continue  # the front was cut between a call the model made and its result
+                if tool_id not in called or tool_id in answered:
+                    why = ("answers a tool call made again" if tool_id in answered
+                           else "answers no earlier tool call")
+                    result.findings.append(Finding(
+                        FindingKind.ORPHAN_TOOL_RESULT, message.index, f"tool_result {tool_id!r} {why}",
+                        block_index=block_index, tool_use_id=part.tool_id))
+                    continue
+                answered.add(tool_id)
+                digest = self._block(part)
+                first = self._tool_results.setdefault(tool_id, digest)
+                if first == digest or tool_id not in self._by_tool:
+                    continue
+                if part.text.strip().startswith(CLEARED_TOOL_RESULT_MARKERS):
+                    result.rewrites.append(Rewrite(RewriteKind.CONTEXT_EDIT, message.index,
+                                                   f"result of {tool_id} cleared to a placeholder"))
+                else:
+                    result.findings.append(Finding(
+                        FindingKind.EDITED_TOOL_RESULT, message.index,
+                        f"tool_result {tool_id} differs from the one first sent",
+                        block_index=block_index, tool_use_id=tool_id))
+
+    def _front(self, messages: list[Message], matched: dict[int, RelayedTurn], compacted: bool,
+               result: HistoryCheck) -> None:
+        if not matched or compacted:
+            return
+        first_index = min(matched)
+        turn = matched[first_index]
+        if turn.root == self._root(messages):
+            return
+        if first_index < turn.position:
+            result.rewrites.append(Rewrite(
+                RewriteKind.TRUNCATED_FRONT, 0,
+                f"{turn.position - first_index} messages before relayed turn {turn.seq} "
+                "dropped from the front"))
+        else:
+            result.rewrites.append(Rewrite(RewriteKind.FIRST_MESSAGE_CHANGED, 0,
+                                           "the first message is not the one the session started with"))
+
+    # -- state ---------------------------------------------------------------------------------
+    def to_state(self) -> dict[str, Any]:
+        """A JSON-able copy of the ledger (digests only; the key stays out)."""
+        return {
+            "first_seq": self._first_seq,
+            "turns": [{
+                "digest": t.digest.hex(), "blocks": [("t" if th else "") + d.hex() for th, d in t.blocks],
+                "tool_ids": list(t.tool_ids), "root": t.root.hex(), "position": t.position,
+            } for t in self.turns],
+            "tool_calls": {k: v[1].hex() for k, v in self._by_tool.items()},
+            "tool_results": {k: v.hex() for k, v in self._tool_results.items()},
+        }
+
+    @classmethod
+    def from_state(cls, key: bytes, state: Mapping[str, Any],
+                   reader: HistoryReader | None = None) -> HistoryLedger:
+        ledger = cls(key, reader)
+        ledger._first_seq = int(state.get("first_seq", 0))
+        calls = state.get("tool_calls", {})
+        for offset, raw in enumerate(state.get("turns", [])):
+            blocks = tuple((b.startswith("t"), bytes.fromhex(b.removeprefix("t"))) for b in raw["blocks"])
+            turn = RelayedTurn(ledger._first_seq + offset, bytes.fromhex(raw["digest"]), blocks,
+                               ledger._key_of(blocks), tuple(raw["tool_ids"]), bytes.fromhex(raw["root"]),
+                               int(raw["position"]))
+            ledger.turns.append(turn)
+            ledger._by_key.setdefault(turn.key, turn.seq)
+            for tool_id in turn.tool_ids:
+                if tool_id in calls:
+                    ledger._by_tool.setdefault(tool_id, (turn.seq, bytes.fromhex(calls[tool_id])))
+        ledger._tool_results = {k: bytes.fromhex(v) for k, v in state.get("tool_results", {}).items()}
+        return ledger
