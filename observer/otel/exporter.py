@@ -79,7 +79,8 @@ def build_span_exporter(protocol: str | None = None) -> SpanExporter:
 
 def resource_from_environment(service_name: str = "smoltbot-observer") -> Resource:
     """The resource of our spans: service.name unless OTEL_SERVICE_NAME says otherwise."""
-    return Resource.create({"service.name": service_name})
+    # Resource.create lets explicit attributes win over OTEL_SERVICE_NAME, so the variable is read here.
+    return Resource.create({"service.name": environ.get("OTEL_SERVICE_NAME") or service_name})
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,8 +141,8 @@ class SpanShipper:
     def from_environment(cls, *, max_queue: int = 2048, max_batch: int = 256) -> SpanShipper:
         """A shipper over the SDK exporter the standard OTEL_EXPORTER_OTLP_* variables describe."""
         protocol = otlp_protocol()
-        target = (environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-                  or "the default endpoint")
+        target = (environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+                  or environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or "the default endpoint")
         return cls(build_span_exporter(protocol), max_queue=max_queue, max_batch=max_batch,
                    description=f"OTLP {protocol} to {target}")
 
