@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from smoltbot.core.grpc_server import GrpcServer, new_grpc_server, run_until_signalled
+from smoltbot.core.grpc_server import GrpcServer, grpc_message_limit, new_grpc_server, run_until_signalled
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import migrate, open_database
 from smoltbot.core.tls import TlsConfig
@@ -89,6 +89,8 @@ async def build_server(settings: Settings, *, address: str | None = None) -> Obs
             on_stop,
             tls=tls,
             health_port=settings.grpc_health_port,
+            # Exchanges as large as the gateway may capture (one setting for both sides).
+            message_limit=grpc_message_limit(settings.max_exchange_bytes),
         ).with_components(ObserverParts(processor, intake, drift, queue, traces))
     except BaseException:
         if registry is not None:
