@@ -67,6 +67,11 @@ _RETRY_BASE, _RETRY_MAX = 0.5, 60.0
 _REGISTRY_BASE, _REGISTRY_MAX = 0.2, 5.0
 
 
+class _UnprovenCredential(Exception):
+    """The upstream never answered the call (unreachable, or the client left first), so its
+    credential is unproven, and no agent has it yet: the call must not create one."""
+
+
 class _StepFailed(Exception):
     def __init__(self, step: str, error: BaseException | str) -> None:
         detail = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
@@ -131,6 +136,7 @@ class Processor:
         self.processed = 0
         #: Exchanges the upstream answered 401/403: counted, never traced.
         self.auth_rejected = 0
+        self.unproven = 0
         #: Transactions that stored results, and claims made (for benchmarks).
         self.write_batches = 0
         self.claims = 0
@@ -292,6 +298,8 @@ class Processor:
                     results[item.exchange_id] = self._inline_record(context, job)
                     continue
                 ready.append((context, job))
+            except _UnprovenCredential:
+                results[item.exchange_id] = self._unproven(context)
             except RegistryUnavailable as error:
                 results[item.exchange_id] = self._registry_retry(item, error)
             except _StepFailed as error:
@@ -333,6 +341,16 @@ class Processor:
         return Finished(item.exchange_id, item.agent_hash, "", None, [],
                         error=f"not traced: the upstream answered {status} (credential refused)")
 
+    def _unproven(self, context: _Context) -> Finished:
+        """No upstream answered the call and no agent has its credential: like a refused
+        credential, no agent, no trace, only the count and a note on the exchange row."""
+        item = context.item
+        self.unproven += 1
+        logger.info("exchange %s: the upstream never answered and no agent has this credential: "
+                    "no agent, no trace", item.exchange_id)
+        return Finished(item.exchange_id, item.agent_hash, "", None, [],
+                        error="not traced: the upstream never answered, and no agent has this credential")
+
     def _inline_record(self, context: _Context, job: Job) -> Finished | Retry:
         """API activity, or a minimal record (the gateway could not capture the full exchange):
         one trace built here from the exchange's envelope, without reading bodies."""
@@ -361,7 +379,14 @@ class Processor:
             exchange = context.decoded()
             agent_id = exchange.agent_id if exchange is not None else ""
         if not agent_id:
-            agent_id = await self._registry_step("resolve agent", self.registry.agent_id_for(item.agent_hash))
+            # An agent exists only for a credential an upstream accepted: a call the upstream never
+            # answered (status 0) may be attributed to a known agent but never creates one.
+            exchange = context.decoded()
+            answered = exchange is not None and exchange.response.status > 0
+            agent_id = await self._registry_step(
+                "resolve agent", self.registry.agent_id_for(item.agent_hash, create=answered))
+            if not agent_id:
+                raise _UnprovenCredential
         context.agent_id = agent_id
         session_id = item.session_id
         if session_id is None:

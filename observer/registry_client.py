@@ -111,19 +111,27 @@ class RegistryClient:
         finally:
             del self._inflight[key]
 
-    async def agent_id_for(self, agent_hash: str) -> str:
-        """The agent of a credential hash (created by the Registry on first sight)."""
+    async def agent_id_for(self, agent_hash: str, *, create: bool = True) -> str:
+        """The agent of a credential hash (created by the Registry on first sight), or "" when
+        `create` is false and no agent has this credential yet."""
         cached = self._agents.get(agent_hash)
         if cached is not None:
             self._agents.move_to_end(agent_hash)
             return cached
 
         async def fetch() -> str:
-            request = pb.ResolveAgentRequest(agent_hash=agent_hash)
-            response = await self._call(self._stub.ResolveAgent, request)
+            request = pb.ResolveAgentRequest(agent_hash=agent_hash, lookup_only=not create)
+            try:
+                response = await self._call(self._stub.ResolveAgent, request)
+            except RegistryError:
+                if create:
+                    raise
+                return ""  # NOT_FOUND: no agent has this credential (anything else is retried)
             return str(response.agent.agent_id)
 
-        agent_id: str = await self._once(("agent", agent_hash), fetch)
+        agent_id: str = await self._once(("agent" if create else "lookup", agent_hash), fetch)
+        if not agent_id:
+            return ""
         self._agents[agent_hash] = agent_id
         if len(self._agents) > _MAX_CACHED_AGENTS:
             self._agents.popitem(last=False)

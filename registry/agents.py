@@ -119,8 +119,9 @@ class Agents:
             self.remember(agent_id, session_id)
         self.touches.record(agent_id, clamp_to_now(seen_at), session_id)
 
-    async def resolve(self, agent_hash: str) -> tuple[Agent, bool]:
-        """The agent for a credential hash, created (with its default card) on first sight.
+    async def resolve(self, agent_hash: str, *, create: bool = True) -> tuple[Agent, bool]:
+        """The agent for a credential hash, created (with its default card) on first sight, or
+        NotFound when `create` is false and no agent has this credential yet.
 
         Race-free on both backends: the credential row is inserted with ON CONFLICT DO
         NOTHING, and whoever loses a race re-reads the winner's agent.
@@ -132,6 +133,8 @@ class Agents:
             self.remember(agent.agent_id)
             self._remember_owner(agent.agent_id, agent_hash)
             return agent, False
+        if not create:
+            raise NotFound("no agent has this credential yet", reason="AGENT_NOT_FOUND")
         for _attempt in range(_CREATE_ATTEMPTS):
             try:
                 agent, created = await self._create(agent_hash)

@@ -45,7 +45,7 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
     @grpc_errors
     async def ResolveAgent(self, request: pb.ResolveAgentRequest,
                            context: grpc.aio.ServicerContext) -> pb.ResolveAgentResponse:
-        agent, created = await self._agents.resolve(request.agent_hash)
+        agent, created = await self._agents.resolve(request.agent_hash, create=not request.lookup_only)
         return pb.ResolveAgentResponse(agent=agent_to_proto(agent), created=created)
 
     @grpc_errors

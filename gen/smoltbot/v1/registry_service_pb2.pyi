@@ -26,16 +26,23 @@ class ResolveAgentRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENT_HASH_FIELD_NUMBER: _builtins.int
+    LOOKUP_ONLY_FIELD_NUMBER: _builtins.int
     agent_hash: _builtins.str
     """Hex HMAC-SHA256 of the credential, at least 32 hex digits."""
+    lookup_only: _builtins.bool
+    """True: only look the agent up, never create it; NOT_FOUND (reason AGENT_NOT_FOUND) when no
+    agent has this credential. For a call whose credential no upstream has accepted yet (the
+    upstream never answered it), which must not create an agent.
+    """
     def __init__(
         self,
         *,
         agent_hash: _builtins.str = ...,
+        lookup_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_hash", b"agent_hash"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_hash", b"agent_hash", "lookup_only", b"lookup_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

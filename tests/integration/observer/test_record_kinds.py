@@ -122,6 +122,36 @@ async def test_a_refused_credential_touches_no_agent_and_leaves_nothing_public(
     assert (await observer_stack.observer.components.queue.record_counts())["auth_rejected"] == 2
 
 
+async def test_a_call_no_upstream_answered_creates_no_agent_but_counts_for_a_known_one(
+        observer_stack: ObserverStack) -> None:
+    """Unreachable upstream or a client gone before the answer (status 0): the credential is
+    unproven. A stranger's call creates no agent and leaves no trace; a known agent's call is
+    still recorded under it."""
+    def unanswered(agent_hash: str, outcome: int) -> exchange_pb2.Exchange:
+        exchange = make_exchange(agent_hash, b"", status=0, outcome=outcome,
+                                 outcome_detail="upstream unreachable: ClientConnectorError")
+        exchange.request.body = b'{"model": "claude-sonnet-4-5", "messages": []}'
+        return exchange
+
+    stranger = new_hash()
+    unreachable = unanswered(stranger, exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_UNREACHABLE)
+    aborted = unanswered(stranger, exchange_pb2.EXCHANGE_OUTCOME_CLIENT_ABORT)
+    known_id, known_hash = await observer_stack.agent()
+    known = unanswered(known_hash, exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_UNREACHABLE)
+    await observer_stack.ingest([unreachable, aborted, known])
+    await observer_stack.wait_finished([unreachable.exchange_id, aborted.exchange_id, known.exchange_id])
+
+    async with observer_stack.db.read() as conn:
+        credentials = (await conn.execute(sa.text(
+            "SELECT count(*) FROM agent_credentials WHERE agent_hash = :h"), {"h": stranger})).scalar_one()
+    assert credentials == 0, "an agent was created for a credential no upstream accepted"
+    traced = {t.observation.exchange_id: t for t in await observer_stack.list_traces(page_size=1000)}
+    assert unreachable.exchange_id not in traced and aborted.exchange_id not in traced
+    assert traced[known.exchange_id].agent_id == known_id
+    assert observer_stack.observer is not None
+    assert observer_stack.observer.components.processor.unproven == 2
+
+
 async def test_a_minimal_record_is_a_failure_trace_that_says_what_failed(
     observer_stack: ObserverStack,
 ) -> None:
