@@ -30,6 +30,8 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from smoltbot.core.outcomes import ExchangeOutcome
+
 __all__ = ["Decision", "Extraction", "ReasoningSegment", "ToolCall", "extract"]
 
 logger = logging.getLogger(__name__)
@@ -98,7 +100,7 @@ class Extraction:
     missing: list[str] = field(default_factory=list)
     http_status: int = 0
     streamed: bool = False
-    outcome: str = "complete"
+    outcome: str = ExchangeOutcome.COMPLETE
     parsed: bool = False  # whether the response body was a readable message
     message_id: str = ""
     error_type: str = ""
@@ -127,7 +129,7 @@ class Extraction:
         """
         outcome = outcome or self.outcome
         everything = tuple(self.reasoning)
-        if outcome != "complete":
+        if outcome != ExchangeOutcome.COMPLETE:
             return [Decision("failure", 0, reasoning=everything)]
         if not self.parsed:
             return [Decision("unreadable", 0, reasoning=everything)]

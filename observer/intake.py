@@ -15,9 +15,10 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from smoltbot.core.ids import is_agent_hash, is_exchange_id
+from smoltbot.core.protoconv import from_timestamp
 from smoltbot.core.storage import utcnow
 from smoltbot.observer.queue import ExchangeQueue, ExchangeRow
 from smoltbot.observer.record_kinds import exchange_kind
@@ -58,11 +59,9 @@ def validate(request: pb.IngestRequest) -> str:
 
 def _occurred_at(exchange: exchange_pb2.Exchange, received_at: datetime) -> datetime:
     for name in ("ended_at", "started_at"):
-        if exchange.timings.HasField(name):
-            try:
-                return getattr(exchange.timings, name).ToDatetime(tzinfo=UTC)
-            except (ValueError, OverflowError):
-                continue
+        at = from_timestamp(exchange.timings, name, strict=False)
+        if at is not None:
+            return at
     return received_at
 
 

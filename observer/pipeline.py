@@ -13,17 +13,18 @@ import functools
 import json
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from google.protobuf.message import DecodeError
 
+from smoltbot.core.outcomes import ExchangeOutcome
+from smoltbot.core.protoconv import from_timestamp
 from smoltbot.observer.extraction import Extraction, extract
 from smoltbot.observer.trace_builder import build_traces
 from smoltbot.v1 import exchange_pb2
 
 __all__ = [
-    "OUTCOME_NAMES",
     "Job",
     "JobResult",
     "call_time",
@@ -39,15 +40,6 @@ __all__ = [
     "time_of",
     "traces_of",
 ]
-
-OUTCOME_NAMES = {
-    exchange_pb2.EXCHANGE_OUTCOME_COMPLETE: "complete",
-    exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_ERROR: "upstream_error",
-    exchange_pb2.EXCHANGE_OUTCOME_MID_STREAM_ERROR: "mid_stream_error",
-    exchange_pb2.EXCHANGE_OUTCOME_CLIENT_ABORT: "client_abort",
-    exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_UNREACHABLE: "upstream_unreachable",
-    exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_DROPPED: "upstream_dropped",
-}
 
 
 @dataclass(frozen=True)
@@ -75,12 +67,8 @@ class JobResult:
 
 
 def time_of(message: Any, name: str) -> datetime | None:
-    if message is None or not message.HasField(name):
-        return None
-    try:
-        return getattr(message, name).ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        return None
+    """A time the gateway recorded; None when absent or unreadable (a wrong clock loses nothing)."""
+    return None if message is None else from_timestamp(message, name, strict=False)
 
 
 def call_time(exchange: exchange_pb2.Exchange) -> datetime | None:
@@ -97,15 +85,9 @@ def call_time_of(payload: bytes) -> datetime | None:
         return None
 
 
-def outcome_of(exchange: exchange_pb2.Exchange) -> str:
-    name = OUTCOME_NAMES.get(exchange.outcome)
-    if name is not None:
-        return name
-    # Unspecified (an older or careless producer): judge by the HTTP status.
-    status = exchange.response.status
-    if status == 0:
-        return "upstream_unreachable"
-    return "complete" if 200 <= status < 300 else "upstream_error"
+def outcome_of(exchange: exchange_pb2.Exchange) -> ExchangeOutcome:
+    # Unspecified (an older or careless producer) is judged by the HTTP status.
+    return ExchangeOutcome.from_proto(exchange.outcome, exchange.response.status)
 
 
 def environment_of(exchange: exchange_pb2.Exchange) -> dict[str, Any]:

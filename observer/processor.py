@@ -33,6 +33,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from smoltbot.core.errors import Unavailable
+from smoltbot.core.outcomes import ExchangeOutcome
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import utcnow
 from smoltbot.observer import pipeline, record_kinds
@@ -502,7 +503,8 @@ class Processor:
         exchange = context.decoded()
         if not context.agent_id:
             context.agent_id = item.agent_id or (exchange.agent_id if exchange is not None else "")
-        extraction = Extraction(outcome="processing_failed", error_type="processing_failed",
+        failed = ExchangeOutcome.PROCESSING_FAILED
+        extraction = Extraction(outcome=failed, error_type=failed,
                                 error_message=detail)
         if exchange is not None:
             extraction.http_status = exchange.response.status
@@ -526,7 +528,7 @@ class Processor:
                     conversation_turn=None,
                     store_reasoning=self.settings.store_reasoning,
                     analyzer_name="local",
-                    outcome="processing_failed",
+                    outcome=failed,
                     outcome_detail=detail,
                     http_status=exchange.response.status if exchange is not None else 0,
                     environment=pipeline.environment_of(exchange) if exchange is not None else None,

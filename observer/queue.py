@@ -33,6 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from smoltbot.core.outcomes import FAILURE_OUTCOMES
 from smoltbot.core.storage import Database, insert_ignoring_conflicts, utcnow
 from smoltbot.observer.record_kinds import DECISION, TRACE_KINDS
 from smoltbot.observer.tables import (
@@ -44,7 +45,6 @@ from smoltbot.observer.tables import (
     trace_violations,
     traces,
 )
-from smoltbot.observer.trace_builder import FAILURE_OUTCOMES
 
 __all__ = [
     "ClaimedExchange",

@@ -8,15 +8,16 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from smoltbot.core.outcomes import ExchangeOutcome
 from smoltbot.observer import record_kinds
 from smoltbot.observer.extraction import Extraction
 from smoltbot.observer.pipeline import environment_of, outcome_of, time_of
 from smoltbot.observer.trace_builder import build_activity_trace, build_traces
 from smoltbot.v1 import exchange_pb2
 
-__all__ = ["CAPTURE_FAILED", "records_of"]
+__all__ = ["records_of"]
 
-CAPTURE_FAILED = "capture_failed"
+CAPTURE_FAILED = ExchangeOutcome.CAPTURE_FAILED
 _DETAIL_CHARS = 2000
 
 

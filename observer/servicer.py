@@ -6,14 +6,12 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import grpc
-from google.protobuf import timestamp_pb2
-from google.protobuf.message import Message
 
-from smoltbot.core.errors import InvalidArgument, SmoltbotError, grpc_status_for
+from smoltbot.core.errors import SmoltbotError, grpc_status_for
 from smoltbot.core.grpc_server import grpc_errors
+from smoltbot.core.protoconv import from_timestamp, to_timestamp
 from smoltbot.observer.drift_store import DriftAlert
 from smoltbot.observer.drift_watch import DriftWatch
 from smoltbot.observer.intake import Ack, Intake
@@ -29,21 +27,6 @@ logger = logging.getLogger(__name__)
 
 #: Requests read ahead of their acks per stream: the gateway's in-flight window is 1024.
 _STREAM_WINDOW = 4096
-
-
-def _stamp(value: datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
-def _time(request: Message, field: str) -> datetime | None:
-    if not request.HasField(field):
-        return None
-    try:
-        return getattr(request, field).ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        raise InvalidArgument(field, "is not a valid timestamp") from None
 
 
 def _window_to_proto(window: IntegrityWindow) -> trace_pb2.IntegrityWindow:
@@ -68,10 +51,10 @@ def integrity_to_proto(integrity: Integrity) -> trace_pb2.IntegrityScore:
         recent=_window_to_proto(integrity.recent),
         all_time=_window_to_proto(integrity.all_time),
         window_size=integrity.window_size,
-        computed_at=_stamp(integrity.computed_at),
+        computed_at=to_timestamp(integrity.computed_at),
         timeline=[
             trace_pb2.IntegrityPoint(
-                bucket_start=_stamp(point.bucket_start),
+                bucket_start=to_timestamp(point.bucket_start),
                 total_traces=point.total_traces,
                 verified_traces=point.verified_traces,
             )
@@ -93,8 +76,8 @@ def alert_to_proto(alert: DriftAlert) -> trace_pb2.DriftAlert:
         trace_ids=alert.trace_ids,
         reference=alert.reference,
         status=alert.status,
-        created_at=_stamp(alert.created_at),
-        updated_at=_stamp(alert.updated_at),
+        created_at=to_timestamp(alert.created_at),
+        updated_at=to_timestamp(alert.updated_at),
         analysis=alert.analysis,
     )
 
@@ -153,7 +136,8 @@ class ObserverServicer(observer_service_pb2_grpc.ObserverServiceServicer):
         traces, token = await self._queries.list_traces(
             agent_id=request.agent_id, session_id=request.session_id,
             verified=request.verified if request.HasField("verified") else None,
-            since=_time(request, "since"), until=_time(request, "until"), size=request.page_size,
+            since=from_timestamp(request, "since"), until=from_timestamp(request, "until"),
+            size=request.page_size,
             token=request.page_token, order_by=request.order_by, record_kind=request.record_kind,
         )
         return pb.ListTracesResponse(

@@ -37,32 +37,19 @@ from typing import Any
 
 from smoltbot.core.aap.redaction import redact, redact_text
 from smoltbot.core.aap.verification import apply_escalation, verify_trace
+from smoltbot.core.ids import trace_id_for
+from smoltbot.core.outcomes import UNREAD_OUTCOMES
 from smoltbot.observer import local_analyzer
 from smoltbot.observer.extraction import Decision, Extraction
 from smoltbot.observer.local_analyzer import Analysis
 from smoltbot.observer.record_kinds import ACTIVITY, DECISION, is_model_call
 
-__all__ = ["FAILURE_OUTCOMES", "UNREAD_OUTCOMES", "build_activity_trace", "build_traces", "trace_id_for"]
+__all__ = ["build_activity_trace", "build_traces"]
 
 EXCERPT_CHARS = 280
-FAILURE_OUTCOMES = (
-    "upstream_error",
-    "mid_stream_error",
-    "client_abort",
-    "upstream_unreachable",
-    "upstream_dropped",
-    "processing_failed",
-    "capture_failed",
-)
-#: Failures on our side: nothing of the exchange was read, so no verdict is given.
-UNREAD_OUTCOMES = ("processing_failed", "capture_failed")
 _STORE_MODES = ("full", "redacted", "none")
 # Tool input keys naming what the action touches (AAP action.target).
 _TARGET_KEYS = (("file_path", "file"), ("path", "file"), ("notebook_path", "file"), ("url", "url"))
-
-
-def trace_id_for(exchange_id: str, index: int) -> str:
-    return f"tr-{exchange_id}-{index}"
 
 
 def _iso(value: datetime) -> str:

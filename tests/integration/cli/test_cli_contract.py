@@ -13,7 +13,7 @@ import pytest
 from smoltbot.api.app import create_app
 from smoltbot.cli import api_contract
 from smoltbot.cli.api_contract import ENDPOINTS, FIELDS
-from smoltbot.cli.config_store import AGENT_ID_PATTERN
+from smoltbot.core.ids import AGENT_ID_PATTERN
 from smoltbot.core.settings import Settings
 from tests.integration.cli.conftest import Cli, LocalStack, PutTraces
 from tests.integration.cli.test_cli_traces import _exchanges
