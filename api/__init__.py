@@ -1,1 +1,3 @@
 """smoltbot.api"""
+
+__all__: list[str] = []

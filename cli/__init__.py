@@ -1,1 +1,3 @@
 """smoltbot.cli"""
+
+__all__: list[str] = []

@@ -33,7 +33,7 @@ from smoltbot.v1 import exchange_pb2, observer_service_pb2
 from .capture import Capture, CaptureLimits, capture_executor, minimal_exchange
 from .dead_letter import DeadLetters
 from .identity_cache import IdentityCache
-from .metrics import CONTENT_TYPE_LATEST, GatewayMetrics
+from .metrics import METRICS_CONTENT_TYPE, GatewayMetrics
 from .proxy import PREFIX, Proxy, anthropic_error, refuse_foreign_targets
 from .shipper import Shipper, encode_ingest_request
 from .spool import Spool
@@ -225,7 +225,7 @@ class Gateway:
         })
 
     async def metrics_endpoint(self, _request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+        return web.Response(body=self.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
 
 
 GATEWAY_KEY = web.AppKey("gateway", Gateway)

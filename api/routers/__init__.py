@@ -1,1 +1,3 @@
 """smoltbot.api.routers"""
+
+__all__: list[str] = []
