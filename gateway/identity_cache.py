@@ -19,10 +19,13 @@ import asyncio
 import collections
 import logging
 import time
+from collections.abc import Callable
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from smoltbot.core.breaker import CircuitBreaker
 from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.tls import TlsConfig
 from smoltbot.v1 import agent_pb2, registry_service_pb2, registry_service_pb2_grpc
@@ -41,14 +44,13 @@ _MAX_AGENTS = 100_000
 class IdentityCache:
     def __init__(self, address: str, *, session_idle_minutes: float, cold_deadline: float = 0.2,
                  lookup_timeout: float = 5.0, breaker_cooldown: float = 1.0, breaker_max_cooldown: float = 30.0,
-                 touch_interval: float = 2.0, tls: TlsConfig | None = None) -> None:
+                 touch_interval: float = 2.0, tls: TlsConfig | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._address = address
         self._tls = tls
         self._idle = session_idle_minutes * 60.0
         self._cold_deadline = cold_deadline
         self._lookup_timeout = lookup_timeout
-        self._cooldown_min = breaker_cooldown
-        self._cooldown_max = breaker_max_cooldown
         self._touch_interval = touch_interval
         self._channel: grpc.aio.Channel | None = None
         self._stub: registry_service_pb2_grpc.RegistryServiceStub | None = None
@@ -59,9 +61,9 @@ class IdentityCache:
         self._resolving: dict[tuple[str, str], asyncio.Task[Identity]] = {}
         self._touches: dict[str, tuple[float, str, str]] = {}
         self._touch_task: asyncio.Task[None] | None = None
-        self._open_until = 0.0
-        self._cooldown = breaker_cooldown
-        self._probing = False
+        #: Opens on the first unreachable answer; each failed probe doubles the cooldown.
+        self._breaker = CircuitBreaker(failures=1, reset_after=breaker_cooldown,
+                                       max_reset_after=breaker_max_cooldown, clock=clock)
         self._last_ok = 0.0
         self._health_checked = 0.0
         self._health_ok: bool | None = None
@@ -111,14 +113,12 @@ class IdentityCache:
     async def resolve(self, agent_hash: str, hint: str) -> Identity:
         """Asks the Registry (bounded by the cold deadline); never raises. With the breaker open it
         returns at once with whatever is cached."""
-        now = time.monotonic()
-        if now < self._open_until or (self._open_until and self._probing):
+        if self._breaker.is_open or self._breaker.probing:
             return self._agents.get(agent_hash, ""), ""
         key = (agent_hash, hint)
         task = self._resolving.get(key)
         if task is None:
-            if self._open_until:
-                self._probing = True  # half-open: this call probes, the others go on
+            self._breaker.allow()  # half-open: this call probes, the others go on
             task = asyncio.get_running_loop().create_task(self._resolve(agent_hash, hint))
             self._resolving[key] = task
             task.add_done_callback(lambda _: self._resolving.pop(key, None))
@@ -176,30 +176,24 @@ class IdentityCache:
         code = error.code()
         if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
                     grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL):
-            was_open = self._open_until != 0.0
-            self._open_until = time.monotonic() + self._cooldown
-            if not was_open:
+            if self._breaker.failure():
                 logger.warning("registry unreachable (%s); calls go on without agent/session ids", code.name)
-            self._cooldown = min(self._cooldown * 2, self._cooldown_max)
         else:
             logger.warning("registry refused to resolve an identity: %s %s", code.name, error.details())
-        self._probing = False
+            self._breaker.release()
 
     def _succeeded(self) -> None:
-        if self._open_until:
+        if self._breaker.success():
             logger.info("registry reachable again")
-        self._open_until = 0.0
-        self._cooldown = self._cooldown_min
-        self._probing = False
         self._last_ok = time.monotonic()
 
     # ------------------------------------------------------------------ health
 
     async def reachable(self) -> bool:
         """Whether the Registry answers: from the last call if recent, else a health check (cached 5 s)."""
-        now = time.monotonic()
-        if now < self._open_until:
+        if self._breaker.is_open:
             return False
+        now = time.monotonic()
         if now - self._last_ok < 10.0:
             return True
         if self._health_ok is not None and now - self._health_checked < 5.0:
@@ -223,7 +217,7 @@ class IdentityCache:
             await self._flush_touches()
 
     async def _flush_touches(self) -> None:
-        if not self._touches or self._stub is None or time.monotonic() < self._open_until:
+        if not self._touches or self._stub is None or self._breaker.is_open:
             return
         touches, self._touches = self._touches, {}
         for agent_id, (seen_at, session_id, agent_hash) in touches.items():
