@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -17,14 +18,22 @@ __all__ = [
     "AGENT_HASH_HEX_LENGTH",
     "CREDENTIAL_HEADERS",
     "agent_hash",
+    "bearer_credential",
     "credential_from_headers",
+    "gemini_credential",
     "load_hash_secret",
 ]
 
 #: Full HMAC-SHA256 in hex: 256 bits kept (the contract demands at least 128).
 AGENT_HASH_HEX_LENGTH = 64
-#: Headers that carry a credential; removed from everything we capture.
-CREDENTIAL_HEADERS = frozenset({"x-api-key", "authorization", "proxy-authorization", "cookie"})
+#: Every header known to carry an API key, a token or a session cookie, for Anthropic and for the
+#: other providers an agent may point us at; never captured, logged or shipped. The one home of
+#: these names (the gateway's capture drops exactly these).
+CREDENTIAL_HEADERS = frozenset({
+    "x-api-key", "authorization", "proxy-authorization", "cookie", "set-cookie",
+    "anthropic-api-key", "openai-api-key", "api-key", "x-goog-api-key",
+    "x-auth-token", "x-access-token", "x-amz-security-token", "x-csrf-token",
+})
 _SECRET_FILE = "hash_secret"
 
 
@@ -41,11 +50,31 @@ def credential_from_headers(headers: Mapping[str, str]) -> str | None:
     api_key = headers.get("x-api-key")
     if api_key and api_key.strip():
         return api_key.strip()
+    return bearer_credential(headers)
+
+
+def bearer_credential(headers: Mapping[str, str]) -> str | None:
+    """The token of an `Authorization: Bearer` header (OpenAI's only form), or None."""
     authorization = headers.get("authorization")
     if authorization:
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() == "bearer" and token.strip():
             return token.strip()
+    return None
+
+
+def gemini_credential(headers: Mapping[str, str], query: str = "") -> str | None:
+    """The Gemini API key: the `x-goog-api-key` header, else the `key` query parameter (the raw
+    query string, percent-decoded here as Google decodes it), else None."""
+    api_key = headers.get("x-goog-api-key")
+    if api_key and api_key.strip():
+        return api_key.strip()
+    for part in query.split("&") if query else ():
+        name, _, value = part.partition("=")
+        if name == "key":
+            key = urllib.parse.unquote_plus(value, errors="surrogateescape").strip()
+            if key:
+                return key
     return None
 
 

@@ -23,6 +23,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+
 from smoltbot.core.grpc_server import grpc_message_limit
 from smoltbot.core.identity import load_hash_secret
 from smoltbot.core.settings import Settings
@@ -34,9 +35,11 @@ from .capture import Capture, CaptureLimits, capture_executor, minimal_exchange
 from .dead_letter import DeadLetters
 from .identity_cache import IdentityCache
 from .metrics import METRICS_CONTENT_TYPE, GatewayMetrics
-from .proxy import PREFIX, Proxy, anthropic_error, refuse_foreign_targets
+from .providers import SPECS, GatewayError
+from .proxy import Proxy
 from .shipper import Shipper, encode_ingest_request
 from .spool import Spool
+from .targets import refuse_foreign_targets
 
 __all__ = ["GATEWAY_KEY", "Gateway", "RunningGateway", "build_app", "serve", "start_gateway"]
 
@@ -67,8 +70,6 @@ class Gateway:
         self.spool = Spool(Path(settings.home) / "spool", settings.spool_max_bytes,
                            on_drop=lambda count: self.metrics.spool_dropped.inc(count),
                            on_write_failure=lambda count: self.metrics.spool_write_failures.inc(count))
-        #: Bodies and headers are cut so that a record fits the one limit the transport is built on.
-        self.capture_limits = CaptureLimits.for_record(settings.max_exchange_bytes)
         self.dead_letters = DeadLetters(Path(settings.home) / "dead-letter")
         self.capture_failures = 0
         self._building: set[asyncio.Future[tuple[bytes, str]]] = set()
@@ -83,14 +84,25 @@ class Gateway:
                                       tls=tls)
         self.metrics.track_spool(lambda: self.spool.depth, lambda: self.spool.size_bytes)
         self.proxy = Proxy(
-            upstream_url=settings.upstream_url,
+            upstreams={name: getattr(settings, spec.upstream_setting) for name, spec in SPECS.items()},
             session_factory=self._client_session,
             secret=load_hash_secret(Path(settings.home), settings.hash_secret),
             max_request_bytes=settings.max_request_bytes,
             identity=self.identity,
             submit=self.submit,
             metrics=self.metrics,
+            # Bodies and headers are cut so that a record fits the one limit the transport is built on.
+            capture_limits=CaptureLimits.for_record(settings.max_exchange_bytes),
         )
+
+    @property
+    def capture_limits(self) -> CaptureLimits:
+        """How much of a call its record holds (the relay hands them to every capture)."""
+        return self.proxy.capture_limits
+
+    @capture_limits.setter
+    def capture_limits(self, limits: CaptureLimits) -> None:
+        self.proxy.capture_limits = limits
 
     def _client_session(self) -> aiohttp.ClientSession:
         settings = self.settings
@@ -113,7 +125,6 @@ class Gateway:
         """Runs after the client has its response: the record is built on the capture thread
         (off the event loop), then spooled and shipped. Every call yields one record: the full
         one, or a minimal one that says what failed."""
-        capture.limits = self.capture_limits
         self.spool.building += 1
         try:
             capture.seal()
@@ -192,8 +203,9 @@ class Gateway:
         self.dead_letters.open()
         self.shipper.start()
         self.identity.start()
-        logger.info("gateway %s up: upstream %s, %d spooled exchanges to replay",
-                    self.version, self.settings.upstream_url, replayed)
+        upstreams = ", ".join(f"{spec.prefix} -> {getattr(self.settings, spec.upstream_setting)}"
+                              for spec in SPECS.values())
+        logger.info("gateway %s up: %s; %d spooled exchanges to replay", self.version, upstreams, replayed)
 
     async def cleanup(self, _app: web.Application) -> None:
         await self.proxy.close()
@@ -204,11 +216,14 @@ class Gateway:
     # ------------------------------------------------------------------ endpoints
 
     async def not_found(self, request: web.Request) -> web.Response:
-        """Anything outside /anthropic is most likely a base URL without the prefix."""
-        return anthropic_error(
-            404, "not_found_error",
+        """Anything outside the provider prefixes is most likely a base URL without the prefix."""
+        return SPECS["anthropic"].error(
+            404, GatewayError.NOT_FOUND,
             f"No API at {request.path} on the smoltbot gateway: the Anthropic API is served under "
-            f"{PREFIX}. Set ANTHROPIC_BASE_URL=http://<gateway host:port>{PREFIX} (without /v1).",
+            "/anthropic, the OpenAI API under /openai, the Gemini API under /gemini. Set "
+            "ANTHROPIC_BASE_URL=http://<gateway host:port>/anthropic (without /v1), "
+            "OPENAI_BASE_URL=http://<gateway host:port>/openai/v1, or google-genai's base_url to "
+            "http://<gateway host:port>/gemini.",
         )
 
     async def health(self, _request: web.Request) -> web.Response:
@@ -277,7 +292,8 @@ def build_app(settings: Settings, *, registry_address: str | None = None,
         },
     )
     app[GATEWAY_KEY] = gateway
-    app.router.add_route("*", PREFIX + "/{path:.*}", gateway.proxy.handle)
+    for spec in SPECS.values():
+        app.router.add_route("*", spec.prefix + "/{path:.*}", gateway.proxy.handler(spec))
     app.router.add_get("/health", gateway.health)
     app.router.add_get("/metrics", gateway.metrics_endpoint)
     app.router.add_route("*", "/{path:.*}", gateway.not_found)
@@ -329,8 +345,9 @@ async def start_gateway(settings: Settings, host: str = "127.0.0.1", port: int =
 async def serve(settings: Settings) -> None:
     """Runs the gateway on settings.gateway_host:gateway_port until SIGINT/SIGTERM."""
     running = await start_gateway(settings, settings.gateway_host, settings.gateway_port)
-    logger.info("gateway listening on %s (agents: ANTHROPIC_BASE_URL=%s%s)",
-                running.base_url, running.base_url, PREFIX)
+    base = running.base_url
+    logger.info("gateway listening on %s (agents: ANTHROPIC_BASE_URL=%s/anthropic, "
+                "OPENAI_BASE_URL=%s/openai/v1, Gemini base_url %s/gemini)", base, base, base, base)
     try:
         async with stop_signals() as stop:
             await stop.wait()

@@ -28,14 +28,15 @@ from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
+from smoltbot.core.identity import CREDENTIAL_HEADERS
 from smoltbot.core.ids import new_exchange_id
 from smoltbot.core.outcomes import ExchangeOutcome
 from smoltbot.core.settings import Settings
 from smoltbot.v1 import exchange_pb2
 
 from .body_decoding import StreamDecoder, UndecodableBody, encoding_tokens
-from .scrub import CAPTURE_DROPPED_HEADERS, Scrubber, proto_text, raw_bytes
-from .sse import MessageAccumulator
+from .providers import Reassembler, reassembler_for
+from .scrub import Scrubber, proto_text, raw_bytes
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -101,8 +102,7 @@ def _join(*notes: str) -> str:
 class _ResponseBody:
     """The response as the capture thread sees it, fed in order. Owned by that thread."""
 
-    def __init__(self, *, streamed: bool, encoding: str, limits: CaptureLimits) -> None:
-        self.streamed = streamed
+    def __init__(self, *, reassembler: Reassembler | None, encoding: str, limits: CaptureLimits) -> None:
         self.encoding = encoding
         self.limits = limits
         self.hash = hashlib.sha256()
@@ -113,9 +113,9 @@ class _ResponseBody:
         self.failure = ""  # an unexpected error while feeding: the record becomes a minimal one
         self.decoder: StreamDecoder | None = None
         self.undecodable = ""
-        self.accumulator: MessageAccumulator | None = None
-        if streamed:
-            self.accumulator = MessageAccumulator(limit=limits.body_bytes)
+        #: The stream's reassembler (None: not a stream of a known format; the raw body is kept).
+        self.accumulator = reassembler
+        if reassembler is not None:
             if encoding_tokens(encoding):
                 try:
                     self.decoder = StreamDecoder(encoding, limits.body_bytes * 4)
@@ -170,6 +170,7 @@ class Capture:
         "method",
         "outcome",
         "path",
+        "provider",
         "query",
         "request_body",
         "request_headers",
@@ -183,8 +184,11 @@ class Capture:
 
     def __init__(self, *, agent_hash: str, session_hint: str, method: str, path: str, query: str,
                  request_headers: Iterable[tuple[str, str]], request_body: bytes, started_ns: int,
-                 credential: str = "", limits: CaptureLimits = DEFAULT_LIMITS) -> None:
+                 credential: str = "", limits: CaptureLimits = DEFAULT_LIMITS, provider: str = "anthropic",
+                 ) -> None:
         self.exchange_id = new_exchange_id()
+        #: Which provider API the call went to (`providers.SPECS`).
+        self.provider = provider
         self.agent_hash = agent_hash
         self.agent_id = ""
         self.session_id = ""
@@ -193,7 +197,7 @@ class Capture:
         self.path = path
         self.query = query
         self.request_headers = [(k, v) for k, v in request_headers
-                                if k.lower() not in CAPTURE_DROPPED_HEADERS]
+                                if k.lower() not in CREDENTIAL_HEADERS]
         self.request_body = request_body
         #: Kept in memory only, to remove it from what is captured; never part of the record.
         self.credential = credential
@@ -222,7 +226,11 @@ class Capture:
 
     def _response_body(self) -> _ResponseBody:
         if self._response is None:
-            self._response = _ResponseBody(streamed=self.streamed,
+            reassembler = None
+            if self.streamed:
+                reassembler = reassembler_for(self.provider, self.path, self.query,
+                                              limit=self.limits.body_bytes)
+            self._response = _ResponseBody(reassembler=reassembler,
                                            encoding=_header(self.response_headers, "content-encoding"),
                                            limits=self.limits)
         return self._response
@@ -289,7 +297,7 @@ class Capture:
         if response_capture.truncated:
             detail = _join(detail, f"response body captured truncated at {limits.body_bytes} bytes")
         response_headers, dropped = _headers(
-            [(k, v) for k, v in headers if k.lower() not in CAPTURE_DROPPED_HEADERS], scrub,
+            [(k, v) for k, v in headers if k.lower() not in CREDENTIAL_HEADERS], scrub,
             limits.headers_bytes)
         if dropped:
             notes.append(f"{dropped} response header(s) beyond {limits.headers_bytes} bytes left out")
@@ -317,8 +325,9 @@ class Capture:
                 body_capture=response_capture,
             ),
             outcome=outcome.to_proto(),
-            outcome_detail=proto_text(detail),
+            outcome_detail=proto_text(scrub.text(detail)),
             gateway_id=gateway_id,
+            provider=self.provider,
         )
         timings = exchange.timings
         _stamp(timings.started_at, self.started_ns)
@@ -344,13 +353,12 @@ class Capture:
                 decoder.finish()
             except UndecodableBody as error:
                 capture.note = f"stream not decodable ({error}): reassembled up to there"
-        accumulator.close()
+        body = accumulator.close()
         truncated = accumulator.truncated or bool(decoder and decoder.truncated)
         event_count = accumulator.event_count
         stream_error = scrub.data(accumulator.error_data or b"")
         if len(stream_error) > self.limits.text_bytes:
             stream_error = scrub.data(stream_error[:self.limits.text_bytes], cut=True)
-        body = accumulator.final_message_json()
         if len(body) > self.limits.body_bytes:
             body, truncated = body[:self.limits.body_bytes], True
         body = scrub.data(body, cut=truncated)
@@ -361,7 +369,8 @@ class Capture:
             if stream_error:
                 outcome, detail = ExchangeOutcome.MID_STREAM_ERROR, _error_type(stream_error)
             elif not accumulator.ended_cleanly and not truncated:
-                outcome, detail = ExchangeOutcome.UPSTREAM_DROPPED, "stream ended before message_stop"
+                outcome = ExchangeOutcome.UPSTREAM_DROPPED
+                detail = f"stream ended before {accumulator.end_of_reply}"
         elif outcome is not ExchangeOutcome.UPSTREAM_ERROR and stream_error:
             detail = _join(detail, "stream carried an error event")
         if accumulator.problems:
@@ -435,7 +444,9 @@ def _header(headers: list[tuple[str, str]], name: str) -> str:
 def _error_type(data: bytes) -> str:
     try:
         error = json.loads(data).get("error") or {}
-        return f"stream error event: {error.get('type', 'unknown')}"
+        # Anthropic and OpenAI name the error's `type`, Google its `status`.
+        kind = error.get("type") or error.get("status") or error.get("code") or "unknown"
+        return f"stream error event: {kind}"
     except (ValueError, AttributeError):
         return "stream error event"
 
@@ -450,7 +461,7 @@ def minimal_exchange(capture: Capture | exchange_pb2.Exchange, gateway_id: str,
             exchange_id=full.exchange_id, agent_hash=full.agent_hash, agent_id=full.agent_id,
             session_id=full.session_id, session_hint=full.session_hint, outcome=full.outcome,
             outcome_detail=full.outcome_detail, gateway_id=full.gateway_id or gateway_id,
-            capture_failure=failure or "unknown failure",
+            capture_failure=failure or "unknown failure", provider=full.provider,
         )
         exchange.request.method = full.request.method
         exchange.request.path = full.request.path
@@ -466,8 +477,10 @@ def minimal_exchange(capture: Capture | exchange_pb2.Exchange, gateway_id: str,
         exchange_id=capture.exchange_id, agent_hash=capture.agent_hash, agent_id=capture.agent_id,
         session_id=capture.session_id,
         session_hint=proto_text(scrub.text(_capped_text(capture.session_hint, 1024))) if scrub else "",
-        outcome=capture.outcome.to_proto(), outcome_detail=proto_text(_capped_text(capture.detail, 4096)),
+        outcome=capture.outcome.to_proto(),
+        outcome_detail=proto_text(scrub.text(_capped_text(capture.detail, 4096))) if scrub else "",
         gateway_id=gateway_id, capture_failure=failure or "unknown failure",
+        provider=proto_text(_capped_text(capture.provider, 64)),
     )
     exchange.request.method = proto_text(_capped_text(capture.method, 64))
     exchange.request.path = proto_text(scrub.text(_capped_text(capture.path, 4096))) if scrub else ""

@@ -1,7 +1,8 @@
 """Keeping credentials out of the record, by every route they could take into it.
 
-- Headers that carry a credential (`CAPTURE_DROPPED_HEADERS`) and query parameters named like
-  one (`CREDENTIAL_QUERY_PARAMS`, any case) are left out of the capture altogether.
+- Headers that carry a credential (`smoltbot.core.identity.CREDENTIAL_HEADERS`, the one list of
+  their names) and query parameters named like one (`CREDENTIAL_QUERY_PARAMS`, any case; Gemini's
+  `key` among them) are left out of the capture altogether.
 - The exact credential of the call is removed wherever else it shows up in what is captured
   (bodies, other header values, the path and query, a stream's reassembled message), in the
   forms it takes there: as is, JSON-escaped, percent-encoded. A model that repeats the key
@@ -16,10 +17,7 @@ from __future__ import annotations
 import json
 import urllib.parse
 
-from smoltbot.core.identity import CREDENTIAL_HEADERS
-
 __all__ = [
-    "CAPTURE_DROPPED_HEADERS",
     "CREDENTIAL_QUERY_PARAMS",
     "REDACTED",
     "Scrubber",
@@ -27,12 +25,6 @@ __all__ = [
     "raw_bytes",
 ]
 
-#: Request and response headers never captured: every header known to carry an API key, a token
-#: or a session cookie, for Anthropic and for the other providers an agent may point us at.
-CAPTURE_DROPPED_HEADERS = CREDENTIAL_HEADERS | frozenset({
-    "anthropic-api-key", "api-key", "x-goog-api-key", "x-auth-token", "x-access-token",
-    "x-amz-security-token", "openai-api-key", "proxy-authorization", "set-cookie", "x-csrf-token",
-})
 #: Query parameters never captured (compared case-insensitively, after percent-decoding).
 CREDENTIAL_QUERY_PARAMS = frozenset({
     "key", "api_key", "api-key", "apikey", "x-api-key", "access_token", "access-token", "token",

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 
 import grpc
+
 from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.tls import TlsConfig
 from smoltbot.v1 import exchange_pb2, observer_service_pb2

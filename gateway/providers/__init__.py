@@ -7,6 +7,9 @@ verbatim), `problems`, `truncated` (beyond the byte `limit`) and `ended_cleanly`
 stream went. `reassembler_for(provider, path)` picks the module from the relayed call, so the
 gateway's capture needs no per-provider branch; the next provider is a new module here.
 
+Each provider also has its relay spec (`ProviderSpec`, in `spec.py`): prefix, upstream
+setting, credential rule, error shape, reassemblers. `SPECS` lists them; the relay serves each.
+
 | provider | calls that stream | module |
 |---|---|---|
 | anthropic | `POST /v1/messages` | `anthropic` (wraps `smoltbot.gateway.sse`) |
@@ -17,24 +20,32 @@ gateway's capture needs no per-provider branch; the next provider is a new modul
 
 from __future__ import annotations
 
+from . import anthropic, gemini, openai
 from ._base import Reassembler
 from .anthropic import MessagesReassembler
 from .gemini import GeminiArrayReassembler, GeminiReassembler
 from .openai_chat import ChatCompletionReassembler
 from .openai_responses import ResponsesReassembler
+from .spec import GatewayError, ProviderSpec
 
 __all__ = [
     "PROVIDERS",
+    "SPECS",
     "ChatCompletionReassembler",
+    "GatewayError",
     "GeminiArrayReassembler",
     "GeminiReassembler",
     "MessagesReassembler",
+    "ProviderSpec",
     "Reassembler",
     "ResponsesReassembler",
     "reassembler_for",
+    "spec_for_path",
 ]
 
-PROVIDERS = ("anthropic", "openai", "gemini")
+#: Every provider the gateway relays, by name.
+SPECS: dict[str, ProviderSpec] = {spec.name: spec for spec in (anthropic.SPEC, openai.SPEC, gemini.SPEC)}
+PROVIDERS = tuple(SPECS)
 
 
 def reassembler_for(
@@ -43,20 +54,16 @@ def reassembler_for(
     """The reassembler for a streamed reply to `path` (the upstream path, after the gateway's
     `/anthropic`, `/openai` or `/gemini` prefix), or None when that call has no known stream
     format (the capture then keeps the raw body)."""
-    path = path.split("?", 1)[0].rstrip("/")
-    if provider == "anthropic":
-        return MessagesReassembler(limit) if path.endswith("/messages") else None
-    if provider == "openai":
-        if path.endswith("/chat/completions"):
-            return ChatCompletionReassembler(limit)
-        if path.endswith("/responses"):
-            return ResponsesReassembler(limit)
+    spec = SPECS.get(provider)
+    if spec is None:
         return None
-    if provider == "gemini":
-        if path.endswith(":streamGenerateContent"):
-            params = {part.partition("=")[0]: part.partition("=")[2] for part in query.split("&") if part}
-            if params.get("alt") == "sse":
-                return GeminiReassembler(limit)
-            return GeminiArrayReassembler(limit)
-        return None
+    path, _, in_path = path.partition("?")
+    return spec.reassembler(path.rstrip("/"), query or in_path, limit)
+
+
+def spec_for_path(path: str) -> ProviderSpec | None:
+    """The provider whose prefix `path` starts with (`/openai/...`), or None."""
+    for spec in SPECS.values():
+        if path.startswith(spec.prefix + "/"):
+            return spec
     return None

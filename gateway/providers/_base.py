@@ -18,7 +18,7 @@ import contextlib
 import json
 from typing import Any
 
-__all__ = ["Budget", "LineSplitter", "Reassembler", "compact_json", "fit"]
+__all__ = ["Budget", "LineSplitter", "Reassembler", "SseEvents", "compact_json", "fit"]
 
 
 class LineSplitter:
@@ -140,6 +140,9 @@ class Reassembler:
 
     #: Which wire format this is ("anthropic", "openai_chat", "openai_responses", "gemini").
     kind = ""
+    #: What ends a reply cleanly in this wire format, as a record's detail names it
+    #: ("stream ended before message_stop").
+    end_of_reply = "its end"
 
     def __init__(self, limit: int | None = None) -> None:
         self._lines = LineSplitter()

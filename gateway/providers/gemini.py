@@ -26,11 +26,15 @@ Without `alt=sse` the stream is a JSON array: `GeminiArrayReassembler` handles t
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
-from ._base import Reassembler
+from smoltbot.core.identity import gemini_credential
 
-__all__ = ["GeminiArrayReassembler", "GeminiReassembler"]
+from ._base import Reassembler
+from .spec import GatewayError, ProviderSpec
+
+__all__ = ["SPEC", "GeminiArrayReassembler", "GeminiReassembler"]
 
 _TEXT_KEYS = frozenset({"text", "thought", "thoughtSignature"})
 
@@ -145,6 +149,7 @@ class _Merge:
 
 class GeminiReassembler(Reassembler):
     kind = "gemini"
+    end_of_reply = "a finishReason"
 
     def __init__(self, limit: int | None = None) -> None:
         super().__init__(limit)
@@ -232,3 +237,55 @@ class GeminiArrayReassembler(GeminiReassembler):
             chunk = chunk.rstrip(" \t,]")
             if chunk:
                 self._segment(chunk)
+
+
+_ERROR_STATUSES = {
+    GatewayError.INVALID_REQUEST: "INVALID_ARGUMENT",
+    GatewayError.AUTHENTICATION: "UNAUTHENTICATED",
+    GatewayError.NOT_FOUND: "NOT_FOUND",
+    GatewayError.TOO_LARGE: "INVALID_ARGUMENT",
+    GatewayError.UPSTREAM: "UNAVAILABLE",
+    GatewayError.TIMEOUT: "DEADLINE_EXCEEDED",
+}
+
+
+def _error_shape(status: int, error: GatewayError, message: str) -> dict[str, Any]:
+    """Google's error body (google-genai raises ClientError/ServerError from it)."""
+    return {"error": {"code": status, "message": message, "status": _ERROR_STATUSES[error]}}
+
+
+def _credential(headers: Mapping[str, str], query: str) -> str | None:
+    return gemini_credential(headers, query)
+
+
+def _stream_format(query: str) -> str:
+    for part in query.split("&") if query else ():
+        name, _, value = part.partition("=")
+        if name == "alt":
+            return value
+    return ""
+
+
+def _reassembler(path: str, query: str, limit: int | None) -> Reassembler | None:
+    if not path.endswith(":streamGenerateContent"):
+        return None
+    return GeminiReassembler(limit) if _stream_format(query) == "sse" else GeminiArrayReassembler(limit)
+
+
+def _streams_as_json(path: str, query: str) -> bool:
+    """`streamGenerateContent` without `alt=sse` streams one JSON array (application/json)."""
+    return path.endswith(":streamGenerateContent") and _stream_format(query) != "sse"
+
+
+SPEC = ProviderSpec(
+    name="gemini",
+    prefix="/gemini",
+    upstream_setting="gemini_upstream_url",
+    credential=_credential,
+    missing_credential="No API key: send your Gemini API key in the x-goog-api-key header "
+    "(or as the key query parameter).",
+    error_shape=_error_shape,
+    base_url_hint="google-genai: http_options base_url http://<gateway>/gemini",
+    reassembler=_reassembler,
+    streams_as_json=_streams_as_json,
+)

@@ -46,6 +46,7 @@ def _has_indexed_entries(value: object) -> bool:
 
 class ChatCompletionReassembler(Reassembler):
     kind = "openai_chat"
+    end_of_reply = "[DONE]"
 
     def __init__(self, limit: int | None = None) -> None:
         super().__init__(limit)

@@ -61,6 +61,7 @@ def _identity(item: dict[str, Any]) -> tuple[Any, Any, Any]:
 
 class ResponsesReassembler(Reassembler):
     kind = "openai_responses"
+    end_of_reply = "response.completed"
 
     def __init__(self, limit: int | None = None) -> None:
         super().__init__(limit)
