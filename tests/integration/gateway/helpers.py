@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import socket
 import time
@@ -11,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from smoltbot.core.settings import Settings
 from smoltbot.gateway import RunningGateway
 from smoltbot.gateway.spool import Spool
 from smoltbot.v1 import exchange_pb2, observer_service_pb2
+from tests.support.waiting import wait_until
 
 CREDENTIAL = "sk-ant-api03-gateway-SECRET-7f3a9c2e1b"
 
@@ -80,22 +81,27 @@ def spooled_exchanges(home: Path, scratch: Path) -> list[exchange_pb2.Exchange]:
 
 
 async def wait_for(condition: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
+    return await wait_until(condition, timeout=timeout, what=what)
+
+
+async def spooled_on_disk(home: Path, scratch: Path, count: int, timeout: float = 10.0,
+                          ) -> list[exchange_pb2.Exchange]:
+    """The spooled exchanges once at least `count` are in the spool's files (the spool counts a
+    record when it is queued and writes it on a later loop turn)."""
+
+    def written() -> tuple[list[exchange_pb2.Exchange]] | None:
+        found = spooled_exchanges(home, scratch)
+        return (found,) if len(found) >= count else None
+
+    (found,) = await wait_until(written, timeout=timeout, what=f"{count} exchanges in the spool's files")
+    return found
 
 
 async def wait_for_spooled(gateway: RunningGateway, count: int, scratch: Path,
                            timeout: float = 10.0) -> list[exchange_pb2.Exchange]:
     home = Path(gateway.gateway.settings.home)
     await wait_for(lambda: gateway.gateway.spool.depth >= count, timeout, f"{count} spooled exchanges")
-    await asyncio.sleep(0.05)  # the spool writes on the next loop turn
-    return spooled_exchanges(home, scratch)
+    return await spooled_on_disk(home, scratch, count, timeout)
 
 
 async def metrics_of(gateway: RunningGateway) -> dict[str, float]:

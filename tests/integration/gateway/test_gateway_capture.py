@@ -17,7 +17,12 @@ from smoltbot.core.settings import Settings
 from smoltbot.gateway import RunningGateway
 from smoltbot.gateway.capture import CaptureLimits
 from smoltbot.v1 import exchange_pb2
-from tests.integration.gateway.helpers import metrics_of, spooled_exchanges, unused_address, wait_for
+from tests.integration.gateway.helpers import (
+    metrics_of,
+    spooled_on_disk,
+    unused_address,
+    wait_for,
+)
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -40,8 +45,7 @@ async def records(gateway: RunningGateway, settings: Settings, tmp_path: Path, c
                   ) -> list[exchange_pb2.Exchange]:
     await wait_for(lambda: gateway.gateway.spool.building == 0 and gateway.gateway.spool.depth >= count, 30,
                    f"{count} record(s) to be spooled")
-    await asyncio.sleep(0.05)  # the spool writes on the next loop turn
-    found = spooled_exchanges(Path(settings.home), tmp_path)
+    found = await spooled_on_disk(Path(settings.home), tmp_path, count)
     assert len(found) == count
     return found
 
