@@ -21,6 +21,9 @@ from tests.reliability.harness import Stack, StandinProcess, StandinThread
 
 #: The shared stack's SMOLTBOT_MAX_REQUEST_BYTES.
 SHARED_MAX_REQUEST_BYTES = 1024 * 1024
+#: The shared stack's least seconds between two WAL scrubs (observer_scrub_interval; 5 by default):
+#: short, so a test that must start outside the throttle waits this out, not the default.
+SHARED_SCRUB_INTERVAL = 1.0
 
 
 def _build(root: Path, upstream: str, database_url: str, env: dict[str, str] | None,
@@ -65,7 +68,8 @@ def shared_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     cleanups: list[Callable[[], Any]] = []
     try:
         yield _build(tmp_path_factory.mktemp("shared-stack"), "thread", "",
-                     {"SMOLTBOT_MAX_REQUEST_BYTES": str(SHARED_MAX_REQUEST_BYTES)}, cleanups)
+                     {"SMOLTBOT_MAX_REQUEST_BYTES": str(SHARED_MAX_REQUEST_BYTES),
+                      "SMOLTBOT_OBSERVER_SCRUB_INTERVAL": str(SHARED_SCRUB_INTERVAL)}, cleanups)
     finally:
         for cleanup in cleanups:
             cleanup()

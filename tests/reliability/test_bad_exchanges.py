@@ -22,6 +22,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
+
 from smoltbot.core.service_auth import ServiceCredential, attach_credential_sync
 from smoltbot.v1 import (
     exchange_pb2,
@@ -30,7 +31,7 @@ from smoltbot.v1 import (
     registry_service_pb2_grpc,
 )
 from smoltbot.v1 import registry_service_pb2 as rpb
-
+from tests.reliability.conftest import SHARED_SCRUB_INTERVAL
 from tests.reliability.harness import MODEL, TOOLS, Stack, exchange_ids, record_figures
 
 pytestmark = pytest.mark.timeout(120)
@@ -205,9 +206,10 @@ def _wait_gone(stack: Stack, needle: bytes, timeout: float) -> list[tuple[str, b
 def test_a_processed_exchange_leaves_no_raw_secret_in_the_database_files(
         shared_stack: Stack, observer_channel: grpc.Channel) -> None:
     """The observer clears a payload once traced and, when idle, zeroes it on disk
-    (secure_delete) and truncates the WAL, at most every 5 s: wait that out first, so this
-    exchange is not the throttled case (the test below)."""
-    time.sleep(5.5)
+    (secure_delete) and truncates the WAL, at most every observer_scrub_interval: wait that out
+    first (the shared stack sets it short), so this exchange is not the throttled case (the test
+    below). A time, not a condition: nothing else says that no scrub ran lately."""
+    time.sleep(SHARED_SCRUB_INTERVAL + 0.2)
     agent_id, agent_hash = _resolved_agent(shared_stack)
     marker = "sk-ant-api03-RAWLEFTOVER-" + secrets.token_urlsafe(24) + "1"
     _ingest(observer_channel, [_exchange(agent_hash, _message([_thinking(f"the key is {marker}"),
