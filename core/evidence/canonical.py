@@ -7,8 +7,9 @@ integer, any other float by its shortest round-trip form (`repr`), which is what
 prints for the same double. NaN and the infinities are not JSON; they get a spelling of their own
 rather than an error.
 
-The encoder is iterative and streams into the HMAC, so a hostile nesting depth or a huge value can
-neither overflow the stack nor build one giant string. A value that is not JSON (a Python object
+Most values (no floats) are encoded by the C encoder, whose output is the same bytes; the others by
+an encoder here that is iterative and streams into the HMAC, so a hostile nesting depth or a huge
+value can neither overflow the stack nor build one giant string. A value that is not JSON (a Python object
 that no parser produces) is encoded by its type name: deterministic, and never an exception.
 """
 
@@ -18,6 +19,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
@@ -25,6 +27,8 @@ from typing import Any
 __all__ = ["canonical_json", "keyed_digest"]
 
 _CHUNK = 1 << 16
+#: Containers and leaves walked to prove a value float-free before the regex fallback is used.
+_WALK_BUDGET = 4096
 
 
 def _number(value: float | Decimal) -> str:
@@ -91,9 +95,51 @@ class _Literal:
         self.text = text
 
 
+#: A float token in C-encoded JSON (or something in a string that looks like one: then the slow path).
+_FLOATISH = re.compile(r"[:,\[]-?[0-9]+[.eE]")
+
+
+def _fast(value: Any) -> str | None:
+    """The canonical form by the C encoder, when it is sure to equal the slow path's: no floats (their
+    spelling differs), no exotic types, no depth the C encoder refuses. None otherwise."""
+    plain = _plain(value)
+    if plain is False:
+        return None
+    try:
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False)
+    except (TypeError, ValueError, RecursionError):
+        return None
+    if plain is None and (isinstance(value, float) or _FLOATISH.search(text)):
+        return None
+    return text
+
+
+def _plain(value: Any) -> bool | None:
+    """True: only str keys, and str/int/bool/None leaves. False: not so. None: too big to walk."""
+    stack = [value]
+    budget = _WALK_BUDGET
+    while stack:
+        budget -= 1
+        if budget < 0:
+            return None
+        item = stack.pop()
+        if isinstance(item, str | bool | int) or item is None:
+            continue
+        if isinstance(item, dict):
+            if not all(isinstance(k, str) for k in item):
+                return False
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        else:
+            return False
+    return True
+
+
 def canonical_json(value: Any) -> bytes:
-    """The canonical bytes of `value` (for tests and for showing; digests stream instead)."""
-    return "".join(_pieces(value)).encode("ascii")
+    """The canonical bytes of `value` (for tests and for showing)."""
+    fast = _fast(value)
+    return (fast if fast is not None else "".join(_pieces(value))).encode("ascii")
 
 
 def keyed_digest(key: bytes, value: Any, *, domain: str = "") -> bytes:
@@ -103,6 +149,10 @@ def keyed_digest(key: bytes, value: Any, *, domain: str = "") -> bytes:
     never stand for another.
     """
     mac = hmac.new(key, domain.encode("ascii", "replace") + b"\x00", hashlib.sha256)
+    fast = _fast(value)
+    if fast is not None:
+        mac.update(fast.encode("ascii"))
+        return mac.digest()
     buffer: list[str] = []
     size = 0
     for piece in _pieces(value):

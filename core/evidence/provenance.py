@@ -8,8 +8,9 @@ stop at the first that finds something:
 1. the whole value appears in a source (`str.find`, linear and in C);
 2. its pieces do: the value split on lines and shell separators (`;`, `&&`, `||`, `|`, `&`), each
    piece of at least `min_match` characters looked up as in 1;
-3. long values only: a sampled k-gram index of the sources (every `step`-th k-gram kept) finds every
-   common run of at least `kgram + step - 1` characters, verified and extended by comparison.
+3. long values only (`index_min_chars`): a sampled k-gram index of the sources (every `step`-th
+   k-gram kept) finds every common run of at least `kgram + step - 1` characters, verified and
+   extended by comparison.
 
 The cost per exchange is linear in the size of the history and of the arguments, with caps on both
 (`ProvenanceLimits`); bench/evidence_cost.py measures it.
@@ -66,6 +67,9 @@ class ProvenanceLimits:
     #: An untrusted match shorter than this is not flagged (common words and commands are everywhere).
     flag_min_chars: int = 12
     kgram: int = 16
+    #: Only values this long go to the k-gram index (file contents, long text): building it costs a
+    #: pass over the history, and shorter values are covered by steps 1 and 2.
+    index_min_chars: int = 256
     step: int = 16
     max_leaves: int = 64
     max_value_chars: int = 64 * 1024
@@ -253,7 +257,7 @@ def _matches(value: str, sources: list[Source], limits: ProvenanceLimits,
               if len(p) >= limits.min_match}
     for piece in sorted(pieces, key=lambda p: (-len(p), p)):
         found += _find(piece, sources, limits)
-    if found or len(value) < 2 * limits.kgram:
+    if found or len(value) < limits.index_min_chars:
         return found
     if not index:
         index.append(_Index(sources, limits))

@@ -306,3 +306,30 @@ def test_hostile_input_never_raises(body: Any) -> None:
     check = ledger.check(body)
     assert isinstance(check, HistoryCheck)
     HistoryLedger.from_state(KEY, json.loads(json.dumps(ledger.to_state()))).check(body)
+
+
+def test_the_c_encoder_fast_path_gives_the_same_bytes_as_the_canonical_encoder() -> None:
+    import random
+
+    from smoltbot.core.evidence import canonical
+
+    rng = random.Random(19)
+    leaves = ["a", 'é\u2028"\\', 5, -3, True, None, "", "\ud800", 10**30, "x:1.5,", 0.5, 2.0, 1e300, -0.0]
+
+    def value(depth: int = 0) -> Any:
+        roll = rng.random()
+        if depth > 4 or roll < 0.3:
+            return rng.choice(leaves)
+        if roll < 0.6:
+            return [value(depth + 1) for _ in range(rng.randint(0, 4))]
+        keys = ["b", "a", "Z", "é", "\x00"]
+        return {rng.choice(keys) + str(i): value(depth + 1) for i in range(rng.randint(0, 4))}
+
+    fast = 0
+    for _ in range(2000):
+        item = value()
+        slow = "".join(canonical._pieces(item)).encode()
+        fast += canonical._fast(item) is not None
+        assert canonical_json(item) == slow
+        assert keyed_digest(KEY, item) == keyed_digest(KEY, json.loads(slow))
+    assert fast > 500
