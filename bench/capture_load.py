@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,6 @@ sys.path.insert(0, str(ROOT))
 
 from smoltbot.core.settings import load_settings  # noqa: E402
 from smoltbot.gateway import start_gateway  # noqa: E402
-
 from tests.integration.gateway.helpers import spooled_exchanges, unused_address  # noqa: E402
 
 BODY = {"model": "claude-opus-4-7", "max_tokens": 64, "stream": True,
@@ -59,11 +57,18 @@ async def one_stream(gateway, home: Path, scratch: Path, deltas: int) -> dict[st
     stop = asyncio.Event()
     poller = asyncio.create_task(health_latencies(gateway.base_url, stop))
     t0 = time.perf_counter()
-    async with httpx.AsyncClient(timeout=600) as http:
-        async with http.stream("POST", gateway.base_url + "/anthropic/v1/messages", json=BODY,
-                               headers={"x-api-key": "sk-bench-capture-0123456789", "accept-encoding": "identity",
-                                        "x-standin-scenario": "tiny_deltas", "x-standin-deltas": str(deltas)}) as r:
-            size = sum([len(chunk) async for chunk in r.aiter_raw()])
+    async with httpx.AsyncClient(timeout=600) as http, http.stream(
+        "POST",
+        gateway.base_url + "/anthropic/v1/messages",
+        json=BODY,
+        headers={
+            "x-api-key": "sk-bench-capture-0123456789",
+            "accept-encoding": "identity",
+            "x-standin-scenario": "tiny_deltas",
+            "x-standin-deltas": str(deltas),
+        },
+    ) as r:
+        size = sum([len(chunk) async for chunk in r.aiter_raw()])
     relayed = time.perf_counter()
     spool = gateway.gateway.spool
     before = spool.depth
@@ -76,8 +81,11 @@ async def one_stream(gateway, home: Path, scratch: Path, deltas: int) -> dict[st
     exchange = spooled_exchanges(home, scratch)[-1]
     text = json.loads(exchange.response.body)["content"][0]["text"]
     assert len(text) == deltas, (len(text), deltas)
-    print(f"  {deltas} deltas, {size / 1e6:.1f} MB relayed in {relayed - t0:.2f} s; record built "
-          f"{built - relayed:.2f} s after the last byte (spool depth {before}); text of {len(text)} chars checked")
+    print(
+        f"  {deltas} deltas, {size / 1e6:.1f} MB relayed in {relayed - t0:.2f} s; record built "
+        f"{built - relayed:.2f} s after the last byte (spool depth {before}); text of {len(text)} chars "
+        "checked"
+    )
     print(f"  /health during: {percentiles(during)}")
     return {"relay_s": relayed - t0, "record_after_s": built - relayed}
 

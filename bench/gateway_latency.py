@@ -89,7 +89,8 @@ from smoltbot.v1 import observer_service_pb2 as pb, observer_service_pb2_grpc as
 class Sink(pbg.ObserverServiceServicer):
     async def Ingest(self, requests, context):
         async for request in requests:
-            yield pb.IngestResponse(exchange_id=request.exchange.exchange_id, status=pb.INGEST_STATUS_ACCEPTED)
+            yield pb.IngestResponse(exchange_id=request.exchange.exchange_id,
+                                    status=pb.INGEST_STATUS_ACCEPTED)
 async def main():
     server = grpc.aio.server(options=[("grpc.max_receive_message_length", 100 << 20)])
     pbg.add_ObserverServiceServicer_to_server(Sink(), server)
@@ -151,9 +152,22 @@ wrk.headers["anthropic-version"] = "2023-06-01"
 
 def run_wrk(url: str, connections: int, seconds: float, script: Path) -> dict[str, float]:
     out = subprocess.run(
-        ["taskset", "-c", LOAD_CORE, "wrk", "-t1", f"-c{connections}", f"-d{max(int(seconds), 1)}s", "--latency",
-         "-s", str(script), url],
-        capture_output=True, text=True, check=True,
+        [
+            "taskset",
+            "-c",
+            LOAD_CORE,
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{max(int(seconds), 1)}s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     return _parse_wrk(out)
 
@@ -189,8 +203,12 @@ asyncio.run(main())
 
 
 def run_streams(url: str, count: int, delay_ms: int, client: Path) -> dict[str, float]:
-    out = subprocess.run(["taskset", "-c", LOAD_CORE, sys.executable, str(client), url, str(count), str(delay_ms)],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["taskset", "-c", LOAD_CORE, sys.executable, str(client), url, str(count), str(delay_ms)],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     data = json.loads(out)
     gaps = sorted(data["gaps"]) or [0.0]
     return {
@@ -204,7 +222,9 @@ def run_streams(url: str, count: int, delay_ms: int, client: Path) -> dict[str, 
 # --------------------------------------------------------------------------- main
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--streams", type=int, default=40, help="streamed calls per target and mode")
@@ -240,8 +260,9 @@ def main() -> None:
             children.append(pinned(LOAD_CORE, [sys.executable, "-c", SERVICE_CHILD, "observer",
                                                f"127.0.0.1:{observer_port}"], env=service_env))
         else:
-            children.append(pinned(LOAD_CORE, [sys.executable, "-c", SINK_CHILD, f"127.0.0.1:{observer_port}"],
-                                   env=env))
+            children.append(
+                pinned(LOAD_CORE, [sys.executable, "-c", SINK_CHILD, f"127.0.0.1:{observer_port}"], env=env)
+            )
         registry_port = free_port()
         try:
             import smoltbot.registry.server  # noqa: F401
@@ -299,8 +320,22 @@ def main() -> None:
                 if name == "gateway":
                     sampler = subprocess.Popen(["sleep", str(args.seconds / 2)])
                     load = subprocess.Popen(
-                        ["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c16", f"-d{max(int(args.seconds), 1)}s", "--latency",
-                         "-s", str(script), url], stdout=subprocess.PIPE, text=True)
+                        [
+                            "taskset",
+                            "-c",
+                            LOAD_CORE,
+                            "wrk",
+                            "-t1",
+                            "-c16",
+                            f"-d{max(int(args.seconds), 1)}s",
+                            "--latency",
+                            "-s",
+                            str(script),
+                            url,
+                        ],
+                        stdout=subprocess.PIPE,
+                        text=True,
+                    )
                     sampler.wait()
                     rss_load = max(rss_load, rss_kib(gateway.pid))
                     out = load.communicate()[0]
@@ -376,7 +411,7 @@ def _report(med: dict[str, dict[str, float]], rss_idle: int, rss_load: int, args
         return f"{g[key] - base[key]:+.3f}"
 
     rows = [
-        "| metric | direct | nginx | gateway | gateway − direct | gateway − nginx |",
+        "| metric | direct | nginx | gateway | gateway − direct | gateway − nginx |",  # noqa: RUF001 - typographic signs in the report's text
         "|---|---:|---:|---:|---:|---:|",
     ]
     for key, label in [("c1_p50", "c=1 p50 (ms)"), ("c1_p99", "c=1 p99 (ms)"),
@@ -386,11 +421,15 @@ def _report(med: dict[str, dict[str, float]], rss_idle: int, rss_load: int, args
                        ("s20_ttfb_p50", "stream TTFB p50, paced 20 ms (ms)"),
                        ("s20_gap_mean", "stream inter-chunk gap mean, paced 20 ms (ms)"),
                        ("s20_gap_p99", "stream inter-chunk gap p99, paced 20 ms (ms)")]:
-        rows.append(f"| {label} | {d[key]:.3f} | {n[key]:.3f} | {g[key]:.3f} | {added(key, d)} | {added(key, n)} |")
-    rows.append(f"| CPU per call at c=16 (µs, proxy process) | – | {n['c16_cpu_us']:.0f} | {g['c16_cpu_us']:.0f} "
-                f"| – | ×{g['c16_cpu_us'] / n['c16_cpu_us']:.1f} |")
+        rows.append(
+            f"| {label} | {d[key]:.3f} | {n[key]:.3f} | {g[key]:.3f} | {added(key, d)} | {added(key, n)} |"
+        )
+    rows.append(
+        f"| CPU per call at c=16 (µs, proxy process) | – | {n['c16_cpu_us']:.0f} | {g['c16_cpu_us']:.0f} "  # noqa: RUF001 - typographic signs in the report's text
+        f"| – | ×{g['c16_cpu_us'] / n['c16_cpu_us']:.1f} |"  # noqa: RUF001 - typographic signs in the report's text
+    )
     rows.append(f"| c=16 throughput (req/s) | {d['c16_rps']:.0f} | {n['c16_rps']:.0f} | {g['c16_rps']:.0f} "
-                f"| ×{g['c16_rps'] / d['c16_rps']:.2f} | ×{g['c16_rps'] / n['c16_rps']:.2f} |")
+                f"| ×{g['c16_rps'] / d['c16_rps']:.2f} | ×{g['c16_rps'] / n['c16_rps']:.2f} |")  # noqa: RUF001 - typographic signs in the report's text
     errors = sum(v for m in med.values() for k, v in m.items() if k.endswith("non2xx"))
     targets = [
         ("p50 added at c=1 < 0.5 ms", g["c1_p50"] - d["c1_p50"] < 0.5),
@@ -402,20 +441,27 @@ def _report(med: dict[str, dict[str, float]], rss_idle: int, rss_load: int, args
     lines = [
         "## Gateway",
         "",
-        (f"`python bench/gateway_latency.py --rounds {args.rounds} --seconds {args.seconds:g}` "
-        f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, Python {sys.version.split()[0]}). "
-        "Gateway or nginx on core 0; wrk, the stand-in and the services on core 1; runs interleaved, "
-        f"median of {args.rounds} rounds. Shipping on: every exchange spooled and acked by "
-        f"{'the real Observer' if args.observer == 'real' else 'an ack-only Ingest sink'}; {registry_note}. "
-        f"Load average when the run ended: {os.getloadavg()[0]:.1f} (other work on the machine skews "
-        "absolute figures; the columns were measured interleaved, so their differences are fairer)."),
+        (
+            f"`python bench/gateway_latency.py --rounds {args.rounds} --seconds {args.seconds:g}` "
+            f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, Python {sys.version.split()[0]}). "
+            "Gateway or nginx on core 0; wrk, the stand-in and the services on core 1; runs interleaved, "
+            f"median of {args.rounds} rounds. Shipping on: every exchange spooled and acked by "
+            f"{'the real Observer' if args.observer == 'real' else 'an ack-only Ingest sink'}; "
+            f"{registry_note}. "
+            f"Load average when the run ended: {os.getloadavg()[0]:.1f} (other work on the machine skews "
+            "absolute figures; the columns were measured interleaved, so their differences are fairer)."
+        ),
         "",
         *rows,
         "",
-        (f"Gateway RSS: {rss_idle / 1024:.1f} MiB idle, {rss_load / 1024:.1f} MiB under c=16 load. "
-        f"Non-2xx responses during the runs: {errors:.0f}."),
+        (
+            f"Gateway RSS: {rss_idle / 1024:.1f} MiB idle, {rss_load / 1024:.1f} MiB under c=16 load. "
+            f"Non-2xx responses during the runs: {errors:.0f}."
+        ),
         "",
-        "Targets (issue 3): " + "; ".join(f"{label}: {'met' if ok else 'NOT met'}" for label, ok in targets) + ".",
+        "Targets (issue 3): "
+        + "; ".join(f"{label}: {'met' if ok else 'NOT met'}" for label, ok in targets)
+        + ".",
     ]
     if profile:
         lines += ["", "Where the gateway's CPU goes under c=16 (py-spy, own time by frame):", "",

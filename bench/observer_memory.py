@@ -115,9 +115,11 @@ def main() -> None:
     mib = len(body) / 1024 / 1024
     print(f"request body {mib:.1f} MiB ({len(json.loads(body)['messages'])} messages); "
           f"payload {len(payload) / 1024 / 1024:.1f} MiB")
-    print(f"pipeline.compute: peak allocated {peak / 1024 / 1024:.1f} MiB = {peak / len(body):.1f}x the body; "
-          f"peak RSS growth {rss_growth:.0f} MiB; {seconds * 1000:.0f} ms (under tracemalloc); "
-          f"{len(result.traces)} trace(s)")
+    print(
+        f"pipeline.compute: peak allocated {peak / 1024 / 1024:.1f} MiB = {peak / len(body):.1f}x the body; "
+        f"peak RSS growth {rss_growth:.0f} MiB; {seconds * 1000:.0f} ms (under tracemalloc); "
+        f"{len(result.traces)} trace(s)"
+    )
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import glob
 import json
 import os
@@ -76,11 +77,42 @@ class Postgres:
         if os.geteuid() == 0:
             shutil.chown(self.base, user="postgres", group="postgres")
         data = self.base / "data"
-        subprocess.run(self._owner([str(self.bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                                    "-E", "UTF8", "--locale=C"]), check=True, capture_output=True)
+        subprocess.run(
+            self._owner(
+                [
+                    str(self.bin / "initdb"),
+                    "-D",
+                    str(data),
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
         options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c max_connections=200"
-        subprocess.run(self._owner([str(self.bin / "pg_ctl"), "-D", str(data), "-o", options,
-                                    "-l", str(self.base / "log"), "-w", "start"]), check=True, capture_output=True)
+        subprocess.run(
+            self._owner(
+                [
+                    str(self.bin / "pg_ctl"),
+                    "-D",
+                    str(data),
+                    "-o",
+                    options,
+                    "-l",
+                    str(self.base / "log"),
+                    "-w",
+                    "start",
+                ]
+            ),
+            check=True,
+            capture_output=True,
+        )
         self.version = subprocess.run([str(self.bin / "pg_ctl"), "--version"], capture_output=True,
                                       text=True, check=False).stdout.strip().replace("pg_ctl (PostgreSQL)",
                                                                                       "PostgreSQL")
@@ -94,7 +126,9 @@ class Postgres:
         import asyncpg
 
         async def create() -> None:
-            conn = await asyncpg.connect(host="127.0.0.1", port=self.port, user="postgres", database="postgres")
+            conn = await asyncpg.connect(
+                host="127.0.0.1", port=self.port, user="postgres", database="postgres"
+            )
             try:
                 await conn.execute(f'CREATE DATABASE "{name}"')
             finally:
@@ -191,13 +225,13 @@ class Service:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        try:  # whatever it started and left behind
+        with contextlib.suppress(ProcessLookupError):  # whatever it started and left behind
             os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
 
-def start_service(name: str, service: str, env: dict[str, str], logs: Path, core: int | None = None) -> Service:
+def start_service(
+    name: str, service: str, env: dict[str, str], logs: Path, core: int | None = None
+) -> Service:
     log = logs / f"{name}.log"
     pin = ["taskset", "-c", str(core)] if core is not None else []
     with log.open("wb") as out:
@@ -214,6 +248,7 @@ def build_exchange(agent: tuple[str, str, str], index: int) -> Any:
     """One exchange as a gateway captures it, agent and session resolved (as the gateway's identity
     cache has them while the Registry is up)."""
     from google.protobuf import timestamp_pb2
+
     from smoltbot.v1 import exchange_pb2
 
     agent_hash, agent_id, session_id = agent
@@ -222,12 +257,36 @@ def build_exchange(agent: tuple[str, str, str], index: int) -> Any:
               "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}}}
              for name in ("read_file", "write_file", "list_files", "delete_file")]
     history = [
-        {"role": "user", "content": f"Task {index}: tidy up the reports folder and summarise what changed. " * 4},
-        {"role": "assistant", "content": [
-            {"type": "thinking", "thinking": "Earlier turn: list the folder first. " * 10, "signature": "sig" * 20},
-            {"type": "tool_use", "id": f"toolu_old{index}", "name": "list_files", "input": {"path": "/reports"}}]},
-        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": f"toolu_old{index}",
-                                      "content": "\n".join(f"report-{n}.csv" for n in range(40))}]},
+        {
+            "role": "user",
+            "content": f"Task {index}: tidy up the reports folder and summarise what changed. " * 4,
+        },
+        {
+            "role": "assistant",
+            "content": [
+                {
+                    "type": "thinking",
+                    "thinking": "Earlier turn: list the folder first. " * 10,
+                    "signature": "sig" * 20,
+                },
+                {
+                    "type": "tool_use",
+                    "id": f"toolu_old{index}",
+                    "name": "list_files",
+                    "input": {"path": "/reports"},
+                },
+            ],
+        },
+        {
+            "role": "user",
+            "content": [
+                {
+                    "type": "tool_result",
+                    "tool_use_id": f"toolu_old{index}",
+                    "content": "\n".join(f"report-{n}.csv" for n in range(40)),
+                }
+            ],
+        },
     ]
     request = {"model": "claude-haiku-4-5", "max_tokens": 4096, "system": "You are a careful file assistant.",
                "tools": tools, "messages": history}
@@ -250,11 +309,17 @@ def build_exchange(agent: tuple[str, str, str], index: int) -> Any:
     ended.FromDatetime(now)
     json_header = [exchange_pb2.HttpHeader(name="content-type", value="application/json")]
     return exchange_pb2.Exchange(
-        exchange_id=exchange_id, agent_hash=agent_hash, agent_id=agent_id, session_id=session_id,
+        exchange_id=exchange_id,
+        agent_hash=agent_hash,
+        agent_id=agent_id,
+        session_id=session_id,
         gateway_id="bench:1",
-        request=exchange_pb2.CapturedRequest(method="POST", path="/v1/messages", body=json.dumps(request).encode(),
-                                             headers=json_header),
-        response=exchange_pb2.CapturedResponse(status=200, body=json.dumps(response).encode(), headers=json_header),
+        request=exchange_pb2.CapturedRequest(
+            method="POST", path="/v1/messages", body=json.dumps(request).encode(), headers=json_header
+        ),
+        response=exchange_pb2.CapturedResponse(
+            status=200, body=json.dumps(response).encode(), headers=json_header
+        ),
         timings=exchange_pb2.ExchangeTimings(started_at=started, first_byte_at=started, ended_at=ended),
         outcome=exchange_pb2.EXCHANGE_OUTCOME_COMPLETE,
     )
@@ -266,12 +331,16 @@ async def resolve_agents(registry_port: int) -> list[tuple[str, str, str]]:
     from smoltbot.core.tls import TlsConfig
     from smoltbot.v1 import registry_service_pb2, registry_service_pb2_grpc
 
-    channel = open_channel(f"127.0.0.1:{registry_port}", TlsConfig(credential=ServiceCredential(SERVICE_TOKEN)))
+    channel = open_channel(
+        f"127.0.0.1:{registry_port}", TlsConfig(credential=ServiceCredential(SERVICE_TOKEN))
+    )
     stub = registry_service_pb2_grpc.RegistryServiceStub(channel)
     agents = []
     for _ in range(AGENTS):
         agent_hash = secrets.token_hex(32)
-        reply = await stub.ResolveAgent(registry_service_pb2.ResolveAgentRequest(agent_hash=agent_hash), timeout=10)
+        reply = await stub.ResolveAgent(
+            registry_service_pb2.ResolveAgentRequest(agent_hash=agent_hash), timeout=10
+        )
         agent_id = reply.agent.agent_id
         session = await stub.ResolveSession(registry_service_pb2.ResolveSessionRequest(
             agent_id=agent_id, agent_hash=agent_hash), timeout=10)
@@ -328,7 +397,9 @@ async def watch(database_url: str, count: int, sample: Any, processes: list[Serv
                 break
             for process in processes:
                 if process.process.poll() is not None:
-                    raise SystemExit(f"{process.name} exited:\n{process.log.read_text(errors='replace')[-2000:]}")
+                    raise SystemExit(
+                        f"{process.name} exited:\n{process.log.read_text(errors='replace')[-2000:]}"
+                    )
             if time.monotonic() > deadline:
                 raise SystemExit(f"only {done}/{count} finished within {timeout}s")
             await asyncio.sleep(0.05)
@@ -365,7 +436,10 @@ class Round:
         """Cores busy with anything but the observers, the registry and PostgreSQL: the load
         generator and whatever else runs on the machine."""
         cpus = os.cpu_count() or 1
-        return self.machine_busy * cpus - (self.observer_cpu + self.registry_cpu + self.postgres_cpu) / self.seconds
+        return (
+            self.machine_busy * cpus
+            - (self.observer_cpu + self.registry_cpu + self.postgres_cpu) / self.seconds
+        )
 
 
 def run_round(pg: Postgres, mode: str, observers: int, count: int, index: int) -> Round:
@@ -420,18 +494,28 @@ def section(rounds: list[Round], pg_version: str, count: int) -> str:
     out = [
         SECTION,
         "",
-        (f"`python bench/observer_scaling.py --count {count}` ({today}; {cpus} CPU cores, {pg_version}, "
-         "default durability: fsync and synchronous_commit on). Each round: a fresh database and a Registry "
-         f"as `smoltbot serve` processes; {count:,} exchanges (~6 KB: tools, history, thinking, a tool call; "
-         f"{AGENTS} agents; agent and session resolved, as gateways send them) queued first, as the observers' "
-         "intake stores them; then N Observers started as `smoltbot serve observer` processes, sharing the "
-         "queue. Throughput: exchanges finished per second between 10 % and 90 % finished (start-up and "
-         "tail left out), sampled every 50 ms; rounds alternate 1, 2, 1, 2. CPU columns: cores kept busy on "
-         f"average over that time, out of {cpus} (the observers with their worker processes; the Registry; "
-         "PostgreSQL; the rest: the sampler and anything else running on the machine)."),
+        (
+            f"`python bench/observer_scaling.py --count {count}` ({today}; {cpus} CPU cores, {pg_version}, "
+            "default durability: fsync and synchronous_commit on). Each round: a fresh database and a "
+            "Registry "
+            f"as `smoltbot serve` processes; {count:,} exchanges (~6 KB: tools, history, thinking, a tool "
+            "call; "
+            f"{AGENTS} agents; agent and session resolved, as gateways send them) queued first, as the "
+            "observers' "
+            "intake stores them; then N Observers started as `smoltbot serve observer` processes, sharing "
+            "the "
+            "queue. Throughput: exchanges finished per second between 10 % and 90 % finished (start-up and "
+            "tail left out), sampled every 50 ms; rounds alternate 1, 2, 1, 2. CPU columns: cores kept busy "
+            "on "
+            f"average over that time, out of {cpus} (the observers with their worker processes; the "
+            "Registry; "
+            "PostgreSQL; the rest: the sampler and anything else running on the machine)."
+        ),
         "",
-        ("| layout | observers | exchanges/s (median) | rounds | exchanges per observer CPU-second "
-         "| observers' CPU | registry CPU | PostgreSQL CPU | rest of the machine |"),
+        (
+            "| layout | observers | exchanges/s (median) | rounds | exchanges per observer CPU-second "
+            "| observers' CPU | registry CPU | PostgreSQL CPU | rest of the machine |"
+        ),
         "|---|---|---|---|---|---|---|---|---|",
     ]
     ratios: dict[str, float] = {}
@@ -457,9 +541,9 @@ def section(rounds: list[Round], pg_version: str, count: int) -> str:
     splits = ", ".join(f"{min(r.shares):.0%}" for r in rounds if r.observers == 2 and r.shares)
     out.append(
         "**2 observers / 1 observer, throughput: "
-        + "; ".join(f"{ratio:.2f}× ({LAYOUTS[mode]})" for mode, ratio in ratios.items())
+        + "; ".join(f"{ratio:.2f}× ({LAYOUTS[mode]})" for mode, ratio in ratios.items())  # noqa: RUF001 - typographic signs in the report's text
         + ". Work per observer CPU-second, 2 vs 1: "
-        + "; ".join(f"{value:.2f}× ({LAYOUTS[mode]})" for mode, value in efficiency.items())
+        + "; ".join(f"{value:.2f}× ({LAYOUTS[mode]})" for mode, value in efficiency.items())  # noqa: RUF001 - typographic signs in the report's text
         + f".** In every round each exchange finished exactly once and none failed; with two observers both "
         f"did work (the smaller one's share of the observers' CPU: {splits}).")
     out.append("")
@@ -514,11 +598,16 @@ def main() -> None:
                 for observers in (1, 2):
                     result = run_round(pg, mode, observers, args.count, index)
                     rounds.append(result)
-                    print(f"round {index + 1}, {mode}, {observers} observer(s): {result.rate:,.0f} exchanges/s "
-                          f"({result.seconds:.1f} s for {result.finished}; observer CPU {result.observer_cpu:.1f} s, "
-                          f"split {'/'.join(f'{share:.0%}' for share in result.shares)}, "
-                          f"registry CPU {result.registry_cpu:.1f} s, PostgreSQL CPU {result.postgres_cpu:.1f} s, "
-                          f"machine {result.machine_busy:.0%} busy)", flush=True)
+                    print(
+                        f"round {index + 1}, {mode}, {observers} observer(s): {result.rate:,.0f} exchanges/s "
+                        f"({result.seconds:.1f} s for {result.finished}; observer CPU "
+                        f"{result.observer_cpu:.1f} s, "
+                        f"split {'/'.join(f'{share:.0%}' for share in result.shares)}, "
+                        f"registry CPU {result.registry_cpu:.1f} s, PostgreSQL CPU "
+                        f"{result.postgres_cpu:.1f} s, "
+                        f"machine {result.machine_busy:.0%} busy)",
+                        flush=True,
+                    )
     finally:
         pg.stop()
     text = section(rounds, pg.version, args.count)

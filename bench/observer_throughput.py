@@ -3,10 +3,10 @@
     python bench/observer_throughput.py [--count 5000] [--rounds 3] [--rate 50] [--seconds 10]
                                         [--backends sqlite,postgresql] [--pin] [--no-docs] [--profile]
 
-* Throughput (`--rounds` times, the median reported): `--count` realistic exchanges (thinking + a tool call, a request with history,
-  ~6 KB each, 8 agents) are sent over one Ingest stream as fast as the acks allow (1024 in
-  flight, as the gateway does). Measured from the first send to the moment the last one is
-  stored as traces (local analyzer); also the ack rate alone.
+* Throughput (`--rounds` times, the median reported): `--count` realistic exchanges (thinking +
+  a tool call, a request with history, ~6 KB each, 8 agents) are sent over one Ingest stream
+  as fast as the acks allow (1024 in flight, as the gateway does). Measured from the first send
+  to the moment the last one is stored as traces (local analyzer); also the ack rate alone.
 * Visibility: `--rate` exchanges/s for `--seconds`, each stamped with its end time when sent;
   a reader polls ListTraces (newest first) every 20 ms. Reported: p50/p95/max of "trace
   visible through the API" minus "exchange ended".
@@ -62,9 +62,15 @@ async def serve(database_url: str, registry_port: int, observer_port: int, profi
     from smoltbot.registry.server import build_server as build_registry
 
     home = Path(tempfile.mkdtemp(prefix="smoltbot-bench-home-"))
-    settings = load_settings(home=home, database_url=database_url, hash_secret="bench", service_token=SERVICE_TOKEN,
-                             registry_address=f"127.0.0.1:{registry_port}",
-                             observer_address=f"127.0.0.1:{observer_port}", log_level="WARNING")
+    settings = load_settings(
+        home=home,
+        database_url=database_url,
+        hash_secret="bench",
+        service_token=SERVICE_TOKEN,
+        registry_address=f"127.0.0.1:{registry_port}",
+        observer_address=f"127.0.0.1:{observer_port}",
+        log_level="WARNING",
+    )
     registry = await build_registry(settings)
     await registry.start()
     observer = await build_observer(settings)
@@ -117,12 +123,44 @@ class Postgres:
         if os.geteuid() == 0:
             shutil.chown(self.base, user="postgres", group="postgres")
         data = self.base / "data"
-        subprocess.run(self._as_owner([str(self.bin / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres",
-                                       "-E", "UTF8", "--locale=C"]), check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            self._as_owner(
+                [
+                    str(self.bin / "initdb"),
+                    "-D",
+                    str(data),
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         options = f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c max_connections=100"
-        subprocess.run([*self._as_owner([
-            str(self.bin / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(self.base / "log"), "-w", "start"])],
-            check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                *self._as_owner(
+                    [
+                        str(self.bin / "pg_ctl"),
+                        "-D",
+                        str(data),
+                        "-o",
+                        options,
+                        "-l",
+                        str(self.base / "log"),
+                        "-w",
+                        "start",
+                    ]
+                )
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         subprocess.run(["psql" if shutil.which("psql") else str(self.bin / "psql"), "-h", "127.0.0.1", "-p",
                         str(self.port), "-U", "postgres", "-c", "CREATE DATABASE bench"], check=True,
                        stdout=subprocess.DEVNULL)
@@ -146,6 +184,7 @@ THINKING = ("The user wants the deployment log checked before anything is change
 def exchange_bytes(agent: tuple[str, str, str], index: int) -> tuple[str, bytes]:
     """An IngestRequest as the gateway sends it: agent and session resolved, ended now."""
     from google.protobuf import timestamp_pb2
+
     from smoltbot.v1 import exchange_pb2, observer_service_pb2
 
     exchange_id = secrets.token_hex(16)
@@ -169,11 +208,17 @@ def exchange_bytes(agent: tuple[str, str, str], index: int) -> tuple[str, bytes]
     stamp.FromDatetime(datetime.now(UTC))
     agent_hash, agent_id, session_id = agent
     exchange = exchange_pb2.Exchange(
-        exchange_id=exchange_id, agent_hash=agent_hash, agent_id=agent_id, session_id=session_id,
-        request=exchange_pb2.CapturedRequest(method="POST", path="/v1/messages", body=json.dumps(request).encode()),
+        exchange_id=exchange_id,
+        agent_hash=agent_hash,
+        agent_id=agent_id,
+        session_id=session_id,
+        request=exchange_pb2.CapturedRequest(
+            method="POST", path="/v1/messages", body=json.dumps(request).encode()
+        ),
         response=exchange_pb2.CapturedResponse(status=200, body=json.dumps(response).encode()),
         timings=exchange_pb2.ExchangeTimings(started_at=stamp, ended_at=stamp),
-        outcome=exchange_pb2.EXCHANGE_OUTCOME_COMPLETE, gateway_id="bench",
+        outcome=exchange_pb2.EXCHANGE_OUTCOME_COMPLETE,
+        gateway_id="bench",
     )
     return exchange_id, observer_service_pb2.IngestRequest(exchange=exchange).SerializeToString()
 
@@ -181,6 +226,7 @@ def exchange_bytes(agent: tuple[str, str, str], index: int) -> tuple[str, bytes]
 class Load:
     def __init__(self, database_url: str, registry_port: int, observer_port: int) -> None:
         import grpc
+
         from smoltbot.core.service_auth import ServiceCredential, attach_credential
         from smoltbot.core.storage import open_database
         from smoltbot.v1 import observer_service_pb2, observer_service_pb2_grpc, registry_service_pb2_grpc
@@ -191,12 +237,16 @@ class Load:
         interceptors = attach_credential(ServiceCredential(SERVICE_TOKEN))
         self.channel = grpc.aio.insecure_channel(f"127.0.0.1:{observer_port}", options=options,
                                                  interceptors=interceptors)
-        self.registry_channel = grpc.aio.insecure_channel(f"127.0.0.1:{registry_port}", interceptors=interceptors)
+        self.registry_channel = grpc.aio.insecure_channel(
+            f"127.0.0.1:{registry_port}", interceptors=interceptors
+        )
         self.stub = observer_service_pb2_grpc.ObserverServiceStub(self.channel)
         self.registry = registry_service_pb2_grpc.RegistryServiceStub(self.registry_channel)
         self.ingest = self.channel.stream_stream(
             f"/{observer_service_pb2.DESCRIPTOR.services_by_name['ObserverService'].full_name}/Ingest",
-            request_serializer=lambda raw: raw, response_deserializer=observer_service_pb2.IngestResponse.FromString)
+            request_serializer=lambda raw: raw,
+            response_deserializer=observer_service_pb2.IngestResponse.FromString,
+        )
 
     async def close(self) -> None:
         await self.channel.close()
@@ -434,7 +484,9 @@ def main() -> None:
         _, _, database_url, registry_port, observer_port, profile = sys.argv
         asyncio.run(serve(database_url, int(registry_port), int(observer_port), profile))
         return
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--count", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds; the median is reported")
     parser.add_argument("--rate", type=float, default=50.0)
@@ -442,7 +494,9 @@ def main() -> None:
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--pin", action="store_true", help="services on core 0, load on core 1 (taskset)")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
-    parser.add_argument("--profile", action="store_true", help="cProfile the observer into $TMPDIR/observer-<backend>.prof")
+    parser.add_argument(
+        "--profile", action="store_true", help="cProfile the observer into $TMPDIR/observer-<backend>.prof"
+    )
     args = parser.parse_args()
     results: dict[str, dict[str, Any]] = {}
     for backend in args.backends.split(","):
@@ -450,9 +504,13 @@ def main() -> None:
         results[backend] = run_backend(backend, args)
         results[backend]["load"] = max(load_before, os.getloadavg()[0])
         t, v = results[backend]["throughput"], results[backend]["visibility"]
-        print(f"{backend}: {t['per_second']:,.0f} exchanges/s end to end ({t['count']} in {t['seconds']:.2f} s; "
-              f"acks {t['acks_per_second']:,.0f}/s); visibility at {args.rate:g}/s: p50 {v['p50_ms']:.0f} ms, "
-              f"p95 {v['p95_ms']:.0f} ms, max {v['max_ms']:.0f} ms", flush=True)
+        print(
+            f"{backend}: {t['per_second']:,.0f} exchanges/s end to end ({t['count']} in {t['seconds']:.2f} "
+            "s; "
+            f"acks {t['acks_per_second']:,.0f}/s); visibility at {args.rate:g}/s: p50 {v['p50_ms']:.0f} ms, "
+            f"p95 {v['p95_ms']:.0f} ms, max {v['max_ms']:.0f} ms",
+            flush=True,
+        )
     text = section(results, args)
     print(text)
     if not args.no_docs:

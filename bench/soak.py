@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from tests.reliability.harness import (
+from tests.reliability.harness import (  # noqa: E402 - after the sys.path line that makes it importable
     PgCluster,
     Stack,
     StandinProcess,
@@ -109,12 +109,18 @@ def soak(calls: int, concurrency: int, agents: int, database_url: str, keep: boo
             results = [r for batch in batches for r in batch]
             failed = [r for r in results if not r.ok]
             latencies = sorted(r.seconds for r in results if r.ok)
-            figures.update({
-                "seconds": round(elapsed, 1), "calls_per_s": round(len(results) / elapsed, 1),
-                "failed_calls": len(failed), "streamed_calls": sum(1 for r in results if r.spec.stream),
-                "latency_p50_ms": round(1000 * statistics.median(latencies), 1) if latencies else None,
-                "latency_p95_ms": round(1000 * latencies[int(0.95 * (len(latencies) - 1))], 1) if latencies else None,
-            })
+            figures.update(
+                {
+                    "seconds": round(elapsed, 1),
+                    "calls_per_s": round(len(results) / elapsed, 1),
+                    "failed_calls": len(failed),
+                    "streamed_calls": sum(1 for r in results if r.spec.stream),
+                    "latency_p50_ms": round(1000 * statistics.median(latencies), 1) if latencies else None,
+                    "latency_p95_ms": round(1000 * latencies[int(0.95 * (len(latencies) - 1))], 1)
+                    if latencies
+                    else None,
+                }
+            )
             checks["zero failed calls"] = not failed
             if failed:
                 figures["first_failures"] = [r.error for r in failed[:5]]
@@ -129,7 +135,9 @@ def soak(calls: int, concurrency: int, agents: int, database_url: str, keep: boo
                 exchanges += len(by_exchange)
                 traces_total += len(traces)
                 tool_ids = {t for r in batch for t in r.tool_use_ids}
-                traced_ids = {t["observation"]["tool_use_id"] for t in traces if t["observation"].get("tool_use_id")}
+                traced_ids = {
+                    t["observation"]["tool_use_id"] for t in traces if t["observation"].get("tool_use_id")
+                }
                 matched = matched and tool_ids == traced_ids and len(by_exchange) == share
             wait_until(lambda: stack.spool_depth() == 0, 120, "an empty spool")
             figures.update({
@@ -172,8 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--agents", type=int, default=4)
-    parser.add_argument("--database-url", default="", help="PostgreSQL URL (default: SQLite in the temp data dir)")
-    parser.add_argument("--postgres", action="store_true", help="run on a throwaway PostgreSQL cluster (initdb)")
+    parser.add_argument(
+        "--database-url", default="", help="PostgreSQL URL (default: SQLite in the temp data dir)"
+    )
+    parser.add_argument(
+        "--postgres", action="store_true", help="run on a throwaway PostgreSQL cluster (initdb)"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--keep", action="store_true", help="keep the temp data dir (logs, database)")
     args = parser.parse_args(argv)

@@ -21,7 +21,14 @@ import secrets
 import stat
 from pathlib import Path
 
-__all__ = ["PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "make_private", "read_or_create_secret", "restrict", "tighten"]
+__all__ = [
+    "PRIVATE_DIR_MODE",
+    "PRIVATE_FILE_MODE",
+    "make_private",
+    "read_or_create_secret",
+    "restrict",
+    "tighten",
+]
 
 logger = logging.getLogger(__name__)
 

@@ -116,7 +116,7 @@ def error_info_of(error: grpc.aio.AioRpcError | grpc.RpcError) -> error_details_
     """The ErrorInfo a failed call carried, if any."""
     try:
         status = rpc_status.from_call(error)  # type: ignore[arg-type]
-    except Exception:  # a status without details, or a malformed trailer
+    except Exception:  # noqa: BLE001 - a status without details, or a malformed trailer: no ErrorInfo
         return None
     if status is None:
         return None

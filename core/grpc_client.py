@@ -69,7 +69,9 @@ def _server_name(target: str, tls: TlsConfig) -> str:
                    "(DNS or IP SAN) that every one of their certificates carries")
 
 
-def _options(target: str, tls: TlsConfig, message_limit: int = GRPC_MESSAGE_LIMIT) -> list[tuple[str, object]]:
+def _options(
+    target: str, tls: TlsConfig, message_limit: int = GRPC_MESSAGE_LIMIT
+) -> list[tuple[str, object]]:
     options: list[tuple[str, object]] = [
         ("grpc.max_receive_message_length", message_limit),
         ("grpc.max_send_message_length", message_limit),
@@ -129,13 +131,19 @@ def health_check(
     channel: grpc.aio.Channel,
 ) -> grpc.aio.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]:
     """grpc.health.v1 Check on `channel`, typed (grpc_health's own stub declares no methods)."""
-    return channel.unary_unary(_HEALTH_CHECK, request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-                               response_deserializer=health_pb2.HealthCheckResponse.FromString)
+    return channel.unary_unary(
+        _HEALTH_CHECK,
+        request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+        response_deserializer=health_pb2.HealthCheckResponse.FromString,
+    )
 
 
 def health_check_sync(
     channel: grpc.Channel,
 ) -> grpc.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]:
     """`health_check` for a synchronous channel."""
-    return channel.unary_unary(_HEALTH_CHECK, request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
-                               response_deserializer=health_pb2.HealthCheckResponse.FromString)
+    return channel.unary_unary(
+        _HEALTH_CHECK,
+        request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+        response_deserializer=health_pb2.HealthCheckResponse.FromString,
+    )

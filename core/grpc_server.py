@@ -119,7 +119,10 @@ def new_grpc_server(address: str, service_names: Iterable[str],
     tls = tls or TlsConfig()
     tls.check_bind(address)
     credentials = tls.server_credentials()
-    limits = [("grpc.max_receive_message_length", message_limit), ("grpc.max_send_message_length", message_limit)]
+    limits = [
+        ("grpc.max_receive_message_length", message_limit),
+        ("grpc.max_send_message_length", message_limit),
+    ]
     # The request id first, so that even a refused call's log line carries it.
     interceptors: list[grpc.aio.ServerInterceptor] = [ReadRequestId()]
     if tls.credential is not None:
@@ -138,7 +141,9 @@ def new_grpc_server(address: str, service_names: Iterable[str],
         health_only = grpc.aio.server(options=[*limits, *_OPTIONS])
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, health_only)
         if _bind(health_only, f"[::]:{health_port}", None) == 0:
-            raise OSError(f"could not bind the gRPC health port {health_port}: address in use or not available")
+            raise OSError(
+                f"could not bind the gRPC health port {health_port}: address in use or not available"
+            )
     logger.debug("gRPC server on %s: %s, %s", address,
                  "mutual TLS" if tls.requires_client_cert else "TLS" if tls.serves_tls else "plaintext",
                  "service credential required" if tls.credential is not None else "open to any caller")

@@ -21,9 +21,10 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import grpc
+
 from smoltbot.core.data_dir import read_or_create_secret
 from smoltbot.core.errors import Unauthenticated, grpc_status_for
 
@@ -37,6 +38,8 @@ __all__ = [
     "attach_credential_sync",
 ]
 
+_Request = TypeVar("_Request")
+_Response = TypeVar("_Response")
 logger = logging.getLogger(__name__)
 
 SERVICE_CREDENTIAL_METADATA = "smoltbot-service-credential"
@@ -120,9 +123,11 @@ class RequireServiceCredential(grpc.aio.ServerInterceptor):
         self._logged_at = 0.0
 
     async def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails],
+                               Awaitable[grpc.RpcMethodHandler[_Request, _Response] | None]],
         handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
+    ) -> grpc.RpcMethodHandler[_Request, _Response] | None:
         method = handler_call_details.method
         if method.startswith(_OPEN_PREFIXES) or self._credential.matches(_presented(handler_call_details)):
             return await continuation(handler_call_details)
@@ -145,11 +150,12 @@ class RequireServiceCredential(grpc.aio.ServerInterceptor):
 def _presented(details: grpc.HandlerCallDetails) -> str | bytes | None:
     for key, value in details.invocation_metadata or ():
         if key == SERVICE_CREDENTIAL_METADATA:
-            return value  # type: ignore[no-any-return]
+            return value
     return None
 
 
-def _refusing(handler: grpc.RpcMethodHandler, wrong: bool) -> grpc.RpcMethodHandler:
+def _refusing(handler: grpc.RpcMethodHandler[_Request, _Response],
+              wrong: bool) -> grpc.RpcMethodHandler[Any, Any]:
     error = Unauthenticated(
         f"{'wrong' if wrong else 'missing'} service credential "
         f"({SERVICE_CREDENTIAL_METADATA} metadata): {_HINT}",
@@ -157,7 +163,7 @@ def _refusing(handler: grpc.RpcMethodHandler, wrong: bool) -> grpc.RpcMethodHand
     )
     status = grpc_status_for(error)
 
-    async def refuse(_request: Any, context: grpc.aio.ServicerContext) -> None:
+    async def refuse(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await context.abort_with_status(status)
 
     # No deserializers: the refused request is never parsed.

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import grpc
+
 from smoltbot.core.service_auth import ServiceCredential
 
 if TYPE_CHECKING:

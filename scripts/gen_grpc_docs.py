@@ -73,7 +73,9 @@ _VALUE, _METHOD = 2, 2
 def compile_protos() -> descriptor_pb2.FileDescriptorSet:
     from grpc_tools import protoc
 
-    protos = sorted(str(path.relative_to(PROTO_ROOT)) for path in (PROTO_ROOT / "smoltbot" / "v1").glob("*.proto"))
+    protos = sorted(
+        str(path.relative_to(PROTO_ROOT)) for path in (PROTO_ROOT / "smoltbot" / "v1").glob("*.proto")
+    )
     include = Path(protoc.__file__).parent / "_proto"
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "set.pb"
@@ -112,8 +114,13 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _message(out: list[str], message: descriptor_pb2.DescriptorProto, comments: _Comments, path: tuple[int, ...],
-             prefix: str = "") -> None:
+def _message(
+    out: list[str],
+    message: descriptor_pb2.DescriptorProto,
+    comments: _Comments,
+    path: tuple[int, ...],
+    prefix: str = "",
+) -> None:
     name = prefix + message.name
     out.append(f"### {name}\n")
     if comment := comments(*path):
@@ -134,8 +141,13 @@ def _message(out: list[str], message: descriptor_pb2.DescriptorProto, comments: 
         _enum(out, enum, comments, (*path, _NESTED_ENUM, index), prefix=name + ".")
 
 
-def _enum(out: list[str], enum: descriptor_pb2.EnumDescriptorProto, comments: _Comments, path: tuple[int, ...],
-          prefix: str = "") -> None:
+def _enum(
+    out: list[str],
+    enum: descriptor_pb2.EnumDescriptorProto,
+    comments: _Comments,
+    path: tuple[int, ...],
+    prefix: str = "",
+) -> None:
     out.append(f"### {prefix}{enum.name}\n")
     if comment := comments(*path):
         out.append(comment + "\n")
@@ -162,7 +174,9 @@ def render(descriptors: descriptor_pb2.FileDescriptorSet | None = None) -> str:
                 request = method.input_type.lstrip(".").removeprefix(PACKAGE + ".")
                 response = method.output_type.lstrip(".").removeprefix(PACKAGE + ".")
                 request = ("stream " if method.client_streaming else "") + f"[{request}](#{request.lower()})"
-                response = ("stream " if method.server_streaming else "") + f"[{response}](#{response.lower()})"
+                response = (
+                    "stream " if method.server_streaming else ""
+                ) + f"[{response}](#{response.lower()})"
                 notes = comments(_SERVICE, s_index, _METHOD, m_index)
                 level = method.options.idempotency_level
                 if level == descriptor_pb2.MethodOptions.NO_SIDE_EFFECTS:
@@ -191,7 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     current = TARGET.read_text() if TARGET.exists() else ""
     if args.check:
         if current != text:
-            print(f"{TARGET.relative_to(ROOT)} is stale: run python scripts/gen_grpc_docs.py", file=sys.stderr)
+            print(
+                f"{TARGET.relative_to(ROOT)} is stale: run python scripts/gen_grpc_docs.py", file=sys.stderr
+            )
             return 1
         return 0
     if current != text:

@@ -43,6 +43,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from aap.verification.features import FeatureExtractor, cosine_similarity
+
 from smoltbot.core.aap.verification import card_autonomy, is_bounded
 
 __all__ = ["DriftDetector", "DriftFinding", "card_similarity"]

@@ -14,6 +14,7 @@ sees which setting it was.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 __all__ = ["is_secret_key", "redact", "redact_text"]
@@ -149,6 +150,11 @@ def _kv_replacement(m: re.Match[str]) -> str:
     return f"{key}{sep}[REDACTED:{label}]"
 
 
+def _after_prefix(label: str) -> Callable[[re.Match[str]], str]:
+    """The replacement of a "prefixed" pattern: its first group (the prefix) kept, the rest masked."""
+    return lambda m: f"{m.group(1)}[REDACTED:{label}]"
+
+
 def _redact_private_keys(s: str) -> str:
     """Mask PEM private key blocks; an unterminated one (truncated text) up to its base64 end.
 
@@ -194,7 +200,7 @@ def redact_text(s: str) -> str:
         elif mode == "conn":
             s = pattern.sub(lambda m: f"{m.group(1)}[REDACTED:password]{m.group(3)}", s)
         elif mode == "prefixed":
-            s = pattern.sub(lambda m, lb=label: f"{m.group(1)}[REDACTED:{lb}]", s)
+            s = pattern.sub(_after_prefix(label), s)
         else:
             s = pattern.sub(_kv_replacement, s)
         lower = s.lower()

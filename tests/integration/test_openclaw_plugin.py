@@ -66,7 +66,9 @@ def test_plugin_suite_passes(built_plugin: Path) -> None:
     # Node's runner ends with "# pass N" / "# fail N"; make sure it ran tests and skipped none.
     summary = {
         key: int(value)
-        for key, _, value in (line[2:].partition(" ") for line in result.stdout.splitlines() if line.startswith("# "))
+        for key, _, value in (
+            line[2:].partition(" ") for line in result.stdout.splitlines() if line.startswith("# ")
+        )
         if key in {"tests", "pass", "fail", "skipped"} and value.isdigit()
     }
     assert summary.get("fail") == 0, summary

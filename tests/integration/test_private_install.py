@@ -97,10 +97,16 @@ def install(standin: ServiceProcess) -> Iterator[Install]:
     running = Install(home, process, lines)
     try:
         base_url = running.output(r"export ANTHROPIC_BASE_URL=(\S+)")
-        reply = httpx.post(f"{base_url}/v1/messages", timeout=30,
-                           headers={"x-api-key": "sk-ant-api03-private-install", "anthropic-version": "2023-06-01"},
-                           json={"model": "claude-haiku-4-5", "max_tokens": 32,
-                                 "messages": [{"role": "user", "content": "hello"}]})
+        reply = httpx.post(
+            f"{base_url}/v1/messages",
+            timeout=30,
+            headers={"x-api-key": "sk-ant-api03-private-install", "anthropic-version": "2023-06-01"},
+            json={
+                "model": "claude-haiku-4-5",
+                "max_tokens": 32,
+                "messages": [{"role": "user", "content": "hello"}],
+            },
+        )
         assert reply.status_code == 200, reply.text
         wait_for_trace(running)
         yield running
@@ -141,7 +147,7 @@ def test_everything_in_the_data_dir_is_private_after_up(install: Install) -> Non
         assert name in names, sorted(names)
 
 
-NOBODY_SCRIPT = r'''
+NOBODY_SCRIPT = r"""
 import json, site, sys
 site.addsitedir(sys.argv[1])
 home, registry, observer = sys.argv[2], sys.argv[3], sys.argv[4]
@@ -176,9 +182,10 @@ async def attempts(credential):
                                                                card_json="{}"), timeout=5),
             "ClaimAgent": lambda: stub.ClaimAgent(rpb.ClaimAgentRequest(agent_id="smolt-abababab",
                                                                         agent_hash=HASH), timeout=5),
-            "TouchAgent": lambda: stub.TouchAgent(rpb.TouchAgentRequest(agent_id="smolt-abababab"), timeout=5),
-            "ResolveSession": lambda: stub.ResolveSession(rpb.ResolveSessionRequest(agent_id="smolt-abababab"),
-                                                          timeout=5),
+            "TouchAgent": lambda: stub.TouchAgent(rpb.TouchAgentRequest(agent_id="smolt-abababab"),
+                                                  timeout=5),
+            "ResolveSession": lambda: stub.ResolveSession(
+                rpb.ResolveSessionRequest(agent_id="smolt-abababab"), timeout=5),
             "ReportSessionEvent": lambda: stub.ReportSessionEvent(rpb.ReportSessionEventRequest(
                 agent_id="smolt-abababab", agent_hash=HASH, session_id="s",
                 event=agent_pb2.SESSION_EVENT_STARTED), timeout=5),
@@ -203,7 +210,7 @@ async def attempts(credential):
 results["no credential"] = asyncio.run(attempts(None))
 results["guessed credential"] = asyncio.run(attempts(ServiceCredential("0" * 64)))
 print(json.dumps(results))
-'''
+"""
 
 
 def test_another_local_user_cannot_read_the_data_dir_nor_write_the_record(install: Install) -> None:
@@ -221,16 +228,33 @@ def test_another_local_user_cannot_read_the_data_dir_nor_write_the_record(instal
     version = subprocess.run([str(SYSTEM_PYTHON), "-c", "import sys; print(sys.version_info[:2])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     if version != str(sys.version_info[:2]):
-        pytest.skip(f"{SYSTEM_PYTHON} is Python {version}; the venv's compiled packages need {sys.version_info[:2]}")
+        pytest.skip(
+            f"{SYSTEM_PYTHON} is Python {version}; the venv's compiled packages need {sys.version_info[:2]}"
+        )
     probe = subprocess.run(["runuser", "-u", "nobody", "--", str(SYSTEM_PYTHON), "-c",
                             f"import os; os.listdir({site_packages!r}); os.listdir({str(ROOT)!r})"],
                            capture_output=True, text=True, check=False)
     if probe.returncode != 0:
         pytest.skip(f"'nobody' cannot read this checkout or its venv: {probe.stderr.strip()[-200:]}")
     done = subprocess.run(
-        ["runuser", "-u", "nobody", "--", str(SYSTEM_PYTHON), "-c", NOBODY_SCRIPT, site_packages, str(install.home),
-         install.grpc_address("registry"), install.grpc_address("observer")],
-        capture_output=True, text=True, timeout=60, cwd="/", check=False,
+        [
+            "runuser",
+            "-u",
+            "nobody",
+            "--",
+            str(SYSTEM_PYTHON),
+            "-c",
+            NOBODY_SCRIPT,
+            site_packages,
+            str(install.home),
+            install.grpc_address("registry"),
+            install.grpc_address("observer"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd="/",
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     results = json.loads(done.stdout)

@@ -73,7 +73,9 @@ async def test_a_write_waits_out_a_lock_held_longer_than_the_busy_timeout(tmp_pa
                 await conn.execute(sa.text("INSERT INTO notes (body) VALUES ('after the lock')"))
         waited = time.monotonic() - started
         async with db.read() as conn:
-            assert (await conn.execute(sa.text("SELECT body FROM notes"))).scalars().all() == ["after the lock"]
+            assert (await conn.execute(sa.text("SELECT body FROM notes"))).scalars().all() == [
+                "after the lock"
+            ]
         assert db.lock_retries > 0, "the busy timeout (0.2 s) alone cannot have waited 1.5 s"
         assert 1.0 < waited < 10, waited
     finally:
@@ -119,7 +121,9 @@ async def test_registry_and_observer_writes_during_a_held_lock_all_land(
         check = open_database(settings.effective_database_url)
         try:
             async with check.read() as conn:
-                states = (await conn.execute(sa.text("SELECT state, count(*) FROM exchanges GROUP BY state"))).all()
+                states = (
+                    await conn.execute(sa.text("SELECT state, count(*) FROM exchanges GROUP BY state"))
+                ).all()
         finally:
             await check.close()
         assert dict(states) == {"done": 20}

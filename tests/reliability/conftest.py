@@ -51,7 +51,9 @@ def stack_factory(tmp_path: Path) -> Iterator[Callable[..., Stack]]:
     cleanups: list[Callable[[], Any]] = []
     count = 0
 
-    def build(*, upstream: str = "process", database_url: str = "", env: dict[str, str] | None = None) -> Stack:
+    def build(
+        *, upstream: str = "process", database_url: str = "", env: dict[str, str] | None = None
+    ) -> Stack:
         nonlocal count
         count += 1
         return _build(tmp_path / f"stack{count}", upstream, database_url, env, cleanups)

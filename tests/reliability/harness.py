@@ -82,7 +82,11 @@ TOOLS = [
     {
         "name": "run_command",
         "description": "Run a shell command",
-        "input_schema": {"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]},
+        "input_schema": {
+            "type": "object",
+            "properties": {"command": {"type": "string"}},
+            "required": ["command"],
+        },
     },
 ]
 THINKING = {"type": "enabled", "budget_tokens": 1024}
@@ -303,7 +307,9 @@ class Stack:
             address = self.registry_address if name == "registry" else self.observer_address
             with grpc.insecure_channel(address) as channel:
                 try:
-                    reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1.0)
+                    reply = health_pb2_grpc.HealthStub(channel).Check(
+                        health_pb2.HealthCheckRequest(), timeout=1.0
+                    )
                 except grpc.RpcError:
                     return False
             return reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -368,10 +374,8 @@ class Stack:
         for name in STOP_ORDER:
             service = self.services[name]
             if service.running():
-                try:
+                with contextlib.suppress(AssertionError):
                     self.stop(name, timeout=20)
-                except AssertionError:
-                    pass
         for pgid in self.leftover_groups():
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pgid, signal.SIGKILL)
@@ -490,7 +494,9 @@ def check_exchanges_whole(traces: list[dict[str, Any]]) -> dict[str, list[dict[s
     for exchange_id, group in by_exchange.items():
         count = group[0]["context"]["metadata"].get("decision_count", len(group))
         indexes = sorted(t["observation"].get("decision_index", 0) for t in group)
-        assert indexes == list(range(int(count))), f"exchange {exchange_id}: decision indexes {indexes} of {count}"
+        assert indexes == list(range(int(count))), (
+            f"exchange {exchange_id}: decision indexes {indexes} of {count}"
+        )
     return by_exchange
 
 
@@ -521,9 +527,26 @@ class PgCluster:
         if os.geteuid() == 0:
             shutil.chown(self.base, user="postgres", group="postgres")
         self.data_dir = self.base / "data"
-        subprocess.run(_as_owner([initdb, "-D", str(self.data_dir), "-A", "trust", "-U", "postgres", "--no-sync",
-                                  "-E", "UTF8", "--locale=C"]),
-                       check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        subprocess.run(
+            _as_owner(
+                [
+                    initdb,
+                    "-D",
+                    str(self.data_dir),
+                    "-A",
+                    "trust",
+                    "-U",
+                    "postgres",
+                    "--no-sync",
+                    "-E",
+                    "UTF8",
+                    "--locale=C",
+                ]
+            ),
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         self.port = free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
@@ -531,15 +554,38 @@ class PgCluster:
         options = (f"-p {self.port} -k {self.base} -c listen_addresses=127.0.0.1 -c fsync=off "
                    "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200")
         started = subprocess.run(
-            _as_owner([self._pg_ctl, "-D", str(self.data_dir), "-o", options, "-l", str(self.base / "server.log"),
-                       "-w", "-t", "60", "start"]),
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, check=False)
+            _as_owner(
+                [
+                    self._pg_ctl,
+                    "-D",
+                    str(self.data_dir),
+                    "-o",
+                    options,
+                    "-l",
+                    str(self.base / "server.log"),
+                    "-w",
+                    "-t",
+                    "60",
+                    "start",
+                ]
+            ),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+        )
         if started.returncode != 0:
-            raise RuntimeError(f"could not start PostgreSQL: {started.stderr}{_tail(self.base / 'server.log')}")
+            raise RuntimeError(
+                f"could not start PostgreSQL: {started.stderr}{_tail(self.base / 'server.log')}"
+            )
 
     def stop(self, mode: str = "fast") -> None:
-        subprocess.run(_as_owner([self._pg_ctl, "-D", str(self.data_dir), "-m", mode, "-w", "-t", "60", "stop"]),
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        subprocess.run(
+            _as_owner([self._pg_ctl, "-D", str(self.data_dir), "-m", mode, "-w", "-t", "60", "stop"]),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
 
     def remove(self) -> None:
         self.stop("immediate")
@@ -601,7 +647,9 @@ async def one_call(client: Any, spec: CallSpec, run: str) -> CallResult:
         else:
             message = await client.messages.create(**kwargs)
     except Exception as error:  # noqa: BLE001 - a failed call is a result here
-        return CallResult(spec, False, time.perf_counter() - started, error=f"{type(error).__name__}: {error}")
+        return CallResult(
+            spec, False, time.perf_counter() - started, error=f"{type(error).__name__}: {error}"
+        )
     tool_ids = [block.id for block in message.content if block.type == "tool_use"]
     return CallResult(spec, True, time.perf_counter() - started, tool_ids)
 

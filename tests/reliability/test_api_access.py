@@ -106,7 +106,9 @@ def test_every_write_endpoint_refuses_a_missing_or_foreign_credential_and_change
             continue
         foreign = _call(shared_stack, method, path, operation, components, victim, intruder)
         if foreign.status_code != 403:
-            wrong.append(f"{label} with another agent's credential: {foreign.status_code} {foreign.text[:200]}")
+            wrong.append(
+                f"{label} with another agent's credential: {foreign.status_code} {foreign.text[:200]}"
+            )
     assert not wrong, "\n".join(wrong)
 
     after_agent = shared_stack.api("GET", f"/v1/agents/{victim}").json()
@@ -127,12 +129,19 @@ def test_a_claimed_agent_cannot_be_claimed_by_another_credential(shared_stack: S
     agent_id = shared_stack.resolve_agent(owner)
     other_id = shared_stack.resolve_agent(other)
     assert shared_stack.api("POST", f"/v1/agents/{agent_id}/claim").status_code == 401
-    assert shared_stack.api("POST", f"/v1/agents/{agent_id}/claim", headers={"x-api-key": other}).status_code == 403
+    assert (
+        shared_stack.api("POST", f"/v1/agents/{agent_id}/claim", headers={"x-api-key": other}).status_code
+        == 403
+    )
     claimed = shared_stack.api("POST", f"/v1/agents/{agent_id}/claim", headers={"x-api-key": owner},
                                json={"email": "owner@example.com"})
     assert claimed.status_code == 200 and claimed.json()["claimed"] is True, claimed.text
-    stolen = shared_stack.api("POST", f"/v1/agents/{agent_id}/claim", headers={"authorization": f"Bearer {other}"},
-                              json={"email": "thief@example.com"})
+    stolen = shared_stack.api(
+        "POST",
+        f"/v1/agents/{agent_id}/claim",
+        headers={"authorization": f"Bearer {other}"},
+        json={"email": "thief@example.com"},
+    )
     assert stolen.status_code == 403, stolen.text
     again = shared_stack.api("POST", f"/v1/agents/{agent_id}/claim", headers={"x-api-key": owner})
     assert again.status_code == 409, again.text
@@ -148,5 +157,7 @@ def test_the_documented_card_example_is_accepted_for_its_owner(shared_stack: Sta
     example = operation["requestBody"]["content"]["application/json"]["schema"]["examples"][0]
     owner = new_credential("example")
     agent_id = shared_stack.resolve_agent(owner)
-    response = shared_stack.api("PUT", f"/v1/agents/{agent_id}/card", json=example, headers={"x-api-key": owner})
+    response = shared_stack.api(
+        "PUT", f"/v1/agents/{agent_id}/card", json=example, headers={"x-api-key": owner}
+    )
     assert response.status_code == 200, response.text

@@ -37,7 +37,9 @@ def test_schemathesis_stateful_and_negative_phases_find_no_server_error(shared_s
     ]
     env = {**os.environ, "SCHEMATHESIS_TELEMETRY": "false", "NO_COLOR": "1"}
     started = time.monotonic()
-    result = subprocess.run(argv, check=False, env=env, capture_output=True, text=True, timeout=MAX_TIME_S + 45, cwd=ROOT)
+    result = subprocess.run(
+        argv, check=False, env=env, capture_output=True, text=True, timeout=MAX_TIME_S + 45, cwd=ROOT
+    )
     elapsed = time.monotonic() - started
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-8000:]

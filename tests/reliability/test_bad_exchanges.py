@@ -48,13 +48,30 @@ def _request_body(prompt: str) -> bytes:
 
 
 def _message(content: list[dict[str, Any]], stop_reason: str | None = "end_turn") -> bytes:
-    return json.dumps({"id": "msg_01" + secrets.token_hex(8), "type": "message", "role": "assistant", "model": MODEL,
-                       "content": content, "stop_reason": stop_reason, "stop_sequence": None,
-                       "usage": {"input_tokens": 10, "output_tokens": 20}}).encode()
+    return json.dumps(
+        {
+            "id": "msg_01" + secrets.token_hex(8),
+            "type": "message",
+            "role": "assistant",
+            "model": MODEL,
+            "content": content,
+            "stop_reason": stop_reason,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 10, "output_tokens": 20},
+        }
+    ).encode()
 
 
-def _exchange(agent_hash: str, response_body: bytes, *, status: int = 200, streamed: bool = False,
-              outcome: int = COMPLETE, detail: str = "", prompt: str = "Do the task.") -> exchange_pb2.Exchange:
+def _exchange(
+    agent_hash: str,
+    response_body: bytes,
+    *,
+    status: int = 200,
+    streamed: bool = False,
+    outcome: int = COMPLETE,
+    detail: str = "",
+    prompt: str = "Do the task.",
+) -> exchange_pb2.Exchange:
     now = time.time_ns()
     stamp = timestamp_pb2.Timestamp(seconds=now // 10**9, nanos=now % 10**9)
     return exchange_pb2.Exchange(
@@ -96,8 +113,12 @@ def _resolved_agent(stack: Stack) -> tuple[str, str]:
 
 def _ingest(channel: grpc.Channel, exchanges: list[exchange_pb2.Exchange]) -> None:
     stub = observer_service_pb2_grpc.ObserverServiceStub(channel)
-    replies = list(stub.Ingest(iter(observer_service_pb2.IngestRequest(exchange=e) for e in exchanges), timeout=60))
-    assert [r.status for r in replies] == [observer_service_pb2.INGEST_STATUS_ACCEPTED] * len(exchanges), replies
+    replies = list(
+        stub.Ingest(iter(observer_service_pb2.IngestRequest(exchange=e) for e in exchanges), timeout=60)
+    )
+    assert [r.status for r in replies] == [observer_service_pb2.INGEST_STATUS_ACCEPTED] * len(exchanges), (
+        replies
+    )
 
 
 def test_partly_readable_exchanges_each_become_a_trace_that_says_what_was_missing(
@@ -107,24 +128,56 @@ def test_partly_readable_exchanges_each_become_a_trace_that_says_what_was_missin
     cut_tool = _tool("read_file", {})
     cases: dict[str, tuple[exchange_pb2.Exchange, str, str]] = {
         # name: (exchange, outcome the trace must record, text `missing`/detail must contain)
-        "truncated-stream": (_exchange(agent_hash, _message([_thinking("Let me look at"), cut_tool], None),
-                                       streamed=True, outcome=DROPPED, detail="stream ended before message_stop"),
-                             "upstream_dropped", "message_stop"),
-        "unknown-block-type": (_exchange(agent_hash, _message([{"type": "hologram_v9", "payload": "?"},
-                                                               {"type": "text", "text": "Done."}])),
-                               "complete", "hologram_v9"),
-        "giant-thinking": (_exchange(agent_hash, _message([_thinking(giant), {"type": "text", "text": "Ok."}])),
-                           "complete", ""),
+        "truncated-stream": (
+            _exchange(
+                agent_hash,
+                _message([_thinking("Let me look at"), cut_tool], None),
+                streamed=True,
+                outcome=DROPPED,
+                detail="stream ended before message_stop",
+            ),
+            "upstream_dropped",
+            "message_stop",
+        ),
+        "unknown-block-type": (
+            _exchange(
+                agent_hash,
+                _message([{"type": "hologram_v9", "payload": "?"}, {"type": "text", "text": "Done."}]),
+            ),
+            "complete",
+            "hologram_v9",
+        ),
+        "giant-thinking": (
+            _exchange(agent_hash, _message([_thinking(giant), {"type": "text", "text": "Ok."}])),
+            "complete",
+            "",
+        ),
         "no-content": (_exchange(agent_hash, _message([])), "complete", "no content"),
         "empty-body": (_exchange(agent_hash, b""), "complete", "empty"),
         "body-not-json": (_exchange(agent_hash, b"<html>502 Bad Gateway</html>"), "complete", "not JSON"),
         "body-not-utf8": (_exchange(agent_hash, b'{"content": "\xff\xfe\xfd"}'), "complete", "UTF-8"),
-        "tool-input-not-json": (_exchange(agent_hash, _message([{"type": "tool_use", "id": "toolu_01cut",
-                                                                  "name": "run_command", "input": "{\"comm"}],
-                                                                "max_tokens")), "complete", "run_command"),
-        "no-response": (_exchange(agent_hash, b"", status=0, outcome=exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_UNREACHABLE,
-                                  detail="upstream unreachable: ClientConnectorError"),
-                        "upstream_unreachable", "unreachable"),
+        "tool-input-not-json": (
+            _exchange(
+                agent_hash,
+                _message(
+                    [{"type": "tool_use", "id": "toolu_01cut", "name": "run_command", "input": '{"comm'}],
+                    "max_tokens",
+                ),
+            ),
+            "complete",
+            "run_command",
+        ),
+        "no-response": (
+            _exchange(
+                agent_hash,
+                b"",
+                status=0,
+                outcome=exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_UNREACHABLE,
+                detail="upstream unreachable: ClientConnectorError",
+            ),
+            "upstream_unreachable",
+            "unreachable",
+        ),
     }
     started = time.monotonic()
     _ingest(observer_channel, [exchange for exchange, _, _ in cases.values()])
@@ -133,14 +186,20 @@ def test_partly_readable_exchanges_each_become_a_trace_that_says_what_was_missin
     by_exchange: dict[str, list[dict[str, Any]]] = {}
     for trace in traces:
         by_exchange.setdefault(trace["observation"]["exchange_id"], []).append(trace)
-    assert set(by_exchange) == {exchange.exchange_id for exchange, _, _ in cases.values()}, "an exchange was dropped"
+    assert set(by_exchange) == {exchange.exchange_id for exchange, _, _ in cases.values()}, (
+        "an exchange was dropped"
+    )
     for name, (exchange, outcome, said) in cases.items():
         group = by_exchange[exchange.exchange_id]
         observation = group[0]["observation"]
         assert observation["outcome"] == outcome, (name, observation)
         told = " ".join(observation.get("missing", [])) + " " + observation.get("outcome_detail", "")
         if said:
-            assert said.lower() in told.lower(), (name, observation.get("missing"), observation.get("outcome_detail"))
+            assert said.lower() in told.lower(), (
+                name,
+                observation.get("missing"),
+                observation.get("outcome_detail"),
+            )
         else:
             assert not observation.get("missing"), (name, observation.get("missing"))
     giant_reasoning = by_exchange[cases["giant-thinking"][0].exchange_id][0]["observation"]["reasoning"]
@@ -161,19 +220,38 @@ SECRETS = {
 def test_secrets_in_reasoning_and_tool_inputs_are_redacted_in_stored_traces(
         shared_stack: Stack, observer_channel: grpc.Channel) -> None:
     agent_id, agent_hash = _resolved_agent(shared_stack)
-    thinking = (f"The user pasted their key {SECRETS['anthropic_key']} and the header "
-                f"Authorization: Bearer {SECRETS['bearer']}. I should not repeat password={SECRETS['password']}.")
+    thinking = (
+        f"The user pasted their key {SECRETS['anthropic_key']} and the header "
+        f"Authorization: Bearer {SECRETS['bearer']}. I should not repeat password={SECRETS['password']}."
+    )
     tool_inputs = [
-        ("run_command", {"command": f"curl -H 'Authorization: Bearer {SECRETS['bearer']}' https://example.com "
-                                    f"&& git clone https://x:{SECRETS['github']}@github.com/o/r"}),
-        ("read_file", {"path": "/etc/app.conf", "password": SECRETS["password"],
-                       "dsn": f"postgresql://app:{SECRETS['db_password']}@db:5432/app"}),
+        (
+            "run_command",
+            {
+                "command": f"curl -H 'Authorization: Bearer {SECRETS['bearer']}' https://example.com "
+                f"&& git clone https://x:{SECRETS['github']}@github.com/o/r"
+            },
+        ),
+        (
+            "read_file",
+            {
+                "path": "/etc/app.conf",
+                "password": SECRETS["password"],
+                "dsn": f"postgresql://app:{SECRETS['db_password']}@db:5432/app",
+            },
+        ),
     ]
     exchanges = [
         _exchange(agent_hash, _message([_thinking(thinking), _tool(*tool_inputs[0])], "tool_use")),
-        _exchange(agent_hash, _message([_thinking(thinking), _tool(*tool_inputs[1])], "tool_use"), streamed=True),
-        _exchange(agent_hash, _message([{"type": "text", "text": f"<thinking>key {SECRETS['anthropic_key']}"
-                                                                 "</thinking>Here you go."}])),
+        _exchange(
+            agent_hash, _message([_thinking(thinking), _tool(*tool_inputs[1])], "tool_use"), streamed=True
+        ),
+        _exchange(
+            agent_hash,
+            _message(
+                [{"type": "text", "text": f"<thinking>key {SECRETS['anthropic_key']}</thinking>Here you go."}]
+            ),
+        ),
     ]
     _ingest(observer_channel, exchanges)
     traces = shared_stack.wait_for_exchanges(agent_id, len(exchanges), timeout=60)

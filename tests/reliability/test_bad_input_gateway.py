@@ -9,6 +9,7 @@ validation) cleans them up on the way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 import time
@@ -21,7 +22,9 @@ from tests.reliability.harness import MODEL, Stack, load_mix, new_credential, ru
 
 pytestmark = pytest.mark.timeout(90)
 
-BODY = json.dumps({"model": MODEL, "max_tokens": 32, "messages": [{"role": "user", "content": "hi"}]}).encode()
+BODY = json.dumps(
+    {"model": MODEL, "max_tokens": 32, "messages": [{"role": "user", "content": "hi"}]}
+).encode()
 
 
 @dataclass
@@ -32,7 +35,10 @@ class Reply:
 
     def anthropic_error(self) -> dict:
         """The body as an Anthropic error ({"type": "error", "error": {"type", "message"}})."""
-        assert self.headers.get("content-type", "").startswith("application/json"), (self.headers, self.body[:300])
+        assert self.headers.get("content-type", "").startswith("application/json"), (
+            self.headers,
+            self.body[:300],
+        )
         data = json.loads(self.body)
         assert data["type"] == "error" and data["error"]["type"] and data["error"]["message"], data
         return data
@@ -42,10 +48,9 @@ def send_raw(port: int, data: bytes, timeout: float = 15.0) -> Reply:
     """Writes `data`, reads the response until the server closes (requests say Connection:
     close). A server that neither answers nor closes within `timeout` fails the test: a hang."""
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        try:
+        # The server may answer and close before taking everything: then read the answer.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             sock.sendall(data)
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the server answered and closed before taking everything: read the answer
         chunks = []
         deadline = time.monotonic() + timeout
         while True:
@@ -135,22 +140,60 @@ PASS_THROUGH = {
     "not-json-at-all": ("POST", "/anthropic/v1/messages", [], b"model=claude&max_tokens=5", 400),
     "non-utf8-body": ("POST", "/anthropic/v1/messages", [], b'\xff\xfe{"model": "\xc3\x28"}', 400),
     "non-utf8-header": ("POST", "/anthropic/v1/messages", [("x-note", b"caf\xe9 \xff\xfe")], BODY, 200),
-    "unicode-credential": ("POST", "/anthropic/v1/messages", [("x-api-key", "sk-ant-ключ-🔑-é".encode())], BODY, 200),
-    "non-utf8-credential": ("POST", "/anthropic/v1/messages", [("x-api-key", b"sk-ant-\xff\xfe\xfd-key")], BODY, 200),
-    "credential-with-spaces": ("POST", "/anthropic/v1/messages", [("x-api-key", "sk ant key with spaces")], BODY, 200),
-    "bearer-odd-spacing": ("POST", "/anthropic/v1/messages", [("authorization", "bEaReR    sk-ant-odd\t")], BODY, 200),
-    "very-long-credential": ("POST", "/anthropic/v1/messages", [("x-api-key", "sk-ant-" + "k" * 6000)], BODY, 200),
+    "unicode-credential": (
+        "POST",
+        "/anthropic/v1/messages",
+        [("x-api-key", "sk-ant-ключ-🔑-é".encode())],
+        BODY,
+        200,
+    ),
+    "non-utf8-credential": (
+        "POST",
+        "/anthropic/v1/messages",
+        [("x-api-key", b"sk-ant-\xff\xfe\xfd-key")],
+        BODY,
+        200,
+    ),
+    "credential-with-spaces": (
+        "POST",
+        "/anthropic/v1/messages",
+        [("x-api-key", "sk ant key with spaces")],
+        BODY,
+        200,
+    ),
+    "bearer-odd-spacing": (
+        "POST",
+        "/anthropic/v1/messages",
+        [("authorization", "bEaReR    sk-ant-odd\t")],
+        BODY,
+        200,
+    ),
+    "very-long-credential": (
+        "POST",
+        "/anthropic/v1/messages",
+        [("x-api-key", "sk-ant-" + "k" * 6000)],
+        BODY,
+        200,
+    ),
     "wrong-method-get": ("GET", "/anthropic/v1/messages", [], None, 405),
     "wrong-method-delete": ("DELETE", "/anthropic/v1/messages", [], None, 405),
     "unknown-path": ("POST", "/anthropic/v1/no/such/endpoint", [], BODY, 404),
     "double-v1": ("POST", "/anthropic/v1/v1/messages", [], BODY, 404),
     "odd-query": ("POST", "/anthropic/v1/messages?beta=true&x=%ff%00&&=", [], BODY, 200),
-    "many-small-headers": ("POST", "/anthropic/v1/messages", [(f"x-h{i}", "v" * 64) for i in range(60)], BODY, 200),
+    "many-small-headers": (
+        "POST",
+        "/anthropic/v1/messages",
+        [(f"x-h{i}", "v" * 64) for i in range(60)],
+        BODY,
+        200,
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(PASS_THROUGH))
-def test_odd_but_valid_http_passes_through_to_the_upstream_which_decides(shared_stack: Stack, case: str) -> None:
+def test_odd_but_valid_http_passes_through_to_the_upstream_which_decides(
+    shared_stack: Stack, case: str
+) -> None:
     method, path, extra, body, upstream_status = PASS_THROUGH[case]
     headers: list[tuple[str | bytes, str | bytes]] = [("x-case", case)]
     if not any(str(name).lower() in ("x-api-key", "authorization") for name, _ in extra):
@@ -169,21 +212,48 @@ def test_what_the_gateway_refuses_itself_gets_an_anthropic_shaped_error(shared_s
     key = ("x-api-key", new_credential("refused"))
     limit = SHARED_MAX_REQUEST_BYTES
     cases = {
-        "no-credential": (request("POST", "/anthropic/v1/messages", [("x-case", "no-credential")], BODY),
-                          401, "authentication_error"),
-        "empty-bearer": (request("POST", "/anthropic/v1/messages", [("x-case", "empty-bearer"),
-                                                                    ("authorization", "Bearer   ")], BODY),
-                         401, "authentication_error"),
-        "huge-body": (request("POST", "/anthropic/v1/messages", [("x-case", "huge-body"), key],
-                              b"x" * (limit + 1)), 413, "request_too_large"),
-        "huge-chunked-body": (request("POST", "/anthropic/v1/messages",
-                                      [("x-case", "huge-chunked-body"), key, ("transfer-encoding", "chunked")],
-                                      chunked(b"y" * (3 * limit)), content_length=False),
-                              413, "request_too_large"),
-        "huge-declared-length": (request("POST", "/anthropic/v1/messages",
-                                         [("x-case", "huge-declared-length"), key,
-                                          ("content-length", str(50 * limit))], b"{}", content_length=False),
-                                 413, "request_too_large"),
+        "no-credential": (
+            request("POST", "/anthropic/v1/messages", [("x-case", "no-credential")], BODY),
+            401,
+            "authentication_error",
+        ),
+        "empty-bearer": (
+            request(
+                "POST",
+                "/anthropic/v1/messages",
+                [("x-case", "empty-bearer"), ("authorization", "Bearer   ")],
+                BODY,
+            ),
+            401,
+            "authentication_error",
+        ),
+        "huge-body": (
+            request("POST", "/anthropic/v1/messages", [("x-case", "huge-body"), key], b"x" * (limit + 1)),
+            413,
+            "request_too_large",
+        ),
+        "huge-chunked-body": (
+            request(
+                "POST",
+                "/anthropic/v1/messages",
+                [("x-case", "huge-chunked-body"), key, ("transfer-encoding", "chunked")],
+                chunked(b"y" * (3 * limit)),
+                content_length=False,
+            ),
+            413,
+            "request_too_large",
+        ),
+        "huge-declared-length": (
+            request(
+                "POST",
+                "/anthropic/v1/messages",
+                [("x-case", "huge-declared-length"), key, ("content-length", str(50 * limit))],
+                b"{}",
+                content_length=False,
+            ),
+            413,
+            "request_too_large",
+        ),
     }
     for case, (data, status, error_type) in cases.items():
         reply = send_raw(port, data)
@@ -192,29 +262,41 @@ def test_what_the_gateway_refuses_itself_gets_an_anthropic_shaped_error(shared_s
         assert not upstream_saw(shared_stack, case), f"{case} reached the upstream"
     # Just under the limit still goes through.
     padding = limit - len(BODY) - 64
-    under = json.dumps({"model": MODEL, "max_tokens": 32, "messages": [{"role": "user", "content": "x" * padding}]})
-    reply = send_raw(port, request("POST", "/anthropic/v1/messages", [("x-case", "under-limit"), key], under.encode()))
+    under = json.dumps(
+        {"model": MODEL, "max_tokens": 32, "messages": [{"role": "user", "content": "x" * padding}]}
+    )
+    reply = send_raw(
+        port, request("POST", "/anthropic/v1/messages", [("x-case", "under-limit"), key], under.encode())
+    )
     assert reply.status == 200 and upstream_saw(shared_stack, "under-limit"), reply
     gateway_alive(shared_stack)
 
 
 PROTOCOL_GARBAGE = {
     "header-line-over-64KiB": request("POST", "/anthropic/v1/messages", [("x-big", "h" * 70_000)], BODY),
-    "too-many-headers": request("POST", "/anthropic/v1/messages", [(f"x-h{i}", "v") for i in range(300)], BODY),
+    "too-many-headers": request(
+        "POST", "/anthropic/v1/messages", [(f"x-h{i}", "v") for i in range(300)], BODY
+    ),
     "url-over-64KiB": request("GET", "/anthropic/v1/models?" + "q" * 70_000, [], None),
     "control-char-in-header": request("POST", "/anthropic/v1/messages", [("x-note", b"a\x01b")], BODY),
     "invalid-method": b"GE{T} /anthropic/v1/models HTTP/1.1\r\nHost: g\r\nConnection: close\r\n\r\n",
     "tls-on-plain-port": b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" + bytes(64),
     "binary-noise": bytes(range(256)) * 4,
     "http-0.9": b"GET /anthropic/v1/models\r\n\r\n",
-    "bad-chunk-size": request("POST", "/anthropic/v1/messages", [("transfer-encoding", "chunked"),
-                                                               ("x-api-key", "sk-ant-chunk-0123")],
-                              b"zz\r\nabc\r\n0\r\n\r\n", content_length=False),
+    "bad-chunk-size": request(
+        "POST",
+        "/anthropic/v1/messages",
+        [("transfer-encoding", "chunked"), ("x-api-key", "sk-ant-chunk-0123")],
+        b"zz\r\nabc\r\n0\r\n\r\n",
+        content_length=False,
+    ),
 }
 
 
 @pytest.mark.parametrize("case", list(PROTOCOL_GARBAGE))
-def test_invalid_http_is_refused_with_a_4xx_and_the_gateway_keeps_serving(shared_stack: Stack, case: str) -> None:
+def test_invalid_http_is_refused_with_a_4xx_and_the_gateway_keeps_serving(
+    shared_stack: Stack, case: str
+) -> None:
     """Not HTTP the upstream could take: aiohttp's parser answers 400 before any handler runs
     (its plain-text body is not ours to shape), and the gateway carries on."""
     reply = send_raw(shared_stack.ports["gateway"], PROTOCOL_GARBAGE[case])
@@ -223,7 +305,9 @@ def test_invalid_http_is_refused_with_a_4xx_and_the_gateway_keeps_serving(shared
 
 
 @pytest.mark.parametrize("service", ["gateway", "api"])
-def test_a_malformed_credential_header_never_reaches_the_service_log(shared_stack: Stack, service: str) -> None:
+def test_a_malformed_credential_header_never_reaches_the_service_log(
+    shared_stack: Stack, service: str
+) -> None:
     """HTTP servers log parse errors, some with the offending header line; a credential header
     that fails to parse (a control character in it, or longer than 64 KiB) must not be written
     to the service's log."""
@@ -253,10 +337,17 @@ async def test_half_sent_requests_and_idle_connections_neither_hang_nor_stop_the
         for n in range(64):
             sock = socket.create_connection(("127.0.0.1", port), timeout=5)
             # Headers begun but never finished, or a body promised and never sent.
-            sock.sendall(b"POST /anthropic/v1/messages HTTP/1.1\r\nHost: g\r\nx-api-key: sk-ant-idle\r\n"
-                         if n % 2 else request("POST", "/anthropic/v1/messages",
-                                               [("x-api-key", "sk-ant-idle-0123"),
-                                                ("content-length", "100000")], b'{"model"', content_length=False))
+            sock.sendall(
+                b"POST /anthropic/v1/messages HTTP/1.1\r\nHost: g\r\nx-api-key: sk-ant-idle\r\n"
+                if n % 2
+                else request(
+                    "POST",
+                    "/anthropic/v1/messages",
+                    [("x-api-key", "sk-ant-idle-0123"), ("content-length", "100000")],
+                    b'{"model"',
+                    content_length=False,
+                )
+            )
             idle.append(sock)
         # With all of those open, a normal client is served as usual.
         results = await run_calls(shared_stack.anthropic_base_url, new_credential("afterbad"), load_mix(8),
@@ -267,5 +358,7 @@ async def test_half_sent_requests_and_idle_connections_neither_hang_nor_stop_the
             sock.close()
     await asyncio.sleep(0.2)
     gateway_alive(shared_stack)
-    results = await run_calls(shared_stack.anthropic_base_url, new_credential("afterbad2"), load_mix(4), concurrency=4)
+    results = await run_calls(
+        shared_stack.anthropic_base_url, new_credential("afterbad2"), load_mix(4), concurrency=4
+    )
     assert all(r.ok for r in results)

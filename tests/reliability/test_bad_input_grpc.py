@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import timestamp_pb2
+
 from smoltbot.core.errors import error_info_of
 from smoltbot.core.service_auth import ServiceCredential, attach_credential_sync
 from smoltbot.v1 import (
@@ -25,7 +26,6 @@ from smoltbot.v1 import (
     registry_service_pb2_grpc,
 )
 from smoltbot.v1 import registry_service_pb2 as rpb
-
 from tests.reliability.harness import Stack
 
 pytestmark = pytest.mark.timeout(90)
@@ -140,11 +140,20 @@ def _observer_cases(agent_id: str) -> dict[str, list[tuple[Any, str]]]:
             (pb.ListDriftAlertsRequest(agent_id=agent_id, page_token=BAD_TOKEN), "page_token"),
         ],
         "ReportToolExecution": [
-            (pb.ReportToolExecutionRequest(agent_id=agent_id, agent_hash="zz" * 32, tool_use_id="toolu_1"),
-             "agent_hash"),
-            (pb.ReportToolExecutionRequest(agent_id=agent_id, agent_hash=HASH, tool_use_id="bad id; rm -rf"),
-             "tool_use_id"),
-            (pb.ReportToolExecutionRequest(agent_id=agent_id, agent_hash=HASH, tool_use_id=HUGE), "tool_use_id"),
+            (
+                pb.ReportToolExecutionRequest(agent_id=agent_id, agent_hash="zz" * 32, tool_use_id="toolu_1"),
+                "agent_hash",
+            ),
+            (
+                pb.ReportToolExecutionRequest(
+                    agent_id=agent_id, agent_hash=HASH, tool_use_id="bad id; rm -rf"
+                ),
+                "tool_use_id",
+            ),
+            (
+                pb.ReportToolExecutionRequest(agent_id=agent_id, agent_hash=HASH, tool_use_id=HUGE),
+                "tool_use_id",
+            ),
             (pb.ReportToolExecutionRequest(agent_id="", agent_hash=HASH, tool_use_id="toolu_1"), "agent_id"),
         ],
     }
@@ -219,11 +228,15 @@ def _check_cases(stub: Any, cases: dict[str, list[tuple[Any, str]]]) -> list[str
                 getattr(stub, method)(request, timeout=15)
             except grpc.RpcError as error:
                 if error.code() != grpc.StatusCode.INVALID_ARGUMENT:
-                    wrong.append(f"{label}: {error.code().name} {error.details()!r}, want INVALID_ARGUMENT on {field}")
+                    wrong.append(
+                        f"{label}: {error.code().name} {error.details()!r}, want INVALID_ARGUMENT on {field}"
+                    )
                 elif not _field_named(error, field):
                     info = error_info_of(error)
-                    wrong.append(f"{label}: INVALID_ARGUMENT names {info.metadata.get('field') if info else None!r} "
-                                 f"({error.details()!r}), want {field!r}")
+                    wrong.append(
+                        f"{label}: INVALID_ARGUMENT names {info.metadata.get('field') if info else None!r} "
+                        f"({error.details()!r}), want {field!r}"
+                    )
             else:
                 wrong.append(f"{label}: accepted, want INVALID_ARGUMENT on {field}")
     return wrong
@@ -237,7 +250,7 @@ def test_ingest_rejects_each_invalid_exchange_naming_the_field_and_keeps_the_str
         exchange_id=secrets.token_hex(16), agent_hash=OTHER_HASH))
     replies = list(stub.Ingest(iter([request for request, _ in cases] + [valid]), timeout=30))
     assert len(replies) == len(cases) + 1
-    for (request, field), reply in zip(cases, replies, strict=False):
+    for (_request, field), reply in zip(cases, replies, strict=False):
         assert reply.status == observer_service_pb2.INGEST_STATUS_REJECTED, (field, reply)
         assert field in reply.message, (field, reply.message)
     # The stream survived the bad ones: the valid exchange after them was stored.
@@ -254,7 +267,8 @@ def _describe(request: Any) -> str:
 
 
 CARD_JSON = (
-    '{"card_version": "unified/2026-04-26", "principal": {"type": "human", "identifier": "owner", "relationship": "delegated_authority"}, '
+    '{"card_version": "unified/2026-04-26", "principal": {"type": "human", "identifier": "owner", '
+    '"relationship": "delegated_authority"}, '
     '"values": {"declared": ["transparency"]}, "autonomy": {"bounded_actions": ["respond"], '
     '"forbidden_actions": [], "escalation_triggers": []}, '
     '"audit": {"retention_days": 30, "queryable": false, "trace_format": "ap-trace-v1"}}'
@@ -274,8 +288,10 @@ def test_every_write_on_behalf_of_an_agent_needs_that_agents_hash(
         channels: tuple[grpc.Channel, grpc.Channel], agent_id: str) -> None:
     """Found from the descriptors: every RPC whose request carries agent_id and agent_hash.
     A missing hash is UNAUTHENTICATED, another agent's PERMISSION_DENIED."""
-    stubs = {"RegistryService": (registry_service_pb2_grpc.RegistryServiceStub(channels[0]), rpb),
-             "ObserverService": (observer_service_pb2_grpc.ObserverServiceStub(channels[1]), observer_service_pb2)}
+    stubs = {
+        "RegistryService": (registry_service_pb2_grpc.RegistryServiceStub(channels[0]), rpb),
+        "ObserverService": (observer_service_pb2_grpc.ObserverServiceStub(channels[1]), observer_service_pb2),
+    }
     other = registry_service_pb2_grpc.RegistryServiceStub(channels[0]).ResolveAgent(
         rpb.ResolveAgentRequest(agent_hash=OTHER_HASH), timeout=10).agent.agent_id
     assert other != agent_id
@@ -292,11 +308,14 @@ def test_every_write_on_behalf_of_an_agent_needs_that_agents_hash(
             for agent_hash, code in (("", grpc.StatusCode.UNAUTHENTICATED),
                                      (OTHER_HASH, grpc.StatusCode.PERMISSION_DENIED)):
                 try:
-                    getattr(stub, method.name)(request_type(agent_id=agent_id, agent_hash=agent_hash, **extra),
-                                               timeout=15)
+                    getattr(stub, method.name)(
+                        request_type(agent_id=agent_id, agent_hash=agent_hash, **extra), timeout=15
+                    )
                 except grpc.RpcError as error:
                     if error.code() != code:
-                        wrong.append(f"{method.name} hash={agent_hash[:8]!r}: {error.code().name} {error.details()!r}")
+                        wrong.append(
+                            f"{method.name} hash={agent_hash[:8]!r}: {error.code().name} {error.details()!r}"
+                        )
                 else:
                     wrong.append(f"{method.name} hash={agent_hash[:8]!r}: accepted, want {code.name}")
     assert found == set(OWNED_WRITES), f"owned writes without a case here: {found - set(OWNED_WRITES)}"

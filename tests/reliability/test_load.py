@@ -33,18 +33,28 @@ async def test_load_of_300_calls_at_concurrency_32_fails_nothing_traces_everythi
         stack_factory: Callable[..., Stack]) -> None:
     stack = stack_factory()
     warm = new_credential("loadwarm")
-    warmup = await run_calls(stack.anthropic_base_url, warm, load_mix(64), concurrency=CONCURRENCY, run="warm")
+    warmup = await run_calls(
+        stack.anthropic_base_url, warm, load_mix(64), concurrency=CONCURRENCY, run="warm"
+    )
     assert all(r.ok for r in warmup)
     rss_start = stack.rss_kb("gateway")
 
     credentials = [new_credential(f"load{n}") for n in range(AGENTS)]
     per_agent = CALLS // AGENTS
     started = time.monotonic()
-    batches = await asyncio.gather(*(
-        run_calls(stack.anthropic_base_url, credential, load_mix(per_agent), concurrency=CONCURRENCY // AGENTS,
-                  run=f"load{n}", bearer=n % 2 == 1)
-        for n, credential in enumerate(credentials)
-    ))
+    batches = await asyncio.gather(
+        *(
+            run_calls(
+                stack.anthropic_base_url,
+                credential,
+                load_mix(per_agent),
+                concurrency=CONCURRENCY // AGENTS,
+                run=f"load{n}",
+                bearer=n % 2 == 1,
+            )
+            for n, credential in enumerate(credentials)
+        )
+    )
     elapsed = time.monotonic() - started
     rss_end = stack.rss_kb("gateway")
     results = [result for batch in batches for result in batch]
@@ -60,9 +70,13 @@ async def test_load_of_300_calls_at_concurrency_32_fails_nothing_traces_everythi
         await asyncio.to_thread(wait_until, lambda: stack.spool_depth() == 0, 30, "an empty spool")
         traces = await asyncio.to_thread(stack.traces, agent_id)
         by_exchange = check_exchanges_whole(traces)
-        assert len(by_exchange) == per_agent, f"{agent_id}: {len(by_exchange)} exchanges traced of {per_agent}"
+        assert len(by_exchange) == per_agent, (
+            f"{agent_id}: {len(by_exchange)} exchanges traced of {per_agent}"
+        )
         tool_ids = {tool_id for result in batch for tool_id in result.tool_use_ids}
-        assert tool_ids == {t["observation"]["tool_use_id"] for t in traces if t["observation"].get("tool_use_id")}
+        assert tool_ids == {
+            t["observation"]["tool_use_id"] for t in traces if t["observation"].get("tool_use_id")
+        }
         streamed = sum(1 for group in by_exchange.values() if group[0]["observation"]["streamed"])
         assert streamed == per_agent // 2
         assert sum(1 for t in traces if t["observation"]["reasoning"]["present"]) > 0

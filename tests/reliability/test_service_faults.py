@@ -27,7 +27,11 @@ from tests.reliability.harness import (
 
 
 def _failures(results: list[CallResult]) -> list[str]:
-    return [f"call {r.spec.index} ({r.spec.scenario}, stream={r.spec.stream}): {r.error}" for r in results if not r.ok]
+    return [
+        f"call {r.spec.index} ({r.spec.scenario}, stream={r.spec.stream}): {r.error}"
+        for r in results
+        if not r.ok
+    ]
 
 
 def _tool_ids(results: list[CallResult]) -> set[str]:
@@ -84,9 +88,16 @@ async def test_observer_sigkilled_mid_burst_then_restarted_traces_every_call_exa
     assert {t["observation"]["outcome"] for t in traces} == {"complete"}
     assert {t["agent_id"] for t in traces} == {agent_id}
     record_figures(
-        "observer_sigkill_burst", calls=200, streamed=100, concurrency=16, failed_calls=0,
-        traced_exchanges=len(by_exchange), traces=len(traces), observer_down_s=round(marks["restarted"] - marks["killed"], 1),
-        burst_s=round(calls_done - started, 1), all_traced_after_restart_s=round(traced - marks["restarted"], 1),
+        "observer_sigkill_burst",
+        calls=200,
+        streamed=100,
+        concurrency=16,
+        failed_calls=0,
+        traced_exchanges=len(by_exchange),
+        traces=len(traces),
+        observer_down_s=round(marks["restarted"] - marks["killed"], 1),
+        burst_s=round(calls_done - started, 1),
+        all_traced_after_restart_s=round(traced - marks["restarted"], 1),
         process_groups_left_by_the_killed_observer=orphans,
     )
 
@@ -105,8 +116,15 @@ async def test_registry_down_calls_succeed_and_traces_get_the_right_agent_once_i
     down = time.monotonic()
     # The gateway must not make the user wait on a dead registry: it goes on without the agent id.
     async with httpx.AsyncClient(timeout=30) as client:
-        probe = await client.post(stack.anthropic_base_url + "/v1/messages", headers={"x-api-key": cold}, json={
-            "model": MODEL, "max_tokens": 64, "messages": [{"role": "user", "content": "probe while registry is down"}]})
+        probe = await client.post(
+            stack.anthropic_base_url + "/v1/messages",
+            headers={"x-api-key": cold},
+            json={
+                "model": MODEL,
+                "max_tokens": 64,
+                "messages": [{"role": "user", "content": "probe while registry is down"}],
+            },
+        )
     assert probe.status_code == 200, probe.text
     assert "x-smoltbot-agent" not in probe.headers
     cold_results = await run_calls(stack.anthropic_base_url, cold, load_mix(24), concurrency=8, run="cold")
@@ -150,7 +168,9 @@ async def test_postgresql_stopped_mid_run_calls_succeed_and_every_exchange_is_tr
         await asyncio.to_thread(cluster.stop, "fast")
         down = time.monotonic()
         during = await run_calls(stack.anthropic_base_url, warm, load_mix(40), concurrency=8, run="during")
-        cold_results = await run_calls(stack.anthropic_base_url, cold, load_mix(10), concurrency=8, run="cold")
+        cold_results = await run_calls(
+            stack.anthropic_base_url, cold, load_mix(10), concurrency=8, run="cold"
+        )
         assert not _failures(during + cold_results), _failures(during + cold_results)
         await asyncio.sleep(2.0)  # let the observer and registry run into the outage
         assert stack.spool_depth() > 0, "exchanges were acked while the database was down"
@@ -166,7 +186,9 @@ async def test_postgresql_stopped_mid_run_calls_succeed_and_every_exchange_is_tr
         assert _tool_ids(during) <= _traced_tool_ids(warm_traces)
         assert {t["agent_id"] for t in cold_traces} == {cold_agent}
         for name in ("registry", "observer", "api", "gateway"):
-            assert stack.services[name].running(), f"{name} died with the database:\n{stack.log(name)[-3000:]}"
+            assert stack.services[name].running(), (
+                f"{name} died with the database:\n{stack.log(name)[-3000:]}"
+            )
         # The database's own files (tables, WAL, server log) hold no credential either.
         stack.close()
         await asyncio.to_thread(cluster.stop, "fast")
@@ -189,7 +211,9 @@ async def test_gateway_sigkilled_with_a_full_spool_replays_it_after_restart(
     await asyncio.to_thread(stack.wait_for_exchanges, agent_id, 4, 30)
 
     stack.kill("observer", signal.SIGKILL)
-    spooled = await run_calls(stack.anthropic_base_url, credential, load_mix(40), concurrency=8, run="spooled")
+    spooled = await run_calls(
+        stack.anthropic_base_url, credential, load_mix(40), concurrency=8, run="spooled"
+    )
     assert not _failures(spooled), _failures(spooled)
     await asyncio.to_thread(wait_until, lambda: stack.spool_depth() == 40, 15, "40 spooled exchanges")
     await asyncio.sleep(0.3)  # spool writes are batched per loop turn; fsyncs on a 50 ms timer

@@ -107,20 +107,34 @@ async def test_upstream_errors_and_drops_are_relayed_as_they_happened_and_traced
         observation = trace["observation"]
         recorded[f"{case[0]}{'/stream' if case[1] else ''}"] = observation["outcome"]
         assert (observation["outcome"], observation["http_status"]) == (outcome, status), (case, observation)
-        assert observation["streamed"] == (case[1] and case[0].startswith(("mid", "no_", "drop"))), (case, observation)
+        assert observation["streamed"] == (case[1] and case[0].startswith(("mid", "no_", "drop"))), (
+            case,
+            observation,
+        )
         assert trace["action"]["type"] != "execute"
     assert recorded
-    record_figures("upstream_faults", cases=len(FAULTS), relayed_like_direct=len(FAULTS) - 1, traced_outcomes=recorded)
+    record_figures(
+        "upstream_faults", cases=len(FAULTS), relayed_like_direct=len(FAULTS) - 1, traced_outcomes=recorded
+    )
 
 
 async def test_a_slow_upstream_stream_is_relayed_event_by_event_as_it_comes(shared_stack: Stack) -> None:
     credential = new_credential("slow")
-    body = {"model": MODEL, "max_tokens": 64, "stream": True, "messages": [{"role": "user", "content": "Slowly."}]}
+    body = {
+        "model": MODEL,
+        "max_tokens": 64,
+        "stream": True,
+        "messages": [{"role": "user", "content": "Slowly."}],
+    }
     arrivals: list[float] = []
     async with httpx.AsyncClient(timeout=60) as client:
         started = time.monotonic()
-        async with client.stream("POST", shared_stack.anthropic_base_url + "/v1/messages", json=body, headers={
-                "x-api-key": credential, "x-standin-delay-ms": "1000", "x-standin-scenario": "text"}) as response:
+        async with client.stream(
+            "POST",
+            shared_stack.anthropic_base_url + "/v1/messages",
+            json=body,
+            headers={"x-api-key": credential, "x-standin-delay-ms": "1000", "x-standin-scenario": "text"},
+        ) as response:
             assert response.status_code == 200
             async for line in response.aiter_lines():
                 if line.startswith("event:"):
@@ -133,8 +147,14 @@ async def test_a_slow_upstream_stream_is_relayed_event_by_event_as_it_comes(shar
     assert not late, f"events held back: {late} (arrivals {arrivals})"
     trace = await _exchange_of(shared_stack, credential)
     assert trace["observation"]["outcome"] == "complete" and trace["observation"]["streamed"]
-    record_figures("upstream_slow_stream", events=len(arrivals), upstream_gap_ms=1000,
-                   min_gap_s=round(min(gaps), 2), max_gap_s=round(max(gaps), 2), total_s=round(arrivals[-1], 1))
+    record_figures(
+        "upstream_slow_stream",
+        events=len(arrivals),
+        upstream_gap_ms=1000,
+        min_gap_s=round(min(gaps), 2),
+        max_gap_s=round(max(gaps), 2),
+        total_s=round(arrivals[-1], 1),
+    )
 
 
 async def test_a_slow_upstream_answer_reaches_a_patient_client_and_an_impatient_one_is_traced_as_aborted(
@@ -159,7 +179,9 @@ async def test_a_client_abort_mid_stream_cancels_the_upstream_request_and_is_tra
     standin = shared_stack.upstream  # type: ignore[attr-defined]
     credential = new_credential("abort")
     before = standin.disconnects
-    client = anthropic.AsyncAnthropic(base_url=shared_stack.anthropic_base_url, api_key=credential, max_retries=0)
+    client = anthropic.AsyncAnthropic(
+        base_url=shared_stack.anthropic_base_url, api_key=credential, max_retries=0
+    )
     seen = []
     try:
         async with client.messages.stream(
@@ -174,7 +196,9 @@ async def test_a_client_abort_mid_stream_cancels_the_upstream_request_and_is_tra
         await client.close()
     aborted_at = time.monotonic()
     # The upstream saw its client (the gateway) go away, rather than streaming on to nobody.
-    await asyncio.to_thread(wait_until, lambda: standin.disconnects > before, 10, "the stand-in to see a disconnect")
+    await asyncio.to_thread(
+        wait_until, lambda: standin.disconnects > before, 10, "the stand-in to see a disconnect"
+    )
     cancelled_after = time.monotonic() - aborted_at
     trace = await _exchange_of(shared_stack, credential)
     observation = trace["observation"]
@@ -184,6 +208,10 @@ async def test_a_client_abort_mid_stream_cancels_the_upstream_request_and_is_tra
     # The gateway serves the next call as usual.
     after = await sdk_call(shared_stack.anthropic_base_url, credential, stream=True, headers={})
     assert after["ok"], after
-    record_figures("client_abort", events_read=len(seen), upstream_cancelled_within_s=round(cancelled_after, 2),
-                   traced_outcome=observation["outcome"])
+    record_figures(
+        "client_abort",
+        events_read=len(seen),
+        upstream_cancelled_within_s=round(cancelled_after, 2),
+        traced_outcome=observation["outcome"],
+    )
 

@@ -60,22 +60,51 @@ logger = logging.getLogger(__name__)
 
 MODIFIERS = frozenset({"padded", "crlf", "slow"})
 ERROR_SCENARIOS: dict[str, tuple[int, str, str]] = {
-    "error_400": (400, "invalid_request_error", ('messages: roles must alternate between "user" and "assistant", '
-                                                 'but found multiple "user" roles in a row')),
+    "error_400": (
+        400,
+        "invalid_request_error",
+        (
+            'messages: roles must alternate between "user" and "assistant", '
+            'but found multiple "user" roles in a row'
+        ),
+    ),
     "error_401": (401, "authentication_error", "invalid x-api-key"),
-    "error_403": (403, "permission_error", "Your API key does not have permission to use the specified resource."),
+    "error_403": (
+        403,
+        "permission_error",
+        "Your API key does not have permission to use the specified resource.",
+    ),
     "error_404": (404, "not_found_error", "model: {model}"),
     "error_413": (413, "request_too_large", "Request exceeds the maximum allowed number of bytes."),
-    "error_429": (429, "rate_limit_error", ("This request would exceed the rate limit for your organization "
-                                            "of 50 requests per minute.")),
+    "error_429": (
+        429,
+        "rate_limit_error",
+        ("This request would exceed the rate limit for your organization of 50 requests per minute."),
+    ),
     "error_500": (500, "api_error", "Internal server error"),
     "error_529": (529, "overloaded_error", "Overloaded"),
 }
-CONTENT_SCENARIOS = frozenset({
-    "default", "text", "thinking", "redacted_thinking", "tool_use", "thinking_tool_use", "interleaved", "tags",
-    "server_tool", "no_message_stop", "mid_stream_error", "drop", "truncated_json", "refusal", "late_usage",
-    "tiny_deltas", "echo",
-})
+CONTENT_SCENARIOS = frozenset(
+    {
+        "default",
+        "text",
+        "thinking",
+        "redacted_thinking",
+        "tool_use",
+        "thinking_tool_use",
+        "interleaved",
+        "tags",
+        "server_tool",
+        "no_message_stop",
+        "mid_stream_error",
+        "drop",
+        "truncated_json",
+        "refusal",
+        "late_usage",
+        "tiny_deltas",
+        "echo",
+    }
+)
 TINY_DELTAS_DEFAULT = 1_000_000
 _TINY_LETTERS = "abcdefghij"
 DEFAULT_SLOW_MS = 500
@@ -245,7 +274,9 @@ def _build_reply(scenario: str, seed: _Seed, payload: dict[str, Any]) -> _Reply:
     fp = seed.fingerprint
     answer = ["Hello!", " This is the", " Anthropic stand-in", f" answering request {fp}."]
     if scenario in ("text", "default", "late_usage", "no_message_stop", "mid_stream_error", "drop"):
-        ending = {"no_message_stop": "no_stop", "mid_stream_error": "error", "drop": "drop"}.get(scenario, "stop")
+        ending = {"no_message_stop": "no_stop", "mid_stream_error": "error", "drop": "drop"}.get(
+            scenario, "stop"
+        )
         return _Reply([_text_block(answer)], late_usage=scenario == "late_usage", ending=ending)
     if scenario == "thinking":
         return _Reply([_thinking_block(seed, 0), _text_block(answer)], interim_usage=True)
@@ -259,8 +290,14 @@ def _build_reply(scenario: str, seed: _Seed, payload: dict[str, Any]) -> _Reply:
         chunks = ["<thin", "king>The user", " wants a greeting", ".</thi", "nking>", "Hello", f" from {fp}!"]
         return _Reply([_text_block(chunks)])
     if scenario == "refusal":
-        details = {"type": "refusal", "category": "cyber", "explanation": "This request was refused due to policy."}
-        return _Reply([_text_block(["I can't", " help with that."])], stop_reason="refusal", stop_details=details)
+        details = {
+            "type": "refusal",
+            "category": "cyber",
+            "explanation": "This request was refused due to policy.",
+        }
+        return _Reply(
+            [_text_block(["I can't", " help with that."])], stop_reason="refusal", stop_details=details
+        )
     tools = _tool_choices(payload)
     if scenario in ("tool_use", "thinking_tool_use", "truncated_json"):
         name, tool_input = tools[0]
@@ -382,8 +419,20 @@ def _stream_events(reply: _Reply, message: dict[str, Any], request_id: str) -> l
     start_usage = {k: v for k, v in usage.items() if k not in ("server_tool_use", "output_tokens_details")}
     start_usage["output_tokens"] = 1
     events: list[tuple[str, Any]] = [
-        ("message_start", {"type": "message_start", "message": {**message, "content": [], "stop_reason": None,
-                                                                 "stop_details": None, "usage": start_usage}})]
+        (
+            "message_start",
+            {
+                "type": "message_start",
+                "message": {
+                    **message,
+                    "content": [],
+                    "stop_reason": None,
+                    "stop_details": None,
+                    "usage": start_usage,
+                },
+            },
+        )
+    ]
     for index, block in enumerate(reply.blocks):
         events.append(("content_block_start", {"type": "content_block_start", "index": index,
                                                "content_block": block.start}))
@@ -400,8 +449,18 @@ def _stream_events(reply: _Reply, message: dict[str, Any], request_id: str) -> l
                                                                     "message": "Overloaded"},
                                          "request_id": request_id}))
             return events
-    final_usage = {k: usage[k] for k in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens",
-                                         "output_tokens", "server_tool_use", "output_tokens_details") if k in usage}
+    final_usage = {
+        k: usage[k]
+        for k in (
+            "input_tokens",
+            "cache_creation_input_tokens",
+            "cache_read_input_tokens",
+            "output_tokens",
+            "server_tool_use",
+            "output_tokens_details",
+        )
+        if k in usage
+    }
     usage_only = {"type": "message_delta", "delta": {"stop_reason": None, "stop_sequence": None},
                   "usage": {"output_tokens": max(1, usage["output_tokens"] // 2)}}
     delta: dict[str, Any] = {"stop_reason": reply.stop_reason, "stop_sequence": None}
@@ -421,7 +480,11 @@ def _encode_events(events: list[tuple[str, Any]], padded: bool, crlf: bool) -> l
     nl = b"\r\n" if crlf else b"\n"
     out = []
     for n, (name, data) in enumerate(events):
-        raw = data if isinstance(data, bytes) else json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        raw = (
+            data
+            if isinstance(data, bytes)
+            else json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode()
+        )
         if padded and not isinstance(data, bytes):
             raw = raw[:-1] + b" " * (3 + (n * 5) % 11) + b"}"
         out.append(b"event: " + name.encode() + nl + b"data: " + raw + nl + nl)
@@ -449,7 +512,9 @@ def _last_user_text(payload: dict[str, Any]) -> str:
             if isinstance(content, str):
                 return content
             if isinstance(content, list):
-                return "\n".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
+                return "\n".join(
+                    b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text"
+                )
             return ""
     return ""
 
@@ -473,12 +538,16 @@ def _options(headers: CIMultiDictProxy[str], body: bytes, payload: dict[str, Any
             options.scenario = name
         else:
             known = ", ".join(sorted(CONTENT_SCENARIOS | ERROR_SCENARIOS.keys() | MODIFIERS))
-            raise _HttpError(400, "invalid_request_error", f"unknown stand-in scenario {name!r}; known: {known}")
+            raise _HttpError(
+                400, "invalid_request_error", f"unknown stand-in scenario {name!r}; known: {known}"
+            )
     if delay is not None:
         try:
             options.delay_ms = max(0, min(int(delay), MAX_DELAY_MS))
         except ValueError:
-            raise _HttpError(400, "invalid_request_error", f"x-standin-delay-ms must be an integer, got {delay!r}")
+            raise _HttpError(
+                400, "invalid_request_error", f"x-standin-delay-ms must be an integer, got {delay!r}"
+            ) from None
     return options
 
 
@@ -486,7 +555,9 @@ def _parse_json(body: bytes, required: tuple[str, ...]) -> dict[str, Any]:
     try:
         payload = json.loads(body)
     except ValueError as exc:
-        raise _HttpError(400, "invalid_request_error", f"There was an error parsing the body of your request: {exc}")
+        raise _HttpError(
+            400, "invalid_request_error", f"There was an error parsing the body of your request: {exc}"
+        ) from exc
     if not isinstance(payload, dict):
         raise _HttpError(400, "invalid_request_error", "Request body must be a JSON object")
     for name in required:
@@ -599,8 +670,16 @@ class AnthropicStandin:
             body, too_large = b"", _HttpError(413, "request_too_large", ERROR_SCENARIOS["error_413"][2])
         credential = _credential(request.headers)
         if self.record:
-            self.requests.append(RecordedRequest(request.method, request.path, request.query_string,
-                                                 CIMultiDictProxy(CIMultiDict(request.headers)), body, credential))
+            self.requests.append(
+                RecordedRequest(
+                    request.method,
+                    request.path,
+                    request.query_string,
+                    CIMultiDictProxy(CIMultiDict(request.headers)),
+                    body,
+                    credential,
+                )
+            )
         headers = self._headers()
         try:
             if too_large:
@@ -660,8 +739,15 @@ class AnthropicStandin:
             ids = ids[:ids.index(query["before_id"])][-limit:]
         page = ids[:limit]
         data = [_MODEL_INFO[i] for i in page]
-        return self._json({"data": data, "has_more": len(ids) > len(page),
-                           "first_id": page[0] if page else None, "last_id": page[-1] if page else None}, headers)
+        return self._json(
+            {
+                "data": data,
+                "has_more": len(ids) > len(page),
+                "first_id": page[0] if page else None,
+                "last_id": page[-1] if page else None,
+            },
+            headers,
+        )
 
     async def _get_model(self, request: web.BaseRequest, body: bytes, headers: dict[str, str],
                          rest: str) -> web.StreamResponse:
@@ -677,7 +763,9 @@ class AnthropicStandin:
             raise _HttpError(400, "invalid_request_error", "requests: List should have at least 1 item")
         for n, item in enumerate(requests):
             if not isinstance(item, dict) or "custom_id" not in item or "params" not in item:
-                raise _HttpError(400, "invalid_request_error", f"requests.{n}: custom_id and params are required")
+                raise _HttpError(
+                    400, "invalid_request_error", f"requests.{n}: custom_id and params are required"
+                )
         now = datetime.now(UTC)
         return self._json({
             "id": "msgbatch_01" + _Seed(body).token("batch"), "type": "message_batch",
@@ -739,9 +827,18 @@ class AnthropicStandin:
             headers["Content-Encoding"] = encoder.header
         return web.Response(body=encoded, headers=headers)
 
-    async def _stream(self, request: web.BaseRequest, headers: dict[str, str], chunks: list[bytes], delay: float,
-                      *, drop: bool, close: bool = False, content_length: int | None = None,
-                      encoder: _Encoder | None = None) -> web.StreamResponse:
+    async def _stream(
+        self,
+        request: web.BaseRequest,
+        headers: dict[str, str],
+        chunks: list[bytes],
+        delay: float,
+        *,
+        drop: bool,
+        close: bool = False,
+        content_length: int | None = None,
+        encoder: _Encoder | None = None,
+    ) -> web.StreamResponse:
         if content_length is None:
             headers["Content-Type"] = "text/event-stream; charset=utf-8"
             headers["Cache-Control"] = "no-cache"

@@ -46,7 +46,11 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 
 def _params(scenario: str | None = None, text: str = "Hello there", **extra: Any) -> dict[str, Any]:
-    params: dict[str, Any] = {"model": MODEL, "max_tokens": 1024, "messages": [{"role": "user", "content": text}]}
+    params: dict[str, Any] = {
+        "model": MODEL,
+        "max_tokens": 1024,
+        "messages": [{"role": "user", "content": text}],
+    }
     if scenario:
         params["extra_headers"] = {"x-standin-scenario": scenario}
     params.update(extra)
@@ -54,8 +58,13 @@ def _params(scenario: str | None = None, text: str = "Hello there", **extra: Any
 
 
 def _body(stream: bool = False, text: str = "Hello there", **extra: Any) -> dict[str, Any]:
-    return {"model": MODEL, "max_tokens": 1024, "stream": stream, "messages": [{"role": "user", "content": text}],
-            **extra}
+    return {
+        "model": MODEL,
+        "max_tokens": 1024,
+        "stream": stream,
+        "messages": [{"role": "user", "content": text}],
+        **extra,
+    }
 
 
 def _headers(scenario: str | None = None, **extra: str) -> dict[str, str]:
@@ -183,7 +192,9 @@ async def test_truncated_tool_json_never_stops_its_block(
     assert final.content[-1].input == {"location": "Paris"}  # the SDK's partial parse drops the cut key
 
 
-async def test_tags_are_split_inside_the_tag_names(standin: AnthropicStandin, http: aiohttp.ClientSession) -> None:
+async def test_tags_are_split_inside_the_tag_names(
+    standin: AnthropicStandin, http: aiohttp.ClientSession
+) -> None:
     events = await _raw_stream(http, standin, "tags")
     pieces = [d["delta"]["text"] for name, d in events if name == "content_block_delta"]
     assert "<thin" in pieces and any(p.startswith("king>") for p in pieces)
@@ -194,7 +205,9 @@ async def test_tags_are_split_inside_the_tag_names(standin: AnthropicStandin, ht
 async def test_server_tool_result_and_citations(
         client: anthropic.AsyncAnthropic, standin: AnthropicStandin, http: aiohttp.ClientSession) -> None:
     events = await _raw_stream(http, standin, "server_tool")
-    assert any(name == "content_block_delta" and d["delta"]["type"] == "citations_delta" for name, d in events)
+    assert any(
+        name == "content_block_delta" and d["delta"]["type"] == "citations_delta" for name, d in events
+    )
     _, final = await _create_and_stream(client, **_params("server_tool"))
     assert [b.type for b in final.content] == ["text", "server_tool_use", "web_search_tool_result", "text"]
     assert final.content[1].name == "web_search" and final.content[1].input["query"].startswith("stand-in")
@@ -214,7 +227,9 @@ async def test_usage_only_message_delta_precedes_the_final_one(
     assert events[0][1]["message"]["usage"]["output_tokens"] == 1
 
 
-async def test_late_usage_delta_makes_the_sdk_forget_the_stop_reason(client: anthropic.AsyncAnthropic) -> None:
+async def test_late_usage_delta_makes_the_sdk_forget_the_stop_reason(
+    client: anthropic.AsyncAnthropic,
+) -> None:
     # The SDK assigns every message_delta's stop_reason, null included: a gateway that wants the
     # real stop reason must keep the last non-null one.
     created, final = await _create_and_stream(client, **_params("late_usage"))
@@ -288,7 +303,9 @@ async def test_mid_stream_error_after_200(client: anthropic.AsyncAnthropic) -> N
 
 async def test_count_tokens_depends_on_body_length(client: anthropic.AsyncAnthropic) -> None:
     short = await client.messages.count_tokens(model=MODEL, messages=[{"role": "user", "content": "hi"}])
-    long = await client.messages.count_tokens(model=MODEL, messages=[{"role": "user", "content": "hi " * 400}])
+    long = await client.messages.count_tokens(
+        model=MODEL, messages=[{"role": "user", "content": "hi " * 400}]
+    )
     again = await client.messages.count_tokens(model=MODEL, messages=[{"role": "user", "content": "hi"}])
     assert 0 < short.input_tokens < long.input_tokens and short.input_tokens == again.input_tokens
 
@@ -326,7 +343,9 @@ async def test_requests_are_recorded_with_their_credential(client: anthropic.Asy
 # --- raw HTTP ------------------------------------------------------------------------------
 
 
-async def test_missing_credentials_are_rejected(standin: AnthropicStandin, http: aiohttp.ClientSession) -> None:
+async def test_missing_credentials_are_rejected(
+    standin: AnthropicStandin, http: aiohttp.ClientSession
+) -> None:
     async with http.post(f"{standin.base_url}/v1/messages", json=_body()) as response:
         assert response.status == 401
         payload = await response.json()
@@ -345,7 +364,9 @@ async def test_accepted_keys_refuse_every_other_key_on_every_endpoint(http: aioh
                  ("POST", "/v1/messages/batches", {"requests": []})]
         for method, path, body in calls:
             for headers in ({"x-api-key": "sk-bad"}, {"Authorization": "Bearer sk-bad"}):
-                async with http.request(method, standin.base_url + path, json=body, headers=headers) as response:
+                async with http.request(
+                    method, standin.base_url + path, json=body, headers=headers
+                ) as response:
                     assert response.status == 401, (method, path)
                     payload = await response.json()
                 assert payload["error"] == {"type": "authentication_error", "message": "invalid x-api-key"}
@@ -383,7 +404,9 @@ async def test_unknown_routes_answer_in_error_shape(standin: AnthropicStandin, h
 
 
 @pytest.mark.parametrize("missing", ["model", "max_tokens", "messages"])
-async def test_missing_field_is_named(standin: AnthropicStandin, http: aiohttp.ClientSession, missing: str) -> None:
+async def test_missing_field_is_named(
+    standin: AnthropicStandin, http: aiohttp.ClientSession, missing: str
+) -> None:
     body = _body()
     del body[missing]
     async with http.post(f"{standin.base_url}/v1/messages", json=body, headers=_headers()) as response:
@@ -394,10 +417,14 @@ async def test_missing_field_is_named(standin: AnthropicStandin, http: aiohttp.C
 
 async def test_invalid_json_and_unknown_scenario_are_bad_requests(standin: AnthropicStandin,
                                                                   http: aiohttp.ClientSession) -> None:
-    async with http.post(f"{standin.base_url}/v1/messages", data=b"{not json", headers=_headers()) as response:
+    async with http.post(
+        f"{standin.base_url}/v1/messages", data=b"{not json", headers=_headers()
+    ) as response:
         assert response.status == 400
         assert (await response.json())["error"]["type"] == "invalid_request_error"
-    async with http.post(f"{standin.base_url}/v1/messages", json=_body(), headers=_headers("nope")) as response:
+    async with http.post(
+        f"{standin.base_url}/v1/messages", json=_body(), headers=_headers("nope")
+    ) as response:
         assert response.status == 400
         assert "nope" in (await response.json())["error"]["message"]
 
@@ -413,7 +440,9 @@ async def test_large_bodies_are_accepted_up_to_the_upstream_limit(standin: Anthr
         assert (await response.json())["error"]["type"] == "request_too_large"
 
 
-async def test_stream_headers_and_common_headers(standin: AnthropicStandin, http: aiohttp.ClientSession) -> None:
+async def test_stream_headers_and_common_headers(
+    standin: AnthropicStandin, http: aiohttp.ClientSession
+) -> None:
     async with http.post(f"{standin.base_url}/v1/messages", json=_body(stream=True),
                          headers=_headers()) as response:
         await response.read()
@@ -519,7 +548,9 @@ async def test_client_disconnect_mid_stream_is_counted(standin: AnthropicStandin
     assert standin.disconnects == 1
 
 
-async def test_hello_probe_needs_no_credentials(standin: AnthropicStandin, http: aiohttp.ClientSession) -> None:
+async def test_hello_probe_needs_no_credentials(
+    standin: AnthropicStandin, http: aiohttp.ClientSession
+) -> None:
     async with http.head(f"{standin.base_url}/api/hello") as response:
         assert response.status == 200 and response.headers["request-id"].startswith("req_")
 

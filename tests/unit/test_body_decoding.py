@@ -10,6 +10,7 @@ import zlib
 import brotli
 import pytest
 import zstandard
+
 from smoltbot.gateway.body_decoding import StreamDecoder, UndecodableBody, decode_body
 
 BODY = os.urandom(20_000).hex().encode() * 3

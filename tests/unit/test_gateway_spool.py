@@ -8,6 +8,7 @@ import logging
 from pathlib import Path
 
 import pytest
+
 from smoltbot.gateway.spool import Spool
 
 
@@ -99,7 +100,9 @@ async def test_payloads_over_the_memory_budget_are_read_back_from_disk(tmp_path:
     records = [spool.append(exchange_id(n), bytes([n % 256]) * 1000) for n in range(50)]
     await settle()
     assert records[0] is not None and records[0].payload is None  # evicted
-    assert [spool.payload_of(r) for r in records if r is not None] == [bytes([n % 256]) * 1000 for n in range(50)]
+    assert [spool.payload_of(r) for r in records if r is not None] == [
+        bytes([n % 256]) * 1000 for n in range(50)
+    ]
     await spool.close()
 
 

@@ -14,6 +14,7 @@ import random
 import anthropic
 import httpx2
 import pytest
+
 from smoltbot.gateway.sse import MessageAccumulator
 
 START = {
@@ -35,7 +36,9 @@ def event(name: str, data: dict[str, object] | str, *, pad: str = "") -> bytes:
 
 
 def start_block(index: int, block: dict[str, object]) -> bytes:
-    return event("content_block_start", {"type": "content_block_start", "index": index, "content_block": block})
+    return event(
+        "content_block_start", {"type": "content_block_start", "index": index, "content_block": block}
+    )
 
 
 def delta(index: int, body: dict[str, object]) -> bytes:
@@ -57,42 +60,65 @@ PING = b'event: ping\ndata: {"type": "ping"}\n\n'
 
 
 def text_stream() -> bytes:
-    return b"".join([
-        event("message_start", START, pad="   "), start_block(0, {"type": "text", "text": ""}), PING,
-        delta(0, {"type": "text_delta", "text": "Hello"}), delta(0, {"type": "text_delta", "text": ", world"}),
-        stop_block(0), message_delta("end_turn", {"output_tokens": 10}), MESSAGE_STOP,
-    ])
+    return b"".join(
+        [
+            event("message_start", START, pad="   "),
+            start_block(0, {"type": "text", "text": ""}),
+            PING,
+            delta(0, {"type": "text_delta", "text": "Hello"}),
+            delta(0, {"type": "text_delta", "text": ", world"}),
+            stop_block(0),
+            message_delta("end_turn", {"output_tokens": 10}),
+            MESSAGE_STOP,
+        ]
+    )
 
 
 def thinking_tool_stream() -> bytes:
-    return b"".join([
-        event("message_start", START),
-        start_block(0, {"type": "thinking", "thinking": "", "signature": ""}),
-        delta(0, {"type": "thinking_delta", "thinking": "step 1. "}),
-        delta(0, {"type": "thinking_delta", "thinking": "step 2."}),
-        delta(0, {"type": "signature_delta", "signature": "SIG-A"}),
-        delta(0, {"type": "signature_delta", "signature": "SIG-B=="}),
-        stop_block(0),
-        start_block(1, {"type": "redacted_thinking", "data": "ENC=="}), stop_block(1),
-        start_block(2, {"type": "text", "text": ""}),
-        delta(2, {"type": "text_delta", "text": "<thin"}), delta(2, {"type": "text_delta", "text": "king>x</thinking> Hi"}),
-        stop_block(2),
-        start_block(3, {"type": "tool_use", "id": "toolu_01", "name": "get_weather", "input": {},
-                        "caller": {"type": "direct"}}),
-        delta(3, {"type": "input_json_delta", "partial_json": ""}),
-        delta(3, {"type": "input_json_delta", "partial_json": '{"location":'}),
-        delta(3, {"type": "input_json_delta", "partial_json": ' "Paris", "units": "c"}'}),
-        stop_block(3),
-        start_block(4, {"type": "thinking", "thinking": ""}),
-        delta(4, {"type": "thinking_delta", "thinking": "between tools"}),
-        delta(4, {"type": "signature_delta", "signature": "SIG-C"}), stop_block(4),
-        start_block(5, {"type": "tool_use", "id": "toolu_02", "name": "read_file", "input": {}}),
-        delta(5, {"type": "input_json_delta", "partial_json": '{"path": "/etc/hosts"}'}), stop_block(5),
-        message_delta("tool_use", {"output_tokens": 42}),
-        message_delta(None, {"output_tokens": 50, "input_tokens": 140,
-                             "output_tokens_details": {"thinking_tokens": 30}}),
-        MESSAGE_STOP,
-    ])
+    return b"".join(
+        [
+            event("message_start", START),
+            start_block(0, {"type": "thinking", "thinking": "", "signature": ""}),
+            delta(0, {"type": "thinking_delta", "thinking": "step 1. "}),
+            delta(0, {"type": "thinking_delta", "thinking": "step 2."}),
+            delta(0, {"type": "signature_delta", "signature": "SIG-A"}),
+            delta(0, {"type": "signature_delta", "signature": "SIG-B=="}),
+            stop_block(0),
+            start_block(1, {"type": "redacted_thinking", "data": "ENC=="}),
+            stop_block(1),
+            start_block(2, {"type": "text", "text": ""}),
+            delta(2, {"type": "text_delta", "text": "<thin"}),
+            delta(2, {"type": "text_delta", "text": "king>x</thinking> Hi"}),
+            stop_block(2),
+            start_block(
+                3,
+                {
+                    "type": "tool_use",
+                    "id": "toolu_01",
+                    "name": "get_weather",
+                    "input": {},
+                    "caller": {"type": "direct"},
+                },
+            ),
+            delta(3, {"type": "input_json_delta", "partial_json": ""}),
+            delta(3, {"type": "input_json_delta", "partial_json": '{"location":'}),
+            delta(3, {"type": "input_json_delta", "partial_json": ' "Paris", "units": "c"}'}),
+            stop_block(3),
+            start_block(4, {"type": "thinking", "thinking": ""}),
+            delta(4, {"type": "thinking_delta", "thinking": "between tools"}),
+            delta(4, {"type": "signature_delta", "signature": "SIG-C"}),
+            stop_block(4),
+            start_block(5, {"type": "tool_use", "id": "toolu_02", "name": "read_file", "input": {}}),
+            delta(5, {"type": "input_json_delta", "partial_json": '{"path": "/etc/hosts"}'}),
+            stop_block(5),
+            message_delta("tool_use", {"output_tokens": 42}),
+            message_delta(
+                None,
+                {"output_tokens": 50, "input_tokens": 140, "output_tokens_details": {"thinking_tokens": 30}},
+            ),
+            MESSAGE_STOP,
+        ]
+    )
 
 
 def server_tool_citations_stream() -> bytes:
@@ -149,8 +175,12 @@ CASES = {
     "refusal_no_message_stop": refusal_without_message_stop(),
     "truncated_tool_json": truncated_tool_json(),
     "crlf": crlf(thinking_tool_stream()),
-    "comments_and_unknown_events": b": keep-alive\n\n" + text_stream().replace(
-        b"event: content_block_stop", b'event: future_event\ndata: {"type":"future_event"}\n\nevent: content_block_stop', 1),
+    "comments_and_unknown_events": b": keep-alive\n\n"
+    + text_stream().replace(
+        b"event: content_block_stop",
+        b'event: future_event\ndata: {"type":"future_event"}\n\nevent: content_block_stop',
+        1,
+    ),
 }
 
 
@@ -202,8 +232,14 @@ async def test_models_built_from_both_results_dump_identically() -> None:
 
 def test_mid_stream_error_event_is_kept_verbatim_and_the_partial_message_survives() -> None:
     error = '{"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}'
-    raw = b"".join([event("message_start", START), start_block(0, {"type": "text", "text": ""}),
-                    delta(0, {"type": "text_delta", "text": "partial"}), f"event: error\ndata: {error}\n\n".encode()])
+    raw = b"".join(
+        [
+            event("message_start", START),
+            start_block(0, {"type": "text", "text": ""}),
+            delta(0, {"type": "text_delta", "text": "partial"}),
+            f"event: error\ndata: {error}\n\n".encode(),
+        ]
+    )
     accumulator = accumulate(raw)
     assert accumulator.error_data == error.encode()
     assert json.loads(accumulator.final_message_json())["content"] == [{"type": "text", "text": "partial"}]

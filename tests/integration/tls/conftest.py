@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from smoltbot.core.settings import Settings
 
+from smoltbot.core.settings import Settings
 from tests.integration.tls.certs import Authority, Issued
 
 #: The service credential of the services these tests start (configured, as across machines).

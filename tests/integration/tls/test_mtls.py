@@ -18,14 +18,17 @@ import grpc
 import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
 from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.service_auth import ServiceCredential
 from smoltbot.core.settings import Settings
 from smoltbot.core.tls import InsecureTransportError, TlsConfig, TlsError
 from smoltbot.registry.server import build_server as build_registry
 from smoltbot.v1 import registry_service_pb2, registry_service_pb2_grpc
-
 from tests.integration.tls.conftest import SERVICE_TOKEN, Pki
+
+#: The installation's own service credential (what the services present to each other).
+OUR_CREDENTIAL = ServiceCredential(SERVICE_TOKEN)
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[3]
 
 
 async def list_agents(address: str, tls: TlsConfig | None, *,
-                      credential: ServiceCredential | None = ServiceCredential(SERVICE_TOKEN),
+                      credential: ServiceCredential | None = OUR_CREDENTIAL,
                       ) -> registry_service_pb2.ListAgentsResponse:
     """ListAgents over `tls`, with the services' credential unless told otherwise."""
     channel = open_channel(address, dataclasses.replace(tls or TlsConfig(), credential=credential))
@@ -83,8 +86,9 @@ async def test_a_client_without_a_certificate_is_refused(mtls_registry: str, pki
 
 
 async def test_a_client_certificate_from_another_ca_is_refused(mtls_registry: str, pki: Pki) -> None:
-    await assert_refused(mtls_registry, TlsConfig.from_files(pki.outsider_client.cert, pki.outsider_client.key,
-                                                             pki.ca.ca))
+    await assert_refused(
+        mtls_registry, TlsConfig.from_files(pki.outsider_client.cert, pki.outsider_client.key, pki.ca.ca)
+    )
 
 
 async def test_an_expired_client_certificate_is_refused(mtls_registry: str, pki: Pki) -> None:
@@ -158,7 +162,9 @@ async def test_the_health_port_answers_probes_in_plaintext_and_serves_nothing_el
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{health_port}") as channel:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await registry_service_pb2_grpc.RegistryServiceStub(channel).ListAgents(
@@ -177,14 +183,14 @@ async def test_the_health_port_answers_probes_in_plaintext_and_serves_nothing_el
 
 
 async def test_plaintext_beyond_loopback_refuses_to_start(settings_factory: Callable[..., Settings]) -> None:
-    with pytest.raises(InsecureTransportError, match="refusing to serve plaintext gRPC on 0.0.0.0:0"):
+    with pytest.raises(InsecureTransportError, match=r"refusing to serve plaintext gRPC on 0\.0\.0\.0:0"):
         await build_registry(settings_factory(), address="0.0.0.0:0")
     server = await build_registry(settings_factory(allow_insecure_grpc=True), address="0.0.0.0:0")
     await server.stop(0)
 
 
 async def test_a_client_refuses_plaintext_to_another_host() -> None:
-    with pytest.raises(InsecureTransportError, match="10.1.2.3 is not loopback"):
+    with pytest.raises(InsecureTransportError, match=r"10\.1\.2\.3 is not loopback"):
         open_channel("10.1.2.3:50051")
     with pytest.raises(InsecureTransportError):
         open_channel("dns:///registry.internal:50051")
@@ -200,7 +206,7 @@ def test_bad_tls_files_are_named_in_the_error(tmp_path: Path, pki: Pki) -> None:
         TlsConfig.from_files(ca=tmp_path / "missing.pem")
     not_pem = tmp_path / "key.der"
     not_pem.write_bytes(b"\x30\x82\x01\x0a")
-    with pytest.raises(TlsError, match="SMOLTBOT_TLS_KEY .* is not a PEM file"):
+    with pytest.raises(TlsError, match=r"SMOLTBOT_TLS_KEY .* is not a PEM file"):
         TlsConfig.from_files(pki.client.cert, not_pem)
     # A key must never end up in a log line through repr().
     assert "PRIVATE" not in repr(TlsConfig.from_files(pki.client.cert, pki.client.key))
@@ -209,8 +215,15 @@ def test_bad_tls_files_are_named_in_the_error(tmp_path: Path, pki: Pki) -> None:
 def test_serve_explains_a_plaintext_bind_beyond_loopback(tmp_path: Path) -> None:
     env = {key: value for key, value in os.environ.items() if not key.startswith("SMOLTBOT_")}
     env.update(SMOLTBOT_HOME=str(tmp_path / "home"), SMOLTBOT_HASH_SECRET="x")
-    done = subprocess.run([sys.executable, "-m", "smoltbot.cli.main", "serve", "registry", "--listen", "0.0.0.0:0"],
-                          env=env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "smoltbot.cli.main", "serve", "registry", "--listen", "0.0.0.0:0"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert done.returncode == 1
     assert "error: registry: refusing to serve plaintext gRPC on 0.0.0.0:0" in done.stderr
     assert "SMOLTBOT_ALLOW_INSECURE_GRPC=true" in done.stderr
@@ -220,13 +233,14 @@ def test_serve_explains_a_plaintext_bind_beyond_loopback(tmp_path: Path) -> None
 # --------------------------------------------------------------------------- the whole stack
 
 
-async def test_the_whole_stack_works_over_mutual_tls(mtls_settings: Callable[..., Settings], pki: Pki) -> None:
+async def test_the_whole_stack_works_over_mutual_tls(
+    mtls_settings: Callable[..., Settings], pki: Pki
+) -> None:
     """Registry and Observer serve mutual TLS; the Observer, the gateway and the API reach them
     with their client certificates; an agent's call becomes a trace readable through the API."""
     from smoltbot.api.app import start_api
     from smoltbot.gateway import start_gateway
     from smoltbot.observer.server import build_server as build_observer
-
     from tests.support.anthropic_standin import AnthropicStandin
 
     standin = AnthropicStandin()

@@ -63,7 +63,10 @@ async def services(settings_factory: Callable[..., Settings]) -> AsyncIterator[S
 def every_method() -> list[tuple[str, str, bool, bool]]:
     """(service, path, client streaming, server streaming) of every RPC we serve."""
     found = []
-    for module, service in ((registry_service_pb2, "RegistryService"), (observer_service_pb2, "ObserverService")):
+    for module, service in (
+        (registry_service_pb2, "RegistryService"),
+        (observer_service_pb2, "ObserverService"),
+    ):
         descriptor = module.DESCRIPTOR.services_by_name[service]
         for method in descriptor.methods:
             found.append((service, f"/{descriptor.full_name}/{method.name}", method.client_streaming,
@@ -71,7 +74,9 @@ def every_method() -> list[tuple[str, str, bool, bool]]:
     return found
 
 
-async def call_raw(channel: grpc.aio.Channel, path: str, client_streaming: bool, server_streaming: bool) -> None:
+async def call_raw(
+    channel: grpc.aio.Channel, path: str, client_streaming: bool, server_streaming: bool
+) -> None:
     """Calls `path` with one empty request message, whatever its shape."""
     if client_streaming and server_streaming:
         call = channel.stream_stream(path)(iter([b""]), timeout=5)
@@ -97,8 +102,9 @@ async def registry_rows(settings: Settings) -> dict[str, int]:
 
 
 @pytest.mark.parametrize("credential", [None, OTHER_CREDENTIAL], ids=["without", "wrong"])
-async def test_every_rpc_refuses_a_caller_without_the_credential(services: Services,
-                                                                 credential: ServiceCredential | None) -> None:
+async def test_every_rpc_refuses_a_caller_without_the_credential(
+    services: Services, credential: ServiceCredential | None
+) -> None:
     before = await registry_rows(services.settings)
     wrong = []
     for service, path, client_streaming, server_streaming in every_method():
@@ -108,7 +114,9 @@ async def test_every_rpc_refuses_a_caller_without_the_credential(services: Servi
                 await call_raw(channel, path, client_streaming, server_streaming)
             except grpc.aio.AioRpcError as error:
                 info = error_info_of(error)
-                expected = "SERVICE_CREDENTIAL_MISSING" if credential is None else "SERVICE_CREDENTIAL_INVALID"
+                expected = (
+                    "SERVICE_CREDENTIAL_MISSING" if credential is None else "SERVICE_CREDENTIAL_INVALID"
+                )
                 if error.code() != grpc.StatusCode.UNAUTHENTICATED or info is None or info.reason != expected:
                     wrong.append(f"{path}: {error.code().name} {error.details()}")
                 elif "SMOLTBOT_SERVICE_TOKEN" not in (error.details() or ""):
@@ -124,7 +132,9 @@ async def test_reflection_is_gated_and_health_is_open(services: Services) -> Non
 
     for address in (services.registry, services.observer):
         async with open_channel(address) as channel:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            reply = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=5
+            )
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
             call = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
                 iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
@@ -153,8 +163,10 @@ async def test_a_configured_credential_works_across_data_dirs_and_a_different_on
     address = f"127.0.0.1:{registry.port}"
     try:
         elsewhere = settings_factory(home=tmp_path / "another-machine", service_token=token)
-        for settings, code in ((elsewhere, None),
-                               (settings_factory(home=tmp_path / "another-install"), grpc.StatusCode.UNAUTHENTICATED)):
+        for settings, code in (
+            (elsewhere, None),
+            (settings_factory(home=tmp_path / "another-install"), grpc.StatusCode.UNAUTHENTICATED),
+        ):
             async with open_channel(address, TlsConfig.from_settings(settings)) as channel:
                 stub = registry_service_pb2_grpc.RegistryServiceStub(channel)
                 request = registry_service_pb2.ListAgentsRequest(page_size=1)
@@ -169,8 +181,10 @@ async def test_a_configured_credential_works_across_data_dirs_and_a_different_on
         await registry.stop(0.5)
 
 
-def test_a_weak_configured_credential_is_refused_with_what_to_do(settings_factory: Callable[..., Settings]) -> None:
-    with pytest.raises(ServiceCredentialError, match="at least 32 characters.*token_hex"):
+def test_a_weak_configured_credential_is_refused_with_what_to_do(
+    settings_factory: Callable[..., Settings],
+) -> None:
+    with pytest.raises(ServiceCredentialError, match=r"at least 32 characters.*token_hex"):
         TlsConfig.from_settings(settings_factory(service_token="short"))
     with pytest.raises(ServiceCredentialError, match="printable ASCII"):
         TlsConfig.from_settings(settings_factory(service_token="x" * 40 + "\n"))
