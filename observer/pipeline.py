@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -20,6 +21,7 @@ from google.protobuf.message import DecodeError
 
 from smoltbot.core.outcomes import ExchangeOutcome
 from smoltbot.core.protoconv import from_timestamp
+from smoltbot.observer.accounting import ExchangeFacts, facts_of
 from smoltbot.observer.extraction import Extraction, extract
 from smoltbot.observer.trace_builder import build_traces
 from smoltbot.v1 import exchange_pb2
@@ -27,6 +29,7 @@ from smoltbot.v1 import exchange_pb2
 __all__ = [
     "Job",
     "JobResult",
+    "array_elements",
     "call_time",
     "call_time_of",
     "compute",
@@ -35,8 +38,10 @@ __all__ = [
     "dumps",
     "environment_of",
     "extraction_of",
+    "facts_of",
     "outcome_of",
     "request_fields",
+    "scan_object",
     "time_of",
     "traces_of",
 ]
@@ -61,6 +66,8 @@ class JobResult:
     #: The built traces (trace.proto JSON) and their serialised form, in decision order.
     traces: list[dict[str, Any]] = field(default_factory=list)
     trace_json: list[str] = field(default_factory=list)
+    #: Usage and session facts of a model call (`observer.accounting`), not yet priced.
+    facts: ExchangeFacts | None = None
     #: Set when a step failed: which one, and the error.
     step: str = ""
     error: str = ""
@@ -159,38 +166,84 @@ def request_fields(body: bytes) -> bytes:
     when small (extraction says it cannot be read), else as an empty object.
     """
     try:
-        pos = _skip_space(body, 0)
-        if body[pos:pos + 1] != b"{":
-            raise ValueError("not an object")
-        kept: dict[bytes, bytes] = {}
-        pos = _skip_space(body, pos + 1)
-        if body[pos:pos + 1] == b"}" and _skip_space(body, pos + 1) == len(body):
+        if _is_empty_object(body):
             return b"{}"
-        while True:
-            key_end = _value_end(body, pos)
-            key = body[pos:key_end]
-            pos = _skip_space(body, key_end)
-            if body[pos:pos + 1] != b":":
-                raise ValueError("expected ':'")
-            start = _skip_space(body, pos + 1)
-            end = _value_end(body, start)
-            name = key[1:-1]
-            if b"\\" in name:  # "mod\u0065l" is "model" to json.loads too
-                name = json.loads(key).encode("utf-8", "surrogatepass")
-            if key[:1] == b'"' and name in _REQUEST_FIELDS:
-                kept[b'"' + name + b'"'] = body[start:end]  # the last of duplicates wins, as in json.loads
-            pos = _skip_space(body, end)
-            separator = body[pos:pos + 1]
-            if separator == b"}":
-                if _skip_space(body, pos + 1) != len(body):
-                    raise ValueError("text after the object")
-                break
-            if separator != b",":
-                raise ValueError("expected ',' or '}'")
-            pos = _skip_space(body, pos + 1)
+        kept = _scan(body, _REQUEST_FIELDS)
     except (ValueError, IndexError):
         return body if len(body) <= _UNSCANNED_LIMIT else b"{}"
-    return b"{" + b",".join(key + b":" + value for key, value in kept.items()) + b"}"
+    return b"{" + b",".join(b'"' + name + b'":' + value for name, value in kept.items()) + b"}"
+
+
+def scan_object(body: bytes, wanted: tuple[bytes, ...]) -> dict[bytes, bytes]:
+    """The raw JSON values of the `wanted` top-level keys of a JSON object, found the way
+    `request_fields` finds them (nothing else is built); {} when the body is not a readable object."""
+    try:
+        return _scan(body, wanted)
+    except (ValueError, IndexError):
+        return {}
+
+
+def array_elements(array: bytes) -> Iterable[bytes]:
+    """The raw JSON elements of a JSON array, one by one, without building them (stops quietly
+    at the first malformed element)."""
+    try:
+        pos = _skip_space(array, 0)
+        if array[pos:pos + 1] != b"[":
+            return
+        pos = _skip_space(array, pos + 1)
+        if array[pos:pos + 1] == b"]":
+            return
+        while True:
+            end = _value_end(array, pos)
+            yield array[pos:end]
+            pos = _skip_space(array, end)
+            if array[pos:pos + 1] != b",":
+                return
+            pos = _skip_space(array, pos + 1)
+    except (ValueError, IndexError):
+        return
+
+
+def _is_empty_object(body: bytes) -> bool:
+    pos = _skip_space(body, 0)
+    if body[pos:pos + 1] != b"{":
+        return False
+    pos = _skip_space(body, pos + 1)
+    return body[pos:pos + 1] == b"}" and _skip_space(body, pos + 1) == len(body)
+
+
+def _scan(body: bytes, wanted: tuple[bytes, ...]) -> dict[bytes, bytes]:
+    """Top-level `wanted` keys of the JSON object `body` and their raw values (ValueError when
+    the body is not a well-formed object)."""
+    pos = _skip_space(body, 0)
+    if body[pos:pos + 1] != b"{":
+        raise ValueError("not an object")
+    kept: dict[bytes, bytes] = {}
+    pos = _skip_space(body, pos + 1)
+    if body[pos:pos + 1] == b"}" and _skip_space(body, pos + 1) == len(body):
+        return kept
+    while True:
+        key_end = _value_end(body, pos)
+        key = body[pos:key_end]
+        pos = _skip_space(body, key_end)
+        if body[pos:pos + 1] != b":":
+            raise ValueError("expected ':'")
+        start = _skip_space(body, pos + 1)
+        end = _value_end(body, start)
+        name = key[1:-1]
+        if b"\\" in name:  # "mod\u0065l" is "model" to json.loads too
+            name = json.loads(key).encode("utf-8", "surrogatepass")
+        if key[:1] == b'"' and name in wanted:
+            kept[name] = body[start:end]  # the last of duplicates wins, as in json.loads
+        pos = _skip_space(body, end)
+        separator = body[pos:pos + 1]
+        if separator == b"}":
+            if _skip_space(body, pos + 1) != len(body):
+                raise ValueError("text after the object")
+            return kept
+        if separator != b",":
+            raise ValueError("expected ',' or '}'")
+        pos = _skip_space(body, pos + 1)
 
 
 def extraction_of(exchange: exchange_pb2.Exchange, missing: tuple[str, ...] = ()) -> Extraction:
@@ -227,13 +280,15 @@ def compute(job: Job) -> JobResult:
         exchange = decode(job.payload)
         step = "extract"
         extraction = extraction_of(exchange, job.missing)
+        step = "read usage"
+        result.facts = facts_of(exchange, extraction.model)
         step = "analyze and build traces"
         result.traces = traces_of(job, exchange, extraction, None, "local")
         step = "serialise traces"
         result.trace_json = [dumps(trace) for trace in result.traces]
     except Exception as error:  # noqa: BLE001 - reported to the processor, which retries
         result.step, result.error = step, f"{type(error).__name__}: {error}"
-        result.traces, result.trace_json = [], []
+        result.traces, result.trace_json, result.facts = [], [], None
     return result
 
 

@@ -34,6 +34,7 @@ from google.protobuf.message import DecodeError
 
 from smoltbot.core.errors import Unavailable
 from smoltbot.core.outcomes import ExchangeOutcome
+from smoltbot.core.pricing import PriceTable, load_price_table
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import utcnow
 from smoltbot.observer import pipeline, record_kinds
@@ -104,8 +105,11 @@ class Processor:
     def __init__(self, queue: ExchangeQueue, registry: RegistryClient, analyzer: Analyzer, settings: Settings,
                  *, on_written: Callable[[list[Finished]], None] | None = None, poll_interval: float = 1.0,
                  lease_seconds: float | None = None, capacity: int | None = None,
-                 cpu_workers: int | None = None, scrub_interval: float = 5.0) -> None:
+                 cpu_workers: int | None = None, scrub_interval: float = 5.0,
+                 prices: PriceTable | None = None) -> None:
         self.queue = queue
+        # Loaded once; a bad operator file stops the observer at start (PriceTableError).
+        self.prices = prices if prices is not None else load_price_table(settings.price_table_path)
         self.registry = registry
         self.analyzer = analyzer
         self.settings = settings
@@ -318,8 +322,9 @@ class Processor:
                 self._registry_down_since = None
                 stored = [StoredTrace(trace, text)
                           for trace, text in zip(result.traces, result.trace_json, strict=True)]
+                facts = result.facts.priced(self.prices) if result.facts is not None else None
                 results[item.exchange_id] = Finished(item.exchange_id, item.agent_hash, job.agent_id,
-                                                     job.session_id, stored)
+                                                     job.session_id, stored, facts=facts)
         return [results[item.exchange_id] for item in items]
 
     def _kind_of(self, context: _Context) -> str:
@@ -451,6 +456,8 @@ class Processor:
             exchange = pipeline.decode(job.payload)
             step = "extract"
             extraction = pipeline.extraction_of(exchange, job.missing)
+            step = "read usage"
+            result.facts = pipeline.facts_of(exchange, extraction.model)
             step = "analyze"
             analysis = await self.analyzer.analyze(extraction, job.card, pipeline.outcome_of(exchange))
             step = "build traces"

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smoltbot.core.outcomes import FAILURE_OUTCOMES
 from smoltbot.core.storage import Database, insert_ignoring_conflicts, utcnow
+from smoltbot.observer.accounting import ExchangeFacts
 from smoltbot.observer.record_kinds import DECISION, TRACE_KINDS
 from smoltbot.observer.tables import (
     chunks,
@@ -45,6 +46,7 @@ from smoltbot.observer.tables import (
     trace_violations,
     traces,
 )
+from smoltbot.observer.usage_store import UsageToWrite, write_usage
 
 __all__ = [
     "ClaimedExchange",
@@ -148,6 +150,8 @@ class Finished:
     traces: list[StoredTrace]
     failed: bool = False
     error: str = ""
+    #: A model call's usage, cost and session facts (one `exchange_usage` row).
+    facts: ExchangeFacts | None = None
 
 
 @dataclass
@@ -284,16 +288,26 @@ class ExchangeQueue:
             return report
         now = utcnow()
         async with self.db.begin() as conn:
-            owned: set[str] = set()
+            owned: dict[str, datetime] = {}
             for chunk in chunks(ids):
-                owned.update((await conn.execute(
-                    sa.select(exchanges.c.exchange_id)
+                owned.update((row.exchange_id, row.occurred_at) for row in await conn.execute(
+                    sa.select(exchanges.c.exchange_id, exchanges.c.occurred_at)
                     .where(exchanges.c.exchange_id.in_(chunk), exchanges.c.state == "processing",
                            exchanges.c.lease_owner == owner)
                     .with_for_update()
-                )).scalars())
+                ))
             report.lost = [exchange_id for exchange_id in ids if exchange_id not in owned]
             written = [item for item in done if item.exchange_id in owned]
+            # Before the traces: numbering the turns gives each trace its conversation_turn.
+            await write_usage(conn, self.db.dialect, [
+                UsageToWrite(item.exchange_id, item.agent_id, item.session_id, item.facts,
+                             [stored.trace for stored in item.traces])
+                for item in written if item.facts is not None and item.agent_id
+            ], owned)
+            for item in written:
+                if item.facts is not None:
+                    for stored in item.traces:
+                        stored.trace_json = None  # serialised again, with the turn
             await self._write_traces(
                 conn, [(item.agent_hash, t) for item in written for t in item.traces], now
             )

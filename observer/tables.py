@@ -1,9 +1,10 @@
-"""The Observer's tables, as migrations 0002 and 0003 create them
+"""The Observer's tables, as migrations 0002 to 0004 create them
 (`tests/integration/observer/test_schema.py` checks that they agree), and the one rule every
 storage module follows for long ``IN`` lists and multi-row inserts.
 
 The observer's data-access rule: SQL runs only in its storage modules, each over these tables:
-`queue` (exchanges waiting to be processed, and the writing of their traces), `trace_store`
+`queue` (exchanges waiting to be processed, and the writing of their traces), `usage_store`
+(tokens, cost and session position per model call, written with the traces), `trace_store`
 (traces as served, integrity aggregates, tool-execution reports) and `drift_store` (the drift
 detector's queue, states and alerts). Everything else calls their methods.
 """
@@ -24,6 +25,7 @@ __all__ = [
     "drift_pending",
     "drift_states",
     "exchange_payloads",
+    "exchange_usage",
     "exchanges",
     "metadata",
     "tool_executions",
@@ -133,6 +135,43 @@ tool_executions = sa.Table(
     sa.Column("tool_use_id", sa.String(256), primary_key=True),
     sa.Column("executed", sa.Boolean(), nullable=False),
     sa.Column("reported_at", UTCDateTime(), nullable=False),
+)
+
+# One row per model call (never per trace: an exchange with three tool calls is one call's
+# tokens). Token parts are None when the provider did not report them (not 0); cost_usd is the
+# exact Decimal as text and cost_picousd the same in integer 1e-12 USD for SQL sums, both None
+# when the cost is unknown (cost_reason says why). Written with the exchange's traces.
+exchange_usage = sa.Table(
+    "exchange_usage", metadata,
+    sa.Column("exchange_id", sa.String(32), primary_key=True),
+    sa.Column("agent_id", sa.String(144), nullable=False),
+    sa.Column("session_id", sa.String(256)),
+    sa.Column("occurred_at", UTCDateTime(), nullable=False),
+    sa.Column("api", sa.String(32), nullable=False),
+    sa.Column("provider", sa.String(16), nullable=False),
+    sa.Column("model", sa.String(256), nullable=False),
+    sa.Column("input_tokens", sa.BigInteger()),
+    sa.Column("cache_read_tokens", sa.BigInteger()),
+    sa.Column("cache_write_5m_tokens", sa.BigInteger()),
+    sa.Column("cache_write_1h_tokens", sa.BigInteger()),
+    sa.Column("cache_write_unknown_ttl_tokens", sa.BigInteger()),
+    sa.Column("output_tokens", sa.BigInteger()),
+    sa.Column("reasoning_tokens", sa.BigInteger()),
+    sa.Column("price_conditions", sa.String(1024), nullable=False),
+    sa.Column("cost_usd", sa.String(48)),
+    sa.Column("cost_picousd", sa.BigInteger()),
+    sa.Column("cost_reason", sa.String(256), nullable=False),
+    sa.Column("price_checked", sa.String(10), nullable=False),
+    sa.Column("session_rung", sa.String(48), nullable=False),
+    sa.Column("sub_agent_source", sa.String(16), nullable=False),
+    sa.Column("sub_agent_id", sa.String(256)),
+    sa.Column("parent_agent_id", sa.String(256)),
+    sa.Column("agent_type", sa.String(256), nullable=False),
+    sa.Column("request_kind", sa.String(256), nullable=False),
+    sa.Column("is_sub_agent", sa.Boolean(), nullable=False),
+    sa.Column("starts_turn", sa.Boolean()),
+    sa.Column("turn_position", sa.Integer()),
+    sa.Column("conversation_turn", sa.Integer()),
 )
 
 #: Bound parameters per statement stay well under SQLite's 32766 and asyncpg's 32767.

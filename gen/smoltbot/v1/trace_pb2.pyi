@@ -522,6 +522,10 @@ class TraceObservation(_message.Message):
     RECORD_KIND_FIELD_NUMBER: _builtins.int
     REQUEST_METHOD_FIELD_NUMBER: _builtins.int
     REQUEST_PATH_FIELD_NUMBER: _builtins.int
+    SESSION_RUNG_FIELD_NUMBER: _builtins.int
+    SUB_AGENT_ID_FIELD_NUMBER: _builtins.int
+    PARENT_AGENT_ID_FIELD_NUMBER: _builtins.int
+    SUB_AGENT_TYPE_FIELD_NUMBER: _builtins.int
     exchange_id: _builtins.str
     decision_index: _builtins.int
     """Index of this decision within its exchange."""
@@ -551,6 +555,17 @@ class TraceObservation(_message.Message):
     request_method: _builtins.str
     """The request as the agent made it (method and upstream path, without the query)."""
     request_path: _builtins.str
+    session_rung: _builtins.str
+    """Which rung of the session ladder named the session (core/sessions.py Rung): x-smoltbot-session |
+    x-claude-code-session-id | metadata.user_id | metadata.user_id:legacy | session-id | thread-id |
+    session_id | conversation_id | x-session-affinity | none. Empty on records that are not model calls.
+    """
+    sub_agent_id: _builtins.str
+    """Set when a sub-agent made the call (Claude Code's x-claude-code-agent-id, Codex's thread):
+    its id inside the session, its parent's id (empty: the main agent) and its type.
+    """
+    parent_agent_id: _builtins.str
+    sub_agent_type: _builtins.str
     @_builtins.property
     def reasoning(self) -> Global___TraceReasoning: ...
     @_builtins.property
@@ -586,10 +601,14 @@ class TraceObservation(_message.Message):
         record_kind: _builtins.str = ...,
         request_method: _builtins.str = ...,
         request_path: _builtins.str = ...,
+        session_rung: _builtins.str = ...,
+        sub_agent_id: _builtins.str = ...,
+        parent_agent_id: _builtins.str = ...,
+        sub_agent_type: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_executed", b"_executed", "exchange_ended_at", b"exchange_ended_at", "exchange_started_at", b"exchange_started_at", "executed", b"executed", "observed_at", b"observed_at", "reasoning", b"reasoning"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_executed", b"_executed", "analysis_fallback_reason", b"analysis_fallback_reason", "analyzer", b"analyzer", "decision_index", b"decision_index", "exchange_ended_at", b"exchange_ended_at", "exchange_id", b"exchange_id", "exchange_started_at", b"exchange_started_at", "executed", b"executed", "http_status", b"http_status", "missing", b"missing", "model", b"model", "observed_at", b"observed_at", "outcome", b"outcome", "outcome_detail", b"outcome_detail", "reasoning", b"reasoning", "record_kind", b"record_kind", "request_method", b"request_method", "request_path", b"request_path", "stop_reason", b"stop_reason", "streamed", b"streamed", "tool_use_id", b"tool_use_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_executed", b"_executed", "analysis_fallback_reason", b"analysis_fallback_reason", "analyzer", b"analyzer", "decision_index", b"decision_index", "exchange_ended_at", b"exchange_ended_at", "exchange_id", b"exchange_id", "exchange_started_at", b"exchange_started_at", "executed", b"executed", "http_status", b"http_status", "missing", b"missing", "model", b"model", "observed_at", b"observed_at", "outcome", b"outcome", "outcome_detail", b"outcome_detail", "parent_agent_id", b"parent_agent_id", "reasoning", b"reasoning", "record_kind", b"record_kind", "request_method", b"request_method", "request_path", b"request_path", "session_rung", b"session_rung", "stop_reason", b"stop_reason", "streamed", b"streamed", "sub_agent_id", b"sub_agent_id", "sub_agent_type", b"sub_agent_type", "tool_use_id", b"tool_use_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__executed: _TypeAlias = _typing.Literal["executed"]  # noqa: Y015
     _WhichOneofArgType__executed: _TypeAlias = _typing.Literal["_executed", b"_executed"]  # noqa: Y015
