@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from smoltbot.core.ids import MAX_SESSION_ID_LENGTH
 from smoltbot.core.usage import API_ANTHROPIC_MESSAGES, API_GEMINI, API_OPENAI_CHAT, API_OPENAI_RESPONSES
 
 __all__ = [
@@ -49,8 +50,6 @@ __all__ = [
     "usable_session_id",
 ]
 
-#: The Registry's limit on a session id; longer or unprintable ids are replaced by a digest.
-MAX_SESSION_ID = 256
 #: Header values longer than this are not read (a session id or a small JSON object fits easily).
 _MAX_HEADER = 8 * 1024
 #: Bodies larger than this are not parsed for `metadata.user_id` (the gateway's own request limit
@@ -223,7 +222,7 @@ def usable_session_id(value: str) -> str:
     name) by a digest of its bytes, so its calls still share one session.
 
     Same rule as the gateway's session hint, so both name a session the same way."""
-    if len(value) <= MAX_SESSION_ID and value.isprintable():
+    if len(value) <= MAX_SESSION_ID_LENGTH and value.isprintable():
         return value
     return "sha256:" + hashlib.sha256(value.encode("utf-8", "surrogateescape")).hexdigest()[:32]
 
