@@ -38,7 +38,6 @@ __all__ = [
     "dumps",
     "environment_of",
     "extraction_of",
-    "facts_of",
     "outcome_of",
     "request_fields",
     "scan_object",

@@ -38,6 +38,7 @@ from smoltbot.core.pricing import PriceTable, load_price_table
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import utcnow
 from smoltbot.observer import pipeline, record_kinds
+from smoltbot.observer.accounting import facts_of
 from smoltbot.observer.analyzers import Analyzer
 from smoltbot.observer.cpu_pool import CpuPool, default_workers
 from smoltbot.observer.extraction import Extraction
@@ -457,7 +458,7 @@ class Processor:
             step = "extract"
             extraction = pipeline.extraction_of(exchange, job.missing)
             step = "read usage"
-            result.facts = pipeline.facts_of(exchange, extraction.model)
+            result.facts = facts_of(exchange, extraction.model)
             step = "analyze"
             analysis = await self.analyzer.analyze(extraction, job.card, pipeline.outcome_of(exchange))
             step = "build traces"
