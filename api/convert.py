@@ -9,6 +9,7 @@ twins, not from the Struct beside them (whose numbers are doubles).
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format
@@ -16,24 +17,34 @@ from google.protobuf.message import Message
 
 from smoltbot.api.schemas import (
     AgentSummary,
+    AgentUsage,
     Card,
     DriftAlert,
     Integrity,
     IntegrityPoint,
     IntegrityWindow,
     Session,
+    SessionDetail,
+    SessionIntegrity,
+    SessionSubAgent,
+    SessionTurn,
     Trace,
+    UsageGroup,
+    UsageTotals,
 )
 from smoltbot.core.protoconv import timestamp_text
-from smoltbot.v1 import agent_pb2, card_pb2, trace_pb2
+from smoltbot.v1 import agent_pb2, card_pb2, observer_service_pb2, trace_pb2
 
 __all__ = [
     "agent_summary",
+    "agent_usage_out",
     "card_out",
     "drift_alert_out",
     "integrity_out",
+    "session_detail_out",
     "session_out",
     "trace_out",
+    "usage_totals_out",
 ]
 
 
@@ -132,4 +143,56 @@ def session_out(session: agent_pb2.Session) -> Session:
         last_activity_at=timestamp_text(session, "last_activity_at"),
         ended_at=timestamp_text(session, "ended_at"),
         turn_count=session.turn_count,
+    )
+
+
+
+def usage_totals_out(totals: observer_service_pb2.UsageTotals) -> UsageTotals:
+    return UsageTotals(
+        calls=totals.calls, input_tokens=totals.input_tokens, cache_read_tokens=totals.cache_read_tokens,
+        cache_write_5m_tokens=totals.cache_write_5m_tokens,
+        cache_write_1h_tokens=totals.cache_write_1h_tokens,
+        cache_write_unknown_ttl_tokens=totals.cache_write_unknown_ttl_tokens,
+        output_tokens=totals.output_tokens, reasoning_tokens=totals.reasoning_tokens,
+        calls_without=dict(totals.calls_without), known_cost_usd=totals.known_cost_usd or "0",
+        known_cost_calls=totals.known_cost_calls, unknown_cost_calls=totals.unknown_cost_calls,
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return None if value is None else value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def agent_usage_out(response: observer_service_pb2.GetAgentUsageResponse, since: datetime | None,
+                    until: datetime | None) -> AgentUsage:
+    return AgentUsage.model_validate({
+        "agent_id": response.agent_id, "group_by": response.group_by, "since": _iso(since),
+        "until": _iso(until), "total": usage_totals_out(response.total),
+        "groups": [UsageGroup(key=group.key, usage=usage_totals_out(group.usage))
+                   for group in response.groups],
+    })
+
+
+def session_detail_out(response: observer_service_pb2.GetSessionUsageResponse) -> SessionDetail:
+    return SessionDetail(
+        agent_id=response.agent_id, session_id=response.session_id,
+        session_rungs=list(response.session_rungs),
+        turn_count=response.turn_count, first_seen=timestamp_text(response, "first_seen") or "",
+        last_seen=timestamp_text(response, "last_seen") or "", total=usage_totals_out(response.total),
+        turns=[SessionTurn(turn=turn.turn if turn.HasField("turn") else None,
+                           started_at=timestamp_text(turn, "started_at") or "",
+                           ended_at=timestamp_text(turn, "ended_at") or "",
+                           usage=usage_totals_out(turn.usage))
+               for turn in response.turns],
+        sub_agents=[SessionSubAgent(
+            sub_agent_id=agent.sub_agent_id, parent_agent_id=agent.parent_agent_id,
+            agent_type=agent.agent_type, source=agent.source,
+            first_seen=timestamp_text(agent, "first_seen") or "",
+            last_seen=timestamp_text(agent, "last_seen") or "", usage=usage_totals_out(agent.usage),
+            traces=agent.traces, verified_traces=agent.verified_traces,
+        ) for agent in response.sub_agents],
+        integrity=SessionIntegrity(
+            traces=response.traces, verified_traces=response.verified_traces,
+            violation_count=response.violation_count,
+            score=response.verified_traces / response.traces if response.traces else None),
     )

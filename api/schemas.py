@@ -230,6 +230,12 @@ class TraceObservation(BaseModel):
         "counted in integrity or drift."))
     request_method: str = Field(default="", description="The request's method, e.g. POST.")
     request_path: str = Field(default="", description="The upstream path called, e.g. /v1/messages.")
+    session_rung: str = Field(default="", description=(
+        "Which rung of the session ladder named the session: x-smoltbot-session, x-claude-code-session-id, "
+        "metadata.user_id, metadata.user_id:legacy, session-id, thread-id, x-session-affinity, none."))
+    sub_agent_id: str = Field(default="", description="Set when a sub-agent made the call: its id.")
+    parent_agent_id: str = Field(default="", description="The sub-agent's parent (empty: the main agent).")
+    sub_agent_type: str = Field(default="", description="The sub-agent's type (Claude Code: Explore, ...).")
 
 
 class Trace(BaseModel):
@@ -438,3 +444,81 @@ class Health(BaseModel):
     status: Literal["ok", "degraded"] = Field(description="ok when the API and both services serve.")
     registry: BackendState
     observer: BackendState
+
+
+# --------------------------------------------------------------------------- usage and sessions
+
+
+class UsageTotals(BaseModel):
+    """Tokens and cost of many model calls. Each token part sums the calls that reported it;
+    `calls_without` says, per part, how many calls did not (a partial sum is never the whole)."""
+
+    calls: int
+    input_tokens: int = Field(description="Uncached prompt tokens.")
+    cache_read_tokens: int
+    cache_write_5m_tokens: int
+    cache_write_1h_tokens: int
+    cache_write_unknown_ttl_tokens: int
+    output_tokens: int = Field(description="Generated tokens, reasoning included.")
+    reasoning_tokens: int = Field(description="The share of output reported as reasoning (not added again).")
+    calls_without: dict[str, int] = Field(description="Part name -> calls that did not report it.")
+    known_cost_usd: str = Field(
+        description="Exact US dollars (decimal text) of the calls whose cost is known.",
+        examples=["0.021265"])
+    known_cost_calls: int
+    unknown_cost_calls: int = Field(description="Calls of unknown cost (model not in the price table, "
+                                                "an unpriced condition, no usage reported): never guessed.")
+
+
+class UsageGroup(BaseModel):
+    key: str = Field(description="The UTC day (YYYY-MM-DD), the model, or the session id.")
+    usage: UsageTotals
+
+
+class AgentUsage(BaseModel):
+    agent_id: str
+    group_by: Literal["day", "model", "session"]
+    since: Timestamp | None
+    until: Timestamp | None
+    total: UsageTotals
+    groups: list[UsageGroup]
+
+
+class SessionTurn(BaseModel):
+    turn: int | None = Field(description="The conversation turn, 1 first (a user prompt starts one).")
+    started_at: Timestamp
+    ended_at: Timestamp
+    usage: UsageTotals
+
+
+class SessionSubAgent(BaseModel):
+    sub_agent_id: str
+    parent_agent_id: str = Field(description="Empty: the session's main agent.")
+    agent_type: str = Field(description="Claude Code's agent type (Explore, ...) or Codex's sub-agent kind.")
+    source: str = Field(description="claude_code | codex.")
+    first_seen: Timestamp
+    last_seen: Timestamp
+    usage: UsageTotals
+    traces: int
+    verified_traces: int = Field(description="Checked against the same card as the session's agent.")
+
+
+class SessionIntegrity(BaseModel):
+    traces: int = Field(description="The session's decision traces.")
+    verified_traces: int
+    violation_count: int
+    score: float | None = Field(description="verified / traces; null when there are none.")
+
+
+class SessionDetail(BaseModel):
+    agent_id: str
+    session_id: str
+    session_rungs: list[str] = Field(description="Which rungs of the session ladder named it "
+                                                 "(x-smoltbot-session, x-claude-code-session-id, ...).")
+    turn_count: int
+    first_seen: Timestamp
+    last_seen: Timestamp
+    total: UsageTotals = Field(description="The whole session, sub-agents included.")
+    turns: list[SessionTurn]
+    sub_agents: list[SessionSubAgent]
+    integrity: SessionIntegrity

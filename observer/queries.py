@@ -18,6 +18,7 @@ from smoltbot.observer.integrity import Integrity
 from smoltbot.observer.record_kinds import TRACE_KINDS
 from smoltbot.observer.registry_client import RegistryClient
 from smoltbot.observer.trace_store import TraceStore
+from smoltbot.observer.usage_store import GROUP_BYS, SessionUsage, UsageStore, UsageSums
 from smoltbot.observer.validation import validate_agent_id, validate_session_filter
 
 __all__ = ["Queries", "parse_order_by"]
@@ -42,10 +43,40 @@ def _scope(**filters: Any) -> str:
 
 
 class Queries:
-    def __init__(self, store: TraceStore, registry: RegistryClient, settings: Settings) -> None:
+    def __init__(self, store: TraceStore, registry: RegistryClient, settings: Settings,
+                 usage: UsageStore | None = None) -> None:
         self.store = store
         self.registry = registry
         self.settings = settings
+        self.usage = usage if usage is not None else UsageStore(store.db)
+
+    async def agent_usage(self, agent_id: str, since: datetime | None, until: datetime | None,
+                          group_by: str) -> tuple[UsageSums, list[tuple[str, UsageSums]], str]:
+        validate_agent_id(agent_id, required=True)
+        group_by = group_by or "day"
+        if group_by not in GROUP_BYS:
+            raise InvalidArgument("group_by", f"must be one of {', '.join(GROUP_BYS)}, got {group_by!r}")
+        if since is not None and until is not None and until < since:
+            raise InvalidArgument("until", "must not be before since")
+        total, groups = await self.usage.agent_usage(agent_id, since, until, group_by)
+        return total, groups, group_by
+
+    async def session_usage(self, agent_id: str, session_id: str) -> SessionUsage:
+        validate_agent_id(agent_id)
+        if not session_id:
+            raise InvalidArgument("session_id", "is required")
+        validate_session_filter(session_id)
+        if not agent_id:
+            agents = await self.usage.session_agents(session_id)
+            if len(agents) > 1:
+                raise InvalidArgument("agent_id", f"several agents have a session {session_id!r}: "
+                                                  "say which with agent_id")
+            agent_id = agents[0] if agents else ""
+        found = await self.usage.session(agent_id, session_id) if agent_id else None
+        if found is None:
+            raise NotFound(f"session {session_id!r} has no recorded model calls",
+                           reason="SESSION_NOT_FOUND", session_id=session_id)
+        return found
 
     async def list_traces(self, *, agent_id: str = "", session_id: str = "", verified: bool | None = None,
                           since: datetime | None = None, until: datetime | None = None, size: int = 0,

@@ -18,6 +18,7 @@ from smoltbot.observer.intake import Ack, Intake
 from smoltbot.observer.integrity import Integrity, IntegrityWindow
 from smoltbot.observer.queries import Queries
 from smoltbot.observer.trace_proto import trace_to_proto
+from smoltbot.observer.usage_convert import session_to_proto, usage_to_proto
 from smoltbot.v1 import observer_service_pb2 as pb
 from smoltbot.v1 import observer_service_pb2_grpc, trace_pb2
 
@@ -164,6 +165,22 @@ class ObserverServicer(observer_service_pb2_grpc.ObserverServiceServicer):
         return pb.ListDriftAlertsResponse(
             alerts=[alert_to_proto(alert) for alert in alerts], next_page_token=token
         )
+
+    @grpc_errors
+    async def GetAgentUsage(self, request: pb.GetAgentUsageRequest,
+                            context: grpc.aio.ServicerContext) -> pb.GetAgentUsageResponse:
+        since = from_timestamp(request, "since")
+        until = from_timestamp(request, "until")
+        total, groups, group_by = await self._queries.agent_usage(request.agent_id, since, until,
+                                                                  request.group_by)
+        return pb.GetAgentUsageResponse(
+            agent_id=request.agent_id, group_by=group_by, total=usage_to_proto(total),
+            groups=[pb.UsageGroup(key=key, usage=usage_to_proto(sums)) for key, sums in groups])
+
+    @grpc_errors
+    async def GetSessionUsage(self, request: pb.GetSessionUsageRequest,
+                              context: grpc.aio.ServicerContext) -> pb.GetSessionUsageResponse:
+        return session_to_proto(await self._queries.session_usage(request.agent_id, request.session_id))
 
     @grpc_errors
     async def ReportToolExecution(self, request: pb.ReportToolExecutionRequest,

@@ -336,3 +336,338 @@ class ReportToolExecutionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReportToolExecutionResponse: _TypeAlias = ReportToolExecutionResponse  # noqa: Y015
+
+@_typing.final
+class UsageTotals(_message.Message):
+    """Tokens and cost of many model calls. Each token part sums the calls that reported it;
+    calls_without counts, per part, the calls that did not (a partial sum is never the whole).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class CallsWithoutEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CALLS_FIELD_NUMBER: _builtins.int
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_READ_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_5M_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_1H_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_UNKNOWN_TTL_TOKENS_FIELD_NUMBER: _builtins.int
+    OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    REASONING_TOKENS_FIELD_NUMBER: _builtins.int
+    CALLS_WITHOUT_FIELD_NUMBER: _builtins.int
+    KNOWN_COST_USD_FIELD_NUMBER: _builtins.int
+    KNOWN_COST_CALLS_FIELD_NUMBER: _builtins.int
+    UNKNOWN_COST_CALLS_FIELD_NUMBER: _builtins.int
+    calls: _builtins.int
+    input_tokens: _builtins.int
+    cache_read_tokens: _builtins.int
+    cache_write_5m_tokens: _builtins.int
+    cache_write_1h_tokens: _builtins.int
+    cache_write_unknown_ttl_tokens: _builtins.int
+    output_tokens: _builtins.int
+    reasoning_tokens: _builtins.int
+    """The share of output the provider reported as reasoning (already inside output_tokens)."""
+    known_cost_usd: _builtins.str
+    """Exact US dollars, as decimal text, of the calls whose cost is known."""
+    known_cost_calls: _builtins.int
+    unknown_cost_calls: _builtins.int
+    """Calls of unknown cost (a model not in the price table, an unpriced condition, no usage)."""
+    @_builtins.property
+    def calls_without(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Part name (input_tokens, ...) -> calls that did not report it."""
+
+    def __init__(
+        self,
+        *,
+        calls: _builtins.int = ...,
+        input_tokens: _builtins.int = ...,
+        cache_read_tokens: _builtins.int = ...,
+        cache_write_5m_tokens: _builtins.int = ...,
+        cache_write_1h_tokens: _builtins.int = ...,
+        cache_write_unknown_ttl_tokens: _builtins.int = ...,
+        output_tokens: _builtins.int = ...,
+        reasoning_tokens: _builtins.int = ...,
+        calls_without: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+        known_cost_usd: _builtins.str = ...,
+        known_cost_calls: _builtins.int = ...,
+        unknown_cost_calls: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_read_tokens", b"cache_read_tokens", "cache_write_1h_tokens", b"cache_write_1h_tokens", "cache_write_5m_tokens", b"cache_write_5m_tokens", "cache_write_unknown_ttl_tokens", b"cache_write_unknown_ttl_tokens", "calls", b"calls", "calls_without", b"calls_without", "input_tokens", b"input_tokens", "known_cost_calls", b"known_cost_calls", "known_cost_usd", b"known_cost_usd", "output_tokens", b"output_tokens", "reasoning_tokens", b"reasoning_tokens", "unknown_cost_calls", b"unknown_cost_calls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageTotals: _TypeAlias = UsageTotals  # noqa: Y015
+
+@_typing.final
+class UsageGroup(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KEY_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    key: _builtins.str
+    """The UTC day (YYYY-MM-DD), the model, or the session id."""
+    @_builtins.property
+    def usage(self) -> Global___UsageTotals: ...
+    def __init__(
+        self,
+        *,
+        key: _builtins.str = ...,
+        usage: Global___UsageTotals | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___UsageGroup: _TypeAlias = UsageGroup  # noqa: Y015
+
+@_typing.final
+class GetAgentUsageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    SINCE_FIELD_NUMBER: _builtins.int
+    UNTIL_FIELD_NUMBER: _builtins.int
+    GROUP_BY_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    group_by: _builtins.str
+    """day | model | session ("" = day)."""
+    @_builtins.property
+    def since(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def until(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        since: _timestamp_pb2.Timestamp | None = ...,
+        until: _timestamp_pb2.Timestamp | None = ...,
+        group_by: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["since", b"since", "until", b"until"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "group_by", b"group_by", "since", b"since", "until", b"until"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAgentUsageRequest: _TypeAlias = GetAgentUsageRequest  # noqa: Y015
+
+@_typing.final
+class GetAgentUsageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    GROUP_BY_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    GROUPS_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    group_by: _builtins.str
+    @_builtins.property
+    def total(self) -> Global___UsageTotals: ...
+    @_builtins.property
+    def groups(self) -> _containers.RepeatedCompositeFieldContainer[Global___UsageGroup]: ...
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        group_by: _builtins.str = ...,
+        total: Global___UsageTotals | None = ...,
+        groups: _abc.Iterable[Global___UsageGroup] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "group_by", b"group_by", "groups", b"groups", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetAgentUsageResponse: _TypeAlias = GetAgentUsageResponse  # noqa: Y015
+
+@_typing.final
+class SessionTurn(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TURN_FIELD_NUMBER: _builtins.int
+    STARTED_AT_FIELD_NUMBER: _builtins.int
+    ENDED_AT_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    turn: _builtins.int
+    """The conversation turn (1 = first); unset for calls with no turn."""
+    @_builtins.property
+    def started_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def ended_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def usage(self) -> Global___UsageTotals: ...
+    def __init__(
+        self,
+        *,
+        turn: _builtins.int | None = ...,
+        started_at: _timestamp_pb2.Timestamp | None = ...,
+        ended_at: _timestamp_pb2.Timestamp | None = ...,
+        usage: Global___UsageTotals | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_turn", b"_turn", "ended_at", b"ended_at", "started_at", b"started_at", "turn", b"turn", "usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_turn", b"_turn", "ended_at", b"ended_at", "started_at", b"started_at", "turn", b"turn", "usage", b"usage"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__turn: _TypeAlias = _typing.Literal["turn"]  # noqa: Y015
+    _WhichOneofArgType__turn: _TypeAlias = _typing.Literal["_turn", b"_turn"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__turn) -> _WhichOneofReturnType__turn | None: ...
+
+Global___SessionTurn: _TypeAlias = SessionTurn  # noqa: Y015
+
+@_typing.final
+class SessionSubAgent(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUB_AGENT_ID_FIELD_NUMBER: _builtins.int
+    PARENT_AGENT_ID_FIELD_NUMBER: _builtins.int
+    AGENT_TYPE_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    FIRST_SEEN_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_FIELD_NUMBER: _builtins.int
+    USAGE_FIELD_NUMBER: _builtins.int
+    TRACES_FIELD_NUMBER: _builtins.int
+    VERIFIED_TRACES_FIELD_NUMBER: _builtins.int
+    sub_agent_id: _builtins.str
+    parent_agent_id: _builtins.str
+    """Empty: the session's main agent."""
+    agent_type: _builtins.str
+    source: _builtins.str
+    """claude_code | codex."""
+    traces: _builtins.int
+    verified_traces: _builtins.int
+    @_builtins.property
+    def first_seen(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_seen(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def usage(self) -> Global___UsageTotals: ...
+    def __init__(
+        self,
+        *,
+        sub_agent_id: _builtins.str = ...,
+        parent_agent_id: _builtins.str = ...,
+        agent_type: _builtins.str = ...,
+        source: _builtins.str = ...,
+        first_seen: _timestamp_pb2.Timestamp | None = ...,
+        last_seen: _timestamp_pb2.Timestamp | None = ...,
+        usage: Global___UsageTotals | None = ...,
+        traces: _builtins.int = ...,
+        verified_traces: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen", b"first_seen", "last_seen", b"last_seen", "usage", b"usage"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_type", b"agent_type", "first_seen", b"first_seen", "last_seen", b"last_seen", "parent_agent_id", b"parent_agent_id", "source", b"source", "sub_agent_id", b"sub_agent_id", "traces", b"traces", "usage", b"usage", "verified_traces", b"verified_traces"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionSubAgent: _TypeAlias = SessionSubAgent  # noqa: Y015
+
+@_typing.final
+class GetSessionUsageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    """Optional when only one agent has a session of this id."""
+    session_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "session_id", b"session_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSessionUsageRequest: _TypeAlias = GetSessionUsageRequest  # noqa: Y015
+
+@_typing.final
+class GetSessionUsageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    SESSION_RUNGS_FIELD_NUMBER: _builtins.int
+    TURN_COUNT_FIELD_NUMBER: _builtins.int
+    FIRST_SEEN_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    TURNS_FIELD_NUMBER: _builtins.int
+    SUB_AGENTS_FIELD_NUMBER: _builtins.int
+    TRACES_FIELD_NUMBER: _builtins.int
+    VERIFIED_TRACES_FIELD_NUMBER: _builtins.int
+    VIOLATION_COUNT_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    session_id: _builtins.str
+    turn_count: _builtins.int
+    traces: _builtins.int
+    """The session's decision traces: how many, how many verified, violations."""
+    verified_traces: _builtins.int
+    violation_count: _builtins.int
+    @_builtins.property
+    def session_rungs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The rungs of the session ladder that named it (core/sessions.py)."""
+
+    @_builtins.property
+    def first_seen(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_seen(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def total(self) -> Global___UsageTotals:
+        """Sub-agents included."""
+
+    @_builtins.property
+    def turns(self) -> _containers.RepeatedCompositeFieldContainer[Global___SessionTurn]: ...
+    @_builtins.property
+    def sub_agents(self) -> _containers.RepeatedCompositeFieldContainer[Global___SessionSubAgent]: ...
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+        session_rungs: _abc.Iterable[_builtins.str] | None = ...,
+        turn_count: _builtins.int = ...,
+        first_seen: _timestamp_pb2.Timestamp | None = ...,
+        last_seen: _timestamp_pb2.Timestamp | None = ...,
+        total: Global___UsageTotals | None = ...,
+        turns: _abc.Iterable[Global___SessionTurn] | None = ...,
+        sub_agents: _abc.Iterable[Global___SessionSubAgent] | None = ...,
+        traces: _builtins.int = ...,
+        verified_traces: _builtins.int = ...,
+        violation_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen", b"first_seen", "last_seen", b"last_seen", "total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "first_seen", b"first_seen", "last_seen", b"last_seen", "session_id", b"session_id", "session_rungs", b"session_rungs", "sub_agents", b"sub_agents", "total", b"total", "traces", b"traces", "turn_count", b"turn_count", "turns", b"turns", "verified_traces", b"verified_traces", "violation_count", b"violation_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSessionUsageResponse: _TypeAlias = GetSessionUsageResponse  # noqa: Y015

@@ -65,6 +65,16 @@ class ObserverServiceStub:
                 request_serializer=smoltbot_dot_v1_dot_observer__service__pb2.ReportToolExecutionRequest.SerializeToString,
                 response_deserializer=smoltbot_dot_v1_dot_observer__service__pb2.ReportToolExecutionResponse.FromString,
                 _registered_method=True)
+        self.GetSessionUsage = channel.unary_unary(
+                '/smoltbot.v1.ObserverService/GetSessionUsage',
+                request_serializer=smoltbot_dot_v1_dot_observer__service__pb2.GetSessionUsageRequest.SerializeToString,
+                response_deserializer=smoltbot_dot_v1_dot_observer__service__pb2.GetSessionUsageResponse.FromString,
+                _registered_method=True)
+        self.GetAgentUsage = channel.unary_unary(
+                '/smoltbot.v1.ObserverService/GetAgentUsage',
+                request_serializer=smoltbot_dot_v1_dot_observer__service__pb2.GetAgentUsageRequest.SerializeToString,
+                response_deserializer=smoltbot_dot_v1_dot_observer__service__pb2.GetAgentUsageResponse.FromString,
+                _registered_method=True)
 
 
 class ObserverServiceServicer:
@@ -110,6 +120,20 @@ class ObserverServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSessionUsage(self, request, context):
+        """One session: its turns, sub-agents, tokens, cost and integrity.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetAgentUsage(self, request, context):
+        """An agent's tokens and cost over a time range, grouped by day, model or session.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ObserverServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -142,6 +166,16 @@ def add_ObserverServiceServicer_to_server(servicer, server):
                     servicer.ReportToolExecution,
                     request_deserializer=smoltbot_dot_v1_dot_observer__service__pb2.ReportToolExecutionRequest.FromString,
                     response_serializer=smoltbot_dot_v1_dot_observer__service__pb2.ReportToolExecutionResponse.SerializeToString,
+            ),
+            'GetSessionUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSessionUsage,
+                    request_deserializer=smoltbot_dot_v1_dot_observer__service__pb2.GetSessionUsageRequest.FromString,
+                    response_serializer=smoltbot_dot_v1_dot_observer__service__pb2.GetSessionUsageResponse.SerializeToString,
+            ),
+            'GetAgentUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAgentUsage,
+                    request_deserializer=smoltbot_dot_v1_dot_observer__service__pb2.GetAgentUsageRequest.FromString,
+                    response_serializer=smoltbot_dot_v1_dot_observer__service__pb2.GetAgentUsageResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -307,6 +341,60 @@ class ObserverService:
             '/smoltbot.v1.ObserverService/ReportToolExecution',
             smoltbot_dot_v1_dot_observer__service__pb2.ReportToolExecutionRequest.SerializeToString,
             smoltbot_dot_v1_dot_observer__service__pb2.ReportToolExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSessionUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smoltbot.v1.ObserverService/GetSessionUsage',
+            smoltbot_dot_v1_dot_observer__service__pb2.GetSessionUsageRequest.SerializeToString,
+            smoltbot_dot_v1_dot_observer__service__pb2.GetSessionUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAgentUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smoltbot.v1.ObserverService/GetAgentUsage',
+            smoltbot_dot_v1_dot_observer__service__pb2.GetAgentUsageRequest.SerializeToString,
+            smoltbot_dot_v1_dot_observer__service__pb2.GetAgentUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,10 @@ class ObserverServiceStub:
     ListDriftAlerts: _grpc.UnaryUnaryMultiCallable[_observer_service_pb2.ListDriftAlertsRequest, _observer_service_pb2.ListDriftAlertsResponse]
     ReportToolExecution: _grpc.UnaryUnaryMultiCallable[_observer_service_pb2.ReportToolExecutionRequest, _observer_service_pb2.ReportToolExecutionResponse]
     """Marks tool calls the agent reported as actually executed (from a plugin)."""
+    GetSessionUsage: _grpc.UnaryUnaryMultiCallable[_observer_service_pb2.GetSessionUsageRequest, _observer_service_pb2.GetSessionUsageResponse]
+    """One session: its turns, sub-agents, tokens, cost and integrity."""
+    GetAgentUsage: _grpc.UnaryUnaryMultiCallable[_observer_service_pb2.GetAgentUsageRequest, _observer_service_pb2.GetAgentUsageResponse]
+    """An agent's tokens and cost over a time range, grouped by day, model or session."""
 
 @_typing.type_check_only
 class ObserverServiceAsyncStub(ObserverServiceStub):
@@ -59,6 +63,10 @@ class ObserverServiceAsyncStub(ObserverServiceStub):
     ListDriftAlerts: _aio.UnaryUnaryMultiCallable[_observer_service_pb2.ListDriftAlertsRequest, _observer_service_pb2.ListDriftAlertsResponse]  # type: ignore[assignment]
     ReportToolExecution: _aio.UnaryUnaryMultiCallable[_observer_service_pb2.ReportToolExecutionRequest, _observer_service_pb2.ReportToolExecutionResponse]  # type: ignore[assignment]
     """Marks tool calls the agent reported as actually executed (from a plugin)."""
+    GetSessionUsage: _aio.UnaryUnaryMultiCallable[_observer_service_pb2.GetSessionUsageRequest, _observer_service_pb2.GetSessionUsageResponse]  # type: ignore[assignment]
+    """One session: its turns, sub-agents, tokens, cost and integrity."""
+    GetAgentUsage: _aio.UnaryUnaryMultiCallable[_observer_service_pb2.GetAgentUsageRequest, _observer_service_pb2.GetAgentUsageResponse]  # type: ignore[assignment]
+    """An agent's tokens and cost over a time range, grouped by day, model or session."""
 
 class ObserverServiceServicer(metaclass=_abc_1.ABCMeta):
     """Turns captured exchanges into verified AAP decision traces, scores and drift alerts."""
@@ -108,5 +116,21 @@ class ObserverServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_observer_service_pb2.ReportToolExecutionResponse, _abc.Awaitable[_observer_service_pb2.ReportToolExecutionResponse]]:
         """Marks tool calls the agent reported as actually executed (from a plugin)."""
+
+    @_abc_1.abstractmethod
+    def GetSessionUsage(
+        self,
+        request: _observer_service_pb2.GetSessionUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_observer_service_pb2.GetSessionUsageResponse, _abc.Awaitable[_observer_service_pb2.GetSessionUsageResponse]]:
+        """One session: its turns, sub-agents, tokens, cost and integrity."""
+
+    @_abc_1.abstractmethod
+    def GetAgentUsage(
+        self,
+        request: _observer_service_pb2.GetAgentUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_observer_service_pb2.GetAgentUsageResponse, _abc.Awaitable[_observer_service_pb2.GetAgentUsageResponse]]:
+        """An agent's tokens and cost over a time range, grouped by day, model or session."""
 
 def add_ObserverServiceServicer_to_server(servicer: ObserverServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file smoltbot/v1/observer_service.proto.
  */
 export const file_smoltbot_v1_observer_service: GenFile = /*@__PURE__*/
-  fileDesc("CiJzbW9sdGJvdC92MS9vYnNlcnZlcl9zZXJ2aWNlLnByb3RvEgtzbW9sdGJvdC52MSI4Cg1Jbmdlc3RSZXF1ZXN0EicKCGV4Y2hhbmdlGAEgASgLMhUuc21vbHRib3QudjEuRXhjaGFuZ2UiYQoOSW5nZXN0UmVzcG9uc2USEwoLZXhjaGFuZ2VfaWQYASABKAkSKQoGc3RhdHVzGAIgASgOMhkuc21vbHRib3QudjEuSW5nZXN0U3RhdHVzEg8KB21lc3NhZ2UYAyABKAkigQIKEUxpc3RUcmFjZXNSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSFQoIdmVyaWZpZWQYAyABKAhIAIgBARIpCgVzaW5jZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFdW50aWwYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgGIAEoBRISCgpwYWdlX3Rva2VuGAcgASgJEhAKCG9yZGVyX2J5GAggASgJEhMKC3JlY29yZF9raW5kGAkgASgJQgsKCV92ZXJpZmllZCJTChJMaXN0VHJhY2VzUmVzcG9uc2USJAoGdHJhY2VzGAEgAygLMhQuc21vbHRib3QudjEuQXBUcmFjZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIwoPR2V0VHJhY2VSZXF1ZXN0EhAKCHRyYWNlX2lkGAEgASgJIjcKEEdldFRyYWNlUmVzcG9uc2USIwoFdHJhY2UYASABKAsyFC5zbW9sdGJvdC52MS5BcFRyYWNlIicKE0dldEludGVncml0eVJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkiRgoUR2V0SW50ZWdyaXR5UmVzcG9uc2USLgoJaW50ZWdyaXR5GAEgASgLMhsuc21vbHRib3QudjEuSW50ZWdyaXR5U2NvcmUiUQoWTGlzdERyaWZ0QWxlcnRzUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJbChdMaXN0RHJpZnRBbGVydHNSZXNwb25zZRInCgZhbGVydHMYASADKAsyFy5zbW9sdGJvdC52MS5EcmlmdEFsZXJ0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJpChpSZXBvcnRUb29sRXhlY3V0aW9uUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRISCgphZ2VudF9oYXNoGAIgASgJEhMKC3Rvb2xfdXNlX2lkGAMgASgJEhAKCGV4ZWN1dGVkGAQgASgIIh0KG1JlcG9ydFRvb2xFeGVjdXRpb25SZXNwb25zZSqCAQoMSW5nZXN0U3RhdHVzEh0KGUlOR0VTVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIaChZJTkdFU1RfU1RBVFVTX0FDQ0VQVEVEEAESGwoXSU5HRVNUX1NUQVRVU19EVVBMSUNBVEUQAhIaChZJTkdFU1RfU1RBVFVTX1JFSkVDVEVEEAMyoQQKD09ic2VydmVyU2VydmljZRJFCgZJbmdlc3QSGi5zbW9sdGJvdC52MS5Jbmdlc3RSZXF1ZXN0Ghsuc21vbHRib3QudjEuSW5nZXN0UmVzcG9uc2UoATABElIKCkxpc3RUcmFjZXMSHi5zbW9sdGJvdC52MS5MaXN0VHJhY2VzUmVxdWVzdBofLnNtb2x0Ym90LnYxLkxpc3RUcmFjZXNSZXNwb25zZSIDkAIBEkwKCEdldFRyYWNlEhwuc21vbHRib3QudjEuR2V0VHJhY2VSZXF1ZXN0Gh0uc21vbHRib3QudjEuR2V0VHJhY2VSZXNwb25zZSIDkAIBElgKDEdldEludGVncml0eRIgLnNtb2x0Ym90LnYxLkdldEludGVncml0eVJlcXVlc3QaIS5zbW9sdGJvdC52MS5HZXRJbnRlZ3JpdHlSZXNwb25zZSIDkAIBEmEKD0xpc3REcmlmdEFsZXJ0cxIjLnNtb2x0Ym90LnYxLkxpc3REcmlmdEFsZXJ0c1JlcXVlc3QaJC5zbW9sdGJvdC52MS5MaXN0RHJpZnRBbGVydHNSZXNwb25zZSIDkAIBEmgKE1JlcG9ydFRvb2xFeGVjdXRpb24SJy5zbW9sdGJvdC52MS5SZXBvcnRUb29sRXhlY3V0aW9uUmVxdWVzdBooLnNtb2x0Ym90LnYxLlJlcG9ydFRvb2xFeGVjdXRpb25SZXNwb25zZWIGcHJvdG8z", [file_google_protobuf_timestamp, file_smoltbot_v1_exchange, file_smoltbot_v1_trace]);
+  fileDesc("CiJzbW9sdGJvdC92MS9vYnNlcnZlcl9zZXJ2aWNlLnByb3RvEgtzbW9sdGJvdC52MSI4Cg1Jbmdlc3RSZXF1ZXN0EicKCGV4Y2hhbmdlGAEgASgLMhUuc21vbHRib3QudjEuRXhjaGFuZ2UiYQoOSW5nZXN0UmVzcG9uc2USEwoLZXhjaGFuZ2VfaWQYASABKAkSKQoGc3RhdHVzGAIgASgOMhkuc21vbHRib3QudjEuSW5nZXN0U3RhdHVzEg8KB21lc3NhZ2UYAyABKAkigQIKEUxpc3RUcmFjZXNSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSFQoIdmVyaWZpZWQYAyABKAhIAIgBARIpCgVzaW5jZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFdW50aWwYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgGIAEoBRISCgpwYWdlX3Rva2VuGAcgASgJEhAKCG9yZGVyX2J5GAggASgJEhMKC3JlY29yZF9raW5kGAkgASgJQgsKCV92ZXJpZmllZCJTChJMaXN0VHJhY2VzUmVzcG9uc2USJAoGdHJhY2VzGAEgAygLMhQuc21vbHRib3QudjEuQXBUcmFjZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIwoPR2V0VHJhY2VSZXF1ZXN0EhAKCHRyYWNlX2lkGAEgASgJIjcKEEdldFRyYWNlUmVzcG9uc2USIwoFdHJhY2UYASABKAsyFC5zbW9sdGJvdC52MS5BcFRyYWNlIicKE0dldEludGVncml0eVJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkiRgoUR2V0SW50ZWdyaXR5UmVzcG9uc2USLgoJaW50ZWdyaXR5GAEgASgLMhsuc21vbHRib3QudjEuSW50ZWdyaXR5U2NvcmUiUQoWTGlzdERyaWZ0QWxlcnRzUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJbChdMaXN0RHJpZnRBbGVydHNSZXNwb25zZRInCgZhbGVydHMYASADKAsyFy5zbW9sdGJvdC52MS5EcmlmdEFsZXJ0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJpChpSZXBvcnRUb29sRXhlY3V0aW9uUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRISCgphZ2VudF9oYXNoGAIgASgJEhMKC3Rvb2xfdXNlX2lkGAMgASgJEhAKCGV4ZWN1dGVkGAQgASgIIh0KG1JlcG9ydFRvb2xFeGVjdXRpb25SZXNwb25zZSKqAwoLVXNhZ2VUb3RhbHMSDQoFY2FsbHMYASABKAMSFAoMaW5wdXRfdG9rZW5zGAIgASgDEhkKEWNhY2hlX3JlYWRfdG9rZW5zGAMgASgDEh0KFWNhY2hlX3dyaXRlXzVtX3Rva2VucxgEIAEoAxIdChVjYWNoZV93cml0ZV8xaF90b2tlbnMYBSABKAMSJgoeY2FjaGVfd3JpdGVfdW5rbm93bl90dGxfdG9rZW5zGAYgASgDEhUKDW91dHB1dF90b2tlbnMYByABKAMSGAoQcmVhc29uaW5nX3Rva2VucxgIIAEoAxJBCg1jYWxsc193aXRob3V0GAkgAygLMiouc21vbHRib3QudjEuVXNhZ2VUb3RhbHMuQ2FsbHNXaXRob3V0RW50cnkSFgoOa25vd25fY29zdF91c2QYCiABKAkSGAoQa25vd25fY29zdF9jYWxscxgLIAEoAxIaChJ1bmtub3duX2Nvc3RfY2FsbHMYDCABKAMaMwoRQ2FsbHNXaXRob3V0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASJCCgpVc2FnZUdyb3VwEgsKA2tleRgBIAEoCRInCgV1c2FnZRgCIAEoCzIYLnNtb2x0Ym90LnYxLlVzYWdlVG90YWxzIpABChRHZXRBZ2VudFVzYWdlUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRIpCgVzaW5jZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFdW50aWwYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGdyb3VwX2J5GAQgASgJIo0BChVHZXRBZ2VudFVzYWdlUmVzcG9uc2USEAoIYWdlbnRfaWQYASABKAkSEAoIZ3JvdXBfYnkYAiABKAkSJwoFdG90YWwYAyABKAsyGC5zbW9sdGJvdC52MS5Vc2FnZVRvdGFscxInCgZncm91cHMYBCADKAsyFy5zbW9sdGJvdC52MS5Vc2FnZUdyb3VwIrABCgtTZXNzaW9uVHVybhIRCgR0dXJuGAEgASgFSACIAQESLgoKc3RhcnRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBXVzYWdlGAQgASgLMhguc21vbHRib3QudjEuVXNhZ2VUb3RhbHNCBwoFX3R1cm4ilQIKD1Nlc3Npb25TdWJBZ2VudBIUCgxzdWJfYWdlbnRfaWQYASABKAkSFwoPcGFyZW50X2FnZW50X2lkGAIgASgJEhIKCmFnZW50X3R5cGUYAyABKAkSDgoGc291cmNlGAQgASgJEi4KCmZpcnN0X3NlZW4YBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCWxhc3Rfc2VlbhgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoFdXNhZ2UYByABKAsyGC5zbW9sdGJvdC52MS5Vc2FnZVRvdGFscxIOCgZ0cmFjZXMYCCABKAMSFwoPdmVyaWZpZWRfdHJhY2VzGAkgASgDIj4KFkdldFNlc3Npb25Vc2FnZVJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCSKPAwoXR2V0U2Vzc2lvblVzYWdlUmVzcG9uc2USEAoIYWdlbnRfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIVCg1zZXNzaW9uX3J1bmdzGAMgAygJEhIKCnR1cm5fY291bnQYBCABKAUSLgoKZmlyc3Rfc2VlbhgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJbGFzdF9zZWVuGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBInCgV0b3RhbBgHIAEoCzIYLnNtb2x0Ym90LnYxLlVzYWdlVG90YWxzEicKBXR1cm5zGAggAygLMhguc21vbHRib3QudjEuU2Vzc2lvblR1cm4SMAoKc3ViX2FnZW50cxgJIAMoCzIcLnNtb2x0Ym90LnYxLlNlc3Npb25TdWJBZ2VudBIOCgZ0cmFjZXMYCiABKAMSFwoPdmVyaWZpZWRfdHJhY2VzGAsgASgDEhcKD3Zpb2xhdGlvbl9jb3VudBgMIAEoAyqCAQoMSW5nZXN0U3RhdHVzEh0KGUlOR0VTVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIaChZJTkdFU1RfU1RBVFVTX0FDQ0VQVEVEEAESGwoXSU5HRVNUX1NUQVRVU19EVVBMSUNBVEUQAhIaChZJTkdFU1RfU1RBVFVTX1JFSkVDVEVEEAMy4QUKD09ic2VydmVyU2VydmljZRJFCgZJbmdlc3QSGi5zbW9sdGJvdC52MS5Jbmdlc3RSZXF1ZXN0Ghsuc21vbHRib3QudjEuSW5nZXN0UmVzcG9uc2UoATABElIKCkxpc3RUcmFjZXMSHi5zbW9sdGJvdC52MS5MaXN0VHJhY2VzUmVxdWVzdBofLnNtb2x0Ym90LnYxLkxpc3RUcmFjZXNSZXNwb25zZSIDkAIBEkwKCEdldFRyYWNlEhwuc21vbHRib3QudjEuR2V0VHJhY2VSZXF1ZXN0Gh0uc21vbHRib3QudjEuR2V0VHJhY2VSZXNwb25zZSIDkAIBElgKDEdldEludGVncml0eRIgLnNtb2x0Ym90LnYxLkdldEludGVncml0eVJlcXVlc3QaIS5zbW9sdGJvdC52MS5HZXRJbnRlZ3JpdHlSZXNwb25zZSIDkAIBEmEKD0xpc3REcmlmdEFsZXJ0cxIjLnNtb2x0Ym90LnYxLkxpc3REcmlmdEFsZXJ0c1JlcXVlc3QaJC5zbW9sdGJvdC52MS5MaXN0RHJpZnRBbGVydHNSZXNwb25zZSIDkAIBEmgKE1JlcG9ydFRvb2xFeGVjdXRpb24SJy5zbW9sdGJvdC52MS5SZXBvcnRUb29sRXhlY3V0aW9uUmVxdWVzdBooLnNtb2x0Ym90LnYxLlJlcG9ydFRvb2xFeGVjdXRpb25SZXNwb25zZRJhCg9HZXRTZXNzaW9uVXNhZ2USIy5zbW9sdGJvdC52MS5HZXRTZXNzaW9uVXNhZ2VSZXF1ZXN0GiQuc21vbHRib3QudjEuR2V0U2Vzc2lvblVzYWdlUmVzcG9uc2UiA5ACARJbCg1HZXRBZ2VudFVzYWdlEiEuc21vbHRib3QudjEuR2V0QWdlbnRVc2FnZVJlcXVlc3QaIi5zbW9sdGJvdC52MS5HZXRBZ2VudFVzYWdlUmVzcG9uc2UiA5ACAWIGcHJvdG8z", [file_google_protobuf_timestamp, file_smoltbot_v1_exchange, file_smoltbot_v1_trace]);
 
 /**
  * @generated from message smoltbot.v1.IngestRequest
@@ -314,6 +314,376 @@ export const ReportToolExecutionResponseSchema: GenMessage<ReportToolExecutionRe
   messageDesc(file_smoltbot_v1_observer_service, 11);
 
 /**
+ * Tokens and cost of many model calls. Each token part sums the calls that reported it;
+ * calls_without counts, per part, the calls that did not (a partial sum is never the whole).
+ *
+ * @generated from message smoltbot.v1.UsageTotals
+ */
+export type UsageTotals = Message<"smoltbot.v1.UsageTotals"> & {
+  /**
+   * @generated from field: int64 calls = 1;
+   */
+  calls: bigint;
+
+  /**
+   * @generated from field: int64 input_tokens = 2;
+   */
+  inputTokens: bigint;
+
+  /**
+   * @generated from field: int64 cache_read_tokens = 3;
+   */
+  cacheReadTokens: bigint;
+
+  /**
+   * @generated from field: int64 cache_write_5m_tokens = 4;
+   */
+  cacheWrite5mTokens: bigint;
+
+  /**
+   * @generated from field: int64 cache_write_1h_tokens = 5;
+   */
+  cacheWrite1hTokens: bigint;
+
+  /**
+   * @generated from field: int64 cache_write_unknown_ttl_tokens = 6;
+   */
+  cacheWriteUnknownTtlTokens: bigint;
+
+  /**
+   * @generated from field: int64 output_tokens = 7;
+   */
+  outputTokens: bigint;
+
+  /**
+   * The share of output the provider reported as reasoning (already inside output_tokens).
+   *
+   * @generated from field: int64 reasoning_tokens = 8;
+   */
+  reasoningTokens: bigint;
+
+  /**
+   * Part name (input_tokens, ...) -> calls that did not report it.
+   *
+   * @generated from field: map<string, int64> calls_without = 9;
+   */
+  callsWithout: { [key: string]: bigint };
+
+  /**
+   * Exact US dollars, as decimal text, of the calls whose cost is known.
+   *
+   * @generated from field: string known_cost_usd = 10;
+   */
+  knownCostUsd: string;
+
+  /**
+   * @generated from field: int64 known_cost_calls = 11;
+   */
+  knownCostCalls: bigint;
+
+  /**
+   * Calls of unknown cost (a model not in the price table, an unpriced condition, no usage).
+   *
+   * @generated from field: int64 unknown_cost_calls = 12;
+   */
+  unknownCostCalls: bigint;
+};
+
+/**
+ * Describes the message smoltbot.v1.UsageTotals.
+ * Use `create(UsageTotalsSchema)` to create a new message.
+ */
+export const UsageTotalsSchema: GenMessage<UsageTotals> = /*@__PURE__*/
+  messageDesc(file_smoltbot_v1_observer_service, 12);
+
+/**
+ * @generated from message smoltbot.v1.UsageGroup
+ */
+export type UsageGroup = Message<"smoltbot.v1.UsageGroup"> & {
+  /**
+   * The UTC day (YYYY-MM-DD), the model, or the session id.
+   *
+   * @generated from field: string key = 1;
+   */
+  key: string;
+
+  /**
+   * @generated from field: smoltbot.v1.UsageTotals usage = 2;
+   */
+  usage?: UsageTotals | undefined;
+};
+
+/**
+ * Describes the message smoltbot.v1.UsageGroup.
+ * Use `create(UsageGroupSchema)` to create a new message.
+ */
+export const UsageGroupSchema: GenMessage<UsageGroup> = /*@__PURE__*/
+  messageDesc(file_smoltbot_v1_observer_service, 13);
+
+/**
+ * @generated from message smoltbot.v1.GetAgentUsageRequest
+ */
+export type GetAgentUsageRequest = Message<"smoltbot.v1.GetAgentUsageRequest"> & {
+  /**
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp since = 2;
+   */
+  since?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp until = 3;
+   */
+  until?: Timestamp | undefined;
+
+  /**
+   * day | model | session ("" = day).
+   *
+   * @generated from field: string group_by = 4;
+   */
+  groupBy: string;
+};
+
+/**
+ * Describes the message smoltbot.v1.GetAgentUsageRequest.
+ * Use `create(GetAgentUsageRequestSchema)` to create a new message.
+ */
+export const GetAgentUsageRequestSchema: GenMessage<GetAgentUsageRequest> = /*@__PURE__*/
+  messageDesc(file_smoltbot_v1_observer_service, 14);
+
+/**
+ * @generated from message smoltbot.v1.GetAgentUsageResponse
+ */
+export type GetAgentUsageResponse = Message<"smoltbot.v1.GetAgentUsageResponse"> & {
+  /**
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+
+  /**
+   * @generated from field: string group_by = 2;
+   */
+  groupBy: string;
+
+  /**
+   * @generated from field: smoltbot.v1.UsageTotals total = 3;
+   */
+  total?: UsageTotals | undefined;
+
+  /**
+   * @generated from field: repeated smoltbot.v1.UsageGroup groups = 4;
+   */
+  groups: UsageGroup[];
+};
+
+/**
+ * Describes the message smoltbot.v1.GetAgentUsageResponse.
+ * Use `create(GetAgentUsageResponseSchema)` to create a new message.
+ */
+export const GetAgentUsageResponseSchema: GenMessage<GetAgentUsageResponse> = /*@__PURE__*/
+  messageDesc(file_smoltbot_v1_observer_service, 15);
+
+/**
+ * @generated from message smoltbot.v1.SessionTurn
+ */
+export type SessionTurn = Message<"smoltbot.v1.SessionTurn"> & {
+  /**
+   * The conversation turn (1 = first); unset for calls with no turn.
+   *
+   * @generated from field: optional int32 turn = 1;
+   */
+  turn?: number | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp started_at = 2;
+   */
+  startedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp ended_at = 3;
+   */
+  endedAt?: Timestamp | undefined;
+
+  /**
+   * @generated from field: smoltbot.v1.UsageTotals usage = 4;
+   */
+  usage?: UsageTotals | undefined;
+};
+
+/**
+ * Describes the message smoltbot.v1.SessionTurn.
+ * Use `create(SessionTurnSchema)` to create a new message.
+ */
+export const SessionTurnSchema: GenMessage<SessionTurn> = /*@__PURE__*/
+  messageDesc(file_smoltbot_v1_observer_service, 16);
+
+/**
+ * @generated from message smoltbot.v1.SessionSubAgent
+ */
+export type SessionSubAgent = Message<"smoltbot.v1.SessionSubAgent"> & {
+  /**
+   * @generated from field: string sub_agent_id = 1;
+   */
+  subAgentId: string;
+
+  /**
+   * Empty: the session's main agent.
+   *
+   * @generated from field: string parent_agent_id = 2;
+   */
+  parentAgentId: string;
+
+  /**
+   * @generated from field: string agent_type = 3;
+   */
+  agentType: string;
+
+  /**
+   * claude_code | codex.
+   *
+   * @generated from field: string source = 4;
+   */
+  source: string;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp first_seen = 5;
+   */
+  firstSeen?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_seen = 6;
+   */
+  lastSeen?: Timestamp | undefined;
+
+  /**
+   * @generated from field: smoltbot.v1.UsageTotals usage = 7;
+   */
+  usage?: UsageTotals | undefined;
+
+  /**
+   * @generated from field: int64 traces = 8;
+   */
+  traces: bigint;
+
+  /**
+   * @generated from field: int64 verified_traces = 9;
+   */
+  verifiedTraces: bigint;
+};
+
+/**
+ * Describes the message smoltbot.v1.SessionSubAgent.
+ * Use `create(SessionSubAgentSchema)` to create a new message.
+ */
+export const SessionSubAgentSchema: GenMessage<SessionSubAgent> = /*@__PURE__*/
+  messageDesc(file_smoltbot_v1_observer_service, 17);
+
+/**
+ * @generated from message smoltbot.v1.GetSessionUsageRequest
+ */
+export type GetSessionUsageRequest = Message<"smoltbot.v1.GetSessionUsageRequest"> & {
+  /**
+   * Optional when only one agent has a session of this id.
+   *
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+
+  /**
+   * @generated from field: string session_id = 2;
+   */
+  sessionId: string;
+};
+
+/**
+ * Describes the message smoltbot.v1.GetSessionUsageRequest.
+ * Use `create(GetSessionUsageRequestSchema)` to create a new message.
+ */
+export const GetSessionUsageRequestSchema: GenMessage<GetSessionUsageRequest> = /*@__PURE__*/
+  messageDesc(file_smoltbot_v1_observer_service, 18);
+
+/**
+ * @generated from message smoltbot.v1.GetSessionUsageResponse
+ */
+export type GetSessionUsageResponse = Message<"smoltbot.v1.GetSessionUsageResponse"> & {
+  /**
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+
+  /**
+   * @generated from field: string session_id = 2;
+   */
+  sessionId: string;
+
+  /**
+   * The rungs of the session ladder that named it (core/sessions.py).
+   *
+   * @generated from field: repeated string session_rungs = 3;
+   */
+  sessionRungs: string[];
+
+  /**
+   * @generated from field: int32 turn_count = 4;
+   */
+  turnCount: number;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp first_seen = 5;
+   */
+  firstSeen?: Timestamp | undefined;
+
+  /**
+   * @generated from field: google.protobuf.Timestamp last_seen = 6;
+   */
+  lastSeen?: Timestamp | undefined;
+
+  /**
+   * Sub-agents included.
+   *
+   * @generated from field: smoltbot.v1.UsageTotals total = 7;
+   */
+  total?: UsageTotals | undefined;
+
+  /**
+   * @generated from field: repeated smoltbot.v1.SessionTurn turns = 8;
+   */
+  turns: SessionTurn[];
+
+  /**
+   * @generated from field: repeated smoltbot.v1.SessionSubAgent sub_agents = 9;
+   */
+  subAgents: SessionSubAgent[];
+
+  /**
+   * The session's decision traces: how many, how many verified, violations.
+   *
+   * @generated from field: int64 traces = 10;
+   */
+  traces: bigint;
+
+  /**
+   * @generated from field: int64 verified_traces = 11;
+   */
+  verifiedTraces: bigint;
+
+  /**
+   * @generated from field: int64 violation_count = 12;
+   */
+  violationCount: bigint;
+};
+
+/**
+ * Describes the message smoltbot.v1.GetSessionUsageResponse.
+ * Use `create(GetSessionUsageResponseSchema)` to create a new message.
+ */
+export const GetSessionUsageResponseSchema: GenMessage<GetSessionUsageResponse> = /*@__PURE__*/
+  messageDesc(file_smoltbot_v1_observer_service, 19);
+
+/**
  * @generated from enum smoltbot.v1.IngestStatus
  */
 export enum IngestStatus {
@@ -408,6 +778,26 @@ export const ObserverService: GenService<{
     methodKind: "unary";
     input: typeof ReportToolExecutionRequestSchema;
     output: typeof ReportToolExecutionResponseSchema;
+  },
+  /**
+   * One session: its turns, sub-agents, tokens, cost and integrity.
+   *
+   * @generated from rpc smoltbot.v1.ObserverService.GetSessionUsage
+   */
+  getSessionUsage: {
+    methodKind: "unary";
+    input: typeof GetSessionUsageRequestSchema;
+    output: typeof GetSessionUsageResponseSchema;
+  },
+  /**
+   * An agent's tokens and cost over a time range, grouped by day, model or session.
+   *
+   * @generated from rpc smoltbot.v1.ObserverService.GetAgentUsage
+   */
+  getAgentUsage: {
+    methodKind: "unary";
+    input: typeof GetAgentUsageRequestSchema;
+    output: typeof GetAgentUsageResponseSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_smoltbot_v1_observer_service, 0);
