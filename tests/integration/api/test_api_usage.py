@@ -60,7 +60,8 @@ async def _session_with_sub_agent(api: httpx.AsyncClient, stack: Stack) -> str:
     _claude_code(main, prompt)
     _claude_code(sub, [{"role": "user", "content": "Find the retry loop"}],
                  **{"x-claude-code-agent-id": "a7f3c2e19b", "x-claude-code-agent-type": "Explore"})
-    task_call = {"type": "tool_use", "id": "toolu_1", "name": "Task", "input": {"prompt": "Find the retry loop"}}
+    task_call = {"type": "tool_use", "id": "toolu_1", "name": "Task",
+                 "input": {"prompt": "Find the retry loop"}}
     task_result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "line 40"}
     _claude_code(after, [*prompt, {"role": "assistant", "content": [task_call]},
                          {"role": "user", "content": [task_result]}], model="claude-unknown-7")
