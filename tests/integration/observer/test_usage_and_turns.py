@@ -8,11 +8,14 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from smoltbot.core.pricing import PriceTableError
+from smoltbot.observer.server import build_server
 from smoltbot.v1 import exchange_pb2
 from tests.integration.observer.conftest import ObserverStack
 from tests.integration.observer.exchanges import make_exchange, message, text, tool_use
@@ -102,3 +105,31 @@ async def test_usage_cost_and_turns_per_exchange(observer_stack: ObserverStack) 
     assert unknown.cost_usd is None and unknown.cost_picousd is None
     assert "not in the price table" in unknown.cost_reason and "claude-nonexistent-9" in unknown.cost_reason
     assert (unknown.input_tokens, unknown.output_tokens) == (7, 2)
+
+
+async def test_a_bad_price_table_override_stops_the_observer(observer_stack: ObserverStack,
+                                                             tmp_path: Path) -> None:
+    bad = tmp_path / "prices.toml"
+    bad.write_text('schema = 1\n[[model]]\nprovider = "anthropic"\nmodel = "claude-x"\ninput = 1\n')
+    with pytest.raises(PriceTableError, match=r"prices\.toml.*checked must be the date"):
+        await build_server(observer_stack.observer_settings.model_copy(update={"price_table_path": str(bad)}),
+                           address="127.0.0.1:0")
+
+
+async def test_an_operator_price_overrides_the_shipped_one(observer_stack: ObserverStack,
+                                                           tmp_path: Path) -> None:
+    override = tmp_path / "prices.toml"
+    override.write_text('schema = 1\n[[model]]\nprovider = "anthropic"\nmodel = "claude-opus-4-8"\n'
+                        'checked = 2026-12-01\nsource = "our contract"\ninput = 1\noutput = 2\n')
+    await observer_stack.stop_observer()
+    await observer_stack.start_observer(price_table_path=str(override))
+    _, agent_hash = await observer_stack.agent()
+    call = _call(agent_hash, [{"role": "user", "content": "hi"}],
+                 _reply(text("Hello."), usage={"input_tokens": 1000, "output_tokens": 1000}),
+                 datetime.now(UTC))
+    await observer_stack.ingest([call])
+    await observer_stack.wait_finished([call.exchange_id])
+    async with observer_stack.db.read() as conn:
+        row = (await conn.execute(sa.text("SELECT cost_usd, price_checked FROM exchange_usage "
+                                          "WHERE exchange_id = :e"), {"e": call.exchange_id})).one()
+    assert (Decimal(row.cost_usd), row.price_checked) == (Decimal("0.003"), "2026-12-01")
