@@ -160,6 +160,11 @@ async def test_a_slow_upstream_stream_is_relayed_event_by_event_as_it_comes(shar
 async def test_a_slow_upstream_answer_reaches_a_patient_client_and_an_impatient_one_is_traced_as_aborted(
         shared_stack: Stack) -> None:
     patient, impatient = new_credential("patient"), new_credential("impatient")
+    # A call the upstream never answered is traced only for a credential it has accepted before
+    # (an agent exists only for accepted credentials, processor.py): the impatient client's first
+    # call is answered, and traced, before it gives up on a slow one.
+    assert (await sdk_call(shared_stack.anthropic_base_url, impatient, stream=False, headers={}))["ok"]
+    await _exchange_of(shared_stack, impatient)
     slow = {"x-standin-scenario": "text,slow", "x-standin-delay-ms": "2500"}
     started = time.monotonic()
     waited, gave_up = await asyncio.gather(
@@ -169,7 +174,9 @@ async def test_a_slow_upstream_answer_reaches_a_patient_client_and_an_impatient_
     assert waited["ok"] and time.monotonic() - started >= 2.5
     assert gave_up == {"error": "APITimeoutError"}
     assert (await _exchange_of(shared_stack, patient))["observation"]["outcome"] == "complete"
-    aborted = (await _exchange_of(shared_stack, impatient))["observation"]
+    agent_id = await asyncio.to_thread(shared_stack.resolve_agent, impatient)
+    traces = await asyncio.to_thread(shared_stack.wait_for_exchanges, agent_id, 2, 30)
+    aborted = next(t["observation"] for t in traces if t["observation"]["outcome"] != "complete")
     assert aborted["outcome"] == "client_abort", aborted
     assert aborted["http_status"] == 0
 
