@@ -41,6 +41,10 @@ ENDPOINTS: dict[str, Endpoint] = {
     "integrity": Endpoint("GET", "/v1/integrity/{agent_id}", "Integrity"),
     "card": Endpoint("GET", "/v1/agents/{agent_id}/card", "Card"),
     "put_card": Endpoint("PUT", "/v1/agents/{agent_id}/card", "Card"),
+    "agent_sessions": Endpoint("GET", "/v1/agents/{agent_id}/sessions", "SessionList", query=("limit",)),
+    "session": Endpoint("GET", "/v1/sessions/{session_id}", "SessionDetail", query=("agent_id",)),
+    "agent_usage": Endpoint("GET", "/v1/agents/{agent_id}/usage", "AgentUsage",
+                            query=("group_by", "since", "until")),
 }
 
 #: The error body every failed call carries.
@@ -96,6 +100,23 @@ FIELDS: dict[str, frozenset[str]] = {
             *(f"all_time.{name}" for name in _WINDOW),
         }
     ),
+    "SessionList": frozenset(
+        {"items", "items[].session_id", "items[].last_activity_at", "items[].turn_count"}
+    ),
+    "UsageTotals": frozenset(
+        {"calls", "input_tokens", "cache_read_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
+         "cache_write_unknown_ttl_tokens", "output_tokens", "known_cost_usd", "unknown_cost_calls"}
+    ),
+    "AgentUsage": frozenset({"groups", "groups[].key", "groups[].usage", "total"}),
+    "SessionDetail": frozenset(
+        {"session_rungs", "first_seen", "last_seen", "turn_count", "total", "turns", "sub_agents",
+         "integrity"}
+    ),
+    "SessionTurn": frozenset({"turn", "started_at", "usage"}),
+    "SessionSubAgent": frozenset(
+        {"sub_agent_id", "agent_type", "parent_agent_id", "verified_traces", "traces", "usage"}
+    ),
+    "SessionIntegrity": frozenset({"traces", "verified_traces"}),
     "Card": frozenset(
         {
             "card_id",

@@ -12,6 +12,7 @@ from smoltbot.cli import (
     commands_integrity,
     commands_logs,
     commands_status,
+    commands_usage,
     stack,
 )
 
@@ -29,6 +30,7 @@ commands_init.register(app)
 commands_status.register(app)
 commands_logs.register(app)
 commands_integrity.register(app)
+commands_usage.register(app)
 app.add_typer(commands_card.app, name="card")
 app.add_typer(commands_config.app, name="config")
 commands_claim.register(app)

@@ -39,9 +39,9 @@ def _claude_code(exchange: exchange_pb2.Exchange, messages: list[dict[str, Any]]
     return exchange
 
 
-async def _session_with_sub_agent(api: httpx.AsyncClient, stack: Stack) -> str:
-    credential = new_credential()
-    agent_id = (await api.post("/v1/agents/resolve", headers=auth(credential))).json()["agent_id"]
+def claude_code_session(stack: Stack, credential: str, agent_id: str) -> list[exchange_pb2.Exchange]:
+    """A Claude Code session: a prompt answered with a Task call (prompt caching), the Explore
+    sub-agent's call, then the main agent again on the tool result with a model not in the table."""
     at = datetime.now(UTC) - timedelta(minutes=2)
     prompt = [{"role": "user", "content": "Why does the retry loop never stop?"}]
     main = make_exchange(stack, credential, _usage(
@@ -65,7 +65,13 @@ async def _session_with_sub_agent(api: httpx.AsyncClient, stack: Stack) -> str:
     task_result = {"type": "tool_result", "tool_use_id": "toolu_1", "content": "line 40"}
     _claude_code(after, [*prompt, {"role": "assistant", "content": [task_call]},
                          {"role": "user", "content": [task_result]}], model="claude-unknown-7")
-    await ingest(stack, main, sub, after)
+    return [main, sub, after]
+
+
+async def _session_with_sub_agent(api: httpx.AsyncClient, stack: Stack) -> str:
+    credential = new_credential()
+    agent_id = (await api.post("/v1/agents/resolve", headers=auth(credential))).json()["agent_id"]
+    await ingest(stack, *claude_code_session(stack, credential, agent_id))
     await wait_for_traces(api, agent_id, 3)
     return agent_id
 
