@@ -26,6 +26,7 @@ __all__ = [
     "Agent",
     "AgentList",
     "AgentSummary",
+    "AgentUsage",
     "BackendState",
     "Card",
     "CardList",
@@ -40,12 +41,18 @@ __all__ = [
     "IntegrityWindow",
     "ResolveResponse",
     "Session",
+    "SessionDetail",
+    "SessionIntegrity",
     "SessionList",
     "SessionReport",
+    "SessionSubAgent",
+    "SessionTurn",
     "ToolExecution",
     "ToolExecutionReport",
     "Trace",
     "TraceList",
+    "UsageGroup",
+    "UsageTotals",
 ]
 
 def _rfc3339(value: Any) -> Any:
