@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import secrets
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from smoltbot.core.errors import InvalidArgument
-from smoltbot.core.ids import MAX_SESSION_ID_LENGTH, validate_agent_hash, validate_agent_id
+from smoltbot.core.ids import MAX_SESSION_ID_LENGTH, new_session_id, validate_agent_hash, validate_agent_id
 from smoltbot.core.pagination import decode_page_token, next_page, page_size
 from smoltbot.core.storage import Database
 from smoltbot.registry import store
@@ -38,10 +37,6 @@ class SessionEvent(enum.StrEnum):
     STARTED = "started"
     TURN = "turn"
     ENDED = "ended"
-
-
-def new_session_id() -> str:
-    return f"ses-{secrets.token_hex(8)}"
 
 
 class Sessions:
