@@ -197,10 +197,11 @@ class Shipper:
         """One Ingest stream: sends everything unacked, then follows the queue. Returns whether
         any ack arrived (a healthy stream), when the stream ends or fails."""
         assert self._channel is not None
+        requests = _Requests()
         call = self._channel.stream_stream(
             _INGEST_METHOD, request_serializer=None,
             response_deserializer=observer_service_pb2.IngestResponse.FromString,
-        )()
+        )(requests)
         self._in_flight = {}
         self._isolating = None
         self._queue = collections.deque(self.spool.unacked())
@@ -226,7 +227,8 @@ class Shipper:
                     self._isolating = record.exchange_id
                 payload = self.spool.payload_of(record)
                 self._in_flight[record.exchange_id] = record
-                await call.write(payload)
+                if not await requests.write(payload, reader):
+                    break  # the stream ended (the reader says how)
                 self.shipped += 1
                 if self._on_shipped is not None:
                     self._on_shipped()
@@ -234,6 +236,7 @@ class Shipper:
             if not reader.done():
                 logger.debug("observer stream write failed: %r", error)
         finally:
+            requests.close()
             call.cancel()
             if not reader.done():
                 reader.cancel()
@@ -245,7 +248,8 @@ class Shipper:
             raise error
         return state["acked"]
 
-    async def _read_acks(self, call: grpc.aio.StreamStreamCall, state: dict[str, bool]) -> None:
+    async def _read_acks(self, call: grpc.aio.StreamStreamCall[bytes, observer_service_pb2.IngestResponse],
+                         state: dict[str, bool]) -> None:
         try:
             async for reply in call:
                 if not self.connected:
@@ -317,3 +321,46 @@ class Shipper:
             self.dead_letters.put(exchange_id, payload, reason)
         if self._on_set_aside is not None:
             self._on_set_aside(exchange_id, payload, reason)
+
+
+class _Requests:
+    """The Ingest stream's requests as an async iterator gRPC reads, which `close()` ends.
+
+    Not gRPC's writer style (`call.write`): through client interceptors, that style feeds the call
+    from an async generator of gRPC's that nothing ends when the call ends before the shipper
+    does (observer gone, stream reset). Its reader task then stays pending and the generator
+    running until the loop closes: "Task was destroyed but it is pending!" and "aclose():
+    asynchronous generator is already running" at every stop. This iterator is a plain object
+    (no generator to finalise), and `close()` ends gRPC's reader task whatever state the call is in.
+    """
+
+    _END = object()
+
+    def __init__(self) -> None:
+        # One waiting message: the shipper is held back while gRPC has not taken the last one.
+        self._queue: asyncio.Queue[object] = asyncio.Queue(maxsize=1)
+
+    def __aiter__(self) -> _Requests:
+        return self
+
+    async def __anext__(self) -> bytes:
+        item = await self._queue.get()
+        if item is _Requests._END:
+            raise StopAsyncIteration
+        assert isinstance(item, bytes)
+        return item
+
+    async def write(self, payload: bytes, reader: asyncio.Task[None]) -> bool:
+        """Queues `payload`; False when the stream ended first (the reader finished)."""
+        put = asyncio.ensure_future(self._queue.put(payload))
+        await asyncio.wait((put, reader), return_when=asyncio.FIRST_COMPLETED)
+        if not put.done():
+            put.cancel()
+            await asyncio.gather(put, return_exceptions=True)
+            return False
+        return True
+
+    def close(self) -> None:
+        while not self._queue.empty():
+            self._queue.get_nowait()
+        self._queue.put_nowait(_Requests._END)

@@ -158,3 +158,21 @@ async def test_health_and_metrics(stack: RunningGateway) -> None:
                  "smoltbot_gateway_spool_dropped_total"):
         assert name in metrics_text
     assert 'smoltbot_gateway_requests_total{status="200"} 2.0' in metrics_text
+
+
+async def test_a_stopped_gateway_leaves_no_ingest_stream_task_behind(start) -> None:
+    """With the observer away, each Ingest stream ends before the shipper: gRPC's task that feeds the
+    stream must end with it (else "Task was destroyed but it is pending!" and "aclose(): asynchronous
+    generator is already running" at every stop)."""
+    import asyncio
+
+    gateway = await start(registry=unused_address(), observer=unused_address())
+    await wait_for(lambda: gateway.gateway.shipper._task is not None, 5, "the shipper to start")
+    await asyncio.sleep(0.3)  # a few stream attempts against the absent observer
+    await gateway.stop()
+
+    def feeders() -> list[asyncio.Task[object]]:
+        return [task for task in asyncio.all_tasks()
+                if "_consume_request_iterator" in repr(task.get_coro()) and not task.done()]
+
+    await wait_for(lambda: not feeders(), 2, "gRPC's request feeders to end")
