@@ -119,6 +119,22 @@ class Settings(BaseSettings):
         description="Least seconds between two WAL truncations that wipe deleted request bodies from disk "
         "(SQLite).",
     )
+    otel_export: bool = Field(
+        default=False,
+        description="Export each processed exchange as OpenTelemetry GenAI spans over OTLP. Endpoint, "
+        "protocol (http/protobuf or grpc), headers and timeout (seconds) come from the standard "
+        "OTEL_EXPORTER_OTLP_* variables; see docs/otel.md.",
+    )
+    otel_queue_size: int = Field(
+        default=2048, ge=1,
+        description="Spans waiting for export at most; more are dropped and counted (export never "
+        "holds up tracing).",
+    )
+    otel_batch_size: int = Field(default=256, ge=1, description="Spans sent in one OTLP export call at most.")
+    observer_metrics_port: int = Field(
+        default=0, ge=0, le=65535,
+        description="Serve Prometheus /metrics over HTTP on this port of metrics_host. 0: off.",
+    )
     integrity_window: int = Field(default=100, ge=1, description="Traces in the recent integrity window.")
     drift_threshold: float = Field(default=0.30, ge=0, le=1, description="Similarity below which a trace drifts.")
     drift_sustained: int = Field(default=3, ge=1, description="Consecutive drifting traces that raise an alert.")
@@ -133,6 +149,15 @@ class Settings(BaseSettings):
     registry_touch_interval: float = Field(
         default=0.5, gt=0,
         description="Seconds between writes of coalesced agent and session activity (last seen) by the Registry.",
+    )
+    registry_metrics_port: int = Field(
+        default=0, ge=0, le=65535,
+        description="Serve Prometheus /metrics over HTTP on this port of metrics_host. 0: off.",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Interface the registry's and observer's /metrics HTTP ports bind (the gateway and "
+        "the API serve /metrics on their own port).",
     )
 
     # Logging

@@ -107,7 +107,8 @@ class Processor:
                  *, on_written: Callable[[list[Finished]], None] | None = None, poll_interval: float = 1.0,
                  lease_seconds: float | None = None, capacity: int | None = None,
                  cpu_workers: int | None = None, scrub_interval: float = 5.0,
-                 prices: PriceTable | None = None) -> None:
+                 prices: PriceTable | None = None,
+                 on_committed: Callable[[list[Finished], dict[str, bytes]], None] | None = None) -> None:
         self.queue = queue
         # Loaded once; a bad operator file stops the observer at start (PriceTableError).
         self.prices = prices if prices is not None else load_price_table(settings.price_table_path)
@@ -122,6 +123,8 @@ class Processor:
         self.concurrency = settings.observer_concurrency
         self.capacity = capacity or max(256, 8 * self.concurrency)
         self._on_written = on_written
+        #: Told of stored exchanges with their payloads (metrics, OTLP export), after the commit.
+        self._on_committed = on_committed
         workers = default_workers() if cpu_workers is None else cpu_workers
         # Worker processes pay off only for the local analyzer (the model path waits on I/O).
         self._pool = CpuPool(workers) if workers > 0 and analyzer.name == "local" else None
@@ -615,6 +618,8 @@ class Processor:
         retries = [r for r in batch if isinstance(r, Retry)]
         report = await self.queue.finish(self.owner, done, retries)
         self.write_batches += 1
+        payloads = {result.exchange_id: held.payload for result in report.written
+                    if (held := self._held.get(result.exchange_id)) is not None} if self._on_committed else {}
         for result in batch:
             self._held.pop(result.exchange_id, None)
         if report.lost:
@@ -632,3 +637,5 @@ class Processor:
             self._wake.set()
         if report.written and self._on_written is not None:
             self._on_written(report.written)
+        if report.written and self._on_committed is not None:
+            self._on_committed(report.written, payloads)

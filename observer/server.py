@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 
 from smoltbot.core.grpc_server import GrpcServer, grpc_message_limit, new_grpc_server, run_until_signalled
+from smoltbot.core.metrics_http import MetricsEndpoint
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import migrate, open_database
 from smoltbot.core.tls import TlsConfig
@@ -13,6 +15,10 @@ from smoltbot.observer.analyzers import build_analyzer
 from smoltbot.observer.drift_store import DriftStore
 from smoltbot.observer.drift_watch import DriftWatch
 from smoltbot.observer.intake import Intake
+from smoltbot.observer.metrics import ObserverMetrics
+from smoltbot.observer.otel.exporter import SpanShipper, otlp_protocol, resource_from_environment
+from smoltbot.observer.otel.mapping import content_capture_enabled
+from smoltbot.observer.otel.telemetry import ExchangeTelemetry
 from smoltbot.observer.processor import Processor
 from smoltbot.observer.queries import Queries
 from smoltbot.observer.queue import ExchangeQueue
@@ -37,6 +43,9 @@ class ObserverParts:
     drift: DriftWatch
     queue: ExchangeQueue
     traces: TraceStore
+    metrics: ObserverMetrics
+    #: The /metrics HTTP site (None: `observer_metrics_port` 0).
+    metrics_endpoint: MetricsEndpoint | None = None
 
 
 #: An Observer's gRPC server, carrying its parts.
@@ -51,8 +60,17 @@ async def build_server(settings: Settings, *, address: str | None = None) -> Obs
     stops intake, lets in-flight processing finish for up to `settings.observer_stop_grace`
     seconds, gives the other leased exchanges back to the queue and closes the database.
     """
+    if settings.otel_export:
+        # A bad protocol stops the observer here, with the variable and its values named (OSError:
+        # what `smoltbot serve` reports as "could not start", without a traceback).
+        try:
+            otlp_protocol()
+        except ValueError as error:
+            raise OSError(f"SMOLTBOT_OTEL_EXPORT is on but {error}") from None
     db = open_database(settings.effective_database_url)
     registry: RegistryClient | None = None
+    shipper: SpanShipper | None = None
+    endpoint: MetricsEndpoint | None = None
     try:
         await migrate(db)
         queue = ExchangeQueue(db)
@@ -60,15 +78,24 @@ async def build_server(settings: Settings, *, address: str | None = None) -> Obs
         tls = TlsConfig.from_settings(settings)
         registry = RegistryClient(settings.registry_address, card_ttl=settings.observer_card_ttl, tls=tls)
         analyzer = build_analyzer(settings)
+        metrics = ObserverMetrics()
+        if settings.otel_export:
+            shipper = SpanShipper.from_environment(max_queue=settings.otel_queue_size,
+                                                   max_batch=settings.otel_batch_size)
+        telemetry = ExchangeTelemetry(metrics, shipper, resource=resource_from_environment(),
+                                      capture_content=content_capture_enabled())
         drift = DriftWatch(DriftStore(db), registry, settings, sweep_interval=settings.drift_sweep_interval)
         processor = Processor(
             queue, registry, analyzer, settings, poll_interval=settings.observer_poll_interval,
             cpu_workers=settings.observer_cpu_workers, scrub_interval=settings.observer_scrub_interval,
             on_written=lambda written: drift.notify(item.agent_id for item in written),
+            on_committed=telemetry.committed,
         )
+        metrics.processor, metrics.queue, metrics.shipper = processor, queue, shipper
         intake = Intake(queue, on_stored=processor.wake)
         servicer = ObserverServicer(intake, Queries(traces, registry, settings), drift)
         registry_client = registry
+        span_shipper = shipper
 
         async def on_stop() -> None:
             try:
@@ -78,9 +105,16 @@ async def build_server(settings: Settings, *, address: str | None = None) -> Obs
                 await analyzer.close()
                 await registry_client.close()
             finally:
-                await db.close()
+                try:
+                    if endpoint is not None:
+                        await endpoint.stop()
+                    if span_shipper is not None:
+                        # Off the event loop: it waits (bounded) for queued spans to go out.
+                        await asyncio.to_thread(span_shipper.close, 5.0)
+                finally:
+                    await db.close()
 
-        observer = new_grpc_server(
+        server = new_grpc_server(
             address or settings.observer_address,
             [SERVICE_NAME],
             lambda grpc_server: observer_service_pb2_grpc.add_ObserverServiceServicer_to_server(
@@ -91,10 +125,18 @@ async def build_server(settings: Settings, *, address: str | None = None) -> Obs
             health_port=settings.grpc_health_port,
             # Exchanges as large as the gateway may capture (one setting for both sides).
             message_limit=grpc_message_limit(settings.max_exchange_bytes),
-        ).with_components(ObserverParts(processor, intake, drift, queue, traces))
+        )
+        if settings.observer_metrics_port:
+            endpoint = MetricsEndpoint(metrics.render, settings.metrics_host, settings.observer_metrics_port,
+                                       what="observer")
+            await endpoint.start()
+        observer = server.with_components(
+            ObserverParts(processor, intake, drift, queue, traces, metrics, endpoint))
     except BaseException:
         if registry is not None:
             await registry.close()
+        if shipper is not None:
+            shipper.close(0)
         await db.close()
         raise
     intake.start()

@@ -57,6 +57,7 @@ __all__ = [
     "Verdict",
     "content_capture_enabled",
     "exchange_spans",
+    "provider_name",
     "span_id_for",
     "trace_id_for",
     "turn_span",
@@ -142,6 +143,11 @@ class ExchangeExport:
     output_messages: Sequence[Mapping[str, Any]] | None = None
     system_instructions: Sequence[Mapping[str, Any]] | None = None
     extra_attributes: Mapping[str, str | int | float | bool] = field(default_factory=dict)
+
+
+def provider_name(provider: str) -> str:
+    """gen_ai.provider.name of one of our provider names ("gemini" -> "gcp.gemini")."""
+    return _PROVIDERS.get(provider, provider)
 
 
 def content_capture_enabled(env: Mapping[str, str] | None = None) -> bool:
@@ -265,7 +271,7 @@ def _chat_span(exchange: ExchangeExport, resource: Resource, capture_content: bo
     start, end = _ns(exchange.started_at), _ns(exchange.ended_at)
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": "chat",
-        "gen_ai.provider.name": _PROVIDERS.get(exchange.provider, exchange.provider),
+        "gen_ai.provider.name": provider_name(exchange.provider),
         **_common(turn),
         "gen_ai.request.stream": exchange.streamed,
         "smoltbot.exchange_id": exchange.exchange_id,
@@ -366,7 +372,7 @@ def turn_span(exchanges: Iterable[ExchangeExport], *, resource: Resource) -> Rea
     error_type = ordered[-1].error_type
     attributes: dict[str, Any] = {
         "gen_ai.operation.name": "invoke_agent",
-        "gen_ai.provider.name": _PROVIDERS.get(first.provider, first.provider),
+        "gen_ai.provider.name": provider_name(first.provider),
         **_common(turn),
         "smoltbot.exchange_count": len(ordered),
     }
