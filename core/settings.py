@@ -55,17 +55,22 @@ class Settings(BaseSettings):
     )
 
     # Sessions
-    session_idle_minutes: float = Field(default=30, gt=0, description="Idle time that ends an inferred session.")
+    session_idle_minutes: float = Field(
+        default=30, gt=0, description="Idle time that ends an inferred session."
+    )
 
     # Cost
     price_table_path: str = Field(
         default="",
-        description="TOML file of model prices laid over the table smoltbot ships (core/prices.toml): an entry "
-        "there replaces the shipped one with the same provider and model id. Empty: the shipped table only.",
+        description="TOML file of model prices laid over the table smoltbot ships (core/prices.toml): an "
+        "entry there replaces the shipped one with the same provider and model id. Empty: the shipped table "
+        "only.",
     )
 
     # Gateway
-    max_request_bytes: int = Field(default=32 * 1024 * 1024, gt=0, description="Request body limit (413 above).")
+    max_request_bytes: int = Field(
+        default=32 * 1024 * 1024, gt=0, description="Request body limit (413 above)."
+    )
     upstream_connect_timeout: float = Field(default=10.0, gt=0, description="Seconds to connect upstream.")
     upstream_idle_timeout: float = Field(
         default=600.0, gt=0, description="Seconds without a byte from upstream before the call is cut."
@@ -84,13 +89,17 @@ class Settings(BaseSettings):
     analyzer: Literal["local", "anthropic"] = Field(default="local", description="Decision analyzer.")
     analyzer_model: str = Field(default="claude-haiku-4-5", description="Model of the anthropic analyzer.")
     analyzer_api_key: str = Field(default="", description="API key of the anthropic analyzer.")
-    analyzer_base_url: str = Field(default="", description="Base URL of the anthropic analyzer (empty: SDK default).")
+    analyzer_base_url: str = Field(
+        default="", description="Base URL of the anthropic analyzer (empty: SDK default)."
+    )
     analyzer_timeout: float = Field(default=20.0, gt=0, description="Seconds per analyzer call.")
     store_reasoning: Literal["full", "redacted", "none"] = Field(
         default="redacted", description="How reasoning text is stored in traces."
     )
     observer_concurrency: int = Field(default=4, ge=1, description="Exchanges processed at once.")
-    observer_max_attempts: int = Field(default=5, ge=1, description="Tries before an exchange is a failed trace.")
+    observer_max_attempts: int = Field(
+        default=5, ge=1, description="Tries before an exchange is a failed trace."
+    )
     observer_lease_seconds: float = Field(
         default=15.0, ge=3,
         description="Lease on claimed exchanges, renewed while they are worked on: how long the work "
@@ -136,9 +145,15 @@ class Settings(BaseSettings):
         description="Serve Prometheus /metrics over HTTP on this port of metrics_host. 0: off.",
     )
     integrity_window: int = Field(default=100, ge=1, description="Traces in the recent integrity window.")
-    drift_threshold: float = Field(default=0.30, ge=0, le=1, description="Similarity below which a trace drifts.")
-    drift_sustained: int = Field(default=3, ge=1, description="Consecutive drifting traces that raise an alert.")
-    drift_baseline_size: int = Field(default=10, ge=1, description="Early traces that form the agent's baseline.")
+    drift_threshold: float = Field(
+        default=0.30, ge=0, le=1, description="Similarity below which a trace drifts."
+    )
+    drift_sustained: int = Field(
+        default=3, ge=1, description="Consecutive drifting traces that raise an alert."
+    )
+    drift_baseline_size: int = Field(
+        default=10, ge=1, description="Early traces that form the agent's baseline."
+    )
     drift_sweep_interval: float = Field(
         default=2.0, gt=0,
         description="Seconds between sweeps for agents whose traces wait for the drift detector (traces "
@@ -147,8 +162,10 @@ class Settings(BaseSettings):
 
     # Registry
     registry_touch_interval: float = Field(
-        default=0.5, gt=0,
-        description="Seconds between writes of coalesced agent and session activity (last seen) by the Registry.",
+        default=0.5,
+        gt=0,
+        description="Seconds between writes of coalesced agent and session activity (last seen) by the "
+        "Registry.",
     )
     registry_metrics_port: int = Field(
         default=0, ge=0, le=65535,
