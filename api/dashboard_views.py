@@ -1,5 +1,6 @@
 """What the dashboard's templates show, apart from fetching it: the Jinja filters (times,
-percentages, short ids) and the view models of a trace (its badge and its one-line summary)."""
+percentages, short ids, cost, tokens) and the view models of a trace (its badge and its one-line
+summary) and of a session (its turns, their calls and the sub-agents nested in them)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,9 @@ from typing import Any
 from fastapi.templating import Jinja2Templates
 from markupsafe import Markup
 
-from smoltbot.api.schemas import Trace
+from smoltbot.api.schemas import SessionDetail, Trace, UsageTotals
 
-__all__ = ["configure_templates", "trace_badge", "trace_view"]
+__all__ = ["configure_templates", "cost_label", "session_view", "token_label", "trace_badge", "trace_view"]
 
 
 # --------------------------------------------------------------------------- template helpers
@@ -49,7 +50,7 @@ def _short_id(value: str, keep: int = 10) -> str:
 
 
 def configure_templates(templates: Jinja2Templates) -> None:
-    templates.env.filters.update(when=_when, pct=_pct, short=_short_id)
+    templates.env.filters.update(when=_when, pct=_pct, short=_short_id, cost=cost_label, tokens=token_label)
     templates.env.globals.update(share=_share)
     templates.env.autoescape = True
 
@@ -103,3 +104,54 @@ def trace_view(trace: Trace) -> dict[str, Any]:
         "violations": trace.verification.violations if trace.verification else [],
         "session_id": trace.context.session_id if trace.context else None,
     }
+
+
+def session_view(detail: SessionDetail, traces: list[Trace]) -> dict[str, Any]:
+    """A session as its page shows it: the turns in order; in each, the main agent's model calls
+    (their traces: tool calls with their main argument, reasoning excerpt, verdict) and the
+    sub-agents that worked in it, nested, each with its calls; tokens and cost per turn."""
+    usage_of_turn = {turn.turn: turn for turn in detail.turns}
+    sub_agents = {agent.sub_agent_id: agent for agent in detail.sub_agents}
+    turns: dict[int | None, dict[str, Any]] = {}
+    for trace in traces:
+        context, observation = trace.context, trace.observation
+        number = context.conversation_turn if context is not None else None
+        turn = turns.setdefault(number, {"turn": number, "usage": usage_of_turn.get(number), "calls": [],
+                                         "sub_agents": {}})
+        sub_agent_id = observation.sub_agent_id if observation is not None else ""
+        calls = turn["calls"]
+        if sub_agent_id:
+            nested = turn["sub_agents"].setdefault(sub_agent_id, {
+                "id": sub_agent_id, "info": sub_agents.get(sub_agent_id), "calls": [],
+                "type": observation.sub_agent_type if observation is not None else "",
+                "parent": observation.parent_agent_id if observation is not None else "",
+            })
+            calls = nested["calls"]
+        exchange_id = observation.exchange_id if observation is not None else trace.trace_id
+        if not calls or calls[-1]["exchange_id"] != exchange_id:
+            calls.append({"exchange_id": exchange_id, "model": observation.model if observation else "",
+                          "when": trace.timestamp, "traces": []})
+        calls[-1]["traces"].append(trace_view(trace))
+    ordered = sorted(turns.values(), key=lambda turn: (turn["turn"] is None, turn["turn"] or 0))
+    for turn in ordered:
+        turn["sub_agents"] = list(turn["sub_agents"].values())
+    return {"detail": detail, "turns": ordered}
+
+
+def cost_label(usage: UsageTotals | None) -> str:
+    """"$0.021265", or "$0.0093 + 1 call of unknown cost": the unknown is shown, never guessed."""
+    if usage is None:
+        return "—"
+    text = f"${usage.known_cost_usd}"
+    if usage.unknown_cost_calls:
+        calls = "call" if usage.unknown_cost_calls == 1 else "calls"
+        text += f" + {usage.unknown_cost_calls} {calls} of unknown cost"
+    return text
+
+
+def token_label(usage: UsageTotals | None) -> str:
+    if usage is None:
+        return "—"
+    prompt = (usage.input_tokens + usage.cache_read_tokens + usage.cache_write_5m_tokens
+              + usage.cache_write_1h_tokens + usage.cache_write_unknown_ttl_tokens)
+    return f"{prompt:,} in ({usage.cache_read_tokens:,} cached) / {usage.output_tokens:,} out"

@@ -25,14 +25,16 @@ from smoltbot.api.convert import (
     card_out,
     drift_alert_out,
     integrity_out,
+    session_detail_out,
     session_out,
     trace_out,
 )
-from smoltbot.api.dashboard_views import trace_view
+from smoltbot.api.dashboard_views import session_view, trace_view
 from smoltbot.api.dependencies import AgentIdPath, Cursor, Observer, Registry, TraceIdPath
 from smoltbot.api.errors import BackendError
 from smoltbot.api.reads import list_trace_page, trace_count
-from smoltbot.api.schemas import Agent, AgentSummary, Card, DriftAlert, Integrity, Session
+from smoltbot.api.routers.usage import SessionIdPath
+from smoltbot.api.schemas import Agent, AgentSummary, Card, DriftAlert, Integrity, Session, Trace
 from smoltbot.core.errors import NotFound
 from smoltbot.v1 import observer_service_pb2, registry_service_pb2
 
@@ -44,6 +46,8 @@ router = APIRouter(include_in_schema=False, default_response_class=HTMLResponse)
 
 T = TypeVar("T")
 _RECENT_TRACES = 25
+#: A session page shows at most this many pages of 1000 traces (and says so when there are more).
+_SESSION_PAGES = 5
 
 
 # --------------------------------------------------------------------------- data
@@ -76,7 +80,8 @@ async def _agent_or_404(registry: RegistryStub, observer: ObserverStub, agent_id
     return Agent(**agent_summary(response.agent).model_dump(), trace_count=count or 0)
 
 
-async def _agent_sections(registry: RegistryStub, observer: ObserverStub, agent_id: str) -> dict[str, Any]:
+async def _agent_sections(registry: RegistryStub, observer: ObserverStub, agent_id: str,
+                          cursor: str | None = None) -> dict[str, Any]:
     async def integrity() -> Integrity:
         response = await observer.GetIntegrity(observer_service_pb2.GetIntegrityRequest(agent_id=agent_id))
         return integrity_out(response.integrity)
@@ -98,7 +103,7 @@ async def _agent_sections(registry: RegistryStub, observer: ObserverStub, agent_
     agent, score, traces, alerts, recent_sessions, active_card = await asyncio.gather(
         _agent_or_404(registry, observer, agent_id),
         _optional(integrity()),
-        _optional(list_trace_page(observer, agent_id=agent_id, limit=_RECENT_TRACES)),
+        _optional(list_trace_page(observer, agent_id=agent_id, limit=_RECENT_TRACES, cursor=cursor)),
         _optional(drift()),
         _optional(sessions()),
         _optional(card()),
@@ -109,6 +114,8 @@ async def _agent_sections(registry: RegistryStub, observer: ObserverStub, agent_
         "timeline_json": json.dumps([point.model_dump() for point in score.timeline]) if score else "[]",
         "traces": [trace_view(trace) for trace in traces.items] if traces is not None else None,
         "more_traces": bool(traces and traces.next_cursor),
+        "older_cursor": traces.next_cursor if traces is not None else None,
+        "cursor": cursor,
         "alerts": alerts,
         "sessions": recent_sessions,
         "card": active_card,
@@ -140,8 +147,9 @@ async def index(request: Request, registry: Registry, observer: Observer,
 
 @router.get("/agents/{agent_id}")
 async def agent_page(request: Request, agent_id: AgentIdPath, registry: Registry,
-                     observer: Observer) -> HTMLResponse:
-    context = await _agent_sections(registry, observer, agent_id)
+                     observer: Observer, cursor: Cursor = None) -> HTMLResponse:
+    """The agent; with `cursor`, an older page of its traces (not refreshed live)."""
+    context = await _agent_sections(registry, observer, agent_id, cursor)
     templates: Jinja2Templates = request.app.state.templates
     return templates.TemplateResponse(request, "agent.html", {"title": agent_id, **context})
 
@@ -172,4 +180,31 @@ async def trace_page(request: Request, agent_id: AgentIdPath, trace_id: TraceIdP
     return templates.TemplateResponse(request, "trace.html", {
         "title": f"Trace {trace_id}", "agent_id": agent_id, "view": trace_view(trace), "trace": trace,
         "raw_json": raw_json,
+    })
+
+
+@router.get("/agents/{agent_id}/sessions/{session_id}")
+async def session_page(request: Request, agent_id: AgentIdPath, session_id: SessionIdPath,
+                       observer: Observer) -> HTMLResponse:
+    try:
+        response = await observer.GetSessionUsage(
+            observer_service_pb2.GetSessionUsageRequest(agent_id=agent_id, session_id=session_id))
+    except BackendError as error:
+        if error.code is grpc.StatusCode.NOT_FOUND:
+            raise NotFound(f"{agent_id} has no recorded model calls in session {session_id}.",
+                           reason="SESSION_NOT_FOUND") from None
+        raise
+    traces: list[Trace] = []
+    cursor: str | None = None
+    for _ in range(_SESSION_PAGES):
+        page = await list_trace_page(observer, agent_id=agent_id, session_id=session_id, limit=1000,
+                                     cursor=cursor, order="asc", record_kind="decision")
+        traces.extend(page.items)
+        cursor = page.next_cursor
+        if not cursor:
+            break
+    templates: Jinja2Templates = request.app.state.templates
+    return templates.TemplateResponse(request, "session.html", {
+        "title": f"Session {session_id}", "agent_id": agent_id, "session_id": session_id,
+        "truncated": bool(cursor), **session_view(session_detail_out(response), traces),
     })
