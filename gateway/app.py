@@ -276,7 +276,8 @@ def build_app(settings: Settings, *, registry_address: str | None = None,
     )
     app = web.Application(
         client_max_size=settings.max_request_bytes,
-        # Absolute-form, CONNECT, `*` and paths that normalise elsewhere: refused before routing's result is used.
+        # Absolute-form, CONNECT, `*` and paths that normalise elsewhere: refused before routing's
+        # result is used.
         middlewares=[refuse_foreign_targets],
         handler_args={
             # A client that disconnects cancels its handler, and so its upstream request.
@@ -338,7 +339,7 @@ async def start_gateway(settings: Settings, host: str = "127.0.0.1", port: int =
     except BaseException:
         await runner.cleanup()
         raise
-    bound = site._server.sockets[0].getsockname()[1] if site._server else port  # type: ignore[union-attr]
+    bound = runner.addresses[0][1] if runner.addresses else port
     return RunningGateway(app, runner, host, int(bound))
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import zlib
 from typing import Protocol
 
-import brotli
+import brotli  # type: ignore[import-untyped]  # no stubs published
 import zstandard
 
 __all__ = ["StreamDecoder", "UndecodableBody", "decode_body", "encoding_tokens"]
@@ -139,7 +139,9 @@ class _Zstd:
 
     def __init__(self) -> None:
         self._sink = _Sink()
-        self._writer = zstandard.ZstdDecompressor().stream_writer(self._sink, write_size=_STEP, closefd=False)
+        # A file-like sink (only `write` is called); zstandard's stubs ask for a whole IO[bytes].
+        self._writer = zstandard.ZstdDecompressor().stream_writer(
+            self._sink, write_size=_STEP, closefd=False)  # type: ignore[arg-type]
         self.full = False
 
     def feed(self, data: bytes, cap: int) -> bytes:

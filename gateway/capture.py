@@ -27,6 +27,7 @@ import time
 from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 from smoltbot.core.identity import CREDENTIAL_HEADERS
 from smoltbot.core.ids import new_exchange_id
@@ -115,12 +116,11 @@ class _ResponseBody:
         self.undecodable = ""
         #: The stream's reassembler (None: not a stream of a known format; the raw body is kept).
         self.accumulator = reassembler
-        if reassembler is not None:
-            if encoding_tokens(encoding):
-                try:
-                    self.decoder = StreamDecoder(encoding, limits.body_bytes * 4)
-                except UndecodableBody as error:
-                    self.undecodable = str(error)
+        if reassembler is not None and encoding_tokens(encoding):
+            try:
+                self.decoder = StreamDecoder(encoding, limits.body_bytes * 4)
+            except UndecodableBody as error:
+                self.undecodable = str(error)
 
     def feed(self, chunks: list[bytes]) -> None:
         try:
@@ -416,15 +416,15 @@ def _capped_text(text: str, limit: int) -> str:
 
 
 def _headers(headers: list[tuple[str, str]], scrub: Scrubber,
-             limit: int) -> tuple[list[dict[str, object]], int]:
+             limit: int) -> tuple[list[dict[str, Any]], int]:
     """Headers as HttpHeader fields: values that are not UTF-8 also as raw bytes; capped."""
-    out: list[dict[str, object]] = []
+    out: list[dict[str, Any]] = []
     used = 0
     for index, (name, value) in enumerate(headers):
         used += len(name) + len(value)
         if used > limit:
             return out, len(headers) - index
-        fields: dict[str, object] = {"name": proto_text(name)}
+        fields: dict[str, Any] = {"name": proto_text(name)}
         scrubbed = scrub.text(value)  # before proto_text: a key with odd bytes is matched as received
         text = proto_text(scrubbed)
         if text is not scrubbed:

@@ -3,7 +3,7 @@
 - Agent: `ResolveAgent(agent_hash)` once per credential hash, then from memory. The relay asks
   only once the upstream has answered a call with a status other than 401/403 (proxy.py), so
   the Registry creates agents for accepted credentials alone.
-- Session: a client-named session (see proxy.SESSION_HINT_HEADERS) is
+- Session: a client-named session (named by `smoltbot.core.sessions.name_session`) is
   resolved once per (agent, name). Otherwise the agent's inferred session is reused while the
   agent has been idle less than `session_idle_minutes`, the Registry's own rule, applied here
   so we only ask when a new session may start.
@@ -20,6 +20,7 @@ import collections
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -37,13 +38,20 @@ logger = logging.getLogger(__name__)
 #: (agent_id, session_id); either may be "" when unknown.
 Identity = tuple[str, str]
 _UNKNOWN: Identity = ("", "")
+
+
+@dataclass(slots=True)
+class _Inferred:
+    session_id: str
+    last_call: float
 _MAX_NAMED_SESSIONS = 50_000
 _MAX_AGENTS = 100_000
 
 
 class IdentityCache:
     def __init__(self, address: str, *, session_idle_minutes: float, cold_deadline: float = 0.2,
-                 lookup_timeout: float = 5.0, breaker_cooldown: float = 1.0, breaker_max_cooldown: float = 30.0,
+                 lookup_timeout: float = 5.0, breaker_cooldown: float = 1.0,
+                 breaker_max_cooldown: float = 30.0,
                  touch_interval: float = 2.0, tls: TlsConfig | None = None,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._address = address
@@ -53,11 +61,12 @@ class IdentityCache:
         self._lookup_timeout = lookup_timeout
         self._touch_interval = touch_interval
         self._channel: grpc.aio.Channel | None = None
-        self._stub: registry_service_pb2_grpc.RegistryServiceStub | None = None
+        self._stub: registry_service_pb2_grpc.RegistryServiceAsyncStub | None = None
         self._agents: dict[str, str] = {}
         self._named: collections.OrderedDict[tuple[str, str], str] = collections.OrderedDict()
         #: agent_id -> [session_id, monotonic time of the agent's last call]
-        self._inferred: dict[str, list[object]] = {}
+        #: agent_id -> the inferred session and the monotonic time of the agent's last call
+        self._inferred: dict[str, _Inferred] = {}
         self._resolving: dict[tuple[str, str], asyncio.Task[Identity]] = {}
         self._touches: dict[str, tuple[float, str, str]] = {}
         self._touch_task: asyncio.Task[None] | None = None
@@ -72,7 +81,7 @@ class IdentityCache:
 
     def start(self) -> None:
         self._channel = open_channel(self._address, self._tls)
-        self._stub = registry_service_pb2_grpc.RegistryServiceStub(self._channel)
+        self._stub = registry_service_pb2_grpc.RegistryServiceStub(self._channel)  # an AsyncStub on aio
         self._touch_task = asyncio.get_running_loop().create_task(self._flush_touches_forever())
 
     async def close(self) -> None:
@@ -103,10 +112,10 @@ class IdentityCache:
                 return None
         else:
             entry = self._inferred.get(agent_id)
-            if entry is None or now - entry[1] >= self._idle:  # type: ignore[operator]
+            if entry is None or now - entry.last_call >= self._idle:
                 return None
-            entry[1] = now
-            session_id = entry[0]  # type: ignore[assignment]
+            entry.last_call = now
+            session_id = entry.session_id
         self._touches[agent_id] = (time.time(), session_id, agent_hash)
         return agent_id, session_id
 
@@ -127,7 +136,7 @@ class IdentityCache:
             # background (up to lookup_timeout) and fills the cache for the calls after it, so a
             # slow-but-alive Registry costs one call its headers, not every call.
             return await asyncio.wait_for(asyncio.shield(task), self._cold_deadline)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return self._agents.get(agent_hash, ""), ""
         except asyncio.CancelledError:
             raise
@@ -156,7 +165,8 @@ class IdentityCache:
                 hint_source=agent_pb2.SESSION_SOURCE_CLIENT if hint else agent_pb2.SESSION_SOURCE_UNSPECIFIED,
             )
             request.at.GetCurrentTime()
-            session = await self._stub.ResolveSession(request, timeout=max(deadline - time.monotonic(), 0.001))
+            session = await self._stub.ResolveSession(
+                request, timeout=max(deadline - time.monotonic(), 0.001))
             session_id = session.session.session_id
         except grpc.aio.AioRpcError as error:
             self._failed(error)
@@ -168,7 +178,7 @@ class IdentityCache:
             if len(self._named) > _MAX_NAMED_SESSIONS:
                 self._named.popitem(last=False)
         else:
-            self._inferred[agent_id] = [session_id, now]
+            self._inferred[agent_id] = _Inferred(session_id, now)
         self._touches[agent_id] = (time.time(), session_id, agent_hash)
         return agent_id, session_id
 
@@ -201,8 +211,9 @@ class IdentityCache:
         ok = False
         if self._channel is not None:
             try:
-                reply = await health_pb2_grpc.HealthStub(self._channel).Check(
-                    health_pb2.HealthCheckRequest(), timeout=0.3)
+                # grpcio-health-checking's stub sets its methods in __init__, out of mypy's sight.
+                check = health_pb2_grpc.HealthStub(self._channel).Check  # type: ignore[attr-defined]
+                reply = await check(health_pb2.HealthCheckRequest(), timeout=0.3)
                 ok = reply.status == health_pb2.HealthCheckResponse.SERVING
             except grpc.aio.AioRpcError:
                 ok = False
@@ -225,7 +236,8 @@ class IdentityCache:
             stamp.FromNanoseconds(int(seen_at * 1e9))
             try:
                 await self._stub.TouchAgent(
-                    registry_service_pb2.TouchAgentRequest(agent_id=agent_id, agent_hash=agent_hash, seen_at=stamp,
+                    registry_service_pb2.TouchAgentRequest(agent_id=agent_id, agent_hash=agent_hash,
+                                                           seen_at=stamp,
                                                            session_id=session_id),
                     timeout=1.0,
                 )

@@ -14,7 +14,8 @@ __all__ = ["METRICS_CONTENT_TYPE", "GatewayMetrics"]
 METRICS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 _LATENCY_BUCKETS = (
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0,
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+    300.0,
 )
 
 
@@ -29,7 +30,8 @@ class GatewayMetrics:
             "Time from receiving a call to sending the last byte of its response.",
             buckets=_LATENCY_BUCKETS, registry=self.registry)
         self.active_streams = Gauge(
-            "smoltbot_gateway_active_streams", "Streamed responses being relayed now.", registry=self.registry)
+            "smoltbot_gateway_active_streams", "Streamed responses being relayed now.",
+            registry=self.registry)
         self.exchanges_captured = Counter(
             "smoltbot_gateway_exchanges_captured", "Exchanges captured and spooled.", registry=self.registry)
         self.exchanges_shipped = Counter(
@@ -49,7 +51,8 @@ class GatewayMetrics:
             "retries, set aside in the dead-letter directory.", registry=self.registry)
         self.spool_write_failures = Counter(
             "smoltbot_gateway_spool_write_failures",
-            "Exchanges that could not be written to the spool's disk (kept in memory and shipped from there).",
+            "Exchanges that could not be written to the spool's disk "
+            "(kept in memory and shipped from there).",
             registry=self.registry)
         self.spool_depth = Gauge(
             "smoltbot_gateway_spool_depth", "Exchanges in the spool waiting for an observer ack.",
@@ -68,7 +71,8 @@ class GatewayMetrics:
     def count_ack(self, status: str) -> None:
         child = self._ack_children.get(status)
         if child is None:
-            child = self._ack_children[status] = self._acked.labels(status.removeprefix("INGEST_STATUS_").lower())
+            label = status.removeprefix("INGEST_STATUS_").lower()
+            child = self._ack_children[status] = self._acked.labels(label)
         child.inc()
 
     def track_spool(self, depth: Callable[[], float], size: Callable[[], float]) -> None:

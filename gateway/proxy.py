@@ -243,12 +243,14 @@ class Proxy:
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
         else:
-            response = web.Response(status=upstream.status, reason=upstream.reason, headers=out_headers, body=data)
+            response = web.Response(status=upstream.status, reason=upstream.reason, headers=out_headers,
+                                    body=data)
         try:
             await response.prepare(request)
             await response.write_eof()
         except (ConnectionError, asyncio.CancelledError) as error:
-            self._finish(capture, Outcome.CLIENT_ABORT, "client went away before the response was sent", 0, t0)
+            self._finish(capture, Outcome.CLIENT_ABORT, "client went away before the response was sent",
+                         0, t0)
             if isinstance(error, asyncio.CancelledError):
                 raise
             return response
@@ -290,7 +292,8 @@ class Proxy:
         return response
 
     def _upstream_dropped(self, request: web.Request, upstream: aiohttp.ClientResponse, capture: Capture,
-                          response: web.StreamResponse, error: BaseException, t0: float) -> web.StreamResponse:
+                          response: web.StreamResponse, error: BaseException,
+                          t0: float) -> web.StreamResponse:
         upstream.close()
         # Cut the client's connection too: a clean end of the chunked body would tell it the
         # response was whole.

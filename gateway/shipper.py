@@ -23,7 +23,8 @@ import asyncio
 import collections
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
 
 import grpc
 
@@ -38,7 +39,8 @@ __all__ = ["Shipper", "encode_ingest_request"]
 
 logger = logging.getLogger(__name__)
 
-_INGEST_METHOD = "/{}/Ingest".format(observer_service_pb2.DESCRIPTOR.services_by_name["ObserverService"].full_name)
+_INGEST_METHOD = "/{}/Ingest".format(
+    observer_service_pb2.DESCRIPTOR.services_by_name["ObserverService"].full_name)
 _ACCEPTED = observer_service_pb2.INGEST_STATUS_ACCEPTED
 _DUPLICATE = observer_service_pb2.INGEST_STATUS_DUPLICATE
 _REJECTED = observer_service_pb2.INGEST_STATUS_REJECTED
@@ -128,7 +130,8 @@ class Shipper:
     def observer_ready(self) -> bool:
         """True when the channel to the Observer is connected (cheap: no RPC)."""
         channel = self._channel
-        return channel is not None and channel.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY
+        return (channel is not None
+                and channel.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -198,10 +201,13 @@ class Shipper:
         any ack arrived (a healthy stream), when the stream ends or fails."""
         assert self._channel is not None
         requests = _Requests()
-        call = self._channel.stream_stream(
+        ingest: grpc.aio.StreamStreamMultiCallable[bytes, observer_service_pb2.IngestResponse]
+        ingest = self._channel.stream_stream(
             _INGEST_METHOD, request_serializer=None,
             response_deserializer=observer_service_pb2.IngestResponse.FromString,
-        )(requests)
+        )
+        call: grpc.aio.StreamStreamCall[bytes, observer_service_pb2.IngestResponse] = ingest(
+            cast("AsyncIterator[Any]", requests))
         self._in_flight = {}
         self._isolating = None
         self._queue = collections.deque(self.spool.unacked())
@@ -243,9 +249,9 @@ class Shipper:
             await asyncio.gather(reader, return_exceptions=True)
         if reader.cancelled():
             return state["acked"]
-        error = reader.exception()
-        if isinstance(error, grpc.aio.AioRpcError) and error.code() != grpc.StatusCode.CANCELLED:
-            raise error
+        failure = reader.exception()
+        if isinstance(failure, grpc.aio.AioRpcError) and failure.code() != grpc.StatusCode.CANCELLED:
+            raise failure
         return state["acked"]
 
     async def _read_acks(self, call: grpc.aio.StreamStreamCall[bytes, observer_service_pb2.IngestResponse],

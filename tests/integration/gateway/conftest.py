@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
+
 from smoltbot.core.settings import Settings
 from smoltbot.gateway import RunningGateway, start_gateway
-
 from tests.integration.gateway.helpers import Services, unused_address
 from tests.support.anthropic_standin import AnthropicStandin
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import anthropic
 import httpx
 import pytest
+
 from smoltbot.gateway import RunningGateway
 from smoltbot.v1 import exchange_pb2
-
 from tests.integration.gateway.helpers import CREDENTIAL, unused_address, wait_for, wait_for_spooled
 from tests.support.anthropic_standin import AnthropicStandin
 

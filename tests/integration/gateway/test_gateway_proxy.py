@@ -11,9 +11,9 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
+
 from smoltbot.gateway import RunningGateway
 from smoltbot.v1 import exchange_pb2
-
 from tests.integration.gateway.helpers import CREDENTIAL, wait_for_spooled
 from tests.support.anthropic_standin import AnthropicStandin
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import anthropic
 import httpx
 import pytest
+
 from smoltbot.core.settings import Settings
 from smoltbot.gateway import RunningGateway
-
 from tests.integration.gateway.helpers import CREDENTIAL, Services, metrics_of, unused_address, wait_for
 
 pytestmark = pytest.mark.timeout(90)
