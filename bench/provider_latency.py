@@ -105,7 +105,8 @@ async def measure(standins: dict[str, str], gateway: str, count: int, rounds: in
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=300, help="calls per provider, mode and target per round")
+    parser.add_argument("--calls", type=int, default=300,
+                        help="calls per provider, mode and target per round")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="smoltbot-bench-providers-"))
@@ -158,8 +159,9 @@ def main() -> None:
         base = added[f"anthropic/{mode}"]
         ratios = "   ".join(f"{p}/anthropic {added[f'{p}/{mode}'] / base:4.2f}" for p in ("openai", "gemini"))
         print(f"  added-latency ratio, {mode:<6}: {ratios}")
-    print("  (the like-for-like figure is json: the Anthropic stand-in's stream takes ~10 ms direct, many small\n"
-          "   writes, and the gateway's work overlaps its gaps, which makes Anthropic's added stream time smaller)")
+    print("  (the like-for-like figure is json: the Anthropic stand-in's stream takes ~10 ms direct,\n"
+          "   many small writes, and the gateway's work overlaps its gaps, which makes Anthropic's\n"
+          "   added stream time smaller)")
 
 
 if __name__ == "__main__":
