@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import uvicorn
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 from starlette.exceptions import HTTPException
@@ -25,6 +25,7 @@ from smoltbot.api.backends import Backends
 from smoltbot.api.credential_check import CredentialCheck
 from smoltbot.api.dashboard_views import configure_templates
 from smoltbot.api.errors import error_body, install_error_handlers
+from smoltbot.api.metrics import METRICS_CONTENT_TYPE, ApiMetrics, MeasureRequests
 from smoltbot.api.routers import agents, cards, dashboard, health, integrity, sessions, traces, usage
 from smoltbot.api.schemas import ErrorResponse
 from smoltbot.core.identity import load_hash_secret
@@ -233,6 +234,9 @@ def create_app(settings: Settings, *, registry_address: str | None = None,
     configure_templates(app.state.templates)
     app.state.templates.env.globals["root"] = settings.root_path  # prefix of the dashboard's links
     install_error_handlers(app)
+    metrics = app.state.metrics = ApiMetrics()
+    # Innermost, so it sees the route the router matched (its template is the label).
+    app.add_middleware(MeasureRequests, metrics=metrics)
     app.add_middleware(_BodyLimit, limit=settings.api_max_request_bytes)
     app.add_middleware(_RelativeRedirects, root_path=settings.root_path)
     app.add_middleware(_RequestContext)
@@ -241,6 +245,12 @@ def create_app(settings: Settings, *, registry_address: str | None = None,
     for module in (agents, traces, integrity, cards, usage, sessions, health, dashboard):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
+
+    @app.get("/metrics", include_in_schema=False)
+    async def prometheus_metrics() -> Response:
+        """Prometheus text exposition of the API's own metrics."""
+        return Response(metrics.render(), headers={"content-type": METRICS_CONTENT_TYPE})
+
     return app
 
 

@@ -287,6 +287,12 @@ def up_command(
     }
     registry_address = f"{registry_host}:{ports['registry']}"
     observer_address = f"{observer_host}:{ports['observer']}"
+    # The gRPC services' /metrics ports: on a free loopback port unless configured (0: off).
+    metrics_ports = {
+        name: getattr(settings, f"{name}_metrics_port")
+        if f"{name}_metrics_port" in settings.model_fields_set else _free_port(settings.metrics_host)
+        for name in ("registry", "observer")
+    }
     _private_home(settings)
     log_dir = settings.home / "logs"
     log_dir.mkdir(exist_ok=True)
@@ -300,11 +306,19 @@ def up_command(
         "SMOLTBOT_API_HOST": settings.api_host,
         "SMOLTBOT_API_PORT": str(ports["api"]),
         "SMOLTBOT_UPSTREAM_URL": settings.upstream_url,
+        "SMOLTBOT_METRICS_HOST": settings.metrics_host,
+        "SMOLTBOT_REGISTRY_METRICS_PORT": str(metrics_ports["registry"]),
+        "SMOLTBOT_OBSERVER_METRICS_PORT": str(metrics_ports["observer"]),
     })
     if settings.database_url:
         env["SMOLTBOT_DATABASE_URL"] = settings.database_url
     gateway_url = f"http://{settings.gateway_host}:{ports['gateway']}"
     api_url = f"http://{settings.api_host}:{ports['api']}"
+    metrics_host = f"[{settings.metrics_host}]" if ":" in settings.metrics_host else settings.metrics_host
+    metrics_urls = [f"{gateway_url}/metrics (gateway)", f"{api_url}/metrics (api)"] + [
+        f"http://{metrics_host}:{port}/metrics ({name})" if port else f"off ({name})"
+        for name, port in metrics_ports.items()
+    ]
 
     configure_logging(settings.log_level)
     # The readiness polls below are ours, not the user's business.
@@ -337,6 +351,9 @@ def up_command(
             typer.echo(f"  gateway:   {gateway_url}/anthropic")
             typer.echo(f"  dashboard: {api_url}/")
             typer.echo(f"  api:       {api_url}/v1")
+            typer.echo(f"  metrics:   {metrics_urls[0]}")
+            for url in metrics_urls[1:]:
+                typer.echo(f"             {url}")
             typer.echo(f"  data:      {settings.home} (logs in {log_dir})")
             typer.echo("Point your agent at it:")
             typer.echo(f"  export ANTHROPIC_BASE_URL={gateway_url}/anthropic")

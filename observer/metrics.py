@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from smoltbot.observer.otel.mapping import provider_name
@@ -104,6 +105,7 @@ class ObserverMetrics:
         self.queue_states: dict[str, int] | None = None
         #: Exchanges whose spans could not be built (logged; counted as dropped spans).
         self.build_failures = 0
+        ProcessCollector(registry=self.registry)
         self.registry.register(_Live(self))
 
     def observe(self, exchange: ExchangeExport) -> None:

@@ -3,29 +3,41 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import exc
 
 from smoltbot.core.errors import Unavailable
 from smoltbot.core.grpc_server import GrpcServer, new_grpc_server, run_until_signalled
+from smoltbot.core.metrics_http import MetricsEndpoint
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import migrate, open_database
 from smoltbot.core.tls import TlsConfig
 from smoltbot.registry.agents import Agents
 from smoltbot.registry.cards import Cards
+from smoltbot.registry.metrics import RegistryMetrics
 from smoltbot.registry.servicer import RegistryServicer
 from smoltbot.registry.sessions import Sessions
 from smoltbot.v1 import registry_service_pb2, registry_service_pb2_grpc
 
-__all__ = ["SERVICE_NAME", "build_server", "serve"]
+__all__ = ["SERVICE_NAME", "RegistryParts", "build_server", "serve"]
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = registry_service_pb2.DESCRIPTOR.services_by_name["RegistryService"].full_name
 
 
-async def build_server(settings: Settings, *, address: str | None = None) -> GrpcServer[None]:
+@dataclass(frozen=True)
+class RegistryParts:
+    """The running parts of a Registry (`server.components`), for tests."""
+
+    metrics: RegistryMetrics
+    #: The /metrics HTTP site (None: `registry_metrics_port` 0).
+    metrics_endpoint: MetricsEndpoint | None = None
+
+
+async def build_server(settings: Settings, *, address: str | None = None) -> GrpcServer[RegistryParts]:
     """A Registry bound to `address` (default `settings.registry_address`), not started yet.
 
     Opens and migrates the database first. `server.port` is the bound port; `server.stop()`
@@ -33,6 +45,7 @@ async def build_server(settings: Settings, *, address: str | None = None) -> Grp
     often coalesced TouchAgent writes are flushed.
     """
     db = open_database(settings.effective_database_url)
+    endpoint: MetricsEndpoint | None = None
     try:
         try:
             await migrate(db)
@@ -44,9 +57,12 @@ async def build_server(settings: Settings, *, address: str | None = None) -> Grp
         agents = Agents(db, cards.insert_default, touch_interval=settings.registry_touch_interval)
         sessions = Sessions(db, agents, idle=timedelta(minutes=settings.session_idle_minutes))
         servicer = RegistryServicer(agents, sessions, cards)
+        metrics = RegistryMetrics(db, agents)
 
         async def on_stop() -> None:
             try:
+                if endpoint is not None:
+                    await endpoint.stop()
                 await agents.touches.stop()
             except Exception as error:  # noqa: BLE001 - stopping goes on; the loss is logged
                 logger.error("could not write %d pending agent/session touches: %s",
@@ -62,12 +78,17 @@ async def build_server(settings: Settings, *, address: str | None = None) -> Grp
             on_stop=on_stop,
             tls=TlsConfig.from_settings(settings), health_port=settings.grpc_health_port,
         )
+        if settings.registry_metrics_port:
+            endpoint = MetricsEndpoint(metrics.render, settings.metrics_host, settings.registry_metrics_port,
+                                       what="registry")
+            await endpoint.start()
+        registry = server.with_components(RegistryParts(metrics, endpoint))
     except BaseException:
         await db.close()
         raise
     agents.touches.start()
     logger.info("registry using %s", db.display_url)
-    return server
+    return registry
 
 
 async def serve(settings: Settings) -> None:
