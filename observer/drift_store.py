@@ -65,6 +65,7 @@ class OpenAlert:
     severity: str
     sustained_traces: int
     details: dict[str, Any]
+    reference: str = ""
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,13 @@ class DriftStore:
         async with self.db.begin() as conn:
             yield DriftFeed(conn, self.db)
 
+    async def acknowledge(self, agent_id: str, alert_id: str) -> DriftAlert | None:
+        """Marks the agent's alert acknowledged by its owner (once: the first time is kept);
+        None when the agent has no such alert. An acknowledged alert stays open until behaviour
+        returns to its reference."""
+        async with self.db.begin() as conn:
+            return await _acknowledge(conn, agent_id, alert_id, utcnow())
+
     async def list_alerts(
         self, agent_id: str, after: tuple[datetime, str] | None, limit: int
     ) -> list[DriftAlert]:
@@ -144,6 +152,21 @@ class DriftStore:
         async with self.db.read() as conn:
             rows = (await conn.execute(query)).all()
         return [_alert_from_row(row) for row in rows]
+
+
+async def _acknowledge(conn: AsyncConnection, agent_id: str, alert_id: str,
+                       now: datetime) -> DriftAlert | None:
+    row = (await conn.execute(sa.select(drift_alerts).where(
+        drift_alerts.c.alert_id == alert_id, drift_alerts.c.agent_id == agent_id).with_for_update())).first()
+    if row is None:
+        return None
+    details = json.loads(row.alert_json)
+    if not details.get("acknowledged_at"):
+        details["acknowledged_at"] = now.isoformat()
+        await conn.execute(drift_alerts.update().where(drift_alerts.c.alert_id == alert_id).values(
+            alert_json=_dumps(details), updated_at=now))
+    row = (await conn.execute(sa.select(drift_alerts).where(drift_alerts.c.alert_id == alert_id))).one()
+    return _alert_from_row(row)
 
 
 class DriftFeed:
@@ -200,7 +223,21 @@ class DriftFeed:
         if row is None:
             return None
         return OpenAlert(row.alert_id, row.card_id, row.severity, int(row.sustained_traces),
-                         json.loads(row.alert_json))
+                         json.loads(row.alert_json), row.reference)
+
+    async def open_alerts(self, agent_id: str) -> list[OpenAlert]:
+        rows = (await self._conn.execute(
+            sa.select(drift_alerts)
+            .where(drift_alerts.c.agent_id == agent_id, drift_alerts.c.status == "open")
+        )).all()
+        return [OpenAlert(row.alert_id, row.card_id, row.severity, int(row.sustained_traces),
+                          json.loads(row.alert_json), row.reference) for row in rows]
+
+    async def resolve_alert(self, alert_id: str, details: dict[str, Any], now: datetime) -> None:
+        """Closes an open alert (behaviour went back to its reference); `details` says how."""
+        await self._conn.execute(drift_alerts.update().where(
+            drift_alerts.c.alert_id == alert_id, drift_alerts.c.status == "open",
+        ).values(status="resolved", updated_at=now, alert_json=_dumps(details)))
 
     async def add_alert(self, *, alert_id: str, agent_id: str, card_id: str, direction: str, reference: str,
                         severity: str, similarity: float, sustained_traces: int, details: dict[str, Any],

@@ -18,8 +18,9 @@ for the detector, and a queued trace that is not a decision is never fed to it.
 
 Alerts: a finding for a direction that already has an open alert updates that alert (trace
 ids, severity, similarity, updated_at, the references that saw it) instead of adding one;
-the database's partial unique index holds the line. Alerts stay open until resolved by an
-operator (there is no resolving RPC yet).
+the database's partial unique index holds the line. The agent's owner can acknowledge an alert
+(it stays open); an alert closes by itself ("resolved") once every reference it was raised
+against has seen `drift_sustained` consecutive traces at or above the threshold again.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ from datetime import datetime
 from typing import Any
 
 from smoltbot.core.aap.drift import DriftDetector, DriftFinding
-from smoltbot.core.errors import Unavailable
+from smoltbot.core.errors import InvalidArgument, NotFound, Unauthenticated, Unavailable
+from smoltbot.core.ids import validate_agent_hash
 from smoltbot.core.pagination import decode_page_token, next_page, page_size
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import utcnow
@@ -47,6 +49,33 @@ logger = logging.getLogger(__name__)
 
 _MAX_ALERT_TRACE_IDS = 200
 _SEVERITY_RANK = {"low": 1, "medium": 2, "high": 3}
+
+
+_REFERENCE_NAMES = {"card": "the alignment card", "baseline": "the agent's baseline"}
+#: Where drift watch keeps, in the detector's persisted state, how many consecutive traces per
+#: reference have scored at or above the threshold (the detector itself only tracks runs below).
+_RECOVERY_KEY = "watch_recovery"
+
+
+def _recovery(state: dict[str, Any]) -> dict[str, int]:
+    stored = state.get(_RECOVERY_KEY)
+    recovery = {"card": 0, "baseline": 0}
+    if isinstance(stored, dict):
+        recovery.update({key: int(value) for key, value in stored.items() if key in recovery})
+    state[_RECOVERY_KEY] = recovery
+    return recovery
+
+
+def _count_recovery(state: dict[str, Any], recovery: dict[str, int], baseline_ready: bool) -> None:
+    """After one trace: a reference whose run below the threshold is empty scored at or above
+    it (the baseline only once it exists)."""
+    runs = state.get("runs") or {}
+    for reference in ("card", "baseline"):
+        if reference == "baseline" and not baseline_ready:
+            continue
+        below = int((runs.get(reference) or {}).get("length") or 0)
+        recovery[reference] = recovery[reference] + 1 if below == 0 else 0
+    state[_RECOVERY_KEY] = recovery
 
 
 def _analysis(finding: DriftFinding) -> str:
@@ -155,17 +184,21 @@ class DriftWatch:
                 state=json.loads(state_json) if state_json else None,
             )
             findings: list[DriftFinding] = []
+            recovery = _recovery(detector.state)
             for trace in queued:
                 if trace.card_id not in cards:  # a card we did not fetch: next pass
                     more.add(agent_id)
                     break
                 card = cards[trace.card_id] or {"card_id": trace.card_id}
+                baseline_ready = int(detector.state.get("baseline_count") or 0) >= detector.baseline_size
                 findings.extend(detector.observe(json.loads(trace.trace_json), card))
+                _count_recovery(detector.state, recovery, baseline_ready)
                 fed.append(trace.trace_id)
             if len(queued) == PASS_LIMIT:
                 more.add(agent_id)
             for finding in findings:
                 await self._record(feed, agent_id, finding, now)
+            await self._resolve_recovered(feed, agent_id, recovery, now)
             updates.append(DetectorState(
                 agent_id, str(detector.state.get("card_id") or ""), int(detector.state.get("observed") or 0),
                 json.dumps(detector.state, separators=(",", ":")),
@@ -216,6 +249,39 @@ class DriftWatch:
             details=details,
             now=now,
         )
+
+    async def _resolve_recovered(self, feed: DriftFeed, agent_id: str, recovery: dict[str, int],
+                                 now: datetime) -> None:
+        """Closes the agent's open alerts whose every reference has seen `drift_sustained`
+        consecutive traces at or above the threshold since (behaviour is back)."""
+        needed = self.settings.drift_sustained
+        for alert in await feed.open_alerts(agent_id):
+            references = list(alert.details.get("references") or [alert.reference])
+            if not references or any(recovery.get(ref, 0) < needed for ref in references):
+                continue
+            details = dict(alert.details)
+            details["resolved_at"] = now.isoformat()
+            details["resolution"] = (
+                f"Closed by itself: the last {min(recovery.get(ref, 0) for ref in references)} traces scored "
+                f"at or above {self.settings.drift_threshold:.2f} similarity against "
+                f"{' and '.join(_REFERENCE_NAMES.get(ref, ref) for ref in sorted(references))}.")
+            await feed.resolve_alert(alert.alert_id, details, now)
+            logger.info("drift alert %s of %s closed: behaviour returned", alert.alert_id, agent_id)
+
+    async def acknowledge(self, agent_id: str, agent_hash: str, alert_id: str) -> DriftAlert:
+        """The agent's owner (who holds its credential) acknowledges one of its alerts."""
+        if not agent_hash:
+            raise Unauthenticated("agent_hash is required to acknowledge an alert on behalf of an agent")
+        validate_agent_hash(agent_hash)
+        validate_agent_id(agent_id, required=True)
+        if not alert_id or len(alert_id) > 48 or not alert_id.isprintable():
+            raise InvalidArgument("alert_id", "must be a drift alert id (da-...)")
+        await self.registry.check_owner(agent_id, agent_hash.lower())
+        alert = await self.store.acknowledge(agent_id, alert_id)
+        if alert is None:
+            raise NotFound(f"agent {agent_id} has no drift alert {alert_id!r}", reason="ALERT_NOT_FOUND",
+                           alert_id=alert_id)
+        return alert
 
     async def list_alerts(self, agent_id: str, size: int, token: str) -> tuple[list[DriftAlert], str]:
         """Alerts newest first (by creation), optionally of one agent; keyset-paginated."""

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
 
 import grpc
 
@@ -66,7 +68,7 @@ def integrity_to_proto(integrity: Integrity) -> trace_pb2.IntegrityScore:
 
 
 def alert_to_proto(alert: DriftAlert) -> trace_pb2.DriftAlert:
-    return trace_pb2.DriftAlert(
+    message = trace_pb2.DriftAlert(
         alert_id=alert.alert_id,
         agent_id=alert.agent_id,
         card_id=alert.card_id,
@@ -80,7 +82,22 @@ def alert_to_proto(alert: DriftAlert) -> trace_pb2.DriftAlert:
         created_at=to_timestamp(alert.created_at),
         updated_at=to_timestamp(alert.updated_at),
         analysis=alert.analysis,
+        resolution=str(alert.details.get("resolution") or ""),
     )
+    for field in ("acknowledged_at", "resolved_at"):
+        when = _detail_time(alert.details.get(field))
+        if when is not None:
+            getattr(message, field).CopyFrom(to_timestamp(when))
+    return message
+
+
+def _detail_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        return None
 
 
 class ObserverServicer(observer_service_pb2_grpc.ObserverServiceServicer):
@@ -165,6 +182,12 @@ class ObserverServicer(observer_service_pb2_grpc.ObserverServiceServicer):
         return pb.ListDriftAlertsResponse(
             alerts=[alert_to_proto(alert) for alert in alerts], next_page_token=token
         )
+
+    @grpc_errors
+    async def AcknowledgeDriftAlert(self, request: pb.AcknowledgeDriftAlertRequest,
+                                    context: grpc.aio.ServicerContext) -> pb.AcknowledgeDriftAlertResponse:
+        alert = await self._drift.acknowledge(request.agent_id, request.agent_hash, request.alert_id)
+        return pb.AcknowledgeDriftAlertResponse(alert=alert_to_proto(alert))
 
     @grpc_errors
     async def GetAgentUsage(self, request: pb.GetAgentUsageRequest,

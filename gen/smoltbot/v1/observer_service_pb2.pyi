@@ -671,3 +671,48 @@ class GetSessionUsageResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetSessionUsageResponse: _TypeAlias = GetSessionUsageResponse  # noqa: Y015
+
+@_typing.final
+class AcknowledgeDriftAlertRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    AGENT_HASH_FIELD_NUMBER: _builtins.int
+    ALERT_ID_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    agent_hash: _builtins.str
+    alert_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        agent_hash: _builtins.str = ...,
+        alert_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_hash", b"agent_hash", "agent_id", b"agent_id", "alert_id", b"alert_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcknowledgeDriftAlertRequest: _TypeAlias = AcknowledgeDriftAlertRequest  # noqa: Y015
+
+@_typing.final
+class AcknowledgeDriftAlertResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALERT_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def alert(self) -> _trace_pb2.DriftAlert: ...
+    def __init__(
+        self,
+        *,
+        alert: _trace_pb2.DriftAlert | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AcknowledgeDriftAlertResponse: _TypeAlias = AcknowledgeDriftAlertResponse  # noqa: Y015

@@ -70,6 +70,11 @@ class ObserverServiceStub:
                 request_serializer=smoltbot_dot_v1_dot_observer__service__pb2.GetSessionUsageRequest.SerializeToString,
                 response_deserializer=smoltbot_dot_v1_dot_observer__service__pb2.GetSessionUsageResponse.FromString,
                 _registered_method=True)
+        self.AcknowledgeDriftAlert = channel.unary_unary(
+                '/smoltbot.v1.ObserverService/AcknowledgeDriftAlert',
+                request_serializer=smoltbot_dot_v1_dot_observer__service__pb2.AcknowledgeDriftAlertRequest.SerializeToString,
+                response_deserializer=smoltbot_dot_v1_dot_observer__service__pb2.AcknowledgeDriftAlertResponse.FromString,
+                _registered_method=True)
         self.GetAgentUsage = channel.unary_unary(
                 '/smoltbot.v1.ObserverService/GetAgentUsage',
                 request_serializer=smoltbot_dot_v1_dot_observer__service__pb2.GetAgentUsageRequest.SerializeToString,
@@ -127,6 +132,13 @@ class ObserverServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AcknowledgeDriftAlert(self, request, context):
+        """The agent's owner acknowledges a drift alert (proved by the agent's credential hash).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetAgentUsage(self, request, context):
         """An agent's tokens and cost over a time range, grouped by day, model or session.
         """
@@ -171,6 +183,11 @@ def add_ObserverServiceServicer_to_server(servicer, server):
                     servicer.GetSessionUsage,
                     request_deserializer=smoltbot_dot_v1_dot_observer__service__pb2.GetSessionUsageRequest.FromString,
                     response_serializer=smoltbot_dot_v1_dot_observer__service__pb2.GetSessionUsageResponse.SerializeToString,
+            ),
+            'AcknowledgeDriftAlert': grpc.unary_unary_rpc_method_handler(
+                    servicer.AcknowledgeDriftAlert,
+                    request_deserializer=smoltbot_dot_v1_dot_observer__service__pb2.AcknowledgeDriftAlertRequest.FromString,
+                    response_serializer=smoltbot_dot_v1_dot_observer__service__pb2.AcknowledgeDriftAlertResponse.SerializeToString,
             ),
             'GetAgentUsage': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAgentUsage,
@@ -368,6 +385,33 @@ class ObserverService:
             '/smoltbot.v1.ObserverService/GetSessionUsage',
             smoltbot_dot_v1_dot_observer__service__pb2.GetSessionUsageRequest.SerializeToString,
             smoltbot_dot_v1_dot_observer__service__pb2.GetSessionUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AcknowledgeDriftAlert(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smoltbot.v1.ObserverService/AcknowledgeDriftAlert',
+            smoltbot_dot_v1_dot_observer__service__pb2.AcknowledgeDriftAlertRequest.SerializeToString,
+            smoltbot_dot_v1_dot_observer__service__pb2.AcknowledgeDriftAlertResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,8 @@ class ObserverServiceStub:
     """Marks tool calls the agent reported as actually executed (from a plugin)."""
     GetSessionUsage: _grpc.UnaryUnaryMultiCallable[_observer_service_pb2.GetSessionUsageRequest, _observer_service_pb2.GetSessionUsageResponse]
     """One session: its turns, sub-agents, tokens, cost and integrity."""
+    AcknowledgeDriftAlert: _grpc.UnaryUnaryMultiCallable[_observer_service_pb2.AcknowledgeDriftAlertRequest, _observer_service_pb2.AcknowledgeDriftAlertResponse]
+    """The agent's owner acknowledges a drift alert (proved by the agent's credential hash)."""
     GetAgentUsage: _grpc.UnaryUnaryMultiCallable[_observer_service_pb2.GetAgentUsageRequest, _observer_service_pb2.GetAgentUsageResponse]
     """An agent's tokens and cost over a time range, grouped by day, model or session."""
 
@@ -65,6 +67,8 @@ class ObserverServiceAsyncStub(ObserverServiceStub):
     """Marks tool calls the agent reported as actually executed (from a plugin)."""
     GetSessionUsage: _aio.UnaryUnaryMultiCallable[_observer_service_pb2.GetSessionUsageRequest, _observer_service_pb2.GetSessionUsageResponse]  # type: ignore[assignment]
     """One session: its turns, sub-agents, tokens, cost and integrity."""
+    AcknowledgeDriftAlert: _aio.UnaryUnaryMultiCallable[_observer_service_pb2.AcknowledgeDriftAlertRequest, _observer_service_pb2.AcknowledgeDriftAlertResponse]  # type: ignore[assignment]
+    """The agent's owner acknowledges a drift alert (proved by the agent's credential hash)."""
     GetAgentUsage: _aio.UnaryUnaryMultiCallable[_observer_service_pb2.GetAgentUsageRequest, _observer_service_pb2.GetAgentUsageResponse]  # type: ignore[assignment]
     """An agent's tokens and cost over a time range, grouped by day, model or session."""
 
@@ -124,6 +128,14 @@ class ObserverServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_observer_service_pb2.GetSessionUsageResponse, _abc.Awaitable[_observer_service_pb2.GetSessionUsageResponse]]:
         """One session: its turns, sub-agents, tokens, cost and integrity."""
+
+    @_abc_1.abstractmethod
+    def AcknowledgeDriftAlert(
+        self,
+        request: _observer_service_pb2.AcknowledgeDriftAlertRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_observer_service_pb2.AcknowledgeDriftAlertResponse, _abc.Awaitable[_observer_service_pb2.AcknowledgeDriftAlertResponse]]:
+        """The agent's owner acknowledges a drift alert (proved by the agent's credential hash)."""
 
     @_abc_1.abstractmethod
     def GetAgentUsage(

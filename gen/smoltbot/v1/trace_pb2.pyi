@@ -633,6 +633,9 @@ class DriftAlert(_message.Message):
     CREATED_AT_FIELD_NUMBER: _builtins.int
     UPDATED_AT_FIELD_NUMBER: _builtins.int
     ANALYSIS_FIELD_NUMBER: _builtins.int
+    ACKNOWLEDGED_AT_FIELD_NUMBER: _builtins.int
+    RESOLVED_AT_FIELD_NUMBER: _builtins.int
+    RESOLUTION_FIELD_NUMBER: _builtins.int
     alert_id: _builtins.str
     agent_id: _builtins.str
     card_id: _builtins.str
@@ -649,12 +652,23 @@ class DriftAlert(_message.Message):
     status: _builtins.str
     """open | resolved."""
     analysis: _builtins.str
+    resolution: _builtins.str
     @_builtins.property
     def trace_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
     def created_at(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def updated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def acknowledged_at(self) -> _timestamp_pb2.Timestamp:
+        """When the agent's owner acknowledged the alert (unset: not acknowledged). It stays open."""
+
+    @_builtins.property
+    def resolved_at(self) -> _timestamp_pb2.Timestamp:
+        """When the alert closed by itself (status resolved), and why: behaviour went back to the
+        reference(s) it was raised against for drift_sustained consecutive traces.
+        """
+
     def __init__(
         self,
         *,
@@ -671,10 +685,13 @@ class DriftAlert(_message.Message):
         created_at: _timestamp_pb2.Timestamp | None = ...,
         updated_at: _timestamp_pb2.Timestamp | None = ...,
         analysis: _builtins.str = ...,
+        acknowledged_at: _timestamp_pb2.Timestamp | None = ...,
+        resolved_at: _timestamp_pb2.Timestamp | None = ...,
+        resolution: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "updated_at", b"updated_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acknowledged_at", b"acknowledged_at", "created_at", b"created_at", "resolved_at", b"resolved_at", "updated_at", b"updated_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "alert_id", b"alert_id", "analysis", b"analysis", "card_id", b"card_id", "created_at", b"created_at", "direction", b"direction", "reference", b"reference", "severity", b"severity", "similarity_score", b"similarity_score", "status", b"status", "sustained_traces", b"sustained_traces", "trace_ids", b"trace_ids", "updated_at", b"updated_at"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledged_at", b"acknowledged_at", "agent_id", b"agent_id", "alert_id", b"alert_id", "analysis", b"analysis", "card_id", b"card_id", "created_at", b"created_at", "direction", b"direction", "reference", b"reference", "resolution", b"resolution", "resolved_at", b"resolved_at", "severity", b"severity", "similarity_score", b"similarity_score", "status", b"status", "sustained_traces", b"sustained_traces", "trace_ids", b"trace_ids", "updated_at", b"updated_at"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
