@@ -91,7 +91,7 @@ def spec_for_target(raw_target: str) -> ProviderSpec:
     """The provider a target was meant for (its prefix, also inside an absolute URL); Anthropic
     when none shows, so a refusal is in the shape of the gateway's first provider."""
     path = raw_target
-    if "://" in raw_target:
+    if "://" in raw_target or raw_target.startswith("//"):
         try:
             path = urlsplit(raw_target).path
         except ValueError:

@@ -62,6 +62,12 @@ FOREIGN_TARGETS = [
     "/anthropic/%252e%252e/v1", "/anthropic/..;/v1/messages", "/anthropic/v1%2fmessages", "/anthropic/..%5cx",
     "/anthropic/%c0%ae%c0%ae/x", "/anthropic/%ef%bc%8e%ef%bc%8e/x", "/%61nthropic/v1/messages",
     "/anthropic/v1/messages#frag", "/v1/messages", "/anthropicX/v1/messages",
+    # The other providers' prefixes: refused the same way, in their own error shapes. (Only
+    # refusals: the shared stack's gateway has no OpenAI or Gemini stand-in behind it.)
+    "http://127.0.0.1:9/openai/v1/chat/completions", "/openai/%2e%2e/v1/responses", "/openai/v1%2fresponses",
+    "/%6fpenai/v1/chat/completions", "//example.com/openai/v1/responses",
+    "http://user:pw@example.com/gemini/v1beta/models", "/gemini/v1beta/models/..%2fx:generateContent",
+    "/gemini/%252e%252e/v1beta", "/%67emini/v1beta/models/gemini-2.5-flash:generateContent",
 ]
 PATH_CHARS = "abcXYZ019-_~.%;:@!$&'()*+,=/\\?#"
 #: Bytes a header value may carry (RFC 9110 §5.5: VCHAR, obs-text, SP, HTAB), and bytes it may not.
@@ -271,8 +277,15 @@ def test_every_call_is_refused_clearly_or_relayed_and_recorded_exactly_once(shar
             assert 400 <= reply.status < 500, f"not a refusal: {reply.status} {reply.body[:300]!r}"
             if not call.breaks_http and call.method != "HEAD":
                 error = json.loads(reply.body)
-                assert error["type"] == "error", error
-                assert error["error"]["type"] and error["error"]["message"], error
+                if "/openai" in call.target or "/%6fpenai" in call.target:
+                    assert set(error["error"]) == {"message", "type", "param", "code"}, error
+                    assert error["error"]["type"] and error["error"]["message"], error
+                elif "/gemini" in call.target or "/%67emini" in call.target:
+                    assert set(error["error"]) == {"code", "message", "status"}, error
+                    assert error["error"]["code"] == reply.status and error["error"]["message"], error
+                else:
+                    assert error["type"] == "error", error
+                    assert error["error"]["type"] and error["error"]["message"], error
             if hashed:
                 refused_hashes.append((call, hashed))
             return
