@@ -17,8 +17,9 @@ import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from smoltbot.observer.otel.mapping import TurnKey, span_id_for, trace_id_for
+from smoltbot.v1 import exchange_pb2
 from tests.integration.observer.conftest import ObserverStack, free_port
-from tests.integration.observer.exchanges import message, text, tool_use
+from tests.integration.observer.exchanges import error_body, make_exchange, message, text, tool_use
 from tests.integration.observer.test_usage_and_turns import CACHED_USAGE, SESSION, _call
 from tests.integration.test_otel_export import Received, _attrs, _grpc_receiver, _http_receiver
 from tests.support.waiting import wait_until
@@ -194,3 +195,34 @@ async def test_a_bad_otlp_protocol_stops_the_observer_naming_the_fix(
     with pytest.raises(OSError, match=fix):
         await build_server(observer_stack.observer_settings.model_copy(update={"otel_export": True}),
                            address="127.0.0.1:0")
+
+
+@pytest.mark.parametrize("otlp", ["http/protobuf"], indirect=True)
+async def test_failures_minimal_records_and_activity_are_chat_spans_without_a_verdict(
+        observer_stack: ObserverStack, otlp: Received) -> None:
+    await _exported_stack(observer_stack)
+    _, agent_hash = await observer_stack.agent()
+    overloaded = make_exchange(agent_hash, error_body("overloaded_error", "Overloaded"), status=529,
+                               outcome=exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_ERROR)
+    minimal = make_exchange(agent_hash, None, request=b"")
+    minimal.capture_failure = "response body could not be captured: decoder error"
+    activity = make_exchange(agent_hash, b'{"data": []}')
+    activity.request.method, activity.request.path, activity.request.body = "GET", "/v1/models", b""
+    calls = [overloaded, minimal, activity]
+    await observer_stack.ingest(calls)
+    await observer_stack.wait_finished([c.exchange_id for c in calls])
+    await wait_until(lambda: len(otlp.all_spans()) >= 6, timeout=10)
+    chats = {_attrs(s)["smoltbot.exchange_id"]: s for s in otlp.all_spans()
+             if _attrs(s)["gen_ai.operation.name"] == "chat"}
+    assert set(chats) == {c.exchange_id for c in calls}
+    assert [s for s in otlp.all_spans() if _attrs(s)["gen_ai.operation.name"] == "execute_tool"] == []
+    for span in chats.values():
+        assert not span.events and not any(key.startswith("aap.") for key in _attrs(span))
+    assert _attrs(chats[overloaded.exchange_id])["error.type"] == "upstream_error"
+    assert _attrs(chats[overloaded.exchange_id])["http.response.status_code"] == 529
+    assert chats[overloaded.exchange_id].status.code == 2  # STATUS_CODE_ERROR
+    assert _attrs(chats[minimal.exchange_id])["error.type"] == "capture_failed"
+    assert "error.type" not in _attrs(chats[activity.exchange_id])
+    assert _attrs(chats[activity.exchange_id])["smoltbot.record_kind"] == "activity"
+    # No session or turn is known for these: each is a turn (a trace) of its own.
+    assert len({s.trace_id for s in chats.values()}) == 3
