@@ -323,10 +323,15 @@ class DriftAlert(BaseModel):
     sustained_traces: int
     trace_ids: list[str]
     reference: str = Field(description="card | baseline.")
-    status: str = Field(description="open | resolved.")
+    status: str = Field(description="open | resolved (closed by itself when behaviour went back to the "
+                                    "reference it was raised against).")
     created_at: Timestamp | None = None
     updated_at: Timestamp | None = None
     analysis: str
+    acknowledged_at: Timestamp | None = Field(default=None, description="When the agent's owner acknowledged "
+                                                                        "it (it stays open); null: not yet.")
+    resolved_at: Timestamp | None = None
+    resolution: str = Field(default="", description="How it closed, when it did.")
 
 
 class DriftAlertList(BaseModel):

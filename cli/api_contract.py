@@ -41,6 +41,8 @@ ENDPOINTS: dict[str, Endpoint] = {
     "integrity": Endpoint("GET", "/v1/integrity/{agent_id}", "Integrity"),
     "card": Endpoint("GET", "/v1/agents/{agent_id}/card", "Card"),
     "put_card": Endpoint("PUT", "/v1/agents/{agent_id}/card", "Card"),
+    "drift_alerts": Endpoint("GET", "/v1/agents/{agent_id}/drift", "DriftAlertList", query=("limit",)),
+    "acknowledge_drift": Endpoint("POST", "/v1/agents/{agent_id}/drift/{alert_id}/acknowledge", "DriftAlert"),
     "agent_sessions": Endpoint("GET", "/v1/agents/{agent_id}/sessions", "SessionList", query=("limit",)),
     "session": Endpoint("GET", "/v1/sessions/{session_id}", "SessionDetail", query=("agent_id",)),
     "agent_usage": Endpoint("GET", "/v1/agents/{agent_id}/usage", "AgentUsage",
@@ -100,6 +102,11 @@ FIELDS: dict[str, frozenset[str]] = {
             *(f"all_time.{name}" for name in _WINDOW),
         }
     ),
+    "DriftAlertList": frozenset(
+        {"items", "items[].alert_id", "items[].created_at", "items[].direction", "items[].severity",
+         "items[].status", "items[].acknowledged_at", "items[].resolution", "items[].analysis"}
+    ),
+    "DriftAlert": frozenset({"alert_id", "acknowledged_at"}),
     "SessionList": frozenset(
         {"items", "items[].session_id", "items[].last_activity_at", "items[].turn_count"}
     ),

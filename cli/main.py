@@ -8,6 +8,7 @@ from smoltbot.cli import (
     commands_card,
     commands_claim,
     commands_config,
+    commands_drift,
     commands_init,
     commands_integrity,
     commands_logs,
@@ -33,6 +34,7 @@ commands_integrity.register(app)
 commands_usage.register(app)
 app.add_typer(commands_card.app, name="card")
 app.add_typer(commands_config.app, name="config")
+app.add_typer(commands_drift.app, name="drift")
 commands_claim.register(app)
 
 

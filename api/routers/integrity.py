@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Path
 
 from smoltbot.api.convert import drift_alert_out, integrity_out
-from smoltbot.api.dependencies import AgentIdPath, Cursor, Limit, Observer
-from smoltbot.api.errors import READ_ERRORS
-from smoltbot.api.schemas import DriftAlertList, Integrity
+from smoltbot.api.dependencies import AgentIdPath, CallerHash, Cursor, Limit, Observer, require_owner
+from smoltbot.api.errors import READ_ERRORS, WRITE_ERRORS
+from smoltbot.api.schemas import DriftAlert, DriftAlertList, Integrity
 from smoltbot.v1 import observer_service_pb2
 
 __all__ = ["router"]
 
 router = APIRouter(tags=["integrity"], responses=READ_ERRORS)
+
+AlertIdPath = Annotated[str, Path(pattern=r"^da-[0-9a-f]{1,45}$", description="A drift alert id (da-...).")]
 
 
 @router.get("/v1/integrity/{agent_id}", response_model=Integrity, summary="Integrity score and coverage")
@@ -32,3 +36,16 @@ async def list_drift_alerts(agent_id: AgentIdPath, observer: Observer, limit: Li
         agent_id=agent_id, page_size=limit, page_token=cursor or ""))
     return DriftAlertList(items=[drift_alert_out(alert) for alert in response.alerts],
                           next_cursor=response.next_page_token or None)
+
+
+@router.post("/v1/agents/{agent_id}/drift/{alert_id}/acknowledge", response_model=DriftAlert,
+             response_model_exclude_unset=True, responses=WRITE_ERRORS,
+             summary="Acknowledge a drift alert (the agent's owner, with its credential)")
+async def acknowledge_drift_alert(agent_id: AgentIdPath, alert_id: AlertIdPath, observer: Observer,
+                                  caller_hash: CallerHash) -> DriftAlert:
+    """Says the owner has seen the alert. It stays open: it closes by itself once the agent's
+    behaviour is back in line with the reference it drifted from."""
+    require_owner(agent_id, caller_hash)
+    response = await observer.AcknowledgeDriftAlert(observer_service_pb2.AcknowledgeDriftAlertRequest(
+        agent_id=agent_id, agent_hash=caller_hash, alert_id=alert_id))
+    return drift_alert_out(response.alert)

@@ -1,15 +1,20 @@
 """`smoltbot sessions`, `smoltbot session <id>` and `smoltbot usage` over a Claude Code session with
 a sub-agent that the real Observer recorded: plain text when piped, the API's JSON with --json,
-unknown cost shown as such, one error line for a wrong session or grouping."""
+unknown cost shown as such, one error line for a wrong session or grouping. `smoltbot drift` and
+`smoltbot drift ack` over a real drift alert."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.integration.api.helpers import anthropic_response, make_exchange
+from tests.integration.api.test_api_drift_acknowledge import FORBID_DELETE
 from tests.integration.api.test_api_usage import SESSION, claude_code_session
 from tests.integration.cli.conftest import Cli, LocalStack, PutTraces
 from tests.integration.cli.helpers import assert_one_error_line, fields_of
@@ -66,3 +71,35 @@ async def test_wrong_session_and_grouping_are_one_error_line(cli: Cli, initialis
     assert_one_error_line(await cli("session", "no-such-session"), "no-such-session", "smoltbot sessions")
     assert_one_error_line(await cli("usage", "--by", "week"), "--by", "day, model, session")
     assert_one_error_line(await cli("usage", "--since", "yesterday"), "--since", "2026-12-01")
+
+
+async def test_drift_lists_alerts_and_the_owner_acknowledges_one(
+        cli: Cli, local_stack: LocalStack, initialised: str, credential: str, put_traces: PutTraces) -> None:
+    assert "No drift alerts" in (await cli("drift")).stderr
+    async with httpx.AsyncClient(base_url=local_stack.api_url) as client:
+        stored = await client.put(f"/v1/agents/{initialised}/card", json=FORBID_DELETE,
+                                  headers={"x-api-key": credential})
+        assert stored.status_code == 200, stored.text
+    start = datetime.now(UTC) + timedelta(seconds=5)
+    await put_traces(initialised, *(make_exchange(
+        local_stack.ingest_target, credential, anthropic_response(tool=("delete_file", {"path": f"/d/{n}"})),
+        agent_id=initialised, at=start + timedelta(seconds=n)) for n in range(5)))
+    for _ in range(150):
+        alerts = json.loads((await cli("drift", "--json")).stdout)
+        if alerts:
+            break
+        await asyncio.sleep(0.1)
+    (alert,) = alerts
+    listed = await cli("drift")
+    row = next(line for line in listed.stdout.splitlines() if line.startswith(alert["alert_id"]))
+    assert "open" in row and "acknowledged" not in row
+
+    acked = await cli("drift", "ack", alert["alert_id"])
+    assert acked.exit_code == 0, acked.output
+    assert "Acknowledged" in acked.stdout and "closes by itself" in acked.stdout
+    listed = await cli("drift")
+    row = next(line for line in listed.stdout.splitlines() if line.startswith(alert["alert_id"]))
+    assert "open, acknowledged" in row
+    assert_one_error_line(await cli("drift", "ack", "da-" + "0" * 32), "no drift alert", "smoltbot drift")
+    assert_one_error_line(await cli("drift", "ack", alert["alert_id"], env={"ANTHROPIC_API_KEY": None}),
+                          "credential")
