@@ -16,7 +16,14 @@ from smoltbot.api.credential_check import CredentialCheck
 from smoltbot.api.errors import BackendError
 from smoltbot.core.errors import PermissionDenied, Unauthenticated
 from smoltbot.core.identity import agent_hash, credential_from_headers
-from smoltbot.core.ids import AGENT_ID_PATTERN, MAX_TRACE_ID_LENGTH, TRACE_ID_PATTERN, agent_id_matches_hash
+from smoltbot.core.ids import (
+    AGENT_ID_PATTERN,
+    MAX_SESSION_ID_LENGTH,
+    MAX_TRACE_ID_LENGTH,
+    SESSION_ID_PATTERN,
+    TRACE_ID_PATTERN,
+    agent_id_matches_hash,
+)
 
 __all__ = [
     "AgentIdPath",
@@ -27,6 +34,7 @@ __all__ = [
     "Limit",
     "Observer",
     "Registry",
+    "SessionIdPath",
     "TraceIdPath",
     "get_backends",
     "require_owner",
@@ -120,6 +128,8 @@ AgentIdPath = Annotated[str, Path(pattern=AGENT_ID_PATTERN, description="An agen
                                   examples=["smolt-0a1b2c3d"])]
 TraceIdPath = Annotated[str, Path(pattern=TRACE_ID_PATTERN, max_length=MAX_TRACE_ID_LENGTH,
                                   description="A trace id.")]
+SessionIdPath = Annotated[str, Path(pattern=SESSION_ID_PATTERN, max_length=MAX_SESSION_ID_LENGTH,
+                                    description="The session id, as the session ladder named it.")]
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size, 1..1000.")]
 Cursor = Annotated[str | None, Query(max_length=2048, pattern=r"^[!-~]*$",
                                      description="`next_cursor` of the previous page.")]

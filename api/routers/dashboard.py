@@ -30,10 +30,9 @@ from smoltbot.api.convert import (
     trace_out,
 )
 from smoltbot.api.dashboard_views import session_view, trace_view
-from smoltbot.api.dependencies import AgentIdPath, Cursor, Observer, Registry, TraceIdPath
+from smoltbot.api.dependencies import AgentIdPath, Cursor, Observer, Registry, SessionIdPath, TraceIdPath
 from smoltbot.api.errors import BackendError
 from smoltbot.api.reads import list_trace_page, trace_count
-from smoltbot.api.routers.usage import SessionIdPath
 from smoltbot.api.schemas import Agent, AgentSummary, Card, DriftAlert, Integrity, Session, Trace
 from smoltbot.core.errors import NotFound
 from smoltbot.v1 import observer_service_pb2, registry_service_pb2

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query
+from fastapi import APIRouter, Query
 
 from smoltbot.api.convert import agent_usage_out, session_detail_out
-from smoltbot.api.dependencies import AgentIdPath, Observer
+from smoltbot.api.dependencies import AgentIdPath, Observer, SessionIdPath
 from smoltbot.api.errors import READ_ERRORS
 from smoltbot.api.schemas import AgentUsage, DateTime, SessionDetail
-from smoltbot.core.ids import AGENT_ID_PATTERN, MAX_SESSION_ID_LENGTH, SESSION_ID_PATTERN
+from smoltbot.core.ids import AGENT_ID_PATTERN
 from smoltbot.core.protoconv import to_timestamp
 from smoltbot.v1 import observer_service_pb2
 
@@ -18,8 +18,6 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["usage"], responses=READ_ERRORS)
 
-SessionIdPath = Annotated[str, Path(pattern=SESSION_ID_PATTERN, max_length=MAX_SESSION_ID_LENGTH,
-                                    description="The session id, as the session ladder named it.")]
 GroupBy = Annotated[Literal["day", "model", "session"],
                     Query(description="Group by UTC day, model or session.")]
 
