@@ -36,9 +36,9 @@ __all__ = ["DURATION_BUCKETS", "TOKEN_BUCKETS", "ObserverMetrics"]
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 _STATES = ("pending", "processing", "done", "failed")
-_GENAI_LABELS = (
-    "gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model", "gen_ai_response_model",
-)
+#: gen_ai.request.model is left out: it is known only when the payload is read again (export on),
+#: and a label that depends on a setting would split the series.
+_GENAI_LABELS = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_response_model")
 
 
 class _Live(Collector):
@@ -110,8 +110,7 @@ class ObserverMetrics:
 
     def observe(self, exchange: ExchangeExport) -> None:
         """One stored model call into the two GenAI histograms."""
-        labels = ("chat", provider_name(exchange.provider), exchange.request_model or "",
-                  exchange.response_model or "")
+        labels = ("chat", provider_name(exchange.provider), exchange.response_model or "")
         seconds = (exchange.ended_at - exchange.started_at).total_seconds()
         self.duration.labels(*labels, exchange.error_type or "").observe(max(seconds, 0.0))
         usage = exchange.usage

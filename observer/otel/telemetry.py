@@ -62,7 +62,8 @@ class ExchangeTelemetry:
                                      finished.exchange_id)
 
     def _one(self, finished: Finished, payload: bytes) -> None:
-        envelope = envelope_of(payload) if payload else None
+        # The payload is read again only for export: the histograms need nothing beyond the traces.
+        envelope = envelope_of(payload) if payload and self.shipper is not None else None
         exchange = export_of(finished, envelope)
         if exchange is None:
             return
