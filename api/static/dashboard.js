@@ -183,6 +183,30 @@
     setInterval(poll, POLL_MS);
   }
 
+  // ------------------------------------------------------------------ drift acknowledgement
+
+  // The owner types the agent's credential; it goes to this server's own API in a header, once,
+  // and is never stored (the field is cleared at once). Delegated: the live refresh replaces forms.
+  function onAcknowledge(event) {
+    var form = event.target;
+    if (!form.matches || !form.matches("form[data-ack]")) return;
+    event.preventDefault();
+    var input = form.querySelector("input[name=credential]");
+    var status = form.querySelector("[data-ack-status]");
+    var credential = input ? input.value.trim() : "";
+    if (input) input.value = "";
+    if (!credential) { status.textContent = "Enter the agent's credential."; return; }
+    status.textContent = "…";
+    fetch(BASE + form.getAttribute("data-ack"), {
+      method: "POST", headers: { "x-api-key": credential, accept: "application/json" },
+    }).then(function (response) {
+      return response.json().then(function (body) {
+        if (response.ok) { status.textContent = "Acknowledged"; form.classList.add("done"); }
+        else { status.textContent = (body && body.error && body.error.message) || ("Error " + response.status); }
+      });
+    }).catch(function () { status.textContent = "The API could not be reached."; });
+  }
+
   // ------------------------------------------------------------------ start
 
   function start() {
@@ -195,6 +219,7 @@
     });
     var live = document.querySelector("[data-live-root]");
     if (live) startLive(live);
+    document.addEventListener("submit", onAcknowledge);
   }
 
   if (document.readyState === "loading") document.addEventListener("DOMContentLoaded", start);

@@ -2,7 +2,8 @@
 Claude Code session reached from the agent page shows its turn with the model calls, the tool
 call's name and main argument, the reasoning excerpt and verdict, the Explore sub-agent nested
 in the turn, and the tokens and cost per turn and in total (unknown cost shown as such). The
-agent page pages back to older traces (plain HTTP)."""
+agent page pages back to older traces (plain HTTP), and the owner acknowledges a drift alert there
+with the agent's credential."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ from tests.integration.api.helpers import (
     new_credential,
 )
 from tests.integration.api.test_api_dashboard import ARTIFACTS, CHROMIUM
+from tests.integration.api.test_api_drift_acknowledge import drifting_agent
 from tests.integration.api.test_api_usage import SESSION, claude_code_session
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -121,3 +123,36 @@ async def test_agent_page_pages_back_to_older_traces(server: RunningApi, stack: 
         assert "Reply number 0." in page and "Reply number 29." not in page
         assert "data-live-root" not in page  # an older page does not refresh itself away
         assert 'data-testid="newest-traces"' in page
+
+
+@pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed")
+async def test_the_owner_acknowledges_a_drift_alert_on_the_agent_page(server: RunningApi,
+                                                                      stack: Stack) -> None:
+    from playwright.async_api import async_playwright, expect
+
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        credential, agent_id, alert_id = await drifting_agent(client, stack)
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        try:
+            page = await browser.new_page(viewport={"width": 1280, "height": 900})
+            await page.goto(f"{server.base_url}/agents/{agent_id}")
+            form = page.locator("form[data-ack]")
+            await form.locator("input[name=credential]").fill(new_credential())
+            await form.locator("button").click()
+            await expect(form.locator("[data-ack-status]")).to_contain_text("not", timeout=10_000)
+            await form.locator("input[name=credential]").fill(credential)
+            await form.locator("button").click()
+            await expect(form.locator("[data-ack-status]")).to_have_text("Acknowledged", timeout=10_000)
+            assert await form.locator("input[name=credential]").input_value() == ""  # never kept
+            await page.reload()
+            assert await page.get_by_test_id("acknowledged").count() == 1
+            assert await page.locator("form[data-ack]").count() == 0
+            await page.screenshot(path=str(ARTIFACTS / "drift-acknowledged.png"), full_page=True)
+        finally:
+            await browser.close()
+    async with httpx.AsyncClient(base_url=server.base_url) as client:
+        alert = (await client.get(f"/v1/agents/{agent_id}/drift")).json()["items"][0]
+    assert alert["alert_id"] == alert_id and alert["acknowledged_at"] and alert["status"] == "open"

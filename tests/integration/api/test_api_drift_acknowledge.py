@@ -29,7 +29,7 @@ FORBID_DELETE = {
 }
 
 
-async def _drifting_agent(api: httpx.AsyncClient, stack: Stack) -> tuple[str, str, str]:
+async def drifting_agent(api: httpx.AsyncClient, stack: Stack) -> tuple[str, str, str]:
     credential = new_credential()
     agent_id = (await api.post("/v1/agents/resolve", headers=auth(credential))).json()["agent_id"]
     stored = await api.put(f"/v1/agents/{agent_id}/card", json=FORBID_DELETE, headers=auth(credential))
@@ -47,7 +47,7 @@ async def _drifting_agent(api: httpx.AsyncClient, stack: Stack) -> tuple[str, st
 
 
 async def test_the_owner_acknowledges_a_drift_alert(api: httpx.AsyncClient, stack: Stack) -> None:
-    credential, agent_id, alert_id = await _drifting_agent(api, stack)
+    credential, agent_id, alert_id = await drifting_agent(api, stack)
     path = f"/v1/agents/{agent_id}/drift/{alert_id}/acknowledge"
 
     stranger = await api.post(path, headers=auth(new_credential()))
