@@ -59,13 +59,16 @@ async def test_br_zstd_and_stacked_replies_are_recorded_decoded(lone_gateway: Ru
     async with httpx.AsyncClient() as http:
         for headers in asks:
             status, _ = await post_raw(http, lone_gateway.base_url + "/anthropic/v1/messages",
-                                       json=call(stream=stream), headers={"x-api-key": "sk-test-encodings", **headers})
+                                       json=call(stream=stream),
+                                       headers={"x-api-key": "sk-test-encodings", **headers})
             assert status == 200
     found = await records(lone_gateway, gateway_settings, tmp_path, len(asks))
     for exchange, headers in zip(found, asks, strict=True):
         capture = exchange.response.body_capture
-        assert capture.content_encoding == (headers.get("x-standin-encoding") or headers["accept-encoding"][:4].strip(", "))
-        assert capture.form == (exchange_pb2.BODY_FORM_REASSEMBLED if stream else exchange_pb2.BODY_FORM_DECODED)
+        asked = headers.get("x-standin-encoding") or headers["accept-encoding"][:4].strip(", ")
+        assert capture.content_encoding == asked
+        expected_form = exchange_pb2.BODY_FORM_REASSEMBLED if stream else exchange_pb2.BODY_FORM_DECODED
+        assert capture.form == expected_form
         message = json.loads(exchange.response.body)
         assert message["content"][0]["text"].startswith("Hello!"), capture.note
         assert exchange.outcome == exchange_pb2.EXCHANGE_OUTCOME_COMPLETE
@@ -75,7 +78,8 @@ async def test_an_undecodable_encoding_is_recorded_as_such_with_size_and_sha256(
         lone_gateway: RunningGateway, gateway_settings: Settings, tmp_path: Path) -> None:
     async with httpx.AsyncClient() as http:
         status, sent = await post_raw(http, lone_gateway.base_url + "/anthropic/v1/messages", json=call(),
-                                      headers={"x-api-key": "sk-test-encodings", "x-standin-encoding": "x-martian"})
+                                      headers={"x-api-key": "sk-test-encodings",
+                                               "x-standin-encoding": "x-martian"})
     assert status == 200
     (exchange,) = await records(lone_gateway, gateway_settings, tmp_path, 1)
     capture = exchange.response.body_capture
@@ -88,7 +92,8 @@ async def test_header_values_with_any_bytes_yield_one_faithful_record(
         lone_gateway: RunningGateway, gateway_settings: Settings, tmp_path: Path) -> None:
     body = json.dumps(call()).encode()
     head = (b"POST /anthropic/v1/messages HTTP/1.1\r\nHost: x\r\nx-api-key: sk-test-bytes\r\n"
-            b"Content-Type: application/json\r\nx-odd: caf\xe9 \xff\xfe end\r\nx-smoltbot-session: s\xe9ss\r\n"
+            b"Content-Type: application/json\r\nx-odd: caf\xe9 \xff\xfe end\r\n"
+            b"x-smoltbot-session: s\xe9ss\r\n"
             b"Content-Length: " + str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n")
     reader, writer = await asyncio.open_connection("127.0.0.1", lone_gateway.port)
     writer.write(head + body)
@@ -104,8 +109,8 @@ async def test_header_values_with_any_bytes_yield_one_faithful_record(
     assert session.raw_value == b"s\xe9ss"
 
 
-async def test_the_credential_reaches_the_record_by_no_route(lone_gateway: RunningGateway,
-                                                             gateway_settings: Settings, tmp_path: Path) -> None:
+async def test_the_credential_reaches_the_record_by_no_route(
+        lone_gateway: RunningGateway, gateway_settings: Settings, tmp_path: Path) -> None:
     escaped = json.dumps(ODD_KEY)[1:-1]
     said = f"my key is {ODD_KEY} and again {ODD_KEY}"
     async with httpx.AsyncClient() as http:
@@ -113,10 +118,12 @@ async def test_the_credential_reaches_the_record_by_no_route(lone_gateway: Runni
             # The model repeats the key (echo), split over deltas when streamed; the request body is
             # gzip-encoded; the key also rides in a query parameter and in other credential headers.
             response = await http.post(
-                lone_gateway.base_url + f"/anthropic/v1/messages?beta=true&Api_Key={ODD_KEY}&key=other-secret",
+                lone_gateway.base_url
+                + f"/anthropic/v1/messages?beta=true&Api_Key={ODD_KEY}&key=other-secret",
                 content=gzip.compress(json.dumps(call(said, stream=stream)).encode()),
                 headers={"x-api-key": ODD_KEY, "content-encoding": "gzip", "content-type": "application/json",
-                         "anthropic-api-key": ODD_KEY, "x-goog-api-key": "goog-secret-value", "api-key": "other",
+                         "anthropic-api-key": ODD_KEY, "x-goog-api-key": "goog-secret-value",
+                         "api-key": "other",
                          "x-standin-scenario": "echo", "x-note": f"key={ODD_KEY}"})
             assert response.status_code == 200, response.text
             if not stream:  # the client gets every byte unchanged, the key included
@@ -137,7 +144,8 @@ async def test_the_credential_reaches_the_record_by_no_route(lone_gateway: Runni
 
 async def test_bodies_over_the_cap_are_recorded_truncated_with_full_size_and_sha256(
         start, gateway_settings: Settings, tmp_path: Path) -> None:
-    gateway = await start(registry=unused_address(), observer=unused_address(), max_exchange_bytes=1024 * 1024)
+    gateway = await start(registry=unused_address(), observer=unused_address(),
+                          max_exchange_bytes=1024 * 1024)
     limit = gateway.gateway.capture_limits.body_bytes
     body = json.dumps(call("x" * (limit + 100_000))).encode()
     async with httpx.AsyncClient() as http:
@@ -186,11 +194,12 @@ async def test_health_answers_while_a_large_stream_is_captured_and_every_delta_i
                 await asyncio.sleep(0.01)
 
     poller = asyncio.create_task(poll_health())
-    async with httpx.AsyncClient(timeout=60) as http:
-        async with http.stream("POST", lone_gateway.base_url + "/anthropic/v1/messages", json=call(stream=True),
-                               headers={"x-api-key": "sk-test-tiny", "x-standin-scenario": "tiny_deltas",
-                                        "x-standin-deltas": str(deltas)}) as response:
-            size = sum([len(chunk) async for chunk in response.aiter_raw()])
+    headers = {"x-api-key": "sk-test-tiny", "x-standin-scenario": "tiny_deltas",
+               "x-standin-deltas": str(deltas)}
+    async with httpx.AsyncClient(timeout=60) as http, http.stream(
+            "POST", lone_gateway.base_url + "/anthropic/v1/messages", json=call(stream=True),
+            headers=headers) as response:
+        size = sum([len(chunk) async for chunk in response.aiter_raw()])
     (exchange,) = await records(lone_gateway, gateway_settings, tmp_path, 1)
     done.set()
     await poller
@@ -207,7 +216,8 @@ async def test_a_credential_with_bytes_that_are_not_utf8_is_recorded_without_it(
         lone_gateway: RunningGateway, gateway_settings: Settings, tmp_path: Path) -> None:
     key = b"sk-ant-h2-fuzz-0123456789\xb6\x9a"
     body = b'{"model":"m","max_tokens":5,"messages":[{"role":"user","content":"' + key + b'"}]}'
-    head = (b"POST /anthropic/v1/messages?api_key=sk-ant-h2-fuzz-0123456789%B6%9A HTTP/1.1\r\nHost: x\r\nx-api-key: " + key +
+    head = (b"POST /anthropic/v1/messages?api_key=sk-ant-h2-fuzz-0123456789%B6%9A HTTP/1.1\r\n"
+            b"Host: x\r\nx-api-key: " + key +
             b"\r\nContent-Type: application/json\r\nx-echo: " + key + b"\r\nContent-Length: " +
             str(len(body)).encode() + b"\r\nConnection: close\r\n\r\n")
     reader, writer = await asyncio.open_connection("127.0.0.1", lone_gateway.port)

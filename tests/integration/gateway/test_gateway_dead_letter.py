@@ -81,7 +81,8 @@ async def test_an_exchange_too_large_for_the_observer_is_set_aside_and_recorded_
                                                             "content-type": "application/json"})
         assert first.status_code == 413  # the stand-in's limit: relayed unchanged
         for _ in range(3):
-            assert (await http.post(url, json=small, headers={"x-api-key": "sk-test-small"})).status_code == 200
+            reply = await http.post(url, json=small, headers={"x-api-key": "sk-test-small"})
+            assert reply.status_code == 200
     await wait_for(lambda: gateway.gateway.spool.depth == 0, 60, "every record to be acked or set aside")
     # Four calls, four records: three whole, one minimal that says what failed.
     assert sum((await observer.components.queue.exchange_counts()).values()) == 4

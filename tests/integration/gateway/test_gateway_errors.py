@@ -23,7 +23,8 @@ MESSAGES = [{"role": "user", "content": "hello"}]
 
 
 def client(gateway: RunningGateway) -> anthropic.AsyncAnthropic:
-    return anthropic.AsyncAnthropic(base_url=gateway.base_url + "/anthropic", api_key=CREDENTIAL, max_retries=0)
+    return anthropic.AsyncAnthropic(base_url=gateway.base_url + "/anthropic", api_key=CREDENTIAL,
+                                    max_retries=0)
 
 
 def disconnects(standin: AnthropicStandin) -> int:
@@ -74,8 +75,9 @@ async def test_mid_stream_error_event_reaches_the_sdk_and_is_recorded(
         lone_gateway: RunningGateway, tmp_path: Path) -> None:
     async with client(lone_gateway) as sdk_client:
         with pytest.raises(anthropic.APIStatusError) as raised:
-            async with sdk_client.messages.stream(model=MODEL, max_tokens=100, messages=MESSAGES,
-                                                  extra_headers={"x-standin-scenario": "mid_stream_error"}) as s:
+            async with sdk_client.messages.stream(
+                    model=MODEL, max_tokens=100, messages=MESSAGES,
+                    extra_headers={"x-standin-scenario": "mid_stream_error"}) as s:
                 await s.get_final_message()
     assert "overloaded_error" in str(raised.value) or raised.value.type == "overloaded_error"  # type: ignore
     [exchange] = await wait_for_spooled(lone_gateway, 1, tmp_path)
@@ -87,14 +89,14 @@ async def test_mid_stream_error_event_reaches_the_sdk_and_is_recorded(
 async def test_client_abort_mid_stream_cancels_upstream_and_is_recorded(
         lone_gateway: RunningGateway, standin: AnthropicStandin, tmp_path: Path) -> None:
     before = disconnects(standin)
-    async with httpx.AsyncClient(timeout=10) as http:
-        async with http.stream("POST", lone_gateway.base_url + "/anthropic/v1/messages", headers={
-                "x-api-key": CREDENTIAL, "x-standin-delay-ms": "200"},
-                json={"model": MODEL, "max_tokens": 100, "stream": True, "messages": MESSAGES}) as response:
-            assert response.status_code == 200
-            async for chunk in response.aiter_bytes():
-                assert chunk
-                break
+    body = {"model": MODEL, "max_tokens": 100, "stream": True, "messages": MESSAGES}
+    async with httpx.AsyncClient(timeout=10) as http, http.stream(
+            "POST", lone_gateway.base_url + "/anthropic/v1/messages",
+            headers={"x-api-key": CREDENTIAL, "x-standin-delay-ms": "200"}, json=body) as response:
+        assert response.status_code == 200
+        async for chunk in response.aiter_bytes():
+            assert chunk
+            break
     await wait_for(lambda: disconnects(standin) > before, 10, "the stand-in to see the disconnect")
     [exchange] = await wait_for_spooled(lone_gateway, 1, tmp_path)
     assert exchange.outcome == exchange_pb2.EXCHANGE_OUTCOME_CLIENT_ABORT
@@ -104,9 +106,11 @@ async def test_upstream_drop_mid_stream_drops_the_client_connection(
         lone_gateway: RunningGateway, tmp_path: Path) -> None:
     async with httpx.AsyncClient(timeout=10) as http:
         with pytest.raises(httpx.RemoteProtocolError):
-            async with http.stream("POST", lone_gateway.base_url + "/anthropic/v1/messages", headers={
-                    "x-api-key": CREDENTIAL, "x-standin-scenario": "drop"},
-                    json={"model": MODEL, "max_tokens": 100, "stream": True, "messages": MESSAGES}) as response:
+            async with http.stream(
+                    "POST", lone_gateway.base_url + "/anthropic/v1/messages",
+                    headers={"x-api-key": CREDENTIAL, "x-standin-scenario": "drop"},
+                    json={"model": MODEL, "max_tokens": 100, "stream": True, "messages": MESSAGES},
+            ) as response:
                 async for _ in response.aiter_bytes():
                     pass
     [exchange] = await wait_for_spooled(lone_gateway, 1, tmp_path)

@@ -75,7 +75,8 @@ async def test_x_api_key_credential_and_query_string_pass_unchanged(
     assert seen.path == "/v1/messages" and seen.query_string == "beta=true"
 
 
-@pytest.mark.parametrize("scenario", ["text", "thinking", "tool_use", "thinking_tool_use", "redacted_thinking"])
+@pytest.mark.parametrize("scenario",
+                         ["text", "thinking", "tool_use", "thinking_tool_use", "redacted_thinking"])
 async def test_streams_give_the_same_final_message_and_the_exchange_holds_it(
         scenario: str, stack: RunningGateway, standin: AnthropicStandin) -> None:
     kwargs: dict[str, Any] = {"model": MODEL, "max_tokens": 2048, "messages": MESSAGES,
@@ -93,10 +94,10 @@ async def test_streams_give_the_same_final_message_and_the_exchange_holds_it(
 
 async def test_the_exchange_of_a_stream_holds_the_sdks_final_message(
         lone_gateway: RunningGateway, standin: AnthropicStandin, tmp_path: Path) -> None:
-    async with sdk(lone_gateway.base_url + "/anthropic") as client:
-        async with client.messages.stream(model=MODEL, max_tokens=2048, messages=MESSAGES, tools=TOOLS,
-                                          extra_headers={"x-standin-scenario": "thinking_tool_use"}) as stream:
-            final = await stream.get_final_message()
+    scenario = {"x-standin-scenario": "thinking_tool_use"}
+    async with sdk(lone_gateway.base_url + "/anthropic") as client, client.messages.stream(
+            model=MODEL, max_tokens=2048, messages=MESSAGES, tools=TOOLS, extra_headers=scenario) as stream:
+        final = await stream.get_final_message()
     [exchange] = await wait_for_spooled(lone_gateway, 1, tmp_path)
     assert exchange.response.streamed
     assert json.loads(exchange.response.body) == final.to_dict(mode="json")
@@ -152,7 +153,8 @@ async def test_identity_headers_name_the_registered_agent_and_session(stack: Run
     assert other.headers["x-smoltbot-agent"] != agent
 
 
-async def test_unknown_paths_and_methods_are_proxied_too(stack: RunningGateway, standin: AnthropicStandin) -> None:
+async def test_unknown_paths_and_methods_are_proxied_too(stack: RunningGateway,
+                                                         standin: AnthropicStandin) -> None:
     async with httpx.AsyncClient() as client:
         via = await client.get(stack.base_url + "/anthropic/v1/never/heard/of?x=1&y=%2F",
                                headers={"x-api-key": CREDENTIAL})
@@ -167,7 +169,8 @@ async def test_unknown_paths_and_methods_are_proxied_too(stack: RunningGateway, 
 
 
 @pytest.mark.parametrize("header", ["x-smoltbot-session", "x-claude-code-session-id", "x-session-affinity"])
-async def test_a_session_the_client_names_is_the_session_of_its_calls(stack: RunningGateway, header: str) -> None:
+async def test_a_session_the_client_names_is_the_session_of_its_calls(stack: RunningGateway,
+                                                                      header: str) -> None:
     name = f"named-{header}"
     async with httpx.AsyncClient() as client:
         reply = await _identified_call(client, stack.base_url + "/anthropic/v1/messages/count_tokens",

@@ -62,7 +62,8 @@ async def test_observer_down_for_a_burst_then_up_every_exchange_arrives_exactly_
     await burst(gateway, count)
     assert gateway.gateway.spool.depth == count
     spool_dir = Path(gateway_settings.home) / "spool"
-    await wait_for(lambda: any(p.stat().st_size for p in spool_dir.glob("*.seg")), 5, "the spool to be written")
+    await wait_for(lambda: any(p.stat().st_size for p in spool_dir.glob("*.seg")), 5,
+                   "the spool to be written")
     for path in spool_dir.iterdir():
         assert CREDENTIAL.encode() not in path.read_bytes(), f"credential in {path.name}"
 
