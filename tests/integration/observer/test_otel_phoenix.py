@@ -99,7 +99,8 @@ async def _wait_spans(phoenix: Phoenix, agent_id: str, count: int) -> list[dict[
 
 @pytest.mark.parametrize("protocol", ["http/protobuf", "grpc"])
 async def test_phoenix_shows_the_span_tree_once_per_id(
-        observer_stack: ObserverStack, phoenix: Phoenix, protocol: str, monkeypatch: pytest.MonkeyPatch) -> None:
+        observer_stack: ObserverStack, phoenix: Phoenix, protocol: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     endpoint = phoenix.url if protocol == "http/protobuf" else f"http://127.0.0.1:{phoenix.grpc_port}"
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_PROTOCOL", protocol)
     monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint)
