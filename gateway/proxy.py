@@ -36,7 +36,7 @@ from yarl import URL
 
 from smoltbot.core.identity import agent_hash
 from smoltbot.core.outcomes import ExchangeOutcome as Outcome
-from smoltbot.core.sessions import name_session, usable_session_id
+from smoltbot.core.sessions import name_session
 
 from .capture import Capture, CaptureLimits
 from .providers import SPECS, GatewayError, ProviderSpec
@@ -68,11 +68,6 @@ _BODY_AS_FILE = 1024 * 1024
 #: Bodies up to this size are parsed on the event loop to name the session (Claude Code's
 #: `metadata.user_id`, when no header named it); larger ones on a worker thread.
 _PARSE_INLINE = 256 * 1024
-
-# Kept for tests/unit/test_session_ladder.py, which checks the gateway names sessions by the
-# shared rule (it now is the shared rule).
-_usable_hint = usable_session_id
-
 
 def capture_spec(capture: Capture) -> ProviderSpec:
     return SPECS.get(capture.provider) or SPECS["anthropic"]
