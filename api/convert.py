@@ -168,7 +168,8 @@ def agent_usage_out(response: observer_service_pb2.GetAgentUsageResponse, since:
     return AgentUsage.model_validate({
         "agent_id": response.agent_id, "group_by": response.group_by, "since": _iso(since),
         "until": _iso(until), "total": usage_totals_out(response.total),
-        "groups": [UsageGroup(key=group.key, usage=usage_totals_out(group.usage))
+        "groups": [UsageGroup(key=group.key, usage=usage_totals_out(group.usage),
+                              turn_count=group.turn_count if response.group_by == "session" else None)
                    for group in response.groups],
     })
 

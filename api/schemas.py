@@ -485,6 +485,7 @@ class UsageTotals(BaseModel):
 class UsageGroup(BaseModel):
     key: str = Field(description="The UTC day (YYYY-MM-DD), the model, or the session id.")
     usage: UsageTotals
+    turn_count: int | None = Field(default=None, description="group_by=session: the session's user turns.")
 
 
 class AgentUsage(BaseModel):

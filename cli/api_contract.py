@@ -114,7 +114,7 @@ FIELDS: dict[str, frozenset[str]] = {
         {"calls", "input_tokens", "cache_read_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
          "cache_write_unknown_ttl_tokens", "output_tokens", "known_cost_usd", "unknown_cost_calls"}
     ),
-    "AgentUsage": frozenset({"groups", "groups[].key", "groups[].usage", "total"}),
+    "AgentUsage": frozenset({"groups", "groups[].key", "groups[].usage", "groups[].turn_count", "total"}),
     "SessionDetail": frozenset(
         {"session_rungs", "first_seen", "last_seen", "turn_count", "total", "turns", "sub_agents",
          "integrity"}

@@ -69,12 +69,17 @@ def sessions_command(api: ApiOption = None, json_mode: JsonOption = False,
     with agent_context(api) as context:
         sessions = _call(context, "agent_sessions", agent_id=context.agent_id, params={"limit": limit})
         usage = _call(context, "agent_usage", agent_id=context.agent_id, params={"group_by": "session"})
-    by_session = {read_item(group, "AgentUsage", "groups", "key"):
-                  read_item(group, "AgentUsage", "groups", "usage")
-                  for group in read(usage, "AgentUsage", "groups", [])}
+    def group_field(group: Any, name: str) -> Any:
+        return read_item(group, "AgentUsage", "groups", name)
+
+    groups = read(usage, "AgentUsage", "groups", [])
+    by_session = {group_field(group, "key"): group_field(group, "usage") for group in groups}
+    # Turns counted from the recorded calls (a user prompt starts one), not a client's report.
+    turns = {group_field(group, "key"): group_field(group, "turn_count") for group in groups}
     items = read(sessions, "SessionList", "items", [])
     if json_mode:
-        out.json([{**item, "usage": by_session.get(read_item(item, "SessionList", "items", "session_id"))}
+        out.json([{**item, "usage": by_session.get(read_item(item, "SessionList", "items", "session_id")),
+                   "recorded_turns": turns.get(read_item(item, "SessionList", "items", "session_id"))}
                   for item in items])
         return
     if not items:
@@ -86,7 +91,7 @@ def sessions_command(api: ApiOption = None, json_mode: JsonOption = False,
         used = by_session.get(session_id)
         rows.append([
             session_id, local_time(read_item(item, "SessionList", "items", "last_activity_at")),
-            str(read_item(item, "SessionList", "items", "turn_count", 0)),
+            str(turns.get(session_id) or read_item(item, "SessionList", "items", "turn_count", 0)),
             str(read(used, _TOTALS, "calls", 0)) if used else "0",
             _tokens(used) if used else "-", cost_text(used) if used else "-",
         ])

@@ -198,7 +198,9 @@ class ObserverServicer(observer_service_pb2_grpc.ObserverServiceServicer):
                                                                   request.group_by)
         return pb.GetAgentUsageResponse(
             agent_id=request.agent_id, group_by=group_by, total=usage_to_proto(total),
-            groups=[pb.UsageGroup(key=key, usage=usage_to_proto(sums)) for key, sums in groups])
+            groups=[pb.UsageGroup(key=key, usage=usage_to_proto(sums),
+                                  turn_count=sums.turns if group_by == "session" else 0)
+                    for key, sums in groups])
 
     @grpc_errors
     async def GetSessionUsage(self, request: pb.GetSessionUsageRequest,

@@ -140,6 +140,8 @@ class UsageSums:
     known_cost_usd: Decimal = Decimal(0)
     known_cost_calls: int = 0
     unknown_cost_calls: int = 0
+    #: Distinct conversation turns among the calls (meaningful for one session's calls).
+    turns: int = 0
 
     @property
     def known_cost_text(self) -> str:
@@ -240,11 +242,17 @@ class UsageStore:
             key = sa.func.coalesce(exchange_usage.c.session_id, "")
         async with self.db.read() as conn:
             total = _sums((await conn.execute(sa.select(*_sum_columns()).where(*where))).one())
+            turns = sa.func.count(sa.distinct(exchange_usage.c.conversation_turn)).label("turns")
             rows = (await conn.execute(
-                sa.select(key.label("group_key"), *_sum_columns()).where(*where)
+                sa.select(key.label("group_key"), *_sum_columns(), turns).where(*where)
                 .group_by(sa.text("group_key")).order_by(sa.text("group_key"))
             )).all()
-        return total, [(str(row.group_key), _sums(row)) for row in rows]
+        groups = []
+        for row in rows:
+            sums = _sums(row)
+            sums.turns = int(row.turns)
+            groups.append((str(row.group_key), sums))
+        return total, groups
 
     async def session_agents(self, session_id: str) -> list[str]:
         """The agents that have calls in a session of this id (at most two: enough to be ambiguous)."""

@@ -22,6 +22,7 @@ from fastapi.templating import Jinja2Templates
 from smoltbot.api.backends import ObserverStub, RegistryStub
 from smoltbot.api.convert import (
     agent_summary,
+    agent_usage_out,
     card_out,
     drift_alert_out,
     integrity_out,
@@ -33,7 +34,7 @@ from smoltbot.api.dashboard_views import session_view, trace_view
 from smoltbot.api.dependencies import AgentIdPath, Cursor, Observer, Registry, SessionIdPath, TraceIdPath
 from smoltbot.api.errors import BackendError
 from smoltbot.api.reads import list_trace_page, trace_count
-from smoltbot.api.schemas import Agent, AgentSummary, Card, DriftAlert, Integrity, Session, Trace
+from smoltbot.api.schemas import Agent, AgentSummary, Card, DriftAlert, Integrity, Session, Trace, UsageGroup
 from smoltbot.core.errors import NotFound
 from smoltbot.v1 import observer_service_pb2, registry_service_pb2
 
@@ -95,18 +96,30 @@ async def _agent_sections(registry: RegistryStub, observer: ObserverStub, agent_
             registry_service_pb2.ListSessionsRequest(agent_id=agent_id, page_size=10))
         return [session_out(session) for session in response.sessions]
 
+    async def session_usage() -> dict[str, UsageGroup]:
+        response = await observer.GetAgentUsage(
+            observer_service_pb2.GetAgentUsageRequest(agent_id=agent_id, group_by="session"))
+        return {group.key: group for group in agent_usage_out(response, None, None).groups}
+
     async def card() -> Card:
         response = await registry.GetActiveCard(registry_service_pb2.GetActiveCardRequest(agent_id=agent_id))
         return card_out(response.card)
 
-    agent, score, traces, alerts, recent_sessions, active_card = await asyncio.gather(
-        _agent_or_404(registry, observer, agent_id),
-        _optional(integrity()),
-        _optional(list_trace_page(observer, agent_id=agent_id, limit=_RECENT_TRACES, cursor=cursor)),
-        _optional(drift()),
-        _optional(sessions()),
-        _optional(card()),
-    )
+    # gather() is typed for at most six awaitables: the seventh runs beside it as a task.
+    usage_task = asyncio.ensure_future(_optional(session_usage()))
+    try:
+        agent, score, traces, alerts, recent_sessions, active_card = await asyncio.gather(
+            _agent_or_404(registry, observer, agent_id),
+            _optional(integrity()),
+            _optional(list_trace_page(observer, agent_id=agent_id, limit=_RECENT_TRACES, cursor=cursor)),
+            _optional(drift()),
+            _optional(sessions()),
+            _optional(card()),
+        )
+    except BaseException:
+        usage_task.cancel()  # the agent is unknown (404) or a backend failed: nothing to wait for
+        raise
+    usage_by_session = await usage_task
     return {
         "agent": agent,
         "integrity": score,
@@ -118,6 +131,7 @@ async def _agent_sections(registry: RegistryStub, observer: ObserverStub, agent_
         "alerts": alerts,
         "sessions": recent_sessions,
         "card": active_card,
+        "session_usage": usage_by_session or {},
     }
 
 

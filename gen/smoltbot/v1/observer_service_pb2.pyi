@@ -425,8 +425,11 @@ class UsageGroup(_message.Message):
 
     KEY_FIELD_NUMBER: _builtins.int
     USAGE_FIELD_NUMBER: _builtins.int
+    TURN_COUNT_FIELD_NUMBER: _builtins.int
     key: _builtins.str
     """The UTC day (YYYY-MM-DD), the model, or the session id."""
+    turn_count: _builtins.int
+    """group_by=session only: the session's conversation turns (counted from its calls)."""
     @_builtins.property
     def usage(self) -> Global___UsageTotals: ...
     def __init__(
@@ -434,10 +437,11 @@ class UsageGroup(_message.Message):
         *,
         key: _builtins.str = ...,
         usage: Global___UsageTotals | None = ...,
+        turn_count: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "turn_count", b"turn_count", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

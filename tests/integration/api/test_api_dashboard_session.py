@@ -77,6 +77,8 @@ async def test_session_page_shows_turns_sub_agents_and_costs(server: RunningApi,
             page.on("console", lambda message: problems.append(message.text)
                     if message.type == "error" else None)
             await page.goto(f"{server.base_url}/agents/{agent_id}")
+            summary = await page.get_by_test_id("session-summary").first.inner_text()
+            assert "1 turn · 3 calls · $0.00933 + 1 call of unknown cost" in summary
             await page.get_by_test_id("session-link").first.click()
             await page.wait_for_url(f"**/agents/{agent_id}/sessions/{SESSION}")
             assert (await page.get_by_test_id("session-title").inner_text()).strip() == SESSION

@@ -121,6 +121,8 @@ async def test_agent_usage_grouped_by_day_model_and_session(api: httpx.AsyncClie
     assert by_model["total"]["calls"] == 3
     by_session = (await api.get(f"/v1/agents/{agent_id}/usage", params={"group_by": "session"})).json()
     assert [group["key"] for group in by_session["groups"]] == [SESSION]
+    assert by_session["groups"][0]["turn_count"] == 1
+    assert by_model["groups"][0]["turn_count"] is None
     by_day = (await api.get(f"/v1/agents/{agent_id}/usage")).json()
     assert by_day["group_by"] == "day"
     assert [group["key"] for group in by_day["groups"]] == [datetime.now(UTC).date().isoformat()] or \

@@ -52,6 +52,8 @@ async def test_sessions_and_one_session(cli: Cli, recorded: list[dict[str, Any]]
     assert listed.exit_code == 0, listed.output
     row = next(line for line in listed.stdout.splitlines() if line.startswith(SESSION))
     assert "$0.00933 + 1 call of unknown cost" in row
+    columns = [cell for cell in row.split("  ") if cell.strip()]
+    assert [cell.strip() for cell in columns[2:4]] == ["1", "3"]  # turns counted from the calls, calls
     assert json.loads((await cli("sessions", "--json")).stdout)[0]["usage"]["calls"] == 3
 
     shown = await cli("session", SESSION)
