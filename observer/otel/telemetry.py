@@ -28,6 +28,7 @@ from smoltbot.observer.otel.exporter import SpanShipper
 from smoltbot.observer.otel.from_records import envelope_of, export_of
 from smoltbot.observer.otel.mapping import ExchangeExport, exchange_spans, turn_span
 from smoltbot.observer.queue import Finished
+from smoltbot.observer.record_kinds import ACTIVITY
 
 __all__ = ["ExchangeTelemetry"]
 
@@ -67,7 +68,8 @@ class ExchangeTelemetry:
         exchange = export_of(finished, envelope)
         if exchange is None:
             return
-        self.metrics.observe(exchange)
+        if exchange.extra_attributes.get("smoltbot.record_kind") != ACTIVITY:
+            self.metrics.observe(exchange)  # API activity (GET /v1/models, ...) is no GenAI operation
         if self.shipper is None:
             return
         spans: list[ReadableSpan] = exchange_spans(exchange, resource=self.resource,

@@ -226,3 +226,8 @@ async def test_failures_minimal_records_and_activity_are_chat_spans_without_a_ve
     assert _attrs(chats[activity.exchange_id])["smoltbot.record_kind"] == "activity"
     # No session or turn is known for these: each is a turn (a trace) of its own.
     assert len({s.trace_id for s in chats.values()}) == 3
+    # The two model calls are GenAI operations in /metrics; the API activity is not.
+    samples = await scrape(_metrics_url(observer_stack))
+    durations = {dict(labels).get("error_type"): value for (name, labels), value in samples.items()
+                 if name == "gen_ai_client_operation_duration_seconds_count"}
+    assert durations == {"upstream_error": 1, "capture_failed": 1}
