@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 from concurrent.futures import ProcessPoolExecutor
 
 from smoltbot.observer.pipeline import Job, JobResult, compute_many
@@ -80,7 +81,22 @@ class CpuPool:
     async def run(self, jobs: list[Job]) -> list[JobResult]:
         return await asyncio.get_running_loop().run_in_executor(self._executor(), compute_many, jobs)
 
-    async def close(self) -> None:
-        if self._pool is not None:
-            pool, self._pool = self._pool, None
-            await asyncio.to_thread(pool.shutdown, True, cancel_futures=True)
+    async def close(self, grace: float = 10.0) -> None:
+        """Stops the workers: queued jobs are cancelled, running ones get `grace` seconds, then
+        any worker still there is killed (a stop must never hang on a stuck worker: its exchange
+        is still leased and is taken up again by the next claim)."""
+        if self._pool is None:
+            return
+        pool, self._pool = self._pool, None
+        # ProcessPoolExecutor keeps its worker processes in a private dict; a copy taken before
+        # shutdown is what we can wait on and kill.
+        processes = list(getattr(pool, "_processes", {}).values())
+        pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + grace
+        for process in processes:
+            remaining = max(0.0, deadline - time.monotonic())
+            await asyncio.to_thread(process.join, remaining)
+            if process.is_alive():
+                logger.warning("observer worker %s did not stop within %.0f s: killed", process.pid, grace)
+                process.kill()
+                await asyncio.to_thread(process.join, 1.0)
