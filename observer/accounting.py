@@ -31,7 +31,7 @@ from smoltbot.core.usage import (
 )
 from smoltbot.v1 import exchange_pb2
 
-__all__ = ["ExchangeFacts", "api_of", "facts_of", "last_item_request"]
+__all__ = ["ExchangeFacts", "api_of", "facts_of", "is_other_model_call", "last_item_request"]
 
 #: Conversation fields whose last element decides whether a request starts a user turn.
 _CONVERSATION_FIELDS = (b"messages", b"input", b"contents")
@@ -77,6 +77,17 @@ def api_of(provider: str, path: str) -> str:
     if path.endswith("/responses"):
         return API_OPENAI_RESPONSES
     return API_ANTHROPIC_MESSAGES
+
+
+def is_other_model_call(exchange: exchange_pb2.Exchange) -> bool:
+    """An OpenAI (Chat Completions, Responses) or Gemini (generateContent) model call. Such calls
+    are recorded as API activity (the observer reads Anthropic decisions only), but their tokens
+    and cost are recorded all the same."""
+    if exchange.request.method.upper() != "POST" or exchange.provider not in ("openai", "gemini"):
+        return False
+    path = exchange.request.path
+    return (path.endswith(("/chat/completions", "/responses"))
+            or path.endswith((":generateContent", ":streamGenerateContent")))
 
 
 def facts_of(exchange: exchange_pb2.Exchange, model: str = "") -> ExchangeFacts:

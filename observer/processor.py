@@ -37,7 +37,7 @@ from smoltbot.core.outcomes import ExchangeOutcome
 from smoltbot.core.pricing import PriceTable, load_price_table
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import utcnow
-from smoltbot.observer import pipeline, record_kinds
+from smoltbot.observer import accounting, pipeline, record_kinds
 from smoltbot.observer.accounting import facts_of
 from smoltbot.observer.analyzers import Analyzer
 from smoltbot.observer.cpu_pool import CpuPool, default_workers
@@ -375,8 +375,11 @@ class Processor:
         except Exception as error:  # noqa: BLE001 - a failed step, retried like any other
             return self._failed_step(context, _StepFailed("build record", error))
         self._registry_down_since = None
+        # OpenAI and Gemini model calls are activity records, but their tokens and cost count.
+        facts = (accounting.facts_of(exchange).priced(self.prices)
+                 if accounting.is_other_model_call(exchange) else None)
         return Finished(item.exchange_id, item.agent_hash, job.agent_id, job.session_id,
-                        [StoredTrace(trace) for trace in built])
+                        [StoredTrace(trace) for trace in built], facts=facts)
 
     async def _prepare(self, context: _Context) -> Job:
         """Agent, session and card of an exchange (the Registry's part), as a job to compute."""
