@@ -550,8 +550,8 @@ class Processor:
             except Exception as build_error:  # noqa: BLE001 - the card itself may be what breaks
                 last = build_error
                 continue
-            if exchange is not None and not record_kinds.is_model_call(exchange.request.method,
-                                                                        exchange.request.path):
+            if exchange is not None and not record_kinds.is_model_call(
+                    exchange.request.method, exchange.request.path, exchange.provider):
                 # A failure to record API activity is still not a decision.
                 for trace in built:
                     trace["observation"]["record_kind"] = record_kinds.ACTIVITY

@@ -32,10 +32,17 @@ _MODEL_CALL_PATH = "/v1/messages"
 _CREDENTIAL_REFUSED = (401, 403)
 
 
-def is_model_call(method: str, path: str) -> bool:
+#: Providers whose model calls the observer reads decisions from ("" : records made before the
+#: gateway named the provider, which were all Anthropic's).
+_DECISION_PROVIDERS = ("", "anthropic")
+
+
+def is_model_call(method: str, path: str, provider: str = "") -> bool:
     """Whether a request is a model call (a decision of the agent): ``POST /v1/messages``
-    exactly. The gateway hands the path without its query and without the provider prefix."""
-    return method.upper() == "POST" and path == _MODEL_CALL_PATH
+    exactly, to Anthropic. The gateway hands the path without its query and without the provider
+    prefix, so ``/openai/v1/messages`` arrives as ``/v1/messages`` too: the provider tells them
+    apart (OpenAI and Gemini calls are API activity until the observer reads their wire formats)."""
+    return provider in _DECISION_PROVIDERS and method.upper() == "POST" and path == _MODEL_CALL_PATH
 
 
 def exchange_kind(exchange: exchange_pb2.Exchange) -> str:
@@ -44,6 +51,6 @@ def exchange_kind(exchange: exchange_pb2.Exchange) -> str:
         return AUTH_REJECTED
     if exchange.capture_failure:
         return MINIMAL
-    if is_model_call(exchange.request.method, exchange.request.path):
+    if is_model_call(exchange.request.method, exchange.request.path, exchange.provider):
         return DECISION
     return ACTIVITY

@@ -37,7 +37,7 @@ def records_of(exchange: exchange_pb2.Exchange, *, agent_id: str, session_id: st
         outcome = CAPTURE_FAILED
     started, ended_at = time_of(exchange.timings, "started_at"), time_of(exchange.timings, "ended_at")
     environment = environment_of(exchange)
-    if not record_kinds.is_model_call(request.method, request.path):
+    if not record_kinds.is_model_call(request.method, request.path, exchange.provider):
         return [build_activity_trace(
             exchange_id=exchange.exchange_id.lower(), agent_id=agent_id, session_id=session_id, card=card,
             method=request.method, path=request.path, http_status=response.status, streamed=response.streamed,

@@ -40,6 +40,11 @@ async def test_only_model_calls_are_decisions(observer_stack: ObserverStack) -> 
               body=b'{"type":"error","error":{"type":"not_found_error","message":"Not found"}}'),
         _call(agent_hash, "GET", "/v1/messages"),  # a GET is never a model call
     ]
+    # The same path through another provider's prefix (/openai/v1/messages) is not an Anthropic
+    # model call: activity until the observer reads that provider's wire format.
+    elsewhere = make_exchange(agent_hash, message(text("Done.")))
+    elsewhere.provider = "openai"
+    others.append(elsewhere)
     await observer_stack.ingest([decision, *others])
     await observer_stack.wait_finished([e.exchange_id for e in [decision, *others]])
 
