@@ -1,5 +1,5 @@
 """The Observer's tables, as migrations 0002 to 0004 create them
-(`tests/integration/observer/test_schema.py` checks that they agree), and the one rule every
+(`tests/integration/test_schema_matches_migrations.py` checks that they agree), and the one rule every
 storage module follows for long ``IN`` lists and multi-row inserts.
 
 The observer's data-access rule: SQL runs only in its storage modules, each over these tables:
