@@ -17,9 +17,11 @@ import contextvars
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
+
+from smoltbot.core.grpc_metadata import metadata_interceptors
 
 __all__ = [
     "LOG_FORMAT",
@@ -87,43 +89,8 @@ class ReadRequestId(grpc.aio.ServerInterceptor):
 # --------------------------------------------------------------------------- client side
 
 
-class _SendRequestId:
-    @staticmethod
-    def _details(details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        request_id = REQUEST_ID.get()
-        if not request_id:
-            return details
-        pairs = [(key, value) for key, value in (details.metadata or ()) if key != REQUEST_ID_METADATA]
-        return grpc.aio.ClientCallDetails(details.method, details.timeout,
-                                          grpc.aio.Metadata(*pairs, (REQUEST_ID_METADATA, request_id)),
-                                          details.credentials, details.wait_for_ready)
-
-
-# One class per kind: grpc.aio files an interceptor under the first kind it implements only.
-class _SendUnaryUnary(_SendRequestId, grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(self._details(client_call_details), request)
-
-
-class _SendUnaryStream(_SendRequestId, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(self._details(client_call_details), request)
-
-
-class _SendStreamUnary(_SendRequestId, grpc.aio.StreamUnaryClientInterceptor):
-    async def intercept_stream_unary(self, continuation: Any, client_call_details: Any,
-                                     request_iterator: Any) -> Any:
-        return await continuation(self._details(client_call_details), request_iterator)
-
-
-class _SendStreamStream(_SendRequestId, grpc.aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(self, continuation: Any, client_call_details: Any,
-                                      request_iterator: Any) -> Any:
-        return await continuation(self._details(client_call_details), request_iterator)
-
-
 def send_request_id() -> list[grpc.aio.ClientInterceptor]:
     """Interceptors for `grpc.aio` channels that send the current request id (when there is one)
     as `x-request-id` metadata with every call, so the services' log lines for it carry it too.
     The id is read when the call is made, in the caller's context."""
-    return [kind() for kind in (_SendUnaryUnary, _SendUnaryStream, _SendStreamUnary, _SendStreamStream)]
+    return metadata_interceptors(REQUEST_ID_METADATA, lambda: REQUEST_ID.get() or None)

@@ -27,6 +27,7 @@ import grpc
 
 from smoltbot.core.data_dir import read_or_create_secret
 from smoltbot.core.errors import Unauthenticated, grpc_status_for
+from smoltbot.core.grpc_metadata import metadata_interceptors
 
 __all__ = [
     "SERVICE_CREDENTIAL_FILE",
@@ -179,48 +180,10 @@ def _refusing(handler: grpc.RpcMethodHandler[_Request, _Response],
 # --------------------------------------------------------------------------- client side
 
 
-def _with_credential(metadata: Any, credential: ServiceCredential) -> grpc.aio.Metadata:
-    pairs = [(key, value) for key, value in (metadata or ()) if key != SERVICE_CREDENTIAL_METADATA]
-    return grpc.aio.Metadata(*pairs, (SERVICE_CREDENTIAL_METADATA, credential.value.decode("ascii")))
-
-
-class _Attach:
-    def __init__(self, credential: ServiceCredential) -> None:
-        self._credential = credential
-
-    def _details(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
-        return grpc.aio.ClientCallDetails(details.method, details.timeout,
-                                          _with_credential(details.metadata, self._credential),
-                                          details.credentials, details.wait_for_ready)
-
-
-# One class per kind: grpc.aio files an interceptor under the first kind it implements only.
-class _AttachUnaryUnary(_Attach, grpc.aio.UnaryUnaryClientInterceptor):
-    async def intercept_unary_unary(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(self._details(client_call_details), request)
-
-
-class _AttachUnaryStream(_Attach, grpc.aio.UnaryStreamClientInterceptor):
-    async def intercept_unary_stream(self, continuation: Any, client_call_details: Any, request: Any) -> Any:
-        return await continuation(self._details(client_call_details), request)
-
-
-class _AttachStreamUnary(_Attach, grpc.aio.StreamUnaryClientInterceptor):
-    async def intercept_stream_unary(self, continuation: Any, client_call_details: Any,
-                                     request_iterator: Any) -> Any:
-        return await continuation(self._details(client_call_details), request_iterator)
-
-
-class _AttachStreamStream(_Attach, grpc.aio.StreamStreamClientInterceptor):
-    async def intercept_stream_stream(self, continuation: Any, client_call_details: Any,
-                                      request_iterator: Any) -> Any:
-        return await continuation(self._details(client_call_details), request_iterator)
-
-
 def attach_credential(credential: ServiceCredential) -> list[grpc.aio.ClientInterceptor]:
     """Interceptors for `grpc.aio` channels that send the credential on every call."""
-    return [kind(credential) for kind in (_AttachUnaryUnary, _AttachUnaryStream, _AttachStreamUnary,
-                                          _AttachStreamStream)]
+    value = credential.value.decode("ascii")
+    return metadata_interceptors(SERVICE_CREDENTIAL_METADATA, lambda: value)
 
 
 class _SyncCallDetails(NamedTuple):
