@@ -16,7 +16,8 @@ __all__ = ["router"]
 
 router = APIRouter(tags=["integrity"], responses=READ_ERRORS)
 
-AlertIdPath = Annotated[str, Path(pattern=r"^da-[0-9a-f]{1,45}$", description="A drift alert id (da-...).")]
+AlertIdPath = Annotated[str, Path(pattern=r"^da-[0-9a-f]{1,45}$", description="A drift alert id (da-...).",
+                                    examples=["da-3f9c2a71"])]
 
 
 @router.get("/v1/integrity/{agent_id}", response_model=Integrity, summary="Integrity score and coverage")

@@ -69,6 +69,12 @@ def write_operations(openapi: dict[str, Any]) -> list[tuple[str, str, dict[str, 
 def _call(stack: Stack, method: str, path: str, operation: dict[str, Any], components: dict[str, Any],
           agent_id: str, credential: str | None) -> Any:
     url = path.replace("{agent_id}", agent_id)
+    # Other path parameters (an alert's id, ...) get a well-formed value from their own schema:
+    # the ownership check must refuse before anything looks the named object up.
+    for parameter in operation.get("parameters", []):
+        if parameter.get("in") == "path" and parameter["name"] != "agent_id":
+            value = sample(parameter.get("schema", {}), components, agent_id, parameter["name"])
+            url = url.replace("{" + parameter["name"] + "}", str(value))
     assert "{" not in url, f"a path parameter this test cannot fill: {path}"
     body = None
     content = operation.get("requestBody", {}).get("content", {}).get("application/json")

@@ -156,6 +156,25 @@ def _observer_cases(agent_id: str) -> dict[str, list[tuple[Any, str]]]:
             ),
             (pb.ReportToolExecutionRequest(agent_id="", agent_hash=HASH, tool_use_id="toolu_1"), "agent_id"),
         ],
+        "AcknowledgeDriftAlert": [
+            (pb.AcknowledgeDriftAlertRequest(agent_id=agent_id, agent_hash="zz" * 32, alert_id="da-1"),
+             "agent_hash"),
+            (pb.AcknowledgeDriftAlertRequest(agent_id="", agent_hash=HASH, alert_id="da-1"), "agent_id"),
+            (pb.AcknowledgeDriftAlertRequest(agent_id=agent_id, agent_hash=HASH, alert_id=""), "alert_id"),
+            (pb.AcknowledgeDriftAlertRequest(agent_id=agent_id, agent_hash=HASH, alert_id=HUGE), "alert_id"),
+        ],
+        "GetAgentUsage": [
+            (pb.GetAgentUsageRequest(agent_id=""), "agent_id"),
+            (pb.GetAgentUsageRequest(agent_id=HUGE), "agent_id"),
+            (pb.GetAgentUsageRequest(agent_id=agent_id, group_by="weekday"), "group_by"),
+            (pb.GetAgentUsageRequest(agent_id=agent_id, since=since, until=until), "until"),
+            (pb.GetAgentUsageRequest(agent_id=agent_id, since=FAR), "since"),
+        ],
+        "GetSessionUsage": [
+            (pb.GetSessionUsageRequest(agent_id=agent_id, session_id=""), "session_id"),
+            (pb.GetSessionUsageRequest(agent_id=agent_id, session_id=HUGE), "session_id"),
+            (pb.GetSessionUsageRequest(agent_id=HUGE, session_id="s-1"), "agent_id"),
+        ],
     }
 
 
@@ -281,6 +300,7 @@ OWNED_WRITES: dict[str, dict[str, Any]] = {
     "ReportToolExecution": {"tool_use_id": "toolu_ownership", "executed": True},
     "TouchAgent": {},
     "ResolveSession": {},
+    "AcknowledgeDriftAlert": {"alert_id": "da-3f9c2a71"},
 }
 
 
