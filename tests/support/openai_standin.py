@@ -17,7 +17,10 @@ url citation), ``refusal``, ``length`` (Chat: finish_reason length; Responses: i
 ``failed`` (Responses: ``response.failed``), ``mid_stream_error``, ``drop``, ``tiny_deltas``
 (``x-standin-deltas: N`` one-letter deltas, default 100,000), ``error_400``, ``error_401``,
 ``error_403``, ``error_404``, ``error_429`` (with ``retry-after``), ``error_500``, ``error_503``.
-``x-standin-tool-args: JSON`` sets the first tool call's arguments (e.g. a shell command).
+``tool_then_text`` is ``tool_calls`` while the conversation ends in a user message and ``text``
+once it ends in a tool's output (an agent's loop: ask for a tool, read its result, answer).
+``x-standin-tool-args: JSON`` sets the first tool call's arguments (e.g. a shell command);
+``x-standin-tool-name: NAME`` calls that request tool alone (an agent that declares many tools).
 
 Ids, texts and usage are functions of the request body (without ``stream`` and
 ``stream_options``), so a streamed and a plain call of one request give the same object.
@@ -106,6 +109,7 @@ CONTENT_SCENARIOS = frozenset(
         "mid_stream_error",
         "drop",
         "tiny_deltas",
+        "tool_then_text",
     }
 )
 TINY_DELTAS_DEFAULT = 100_000
@@ -179,7 +183,19 @@ def _tools(payload: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     return found
 
 
+def _ends_with_tool_output(payload: dict[str, Any]) -> bool:
+    """Whether the conversation's last item is a tool's output (Chat `tool` message, Responses
+    `*_call_output` item)."""
+    items = payload.get("messages") or payload.get("input")
+    if not isinstance(items, list) or not items or not isinstance(items[-1], dict):
+        return False
+    last = items[-1]
+    return last.get("role") in ("tool", "function") or str(last.get("type", "")).endswith("_call_output")
+
+
 def plan_reply(scenario: str, seed: Seed, payload: dict[str, Any], headers: Any, body_size: int) -> Plan:
+    if scenario == "tool_then_text":
+        scenario = "text" if _ends_with_tool_output(payload) else "tool_calls"
     model = str(payload.get("model") or "gpt-4.1")
     fp = seed.fingerprint
     plan = Plan(scenario, seed, model, input_tokens=max(1, body_size // 4))
@@ -194,6 +210,10 @@ def plan_reply(scenario: str, seed: Seed, payload: dict[str, Any], headers: Any,
         tools = _tools(payload) or [
             ("function", "get_weather", {"properties": {"location": {"type": "string"}}})
         ]
+        if only := headers.get("x-standin-tool-name"):
+            tools = [tool for tool in tools if tool[1] == only]
+            if not tools:
+                raise StandinError(400, f"x-standin-tool-name: the request declares no tool {only!r}")
         override = headers.get("x-standin-tool-args")
         for n, (kind, name, schema) in enumerate(tools[:2]):
             if kind == "custom":

@@ -1,0 +1,51 @@
+"""Real agents through the real gateway: the OpenAI stand-in as the upstream, a real Registry and
+Observer on PostgreSQL (one backend: these tests prove the agents, not the storage)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import pytest
+
+from smoltbot.core.settings import Settings
+from smoltbot.gateway import RunningGateway, start_gateway
+from tests.conftest import PostgresServer
+from tests.integration.observer.conftest import ObserverStack
+from tests.support.openai_standin import OpenAIStandin
+
+
+@dataclass
+class OpenAIThroughGateway:
+    standin: OpenAIStandin
+    stack: ObserverStack
+    gateway: RunningGateway
+
+    @property
+    def openai_base_url(self) -> str:
+        """What an agent's OPENAI_BASE_URL (or Codex's provider base_url) is set to."""
+        return self.gateway.base_url + "/openai/v1"
+
+
+@pytest.fixture
+def database_url(postgres_server: PostgresServer) -> str:
+    return postgres_server.create_database()
+
+
+@pytest.fixture
+async def openai_gateway(settings_factory: Callable[..., Settings],
+                         database_url: str) -> AsyncIterator[OpenAIThroughGateway]:
+    async with OpenAIStandin() as standin:
+        stack = ObserverStack(settings_factory(openai_upstream_url=standin.base_url))
+        gateway = None
+        try:
+            await stack.start_registry()
+            observer = await stack.start_observer()
+            gateway = await start_gateway(stack.observer_settings,
+                                          registry_address=f"127.0.0.1:{stack.registry_port}",
+                                          observer_address=f"127.0.0.1:{observer.port}")
+            yield OpenAIThroughGateway(standin, stack, gateway)
+        finally:
+            if gateway is not None:
+                await gateway.stop()
+            await stack.close()
