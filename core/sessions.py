@@ -2,6 +2,7 @@
 
 Pure functions of a request's headers and body, shared by the gateway (which names the session
 before relaying) and the observer (which reads the same request again): one ladder, one place.
+The one piece of memory, `ResponseChains`, is what the `previous_response_id` rung looks up.
 
 The ladder names the session from the most specific hint to the least, and says which rung did:
 
@@ -11,7 +12,13 @@ The ladder names the session from the most specific hint to the least, and says 
                                    "session_id"}` since v2.1.78, before that
                                    `user_<hash>_account_<uuid>_session_<uuid>`
  4. `session-id`, `thread-id`      Codex CLI; older builds sent `session_id` / `conversation_id`
- 5. `x-session-affinity`           OpenClaw's Anthropic transport
+ 5. `x-codex-turn-metadata`        Codex CLI: the `session_id` (else `thread_id`) in its JSON
+ 6. `x-session-affinity`           OpenClaw's Anthropic transport
+ 7. `previous_response_id`         Responses API: a call continuing an earlier response joins that
+                                   response's session, when the caller can look it up (`chained`):
+                                   the gateway from `ResponseChains`, its memory of the session each
+                                   recent response of the agent was given; the observer from the
+                                   session the gateway named (the exchange's session hint)
  then "none": the plugin's reports and the idle-gap rule are applied elsewhere.
 
 Sub-agents: Claude Code marks a sub-agent's requests with `x-claude-code-agent-id`,
@@ -27,10 +34,12 @@ only the last message of a conversation is ever examined.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Mapping
+import threading
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -39,12 +48,15 @@ from smoltbot.core.ids import MAX_SESSION_ID_LENGTH
 from smoltbot.core.usage import API_ANTHROPIC_MESSAGES, API_GEMINI, API_OPENAI_CHAT, API_OPENAI_RESPONSES
 
 __all__ = [
+    "ResponseChains",
     "Rung",
     "SessionName",
     "SubAgent",
     "TurnStart",
     "name_session",
     "parse_json_body",
+    "previous_response_id",
+    "response_id_in",
     "starts_user_turn",
     "sub_agent",
     "usable_session_id",
@@ -68,7 +80,9 @@ class Rung(StrEnum):
     CODEX_THREAD_HEADER = "thread-id"
     CODEX_LEGACY_SESSION_HEADER = "session_id"
     CODEX_LEGACY_CONVERSATION_HEADER = "conversation_id"
+    CODEX_TURN_METADATA = "x-codex-turn-metadata"
     SESSION_AFFINITY_HEADER = "x-session-affinity"
+    RESPONSES_CHAIN = "previous_response_id"
     NONE = "none"
 
 
@@ -113,12 +127,11 @@ _HEADER_RUNGS: tuple[tuple[str, Rung], ...] = (
     ("x-smoltbot-session", Rung.SMOLTBOT_HEADER),
     ("x-claude-code-session-id", Rung.CLAUDE_CODE_HEADER),
 )
-_LATER_HEADER_RUNGS: tuple[tuple[str, Rung], ...] = (
+_CODEX_HEADER_RUNGS: tuple[tuple[str, Rung], ...] = (
     ("session-id", Rung.CODEX_SESSION_HEADER),
     ("thread-id", Rung.CODEX_THREAD_HEADER),
     ("session_id", Rung.CODEX_LEGACY_SESSION_HEADER),
     ("conversation_id", Rung.CODEX_LEGACY_CONVERSATION_HEADER),
-    ("x-session-affinity", Rung.SESSION_AFFINITY_HEADER),
 )
 #: Claude Code before v2.1.78: user_<64 hex>_account_<uuid or empty>_session_<uuid>.
 _LEGACY_USER_ID = re.compile(r"user_([0-9A-Za-z]*)_account_([0-9A-Za-z-]*)_session_([0-9A-Za-z-]+)")
@@ -126,11 +139,13 @@ _MAX_USER_ID = 4 * 1024
 
 
 def name_session(headers: _HeaderSource, body: Any = None, *,
-                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> SessionName:
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+                 chained: Callable[[str], str] | None = None) -> SessionName:
     """The session named by a request, from the ladder above.
 
     `body` is the parsed JSON body, or its raw bytes (parsed only if no earlier rung matched, and
-    only up to `max_body_bytes`), or None."""
+    only up to `max_body_bytes`), or None. `chained` maps a `previous_response_id` to the session
+    of that response ("" when unknown); without it the chain rung is skipped."""
     lowered = _lower(headers)
     for name, rung in _HEADER_RUNGS:
         value = _header(lowered, name)
@@ -141,11 +156,86 @@ def name_session(headers: _HeaderSource, body: Any = None, *,
     from_metadata = _claude_code_metadata_session(body)
     if from_metadata is not None:
         return from_metadata
-    for name, rung in _LATER_HEADER_RUNGS:
+    for name, rung in _CODEX_HEADER_RUNGS:
         value = _header(lowered, name)
         if value:
             return SessionName(usable_session_id(value), rung)
+    metadata = _json_object(_header(lowered, "x-codex-turn-metadata"))
+    codex_session = _string(metadata.get("session_id")) or _string(metadata.get("thread_id"))
+    if codex_session:
+        return SessionName(usable_session_id(codex_session), Rung.CODEX_TURN_METADATA)
+    value = _header(lowered, "x-session-affinity")
+    if value:
+        return SessionName(usable_session_id(value), Rung.SESSION_AFFINITY_HEADER)
+    if chained is not None:
+        previous = previous_response_id(body)
+        session = chained(previous) if previous else ""
+        if session:
+            return SessionName(usable_session_id(session), Rung.RESPONSES_CHAIN)
     return SessionName("", Rung.NONE)
+
+
+def previous_response_id(body: Any) -> str:
+    """The Responses API request's `previous_response_id` ("" when it has none usable). `body` is
+    the parsed JSON body."""
+    if not isinstance(body, Mapping):
+        return ""
+    value = _string(body.get("previous_response_id"))
+    return value if len(value) <= _MAX_RESPONSE_ID and value.isprintable() else ""
+
+
+#: A Responses API response id as OpenAI mints them, as the first `"id"` of a response object
+#: (output items' ids are `msg_`, `fc_`, `rs_`, ...) or of a stream's `response.created` event.
+_RESPONSE_ID = re.compile(rb'"id"\s*:\s*"(resp_[0-9A-Za-z_-]{1,250})"')
+_MAX_RESPONSE_ID = 256
+#: How much of a response's first bytes `response_id_in` reads.
+RESPONSE_ID_SCAN_BYTES = 64 * 1024
+
+
+def response_id_in(head: bytes) -> str:
+    """The id of a Responses API response, from its first bytes: a JSON response object, or an
+    event stream (its `response.created` event names it). "" when none is found."""
+    found = _RESPONSE_ID.search(head, 0, RESPONSE_ID_SCAN_BYTES)
+    return found.group(1).decode() if found else ""
+
+
+class ResponseChains:
+    """The session each recent Responses API response was given, per agent: what the
+    `previous_response_id` rung looks up (`chained=chains.lookup(agent)`).
+
+    Keyed by agent, so a call only ever joins a session of its own agent. Bounded: past
+    `max_entries` the least recently used are forgotten (a call continuing one of those falls to
+    the idle-gap rule). Safe to share between threads."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._max = max(1, max_entries)
+        self._sessions: collections.OrderedDict[tuple[str, str], str] = collections.OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._sessions)
+
+    def remember(self, agent: str, response_id: str, session_id: str) -> None:
+        """Records that `response_id` (of `agent`) was given `session_id`; empty ids are ignored."""
+        if not (agent and response_id and session_id) or len(response_id) > _MAX_RESPONSE_ID:
+            return
+        with self._lock:
+            self._sessions[(agent, response_id)] = session_id
+            self._sessions.move_to_end((agent, response_id))
+            while len(self._sessions) > self._max:
+                self._sessions.popitem(last=False)
+
+    def session_of(self, agent: str, response_id: str) -> str:
+        """The session `agent`'s response `response_id` was given, "" when not remembered."""
+        with self._lock:
+            session = self._sessions.get((agent, response_id), "")
+            if session:
+                self._sessions.move_to_end((agent, response_id))
+            return session
+
+    def lookup(self, agent: str) -> Callable[[str], str]:
+        """`session_of` for one agent, in the form `name_session(chained=...)` takes."""
+        return lambda response_id: self.session_of(agent, response_id)
 
 
 def sub_agent(headers: _HeaderSource) -> SubAgent:

@@ -11,15 +11,21 @@ import pytest
 from multidict import CIMultiDict
 
 from smoltbot.core.sessions import (
+    ResponseChains,
     Rung,
     SessionName,
     name_session,
     parse_json_body,
+    previous_response_id,
+    response_id_in,
     starts_user_turn,
     sub_agent,
     usable_session_id,
 )
 from smoltbot.core.usage import API_ANTHROPIC_MESSAGES, API_GEMINI, API_OPENAI_CHAT, API_OPENAI_RESPONSES
+from tests.support.openai_responses_wire import responses_events, responses_object
+from tests.support.openai_standin import plan_reply
+from tests.support.standin_server import Seed, canonical
 
 CC_SESSION = "6a1f0c2e-3b4d-4e5f-8a9b-0c1d2e3f4a5b"
 DEVICE = "d" * 64
@@ -42,7 +48,10 @@ LADDER = [
     (Rung.CODEX_THREAD_HEADER, {"thread-id": "codex-thread"}),
     (Rung.CODEX_LEGACY_SESSION_HEADER, {"session_id": "codex-old-session"}),
     (Rung.CODEX_LEGACY_CONVERSATION_HEADER, {"conversation_id": "codex-old-conversation"}),
+    (Rung.CODEX_TURN_METADATA, {"x-codex-turn-metadata": json.dumps(
+        {"session_id": "codex-metadata", "thread_id": "codex-metadata-thread", "request_kind": "turn"})}),
     (Rung.SESSION_AFFINITY_HEADER, {"x-session-affinity": "openclaw"}),
+    (Rung.RESPONSES_CHAIN, "chain"),
 ]
 EXPECTED = {
     Rung.SMOLTBOT_HEADER: "ours",
@@ -52,16 +61,26 @@ EXPECTED = {
     Rung.CODEX_THREAD_HEADER: "codex-thread",
     Rung.CODEX_LEGACY_SESSION_HEADER: "codex-old-session",
     Rung.CODEX_LEGACY_CONVERSATION_HEADER: "codex-old-conversation",
+    Rung.CODEX_TURN_METADATA: "codex-metadata",
     Rung.SESSION_AFFINITY_HEADER: "openclaw",
+    Rung.RESPONSES_CHAIN: "chained-session",
 }
+#: What the chain rung looks up: the session each earlier response was given.
+CHAINED = {"resp_earlier": "chained-session"}
+
+
+def _chained(response_id: str) -> str:
+    return CHAINED.get(response_id, "")
 
 
 def _request(rungs):
     headers: dict[str, str] = {"content-type": "application/json", "authorization": "Bearer sk-x"}
-    body = {"model": "m", "messages": []}
+    body: dict[str, object] = {"model": "m", "messages": []}
     for _, value in rungs:
         if value == "body":
-            body = CC_BODY
+            body.update(CC_BODY)
+        elif value == "chain":
+            body["previous_response_id"] = "resp_earlier"
         else:
             headers.update(value)
     return headers, body
@@ -71,14 +90,14 @@ def _request(rungs):
 def test_each_rung_alone_names_the_session(index) -> None:
     rung = LADDER[index][0]
     headers, body = _request([LADDER[index]])
-    assert name_session(headers, body) == SessionName(EXPECTED[rung], rung)
+    assert name_session(headers, body, chained=_chained) == SessionName(EXPECTED[rung], rung)
 
 
 @pytest.mark.parametrize("index", range(len(LADDER)))
 def test_a_rung_beats_every_rung_below_it(index) -> None:
     headers, body = _request(LADDER[index:])
     rung = LADDER[index][0]
-    assert name_session(headers, body) == SessionName(EXPECTED[rung], rung)
+    assert name_session(headers, body, chained=_chained) == SessionName(EXPECTED[rung], rung)
 
 
 def test_no_hint_names_no_session() -> None:
@@ -343,3 +362,115 @@ def test_random_structures_never_raise() -> None:
             starts_user_turn(api, body)
         name_session({"x-codex-turn-metadata": json.dumps(body, default=str)}, body)
         sub_agent({"x-codex-turn-metadata": json.dumps(body, default=str)})
+
+
+# -- what Codex CLI sends ------------------------------------------------------------------------
+
+#: The session headers of a `codex exec` call, as codex-cli 0.171.0 sent them to the stand-in
+#: (tests/integration/agents/test_codex_cli.py runs that binary).
+CODEX_0_171 = {
+    "x-codex-beta-features": "remote_compaction_v2",
+    "x-codex-window-id": "01a2399b-1899-77e3-ae8e-609cc7673b15:0",
+    "x-codex-turn-metadata": json.dumps({
+        "installation_id": "89d65a8f-e73d-475e-99c3-632676231787",
+        "session_id": "01a2399b-1899-77e3-ae8e-609cc7673b15",
+        "thread_id": "01a2399b-1899-77e3-ae8e-609cc7673b15", "agent_name": "/root",
+        "turn_id": "01a2399b-18cd-71b1-b748-584868ab04b9", "window_number": 0,
+        "request_kind": "turn", "history_initialization": "new", "thread_source": "user",
+        "turn_trigger": "exec", "sandbox_mode": "danger-full-access", "model": "gpt-5.1-codex",
+    }, separators=(",", ":")),
+    "x-client-request-id": "01a2399b-1899-77e3-ae8e-609cc7673b15",
+    "session-id": "01a2399b-1899-77e3-ae8e-609cc7673b15",
+    "thread-id": "01a2399b-1899-77e3-ae8e-609cc7673b15",
+    "originator": "codex_exec",
+}
+
+
+def test_codex_0_171_headers_name_its_session_and_its_main_thread() -> None:
+    session = "01a2399b-1899-77e3-ae8e-609cc7673b15"
+    assert name_session(CODEX_0_171) == SessionName(session, Rung.CODEX_SESSION_HEADER)
+    marker = sub_agent(CODEX_0_171)
+    assert (marker.source, marker.agent_id, marker.request_kind, marker.is_sub_agent) == (
+        "codex", session, "turn", False)
+    # Each of Codex's hints names the same session alone (a proxy between may drop some).
+    for kept in ("thread-id", "x-codex-turn-metadata"):
+        assert name_session({kept: CODEX_0_171[kept]}).session_id == session
+
+
+def test_codex_turn_metadata_names_the_thread_when_it_has_no_session() -> None:
+    only_thread = {"x-codex-turn-metadata": json.dumps({"thread_id": "thr-1", "request_kind": "turn"})}
+    assert name_session(only_thread) == SessionName("thr-1", Rung.CODEX_TURN_METADATA)
+    for metadata in ("{}", json.dumps({"session_id": 7}), json.dumps({"session_id": " "}), "[1]", "{bad"):
+        assert name_session({"x-codex-turn-metadata": metadata}).rung is Rung.NONE
+
+
+# -- the Responses API's previous_response_id chain ----------------------------------------------
+
+
+def test_the_chain_rung_joins_the_earlier_responses_session_only_when_looked_up() -> None:
+    body = {"model": "gpt-5.1", "input": "and then?", "previous_response_id": "resp_earlier"}
+    assert name_session({}, body, chained=_chained) == SessionName("chained-session", Rung.RESPONSES_CHAIN)
+    # Raw bytes are parsed for it as for metadata.user_id.
+    assert name_session({}, json.dumps(body).encode(), chained=_chained).rung is Rung.RESPONSES_CHAIN
+    # No lookup (a caller that keeps no chain), or a response it does not know: no session.
+    assert name_session({}, body) == SessionName("", Rung.NONE)
+    unknown = {**body, "previous_response_id": "resp_never_seen"}
+    assert name_session({}, unknown, chained=_chained) == SessionName("", Rung.NONE)
+    # A lookup is never asked without a previous response.
+    asked: list[str] = []
+    name_session({}, {"input": "hi"}, chained=lambda r: asked.append(r) or "")
+    assert asked == []
+
+
+@pytest.mark.parametrize("value", [None, 5, "", "   ", "resp_" + "x" * 300, "resp_\x00", ["resp_1"]])
+def test_an_unusable_previous_response_id_is_none(value) -> None:
+    body = {"input": "x", "previous_response_id": value}
+    assert previous_response_id(body) == ""
+    assert name_session({}, body, chained=lambda _: "s").rung is Rung.NONE
+    assert previous_response_id("resp_1") == previous_response_id(None) == ""
+
+
+def test_response_chains_remember_sessions_per_agent_and_forget_the_oldest() -> None:
+    chains = ResponseChains(max_entries=3)
+    chains.remember("agent-a", "resp_1", "ses-1")
+    assert chains.session_of("agent-a", "resp_1") == "ses-1"
+    # Another agent naming agent-a's response joins nothing.
+    assert chains.session_of("agent-b", "resp_1") == ""
+    assert chains.lookup("agent-a")("resp_1") == "ses-1" and chains.lookup("agent-b")("resp_1") == ""
+    for empty in (("", "resp_x", "s"), ("a", "", "s"), ("a", "resp_x", ""), ("a", "r" * 300, "s")):
+        chains.remember(*empty)
+    assert len(chains) == 1
+    chains.remember("agent-a", "resp_2", "ses-1")
+    chains.remember("agent-a", "resp_3", "ses-2")
+    assert chains.session_of("agent-a", "resp_1") == "ses-1"  # used: now the most recent
+    chains.remember("agent-a", "resp_4", "ses-2")
+    assert len(chains) == 3
+    assert chains.session_of("agent-a", "resp_2") == ""  # the least recently used went
+    kept = [chains.session_of("agent-a", r) for r in ("resp_1", "resp_3", "resp_4")]
+    assert kept == ["ses-1", "ses-2", "ses-2"]
+
+
+def _standin_reply(scenario: str, payload: dict[str, object]) -> tuple[bytes, list[bytes]]:
+    """The OpenAI stand-in's Responses reply to `payload`: the JSON object and the stream's writes."""
+    seed_body = canonical(payload, "stream", "stream_options")
+    plan = plan_reply(scenario, Seed(seed_body), payload, {}, len(seed_body))
+    return json.dumps(responses_object(plan, payload)).encode(), responses_events(plan, payload)
+
+
+@pytest.mark.parametrize("scenario", ["text", "tool_calls", "reasoning"])
+def test_response_id_in_reads_the_responses_own_id_from_an_object_or_a_stream(scenario) -> None:
+    payload: dict[str, object] = {
+        "model": "gpt-5.1", "input": "go on", "previous_response_id": "resp_earlier",
+        "tools": [{"type": "function", "name": "shell", "parameters": {}}],
+    }
+    whole, events = _standin_reply(scenario, payload)
+    own = json.loads(whole)["id"]
+    assert own.startswith("resp_") and own != "resp_earlier"
+    assert response_id_in(whole) == own
+    # A stream: the first write (response.created) names it.
+    assert response_id_in(events[0]) == own == response_id_in(b"".join(events))
+    # Whatever the key order: `previous_response_id` is never taken for the id.
+    reordered = json.dumps({"previous_response_id": "resp_earlier", "object": "response", "id": own})
+    assert response_id_in(reordered.encode()) == own
+    for nothing in (b"", b'{"id": "chatcmpl-1"}', b'{"error": {"message": "x"}}', b"\xff" * 100):
+        assert response_id_in(nothing) == ""
