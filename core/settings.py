@@ -145,6 +145,29 @@ class Settings(BaseSettings):
         description="Serve Prometheus /metrics over HTTP on this port of metrics_host. 0: off.",
     )
     integrity_window: int = Field(default=100, ge=1, description="Traces in the recent integrity window.")
+    retention_max_days: int = Field(
+        default=365, ge=1,
+        description="Longest an agent's traces, violations, usage rows, tool executions and exchange records "
+        "are kept, whatever its card's audit.retention_days says; also the period of agents whose card "
+        "declares none (0) and of records with no agent.",
+    )
+    retention_min_days: int = Field(
+        default=1, ge=1,
+        description="Shortest retention: a card asking for less keeps its data this many days.",
+    )
+    payload_ttl_hours: float = Field(
+        default=72.0, gt=0,
+        description="Raw exchange payloads (request and response bodies) older than this are deleted "
+        "whatever the exchange's outcome (failed exchanges keep theirs until then; done ones lose it at once).",
+    )
+    retention_interval: float = Field(
+        default=3600.0, gt=0, description="Seconds between two retention passes of an observer.",
+    )
+    retention_batch_size: int = Field(
+        default=500, ge=1, le=5000,
+        description="Rows one retention batch deletes at most (one short transaction each, so intake is "
+        "never held up).",
+    )
     drift_threshold: float = Field(
         default=0.30, ge=0, le=1, description="Similarity below which a trace drifts."
     )

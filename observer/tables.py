@@ -28,6 +28,7 @@ __all__ = [
     "exchange_usage",
     "exchanges",
     "metadata",
+    "retention_state",
     "tool_executions",
     "trace_violations",
     "traces",
@@ -172,6 +173,17 @@ exchange_usage = sa.Table(
     sa.Column("starts_turn", sa.Boolean()),
     sa.Column("turn_position", sa.Integer()),
     sa.Column("conversation_turn", sa.Integer()),
+)
+
+# Per agent: what retention deleted, and since when the agent's record is complete (older rows
+# are gone, so integrity and usage hold from `since`). Written by `observer.retention` (0006).
+retention_state = sa.Table(
+    "retention_state", metadata,
+    sa.Column("agent_id", sa.String(144), primary_key=True),
+    sa.Column("since", UTCDateTime(), nullable=False),
+    sa.Column("deleted_traces", sa.BigInteger(), nullable=False),
+    sa.Column("deleted_rows", sa.BigInteger(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
 )
 
 #: Bound parameters per statement stay well under SQLite's 32766 and asyncpg's 32767.

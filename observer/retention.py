@@ -1,0 +1,173 @@
+"""Retention as each agent's card declares it, and the owner's deletion of an agent's data.
+
+Each pass (every `SMOLTBOT_RETENTION_INTERVAL` seconds, and once at start) goes over every
+agent with stored data and deletes, in batches of `SMOLTBOT_RETENTION_BATCH_SIZE` rows, its
+traces (with their violations and drift input), usage rows, tool-execution reports, finished
+exchange records and resolved drift alerts older than its period: the card's
+`audit.retention_days`, kept between `SMOLTBOT_RETENTION_MIN_DAYS` and
+`SMOLTBOT_RETENTION_MAX_DAYS`; a card that declares none (0, the AAP placeholder) gets the
+maximum, and so do exchange records that have no agent. Raw exchange payloads have their own
+short period, `SMOLTBOT_PAYLOAD_TTL_HOURS`, whatever the exchange's outcome (a payload still
+waiting in the queue is the work to do, and stays). When the Registry cannot say which card is
+in force (down, or no such agent), that agent waits for the next pass: nothing is deleted on a
+guess.
+
+Batches are short transactions with a pause between them, so intake goes on during a pass; with
+several observers exactly one does each batch (`retention_store`). What was deleted is counted
+per agent (`retention_state`, served in /metrics and as the integrity's `since`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from smoltbot.core.settings import Settings
+from smoltbot.core.storage import utcnow
+from smoltbot.observer.registry_client import RegistryClient, RegistryError, RegistryUnavailable
+from smoltbot.observer.retention_store import Batch, RetentionStore
+
+__all__ = ["PassReport", "Retention", "RetentionPolicy"]
+
+logger = logging.getLogger(__name__)
+
+#: Between two batches: lets intake and processing take the write lock (SQLite) in between.
+_BATCH_PAUSE = 0.01
+#: How long a batch waits when another observer's batch holds the lock.
+_BUSY_PAUSE = 0.05
+
+
+@dataclass(frozen=True)
+class RetentionPolicy:
+    max_days: int
+    min_days: int
+    payload_ttl: timedelta
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> RetentionPolicy:
+        return cls(max_days=max(settings.retention_max_days, settings.retention_min_days),
+                   min_days=settings.retention_min_days,
+                   payload_ttl=timedelta(hours=settings.payload_ttl_hours))
+
+    def days_for(self, card: dict[str, Any] | None) -> int:
+        """The period of an agent whose card in force is `card` (None: no card)."""
+        declared = 0
+        if card is not None:
+            audit = card.get("audit") or {}
+            try:
+                declared = int(audit.get("retention_days") or 0)
+            except (TypeError, ValueError):
+                declared = 0
+        if declared <= 0:
+            return self.max_days
+        return min(max(declared, self.min_days), self.max_days)
+
+
+@dataclass
+class PassReport:
+    """What one pass deleted: per agent (traces, all rows), and payloads."""
+
+    traces: dict[str, int] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
+    payloads: int = 0
+    #: Agents left for the next pass because the Registry could not be asked.
+    skipped: list[str] = field(default_factory=list)
+    #: Every batch this observer did (table, keys): for tests of the one-batch-one-observer rule.
+    batches: list[Batch] = field(default_factory=list)
+
+
+class Retention:
+    """The background task, and the owner's deletion."""
+
+    def __init__(self, store: RetentionStore, registry: RegistryClient, settings: Settings) -> None:
+        self.store = store
+        self.registry = registry
+        self.policy = RetentionPolicy.from_settings(settings)
+        self.interval = settings.retention_interval
+        self.batch_size = settings.retention_batch_size
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
+        #: Counted by this observer since it started (the exact per-agent totals are in the database).
+        self.payloads_expired = 0
+        self.passes = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="retention")
+
+    async def stop(self) -> None:
+        self._stopping.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self.run_pass()
+            except Exception:  # noqa: BLE001 - a database outage: the next pass tries again
+                logger.warning("retention pass failed; next one in %.0fs", self.interval, exc_info=True)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.interval)
+
+    async def run_pass(self, now: datetime | None = None) -> PassReport:
+        """Deletes everything past its time as of `now`, batch by batch."""
+        now = now or utcnow()
+        report = PassReport()
+        for agent_id in await self.store.agents():
+            try:
+                card = await self.registry.active_card(agent_id)
+            except (RegistryUnavailable, RegistryError) as error:
+                report.skipped.append(agent_id)
+                logger.warning("retention skips %s this pass: %s", agent_id, error)
+                continue
+            cutoff = now - timedelta(days=self.policy.days_for(card))
+            await self._drain(report, agent_id, cutoff)
+        await self._drain(report, None, now - timedelta(days=self.policy.max_days))
+        while not self._stopping.is_set():
+            batch = await self.store.expire_payloads(now - self.policy.payload_ttl, self.batch_size)
+            if batch.busy:
+                await asyncio.sleep(_BUSY_PAUSE)
+                continue
+            if batch.empty:
+                break
+            report.batches.append(batch)
+            report.payloads += batch.deleted
+            self.payloads_expired += batch.deleted
+            await asyncio.sleep(_BATCH_PAUSE)
+        self.passes += 1
+        if report.traces or report.payloads:
+            logger.info("retention deleted %d traces of %d agents, %d other rows, %d payloads",
+                        sum(report.traces.values()), len(report.traces),
+                        sum(report.rows.values()) - sum(report.traces.values()), report.payloads)
+        return report
+
+    async def _drain(self, report: PassReport, agent_id: str | None, cutoff: datetime) -> None:
+        while not self._stopping.is_set():
+            batch = await self.store.delete_batch(agent_id, cutoff, self.batch_size)
+            if batch.busy:
+                await asyncio.sleep(_BUSY_PAUSE)
+                continue
+            if batch.empty:
+                return
+            report.batches.append(batch)
+            key = agent_id or ""
+            report.rows[key] = report.rows.get(key, 0) + batch.deleted
+            if batch.table == "traces":
+                report.traces[key] = report.traces.get(key, 0) + len(batch.keys)
+            await asyncio.sleep(_BATCH_PAUSE)
+
+    async def delete_agent(self, agent_id: str, agent_hash: str) -> dict[str, int]:
+        """Every row of the agent's in the observer's tables, now; then the SQLite WAL truncated.
+        The caller has proved ownership."""
+        counts = await self.store.delete_agent(agent_id, agent_hash, self.batch_size)
+        if not await self.store.checkpoint():
+            logger.warning("deleted the data of %s, but the WAL could not be truncated yet (busy readers); "
+                           "the next truncation wipes it", agent_id)
+        logger.info("deleted the data of %s at its owner's request: %d rows", agent_id, sum(counts.values()))
+        return counts

@@ -1,0 +1,305 @@
+"""Storage: deleting what is past its time, in small batches, and all of one agent's data.
+
+Every retention batch is one short write transaction that deletes at most `limit` rows of one
+table (a trace takes its violations and drift input along), so intake and processing wait for
+one batch at most, never for a whole pass. On PostgreSQL a batch first takes a transaction-level
+advisory lock (`pg_try_advisory_xact_lock`): with several observers exactly one of them does
+each batch, and the others find the lock taken and wait for the next one. On SQLite the batch's
+write transaction (BEGIN IMMEDIATE) already serialises it against every other writer.
+
+What a batch deleted is counted per agent in `retention_state`, with the cut-off (`since`):
+the agent's record is complete from then on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg_dialect
+from sqlalchemy.dialects import sqlite as sqlite_dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from smoltbot.core.storage import Database, utcnow
+from smoltbot.observer.tables import (
+    chunks,
+    drift_alerts,
+    drift_pending,
+    exchange_payloads,
+    exchange_usage,
+    exchanges,
+    metadata,
+    retention_state,
+    tool_executions,
+    trace_violations,
+    traces,
+)
+
+__all__ = ["AgentRetention", "Batch", "RetentionStore"]
+
+#: Same on every observer; apart from the migration lock's key.
+_PG_LOCK_KEY = int.from_bytes(hashlib.sha256(b"smoltbot.retention").digest()[:8], "big", signed=True)
+
+
+@dataclass(frozen=True)
+class _Target:
+    """One table retention deletes from: its key, the agent column, the time column, and which
+    rows are eligible at all (an exchange still in the queue, an open alert, are not)."""
+
+    table: sa.Table
+    keys: tuple[str, ...]
+    time: str
+    only: Any = None
+
+
+_TRACES = _Target(traces, ("trace_id",), "timestamp")
+_TARGETS = (
+    _TRACES,
+    _Target(exchange_usage, ("exchange_id",), "occurred_at"),
+    _Target(tool_executions, ("agent_id", "tool_use_id"), "reported_at"),
+    _Target(exchanges, ("exchange_id",), "occurred_at", exchanges.c.state.in_(("done", "failed"))),
+    _Target(drift_alerts, ("alert_id",), "updated_at", drift_alerts.c.status == "resolved"),
+)
+
+
+@dataclass
+class Batch:
+    """What one batch did. `busy`: another observer held the lock, nothing was done."""
+
+    table: str = ""
+    keys: list[tuple[Any, ...]] = field(default_factory=list)
+    deleted: int = 0
+    busy: bool = False
+
+    @property
+    def empty(self) -> bool:
+        return not self.busy and not self.keys
+
+
+@dataclass(frozen=True)
+class AgentRetention:
+    agent_id: str
+    since: datetime
+    deleted_traces: int
+    deleted_rows: int
+
+
+class RetentionStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    async def agents(self) -> list[str]:
+        """Every agent with traces, usage rows or tool-execution reports, found by skipping along
+        the agent_id indexes (one index seek per agent, not a scan of the tables)."""
+        found: set[str] = set()
+        async with self.db.read() as conn:
+            for table in (traces, exchange_usage, tool_executions):
+                found.update(await _distinct_agents(conn, table))
+        return sorted(found)
+
+    @asynccontextmanager
+    async def _batch(self) -> AsyncIterator[AsyncConnection | None]:
+        """A write transaction that is the only retention batch anywhere; None if another
+        observer's batch holds the lock."""
+        async with self.db.begin() as conn:
+            if self.db.dialect == "postgresql":
+                taken = (await conn.execute(sa.text("SELECT pg_try_advisory_xact_lock(:key)"),
+                                            {"key": _PG_LOCK_KEY})).scalar_one()
+                if not taken:
+                    yield None
+                    return
+            yield conn
+
+    async def delete_batch(self, agent_id: str | None, cutoff: datetime, limit: int) -> Batch:
+        """Deletes up to `limit` of the agent's rows older than `cutoff`, from the first table
+        that still has some (traces first). `agent_id` None: exchange records with no agent.
+        An empty batch means nothing of the agent is past `cutoff` any more."""
+        targets = _TARGETS if agent_id is not None else (_TARGETS[3],)
+        async with self._batch() as conn:
+            if conn is None:
+                return Batch(busy=True)
+            for target in targets:
+                table = target.table
+                owner = table.c.agent_id.is_(None) if agent_id is None else table.c.agent_id == agent_id
+                query = (sa.select(*(table.c[key] for key in target.keys))
+                         .where(owner, table.c[target.time] < cutoff)
+                         .order_by(table.c[target.time]).limit(limit))
+                if target.only is not None:
+                    query = query.where(target.only)
+                keys = [tuple(row) for row in (await conn.execute(query)).all()]
+                if not keys:
+                    continue
+                deleted = await self._delete_keys(conn, target, keys)
+                if agent_id is not None:
+                    await self._count(conn, agent_id, cutoff, deleted,
+                                      traces_deleted=len(keys) if target is _TRACES else 0)
+                return Batch(table.name, keys, deleted)
+        return Batch()
+
+    async def _delete_keys(self, conn: AsyncConnection, target: _Target, keys: list[tuple[Any, ...]]) -> int:
+        table = target.table
+        deleted = 0
+        if table is traces:
+            ids = [key[0] for key in keys]
+            for child in (trace_violations, drift_pending):
+                deleted += (await conn.execute(child.delete().where(child.c.trace_id.in_(ids)))).rowcount or 0
+        if table is exchanges:
+            ids = [key[0] for key in keys]
+            deleted += await self._delete_payloads(conn, ids)
+        if len(target.keys) == 1:
+            where = table.c[target.keys[0]].in_([key[0] for key in keys])
+        else:
+            where = sa.tuple_(*(table.c[key] for key in target.keys)).in_(keys)
+        deleted += (await conn.execute(table.delete().where(where))).rowcount or 0
+        return deleted
+
+    async def _delete_payloads(self, conn: AsyncConnection, exchange_ids: Sequence[str]) -> int:
+        """Raw payloads are the most private rows: on SQLite their bytes are zeroed in the file
+        (secure_delete, for these statements only); the WAL keeps them until `checkpoint`."""
+        secure = self.db.dialect == "sqlite"
+        if secure:
+            await conn.exec_driver_sql("PRAGMA secure_delete = ON")
+        try:
+            deleted = 0
+            for chunk in chunks(list(exchange_ids)):
+                deleted += (await conn.execute(exchange_payloads.delete().where(
+                    exchange_payloads.c.exchange_id.in_(chunk)))).rowcount or 0
+            return deleted
+        finally:
+            if secure:
+                await conn.exec_driver_sql("PRAGMA secure_delete = OFF")
+
+    async def _count(self, conn: AsyncConnection, agent_id: str, cutoff: datetime, deleted: int, *,
+                     traces_deleted: int) -> None:
+        now = utcnow()
+        insert = (sqlite_dialect if self.db.dialect == "sqlite" else pg_dialect).insert(retention_state)
+        await conn.execute(insert.values(
+            agent_id=agent_id, since=cutoff, deleted_traces=traces_deleted, deleted_rows=deleted, updated_at=now,
+        ).on_conflict_do_update(index_elements=["agent_id"], set_={
+            # The record is complete from the latest cut-off on (a longer period later cannot
+            # bring back what was deleted).
+            "since": sa.case((retention_state.c.since < cutoff, cutoff), else_=retention_state.c.since),
+            "deleted_traces": retention_state.c.deleted_traces + traces_deleted,
+            "deleted_rows": retention_state.c.deleted_rows + deleted,
+            "updated_at": now,
+        }))
+
+    async def expire_payloads(self, cutoff: datetime, limit: int) -> Batch:
+        """Deletes up to `limit` raw payloads of exchanges received before `cutoff` that are no
+        longer in the queue (done or failed: a failed exchange's payload is kept for an operator
+        only until then)."""
+        async with self._batch() as conn:
+            if conn is None:
+                return Batch(busy=True)
+            ids = list((await conn.execute(
+                sa.select(exchange_payloads.c.exchange_id)
+                .join(exchanges, exchanges.c.exchange_id == exchange_payloads.c.exchange_id)
+                .where(exchanges.c.received_at < cutoff, exchanges.c.state.in_(("done", "failed")))
+                .limit(limit)
+            )).scalars())
+            if not ids:
+                return Batch()
+            return Batch(exchange_payloads.name, [(exchange_id,) for exchange_id in ids],
+                         await self._delete_payloads(conn, ids))
+
+    async def state(self, agent_id: str) -> AgentRetention | None:
+        async with self.db.read() as conn:
+            row = (await conn.execute(
+                sa.select(retention_state).where(retention_state.c.agent_id == agent_id))).first()
+        return None if row is None else _retention(row)
+
+    async def states(self) -> list[AgentRetention]:
+        async with self.db.read() as conn:
+            rows = (await conn.execute(sa.select(retention_state).order_by(retention_state.c.agent_id))).all()
+        return [_retention(row) for row in rows]
+
+    async def delete_agent(self, agent_id: str, agent_hash: str, limit: int) -> dict[str, int]:
+        """Deletes every row of the agent in every observer table (any table with an agent_id
+        column, so a table added later is covered too), and the exchange records and payloads of
+        its credential hash (a refused call has no agent id). Batches of `limit` rows, children
+        first; on SQLite with secure_delete. Returns rows deleted per table."""
+        counts: dict[str, int] = {}
+        mine = sa.or_(exchanges.c.agent_id == agent_id, exchanges.c.agent_hash == agent_hash)
+        ordered = [trace_violations, drift_pending, *(
+            table for table in metadata.sorted_tables
+            if "agent_id" in table.c and table not in (trace_violations, drift_pending, exchanges)
+        )]
+        secure = self.db.dialect == "sqlite"
+        while True:
+            async with self.db.begin() as conn:
+                if secure:
+                    await conn.exec_driver_sql("PRAGMA secure_delete = ON")
+                try:
+                    ids = list((await conn.execute(
+                        sa.select(exchange_payloads.c.exchange_id)
+                        .join(exchanges, exchanges.c.exchange_id == exchange_payloads.c.exchange_id)
+                        .where(mine).limit(limit))).scalars())
+                    if ids:
+                        done = await _delete_in(conn, exchange_payloads, exchange_payloads.c.exchange_id, ids)
+                        counts[exchange_payloads.name] = counts.get(exchange_payloads.name, 0) + done
+                        continue
+                    for table in [*ordered, exchanges]:
+                        key = _primary_key(table)
+                        where = mine if table is exchanges else table.c.agent_id == agent_id
+                        keys = [tuple(row) for row in (await conn.execute(
+                            sa.select(*key).where(where).limit(limit))).all()]
+                        if keys:
+                            done = await _delete_in(conn, table, sa.tuple_(*key) if len(key) > 1 else key[0],
+                                                    keys if len(key) > 1 else [k[0] for k in keys])
+                            counts[table.name] = counts.get(table.name, 0) + done
+                            break
+                    else:
+                        return counts
+                finally:
+                    if secure:
+                        await conn.exec_driver_sql("PRAGMA secure_delete = OFF")
+
+    async def checkpoint(self, attempts: int = 20) -> bool:
+        """SQLite: copy the WAL into the database and truncate it, so deleted rows do not stay in
+        old WAL frames. Retries while readers hold old snapshots; False if it never got through.
+        True on PostgreSQL (nothing to do here; VACUUM reclaims dead rows)."""
+        if self.db.dialect != "sqlite" or self.db.sqlite_path is None:
+            return True
+        for _ in range(attempts):
+            async with self.db.engine.connect() as conn:
+                raw = (await conn.get_raw_connection()).driver_connection
+                if raw is None:
+                    continue
+                cursor = await raw.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                busy, _frames, _moved = await cursor.fetchone()
+                if not busy:
+                    return True
+            await asyncio.sleep(0.05)
+        return False
+
+
+async def _delete_in(conn: AsyncConnection, table: sa.Table, column: Any, keys: list[Any]) -> int:
+    deleted = 0
+    for chunk in chunks(keys):
+        deleted += (await conn.execute(table.delete().where(column.in_(chunk)))).rowcount or 0
+    return deleted
+
+
+def _primary_key(table: sa.Table) -> list[sa.Column[Any]]:
+    return list(table.primary_key.columns)
+
+
+async def _distinct_agents(conn: AsyncConnection, table: sa.Table) -> list[str]:
+    # A loose index scan: each query seeks the next agent id after the last one in the index.
+    column = table.c.agent_id
+    agents: list[str] = []
+    last = (await conn.execute(sa.select(sa.func.min(column)))).scalar_one_or_none()
+    while last is not None:
+        agents.append(str(last))
+        last = (await conn.execute(sa.select(sa.func.min(column)).where(column > last))).scalar_one_or_none()
+    return agents
+
+
+def _retention(row: Any) -> AgentRetention:
+    return AgentRetention(row.agent_id, row.since, int(row.deleted_traces), int(row.deleted_rows))
