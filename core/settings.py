@@ -183,6 +183,45 @@ class Settings(BaseSettings):
         "held back by an older unfinished exchange, or stored before a restart).",
     )
 
+    # Alerts and webhooks (docs/alerts.md)
+    webhook_allow_private: bool = Field(
+        default=False,
+        description="Let webhooks go to loopback, private, link-local and other non-public addresses. Off: "
+        "such destinations are refused when subscribing and again at each delivery (after DNS), so an "
+        "agent's owner cannot make the observer call internal services.",
+    )
+    webhook_timeout: float = Field(
+        default=5.0, gt=0, le=60, description="Seconds a webhook delivery may take (connect to response)."
+    )
+    webhook_max_attempts: int = Field(
+        default=12, ge=1, le=100, description="Attempts of a delivery before it is marked failed for good."
+    )
+    webhook_backoff_base: float = Field(
+        default=2.0, gt=0,
+        description="Seconds before the first retry; doubled per attempt, with full jitter, up to "
+        "webhook_backoff_max.",
+    )
+    webhook_backoff_max: float = Field(
+        default=3600.0, gt=0, description="Longest wait between two attempts of a delivery, in seconds."
+    )
+    alert_poll_interval: float = Field(
+        default=2.0, gt=0,
+        description="Seconds between two passes of the alert feed (new events into the outbox) and of the "
+        "webhook sender, when nothing wakes them sooner.",
+    )
+    alert_settle_seconds: float = Field(
+        default=300.0, ge=0,
+        description="Each feed pass reads events again this far back from where the last one stopped, so "
+        "an event committed late (a long transaction, clock skew between observers) is not missed.",
+    )
+    alert_failure_window: float = Field(
+        default=900.0, ge=60,
+        description="Length in seconds of the fixed windows the failure-rate alert counts calls in.",
+    )
+    alert_failure_min_calls: int = Field(
+        default=5, ge=1, description="Calls a failure-rate window needs before its rate can raise an alert."
+    )
+
     # Registry
     registry_touch_interval: float = Field(
         default=0.5,

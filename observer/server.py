@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from dataclasses import dataclass
+
+import grpc
 
 from smoltbot.core.grpc_server import GrpcServer, grpc_message_limit, new_grpc_server, run_until_signalled
 from smoltbot.core.metrics_http import MetricsEndpoint
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import migrate, open_database
 from smoltbot.core.tls import TlsConfig
+from smoltbot.observer.alerts.servicer import AlertServicer
+from smoltbot.observer.alerts.store import AlertStore
+from smoltbot.observer.alerts.subscriptions import Subscriptions
+from smoltbot.observer.alerts.worker import AlertWorker
 from smoltbot.observer.analyzers import build_analyzer
 from smoltbot.observer.drift_store import DriftStore
 from smoltbot.observer.drift_watch import DriftWatch
@@ -21,17 +28,23 @@ from smoltbot.observer.otel.mapping import content_capture_enabled
 from smoltbot.observer.otel.telemetry import ExchangeTelemetry
 from smoltbot.observer.processor import Processor
 from smoltbot.observer.queries import Queries
-from smoltbot.observer.queue import ExchangeQueue
+from smoltbot.observer.queue import ExchangeQueue, Finished
 from smoltbot.observer.registry_client import RegistryClient
 from smoltbot.observer.servicer import ObserverServicer
 from smoltbot.observer.trace_store import TraceStore
-from smoltbot.v1 import observer_service_pb2, observer_service_pb2_grpc
+from smoltbot.v1 import (
+    alert_service_pb2,
+    alert_service_pb2_grpc,
+    observer_service_pb2,
+    observer_service_pb2_grpc,
+)
 
-__all__ = ["SERVICE_NAME", "ObserverParts", "ObserverServer", "build_server", "serve"]
+__all__ = ["ALERT_SERVICE_NAME", "SERVICE_NAME", "ObserverParts", "ObserverServer", "build_server", "serve"]
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = observer_service_pb2.DESCRIPTOR.services_by_name["ObserverService"].full_name
+ALERT_SERVICE_NAME = alert_service_pb2.DESCRIPTOR.services_by_name["AlertService"].full_name
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,8 @@ class ObserverParts:
     metrics: ObserverMetrics
     #: The /metrics HTTP site (None: `observer_metrics_port` 0).
     metrics_endpoint: MetricsEndpoint | None = None
+    #: The alert feed and webhook sender.
+    alerts: AlertWorker | None = None
 
 
 #: An Observer's gRPC server, carrying its parts.
@@ -85,15 +100,27 @@ async def build_server(settings: Settings, *, address: str | None = None) -> Obs
         telemetry = ExchangeTelemetry(metrics, shipper, resource=resource_from_environment(),
                                       capture_content=content_capture_enabled())
         drift = DriftWatch(DriftStore(db), registry, settings, sweep_interval=settings.drift_sweep_interval)
+        alert_store = AlertStore(db)
+        alerts = AlertWorker(alert_store, settings, owner=f"alerts-{uuid.uuid4().hex[:16]}")
+
+        def on_written(written: list[Finished]) -> None:
+            drift.notify(item.agent_id for item in written)
+            alerts.wake()
         processor = Processor(
             queue, registry, analyzer, settings, poll_interval=settings.observer_poll_interval,
             cpu_workers=settings.observer_cpu_workers, scrub_interval=settings.observer_scrub_interval,
-            on_written=lambda written: drift.notify(item.agent_id for item in written),
+            on_written=on_written,
             on_committed=telemetry.committed,
         )
         metrics.processor, metrics.queue, metrics.shipper = processor, queue, shipper
+        metrics.registry.register(alerts.collector())
         intake = Intake(queue, on_stored=processor.wake)
         servicer = ObserverServicer(intake, Queries(traces, registry, settings), drift)
+        alert_servicer = AlertServicer(Subscriptions(alert_store, registry, settings))
+
+        def register(grpc_server: grpc.aio.Server) -> None:
+            observer_service_pb2_grpc.add_ObserverServiceServicer_to_server(servicer, grpc_server)
+            alert_service_pb2_grpc.add_AlertServiceServicer_to_server(alert_servicer, grpc_server)
         registry_client = registry
         span_shipper = shipper
 
@@ -102,6 +129,7 @@ async def build_server(settings: Settings, *, address: str | None = None) -> Obs
                 await intake.stop()
                 await processor.stop(settings.observer_stop_grace)
                 await drift.stop()
+                await alerts.stop()
                 await analyzer.close()
                 await registry_client.close()
             finally:
@@ -116,10 +144,8 @@ async def build_server(settings: Settings, *, address: str | None = None) -> Obs
 
         server = new_grpc_server(
             address or settings.observer_address,
-            [SERVICE_NAME],
-            lambda grpc_server: observer_service_pb2_grpc.add_ObserverServiceServicer_to_server(
-                servicer, grpc_server
-            ),
+            [SERVICE_NAME, ALERT_SERVICE_NAME],
+            register,
             on_stop,
             tls=tls,
             health_port=settings.grpc_health_port,
@@ -131,7 +157,7 @@ async def build_server(settings: Settings, *, address: str | None = None) -> Obs
                                        what="observer")
             await endpoint.start()
         observer = server.with_components(
-            ObserverParts(processor, intake, drift, queue, traces, metrics, endpoint))
+            ObserverParts(processor, intake, drift, queue, traces, metrics, endpoint, alerts))
     except BaseException:
         if registry is not None:
             await registry.close()
@@ -142,6 +168,7 @@ async def build_server(settings: Settings, *, address: str | None = None) -> Obs
     intake.start()
     processor.start()
     drift.start()
+    alerts.start()
     logger.info("observer using %s (analyzer: %s, concurrency %d)", db.display_url, analyzer.name,
                 settings.observer_concurrency)
     return observer

@@ -20,6 +20,9 @@ from smoltbot.core.storage import UTCDateTime
 
 __all__ = [
     "IN_CHUNK",
+    "alert_deliveries",
+    "alert_feed",
+    "alert_subscriptions",
     "chunks",
     "drift_alerts",
     "drift_pending",
@@ -184,6 +187,47 @@ retention_state = sa.Table(
     sa.Column("deleted_traces", sa.BigInteger(), nullable=False),
     sa.Column("deleted_rows", sa.BigInteger(), nullable=False),
     sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+# Alerts and webhooks (migration 0005, observer/alerts/): subscriptions, the delivery outbox
+# (unique on subscription_id + event_key in the migration) and how far the feed has read.
+alert_subscriptions = sa.Table(
+    "alert_subscriptions", metadata,
+    sa.Column("subscription_id", sa.String(48), primary_key=True),
+    sa.Column("agent_id", sa.String(144), nullable=False),
+    sa.Column("url", sa.String(2048), nullable=False),
+    sa.Column("secret", sa.String(128), nullable=False),
+    sa.Column("events", sa.String(256), nullable=False),
+    sa.Column("min_severity", sa.String(16), nullable=False),
+    sa.Column("failure_rate_threshold", sa.Float(), nullable=False),
+    sa.Column("format", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+)
+
+alert_deliveries = sa.Table(
+    "alert_deliveries", metadata,
+    sa.Column("delivery_id", sa.String(48), primary_key=True),
+    sa.Column("subscription_id", sa.String(48), nullable=False),
+    sa.Column("agent_id", sa.String(144), nullable=False),
+    sa.Column("event", sa.String(32), nullable=False),
+    sa.Column("event_key", sa.String(256), nullable=False),
+    sa.Column("summary", sa.String(512), nullable=False),
+    sa.Column("event_json", sa.Text(), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=False),
+    sa.Column("lease_owner", sa.String(64)),
+    sa.Column("lease_expires_at", UTCDateTime()),
+    sa.Column("last_status", sa.Integer(), nullable=False),
+    sa.Column("last_error", sa.String(512), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("delivered_at", UTCDateTime()),
+)
+
+alert_feed = sa.Table(
+    "alert_feed", metadata,
+    sa.Column("source", sa.String(32), primary_key=True),
+    sa.Column("read_to", UTCDateTime(), nullable=False),
 )
 
 #: Bound parameters per statement stay well under SQLite's 32766 and asyncpg's 32767.
