@@ -24,6 +24,7 @@ from smoltbot.core.ids import AGENT_ID_PATTERN, SESSION_ID_PATTERN, TOOL_USE_ID_
 
 __all__ = [
     "Agent",
+    "AgentDataDeleted",
     "AgentList",
     "AgentSummary",
     "AgentUsage",
@@ -125,6 +126,16 @@ class ClaimRequest(BaseModel):
 
     email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$",
                               description="Contact of the owner; stored, never shown publicly.")
+
+
+class AgentDataDeleted(BaseModel):
+    """What `DELETE /v1/agents/{agent_id}/data` deleted."""
+
+    agent_id: str
+    deleted_rows: dict[str, int] = Field(
+        description="Rows deleted per table, in the Observer's store (traces, violations, usage, drift, "
+        "tool executions, exchange records, raw payloads) and the Registry's (the agent, its credential "
+        "hash, claim, sessions, cards).")
 
 
 # --------------------------------------------------------------------------- traces (AAP)

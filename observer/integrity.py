@@ -2,7 +2,9 @@
 what they did could be seen at all. `TraceStore.integrity` computes them by SQL aggregates
 over indexed columns (no trace is loaded); this module says what they are.
 
-`recent` covers the agent's last `window` traces (by trace time), `all_time` all of them.
+`recent` covers the agent's last `window` traces (by trace time), `all_time` all of them that
+are still kept: retention deletes traces past the card's `audit.retention_days`
+(`observer.retention`), and `retained_since` says from when on the record is complete.
 Beside the score, coverage says how much it means: traces with readable reasoning, traces
 analysed by the model analyzer (not a fallback), and traces that record a failure. So
 "100% of 3 traces, none with reasoning" reads differently from a real score.
@@ -59,6 +61,10 @@ class Integrity:
     all_time: IntegrityWindow
     timeline: list[IntegrityPoint]
     open_drift_alerts: int
+    #: Retention deleted the agent's traces before this time (None: nothing deleted yet), so
+    #: `all_time` is "since then"; and how many traces it deleted.
+    retained_since: datetime | None = None
+    retention_deleted_traces: int = 0
 
 
 def timeline_grid(first: datetime, now: datetime) -> tuple[datetime, timedelta]:

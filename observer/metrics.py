@@ -9,6 +9,8 @@ as in tests, never share one).
 * the exchange queue by state (pending, processing, done, failed: failed exchanges are the
   observer's dead letters, stored as processing_failed traces), read from the database per scrape;
 * what processing counted (exchanges stored, refused credentials, unproven callers);
+* what retention deleted, per agent (from the database, so every observer's batches count), and
+  the raw payloads this observer expired;
 * OTLP export: spans submitted, exported, dropped by reason, queued, whether the endpoint is up.
 """
 
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
     from smoltbot.observer.otel.mapping import ExchangeExport
     from smoltbot.observer.processor import Processor
     from smoltbot.observer.queue import ExchangeQueue
+    from smoltbot.observer.retention import Retention
+    from smoltbot.observer.retention_store import AgentRetention
 
 __all__ = ["DURATION_BUCKETS", "TOKEN_BUCKETS", "ObserverMetrics"]
 
@@ -66,6 +70,25 @@ class _Live(Collector):
             for state in _STATES:
                 states.add_metric([state], counts.get(state, 0))
             yield states
+        retained = self._metrics.retention_states
+        if retained is not None:  # from the database at each scrape: every observer's deletions
+            traces = CounterMetricFamily(
+                "smoltbot_retention_deleted_traces",
+                "Traces retention deleted (past the card's audit.retention_days), per agent.",
+                labels=["agent_id"])
+            rows = CounterMetricFamily(
+                "smoltbot_retention_deleted_rows",
+                "Rows retention deleted (traces, violations, usage, drift, tool executions, exchange "
+                "records), per agent.", labels=["agent_id"])
+            for agent in retained:
+                traces.add_metric([agent.agent_id], agent.deleted_traces)
+                rows.add_metric([agent.agent_id], agent.deleted_rows)
+            yield traces
+            yield rows
+        if self._metrics.retention is not None:
+            yield CounterMetricFamily("smoltbot_retention_payloads_expired", "Raw exchange payloads this "
+                                      "observer deleted after SMOLTBOT_PAYLOAD_TTL_HOURS.",
+                                      value=self._metrics.retention.payloads_expired)
         shipper = self._metrics.shipper
         yield GaugeMetricFamily("smoltbot_otel_export_enabled", "1 when OTLP span export is on.",
                                 value=1 if shipper is not None else 0)
@@ -103,6 +126,9 @@ class ObserverMetrics:
         self.queue: ExchangeQueue | None = None
         #: Exchanges by state at the last scrape; None when the database could not say.
         self.queue_states: dict[str, int] | None = None
+        self.retention: Retention | None = None
+        #: What retention deleted per agent, at the last scrape (None: unknown).
+        self.retention_states: list[AgentRetention] | None = None
         #: Exchanges whose spans could not be built (logged; counted as dropped spans).
         self.build_failures = 0
         ProcessCollector(registry=self.registry)
@@ -128,4 +154,9 @@ class ObserverMetrics:
                 self.queue_states = await self.queue.exchange_counts()
             except Exception:  # noqa: BLE001 - a scrape during a database outage still answers
                 self.queue_states = None
+        if self.retention is not None:
+            try:
+                self.retention_states = await self.retention.store.states()
+            except Exception:  # noqa: BLE001 - as above
+                self.retention_states = None
         return generate_latest(self.registry)

@@ -1,6 +1,6 @@
 """Retention as each agent's card declares it, and the owner's deletion of an agent's data.
 
-Each pass (every `SMOLTBOT_RETENTION_INTERVAL` seconds, and once at start) goes over every
+Each pass (every `SMOLTBOT_RETENTION_INTERVAL` seconds, the first 30 seconds after start) goes over every
 agent with stored data and deletes, in batches of `SMOLTBOT_RETENTION_BATCH_SIZE` rows, its
 traces (with their violations and drift input), usage rows, tool-execution reports, finished
 exchange records and resolved drift alerts older than its period: the card's
@@ -26,10 +26,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from smoltbot.core.errors import Unauthenticated
+from smoltbot.core.ids import validate_agent_hash
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import utcnow
 from smoltbot.observer.registry_client import RegistryClient, RegistryError, RegistryUnavailable
 from smoltbot.observer.retention_store import Batch, RetentionStore
+from smoltbot.observer.validation import validate_agent_id
 
 __all__ = ["PassReport", "Retention", "RetentionPolicy"]
 
@@ -37,6 +40,8 @@ logger = logging.getLogger(__name__)
 
 #: Between two batches: lets intake and processing take the write lock (SQLite) in between.
 _BATCH_PAUSE = 0.01
+#: Seconds from start to the first pass (at most `retention_interval`).
+_FIRST_PASS_DELAY = 30.0
 #: How long a batch waits when another observer's batch holds the lock.
 _BUSY_PAUSE = 0.05
 
@@ -107,10 +112,14 @@ class Retention:
             self._task = None
 
     async def _run(self) -> None:
+        # Not at once: a process that starts and stops again (a restart loop, a test) leaves the
+        # data alone, and start-up is not slowed by a pass.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), min(self.interval, _FIRST_PASS_DELAY))
         while not self._stopping.is_set():
             try:
                 await self.run_pass()
-            except Exception:  # noqa: BLE001 - a database outage: the next pass tries again
+            except Exception:  # a database outage: the next pass tries again
                 logger.warning("retention pass failed; next one in %.0fs", self.interval, exc_info=True)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.interval)
@@ -164,7 +173,12 @@ class Retention:
 
     async def delete_agent(self, agent_id: str, agent_hash: str) -> dict[str, int]:
         """Every row of the agent's in the observer's tables, now; then the SQLite WAL truncated.
-        The caller has proved ownership."""
+        Only for the agent's owner: `agent_hash` must be its credential hash."""
+        if not agent_hash:
+            raise Unauthenticated("agent_hash is required to delete an agent's data")
+        agent_hash = validate_agent_hash(agent_hash).lower()
+        validate_agent_id(agent_id, required=True)
+        await self.registry.check_owner(agent_id, agent_hash)
         counts = await self.store.delete_agent(agent_id, agent_hash, self.batch_size)
         if not await self.store.checkpoint():
             logger.warning("deleted the data of %s, but the WAL could not be truncated yet (busy readers); "

@@ -180,7 +180,8 @@ class RetentionStore:
         now = utcnow()
         insert = (sqlite_dialect if self.db.dialect == "sqlite" else pg_dialect).insert(retention_state)
         await conn.execute(insert.values(
-            agent_id=agent_id, since=cutoff, deleted_traces=traces_deleted, deleted_rows=deleted, updated_at=now,
+            agent_id=agent_id, since=cutoff, deleted_traces=traces_deleted, deleted_rows=deleted,
+            updated_at=now,
         ).on_conflict_do_update(index_elements=["agent_id"], set_={
             # The record is complete from the latest cut-off on (a longer period later cannot
             # bring back what was deleted).

@@ -30,6 +30,8 @@ from smoltbot.observer.processor import Processor
 from smoltbot.observer.queries import Queries
 from smoltbot.observer.queue import ExchangeQueue, Finished
 from smoltbot.observer.registry_client import RegistryClient
+from smoltbot.observer.retention import Retention
+from smoltbot.observer.retention_store import RetentionStore
 from smoltbot.observer.servicer import ObserverServicer
 from smoltbot.observer.trace_store import TraceStore
 from smoltbot.v1 import (
@@ -115,7 +117,9 @@ async def build_server(settings: Settings, *, address: str | None = None) -> Obs
         metrics.processor, metrics.queue, metrics.shipper = processor, queue, shipper
         metrics.registry.register(alerts.collector())
         intake = Intake(queue, on_stored=processor.wake)
-        servicer = ObserverServicer(intake, Queries(traces, registry, settings), drift)
+        retention = Retention(RetentionStore(db), registry, settings)
+        metrics.retention = retention
+        servicer = ObserverServicer(intake, Queries(traces, registry, settings), drift, retention)
         alert_servicer = AlertServicer(Subscriptions(alert_store, registry, settings))
 
         def register(grpc_server: grpc.aio.Server) -> None:
@@ -129,6 +133,7 @@ async def build_server(settings: Settings, *, address: str | None = None) -> Obs
                 await intake.stop()
                 await processor.stop(settings.observer_stop_grace)
                 await drift.stop()
+                await retention.stop()
                 await alerts.stop()
                 await analyzer.close()
                 await registry_client.close()
@@ -168,6 +173,7 @@ async def build_server(settings: Settings, *, address: str | None = None) -> Obs
     intake.start()
     processor.start()
     drift.start()
+    retention.start()
     alerts.start()
     logger.info("observer using %s (analyzer: %s, concurrency %d)", db.display_url, analyzer.name,
                 settings.observer_concurrency)

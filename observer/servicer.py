@@ -11,7 +11,7 @@ from typing import Any
 
 import grpc
 
-from smoltbot.core.errors import SmoltbotError, grpc_status_for
+from smoltbot.core.errors import SmoltbotError, Unavailable, grpc_status_for
 from smoltbot.core.grpc_server import grpc_errors
 from smoltbot.core.protoconv import from_timestamp, to_timestamp
 from smoltbot.observer.drift_store import DriftAlert
@@ -19,6 +19,7 @@ from smoltbot.observer.drift_watch import DriftWatch
 from smoltbot.observer.intake import Ack, Intake
 from smoltbot.observer.integrity import Integrity, IntegrityWindow
 from smoltbot.observer.queries import Queries
+from smoltbot.observer.retention import Retention
 from smoltbot.observer.trace_proto import trace_to_proto
 from smoltbot.observer.usage_convert import session_to_proto, usage_to_proto
 from smoltbot.v1 import observer_service_pb2 as pb
@@ -101,10 +102,12 @@ def _detail_time(value: Any) -> datetime | None:
 
 
 class ObserverServicer(observer_service_pb2_grpc.ObserverServiceServicer):
-    def __init__(self, intake: Intake, queries: Queries, drift: DriftWatch) -> None:
+    def __init__(self, intake: Intake, queries: Queries, drift: DriftWatch,
+                 retention: Retention | None = None) -> None:
         self._intake = intake
         self._queries = queries
         self._drift = drift
+        self._retention = retention
 
     async def Ingest(self, request_iterator: AsyncIterator[pb.IngestRequest],
                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.IngestResponse]:
@@ -171,9 +174,12 @@ class ObserverServicer(observer_service_pb2_grpc.ObserverServiceServicer):
     @grpc_errors
     async def GetIntegrity(self, request: pb.GetIntegrityRequest,
                            context: grpc.aio.ServicerContext) -> pb.GetIntegrityResponse:
-        return pb.GetIntegrityResponse(
-            integrity=integrity_to_proto(await self._queries.integrity(request.agent_id))
-        )
+        integrity = await self._queries.integrity(request.agent_id)
+        response = pb.GetIntegrityResponse(integrity=integrity_to_proto(integrity),
+                                           retention_deleted_traces=integrity.retention_deleted_traces)
+        if integrity.retained_since is not None:
+            response.retained_since.CopyFrom(to_timestamp(integrity.retained_since))
+        return response
 
     @grpc_errors
     async def ListDriftAlerts(self, request: pb.ListDriftAlertsRequest,
@@ -206,6 +212,14 @@ class ObserverServicer(observer_service_pb2_grpc.ObserverServiceServicer):
     async def GetSessionUsage(self, request: pb.GetSessionUsageRequest,
                               context: grpc.aio.ServicerContext) -> pb.GetSessionUsageResponse:
         return session_to_proto(await self._queries.session_usage(request.agent_id, request.session_id))
+
+    @grpc_errors
+    async def DeleteAgentData(self, request: pb.DeleteAgentDataRequest,
+                              context: grpc.aio.ServicerContext) -> pb.DeleteAgentDataResponse:
+        if self._retention is None:
+            raise Unavailable("this observer cannot delete data")
+        deleted = await self._retention.delete_agent(request.agent_id, request.agent_hash)
+        return pb.DeleteAgentDataResponse(deleted_rows=deleted)
 
     @grpc_errors
     async def ReportToolExecution(self, request: pb.ReportToolExecutionRequest,

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from smoltbot.core.storage import Database, UTCDateTime, utcnow
 from smoltbot.observer.integrity import Integrity, IntegrityPoint, IntegrityWindow, timeline_grid
 from smoltbot.observer.record_kinds import ACTIVITY, DECISION
-from smoltbot.observer.tables import drift_alerts, tool_executions, trace_violations, traces
+from smoltbot.observer.tables import drift_alerts, retention_state, tool_executions, trace_violations, traces
 
 __all__ = ["TraceStore", "served_trace"]
 
@@ -116,11 +116,16 @@ class TraceStore:
                 .where(drift_alerts.c.agent_id == agent_id, drift_alerts.c.status == "open")
             )).scalar_one()
             timeline = await self._timeline(conn, agent_id, now) if _as_int(all_row[0]) else []
+            retained = (await conn.execute(
+                sa.select(retention_state.c.since, retention_state.c.deleted_traces)
+                .where(retention_state.c.agent_id == agent_id))).first()
         return Integrity(
             agent_id=agent_id, window_size=window, computed_at=now,
             recent=_window(recent_row, recent_types, int(recent_activity)),
             all_time=_window(all_row, all_types, int(all_activity)),
             timeline=timeline, open_drift_alerts=int(open_alerts),
+            retained_since=retained.since if retained is not None else None,
+            retention_deleted_traces=int(retained.deleted_traces) if retained is not None else 0,
         )
 
     async def _timeline(self, conn: AsyncConnection, agent_id: str, now: datetime) -> list[IntegrityPoint]:

@@ -76,6 +76,12 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
         return pb.ClaimAgentResponse(agent=agent_to_proto(agent))
 
     @grpc_errors
+    async def DeleteAgent(self, request: pb.DeleteAgentRequest,
+                          context: grpc.aio.ServicerContext) -> pb.DeleteAgentResponse:
+        deleted = await self._agents.delete(request.agent_id, request.agent_hash)
+        return pb.DeleteAgentResponse(deleted_rows=deleted)
+
+    @grpc_errors
     async def ResolveSession(self, request: pb.ResolveSessionRequest,
                              context: grpc.aio.ServicerContext) -> pb.ResolveSessionResponse:
         source = _SOURCE_FROM_PROTO.get(request.hint_source)

@@ -28,6 +28,7 @@ __all__ = [
     "agent_credentials",
     "agents",
     "alignment_cards",
+    "delete_agent_rows",
     "get_agent",
     "get_agent_by_hash",
     "lock_agent",
@@ -195,6 +196,23 @@ async def verify_owner(conn: AsyncConnection, agent_id: str, agent_hash: str) ->
         raise NotFound(f"agent {agent_id} not found", reason="AGENT_NOT_FOUND", agent_id=agent_id)
     if not hmac.compare_digest(stored.encode(), agent_hash.lower().encode()):
         raise PermissionDenied(f"agent_hash does not belong to agent {agent_id}", agent_id=agent_id)
+
+
+async def delete_agent_rows(conn: AsyncConnection, dialect: Dialect, agent_id: str) -> dict[str, int]:
+    """Deletes the agent and every row of it, children first (sessions, cards, claim,
+    credential, then the agent); on SQLite with secure_delete, so the bytes are zeroed in the
+    file. Returns rows deleted per table."""
+    if dialect == "sqlite":
+        await conn.exec_driver_sql("PRAGMA secure_delete = ON")
+    try:
+        counts = {}
+        for table in (sessions, alignment_cards, agent_claims, agent_credentials, agents):
+            result = await conn.execute(table.delete().where(table.c.agent_id == agent_id))
+            counts[table.name] = int(result.rowcount or 0)
+        return counts
+    finally:
+        if dialect == "sqlite":
+            await conn.exec_driver_sql("PRAGMA secure_delete = OFF")
 
 
 async def insert_ignoring(conn: AsyncConnection, dialect: Dialect, table: sa.Table,

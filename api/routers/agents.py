@@ -1,4 +1,5 @@
-"""/v1/agents: look agents up, list them, resolve a credential to its agent, claim one."""
+"""/v1/agents: look agents up, list them, resolve a credential to its agent, claim one, delete
+one's data."""
 
 from __future__ import annotations
 
@@ -23,13 +24,24 @@ from smoltbot.api.dependencies import (
 )
 from smoltbot.api.errors import READ_ERRORS, WRITE_ERRORS, error_responses
 from smoltbot.api.reads import trace_count
-from smoltbot.api.schemas import Agent, AgentList, AgentSummary, ClaimRequest, ResolveResponse
+from smoltbot.api.schemas import (
+    Agent,
+    AgentDataDeleted,
+    AgentList,
+    AgentSummary,
+    ClaimRequest,
+    ResolveResponse,
+)
 from smoltbot.api.strict_json import StrictJsonRoute
-from smoltbot.v1 import registry_service_pb2
+from smoltbot.v1 import observer_service_pb2, registry_service_pb2
 
 __all__ = ["router"]
 
 logger = logging.getLogger(__name__)
+
+#: An agent with millions of traces takes a while (deleted in small batches, so intake goes on
+#: meanwhile); interrupted, the batches done stay done and the next call goes on from there.
+_DELETE_TIMEOUT = 600.0
 
 router = APIRouter(prefix="/v1/agents", tags=["agents"], responses=READ_ERRORS, route_class=StrictJsonRoute)
 
@@ -84,3 +96,25 @@ async def claim_agent(agent_id: AgentIdPath, registry: Registry, caller_hash: Ca
     response = await registry.ClaimAgent(registry_service_pb2.ClaimAgentRequest(
         agent_id=agent_id, agent_hash=caller_hash, email=(body.email if body and body.email else "")))
     return agent_summary(response.agent)
+
+
+@router.delete("/{agent_id}/data", response_model=AgentDataDeleted, responses=WRITE_ERRORS,
+               summary="Delete everything stored about an agent, now")
+async def delete_agent_data(agent_id: AgentIdPath, registry: Registry, observer: Observer,
+                            caller_hash: CallerHash) -> AgentDataDeleted:
+    """Proof of ownership is the agent's own credential. Deletes, at once and for good, every
+    trace, violation, usage row, drift state and alert, tool execution, exchange record and raw
+    payload of the agent (Observer), then the agent itself: its credential hash, claim, sessions
+    and every card version (Registry). Calling again deletes what arrived since (200 with
+    counts). A later call of the agent through the gateway starts a new agent with a default
+    card. What the gateway still holds is not reached from here: docs/privacy.md."""
+    require_owner(agent_id, caller_hash)
+    # The Observer first: it proves ownership through the Registry, which still knows the agent.
+    observed = await observer.DeleteAgentData(
+        observer_service_pb2.DeleteAgentDataRequest(agent_id=agent_id, agent_hash=caller_hash),
+        timeout=_DELETE_TIMEOUT)
+    registered = await registry.DeleteAgent(
+        registry_service_pb2.DeleteAgentRequest(agent_id=agent_id, agent_hash=caller_hash))
+    logger.info("data of %s deleted by its owner", agent_id)
+    return AgentDataDeleted(agent_id=agent_id,
+                            deleted_rows={**dict(observed.deleted_rows), **dict(registered.deleted_rows)})

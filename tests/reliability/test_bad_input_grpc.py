@@ -65,6 +65,11 @@ def _registry_cases(agent_id: str) -> dict[str, list[tuple[Any, str]]]:
             (rpb.TouchAgentRequest(agent_id=agent_id, seen_at=FAR), "seen_at"),
             (rpb.TouchAgentRequest(agent_id=agent_id, session_id=HUGE), "session_id"),
         ],
+        "DeleteAgent": [
+            (rpb.DeleteAgentRequest(agent_id="", agent_hash=HASH), "agent_id"),
+            (rpb.DeleteAgentRequest(agent_id=HUGE, agent_hash=HASH), "agent_id"),
+            (rpb.DeleteAgentRequest(agent_id=agent_id, agent_hash="not-hex" * 10), "agent_hash"),
+        ],
         "ClaimAgent": [
             (rpb.ClaimAgentRequest(agent_id="", agent_hash=HASH), "agent_id"),
             (rpb.ClaimAgentRequest(agent_id=agent_id, agent_hash="not-hex" * 10), "agent_hash"),
@@ -155,6 +160,11 @@ def _observer_cases(agent_id: str) -> dict[str, list[tuple[Any, str]]]:
                 "tool_use_id",
             ),
             (pb.ReportToolExecutionRequest(agent_id="", agent_hash=HASH, tool_use_id="toolu_1"), "agent_id"),
+        ],
+        "DeleteAgentData": [
+            (pb.DeleteAgentDataRequest(agent_id="", agent_hash=HASH), "agent_id"),
+            (pb.DeleteAgentDataRequest(agent_id=HUGE, agent_hash=HASH), "agent_id"),
+            (pb.DeleteAgentDataRequest(agent_id=agent_id, agent_hash="zz" * 32), "agent_hash"),
         ],
         "AcknowledgeDriftAlert": [
             (pb.AcknowledgeDriftAlertRequest(agent_id=agent_id, agent_hash="zz" * 32, alert_id="da-1"),
@@ -301,6 +311,8 @@ OWNED_WRITES: dict[str, dict[str, Any]] = {
     "TouchAgent": {},
     "ResolveSession": {},
     "AcknowledgeDriftAlert": {"alert_id": "da-3f9c2a71"},
+    "DeleteAgent": {},
+    "DeleteAgentData": {},
 }
 
 

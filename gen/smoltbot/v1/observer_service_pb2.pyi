@@ -228,16 +228,29 @@ class GetIntegrityResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     INTEGRITY_FIELD_NUMBER: _builtins.int
+    RETAINED_SINCE_FIELD_NUMBER: _builtins.int
+    RETENTION_DELETED_TRACES_FIELD_NUMBER: _builtins.int
+    retention_deleted_traces: _builtins.int
+    """Traces of the agent deleted by retention so far."""
     @_builtins.property
     def integrity(self) -> _trace_pb2.IntegrityScore: ...
+    @_builtins.property
+    def retained_since(self) -> _timestamp_pb2.Timestamp:
+        """Retention: the agent's record is complete from this time on (older traces were deleted as
+        its card's audit.retention_days says), so `integrity.all_time` covers the traces since then.
+        Unset while nothing of the agent has been deleted.
+        """
+
     def __init__(
         self,
         *,
         integrity: _trace_pb2.IntegrityScore | None = ...,
+        retained_since: _timestamp_pb2.Timestamp | None = ...,
+        retention_deleted_traces: _builtins.int = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["integrity", b"integrity"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["integrity", b"integrity", "retained_since", b"retained_since"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["integrity", b"integrity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["integrity", b"integrity", "retained_since", b"retained_since", "retention_deleted_traces", b"retention_deleted_traces"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -720,3 +733,67 @@ class AcknowledgeDriftAlertResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AcknowledgeDriftAlertResponse: _TypeAlias = AcknowledgeDriftAlertResponse  # noqa: Y015
+
+@_typing.final
+class DeleteAgentDataRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    AGENT_HASH_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    agent_hash: _builtins.str
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        agent_hash: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_hash", b"agent_hash", "agent_id", b"agent_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteAgentDataRequest: _TypeAlias = DeleteAgentDataRequest  # noqa: Y015
+
+@_typing.final
+class DeleteAgentDataResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DeletedRowsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.int
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.int = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    DELETED_ROWS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def deleted_rows(self) -> _containers.ScalarMap[_builtins.str, _builtins.int]:
+        """Rows deleted, per table."""
+
+    def __init__(
+        self,
+        *,
+        deleted_rows: _abc.Mapping[_builtins.str, _builtins.int] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_rows", b"deleted_rows"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeleteAgentDataResponse: _TypeAlias = DeleteAgentDataResponse  # noqa: Y015

@@ -80,6 +80,11 @@ class ObserverServiceStub:
                 request_serializer=smoltbot_dot_v1_dot_observer__service__pb2.GetAgentUsageRequest.SerializeToString,
                 response_deserializer=smoltbot_dot_v1_dot_observer__service__pb2.GetAgentUsageResponse.FromString,
                 _registered_method=True)
+        self.DeleteAgentData = channel.unary_unary(
+                '/smoltbot.v1.ObserverService/DeleteAgentData',
+                request_serializer=smoltbot_dot_v1_dot_observer__service__pb2.DeleteAgentDataRequest.SerializeToString,
+                response_deserializer=smoltbot_dot_v1_dot_observer__service__pb2.DeleteAgentDataResponse.FromString,
+                _registered_method=True)
 
 
 class ObserverServiceServicer:
@@ -146,6 +151,15 @@ class ObserverServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteAgentData(self, request, context):
+        """The agent's owner deletes every record the Observer holds of the agent, now: traces and
+        their violations, usage rows, drift state and alerts, tool executions, exchange records and
+        raw payloads (proved by the agent's credential hash).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ObserverServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -193,6 +207,11 @@ def add_ObserverServiceServicer_to_server(servicer, server):
                     servicer.GetAgentUsage,
                     request_deserializer=smoltbot_dot_v1_dot_observer__service__pb2.GetAgentUsageRequest.FromString,
                     response_serializer=smoltbot_dot_v1_dot_observer__service__pb2.GetAgentUsageResponse.SerializeToString,
+            ),
+            'DeleteAgentData': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAgentData,
+                    request_deserializer=smoltbot_dot_v1_dot_observer__service__pb2.DeleteAgentDataRequest.FromString,
+                    response_serializer=smoltbot_dot_v1_dot_observer__service__pb2.DeleteAgentDataResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -439,6 +458,33 @@ class ObserverService:
             '/smoltbot.v1.ObserverService/GetAgentUsage',
             smoltbot_dot_v1_dot_observer__service__pb2.GetAgentUsageRequest.SerializeToString,
             smoltbot_dot_v1_dot_observer__service__pb2.GetAgentUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAgentData(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smoltbot.v1.ObserverService/DeleteAgentData',
+            smoltbot_dot_v1_dot_observer__service__pb2.DeleteAgentDataRequest.SerializeToString,
+            smoltbot_dot_v1_dot_observer__service__pb2.DeleteAgentDataResponse.FromString,
             options,
             channel_credentials,
             insecure,

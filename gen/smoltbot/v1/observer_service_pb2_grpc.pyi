@@ -49,6 +49,11 @@ class ObserverServiceStub:
     """The agent's owner acknowledges a drift alert (proved by the agent's credential hash)."""
     GetAgentUsage: _grpc.UnaryUnaryMultiCallable[_observer_service_pb2.GetAgentUsageRequest, _observer_service_pb2.GetAgentUsageResponse]
     """An agent's tokens and cost over a time range, grouped by day, model or session."""
+    DeleteAgentData: _grpc.UnaryUnaryMultiCallable[_observer_service_pb2.DeleteAgentDataRequest, _observer_service_pb2.DeleteAgentDataResponse]
+    """The agent's owner deletes every record the Observer holds of the agent, now: traces and
+    their violations, usage rows, drift state and alerts, tool executions, exchange records and
+    raw payloads (proved by the agent's credential hash).
+    """
 
 @_typing.type_check_only
 class ObserverServiceAsyncStub(ObserverServiceStub):
@@ -71,6 +76,11 @@ class ObserverServiceAsyncStub(ObserverServiceStub):
     """The agent's owner acknowledges a drift alert (proved by the agent's credential hash)."""
     GetAgentUsage: _aio.UnaryUnaryMultiCallable[_observer_service_pb2.GetAgentUsageRequest, _observer_service_pb2.GetAgentUsageResponse]  # type: ignore[assignment]
     """An agent's tokens and cost over a time range, grouped by day, model or session."""
+    DeleteAgentData: _aio.UnaryUnaryMultiCallable[_observer_service_pb2.DeleteAgentDataRequest, _observer_service_pb2.DeleteAgentDataResponse]  # type: ignore[assignment]
+    """The agent's owner deletes every record the Observer holds of the agent, now: traces and
+    their violations, usage rows, drift state and alerts, tool executions, exchange records and
+    raw payloads (proved by the agent's credential hash).
+    """
 
 class ObserverServiceServicer(metaclass=_abc_1.ABCMeta):
     """Turns captured exchanges into verified AAP decision traces, scores and drift alerts."""
@@ -144,5 +154,16 @@ class ObserverServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_observer_service_pb2.GetAgentUsageResponse, _abc.Awaitable[_observer_service_pb2.GetAgentUsageResponse]]:
         """An agent's tokens and cost over a time range, grouped by day, model or session."""
+
+    @_abc_1.abstractmethod
+    def DeleteAgentData(
+        self,
+        request: _observer_service_pb2.DeleteAgentDataRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_observer_service_pb2.DeleteAgentDataResponse, _abc.Awaitable[_observer_service_pb2.DeleteAgentDataResponse]]:
+        """The agent's owner deletes every record the Observer holds of the agent, now: traces and
+        their violations, usage rows, drift state and alerts, tool executions, exchange records and
+        raw payloads (proved by the agent's credential hash).
+        """
 
 def add_ObserverServiceServicer_to_server(servicer: ObserverServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -27,19 +27,23 @@ from smoltbot.v1 import agent_pb2 as smoltbot_dot_v1_dot_agent__pb2
 from smoltbot.v1 import card_pb2 as smoltbot_dot_v1_dot_card__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"smoltbot/v1/registry_service.proto\x12\x0bsmoltbot.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17smoltbot/v1/agent.proto\x1a\x16smoltbot/v1/card.proto\">\n\x13ResolveAgentRequest\x12\x12\n\nagent_hash\x18\x01 \x01(\t\x12\x13\n\x0blookup_only\x18\x02 \x01(\x08\"J\n\x14ResolveAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.smoltbot.v1.Agent\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"#\n\x0fGetAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"5\n\x10GetAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.smoltbot.v1.Agent\":\n\x11ListAgentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Q\n\x12ListAgentsResponse\x12\"\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x12.smoltbot.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"z\n\x11TouchAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12+\n\x07seen_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x12\n\nagent_hash\x18\x04 \x01(\t\"\x14\n\x12TouchAgentResponse\"H\n\x11\x43laimAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nagent_hash\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\"7\n\x12\x43laimAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.smoltbot.v1.Agent\"\xac\x01\n\x15ResolveSessionRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x14\n\x0csession_hint\x18\x02 \x01(\t\x12/\n\x0bhint_source\x18\x03 \x01(\x0e\x32\x1a.smoltbot.v1.SessionSource\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nagent_hash\x18\x05 \x01(\t\"P\n\x16ResolveSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.smoltbot.v1.Session\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\xd8\x01\n\x19ReportSessionEventRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nagent_hash\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12(\n\x05\x65vent\x18\x04 \x01(\x0e\x32\x19.smoltbot.v1.SessionEvent\x12\x17\n\nturn_count\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\r\n\x0b_turn_count\"C\n\x1aReportSessionEventResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.smoltbot.v1.Session\"N\n\x13ListSessionsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"W\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.smoltbot.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"S\n\x14GetActiveCardRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12)\n\x05\x61s_of\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa8\x01\n\x15GetActiveCardResponse\x12(\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x1a.smoltbot.v1.AlignmentCard\x12\x31\n\rin_force_from\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0ein_force_until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x81\x01\n\x0ePutCardRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nagent_hash\x18\x02 \x01(\t\x12*\n\x04\x63\x61rd\x18\x03 \x01(\x0b\x32\x1a.smoltbot.v1.AlignmentCardH\x00\x12\x13\n\tcard_json\x18\x04 \x01(\tH\x00\x42\x08\n\x06source\";\n\x0fPutCardResponse\x12(\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x1a.smoltbot.v1.AlignmentCard\"K\n\x10ListCardsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"o\n\x11ListCardsResponse\x12)\n\x05\x63\x61rds\x18\x01 \x03(\x0b\x32\x1a.smoltbot.v1.AlignmentCard\x12\x16\n\x0e\x61\x63tive_card_id\x18\x02 \x01(\t\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t2\xbb\x07\n\x0fRegistryService\x12X\n\x0cResolveAgent\x12 .smoltbot.v1.ResolveAgentRequest\x1a!.smoltbot.v1.ResolveAgentResponse\"\x03\x90\x02\x02\x12L\n\x08GetAgent\x12\x1c.smoltbot.v1.GetAgentRequest\x1a\x1d.smoltbot.v1.GetAgentResponse\"\x03\x90\x02\x01\x12R\n\nListAgents\x12\x1e.smoltbot.v1.ListAgentsRequest\x1a\x1f.smoltbot.v1.ListAgentsResponse\"\x03\x90\x02\x01\x12M\n\nTouchAgent\x12\x1e.smoltbot.v1.TouchAgentRequest\x1a\x1f.smoltbot.v1.TouchAgentResponse\x12M\n\nClaimAgent\x12\x1e.smoltbot.v1.ClaimAgentRequest\x1a\x1f.smoltbot.v1.ClaimAgentResponse\x12Y\n\x0eResolveSession\x12\".smoltbot.v1.ResolveSessionRequest\x1a#.smoltbot.v1.ResolveSessionResponse\x12\x65\n\x12ReportSessionEvent\x12&.smoltbot.v1.ReportSessionEventRequest\x1a\'.smoltbot.v1.ReportSessionEventResponse\x12X\n\x0cListSessions\x12 .smoltbot.v1.ListSessionsRequest\x1a!.smoltbot.v1.ListSessionsResponse\"\x03\x90\x02\x01\x12[\n\rGetActiveCard\x12!.smoltbot.v1.GetActiveCardRequest\x1a\".smoltbot.v1.GetActiveCardResponse\"\x03\x90\x02\x01\x12\x44\n\x07PutCard\x12\x1b.smoltbot.v1.PutCardRequest\x1a\x1c.smoltbot.v1.PutCardResponse\x12O\n\tListCards\x12\x1d.smoltbot.v1.ListCardsRequest\x1a\x1e.smoltbot.v1.ListCardsResponse\"\x03\x90\x02\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"smoltbot/v1/registry_service.proto\x12\x0bsmoltbot.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17smoltbot/v1/agent.proto\x1a\x16smoltbot/v1/card.proto\">\n\x13ResolveAgentRequest\x12\x12\n\nagent_hash\x18\x01 \x01(\t\x12\x13\n\x0blookup_only\x18\x02 \x01(\x08\"J\n\x14ResolveAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.smoltbot.v1.Agent\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"#\n\x0fGetAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\"5\n\x10GetAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.smoltbot.v1.Agent\":\n\x11ListAgentsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"Q\n\x12ListAgentsResponse\x12\"\n\x06\x61gents\x18\x01 \x03(\x0b\x32\x12.smoltbot.v1.Agent\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"z\n\x11TouchAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12+\n\x07seen_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x12\n\nagent_hash\x18\x04 \x01(\t\"\x14\n\x12TouchAgentResponse\"H\n\x11\x43laimAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nagent_hash\x18\x02 \x01(\t\x12\r\n\x05\x65mail\x18\x03 \x01(\t\"7\n\x12\x43laimAgentResponse\x12!\n\x05\x61gent\x18\x01 \x01(\x0b\x32\x12.smoltbot.v1.Agent\":\n\x12\x44\x65leteAgentRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nagent_hash\x18\x02 \x01(\t\"\x92\x01\n\x13\x44\x65leteAgentResponse\x12G\n\x0c\x64\x65leted_rows\x18\x01 \x03(\x0b\x32\x31.smoltbot.v1.DeleteAgentResponse.DeletedRowsEntry\x1a\x32\n\x10\x44\x65letedRowsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xac\x01\n\x15ResolveSessionRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x14\n\x0csession_hint\x18\x02 \x01(\t\x12/\n\x0bhint_source\x18\x03 \x01(\x0e\x32\x1a.smoltbot.v1.SessionSource\x12&\n\x02\x61t\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nagent_hash\x18\x05 \x01(\t\"P\n\x16ResolveSessionResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.smoltbot.v1.Session\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"\xd8\x01\n\x19ReportSessionEventRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nagent_hash\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12(\n\x05\x65vent\x18\x04 \x01(\x0e\x32\x19.smoltbot.v1.SessionEvent\x12\x17\n\nturn_count\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12/\n\x0boccurred_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\r\n\x0b_turn_count\"C\n\x1aReportSessionEventResponse\x12%\n\x07session\x18\x01 \x01(\x0b\x32\x14.smoltbot.v1.Session\"N\n\x13ListSessionsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"W\n\x14ListSessionsResponse\x12&\n\x08sessions\x18\x01 \x03(\x0b\x32\x14.smoltbot.v1.Session\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"S\n\x14GetActiveCardRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12)\n\x05\x61s_of\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa8\x01\n\x15GetActiveCardResponse\x12(\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x1a.smoltbot.v1.AlignmentCard\x12\x31\n\rin_force_from\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x32\n\x0ein_force_until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x81\x01\n\x0ePutCardRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x12\n\nagent_hash\x18\x02 \x01(\t\x12*\n\x04\x63\x61rd\x18\x03 \x01(\x0b\x32\x1a.smoltbot.v1.AlignmentCardH\x00\x12\x13\n\tcard_json\x18\x04 \x01(\tH\x00\x42\x08\n\x06source\";\n\x0fPutCardResponse\x12(\n\x04\x63\x61rd\x18\x01 \x01(\x0b\x32\x1a.smoltbot.v1.AlignmentCard\"K\n\x10ListCardsRequest\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x11\n\tpage_size\x18\x02 \x01(\x05\x12\x12\n\npage_token\x18\x03 \x01(\t\"o\n\x11ListCardsResponse\x12)\n\x05\x63\x61rds\x18\x01 \x03(\x0b\x32\x1a.smoltbot.v1.AlignmentCard\x12\x16\n\x0e\x61\x63tive_card_id\x18\x02 \x01(\t\x12\x17\n\x0fnext_page_token\x18\x03 \x01(\t2\x92\x08\n\x0fRegistryService\x12X\n\x0cResolveAgent\x12 .smoltbot.v1.ResolveAgentRequest\x1a!.smoltbot.v1.ResolveAgentResponse\"\x03\x90\x02\x02\x12L\n\x08GetAgent\x12\x1c.smoltbot.v1.GetAgentRequest\x1a\x1d.smoltbot.v1.GetAgentResponse\"\x03\x90\x02\x01\x12R\n\nListAgents\x12\x1e.smoltbot.v1.ListAgentsRequest\x1a\x1f.smoltbot.v1.ListAgentsResponse\"\x03\x90\x02\x01\x12M\n\nTouchAgent\x12\x1e.smoltbot.v1.TouchAgentRequest\x1a\x1f.smoltbot.v1.TouchAgentResponse\x12M\n\nClaimAgent\x12\x1e.smoltbot.v1.ClaimAgentRequest\x1a\x1f.smoltbot.v1.ClaimAgentResponse\x12U\n\x0b\x44\x65leteAgent\x12\x1f.smoltbot.v1.DeleteAgentRequest\x1a .smoltbot.v1.DeleteAgentResponse\"\x03\x90\x02\x02\x12Y\n\x0eResolveSession\x12\".smoltbot.v1.ResolveSessionRequest\x1a#.smoltbot.v1.ResolveSessionResponse\x12\x65\n\x12ReportSessionEvent\x12&.smoltbot.v1.ReportSessionEventRequest\x1a\'.smoltbot.v1.ReportSessionEventResponse\x12X\n\x0cListSessions\x12 .smoltbot.v1.ListSessionsRequest\x1a!.smoltbot.v1.ListSessionsResponse\"\x03\x90\x02\x01\x12[\n\rGetActiveCard\x12!.smoltbot.v1.GetActiveCardRequest\x1a\".smoltbot.v1.GetActiveCardResponse\"\x03\x90\x02\x01\x12\x44\n\x07PutCard\x12\x1b.smoltbot.v1.PutCardRequest\x1a\x1c.smoltbot.v1.PutCardResponse\x12O\n\tListCards\x12\x1d.smoltbot.v1.ListCardsRequest\x1a\x1e.smoltbot.v1.ListCardsResponse\"\x03\x90\x02\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'smoltbot.v1.registry_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_DELETEAGENTRESPONSE_DELETEDROWSENTRY']._loaded_options = None
+  _globals['_DELETEAGENTRESPONSE_DELETEDROWSENTRY']._serialized_options = b'8\001'
   _globals['_REGISTRYSERVICE'].methods_by_name['ResolveAgent']._loaded_options = None
   _globals['_REGISTRYSERVICE'].methods_by_name['ResolveAgent']._serialized_options = b'\220\002\002'
   _globals['_REGISTRYSERVICE'].methods_by_name['GetAgent']._loaded_options = None
   _globals['_REGISTRYSERVICE'].methods_by_name['GetAgent']._serialized_options = b'\220\002\001'
   _globals['_REGISTRYSERVICE'].methods_by_name['ListAgents']._loaded_options = None
   _globals['_REGISTRYSERVICE'].methods_by_name['ListAgents']._serialized_options = b'\220\002\001'
+  _globals['_REGISTRYSERVICE'].methods_by_name['DeleteAgent']._loaded_options = None
+  _globals['_REGISTRYSERVICE'].methods_by_name['DeleteAgent']._serialized_options = b'\220\002\002'
   _globals['_REGISTRYSERVICE'].methods_by_name['ListSessions']._loaded_options = None
   _globals['_REGISTRYSERVICE'].methods_by_name['ListSessions']._serialized_options = b'\220\002\001'
   _globals['_REGISTRYSERVICE'].methods_by_name['GetActiveCard']._loaded_options = None
@@ -66,30 +70,36 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLAIMAGENTREQUEST']._serialized_end=726
   _globals['_CLAIMAGENTRESPONSE']._serialized_start=728
   _globals['_CLAIMAGENTRESPONSE']._serialized_end=783
-  _globals['_RESOLVESESSIONREQUEST']._serialized_start=786
-  _globals['_RESOLVESESSIONREQUEST']._serialized_end=958
-  _globals['_RESOLVESESSIONRESPONSE']._serialized_start=960
-  _globals['_RESOLVESESSIONRESPONSE']._serialized_end=1040
-  _globals['_REPORTSESSIONEVENTREQUEST']._serialized_start=1043
-  _globals['_REPORTSESSIONEVENTREQUEST']._serialized_end=1259
-  _globals['_REPORTSESSIONEVENTRESPONSE']._serialized_start=1261
-  _globals['_REPORTSESSIONEVENTRESPONSE']._serialized_end=1328
-  _globals['_LISTSESSIONSREQUEST']._serialized_start=1330
-  _globals['_LISTSESSIONSREQUEST']._serialized_end=1408
-  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1410
-  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1497
-  _globals['_GETACTIVECARDREQUEST']._serialized_start=1499
-  _globals['_GETACTIVECARDREQUEST']._serialized_end=1582
-  _globals['_GETACTIVECARDRESPONSE']._serialized_start=1585
-  _globals['_GETACTIVECARDRESPONSE']._serialized_end=1753
-  _globals['_PUTCARDREQUEST']._serialized_start=1756
-  _globals['_PUTCARDREQUEST']._serialized_end=1885
-  _globals['_PUTCARDRESPONSE']._serialized_start=1887
-  _globals['_PUTCARDRESPONSE']._serialized_end=1946
-  _globals['_LISTCARDSREQUEST']._serialized_start=1948
-  _globals['_LISTCARDSREQUEST']._serialized_end=2023
-  _globals['_LISTCARDSRESPONSE']._serialized_start=2025
-  _globals['_LISTCARDSRESPONSE']._serialized_end=2136
-  _globals['_REGISTRYSERVICE']._serialized_start=2139
-  _globals['_REGISTRYSERVICE']._serialized_end=3094
+  _globals['_DELETEAGENTREQUEST']._serialized_start=785
+  _globals['_DELETEAGENTREQUEST']._serialized_end=843
+  _globals['_DELETEAGENTRESPONSE']._serialized_start=846
+  _globals['_DELETEAGENTRESPONSE']._serialized_end=992
+  _globals['_DELETEAGENTRESPONSE_DELETEDROWSENTRY']._serialized_start=942
+  _globals['_DELETEAGENTRESPONSE_DELETEDROWSENTRY']._serialized_end=992
+  _globals['_RESOLVESESSIONREQUEST']._serialized_start=995
+  _globals['_RESOLVESESSIONREQUEST']._serialized_end=1167
+  _globals['_RESOLVESESSIONRESPONSE']._serialized_start=1169
+  _globals['_RESOLVESESSIONRESPONSE']._serialized_end=1249
+  _globals['_REPORTSESSIONEVENTREQUEST']._serialized_start=1252
+  _globals['_REPORTSESSIONEVENTREQUEST']._serialized_end=1468
+  _globals['_REPORTSESSIONEVENTRESPONSE']._serialized_start=1470
+  _globals['_REPORTSESSIONEVENTRESPONSE']._serialized_end=1537
+  _globals['_LISTSESSIONSREQUEST']._serialized_start=1539
+  _globals['_LISTSESSIONSREQUEST']._serialized_end=1617
+  _globals['_LISTSESSIONSRESPONSE']._serialized_start=1619
+  _globals['_LISTSESSIONSRESPONSE']._serialized_end=1706
+  _globals['_GETACTIVECARDREQUEST']._serialized_start=1708
+  _globals['_GETACTIVECARDREQUEST']._serialized_end=1791
+  _globals['_GETACTIVECARDRESPONSE']._serialized_start=1794
+  _globals['_GETACTIVECARDRESPONSE']._serialized_end=1962
+  _globals['_PUTCARDREQUEST']._serialized_start=1965
+  _globals['_PUTCARDREQUEST']._serialized_end=2094
+  _globals['_PUTCARDRESPONSE']._serialized_start=2096
+  _globals['_PUTCARDRESPONSE']._serialized_end=2155
+  _globals['_LISTCARDSREQUEST']._serialized_start=2157
+  _globals['_LISTCARDSREQUEST']._serialized_end=2232
+  _globals['_LISTCARDSRESPONSE']._serialized_start=2234
+  _globals['_LISTCARDSRESPONSE']._serialized_end=2345
+  _globals['_REGISTRYSERVICE']._serialized_start=2348
+  _globals['_REGISTRYSERVICE']._serialized_end=3390
 # @@protoc_insertion_point(module_scope)

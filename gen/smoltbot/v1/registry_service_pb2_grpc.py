@@ -65,6 +65,11 @@ class RegistryServiceStub:
                 request_serializer=smoltbot_dot_v1_dot_registry__service__pb2.ClaimAgentRequest.SerializeToString,
                 response_deserializer=smoltbot_dot_v1_dot_registry__service__pb2.ClaimAgentResponse.FromString,
                 _registered_method=True)
+        self.DeleteAgent = channel.unary_unary(
+                '/smoltbot.v1.RegistryService/DeleteAgent',
+                request_serializer=smoltbot_dot_v1_dot_registry__service__pb2.DeleteAgentRequest.SerializeToString,
+                response_deserializer=smoltbot_dot_v1_dot_registry__service__pb2.DeleteAgentResponse.FromString,
+                _registered_method=True)
         self.ResolveSession = channel.unary_unary(
                 '/smoltbot.v1.RegistryService/ResolveSession',
                 request_serializer=smoltbot_dot_v1_dot_registry__service__pb2.ResolveSessionRequest.SerializeToString,
@@ -140,6 +145,14 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def DeleteAgent(self, request, context):
+        """The agent's owner deletes the agent: its credential hash, claim, sessions and every card
+        version. A later call with the same credential starts a new agent. Needs agent_hash.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ResolveSession(self, request, context):
         """The session for a call: the client-named one, or the current inferred one
         (a new one after the idle timeout). Needs the agent's agent_hash: it creates
@@ -207,6 +220,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.ClaimAgent,
                     request_deserializer=smoltbot_dot_v1_dot_registry__service__pb2.ClaimAgentRequest.FromString,
                     response_serializer=smoltbot_dot_v1_dot_registry__service__pb2.ClaimAgentResponse.SerializeToString,
+            ),
+            'DeleteAgent': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteAgent,
+                    request_deserializer=smoltbot_dot_v1_dot_registry__service__pb2.DeleteAgentRequest.FromString,
+                    response_serializer=smoltbot_dot_v1_dot_registry__service__pb2.DeleteAgentResponse.SerializeToString,
             ),
             'ResolveSession': grpc.unary_unary_rpc_method_handler(
                     servicer.ResolveSession,
@@ -380,6 +398,33 @@ class RegistryService:
             '/smoltbot.v1.RegistryService/ClaimAgent',
             smoltbot_dot_v1_dot_registry__service__pb2.ClaimAgentRequest.SerializeToString,
             smoltbot_dot_v1_dot_registry__service__pb2.ClaimAgentResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteAgent(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smoltbot.v1.RegistryService/DeleteAgent',
+            smoltbot_dot_v1_dot_registry__service__pb2.DeleteAgentRequest.SerializeToString,
+            smoltbot_dot_v1_dot_registry__service__pb2.DeleteAgentResponse.FromString,
             options,
             channel_credentials,
             insecure,

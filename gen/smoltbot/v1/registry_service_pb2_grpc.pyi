@@ -49,6 +49,10 @@ class RegistryServiceStub:
     """
     ClaimAgent: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.ClaimAgentRequest, _registry_service_pb2.ClaimAgentResponse]
     """Proves ownership by the credential hash; a claimed agent cannot be claimed again."""
+    DeleteAgent: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.DeleteAgentRequest, _registry_service_pb2.DeleteAgentResponse]
+    """The agent's owner deletes the agent: its credential hash, claim, sessions and every card
+    version. A later call with the same credential starts a new agent. Needs agent_hash.
+    """
     ResolveSession: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.ResolveSessionRequest, _registry_service_pb2.ResolveSessionResponse]
     """The session for a call: the client-named one, or the current inferred one
     (a new one after the idle timeout). Needs the agent's agent_hash: it creates
@@ -82,6 +86,10 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     """
     ClaimAgent: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.ClaimAgentRequest, _registry_service_pb2.ClaimAgentResponse]  # type: ignore[assignment]
     """Proves ownership by the credential hash; a claimed agent cannot be claimed again."""
+    DeleteAgent: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.DeleteAgentRequest, _registry_service_pb2.DeleteAgentResponse]  # type: ignore[assignment]
+    """The agent's owner deletes the agent: its credential hash, claim, sessions and every card
+    version. A later call with the same credential starts a new agent. Needs agent_hash.
+    """
     ResolveSession: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.ResolveSessionRequest, _registry_service_pb2.ResolveSessionResponse]  # type: ignore[assignment]
     """The session for a call: the client-named one, or the current inferred one
     (a new one after the idle timeout). Needs the agent's agent_hash: it creates
@@ -142,6 +150,16 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_registry_service_pb2.ClaimAgentResponse, _abc.Awaitable[_registry_service_pb2.ClaimAgentResponse]]:
         """Proves ownership by the credential hash; a claimed agent cannot be claimed again."""
+
+    @_abc_1.abstractmethod
+    def DeleteAgent(
+        self,
+        request: _registry_service_pb2.DeleteAgentRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_registry_service_pb2.DeleteAgentResponse, _abc.Awaitable[_registry_service_pb2.DeleteAgentResponse]]:
+        """The agent's owner deletes the agent: its credential hash, claim, sessions and every card
+        version. A later call with the same credential starts a new agent. Needs agent_hash.
+        """
 
     @_abc_1.abstractmethod
     def ResolveSession(

@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file smoltbot/v1/registry_service.proto.
  */
 export const file_smoltbot_v1_registry_service: GenFile = /*@__PURE__*/
-  fileDesc("CiJzbW9sdGJvdC92MS9yZWdpc3RyeV9zZXJ2aWNlLnByb3RvEgtzbW9sdGJvdC52MSI+ChNSZXNvbHZlQWdlbnRSZXF1ZXN0EhIKCmFnZW50X2hhc2gYASABKAkSEwoLbG9va3VwX29ubHkYAiABKAgiSgoUUmVzb2x2ZUFnZW50UmVzcG9uc2USIQoFYWdlbnQYASABKAsyEi5zbW9sdGJvdC52MS5BZ2VudBIPCgdjcmVhdGVkGAIgASgIIiMKD0dldEFnZW50UmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCSI1ChBHZXRBZ2VudFJlc3BvbnNlEiEKBWFnZW50GAEgASgLMhIuc21vbHRib3QudjEuQWdlbnQiOgoRTGlzdEFnZW50c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiUQoSTGlzdEFnZW50c1Jlc3BvbnNlEiIKBmFnZW50cxgBIAMoCzISLnNtb2x0Ym90LnYxLkFnZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJ6ChFUb3VjaEFnZW50UmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRIrCgdzZWVuX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpzZXNzaW9uX2lkGAMgASgJEhIKCmFnZW50X2hhc2gYBCABKAkiFAoSVG91Y2hBZ2VudFJlc3BvbnNlIkgKEUNsYWltQWdlbnRSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEhIKCmFnZW50X2hhc2gYAiABKAkSDQoFZW1haWwYAyABKAkiNwoSQ2xhaW1BZ2VudFJlc3BvbnNlEiEKBWFnZW50GAEgASgLMhIuc21vbHRib3QudjEuQWdlbnQirAEKFVJlc29sdmVTZXNzaW9uUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRIUCgxzZXNzaW9uX2hpbnQYAiABKAkSLwoLaGludF9zb3VyY2UYAyABKA4yGi5zbW9sdGJvdC52MS5TZXNzaW9uU291cmNlEiYKAmF0GAQgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgphZ2VudF9oYXNoGAUgASgJIlAKFlJlc29sdmVTZXNzaW9uUmVzcG9uc2USJQoHc2Vzc2lvbhgBIAEoCzIULnNtb2x0Ym90LnYxLlNlc3Npb24SDwoHY3JlYXRlZBgCIAEoCCLYAQoZUmVwb3J0U2Vzc2lvbkV2ZW50UmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRISCgphZ2VudF9oYXNoGAIgASgJEhIKCnNlc3Npb25faWQYAyABKAkSKAoFZXZlbnQYBCABKA4yGS5zbW9sdGJvdC52MS5TZXNzaW9uRXZlbnQSFwoKdHVybl9jb3VudBgFIAEoBUgAiAEBEi8KC29jY3VycmVkX2F0GAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcEINCgtfdHVybl9jb3VudCJDChpSZXBvcnRTZXNzaW9uRXZlbnRSZXNwb25zZRIlCgdzZXNzaW9uGAEgASgLMhQuc21vbHRib3QudjEuU2Vzc2lvbiJOChNMaXN0U2Vzc2lvbnNSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIlcKFExpc3RTZXNzaW9uc1Jlc3BvbnNlEiYKCHNlc3Npb25zGAEgAygLMhQuc21vbHRib3QudjEuU2Vzc2lvbhIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiUwoUR2V0QWN0aXZlQ2FyZFJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSKQoFYXNfb2YYAiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIqgBChVHZXRBY3RpdmVDYXJkUmVzcG9uc2USKAoEY2FyZBgBIAEoCzIaLnNtb2x0Ym90LnYxLkFsaWdubWVudENhcmQSMQoNaW5fZm9yY2VfZnJvbRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASMgoOaW5fZm9yY2VfdW50aWwYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wIoEBCg5QdXRDYXJkUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRISCgphZ2VudF9oYXNoGAIgASgJEioKBGNhcmQYAyABKAsyGi5zbW9sdGJvdC52MS5BbGlnbm1lbnRDYXJkSAASEwoJY2FyZF9qc29uGAQgASgJSABCCAoGc291cmNlIjsKD1B1dENhcmRSZXNwb25zZRIoCgRjYXJkGAEgASgLMhouc21vbHRib3QudjEuQWxpZ25tZW50Q2FyZCJLChBMaXN0Q2FyZHNSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEhEKCXBhZ2Vfc2l6ZRgCIAEoBRISCgpwYWdlX3Rva2VuGAMgASgJIm8KEUxpc3RDYXJkc1Jlc3BvbnNlEikKBWNhcmRzGAEgAygLMhouc21vbHRib3QudjEuQWxpZ25tZW50Q2FyZBIWCg5hY3RpdmVfY2FyZF9pZBgCIAEoCRIXCg9uZXh0X3BhZ2VfdG9rZW4YAyABKAkyuwcKD1JlZ2lzdHJ5U2VydmljZRJYCgxSZXNvbHZlQWdlbnQSIC5zbW9sdGJvdC52MS5SZXNvbHZlQWdlbnRSZXF1ZXN0GiEuc21vbHRib3QudjEuUmVzb2x2ZUFnZW50UmVzcG9uc2UiA5ACAhJMCghHZXRBZ2VudBIcLnNtb2x0Ym90LnYxLkdldEFnZW50UmVxdWVzdBodLnNtb2x0Ym90LnYxLkdldEFnZW50UmVzcG9uc2UiA5ACARJSCgpMaXN0QWdlbnRzEh4uc21vbHRib3QudjEuTGlzdEFnZW50c1JlcXVlc3QaHy5zbW9sdGJvdC52MS5MaXN0QWdlbnRzUmVzcG9uc2UiA5ACARJNCgpUb3VjaEFnZW50Eh4uc21vbHRib3QudjEuVG91Y2hBZ2VudFJlcXVlc3QaHy5zbW9sdGJvdC52MS5Ub3VjaEFnZW50UmVzcG9uc2USTQoKQ2xhaW1BZ2VudBIeLnNtb2x0Ym90LnYxLkNsYWltQWdlbnRSZXF1ZXN0Gh8uc21vbHRib3QudjEuQ2xhaW1BZ2VudFJlc3BvbnNlElkKDlJlc29sdmVTZXNzaW9uEiIuc21vbHRib3QudjEuUmVzb2x2ZVNlc3Npb25SZXF1ZXN0GiMuc21vbHRib3QudjEuUmVzb2x2ZVNlc3Npb25SZXNwb25zZRJlChJSZXBvcnRTZXNzaW9uRXZlbnQSJi5zbW9sdGJvdC52MS5SZXBvcnRTZXNzaW9uRXZlbnRSZXF1ZXN0Gicuc21vbHRib3QudjEuUmVwb3J0U2Vzc2lvbkV2ZW50UmVzcG9uc2USWAoMTGlzdFNlc3Npb25zEiAuc21vbHRib3QudjEuTGlzdFNlc3Npb25zUmVxdWVzdBohLnNtb2x0Ym90LnYxLkxpc3RTZXNzaW9uc1Jlc3BvbnNlIgOQAgESWwoNR2V0QWN0aXZlQ2FyZBIhLnNtb2x0Ym90LnYxLkdldEFjdGl2ZUNhcmRSZXF1ZXN0GiIuc21vbHRib3QudjEuR2V0QWN0aXZlQ2FyZFJlc3BvbnNlIgOQAgESRAoHUHV0Q2FyZBIbLnNtb2x0Ym90LnYxLlB1dENhcmRSZXF1ZXN0Ghwuc21vbHRib3QudjEuUHV0Q2FyZFJlc3BvbnNlEk8KCUxpc3RDYXJkcxIdLnNtb2x0Ym90LnYxLkxpc3RDYXJkc1JlcXVlc3QaHi5zbW9sdGJvdC52MS5MaXN0Q2FyZHNSZXNwb25zZSIDkAIBYgZwcm90bzM", [file_google_protobuf_timestamp, file_smoltbot_v1_agent, file_smoltbot_v1_card]);
+  fileDesc("CiJzbW9sdGJvdC92MS9yZWdpc3RyeV9zZXJ2aWNlLnByb3RvEgtzbW9sdGJvdC52MSI+ChNSZXNvbHZlQWdlbnRSZXF1ZXN0EhIKCmFnZW50X2hhc2gYASABKAkSEwoLbG9va3VwX29ubHkYAiABKAgiSgoUUmVzb2x2ZUFnZW50UmVzcG9uc2USIQoFYWdlbnQYASABKAsyEi5zbW9sdGJvdC52MS5BZ2VudBIPCgdjcmVhdGVkGAIgASgIIiMKD0dldEFnZW50UmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCSI1ChBHZXRBZ2VudFJlc3BvbnNlEiEKBWFnZW50GAEgASgLMhIuc21vbHRib3QudjEuQWdlbnQiOgoRTGlzdEFnZW50c1JlcXVlc3QSEQoJcGFnZV9zaXplGAEgASgFEhIKCnBhZ2VfdG9rZW4YAiABKAkiUQoSTGlzdEFnZW50c1Jlc3BvbnNlEiIKBmFnZW50cxgBIAMoCzISLnNtb2x0Ym90LnYxLkFnZW50EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJ6ChFUb3VjaEFnZW50UmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRIrCgdzZWVuX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpzZXNzaW9uX2lkGAMgASgJEhIKCmFnZW50X2hhc2gYBCABKAkiFAoSVG91Y2hBZ2VudFJlc3BvbnNlIkgKEUNsYWltQWdlbnRSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEhIKCmFnZW50X2hhc2gYAiABKAkSDQoFZW1haWwYAyABKAkiNwoSQ2xhaW1BZ2VudFJlc3BvbnNlEiEKBWFnZW50GAEgASgLMhIuc21vbHRib3QudjEuQWdlbnQiOgoSRGVsZXRlQWdlbnRSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEhIKCmFnZW50X2hhc2gYAiABKAkikgEKE0RlbGV0ZUFnZW50UmVzcG9uc2USRwoMZGVsZXRlZF9yb3dzGAEgAygLMjEuc21vbHRib3QudjEuRGVsZXRlQWdlbnRSZXNwb25zZS5EZWxldGVkUm93c0VudHJ5GjIKEERlbGV0ZWRSb3dzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASKsAQoVUmVzb2x2ZVNlc3Npb25SZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEhQKDHNlc3Npb25faGludBgCIAEoCRIvCgtoaW50X3NvdXJjZRgDIAEoDjIaLnNtb2x0Ym90LnYxLlNlc3Npb25Tb3VyY2USJgoCYXQYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCmFnZW50X2hhc2gYBSABKAkiUAoWUmVzb2x2ZVNlc3Npb25SZXNwb25zZRIlCgdzZXNzaW9uGAEgASgLMhQuc21vbHRib3QudjEuU2Vzc2lvbhIPCgdjcmVhdGVkGAIgASgIItgBChlSZXBvcnRTZXNzaW9uRXZlbnRSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEhIKCmFnZW50X2hhc2gYAiABKAkSEgoKc2Vzc2lvbl9pZBgDIAEoCRIoCgVldmVudBgEIAEoDjIZLnNtb2x0Ym90LnYxLlNlc3Npb25FdmVudBIXCgp0dXJuX2NvdW50GAUgASgFSACIAQESLwoLb2NjdXJyZWRfYXQYBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wQg0KC190dXJuX2NvdW50IkMKGlJlcG9ydFNlc3Npb25FdmVudFJlc3BvbnNlEiUKB3Nlc3Npb24YASABKAsyFC5zbW9sdGJvdC52MS5TZXNzaW9uIk4KE0xpc3RTZXNzaW9uc1JlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiVwoUTGlzdFNlc3Npb25zUmVzcG9uc2USJgoIc2Vzc2lvbnMYASADKAsyFC5zbW9sdGJvdC52MS5TZXNzaW9uEhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJTChRHZXRBY3RpdmVDYXJkUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRIpCgVhc19vZhgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiqAEKFUdldEFjdGl2ZUNhcmRSZXNwb25zZRIoCgRjYXJkGAEgASgLMhouc21vbHRib3QudjEuQWxpZ25tZW50Q2FyZBIxCg1pbl9mb3JjZV9mcm9tGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIyCg5pbl9mb3JjZV91bnRpbBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAigQEKDlB1dENhcmRSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEhIKCmFnZW50X2hhc2gYAiABKAkSKgoEY2FyZBgDIAEoCzIaLnNtb2x0Ym90LnYxLkFsaWdubWVudENhcmRIABITCgljYXJkX2pzb24YBCABKAlIAEIICgZzb3VyY2UiOwoPUHV0Q2FyZFJlc3BvbnNlEigKBGNhcmQYASABKAsyGi5zbW9sdGJvdC52MS5BbGlnbm1lbnRDYXJkIksKEExpc3RDYXJkc1JlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkibwoRTGlzdENhcmRzUmVzcG9uc2USKQoFY2FyZHMYASADKAsyGi5zbW9sdGJvdC52MS5BbGlnbm1lbnRDYXJkEhYKDmFjdGl2ZV9jYXJkX2lkGAIgASgJEhcKD25leHRfcGFnZV90b2tlbhgDIAEoCTKSCAoPUmVnaXN0cnlTZXJ2aWNlElgKDFJlc29sdmVBZ2VudBIgLnNtb2x0Ym90LnYxLlJlc29sdmVBZ2VudFJlcXVlc3QaIS5zbW9sdGJvdC52MS5SZXNvbHZlQWdlbnRSZXNwb25zZSIDkAICEkwKCEdldEFnZW50Ehwuc21vbHRib3QudjEuR2V0QWdlbnRSZXF1ZXN0Gh0uc21vbHRib3QudjEuR2V0QWdlbnRSZXNwb25zZSIDkAIBElIKCkxpc3RBZ2VudHMSHi5zbW9sdGJvdC52MS5MaXN0QWdlbnRzUmVxdWVzdBofLnNtb2x0Ym90LnYxLkxpc3RBZ2VudHNSZXNwb25zZSIDkAIBEk0KClRvdWNoQWdlbnQSHi5zbW9sdGJvdC52MS5Ub3VjaEFnZW50UmVxdWVzdBofLnNtb2x0Ym90LnYxLlRvdWNoQWdlbnRSZXNwb25zZRJNCgpDbGFpbUFnZW50Eh4uc21vbHRib3QudjEuQ2xhaW1BZ2VudFJlcXVlc3QaHy5zbW9sdGJvdC52MS5DbGFpbUFnZW50UmVzcG9uc2USVQoLRGVsZXRlQWdlbnQSHy5zbW9sdGJvdC52MS5EZWxldGVBZ2VudFJlcXVlc3QaIC5zbW9sdGJvdC52MS5EZWxldGVBZ2VudFJlc3BvbnNlIgOQAgISWQoOUmVzb2x2ZVNlc3Npb24SIi5zbW9sdGJvdC52MS5SZXNvbHZlU2Vzc2lvblJlcXVlc3QaIy5zbW9sdGJvdC52MS5SZXNvbHZlU2Vzc2lvblJlc3BvbnNlEmUKElJlcG9ydFNlc3Npb25FdmVudBImLnNtb2x0Ym90LnYxLlJlcG9ydFNlc3Npb25FdmVudFJlcXVlc3QaJy5zbW9sdGJvdC52MS5SZXBvcnRTZXNzaW9uRXZlbnRSZXNwb25zZRJYCgxMaXN0U2Vzc2lvbnMSIC5zbW9sdGJvdC52MS5MaXN0U2Vzc2lvbnNSZXF1ZXN0GiEuc21vbHRib3QudjEuTGlzdFNlc3Npb25zUmVzcG9uc2UiA5ACARJbCg1HZXRBY3RpdmVDYXJkEiEuc21vbHRib3QudjEuR2V0QWN0aXZlQ2FyZFJlcXVlc3QaIi5zbW9sdGJvdC52MS5HZXRBY3RpdmVDYXJkUmVzcG9uc2UiA5ACARJECgdQdXRDYXJkEhsuc21vbHRib3QudjEuUHV0Q2FyZFJlcXVlc3QaHC5zbW9sdGJvdC52MS5QdXRDYXJkUmVzcG9uc2USTwoJTGlzdENhcmRzEh0uc21vbHRib3QudjEuTGlzdENhcmRzUmVxdWVzdBoeLnNtb2x0Ym90LnYxLkxpc3RDYXJkc1Jlc3BvbnNlIgOQAgFiBnByb3RvMw", [file_google_protobuf_timestamp, file_smoltbot_v1_agent, file_smoltbot_v1_card]);
 
 /**
  * @generated from message smoltbot.v1.ResolveAgentRequest
@@ -248,6 +248,47 @@ export const ClaimAgentResponseSchema: GenMessage<ClaimAgentResponse> = /*@__PUR
   messageDesc(file_smoltbot_v1_registry_service, 9);
 
 /**
+ * @generated from message smoltbot.v1.DeleteAgentRequest
+ */
+export type DeleteAgentRequest = Message<"smoltbot.v1.DeleteAgentRequest"> & {
+  /**
+   * @generated from field: string agent_id = 1;
+   */
+  agentId: string;
+
+  /**
+   * @generated from field: string agent_hash = 2;
+   */
+  agentHash: string;
+};
+
+/**
+ * Describes the message smoltbot.v1.DeleteAgentRequest.
+ * Use `create(DeleteAgentRequestSchema)` to create a new message.
+ */
+export const DeleteAgentRequestSchema: GenMessage<DeleteAgentRequest> = /*@__PURE__*/
+  messageDesc(file_smoltbot_v1_registry_service, 10);
+
+/**
+ * @generated from message smoltbot.v1.DeleteAgentResponse
+ */
+export type DeleteAgentResponse = Message<"smoltbot.v1.DeleteAgentResponse"> & {
+  /**
+   * Rows deleted, per table.
+   *
+   * @generated from field: map<string, int64> deleted_rows = 1;
+   */
+  deletedRows: { [key: string]: bigint };
+};
+
+/**
+ * Describes the message smoltbot.v1.DeleteAgentResponse.
+ * Use `create(DeleteAgentResponseSchema)` to create a new message.
+ */
+export const DeleteAgentResponseSchema: GenMessage<DeleteAgentResponse> = /*@__PURE__*/
+  messageDesc(file_smoltbot_v1_registry_service, 11);
+
+/**
  * @generated from message smoltbot.v1.ResolveSessionRequest
  */
 export type ResolveSessionRequest = Message<"smoltbot.v1.ResolveSessionRequest"> & {
@@ -288,7 +329,7 @@ export type ResolveSessionRequest = Message<"smoltbot.v1.ResolveSessionRequest">
  * Use `create(ResolveSessionRequestSchema)` to create a new message.
  */
 export const ResolveSessionRequestSchema: GenMessage<ResolveSessionRequest> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_registry_service, 10);
+  messageDesc(file_smoltbot_v1_registry_service, 12);
 
 /**
  * @generated from message smoltbot.v1.ResolveSessionResponse
@@ -310,7 +351,7 @@ export type ResolveSessionResponse = Message<"smoltbot.v1.ResolveSessionResponse
  * Use `create(ResolveSessionResponseSchema)` to create a new message.
  */
 export const ResolveSessionResponseSchema: GenMessage<ResolveSessionResponse> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_registry_service, 11);
+  messageDesc(file_smoltbot_v1_registry_service, 13);
 
 /**
  * @generated from message smoltbot.v1.ReportSessionEventRequest
@@ -354,7 +395,7 @@ export type ReportSessionEventRequest = Message<"smoltbot.v1.ReportSessionEventR
  * Use `create(ReportSessionEventRequestSchema)` to create a new message.
  */
 export const ReportSessionEventRequestSchema: GenMessage<ReportSessionEventRequest> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_registry_service, 12);
+  messageDesc(file_smoltbot_v1_registry_service, 14);
 
 /**
  * @generated from message smoltbot.v1.ReportSessionEventResponse
@@ -371,7 +412,7 @@ export type ReportSessionEventResponse = Message<"smoltbot.v1.ReportSessionEvent
  * Use `create(ReportSessionEventResponseSchema)` to create a new message.
  */
 export const ReportSessionEventResponseSchema: GenMessage<ReportSessionEventResponse> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_registry_service, 13);
+  messageDesc(file_smoltbot_v1_registry_service, 15);
 
 /**
  * @generated from message smoltbot.v1.ListSessionsRequest
@@ -398,7 +439,7 @@ export type ListSessionsRequest = Message<"smoltbot.v1.ListSessionsRequest"> & {
  * Use `create(ListSessionsRequestSchema)` to create a new message.
  */
 export const ListSessionsRequestSchema: GenMessage<ListSessionsRequest> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_registry_service, 14);
+  messageDesc(file_smoltbot_v1_registry_service, 16);
 
 /**
  * @generated from message smoltbot.v1.ListSessionsResponse
@@ -422,7 +463,7 @@ export type ListSessionsResponse = Message<"smoltbot.v1.ListSessionsResponse"> &
  * Use `create(ListSessionsResponseSchema)` to create a new message.
  */
 export const ListSessionsResponseSchema: GenMessage<ListSessionsResponse> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_registry_service, 15);
+  messageDesc(file_smoltbot_v1_registry_service, 17);
 
 /**
  * @generated from message smoltbot.v1.GetActiveCardRequest
@@ -449,7 +490,7 @@ export type GetActiveCardRequest = Message<"smoltbot.v1.GetActiveCardRequest"> &
  * Use `create(GetActiveCardRequestSchema)` to create a new message.
  */
 export const GetActiveCardRequestSchema: GenMessage<GetActiveCardRequest> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_registry_service, 16);
+  messageDesc(file_smoltbot_v1_registry_service, 18);
 
 /**
  * @generated from message smoltbot.v1.GetActiveCardResponse
@@ -483,7 +524,7 @@ export type GetActiveCardResponse = Message<"smoltbot.v1.GetActiveCardResponse">
  * Use `create(GetActiveCardResponseSchema)` to create a new message.
  */
 export const GetActiveCardResponseSchema: GenMessage<GetActiveCardResponse> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_registry_service, 17);
+  messageDesc(file_smoltbot_v1_registry_service, 19);
 
 /**
  * @generated from message smoltbot.v1.PutCardRequest
@@ -525,7 +566,7 @@ export type PutCardRequest = Message<"smoltbot.v1.PutCardRequest"> & {
  * Use `create(PutCardRequestSchema)` to create a new message.
  */
 export const PutCardRequestSchema: GenMessage<PutCardRequest> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_registry_service, 18);
+  messageDesc(file_smoltbot_v1_registry_service, 20);
 
 /**
  * @generated from message smoltbot.v1.PutCardResponse
@@ -542,7 +583,7 @@ export type PutCardResponse = Message<"smoltbot.v1.PutCardResponse"> & {
  * Use `create(PutCardResponseSchema)` to create a new message.
  */
 export const PutCardResponseSchema: GenMessage<PutCardResponse> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_registry_service, 19);
+  messageDesc(file_smoltbot_v1_registry_service, 21);
 
 /**
  * @generated from message smoltbot.v1.ListCardsRequest
@@ -569,7 +610,7 @@ export type ListCardsRequest = Message<"smoltbot.v1.ListCardsRequest"> & {
  * Use `create(ListCardsRequestSchema)` to create a new message.
  */
 export const ListCardsRequestSchema: GenMessage<ListCardsRequest> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_registry_service, 20);
+  messageDesc(file_smoltbot_v1_registry_service, 22);
 
 /**
  * @generated from message smoltbot.v1.ListCardsResponse
@@ -598,7 +639,7 @@ export type ListCardsResponse = Message<"smoltbot.v1.ListCardsResponse"> & {
  * Use `create(ListCardsResponseSchema)` to create a new message.
  */
 export const ListCardsResponseSchema: GenMessage<ListCardsResponse> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_registry_service, 21);
+  messageDesc(file_smoltbot_v1_registry_service, 23);
 
 /**
  * Agents, sessions and alignment cards.
@@ -657,6 +698,17 @@ export const RegistryService: GenService<{
     methodKind: "unary";
     input: typeof ClaimAgentRequestSchema;
     output: typeof ClaimAgentResponseSchema;
+  },
+  /**
+   * The agent's owner deletes the agent: its credential hash, claim, sessions and every card
+   * version. A later call with the same credential starts a new agent. Needs agent_hash.
+   *
+   * @generated from rpc smoltbot.v1.RegistryService.DeleteAgent
+   */
+  deleteAgent: {
+    methodKind: "unary";
+    input: typeof DeleteAgentRequestSchema;
+    output: typeof DeleteAgentResponseSchema;
   },
   /**
    * The session for a call: the client-named one, or the current inferred one
