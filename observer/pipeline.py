@@ -29,6 +29,7 @@ from smoltbot.v1 import exchange_pb2
 __all__ = [
     "Job",
     "JobResult",
+    "annotate_usage",
     "array_elements",
     "call_time",
     "call_time_of",
@@ -36,13 +37,16 @@ __all__ = [
     "compute_many",
     "decode",
     "dumps",
+    "dumps_with_turn_slot",
     "environment_of",
     "extraction_of",
     "outcome_of",
     "request_fields",
     "scan_object",
+    "serialise",
     "time_of",
     "traces_of",
+    "with_turn",
 ]
 
 
@@ -65,6 +69,8 @@ class JobResult:
     #: The built traces (trace.proto JSON) and their serialised form, in decision order.
     traces: list[dict[str, Any]] = field(default_factory=list)
     trace_json: list[str] = field(default_factory=list)
+    #: Per trace, where in its serialised form the conversation turn goes (`dumps_with_turn_slot`).
+    turn_slots: list[int] = field(default_factory=list)
     #: Usage and session facts of a model call (`observer.accounting`), not yet priced.
     facts: ExchangeFacts | None = None
     #: Set when a step failed: which one, and the error.
@@ -111,8 +117,11 @@ def decode(payload: bytes) -> exchange_pb2.Exchange:
     return exchange_pb2.Exchange.FromString(payload)
 
 
-#: What extraction reads from a request (see observer.extraction): never the history in `messages`.
-_REQUEST_FIELDS = (b"model", b"tools", b"system")
+#: What extraction reads from a request (see observer.extraction): never the conversation
+#: (`messages`, `input`, `contents`). The system prompt is `system` (Anthropic), `instructions`
+#: (OpenAI Responses) or `systemInstruction` (Gemini).
+_REQUEST_FIELDS = (b"model", b"tools", b"system", b"instructions", b"systemInstruction",
+                   b"system_instruction")
 #: A request body that cannot be scanned is handed over whole only below this size.
 _UNSCANNED_LIMIT = 1024 * 1024
 #: Nesting deeper than this in a request's values is not scanned (the request is then not read).
@@ -249,7 +258,8 @@ def extraction_of(exchange: exchange_pb2.Exchange, missing: tuple[str, ...] = ()
     extraction = extract(request_fields(exchange.request.body), exchange.response.body,
                          http_status=exchange.response.status,
                          streamed=exchange.response.streamed, outcome=outcome_of(exchange),
-                         stream_error=exchange.response.stream_error)
+                         stream_error=exchange.response.stream_error, provider=exchange.provider,
+                         path=exchange.request.path)
     extraction.missing.extend(missing)
     return extraction
 
@@ -271,6 +281,67 @@ def dumps(trace: dict[str, Any]) -> str:
     return json.dumps(trace, ensure_ascii=False, separators=(",", ":"))
 
 
+def annotate_usage(trace: dict[str, Any], facts: ExchangeFacts) -> None:
+    """What a model call's usage facts add to each of its traces (the session rung, the sub-agent
+    that made the call), as its `exchange_usage` row is written; the conversation turn is added
+    there too, once numbered."""
+    observation = trace.setdefault("observation", {})
+    observation["session_rung"] = facts.session_rung
+    agent = facts.sub_agent
+    if agent.is_sub_agent:
+        observation["sub_agent_id"] = agent.agent_id
+        observation["parent_agent_id"] = agent.parent_agent_id
+        observation["sub_agent_type"] = agent.agent_type
+
+
+#: Stands for the turn while a trace is serialised ahead of its numbering.
+_TURN_MARK = -7_340_033
+_TURN_KEY = ',"conversation_turn":'
+
+
+def dumps_with_turn_slot(trace: dict[str, Any]) -> tuple[str, int]:
+    """The trace serialised without a conversation turn, and the offset where
+    `_TURN_KEY + str(turn)` makes it the serialisation of the trace with its turn (the turn is
+    numbered in the write transaction; a trace is serialised here, off the event loop). -1 when
+    no such offset is known: the writer serialises that trace again.
+
+    The turn is the last key of `context`, where numbering appends it. The marked key is found by
+    its text: outside JSON strings (inside one every quote is escaped), so only another object
+    key of that name and value (a tool's arguments) could match, and then no offset is given."""
+    context = trace.get("context")
+    if not isinstance(context, dict) or not context or "conversation_turn" in context:
+        return dumps(trace), -1
+    context["conversation_turn"] = _TURN_MARK
+    try:
+        marked = dumps(trace)
+    finally:
+        del context["conversation_turn"]
+    key = f"{_TURN_KEY}{_TURN_MARK}"
+    at = marked.find(key)
+    if at < 0 or marked.find(key, at + 1) >= 0:
+        return dumps(trace), -1
+    return marked[:at] + marked[at + len(key):], at
+
+
+def with_turn(text: str, slot: int, turn: int | None) -> str:
+    """A trace serialised by `dumps_with_turn_slot`, with its conversation turn (None: none)."""
+    return text if turn is None else f"{text[:slot]}{_TURN_KEY}{turn}{text[slot:]}"
+
+
+def serialise(result: JobResult, job: Job) -> None:
+    """The result's traces serialised for storage: with the usage facts the write will add (a
+    model call of a known agent gets its `exchange_usage` row), and a slot for the turn."""
+    if result.facts is not None and job.agent_id:
+        for trace in result.traces:
+            annotate_usage(trace, result.facts)
+        serialised = [dumps_with_turn_slot(trace) for trace in result.traces]
+        result.trace_json = [text for text, _ in serialised]
+        result.turn_slots = [slot for _, slot in serialised]
+    else:
+        result.trace_json = [dumps(trace) for trace in result.traces]
+        result.turn_slots = [-1] * len(result.traces)
+
+
 def compute(job: Job) -> JobResult:
     """Payload to stored traces with the local analyzer; a failed step is reported, not raised."""
     result = JobResult(job.exchange_id)
@@ -284,10 +355,10 @@ def compute(job: Job) -> JobResult:
         step = "analyze and build traces"
         result.traces = traces_of(job, exchange, extraction, None, "local")
         step = "serialise traces"
-        result.trace_json = [dumps(trace) for trace in result.traces]
+        serialise(result, job)
     except Exception as error:  # noqa: BLE001 - reported to the processor, which retries
         result.step, result.error = step, f"{type(error).__name__}: {error}"
-        result.traces, result.trace_json, result.facts = [], [], None
+        result.traces, result.trace_json, result.turn_slots, result.facts = [], [], [], None
     return result
 
 

@@ -43,6 +43,7 @@ from smoltbot.observer.analyzers import Analyzer
 from smoltbot.observer.cpu_pool import CpuPool, default_workers
 from smoltbot.observer.extraction import Extraction
 from smoltbot.observer.pipeline import Job, JobResult
+from smoltbot.observer.providers import empty_extraction
 from smoltbot.observer.queue import (
     ClaimedExchange,
     ExchangeQueue,
@@ -324,8 +325,8 @@ class Processor:
                     )
                     continue
                 self._registry_down_since = None
-                stored = [StoredTrace(trace, text)
-                          for trace, text in zip(result.traces, result.trace_json, strict=True)]
+                stored = [StoredTrace(trace, text, slot) for trace, text, slot
+                          in zip(result.traces, result.trace_json, result.turn_slots, strict=True)]
                 facts = result.facts.priced(self.prices) if result.facts is not None else None
                 results[item.exchange_id] = Finished(item.exchange_id, item.agent_hash, job.agent_id,
                                                      job.session_id, stored, facts=facts)
@@ -375,7 +376,8 @@ class Processor:
         except Exception as error:  # noqa: BLE001 - a failed step, retried like any other
             return self._failed_step(context, _StepFailed("build record", error))
         self._registry_down_since = None
-        # OpenAI and Gemini model calls are activity records, but their tokens and cost count.
+        # A model call the gateway could not capture whole (a minimal record) still counts the
+        # tokens its reply reported.
         facts = (accounting.facts_of(exchange).priced(self.prices)
                  if accounting.is_other_model_call(exchange) else None)
         return Finished(item.exchange_id, item.agent_hash, job.agent_id, job.session_id,
@@ -471,10 +473,10 @@ class Processor:
             result.traces = pipeline.traces_of(
                 job, exchange, extraction, analysis.analyses, analysis.analyzer, analysis.fallback_reason
             )
-            result.trace_json = [pipeline.dumps(trace) for trace in result.traces]
+            pipeline.serialise(result, job)
         except Exception as error:  # noqa: BLE001 - a failed step, retried by the caller
             result.step, result.error = step, f"{type(error).__name__}: {error}"
-            result.traces, result.trace_json = [], []
+            result.traces, result.trace_json, result.turn_slots = [], [], []
         return result
 
     async def _registry_step(self, step: str, call: Any) -> Any:
@@ -521,6 +523,8 @@ class Processor:
         extraction = Extraction(outcome=failed, error_type=failed,
                                 error_message=detail)
         if exchange is not None:
+            extraction = empty_extraction(exchange.provider, exchange.request.method, exchange.request.path,
+                                          outcome=failed, error_type=failed, error_message=detail)
             extraction.http_status = exchange.response.status
             extraction.streamed = exchange.response.streamed
         extraction.missing.append(detail)

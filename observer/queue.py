@@ -23,7 +23,6 @@ Queue protocol, the same on both backends:
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from smoltbot.core.outcomes import FAILURE_OUTCOMES
 from smoltbot.core.storage import Database, insert_ignoring_conflicts, utcnow
 from smoltbot.observer.accounting import ExchangeFacts
+from smoltbot.observer.pipeline import dumps, with_turn
 from smoltbot.observer.record_kinds import DECISION, TRACE_KINDS
 from smoltbot.observer.tables import (
     chunks,
@@ -98,11 +98,24 @@ class StoredTrace:
     """A built trace (trace.proto JSON), its serialised form, and the columns derived from it."""
 
     trace: dict[str, Any]
+    #: `trace` serialised (None: serialised when written), without its conversation turn when
+    #: `turn_slot` is set: then it is `pipeline.dumps_with_turn_slot`'s text, with the usage facts.
     trace_json: str | None = None
+    turn_slot: int = -1
 
     @property
     def trace_id(self) -> str:
         return str(self.trace["trace_id"])
+
+    def with_usage(self) -> None:
+        """After `write_usage` gave the trace its turn and usage facts: its text to store (the
+        turn put in its slot, else serialised again)."""
+        if self.trace_json is None or self.turn_slot < 0:
+            self.trace_json = None
+        else:
+            turn = (self.trace.get("context") or {}).get("conversation_turn")
+            self.trace_json = with_turn(self.trace_json, self.turn_slot, turn)
+        self.turn_slot = -1
 
     def row(self, created_at: datetime) -> dict[str, Any]:
         trace = self.trace
@@ -134,7 +147,7 @@ class StoredTrace:
             "failed": outcome in FAILURE_OUTCOMES,
             "outcome": outcome[:32],
             "created_at": created_at,
-            "trace_json": self.trace_json or json.dumps(trace, ensure_ascii=False, separators=(",", ":")),
+            "trace_json": self.trace_json or dumps(trace),
             "record_kind": kind,
         }
 
@@ -307,7 +320,7 @@ class ExchangeQueue:
             for item in written:
                 if item.facts is not None:
                     for stored in item.traces:
-                        stored.trace_json = None  # serialised again, with the turn
+                        stored.with_usage()
             await self._write_traces(
                 conn, [(item.agent_hash, t) for item in written for t in item.traces], now
             )

@@ -21,10 +21,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from smoltbot.core.storage import Database, Dialect, insert_ignoring_conflicts
+from smoltbot.core.storage import Database, Dialect, UTCDateTime, insert_ignoring_conflicts
 from smoltbot.observer.accounting import ExchangeFacts
+from smoltbot.observer.pipeline import annotate_usage
 from smoltbot.observer.record_kinds import DECISION
-from smoltbot.observer.tables import exchange_usage, traces
+from smoltbot.observer.tables import chunks, exchange_usage, traces
 
 __all__ = ["GROUP_BYS", "PICO", "SessionUsage", "SubAgentUsage", "TurnUsage", "UsageStore", "UsageSums",
            "UsageToWrite", "picousd", "write_usage"]
@@ -53,21 +54,34 @@ def picousd(cost_usd: str | None) -> int | None:
 
 async def write_usage(conn: AsyncConnection, dialect: Dialect, items: Sequence[UsageToWrite],
                       occurred_at: dict[str, datetime]) -> None:
-    """One `exchange_usage` row per exchange, in call order, each trace given its turn."""
-    for item in sorted(items, key=lambda i: (occurred_at[i.exchange_id], i.exchange_id)):
+    """One `exchange_usage` row per exchange, in call order, each trace given its turn.
+
+    A batch costs one read per session it touches (what the session holds around the batch's
+    calls, `_SessionTurns`) and one multi-row insert, however many calls it carries: numbering
+    call by call with two reads and an insert each cost most of a result write."""
+    if not items:
+        return
+    ordered = sorted(items, key=lambda i: (occurred_at[i.exchange_id], i.exchange_id))
+    sessions: dict[tuple[str, str], _SessionTurns] = {}
+    for item in ordered:
+        if item.session_id:
+            key = (item.agent_id, item.session_id)
+            at = occurred_at[item.exchange_id]
+            known = sessions.get(key)
+            sessions[key] = _SessionTurns(at, at) if known is None else _SessionTurns(known.low, at)
+    for (agent_id, session_id), session in sessions.items():
+        await session.load(conn, agent_id, session_id)
+    rows = []
+    for item in ordered:
         at = occurred_at[item.exchange_id]
-        turn = await _turn_of(conn, item, at)
+        turns = sessions[(item.agent_id, item.session_id)] if item.session_id else None
+        turn = turns.turn_of(item, at) if turns is not None else None
         facts, usage, agent = item.facts, item.facts.usage, item.facts.sub_agent
         for trace in item.traces:
             if turn is not None:
                 trace.setdefault("context", {})["conversation_turn"] = turn
-            observation = trace.setdefault("observation", {})
-            observation["session_rung"] = facts.session_rung
-            if agent.is_sub_agent:
-                observation["sub_agent_id"] = agent.agent_id
-                observation["parent_agent_id"] = agent.parent_agent_id
-                observation["sub_agent_type"] = agent.agent_type
-        await conn.execute(insert_ignoring_conflicts(dialect, exchange_usage), [{
+            annotate_usage(trace, facts)
+        rows.append({
             "exchange_id": item.exchange_id,
             "agent_id": item.agent_id,
             "session_id": item.session_id,
@@ -97,30 +111,99 @@ async def write_usage(conn: AsyncConnection, dialect: Dialect, items: Sequence[U
             "starts_turn": facts.turn.starts_turn,
             "turn_position": facts.turn.position,
             "conversation_turn": turn,
-        }])
+        })
+    for chunk in chunks(rows, 500):
+        await conn.execute(insert_ignoring_conflicts(dialect, exchange_usage), list(chunk))
 
 
-async def _turn_of(conn: AsyncConnection, item: UsageToWrite, at: datetime) -> int | None:
-    if not item.session_id:
-        return None
-    in_session = sa.and_(exchange_usage.c.agent_id == item.agent_id,
-                         exchange_usage.c.session_id == item.session_id,
-                         exchange_usage.c.occurred_at <= at)
-    current = (await conn.execute(
-        sa.select(sa.func.max(exchange_usage.c.conversation_turn)).where(in_session)
-    )).scalar_one_or_none()
-    facts = item.facts
-    if not facts.turn.starts_turn or facts.sub_agent.is_sub_agent:
-        return int(current) if current is not None else 1
-    last_start = (await conn.execute(
-        sa.select(exchange_usage.c.turn_position, exchange_usage.c.conversation_turn)
-        .where(in_session, exchange_usage.c.starts_turn.is_(True), exchange_usage.c.is_sub_agent.is_(False))
-        .order_by(exchange_usage.c.occurred_at.desc(), exchange_usage.c.exchange_id.desc()).limit(1)
-    )).first()
-    if (last_start is not None and current is not None and last_start.conversation_turn == current
-            and last_start.turn_position == facts.turn.position):
-        return int(current)  # the same request again (a retry): the same turn
-    return (int(current) if current is not None else 0) + 1
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """A row of `exchange_usage` as turn numbering reads it."""
+
+    at: datetime
+    exchange_id: str
+    turn: int | None
+    #: A main-agent call that starts a user turn.
+    starts_turn: bool
+    position: int | None
+
+
+class _SessionTurns:
+    """A session's turns as the calls of one batch see them.
+
+    A call's number depends on the session's calls at or before it: their highest turn and
+    their latest main-agent turn start (its position and turn). One read per session takes both
+    as they stand before the batch's earliest call (`low`), and every call stored in the batch's
+    span [`low`, `high`]; the batch's calls are then numbered in call order, each seeing the
+    stored calls at or before it and the batch's calls before it, as when each was numbered with
+    reads of its own.
+    """
+
+    def __init__(self, low: datetime, high: datetime) -> None:
+        self.low, self.high = low, high
+        self._stored: list[_Call] = []  # in the span, in call order
+        self._stored_ids: set[str] = set()
+        self._next = 0  # the first stored call not seen yet
+        self._max: int | None = None
+        self._last_start: _Call | None = None
+
+    async def load(self, conn: AsyncConnection, agent_id: str, session_id: str) -> None:
+        usage = exchange_usage.c
+        session = sa.and_(usage.agent_id == agent_id, usage.session_id == session_id)
+        columns = (usage.occurred_at, usage.exchange_id, usage.conversation_turn, usage.starts_turn,
+                   usage.is_sub_agent, usage.turn_position)
+        # First: the union's rows are typed (and times converted) by its first select.
+        in_span = (sa.select(sa.literal_column("2").label("part"), *columns)
+                   .where(session, usage.occurred_at >= self.low, usage.occurred_at <= self.high))
+        before_start = (sa.select(sa.literal_column("1").label("part"), *columns)
+                        .where(session, usage.occurred_at < self.low, usage.starts_turn.is_(True),
+                               usage.is_sub_agent.is_(False))
+                        .order_by(usage.occurred_at.desc(), usage.exchange_id.desc()).limit(1).subquery())
+        kinds = (UTCDateTime(), sa.String(), sa.Boolean(), sa.Boolean(), sa.Integer())
+        nothing = [sa.cast(sa.null(), kind) for kind in kinds]
+        before_max: Any = (sa.select(sa.literal_column("0").label("part"), nothing[0], nothing[1],
+                                     sa.func.max(usage.conversation_turn), *nothing[2:])
+                           .where(session, usage.occurred_at < self.low))
+        rows = (await conn.execute(sa.union_all(in_span, sa.select(before_start), before_max))).all()
+        for part, at, exchange_id, turn, starts, sub_agent, position in rows:
+            if int(part) == 0:
+                self._max = None if turn is None else int(turn)
+                continue
+            call = _Call(at, str(exchange_id), None if turn is None else int(turn),
+                         bool(starts) and not bool(sub_agent), None if position is None else int(position))
+            if int(part) == 1:
+                self._last_start = call
+            else:
+                self._stored.append(call)
+                self._stored_ids.add(call.exchange_id)
+        self._stored.sort(key=lambda call: (call.at, call.exchange_id))
+
+    def turn_of(self, item: UsageToWrite, at: datetime) -> int:
+        """The call's turn (calls come in call order), and the call counted as seen."""
+        stored = self._stored
+        while self._next < len(stored) and stored[self._next].at <= at:
+            self._see(stored[self._next])
+            self._next += 1
+        current, turn_start = self._max, item.facts.turn
+        starts = bool(turn_start.starts_turn) and not item.facts.sub_agent.is_sub_agent
+        last = self._last_start
+        if not starts:
+            turn = current if current is not None else 1
+        elif (last is not None and current is not None and last.turn == current
+              and last.position == turn_start.position):
+            turn = current  # the same request again (a retry): the same turn
+        else:
+            turn = (current if current is not None else 0) + 1
+        if item.exchange_id not in self._stored_ids:  # stored already: seen as stored (its insert is a no-op)
+            self._see(_Call(at, item.exchange_id, turn, starts, turn_start.position))
+        return turn
+
+    def _see(self, call: _Call) -> None:
+        if call.turn is not None and (self._max is None or call.turn > self._max):
+            self._max = call.turn
+        last = self._last_start
+        if call.starts_turn and (last is None or (call.at, call.exchange_id) > (last.at, last.exchange_id)):
+            self._last_start = call
 
 
 _PARTS = ("input_tokens", "cache_read_tokens", "cache_write_5m_tokens", "cache_write_1h_tokens",
