@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -33,10 +34,16 @@ def database_url(postgres_server: PostgresServer) -> str:
 
 
 @pytest.fixture
-async def openai_gateway(settings_factory: Callable[..., Settings],
-                         database_url: str) -> AsyncIterator[OpenAIThroughGateway]:
+def settings_overrides() -> dict[str, Any]:
+    """Settings of the whole stack beyond the stand-in's URL (a test module may override this)."""
+    return {}
+
+
+@pytest.fixture
+async def openai_gateway(settings_factory: Callable[..., Settings], database_url: str,
+                         settings_overrides: dict[str, Any]) -> AsyncIterator[OpenAIThroughGateway]:
     async with OpenAIStandin() as standin:
-        stack = ObserverStack(settings_factory(openai_upstream_url=standin.base_url))
+        stack = ObserverStack(settings_factory(openai_upstream_url=standin.base_url, **settings_overrides))
         gateway = None
         try:
             await stack.start_registry()
