@@ -26,7 +26,7 @@ from smoltbot.api.credential_check import CredentialCheck
 from smoltbot.api.dashboard_views import configure_templates
 from smoltbot.api.errors import error_body, install_error_handlers
 from smoltbot.api.metrics import METRICS_CONTENT_TYPE, ApiMetrics, MeasureRequests
-from smoltbot.api.routers import agents, cards, dashboard, health, integrity, sessions, traces, usage
+from smoltbot.api.routers import agents, alerts, cards, dashboard, health, integrity, sessions, traces, usage
 from smoltbot.api.schemas import ErrorResponse
 from smoltbot.core.identity import load_hash_secret
 from smoltbot.core.request_ids import REQUEST_ID, clean_request_id
@@ -242,7 +242,7 @@ def create_app(settings: Settings, *, registry_address: str | None = None,
     app.add_middleware(_RequestContext)
     if settings.root_path:
         app.add_middleware(_RootPath, root_path=settings.root_path)
-    for module in (agents, traces, integrity, cards, usage, sessions, health, dashboard):
+    for module in (agents, traces, integrity, cards, usage, sessions, alerts, health, dashboard):
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=_HERE / "static"), name="static")
 

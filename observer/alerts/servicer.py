@@ -75,7 +75,7 @@ class AlertServicer(alert_service_pb2_grpc.AlertServiceServicer):
         self, request: pb.ListAlertSubscriptionsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListAlertSubscriptionsResponse:
         rows, token, owner = await self._subscriptions.list_subscriptions(
-            request.agent_id, request.agent_hash, request.page_size, request.page_token
+            request.agent_id, request.caller_agent_hash, request.page_size, request.page_token
         )
         return pb.ListAlertSubscriptionsResponse(
             subscriptions=[subscription_to_proto(row, with_url=owner) for row in rows], next_page_token=token

@@ -51,10 +51,10 @@ class Subscriptions:
         self.registry = registry
         self.allow_private = settings.webhook_allow_private
 
-    async def _owner(self, agent_id: str, agent_hash: str, what: str) -> None:
+    async def _owner(self, agent_id: str, agent_hash: str, what: str, field: str = "agent_hash") -> None:
         if not agent_hash:
-            raise Unauthenticated(f"agent_hash is required to {what} on behalf of an agent")
-        validate_agent_hash(agent_hash)
+            raise Unauthenticated(f"{field} is required to {what} on behalf of an agent")
+        validate_agent_hash(agent_hash, field)
         validate_agent_id(agent_id, required=True)
         await self.registry.check_owner(agent_id, agent_hash.lower())
 
@@ -122,7 +122,7 @@ class Subscriptions:
         scope = f"alert_subscriptions:{agent_id}"
         after = decode_page_token(token, scope=scope, types=(datetime, str))
         if agent_hash:
-            await self._owner(agent_id, agent_hash, "see its webhook URLs")
+            await self._owner(agent_id, agent_hash, "see its webhook URLs", "caller_agent_hash")
         rows = await self.store.list_subscriptions(agent_id, after, limit + 1)
         page, next_token = next_page(
             rows, limit, scope=scope, key=lambda row: (row.created_at, row.subscription_id)

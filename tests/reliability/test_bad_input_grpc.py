@@ -1,4 +1,4 @@
-"""Invalid messages to every RPC of RegistryService and ObserverService: each gets
+"""Invalid messages to every RPC of RegistryService, ObserverService and AlertService: each gets
 INVALID_ARGUMENT with an ErrorInfo naming the field (Ingest, a stream, answers REJECTED per
 message instead, naming the field in its message). The case table must cover every RPC the
 services declare, so a new RPC cannot slip past this test.
@@ -20,6 +20,8 @@ from smoltbot.core.errors import error_info_of
 from smoltbot.core.service_auth import ServiceCredential, attach_credential_sync
 from smoltbot.v1 import (
     agent_pb2,
+    alert_service_pb2,
+    alert_service_pb2_grpc,
     exchange_pb2,
     observer_service_pb2,
     observer_service_pb2_grpc,
@@ -188,6 +190,54 @@ def _observer_cases(agent_id: str) -> dict[str, list[tuple[Any, str]]]:
     }
 
 
+def _alert_cases(agent_id: str) -> dict[str, list[tuple[Any, str]]]:
+    apb = alert_service_pb2
+    hook = {"url": "https://hooks.example.com/x", "events": ["drift"]}
+
+    def create(**fields: Any) -> alert_service_pb2.CreateAlertSubscriptionRequest:
+        values = {"agent_id": agent_id, "agent_hash": HASH, **hook, **fields}
+        return apb.CreateAlertSubscriptionRequest(**values)
+
+    return {
+        "CreateAlertSubscription": [
+            (create(url=""), "url"),
+            (create(url="ftp://hooks.example.com/x"), "url"),
+            (create(url="https://" + HUGE), "url"),
+            (create(url="https://user:pw@hooks.example.com/x"), "url"),
+            (create(events=[]), "events"),
+            (create(events=["everything"]), "events"),
+            (create(min_severity="extreme"), "min_severity"),
+            (create(format="xml"), "format"),
+            (create(events=["failure_rate"], failure_rate_threshold=2.0), "failure_rate_threshold"),
+            (create(agent_hash="zz" * 32), "agent_hash"),
+            (create(agent_id=""), "agent_id"),
+        ],
+        "ListAlertSubscriptions": [
+            (apb.ListAlertSubscriptionsRequest(agent_id=""), "agent_id"),
+            (apb.ListAlertSubscriptionsRequest(agent_id=HUGE), "agent_id"),
+            (apb.ListAlertSubscriptionsRequest(agent_id=agent_id, page_size=-1), "page_size"),
+            (apb.ListAlertSubscriptionsRequest(agent_id=agent_id, page_token=BAD_TOKEN), "page_token"),
+            (apb.ListAlertSubscriptionsRequest(agent_id=agent_id, caller_agent_hash="zz" * 32),
+             "caller_agent_hash"),
+        ],
+        "DeleteAlertSubscription": [
+            (apb.DeleteAlertSubscriptionRequest(agent_id=agent_id, agent_hash=HASH, subscription_id=""),
+             "subscription_id"),
+            (apb.DeleteAlertSubscriptionRequest(agent_id=agent_id, agent_hash=HASH, subscription_id=HUGE),
+             "subscription_id"),
+            (apb.DeleteAlertSubscriptionRequest(agent_id=agent_id, agent_hash="zz" * 32,
+                                                subscription_id="as-3f9c2a71"), "agent_hash"),
+        ],
+        "ListAlertDeliveries": [
+            (apb.ListAlertDeliveriesRequest(agent_id=""), "agent_id"),
+            (apb.ListAlertDeliveriesRequest(agent_id=agent_id, subscription_id="not-an-id"),
+             "subscription_id"),
+            (apb.ListAlertDeliveriesRequest(agent_id=agent_id, page_size=-1), "page_size"),
+            (apb.ListAlertDeliveriesRequest(agent_id=agent_id, page_token=FORGED_TOKEN), "page_token"),
+        ],
+    }
+
+
 def _ingest_cases() -> list[tuple[observer_service_pb2.IngestRequest, str]]:
     def exchange(**fields: Any) -> observer_service_pb2.IngestRequest:
         values = {"exchange_id": secrets.token_hex(16), "agent_hash": HASH, **fields}
@@ -232,13 +282,17 @@ def _service_methods(module: Any, service: str) -> set[str]:
     return {method.name for method in module.DESCRIPTOR.services_by_name[service].methods}
 
 
-@pytest.mark.parametrize("service", ["RegistryService", "ObserverService"])
+@pytest.mark.parametrize("service", ["RegistryService", "ObserverService", "AlertService"])
 def test_every_rpc_answers_invalid_messages_with_invalid_argument_naming_the_field(
         channels: tuple[grpc.Channel, grpc.Channel], agent_id: str, service: str) -> None:
     if service == "RegistryService":
         stub: Any = registry_service_pb2_grpc.RegistryServiceStub(channels[0])
         cases = _registry_cases(agent_id)
         declared = _service_methods(rpb, service)
+    elif service == "AlertService":  # served by the observer process
+        stub = alert_service_pb2_grpc.AlertServiceStub(channels[1])
+        cases = _alert_cases(agent_id)
+        declared = _service_methods(alert_service_pb2, service)
     else:
         stub = observer_service_pb2_grpc.ObserverServiceStub(channels[1])
         cases = _observer_cases(agent_id)
@@ -313,6 +367,8 @@ OWNED_WRITES: dict[str, dict[str, Any]] = {
     "AcknowledgeDriftAlert": {"alert_id": "da-3f9c2a71"},
     "DeleteAgent": {},
     "DeleteAgentData": {},
+    "CreateAlertSubscription": {"url": "https://hooks.example.com/x", "events": ["drift"]},
+    "DeleteAlertSubscription": {"subscription_id": "as-3f9c2a71"},
 }
 
 
@@ -323,6 +379,7 @@ def test_every_write_on_behalf_of_an_agent_needs_that_agents_hash(
     stubs = {
         "RegistryService": (registry_service_pb2_grpc.RegistryServiceStub(channels[0]), rpb),
         "ObserverService": (observer_service_pb2_grpc.ObserverServiceStub(channels[1]), observer_service_pb2),
+        "AlertService": (alert_service_pb2_grpc.AlertServiceStub(channels[1]), alert_service_pb2),
     }
     other = registry_service_pb2_grpc.RegistryServiceStub(channels[0]).ResolveAgent(
         rpb.ResolveAgentRequest(agent_hash=OTHER_HASH), timeout=10).agent.agent_id

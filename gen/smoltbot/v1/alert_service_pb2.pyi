@@ -146,12 +146,14 @@ class ListAlertSubscriptionsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     AGENT_ID_FIELD_NUMBER: _builtins.int
-    AGENT_HASH_FIELD_NUMBER: _builtins.int
+    CALLER_AGENT_HASH_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
-    agent_hash: _builtins.str
-    """Optional: the owner's credential hash, to see full URLs."""
+    caller_agent_hash: _builtins.str
+    """Optional: the caller's credential hash; when it is the agent's, the full URLs are shown.
+    (Not named agent_hash: listing is a read anyone may make, not a write on the agent's behalf.)
+    """
     page_size: _builtins.int
     """1..1000, default 50; larger values are capped."""
     page_token: _builtins.str
@@ -159,13 +161,13 @@ class ListAlertSubscriptionsRequest(_message.Message):
         self,
         *,
         agent_id: _builtins.str = ...,
-        agent_hash: _builtins.str = ...,
+        caller_agent_hash: _builtins.str = ...,
         page_size: _builtins.int = ...,
         page_token: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_hash", b"agent_hash", "agent_id", b"agent_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "caller_agent_hash", b"caller_agent_hash", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

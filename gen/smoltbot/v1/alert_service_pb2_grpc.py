@@ -72,7 +72,7 @@ class AlertServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListAlertSubscriptions(self, request, context):
-        """The agent's subscriptions. With the owner's agent_hash each carries its full URL; without,
+        """The agent's subscriptions. With the owner's caller_agent_hash each carries its full URL; without,
         only its destination (scheme, host and port), as the public dashboard shows it.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -40,7 +40,7 @@ class AlertServiceStub:
     the only time it is ever shown.
     """
     ListAlertSubscriptions: _grpc.UnaryUnaryMultiCallable[_alert_service_pb2.ListAlertSubscriptionsRequest, _alert_service_pb2.ListAlertSubscriptionsResponse]
-    """The agent's subscriptions. With the owner's agent_hash each carries its full URL; without,
+    """The agent's subscriptions. With the owner's caller_agent_hash each carries its full URL; without,
     only its destination (scheme, host and port), as the public dashboard shows it.
     """
     DeleteAlertSubscription: _grpc.UnaryUnaryMultiCallable[_alert_service_pb2.DeleteAlertSubscriptionRequest, _alert_service_pb2.DeleteAlertSubscriptionResponse]
@@ -60,7 +60,7 @@ class AlertServiceAsyncStub(AlertServiceStub):
     the only time it is ever shown.
     """
     ListAlertSubscriptions: _aio.UnaryUnaryMultiCallable[_alert_service_pb2.ListAlertSubscriptionsRequest, _alert_service_pb2.ListAlertSubscriptionsResponse]  # type: ignore[assignment]
-    """The agent's subscriptions. With the owner's agent_hash each carries its full URL; without,
+    """The agent's subscriptions. With the owner's caller_agent_hash each carries its full URL; without,
     only its destination (scheme, host and port), as the public dashboard shows it.
     """
     DeleteAlertSubscription: _aio.UnaryUnaryMultiCallable[_alert_service_pb2.DeleteAlertSubscriptionRequest, _alert_service_pb2.DeleteAlertSubscriptionResponse]  # type: ignore[assignment]
@@ -89,7 +89,7 @@ class AlertServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _alert_service_pb2.ListAlertSubscriptionsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_alert_service_pb2.ListAlertSubscriptionsResponse, _abc.Awaitable[_alert_service_pb2.ListAlertSubscriptionsResponse]]:
-        """The agent's subscriptions. With the owner's agent_hash each carries its full URL; without,
+        """The agent's subscriptions. With the owner's caller_agent_hash each carries its full URL; without,
         only its destination (scheme, host and port), as the public dashboard shows it.
         """
 

@@ -44,8 +44,15 @@ class Receiver:
         key = request.headers.get(IDEMPOTENCY_HEADER, "")
         signature = request.headers.get(SIGNATURE_HEADER, "")
         answer = self.script.pop(0) if self.script else 200
-        self.arrivals.append(Arrival(key, request.headers.get("smoltbot-event", ""), body, signature,
-                                     answer if isinstance(answer, int) else 0))
+        self.arrivals.append(
+            Arrival(
+                key,
+                request.headers.get("smoltbot-event", ""),
+                body,
+                signature,
+                answer if isinstance(answer, int) else 0,
+            )
+        )
         if answer == "hang":
             await asyncio.sleep(self.hang_seconds)
             return web.Response(status=200)

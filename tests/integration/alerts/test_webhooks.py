@@ -22,8 +22,14 @@ from tests.integration.observer.test_drift import CARD, _calls
 from tests.support.waiting import wait_until
 
 #: Fast retries, a short timeout, loopback receivers allowed.
-FAST = {"webhook_allow_private": True, "webhook_timeout": 0.5, "webhook_backoff_base": 0.05,
-        "webhook_backoff_max": 0.3, "webhook_max_attempts": 50, "alert_poll_interval": 0.1}
+FAST = {
+    "webhook_allow_private": True,
+    "webhook_timeout": 0.5,
+    "webhook_backoff_base": 0.05,
+    "webhook_backoff_max": 0.3,
+    "webhook_max_attempts": 50,
+    "alert_poll_interval": 0.1,
+}
 
 
 @pytest.fixture
@@ -53,7 +59,9 @@ class Alerts:
 
     def __init__(self, stack: ObserverStack) -> None:
         assert stack.observer is not None
-        self.channel = open_channel(f"127.0.0.1:{stack.observer.port}", TlsConfig.from_settings(stack.settings))
+        self.channel = open_channel(
+            f"127.0.0.1:{stack.observer.port}", TlsConfig.from_settings(stack.settings)
+        )
         self.stub = alert_service_pb2_grpc.AlertServiceStub(self.channel)
 
     async def __aenter__(self) -> alert_service_pb2_grpc.AlertServiceStub:
@@ -63,11 +71,15 @@ class Alerts:
         await self.channel.close()
 
 
-async def _subscribe(stack: ObserverStack, agent_id: str, agent_hash: str, receiver: Receiver,
-                     **fields: object) -> apb.CreateAlertSubscriptionResponse:
+async def _subscribe(
+    stack: ObserverStack, agent_id: str, agent_hash: str, receiver: Receiver, **fields: object
+) -> apb.CreateAlertSubscriptionResponse:
     async with Alerts(stack) as alerts:
-        created = await alerts.CreateAlertSubscription(apb.CreateAlertSubscriptionRequest(
-            agent_id=agent_id, agent_hash=agent_hash, url=receiver.url, **fields))  # type: ignore[arg-type]
+        created = await alerts.CreateAlertSubscription(
+            apb.CreateAlertSubscriptionRequest(
+                agent_id=agent_id, agent_hash=agent_hash, url=receiver.url, **fields
+            )
+        )  # type: ignore[arg-type]
     receiver.secrets[created.subscription.subscription_id] = created.secret
     return created
 
@@ -84,12 +96,19 @@ def _minimal(agent_hash: str) -> object:
 
 
 async def test_every_event_arrives_signed_once_through_failures_timeouts_and_a_restart(
-        stack: ObserverStack, receiver: Receiver) -> None:
+    stack: ObserverStack, receiver: Receiver
+) -> None:
     start = datetime.now(UTC) + timedelta(minutes=1)
     agent_id, agent_hash = await stack.agent()
     await stack.put_card(agent_id, agent_hash, json.dumps(CARD))
-    created = await _subscribe(stack, agent_id, agent_hash, receiver,
-                               events=["violation", "missed_escalation", "record_set_aside"], min_severity="high")
+    created = await _subscribe(
+        stack,
+        agent_id,
+        agent_hash,
+        receiver,
+        events=["violation", "missed_escalation", "record_set_aside"],
+        min_severity="high",
+    )
     assert created.secret.startswith("whsec_") and created.subscription.url == receiver.url
     # Failures (500, 503) and calls that hang past the 0.5 s timeout, then it takes deliveries.
     receiver.script = [500, 500, 503, "hang", "hang", 500, "hang", "hang"]
@@ -117,8 +136,11 @@ async def test_every_event_arrives_signed_once_through_failures_timeouts_and_a_r
     # Two forbidden calls before the restart and one after: a violation and a missed escalation
     # each; the minimal record: one set aside. read_file and list_dir break nothing.
     expected = {"violation": 3, "missed_escalation": 3, "record_set_aside": 1}
-    await wait_until(lambda: len(receiver.processed) == sum(expected.values()), timeout=30,
-                     what=f"all {sum(expected.values())} events processed (got {len(receiver.processed)})")
+    await wait_until(
+        lambda: len(receiver.processed) == sum(expected.values()),
+        timeout=30,
+        what=f"all {sum(expected.values())} events processed (got {len(receiver.processed)})",
+    )
     assert receiver.bad_signatures == 0
     kinds: dict[str, int] = {}
     for payload in receiver.processed.values():
@@ -129,8 +151,7 @@ async def test_every_event_arrives_signed_once_through_failures_timeouts_and_a_r
     # Each delivery's key is its id, and no key was processed twice (a duplicate arrival, if the
     # restart caused one, was recognised by its key).
     assert all(key == payload["id"] for key, payload in receiver.processed.items())
-    assert not receiver.processed_twice or all(
-        key in receiver.processed for key in receiver.processed_twice)
+    assert not receiver.processed_twice or all(key in receiver.processed for key in receiver.processed_twice)
     assert [arrival.answered for arrival in receiver.arrivals[:3]] == [500, 500, 503]
 
     async def settled() -> list[apb.AlertDelivery] | None:
@@ -146,7 +167,9 @@ async def test_every_event_arrives_signed_once_through_failures_timeouts_and_a_r
     assert all(d.HasField("delivered_at") and not d.last_error for d in history)
 
 
-async def test_failures_stay_visible_and_the_url_never_leaks(stack: ObserverStack, receiver: Receiver) -> None:
+async def test_failures_stay_visible_and_the_url_never_leaks(
+    stack: ObserverStack, receiver: Receiver
+) -> None:
     await stack.stop_observer()
     stack.observer_overrides = {**FAST, "webhook_max_attempts": 2}
     await stack.start_observer()
@@ -169,16 +192,21 @@ async def test_failures_stay_visible_and_the_url_never_leaks(stack: ObserverStac
     # Anyone may list subscriptions (the dashboard does): the URL's path holds a token, so only
     # the owner sees it.
     async with Alerts(stack) as alerts:
-        public = (await alerts.ListAlertSubscriptions(
-            apb.ListAlertSubscriptionsRequest(agent_id=agent_id))).subscriptions[0]
-        owned = (await alerts.ListAlertSubscriptions(
-            apb.ListAlertSubscriptionsRequest(agent_id=agent_id, agent_hash=agent_hash))).subscriptions[0]
+        public = (
+            await alerts.ListAlertSubscriptions(apb.ListAlertSubscriptionsRequest(agent_id=agent_id))
+        ).subscriptions[0]
+        owned = (
+            await alerts.ListAlertSubscriptions(
+                apb.ListAlertSubscriptionsRequest(agent_id=agent_id, caller_agent_hash=agent_hash)
+            )
+        ).subscriptions[0]
     assert public.url == "" and public.destination == receiver.url.split("/hook")[0]
     assert owned.url == receiver.url
 
 
 async def test_two_observers_on_one_database_send_each_delivery_once(
-        stack: ObserverStack, receiver: Receiver) -> None:
+    stack: ObserverStack, receiver: Receiver
+) -> None:
     from smoltbot.observer.server import build_server
 
     second = await build_server(stack.observer_settings, address="127.0.0.1:0")
@@ -199,7 +227,9 @@ async def test_two_observers_on_one_database_send_each_delivery_once(
         await second.stop(0.5)
 
 
-async def test_a_subscription_gets_only_what_happens_after_it(stack: ObserverStack, receiver: Receiver) -> None:
+async def test_a_subscription_gets_only_what_happens_after_it(
+    stack: ObserverStack, receiver: Receiver
+) -> None:
     agent_id, agent_hash = await stack.agent()
     await stack.put_card(agent_id, agent_hash, json.dumps(CARD))
     before = _calls(agent_hash, ["delete_file"], datetime.now(UTC) + timedelta(minutes=1))
@@ -218,40 +248,66 @@ async def test_a_subscription_gets_only_what_happens_after_it(stack: ObserverSta
 async def test_only_the_owner_subscribes_or_removes(stack: ObserverStack, receiver: Receiver) -> None:
     agent_id, agent_hash = await stack.agent()
     async with Alerts(stack) as alerts:
-        for agent_hash_used, code in ((new_hash(), grpc.StatusCode.PERMISSION_DENIED),
-                                      ("", grpc.StatusCode.UNAUTHENTICATED)):
+        for agent_hash_used, code in (
+            (new_hash(), grpc.StatusCode.PERMISSION_DENIED),
+            ("", grpc.StatusCode.UNAUTHENTICATED),
+        ):
             with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await alerts.CreateAlertSubscription(apb.CreateAlertSubscriptionRequest(
-                    agent_id=agent_id, agent_hash=agent_hash_used, url=receiver.url, events=["drift"]))
+                await alerts.CreateAlertSubscription(
+                    apb.CreateAlertSubscriptionRequest(
+                        agent_id=agent_id, agent_hash=agent_hash_used, url=receiver.url, events=["drift"]
+                    )
+                )
             assert refused.value.code() is code
-        created = await alerts.CreateAlertSubscription(apb.CreateAlertSubscriptionRequest(
-            agent_id=agent_id, agent_hash=agent_hash, url=receiver.url, events=["drift"]))
+        created = await alerts.CreateAlertSubscription(
+            apb.CreateAlertSubscriptionRequest(
+                agent_id=agent_id, agent_hash=agent_hash, url=receiver.url, events=["drift"]
+            )
+        )
         subscription_id = created.subscription.subscription_id
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await alerts.DeleteAlertSubscription(apb.DeleteAlertSubscriptionRequest(
-                agent_id=agent_id, agent_hash=new_hash(), subscription_id=subscription_id))
+            await alerts.DeleteAlertSubscription(
+                apb.DeleteAlertSubscriptionRequest(
+                    agent_id=agent_id, agent_hash=new_hash(), subscription_id=subscription_id
+                )
+            )
         assert refused.value.code() is grpc.StatusCode.PERMISSION_DENIED
-        await alerts.DeleteAlertSubscription(apb.DeleteAlertSubscriptionRequest(
-            agent_id=agent_id, agent_hash=agent_hash, subscription_id=subscription_id))
+        await alerts.DeleteAlertSubscription(
+            apb.DeleteAlertSubscriptionRequest(
+                agent_id=agent_id, agent_hash=agent_hash, subscription_id=subscription_id
+            )
+        )
         with pytest.raises(grpc.aio.AioRpcError) as missing:
-            await alerts.DeleteAlertSubscription(apb.DeleteAlertSubscriptionRequest(
-                agent_id=agent_id, agent_hash=agent_hash, subscription_id=subscription_id))
+            await alerts.DeleteAlertSubscription(
+                apb.DeleteAlertSubscriptionRequest(
+                    agent_id=agent_id, agent_hash=agent_hash, subscription_id=subscription_id
+                )
+            )
         assert missing.value.code() is grpc.StatusCode.NOT_FOUND
         listed = await alerts.ListAlertSubscriptions(apb.ListAlertSubscriptionsRequest(agent_id=agent_id))
         assert list(listed.subscriptions) == []
 
 
 async def test_private_destinations_are_refused_unless_the_operator_allows_them(
-        stack: ObserverStack, receiver: Receiver) -> None:
+    stack: ObserverStack, receiver: Receiver
+) -> None:
     await stack.stop_observer()
     stack.observer_overrides = {**FAST, "webhook_allow_private": False}
     await stack.start_observer()
     agent_id, agent_hash = await stack.agent()
     async with Alerts(stack) as alerts:
-        for url in (receiver.url, "http://10.1.2.3/x", "http://169.254.169.254/latest/meta-data",
-                    "http://[::1]:9/x", "http://localhost:9/"):
+        for url in (
+            receiver.url,
+            "http://10.1.2.3/x",
+            "http://169.254.169.254/latest/meta-data",
+            "http://[::1]:9/x",
+            "http://localhost:9/",
+        ):
             with pytest.raises(grpc.aio.AioRpcError) as refused:
-                await alerts.CreateAlertSubscription(apb.CreateAlertSubscriptionRequest(
-                    agent_id=agent_id, agent_hash=agent_hash, url=url, events=["drift"]))
+                await alerts.CreateAlertSubscription(
+                    apb.CreateAlertSubscriptionRequest(
+                        agent_id=agent_id, agent_hash=agent_hash, url=url, events=["drift"]
+                    )
+                )
             assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
             assert "SMOLTBOT_WEBHOOK_ALLOW_PRIVATE" in (refused.value.details() or "")
