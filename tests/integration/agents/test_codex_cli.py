@@ -114,7 +114,7 @@ async def test_codex_runs_a_shell_command_through_the_gateway_under_its_session(
     assert {t.context.session_id for t in traces} == {session}
     assert {t.observation.session_rung for t in traces} == {str(Rung.CODEX_SESSION_HEADER)}
     assert len({t.agent_id for t in traces}) == 1
-    _assert_decisions(traces, asked)
+    _assert_decisions(traces, [row.exchange_id for row in rows])
 
 
 def _last_function_call(items: list[dict[str, Any]]) -> dict[str, Any]:
@@ -134,7 +134,19 @@ async def _usage_rows(through: OpenAIThroughGateway, session: str, *, count: int
     raise AssertionError(f"expected {count} usage rows under session {session}, found {len(found)}")
 
 
-def _assert_decisions(traces: list[trace_pb2.ApTrace], asked: dict[str, Any]) -> None:
-    """Every call is recorded under the session; OpenAI calls are activity until the observer
-    reads the Responses wire format (then the command is an `execute` decision)."""
-    assert {t.observation.record_kind for t in traces} == {"activity"}
+def _assert_decisions(traces: list[trace_pb2.ApTrace], exchanges: list[str]) -> None:
+    """The first call's shell command is one `execute` decision with Codex's exact arguments; the
+    second call (the answer after the command's output) a plain reply. Until the observer reads
+    the Responses wire format, both calls are recorded as activity instead."""
+    if {t.observation.record_kind for t in traces} == {"activity"}:
+        assert len(traces) == 2
+        return
+    by_exchange = {exchange: [t for t in traces if t.observation.exchange_id == exchange]
+                   for exchange in exchanges}
+    (command,) = by_exchange[exchanges[0]]
+    assert (command.action.type, command.action.name) == ("execute", "exec_command")
+    assert json.loads(command.action.parameters_json) == {"cmd": COMMAND}
+    (answer,) = by_exchange[exchanges[1]]
+    assert (answer.action.type, answer.action.name) == ("recommend", "respond")
+    assert {t.observation.record_kind for t in traces} == {"decision"}
+    assert {t.observation.model for t in traces} == {MODEL}
