@@ -47,6 +47,7 @@ ENDPOINTS: dict[str, Endpoint] = {
     "session": Endpoint("GET", "/v1/sessions/{session_id}", "SessionDetail", query=("agent_id",)),
     "agent_usage": Endpoint("GET", "/v1/agents/{agent_id}/usage", "AgentUsage",
                             query=("group_by", "since", "until")),
+    "delete_agent_data": Endpoint("DELETE", "/v1/agents/{agent_id}/data", "AgentDataDeleted"),
 }
 
 #: The error body every failed call carries.
@@ -107,6 +108,7 @@ FIELDS: dict[str, frozenset[str]] = {
          "items[].status", "items[].acknowledged_at", "items[].resolution", "items[].analysis"}
     ),
     "DriftAlert": frozenset({"alert_id", "acknowledged_at"}),
+    "AgentDataDeleted": frozenset({"agent_id", "deleted_rows"}),
     "SessionList": frozenset(
         {"items", "items[].session_id", "items[].last_activity_at", "items[].turn_count"}
     ),

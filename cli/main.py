@@ -8,6 +8,7 @@ from smoltbot.cli import (
     commands_card,
     commands_claim,
     commands_config,
+    commands_data,
     commands_drift,
     commands_init,
     commands_integrity,
@@ -35,6 +36,7 @@ commands_usage.register(app)
 app.add_typer(commands_card.app, name="card")
 app.add_typer(commands_config.app, name="config")
 app.add_typer(commands_drift.app, name="drift")
+app.add_typer(commands_data.app, name="agent")
 commands_claim.register(app)
 
 

@@ -137,6 +137,13 @@ class RegistryClient:
             self._agents.popitem(last=False)
         return agent_id
 
+    def forget(self, agent_id: str, agent_hash: str) -> None:
+        """Drops what is cached of a deleted agent: its next call resolves it afresh (the Registry
+        creates it again, with a default card)."""
+        self._agents.pop(agent_hash, None)
+        self._active.pop(agent_id, None)
+        self._spans.pop(agent_id, None)
+
     async def check_owner(self, agent_id: str, agent_hash: str) -> None:
         """PermissionDenied unless `agent_hash` is `agent_id`'s credential hash."""
         # Agent ids are "smolt-" + the hash's leading hex digits (core.ids, which the API relies

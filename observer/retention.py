@@ -180,6 +180,7 @@ class Retention:
         validate_agent_id(agent_id, required=True)
         await self.registry.check_owner(agent_id, agent_hash)
         counts = await self.store.delete_agent(agent_id, agent_hash, self.batch_size)
+        self.registry.forget(agent_id, agent_hash)
         if not await self.store.checkpoint():
             logger.warning("deleted the data of %s, but the WAL could not be truncated yet (busy readers); "
                            "the next truncation wipes it", agent_id)

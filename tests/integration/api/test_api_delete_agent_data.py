@@ -120,4 +120,6 @@ async def test_the_owner_deletes_everything_of_the_agent(api: httpx.AsyncClient,
     assert await _rows_of(stack, other.agent_id, hash_of(stack, other.credential)) == others_before
     assert _on_disk(stack, marker) == []
     assert (await api.get(f"/v1/agents/{owner.agent_id}")).status_code == 404
+    again = await api.delete(path, headers=auth(owner.credential))  # nothing left: still a success
+    assert again.status_code == 200, again.text
     assert (await api.get(f"/v1/agents/{other.agent_id}")).status_code == 200
