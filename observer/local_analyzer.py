@@ -247,7 +247,7 @@ def _analyze_one(
     extraction: Extraction, decision: Decision, patterns: dict[str, re.Pattern[str]]
 ) -> Analysis:
     reasoning = "\n\n".join(s.text for s in decision.reasoning if s.text)
-    hidden = any(s.source == "redacted_thinking" for s in decision.reasoning)
+    hidden = any(s.redacted for s in decision.reasoning)
     selected = {
         "option_id": "taken",
         "description": describe_action(decision, extraction),
@@ -259,6 +259,9 @@ def _analyze_one(
             alternatives.append({"option_id": f"considered-{i}", "description": description})
         excerpt = _selection_excerpt(reasoning, decision)
         selection = excerpt or "Reasoning was visible but held no sentence about this action."
+        if not any(s.text and not s.summary for s in decision.reasoning):
+            selection = "From the provider's summary of its reasoning (not the reasoning itself): " \
+                + selection
         values = [value for value, pattern in patterns.items() if pattern.search(window)]
     else:
         if hidden:

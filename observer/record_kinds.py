@@ -1,11 +1,14 @@
 """What kind of record an exchange makes. One home for the rule, used by intake (which stores
 the kind beside the queue row) and by the processor (for rows stored before kinds existed).
 
-* ``decision``: a model call, ``POST /v1/messages``. Its traces are the agent's decisions:
-  verified against the card, scored in integrity, fed to the drift detector.
-* ``activity``: any other API call (``/v1/messages/count_tokens``, ``/v1/models``, batches,
-  files, unknown paths, any GET). Recorded and listed as API activity, counted as such, never a
-  decision and never counted in integrity or drift.
+* ``decision``: a model call, one that a provider module of `observer.providers` reads:
+  Anthropic ``POST /v1/messages``, OpenAI ``POST /v1/chat/completions`` and ``POST /v1/responses``,
+  Gemini ``POST /v1beta/models/{model}:generateContent`` and ``:streamGenerateContent``. Its
+  traces are the agent's decisions: verified against the card, scored in integrity, fed to the
+  drift detector.
+* ``activity``: any other API call (``/v1/messages/count_tokens``, models, embeddings, files,
+  moderations, batches, ``:countTokens``, unknown paths, any GET). Recorded and listed as API
+  activity, counted as such, never a decision and never counted in integrity or drift.
 * ``auth_rejected``: the upstream answered 401/403: the credential was not accepted, so no
   agent is resolved or created and nothing public is written; the exchange is only counted.
 * ``minimal``: the gateway could not capture or ship the full exchange (``capture_failure``);
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 from typing import Final
 
+from smoltbot.observer.providers import wire_format
 from smoltbot.v1 import exchange_pb2
 
 __all__ = ["ACTIVITY", "AUTH_REJECTED", "DECISION", "MINIMAL", "TRACE_KINDS", "exchange_kind",
@@ -28,21 +32,15 @@ MINIMAL: Final = "minimal"
 #: The kinds a stored trace can have.
 TRACE_KINDS: Final = (DECISION, ACTIVITY)
 
-_MODEL_CALL_PATH = "/v1/messages"
 _CREDENTIAL_REFUSED = (401, 403)
 
 
-#: Providers whose model calls the observer reads decisions from ("" : records made before the
-#: gateway named the provider, which were all Anthropic's).
-_DECISION_PROVIDERS = ("", "anthropic")
-
-
 def is_model_call(method: str, path: str, provider: str = "") -> bool:
-    """Whether a request is a model call (a decision of the agent): ``POST /v1/messages``
-    exactly, to Anthropic. The gateway hands the path without its query and without the provider
-    prefix, so ``/openai/v1/messages`` arrives as ``/v1/messages`` too: the provider tells them
-    apart (OpenAI and Gemini calls are API activity until the observer reads their wire formats)."""
-    return provider in _DECISION_PROVIDERS and method.upper() == "POST" and path == _MODEL_CALL_PATH
+    """Whether a request is a model call (a decision of the agent): one the provider's wire
+    format reads (`observer.providers.wire_format`). The gateway hands the path without its query
+    and without the provider prefix, so ``/openai/v1/messages`` arrives as ``/v1/messages`` too:
+    the provider tells them apart ("": records made before the gateway named it, all Anthropic's)."""
+    return wire_format(provider, method, path) is not None
 
 
 def exchange_kind(exchange: exchange_pb2.Exchange) -> str:

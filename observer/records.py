@@ -10,8 +10,8 @@ from typing import Any
 
 from smoltbot.core.outcomes import ExchangeOutcome
 from smoltbot.observer import record_kinds
-from smoltbot.observer.extraction import Extraction
 from smoltbot.observer.pipeline import environment_of, outcome_of, time_of
+from smoltbot.observer.providers import empty_extraction
 from smoltbot.observer.trace_builder import build_activity_trace, build_traces
 from smoltbot.v1 import exchange_pb2
 
@@ -42,11 +42,12 @@ def records_of(exchange: exchange_pb2.Exchange, *, agent_id: str, session_id: st
             exchange_id=exchange.exchange_id.lower(), agent_id=agent_id, session_id=session_id, card=card,
             method=request.method, path=request.path, http_status=response.status, streamed=response.streamed,
             outcome=outcome, outcome_detail=detail, exchange_started_at=started, exchange_ended_at=ended_at,
-            observed_at=observed_at, environment=environment, missing=notes,
+            observed_at=observed_at, environment=environment, missing=notes, provider=exchange.provider,
         )]
-    extraction = Extraction(outcome=outcome, http_status=response.status, streamed=response.streamed,
-                            error_type=CAPTURE_FAILED, error_message=exchange.capture_failure[:_DETAIL_CHARS],
-                            missing=notes)
+    extraction = empty_extraction(exchange.provider, request.method, request.path, outcome=outcome,
+                                  http_status=response.status, streamed=response.streamed,
+                                  error_type=CAPTURE_FAILED,
+                                  error_message=exchange.capture_failure[:_DETAIL_CHARS], missing=notes)
     return build_traces(
         exchange_id=exchange.exchange_id.lower(), agent_id=agent_id, session_id=session_id, card=card,
         extraction=extraction, analyses=None, exchange_started_at=started, exchange_ended_at=ended_at,

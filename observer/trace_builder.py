@@ -16,6 +16,9 @@ One trace per decision (`Extraction.decisions`):
   "recommend" (AAP's least-claiming type: nothing was executed as far as we can
   tell) and name = the outcome ("upstream_error", "client_abort", ...), so a
   failure is never dressed up as a reply. observation.outcome says the same.
+  A reply that arrived whole but reports a failure (an OpenAI Responses
+  `response.failed`, a Gemini prompt blocked: `Extraction.failure`) is such a
+  failure too: outcome "upstream_error", name = the failure ("response_failed").
   Our own failures (processing_failed; capture_failed, when the gateway could not
   capture the exchange) are not verified: verified false, no checks, a warning
   saying why; nothing was read that a verdict could rest on.
@@ -25,9 +28,10 @@ builds the one "activity" record of an API call that is not a model call (see
 `record_kinds`), which is never verified, scored or fed to drift.
 
 trace_id = "tr-<exchange_id>-<index>", so processing an exchange twice yields the
-same ids. The model is recorded in observation.model and context.environment.model,
-never as an action. Every trace passes `aap.APTrace.from_dict` and
-`json_format.ParseDict(trace, smoltbot.v1.trace_pb2.ApTrace())`.
+same ids. The model and the provider are recorded in observation (model, provider, api) and
+context.environment (model, provider), never as an action; whether the reasoning read was only
+the provider's summary of it is observation.reasoning.summary_only. Every trace passes
+`aap.APTrace.from_dict` and `json_format.ParseDict(trace, smoltbot.v1.trace_pb2.ApTrace())`.
 """
 
 from __future__ import annotations
@@ -38,10 +42,11 @@ from typing import Any
 from smoltbot.core.aap.redaction import redact, redact_text
 from smoltbot.core.aap.verification import apply_escalation, verify_trace
 from smoltbot.core.ids import trace_id_for
-from smoltbot.core.outcomes import UNREAD_OUTCOMES
+from smoltbot.core.outcomes import UNREAD_OUTCOMES, ExchangeOutcome
 from smoltbot.observer import local_analyzer
 from smoltbot.observer.extraction import Decision, Extraction
 from smoltbot.observer.local_analyzer import Analysis
+from smoltbot.observer.providers import provider_of
 from smoltbot.observer.record_kinds import ACTIVITY, DECISION, is_model_call
 
 __all__ = ["build_activity_trace", "build_traces"]
@@ -94,7 +99,8 @@ def _action(decision: Decision, extraction: Extraction, outcome: str) -> dict[st
     if extraction.tool_calls:
         # Tool calls seen before the failure; they are not traced as executed.
         parameters["partial_tool_calls"] = [call.name for call in extraction.tool_calls]
-    return {"type": "recommend", "name": outcome, "category": "bounded", "parameters": parameters}
+    return {"type": "recommend", "name": extraction.failure or outcome, "category": "bounded",
+            "parameters": parameters}
 
 
 def _reasoning_observation(decision: Decision, store_reasoning: str) -> dict[str, Any]:
@@ -114,7 +120,10 @@ def _reasoning_observation(decision: Decision, store_reasoning: str) -> dict[str
         "present": bool(text.strip()),
         "source": ",".join(sources) if sources else "none",
         "signature_present": any(s.signature_present for s in segments),
-        "redacted_blocks": sum(1 for s in segments if s.source == "redacted_thinking"),
+        "redacted_blocks": sum(1 for s in segments if s.redacted),
+        # The provider returned a summary of its reasoning, not the reasoning itself.
+        "summary_only": any(s.summary and s.text for s in segments)
+        and not any(s.text and not s.summary for s in segments),
         "chars": len(text),
         "excerpt": _clip(redact_text(text[: 4 * EXCERPT_CHARS]), EXCERPT_CHARS),
         "text": stored,
@@ -151,6 +160,10 @@ def build_traces(
     """
     if store_reasoning not in _STORE_MODES:
         raise ValueError(f"store_reasoning must be one of {_STORE_MODES}, not {store_reasoning!r}")
+    if extraction.failure and outcome == ExchangeOutcome.COMPLETE:
+        # HTTP 200, but the reply itself says the call failed: an upstream error all the same.
+        outcome = ExchangeOutcome.UPSTREAM_ERROR
+        outcome_detail = outcome_detail or f"{extraction.failure}: {extraction.error_type}"
     decisions = extraction.decisions(outcome)
     if analyses is None:
         analyses = local_analyzer.analyze(extraction, card, outcome=outcome)
@@ -163,6 +176,8 @@ def build_traces(
     if not request_method and is_model_call("POST", request_path):
         request_method = "POST"  # a decision is a POST /v1/messages by definition
     env = dict(redact(environment or {}))
+    provider = provider_of(extraction.provider)
+    env["provider"] = provider
     if extraction.model:
         env["model"] = extraction.model
     traces: list[dict[str, Any]] = []
@@ -180,6 +195,8 @@ def build_traces(
         if decision.tool_call is not None:
             metadata["tool_use_id"] = decision.tool_call.id
             metadata["server_tool"] = decision.tool_call.server
+            if decision.tool_call.call_type:
+                metadata["call_type"] = decision.tool_call.call_type
             if not decision.tool_call.finished:
                 metadata["tool_call_finished"] = False
         context: dict[str, Any] = {
@@ -219,6 +236,8 @@ def build_traces(
             "exchange_id": exchange_id,
             "decision_index": index,
             "model": extraction.model,
+            "provider": provider,
+            "api": extraction.api,
             "outcome": outcome,
             "outcome_detail": outcome_detail,
             "streamed": extraction.streamed,
@@ -274,6 +293,7 @@ def build_activity_trace(
     observed_at: datetime,
     environment: dict[str, Any] | None = None,
     missing: list[str] | None = None,
+    provider: str = "",
 ) -> dict[str, Any]:
     """The one record of an API call that is not a model call: what was called and how it
     ended. Not a decision: no analysis, no verification verdict, never scored or fed to drift.
@@ -311,7 +331,7 @@ def build_activity_trace(
         },
         "context": {
             "prior_trace_ids": [],
-            "environment": dict(redact(environment or {})),
+            "environment": {**redact(environment or {}), "provider": provider_of(provider)},
             "metadata": {"exchange_id": exchange_id, "decision_index": 0, "decision_count": 1,
                          "decision_kind": ACTIVITY},
         },
@@ -326,6 +346,7 @@ def build_activity_trace(
         "exchange_id": exchange_id,
         "decision_index": 0,
         "model": "",
+        "provider": provider_of(provider),
         "outcome": outcome,
         "outcome_detail": outcome_detail,
         "streamed": streamed,

@@ -177,7 +177,7 @@ def _verification(data: dict[str, Any]) -> trace_pb2.Verification:
 _OBSERVATION_SCALARS = ("exchange_id", "decision_index", "model", "outcome", "outcome_detail", "streamed",
                         "stop_reason", "http_status", "analyzer", "analysis_fallback_reason", "tool_use_id",
                         "record_kind", "request_method", "request_path", "session_rung", "sub_agent_id",
-                        "parent_agent_id", "sub_agent_type")
+                        "parent_agent_id", "sub_agent_type", "provider", "api")
 _OBSERVATION_TIMES = ("exchange_started_at", "exchange_ended_at", "observed_at")
 
 

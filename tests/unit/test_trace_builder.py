@@ -267,6 +267,7 @@ def test_tool_parameters_are_redacted_and_the_model_is_not_an_action():
         "client": "anthropic-sdk-python",
         "gateway_id": "gw-1",
         "model": MODEL,
+        "provider": "anthropic",
     }
     assert all(MODEL not in t["action"]["name"] for name in SCENARIOS for t in build(name))
 

@@ -466,10 +466,15 @@ class TraceReasoning(_message.Message):
     CHARS_FIELD_NUMBER: _builtins.int
     EXCERPT_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
+    SUMMARY_ONLY_FIELD_NUMBER: _builtins.int
     present: _builtins.bool
     """True when the new assistant turn carried readable reasoning."""
     source: _builtins.str
-    """thinking | redacted_thinking | tags | none (comma-joined when several)."""
+    """Anthropic: thinking | redacted_thinking | tags. OpenAI Responses: reasoning_text |
+    reasoning_summary | encrypted_reasoning | withheld_reasoning. OpenAI-compatible Chat
+    Completions: reasoning_content. Gemini: thought_summary. none when there was none
+    (comma-joined when several).
+    """
     signature_present: _builtins.bool
     """Whether thinking blocks carried a signature."""
     redacted_blocks: _builtins.int
@@ -479,6 +484,10 @@ class TraceReasoning(_message.Message):
     """A short excerpt, secrets masked."""
     text: _builtins.str
     """The reasoning as stored under SMOLTBOT_STORE_REASONING (full | redacted | none)."""
+    summary_only: _builtins.bool
+    """True when the reasoning read is only the provider's summary of it, not the reasoning itself
+    (OpenAI reasoning summaries, Gemini thought summaries).
+    """
     def __init__(
         self,
         *,
@@ -489,10 +498,11 @@ class TraceReasoning(_message.Message):
         chars: _builtins.int = ...,
         excerpt: _builtins.str = ...,
         text: _builtins.str = ...,
+        summary_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chars", b"chars", "excerpt", b"excerpt", "present", b"present", "redacted_blocks", b"redacted_blocks", "signature_present", b"signature_present", "source", b"source", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chars", b"chars", "excerpt", b"excerpt", "present", b"present", "redacted_blocks", b"redacted_blocks", "signature_present", b"signature_present", "source", b"source", "summary_only", b"summary_only", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -526,6 +536,8 @@ class TraceObservation(_message.Message):
     SUB_AGENT_ID_FIELD_NUMBER: _builtins.int
     PARENT_AGENT_ID_FIELD_NUMBER: _builtins.int
     SUB_AGENT_TYPE_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    API_FIELD_NUMBER: _builtins.int
     exchange_id: _builtins.str
     decision_index: _builtins.int
     """Index of this decision within its exchange."""
@@ -548,7 +560,8 @@ class TraceObservation(_message.Message):
     executed: _builtins.bool
     """Set when the agent's plugin reported the tool call as actually executed."""
     record_kind: _builtins.str
-    """decision: a model call (POST /v1/messages), counted in integrity and drift.
+    """decision: a model call (Anthropic POST /v1/messages, OpenAI chat/completions or responses,
+    Gemini generateContent / streamGenerateContent), counted in integrity and drift.
     activity: any other API call (count_tokens, models, batches, files, ...): recorded and
     listed, never a decision, never counted in integrity or drift.
     """
@@ -566,6 +579,14 @@ class TraceObservation(_message.Message):
     """
     parent_agent_id: _builtins.str
     sub_agent_type: _builtins.str
+    provider: _builtins.str
+    """The provider the call went to: anthropic | openai | gemini (Exchange.provider; records made
+    before the gateway named it are anthropic).
+    """
+    api: _builtins.str
+    """The API a model call spoke: anthropic.messages | openai.chat | openai.responses |
+    gemini.generate. Empty on records that are not model calls.
+    """
     @_builtins.property
     def reasoning(self) -> Global___TraceReasoning: ...
     @_builtins.property
@@ -605,10 +626,12 @@ class TraceObservation(_message.Message):
         sub_agent_id: _builtins.str = ...,
         parent_agent_id: _builtins.str = ...,
         sub_agent_type: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        api: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_executed", b"_executed", "exchange_ended_at", b"exchange_ended_at", "exchange_started_at", b"exchange_started_at", "executed", b"executed", "observed_at", b"observed_at", "reasoning", b"reasoning"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_executed", b"_executed", "analysis_fallback_reason", b"analysis_fallback_reason", "analyzer", b"analyzer", "decision_index", b"decision_index", "exchange_ended_at", b"exchange_ended_at", "exchange_id", b"exchange_id", "exchange_started_at", b"exchange_started_at", "executed", b"executed", "http_status", b"http_status", "missing", b"missing", "model", b"model", "observed_at", b"observed_at", "outcome", b"outcome", "outcome_detail", b"outcome_detail", "parent_agent_id", b"parent_agent_id", "reasoning", b"reasoning", "record_kind", b"record_kind", "request_method", b"request_method", "request_path", b"request_path", "session_rung", b"session_rung", "stop_reason", b"stop_reason", "streamed", b"streamed", "sub_agent_id", b"sub_agent_id", "sub_agent_type", b"sub_agent_type", "tool_use_id", b"tool_use_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_executed", b"_executed", "analysis_fallback_reason", b"analysis_fallback_reason", "analyzer", b"analyzer", "api", b"api", "decision_index", b"decision_index", "exchange_ended_at", b"exchange_ended_at", "exchange_id", b"exchange_id", "exchange_started_at", b"exchange_started_at", "executed", b"executed", "http_status", b"http_status", "missing", b"missing", "model", b"model", "observed_at", b"observed_at", "outcome", b"outcome", "outcome_detail", b"outcome_detail", "parent_agent_id", b"parent_agent_id", "provider", b"provider", "reasoning", b"reasoning", "record_kind", b"record_kind", "request_method", b"request_method", "request_path", b"request_path", "session_rung", b"session_rung", "stop_reason", b"stop_reason", "streamed", b"streamed", "sub_agent_id", b"sub_agent_id", "sub_agent_type", b"sub_agent_type", "tool_use_id", b"tool_use_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__executed: _TypeAlias = _typing.Literal["executed"]  # noqa: Y015
     _WhichOneofArgType__executed: _TypeAlias = _typing.Literal["_executed", b"_executed"]  # noqa: Y015
