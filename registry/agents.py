@@ -238,24 +238,6 @@ class Agents:
         validate_agent_id(agent_id)
         if agent_hash:
             validate_agent_hash(agent_hash)
-        async with self._db.begin() as conn:
-            await store.verify_owner(conn, agent_id, agent_hash)
-            await store.lock_agent(conn, agent_id)
-            counts = await store.delete_agent_rows(conn, self._db.dialect, agent_id)
-        self._owners.pop(agent_id, None)
-        self._known.discard(agent_id)
-        self._known_sessions = {key for key in self._known_sessions if key[0] != agent_id}
-        self.touches.forget(agent_id)
-        logger.info("agent %s deleted by its owner", agent_id)
-        return counts
-
-
-    async def delete(self, agent_id: str, agent_hash: str) -> dict[str, int]:
-        """The owner deletes the agent: every row of it, and what this process remembers of it
-        (a later call with the same credential creates the agent afresh)."""
-        validate_agent_id(agent_id)
-        if agent_hash:
-            validate_agent_hash(agent_hash)
         if not agent_hash:
             raise Unauthenticated("agent_hash is required to act for an agent", field="agent_hash")
         async with self._db.begin() as conn:
@@ -292,11 +274,6 @@ class TouchBuffer:
         _keep_latest(self._agents, agent_id, at)
         if session_id:
             _keep_latest(self._sessions, (agent_id, session_id), at)
-
-    def forget(self, agent_id: str) -> None:
-        """Drops the pending activity of a deleted agent."""
-        self._agents.pop(agent_id, None)
-        self._sessions = {key: at for key, at in self._sessions.items() if key[0] != agent_id}
 
     def forget(self, agent_id: str) -> None:
         """Drops the pending activity of a deleted agent."""
