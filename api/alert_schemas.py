@@ -17,6 +17,7 @@ __all__ = [
     "AlertDeliveryList",
     "AlertSubscription",
     "AlertSubscriptionList",
+    "AlertSubscriptionRemoved",
     "CreatedAlertSubscription",
     "NewAlertSubscription",
     "delivery_out",
@@ -72,6 +73,11 @@ class CreatedAlertSubscription(AlertSubscription):
         description="The signing secret: shown this once, never again. Keep it to check the "
         "smoltbot-signature header of each delivery."
     )
+
+
+class AlertSubscriptionRemoved(BaseModel):
+    agent_id: str
+    subscription_id: str
 
 
 class AlertSubscriptionList(BaseModel):

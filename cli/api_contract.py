@@ -48,6 +48,15 @@ ENDPOINTS: dict[str, Endpoint] = {
     "agent_usage": Endpoint("GET", "/v1/agents/{agent_id}/usage", "AgentUsage",
                             query=("group_by", "since", "until")),
     "delete_agent_data": Endpoint("DELETE", "/v1/agents/{agent_id}/data", "AgentDataDeleted"),
+    "create_alert": Endpoint("POST", "/v1/agents/{agent_id}/alerts", "CreatedAlertSubscription",
+                             body="NewAlertSubscription",
+                             body_fields=("url", "events", "min_severity", "failure_rate_threshold",
+                                          "format")),
+    "alerts": Endpoint("GET", "/v1/agents/{agent_id}/alerts", "AlertSubscriptionList", query=("limit",)),
+    "delete_alert": Endpoint("DELETE", "/v1/agents/{agent_id}/alerts/{subscription_id}",
+                             "AlertSubscriptionRemoved"),
+    "alert_deliveries": Endpoint("GET", "/v1/agents/{agent_id}/alerts/deliveries", "AlertDeliveryList",
+                                 query=("limit", "subscription_id")),
 }
 
 #: The error body every failed call carries.
@@ -109,6 +118,16 @@ FIELDS: dict[str, frozenset[str]] = {
     ),
     "DriftAlert": frozenset({"alert_id", "acknowledged_at"}),
     "AgentDataDeleted": frozenset({"agent_id", "deleted_rows"}),
+    "CreatedAlertSubscription": frozenset({"subscription_id", "destination", "events", "secret"}),
+    "AlertSubscriptionList": frozenset(
+        {"items", "items[].subscription_id", "items[].url", "items[].events", "items[].min_severity",
+         "items[].failure_rate_threshold", "items[].format", "items[].created_at"}
+    ),
+    "AlertSubscriptionRemoved": frozenset({"subscription_id"}),
+    "AlertDeliveryList": frozenset(
+        {"items", "items[].delivery_id", "items[].created_at", "items[].event", "items[].state",
+         "items[].attempts", "items[].last_status", "items[].last_error", "items[].summary"}
+    ),
     "SessionList": frozenset(
         {"items", "items[].session_id", "items[].last_activity_at", "items[].turn_count"}
     ),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from smoltbot.cli import (
+    commands_alerts,
     commands_card,
     commands_claim,
     commands_config,
@@ -36,6 +37,7 @@ commands_usage.register(app)
 app.add_typer(commands_card.app, name="card")
 app.add_typer(commands_config.app, name="config")
 app.add_typer(commands_drift.app, name="drift")
+app.add_typer(commands_alerts.app, name="alerts")
 app.add_typer(commands_data.app, name="agent")
 commands_claim.register(app)
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Response
+from fastapi import APIRouter, Depends, Path, Query
 
 from smoltbot.api.alert_schemas import (
     AlertDeliveryList,
     AlertSubscriptionList,
+    AlertSubscriptionRemoved,
     CreatedAlertSubscription,
     NewAlertSubscription,
     delivery_out,
@@ -51,7 +52,6 @@ _SUBSCRIPTION_FILTER = Query(
 
 @router.post(
     "",
-    status_code=201,
     response_model=CreatedAlertSubscription,
     responses=WRITE_ERRORS,
     summary="Subscribe a URL to the agent's events (the agent's owner, with its credential)",
@@ -102,21 +102,20 @@ async def list_subscriptions(
 
 @router.delete(
     "/{subscription_id}",
-    status_code=204,
-    response_class=Response,
+    response_model=AlertSubscriptionRemoved,
     responses=WRITE_ERRORS,
     summary="Remove a subscription and its deliveries not yet made (the agent's owner)",
 )
 async def delete_subscription(
     agent_id: AgentIdPath, subscription_id: SubscriptionIdPath, alerts: Alerts, caller_hash: CallerHash
-) -> Response:
+) -> AlertSubscriptionRemoved:
     require_owner(agent_id, caller_hash)
     await alerts.DeleteAlertSubscription(
         pb.DeleteAlertSubscriptionRequest(
             agent_id=agent_id, agent_hash=caller_hash, subscription_id=subscription_id
         )
     )
-    return Response(status_code=204)
+    return AlertSubscriptionRemoved(agent_id=agent_id, subscription_id=subscription_id)
 
 
 @router.get(

@@ -27,7 +27,7 @@ async def test_the_owner_subscribes_lists_and_removes(api: httpx.AsyncClient, st
     assert (await api.post(path, json=body)).status_code == 401
 
     created = await api.post(path, json=body, headers=auth(credential))
-    assert created.status_code == 201, created.text
+    assert created.status_code == 200, created.text
     subscription = created.json()
     assert subscription["secret"].startswith("whsec_") and subscription["url"] == HOOK
     assert subscription["destination"] == "https://hooks.example.com"
@@ -44,7 +44,8 @@ async def test_the_owner_subscribes_lists_and_removes(api: httpx.AsyncClient, st
     assert (await api.delete(one, headers=auth(new_credential()))).status_code == 403
     assert (await api.delete(one)).status_code == 401
     removed = await api.delete(one, headers=auth(credential))
-    assert removed.status_code == 204 and removed.content == b""
+    assert removed.status_code == 200
+    assert removed.json() == {"agent_id": agent_id, "subscription_id": subscription["subscription_id"]}
     gone = await api.delete(one, headers=auth(credential))
     assert gone.status_code == 404 and gone.json()["error"]["reason"] == "SUBSCRIPTION_NOT_FOUND"
     assert (await api.get(path, headers=auth(credential))).json()["items"] == []
