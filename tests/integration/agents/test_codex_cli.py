@@ -136,11 +136,7 @@ async def _usage_rows(through: OpenAIThroughGateway, session: str, *, count: int
 
 def _assert_decisions(traces: list[trace_pb2.ApTrace], exchanges: list[str]) -> None:
     """The first call's shell command is one `execute` decision with Codex's exact arguments; the
-    second call (the answer after the command's output) a plain reply. Until the observer reads
-    the Responses wire format, both calls are recorded as activity instead."""
-    if {t.observation.record_kind for t in traces} == {"activity"}:
-        assert len(traces) == 2
-        return
+    second call (the answer after the command's output) a plain reply."""
     by_exchange = {exchange: [t for t in traces if t.observation.exchange_id == exchange]
                    for exchange in exchanges}
     (command,) = by_exchange[exchanges[0]]
@@ -150,3 +146,4 @@ def _assert_decisions(traces: list[trace_pb2.ApTrace], exchanges: list[str]) -> 
     assert (answer.action.type, answer.action.name) == ("recommend", "respond")
     assert {t.observation.record_kind for t in traces} == {"decision"}
     assert {t.observation.model for t in traces} == {MODEL}
+    assert {t.observation.provider for t in traces} == {"openai"}
