@@ -107,6 +107,18 @@ async def test_the_typescript_sdk_gets_through_the_gateway_what_it_gets_directly
         direct["responsesStream"]["final"]["usage"]["output_tokens"],
     ]
     assert len({row.agent_id for row in rows}) == 1
+    # Each call is one decision: the tool call the SDK returned, with its exact arguments; the
+    # Responses ones reasoned (the summary is all the API gives of it).
+    traces = await openai_gateway.stack.traces_by_exchange([row.exchange_id for row in rows])
+    expected = [("get_weather", call["function"]["arguments"], "none")] * 2 + [
+        ("shell", direct["responses"]["output"][1]["arguments"], "reasoning_summary")] * 2
+    for row, (name, arguments, reasoning) in zip(rows, expected, strict=True):
+        (trace,) = traces[row.exchange_id]
+        assert (trace.observation.record_kind, trace.action.type, trace.action.name) == (
+            "decision", "execute", name)
+        assert json.loads(trace.action.parameters_json) == json.loads(arguments)
+        assert trace.observation.reasoning.source == reasoning
+        assert trace.observation.provider == "openai"
 
 
 async def _usage_rows(through: OpenAIThroughGateway, *, count: int) -> list[Any]:
