@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -20,18 +20,20 @@ import grpc
 from smoltbot.api.errors import BackendError
 from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.tls import TlsConfig
-from smoltbot.v1 import observer_service_pb2_grpc, registry_service_pb2_grpc
+from smoltbot.v1 import alert_service_pb2_grpc, observer_service_pb2_grpc, registry_service_pb2_grpc
 
 if TYPE_CHECKING:
     # The stubs' grpc.aio flavour exists for type checkers only (mypy-protobuf); at run time the
     # one stub class serves both kinds of channel.
+    from smoltbot.v1.alert_service_pb2_grpc import AlertServiceAsyncStub as AlertStub
     from smoltbot.v1.observer_service_pb2_grpc import ObserverServiceAsyncStub as ObserverStub
     from smoltbot.v1.registry_service_pb2_grpc import RegistryServiceAsyncStub as RegistryStub
 else:
+    from smoltbot.v1.alert_service_pb2_grpc import AlertServiceStub as AlertStub
     from smoltbot.v1.observer_service_pb2_grpc import ObserverServiceStub as ObserverStub
     from smoltbot.v1.registry_service_pb2_grpc import RegistryServiceStub as RegistryStub
 
-__all__ = ["BackendCalls", "Backends", "ObserverStub", "RegistryStub"]
+__all__ = ["AlertStub", "BackendCalls", "Backends", "ObserverStub", "RegistryStub"]
 
 
 class BackendCalls(grpc.aio.UnaryUnaryClientInterceptor):
@@ -67,6 +69,11 @@ class Backends:
     observer: ObserverStub
     registry_channel: grpc.aio.Channel
     observer_channel: grpc.aio.Channel
+    #: The Observer process also serves AlertService (webhooks), on the same channel.
+    alerts: AlertStub = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.alerts = alert_service_pb2_grpc.AlertServiceStub(self.observer_channel)
 
     @classmethod
     def open(cls, registry_address: str, observer_address: str, tls: TlsConfig, timeout: float) -> Backends:

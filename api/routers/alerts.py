@@ -3,7 +3,7 @@ deliveries (docs/alerts.md)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query
 
@@ -16,17 +16,11 @@ from smoltbot.api.alert_schemas import (
     delivery_out,
     subscription_out,
 )
-from smoltbot.api.backends import Backends
+from smoltbot.api.backends import AlertStub, Backends
 from smoltbot.api.dependencies import AgentIdPath, CallerHash, Cursor, Limit, get_backends, require_owner
 from smoltbot.api.errors import READ_ERRORS, WRITE_ERRORS
 from smoltbot.api.strict_json import StrictJsonRoute
 from smoltbot.v1 import alert_service_pb2 as pb
-from smoltbot.v1 import alert_service_pb2_grpc
-
-if TYPE_CHECKING:
-    from smoltbot.v1.alert_service_pb2_grpc import AlertServiceAsyncStub as AlertStub
-else:
-    from smoltbot.v1.alert_service_pb2_grpc import AlertServiceStub as AlertStub
 
 __all__ = ["router"]
 
@@ -37,7 +31,7 @@ router = APIRouter(
 
 def get_alerts(backends: Annotated[Backends, Depends(get_backends)]) -> AlertStub:
     """The Observer's AlertService, on the Observer's channel (and its interceptor)."""
-    return alert_service_pb2_grpc.AlertServiceStub(backends.observer_channel)
+    return backends.alerts
 
 
 Alerts = Annotated[AlertStub, Depends(get_alerts)]

@@ -12,14 +12,15 @@ import asyncio
 import json
 import logging
 from collections.abc import Awaitable
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import grpc
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
-from smoltbot.api.backends import ObserverStub, RegistryStub
+from smoltbot.api.alert_schemas import delivery_out, subscription_out
+from smoltbot.api.backends import AlertStub, Backends, ObserverStub, RegistryStub
 from smoltbot.api.convert import (
     agent_summary,
     agent_usage_out,
@@ -31,12 +32,20 @@ from smoltbot.api.convert import (
     trace_out,
 )
 from smoltbot.api.dashboard_views import session_view, trace_view
-from smoltbot.api.dependencies import AgentIdPath, Cursor, Observer, Registry, SessionIdPath, TraceIdPath
+from smoltbot.api.dependencies import (
+    AgentIdPath,
+    Cursor,
+    Observer,
+    Registry,
+    SessionIdPath,
+    TraceIdPath,
+    get_backends,
+)
 from smoltbot.api.errors import BackendError
 from smoltbot.api.reads import list_trace_page, trace_count
 from smoltbot.api.schemas import Agent, AgentSummary, Card, DriftAlert, Integrity, Session, Trace, UsageGroup
 from smoltbot.core.errors import NotFound
-from smoltbot.v1 import observer_service_pb2, registry_service_pb2
+from smoltbot.v1 import alert_service_pb2, observer_service_pb2, registry_service_pb2
 
 __all__ = ["router"]
 
@@ -80,8 +89,20 @@ async def _agent_or_404(registry: RegistryStub, observer: ObserverStub, agent_id
     return Agent(**agent_summary(response.agent).model_dump(), trace_count=count or 0)
 
 
+async def _webhooks(alerts: AlertStub, agent_id: str) -> dict[str, Any]:
+    """The agent's webhooks as anyone may see them: each subscription's destination host (never
+    its URL, which may hold a token) and events, and the recent deliveries."""
+    subscriptions, deliveries = await asyncio.gather(
+        alerts.ListAlertSubscriptions(
+            alert_service_pb2.ListAlertSubscriptionsRequest(agent_id=agent_id, page_size=20)),
+        alerts.ListAlertDeliveries(
+            alert_service_pb2.ListAlertDeliveriesRequest(agent_id=agent_id, page_size=10)))
+    return {"subscriptions": [subscription_out(item) for item in subscriptions.subscriptions],
+            "deliveries": [delivery_out(item) for item in deliveries.deliveries]}
+
+
 async def _agent_sections(registry: RegistryStub, observer: ObserverStub, agent_id: str,
-                          cursor: str | None = None) -> dict[str, Any]:
+                          cursor: str | None = None, webhook_stub: AlertStub | None = None) -> dict[str, Any]:
     async def integrity() -> Integrity:
         response = await observer.GetIntegrity(observer_service_pb2.GetIntegrityRequest(agent_id=agent_id))
         return integrity_out(response.integrity)
@@ -107,6 +128,8 @@ async def _agent_sections(registry: RegistryStub, observer: ObserverStub, agent_
 
     # gather() is typed for at most six awaitables: the seventh runs beside it as a task.
     usage_task = asyncio.ensure_future(_optional(session_usage()))
+    webhooks_task = (asyncio.ensure_future(_optional(_webhooks(webhook_stub, agent_id)))
+                     if webhook_stub is not None else None)
     try:
         agent, score, traces, alerts, recent_sessions, active_card = await asyncio.gather(
             _agent_or_404(registry, observer, agent_id),
@@ -118,8 +141,11 @@ async def _agent_sections(registry: RegistryStub, observer: ObserverStub, agent_
         )
     except BaseException:
         usage_task.cancel()  # the agent is unknown (404) or a backend failed: nothing to wait for
+        if webhooks_task is not None:
+            webhooks_task.cancel()
         raise
     usage_by_session = await usage_task
+    webhooks = await webhooks_task if webhooks_task is not None else None
     return {
         "agent": agent,
         "integrity": score,
@@ -132,6 +158,7 @@ async def _agent_sections(registry: RegistryStub, observer: ObserverStub, agent_
         "sessions": recent_sessions,
         "card": active_card,
         "session_usage": usage_by_session or {},
+        "webhooks": webhooks,
     }
 
 
@@ -160,18 +187,19 @@ async def index(request: Request, registry: Registry, observer: Observer,
 
 @router.get("/agents/{agent_id}")
 async def agent_page(request: Request, agent_id: AgentIdPath, registry: Registry,
-                     observer: Observer, cursor: Cursor = None) -> HTMLResponse:
+                     observer: Observer, backends: Annotated[Backends, Depends(get_backends)],
+                     cursor: Cursor = None) -> HTMLResponse:
     """The agent; with `cursor`, an older page of its traces (not refreshed live)."""
-    context = await _agent_sections(registry, observer, agent_id, cursor)
+    context = await _agent_sections(registry, observer, agent_id, cursor, backends.alerts)
     templates: Jinja2Templates = request.app.state.templates
     return templates.TemplateResponse(request, "agent.html", {"title": agent_id, **context})
 
 
 @router.get("/agents/{agent_id}/live")
-async def agent_live(request: Request, agent_id: AgentIdPath, registry: Registry,
-                     observer: Observer) -> HTMLResponse:
+async def agent_live(request: Request, agent_id: AgentIdPath, registry: Registry, observer: Observer,
+                     backends: Annotated[Backends, Depends(get_backends)]) -> HTMLResponse:
     """The live sections of the agent page, for the page's script to swap in."""
-    context = await _agent_sections(registry, observer, agent_id)
+    context = await _agent_sections(registry, observer, agent_id, webhook_stub=backends.alerts)
     templates: Jinja2Templates = request.app.state.templates
     return templates.TemplateResponse(request, "_agent_live.html", context)
 

@@ -4,9 +4,21 @@ private destinations are 400s saying what to fix; deliveries are listed publicly
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, timedelta
+
 import httpx
 
-from tests.integration.api.helpers import Stack, auth, new_credential
+from tests.integration.api.helpers import (
+    Stack,
+    anthropic_response,
+    auth,
+    ingest,
+    make_exchange,
+    new_credential,
+)
+from tests.integration.api.test_api_drift_acknowledge import FORBID_DELETE
+from tests.support.waiting import wait_until
 
 HOOK = "https://hooks.example.com/services/T000/B000/secret-token"
 
@@ -79,3 +91,41 @@ async def test_bad_subscriptions_say_what_to_fix(api: httpx.AsyncClient, stack: 
         {"url": HOOK, "events": ["drift"], "x": 1},
     ):
         assert (await api.post(path, json=body, headers=auth(credential))).status_code == 422, body
+
+
+async def test_the_agent_page_shows_webhooks_without_their_urls_and_recent_deliveries(
+    api: httpx.AsyncClient, stack: Stack
+) -> None:
+    credential, agent_id = await _agent(api)
+    assert (
+        await api.put(f"/v1/agents/{agent_id}/card", json=FORBID_DELETE, headers=auth(credential))
+    ).is_success
+    empty = await api.get(f"/agents/{agent_id}")
+    assert 'id="webhooks"' in empty.text and "smoltbot alerts add" in empty.text
+    created = await api.post(
+        f"/v1/agents/{agent_id}/alerts", json={"url": HOOK, "events": ["violation"]}, headers=auth(credential)
+    )
+    assert created.status_code == 200, created.text
+    start = datetime.now(UTC) + timedelta(seconds=5)
+    await ingest(
+        stack,
+        make_exchange(
+            stack,
+            credential,
+            anthropic_response(tool=("delete_file", {"path": "/x"})),
+            agent_id=agent_id,
+            at=start,
+        ),
+    )
+
+    async def delivery_shown() -> str | None:
+        page = (await api.get(f"/agents/{agent_id}/live")).text
+        return page if 'data-testid="delivery"' in page else None
+
+    page = await wait_until(delivery_shown, timeout=20, what="a delivery on the agent page")
+    assert 'data-testid="webhook"' in page and "https://hooks.example.com" in page
+    assert "secret-token" not in page and "/services/" not in page  # the URL's path holds a token
+    assert "delete_file broke its card" in page
+    deliveries = (await api.get(f"/v1/agents/{agent_id}/alerts/deliveries")).json()["items"]
+    assert [d["event"] for d in deliveries] == ["violation"]
+    assert "secret-token" not in json.dumps(deliveries)
