@@ -7,7 +7,8 @@ Actions: `functionCall` parts (`args`, an object, sent whole: never cut inside),
 Reasoning: thought parts (`thought: true`), which Google documents as thought *summaries*,
 not the thinking itself: the trace says so (`summary_only`). Without
 `thinkingConfig.includeThoughts` a thinking model returns none, only `thoughtsTokenCount` (said
-in `missing`); a `thoughtSignature` is recorded as a signature. The reply text is never read
+in `missing`); a `thoughtSignature` anywhere in the turn (it rides on the first functionCall or
+the last text part) is recorded as the signature of its thoughts. The reply text is never read
 for reasoning. The model is the response's `modelVersion`, else the one named in the path.
 A prompt blocked before any candidate (`promptFeedback.blockReason`) is a failure of the call.
 """
@@ -15,7 +16,7 @@ A prompt blocked before any candidate (`promptFeedback.blockReason`) is a failur
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from smoltbot.core.usage import API_GEMINI
@@ -96,11 +97,13 @@ class GenerateContentFormat:
             parts = []
         texts: list[str] = []
         unknown: dict[str, int] = {}
+        signed_turn = False
         for index, part in enumerate(parts):
             if not isinstance(part, dict):
                 unknown["(not an object)"] = unknown.get("(not an object)", 0) + 1
                 continue
             signed = bool(part.get("thoughtSignature"))
+            signed_turn = signed_turn or signed
             call = part.get("functionCall")
             code = part.get("executableCode")
             if isinstance(call, dict):
@@ -120,7 +123,7 @@ class GenerateContentFormat:
             elif isinstance(part.get("text"), str):
                 if part.get("thought") is True:
                     ex.reasoning.append(ReasoningSegment("thought_summary", part["text"].strip(), index,
-                                                         signature_present=signed, summary=True))
+                                                         summary=True))
                 elif part["text"].strip():
                     texts.append(part["text"].strip())
             elif not any(key in part for key in _PASSIVE_PARTS) and "thoughtSignature" not in part:
@@ -128,6 +131,10 @@ class GenerateContentFormat:
                 unknown[label] = unknown.get(label, 0) + 1
         for label, count in unknown.items():
             ex.missing.append(f"unknown part '{label}' ({count}x) not read")
+        if signed_turn:
+            # The signature of the turn's thinking rides on a later part (the first functionCall,
+            # or the last text), not on the thought parts: it signs the thoughts all the same.
+            ex.reasoning = [replace(s, signature_present=True) for s in ex.reasoning]
         ex.final_text = "\n\n".join(texts)
         thoughts = _tokens(data.get("usageMetadata"), "thoughtsTokenCount")
         if thoughts and not any(s.text for s in ex.reasoning):
