@@ -84,6 +84,18 @@ class Settings(BaseSettings):
         "(the client still gets every byte), and every gRPC service's message limit is derived from it, "
         "so no record exceeds what the transport carries.",
     )
+    enforce_fail_policy: Literal["allow", "block"] = Field(
+        default="allow",
+        description="What the gateway does with a call under enforcement when it cannot read the agent's "
+        "card and has never read one (else the last card's extensions.smoltbot.enforcement.fail_policy "
+        "decides): allow lets the call through unenforced, block stops its tool calls. Logged and "
+        "counted either way (docs/enforce.md).",
+    )
+    enforce_card_timeout: float = Field(
+        default=0.5, gt=0,
+        description="Seconds the gateway waits for the Registry to answer for an agent's card it has "
+        "not cached (once per agent while the card watch is live; per call while it is down).",
+    )
 
     # Observer
     analyzer: Literal["local", "anthropic"] = Field(default="local", description="Decision analyzer.")

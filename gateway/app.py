@@ -33,6 +33,7 @@ from smoltbot.v1 import exchange_pb2, observer_service_pb2
 
 from .capture import Capture, CaptureLimits, capture_executor, minimal_exchange
 from .dead_letter import DeadLetters
+from .enforce import CardCache, EnforcementMetrics, Enforcer
 from .identity_cache import IdentityCache
 from .metrics import METRICS_CONTENT_TYPE, GatewayMetrics
 from .providers import SPECS, GatewayError
@@ -83,6 +84,10 @@ class Gateway:
         self.identity = IdentityCache(registry_address, session_idle_minutes=settings.session_idle_minutes,
                                       tls=tls)
         self.metrics.track_spool(lambda: self.spool.depth, lambda: self.spool.size_bytes)
+        self.enforcer = Enforcer(
+            CardCache(registry_address, tls=tls, lookup_timeout=settings.enforce_card_timeout,
+                      fail_policy=settings.enforce_fail_policy),
+            EnforcementMetrics(self.metrics.registry))
         self.proxy = Proxy(
             upstreams={name: getattr(settings, spec.upstream_setting) for name, spec in SPECS.items()},
             session_factory=self._client_session,
@@ -93,6 +98,7 @@ class Gateway:
             metrics=self.metrics,
             # Bodies and headers are cut so that a record fits the one limit the transport is built on.
             capture_limits=CaptureLimits.for_record(settings.max_exchange_bytes),
+            enforcer=self.enforcer,
         )
 
     @property
@@ -203,6 +209,7 @@ class Gateway:
         self.dead_letters.open()
         self.shipper.start()
         self.identity.start()
+        self.enforcer.start()
         upstreams = ", ".join(f"{spec.prefix} -> {getattr(self.settings, spec.upstream_setting)}"
                               for spec in SPECS.values())
         logger.info("gateway %s up: %s; %d spooled exchanges to replay", self.version, upstreams, replayed)
@@ -210,6 +217,7 @@ class Gateway:
     async def cleanup(self, _app: web.Application) -> None:
         await self.proxy.close()
         await self.identity.close()
+        await self.enforcer.close()
         await self.drain_captures()
         await self.shipper.stop()
 

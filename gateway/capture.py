@@ -164,6 +164,7 @@ class Capture:
         "credential",
         "detail",
         "ended_ns",
+        "enforcement",
         "exchange_id",
         "first_byte_ns",
         "limits",
@@ -210,6 +211,8 @@ class Capture:
         self.ended_ns = 0
         self.outcome = ExchangeOutcome.COMPLETE
         self.detail = ""
+        #: What enforcement did on this call (gateway/enforce), or None when it was not asked.
+        self.enforcement: exchange_pb2.Enforcement | None = None
         self._response: _ResponseBody | None = None
         self._batch: list[bytes] = []
         self._batch_bytes = 0
@@ -328,6 +331,7 @@ class Capture:
             outcome_detail=proto_text(scrub.text(detail)),
             gateway_id=gateway_id,
             provider=self.provider,
+            enforcement=self.enforcement,
         )
         timings = exchange.timings
         _stamp(timings.started_at, self.started_ns)
@@ -468,6 +472,8 @@ def minimal_exchange(capture: Capture | exchange_pb2.Exchange, gateway_id: str,
         exchange.response.status = full.response.status
         exchange.response.streamed = full.response.streamed
         exchange.timings.CopyFrom(full.timings)
+        if full.HasField("enforcement"):
+            exchange.enforcement.CopyFrom(full.enforcement)
         return exchange
     try:
         scrub = Scrubber(capture.credential)
@@ -486,6 +492,8 @@ def minimal_exchange(capture: Capture | exchange_pb2.Exchange, gateway_id: str,
     exchange.request.path = proto_text(scrub.text(_capped_text(capture.path, 4096))) if scrub else ""
     exchange.response.status = capture.status
     exchange.response.streamed = capture.streamed
+    if capture.enforcement is not None:
+        exchange.enforcement.CopyFrom(capture.enforcement)
     _stamp(exchange.timings.started_at, capture.started_ns)
     _stamp(exchange.timings.first_byte_at, capture.first_byte_ns)
     _stamp(exchange.timings.ended_at, capture.ended_ns)

@@ -44,6 +44,7 @@ from .scrub import Scrubber
 from .targets import refusal
 
 if TYPE_CHECKING:
+    from .enforce import Enforcer, ResponseFilter
     from .identity_cache import IdentityCache
     from .metrics import GatewayMetrics
 
@@ -102,7 +103,7 @@ class Proxy:
     def __init__(self, *, upstreams: dict[str, str], session_factory: Callable[[], aiohttp.ClientSession],
                  secret: bytes, max_request_bytes: int, identity: IdentityCache,
                  submit: Callable[[Capture], None], metrics: GatewayMetrics,
-                 capture_limits: CaptureLimits) -> None:
+                 capture_limits: CaptureLimits, enforcer: Enforcer | None = None) -> None:
         #: provider name -> its upstream URL (no trailing slash).
         self._upstreams = {name: url.rstrip("/") for name, url in upstreams.items()}
         self._session_factory = session_factory
@@ -113,6 +114,8 @@ class Proxy:
         self._submit = submit
         self._metrics = metrics
         self.capture_limits = capture_limits
+        #: The card's enforce and nudge modes (gateway/enforce); None: every answer as it came.
+        self._enforcer = enforcer
 
     async def close(self) -> None:
         if self._session is not None:
@@ -157,6 +160,8 @@ class Proxy:
         identity = self._identity.warm(hashed, hint)
         if identity is not None:
             capture.agent_id, capture.session_id = identity
+            if self._enforcer is not None:
+                body = self._enforcer.note_request(capture, body, headers)
         forward = CIMultiDict(_forwardable(headers.items(), headers.get("connection")))
         session = self._session
         if session is None:
@@ -210,14 +215,22 @@ class Proxy:
         # A stream for capture: server-sent events, or a provider's JSON stream (Gemini's array).
         streamed = sse or (status < 300 and spec.streams_as_json(path, query))
         size = upstream.content_length
+        # The answer's one filter (enforcement), chosen per call: None relays it as it came.
+        answer_filter = None
+        if self._enforcer is not None:
+            answer_filter = await self._enforcer.response_filter(capture, status, upstream.headers,
+                                                                 out_headers)
         if not streamed and (
             (size is not None and size <= _BUFFER_LIMIT) or request.method == "HEAD" or status in (204, 304)
         ):
-            return await self._relay_whole(request, upstream, capture, out_headers, outcome, t0)
-        return await self._relay_stream(request, upstream, capture, out_headers, outcome, t0, streamed)
+            return await self._relay_whole(request, upstream, capture, out_headers, outcome, t0,
+                                           answer_filter)
+        return await self._relay_stream(request, upstream, capture, out_headers, outcome, t0, streamed,
+                                        answer_filter)
 
     async def _relay_whole(self, request: web.Request, upstream: aiohttp.ClientResponse, capture: Capture,
-                           out_headers: CIMultiDict[str], outcome: Outcome, t0: float) -> web.StreamResponse:
+                           out_headers: CIMultiDict[str], outcome: Outcome, t0: float,
+                           answer_filter: ResponseFilter | None = None) -> web.StreamResponse:
         try:
             data = await upstream.read()
         except asyncio.CancelledError:
@@ -233,6 +246,8 @@ class Proxy:
         finally:
             upstream.release()
         capture.add_chunk(data)
+        if answer_filter is not None:
+            data = answer_filter.whole(data)
         if request.method == "HEAD":
             response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out_headers)
             if upstream.content_length is not None:
@@ -254,10 +269,11 @@ class Proxy:
 
     async def _relay_stream(self, request: web.Request, upstream: aiohttp.ClientResponse, capture: Capture,
                             out_headers: CIMultiDict[str], outcome: Outcome, t0: float,
-                            streamed: bool) -> web.StreamResponse:
+                            streamed: bool,
+                            answer_filter: ResponseFilter | None = None) -> web.StreamResponse:
         capture.streamed = streamed
         response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out_headers)
-        if upstream.content_length is not None:
+        if upstream.content_length is not None and answer_filter is None:
             response.content_length = upstream.content_length
         metrics = self._metrics
         metrics.active_streams.inc()
@@ -271,8 +287,13 @@ class Proxy:
                     break
                 except (TimeoutError, aiohttp.ClientError) as error:
                     return self._upstream_dropped(request, upstream, capture, response, error, t0)
-                await response.write(chunk)
+                if answer_filter is None:
+                    await response.write(chunk)
+                elif out := answer_filter.feed(chunk):
+                    await response.write(out)
                 capture.add_chunk(chunk)
+            if answer_filter is not None and (out := answer_filter.end()):
+                await response.write(out)
             await response.write_eof()
         except (asyncio.CancelledError, ConnectionError) as error:
             upstream.close()

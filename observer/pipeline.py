@@ -22,6 +22,7 @@ from google.protobuf.message import DecodeError
 from smoltbot.core.outcomes import ExchangeOutcome
 from smoltbot.core.protoconv import from_timestamp
 from smoltbot.observer.accounting import ExchangeFacts, facts_of
+from smoltbot.observer.enforcement import annotate_enforcement
 from smoltbot.observer.extraction import Extraction, extract
 from smoltbot.observer.trace_builder import build_traces
 from smoltbot.v1 import exchange_pb2
@@ -266,7 +267,7 @@ def extraction_of(exchange: exchange_pb2.Exchange, missing: tuple[str, ...] = ()
 
 def traces_of(job: Job, exchange: exchange_pb2.Exchange, extraction: Extraction, analyses: list[Any] | None,
               analyzer: str, fallback_reason: str = "") -> list[dict[str, Any]]:
-    return build_traces(
+    traces = build_traces(
         exchange_id=job.exchange_id, agent_id=job.agent_id, session_id=job.session_id, card=job.card,
         extraction=extraction, analyses=analyses, exchange_started_at=time_of(exchange.timings, "started_at"),
         exchange_ended_at=time_of(exchange.timings, "ended_at"), observed_at=job.observed_at,
@@ -275,6 +276,8 @@ def traces_of(job: Job, exchange: exchange_pb2.Exchange, extraction: Extraction,
         outcome_detail=exchange.outcome_detail, http_status=exchange.response.status,
         environment=environment_of(exchange),
     )
+    annotate_enforcement(traces, exchange)
+    return traces
 
 
 def dumps(trace: dict[str, Any]) -> str:

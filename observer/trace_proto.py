@@ -195,6 +195,13 @@ def _observation(data: dict[str, Any]) -> trace_pb2.TraceObservation:
     return observation
 
 
+_ENFORCEMENT_FIELDS = ("mode", "verdict", "action", "reason", "card_id")
+
+
+def _enforcement(data: dict[str, Any]) -> trace_pb2.TraceEnforcement:
+    return trace_pb2.TraceEnforcement(**{name: str(data[name]) for name in _ENFORCEMENT_FIELDS if name in data})
+
+
 def _convert(trace: dict[str, Any]) -> trace_pb2.ApTrace:
     message = trace_pb2.ApTrace(trace_id=trace.get("trace_id", ""), agent_id=trace.get("agent_id", ""),
                                 card_id=trace.get("card_id", ""), timestamp=_stamp(trace.get("timestamp")))
@@ -205,6 +212,7 @@ def _convert(trace: dict[str, Any]) -> trace_pb2.ApTrace:
         ("context", _context),
         ("verification", _verification),
         ("observation", _observation),
+        ("enforcement", _enforcement),
     ):
         part = trace.get(name)
         if part is not None:

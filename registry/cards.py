@@ -5,12 +5,18 @@ and normalises a card (`normalize_card`: unified or legacy AAP shape in, unified
 it as the next version with a fresh card_id, and makes it the active one in the same
 transaction; older versions stay readable. A partial unique index makes "two active cards"
 impossible even for a buggy writer.
+
+`CardFeed` hands every version stored from now on to the watchers of this process (WatchCards,
+which the gateway's enforcement cache follows): in-process, so with several Registry replicas a
+watcher sees the cards stored through its own replica only (docs/enforce.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,12 +32,60 @@ from smoltbot.core.storage import Database, utcnow
 from smoltbot.registry import store
 from smoltbot.registry.store import Card
 
-__all__ = ["MAX_CARD_JSON_BYTES", "CardInForce", "Cards"]
+__all__ = ["MAX_CARD_JSON_BYTES", "MAX_WATCHED_AGENTS", "CardFeed", "CardInForce", "Cards"]
 
 logger = logging.getLogger(__name__)
 
 MAX_CARD_JSON_BYTES = 1024 * 1024
+#: Agents one watch may name (WatchCardsRequest.agent_ids).
+MAX_WATCHED_AGENTS = 1000
+#: Cards a watcher may fall behind by before its watch ends (it reconnects and reads again).
+_WATCH_BACKLOG = 1024
 _cards = store.alignment_cards
+
+
+class _FellBehind(Exception):
+    pass
+
+
+class CardFeed:
+    """Cards as they are stored, to every watcher in this process."""
+
+    def __init__(self) -> None:
+        self._watchers: set[asyncio.Queue[Card | None]] = set()
+
+    @property
+    def watchers(self) -> int:
+        return len(self._watchers)
+
+    def publish(self, card: Card) -> None:
+        for queue in list(self._watchers):
+            try:
+                queue.put_nowait(card)
+            except asyncio.QueueFull:
+                # A watcher this far behind is ended rather than allowed to hold memory; it
+                # reconnects and reads its cards again, so it misses nothing.
+                self._watchers.discard(queue)
+                queue.get_nowait()
+                queue.put_nowait(None)
+
+    async def watch(self, agent_ids: Collection[str] = ()) -> AsyncIterator[Card | None]:
+        """None first (the watch is live), then each card stored (of `agent_ids`, if given)."""
+        wanted = frozenset(agent_ids)
+        queue: asyncio.Queue[Card | None] = asyncio.Queue(_WATCH_BACKLOG)
+        self._watchers.add(queue)
+        try:
+            yield None
+            while True:
+                card = await queue.get()
+                if card is None:
+                    raise _FellBehind
+                if not wanted or card.agent_id in wanted:
+                    yield card
+        except _FellBehind:
+            logger.warning("a card watcher fell %d cards behind; its watch ends", _WATCH_BACKLOG)
+        finally:
+            self._watchers.discard(queue)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +101,16 @@ class Cards:
     def __init__(self, db: Database, *, public_api_url: str) -> None:
         self._db = db
         self._public_api_url = public_api_url.rstrip("/")
+        self.feed = CardFeed()
+
+    def watch(self, agent_ids: Collection[str]) -> AsyncIterator[Card | None]:
+        """`CardFeed.watch` for these agents (validated; empty: every agent)."""
+        if len(agent_ids) > MAX_WATCHED_AGENTS:
+            raise InvalidArgument("agent_ids", f"names {len(agent_ids)} agents; at most {MAX_WATCHED_AGENTS}",
+                                  reason="LIMIT_EXCEEDED")
+        for agent_id in agent_ids:
+            validate_agent_id(agent_id, "agent_ids")
+        return self.feed.watch(agent_ids)
 
     async def insert_default(self, conn: AsyncConnection, agent_id: str, now: datetime) -> Card:
         """Stores version 1, the default card, inside the transaction creating the agent."""
@@ -121,6 +185,7 @@ class Cards:
                 sa.select(sa.func.max(_cards.c.version)).where(_cards.c.agent_id == agent_id)
             )).scalar_one_or_none()
             stored = await _store_version(conn, agent_id, normalized, version=(latest or 0) + 1, now=now)
+        self.feed.publish(stored)
         logger.info("agent %s: card %s is version %d", agent_id, stored.card_id, stored.version)
         return stored
 

@@ -5,9 +5,11 @@ Errors are the domain's `core.errors` exceptions, turned into rich statuses by `
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+
 import grpc
 
-from smoltbot.core.errors import InvalidArgument
+from smoltbot.core.errors import InvalidArgument, SmoltbotError, grpc_status_for
 from smoltbot.core.grpc_server import grpc_errors
 from smoltbot.core.protoconv import card_from_dict, card_to_dict, from_timestamp, to_timestamp
 from smoltbot.registry.agents import Agents
@@ -141,6 +143,20 @@ class RegistryServicer(registry_service_pb2_grpc.RegistryServiceServicer):
             request.agent_id, request.page_size, request.page_token)
         return pb.ListCardsResponse(cards=[card_to_proto(card) for card in cards],
                                     active_card_id=active_card_id, next_page_token=token)
+
+    async def WatchCards(self, request: pb.WatchCardsRequest,
+                         context: grpc.aio.ServicerContext) -> AsyncIterator[pb.WatchCardsResponse]:
+        # A stream: `grpc_errors` wraps coroutines, so the one domain error (the request) is mapped here.
+        try:
+            cards = self._cards.watch(list(request.agent_ids))
+        except SmoltbotError as error:
+            await context.abort_with_status(grpc_status_for(error))
+        async for card in cards:
+            if card is None:
+                yield pb.WatchCardsResponse()
+            else:
+                yield pb.WatchCardsResponse(card=card_to_proto(card), agent_id=card.agent_id,
+                                            version=card.version, stored_at=to_timestamp(card.created_at))
 
 
 def agent_to_proto(agent: Agent) -> agent_pb2.Agent:

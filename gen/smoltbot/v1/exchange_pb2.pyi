@@ -297,6 +297,7 @@ class Exchange(_message.Message):
     GATEWAY_ID_FIELD_NUMBER: _builtins.int
     CAPTURE_FAILURE_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
+    ENFORCEMENT_FIELD_NUMBER: _builtins.int
     exchange_id: _builtins.str
     """128 random bits, hex. The idempotency key all the way to the traces."""
     agent_hash: _builtins.str
@@ -327,6 +328,12 @@ class Exchange(_message.Message):
     def response(self) -> Global___CapturedResponse: ...
     @_builtins.property
     def timings(self) -> Global___ExchangeTimings: ...
+    @_builtins.property
+    def enforcement(self) -> Global___Enforcement:
+        """What the gateway did about the card's enforcement on this call (docs/enforce.md). Unset
+        from gateways older than this field.
+        """
+
     def __init__(
         self,
         *,
@@ -343,11 +350,92 @@ class Exchange(_message.Message):
         gateway_id: _builtins.str = ...,
         capture_failure: _builtins.str = ...,
         provider: _builtins.str = ...,
+        enforcement: Global___Enforcement | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request", "response", b"response", "timings", b"timings"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["enforcement", b"enforcement", "request", b"request", "response", b"response", "timings", b"timings"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_hash", b"agent_hash", "agent_id", b"agent_id", "capture_failure", b"capture_failure", "exchange_id", b"exchange_id", "gateway_id", b"gateway_id", "outcome", b"outcome", "outcome_detail", b"outcome_detail", "provider", b"provider", "request", b"request", "response", b"response", "session_hint", b"session_hint", "session_id", b"session_id", "timings", b"timings"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_hash", b"agent_hash", "agent_id", b"agent_id", "capture_failure", b"capture_failure", "enforcement", b"enforcement", "exchange_id", b"exchange_id", "gateway_id", b"gateway_id", "outcome", b"outcome", "outcome_detail", b"outcome_detail", "provider", b"provider", "request", b"request", "response", b"response", "session_hint", b"session_hint", "session_id", b"session_id", "timings", b"timings"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Exchange: _TypeAlias = Exchange  # noqa: Y015
+
+@_typing.final
+class Enforcement(_message.Message):
+    """The card's mode for the call and, for each client tool call of the answer, the card's verdict
+    and what the gateway did with it.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    CARD_ID_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    NOT_ENFORCED_REASON_FIELD_NUMBER: _builtins.int
+    NUDGE_NOTE_FIELD_NUMBER: _builtins.int
+    mode: _builtins.str
+    """off | observe | nudge | enforce; "unknown" when the card could not be read."""
+    card_id: _builtins.str
+    """The card the calls were checked against; empty when none was read."""
+    not_enforced_reason: _builtins.str
+    """Why the calls were not enforced (the card could not be read, the answer could not be read),
+    or empty.
+    """
+    nudge_note: _builtins.str
+    """The nudge note the gateway added to this call's request (nudge mode), or empty."""
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___EnforcedToolCall]: ...
+    def __init__(
+        self,
+        *,
+        mode: _builtins.str = ...,
+        card_id: _builtins.str = ...,
+        tool_calls: _abc.Iterable[Global___EnforcedToolCall] | None = ...,
+        not_enforced_reason: _builtins.str = ...,
+        nudge_note: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["card_id", b"card_id", "mode", b"mode", "not_enforced_reason", b"not_enforced_reason", "nudge_note", b"nudge_note", "tool_calls", b"tool_calls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Enforcement: _TypeAlias = Enforcement  # noqa: Y015
+
+@_typing.final
+class EnforcedToolCall(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOOL_USE_ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    INDEX_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    tool_use_id: _builtins.str
+    name: _builtins.str
+    index: _builtins.int
+    """The content block's index in the answer."""
+    verdict: _builtins.str
+    """allow | deny | escalate."""
+    action: _builtins.str
+    """allowed | blocked | escalated | nudged | not_enforced."""
+    reason: _builtins.str
+    """Which rule of the card decided, and the card's own reason."""
+    def __init__(
+        self,
+        *,
+        tool_use_id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        index: _builtins.int = ...,
+        verdict: _builtins.str = ...,
+        action: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "index", b"index", "name", b"name", "reason", b"reason", "tool_use_id", b"tool_use_id", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EnforcedToolCall: _TypeAlias = EnforcedToolCall  # noqa: Y015

@@ -654,3 +654,58 @@ class ListCardsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListCardsResponse: _TypeAlias = ListCardsResponse  # noqa: Y015
+
+@_typing.final
+class WatchCardsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def agent_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only these agents' cards (at most 1000); empty: every agent's."""
+
+    def __init__(
+        self,
+        *,
+        agent_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_ids", b"agent_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchCardsRequest: _TypeAlias = WatchCardsRequest  # noqa: Y015
+
+@_typing.final
+class WatchCardsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARD_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    VERSION_FIELD_NUMBER: _builtins.int
+    STORED_AT_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    version: _builtins.int
+    """The card's version number for its agent (1 is the default card)."""
+    @_builtins.property
+    def card(self) -> _card_pb2.AlignmentCard:
+        """Unset in the first message (the watch is live); then the card just stored, now active."""
+
+    @_builtins.property
+    def stored_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        card: _card_pb2.AlignmentCard | None = ...,
+        agent_id: _builtins.str = ...,
+        version: _builtins.int = ...,
+        stored_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["card", b"card", "stored_at", b"stored_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "card", b"card", "stored_at", b"stored_at", "version", b"version"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchCardsResponse: _TypeAlias = WatchCardsResponse  # noqa: Y015

@@ -100,6 +100,11 @@ class RegistryServiceStub:
                 request_serializer=smoltbot_dot_v1_dot_registry__service__pb2.ListCardsRequest.SerializeToString,
                 response_deserializer=smoltbot_dot_v1_dot_registry__service__pb2.ListCardsResponse.FromString,
                 _registered_method=True)
+        self.WatchCards = channel.unary_stream(
+                '/smoltbot.v1.RegistryService/WatchCards',
+                request_serializer=smoltbot_dot_v1_dot_registry__service__pb2.WatchCardsRequest.SerializeToString,
+                response_deserializer=smoltbot_dot_v1_dot_registry__service__pb2.WatchCardsResponse.FromString,
+                _registered_method=True)
 
 
 class RegistryServiceServicer:
@@ -193,6 +198,15 @@ class RegistryServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchCards(self, request, context):
+        """Every card stored from now on, as it is stored (the gateway's enforcement cache). The first
+        message carries no card: the watch is live from it on. A watcher that reconnects reads the
+        cards it cached again, since it may have missed versions in between.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RegistryServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -255,6 +269,11 @@ def add_RegistryServiceServicer_to_server(servicer, server):
                     servicer.ListCards,
                     request_deserializer=smoltbot_dot_v1_dot_registry__service__pb2.ListCardsRequest.FromString,
                     response_serializer=smoltbot_dot_v1_dot_registry__service__pb2.ListCardsResponse.SerializeToString,
+            ),
+            'WatchCards': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchCards,
+                    request_deserializer=smoltbot_dot_v1_dot_registry__service__pb2.WatchCardsRequest.FromString,
+                    response_serializer=smoltbot_dot_v1_dot_registry__service__pb2.WatchCardsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -587,6 +606,33 @@ class RegistryService:
             '/smoltbot.v1.RegistryService/ListCards',
             smoltbot_dot_v1_dot_registry__service__pb2.ListCardsRequest.SerializeToString,
             smoltbot_dot_v1_dot_registry__service__pb2.ListCardsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchCards(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/smoltbot.v1.RegistryService/WatchCards',
+            smoltbot_dot_v1_dot_registry__service__pb2.WatchCardsRequest.SerializeToString,
+            smoltbot_dot_v1_dot_registry__service__pb2.WatchCardsResponse.FromString,
             options,
             channel_credentials,
             insecure,

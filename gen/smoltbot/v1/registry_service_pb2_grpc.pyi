@@ -64,6 +64,11 @@ class RegistryServiceStub:
     PutCard: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.PutCardRequest, _registry_service_pb2.PutCardResponse]
     """Validates and stores a new card version and makes it the active one."""
     ListCards: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.ListCardsRequest, _registry_service_pb2.ListCardsResponse]
+    WatchCards: _grpc.UnaryStreamMultiCallable[_registry_service_pb2.WatchCardsRequest, _registry_service_pb2.WatchCardsResponse]
+    """Every card stored from now on, as it is stored (the gateway's enforcement cache). The first
+    message carries no card: the watch is live from it on. A watcher that reconnects reads the
+    cards it cached again, since it may have missed versions in between.
+    """
 
 @_typing.type_check_only
 class RegistryServiceAsyncStub(RegistryServiceStub):
@@ -101,6 +106,11 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     PutCard: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.PutCardRequest, _registry_service_pb2.PutCardResponse]  # type: ignore[assignment]
     """Validates and stores a new card version and makes it the active one."""
     ListCards: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.ListCardsRequest, _registry_service_pb2.ListCardsResponse]  # type: ignore[assignment]
+    WatchCards: _aio.UnaryStreamMultiCallable[_registry_service_pb2.WatchCardsRequest, _registry_service_pb2.WatchCardsResponse]  # type: ignore[assignment]
+    """Every card stored from now on, as it is stored (the gateway's enforcement cache). The first
+    message carries no card: the watch is live from it on. A watcher that reconnects reads the
+    cards it cached again, since it may have missed versions in between.
+    """
 
 class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
     """Agents, sessions and alignment cards.
@@ -207,5 +217,16 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_service_pb2.ListCardsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_service_pb2.ListCardsResponse, _abc.Awaitable[_registry_service_pb2.ListCardsResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def WatchCards(
+        self,
+        request: _registry_service_pb2.WatchCardsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_registry_service_pb2.WatchCardsResponse], _abc.AsyncIterator[_registry_service_pb2.WatchCardsResponse]]:
+        """Every card stored from now on, as it is stored (the gateway's enforcement cache). The first
+        message carries no card: the watch is live from it on. A watcher that reconnects reads the
+        cards it cached again, since it may have missed versions in between.
+        """
 
 def add_RegistryServiceServicer_to_server(servicer: RegistryServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

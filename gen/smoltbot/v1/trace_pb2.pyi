@@ -40,6 +40,7 @@ class ApTrace(_message.Message):
     CONTEXT_FIELD_NUMBER: _builtins.int
     VERIFICATION_FIELD_NUMBER: _builtins.int
     OBSERVATION_FIELD_NUMBER: _builtins.int
+    ENFORCEMENT_FIELD_NUMBER: _builtins.int
     trace_id: _builtins.str
     """Derived from exchange id + decision index: re-processing never duplicates."""
     agent_id: _builtins.str
@@ -62,6 +63,12 @@ class ApTrace(_message.Message):
     def observation(self) -> Global___TraceObservation:
         """smoltbot: what was seen of the exchange and how much of it could be read."""
 
+    @_builtins.property
+    def enforcement(self) -> Global___TraceEnforcement:
+        """smoltbot: the gateway's verdict on this decision's tool call and what it did with it
+        (Exchange.enforcement). Unset on records from gateways older than enforcement.
+        """
+
     def __init__(
         self,
         *,
@@ -75,14 +82,49 @@ class ApTrace(_message.Message):
         context: Global___TraceContext | None = ...,
         verification: Global___Verification | None = ...,
         observation: Global___TraceObservation | None = ...,
+        enforcement: Global___TraceEnforcement | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "context", b"context", "decision", b"decision", "escalation", b"escalation", "observation", b"observation", "timestamp", b"timestamp", "verification", b"verification"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "context", b"context", "decision", b"decision", "enforcement", b"enforcement", "escalation", b"escalation", "observation", b"observation", "timestamp", b"timestamp", "verification", b"verification"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "agent_id", b"agent_id", "card_id", b"card_id", "context", b"context", "decision", b"decision", "escalation", b"escalation", "observation", b"observation", "timestamp", b"timestamp", "trace_id", b"trace_id", "verification", b"verification"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "agent_id", b"agent_id", "card_id", b"card_id", "context", b"context", "decision", b"decision", "enforcement", b"enforcement", "escalation", b"escalation", "observation", b"observation", "timestamp", b"timestamp", "trace_id", b"trace_id", "verification", b"verification"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApTrace: _TypeAlias = ApTrace  # noqa: Y015
+
+@_typing.final
+class TraceEnforcement(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    VERDICT_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    CARD_ID_FIELD_NUMBER: _builtins.int
+    mode: _builtins.str
+    """off | observe | nudge | enforce | unknown (the card could not be read)."""
+    verdict: _builtins.str
+    """allow | deny | escalate; empty when the gateway judged no tool call for this decision."""
+    action: _builtins.str
+    """allowed | blocked | escalated | nudged | not_enforced."""
+    reason: _builtins.str
+    card_id: _builtins.str
+    def __init__(
+        self,
+        *,
+        mode: _builtins.str = ...,
+        verdict: _builtins.str = ...,
+        action: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        card_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "card_id", b"card_id", "mode", b"mode", "reason", b"reason", "verdict", b"verdict"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TraceEnforcement: _TypeAlias = TraceEnforcement  # noqa: Y015
 
 @_typing.final
 class ActionTarget(_message.Message):

@@ -12,7 +12,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file smoltbot/v1/exchange.proto.
  */
 export const file_smoltbot_v1_exchange: GenFile = /*@__PURE__*/
-  fileDesc("ChpzbW9sdGJvdC92MS9leGNoYW5nZS5wcm90bxILc21vbHRib3QudjEiPAoKSHR0cEhlYWRlchIMCgRuYW1lGAEgASgJEg0KBXZhbHVlGAIgASgJEhEKCXJhd192YWx1ZRgDIAEoDCKVAQoLQm9keUNhcHR1cmUSEQoJd2lyZV9zaXplGAEgASgDEhMKC3dpcmVfc2hhMjU2GAIgASgJEhgKEGNvbnRlbnRfZW5jb2RpbmcYAyABKAkSIwoEZm9ybRgEIAEoDjIVLnNtb2x0Ym90LnYxLkJvZHlGb3JtEhEKCXRydW5jYXRlZBgFIAEoCBIMCgRub3RlGAYgASgJIqYBCg9DYXB0dXJlZFJlcXVlc3QSDgoGbWV0aG9kGAEgASgJEgwKBHBhdGgYAiABKAkSDQoFcXVlcnkYAyABKAkSKAoHaGVhZGVycxgEIAMoCzIXLnNtb2x0Ym90LnYxLkh0dHBIZWFkZXISDAoEYm9keRgFIAEoDBIuCgxib2R5X2NhcHR1cmUYBiABKAsyGC5zbW9sdGJvdC52MS5Cb2R5Q2FwdHVyZSLHAQoQQ2FwdHVyZWRSZXNwb25zZRIOCgZzdGF0dXMYASABKAUSKAoHaGVhZGVycxgCIAMoCzIXLnNtb2x0Ym90LnYxLkh0dHBIZWFkZXISDAoEYm9keRgDIAEoDBIQCghzdHJlYW1lZBgEIAEoCBITCgtldmVudF9jb3VudBgFIAEoBRIUCgxzdHJlYW1fZXJyb3IYBiABKAwSLgoMYm9keV9jYXB0dXJlGAcgASgLMhguc21vbHRib3QudjEuQm9keUNhcHR1cmUiogEKD0V4Y2hhbmdlVGltaW5ncxIuCgpzdGFydGVkX2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1maXJzdF9ieXRlX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAihAMKCEV4Y2hhbmdlEhMKC2V4Y2hhbmdlX2lkGAEgASgJEhIKCmFnZW50X2hhc2gYAiABKAkSEAoIYWdlbnRfaWQYAyABKAkSEgoKc2Vzc2lvbl9pZBgEIAEoCRIUCgxzZXNzaW9uX2hpbnQYBSABKAkSLQoHcmVxdWVzdBgGIAEoCzIcLnNtb2x0Ym90LnYxLkNhcHR1cmVkUmVxdWVzdBIvCghyZXNwb25zZRgHIAEoCzIdLnNtb2x0Ym90LnYxLkNhcHR1cmVkUmVzcG9uc2USLQoHdGltaW5ncxgIIAEoCzIcLnNtb2x0Ym90LnYxLkV4Y2hhbmdlVGltaW5ncxItCgdvdXRjb21lGAkgASgOMhwuc21vbHRib3QudjEuRXhjaGFuZ2VPdXRjb21lEhYKDm91dGNvbWVfZGV0YWlsGAogASgJEhIKCmdhdGV3YXlfaWQYCyABKAkSFwoPY2FwdHVyZV9mYWlsdXJlGAwgASgJEhAKCHByb3ZpZGVyGA0gASgJKoYBCghCb2R5Rm9ybRIZChVCT0RZX0ZPUk1fVU5TUEVDSUZJRUQQABISCg5CT0RZX0ZPUk1fV0lSRRABEhUKEUJPRFlfRk9STV9ERUNPREVEEAISGQoVQk9EWV9GT1JNX1VOREVDT0RBQkxFEAMSGQoVQk9EWV9GT1JNX1JFQVNTRU1CTEVEEAQqkwIKD0V4Y2hhbmdlT3V0Y29tZRIgChxFWENIQU5HRV9PVVRDT01FX1VOU1BFQ0lGSUVEEAASHQoZRVhDSEFOR0VfT1VUQ09NRV9DT01QTEVURRABEiMKH0VYQ0hBTkdFX09VVENPTUVfVVBTVFJFQU1fRVJST1IQAhIlCiFFWENIQU5HRV9PVVRDT01FX01JRF9TVFJFQU1fRVJST1IQAxIhCh1FWENIQU5HRV9PVVRDT01FX0NMSUVOVF9BQk9SVBAEEikKJUVYQ0hBTkdFX09VVENPTUVfVVBTVFJFQU1fVU5SRUFDSEFCTEUQBRIlCiFFWENIQU5HRV9PVVRDT01FX1VQU1RSRUFNX0RST1BQRUQQBmIGcHJvdG8z", [file_google_protobuf_timestamp]);
+  fileDesc("ChpzbW9sdGJvdC92MS9leGNoYW5nZS5wcm90bxILc21vbHRib3QudjEiPAoKSHR0cEhlYWRlchIMCgRuYW1lGAEgASgJEg0KBXZhbHVlGAIgASgJEhEKCXJhd192YWx1ZRgDIAEoDCKVAQoLQm9keUNhcHR1cmUSEQoJd2lyZV9zaXplGAEgASgDEhMKC3dpcmVfc2hhMjU2GAIgASgJEhgKEGNvbnRlbnRfZW5jb2RpbmcYAyABKAkSIwoEZm9ybRgEIAEoDjIVLnNtb2x0Ym90LnYxLkJvZHlGb3JtEhEKCXRydW5jYXRlZBgFIAEoCBIMCgRub3RlGAYgASgJIqYBCg9DYXB0dXJlZFJlcXVlc3QSDgoGbWV0aG9kGAEgASgJEgwKBHBhdGgYAiABKAkSDQoFcXVlcnkYAyABKAkSKAoHaGVhZGVycxgEIAMoCzIXLnNtb2x0Ym90LnYxLkh0dHBIZWFkZXISDAoEYm9keRgFIAEoDBIuCgxib2R5X2NhcHR1cmUYBiABKAsyGC5zbW9sdGJvdC52MS5Cb2R5Q2FwdHVyZSLHAQoQQ2FwdHVyZWRSZXNwb25zZRIOCgZzdGF0dXMYASABKAUSKAoHaGVhZGVycxgCIAMoCzIXLnNtb2x0Ym90LnYxLkh0dHBIZWFkZXISDAoEYm9keRgDIAEoDBIQCghzdHJlYW1lZBgEIAEoCBITCgtldmVudF9jb3VudBgFIAEoBRIUCgxzdHJlYW1fZXJyb3IYBiABKAwSLgoMYm9keV9jYXB0dXJlGAcgASgLMhguc21vbHRib3QudjEuQm9keUNhcHR1cmUiogEKD0V4Y2hhbmdlVGltaW5ncxIuCgpzdGFydGVkX2F0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIxCg1maXJzdF9ieXRlX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXAiswMKCEV4Y2hhbmdlEhMKC2V4Y2hhbmdlX2lkGAEgASgJEhIKCmFnZW50X2hhc2gYAiABKAkSEAoIYWdlbnRfaWQYAyABKAkSEgoKc2Vzc2lvbl9pZBgEIAEoCRIUCgxzZXNzaW9uX2hpbnQYBSABKAkSLQoHcmVxdWVzdBgGIAEoCzIcLnNtb2x0Ym90LnYxLkNhcHR1cmVkUmVxdWVzdBIvCghyZXNwb25zZRgHIAEoCzIdLnNtb2x0Ym90LnYxLkNhcHR1cmVkUmVzcG9uc2USLQoHdGltaW5ncxgIIAEoCzIcLnNtb2x0Ym90LnYxLkV4Y2hhbmdlVGltaW5ncxItCgdvdXRjb21lGAkgASgOMhwuc21vbHRib3QudjEuRXhjaGFuZ2VPdXRjb21lEhYKDm91dGNvbWVfZGV0YWlsGAogASgJEhIKCmdhdGV3YXlfaWQYCyABKAkSFwoPY2FwdHVyZV9mYWlsdXJlGAwgASgJEhAKCHByb3ZpZGVyGA0gASgJEi0KC2VuZm9yY2VtZW50GA4gASgLMhguc21vbHRib3QudjEuRW5mb3JjZW1lbnQikAEKC0VuZm9yY2VtZW50EgwKBG1vZGUYASABKAkSDwoHY2FyZF9pZBgCIAEoCRIxCgp0b29sX2NhbGxzGAMgAygLMh0uc21vbHRib3QudjEuRW5mb3JjZWRUb29sQ2FsbBIbChNub3RfZW5mb3JjZWRfcmVhc29uGAQgASgJEhIKCm51ZGdlX25vdGUYBSABKAkidQoQRW5mb3JjZWRUb29sQ2FsbBITCgt0b29sX3VzZV9pZBgBIAEoCRIMCgRuYW1lGAIgASgJEg0KBWluZGV4GAMgASgFEg8KB3ZlcmRpY3QYBCABKAkSDgoGYWN0aW9uGAUgASgJEg4KBnJlYXNvbhgGIAEoCSqGAQoIQm9keUZvcm0SGQoVQk9EWV9GT1JNX1VOU1BFQ0lGSUVEEAASEgoOQk9EWV9GT1JNX1dJUkUQARIVChFCT0RZX0ZPUk1fREVDT0RFRBACEhkKFUJPRFlfRk9STV9VTkRFQ09EQUJMRRADEhkKFUJPRFlfRk9STV9SRUFTU0VNQkxFRBAEKpMCCg9FeGNoYW5nZU91dGNvbWUSIAocRVhDSEFOR0VfT1VUQ09NRV9VTlNQRUNJRklFRBAAEh0KGUVYQ0hBTkdFX09VVENPTUVfQ09NUExFVEUQARIjCh9FWENIQU5HRV9PVVRDT01FX1VQU1RSRUFNX0VSUk9SEAISJQohRVhDSEFOR0VfT1VUQ09NRV9NSURfU1RSRUFNX0VSUk9SEAMSIQodRVhDSEFOR0VfT1VUQ09NRV9DTElFTlRfQUJPUlQQBBIpCiVFWENIQU5HRV9PVVRDT01FX1VQU1RSRUFNX1VOUkVBQ0hBQkxFEAUSJQohRVhDSEFOR0VfT1VUQ09NRV9VUFNUUkVBTV9EUk9QUEVEEAZiBnByb3RvMw", [file_google_protobuf_timestamp]);
 
 /**
  * One HTTP header. Repeated rather than a map: order and duplicates matter.
@@ -327,6 +327,14 @@ export type Exchange = Message<"smoltbot.v1.Exchange"> & {
    * @generated from field: string provider = 13;
    */
   provider: string;
+
+  /**
+   * What the gateway did about the card's enforcement on this call (docs/enforce.md). Unset
+   * from gateways older than this field.
+   *
+   * @generated from field: smoltbot.v1.Enforcement enforcement = 14;
+   */
+  enforcement?: Enforcement | undefined;
 };
 
 /**
@@ -335,6 +343,105 @@ export type Exchange = Message<"smoltbot.v1.Exchange"> & {
  */
 export const ExchangeSchema: GenMessage<Exchange> = /*@__PURE__*/
   messageDesc(file_smoltbot_v1_exchange, 5);
+
+/**
+ * The card's mode for the call and, for each client tool call of the answer, the card's verdict
+ * and what the gateway did with it.
+ *
+ * @generated from message smoltbot.v1.Enforcement
+ */
+export type Enforcement = Message<"smoltbot.v1.Enforcement"> & {
+  /**
+   * off | observe | nudge | enforce; "unknown" when the card could not be read.
+   *
+   * @generated from field: string mode = 1;
+   */
+  mode: string;
+
+  /**
+   * The card the calls were checked against; empty when none was read.
+   *
+   * @generated from field: string card_id = 2;
+   */
+  cardId: string;
+
+  /**
+   * @generated from field: repeated smoltbot.v1.EnforcedToolCall tool_calls = 3;
+   */
+  toolCalls: EnforcedToolCall[];
+
+  /**
+   * Why the calls were not enforced (the card could not be read, the answer could not be read),
+   * or empty.
+   *
+   * @generated from field: string not_enforced_reason = 4;
+   */
+  notEnforcedReason: string;
+
+  /**
+   * The nudge note the gateway added to this call's request (nudge mode), or empty.
+   *
+   * @generated from field: string nudge_note = 5;
+   */
+  nudgeNote: string;
+};
+
+/**
+ * Describes the message smoltbot.v1.Enforcement.
+ * Use `create(EnforcementSchema)` to create a new message.
+ */
+export const EnforcementSchema: GenMessage<Enforcement> = /*@__PURE__*/
+  messageDesc(file_smoltbot_v1_exchange, 6);
+
+/**
+ * @generated from message smoltbot.v1.EnforcedToolCall
+ */
+export type EnforcedToolCall = Message<"smoltbot.v1.EnforcedToolCall"> & {
+  /**
+   * @generated from field: string tool_use_id = 1;
+   */
+  toolUseId: string;
+
+  /**
+   * @generated from field: string name = 2;
+   */
+  name: string;
+
+  /**
+   * The content block's index in the answer.
+   *
+   * @generated from field: int32 index = 3;
+   */
+  index: number;
+
+  /**
+   * allow | deny | escalate.
+   *
+   * @generated from field: string verdict = 4;
+   */
+  verdict: string;
+
+  /**
+   * allowed | blocked | escalated | nudged | not_enforced.
+   *
+   * @generated from field: string action = 5;
+   */
+  action: string;
+
+  /**
+   * Which rule of the card decided, and the card's own reason.
+   *
+   * @generated from field: string reason = 6;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message smoltbot.v1.EnforcedToolCall.
+ * Use `create(EnforcedToolCallSchema)` to create a new message.
+ */
+export const EnforcedToolCallSchema: GenMessage<EnforcedToolCall> = /*@__PURE__*/
+  messageDesc(file_smoltbot_v1_exchange, 7);
 
 /**
  * What `body` is, relative to the bytes that went over the wire.

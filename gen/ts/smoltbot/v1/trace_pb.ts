@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file smoltbot/v1/trace.proto.
  */
 export const file_smoltbot_v1_trace: GenFile = /*@__PURE__*/
-  fileDesc("ChdzbW9sdGJvdC92MS90cmFjZS5wcm90bxILc21vbHRib3QudjEiiAMKB0FwVHJhY2USEAoIdHJhY2VfaWQYASABKAkSEAoIYWdlbnRfaWQYAiABKAkSDwoHY2FyZF9pZBgDIAEoCRItCgl0aW1lc3RhbXAYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEigKBmFjdGlvbhgFIAEoCzIYLnNtb2x0Ym90LnYxLlRyYWNlQWN0aW9uEiwKCGRlY2lzaW9uGAYgASgLMhouc21vbHRib3QudjEuVHJhY2VEZWNpc2lvbhIwCgplc2NhbGF0aW9uGAcgASgLMhwuc21vbHRib3QudjEuVHJhY2VFc2NhbGF0aW9uEioKB2NvbnRleHQYCCABKAsyGS5zbW9sdGJvdC52MS5UcmFjZUNvbnRleHQSLwoMdmVyaWZpY2F0aW9uGAkgASgLMhkuc21vbHRib3QudjEuVmVyaWZpY2F0aW9uEjIKC29ic2VydmF0aW9uGAogASgLMh0uc21vbHRib3QudjEuVHJhY2VPYnNlcnZhdGlvbiIwCgxBY3Rpb25UYXJnZXQSDAoEdHlwZRgBIAEoCRISCgppZGVudGlmaWVyGAIgASgJIqwBCgtUcmFjZUFjdGlvbhIMCgR0eXBlGAEgASgJEgwKBG5hbWUYAiABKAkSEAoIY2F0ZWdvcnkYAyABKAkSKQoGdGFyZ2V0GAQgASgLMhkuc21vbHRib3QudjEuQWN0aW9uVGFyZ2V0EisKCnBhcmFtZXRlcnMYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhcKD3BhcmFtZXRlcnNfanNvbhgGIAEoCSLgAQoLQWx0ZXJuYXRpdmUSEQoJb3B0aW9uX2lkGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEhIKBXNjb3JlGAMgASgBSACIAQESRQoPc2NvcmluZ19mYWN0b3JzGAQgAygLMiwuc21vbHRib3QudjEuQWx0ZXJuYXRpdmUuU2NvcmluZ0ZhY3RvcnNFbnRyeRINCgVmbGFncxgFIAMoCRo1ChNTY29yaW5nRmFjdG9yc0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAToCOAFCCAoGX3Njb3JlIrkBCg1UcmFjZURlY2lzaW9uEjkKF2FsdGVybmF0aXZlc19jb25zaWRlcmVkGAEgAygLMhguc21vbHRib3QudjEuQWx0ZXJuYXRpdmUSEAoIc2VsZWN0ZWQYAiABKAkSGwoTc2VsZWN0aW9uX3JlYXNvbmluZxgDIAEoCRIWCg52YWx1ZXNfYXBwbGllZBgEIAMoCRIXCgpjb25maWRlbmNlGAUgASgBSACIAQFCDQoLX2NvbmZpZGVuY2UifQoMVHJpZ2dlckNoZWNrEg8KB3RyaWdnZXIYASABKAkSDwoHbWF0Y2hlZBgCIAEoCBIuCg52YWx1ZV9vYnNlcnZlZBgDIAEoCzIWLmdvb2dsZS5wcm90b2J1Zi5WYWx1ZRIbChN2YWx1ZV9vYnNlcnZlZF9qc29uGAQgASgJInsKD1RyYWNlRXNjYWxhdGlvbhIRCglldmFsdWF0ZWQYASABKAgSMwoQdHJpZ2dlcnNfY2hlY2tlZBgCIAMoCzIZLnNtb2x0Ym90LnYxLlRyaWdnZXJDaGVjaxIQCghyZXF1aXJlZBgDIAEoCBIOCgZyZWFzb24YBCABKAkijwIKDFRyYWNlQ29udGV4dBIXCgpzZXNzaW9uX2lkGAEgASgJSACIAQESHgoRY29udmVyc2F0aW9uX3R1cm4YAiABKAVIAYgBARIXCg9wcmlvcl90cmFjZV9pZHMYAyADKAkSLAoLZW52aXJvbm1lbnQYBCABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EikKCG1ldGFkYXRhGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIYChBlbnZpcm9ubWVudF9qc29uGAYgASgJEhUKDW1ldGFkYXRhX2pzb24YByABKAlCDQoLX3Nlc3Npb25faWRCFAoSX2NvbnZlcnNhdGlvbl90dXJuIlUKCVZpb2xhdGlvbhIMCgR0eXBlGAEgASgJEhAKCHNldmVyaXR5GAIgASgJEhMKC2Rlc2NyaXB0aW9uGAMgASgJEhMKC3RyYWNlX2ZpZWxkGAQgASgJIk0KE1ZlcmlmaWNhdGlvbldhcm5pbmcSDAoEdHlwZRgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRITCgt0cmFjZV9maWVsZBgDIAEoCSLcAQoMVmVyaWZpY2F0aW9uEhAKCHZlcmlmaWVkGAEgASgIEioKCnZpb2xhdGlvbnMYAiADKAsyFi5zbW9sdGJvdC52MS5WaW9sYXRpb24SMgoId2FybmluZ3MYAyADKAsyIC5zbW9sdGJvdC52MS5WZXJpZmljYXRpb25XYXJuaW5nEg8KB2NhcmRfaWQYBCABKAkSLwoLdmVyaWZpZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhgKEGNoZWNrc19wZXJmb3JtZWQYBiADKAkiqQEKDlRyYWNlUmVhc29uaW5nEg8KB3ByZXNlbnQYASABKAgSDgoGc291cmNlGAIgASgJEhkKEXNpZ25hdHVyZV9wcmVzZW50GAMgASgIEhcKD3JlZGFjdGVkX2Jsb2NrcxgEIAEoBRINCgVjaGFycxgFIAEoBRIPCgdleGNlcnB0GAYgASgJEgwKBHRleHQYByABKAkSFAoMc3VtbWFyeV9vbmx5GAggASgIIsEFChBUcmFjZU9ic2VydmF0aW9uEhMKC2V4Y2hhbmdlX2lkGAEgASgJEhYKDmRlY2lzaW9uX2luZGV4GAIgASgFEg0KBW1vZGVsGAMgASgJEg8KB291dGNvbWUYBCABKAkSFgoOb3V0Y29tZV9kZXRhaWwYBSABKAkSEAoIc3RyZWFtZWQYBiABKAgSEwoLc3RvcF9yZWFzb24YByABKAkSEwoLaHR0cF9zdGF0dXMYCCABKAUSLgoJcmVhc29uaW5nGAkgASgLMhsuc21vbHRib3QudjEuVHJhY2VSZWFzb25pbmcSEAoIYW5hbHl6ZXIYCiABKAkSIAoYYW5hbHlzaXNfZmFsbGJhY2tfcmVhc29uGAsgASgJEg8KB21pc3NpbmcYDCADKAkSEwoLdG9vbF91c2VfaWQYDSABKAkSFQoIZXhlY3V0ZWQYDiABKAhIAIgBARI3ChNleGNoYW5nZV9zdGFydGVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBI1ChFleGNoYW5nZV9lbmRlZF9hdBgQIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLb2JzZXJ2ZWRfYXQYESABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhMKC3JlY29yZF9raW5kGBIgASgJEhYKDnJlcXVlc3RfbWV0aG9kGBMgASgJEhQKDHJlcXVlc3RfcGF0aBgUIAEoCRIUCgxzZXNzaW9uX3J1bmcYFSABKAkSFAoMc3ViX2FnZW50X2lkGBYgASgJEhcKD3BhcmVudF9hZ2VudF9pZBgXIAEoCRIWCg5zdWJfYWdlbnRfdHlwZRgYIAEoCRIQCghwcm92aWRlchgZIAEoCRILCgNhcGkYGiABKAlCCwoJX2V4ZWN1dGVkIrwDCgpEcmlmdEFsZXJ0EhAKCGFsZXJ0X2lkGAEgASgJEhAKCGFnZW50X2lkGAIgASgJEg8KB2NhcmRfaWQYAyABKAkSEQoJZGlyZWN0aW9uGAQgASgJEhAKCHNldmVyaXR5GAUgASgJEhgKEHNpbWlsYXJpdHlfc2NvcmUYBiABKAESGAoQc3VzdGFpbmVkX3RyYWNlcxgHIAEoBRIRCgl0cmFjZV9pZHMYCCADKAkSEQoJcmVmZXJlbmNlGAkgASgJEg4KBnN0YXR1cxgKIAEoCRIuCgpjcmVhdGVkX2F0GAsgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIuCgp1cGRhdGVkX2F0GAwgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIQCghhbmFseXNpcxgNIAEoCRIzCg9hY2tub3dsZWRnZWRfYXQYDiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC3Jlc29sdmVkX2F0GA8gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBISCgpyZXNvbHV0aW9uGBAgASgJItcCCg9JbnRlZ3JpdHlXaW5kb3cSFAoMdG90YWxfdHJhY2VzGAEgASgDEhcKD3ZlcmlmaWVkX3RyYWNlcxgCIAEoAxISCgVzY29yZRgDIAEoAUgAiAEBEhcKD3Zpb2xhdGlvbl9jb3VudBgEIAEoAxJOChJ2aW9sYXRpb25zX2J5X3R5cGUYBSADKAsyMi5zbW9sdGJvdC52MS5JbnRlZ3JpdHlXaW5kb3cuVmlvbGF0aW9uc0J5VHlwZUVudHJ5EhYKDndpdGhfcmVhc29uaW5nGAYgASgDEhsKE3dpdGhfbW9kZWxfYW5hbHlzaXMYByABKAMSDgoGZmFpbGVkGAggASgDEhAKCGFjdGl2aXR5GAkgASgDGjcKFVZpb2xhdGlvbnNCeVR5cGVFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAM6AjgBQggKBl9zY29yZSJxCg5JbnRlZ3JpdHlQb2ludBIwCgxidWNrZXRfc3RhcnQYASABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhQKDHRvdGFsX3RyYWNlcxgCIAEoAxIXCg92ZXJpZmllZF90cmFjZXMYAyABKAMikAIKDkludGVncml0eVNjb3JlEhAKCGFnZW50X2lkGAEgASgJEiwKBnJlY2VudBgCIAEoCzIcLnNtb2x0Ym90LnYxLkludGVncml0eVdpbmRvdxIuCghhbGxfdGltZRgDIAEoCzIcLnNtb2x0Ym90LnYxLkludGVncml0eVdpbmRvdxITCgt3aW5kb3dfc2l6ZRgEIAEoBRIvCgtjb21wdXRlZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoIdGltZWxpbmUYBiADKAsyGy5zbW9sdGJvdC52MS5JbnRlZ3JpdHlQb2ludBIZChFvcGVuX2RyaWZ0X2FsZXJ0cxgHIAEoA2IGcHJvdG8z", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChdzbW9sdGJvdC92MS90cmFjZS5wcm90bxILc21vbHRib3QudjEivAMKB0FwVHJhY2USEAoIdHJhY2VfaWQYASABKAkSEAoIYWdlbnRfaWQYAiABKAkSDwoHY2FyZF9pZBgDIAEoCRItCgl0aW1lc3RhbXAYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEigKBmFjdGlvbhgFIAEoCzIYLnNtb2x0Ym90LnYxLlRyYWNlQWN0aW9uEiwKCGRlY2lzaW9uGAYgASgLMhouc21vbHRib3QudjEuVHJhY2VEZWNpc2lvbhIwCgplc2NhbGF0aW9uGAcgASgLMhwuc21vbHRib3QudjEuVHJhY2VFc2NhbGF0aW9uEioKB2NvbnRleHQYCCABKAsyGS5zbW9sdGJvdC52MS5UcmFjZUNvbnRleHQSLwoMdmVyaWZpY2F0aW9uGAkgASgLMhkuc21vbHRib3QudjEuVmVyaWZpY2F0aW9uEjIKC29ic2VydmF0aW9uGAogASgLMh0uc21vbHRib3QudjEuVHJhY2VPYnNlcnZhdGlvbhIyCgtlbmZvcmNlbWVudBgLIAEoCzIdLnNtb2x0Ym90LnYxLlRyYWNlRW5mb3JjZW1lbnQiYgoQVHJhY2VFbmZvcmNlbWVudBIMCgRtb2RlGAEgASgJEg8KB3ZlcmRpY3QYAiABKAkSDgoGYWN0aW9uGAMgASgJEg4KBnJlYXNvbhgEIAEoCRIPCgdjYXJkX2lkGAUgASgJIjAKDEFjdGlvblRhcmdldBIMCgR0eXBlGAEgASgJEhIKCmlkZW50aWZpZXIYAiABKAkirAEKC1RyYWNlQWN0aW9uEgwKBHR5cGUYASABKAkSDAoEbmFtZRgCIAEoCRIQCghjYXRlZ29yeRgDIAEoCRIpCgZ0YXJnZXQYBCABKAsyGS5zbW9sdGJvdC52MS5BY3Rpb25UYXJnZXQSKwoKcGFyYW1ldGVycxgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSFwoPcGFyYW1ldGVyc19qc29uGAYgASgJIuABCgtBbHRlcm5hdGl2ZRIRCglvcHRpb25faWQYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSEgoFc2NvcmUYAyABKAFIAIgBARJFCg9zY29yaW5nX2ZhY3RvcnMYBCADKAsyLC5zbW9sdGJvdC52MS5BbHRlcm5hdGl2ZS5TY29yaW5nRmFjdG9yc0VudHJ5Eg0KBWZsYWdzGAUgAygJGjUKE1Njb3JpbmdGYWN0b3JzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4AUIICgZfc2NvcmUiuQEKDVRyYWNlRGVjaXNpb24SOQoXYWx0ZXJuYXRpdmVzX2NvbnNpZGVyZWQYASADKAsyGC5zbW9sdGJvdC52MS5BbHRlcm5hdGl2ZRIQCghzZWxlY3RlZBgCIAEoCRIbChNzZWxlY3Rpb25fcmVhc29uaW5nGAMgASgJEhYKDnZhbHVlc19hcHBsaWVkGAQgAygJEhcKCmNvbmZpZGVuY2UYBSABKAFIAIgBAUINCgtfY29uZmlkZW5jZSJ9CgxUcmlnZ2VyQ2hlY2sSDwoHdHJpZ2dlchgBIAEoCRIPCgdtYXRjaGVkGAIgASgIEi4KDnZhbHVlX29ic2VydmVkGAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhsKE3ZhbHVlX29ic2VydmVkX2pzb24YBCABKAkiewoPVHJhY2VFc2NhbGF0aW9uEhEKCWV2YWx1YXRlZBgBIAEoCBIzChB0cmlnZ2Vyc19jaGVja2VkGAIgAygLMhkuc21vbHRib3QudjEuVHJpZ2dlckNoZWNrEhAKCHJlcXVpcmVkGAMgASgIEg4KBnJlYXNvbhgEIAEoCSKPAgoMVHJhY2VDb250ZXh0EhcKCnNlc3Npb25faWQYASABKAlIAIgBARIeChFjb252ZXJzYXRpb25fdHVybhgCIAEoBUgBiAEBEhcKD3ByaW9yX3RyYWNlX2lkcxgDIAMoCRIsCgtlbnZpcm9ubWVudBgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSKQoIbWV0YWRhdGEYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhgKEGVudmlyb25tZW50X2pzb24YBiABKAkSFQoNbWV0YWRhdGFfanNvbhgHIAEoCUINCgtfc2Vzc2lvbl9pZEIUChJfY29udmVyc2F0aW9uX3R1cm4iVQoJVmlvbGF0aW9uEgwKBHR5cGUYASABKAkSEAoIc2V2ZXJpdHkYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSEwoLdHJhY2VfZmllbGQYBCABKAkiTQoTVmVyaWZpY2F0aW9uV2FybmluZxIMCgR0eXBlGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEhMKC3RyYWNlX2ZpZWxkGAMgASgJItwBCgxWZXJpZmljYXRpb24SEAoIdmVyaWZpZWQYASABKAgSKgoKdmlvbGF0aW9ucxgCIAMoCzIWLnNtb2x0Ym90LnYxLlZpb2xhdGlvbhIyCgh3YXJuaW5ncxgDIAMoCzIgLnNtb2x0Ym90LnYxLlZlcmlmaWNhdGlvbldhcm5pbmcSDwoHY2FyZF9pZBgEIAEoCRIvCgt2ZXJpZmllZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQY2hlY2tzX3BlcmZvcm1lZBgGIAMoCSKpAQoOVHJhY2VSZWFzb25pbmcSDwoHcHJlc2VudBgBIAEoCBIOCgZzb3VyY2UYAiABKAkSGQoRc2lnbmF0dXJlX3ByZXNlbnQYAyABKAgSFwoPcmVkYWN0ZWRfYmxvY2tzGAQgASgFEg0KBWNoYXJzGAUgASgFEg8KB2V4Y2VycHQYBiABKAkSDAoEdGV4dBgHIAEoCRIUCgxzdW1tYXJ5X29ubHkYCCABKAgiwQUKEFRyYWNlT2JzZXJ2YXRpb24SEwoLZXhjaGFuZ2VfaWQYASABKAkSFgoOZGVjaXNpb25faW5kZXgYAiABKAUSDQoFbW9kZWwYAyABKAkSDwoHb3V0Y29tZRgEIAEoCRIWCg5vdXRjb21lX2RldGFpbBgFIAEoCRIQCghzdHJlYW1lZBgGIAEoCBITCgtzdG9wX3JlYXNvbhgHIAEoCRITCgtodHRwX3N0YXR1cxgIIAEoBRIuCglyZWFzb25pbmcYCSABKAsyGy5zbW9sdGJvdC52MS5UcmFjZVJlYXNvbmluZxIQCghhbmFseXplchgKIAEoCRIgChhhbmFseXNpc19mYWxsYmFja19yZWFzb24YCyABKAkSDwoHbWlzc2luZxgMIAMoCRITCgt0b29sX3VzZV9pZBgNIAEoCRIVCghleGVjdXRlZBgOIAEoCEgAiAEBEjcKE2V4Y2hhbmdlX3N0YXJ0ZWRfYXQYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWV4Y2hhbmdlX2VuZGVkX2F0GBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtvYnNlcnZlZF9hdBgRIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLcmVjb3JkX2tpbmQYEiABKAkSFgoOcmVxdWVzdF9tZXRob2QYEyABKAkSFAoMcmVxdWVzdF9wYXRoGBQgASgJEhQKDHNlc3Npb25fcnVuZxgVIAEoCRIUCgxzdWJfYWdlbnRfaWQYFiABKAkSFwoPcGFyZW50X2FnZW50X2lkGBcgASgJEhYKDnN1Yl9hZ2VudF90eXBlGBggASgJEhAKCHByb3ZpZGVyGBkgASgJEgsKA2FwaRgaIAEoCUILCglfZXhlY3V0ZWQivAMKCkRyaWZ0QWxlcnQSEAoIYWxlcnRfaWQYASABKAkSEAoIYWdlbnRfaWQYAiABKAkSDwoHY2FyZF9pZBgDIAEoCRIRCglkaXJlY3Rpb24YBCABKAkSEAoIc2V2ZXJpdHkYBSABKAkSGAoQc2ltaWxhcml0eV9zY29yZRgGIAEoARIYChBzdXN0YWluZWRfdHJhY2VzGAcgASgFEhEKCXRyYWNlX2lkcxgIIAMoCRIRCglyZWZlcmVuY2UYCSABKAkSDgoGc3RhdHVzGAogASgJEi4KCmNyZWF0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGFuYWx5c2lzGA0gASgJEjMKD2Fja25vd2xlZGdlZF9hdBgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLcmVzb2x2ZWRfYXQYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnJlc29sdXRpb24YECABKAki1wIKD0ludGVncml0eVdpbmRvdxIUCgx0b3RhbF90cmFjZXMYASABKAMSFwoPdmVyaWZpZWRfdHJhY2VzGAIgASgDEhIKBXNjb3JlGAMgASgBSACIAQESFwoPdmlvbGF0aW9uX2NvdW50GAQgASgDEk4KEnZpb2xhdGlvbnNfYnlfdHlwZRgFIAMoCzIyLnNtb2x0Ym90LnYxLkludGVncml0eVdpbmRvdy5WaW9sYXRpb25zQnlUeXBlRW50cnkSFgoOd2l0aF9yZWFzb25pbmcYBiABKAMSGwoTd2l0aF9tb2RlbF9hbmFseXNpcxgHIAEoAxIOCgZmYWlsZWQYCCABKAMSEAoIYWN0aXZpdHkYCSABKAMaNwoVVmlvbGF0aW9uc0J5VHlwZUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAzoCOAFCCAoGX3Njb3JlInEKDkludGVncml0eVBvaW50EjAKDGJ1Y2tldF9zdGFydBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMdG90YWxfdHJhY2VzGAIgASgDEhcKD3ZlcmlmaWVkX3RyYWNlcxgDIAEoAyKQAgoOSW50ZWdyaXR5U2NvcmUSEAoIYWdlbnRfaWQYASABKAkSLAoGcmVjZW50GAIgASgLMhwuc21vbHRib3QudjEuSW50ZWdyaXR5V2luZG93Ei4KCGFsbF90aW1lGAMgASgLMhwuc21vbHRib3QudjEuSW50ZWdyaXR5V2luZG93EhMKC3dpbmRvd19zaXplGAQgASgFEi8KC2NvbXB1dGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCgh0aW1lbGluZRgGIAMoCzIbLnNtb2x0Ym90LnYxLkludGVncml0eVBvaW50EhkKEW9wZW5fZHJpZnRfYWxlcnRzGAcgASgDYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * An AP-Trace (Agent Alignment Protocol 2.0.0, SPEC section 5) with smoltbot's
@@ -78,6 +78,14 @@ export type ApTrace = Message<"smoltbot.v1.ApTrace"> & {
    * @generated from field: smoltbot.v1.TraceObservation observation = 10;
    */
   observation?: TraceObservation | undefined;
+
+  /**
+   * smoltbot: the gateway's verdict on this decision's tool call and what it did with it
+   * (Exchange.enforcement). Unset on records from gateways older than enforcement.
+   *
+   * @generated from field: smoltbot.v1.TraceEnforcement enforcement = 11;
+   */
+  enforcement?: TraceEnforcement | undefined;
 };
 
 /**
@@ -86,6 +94,49 @@ export type ApTrace = Message<"smoltbot.v1.ApTrace"> & {
  */
 export const ApTraceSchema: GenMessage<ApTrace> = /*@__PURE__*/
   messageDesc(file_smoltbot_v1_trace, 0);
+
+/**
+ * @generated from message smoltbot.v1.TraceEnforcement
+ */
+export type TraceEnforcement = Message<"smoltbot.v1.TraceEnforcement"> & {
+  /**
+   * off | observe | nudge | enforce | unknown (the card could not be read).
+   *
+   * @generated from field: string mode = 1;
+   */
+  mode: string;
+
+  /**
+   * allow | deny | escalate; empty when the gateway judged no tool call for this decision.
+   *
+   * @generated from field: string verdict = 2;
+   */
+  verdict: string;
+
+  /**
+   * allowed | blocked | escalated | nudged | not_enforced.
+   *
+   * @generated from field: string action = 3;
+   */
+  action: string;
+
+  /**
+   * @generated from field: string reason = 4;
+   */
+  reason: string;
+
+  /**
+   * @generated from field: string card_id = 5;
+   */
+  cardId: string;
+};
+
+/**
+ * Describes the message smoltbot.v1.TraceEnforcement.
+ * Use `create(TraceEnforcementSchema)` to create a new message.
+ */
+export const TraceEnforcementSchema: GenMessage<TraceEnforcement> = /*@__PURE__*/
+  messageDesc(file_smoltbot_v1_trace, 1);
 
 /**
  * @generated from message smoltbot.v1.ActionTarget
@@ -107,7 +158,7 @@ export type ActionTarget = Message<"smoltbot.v1.ActionTarget"> & {
  * Use `create(ActionTargetSchema)` to create a new message.
  */
 export const ActionTargetSchema: GenMessage<ActionTarget> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 1);
+  messageDesc(file_smoltbot_v1_trace, 2);
 
 /**
  * @generated from message smoltbot.v1.TraceAction
@@ -161,7 +212,7 @@ export type TraceAction = Message<"smoltbot.v1.TraceAction"> & {
  * Use `create(TraceActionSchema)` to create a new message.
  */
 export const TraceActionSchema: GenMessage<TraceAction> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 2);
+  messageDesc(file_smoltbot_v1_trace, 3);
 
 /**
  * @generated from message smoltbot.v1.Alternative
@@ -198,7 +249,7 @@ export type Alternative = Message<"smoltbot.v1.Alternative"> & {
  * Use `create(AlternativeSchema)` to create a new message.
  */
 export const AlternativeSchema: GenMessage<Alternative> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 3);
+  messageDesc(file_smoltbot_v1_trace, 4);
 
 /**
  * @generated from message smoltbot.v1.TraceDecision
@@ -241,7 +292,7 @@ export type TraceDecision = Message<"smoltbot.v1.TraceDecision"> & {
  * Use `create(TraceDecisionSchema)` to create a new message.
  */
 export const TraceDecisionSchema: GenMessage<TraceDecision> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 4);
+  messageDesc(file_smoltbot_v1_trace, 5);
 
 /**
  * @generated from message smoltbot.v1.TriggerCheck
@@ -275,7 +326,7 @@ export type TriggerCheck = Message<"smoltbot.v1.TriggerCheck"> & {
  * Use `create(TriggerCheckSchema)` to create a new message.
  */
 export const TriggerCheckSchema: GenMessage<TriggerCheck> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 5);
+  messageDesc(file_smoltbot_v1_trace, 6);
 
 /**
  * @generated from message smoltbot.v1.TraceEscalation
@@ -307,7 +358,7 @@ export type TraceEscalation = Message<"smoltbot.v1.TraceEscalation"> & {
  * Use `create(TraceEscalationSchema)` to create a new message.
  */
 export const TraceEscalationSchema: GenMessage<TraceEscalation> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 6);
+  messageDesc(file_smoltbot_v1_trace, 7);
 
 /**
  * @generated from message smoltbot.v1.TraceContext
@@ -358,7 +409,7 @@ export type TraceContext = Message<"smoltbot.v1.TraceContext"> & {
  * Use `create(TraceContextSchema)` to create a new message.
  */
 export const TraceContextSchema: GenMessage<TraceContext> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 7);
+  messageDesc(file_smoltbot_v1_trace, 8);
 
 /**
  * @generated from message smoltbot.v1.Violation
@@ -397,7 +448,7 @@ export type Violation = Message<"smoltbot.v1.Violation"> & {
  * Use `create(ViolationSchema)` to create a new message.
  */
 export const ViolationSchema: GenMessage<Violation> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 8);
+  messageDesc(file_smoltbot_v1_trace, 9);
 
 /**
  * @generated from message smoltbot.v1.VerificationWarning
@@ -426,7 +477,7 @@ export type VerificationWarning = Message<"smoltbot.v1.VerificationWarning"> & {
  * Use `create(VerificationWarningSchema)` to create a new message.
  */
 export const VerificationWarningSchema: GenMessage<VerificationWarning> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 9);
+  messageDesc(file_smoltbot_v1_trace, 10);
 
 /**
  * @generated from message smoltbot.v1.Verification
@@ -472,7 +523,7 @@ export type Verification = Message<"smoltbot.v1.Verification"> & {
  * Use `create(VerificationSchema)` to create a new message.
  */
 export const VerificationSchema: GenMessage<Verification> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 10);
+  messageDesc(file_smoltbot_v1_trace, 11);
 
 /**
  * @generated from message smoltbot.v1.TraceReasoning
@@ -542,7 +593,7 @@ export type TraceReasoning = Message<"smoltbot.v1.TraceReasoning"> & {
  * Use `create(TraceReasoningSchema)` to create a new message.
  */
 export const TraceReasoningSchema: GenMessage<TraceReasoning> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 11);
+  messageDesc(file_smoltbot_v1_trace, 12);
 
 /**
  * @generated from message smoltbot.v1.TraceObservation
@@ -721,7 +772,7 @@ export type TraceObservation = Message<"smoltbot.v1.TraceObservation"> & {
  * Use `create(TraceObservationSchema)` to create a new message.
  */
 export const TraceObservationSchema: GenMessage<TraceObservation> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 12);
+  messageDesc(file_smoltbot_v1_trace, 13);
 
 /**
  * @generated from message smoltbot.v1.DriftAlert
@@ -830,7 +881,7 @@ export type DriftAlert = Message<"smoltbot.v1.DriftAlert"> & {
  * Use `create(DriftAlertSchema)` to create a new message.
  */
 export const DriftAlertSchema: GenMessage<DriftAlert> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 13);
+  messageDesc(file_smoltbot_v1_trace, 14);
 
 /**
  * @generated from message smoltbot.v1.IntegrityWindow
@@ -898,7 +949,7 @@ export type IntegrityWindow = Message<"smoltbot.v1.IntegrityWindow"> & {
  * Use `create(IntegrityWindowSchema)` to create a new message.
  */
 export const IntegrityWindowSchema: GenMessage<IntegrityWindow> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 14);
+  messageDesc(file_smoltbot_v1_trace, 15);
 
 /**
  * @generated from message smoltbot.v1.IntegrityPoint
@@ -925,7 +976,7 @@ export type IntegrityPoint = Message<"smoltbot.v1.IntegrityPoint"> & {
  * Use `create(IntegrityPointSchema)` to create a new message.
  */
 export const IntegrityPointSchema: GenMessage<IntegrityPoint> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 15);
+  messageDesc(file_smoltbot_v1_trace, 16);
 
 /**
  * @generated from message smoltbot.v1.IntegrityScore
@@ -976,5 +1027,5 @@ export type IntegrityScore = Message<"smoltbot.v1.IntegrityScore"> & {
  * Use `create(IntegrityScoreSchema)` to create a new message.
  */
 export const IntegrityScoreSchema: GenMessage<IntegrityScore> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 16);
+  messageDesc(file_smoltbot_v1_trace, 17);
 

@@ -1,0 +1,14 @@
+"""The card's enforce and nudge modes at the gateway (docs/enforce.md).
+
+`Enforcer` answers the relay's two questions per call (`note_request`, `response_filter`);
+`CardCache` keeps each agent's card current from the Registry's watch stream; `anthropic`
+judges and replaces tool calls in Messages answers, whole or streamed; `nudges` carries notes to
+a session's next request; `texts` holds the wording the client and the model see.
+"""
+
+from .cards import CardCache, CardLookup
+from .enforcer import Enforcer, ResponseFilter
+from .metrics import EnforcementMetrics
+from .nudges import Nudges
+
+__all__ = ["CardCache", "CardLookup", "EnforcementMetrics", "Enforcer", "Nudges", "ResponseFilter"]

@@ -1,0 +1,244 @@
+"""Enforcement per call: which card applies, the response filter of the call, the nudge notes.
+
+The relay asks twice per call, and only these two questions:
+
+* `note_request(capture, body)` before it forwards a request: the body to forward, with the
+  session's pending nudge note added (nudge mode; see `nudges.py`), or the body unchanged.
+* `response_filter(capture, status, upstream_headers, out_headers)` once the upstream answered
+  and the agent is known: None when the call's answer goes to the client untouched (observe and
+  off cards, other providers, other paths, errors), else the `ResponseFilter` the answer's bytes
+  go through. The card decides (`core.aap.enforcement.mode_of`); the verdict of every tool call
+  and what was done with it end up on the capture (`Exchange.enforcement`).
+
+Only Anthropic's `POST /v1/messages` answers are filtered today: OpenAI and Gemini tool calls
+pass unjudged (their calls record `not_enforced`); see docs/enforce.md for what they need.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from multidict import CIMultiDict
+
+from smoltbot.core.aap.enforcement import Verdict, check_tool_call, mode_of
+from smoltbot.v1 import exchange_pb2
+
+from ..capture import Capture
+from .anthropic import CallRecord, SseEnforcer, rewrite_message
+from .cards import CardCache
+from .metrics import EnforcementMetrics
+from .nudges import Nudges
+
+__all__ = ["Enforcer", "ResponseFilter"]
+
+logger = logging.getLogger(__name__)
+
+_FILTERED_MODES = ("nudge", "enforce")
+_BLOCK_ALL = Verdict("deny", "the agent's card could not be read and its fail policy is to block tool calls")
+
+
+def _action(record: CallRecord, mode: str) -> str:
+    if record.verdict.decision == "allow":
+        return "allowed"
+    if mode == "enforce":
+        return "blocked" if record.verdict.decision == "deny" else "escalated"
+    return "nudged"
+
+
+class ResponseFilter:
+    """One answer's bytes on their way to the client: `whole` for a body read at once, `feed` and
+    `end` for one relayed in pieces. Always returns what to send; never raises (a failure lets
+    the rest through unchanged and is recorded, fail-open)."""
+
+    def __init__(self, enforcer: Enforcer, capture: Capture, *, mode: str, card: dict[str, Any] | None,
+                 sse: bool, encoding: str, out_headers: CIMultiDict[str]) -> None:
+        self._enforcer = enforcer
+        self._out_headers = out_headers
+        self._encoding = encoding
+        self._capture = capture
+        self._mode = mode
+        self._card = card
+        self._replace = mode == "enforce"
+        self._sse = SseEnforcer(self._decide, replace=self._replace) if sse else None
+        self._decoder = None
+        if encoding:
+            from ..body_decoding import StreamDecoder
+
+            # Judged on the decoded bytes, relayed decoded (the filter removed Content-Encoding).
+            self._decoder = StreamDecoder(encoding, 1 << 62)
+        self._pieces: list[bytes] = []
+        self._failed = ""
+        self._done = False
+
+    def _decide(self, name: str, tool_input: Any, tool_use_id: str) -> Verdict:
+        if self._card is None:
+            return _BLOCK_ALL
+        return check_tool_call(self._card, name, tool_input, tool_use_id)
+
+    def whole(self, body: bytes) -> bytes:
+        try:
+            decoded = self._decoder.feed(body) if self._decoder is not None else body
+            if self._decoder is not None:
+                self._decoder.finish()
+            if self._sse is not None:
+                out = self._sse.feed(decoded) + self._sse.end()
+                self._finish(self._sse.records)
+                return out
+            rewritten, records = rewrite_message(decoded, self._decide, replace=self._replace)
+            self._finish(records)
+            if rewritten is None:
+                return self._original(body)
+            return rewritten
+        except Exception as error:  # noqa: BLE001 - fail-open: the answer goes through as it came
+            self._fail(error)
+            return self._original(body)
+
+    def _original(self, body: bytes) -> bytes:
+        # A whole answer that did not change goes out as the upstream sent it, encoding and all.
+        if self._encoding:
+            self._out_headers["content-encoding"] = self._encoding
+        return body
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._failed:
+            return self._passthrough(chunk)
+        try:
+            data = self._decoder.feed(chunk) if self._decoder is not None else chunk
+            if self._sse is None:
+                self._pieces.append(data)
+                return b""
+            return self._sse.feed(data)
+        except Exception as error:  # noqa: BLE001 - fail-open, recorded
+            self._fail(error)
+            return self._passthrough(chunk)
+
+    def end(self) -> bytes:
+        if self._failed:
+            return b""
+        try:
+            if self._decoder is not None:
+                self._decoder.finish()
+            if self._sse is None:
+                body = b"".join(self._pieces)
+                rewritten, records = rewrite_message(body, self._decide, replace=self._replace)
+                self._finish(records)
+                return body if rewritten is None else rewritten
+            out = self._sse.end()
+            self._finish(self._sse.records)
+            return out
+        except Exception as error:  # noqa: BLE001 - fail-open, recorded
+            self._fail(error)
+            return b"".join(self._pieces)
+
+    def _passthrough(self, chunk: bytes) -> bytes:
+        # After a failure: what is held goes out first, then the rest as it comes (decoded, since
+        # the client was told there is no Content-Encoding).
+        held = b"".join(self._pieces)
+        self._pieces = []
+        if self._decoder is not None:
+            try:
+                return held + self._decoder.feed(chunk)
+            except Exception:  # noqa: BLE001 - nothing readable is left to send
+                return held
+        return held + chunk
+
+    def _fail(self, error: BaseException) -> None:
+        self._failed = f"enforcement failed: {type(error).__name__}"
+        logger.exception("exchange %s: %s; the answer goes through unenforced", self._capture.exchange_id,
+                         self._failed)
+        self._enforcer.record(self._capture, self._mode, self._card, [], self._failed)
+
+    def _finish(self, records: list[CallRecord]) -> None:
+        if not self._done:
+            self._done = True
+            self._enforcer.record(self._capture, self._mode, self._card, records, "")
+
+
+class Enforcer:
+    def __init__(self, cards: CardCache, metrics: EnforcementMetrics, nudges: Nudges | None = None) -> None:
+        self.cards = cards
+        self.metrics = metrics
+        self.nudges = nudges or Nudges()
+        metrics.track_watch(lambda: 1.0 if cards.live else 0.0)
+
+    def start(self) -> None:
+        self.cards.start()
+
+    async def close(self) -> None:
+        await self.cards.close()
+
+    # ------------------------------------------------------------------ the relay's two questions
+
+    def note_request(self, capture: Capture, body: bytes, headers: Mapping[str, str]) -> bytes:
+        """The request body to forward: with the session's pending nudge note, if any."""
+        if not capture.agent_id or not _is_messages_call(capture) or not self.nudges.pending:
+            return body
+        changed, note = self.nudges.apply(capture.agent_id, capture.session_id, body, headers)
+        if note:
+            self.metrics.nudges_delivered.inc()
+            record = capture.enforcement or exchange_pb2.Enforcement()
+            record.nudge_note = note
+            capture.enforcement = record
+        return changed
+
+    async def response_filter(self, capture: Capture, status: int, upstream_headers: Mapping[str, str],
+                              out_headers: CIMultiDict[str]) -> ResponseFilter | None:
+        if not capture.agent_id or status != 200 or not _is_messages_call(capture):
+            return None
+        lookup = await self.cards.lookup(capture.agent_id)
+        card = lookup.card
+        if card is None:
+            self.metrics.card_unavailable.inc()
+            if lookup.fail_policy != "block":
+                self.record(capture, "unknown", None, [], lookup.failure + "; fail policy: allow")
+                return None
+            mode = "enforce"
+        else:
+            mode = mode_of(card)
+            if mode not in _FILTERED_MODES:
+                self.record(capture, mode, card, [], "")
+                return None
+        content_type = upstream_headers.get("content-type", "")
+        sse = content_type.startswith("text/event-stream")
+        if not sse and not content_type.startswith("application/json"):
+            self.record(capture, mode, card, [], f"the answer is {content_type or 'untyped'}, not read")
+            return None
+        encoding = upstream_headers.get("content-encoding", "").strip()
+        if encoding.lower() == "identity":
+            encoding = ""
+        if mode == "enforce" or encoding:
+            # The answer may change size; a decoded one loses its encoding.
+            out_headers.popall("content-length", None)
+        if encoding:
+            out_headers.popall("content-encoding", None)
+        return ResponseFilter(self, capture, mode=mode, card=card, sse=sse, encoding=encoding,
+                               out_headers=out_headers)
+
+    # ------------------------------------------------------------------ the record
+
+    def record(self, capture: Capture, mode: str, card: dict[str, Any] | None, records: list[CallRecord],
+               not_enforced: str) -> None:
+        """What the gateway did, onto the call's record (`Exchange.enforcement`), and counted."""
+        enforcement = capture.enforcement or exchange_pb2.Enforcement()
+        enforcement.mode = mode
+        enforcement.card_id = str((card or {}).get("card_id", ""))
+        enforcement.not_enforced_reason = not_enforced
+        del enforcement.tool_calls[:]
+        stopped: list[tuple[str, Verdict]] = []
+        for call in records:
+            action = "not_enforced" if not_enforced else _action(call, mode)
+            enforcement.tool_calls.add(tool_use_id=call.tool_use_id, name=call.name, index=call.index,
+                                       verdict=call.verdict.decision, action=action,
+                                       reason=call.verdict.reason)
+            self.metrics.count(action)
+            if action == "nudged":
+                stopped.append((call.name, call.verdict))
+        capture.enforcement = enforcement
+        if stopped:
+            self.nudges.add(capture.agent_id, capture.session_id, stopped)
+
+
+def _is_messages_call(capture: Capture) -> bool:
+    return capture.provider == "anthropic" and capture.method == "POST" and capture.path == "/v1/messages"

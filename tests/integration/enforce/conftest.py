@@ -1,0 +1,91 @@
+"""A real Registry, Observer and gateway in front of the Anthropic stand-in, with one agent whose
+card the test sets (`EnforceStack.put_card`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import anthropic
+import pytest
+
+from smoltbot.core.identity import agent_hash, load_hash_secret
+from smoltbot.core.settings import Settings
+from smoltbot.gateway import RunningGateway, start_gateway
+from tests.integration.observer.conftest import ObserverStack
+from tests.support.anthropic_standin import AnthropicStandin
+
+CREDENTIAL = "sk-ant-api03-enforce-0123456789abcdef"
+MODEL = "claude-opus-4-7"
+
+
+def card_json(mode: str, **autonomy: Any) -> str:
+    return json.dumps({
+        "integrity_mode": mode,
+        "principal": {"type": "unspecified", "relationship": "delegated_authority"},
+        "values": {"declared": ["transparency", "honesty"]},
+        "autonomy": {"bounded_actions": [], **autonomy},
+        "audit": {"retention_days": 30, "queryable": False, "trace_format": "ap-trace-v1"},
+    })
+
+
+def tool(name: str, **fixed: str) -> dict[str, Any]:
+    """A tool the stand-in calls with exactly `fixed` as its input (one-value enums)."""
+    properties = {key: {"type": "string", "enum": [value]} for key, value in fixed.items()}
+    return {"name": name, "description": f"the {name} tool",
+            "input_schema": {"type": "object", "properties": properties}}
+
+
+class EnforceStack:
+    def __init__(self, observer: ObserverStack, gateway: RunningGateway, standin: AnthropicStandin,
+                 settings: Settings) -> None:
+        self.observer = observer
+        self.gateway = gateway
+        self.standin = standin
+        self.agent_hash = agent_hash(CREDENTIAL, load_hash_secret(Path(settings.home), settings.hash_secret))
+        self.agent_id = ""
+
+    def client(self, direct: bool = False) -> anthropic.AsyncAnthropic:
+        base = self.standin.base_url if direct else self.gateway.base_url + "/anthropic"
+        return anthropic.AsyncAnthropic(api_key=CREDENTIAL, base_url=base, max_retries=0)
+
+    async def put_card(self, card: str) -> str:
+        return await self.observer.put_card(self.agent_id, self.agent_hash, card)
+
+
+@pytest.fixture
+async def standin() -> AsyncIterator[AnthropicStandin]:
+    server = AnthropicStandin()
+    await server.start()
+    yield server
+    await server.stop()
+
+
+@pytest.fixture
+async def enforce_stack(standin: AnthropicStandin,
+                        settings_factory: Callable[..., Settings]) -> AsyncIterator[EnforceStack]:
+    settings = settings_factory(upstream_url=standin.base_url)
+    observer_stack = ObserverStack(settings)
+    gateway = None
+    try:
+        await observer_stack.start_registry()
+        observer = await observer_stack.start_observer()
+        gateway = await start_gateway(observer_stack.observer_settings,
+                                      registry_address=f"127.0.0.1:{observer_stack.registry_port}",
+                                      observer_address=f"127.0.0.1:{observer.port}")
+        stack = EnforceStack(observer_stack, gateway, standin, settings)
+        async with stack.client() as client:  # the agent exists once a call was accepted
+            for _attempt in range(20):  # a cold gateway waits for the Registry only briefly
+                raw = await client.messages.with_raw_response.create(
+                    model=MODEL, max_tokens=64, messages=[{"role": "user", "content": "hello"}])
+                stack.agent_id = raw.headers.get("x-smoltbot-agent", "")
+                if stack.agent_id:
+                    break
+        assert stack.agent_id, "the gateway never named the agent"
+        yield stack
+    finally:
+        if gateway is not None:
+            await gateway.stop()
+        await observer_stack.close()
