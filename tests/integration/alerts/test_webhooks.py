@@ -3,6 +3,7 @@ PostgreSQL), exchanges in over Ingest, deliveries out to a real HTTP receiver.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -14,10 +15,10 @@ from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.settings import Settings
 from smoltbot.core.tls import TlsConfig
 from smoltbot.v1 import alert_service_pb2 as apb
-from smoltbot.v1 import alert_service_pb2_grpc
+from smoltbot.v1 import alert_service_pb2_grpc, exchange_pb2
 from tests.integration.alerts.receiver import Receiver
 from tests.integration.observer.conftest import ObserverStack, new_hash
-from tests.integration.observer.exchanges import make_exchange
+from tests.integration.observer.exchanges import error_body, make_exchange
 from tests.integration.observer.test_drift import CARD, _calls
 from tests.support.waiting import wait_until
 
@@ -311,3 +312,63 @@ async def test_private_destinations_are_refused_unless_the_operator_allows_them(
                 )
             assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
             assert "SMOLTBOT_WEBHOOK_ALLOW_PRIVATE" in (refused.value.details() or "")
+
+
+async def test_drift_and_a_failure_rate_over_the_threshold_are_sent_once_each(
+    stack: ObserverStack, receiver: Receiver
+) -> None:
+    await stack.stop_observer()
+    stack.observer_overrides = {**FAST, "alert_failure_window": 60.0, "alert_failure_min_calls": 4}
+    await stack.start_observer()
+    agent_id, agent_hash = await stack.agent()
+    await stack.put_card(agent_id, agent_hash, json.dumps(CARD))
+    await _subscribe(
+        stack, agent_id, agent_hash, receiver, events=["drift", "failure_rate"], failure_rate_threshold=0.5
+    )
+    # Three of four calls in one window fail upstream (529): 75% >= 50%.
+    now = datetime.now(UTC)
+    failing = [
+        make_exchange(
+            agent_hash,
+            error_body("overloaded_error", "Overloaded"),
+            status=529,
+            outcome=exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_ERROR,
+            ended_at=now,
+        )
+        for _ in range(3)
+    ]
+    fine = _calls(agent_hash, ["read_file"], now)
+    drifting = _calls(
+        agent_hash,
+        ["read_file", "list_dir"] * 5 + ["delete_file"] * 5,
+        datetime.now(UTC) + timedelta(minutes=1),
+    )
+    await stack.ingest([*failing, *fine, *drifting])
+    await stack.wait_finished([e.exchange_id for e in [*failing, *fine, *drifting]])
+    await stack.wait_drift_settled(agent_id)
+
+    def kinds() -> dict[str, int]:
+        found: dict[str, int] = {}
+        for payload in receiver.processed.values():
+            found[payload["event"]] = found.get(payload["event"], 0) + 1
+        return found
+
+    await wait_until(
+        lambda: kinds() == {"drift": 1, "failure_rate": 1},
+        timeout=15,
+        what="one drift and one failure-rate alert",
+    )
+    rate = next(p for p in receiver.processed.values() if p["event"] == "failure_rate")
+    assert rate["data"]["failed"] == 3 and rate["data"]["threshold"] == 0.5
+    assert rate["data"]["calls"] >= 4 and rate["data"]["rate"] >= 0.5
+    drift = next(p for p in receiver.processed.values() if p["event"] == "drift")
+    assert drift["data"]["alert_id"].startswith("da-")
+    # More passes of the feed find the same events: nothing is sent again.
+    sent = len(receiver.arrivals)
+    await asyncio.sleep(0.5)
+    assert len(receiver.arrivals) == sent and not receiver.processed_twice
+
+    assert stack.observer is not None and stack.observer.components.alerts is not None
+    metrics = (await stack.observer.components.metrics.render()).decode()
+    assert "smoltbot_webhook_delivered_total 2.0" in metrics
+    assert 'smoltbot_webhook_outbox{state="delivered"}' in metrics
