@@ -30,6 +30,7 @@ from smoltbot.core.errors import Unauthenticated
 from smoltbot.core.ids import validate_agent_hash
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import utcnow
+from smoltbot.observer.integrity_counters import LAG
 from smoltbot.observer.registry_client import RegistryClient, RegistryError, RegistryUnavailable
 from smoltbot.observer.retention_store import Batch, RetentionStore
 from smoltbot.observer.validation import validate_agent_id
@@ -137,6 +138,12 @@ class Retention:
                 continue
             cutoff = now - timedelta(days=self.policy.days_for(card))
             await self._drain(report, agent_id, cutoff)
+        for agent_id in await self.store.agents():
+            while not self._stopping.is_set():
+                batch = await self.store.roll_up(agent_id, now - LAG)
+                if not batch.busy:
+                    break
+                await asyncio.sleep(_BUSY_PAUSE)
         await self._drain(report, None, now - timedelta(days=self.policy.max_days))
         while not self._stopping.is_set():
             batch = await self.store.expire_payloads(now - self.policy.payload_ttl, self.batch_size)

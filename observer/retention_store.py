@@ -27,6 +27,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smoltbot.core.storage import Database, utcnow
+from smoltbot.observer import integrity_counters
 from smoltbot.observer.tables import (
     chunks,
     drift_alerts,
@@ -135,18 +136,21 @@ class RetentionStore:
                 keys = [tuple(row) for row in (await conn.execute(query)).all()]
                 if not keys:
                     continue
-                deleted = await self._delete_keys(conn, target, keys)
+                deleted = await self._delete_keys(conn, target, keys, agent_id)
                 if agent_id is not None:
                     await self._count(conn, agent_id, cutoff, deleted,
                                       traces_deleted=len(keys) if target is _TRACES else 0)
                 return Batch(table.name, keys, deleted)
         return Batch()
 
-    async def _delete_keys(self, conn: AsyncConnection, target: _Target, keys: list[tuple[Any, ...]]) -> int:
+    async def _delete_keys(self, conn: AsyncConnection, target: _Target, keys: list[tuple[Any, ...]],
+                           agent_id: str | None) -> int:
         table = target.table
         deleted = 0
         if table is traces:
             ids = [key[0] for key in keys]
+            if agent_id is not None:  # out of the integrity counters first (they read the violations)
+                await integrity_counters.take_out(conn, self.db.dialect, agent_id, ids)
             for child in (trace_violations, drift_pending):
                 deleted += (await conn.execute(child.delete().where(child.c.trace_id.in_(ids)))).rowcount or 0
         if table is exchanges:
@@ -190,6 +194,15 @@ class RetentionStore:
             "deleted_rows": retention_state.c.deleted_rows + deleted,
             "updated_at": now,
         }))
+
+    async def roll_up(self, agent_id: str, to: datetime) -> Batch:
+        """Counts the agent's traces created up to `to` into its integrity counters (a batch
+        like the others: one observer at a time)."""
+        async with self._batch() as conn:
+            if conn is None:
+                return Batch(busy=True)
+            moved = await integrity_counters.roll_up(conn, self.db.dialect, agent_id, to)
+            return Batch(integrity_counters.__name__, [(agent_id,)] if moved else [])
 
     async def expire_payloads(self, cutoff: datetime, limit: int) -> Batch:
         """Deletes up to `limit` raw payloads of exchanges received before `cutoff` that are no

@@ -30,6 +30,9 @@ __all__ = [
     "exchange_payloads",
     "exchange_usage",
     "exchanges",
+    "integrity_marks",
+    "integrity_totals",
+    "integrity_violation_totals",
     "metadata",
     "retention_state",
     "tool_executions",
@@ -228,6 +231,35 @@ alert_feed = sa.Table(
     "alert_feed", metadata,
     sa.Column("source", sa.String(32), primary_key=True),
     sa.Column("read_to", UTCDateTime(), nullable=False),
+)
+
+# Integrity counters (0007): an agent's all-time sums without rescanning its traces. They count
+# the traces created before `integrity_marks.rolled_to`; integrity adds the few created since.
+# Kept exact: `retention_store` adds traces to them and takes deleted ones out in the same
+# transactions, one at a time.
+integrity_totals = sa.Table(
+    "integrity_totals", metadata,
+    sa.Column("agent_id", sa.String(144), primary_key=True),
+    sa.Column("record_kind", sa.String(16), primary_key=True),
+    sa.Column("traces", sa.BigInteger(), nullable=False),
+    sa.Column("verified", sa.BigInteger(), nullable=False),
+    sa.Column("violations", sa.BigInteger(), nullable=False),
+    sa.Column("with_reasoning", sa.BigInteger(), nullable=False),
+    sa.Column("with_model_analysis", sa.BigInteger(), nullable=False),
+    sa.Column("failed", sa.BigInteger(), nullable=False),
+)
+
+integrity_violation_totals = sa.Table(
+    "integrity_violation_totals", metadata,
+    sa.Column("agent_id", sa.String(144), primary_key=True),
+    sa.Column("type", sa.String(64), primary_key=True),
+    sa.Column("count", sa.BigInteger(), nullable=False),
+)
+
+integrity_marks = sa.Table(
+    "integrity_marks", metadata,
+    sa.Column("agent_id", sa.String(144), primary_key=True),
+    sa.Column("rolled_to", UTCDateTime(), nullable=False),
 )
 
 #: Bound parameters per statement stay well under SQLite's 32766 and asyncpg's 32767.

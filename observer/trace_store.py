@@ -15,6 +15,7 @@ from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smoltbot.core.storage import Database, UTCDateTime, utcnow
+from smoltbot.observer import integrity_counters
 from smoltbot.observer.integrity import Integrity, IntegrityPoint, IntegrityWindow, timeline_grid
 from smoltbot.observer.record_kinds import ACTIVITY, DECISION
 from smoltbot.observer.tables import drift_alerts, retention_state, tool_executions, trace_violations, traces
@@ -93,20 +94,18 @@ class TraceStore:
             .subquery("recent")
         )
         async with self.db.read() as conn:
-            all_row = (await conn.execute(sa.select(*_sums(traces)).where(decisions))).one()
+            # All time from the counters plus the traces created since they were rolled up.
+            totals = await integrity_counters.all_time(conn, agent_id)
+            all_row = totals.kind(DECISION)
             recent_row = (await conn.execute(sa.select(*_sums(recent)))).one()
             oldest_recent = (
                 await conn.execute(sa.select(sa.func.min(recent.c.timestamp)))
             ).scalar_one_or_none()
-            all_activity = (await conn.execute(sa.select(sa.func.count()).where(activity))).scalar_one()
+            all_activity = totals.kind(ACTIVITY)[0]
             recent_activity = all_activity if oldest_recent is None else (await conn.execute(
                 sa.select(sa.func.count()).where(activity, traces.c.timestamp >= _aware(oldest_recent, now))
             )).scalar_one()
-            all_types = await _violation_types(conn, (
-                sa.select(trace_violations.c.type, sa.func.count())
-                .join(traces, traces.c.trace_id == trace_violations.c.trace_id)
-                .where(trace_violations.c.agent_id == agent_id, traces.c.record_kind == DECISION)
-            ))
+            all_types = {kind: count for kind, count in totals.violation_types.items() if count}
             recent_types = await _violation_types(conn, (
                 sa.select(trace_violations.c.type, sa.func.count())
                 .join(recent, recent.c.trace_id == trace_violations.c.trace_id)

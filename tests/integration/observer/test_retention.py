@@ -25,6 +25,7 @@ from smoltbot.observer.tables import (
     trace_violations,
     traces,
 )
+from smoltbot.observer.trace_store import TraceStore
 from tests.integration.observer.conftest import ObserverStack
 from tests.integration.observer.test_drift import CARD
 from tests.support.synthetic_traces import bulk_insert, exchange_rows, merge
@@ -170,3 +171,80 @@ async def test_two_observers_never_do_the_same_batch(observer_stack: ObserverSta
     state = await RetentionStore(stack.db).state(agent_id)
     assert state is not None and state.deleted_traces == 300
     assert await _ids(stack, traces, "trace_id") == set()
+
+
+async def _brute_force(stack: ObserverStack, agent_id: str) -> tuple[list[int], int, dict[str, int]]:
+    """All-time sums straight from the traces: what the counters must always agree with."""
+    mine = sa.and_(traces.c.agent_id == agent_id, traces.c.record_kind == "decision")
+
+    def flag(column: Any) -> Any:
+        return sa.func.coalesce(sa.func.sum(sa.case((column, 1), else_=0)), 0)
+
+    async with stack.db.read() as conn:
+        row = (await conn.execute(sa.select(
+            sa.func.count(), flag(traces.c.verified),
+            sa.func.coalesce(sa.func.sum(traces.c.violation_count), 0), flag(traces.c.has_reasoning),
+            flag(traces.c.model_analysis), flag(traces.c.failed)).where(mine))).one()
+        activity = (await conn.execute(sa.select(sa.func.count()).where(
+            traces.c.agent_id == agent_id, traces.c.record_kind == "activity"))).scalar_one()
+        types = dict((await conn.execute(
+            sa.select(trace_violations.c.type, sa.func.count())
+            .join(traces, traces.c.trace_id == trace_violations.c.trace_id).where(mine)
+            .group_by(trace_violations.c.type))).all())
+    return [int(value) for value in row], int(activity), {str(k): int(v) for k, v in types.items()}
+
+
+async def _served(stack: ObserverStack, agent_id: str) -> tuple[list[int], int, dict[str, int]]:
+    window = (await TraceStore(stack.db).integrity(agent_id, 100)).all_time
+    return ([window.total_traces, window.verified_traces, window.violation_count, window.with_reasoning,
+             window.with_model_analysis, window.failed], window.activity, window.violations_by_type)
+
+
+async def test_integrity_counters_stay_exact_through_roll_up_retention_and_new_traces(
+        observer_stack: ObserverStack) -> None:
+    stack = observer_stack
+    await stack.stop_observer()
+    agent_id, agent_hash = await stack.agent()
+    await stack.put_card(agent_id, agent_hash, _card(30))
+    now = datetime.now(UTC)
+
+    def seed(start: int, ages: list[float],
+             created_at: datetime | None = None) -> dict[str, list[dict[str, Any]]]:
+        parts = []
+        for offset, age in enumerate(ages):
+            part = exchange_rows(agent_id, agent_hash, now - timedelta(days=age), start + offset,
+                                 violated=offset % 3 == 0)
+            if created_at is not None:  # stored now, whenever the call happened
+                part["traces"][0]["created_at"] = created_at
+            if offset % 5 == 4:  # API activity: counted apart, never in the score
+                part["traces"][0]["record_kind"] = "activity"
+                part["trace_violations"] = []
+                part["traces"][0]["violation_count"] = 0
+            parts.append(part)
+        return merge(parts)
+
+    await bulk_insert(stack.db, seed(0, [day * 0.75 for day in range(60)]))
+    assert await _served(stack, agent_id) == await _brute_force(stack, agent_id)
+
+    retention, registry = _retention(stack, retention_max_days=365)
+    try:
+        report = await retention.run_pass(now)
+        assert report.traces[agent_id] == sum(1 for day in range(60) if day * 0.75 > 30)
+        async with stack.db.read() as conn:
+            marked = (await conn.execute(sa.select(sa.func.count()).select_from(
+                sa.table("integrity_marks")))).scalar_one()
+        assert marked == 1  # counted from now on, not rescanned
+        assert await _served(stack, agent_id) == await _brute_force(stack, agent_id)
+
+        # Stored after the mark (calls of the last minutes, and late ones: a spool sent days later).
+        await bulk_insert(stack.db, seed(1000, [0.0001, 0.0002, 0.0003, 5, 29], created_at=datetime.now(UTC)))
+        assert await _served(stack, agent_id) == await _brute_force(stack, agent_id)
+
+        # Twenty days on: traces counted by the counters are deleted, and taken out of them.
+        later = now + timedelta(days=20)
+        report = await retention.run_pass(later)
+        assert report.traces[agent_id] > 0
+        assert await _served(stack, agent_id) == await _brute_force(stack, agent_id)
+        assert (await _served(stack, agent_id))[0][0] > 0
+    finally:
+        await registry.close()
