@@ -210,8 +210,8 @@ class Settings(BaseSettings):
     )
     webhook_backoff_base: float = Field(
         default=2.0, gt=0,
-        description="Seconds before the first retry; doubled per attempt, with full jitter, up to "
-        "webhook_backoff_max.",
+        description="Seconds before the first retry; doubled per attempt up to webhook_backoff_max, each "
+        "wait between half of that and all of it (jitter).",
     )
     webhook_backoff_max: float = Field(
         default=3600.0, gt=0, description="Longest wait between two attempts of a delivery, in seconds."
