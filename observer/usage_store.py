@@ -159,11 +159,18 @@ class _SessionTurns:
                         .where(session, usage.occurred_at < self.low, usage.starts_turn.is_(True),
                                usage.is_sub_agent.is_(False))
                         .order_by(usage.occurred_at.desc(), usage.exchange_id.desc()).limit(1).subquery())
+        # The highest turn before `low`: when every stored call is older than `low` (the usual
+        # case), the session's highest turn, from the end of ix_exchange_usage_session_turn
+        # (migration 0008); else read from the session's rows before `low`. Only the branch
+        # taken is evaluated (SQLite and PostgreSQL both run uncorrelated subqueries lazily).
+        in_session = sa.select(sa.func.max(usage.conversation_turn)).where(session)
+        latest = sa.select(sa.func.max(usage.occurred_at)).where(session).scalar_subquery()
+        highest = sa.case((latest < self.low, in_session.scalar_subquery()),
+                          else_=in_session.where(usage.occurred_at < self.low).scalar_subquery())
         kinds = (UTCDateTime(), sa.String(), sa.Boolean(), sa.Boolean(), sa.Integer())
         nothing = [sa.cast(sa.null(), kind) for kind in kinds]
-        before_max: Any = (sa.select(sa.literal_column("0").label("part"), nothing[0], nothing[1],
-                                     sa.func.max(usage.conversation_turn), *nothing[2:])
-                           .where(session, usage.occurred_at < self.low))
+        before_max: Any = sa.select(sa.literal_column("0").label("part"), nothing[0], nothing[1], highest,
+                                    *nothing[2:])
         rows = (await conn.execute(sa.union_all(in_span, sa.select(before_start), before_max))).all()
         for part, at, exchange_id, turn, starts, sub_agent, position in rows:
             if int(part) == 0:
