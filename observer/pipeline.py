@@ -9,6 +9,8 @@ call between them, and for the envelope-only records of API activity.
 
 from __future__ import annotations
 
+import copyreg
+import dataclasses
 import functools
 import json
 import re
@@ -21,6 +23,8 @@ from google.protobuf.message import DecodeError
 
 from smoltbot.core.outcomes import ExchangeOutcome
 from smoltbot.core.protoconv import from_timestamp
+from smoltbot.core.sessions import SubAgent, TurnStart
+from smoltbot.core.usage import TokenUsage
 from smoltbot.observer.accounting import ExchangeFacts, facts_of
 from smoltbot.observer.enforcement import annotate_enforcement
 from smoltbot.observer.extraction import Extraction, extract
@@ -49,6 +53,23 @@ __all__ = [
     "traces_of",
     "with_turn",
 ]
+
+
+def _positional_pickling(cls: type) -> None:
+    """Pickles instances of a frozen, slotted dataclass as a constructor call with its fields.
+    Its default (`__getstate__` / `__setstate__`, which look the fields up on every instance)
+    made a model call's usage facts cost more to send back from a worker process than its
+    traces."""
+    names = tuple(item.name for item in dataclasses.fields(cls))
+
+    def reduce(instance: Any) -> tuple[type, tuple[Any, ...]]:
+        return cls, tuple(getattr(instance, name) for name in names)
+
+    copyreg.pickle(cls, reduce)
+
+
+for _cls in (ExchangeFacts, TokenUsage, SubAgent, TurnStart):
+    _positional_pickling(_cls)
 
 
 @dataclass(frozen=True)
