@@ -15,6 +15,17 @@ are sent again one at a time, each waiting for its ack, so the next break is bla
 
 Exchanges are stored and sent as already-encoded `IngestRequest` bytes (the stream's request
 serializer is the identity), so a spooled exchange is never parsed again on its way out.
+
+Batches. When several exchanges are ready at once (under load they gather while gRPC sends the
+previous message), they go as one `IngestRequest` with `exchanges` and come back as one
+`IngestResponse` with one ack per exchange: one message and one ack for many exchanges instead
+of one each, which is most of the shipping cost. A batch is built from the spooled bytes by
+rewriting each record's field tag (`exchange`, 1, becomes `exchanges`, 2): concatenated
+`IngestRequest`s merge, so nothing is parsed or copied into a new message. One ready exchange
+goes alone in the single form, as before. An observer from before batches answers a batch with
+an empty REJECTED ack ("carries no exchange"); replies come in request order, so the shipper
+knows the reply was the batch's, sends its exchanges again one by one and batches no more on
+that stream.
 """
 
 from __future__ import annotations
@@ -35,12 +46,18 @@ from smoltbot.v1 import exchange_pb2, observer_service_pb2
 from .dead_letter import DeadLetters
 from .spool import Record, Spool
 
-__all__ = ["Shipper", "encode_ingest_request"]
+__all__ = ["Shipper", "encode_batch", "encode_ingest_request"]
 
 logger = logging.getLogger(__name__)
 
 _INGEST_METHOD = "/{}/Ingest".format(
     observer_service_pb2.DESCRIPTOR.services_by_name["ObserverService"].full_name)
+#: The field tags of `IngestRequest.exchange` (1) and `.exchanges` (2), both length-delimited.
+_SINGLE_TAG, _BATCH_TAG = 0x0A, 0x12
+#: At most this many exchanges, and (below the transport's message limit) bytes, per batch.
+_BATCH_MAX_COUNT = 256
+_BATCH_MAX_BYTES = 4 * 1024 * 1024
+_Ack = observer_service_pb2.IngestResponse | observer_service_pb2.IngestAck
 _ACCEPTED = observer_service_pb2.INGEST_STATUS_ACCEPTED
 _DUPLICATE = observer_service_pb2.INGEST_STATUS_DUPLICATE
 _REJECTED = observer_service_pb2.INGEST_STATUS_REJECTED
@@ -57,6 +74,11 @@ def encode_ingest_request(exchange: exchange_pb2.Exchange) -> bytes:
     """`IngestRequest(exchange=exchange)` on the wire, without copying the message into a wrapper."""
     body = exchange.SerializeToString()
     return b"\x0a" + _varint(len(body)) + body
+
+
+def encode_batch(payloads: list[bytes]) -> bytes:
+    """Encoded single-exchange `IngestRequest`s as one `IngestRequest(exchanges=...)`."""
+    return b"".join([bytes((_BATCH_TAG,)) + memoryview(payload)[1:] for payload in payloads])
 
 
 def _varint(value: int) -> bytes:
@@ -96,6 +118,13 @@ class Shipper:
         self._on_acked = on_acked
         self._queue: collections.deque[Record] = collections.deque()
         self._in_flight: dict[str, Record] = {}
+        #: The exchange ids of each request sent on this stream and not yet answered, in order.
+        self._sent: collections.deque[tuple[str, ...]] = collections.deque()
+        #: False once the observer showed it takes one exchange per request (see the docstring).
+        self.batching = True
+        self._max_batch_bytes = min(_BATCH_MAX_BYTES, message_limit or _BATCH_MAX_BYTES)
+        #: Requests sent that carried a batch (for benchmarks and tests).
+        self.batches = 0
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -209,6 +238,8 @@ class Shipper:
         call: grpc.aio.StreamStreamCall[bytes, observer_service_pb2.IngestResponse] = ingest(
             cast("AsyncIterator[Any]", requests))
         self._in_flight = {}
+        self._sent = collections.deque()
+        self.batching = True
         self._isolating = None
         self._queue = collections.deque(self.spool.unacked())
         state = {"acked": False}
@@ -231,13 +262,16 @@ class Shipper:
                         await self._wake.wait()
                         continue
                     self._isolating = record.exchange_id
-                payload = self.spool.payload_of(record)
-                self._in_flight[record.exchange_id] = record
+                records, payload = self._request_from(record)
+                for sent in records:
+                    self._in_flight[sent.exchange_id] = sent
+                self._sent.append(tuple(sent.exchange_id for sent in records))
                 if not await requests.write(payload, reader):
                     break  # the stream ended (the reader says how)
-                self.shipped += 1
+                self.shipped += len(records)
                 if self._on_shipped is not None:
-                    self._on_shipped()
+                    for _ in records:
+                        self._on_shipped()
         except (grpc.aio.AioRpcError, asyncio.InvalidStateError, grpc.aio.UsageError) as error:
             if not reader.done():
                 logger.debug("observer stream write failed: %r", error)
@@ -254,6 +288,35 @@ class Shipper:
             raise failure
         return state["acked"]
 
+    def _request_from(self, first: Record) -> tuple[list[Record], bytes]:
+        """The next request: `first` alone, or with the ready exchanges behind it as a batch."""
+        payload = self.spool.payload_of(first)
+        if (not self.batching or first.failures or not self._queue or not payload
+                or payload[0] != _SINGLE_TAG):
+            return [first], payload
+        records, payloads = [first], [payload]
+        size = len(payload)
+        room = min(_BATCH_MAX_COUNT, self._max_in_flight - len(self._in_flight))
+        queue = self._queue
+        while queue and len(records) < room:
+            record = queue[0]
+            if record.acked or record.exchange_id in self._in_flight:
+                queue.popleft()
+                continue
+            if record.failures:
+                break  # a suspect goes alone, after this batch is answered
+            more = self.spool.payload_of(record)
+            if not more or more[0] != _SINGLE_TAG or size + len(more) > self._max_batch_bytes:
+                break
+            queue.popleft()
+            records.append(record)
+            payloads.append(more)
+            size += len(more)
+        if len(records) == 1:
+            return records, payload
+        self.batches += 1
+        return records, encode_batch(payloads)
+
     async def _read_acks(self, call: grpc.aio.StreamStreamCall[bytes, observer_service_pb2.IngestResponse],
                          state: dict[str, bool]) -> None:
         try:
@@ -262,11 +325,32 @@ class Shipper:
                     self.connected = True
                     logger.info("observer stream up; %d exchanges spooled", self.spool.depth)
                 state["acked"] = True
-                self._handle_ack(reply)
+                self._handle_reply(reply)
         finally:
             self._wake.set()
 
-    def _handle_ack(self, reply: observer_service_pb2.IngestResponse) -> None:
+    def _handle_reply(self, reply: observer_service_pb2.IngestResponse) -> None:
+        """One reply, to the oldest request not yet answered (replies come in request order)."""
+        ids = self._sent.popleft() if self._sent else ()
+        if reply.acks:
+            for ack in reply.acks:
+                self._handle_ack(ack)
+            return
+        if len(ids) > 1:
+            # A batch answered in the single form: an observer from before batches, which read
+            # the request as carrying no exchange. Send them again, one per request.
+            self.batching = False
+            logger.info("the observer takes one exchange per request; %d exchanges sent again, alone",
+                        len(ids))
+            for exchange_id in reversed(ids):
+                record = self._in_flight.pop(exchange_id, None)
+                if record is not None and not record.acked:
+                    self._queue.appendleft(record)
+            self._wake.set()
+            return
+        self._handle_ack(reply)
+
+    def _handle_ack(self, reply: _Ack) -> None:
         record = self._in_flight.pop(reply.exchange_id, None)
         if self._isolating == reply.exchange_id:
             self._isolating = None

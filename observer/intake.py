@@ -7,6 +7,11 @@ batch is being written the next one gathers, so under load a transaction carries
 of exchanges and acks stay fast; with one exchange in flight it is written alone at once.
 
 An ack is only ever sent for an exchange that is durably stored (or was already).
+
+A request carries one exchange (`exchange`) or a batch (`exchanges`); `answer` gives the reply
+to either form: the single ack as before, or one ack per exchange of the batch, in its order.
+Each exchange of a batch is validated, stored and acked on its own: a bad one is REJECTED and
+the others are stored all the same.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from smoltbot.core.ids import is_agent_hash, is_exchange_id
 from smoltbot.core.protoconv import from_timestamp
@@ -25,11 +31,13 @@ from smoltbot.observer.record_kinds import exchange_kind
 from smoltbot.v1 import exchange_pb2
 from smoltbot.v1 import observer_service_pb2 as pb
 
-__all__ = ["Ack", "Intake", "validate"]
+__all__ = ["Ack", "Intake", "validate", "validate_exchange"]
 
 logger = logging.getLogger(__name__)
 
 _MAX_BATCH = 500
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 _MAX_BATCH_BYTES = 32 * 1024 * 1024
 
 
@@ -42,12 +50,19 @@ class Ack:
     def to_proto(self) -> pb.IngestResponse:
         return pb.IngestResponse(exchange_id=self.exchange_id, status=self.status, message=self.message)  # type: ignore[arg-type]
 
+    def to_batch_ack(self) -> pb.IngestAck:
+        return pb.IngestAck(exchange_id=self.exchange_id, status=self.status, message=self.message)  # type: ignore[arg-type]
+
 
 def validate(request: pb.IngestRequest) -> str:
-    """Why the request cannot be stored ("" when it can). Re-sending it would not help."""
+    """Why a single-exchange request cannot be stored ("" when it can). Re-sending it would not help."""
     if not request.HasField("exchange"):
         return "the request carries no exchange"
-    exchange = request.exchange
+    return validate_exchange(request.exchange)
+
+
+def validate_exchange(exchange: exchange_pb2.Exchange) -> str:
+    """Why the exchange cannot be stored ("" when it can). Re-sending it would not help."""
     if not is_exchange_id(exchange.exchange_id):
         return "exchange_id must be 32 hex digits"
     if not exchange.agent_hash:
@@ -63,6 +78,24 @@ def _occurred_at(exchange: exchange_pb2.Exchange, received_at: datetime) -> date
         if at is not None:
             return at
     return received_at
+
+
+def _chain(source: asyncio.Future[_T], convert: Callable[[_T], _R]) -> asyncio.Future[_R]:
+    """A future of `convert(source's result)`, failing or cancelled as `source` does."""
+    target: asyncio.Future[_R] = asyncio.get_running_loop().create_future()
+
+    def done(finished: asyncio.Future[_T]) -> None:
+        if target.done():
+            return
+        if finished.cancelled():
+            target.cancel()
+        elif (error := finished.exception()) is not None:
+            target.set_exception(error)
+        else:
+            target.set_result(convert(finished.result()))
+
+    source.add_done_callback(done)
+    return target
 
 
 @dataclass
@@ -97,17 +130,35 @@ class Intake:
                 submission.future.cancel()
         self._pending.clear()
 
+    def answer(self, request: pb.IngestRequest) -> asyncio.Future[pb.IngestResponse]:
+        """The future reply to one request of either form. It fails (with the storage's error)
+        when any of its exchanges could not be stored: the stream ends and the gateway sends again."""
+        if not request.exchanges:
+            return _chain(self.submit(request), Ack.to_proto)
+        exchanges = ([request.exchange] if request.HasField("exchange") else []) + list(request.exchanges)
+        acks = [self.submit_exchange(exchange) for exchange in exchanges]
+        return _chain(asyncio.gather(*acks),
+                      lambda done: pb.IngestResponse(acks=[ack.to_batch_ack() for ack in done]))
+
     def submit(self, request: pb.IngestRequest) -> asyncio.Future[Ack]:
-        """The future ack of one request; invalid requests are answered at once."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Ack] = loop.create_future()
-        sent_id = request.exchange.exchange_id
-        problem = validate(request)
+        """The future ack of a single-exchange request; invalid requests are answered at once."""
+        if not request.HasField("exchange"):
+            return self._rejected(request.exchange.exchange_id, validate(request))
+        return self.submit_exchange(request.exchange)
+
+    def _rejected(self, sent_id: str, problem: str) -> asyncio.Future[Ack]:
+        logger.warning("rejected exchange %r: %s", sent_id[:64], problem)
+        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
+        future.set_result(Ack(sent_id, pb.INGEST_STATUS_REJECTED, problem))
+        return future
+
+    def submit_exchange(self, exchange: exchange_pb2.Exchange) -> asyncio.Future[Ack]:
+        """The future ack of one exchange; an invalid one is answered at once."""
+        sent_id = exchange.exchange_id
+        problem = validate_exchange(exchange)
         if problem:
-            logger.warning("rejected exchange %r: %s", sent_id[:64], problem)
-            future.set_result(Ack(sent_id, pb.INGEST_STATUS_REJECTED, problem))
-            return future
-        exchange = request.exchange
+            return self._rejected(sent_id, problem)
+        future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         row = ExchangeRow(
             exchange_id=sent_id.lower(),
             agent_hash=exchange.agent_hash.lower(),

@@ -16,7 +16,7 @@ from smoltbot.core.grpc_server import grpc_errors
 from smoltbot.core.protoconv import from_timestamp, to_timestamp
 from smoltbot.observer.drift_store import DriftAlert
 from smoltbot.observer.drift_watch import DriftWatch
-from smoltbot.observer.intake import Ack, Intake
+from smoltbot.observer.intake import Intake
 from smoltbot.observer.integrity import Integrity, IntegrityWindow
 from smoltbot.observer.queries import Queries
 from smoltbot.observer.retention import Retention
@@ -112,12 +112,13 @@ class ObserverServicer(observer_service_pb2_grpc.ObserverServiceServicer):
     async def Ingest(self, request_iterator: AsyncIterator[pb.IngestRequest],
                      context: grpc.aio.ServicerContext) -> AsyncIterator[pb.IngestResponse]:
         # Reading runs ahead of acking, so the next batch gathers while this one is written.
-        acks: asyncio.Queue[asyncio.Future[Ack] | None] = asyncio.Queue(_STREAM_WINDOW)
+        # One reply per request: a single exchange's ack, or a batch's acks (observer/intake.py).
+        acks: asyncio.Queue[asyncio.Future[pb.IngestResponse] | None] = asyncio.Queue(_STREAM_WINDOW)
 
         async def read() -> None:
             try:
                 async for request in request_iterator:
-                    await acks.put(self._intake.submit(request))
+                    await acks.put(self._intake.answer(request))
             finally:
                 await acks.put(None)
 
@@ -128,7 +129,7 @@ class ObserverServicer(observer_service_pb2_grpc.ObserverServiceServicer):
                 if future is None:
                     break
                 try:
-                    ack = await future
+                    reply = await future
                 except SmoltbotError as error:
                     await context.abort_with_status(grpc_status_for(error))
                 except asyncio.CancelledError:
@@ -138,7 +139,7 @@ class ObserverServicer(observer_service_pb2_grpc.ObserverServiceServicer):
                     await context.abort(
                         grpc.StatusCode.INTERNAL, "could not store exchanges; see the server log"
                     )
-                yield ack.to_proto()
+                yield reply
             await reader  # surfaces a broken request stream
         finally:
             reader.cancel()
@@ -160,6 +161,7 @@ class ObserverServicer(observer_service_pb2_grpc.ObserverServiceServicer):
             since=from_timestamp(request, "since"), until=from_timestamp(request, "until"),
             size=request.page_size,
             token=request.page_token, order_by=request.order_by, record_kind=request.record_kind,
+            provider=request.provider,
         )
         return pb.ListTracesResponse(
             traces=[trace_to_proto(trace) for trace in traces], next_page_token=token
@@ -229,6 +231,6 @@ class ObserverServicer(observer_service_pb2_grpc.ObserverServiceServicer):
         return pb.ReportToolExecutionResponse()
 
 
-def _consume(future: asyncio.Future[Ack]) -> None:
+def _consume(future: asyncio.Future[pb.IngestResponse]) -> None:
     if not future.cancelled():
         future.exception()

@@ -49,19 +49,27 @@ Global___IngestStatus: _TypeAlias = IngestStatus  # noqa: Y015
 
 @_typing.final
 class IngestRequest(_message.Message):
+    """One exchange (`exchange`), or a batch of them (`exchanges`): a gateway sends a batch when
+    several exchanges are ready at once. An observer stores every exchange a request carries.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EXCHANGE_FIELD_NUMBER: _builtins.int
+    EXCHANGES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def exchange(self) -> _exchange_pb2.Exchange: ...
+    @_builtins.property
+    def exchanges(self) -> _containers.RepeatedCompositeFieldContainer[_exchange_pb2.Exchange]: ...
     def __init__(
         self,
         *,
         exchange: _exchange_pb2.Exchange | None = ...,
+        exchanges: _abc.Iterable[_exchange_pb2.Exchange] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["exchange", b"exchange"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["exchange", b"exchange"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["exchange", b"exchange", "exchanges", b"exchanges"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -69,6 +77,42 @@ Global___IngestRequest: _TypeAlias = IngestRequest  # noqa: Y015
 
 @_typing.final
 class IngestResponse(_message.Message):
+    """The answer to one IngestRequest: for a single `exchange`, its ack in the first three fields;
+    for a request with `exchanges`, one ack per exchange in `acks` (in the request's order) and
+    the first three fields empty.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXCHANGE_ID_FIELD_NUMBER: _builtins.int
+    STATUS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    ACKS_FIELD_NUMBER: _builtins.int
+    exchange_id: _builtins.str
+    status: Global___IngestStatus.ValueType
+    message: _builtins.str
+    @_builtins.property
+    def acks(self) -> _containers.RepeatedCompositeFieldContainer[Global___IngestAck]: ...
+    def __init__(
+        self,
+        *,
+        exchange_id: _builtins.str = ...,
+        status: Global___IngestStatus.ValueType = ...,
+        message: _builtins.str = ...,
+        acks: _abc.Iterable[Global___IngestAck] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acks", b"acks", "exchange_id", b"exchange_id", "message", b"message", "status", b"status"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___IngestResponse: _TypeAlias = IngestResponse  # noqa: Y015
+
+@_typing.final
+class IngestAck(_message.Message):
+    """What became of one exchange of a batch (the same fields as a single IngestResponse)."""
+
     DESCRIPTOR: _descriptor.Descriptor
 
     EXCHANGE_ID_FIELD_NUMBER: _builtins.int
@@ -90,7 +134,7 @@ class IngestResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___IngestResponse: _TypeAlias = IngestResponse  # noqa: Y015
+Global___IngestAck: _TypeAlias = IngestAck  # noqa: Y015
 
 @_typing.final
 class ListTracesRequest(_message.Message):

@@ -16,9 +16,12 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file smoltbot/v1/observer_service.proto.
  */
 export const file_smoltbot_v1_observer_service: GenFile = /*@__PURE__*/
-  fileDesc("CiJzbW9sdGJvdC92MS9vYnNlcnZlcl9zZXJ2aWNlLnByb3RvEgtzbW9sdGJvdC52MSI4Cg1Jbmdlc3RSZXF1ZXN0EicKCGV4Y2hhbmdlGAEgASgLMhUuc21vbHRib3QudjEuRXhjaGFuZ2UiYQoOSW5nZXN0UmVzcG9uc2USEwoLZXhjaGFuZ2VfaWQYASABKAkSKQoGc3RhdHVzGAIgASgOMhkuc21vbHRib3QudjEuSW5nZXN0U3RhdHVzEg8KB21lc3NhZ2UYAyABKAkigQIKEUxpc3RUcmFjZXNSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEhIKCnNlc3Npb25faWQYAiABKAkSFQoIdmVyaWZpZWQYAyABKAhIAIgBARIpCgVzaW5jZRgEIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFdW50aWwYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhEKCXBhZ2Vfc2l6ZRgGIAEoBRISCgpwYWdlX3Rva2VuGAcgASgJEhAKCG9yZGVyX2J5GAggASgJEhMKC3JlY29yZF9raW5kGAkgASgJQgsKCV92ZXJpZmllZCJTChJMaXN0VHJhY2VzUmVzcG9uc2USJAoGdHJhY2VzGAEgAygLMhQuc21vbHRib3QudjEuQXBUcmFjZRIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiIwoPR2V0VHJhY2VSZXF1ZXN0EhAKCHRyYWNlX2lkGAEgASgJIjcKEEdldFRyYWNlUmVzcG9uc2USIwoFdHJhY2UYASABKAsyFC5zbW9sdGJvdC52MS5BcFRyYWNlIicKE0dldEludGVncml0eVJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkinAEKFEdldEludGVncml0eVJlc3BvbnNlEi4KCWludGVncml0eRgBIAEoCzIbLnNtb2x0Ym90LnYxLkludGVncml0eVNjb3JlEjIKDnJldGFpbmVkX3NpbmNlGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIgChhyZXRlbnRpb25fZGVsZXRlZF90cmFjZXMYAyABKAMiUQoWTGlzdERyaWZ0QWxlcnRzUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRIRCglwYWdlX3NpemUYAiABKAUSEgoKcGFnZV90b2tlbhgDIAEoCSJbChdMaXN0RHJpZnRBbGVydHNSZXNwb25zZRInCgZhbGVydHMYASADKAsyFy5zbW9sdGJvdC52MS5EcmlmdEFsZXJ0EhcKD25leHRfcGFnZV90b2tlbhgCIAEoCSJpChpSZXBvcnRUb29sRXhlY3V0aW9uUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRISCgphZ2VudF9oYXNoGAIgASgJEhMKC3Rvb2xfdXNlX2lkGAMgASgJEhAKCGV4ZWN1dGVkGAQgASgIIh0KG1JlcG9ydFRvb2xFeGVjdXRpb25SZXNwb25zZSKqAwoLVXNhZ2VUb3RhbHMSDQoFY2FsbHMYASABKAMSFAoMaW5wdXRfdG9rZW5zGAIgASgDEhkKEWNhY2hlX3JlYWRfdG9rZW5zGAMgASgDEh0KFWNhY2hlX3dyaXRlXzVtX3Rva2VucxgEIAEoAxIdChVjYWNoZV93cml0ZV8xaF90b2tlbnMYBSABKAMSJgoeY2FjaGVfd3JpdGVfdW5rbm93bl90dGxfdG9rZW5zGAYgASgDEhUKDW91dHB1dF90b2tlbnMYByABKAMSGAoQcmVhc29uaW5nX3Rva2VucxgIIAEoAxJBCg1jYWxsc193aXRob3V0GAkgAygLMiouc21vbHRib3QudjEuVXNhZ2VUb3RhbHMuQ2FsbHNXaXRob3V0RW50cnkSFgoOa25vd25fY29zdF91c2QYCiABKAkSGAoQa25vd25fY29zdF9jYWxscxgLIAEoAxIaChJ1bmtub3duX2Nvc3RfY2FsbHMYDCABKAMaMwoRQ2FsbHNXaXRob3V0RW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASJWCgpVc2FnZUdyb3VwEgsKA2tleRgBIAEoCRInCgV1c2FnZRgCIAEoCzIYLnNtb2x0Ym90LnYxLlVzYWdlVG90YWxzEhIKCnR1cm5fY291bnQYAyABKAUikAEKFEdldEFnZW50VXNhZ2VSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEikKBXNpbmNlGAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIpCgV1bnRpbBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIZ3JvdXBfYnkYBCABKAkijQEKFUdldEFnZW50VXNhZ2VSZXNwb25zZRIQCghhZ2VudF9pZBgBIAEoCRIQCghncm91cF9ieRgCIAEoCRInCgV0b3RhbBgDIAEoCzIYLnNtb2x0Ym90LnYxLlVzYWdlVG90YWxzEicKBmdyb3VwcxgEIAMoCzIXLnNtb2x0Ym90LnYxLlVzYWdlR3JvdXAisAEKC1Nlc3Npb25UdXJuEhEKBHR1cm4YASABKAVIAIgBARIuCgpzdGFydGVkX2F0GAIgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIsCghlbmRlZF9hdBgDIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoFdXNhZ2UYBCABKAsyGC5zbW9sdGJvdC52MS5Vc2FnZVRvdGFsc0IHCgVfdHVybiKVAgoPU2Vzc2lvblN1YkFnZW50EhQKDHN1Yl9hZ2VudF9pZBgBIAEoCRIXCg9wYXJlbnRfYWdlbnRfaWQYAiABKAkSEgoKYWdlbnRfdHlwZRgDIAEoCRIOCgZzb3VyY2UYBCABKAkSLgoKZmlyc3Rfc2VlbhgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJbGFzdF9zZWVuGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBInCgV1c2FnZRgHIAEoCzIYLnNtb2x0Ym90LnYxLlVzYWdlVG90YWxzEg4KBnRyYWNlcxgIIAEoAxIXCg92ZXJpZmllZF90cmFjZXMYCSABKAMiPgoWR2V0U2Vzc2lvblVzYWdlUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJIo8DChdHZXRTZXNzaW9uVXNhZ2VSZXNwb25zZRIQCghhZ2VudF9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEhUKDXNlc3Npb25fcnVuZ3MYAyADKAkSEgoKdHVybl9jb3VudBgEIAEoBRIuCgpmaXJzdF9zZWVuGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCglsYXN0X3NlZW4YBiABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBXRvdGFsGAcgASgLMhguc21vbHRib3QudjEuVXNhZ2VUb3RhbHMSJwoFdHVybnMYCCADKAsyGC5zbW9sdGJvdC52MS5TZXNzaW9uVHVybhIwCgpzdWJfYWdlbnRzGAkgAygLMhwuc21vbHRib3QudjEuU2Vzc2lvblN1YkFnZW50Eg4KBnRyYWNlcxgKIAEoAxIXCg92ZXJpZmllZF90cmFjZXMYCyABKAMSFwoPdmlvbGF0aW9uX2NvdW50GAwgASgDIlYKHEFja25vd2xlZGdlRHJpZnRBbGVydFJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSEgoKYWdlbnRfaGFzaBgCIAEoCRIQCghhbGVydF9pZBgDIAEoCSJHCh1BY2tub3dsZWRnZURyaWZ0QWxlcnRSZXNwb25zZRImCgVhbGVydBgBIAEoCzIXLnNtb2x0Ym90LnYxLkRyaWZ0QWxlcnQiPgoWRGVsZXRlQWdlbnREYXRhUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRISCgphZ2VudF9oYXNoGAIgASgJIpoBChdEZWxldGVBZ2VudERhdGFSZXNwb25zZRJLCgxkZWxldGVkX3Jvd3MYASADKAsyNS5zbW9sdGJvdC52MS5EZWxldGVBZ2VudERhdGFSZXNwb25zZS5EZWxldGVkUm93c0VudHJ5GjIKEERlbGV0ZWRSb3dzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4ASqCAQoMSW5nZXN0U3RhdHVzEh0KGUlOR0VTVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIaChZJTkdFU1RfU1RBVFVTX0FDQ0VQVEVEEAESGwoXSU5HRVNUX1NUQVRVU19EVVBMSUNBVEUQAhIaChZJTkdFU1RfU1RBVFVTX1JFSkVDVEVEEAMytAcKD09ic2VydmVyU2VydmljZRJFCgZJbmdlc3QSGi5zbW9sdGJvdC52MS5Jbmdlc3RSZXF1ZXN0Ghsuc21vbHRib3QudjEuSW5nZXN0UmVzcG9uc2UoATABElIKCkxpc3RUcmFjZXMSHi5zbW9sdGJvdC52MS5MaXN0VHJhY2VzUmVxdWVzdBofLnNtb2x0Ym90LnYxLkxpc3RUcmFjZXNSZXNwb25zZSIDkAIBEkwKCEdldFRyYWNlEhwuc21vbHRib3QudjEuR2V0VHJhY2VSZXF1ZXN0Gh0uc21vbHRib3QudjEuR2V0VHJhY2VSZXNwb25zZSIDkAIBElgKDEdldEludGVncml0eRIgLnNtb2x0Ym90LnYxLkdldEludGVncml0eVJlcXVlc3QaIS5zbW9sdGJvdC52MS5HZXRJbnRlZ3JpdHlSZXNwb25zZSIDkAIBEmEKD0xpc3REcmlmdEFsZXJ0cxIjLnNtb2x0Ym90LnYxLkxpc3REcmlmdEFsZXJ0c1JlcXVlc3QaJC5zbW9sdGJvdC52MS5MaXN0RHJpZnRBbGVydHNSZXNwb25zZSIDkAIBEmgKE1JlcG9ydFRvb2xFeGVjdXRpb24SJy5zbW9sdGJvdC52MS5SZXBvcnRUb29sRXhlY3V0aW9uUmVxdWVzdBooLnNtb2x0Ym90LnYxLlJlcG9ydFRvb2xFeGVjdXRpb25SZXNwb25zZRJhCg9HZXRTZXNzaW9uVXNhZ2USIy5zbW9sdGJvdC52MS5HZXRTZXNzaW9uVXNhZ2VSZXF1ZXN0GiQuc21vbHRib3QudjEuR2V0U2Vzc2lvblVzYWdlUmVzcG9uc2UiA5ACARJuChVBY2tub3dsZWRnZURyaWZ0QWxlcnQSKS5zbW9sdGJvdC52MS5BY2tub3dsZWRnZURyaWZ0QWxlcnRSZXF1ZXN0Giouc21vbHRib3QudjEuQWNrbm93bGVkZ2VEcmlmdEFsZXJ0UmVzcG9uc2USWwoNR2V0QWdlbnRVc2FnZRIhLnNtb2x0Ym90LnYxLkdldEFnZW50VXNhZ2VSZXF1ZXN0GiIuc21vbHRib3QudjEuR2V0QWdlbnRVc2FnZVJlc3BvbnNlIgOQAgESYQoPRGVsZXRlQWdlbnREYXRhEiMuc21vbHRib3QudjEuRGVsZXRlQWdlbnREYXRhUmVxdWVzdBokLnNtb2x0Ym90LnYxLkRlbGV0ZUFnZW50RGF0YVJlc3BvbnNlIgOQAgJiBnByb3RvMw", [file_google_protobuf_timestamp, file_smoltbot_v1_exchange, file_smoltbot_v1_trace]);
+  fileDesc("CiJzbW9sdGJvdC92MS9vYnNlcnZlcl9zZXJ2aWNlLnByb3RvEgtzbW9sdGJvdC52MSJiCg1Jbmdlc3RSZXF1ZXN0EicKCGV4Y2hhbmdlGAEgASgLMhUuc21vbHRib3QudjEuRXhjaGFuZ2USKAoJZXhjaGFuZ2VzGAIgAygLMhUuc21vbHRib3QudjEuRXhjaGFuZ2UihwEKDkluZ2VzdFJlc3BvbnNlEhMKC2V4Y2hhbmdlX2lkGAEgASgJEikKBnN0YXR1cxgCIAEoDjIZLnNtb2x0Ym90LnYxLkluZ2VzdFN0YXR1cxIPCgdtZXNzYWdlGAMgASgJEiQKBGFja3MYBCADKAsyFi5zbW9sdGJvdC52MS5Jbmdlc3RBY2siXAoJSW5nZXN0QWNrEhMKC2V4Y2hhbmdlX2lkGAEgASgJEikKBnN0YXR1cxgCIAEoDjIZLnNtb2x0Ym90LnYxLkluZ2VzdFN0YXR1cxIPCgdtZXNzYWdlGAMgASgJIoECChFMaXN0VHJhY2VzUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRISCgpzZXNzaW9uX2lkGAIgASgJEhUKCHZlcmlmaWVkGAMgASgISACIAQESKQoFc2luY2UYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEikKBXVudGlsGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIRCglwYWdlX3NpemUYBiABKAUSEgoKcGFnZV90b2tlbhgHIAEoCRIQCghvcmRlcl9ieRgIIAEoCRITCgtyZWNvcmRfa2luZBgJIAEoCUILCglfdmVyaWZpZWQiUwoSTGlzdFRyYWNlc1Jlc3BvbnNlEiQKBnRyYWNlcxgBIAMoCzIULnNtb2x0Ym90LnYxLkFwVHJhY2USFwoPbmV4dF9wYWdlX3Rva2VuGAIgASgJIiMKD0dldFRyYWNlUmVxdWVzdBIQCgh0cmFjZV9pZBgBIAEoCSI3ChBHZXRUcmFjZVJlc3BvbnNlEiMKBXRyYWNlGAEgASgLMhQuc21vbHRib3QudjEuQXBUcmFjZSInChNHZXRJbnRlZ3JpdHlSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJIpwBChRHZXRJbnRlZ3JpdHlSZXNwb25zZRIuCglpbnRlZ3JpdHkYASABKAsyGy5zbW9sdGJvdC52MS5JbnRlZ3JpdHlTY29yZRIyCg5yZXRhaW5lZF9zaW5jZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASIAoYcmV0ZW50aW9uX2RlbGV0ZWRfdHJhY2VzGAMgASgDIlEKFkxpc3REcmlmdEFsZXJ0c1JlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSEQoJcGFnZV9zaXplGAIgASgFEhIKCnBhZ2VfdG9rZW4YAyABKAkiWwoXTGlzdERyaWZ0QWxlcnRzUmVzcG9uc2USJwoGYWxlcnRzGAEgAygLMhcuc21vbHRib3QudjEuRHJpZnRBbGVydBIXCg9uZXh0X3BhZ2VfdG9rZW4YAiABKAkiaQoaUmVwb3J0VG9vbEV4ZWN1dGlvblJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSEgoKYWdlbnRfaGFzaBgCIAEoCRITCgt0b29sX3VzZV9pZBgDIAEoCRIQCghleGVjdXRlZBgEIAEoCCIdChtSZXBvcnRUb29sRXhlY3V0aW9uUmVzcG9uc2UiqgMKC1VzYWdlVG90YWxzEg0KBWNhbGxzGAEgASgDEhQKDGlucHV0X3Rva2VucxgCIAEoAxIZChFjYWNoZV9yZWFkX3Rva2VucxgDIAEoAxIdChVjYWNoZV93cml0ZV81bV90b2tlbnMYBCABKAMSHQoVY2FjaGVfd3JpdGVfMWhfdG9rZW5zGAUgASgDEiYKHmNhY2hlX3dyaXRlX3Vua25vd25fdHRsX3Rva2VucxgGIAEoAxIVCg1vdXRwdXRfdG9rZW5zGAcgASgDEhgKEHJlYXNvbmluZ190b2tlbnMYCCABKAMSQQoNY2FsbHNfd2l0aG91dBgJIAMoCzIqLnNtb2x0Ym90LnYxLlVzYWdlVG90YWxzLkNhbGxzV2l0aG91dEVudHJ5EhYKDmtub3duX2Nvc3RfdXNkGAogASgJEhgKEGtub3duX2Nvc3RfY2FsbHMYCyABKAMSGgoSdW5rbm93bl9jb3N0X2NhbGxzGAwgASgDGjMKEUNhbGxzV2l0aG91dEVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAzoCOAEiVgoKVXNhZ2VHcm91cBILCgNrZXkYASABKAkSJwoFdXNhZ2UYAiABKAsyGC5zbW9sdGJvdC52MS5Vc2FnZVRvdGFscxISCgp0dXJuX2NvdW50GAMgASgFIpABChRHZXRBZ2VudFVzYWdlUmVxdWVzdBIQCghhZ2VudF9pZBgBIAEoCRIpCgVzaW5jZRgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASKQoFdW50aWwYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGdyb3VwX2J5GAQgASgJIo0BChVHZXRBZ2VudFVzYWdlUmVzcG9uc2USEAoIYWdlbnRfaWQYASABKAkSEAoIZ3JvdXBfYnkYAiABKAkSJwoFdG90YWwYAyABKAsyGC5zbW9sdGJvdC52MS5Vc2FnZVRvdGFscxInCgZncm91cHMYBCADKAsyFy5zbW9sdGJvdC52MS5Vc2FnZUdyb3VwIrABCgtTZXNzaW9uVHVybhIRCgR0dXJuGAEgASgFSACIAQESLgoKc3RhcnRlZF9hdBgCIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLAoIZW5kZWRfYXQYAyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEicKBXVzYWdlGAQgASgLMhguc21vbHRib3QudjEuVXNhZ2VUb3RhbHNCBwoFX3R1cm4ilQIKD1Nlc3Npb25TdWJBZ2VudBIUCgxzdWJfYWdlbnRfaWQYASABKAkSFwoPcGFyZW50X2FnZW50X2lkGAIgASgJEhIKCmFnZW50X3R5cGUYAyABKAkSDgoGc291cmNlGAQgASgJEi4KCmZpcnN0X3NlZW4YBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCWxhc3Rfc2VlbhgGIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASJwoFdXNhZ2UYByABKAsyGC5zbW9sdGJvdC52MS5Vc2FnZVRvdGFscxIOCgZ0cmFjZXMYCCABKAMSFwoPdmVyaWZpZWRfdHJhY2VzGAkgASgDIj4KFkdldFNlc3Npb25Vc2FnZVJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCSKPAwoXR2V0U2Vzc2lvblVzYWdlUmVzcG9uc2USEAoIYWdlbnRfaWQYASABKAkSEgoKc2Vzc2lvbl9pZBgCIAEoCRIVCg1zZXNzaW9uX3J1bmdzGAMgAygJEhIKCnR1cm5fY291bnQYBCABKAUSLgoKZmlyc3Rfc2VlbhgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLQoJbGFzdF9zZWVuGAYgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBInCgV0b3RhbBgHIAEoCzIYLnNtb2x0Ym90LnYxLlVzYWdlVG90YWxzEicKBXR1cm5zGAggAygLMhguc21vbHRib3QudjEuU2Vzc2lvblR1cm4SMAoKc3ViX2FnZW50cxgJIAMoCzIcLnNtb2x0Ym90LnYxLlNlc3Npb25TdWJBZ2VudBIOCgZ0cmFjZXMYCiABKAMSFwoPdmVyaWZpZWRfdHJhY2VzGAsgASgDEhcKD3Zpb2xhdGlvbl9jb3VudBgMIAEoAyJWChxBY2tub3dsZWRnZURyaWZ0QWxlcnRSZXF1ZXN0EhAKCGFnZW50X2lkGAEgASgJEhIKCmFnZW50X2hhc2gYAiABKAkSEAoIYWxlcnRfaWQYAyABKAkiRwodQWNrbm93bGVkZ2VEcmlmdEFsZXJ0UmVzcG9uc2USJgoFYWxlcnQYASABKAsyFy5zbW9sdGJvdC52MS5EcmlmdEFsZXJ0Ij4KFkRlbGV0ZUFnZW50RGF0YVJlcXVlc3QSEAoIYWdlbnRfaWQYASABKAkSEgoKYWdlbnRfaGFzaBgCIAEoCSKaAQoXRGVsZXRlQWdlbnREYXRhUmVzcG9uc2USSwoMZGVsZXRlZF9yb3dzGAEgAygLMjUuc21vbHRib3QudjEuRGVsZXRlQWdlbnREYXRhUmVzcG9uc2UuRGVsZXRlZFJvd3NFbnRyeRoyChBEZWxldGVkUm93c0VudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAzoCOAEqggEKDEluZ2VzdFN0YXR1cxIdChlJTkdFU1RfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGgoWSU5HRVNUX1NUQVRVU19BQ0NFUFRFRBABEhsKF0lOR0VTVF9TVEFUVVNfRFVQTElDQVRFEAISGgoWSU5HRVNUX1NUQVRVU19SRUpFQ1RFRBADMrQHCg9PYnNlcnZlclNlcnZpY2USRQoGSW5nZXN0Ehouc21vbHRib3QudjEuSW5nZXN0UmVxdWVzdBobLnNtb2x0Ym90LnYxLkluZ2VzdFJlc3BvbnNlKAEwARJSCgpMaXN0VHJhY2VzEh4uc21vbHRib3QudjEuTGlzdFRyYWNlc1JlcXVlc3QaHy5zbW9sdGJvdC52MS5MaXN0VHJhY2VzUmVzcG9uc2UiA5ACARJMCghHZXRUcmFjZRIcLnNtb2x0Ym90LnYxLkdldFRyYWNlUmVxdWVzdBodLnNtb2x0Ym90LnYxLkdldFRyYWNlUmVzcG9uc2UiA5ACARJYCgxHZXRJbnRlZ3JpdHkSIC5zbW9sdGJvdC52MS5HZXRJbnRlZ3JpdHlSZXF1ZXN0GiEuc21vbHRib3QudjEuR2V0SW50ZWdyaXR5UmVzcG9uc2UiA5ACARJhCg9MaXN0RHJpZnRBbGVydHMSIy5zbW9sdGJvdC52MS5MaXN0RHJpZnRBbGVydHNSZXF1ZXN0GiQuc21vbHRib3QudjEuTGlzdERyaWZ0QWxlcnRzUmVzcG9uc2UiA5ACARJoChNSZXBvcnRUb29sRXhlY3V0aW9uEicuc21vbHRib3QudjEuUmVwb3J0VG9vbEV4ZWN1dGlvblJlcXVlc3QaKC5zbW9sdGJvdC52MS5SZXBvcnRUb29sRXhlY3V0aW9uUmVzcG9uc2USYQoPR2V0U2Vzc2lvblVzYWdlEiMuc21vbHRib3QudjEuR2V0U2Vzc2lvblVzYWdlUmVxdWVzdBokLnNtb2x0Ym90LnYxLkdldFNlc3Npb25Vc2FnZVJlc3BvbnNlIgOQAgESbgoVQWNrbm93bGVkZ2VEcmlmdEFsZXJ0Eikuc21vbHRib3QudjEuQWNrbm93bGVkZ2VEcmlmdEFsZXJ0UmVxdWVzdBoqLnNtb2x0Ym90LnYxLkFja25vd2xlZGdlRHJpZnRBbGVydFJlc3BvbnNlElsKDUdldEFnZW50VXNhZ2USIS5zbW9sdGJvdC52MS5HZXRBZ2VudFVzYWdlUmVxdWVzdBoiLnNtb2x0Ym90LnYxLkdldEFnZW50VXNhZ2VSZXNwb25zZSIDkAIBEmEKD0RlbGV0ZUFnZW50RGF0YRIjLnNtb2x0Ym90LnYxLkRlbGV0ZUFnZW50RGF0YVJlcXVlc3QaJC5zbW9sdGJvdC52MS5EZWxldGVBZ2VudERhdGFSZXNwb25zZSIDkAICYgZwcm90bzM", [file_google_protobuf_timestamp, file_smoltbot_v1_exchange, file_smoltbot_v1_trace]);
 
 /**
+ * One exchange (`exchange`), or a batch of them (`exchanges`): a gateway sends a batch when
+ * several exchanges are ready at once. An observer stores every exchange a request carries.
+ *
  * @generated from message smoltbot.v1.IngestRequest
  */
 export type IngestRequest = Message<"smoltbot.v1.IngestRequest"> & {
@@ -26,6 +29,11 @@ export type IngestRequest = Message<"smoltbot.v1.IngestRequest"> & {
    * @generated from field: smoltbot.v1.Exchange exchange = 1;
    */
   exchange?: Exchange | undefined;
+
+  /**
+   * @generated from field: repeated smoltbot.v1.Exchange exchanges = 2;
+   */
+  exchanges: Exchange[];
 };
 
 /**
@@ -36,6 +44,10 @@ export const IngestRequestSchema: GenMessage<IngestRequest> = /*@__PURE__*/
   messageDesc(file_smoltbot_v1_observer_service, 0);
 
 /**
+ * The answer to one IngestRequest: for a single `exchange`, its ack in the first three fields;
+ * for a request with `exchanges`, one ack per exchange in `acks` (in the request's order) and
+ * the first three fields empty.
+ *
  * @generated from message smoltbot.v1.IngestResponse
  */
 export type IngestResponse = Message<"smoltbot.v1.IngestResponse"> & {
@@ -53,6 +65,11 @@ export type IngestResponse = Message<"smoltbot.v1.IngestResponse"> & {
    * @generated from field: string message = 3;
    */
   message: string;
+
+  /**
+   * @generated from field: repeated smoltbot.v1.IngestAck acks = 4;
+   */
+  acks: IngestAck[];
 };
 
 /**
@@ -61,6 +78,35 @@ export type IngestResponse = Message<"smoltbot.v1.IngestResponse"> & {
  */
 export const IngestResponseSchema: GenMessage<IngestResponse> = /*@__PURE__*/
   messageDesc(file_smoltbot_v1_observer_service, 1);
+
+/**
+ * What became of one exchange of a batch (the same fields as a single IngestResponse).
+ *
+ * @generated from message smoltbot.v1.IngestAck
+ */
+export type IngestAck = Message<"smoltbot.v1.IngestAck"> & {
+  /**
+   * @generated from field: string exchange_id = 1;
+   */
+  exchangeId: string;
+
+  /**
+   * @generated from field: smoltbot.v1.IngestStatus status = 2;
+   */
+  status: IngestStatus;
+
+  /**
+   * @generated from field: string message = 3;
+   */
+  message: string;
+};
+
+/**
+ * Describes the message smoltbot.v1.IngestAck.
+ * Use `create(IngestAckSchema)` to create a new message.
+ */
+export const IngestAckSchema: GenMessage<IngestAck> = /*@__PURE__*/
+  messageDesc(file_smoltbot_v1_observer_service, 2);
 
 /**
  * @generated from message smoltbot.v1.ListTracesRequest
@@ -123,7 +169,7 @@ export type ListTracesRequest = Message<"smoltbot.v1.ListTracesRequest"> & {
  * Use `create(ListTracesRequestSchema)` to create a new message.
  */
 export const ListTracesRequestSchema: GenMessage<ListTracesRequest> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_observer_service, 2);
+  messageDesc(file_smoltbot_v1_observer_service, 3);
 
 /**
  * @generated from message smoltbot.v1.ListTracesResponse
@@ -145,7 +191,7 @@ export type ListTracesResponse = Message<"smoltbot.v1.ListTracesResponse"> & {
  * Use `create(ListTracesResponseSchema)` to create a new message.
  */
 export const ListTracesResponseSchema: GenMessage<ListTracesResponse> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_observer_service, 3);
+  messageDesc(file_smoltbot_v1_observer_service, 4);
 
 /**
  * @generated from message smoltbot.v1.GetTraceRequest
@@ -162,7 +208,7 @@ export type GetTraceRequest = Message<"smoltbot.v1.GetTraceRequest"> & {
  * Use `create(GetTraceRequestSchema)` to create a new message.
  */
 export const GetTraceRequestSchema: GenMessage<GetTraceRequest> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_observer_service, 4);
+  messageDesc(file_smoltbot_v1_observer_service, 5);
 
 /**
  * @generated from message smoltbot.v1.GetTraceResponse
@@ -179,7 +225,7 @@ export type GetTraceResponse = Message<"smoltbot.v1.GetTraceResponse"> & {
  * Use `create(GetTraceResponseSchema)` to create a new message.
  */
 export const GetTraceResponseSchema: GenMessage<GetTraceResponse> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_observer_service, 5);
+  messageDesc(file_smoltbot_v1_observer_service, 6);
 
 /**
  * @generated from message smoltbot.v1.GetIntegrityRequest
@@ -196,7 +242,7 @@ export type GetIntegrityRequest = Message<"smoltbot.v1.GetIntegrityRequest"> & {
  * Use `create(GetIntegrityRequestSchema)` to create a new message.
  */
 export const GetIntegrityRequestSchema: GenMessage<GetIntegrityRequest> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_observer_service, 6);
+  messageDesc(file_smoltbot_v1_observer_service, 7);
 
 /**
  * @generated from message smoltbot.v1.GetIntegrityResponse
@@ -229,7 +275,7 @@ export type GetIntegrityResponse = Message<"smoltbot.v1.GetIntegrityResponse"> &
  * Use `create(GetIntegrityResponseSchema)` to create a new message.
  */
 export const GetIntegrityResponseSchema: GenMessage<GetIntegrityResponse> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_observer_service, 7);
+  messageDesc(file_smoltbot_v1_observer_service, 8);
 
 /**
  * @generated from message smoltbot.v1.ListDriftAlertsRequest
@@ -256,7 +302,7 @@ export type ListDriftAlertsRequest = Message<"smoltbot.v1.ListDriftAlertsRequest
  * Use `create(ListDriftAlertsRequestSchema)` to create a new message.
  */
 export const ListDriftAlertsRequestSchema: GenMessage<ListDriftAlertsRequest> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_observer_service, 8);
+  messageDesc(file_smoltbot_v1_observer_service, 9);
 
 /**
  * @generated from message smoltbot.v1.ListDriftAlertsResponse
@@ -280,7 +326,7 @@ export type ListDriftAlertsResponse = Message<"smoltbot.v1.ListDriftAlertsRespon
  * Use `create(ListDriftAlertsResponseSchema)` to create a new message.
  */
 export const ListDriftAlertsResponseSchema: GenMessage<ListDriftAlertsResponse> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_observer_service, 9);
+  messageDesc(file_smoltbot_v1_observer_service, 10);
 
 /**
  * @generated from message smoltbot.v1.ReportToolExecutionRequest
@@ -314,7 +360,7 @@ export type ReportToolExecutionRequest = Message<"smoltbot.v1.ReportToolExecutio
  * Use `create(ReportToolExecutionRequestSchema)` to create a new message.
  */
 export const ReportToolExecutionRequestSchema: GenMessage<ReportToolExecutionRequest> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_observer_service, 10);
+  messageDesc(file_smoltbot_v1_observer_service, 11);
 
 /**
  * @generated from message smoltbot.v1.ReportToolExecutionResponse
@@ -327,7 +373,7 @@ export type ReportToolExecutionResponse = Message<"smoltbot.v1.ReportToolExecuti
  * Use `create(ReportToolExecutionResponseSchema)` to create a new message.
  */
 export const ReportToolExecutionResponseSchema: GenMessage<ReportToolExecutionResponse> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_observer_service, 11);
+  messageDesc(file_smoltbot_v1_observer_service, 12);
 
 /**
  * Tokens and cost of many model calls. Each token part sums the calls that reported it;
@@ -410,7 +456,7 @@ export type UsageTotals = Message<"smoltbot.v1.UsageTotals"> & {
  * Use `create(UsageTotalsSchema)` to create a new message.
  */
 export const UsageTotalsSchema: GenMessage<UsageTotals> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_observer_service, 12);
+  messageDesc(file_smoltbot_v1_observer_service, 13);
 
 /**
  * @generated from message smoltbot.v1.UsageGroup
@@ -441,7 +487,7 @@ export type UsageGroup = Message<"smoltbot.v1.UsageGroup"> & {
  * Use `create(UsageGroupSchema)` to create a new message.
  */
 export const UsageGroupSchema: GenMessage<UsageGroup> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_observer_service, 13);
+  messageDesc(file_smoltbot_v1_observer_service, 14);
 
 /**
  * @generated from message smoltbot.v1.GetAgentUsageRequest
@@ -475,7 +521,7 @@ export type GetAgentUsageRequest = Message<"smoltbot.v1.GetAgentUsageRequest"> &
  * Use `create(GetAgentUsageRequestSchema)` to create a new message.
  */
 export const GetAgentUsageRequestSchema: GenMessage<GetAgentUsageRequest> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_observer_service, 14);
+  messageDesc(file_smoltbot_v1_observer_service, 15);
 
 /**
  * @generated from message smoltbot.v1.GetAgentUsageResponse
@@ -507,7 +553,7 @@ export type GetAgentUsageResponse = Message<"smoltbot.v1.GetAgentUsageResponse">
  * Use `create(GetAgentUsageResponseSchema)` to create a new message.
  */
 export const GetAgentUsageResponseSchema: GenMessage<GetAgentUsageResponse> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_observer_service, 15);
+  messageDesc(file_smoltbot_v1_observer_service, 16);
 
 /**
  * @generated from message smoltbot.v1.SessionTurn
@@ -541,7 +587,7 @@ export type SessionTurn = Message<"smoltbot.v1.SessionTurn"> & {
  * Use `create(SessionTurnSchema)` to create a new message.
  */
 export const SessionTurnSchema: GenMessage<SessionTurn> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_observer_service, 16);
+  messageDesc(file_smoltbot_v1_observer_service, 17);
 
 /**
  * @generated from message smoltbot.v1.SessionSubAgent
@@ -602,7 +648,7 @@ export type SessionSubAgent = Message<"smoltbot.v1.SessionSubAgent"> & {
  * Use `create(SessionSubAgentSchema)` to create a new message.
  */
 export const SessionSubAgentSchema: GenMessage<SessionSubAgent> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_observer_service, 17);
+  messageDesc(file_smoltbot_v1_observer_service, 18);
 
 /**
  * @generated from message smoltbot.v1.GetSessionUsageRequest
@@ -626,7 +672,7 @@ export type GetSessionUsageRequest = Message<"smoltbot.v1.GetSessionUsageRequest
  * Use `create(GetSessionUsageRequestSchema)` to create a new message.
  */
 export const GetSessionUsageRequestSchema: GenMessage<GetSessionUsageRequest> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_observer_service, 18);
+  messageDesc(file_smoltbot_v1_observer_service, 19);
 
 /**
  * @generated from message smoltbot.v1.GetSessionUsageResponse
@@ -704,7 +750,7 @@ export type GetSessionUsageResponse = Message<"smoltbot.v1.GetSessionUsageRespon
  * Use `create(GetSessionUsageResponseSchema)` to create a new message.
  */
 export const GetSessionUsageResponseSchema: GenMessage<GetSessionUsageResponse> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_observer_service, 19);
+  messageDesc(file_smoltbot_v1_observer_service, 20);
 
 /**
  * @generated from message smoltbot.v1.AcknowledgeDriftAlertRequest
@@ -731,7 +777,7 @@ export type AcknowledgeDriftAlertRequest = Message<"smoltbot.v1.AcknowledgeDrift
  * Use `create(AcknowledgeDriftAlertRequestSchema)` to create a new message.
  */
 export const AcknowledgeDriftAlertRequestSchema: GenMessage<AcknowledgeDriftAlertRequest> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_observer_service, 20);
+  messageDesc(file_smoltbot_v1_observer_service, 21);
 
 /**
  * @generated from message smoltbot.v1.AcknowledgeDriftAlertResponse
@@ -748,7 +794,7 @@ export type AcknowledgeDriftAlertResponse = Message<"smoltbot.v1.AcknowledgeDrif
  * Use `create(AcknowledgeDriftAlertResponseSchema)` to create a new message.
  */
 export const AcknowledgeDriftAlertResponseSchema: GenMessage<AcknowledgeDriftAlertResponse> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_observer_service, 21);
+  messageDesc(file_smoltbot_v1_observer_service, 22);
 
 /**
  * @generated from message smoltbot.v1.DeleteAgentDataRequest
@@ -770,7 +816,7 @@ export type DeleteAgentDataRequest = Message<"smoltbot.v1.DeleteAgentDataRequest
  * Use `create(DeleteAgentDataRequestSchema)` to create a new message.
  */
 export const DeleteAgentDataRequestSchema: GenMessage<DeleteAgentDataRequest> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_observer_service, 22);
+  messageDesc(file_smoltbot_v1_observer_service, 23);
 
 /**
  * @generated from message smoltbot.v1.DeleteAgentDataResponse
@@ -789,7 +835,7 @@ export type DeleteAgentDataResponse = Message<"smoltbot.v1.DeleteAgentDataRespon
  * Use `create(DeleteAgentDataResponseSchema)` to create a new message.
  */
 export const DeleteAgentDataResponseSchema: GenMessage<DeleteAgentDataResponse> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_observer_service, 23);
+  messageDesc(file_smoltbot_v1_observer_service, 24);
 
 /**
  * @generated from enum smoltbot.v1.IngestStatus
