@@ -52,6 +52,37 @@ class DeliveryStats:
     given_up: int = 0
 
 
+class _UrlPathsHidden(logging.Filter):
+    """httpx logs each request's full URL at INFO ("HTTP Request: POST https://..."), and a
+    webhook URL's path or query often is its token (Slack's are): on the observer's httpx logger
+    every URL is shortened to its scheme, host and port."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and any(isinstance(arg, httpx.URL) for arg in record.args):
+            record.args = tuple(
+                f"{destination_of(str(arg))}/..." if isinstance(arg, httpx.URL) else arg
+                for arg in record.args
+            )
+        return True
+
+
+class _SubscriptionParametersHidden(logging.Filter):
+    """aiosqlite logs every statement with its parameters at DEBUG: those of a statement on
+    alert_subscriptions are webhook URLs and secrets, and are left out."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "alert_subscriptions" in str(record.args):
+            record.msg, record.args = "%s", ("a statement on alert_subscriptions (parameters hidden)",)
+        return True
+
+
+def _hide_webhook_secrets_in_library_logs() -> None:
+    for name, kind in (("httpx", _UrlPathsHidden), ("aiosqlite", _SubscriptionParametersHidden)):
+        library_logger = logging.getLogger(name)
+        if not any(isinstance(existing, kind) for existing in library_logger.filters):
+            library_logger.addFilter(kind())
+
+
 def retry_delay(attempts: int, base: float, cap: float) -> float:
     """Seconds before the next attempt after `attempts` tries: base * 2^(attempts-1), at most
     `cap`, half of it random ("equal jitter"), so retries of many deliveries spread out and
@@ -75,6 +106,7 @@ class WebhookSender:
         self.stats = DeliveryStats()
         #: Deliveries leased to us right now (given back if we stop mid-send).
         self.held: set[str] = set()
+        _hide_webhook_secrets_in_library_logs()
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(self.timeout),
             follow_redirects=False,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
@@ -169,8 +170,9 @@ async def test_every_event_arrives_signed_once_through_failures_timeouts_and_a_r
 
 
 async def test_failures_stay_visible_and_the_url_never_leaks(
-    stack: ObserverStack, receiver: Receiver
+    stack: ObserverStack, receiver: Receiver, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     await stack.stop_observer()
     stack.observer_overrides = {**FAST, "webhook_max_attempts": 2}
     await stack.start_observer()
@@ -203,6 +205,13 @@ async def test_failures_stay_visible_and_the_url_never_leaks(
         ).subscriptions[0]
     assert public.url == "" and public.destination == receiver.url.split("/hook")[0]
     assert owned.url == receiver.url
+    # Neither the URL's path (its token) nor the secret reached a log line, httpx's included.
+    ours = "\n".join(
+        record.getMessage() for record in caplog.records if not record.name.startswith("aiohttp")
+    )  # the receiver's own access log
+    assert "HTTP Request: POST http://127.0.0.1" in ours
+    assert "t0ken-in-path" not in ours
+    assert not any(secret in ours for secret in receiver.secrets.values())
 
 
 async def test_two_observers_on_one_database_send_each_delivery_once(
