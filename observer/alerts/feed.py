@@ -59,13 +59,17 @@ class AlertFeed:
         for subscription in subscriptions:
             by_agent[subscription.agent_id].append(subscription)
         wanted: list[tuple[SubscriptionRow, AlertEvent]] = []
+        if not subscriptions:
+            return 0  # nothing to look for, and nothing to write
         positions = {_TRACES: now, _DRIFT: now}
-        if by_agent:
-            traces_since = (await self.store.read_to(_TRACES) or now) - self.settle
-            drift_since = (await self.store.read_to(_DRIFT) or now) - self.settle
-            wanted += await self._trace_events(traces_since, by_agent)
-            wanted += await self._drift_events(drift_since, by_agent)
-            wanted += await self._failure_rate_events(now, by_agent)
+        # Nothing stored before the oldest subscription is wanted: after a long time without
+        # any, the first pass does not read the whole history.
+        floor = min(subscription.created_at for subscription in subscriptions) - self.settle
+        traces_since = max((await self.store.read_to(_TRACES) or now) - self.settle, floor)
+        drift_since = max((await self.store.read_to(_DRIFT) or now) - self.settle, floor)
+        wanted += await self._trace_events(traces_since, by_agent)
+        wanted += await self._drift_events(drift_since, by_agent)
+        wanted += await self._failure_rate_events(now, by_agent)
         deliveries = [
             NewDelivery(
                 delivery_id_for(subscription.subscription_id, event.event_key),

@@ -517,6 +517,16 @@ class AlertStore:
         async with self.db.read() as conn:
             return [_delivery(row) for row in await conn.execute(query.limit(limit))]
 
+    async def prune(self, before: datetime) -> int:
+        """Deletes the history of deliveries that ended (delivered or failed) before `before`."""
+        async with self.db.begin() as conn:
+            result = await conn.execute(
+                alert_deliveries.delete().where(
+                    alert_deliveries.c.state.in_((DELIVERED, FAILED)), alert_deliveries.c.created_at < before
+                )
+            )
+        return int(result.rowcount or 0)
+
     async def delivery_counts(self) -> dict[str, int]:
         async with self.db.read() as conn:
             rows = (

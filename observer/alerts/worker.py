@@ -10,11 +10,13 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Iterator
+from datetime import timedelta
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from smoltbot.core.settings import Settings
+from smoltbot.core.storage import utcnow
 from smoltbot.observer.alerts.feed import AlertFeed
 from smoltbot.observer.alerts.sender import WebhookSender
 from smoltbot.observer.alerts.store import AlertStore
@@ -32,6 +34,9 @@ class AlertWorker:
         self.feed = AlertFeed(store, settings)
         self.sender = WebhookSender(store, settings, owner)
         self.interval = settings.alert_poll_interval
+        #: Deliveries that ended are kept as long as traces at most (SMOLTBOT_RETENTION_MAX_DAYS).
+        self.history_days = settings.retention_max_days
+        self._pruned_at = float("-inf")
         self._feed_wanted = asyncio.Event()
         self._send_wanted = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
@@ -68,6 +73,7 @@ class AlertWorker:
             except Exception:
                 logger.exception("the alert feed failed; it runs again in %gs", self.interval)
             await self.refresh()
+            await self._prune_hourly()
             await self._wait(self._feed_wanted)
 
     async def _send_loop(self) -> None:
@@ -83,6 +89,16 @@ class AlertWorker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(event.wait(), self.interval)
         event.clear()
+
+    async def _prune_hourly(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() - self._pruned_at < 3600:
+            return
+        self._pruned_at = loop.time()
+        try:
+            await self.store.prune(utcnow() - timedelta(days=self.history_days))
+        except Exception:
+            logger.exception("pruning old webhook deliveries failed")
 
     async def refresh(self) -> None:
         """Reads the outbox's counts by state for the next scrape (after each feed pass)."""

@@ -15,6 +15,7 @@ import pytest
 from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.settings import Settings
 from smoltbot.core.tls import TlsConfig
+from smoltbot.observer.alerts.store import AlertStore
 from smoltbot.v1 import alert_service_pb2 as apb
 from smoltbot.v1 import alert_service_pb2_grpc, exchange_pb2
 from tests.integration.alerts.receiver import Receiver
@@ -212,6 +213,12 @@ async def test_failures_stay_visible_and_the_url_never_leaks(
     assert "HTTP Request: POST http://127.0.0.1" in ours
     assert "t0ken-in-path" not in ours
     assert not any(secret in ours for secret in receiver.secrets.values())
+
+    # History that ended is pruned once older than the retention period; pending work never is.
+    store = AlertStore(stack.db)
+    assert await store.prune(delivery.created_at.ToDatetime(UTC)) == 0
+    assert await store.prune(datetime.now(UTC) + timedelta(days=1)) == 1
+    assert await failed() == []
 
 
 async def test_two_observers_on_one_database_send_each_delivery_once(
