@@ -2,6 +2,7 @@
 
     python bench/observer_throughput.py [--count 5000] [--rounds 3] [--rate 50] [--seconds 10]
                                         [--backends sqlite,postgresql] [--pin] [--no-docs] [--profile]
+                                        [--baseline REV_OR_DIR [--code REV_OR_DIR]]
 
 * Throughput (`--rounds` times, the median reported): `--count` realistic exchanges (thinking +
   a tool call, a request with history, ~6 KB each, 8 agents) are sent over one Ingest stream
@@ -18,7 +19,15 @@ and the load to core 1 (the Observer then has no core to spare for a worker proc
 PostgreSQL is a throwaway cluster (initdb + pg_ctl) with default durability settings (fsync and
 synchronous_commit on).
 
-Prints the figures and rewrites the "Observer" section of docs/benchmarks.md.
+`--baseline` measures another version of the code in the same run, its rounds interleaved with
+this one's (a fresh server and database for each round of each), and prints this one's figures as
+ratios of the baseline's: a git revision (its packages checked out into a temporary link tree), or
+a directory holding a `smoltbot` package tree (say, the editable install's link tree with a few
+files swapped). Only the services run the baseline; the load generator is the same for both.
+`--code` (same forms) replaces the installed code as the one measured against it: a fixed
+revision, where other work in the same tree would otherwise change what is measured mid-run.
+
+Prints the figures and rewrites the "Observer" section of docs/benchmarks.md (not with --baseline).
 """
 
 from __future__ import annotations
@@ -357,14 +366,62 @@ class Load:
         delays = sorted((seen[key] - sent[key]) * 1000 for key in sent if key in seen)
         if len(delays) < len(sent):
             raise SystemExit(f"only {len(delays)} of {len(sent)} traces became visible")
-        return {"count": len(delays), "p50_ms": statistics.median(delays),
-                "p95_ms": delays[int(0.95 * (len(delays) - 1))], "max_ms": delays[-1]}
+        result = {"count": len(delays), "p50_ms": statistics.median(delays),
+                  "p95_ms": delays[int(0.95 * (len(delays) - 1))], "max_ms": delays[-1]}
+        # Where the time went, from the exchange rows' own stamps (same clock as sent_at): sent
+        # to stored by intake, stored to the start of the transaction that wrote its traces, and
+        # from there to the poll that saw it.
+        import sqlalchemy as sa
+
+        async with self.db.read() as conn:
+            rows = (await conn.execute(sa.text(
+                "SELECT exchange_id, received_at, finished_at FROM exchanges WHERE exchange_id IN :ids"
+            ).bindparams(sa.bindparam("ids", expanding=True)), {"ids": list(sent)})).all()
+        parts: dict[str, list[float]] = {"intake": [], "processing": [], "commit_and_poll": []}
+        for exchange_id, received, finished in rows:
+            received, finished = (_utc(received), _utc(finished))
+            parts["intake"].append((received - sent_at[exchange_id]).total_seconds() * 1000)
+            parts["processing"].append((finished - received).total_seconds() * 1000)
+            visible_wall = sent_at[exchange_id].timestamp() + (seen[exchange_id] - sent[exchange_id])
+            parts["commit_and_poll"].append((visible_wall - finished.timestamp()) * 1000)
+        for name, values in parts.items():
+            values.sort()
+            result[f"{name}_p50_ms"] = statistics.median(values)
+            result[f"{name}_p95_ms"] = values[int(0.95 * (len(values) - 1))]
+        return result
+
+
+def _utc(value: Any) -> datetime:
+    if isinstance(value, str):  # SQLite returns text through sa.text
+        value = datetime.fromisoformat(value)
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process and its threads (from /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def descendants_cpu_seconds(pid: int) -> float:
+    """CPU of the running descendants of a process (the Observer's forkserver and worker processes)."""
+    parents: dict[int, int] = {}
+    for stat in glob.glob("/proc/[0-9]*/stat"):
+        try:
+            parents[int(stat.split("/")[2])] = int(Path(stat).read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    total = 0.0
+    for child in found:
+        try:
+            total += cpu_seconds(child)
+        except (OSError, ValueError, IndexError):
+            continue
+    return total
 
 
 async def run_load(database_url: str, registry_port: int, observer_port: int, args: argparse.Namespace,
@@ -374,9 +431,11 @@ async def run_load(database_url: str, registry_port: int, observer_port: int, ar
         await load.throughput(min(500, args.count))  # warm-up: connections, caches, worker processes
         rounds = []
         for _ in range(args.rounds):
-            before = cpu_seconds(server_pid)
+            before, workers_before = cpu_seconds(server_pid), descendants_cpu_seconds(server_pid)
             result = await load.throughput(args.count)
             result["server_cpu_ms_per_exchange"] = (cpu_seconds(server_pid) - before) * 1000 / args.count
+            result["worker_cpu_ms_per_exchange"] = (
+                (descendants_cpu_seconds(server_pid) - workers_before) * 1000 / args.count)
             result["load"] = os.getloadavg()[0]
             print(f"  throughput: {result}", flush=True)
             rounds.append(result)
@@ -390,7 +449,8 @@ async def run_load(database_url: str, registry_port: int, observer_port: int, ar
     return {"throughput": throughput, "visibility": visibility}
 
 
-def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
+def run_backend(backend: str, args: argparse.Namespace, code: Path | None = None) -> dict[str, Any]:
+    """One server (this code, or the tree at `code`) on a fresh database, measured."""
     postgres = None
     scratch = Path(tempfile.mkdtemp(prefix="smoltbot-bench-"))
     try:
@@ -404,10 +464,14 @@ def run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
         if profile:
             print(f"  profiling the observer into {profile}", flush=True)
         pin = ["taskset", "-c", SERVER_CORE] if args.pin else []
+        environment = dict(os.environ)
+        if code is not None:
+            environment["PYTHONPATH"] = os.pathsep.join(
+                [str(code), *filter(None, [environment.get("PYTHONPATH", "")])])
         server = subprocess.Popen(
             [*pin, sys.executable, __file__, "--serve", database_url, str(registry_port),
              str(observer_port), profile],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=environment)
         try:
             assert server.stdout is not None and server.stdin is not None
             if server.stdout.readline().strip() != "ready":
@@ -479,6 +543,72 @@ def write_docs(text: str) -> None:
     path.write_text(current)
 
 
+#: Import packages and their folders (pyproject.toml's package-dir).
+PACKAGE_DIRS = {"core": "core", "v1": "gen/smoltbot/v1", "registry": "registry", "observer": "observer",
+                "gateway": "gateway", "api": "api", "cli": "cli"}
+
+
+def baseline_tree(baseline: str, scratch: Path) -> Path:
+    """A directory to put first on the services' PYTHONPATH: `baseline` itself when it holds a
+    `smoltbot` package tree, else git revision `baseline`'s packages under `scratch`."""
+    given = Path(baseline)
+    if (given / "smoltbot").is_dir():
+        return given
+    source = scratch / "source"
+    source.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", baseline], check=True, capture_output=True)
+    subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
+    tree = scratch / "tree" / "smoltbot"
+    tree.mkdir(parents=True)
+    for package, folder in PACKAGE_DIRS.items():
+        if (source / folder).is_dir():
+            (tree / package).symlink_to(source / folder, target_is_directory=True)
+    return tree.parent
+
+
+def breakdown(visibility: dict[str, float]) -> str:
+    """The visibility delay's parts, p50/p95 in ms."""
+    return ", ".join(f"{part} {visibility[part + '_p50_ms']:.0f}/{visibility[part + '_p95_ms']:.0f}"
+                     for part in ("intake", "processing", "commit_and_poll"))
+
+
+def compare(args: argparse.Namespace) -> None:
+    """This code against `args.baseline`, rounds interleaved, printed as ratios."""
+    scratch = Path(tempfile.mkdtemp(prefix="smoltbot-bench-baseline-"))
+    try:
+        code = baseline_tree(args.baseline, scratch / "baseline")
+        this = baseline_tree(args.code, scratch / "this") if args.code else None
+        one_round = argparse.Namespace(**{**vars(args), "rounds": 1})
+        for backend in args.backends.split(","):
+            runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "this": []}
+            for round_ in range(args.rounds):
+                for name in (("baseline", "this") if round_ % 2 == 0 else ("this", "baseline")):
+                    result = run_backend(backend, one_round, code if name == "baseline" else this)
+                    result["load"] = os.getloadavg()[0]
+                    runs[name].append(result)
+                    t, v = result["throughput"], result["visibility"]
+                    print(f"{backend} {name:8} round {round_ + 1}: {t['per_second']:,.0f} exchanges/s, "
+                          f"main {t['server_cpu_ms_per_exchange']:.2f} ms + workers "
+                          f"{t['worker_cpu_ms_per_exchange']:.2f} ms CPU per exchange; visibility p50 "
+                          f"{v['p50_ms']:.0f} p95 {v['p95_ms']:.0f} ms ({breakdown(v)}); "
+                          f"load {result['load']:.1f}", flush=True)
+
+            print(f"{backend}: this / baseline (medians of {args.rounds} interleaved rounds, baseline "
+                  f"{args.baseline}):")
+            for label, part, key in (("exchanges/s", "throughput", "per_second"),
+                                     ("acks/s", "throughput", "acks_per_second"),
+                                     ("main-process CPU per exchange", "throughput",
+                                      "server_cpu_ms_per_exchange"),
+                                     ("worker CPU per exchange", "throughput", "worker_cpu_ms_per_exchange"),
+                                     ("visibility p50", "visibility", "p50_ms"),
+                                     ("visibility p95", "visibility", "p95_ms")):
+                this, base = (statistics.median(run[part][key] for run in runs[name])
+                              for name in ("this", "baseline"))
+                print(f"  {label:30} {this:10,.2f} / {base:10,.2f} = x{this / base:.2f}", flush=True)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--serve":
         _, _, database_url, registry_port, observer_port, profile = sys.argv
@@ -497,7 +627,14 @@ def main() -> None:
     parser.add_argument(
         "--profile", action="store_true", help="cProfile the observer into $TMPDIR/observer-<backend>.prof"
     )
+    parser.add_argument("--baseline", default="",
+                        help="also measure this git revision (or smoltbot tree directory), interleaved")
+    parser.add_argument("--code", default="", help="with --baseline: the code to measure against it "
+                        "(a git revision or smoltbot tree directory; default: the installed tree)")
     args = parser.parse_args()
+    if args.baseline:
+        compare(args)
+        return
     results: dict[str, dict[str, Any]] = {}
     for backend in args.backends.split(","):
         load_before = os.getloadavg()[0]
@@ -508,7 +645,7 @@ def main() -> None:
             f"{backend}: {t['per_second']:,.0f} exchanges/s end to end ({t['count']} in {t['seconds']:.2f} "
             "s; "
             f"acks {t['acks_per_second']:,.0f}/s); visibility at {args.rate:g}/s: p50 {v['p50_ms']:.0f} ms, "
-            f"p95 {v['p95_ms']:.0f} ms, max {v['max_ms']:.0f} ms",
+            f"p95 {v['p95_ms']:.0f} ms, max {v['max_ms']:.0f} ms (p50/p95 of its parts: {breakdown(v)})",
             flush=True,
         )
     text = section(results, args)
