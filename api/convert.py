@@ -41,6 +41,7 @@ __all__ = [
     "card_out",
     "drift_alert_out",
     "integrity_out",
+    "integrity_response_out",
     "session_detail_out",
     "session_out",
     "trace_out",
@@ -124,6 +125,14 @@ def integrity_out(score: trace_pb2.IntegrityScore) -> Integrity:
         ],
         open_drift_alerts=score.open_drift_alerts,
     )
+
+
+def integrity_response_out(response: observer_service_pb2.GetIntegrityResponse) -> Integrity:
+    """The integrity with the period it holds over (retention)."""
+    integrity = integrity_out(response.integrity)
+    integrity.retained_since = timestamp_text(response, "retained_since")
+    integrity.retention_deleted_traces = response.retention_deleted_traces
+    return integrity
 
 
 def _enum_word(enum: Any, value: int, prefix: str) -> str:

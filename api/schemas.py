@@ -324,6 +324,12 @@ class Integrity(BaseModel):
     all_time: IntegrityWindow
     timeline: list[IntegrityPoint] = Field(description="Per time bucket, oldest first.")
     open_drift_alerts: int
+    retained_since: Timestamp | None = Field(
+        default=None,
+        description="Retention deleted the agent's traces older than this (its card's audit.retention_days), "
+        "so `all_time` covers the traces since then; null while nothing was deleted.")
+    retention_deleted_traces: int = Field(default=0,
+                                          description="Traces of the agent retention deleted so far.")
 
 
 class DriftAlert(BaseModel):

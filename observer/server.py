@@ -63,6 +63,8 @@ class ObserverParts:
     metrics_endpoint: MetricsEndpoint | None = None
     #: The alert feed and webhook sender.
     alerts: AlertWorker | None = None
+    #: Retention and the integrity counters' roll-up (observer/retention.py).
+    retention: Retention | None = None
 
 
 #: An Observer's gRPC server, carrying its parts.
@@ -162,7 +164,7 @@ async def build_server(settings: Settings, *, address: str | None = None) -> Obs
                                        what="observer")
             await endpoint.start()
         observer = server.with_components(
-            ObserverParts(processor, intake, drift, queue, traces, metrics, endpoint, alerts))
+            ObserverParts(processor, intake, drift, queue, traces, metrics, endpoint, alerts, retention))
     except BaseException:
         if registry is not None:
             await registry.close()

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path
 
-from smoltbot.api.convert import drift_alert_out, integrity_out
+from smoltbot.api.convert import drift_alert_out, integrity_response_out
 from smoltbot.api.dependencies import AgentIdPath, CallerHash, Cursor, Limit, Observer, require_owner
 from smoltbot.api.errors import READ_ERRORS, WRITE_ERRORS
 from smoltbot.api.schemas import DriftAlert, DriftAlertList, Integrity
@@ -26,7 +26,7 @@ async def get_integrity(agent_id: AgentIdPath, observer: Observer) -> Integrity:
     traces carried readable reasoning, how many the model analyzer read, how many record a
     failure. A score over traces without reasoning only checks actions against the card."""
     response = await observer.GetIntegrity(observer_service_pb2.GetIntegrityRequest(agent_id=agent_id))
-    return integrity_out(response.integrity)
+    return integrity_response_out(response)
 
 
 @router.get("/v1/agents/{agent_id}/drift", response_model=DriftAlertList, response_model_exclude_unset=True,

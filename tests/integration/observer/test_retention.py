@@ -26,6 +26,7 @@ from smoltbot.observer.tables import (
     traces,
 )
 from smoltbot.observer.trace_store import TraceStore
+from smoltbot.v1 import observer_service_pb2 as pb
 from tests.integration.observer.conftest import ObserverStack
 from tests.integration.observer.test_drift import CARD
 from tests.support.synthetic_traces import bulk_insert, exchange_rows, merge
@@ -106,6 +107,14 @@ async def test_retention_deletes_exactly_what_is_past_the_cards_period(observer_
     assert {agent_id: int(row.deleted_traces) for agent_id, row in rows.items()} == expected
     for name, (agent_id, _) in agents.items():
         assert rows[agent_id].since == NOW - timedelta(days=periods[name])
+
+    # The integrity says over which period it holds.
+    await stack.start_observer()
+    assert stack.stub is not None
+    served = await stack.stub.GetIntegrity(pb.GetIntegrityRequest(agent_id=agents["a"][0]))
+    assert served.retained_since.ToDatetime(tzinfo=UTC) == NOW - timedelta(days=30)
+    assert served.retention_deleted_traces == expected[agents["a"][0]]
+    await stack.stop_observer()
 
     # A second pass at the same time finds nothing more to do.
     retention, registry = _retention(stack)
