@@ -6,3 +6,6 @@ Modules: `events` (kinds, bodies, keys), `destinations` (URL rules, SSRF guard),
 `store` (the SQL), `feed`, `sender`, `worker` (their loops and metrics), `subscriptions`
 (the domain calls), `servicer` (AlertService).
 """
+
+#: A namespace of modules: import from each one (smoltbot.observer.alerts.worker, ...).
+__all__: list[str] = []
