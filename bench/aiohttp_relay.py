@@ -5,7 +5,8 @@
 What the gateway was built on, with nothing of the gateway: an aiohttp server whose one handler
 forwards every request (method, path, query, body, end-to-end headers) to UPSTREAM_URL with one
 pooled keep-alive aiohttp ClientSession and relays the response, chunk by chunk. No capture, no
-identity, no shipping, no target checks: the floor of an aiohttp-on-both-sides relay.
+identity, no shipping, no target checks: the floor of an aiohttp-on-both-sides relay. Sized
+responses are read whole and sent in one write, streams chunk by chunk, as the gateway does.
 """
 
 from __future__ import annotations
@@ -36,9 +37,11 @@ def build(upstream: str, prefix: str = "/anthropic") -> web.Application:
                                    allow_redirects=False) as upstream_response:
             out = CIMultiDict((k, v) for k, v in upstream_response.headers.items()
                               if k.lower() not in _HOP_BY_HOP)
-            response = web.StreamResponse(status=upstream_response.status, headers=out)
             if upstream_response.content_length is not None:
-                response.content_length = upstream_response.content_length
+                # Sized: read whole and answer in one write, as the gateway does.
+                data = await upstream_response.read()
+                return web.Response(status=upstream_response.status, headers=out, body=data)
+            response = web.StreamResponse(status=upstream_response.status, headers=out)
             try:
                 await response.prepare(request)
                 async for chunk in upstream_response.content.iter_any():

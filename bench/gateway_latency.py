@@ -3,7 +3,7 @@ stream timing and memory, all measured in one run against the same upstream.
 
     python bench/gateway_latency.py [--rounds 3] [--seconds 4] [--profile] [--no-docs]
 
-Four targets, interleaved round by round (median of the rounds reported):
+Five targets, interleaved round by round (median of the rounds reported):
 
 * direct: the upstream itself;
 * nginx: nginx 1 worker as a keep-alive reverse proxy;
@@ -11,7 +11,9 @@ Four targets, interleaved round by round (median of the rounds reported):
   the gateway's own overhead is read against);
 * smoltbot: the gateway, capture and shipping on (every exchange spooled and acked by an Ingest
   endpoint: the real Observer with `--observer real`, else a minimal ack-only sink, so the
-  figure is the gateway's cost rather than the Observer's).
+  figure is the gateway's cost rather than the Observer's);
+* smoltbot, unbatched: the same gateway shipping to a sink that answers as observers did before
+  batched Ingest, so it falls back to one exchange per message (what batching saves).
 
 Layout on a 2-core machine: the proxy under test pinned to core 0; the load generator (`wrk`),
 the upstream and the services the gateway talks to pinned to core 1 (`taskset`). The upstream
@@ -95,11 +97,14 @@ import asyncio, sys
 import grpc
 from smoltbot.v1 import observer_service_pb2 as pb, observer_service_pb2_grpc as pbg
 ACCEPTED = pb.INGEST_STATUS_ACCEPTED
+SINGLE = sys.argv[2:] == ["single"]  # answers as observers before batches did
 class Sink(pbg.ObserverServiceServicer):
     async def Ingest(self, requests, context):
         async for request in requests:
             batch = getattr(request, "exchanges", ())
-            if batch:
+            if batch and SINGLE:
+                yield pb.IngestResponse(status=pb.INGEST_STATUS_REJECTED, message="no exchange")
+            elif batch:
                 yield pb.IngestResponse(acks=[pb.IngestAck(exchange_id=e.exchange_id, status=ACCEPTED)
                                               for e in batch])
             else:
@@ -261,7 +266,7 @@ def run_streams(url: str, count: int, delay_ms: int, client: Path) -> dict[str, 
 
 # --------------------------------------------------------------------------- main
 
-TARGETS = ("direct", "nginx", "aiohttp relay", "smoltbot")
+TARGETS = ("direct", "nginx", "aiohttp relay", "smoltbot", "smoltbot, unbatched")
 
 
 def main() -> None:
@@ -310,6 +315,11 @@ def main() -> None:
             children.append(
                 pinned(LOAD_CORE, [sys.executable, "-c", SINK_CHILD, f"127.0.0.1:{observer_port}"], env=env)
             )
+        # The same gateway shipping to a sink that answers as observers did before batches: the
+        # gateway falls back to one exchange per message (what batching saves, in the same run).
+        single_sink_port = free_port()
+        children.append(pinned(LOAD_CORE, [sys.executable, "-c", SINK_CHILD, f"127.0.0.1:{single_sink_port}",
+                                           "single"], env=env))
         registry_port = free_port()
         children.append(pinned(LOAD_CORE, [sys.executable, "-c", SERVICE_CHILD, "registry",
                                            f"127.0.0.1:{registry_port}"], env=service_env))
@@ -323,6 +333,14 @@ def main() -> None:
                               "SMOLTBOT_REGISTRY_ADDRESS": f"127.0.0.1:{registry_port}",
                               "SMOLTBOT_OBSERVER_ADDRESS": f"127.0.0.1:{observer_port}"})
         children.append(gateway)
+        unbatched_port = free_port()
+        unbatched = pinned(GATEWAY_CORE, [sys.executable, "-m", "smoltbot.cli.main", "serve", "gateway",
+                                          "--host", "127.0.0.1", "--port", str(unbatched_port)],
+                           env={**service_env, "SMOLTBOT_HOME": str(work / "home-unbatched"),
+                                "SMOLTBOT_UPSTREAM_URL": upstream_url,
+                                "SMOLTBOT_REGISTRY_ADDRESS": f"127.0.0.1:{registry_port}",
+                                "SMOLTBOT_OBSERVER_ADDRESS": f"127.0.0.1:{single_sink_port}"})
+        children.append(unbatched)
         nginx_port = free_port()
         nginx = start_nginx(work, "proxy", GATEWAY_CORE,
                             PROXY_SERVER.format(port=nginx_port, upstream_port=upstream_port))
@@ -331,7 +349,7 @@ def main() -> None:
         relay = pinned(GATEWAY_CORE, [sys.executable, str(ROOT / "bench" / "aiohttp_relay.py"),
                                       str(relay_port), upstream_url], env=env)
         children.append(relay)
-        for port in (upstream_port, gateway_port, nginx_port, relay_port):
+        for port in (upstream_port, gateway_port, unbatched_port, nginx_port, relay_port):
             wait_port(port)
         time.sleep(1.0)
 
@@ -344,8 +362,10 @@ def main() -> None:
             "nginx": f"http://127.0.0.1:{nginx_port}/anthropic",
             "aiohttp relay": f"http://127.0.0.1:{relay_port}/anthropic",
             "smoltbot": f"http://127.0.0.1:{gateway_port}/anthropic",
+            "smoltbot, unbatched": f"http://127.0.0.1:{unbatched_port}/anthropic",
         }
-        owners = {"nginx": nginx.pid, "aiohttp relay": relay.pid, "smoltbot": gateway.pid}
+        owners = {"nginx": nginx.pid, "aiohttp relay": relay.pid, "smoltbot": gateway.pid,
+                  "smoltbot, unbatched": unbatched.pid}
         for base in bases.values():  # warm up connections, caches, the registry lookup
             run_wrk(base + "/v1/messages", 4, 1, script)
         rss_idle = rss_kib(gateway.pid)
@@ -381,8 +401,10 @@ def main() -> None:
             print(f"round {round_index + 1}/{args.rounds} done", file=sys.stderr)
 
         profile = ""
-        if args.profile and shutil.which("py-spy"):
-            profile = _profile(gateway.pid, bases["smoltbot"] + "/v1/messages", script, work, args.seconds)
+        spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+        if args.profile and spy:
+            target = bases["smoltbot"] + "/v1/messages"
+            profile = _profile(spy, gateway.pid, target, script, work, args.seconds)
 
         med = {name: {key: statistics.median(values) for key, values in metrics.items()}
                for name, metrics in results.items()}
@@ -413,9 +435,9 @@ def _parse_wrk(out: str) -> dict[str, float]:
     return result
 
 
-def _profile(pid: int, url: str, script: Path, work: Path, seconds: float) -> str:
+def _profile(py_spy: str, pid: int, url: str, script: Path, work: Path, seconds: float) -> str:
     raw = work / "profile.txt"
-    spy = subprocess.Popen(["py-spy", "record", "--pid", str(pid), "--duration", str(int(seconds)),
+    spy = subprocess.Popen([py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds)),
                             "--format", "raw", "--output", str(raw), "--nonblocking"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     run_wrk(url, 16, seconds, script)
@@ -469,9 +491,11 @@ def _report(med: dict[str, dict[str, float]], rss_idle: int, rss_load: int, args
             f"`python bench/gateway_latency.py --rounds {args.rounds} --seconds {args.seconds:g}` "
             f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, Python {sys.version.split()[0]}). "
             "Each proxy alone on core 0; wrk, the upstream (a static nginx reply; streams from the "
-            "Anthropic stand-in behind it) and the services on core 1; the four targets interleaved, "
+            "Anthropic stand-in behind it) and the services on core 1; the targets interleaved, "
             f"median of {args.rounds} rounds. smoltbot ships every exchange (spooled, acked by "
             f"{'the real Observer' if args.observer == 'real' else 'an ack-only Ingest sink'}); "
+            "\"smoltbot, unbatched\" is the same gateway shipping to a sink that answers as observers "
+            "did before batches, so it sends one exchange per message; "
             f"{registry_note}. Load average when the run ended: {os.getloadavg()[0]:.1f} (other work on "
             "the machine moves absolute figures; the columns were measured interleaved, so compare "
             "ratios)."
