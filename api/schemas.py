@@ -258,6 +258,20 @@ class TraceObservation(BaseModel):
     sub_agent_type: str = Field(default="", description="The sub-agent's type (Claude Code: Explore, ...).")
 
 
+class TraceEnforcement(BaseModel):
+    """What the gateway did about the card on this decision (docs/enforce.md)."""
+
+    mode: str = Field(default="", description=(
+        "The card's mode for the call: off | observe | nudge | enforce, or unknown (the card could not be "
+        "read)."))
+    verdict: str = Field(default="", description=(
+        "The card's verdict on the tool call: allow | deny | escalate (empty without a tool call)."))
+    action: str = Field(default="", description=(
+        "What the gateway did: allowed | blocked | escalated | nudged | not_enforced."))
+    reason: str = Field(default="", description="Which rule of the card decided, or why none was enforced.")
+    card_id: str = Field(default="", description="The card the gateway enforced (empty when none was read).")
+
+
 class Trace(BaseModel):
     """An AP-Trace (Agent Alignment Protocol 2.0.0) plus smoltbot's `verification` and `observation`."""
 
@@ -271,6 +285,7 @@ class Trace(BaseModel):
     context: TraceContext | None = None
     verification: Verification | None = None
     observation: TraceObservation | None = None
+    enforcement: TraceEnforcement | None = None
 
 
 class TraceList(BaseModel):

@@ -95,6 +95,14 @@ _LINE = re.compile(rb"\r\n|\r|\n")
 _PASS = frozenset({b"content_block_delta", b"ping", b"message_start", b"message_stop", b"error"})
 
 
+def _name(raw: bytes) -> bytes | None:
+    """The event's name when its first line names it (as the Messages API always does), else None."""
+    if not raw.startswith(b"event:"):
+        return None
+    end = raw.find(b"\n")
+    return raw[6:end].strip()
+
+
 def _fields(raw: bytes) -> tuple[bytes, bytes]:
     """(event name, data) of one event's bytes, as the SDK's decoder reads them."""
     name = b""
@@ -124,20 +132,32 @@ class SseEnforcer:
         self._fragments: list[str] = []
         self._held: list[bytes] = []
         self._allowed = 0
+        self._stopped = 0
+        #: Whether the stream has used CR line ends (then the general boundary search is needed).
+        self._cr = False
         self.records: list[CallRecord] = []
 
     def feed(self, chunk: bytes) -> bytes:
         """The bytes to send now for `chunk` (whole events only; b"" while an event is incomplete
         or a tool call is held)."""
         buffer = self._buffer + chunk if self._buffer else chunk
+        if not self._cr and b"\r" in chunk:
+            self._cr = True
         out: list[bytes] = []
         start = 0
-        while (found := _BOUNDARY.search(buffer, start)) is not None:
-            end = found.end()
-            self._event(buffer[start:end], out)
+        while True:
+            if self._cr:
+                found = _BOUNDARY.search(buffer, start)
+                end = found.end() if found is not None else -1
+            else:
+                end = buffer.find(b"\n\n", start)
+                end = end + 2 if end >= 0 else -1
+            if end < 0:
+                break
+            self._event(buffer if start == 0 and end == len(buffer) else buffer[start:end], out)
             start = end
-        self._buffer = buffer[start:]
-        return b"".join(out)
+        self._buffer = buffer[start:] if start else buffer
+        return out[0] if len(out) == 1 else b"".join(out)
 
     def end(self) -> bytes:
         """What is left when the stream ends: an unfinished event, a tool call never closed
@@ -150,14 +170,14 @@ class SseEnforcer:
         return b"".join(out)
 
     def _event(self, raw: bytes, out: list[bytes]) -> None:
-        name, data = _fields(raw)
         if self._block is None:
-            if name in _PASS:
+            # The common case: a named event that cannot start or end a held call; sent as it is.
+            name = _fields(raw)[0] if self._cr else _name(raw)
+            if name in _PASS or (name == b"content_block_start" and b'"tool_use"' not in raw) or (
+                    name == b"message_delta" and not (self._stopped and self._allowed == 0)):
                 out.append(raw)
                 return
-            if name == b"content_block_start" and b'"tool_use"' not in data:
-                out.append(raw)
-                return
+        data = self._data(raw)
         try:
             parsed = json.loads(data) if data else None
         except ValueError:
@@ -185,13 +205,21 @@ class SseEnforcer:
                 if self._replace:
                     self._held = [raw]
                     return
-        elif kind == "message_delta" and any(r.replaced for r in self.records) and self._allowed == 0:
+        elif kind == "message_delta" and self._stopped and self._allowed == 0:
             delta = event.get("delta")
             if isinstance(delta, dict) and delta.get("stop_reason") == "tool_use":
                 delta["stop_reason"] = "end_turn"
                 out.append(_event("message_delta", event))
                 return
         out.append(raw)
+
+    def _data(self, raw: bytes) -> bytes:
+        # The Messages API's layout, `event: name\ndata: {...}\n\n`, read without splitting lines.
+        if not self._cr and raw.startswith(b"event:"):
+            start = raw.find(b"\ndata: ")
+            if start > 0 and raw.find(b"\n", start + 7) == len(raw) - 2:
+                return raw[start + 7:-2]
+        return _fields(raw)[1]
 
     def _close_block(self, out: list[bytes]) -> None:
         assert self._block is not None
@@ -207,6 +235,7 @@ class SseEnforcer:
             self._allowed += 1
             out.extend(held)
             return
+        self._stopped += 1
         text = replacement_text(name, tool_input, verdict)
         out.append(_event("content_block_start", {"type": "content_block_start", "index": index,
                                                   "content_block": {"type": "text", "text": ""}}))

@@ -229,3 +229,11 @@ def test_nudge_note_goes_once_at_the_end_of_the_last_user_message() -> None:
     assert json.loads(changed)["messages"][-1]["content"] == [{"type": "text", "text": "hi"},
                                                               {"type": "text", "text": note}]
     assert nudges.apply(AGENT, "s1", body, {}) == (body, "")
+
+
+@pytest.mark.parametrize("ending", [b"\r\n", b"\r"])
+def test_streams_with_cr_line_ends_are_read_too(ending: bytes) -> None:
+    chunks = [c.replace(b"\n", ending) for c in stream_of([THINKING, tool("Bash", {"command": "ls"})])]
+    out, enforcer, _ = run(chunks, 5)
+    assert final(out)["content"][1]["type"] == "text" and enforcer.records[0].replaced
+    assert out.startswith(b"".join(chunks[:6]))

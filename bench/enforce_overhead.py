@@ -1,0 +1,219 @@
+"""What enforce mode costs: holding and checking a tool call, and calls it leaves alone.
+
+    python bench/enforce_overhead.py [--calls 300] [--rounds 3] [--micro 2000]
+
+1. The filter alone (no network): a streamed answer with one tool call (thinking, text, a
+   tool_use block, as the Anthropic stand-in sends it, in its event-per-write chunking) fed
+   through `SseEnforcer` against a card with forbidden actions and triggers, against the same
+   chunks relayed as they are; and the whole (non-streamed) answer through `rewrite_message`.
+   Figure: microseconds added per tool call (target < 200 us), and the ratio for an answer
+   without tool calls.
+2. Through the real gateway (in-process, with the real Registry and the Anthropic stand-in;
+   exchanges spooled, no Observer), sequential calls, rounds interleaved: the gateway without
+   the enforcer (as before enforce mode) against an observe card and against an enforce card,
+   for answers without tool calls, and an enforce card against an observe card for answers
+   with a tool call. Figures: median latency per call and the ratios.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from smoltbot.core.aap.cards import normalize_card  # noqa: E402
+from smoltbot.core.aap.enforcement import check_tool_call  # noqa: E402
+from smoltbot.core.identity import agent_hash, load_hash_secret  # noqa: E402
+from smoltbot.core.settings import load_settings  # noqa: E402
+from smoltbot.gateway import start_gateway  # noqa: E402
+from smoltbot.gateway.enforce.anthropic import SseEnforcer, rewrite_message  # noqa: E402
+from smoltbot.gateway.sse import MessageAccumulator  # noqa: E402
+from smoltbot.registry.server import build_server as build_registry  # noqa: E402
+from smoltbot.v1 import registry_service_pb2, registry_service_pb2_grpc  # noqa: E402
+from tests.support.anthropic_standin import AnthropicStandin  # noqa: E402
+
+CREDENTIAL = "sk-ant-api03-bench-enforce-0123456789"
+AGENT = "smolt-0123456789abcdef"
+TOOLS = [{"name": "read_file", "description": "Read a file", "input_schema": {
+    "type": "object", "properties": {"path": {"type": "string"}, "limit": {"type": "integer"}}}}]
+
+
+def card(mode: str) -> dict[str, Any]:
+    return {
+        "integrity_mode": mode,
+        "principal": {"type": "unspecified", "relationship": "delegated_authority"},
+        "values": {"declared": ["transparency"]},
+        "autonomy": {"bounded_actions": [], "forbidden_actions": ["bash", "delete_file", "send_email"],
+                     "escalation_triggers": [
+                         {"condition": 'parameters.path contains "/etc"', "action": "escalate",
+                          "reason": "x"},
+                         {"condition": 'action_name == "rm"', "action": "deny", "reason": "y"},
+                         {"condition": "parameters.amount > 100", "action": "escalate", "reason": "z"}]},
+        "audit": {"retention_days": 30, "queryable": False, "trace_format": "ap-trace-v1"},
+    }
+
+
+async def standin_answer(standin: AnthropicStandin, scenario: str, stream: bool) -> tuple[list[bytes], bytes]:
+    """The stand-in's answer: its chunks as written (one SSE event each), and the whole body."""
+    body = {"model": "claude-opus-4-7", "max_tokens": 256, "stream": stream, "tools": TOOLS,
+            "messages": [{"role": "user", "content": "bench"}]}
+    headers = {"x-api-key": CREDENTIAL, "x-standin-scenario": scenario, "accept-encoding": "identity"}
+    async with httpx.AsyncClient() as client, client.stream(
+            "POST", standin.base_url + "/v1/messages", json=body, headers=headers) as response:
+        chunks = [chunk async for chunk in response.aiter_raw()]
+    return chunks, b"".join(chunks)
+
+
+def per_call_us(fn: Any, repeat: int) -> float:
+    samples = []
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(repeat):
+            fn()
+        samples.append((time.perf_counter() - start) / repeat * 1e6)
+    return min(samples)
+
+
+async def micro(standin: AnthropicStandin, repeat: int) -> None:
+    enforce = normalize_card(card("enforce"), agent_id=AGENT)
+
+    def decide(name: str, tool_input: Any, tool_use_id: str) -> Any:
+        return check_tool_call(enforce, name, tool_input, tool_use_id)
+
+    tool_chunks, _ = await standin_answer(standin, "thinking_tool_use", True)
+    text_chunks, _ = await standin_answer(standin, "thinking", True)
+    _, tool_whole = await standin_answer(standin, "thinking_tool_use", False)
+
+    def relay(chunks: list[bytes]) -> Any:
+        return lambda: [chunk for chunk in chunks]
+
+    def enforced(chunks: list[bytes]) -> Any:
+        def run() -> None:
+            enforcer = SseEnforcer(decide, replace=True)
+            for chunk in chunks:
+                enforcer.feed(chunk)
+            enforcer.end()
+        return run
+
+    def reassembled(chunks: list[bytes]) -> Any:
+        def run() -> None:
+            accumulator = MessageAccumulator()
+            for chunk in chunks:
+                accumulator.feed(chunk)
+            accumulator.close()
+        return run
+
+    unit = per_call_us(lambda: json.loads(tool_whole), repeat)
+    capture = per_call_us(reassembled(tool_chunks), repeat)
+    base_tool, with_tool = per_call_us(relay(tool_chunks), repeat), per_call_us(enforced(tool_chunks), repeat)
+    base_text, with_text = per_call_us(relay(text_chunks), repeat), per_call_us(enforced(text_chunks), repeat)
+    whole = per_call_us(lambda: rewrite_message(tool_whole, decide, replace=True), repeat)
+    print("1. the filter alone (per answer, best of 5 x", repeat, "runs)")
+    print(f"   streamed answer with one tool call ({len(tool_chunks)} writes): relayed {base_tool:.1f} us, "
+          f"held and checked {with_tool:.1f} us -> +{with_tool - base_tool:.1f} us per tool call")
+    print(f"   non-streamed answer with one tool call ({len(tool_whole)} bytes): parsed and checked "
+          f"{whole:.1f} us")
+    print(f"   for scale, on this machine now: json.loads of that body {unit:.1f} us; the same stream "
+          f"reassembled as capture already does for every call {capture:.1f} us "
+          f"(holding and checking = {(with_tool - base_tool) / capture:.2f}x that)")
+    print(f"   streamed answer without tool calls ({len(text_chunks)} writes): relayed {base_text:.1f} us, "
+          f"through the filter {with_text:.1f} us (+{with_text - base_text:.1f} us)")
+
+
+async def timed_calls(url: str, scenario: str, count: int) -> list[float]:
+    body = json.dumps({"model": "claude-opus-4-7", "max_tokens": 256, "stream": True, "tools": TOOLS,
+                       "messages": [{"role": "user", "content": "bench"}]}).encode()
+    headers = {"x-api-key": CREDENTIAL, "x-standin-scenario": scenario, "content-type": "application/json",
+               "anthropic-version": "2023-06-01"}
+    out = []
+    async with httpx.AsyncClient() as client:
+        for _ in range(count):
+            start = time.perf_counter()
+            response = await client.post(url + "/v1/messages", content=body, headers=headers)
+            assert response.status_code == 200, response.text
+            out.append((time.perf_counter() - start) * 1000)
+    return out
+
+
+async def end_to_end(standin: AnthropicStandin, calls: int, rounds: int) -> None:
+    home = Path(tempfile.mkdtemp(prefix="smoltbot-bench-enforce-"))
+    settings = load_settings(home=home, hash_secret="bench-secret", registry_address="127.0.0.1:0",
+                             observer_address="127.0.0.1:1", upstream_url=standin.base_url,
+                             public_api_url="http://127.0.0.1:8000")
+    registry = await build_registry(settings)
+    await registry.start()
+    address = f"127.0.0.1:{registry.port}"
+    gateway = await start_gateway(settings, registry_address=address, observer_address="127.0.0.1:1")
+    from smoltbot.core.grpc_client import open_channel
+    from smoltbot.core.tls import client_tls
+
+    channel = open_channel(address, client_tls(settings, address, address))
+    stub = registry_service_pb2_grpc.RegistryServiceStub(channel)
+    hashed = agent_hash(CREDENTIAL, load_hash_secret(home, settings.hash_secret))
+    resolved = await stub.ResolveAgent(registry_service_pb2.ResolveAgentRequest(agent_hash=hashed))
+    agent_id = resolved.agent.agent_id
+    url = gateway.base_url + "/anthropic"
+    proxy = gateway.gateway.proxy
+    enforcer = proxy._enforcer  # the bench switches enforcement off to measure the relay as it was
+
+    async def use(mode: str | None) -> None:
+        proxy._enforcer = None if mode is None else enforcer
+        if mode is not None:
+            await stub.PutCard(registry_service_pb2.PutCardRequest(
+                agent_id=agent_id, agent_hash=hashed, card_json=json.dumps(card(mode))))
+            for _ in range(200):  # the watch brings the card
+                found = enforcer.cards.cached(agent_id) if enforcer else None
+                if found is not None and found.get("integrity_mode") == mode:
+                    break
+                await timed_calls(url, "text", 1)
+
+    configs = [("no enforcer", None, "thinking"), ("observe card", "observe", "thinking"),
+               ("enforce card", "enforce", "thinking"),
+               ("observe card, tool call", "observe", "thinking_tool_use"),
+               ("enforce card, tool call", "enforce", "thinking_tool_use")]
+    results: dict[str, list[float]] = {name: [] for name, _, _ in configs}
+    await timed_calls(url, "thinking", 50)  # warm up
+    for _ in range(rounds):
+        for name, mode, scenario in configs:
+            await use(mode)
+            results[name].append(statistics.median(await timed_calls(url, scenario, calls)))
+    median = {name: statistics.median(values) for name, values in results.items()}
+    print(f"2. through the gateway: streamed calls, median of {rounds} rounds x {calls} sequential calls")
+    for name, value in median.items():
+        print(f"   {name:<26} {value:.3f} ms")
+    base = median["no enforcer"]
+    print(f"   observe card / no enforcer: {median['observe card'] / base:.3f}; "
+          f"enforce card (no tool call) / no enforcer: {median['enforce card'] / base:.3f}")
+    added = median["enforce card, tool call"] - median["observe card, tool call"]
+    print(f"   enforce / observe with a tool call: "
+          f"{median['enforce card, tool call'] / median['observe card, tool call']:.3f} "
+          f"({added * 1000:+.0f} us per call)")
+    await channel.close()
+    await gateway.stop()
+    await registry.stop(0.5)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=300)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--micro", type=int, default=2000)
+    args = parser.parse_args()
+    async with AnthropicStandin() as standin:
+        await micro(standin, args.micro)
+        await end_to_end(standin, args.calls, args.rounds)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
