@@ -34,11 +34,12 @@ async def trace_count(observer: ObserverStub, agent_id: str) -> int:
 async def list_trace_page(observer: ObserverStub, *, agent_id: str = "", session_id: str | None = None,
                           verified: bool | None = None, since: datetime | None = None,
                           until: datetime | None = None, limit: int = 50, cursor: str | None = None,
-                          order: str = "desc", record_kind: str | None = None) -> TraceList:
+                          order: str = "desc", record_kind: str | None = None,
+                          provider: str | None = None) -> TraceList:
     """One page of traces, filtered as the /v1/traces parameters say."""
     request = observer_service_pb2.ListTracesRequest(
         agent_id=agent_id, session_id=session_id or "", page_size=limit, page_token=cursor or "",
-        order_by=ORDERS[order], record_kind=record_kind or "",
+        order_by=ORDERS[order], record_kind=record_kind or "", provider=provider or "",
     )
     if verified is not None:
         request.verified = verified

@@ -222,6 +222,9 @@ class TraceReasoning(BaseModel):
     chars: int
     excerpt: str
     text: str
+    summary_only: bool = Field(default=False, description=(
+        "True when the reasoning read is only the provider's summary of it, not the reasoning itself "
+        "(OpenAI reasoning summaries, Gemini thought summaries)."))
 
 
 class TraceObservation(BaseModel):
@@ -245,9 +248,15 @@ class TraceObservation(BaseModel):
     exchange_ended_at: Timestamp | None = None
     observed_at: Timestamp | None = None
     record_kind: str = Field(default="decision", description=(
-        "decision: a model call (POST /v1/messages), verified and counted in integrity. activity: any other "
-        "API call (count_tokens, models, batches, files, ...), recorded but never a decision and never "
-        "counted in integrity or drift."))
+        "decision: a model call (Anthropic POST /v1/messages, OpenAI chat/completions or responses, Gemini "
+        "generateContent), verified and counted in integrity. activity: any other API call (count_tokens, "
+        "models, embeddings, batches, files, ...), recorded but never a decision and never counted in "
+        "integrity or drift."))
+    provider: str = Field(default="anthropic", description="The provider called: anthropic | openai | "
+                                                           "gemini.")
+    api: str = Field(default="", description=(
+        "The API a model call spoke: anthropic.messages | openai.chat | openai.responses | gemini.generate "
+        "(empty for API activity)."))
     request_method: str = Field(default="", description="The request's method, e.g. POST.")
     request_path: str = Field(default="", description="The upstream path called, e.g. /v1/messages.")
     session_rung: str = Field(default="", description=(

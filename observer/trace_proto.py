@@ -227,6 +227,11 @@ def _observation_defaults(trace: dict[str, Any]) -> dict[str, Any]:
         path = str(((trace.get("context") or {}).get("environment") or {}).get("request_path") or "")
         kind = ACTIVITY if path and not is_model_call("POST", path) else DECISION
         trace = {**trace, "observation": {**observation, "record_kind": kind}}
+    observation = trace.get("observation")
+    if isinstance(observation, dict) and "provider" not in observation:
+        # Traces stored before providers were recorded: all Anthropic's (as record_kinds reads
+        # an exchange that names none).
+        trace = {**trace, "observation": {**observation, "provider": "anthropic"}}
     return trace
 
 

@@ -40,11 +40,14 @@ class TraceStore:
     async def list_traces(self, *, agent_id: str, session_id: str, verified: bool | None,
                           since: datetime | None, until: datetime | None, descending: bool,
                           after: tuple[datetime, str] | None, limit: int,
-                          record_kind: str = "") -> list[tuple[datetime, str, dict[str, Any]]]:
+                          record_kind: str = "",
+                          provider: str = "") -> list[tuple[datetime, str, dict[str, Any]]]:
         """(timestamp, trace_id, trace) rows in (timestamp, trace_id) order, after the keyset `after`."""
         query = sa.select(traces.c.timestamp, traces.c.trace_id, traces.c.trace_json, traces.c.executed)
         if record_kind:
             query = query.where(traces.c.record_kind == record_kind)
+        if provider:
+            query = query.where(self._provider_of_trace() == provider)
         if agent_id:
             query = query.where(traces.c.agent_id == agent_id)
         if session_id:
@@ -66,6 +69,16 @@ class TraceStore:
         async with self.db.read() as conn:
             rows = (await conn.execute(query.limit(limit))).all()
         return [(row.timestamp, row.trace_id, served_trace(row.trace_json, row.executed)) for row in rows]
+
+    def _provider_of_trace(self) -> sa.ColumnElement[Any]:
+        # observation.provider, read from the stored trace (no column of its own: the filter is
+        # used with an agent, whose traces the agent index finds). Traces stored before providers
+        # were recorded are Anthropic's (trace_proto serves them so too).
+        if self.db.dialect == "sqlite":
+            found: sa.ColumnElement[Any] = sa.func.json_extract(traces.c.trace_json, "$.observation.provider")
+        else:
+            found = sa.cast(traces.c.trace_json, pg_dialect.JSONB)["observation"]["provider"].astext
+        return sa.func.coalesce(found, "anthropic")
 
     async def report_execution(self, agent_id: str, tool_use_id: str, executed: bool) -> int:
         """Records a reported tool execution; returns how many stored traces it marked."""

@@ -38,6 +38,8 @@ Since = Annotated[DateTime | None, Query(description="Only traces at or after th
 Until = Annotated[DateTime | None, Query(description="Only traces before this time (RFC 3339).")]
 KindFilter = Annotated[Literal["decision", "activity"] | None, Query(
     description="Only decisions (model calls) or only API activity (other calls); both when absent.")]
+ProviderFilter = Annotated[Literal["anthropic", "openai", "gemini"] | None, Query(
+    description="Only calls to this provider; all when absent.")]
 
 
 @router.get("/v1/traces", response_model=TraceList, response_model_exclude_unset=True,
@@ -55,10 +57,11 @@ async def list_traces(
     cursor: Cursor = None,
     order: Order = "desc",
     record_kind: KindFilter = None,
+    provider: ProviderFilter = None,
 ) -> TraceList:
     return await list_trace_page(observer, agent_id=agent_id or "", session_id=session_id, verified=verified,
                                  since=since, until=until, limit=limit, cursor=cursor, order=order,
-                                 record_kind=record_kind)
+                                 record_kind=record_kind, provider=provider)
 
 
 @router.get("/v1/traces/{trace_id}", response_model=Trace, response_model_exclude_unset=True,
@@ -81,10 +84,11 @@ async def list_agent_traces(
     cursor: Cursor = None,
     order: Order = "desc",
     record_kind: KindFilter = None,
+    provider: ProviderFilter = None,
 ) -> TraceList:
     return await list_trace_page(observer, agent_id=agent_id, session_id=session_id, verified=verified,
                                  since=since, until=until, limit=limit, cursor=cursor, order=order,
-                                 record_kind=record_kind)
+                                 record_kind=record_kind, provider=provider)
 
 
 @router.post("/v1/tool-executions", response_model=ToolExecution, responses=WRITE_ERRORS,

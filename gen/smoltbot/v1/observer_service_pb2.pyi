@@ -149,6 +149,7 @@ class ListTracesRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     ORDER_BY_FIELD_NUMBER: _builtins.int
     RECORD_KIND_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     session_id: _builtins.str
     verified: _builtins.bool
@@ -159,6 +160,8 @@ class ListTracesRequest(_message.Message):
     """"timestamp desc" (default) or "timestamp asc"."""
     record_kind: _builtins.str
     """"decision" or "activity" (see TraceObservation.record_kind); empty: both."""
+    provider: _builtins.str
+    """"anthropic", "openai" or "gemini" (see TraceObservation.provider); empty: all."""
     @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -175,10 +178,11 @@ class ListTracesRequest(_message.Message):
         page_token: _builtins.str = ...,
         order_by: _builtins.str = ...,
         record_kind: _builtins.str = ...,
+        provider: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_verified", b"_verified", "since", b"since", "until", b"until", "verified", b"verified"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_verified", b"_verified", "agent_id", b"agent_id", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "record_kind", b"record_kind", "session_id", b"session_id", "since", b"since", "until", b"until", "verified", b"verified"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_verified", b"_verified", "agent_id", b"agent_id", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "provider", b"provider", "record_kind", b"record_kind", "session_id", b"session_id", "since", b"since", "until", b"until", "verified", b"verified"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__verified: _TypeAlias = _typing.Literal["verified"]  # noqa: Y015
     _WhichOneofArgType__verified: _TypeAlias = _typing.Literal["_verified", b"_verified"]  # noqa: Y015
