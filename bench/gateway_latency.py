@@ -3,10 +3,12 @@ stream timing and memory, all measured in one run against the same upstream.
 
     python bench/gateway_latency.py [--rounds 3] [--seconds 4] [--profile] [--no-docs]
 
-Five targets, interleaved round by round (median of the rounds reported):
+Six targets, interleaved round by round (median of the rounds reported):
 
 * direct: the upstream itself;
 * nginx: nginx 1 worker as a keep-alive reverse proxy;
+* protocol relay: `bench/protocol_relay.py`, asyncio Protocols, httptools both ways, uvloop,
+  its own keep-alive pool, no capture: the ceiling of the relay core the issue asks for;
 * aiohttp relay: `bench/aiohttp_relay.py`, aiohttp on both sides and nothing else (the baseline
   the gateway's own overhead is read against);
 * smoltbot: the gateway, capture and shipping on (every exchange spooled and acked by an Ingest
@@ -266,7 +268,7 @@ def run_streams(url: str, count: int, delay_ms: int, client: Path) -> dict[str, 
 
 # --------------------------------------------------------------------------- main
 
-TARGETS = ("direct", "nginx", "aiohttp relay", "smoltbot", "smoltbot, unbatched")
+TARGETS = ("direct", "nginx", "protocol relay", "aiohttp relay", "smoltbot", "smoltbot, unbatched")
 
 
 def main() -> None:
@@ -345,11 +347,15 @@ def main() -> None:
         nginx = start_nginx(work, "proxy", GATEWAY_CORE,
                             PROXY_SERVER.format(port=nginx_port, upstream_port=upstream_port))
         children.append(nginx)
+        protocol_port = free_port()
+        protocol = pinned(GATEWAY_CORE, [sys.executable, str(ROOT / "bench" / "protocol_relay.py"),
+                                         str(protocol_port), upstream_url], env=env)
+        children.append(protocol)
         relay_port = free_port()
         relay = pinned(GATEWAY_CORE, [sys.executable, str(ROOT / "bench" / "aiohttp_relay.py"),
                                       str(relay_port), upstream_url], env=env)
         children.append(relay)
-        for port in (upstream_port, gateway_port, unbatched_port, nginx_port, relay_port):
+        for port in (upstream_port, gateway_port, unbatched_port, nginx_port, protocol_port, relay_port):
             wait_port(port)
         time.sleep(1.0)
 
@@ -360,12 +366,13 @@ def main() -> None:
         bases = {
             "direct": upstream_url,
             "nginx": f"http://127.0.0.1:{nginx_port}/anthropic",
+            "protocol relay": f"http://127.0.0.1:{protocol_port}/anthropic",
             "aiohttp relay": f"http://127.0.0.1:{relay_port}/anthropic",
             "smoltbot": f"http://127.0.0.1:{gateway_port}/anthropic",
             "smoltbot, unbatched": f"http://127.0.0.1:{unbatched_port}/anthropic",
         }
-        owners = {"nginx": nginx.pid, "aiohttp relay": relay.pid, "smoltbot": gateway.pid,
-                  "smoltbot, unbatched": unbatched.pid}
+        owners = {"nginx": nginx.pid, "protocol relay": protocol.pid, "aiohttp relay": relay.pid,
+                  "smoltbot": gateway.pid, "smoltbot, unbatched": unbatched.pid}
         for base in bases.values():  # warm up connections, caches, the registry lookup
             run_wrk(base + "/v1/messages", 4, 1, script)
         rss_idle = rss_kib(gateway.pid)
