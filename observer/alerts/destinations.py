@@ -12,6 +12,8 @@ import ipaddress
 import socket
 from urllib.parse import SplitResult, urlsplit
 
+import httpx
+
 from smoltbot.core.errors import InvalidArgument
 
 __all__ = ["MAX_URL_LENGTH", "DestinationRefused", "check_address", "destination_of", "validate_url"]
@@ -44,6 +46,10 @@ def validate_url(url: str, field: str = "url") -> SplitResult:
         raise InvalidArgument(field, "must not carry user:password@ (put a token in the path or query)")
     if parts.fragment:
         raise InvalidArgument(field, "must not have a #fragment")
+    try:
+        httpx.URL(url)  # what the sender will parse: an unusable host (bad IDNA, ...) fails here
+    except (httpx.InvalidURL, UnicodeError, ValueError) as error:
+        raise InvalidArgument(field, f"is not a usable URL ({error})") from None
     return parts
 
 
@@ -81,7 +87,7 @@ async def check_address(url: str, *, allow_private: bool) -> None:
     else:
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_STREAM)
-        except OSError:
+        except (OSError, UnicodeError, ValueError):
             return
         addresses = [str(info[4][0]) for info in infos]
     for address in addresses:

@@ -180,7 +180,10 @@ class WebhookSender:
                     status = response.status_code
         except (TimeoutError, httpx.TimeoutException):
             return 0, f"no response within {self.timeout:g}s", "timeout"
-        except httpx.HTTPError as failure:
+        except (httpx.InvalidURL, UnicodeError) as failure:
+            # Refused when subscribing since; kept for rows stored before that check.
+            return 0, f"not a usable URL ({type(failure).__name__})", "refused_destination"
+        except (httpx.HTTPError, OSError) as failure:
             # The exception's text can quote the URL: only its kind is kept.
             return (
                 0,

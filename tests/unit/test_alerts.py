@@ -53,6 +53,7 @@ def test_the_signed_string_is_timestamp_dot_body() -> None:
         "https://example.com:99999/",
         "https://example.com/" + "x" * 2048,
         "javascript:alert(1)",
+        "https://[::1/",
     ],
 )
 def test_bad_urls_are_refused_naming_the_field(url: str) -> None:
@@ -88,6 +89,11 @@ async def test_private_destinations_are_refused_unless_allowed(url: str) -> None
     with pytest.raises(DestinationRefused, match="SMOLTBOT_WEBHOOK_ALLOW_PRIVATE"):
         await check_address(url, allow_private=False)
     await check_address(url, allow_private=True)
+
+
+async def test_a_host_no_resolver_can_take_is_left_to_the_delivery() -> None:
+    # A 70-character label is no valid DNS name: getaddrinfo raises UnicodeError, not OSError.
+    await check_address("https://" + "a" * 70 + ".example/hook", allow_private=False)
 
 
 async def test_public_literal_addresses_pass() -> None:
