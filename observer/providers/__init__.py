@@ -30,14 +30,20 @@ from smoltbot.observer.extraction import Extraction, decode_text, load_json
 
 from . import anthropic, gemini, openai_chat, openai_responses
 
-__all__ = ["FORMATS", "WireFormat", "empty_extraction", "provider_of", "read_exchange", "wire_format"]
+__all__ = ["FORMATS", "PROVIDERS", "WireFormat", "empty_extraction", "provider_of", "read_exchange",
+           "wire_format"]
 
 
 class WireFormat(Protocol):
-    #: The `Exchange.provider` whose calls this module reads.
-    provider: str
-    #: The API read, as `core.usage` names it (`anthropic.messages`, `openai.chat`, ...).
-    api: str
+    @property
+    def provider(self) -> str:
+        """The `Exchange.provider` whose calls this module reads."""
+        ...
+
+    @property
+    def api(self) -> str:
+        """The API read, as `core.usage` names it (`anthropic.messages`, `openai.chat`, ...)."""
+        ...
 
     def matches(self, method: str, path: str) -> bool:
         """Whether a call (upstream path, without the gateway prefix or the query) is one of
@@ -65,6 +71,11 @@ FORMATS: tuple[WireFormat, ...] = (
     openai_responses.RESPONSES,
     gemini.GENERATE_CONTENT,
 )
+
+
+#: Every provider whose model calls are read, as `Exchange.provider` and trace.observation.provider
+#: name them.
+PROVIDERS: tuple[str, ...] = tuple(dict.fromkeys(found.provider for found in FORMATS))
 
 
 def provider_of(provider: str) -> str:

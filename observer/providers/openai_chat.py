@@ -37,7 +37,8 @@ def _call(raw: Any, index: int, ex: Extraction) -> ToolCall | None:
         ex.missing.append("a tool call that is not an object was not read")
         return None
     kind = str(raw.get("type") or "function")
-    spec = raw.get(kind) if isinstance(raw.get(kind), dict) else {}
+    found = raw.get(kind)
+    spec: dict[str, Any] = found if isinstance(found, dict) else {}
     name = spec.get("name") if isinstance(spec.get("name"), str) and spec.get("name") else ""
     if not name:
         ex.missing.append(f"a {kind} tool call had no name")

@@ -131,7 +131,8 @@ class ResponsesFormat:
         ex.message_id = str(data.get("id") or "")
         if isinstance(data.get("model"), str):
             ex.model = data["model"]
-        status = data.get("status") if isinstance(data.get("status"), str) else ""
+        found = data.get("status")
+        status = found if isinstance(found, str) else ""
         details = data.get("incomplete_details")
         reason = details.get("reason") if isinstance(details, dict) else None
         ex.stop_reason = reason if status == "incomplete" and isinstance(reason, str) else status
