@@ -307,7 +307,9 @@ def main() -> None:
         upstream_url = f"http://127.0.0.1:{upstream_port}"
 
         home = work / "home"
+        # One service credential for every process (the second gateway has a home of its own).
         service_env = {**env, "SMOLTBOT_HOME": str(home), "SMOLTBOT_HASH_SECRET": "bench",
+                       "SMOLTBOT_SERVICE_TOKEN": "bench-service-credential-" + "0" * 40,
                        "SMOLTBOT_LOG_LEVEL": "WARNING"}
         observer_port = free_port()
         if args.observer == "real":
@@ -536,7 +538,24 @@ def _report(med: dict[str, dict[str, float]], rss_idle: int, rss_load: int, args
 #: Measured once while choosing the design (same machine, same pinning, wrk, a trivial raw-asyncio
 #: upstream answering a fixed 200 JSON); kept in the report because the rows above depend on it.
 DESIGN_NOTES = """\
-How the design was chosen (micro-measurements, gateway core only, trivial upstream):
+Reading the table. The gateway still runs on aiohttp on both sides (`gateway/proxy.py`); "aiohttp
+relay" is that stack with nothing of the gateway, so the gap between it and smoltbot is the
+gateway's own work (capture, identity, spool, shipping), and the gap between it and "protocol
+relay" is what a relay core on asyncio Protocols with llhttp parsing both ways (httptools),
+uvloop and a keep-alive pool of its own would win (`bench/protocol_relay.py`: no capture, no
+1xx/HEAD/204/304 rules, no smuggling defences beyond llhttp's, no upstream TLS, no aborts; a
+measurement of that lever's ceiling, not wired into the gateway). Such a core replaces the
+relay only once it passes the old relay's tests unchanged (tests/integration/gateway,
+tests/reliability, tests/integration/observer/*through_gateway*).
+
+Shipping is batched (issue 16): exchanges ready together go as one `Ingest` message with one
+ack each (`IngestRequest.exchanges`, `IngestResponse.acks`). "smoltbot, unbatched" is the same
+gateway shipping to a sink that answers as observers before batches did, so it falls back to
+one exchange per message; its CPU per call against smoltbot's is what batching saves. The spool
+is an append-only segment log: appending and acking a 2 KB exchange costs 7-10 µs of CPU;
+fsyncs (fdatasync) are batched every 0.5 s in a worker thread.
+
+Earlier micro-measurements (2026-11, gateway core only, a trivial raw-asyncio upstream):
 
 | relay on one core | c=16 req/s | c=1 p50 added |
 |---|---:|---:|
@@ -545,23 +564,10 @@ How the design was chosen (micro-measurements, gateway core only, trivial upstre
 | aiohttp server + aiohttp ClientSession pool (bare relay) | 6,100 | 0.37 ms |
 | same under uvloop | 6,800 | 0.36 ms |
 
-Per call, aiohttp's server side costs about 54 µs of CPU and its client about 113 µs. A
-hand-written HTTP/1.1 client and server would be several times cheaper, but would have to
-re-implement chunked framing, keep-alive races, 1xx/HEAD/204 rules, TLS upstream and request
-smuggling defences that aiohttp (llhttp) gets right; the relay stays on aiohttp, and that is
-the first thing to revisit if the throughput target rises. Shipping is the other large cost:
-one `Ingest` message plus its ack costs about 120 µs of CPU in grpcio's asyncio stack (and
-the same with the synchronous stack in a thread), mostly thread wake-ups between gRPC's poller
-and the event loop; the contract sends one exchange per message, so it cannot be batched.
-The spool is an append-only segment log: appending and acking a 2 KB exchange costs 7-10 µs
-of CPU, against 140-470 µs for one file per exchange (create, write, rename, unlink) on the
-same disk; fsyncs (fdatasync) are batched every 0.5 s in a worker thread.
-
-Earlier spot checks while the machine was less busy (load average 1-4), same pinning, the
-gateway alone: 2,600-3,000 req/s at c=16 shipping to an ack-only sink, 3,340-3,530 with the
-observer down (no gRPC traffic); 330-380 µs of gateway CPU per call shipping, 260-300 without;
-c=1 p50 0.6-0.8 ms against about 0.1 ms direct. While the rows above were measured, other
-developers' test suites shared the two cores, which shows in nginx's figures too.
+aiohttp's server side cost about 54 µs of CPU per call and its client about 113 µs; one
+`Ingest` message plus its ack about 120 µs (grpcio's asyncio stack, mostly thread wake-ups
+between gRPC's poller and the event loop), which batching now shares among the exchanges of
+a batch.
 """
 
 
