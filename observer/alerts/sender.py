@@ -123,12 +123,21 @@ class WebhookSender:
         # Each id leaves `held` once its attempt is settled: if we are stopped mid-send, the
         # ones still here are given back at once instead of waiting for their leases to expire.
         self.held.update(item.delivery_id for item in claimed)
-        await asyncio.gather(*(self._attempt(item) for item in claimed))
+        results = await asyncio.gather(*(self._attempt(item) for item in claimed), return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                # Recording the result failed (the database): the lease runs out and the
+                # delivery is sent again, at least once as promised.
+                logger.warning("recording a webhook attempt failed: %s", result)
         return len(claimed)
 
     async def _attempt(self, item: ClaimedDelivery) -> None:
         self.stats.attempts += 1
-        status, error, kind = await self._post(item)
+        try:
+            status, error, kind = await self._post(item)
+        except Exception:  # a bug of ours must not stop the other deliveries
+            logger.exception("webhook delivery %s failed inside smoltbot", item.delivery_id)
+            status, error, kind = 0, "failed inside smoltbot (see the observer's log)", "internal"
         delivered = not error
         retry_at: datetime | None = None
         if delivered:

@@ -126,7 +126,7 @@ class _WebhookMetrics(Collector):
         failed = CounterMetricFamily(
             "smoltbot_webhook_failed_attempts", "Webhook attempts that failed, by kind.", labels=["kind"]
         )
-        for kind in ("http_error", "timeout", "connect_error", "refused_destination"):
+        for kind in ("http_error", "timeout", "connect_error", "refused_destination", "internal"):
             failed.add_metric([kind], stats.failures.get(kind, 0))
         yield failed
         yield CounterMetricFamily(
