@@ -109,6 +109,16 @@ class Settings(BaseSettings):
         default="redacted", description="How reasoning text is stored in traces."
     )
     observer_concurrency: int = Field(default=4, ge=1, description="Exchanges processed at once.")
+    evidence_enabled: bool = Field(
+        default=True,
+        description="Check each Messages API call's resent history against the turns the gateway relayed, "
+        "and trace where each tool call's arguments came from (docs/evidence.md). Runs in the observer.",
+    )
+    evidence_wait_seconds: float = Field(
+        default=30.0, ge=0,
+        description="How long after its call started an exchange waits for the earlier calls of its session "
+        "to be recorded before its history is checked without them (the check then names them).",
+    )
     observer_max_attempts: int = Field(
         default=5, ge=1, description="Tries before an exchange is a failed trace."
     )

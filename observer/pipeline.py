@@ -15,7 +15,7 @@ import functools
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -27,6 +27,7 @@ from smoltbot.core.sessions import SubAgent, TurnStart
 from smoltbot.core.usage import TokenUsage
 from smoltbot.observer.accounting import ExchangeFacts, facts_of
 from smoltbot.observer.enforcement import annotate_enforcement
+from smoltbot.observer.evidence_store import EvidenceJob, EvidenceRow, LedgerRow, evidence_for
 from smoltbot.observer.extraction import Extraction, extract
 from smoltbot.observer.trace_builder import build_traces
 from smoltbot.v1 import exchange_pb2
@@ -83,6 +84,8 @@ class Job:
     observed_at: datetime
     #: Notes for observation.missing from earlier steps (e.g. an unresolved session).
     missing: tuple[str, ...] = ()
+    #: History integrity and provenance (observer/evidence_store.py); None: not checked.
+    evidence: EvidenceJob | None = None
 
 
 @dataclass
@@ -95,6 +98,8 @@ class JobResult:
     turn_slots: list[int] = field(default_factory=list)
     #: Usage and session facts of a model call (`observer.accounting`), not yet priced.
     facts: ExchangeFacts | None = None
+    #: The exchange's row of the history ledger, stored with its traces.
+    evidence_row: EvidenceRow | None = None
     #: Set when a step failed: which one, and the error.
     step: str = ""
     error: str = ""
@@ -301,6 +306,18 @@ def traces_of(job: Job, exchange: exchange_pb2.Exchange, extraction: Extraction,
     return traces
 
 
+def add_evidence(result: JobResult, job: Job, exchange: exchange_pb2.Exchange,
+                 extraction: Extraction) -> None:
+    """History check, provenance and say/do on the built traces (before they are serialised)."""
+    if job.evidence is None or not result.traces:
+        return
+    result.evidence_row = evidence_for(
+        job.evidence, exchange_id=job.exchange_id, agent_id=job.agent_id, api=extraction.api,
+        request_body=exchange.request.body, response_body=exchange.response.body,
+        relayed_at=time_of(exchange.timings, "ended_at"), card=job.card, traces=result.traces,
+        now=job.observed_at)
+
+
 def dumps(trace: dict[str, Any]) -> str:
     return json.dumps(trace, ensure_ascii=False, separators=(",", ":"))
 
@@ -378,13 +395,35 @@ def compute(job: Job) -> JobResult:
         result.facts = facts_of(exchange, extraction.model)
         step = "analyze and build traces"
         result.traces = traces_of(job, exchange, extraction, None, "local")
+        step = "check history and provenance"
+        add_evidence(result, job, exchange, extraction)
         step = "serialise traces"
         serialise(result, job)
     except Exception as error:  # noqa: BLE001 - reported to the processor, which retries
         result.step, result.error = step, f"{type(error).__name__}: {error}"
         result.traces, result.trace_json, result.turn_slots, result.facts = [], [], [], None
+        result.evidence_row = None
     return result
 
 
 def compute_many(jobs: list[Job]) -> list[JobResult]:
-    return [compute(job) for job in jobs]
+    """`compute` of each job. Calls of one session are computed in start order, each seeing the
+    ledger rows of the batch's earlier calls (their rows are not stored yet)."""
+    relayed: dict[str, list[LedgerRow]] = {}
+    results: dict[int, JobResult] = {}
+
+    def start(position: int) -> float:
+        evidence = jobs[position].evidence
+        return evidence.started_at.timestamp() if evidence is not None else float("-inf")
+
+    for position in sorted(range(len(jobs)), key=lambda p: (start(p), p)):
+        job = jobs[position]
+        session = job.evidence.session_id if job.evidence is not None else None
+        if job.evidence is not None and session and relayed.get(session):
+            job = replace(job, evidence=job.evidence.with_rows(relayed[session]))
+        result = results[position] = compute(job)
+        row = result.evidence_row
+        if session and row is not None:
+            relayed.setdefault(session, []).append(LedgerRow(row.exchange_id, row.relayed_at,
+                                                             json.loads(row.ledger_json)))
+    return [results[position] for position in range(len(jobs))]

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import uuid
 from collections.abc import Callable
@@ -41,6 +42,7 @@ from smoltbot.observer import accounting, pipeline, record_kinds
 from smoltbot.observer.accounting import facts_of
 from smoltbot.observer.analyzers import Analyzer
 from smoltbot.observer.cpu_pool import CpuPool, default_workers
+from smoltbot.observer.evidence_store import EvidenceRow, EvidenceStore
 from smoltbot.observer.extraction import Extraction
 from smoltbot.observer.pipeline import Job, JobResult
 from smoltbot.observer.providers import empty_extraction
@@ -93,6 +95,8 @@ class _Context:
     session_id: str | None = None
     card: dict[str, Any] | None = None
     missing: tuple[str, ...] = ()
+    #: When the call started (else ended; else when stored): the card's time, and the evidence's.
+    call_at: datetime | None = None
 
     def decoded(self) -> exchange_pb2.Exchange | None:
         if self.exchange is None:
@@ -142,6 +146,9 @@ class Processor:
         self._registry_down_since: datetime | None = None
         self._next_retry: datetime | None = None
         self._scrubs = ScrubSchedule(queue, scrub_interval)
+        #: History integrity and provenance (docs/evidence.md): rows computed, waiting to be stored.
+        self._evidence = EvidenceStore(queue.db, settings)
+        self._evidence_rows: dict[str, EvidenceRow] = {}
         #: Exchanges whose results were stored (for tests, logs and benchmarks).
         self.processed = 0
         #: Exchanges the upstream answered 401/403: counted, never traced.
@@ -314,6 +321,8 @@ class Processor:
                 results[item.exchange_id] = self._registry_retry(item, error)
             except _StepFailed as error:
                 results[item.exchange_id] = self._failed_step(context, error)
+        if ready and self._evidence.enabled:
+            ready = await self._with_evidence(ready, results)
         if ready:
             for (context, job), result in zip(
                 ready, await self._compute([job for _, job in ready]), strict=True
@@ -328,6 +337,8 @@ class Processor:
                 stored = [StoredTrace(trace, text, slot) for trace, text, slot
                           in zip(result.traces, result.trace_json, result.turn_slots, strict=True)]
                 facts = result.facts.priced(self.prices) if result.facts is not None else None
+                if result.evidence_row is not None:
+                    self._evidence_rows[item.exchange_id] = result.evidence_row
                 results[item.exchange_id] = Finished(item.exchange_id, item.agent_hash, job.agent_id,
                                                      job.session_id, stored, facts=facts)
         return [results[item.exchange_id] for item in items]
@@ -417,11 +428,24 @@ class Processor:
                 session_id = None
                 context.missing = (f"session could not be resolved ({error})",)
         context.session_id = session_id
+        context.call_at = await self._call_time(context)
         context.card = await self._registry_step(
-            "get active card", self.registry.card_at(agent_id, await self._call_time(context)))
+            "get active card", self.registry.card_at(agent_id, context.call_at))
         return Job(exchange_id=item.exchange_id, agent_id=agent_id, session_id=session_id, card=context.card,
                    payload=item.payload, store_reasoning=self.settings.store_reasoning, observed_at=utcnow(),
                    missing=context.missing)
+
+    async def _with_evidence(self, ready: list[tuple[_Context, Job]],
+                             results: dict[str, Finished | Retry]) -> list[tuple[_Context, Job]]:
+        """Jobs with their session's ledger rows; a call whose session has earlier calls not yet
+        recorded goes back to the queue, its attempt refunded (evidence_store: ordering)."""
+        jobs, waiting = await self._evidence.jobs_for([
+            (context.item.exchange_id, job.agent_id, job.session_id,
+             context.call_at or context.item.received_at) for context, job in ready])
+        for exchange_id, why in waiting.items():
+            results[exchange_id] = Retry(exchange_id, utcnow() + timedelta(seconds=0.2), why, counted=False)
+        return [(context, dataclasses.replace(job, evidence=jobs.get(context.item.exchange_id)))
+                for context, job in ready if context.item.exchange_id not in waiting]
 
     async def _call_time(self, context: _Context) -> datetime:
         """The time whose card applies to the exchange: when the call started (else ended; else,
@@ -473,6 +497,8 @@ class Processor:
             result.traces = pipeline.traces_of(
                 job, exchange, extraction, analysis.analyses, analysis.analyzer, analysis.fallback_reason
             )
+            step = "check history and provenance"
+            pipeline.add_evidence(result, job, exchange, extraction)
             pipeline.serialise(result, job)
         except Exception as error:  # noqa: BLE001 - a failed step, retried by the caller
             result.step, result.error = step, f"{type(error).__name__}: {error}"
@@ -623,12 +649,16 @@ class Processor:
     async def _finish(self, batch: list[Finished | Retry]) -> None:
         done = [r for r in batch if isinstance(r, Finished)]
         retries = [r for r in batch if isinstance(r, Retry)]
+        # The ledger rows first, in their own transaction: a row without its traces (the traces'
+        # write failed, or the lease was lost) is the same row the next attempt writes.
+        await self._evidence.write([row for r in done if (row := self._evidence_rows.get(r.exchange_id))])
         report = await self.queue.finish(self.owner, done, retries)
         self.write_batches += 1
         payloads = {result.exchange_id: held.payload for result in report.written
                     if (held := self._held.get(result.exchange_id)) is not None} if self._on_committed else {}
         for result in batch:
             self._held.pop(result.exchange_id, None)
+            self._evidence_rows.pop(result.exchange_id, None)
         if report.lost:
             logger.warning(
                 "lost the lease of %d exchanges; another observer took them over", len(report.lost)

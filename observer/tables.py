@@ -27,6 +27,7 @@ __all__ = [
     "drift_alerts",
     "drift_pending",
     "drift_states",
+    "evidence_history",
     "exchange_payloads",
     "exchange_usage",
     "exchanges",
@@ -260,6 +261,23 @@ integrity_marks = sa.Table(
     "integrity_marks", metadata,
     sa.Column("agent_id", sa.String(144), primary_key=True),
     sa.Column("rolled_to", UTCDateTime(), nullable=False),
+)
+
+# The history ledger (migration 0009, observer/evidence_store.py): per model call, digests of the turn
+# relayed (ledger_json) and the check of the history it resent (status, check_json). Never content.
+evidence_history = sa.Table(
+    "evidence_history", metadata,
+    sa.Column("exchange_id", sa.String(32), primary_key=True),
+    sa.Column("agent_id", sa.String(144), nullable=False),
+    sa.Column("session_id", sa.String(256)),
+    sa.Column("started_at", UTCDateTime(), nullable=False),
+    sa.Column("relayed_at", UTCDateTime(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("diverged_at", sa.Integer()),
+    sa.Column("finding_count", sa.Integer(), nullable=False),
+    sa.Column("rewrite_count", sa.Integer(), nullable=False),
+    sa.Column("ledger_json", sa.Text(), nullable=False),
+    sa.Column("check_json", sa.Text(), nullable=False),
 )
 
 #: Bound parameters per statement stay well under SQLite's 32766 and asyncpg's 32767.

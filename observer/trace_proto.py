@@ -202,6 +202,11 @@ def _enforcement(data: dict[str, Any]) -> trace_pb2.TraceEnforcement:
     return trace_pb2.TraceEnforcement(**{name: str(data[name]) for name in _ENFORCEMENT_FIELDS if name in data})
 
 
+def _evidence(data: dict[str, Any]) -> trace_pb2.TraceEvidence:
+    # Lists of small records of our own (core/evidence/exchange.py), no Struct: ParseDict is exact here.
+    return json_format.ParseDict(data, trace_pb2.TraceEvidence(), ignore_unknown_fields=True)
+
+
 def _convert(trace: dict[str, Any]) -> trace_pb2.ApTrace:
     message = trace_pb2.ApTrace(trace_id=trace.get("trace_id", ""), agent_id=trace.get("agent_id", ""),
                                 card_id=trace.get("card_id", ""), timestamp=_stamp(trace.get("timestamp")))
@@ -213,6 +218,7 @@ def _convert(trace: dict[str, Any]) -> trace_pb2.ApTrace:
         ("verification", _verification),
         ("observation", _observation),
         ("enforcement", _enforcement),
+        ("evidence", _evidence),
     ):
         part = trace.get(name)
         if part is not None:

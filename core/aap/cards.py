@@ -230,6 +230,27 @@ def _check_structure(card: dict[str, Any], names: dict[str, str]) -> None:
     extensions = card.get("extensions")
     if extensions is not None and not isinstance(extensions, dict):
         raise InvalidArgument("extensions", "must be an object")
+    if isinstance(extensions, dict) and "evidence" in extensions:
+        _check_evidence(extensions["evidence"])
+
+
+def _check_evidence(section: Any) -> None:
+    """`extensions.evidence` (core/evidence/exchange.py reads it): known keys, lists of names, a path."""
+    # Imported here: the evidence package is a consumer of cards, not a dependency of their parsing.
+    from smoltbot.core.evidence.exchange import EVIDENCE_CARD_KEYS
+
+    if not isinstance(section, dict):
+        raise InvalidArgument("extensions.evidence", "must be an object")
+    _reject_unknown(section, set(EVIDENCE_CARD_KEYS), "extensions.evidence")
+    for key in ("untrusted_tools", "trusted_tools", "forbid_untrusted_arguments"):
+        names = section.get(key)
+        if names is not None and (not isinstance(names, list)
+                                  or not all(isinstance(n, str) and n for n in names)):
+            raise InvalidArgument(f"extensions.evidence.{key}", "must be a list of tool or action names")
+        _check_count(names, MAX_ACTIONS, f"extensions.evidence.{key}", "names", "MAX_ACTIONS")
+    workspace = section.get("workspace")
+    if workspace is not None and not (isinstance(workspace, str) and workspace.startswith("/")):
+        raise InvalidArgument("extensions.evidence.workspace", "must be an absolute path")
 
 
 def normalize_card(

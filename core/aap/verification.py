@@ -13,6 +13,9 @@ which the caller stamps). Violation types and their severities:
 | missed_escalation | high     | a deny/escalate trigger matched (or a monetary parameter exceeds  |
 |                   |          | max_autonomous_value) and the action was not escalated            |
 | undeclared_value  | medium   | a decision.values_applied entry is not in values.declared         |
+| untrusted_arguments | high   | smoltbot's own: the action is in the card's                       |
+|                   |          | extensions.evidence.forbid_untrusted_arguments and its arguments  |
+|                   |          | came from untrusted content (trace evidence.injection_flags)      |
 
 These are AAP's six types with AAP's severities (aap.verification.models).
 Warnings: trigger_logged (a `log` trigger matched), near_boundary (a monetary
@@ -76,6 +79,8 @@ SEVERITY = {
     "unbounded_action": "high",
     "missed_escalation": "high",
     "undeclared_value": "medium",
+    # smoltbot's own (not AAP's): the card's evidence rule, see core/evidence/exchange.py.
+    "untrusted_arguments": "high",
 }
 
 # AAP's NEAR_BOUNDARY_THRESHOLD (aap.verification.constants): a confidence or an
@@ -411,6 +416,27 @@ def verify_trace(trace: dict[str, Any], card: dict[str, Any], *, now: datetime) 
                     "forbidden_action",
                     f"Action '{name}' is in forbidden_actions",
                     "action.name",
+                )
+            )
+
+    # The card's evidence rule (extensions.evidence.forbid_untrusted_arguments): these actions must not
+    # take arguments from untrusted content (core/evidence: provenance's injection flags on the trace).
+    extensions = card.get("extensions")
+    evidence_rule = extensions.get("evidence") if isinstance(extensions, dict) else None
+    untrusted_forbidden = (evidence_rule.get("forbid_untrusted_arguments")
+                           if isinstance(evidence_rule, dict) else None)
+    if isinstance(untrusted_forbidden, list) and untrusted_forbidden and acted:
+        checks.append("untrusted_arguments")
+        flags = (trace.get("evidence") or {}).get("injection_flags") or []
+        if name and flags and is_forbidden(name, [a for a in untrusted_forbidden if isinstance(a, str)]):
+            sources = sorted({f"{f.get('source_tool_name') or 'a tool'} "
+                              f"({f.get('source_tool_use_id') or '?'})" for f in flags})
+            violations.append(
+                _violation(
+                    "untrusted_arguments",
+                    f"Action '{name}' took arguments from untrusted content ({', '.join(sources)}): "
+                    "possible indirect prompt injection, and the card forbids it for this action",
+                    "evidence.injection_flags",
                 )
             )
 

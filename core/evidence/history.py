@@ -392,6 +392,42 @@ class HistoryLedger:
                                            "the first message is not the one the session started with"))
 
     # -- state ---------------------------------------------------------------------------------
+    def known_tool_results(self) -> dict[str, bytes]:
+        """The digest of each tool result as first seen (what a later history is held to)."""
+        return dict(self._tool_results)
+
+    def row_state(self, turn: RelayedTurn | None, known_results: Mapping[str, bytes]) -> dict[str, Any]:
+        """What one exchange adds to its session's ledger, JSON-able (digests only): the turn it relayed
+        (None: none), its tool calls' digests, and the tool results first seen in its request (those
+        not in `known_results`). `merge_rows` puts such rows back together into a ledger state."""
+        calls = {tool_id: self._by_tool[tool_id][1].hex() for tool_id in (turn.tool_ids if turn else ())
+                 if tool_id in self._by_tool and self._by_tool[tool_id][0] == turn.seq} if turn else {}
+        return {
+            "turn": None if turn is None else {
+                "digest": turn.digest.hex(),
+                "blocks": [("t" if th else "") + d.hex() for th, d in turn.blocks],
+                "tool_ids": list(turn.tool_ids), "root": turn.root.hex(), "position": turn.position,
+            },
+            "tool_calls": calls,
+            "tool_results": {k: v.hex() for k, v in self._tool_results.items() if k not in known_results},
+        }
+
+    @staticmethod
+    def merge_rows(rows: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+        """The ledger state (`from_state`) of a session's rows (`row_state`), in the order relayed.
+        A tool call or result id seen twice keeps its first digest, as the live ledger does."""
+        turns: list[Any] = []
+        calls: dict[str, str] = {}
+        results: dict[str, str] = {}
+        for row in rows:
+            if row.get("turn"):
+                turns.append(row["turn"])
+            for tool_id, digest in (row.get("tool_calls") or {}).items():
+                calls.setdefault(tool_id, digest)
+            for tool_id, digest in (row.get("tool_results") or {}).items():
+                results.setdefault(tool_id, digest)
+        return {"first_seq": 0, "turns": turns[-MAX_TURNS:], "tool_calls": calls, "tool_results": results}
+
     def to_state(self) -> dict[str, Any]:
         """A JSON-able copy of the ledger (digests only; the key stays out)."""
         return {

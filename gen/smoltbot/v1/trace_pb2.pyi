@@ -41,6 +41,7 @@ class ApTrace(_message.Message):
     VERIFICATION_FIELD_NUMBER: _builtins.int
     OBSERVATION_FIELD_NUMBER: _builtins.int
     ENFORCEMENT_FIELD_NUMBER: _builtins.int
+    EVIDENCE_FIELD_NUMBER: _builtins.int
     trace_id: _builtins.str
     """Derived from exchange id + decision index: re-processing never duplicates."""
     agent_id: _builtins.str
@@ -69,6 +70,12 @@ class ApTrace(_message.Message):
         (Exchange.enforcement). Unset on records from gateways older than enforcement.
         """
 
+    @_builtins.property
+    def evidence(self) -> Global___TraceEvidence:
+        """smoltbot: history integrity and argument provenance (docs/evidence.md). Unset on calls the
+        checks do not read (other APIs than Anthropic Messages) and on traces stored before them.
+        """
+
     def __init__(
         self,
         *,
@@ -83,14 +90,320 @@ class ApTrace(_message.Message):
         verification: Global___Verification | None = ...,
         observation: Global___TraceObservation | None = ...,
         enforcement: Global___TraceEnforcement | None = ...,
+        evidence: Global___TraceEvidence | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "context", b"context", "decision", b"decision", "enforcement", b"enforcement", "escalation", b"escalation", "observation", b"observation", "timestamp", b"timestamp", "verification", b"verification"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "context", b"context", "decision", b"decision", "enforcement", b"enforcement", "escalation", b"escalation", "evidence", b"evidence", "observation", b"observation", "timestamp", b"timestamp", "verification", b"verification"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "agent_id", b"agent_id", "card_id", b"card_id", "context", b"context", "decision", b"decision", "enforcement", b"enforcement", "escalation", b"escalation", "observation", b"observation", "timestamp", b"timestamp", "trace_id", b"trace_id", "verification", b"verification"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "agent_id", b"agent_id", "card_id", b"card_id", "context", b"context", "decision", b"decision", "enforcement", b"enforcement", "escalation", b"escalation", "evidence", b"evidence", "observation", b"observation", "timestamp", b"timestamp", "trace_id", b"trace_id", "verification", b"verification"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApTrace: _TypeAlias = ApTrace  # noqa: Y015
+
+@_typing.final
+class TraceEvidence(_message.Message):
+    """What only the gateway can tell about a decision: is the history its call resent the one that
+    happened, and where did its tool call's arguments come from.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    HISTORY_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_FIELD_NUMBER: _builtins.int
+    INJECTION_FLAGS_FIELD_NUMBER: _builtins.int
+    SAY_DO_FIELD_NUMBER: _builtins.int
+    NOTES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def history(self) -> Global___HistoryCheck:
+        """The call's resent history checked against the turns relayed in its session (all traces of a
+        call carry the same check).
+        """
+
+    @_builtins.property
+    def arguments(self) -> _containers.RepeatedCompositeFieldContainer[Global___ArgumentProvenance]:
+        """This trace's tool call: where each string argument came from."""
+
+    @_builtins.property
+    def injection_flags(self) -> _containers.RepeatedCompositeFieldContainer[Global___InjectionFlag]:
+        """Arguments built from the result of a tool that reads untrusted content that no user, system
+        or card text holds: possible indirect prompt injection.
+        """
+
+    @_builtins.property
+    def say_do(self) -> _containers.RepeatedCompositeFieldContainer[Global___SayDoFinding]:
+        """The turn announced something this tool call contradicts."""
+
+    @_builtins.property
+    def notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """What was not traced (too many arguments, a value cut)."""
+
+    def __init__(
+        self,
+        *,
+        history: Global___HistoryCheck | None = ...,
+        arguments: _abc.Iterable[Global___ArgumentProvenance] | None = ...,
+        injection_flags: _abc.Iterable[Global___InjectionFlag] | None = ...,
+        say_do: _abc.Iterable[Global___SayDoFinding] | None = ...,
+        notes: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["history", b"history"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments", b"arguments", "history", b"history", "injection_flags", b"injection_flags", "notes", b"notes", "say_do", b"say_do"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TraceEvidence: _TypeAlias = TraceEvidence  # noqa: Y015
+
+@_typing.final
+class HistoryCheck(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
+    ASSISTANT_TURNS_FIELD_NUMBER: _builtins.int
+    VERIFIED_TURNS_FIELD_NUMBER: _builtins.int
+    LEDGER_TURNS_FIELD_NUMBER: _builtins.int
+    DIVERGED_AT_FIELD_NUMBER: _builtins.int
+    FINDINGS_FIELD_NUMBER: _builtins.int
+    REWRITES_FIELD_NUMBER: _builtins.int
+    NOTES_FIELD_NUMBER: _builtins.int
+    status: _builtins.str
+    """intact (nothing found; rewrites a client may make are listed) | diverged | unchecked (no
+    session).
+    """
+    assistant_turns: _builtins.int
+    """Assistant turns in the resent history, and how many of them match a relayed turn."""
+    verified_turns: _builtins.int
+    ledger_turns: _builtins.int
+    """Turns of the session's ledger the history was checked against (relayed before this call)."""
+    diverged_at: _builtins.int
+    """The first message index where the history stops being the one that happened."""
+    @_builtins.property
+    def findings(self) -> _containers.RepeatedCompositeFieldContainer[Global___HistoryFinding]: ...
+    @_builtins.property
+    def rewrites(self) -> _containers.RepeatedCompositeFieldContainer[Global___HistoryRewrite]: ...
+    @_builtins.property
+    def notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        status: _builtins.str = ...,
+        assistant_turns: _builtins.int = ...,
+        verified_turns: _builtins.int = ...,
+        ledger_turns: _builtins.int = ...,
+        diverged_at: _builtins.int | None = ...,
+        findings: _abc.Iterable[Global___HistoryFinding] | None = ...,
+        rewrites: _abc.Iterable[Global___HistoryRewrite] | None = ...,
+        notes: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_diverged_at", b"_diverged_at", "diverged_at", b"diverged_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_diverged_at", b"_diverged_at", "assistant_turns", b"assistant_turns", "diverged_at", b"diverged_at", "findings", b"findings", "ledger_turns", b"ledger_turns", "notes", b"notes", "rewrites", b"rewrites", "status", b"status", "verified_turns", b"verified_turns"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__diverged_at: _TypeAlias = _typing.Literal["diverged_at"]  # noqa: Y015
+    _WhichOneofArgType__diverged_at: _TypeAlias = _typing.Literal["_diverged_at", b"_diverged_at"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__diverged_at) -> _WhichOneofReturnType__diverged_at | None: ...
+
+Global___HistoryCheck: _TypeAlias = HistoryCheck  # noqa: Y015
+
+@_typing.final
+class HistoryFinding(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    MESSAGE_INDEX_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    BLOCK_INDEX_FIELD_NUMBER: _builtins.int
+    TOOL_USE_ID_FIELD_NUMBER: _builtins.int
+    TURN_SEQ_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """unrelayed_turn | edited_turn | unrequested_tool_call | orphan_tool_result |
+    edited_tool_result | out_of_order_turn
+    """
+    message_index: _builtins.int
+    """Index in the request's `messages`."""
+    description: _builtins.str
+    block_index: _builtins.int
+    tool_use_id: _builtins.str
+    turn_seq: _builtins.int
+    """The ledger's number of the relayed turn concerned, where there is one."""
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        message_index: _builtins.int = ...,
+        description: _builtins.str = ...,
+        block_index: _builtins.int | None = ...,
+        tool_use_id: _builtins.str = ...,
+        turn_seq: _builtins.int | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_block_index", b"_block_index", "_turn_seq", b"_turn_seq", "block_index", b"block_index", "turn_seq", b"turn_seq"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_block_index", b"_block_index", "_turn_seq", b"_turn_seq", "block_index", b"block_index", "description", b"description", "kind", b"kind", "message_index", b"message_index", "tool_use_id", b"tool_use_id", "turn_seq", b"turn_seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__block_index: _TypeAlias = _typing.Literal["block_index"]  # noqa: Y015
+    _WhichOneofArgType__block_index: _TypeAlias = _typing.Literal["_block_index", b"_block_index"]  # noqa: Y015
+    _WhichOneofReturnType__turn_seq: _TypeAlias = _typing.Literal["turn_seq"]  # noqa: Y015
+    _WhichOneofArgType__turn_seq: _TypeAlias = _typing.Literal["_turn_seq", b"_turn_seq"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__block_index) -> _WhichOneofReturnType__block_index | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__turn_seq) -> _WhichOneofReturnType__turn_seq | None: ...
+
+Global___HistoryFinding: _TypeAlias = HistoryFinding  # noqa: Y015
+
+@_typing.final
+class HistoryRewrite(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    MESSAGE_INDEX_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """compaction | context_edit | thinking_dropped | truncated_front | first_message_changed"""
+    message_index: _builtins.int
+    description: _builtins.str
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        message_index: _builtins.int = ...,
+        description: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "kind", b"kind", "message_index", b"message_index"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HistoryRewrite: _TypeAlias = HistoryRewrite  # noqa: Y015
+
+@_typing.final
+class ArgumentProvenance(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    ORIGIN_FIELD_NUMBER: _builtins.int
+    VALUE_CHARS_FIELD_NUMBER: _builtins.int
+    MATCHED_CHARS_FIELD_NUMBER: _builtins.int
+    MESSAGE_INDEX_FIELD_NUMBER: _builtins.int
+    TOOL_USE_ID_FIELD_NUMBER: _builtins.int
+    TOOL_NAME_FIELD_NUMBER: _builtins.int
+    EXCERPT_FIELD_NUMBER: _builtins.int
+    UNTRUSTED_FIELD_NUMBER: _builtins.int
+    ALSO_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    """The argument's path in the tool input ("command", "options.path", "$" for a string input)."""
+    origin: _builtins.str
+    """user | system | card | tool_result | model (found nowhere earlier)."""
+    value_chars: _builtins.int
+    matched_chars: _builtins.int
+    message_index: _builtins.int
+    tool_use_id: _builtins.str
+    """For a tool_result origin: which call's result, and its tool."""
+    tool_name: _builtins.str
+    excerpt: _builtins.str
+    """Where it was found, around the match (at most ~200 characters)."""
+    untrusted: _builtins.bool
+    @_builtins.property
+    def also(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Other kinds of source that hold it too."""
+
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        origin: _builtins.str = ...,
+        value_chars: _builtins.int = ...,
+        matched_chars: _builtins.int = ...,
+        message_index: _builtins.int | None = ...,
+        tool_use_id: _builtins.str = ...,
+        tool_name: _builtins.str = ...,
+        excerpt: _builtins.str = ...,
+        untrusted: _builtins.bool = ...,
+        also: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_message_index", b"_message_index", "message_index", b"message_index"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_message_index", b"_message_index", "also", b"also", "excerpt", b"excerpt", "matched_chars", b"matched_chars", "message_index", b"message_index", "origin", b"origin", "path", b"path", "tool_name", b"tool_name", "tool_use_id", b"tool_use_id", "untrusted", b"untrusted", "value_chars", b"value_chars"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__message_index: _TypeAlias = _typing.Literal["message_index"]  # noqa: Y015
+    _WhichOneofArgType__message_index: _TypeAlias = _typing.Literal["_message_index", b"_message_index"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__message_index) -> _WhichOneofReturnType__message_index | None: ...
+
+Global___ArgumentProvenance: _TypeAlias = ArgumentProvenance  # noqa: Y015
+
+@_typing.final
+class InjectionFlag(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PATH_FIELD_NUMBER: _builtins.int
+    MATCHED_FIELD_NUMBER: _builtins.int
+    SOURCE_TOOL_USE_ID_FIELD_NUMBER: _builtins.int
+    SOURCE_TOOL_NAME_FIELD_NUMBER: _builtins.int
+    SOURCE_MESSAGE_INDEX_FIELD_NUMBER: _builtins.int
+    EXCERPT_FIELD_NUMBER: _builtins.int
+    path: _builtins.str
+    matched: _builtins.str
+    """The part of the argument found in the untrusted result."""
+    source_tool_use_id: _builtins.str
+    source_tool_name: _builtins.str
+    source_message_index: _builtins.int
+    excerpt: _builtins.str
+    def __init__(
+        self,
+        *,
+        path: _builtins.str = ...,
+        matched: _builtins.str = ...,
+        source_tool_use_id: _builtins.str = ...,
+        source_tool_name: _builtins.str = ...,
+        source_message_index: _builtins.int | None = ...,
+        excerpt: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_source_message_index", b"_source_message_index", "source_message_index", b"source_message_index"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_source_message_index", b"_source_message_index", "excerpt", b"excerpt", "matched", b"matched", "path", b"path", "source_message_index", b"source_message_index", "source_tool_name", b"source_tool_name", "source_tool_use_id", b"source_tool_use_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__source_message_index: _TypeAlias = _typing.Literal["source_message_index"]  # noqa: Y015
+    _WhichOneofArgType__source_message_index: _TypeAlias = _typing.Literal["_source_message_index", b"_source_message_index"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__source_message_index) -> _WhichOneofReturnType__source_message_index | None: ...
+
+Global___InjectionFlag: _TypeAlias = InjectionFlag  # noqa: Y015
+
+@_typing.final
+class SayDoFinding(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROMISE_FIELD_NUMBER: _builtins.int
+    SAID_FIELD_NUMBER: _builtins.int
+    TOOL_USE_ID_FIELD_NUMBER: _builtins.int
+    TOOL_NAME_FIELD_NUMBER: _builtins.int
+    ACTIONS_FIELD_NUMBER: _builtins.int
+    promise: _builtins.str
+    """read only | not push | not delete | not commit | not install | nothing destructive"""
+    said: _builtins.str
+    """The sentence that said it."""
+    tool_use_id: _builtins.str
+    tool_name: _builtins.str
+    @_builtins.property
+    def actions(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The actions of the call that contradict it (read, write, delete, push, ...)."""
+
+    def __init__(
+        self,
+        *,
+        promise: _builtins.str = ...,
+        said: _builtins.str = ...,
+        tool_use_id: _builtins.str = ...,
+        tool_name: _builtins.str = ...,
+        actions: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actions", b"actions", "promise", b"promise", "said", b"said", "tool_name", b"tool_name", "tool_use_id", b"tool_use_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SayDoFinding: _TypeAlias = SayDoFinding  # noqa: Y015
 
 @_typing.final
 class TraceEnforcement(_message.Message):
@@ -872,9 +1185,16 @@ class IntegrityScore(_message.Message):
     COMPUTED_AT_FIELD_NUMBER: _builtins.int
     TIMELINE_FIELD_NUMBER: _builtins.int
     OPEN_DRIFT_ALERTS_FIELD_NUMBER: _builtins.int
+    HISTORY_SESSIONS_CHECKED_FIELD_NUMBER: _builtins.int
+    HISTORY_SESSIONS_INTACT_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     window_size: _builtins.int
     open_drift_alerts: _builtins.int
+    history_sessions_checked: _builtins.int
+    """Sessions whose history was checked (docs/evidence.md), and those in which every check came out
+    intact (all time).
+    """
+    history_sessions_intact: _builtins.int
     @_builtins.property
     def recent(self) -> Global___IntegrityWindow:
         """The last `window_size` traces."""
@@ -897,10 +1217,12 @@ class IntegrityScore(_message.Message):
         computed_at: _timestamp_pb2.Timestamp | None = ...,
         timeline: _abc.Iterable[Global___IntegrityPoint] | None = ...,
         open_drift_alerts: _builtins.int = ...,
+        history_sessions_checked: _builtins.int = ...,
+        history_sessions_intact: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["all_time", b"all_time", "computed_at", b"computed_at", "recent", b"recent"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "all_time", b"all_time", "computed_at", b"computed_at", "open_drift_alerts", b"open_drift_alerts", "recent", b"recent", "timeline", b"timeline", "window_size", b"window_size"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "all_time", b"all_time", "computed_at", b"computed_at", "history_sessions_checked", b"history_sessions_checked", "history_sessions_intact", b"history_sessions_intact", "open_drift_alerts", b"open_drift_alerts", "recent", b"recent", "timeline", b"timeline", "window_size", b"window_size"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

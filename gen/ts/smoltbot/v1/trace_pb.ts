@@ -12,7 +12,7 @@ import type { JsonObject, Message } from "@bufbuild/protobuf";
  * Describes the file smoltbot/v1/trace.proto.
  */
 export const file_smoltbot_v1_trace: GenFile = /*@__PURE__*/
-  fileDesc("ChdzbW9sdGJvdC92MS90cmFjZS5wcm90bxILc21vbHRib3QudjEivAMKB0FwVHJhY2USEAoIdHJhY2VfaWQYASABKAkSEAoIYWdlbnRfaWQYAiABKAkSDwoHY2FyZF9pZBgDIAEoCRItCgl0aW1lc3RhbXAYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEigKBmFjdGlvbhgFIAEoCzIYLnNtb2x0Ym90LnYxLlRyYWNlQWN0aW9uEiwKCGRlY2lzaW9uGAYgASgLMhouc21vbHRib3QudjEuVHJhY2VEZWNpc2lvbhIwCgplc2NhbGF0aW9uGAcgASgLMhwuc21vbHRib3QudjEuVHJhY2VFc2NhbGF0aW9uEioKB2NvbnRleHQYCCABKAsyGS5zbW9sdGJvdC52MS5UcmFjZUNvbnRleHQSLwoMdmVyaWZpY2F0aW9uGAkgASgLMhkuc21vbHRib3QudjEuVmVyaWZpY2F0aW9uEjIKC29ic2VydmF0aW9uGAogASgLMh0uc21vbHRib3QudjEuVHJhY2VPYnNlcnZhdGlvbhIyCgtlbmZvcmNlbWVudBgLIAEoCzIdLnNtb2x0Ym90LnYxLlRyYWNlRW5mb3JjZW1lbnQiYgoQVHJhY2VFbmZvcmNlbWVudBIMCgRtb2RlGAEgASgJEg8KB3ZlcmRpY3QYAiABKAkSDgoGYWN0aW9uGAMgASgJEg4KBnJlYXNvbhgEIAEoCRIPCgdjYXJkX2lkGAUgASgJIjAKDEFjdGlvblRhcmdldBIMCgR0eXBlGAEgASgJEhIKCmlkZW50aWZpZXIYAiABKAkirAEKC1RyYWNlQWN0aW9uEgwKBHR5cGUYASABKAkSDAoEbmFtZRgCIAEoCRIQCghjYXRlZ29yeRgDIAEoCRIpCgZ0YXJnZXQYBCABKAsyGS5zbW9sdGJvdC52MS5BY3Rpb25UYXJnZXQSKwoKcGFyYW1ldGVycxgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSFwoPcGFyYW1ldGVyc19qc29uGAYgASgJIuABCgtBbHRlcm5hdGl2ZRIRCglvcHRpb25faWQYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSEgoFc2NvcmUYAyABKAFIAIgBARJFCg9zY29yaW5nX2ZhY3RvcnMYBCADKAsyLC5zbW9sdGJvdC52MS5BbHRlcm5hdGl2ZS5TY29yaW5nRmFjdG9yc0VudHJ5Eg0KBWZsYWdzGAUgAygJGjUKE1Njb3JpbmdGYWN0b3JzRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgBOgI4AUIICgZfc2NvcmUiuQEKDVRyYWNlRGVjaXNpb24SOQoXYWx0ZXJuYXRpdmVzX2NvbnNpZGVyZWQYASADKAsyGC5zbW9sdGJvdC52MS5BbHRlcm5hdGl2ZRIQCghzZWxlY3RlZBgCIAEoCRIbChNzZWxlY3Rpb25fcmVhc29uaW5nGAMgASgJEhYKDnZhbHVlc19hcHBsaWVkGAQgAygJEhcKCmNvbmZpZGVuY2UYBSABKAFIAIgBAUINCgtfY29uZmlkZW5jZSJ9CgxUcmlnZ2VyQ2hlY2sSDwoHdHJpZ2dlchgBIAEoCRIPCgdtYXRjaGVkGAIgASgIEi4KDnZhbHVlX29ic2VydmVkGAMgASgLMhYuZ29vZ2xlLnByb3RvYnVmLlZhbHVlEhsKE3ZhbHVlX29ic2VydmVkX2pzb24YBCABKAkiewoPVHJhY2VFc2NhbGF0aW9uEhEKCWV2YWx1YXRlZBgBIAEoCBIzChB0cmlnZ2Vyc19jaGVja2VkGAIgAygLMhkuc21vbHRib3QudjEuVHJpZ2dlckNoZWNrEhAKCHJlcXVpcmVkGAMgASgIEg4KBnJlYXNvbhgEIAEoCSKPAgoMVHJhY2VDb250ZXh0EhcKCnNlc3Npb25faWQYASABKAlIAIgBARIeChFjb252ZXJzYXRpb25fdHVybhgCIAEoBUgBiAEBEhcKD3ByaW9yX3RyYWNlX2lkcxgDIAMoCRIsCgtlbnZpcm9ubWVudBgEIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSKQoIbWV0YWRhdGEYBSABKAsyFy5nb29nbGUucHJvdG9idWYuU3RydWN0EhgKEGVudmlyb25tZW50X2pzb24YBiABKAkSFQoNbWV0YWRhdGFfanNvbhgHIAEoCUINCgtfc2Vzc2lvbl9pZEIUChJfY29udmVyc2F0aW9uX3R1cm4iVQoJVmlvbGF0aW9uEgwKBHR5cGUYASABKAkSEAoIc2V2ZXJpdHkYAiABKAkSEwoLZGVzY3JpcHRpb24YAyABKAkSEwoLdHJhY2VfZmllbGQYBCABKAkiTQoTVmVyaWZpY2F0aW9uV2FybmluZxIMCgR0eXBlGAEgASgJEhMKC2Rlc2NyaXB0aW9uGAIgASgJEhMKC3RyYWNlX2ZpZWxkGAMgASgJItwBCgxWZXJpZmljYXRpb24SEAoIdmVyaWZpZWQYASABKAgSKgoKdmlvbGF0aW9ucxgCIAMoCzIWLnNtb2x0Ym90LnYxLlZpb2xhdGlvbhIyCgh3YXJuaW5ncxgDIAMoCzIgLnNtb2x0Ym90LnYxLlZlcmlmaWNhdGlvbldhcm5pbmcSDwoHY2FyZF9pZBgEIAEoCRIvCgt2ZXJpZmllZF9hdBgFIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASGAoQY2hlY2tzX3BlcmZvcm1lZBgGIAMoCSKpAQoOVHJhY2VSZWFzb25pbmcSDwoHcHJlc2VudBgBIAEoCBIOCgZzb3VyY2UYAiABKAkSGQoRc2lnbmF0dXJlX3ByZXNlbnQYAyABKAgSFwoPcmVkYWN0ZWRfYmxvY2tzGAQgASgFEg0KBWNoYXJzGAUgASgFEg8KB2V4Y2VycHQYBiABKAkSDAoEdGV4dBgHIAEoCRIUCgxzdW1tYXJ5X29ubHkYCCABKAgiwQUKEFRyYWNlT2JzZXJ2YXRpb24SEwoLZXhjaGFuZ2VfaWQYASABKAkSFgoOZGVjaXNpb25faW5kZXgYAiABKAUSDQoFbW9kZWwYAyABKAkSDwoHb3V0Y29tZRgEIAEoCRIWCg5vdXRjb21lX2RldGFpbBgFIAEoCRIQCghzdHJlYW1lZBgGIAEoCBITCgtzdG9wX3JlYXNvbhgHIAEoCRITCgtodHRwX3N0YXR1cxgIIAEoBRIuCglyZWFzb25pbmcYCSABKAsyGy5zbW9sdGJvdC52MS5UcmFjZVJlYXNvbmluZxIQCghhbmFseXplchgKIAEoCRIgChhhbmFseXNpc19mYWxsYmFja19yZWFzb24YCyABKAkSDwoHbWlzc2luZxgMIAMoCRITCgt0b29sX3VzZV9pZBgNIAEoCRIVCghleGVjdXRlZBgOIAEoCEgAiAEBEjcKE2V4Y2hhbmdlX3N0YXJ0ZWRfYXQYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEjUKEWV4Y2hhbmdlX2VuZGVkX2F0GBAgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtvYnNlcnZlZF9hdBgRIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEwoLcmVjb3JkX2tpbmQYEiABKAkSFgoOcmVxdWVzdF9tZXRob2QYEyABKAkSFAoMcmVxdWVzdF9wYXRoGBQgASgJEhQKDHNlc3Npb25fcnVuZxgVIAEoCRIUCgxzdWJfYWdlbnRfaWQYFiABKAkSFwoPcGFyZW50X2FnZW50X2lkGBcgASgJEhYKDnN1Yl9hZ2VudF90eXBlGBggASgJEhAKCHByb3ZpZGVyGBkgASgJEgsKA2FwaRgaIAEoCUILCglfZXhlY3V0ZWQivAMKCkRyaWZ0QWxlcnQSEAoIYWxlcnRfaWQYASABKAkSEAoIYWdlbnRfaWQYAiABKAkSDwoHY2FyZF9pZBgDIAEoCRIRCglkaXJlY3Rpb24YBCABKAkSEAoIc2V2ZXJpdHkYBSABKAkSGAoQc2ltaWxhcml0eV9zY29yZRgGIAEoARIYChBzdXN0YWluZWRfdHJhY2VzGAcgASgFEhEKCXRyYWNlX2lkcxgIIAMoCRIRCglyZWZlcmVuY2UYCSABKAkSDgoGc3RhdHVzGAogASgJEi4KCmNyZWF0ZWRfYXQYCyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi4KCnVwZGF0ZWRfYXQYDCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhAKCGFuYWx5c2lzGA0gASgJEjMKD2Fja25vd2xlZGdlZF9hdBgOIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLwoLcmVzb2x2ZWRfYXQYDyABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEhIKCnJlc29sdXRpb24YECABKAki1wIKD0ludGVncml0eVdpbmRvdxIUCgx0b3RhbF90cmFjZXMYASABKAMSFwoPdmVyaWZpZWRfdHJhY2VzGAIgASgDEhIKBXNjb3JlGAMgASgBSACIAQESFwoPdmlvbGF0aW9uX2NvdW50GAQgASgDEk4KEnZpb2xhdGlvbnNfYnlfdHlwZRgFIAMoCzIyLnNtb2x0Ym90LnYxLkludGVncml0eVdpbmRvdy5WaW9sYXRpb25zQnlUeXBlRW50cnkSFgoOd2l0aF9yZWFzb25pbmcYBiABKAMSGwoTd2l0aF9tb2RlbF9hbmFseXNpcxgHIAEoAxIOCgZmYWlsZWQYCCABKAMSEAoIYWN0aXZpdHkYCSABKAMaNwoVVmlvbGF0aW9uc0J5VHlwZUVudHJ5EgsKA2tleRgBIAEoCRINCgV2YWx1ZRgCIAEoAzoCOAFCCAoGX3Njb3JlInEKDkludGVncml0eVBvaW50EjAKDGJ1Y2tldF9zdGFydBgBIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASFAoMdG90YWxfdHJhY2VzGAIgASgDEhcKD3ZlcmlmaWVkX3RyYWNlcxgDIAEoAyKQAgoOSW50ZWdyaXR5U2NvcmUSEAoIYWdlbnRfaWQYASABKAkSLAoGcmVjZW50GAIgASgLMhwuc21vbHRib3QudjEuSW50ZWdyaXR5V2luZG93Ei4KCGFsbF90aW1lGAMgASgLMhwuc21vbHRib3QudjEuSW50ZWdyaXR5V2luZG93EhMKC3dpbmRvd19zaXplGAQgASgFEi8KC2NvbXB1dGVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBItCgh0aW1lbGluZRgGIAMoCzIbLnNtb2x0Ym90LnYxLkludGVncml0eVBvaW50EhkKEW9wZW5fZHJpZnRfYWxlcnRzGAcgASgDYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
+  fileDesc("ChdzbW9sdGJvdC92MS90cmFjZS5wcm90bxILc21vbHRib3QudjEi6gMKB0FwVHJhY2USEAoIdHJhY2VfaWQYASABKAkSEAoIYWdlbnRfaWQYAiABKAkSDwoHY2FyZF9pZBgDIAEoCRItCgl0aW1lc3RhbXAYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEigKBmFjdGlvbhgFIAEoCzIYLnNtb2x0Ym90LnYxLlRyYWNlQWN0aW9uEiwKCGRlY2lzaW9uGAYgASgLMhouc21vbHRib3QudjEuVHJhY2VEZWNpc2lvbhIwCgplc2NhbGF0aW9uGAcgASgLMhwuc21vbHRib3QudjEuVHJhY2VFc2NhbGF0aW9uEioKB2NvbnRleHQYCCABKAsyGS5zbW9sdGJvdC52MS5UcmFjZUNvbnRleHQSLwoMdmVyaWZpY2F0aW9uGAkgASgLMhkuc21vbHRib3QudjEuVmVyaWZpY2F0aW9uEjIKC29ic2VydmF0aW9uGAogASgLMh0uc21vbHRib3QudjEuVHJhY2VPYnNlcnZhdGlvbhIyCgtlbmZvcmNlbWVudBgLIAEoCzIdLnNtb2x0Ym90LnYxLlRyYWNlRW5mb3JjZW1lbnQSLAoIZXZpZGVuY2UYDCABKAsyGi5zbW9sdGJvdC52MS5UcmFjZUV2aWRlbmNlIt4BCg1UcmFjZUV2aWRlbmNlEioKB2hpc3RvcnkYASABKAsyGS5zbW9sdGJvdC52MS5IaXN0b3J5Q2hlY2sSMgoJYXJndW1lbnRzGAIgAygLMh8uc21vbHRib3QudjEuQXJndW1lbnRQcm92ZW5hbmNlEjMKD2luamVjdGlvbl9mbGFncxgDIAMoCzIaLnNtb2x0Ym90LnYxLkluamVjdGlvbkZsYWcSKQoGc2F5X2RvGAQgAygLMhkuc21vbHRib3QudjEuU2F5RG9GaW5kaW5nEg0KBW5vdGVzGAUgAygJIvwBCgxIaXN0b3J5Q2hlY2sSDgoGc3RhdHVzGAEgASgJEhcKD2Fzc2lzdGFudF90dXJucxgCIAEoBRIWCg52ZXJpZmllZF90dXJucxgDIAEoBRIUCgxsZWRnZXJfdHVybnMYBCABKAUSGAoLZGl2ZXJnZWRfYXQYBSABKAVIAIgBARItCghmaW5kaW5ncxgGIAMoCzIbLnNtb2x0Ym90LnYxLkhpc3RvcnlGaW5kaW5nEi0KCHJld3JpdGVzGAcgAygLMhsuc21vbHRib3QudjEuSGlzdG9yeVJld3JpdGUSDQoFbm90ZXMYCCADKAlCDgoMX2RpdmVyZ2VkX2F0Iq0BCg5IaXN0b3J5RmluZGluZxIMCgRraW5kGAEgASgJEhUKDW1lc3NhZ2VfaW5kZXgYAiABKAUSEwoLZGVzY3JpcHRpb24YAyABKAkSGAoLYmxvY2tfaW5kZXgYBCABKAVIAIgBARITCgt0b29sX3VzZV9pZBgFIAEoCRIVCgh0dXJuX3NlcRgGIAEoBUgBiAEBQg4KDF9ibG9ja19pbmRleEILCglfdHVybl9zZXEiSgoOSGlzdG9yeVJld3JpdGUSDAoEa2luZBgBIAEoCRIVCg1tZXNzYWdlX2luZGV4GAIgASgFEhMKC2Rlc2NyaXB0aW9uGAMgASgJIuYBChJBcmd1bWVudFByb3ZlbmFuY2USDAoEcGF0aBgBIAEoCRIOCgZvcmlnaW4YAiABKAkSEwoLdmFsdWVfY2hhcnMYAyABKAUSFQoNbWF0Y2hlZF9jaGFycxgEIAEoBRIaCg1tZXNzYWdlX2luZGV4GAUgASgFSACIAQESEwoLdG9vbF91c2VfaWQYBiABKAkSEQoJdG9vbF9uYW1lGAcgASgJEg8KB2V4Y2VycHQYCCABKAkSEQoJdW50cnVzdGVkGAkgASgIEgwKBGFsc28YCiADKAlCEAoOX21lc3NhZ2VfaW5kZXgisQEKDUluamVjdGlvbkZsYWcSDAoEcGF0aBgBIAEoCRIPCgdtYXRjaGVkGAIgASgJEhoKEnNvdXJjZV90b29sX3VzZV9pZBgDIAEoCRIYChBzb3VyY2VfdG9vbF9uYW1lGAQgASgJEiEKFHNvdXJjZV9tZXNzYWdlX2luZGV4GAUgASgFSACIAQESDwoHZXhjZXJwdBgGIAEoCUIXChVfc291cmNlX21lc3NhZ2VfaW5kZXgiZgoMU2F5RG9GaW5kaW5nEg8KB3Byb21pc2UYASABKAkSDAoEc2FpZBgCIAEoCRITCgt0b29sX3VzZV9pZBgDIAEoCRIRCgl0b29sX25hbWUYBCABKAkSDwoHYWN0aW9ucxgFIAMoCSJiChBUcmFjZUVuZm9yY2VtZW50EgwKBG1vZGUYASABKAkSDwoHdmVyZGljdBgCIAEoCRIOCgZhY3Rpb24YAyABKAkSDgoGcmVhc29uGAQgASgJEg8KB2NhcmRfaWQYBSABKAkiMAoMQWN0aW9uVGFyZ2V0EgwKBHR5cGUYASABKAkSEgoKaWRlbnRpZmllchgCIAEoCSKsAQoLVHJhY2VBY3Rpb24SDAoEdHlwZRgBIAEoCRIMCgRuYW1lGAIgASgJEhAKCGNhdGVnb3J5GAMgASgJEikKBnRhcmdldBgEIAEoCzIZLnNtb2x0Ym90LnYxLkFjdGlvblRhcmdldBIrCgpwYXJhbWV0ZXJzGAUgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIXCg9wYXJhbWV0ZXJzX2pzb24YBiABKAki4AEKC0FsdGVybmF0aXZlEhEKCW9wdGlvbl9pZBgBIAEoCRITCgtkZXNjcmlwdGlvbhgCIAEoCRISCgVzY29yZRgDIAEoAUgAiAEBEkUKD3Njb3JpbmdfZmFjdG9ycxgEIAMoCzIsLnNtb2x0Ym90LnYxLkFsdGVybmF0aXZlLlNjb3JpbmdGYWN0b3JzRW50cnkSDQoFZmxhZ3MYBSADKAkaNQoTU2NvcmluZ0ZhY3RvcnNFbnRyeRILCgNrZXkYASABKAkSDQoFdmFsdWUYAiABKAE6AjgBQggKBl9zY29yZSK5AQoNVHJhY2VEZWNpc2lvbhI5ChdhbHRlcm5hdGl2ZXNfY29uc2lkZXJlZBgBIAMoCzIYLnNtb2x0Ym90LnYxLkFsdGVybmF0aXZlEhAKCHNlbGVjdGVkGAIgASgJEhsKE3NlbGVjdGlvbl9yZWFzb25pbmcYAyABKAkSFgoOdmFsdWVzX2FwcGxpZWQYBCADKAkSFwoKY29uZmlkZW5jZRgFIAEoAUgAiAEBQg0KC19jb25maWRlbmNlIn0KDFRyaWdnZXJDaGVjaxIPCgd0cmlnZ2VyGAEgASgJEg8KB21hdGNoZWQYAiABKAgSLgoOdmFsdWVfb2JzZXJ2ZWQYAyABKAsyFi5nb29nbGUucHJvdG9idWYuVmFsdWUSGwoTdmFsdWVfb2JzZXJ2ZWRfanNvbhgEIAEoCSJ7Cg9UcmFjZUVzY2FsYXRpb24SEQoJZXZhbHVhdGVkGAEgASgIEjMKEHRyaWdnZXJzX2NoZWNrZWQYAiADKAsyGS5zbW9sdGJvdC52MS5UcmlnZ2VyQ2hlY2sSEAoIcmVxdWlyZWQYAyABKAgSDgoGcmVhc29uGAQgASgJIo8CCgxUcmFjZUNvbnRleHQSFwoKc2Vzc2lvbl9pZBgBIAEoCUgAiAEBEh4KEWNvbnZlcnNhdGlvbl90dXJuGAIgASgFSAGIAQESFwoPcHJpb3JfdHJhY2VfaWRzGAMgAygJEiwKC2Vudmlyb25tZW50GAQgASgLMhcuZ29vZ2xlLnByb3RvYnVmLlN0cnVjdBIpCghtZXRhZGF0YRgFIAEoCzIXLmdvb2dsZS5wcm90b2J1Zi5TdHJ1Y3QSGAoQZW52aXJvbm1lbnRfanNvbhgGIAEoCRIVCg1tZXRhZGF0YV9qc29uGAcgASgJQg0KC19zZXNzaW9uX2lkQhQKEl9jb252ZXJzYXRpb25fdHVybiJVCglWaW9sYXRpb24SDAoEdHlwZRgBIAEoCRIQCghzZXZlcml0eRgCIAEoCRITCgtkZXNjcmlwdGlvbhgDIAEoCRITCgt0cmFjZV9maWVsZBgEIAEoCSJNChNWZXJpZmljYXRpb25XYXJuaW5nEgwKBHR5cGUYASABKAkSEwoLZGVzY3JpcHRpb24YAiABKAkSEwoLdHJhY2VfZmllbGQYAyABKAki3AEKDFZlcmlmaWNhdGlvbhIQCgh2ZXJpZmllZBgBIAEoCBIqCgp2aW9sYXRpb25zGAIgAygLMhYuc21vbHRib3QudjEuVmlvbGF0aW9uEjIKCHdhcm5pbmdzGAMgAygLMiAuc21vbHRib3QudjEuVmVyaWZpY2F0aW9uV2FybmluZxIPCgdjYXJkX2lkGAQgASgJEi8KC3ZlcmlmaWVkX2F0GAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIYChBjaGVja3NfcGVyZm9ybWVkGAYgAygJIqkBCg5UcmFjZVJlYXNvbmluZxIPCgdwcmVzZW50GAEgASgIEg4KBnNvdXJjZRgCIAEoCRIZChFzaWduYXR1cmVfcHJlc2VudBgDIAEoCBIXCg9yZWRhY3RlZF9ibG9ja3MYBCABKAUSDQoFY2hhcnMYBSABKAUSDwoHZXhjZXJwdBgGIAEoCRIMCgR0ZXh0GAcgASgJEhQKDHN1bW1hcnlfb25seRgIIAEoCCLBBQoQVHJhY2VPYnNlcnZhdGlvbhITCgtleGNoYW5nZV9pZBgBIAEoCRIWCg5kZWNpc2lvbl9pbmRleBgCIAEoBRINCgVtb2RlbBgDIAEoCRIPCgdvdXRjb21lGAQgASgJEhYKDm91dGNvbWVfZGV0YWlsGAUgASgJEhAKCHN0cmVhbWVkGAYgASgIEhMKC3N0b3BfcmVhc29uGAcgASgJEhMKC2h0dHBfc3RhdHVzGAggASgFEi4KCXJlYXNvbmluZxgJIAEoCzIbLnNtb2x0Ym90LnYxLlRyYWNlUmVhc29uaW5nEhAKCGFuYWx5emVyGAogASgJEiAKGGFuYWx5c2lzX2ZhbGxiYWNrX3JlYXNvbhgLIAEoCRIPCgdtaXNzaW5nGAwgAygJEhMKC3Rvb2xfdXNlX2lkGA0gASgJEhUKCGV4ZWN1dGVkGA4gASgISACIAQESNwoTZXhjaGFuZ2Vfc3RhcnRlZF9hdBgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASNQoRZXhjaGFuZ2VfZW5kZWRfYXQYECABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC29ic2VydmVkX2F0GBEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBITCgtyZWNvcmRfa2luZBgSIAEoCRIWCg5yZXF1ZXN0X21ldGhvZBgTIAEoCRIUCgxyZXF1ZXN0X3BhdGgYFCABKAkSFAoMc2Vzc2lvbl9ydW5nGBUgASgJEhQKDHN1Yl9hZ2VudF9pZBgWIAEoCRIXCg9wYXJlbnRfYWdlbnRfaWQYFyABKAkSFgoOc3ViX2FnZW50X3R5cGUYGCABKAkSEAoIcHJvdmlkZXIYGSABKAkSCwoDYXBpGBogASgJQgsKCV9leGVjdXRlZCK8AwoKRHJpZnRBbGVydBIQCghhbGVydF9pZBgBIAEoCRIQCghhZ2VudF9pZBgCIAEoCRIPCgdjYXJkX2lkGAMgASgJEhEKCWRpcmVjdGlvbhgEIAEoCRIQCghzZXZlcml0eRgFIAEoCRIYChBzaW1pbGFyaXR5X3Njb3JlGAYgASgBEhgKEHN1c3RhaW5lZF90cmFjZXMYByABKAUSEQoJdHJhY2VfaWRzGAggAygJEhEKCXJlZmVyZW5jZRgJIAEoCRIOCgZzdGF0dXMYCiABKAkSLgoKY3JlYXRlZF9hdBgLIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASLgoKdXBkYXRlZF9hdBgMIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEAoIYW5hbHlzaXMYDSABKAkSMwoPYWNrbm93bGVkZ2VkX2F0GA4gASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIvCgtyZXNvbHZlZF9hdBgPIAEoCzIaLmdvb2dsZS5wcm90b2J1Zi5UaW1lc3RhbXASEgoKcmVzb2x1dGlvbhgQIAEoCSLXAgoPSW50ZWdyaXR5V2luZG93EhQKDHRvdGFsX3RyYWNlcxgBIAEoAxIXCg92ZXJpZmllZF90cmFjZXMYAiABKAMSEgoFc2NvcmUYAyABKAFIAIgBARIXCg92aW9sYXRpb25fY291bnQYBCABKAMSTgoSdmlvbGF0aW9uc19ieV90eXBlGAUgAygLMjIuc21vbHRib3QudjEuSW50ZWdyaXR5V2luZG93LlZpb2xhdGlvbnNCeVR5cGVFbnRyeRIWCg53aXRoX3JlYXNvbmluZxgGIAEoAxIbChN3aXRoX21vZGVsX2FuYWx5c2lzGAcgASgDEg4KBmZhaWxlZBgIIAEoAxIQCghhY3Rpdml0eRgJIAEoAxo3ChVWaW9sYXRpb25zQnlUeXBlRW50cnkSCwoDa2V5GAEgASgJEg0KBXZhbHVlGAIgASgDOgI4AUIICgZfc2NvcmUicQoOSW50ZWdyaXR5UG9pbnQSMAoMYnVja2V0X3N0YXJ0GAEgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcBIUCgx0b3RhbF90cmFjZXMYAiABKAMSFwoPdmVyaWZpZWRfdHJhY2VzGAMgASgDItMCCg5JbnRlZ3JpdHlTY29yZRIQCghhZ2VudF9pZBgBIAEoCRIsCgZyZWNlbnQYAiABKAsyHC5zbW9sdGJvdC52MS5JbnRlZ3JpdHlXaW5kb3cSLgoIYWxsX3RpbWUYAyABKAsyHC5zbW9sdGJvdC52MS5JbnRlZ3JpdHlXaW5kb3cSEwoLd2luZG93X3NpemUYBCABKAUSLwoLY29tcHV0ZWRfYXQYBSABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi0KCHRpbWVsaW5lGAYgAygLMhsuc21vbHRib3QudjEuSW50ZWdyaXR5UG9pbnQSGQoRb3Blbl9kcmlmdF9hbGVydHMYByABKAMSIAoYaGlzdG9yeV9zZXNzaW9uc19jaGVja2VkGAggASgDEh8KF2hpc3Rvcnlfc2Vzc2lvbnNfaW50YWN0GAkgASgDYgZwcm90bzM", [file_google_protobuf_struct, file_google_protobuf_timestamp]);
 
 /**
  * An AP-Trace (Agent Alignment Protocol 2.0.0, SPEC section 5) with smoltbot's
@@ -86,6 +86,14 @@ export type ApTrace = Message<"smoltbot.v1.ApTrace"> & {
    * @generated from field: smoltbot.v1.TraceEnforcement enforcement = 11;
    */
   enforcement?: TraceEnforcement | undefined;
+
+  /**
+   * smoltbot: history integrity and argument provenance (docs/evidence.md). Unset on calls the
+   * checks do not read (other APIs than Anthropic Messages) and on traces stored before them.
+   *
+   * @generated from field: smoltbot.v1.TraceEvidence evidence = 12;
+   */
+  evidence?: TraceEvidence | undefined;
 };
 
 /**
@@ -94,6 +102,356 @@ export type ApTrace = Message<"smoltbot.v1.ApTrace"> & {
  */
 export const ApTraceSchema: GenMessage<ApTrace> = /*@__PURE__*/
   messageDesc(file_smoltbot_v1_trace, 0);
+
+/**
+ * What only the gateway can tell about a decision: is the history its call resent the one that
+ * happened, and where did its tool call's arguments come from.
+ *
+ * @generated from message smoltbot.v1.TraceEvidence
+ */
+export type TraceEvidence = Message<"smoltbot.v1.TraceEvidence"> & {
+  /**
+   * The call's resent history checked against the turns relayed in its session (all traces of a
+   * call carry the same check).
+   *
+   * @generated from field: smoltbot.v1.HistoryCheck history = 1;
+   */
+  history?: HistoryCheck | undefined;
+
+  /**
+   * This trace's tool call: where each string argument came from.
+   *
+   * @generated from field: repeated smoltbot.v1.ArgumentProvenance arguments = 2;
+   */
+  arguments: ArgumentProvenance[];
+
+  /**
+   * Arguments built from the result of a tool that reads untrusted content that no user, system
+   * or card text holds: possible indirect prompt injection.
+   *
+   * @generated from field: repeated smoltbot.v1.InjectionFlag injection_flags = 3;
+   */
+  injectionFlags: InjectionFlag[];
+
+  /**
+   * The turn announced something this tool call contradicts.
+   *
+   * @generated from field: repeated smoltbot.v1.SayDoFinding say_do = 4;
+   */
+  sayDo: SayDoFinding[];
+
+  /**
+   * What was not traced (too many arguments, a value cut).
+   *
+   * @generated from field: repeated string notes = 5;
+   */
+  notes: string[];
+};
+
+/**
+ * Describes the message smoltbot.v1.TraceEvidence.
+ * Use `create(TraceEvidenceSchema)` to create a new message.
+ */
+export const TraceEvidenceSchema: GenMessage<TraceEvidence> = /*@__PURE__*/
+  messageDesc(file_smoltbot_v1_trace, 1);
+
+/**
+ * @generated from message smoltbot.v1.HistoryCheck
+ */
+export type HistoryCheck = Message<"smoltbot.v1.HistoryCheck"> & {
+  /**
+   * intact (nothing found; rewrites a client may make are listed) | diverged | unchecked (no
+   * session).
+   *
+   * @generated from field: string status = 1;
+   */
+  status: string;
+
+  /**
+   * Assistant turns in the resent history, and how many of them match a relayed turn.
+   *
+   * @generated from field: int32 assistant_turns = 2;
+   */
+  assistantTurns: number;
+
+  /**
+   * @generated from field: int32 verified_turns = 3;
+   */
+  verifiedTurns: number;
+
+  /**
+   * Turns of the session's ledger the history was checked against (relayed before this call).
+   *
+   * @generated from field: int32 ledger_turns = 4;
+   */
+  ledgerTurns: number;
+
+  /**
+   * The first message index where the history stops being the one that happened.
+   *
+   * @generated from field: optional int32 diverged_at = 5;
+   */
+  divergedAt?: number | undefined;
+
+  /**
+   * @generated from field: repeated smoltbot.v1.HistoryFinding findings = 6;
+   */
+  findings: HistoryFinding[];
+
+  /**
+   * @generated from field: repeated smoltbot.v1.HistoryRewrite rewrites = 7;
+   */
+  rewrites: HistoryRewrite[];
+
+  /**
+   * @generated from field: repeated string notes = 8;
+   */
+  notes: string[];
+};
+
+/**
+ * Describes the message smoltbot.v1.HistoryCheck.
+ * Use `create(HistoryCheckSchema)` to create a new message.
+ */
+export const HistoryCheckSchema: GenMessage<HistoryCheck> = /*@__PURE__*/
+  messageDesc(file_smoltbot_v1_trace, 2);
+
+/**
+ * @generated from message smoltbot.v1.HistoryFinding
+ */
+export type HistoryFinding = Message<"smoltbot.v1.HistoryFinding"> & {
+  /**
+   * unrelayed_turn | edited_turn | unrequested_tool_call | orphan_tool_result |
+   * edited_tool_result | out_of_order_turn
+   *
+   * @generated from field: string kind = 1;
+   */
+  kind: string;
+
+  /**
+   * Index in the request's `messages`.
+   *
+   * @generated from field: int32 message_index = 2;
+   */
+  messageIndex: number;
+
+  /**
+   * @generated from field: string description = 3;
+   */
+  description: string;
+
+  /**
+   * @generated from field: optional int32 block_index = 4;
+   */
+  blockIndex?: number | undefined;
+
+  /**
+   * @generated from field: string tool_use_id = 5;
+   */
+  toolUseId: string;
+
+  /**
+   * The ledger's number of the relayed turn concerned, where there is one.
+   *
+   * @generated from field: optional int32 turn_seq = 6;
+   */
+  turnSeq?: number | undefined;
+};
+
+/**
+ * Describes the message smoltbot.v1.HistoryFinding.
+ * Use `create(HistoryFindingSchema)` to create a new message.
+ */
+export const HistoryFindingSchema: GenMessage<HistoryFinding> = /*@__PURE__*/
+  messageDesc(file_smoltbot_v1_trace, 3);
+
+/**
+ * @generated from message smoltbot.v1.HistoryRewrite
+ */
+export type HistoryRewrite = Message<"smoltbot.v1.HistoryRewrite"> & {
+  /**
+   * compaction | context_edit | thinking_dropped | truncated_front | first_message_changed
+   *
+   * @generated from field: string kind = 1;
+   */
+  kind: string;
+
+  /**
+   * @generated from field: int32 message_index = 2;
+   */
+  messageIndex: number;
+
+  /**
+   * @generated from field: string description = 3;
+   */
+  description: string;
+};
+
+/**
+ * Describes the message smoltbot.v1.HistoryRewrite.
+ * Use `create(HistoryRewriteSchema)` to create a new message.
+ */
+export const HistoryRewriteSchema: GenMessage<HistoryRewrite> = /*@__PURE__*/
+  messageDesc(file_smoltbot_v1_trace, 4);
+
+/**
+ * @generated from message smoltbot.v1.ArgumentProvenance
+ */
+export type ArgumentProvenance = Message<"smoltbot.v1.ArgumentProvenance"> & {
+  /**
+   * The argument's path in the tool input ("command", "options.path", "$" for a string input).
+   *
+   * @generated from field: string path = 1;
+   */
+  path: string;
+
+  /**
+   * user | system | card | tool_result | model (found nowhere earlier).
+   *
+   * @generated from field: string origin = 2;
+   */
+  origin: string;
+
+  /**
+   * @generated from field: int32 value_chars = 3;
+   */
+  valueChars: number;
+
+  /**
+   * @generated from field: int32 matched_chars = 4;
+   */
+  matchedChars: number;
+
+  /**
+   * @generated from field: optional int32 message_index = 5;
+   */
+  messageIndex?: number | undefined;
+
+  /**
+   * For a tool_result origin: which call's result, and its tool.
+   *
+   * @generated from field: string tool_use_id = 6;
+   */
+  toolUseId: string;
+
+  /**
+   * @generated from field: string tool_name = 7;
+   */
+  toolName: string;
+
+  /**
+   * Where it was found, around the match (at most ~200 characters).
+   *
+   * @generated from field: string excerpt = 8;
+   */
+  excerpt: string;
+
+  /**
+   * @generated from field: bool untrusted = 9;
+   */
+  untrusted: boolean;
+
+  /**
+   * Other kinds of source that hold it too.
+   *
+   * @generated from field: repeated string also = 10;
+   */
+  also: string[];
+};
+
+/**
+ * Describes the message smoltbot.v1.ArgumentProvenance.
+ * Use `create(ArgumentProvenanceSchema)` to create a new message.
+ */
+export const ArgumentProvenanceSchema: GenMessage<ArgumentProvenance> = /*@__PURE__*/
+  messageDesc(file_smoltbot_v1_trace, 5);
+
+/**
+ * @generated from message smoltbot.v1.InjectionFlag
+ */
+export type InjectionFlag = Message<"smoltbot.v1.InjectionFlag"> & {
+  /**
+   * @generated from field: string path = 1;
+   */
+  path: string;
+
+  /**
+   * The part of the argument found in the untrusted result.
+   *
+   * @generated from field: string matched = 2;
+   */
+  matched: string;
+
+  /**
+   * @generated from field: string source_tool_use_id = 3;
+   */
+  sourceToolUseId: string;
+
+  /**
+   * @generated from field: string source_tool_name = 4;
+   */
+  sourceToolName: string;
+
+  /**
+   * @generated from field: optional int32 source_message_index = 5;
+   */
+  sourceMessageIndex?: number | undefined;
+
+  /**
+   * @generated from field: string excerpt = 6;
+   */
+  excerpt: string;
+};
+
+/**
+ * Describes the message smoltbot.v1.InjectionFlag.
+ * Use `create(InjectionFlagSchema)` to create a new message.
+ */
+export const InjectionFlagSchema: GenMessage<InjectionFlag> = /*@__PURE__*/
+  messageDesc(file_smoltbot_v1_trace, 6);
+
+/**
+ * @generated from message smoltbot.v1.SayDoFinding
+ */
+export type SayDoFinding = Message<"smoltbot.v1.SayDoFinding"> & {
+  /**
+   * read only | not push | not delete | not commit | not install | nothing destructive
+   *
+   * @generated from field: string promise = 1;
+   */
+  promise: string;
+
+  /**
+   * The sentence that said it.
+   *
+   * @generated from field: string said = 2;
+   */
+  said: string;
+
+  /**
+   * @generated from field: string tool_use_id = 3;
+   */
+  toolUseId: string;
+
+  /**
+   * @generated from field: string tool_name = 4;
+   */
+  toolName: string;
+
+  /**
+   * The actions of the call that contradict it (read, write, delete, push, ...).
+   *
+   * @generated from field: repeated string actions = 5;
+   */
+  actions: string[];
+};
+
+/**
+ * Describes the message smoltbot.v1.SayDoFinding.
+ * Use `create(SayDoFindingSchema)` to create a new message.
+ */
+export const SayDoFindingSchema: GenMessage<SayDoFinding> = /*@__PURE__*/
+  messageDesc(file_smoltbot_v1_trace, 7);
 
 /**
  * @generated from message smoltbot.v1.TraceEnforcement
@@ -136,7 +494,7 @@ export type TraceEnforcement = Message<"smoltbot.v1.TraceEnforcement"> & {
  * Use `create(TraceEnforcementSchema)` to create a new message.
  */
 export const TraceEnforcementSchema: GenMessage<TraceEnforcement> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 1);
+  messageDesc(file_smoltbot_v1_trace, 8);
 
 /**
  * @generated from message smoltbot.v1.ActionTarget
@@ -158,7 +516,7 @@ export type ActionTarget = Message<"smoltbot.v1.ActionTarget"> & {
  * Use `create(ActionTargetSchema)` to create a new message.
  */
 export const ActionTargetSchema: GenMessage<ActionTarget> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 2);
+  messageDesc(file_smoltbot_v1_trace, 9);
 
 /**
  * @generated from message smoltbot.v1.TraceAction
@@ -212,7 +570,7 @@ export type TraceAction = Message<"smoltbot.v1.TraceAction"> & {
  * Use `create(TraceActionSchema)` to create a new message.
  */
 export const TraceActionSchema: GenMessage<TraceAction> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 3);
+  messageDesc(file_smoltbot_v1_trace, 10);
 
 /**
  * @generated from message smoltbot.v1.Alternative
@@ -249,7 +607,7 @@ export type Alternative = Message<"smoltbot.v1.Alternative"> & {
  * Use `create(AlternativeSchema)` to create a new message.
  */
 export const AlternativeSchema: GenMessage<Alternative> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 4);
+  messageDesc(file_smoltbot_v1_trace, 11);
 
 /**
  * @generated from message smoltbot.v1.TraceDecision
@@ -292,7 +650,7 @@ export type TraceDecision = Message<"smoltbot.v1.TraceDecision"> & {
  * Use `create(TraceDecisionSchema)` to create a new message.
  */
 export const TraceDecisionSchema: GenMessage<TraceDecision> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 5);
+  messageDesc(file_smoltbot_v1_trace, 12);
 
 /**
  * @generated from message smoltbot.v1.TriggerCheck
@@ -326,7 +684,7 @@ export type TriggerCheck = Message<"smoltbot.v1.TriggerCheck"> & {
  * Use `create(TriggerCheckSchema)` to create a new message.
  */
 export const TriggerCheckSchema: GenMessage<TriggerCheck> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 6);
+  messageDesc(file_smoltbot_v1_trace, 13);
 
 /**
  * @generated from message smoltbot.v1.TraceEscalation
@@ -358,7 +716,7 @@ export type TraceEscalation = Message<"smoltbot.v1.TraceEscalation"> & {
  * Use `create(TraceEscalationSchema)` to create a new message.
  */
 export const TraceEscalationSchema: GenMessage<TraceEscalation> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 7);
+  messageDesc(file_smoltbot_v1_trace, 14);
 
 /**
  * @generated from message smoltbot.v1.TraceContext
@@ -409,7 +767,7 @@ export type TraceContext = Message<"smoltbot.v1.TraceContext"> & {
  * Use `create(TraceContextSchema)` to create a new message.
  */
 export const TraceContextSchema: GenMessage<TraceContext> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 8);
+  messageDesc(file_smoltbot_v1_trace, 15);
 
 /**
  * @generated from message smoltbot.v1.Violation
@@ -448,7 +806,7 @@ export type Violation = Message<"smoltbot.v1.Violation"> & {
  * Use `create(ViolationSchema)` to create a new message.
  */
 export const ViolationSchema: GenMessage<Violation> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 9);
+  messageDesc(file_smoltbot_v1_trace, 16);
 
 /**
  * @generated from message smoltbot.v1.VerificationWarning
@@ -477,7 +835,7 @@ export type VerificationWarning = Message<"smoltbot.v1.VerificationWarning"> & {
  * Use `create(VerificationWarningSchema)` to create a new message.
  */
 export const VerificationWarningSchema: GenMessage<VerificationWarning> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 10);
+  messageDesc(file_smoltbot_v1_trace, 17);
 
 /**
  * @generated from message smoltbot.v1.Verification
@@ -523,7 +881,7 @@ export type Verification = Message<"smoltbot.v1.Verification"> & {
  * Use `create(VerificationSchema)` to create a new message.
  */
 export const VerificationSchema: GenMessage<Verification> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 11);
+  messageDesc(file_smoltbot_v1_trace, 18);
 
 /**
  * @generated from message smoltbot.v1.TraceReasoning
@@ -593,7 +951,7 @@ export type TraceReasoning = Message<"smoltbot.v1.TraceReasoning"> & {
  * Use `create(TraceReasoningSchema)` to create a new message.
  */
 export const TraceReasoningSchema: GenMessage<TraceReasoning> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 12);
+  messageDesc(file_smoltbot_v1_trace, 19);
 
 /**
  * @generated from message smoltbot.v1.TraceObservation
@@ -772,7 +1130,7 @@ export type TraceObservation = Message<"smoltbot.v1.TraceObservation"> & {
  * Use `create(TraceObservationSchema)` to create a new message.
  */
 export const TraceObservationSchema: GenMessage<TraceObservation> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 13);
+  messageDesc(file_smoltbot_v1_trace, 20);
 
 /**
  * @generated from message smoltbot.v1.DriftAlert
@@ -881,7 +1239,7 @@ export type DriftAlert = Message<"smoltbot.v1.DriftAlert"> & {
  * Use `create(DriftAlertSchema)` to create a new message.
  */
 export const DriftAlertSchema: GenMessage<DriftAlert> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 14);
+  messageDesc(file_smoltbot_v1_trace, 21);
 
 /**
  * @generated from message smoltbot.v1.IntegrityWindow
@@ -949,7 +1307,7 @@ export type IntegrityWindow = Message<"smoltbot.v1.IntegrityWindow"> & {
  * Use `create(IntegrityWindowSchema)` to create a new message.
  */
 export const IntegrityWindowSchema: GenMessage<IntegrityWindow> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 15);
+  messageDesc(file_smoltbot_v1_trace, 22);
 
 /**
  * @generated from message smoltbot.v1.IntegrityPoint
@@ -976,7 +1334,7 @@ export type IntegrityPoint = Message<"smoltbot.v1.IntegrityPoint"> & {
  * Use `create(IntegrityPointSchema)` to create a new message.
  */
 export const IntegrityPointSchema: GenMessage<IntegrityPoint> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 16);
+  messageDesc(file_smoltbot_v1_trace, 23);
 
 /**
  * @generated from message smoltbot.v1.IntegrityScore
@@ -1020,6 +1378,19 @@ export type IntegrityScore = Message<"smoltbot.v1.IntegrityScore"> & {
    * @generated from field: int64 open_drift_alerts = 7;
    */
   openDriftAlerts: bigint;
+
+  /**
+   * Sessions whose history was checked (docs/evidence.md), and those in which every check came out
+   * intact (all time).
+   *
+   * @generated from field: int64 history_sessions_checked = 8;
+   */
+  historySessionsChecked: bigint;
+
+  /**
+   * @generated from field: int64 history_sessions_intact = 9;
+   */
+  historySessionsIntact: bigint;
 };
 
 /**
@@ -1027,5 +1398,5 @@ export type IntegrityScore = Message<"smoltbot.v1.IntegrityScore"> & {
  * Use `create(IntegrityScoreSchema)` to create a new message.
  */
 export const IntegrityScoreSchema: GenMessage<IntegrityScore> = /*@__PURE__*/
-  messageDesc(file_smoltbot_v1_trace, 17);
+  messageDesc(file_smoltbot_v1_trace, 24);
 

@@ -1,0 +1,250 @@
+"""One exchange's evidence, as the observer's CPU workers compute it, and the trace fields that show it.
+
+`evaluate` reads the request (the history the client resent) and the response (the turn the gateway
+relayed) once each, and gives:
+
+* the history check of the request against the session's ledger rows (`HistoryLedger`), and the
+  row this exchange adds to the ledger (digests of the turn it relayed and of tool results first
+  seen; never content);
+* the provenance of each tool call's arguments (`provenance`), with the card's tool policy;
+* the say/do findings of the turn (`saydo`).
+
+`annotate` puts them on the exchange's traces (`ApTrace.evidence`) and, when the card makes a flag a
+violation for the trace's action (`extensions.evidence.forbid_untrusted_arguments`), checks the
+trace against the card again so that `verification` says so.
+
+The card's part lives in `extensions.evidence` (the one open section of a card, so cards stay
+valid AAP): `untrusted_tools` and `trusted_tools` (fnmatch patterns, added to and taking precedence
+over the defaults), `workspace` (a file read outside it is untrusted) and
+`forbid_untrusted_arguments` (actions that must not take arguments from untrusted content).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from smoltbot.core.evidence.history import HistoryCheck, HistoryLedger
+from smoltbot.core.evidence.provenance import (
+    ArgumentOrigin,
+    InjectionFlag,
+    ToolCallProvenance,
+    collect_sources,
+    trace_tool_calls,
+)
+from smoltbot.core.evidence.saydo import SayDoFinding, say_do_findings
+from smoltbot.core.evidence.tools import DEFAULT_UNTRUSTED_TOOLS, ToolPolicy
+
+__all__ = [
+    "EVIDENCE_CARD_KEYS",
+    "EvidenceInput",
+    "ExchangeEvidence",
+    "annotate",
+    "evaluate",
+    "forbidden_on_untrusted",
+    "ledger_key",
+    "policy_of",
+]
+
+#: Keys of a card's `extensions.evidence` (core/aap/cards.py rejects any other).
+EVIDENCE_CARD_KEYS = frozenset({"untrusted_tools", "trusted_tools", "workspace",
+                                "forbid_untrusted_arguments"})
+_LEDGER_DOMAIN = b"smoltbot/evidence-ledger/v1"
+#: String leaves of the card given to provenance as the card's own words (a card is at most 64 KiB).
+_MAX_CARD_TEXTS = 512
+
+
+def ledger_key(hash_secret: bytes) -> bytes:
+    """The ledger's HMAC key, derived from the deployment's hash secret (a separate key per use: a
+    ledger digest can never be confused with an agent hash)."""
+    return hmac.new(hash_secret, _LEDGER_DOMAIN, hashlib.sha256).digest()
+
+
+@dataclass(frozen=True)
+class EvidenceInput:
+    """What the worker needs beyond the exchange: the key and the session's ledger rows relayed
+    strictly before this call started (in the order relayed)."""
+
+    key: bytes
+    rows: tuple[Mapping[str, Any], ...] = ()
+    #: False: the exchange has no session, so there is no ledger to check its history against.
+    session: bool = True
+    #: Said on the history check (e.g. earlier exchanges of the session not recorded in time).
+    notes: tuple[str, ...] = ()
+
+
+@dataclass
+class ExchangeEvidence:
+    #: What this exchange adds to its session's ledger (`HistoryLedger.row_state`).
+    row: dict[str, Any]
+    #: The history check as trace JSON (`HistoryCheck` in trace.proto).
+    history: dict[str, Any]
+    #: Per tool_use_id: the trace JSON fields of that call (arguments, injection_flags, say_do, notes).
+    calls: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def status(self) -> str:
+        return str(self.history.get("status", "unchecked"))
+
+    @property
+    def diverged_at(self) -> int | None:
+        value = self.history.get("diverged_at")
+        return value if isinstance(value, int) else None
+
+
+def _strings(value: Any, limit: int) -> list[str]:
+    found: list[str] = []
+    stack = [value]
+    while stack and len(found) < limit:
+        item = stack.pop()
+        if isinstance(item, str):
+            found.append(item)
+        elif isinstance(item, Mapping):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def _section(card: Mapping[str, Any]) -> Mapping[str, Any]:
+    extensions = card.get("extensions")
+    section = extensions.get("evidence") if isinstance(extensions, Mapping) else None
+    return section if isinstance(section, Mapping) else {}
+
+
+def _names(value: Any) -> tuple[str, ...]:
+    return tuple(v for v in value if isinstance(v, str)) if isinstance(value, list) else ()
+
+
+def policy_of(card: Mapping[str, Any]) -> ToolPolicy:
+    """The tool policy of a card: the default untrusted tools plus the card's, minus its trusted ones."""
+    section = _section(card)
+    workspace = section.get("workspace")
+    return ToolPolicy(untrusted=DEFAULT_UNTRUSTED_TOOLS + _names(section.get("untrusted_tools")),
+                      trusted=_names(section.get("trusted_tools")),
+                      workspace=workspace if isinstance(workspace, str) and workspace else None)
+
+
+def forbidden_on_untrusted(card: Mapping[str, Any]) -> tuple[str, ...]:
+    """Actions the card forbids to take arguments from untrusted content."""
+    return _names(_section(card).get("forbid_untrusted_arguments"))
+
+
+def _load(body: bytes) -> Any:
+    try:
+        return json.loads(body) if body else None
+    except (ValueError, RecursionError):
+        return None
+
+
+def evaluate(request_body: bytes, response_body: bytes, card: Mapping[str, Any],
+             given: EvidenceInput) -> ExchangeEvidence | None:
+    """The evidence of one Messages API exchange; None when the request is not a readable JSON object."""
+    body = _load(request_body)
+    if not isinstance(body, dict):
+        return None
+    response = _load(response_body)
+    ledger = HistoryLedger.from_state(given.key, HistoryLedger.merge_rows(given.rows))
+    known = ledger.known_tool_results()
+    check = ledger.check(body) if given.session else None
+    turn = ledger.record(body, response) if isinstance(response, dict) else None
+    history = _history_json(check, len(ledger.turns) - (turn is not None), given)
+    sources, _ = collect_sources(body, card_texts=_strings(card, _MAX_CARD_TEXTS), policy=policy_of(card))
+    calls: dict[str, dict[str, Any]] = {}
+    if isinstance(response, dict):
+        for call in trace_tool_calls(response, sources):
+            calls[call.tool_use_id or ""] = _call_json(call)
+        for finding in say_do_findings(response):
+            said = calls.setdefault(finding.tool_use_id or "", {}).setdefault("say_do", [])
+            said.append(_say_do_json(finding))
+    return ExchangeEvidence(row=ledger.row_state(turn, known), history=history, calls=calls)
+
+
+def _history_json(check: HistoryCheck | None, ledger_turns: int, given: EvidenceInput) -> dict[str, Any]:
+    notes = list(given.notes)
+    if check is None:
+        return {"status": "unchecked", "ledger_turns": ledger_turns,
+                "notes": [*notes, "no session: the history has no ledger to be checked against"]}
+    found: dict[str, Any] = {
+        "status": "intact" if check.intact else "diverged",
+        "assistant_turns": check.assistant_turns,
+        "verified_turns": check.verified_turns,
+        "ledger_turns": ledger_turns,
+        "findings": [{k: v for k, v in {
+            "kind": str(f.kind), "message_index": f.message_index, "description": f.description,
+            "block_index": f.block_index, "tool_use_id": f.tool_use_id, "turn_seq": f.turn_seq,
+        }.items() if v is not None} for f in check.findings],
+        "rewrites": [{"kind": str(r.kind), "message_index": r.message_index, "description": r.description}
+                     for r in check.rewrites],
+    }
+    if check.diverged_at is not None:
+        found["diverged_at"] = check.diverged_at
+    if notes:
+        found["notes"] = notes
+    return found
+
+
+def _origin_json(origin: ArgumentOrigin) -> dict[str, Any]:
+    found: dict[str, Any] = {"path": origin.path, "origin": str(origin.kind),
+                             "value_chars": origin.value_chars, "matched_chars": origin.matched_chars,
+                             "untrusted": origin.untrusted}
+    if origin.message_index is not None:
+        found["message_index"] = origin.message_index
+    for name in ("tool_use_id", "tool_name", "excerpt"):
+        if getattr(origin, name):
+            found[name] = getattr(origin, name)
+    if origin.also:
+        found["also"] = [str(kind) for kind in origin.also]
+    return found
+
+
+def _flag_json(flag: InjectionFlag) -> dict[str, Any]:
+    found: dict[str, Any] = {"path": flag.path, "matched": flag.matched, "excerpt": flag.excerpt,
+                             "source_tool_use_id": flag.source_tool_use_id or "",
+                             "source_tool_name": flag.source_tool_name or ""}
+    if flag.source_message_index is not None:
+        found["source_message_index"] = flag.source_message_index
+    return found
+
+
+def _call_json(call: ToolCallProvenance) -> dict[str, Any]:
+    found: dict[str, Any] = {"arguments": [_origin_json(a) for a in call.arguments]}
+    if call.flags:
+        found["injection_flags"] = [_flag_json(f) for f in call.flags]
+    if call.notes:
+        found["notes"] = list(call.notes)
+    return found
+
+
+def _say_do_json(finding: SayDoFinding) -> dict[str, Any]:
+    return {"promise": finding.promise, "said": finding.said, "tool_use_id": finding.tool_use_id or "",
+            "tool_name": finding.tool_name or "", "actions": list(finding.actions)}
+
+
+def annotate(traces: list[dict[str, Any]], evidence: ExchangeEvidence, card: Mapping[str, Any], *,
+             now: datetime) -> None:
+    """`ApTrace.evidence` on each trace of the exchange: the history check on all of them, a tool
+    call's provenance and say/do findings on its own trace; verification again where the card
+    forbids the trace's action to take arguments from untrusted content and a flag says it did."""
+    # Imported here: verification is the card's module, evidence only feeds it one more fact.
+    from smoltbot.core.aap.verification import verify_trace
+
+    forbidden = forbidden_on_untrusted(card)
+    for trace in traces:
+        observation = trace.get("observation") or {}
+        call = evidence.calls.get(str(observation.get("tool_use_id") or "")) if observation.get(
+            "tool_use_id") else None
+        trace["evidence"] = {"history": evidence.history, **(call or {})}
+        verification = trace.get("verification")
+        if forbidden and call and call.get("injection_flags") and isinstance(verification, dict) \
+                and verification.get("checks_performed"):
+            verified_at = verification.get("verified_at")
+            again = verify_trace(trace, dict(card), now=now)
+            if verified_at is not None:
+                again["verified_at"] = verified_at
+            trace["verification"] = again

@@ -1,0 +1,257 @@
+"""The history ledger's storage (table `evidence_history`, migration 0009), and the processor's
+evidence stage around it.
+
+Ordering, defined: an exchange's resent history is checked against the turns its session relayed
+in calls that *ended before this call started* (`relayed_at < started_at`). Rows are written once
+per exchange and never updated, so the answer does not depend on which worker or observer
+processes what first, provided the earlier exchanges are recorded by then. When one is not (still
+pending, or being processed elsewhere), the exchange waits: it goes back to the queue with its
+attempt refunded, for at most `evidence_wait_seconds` after its call started; after that it is
+checked with what there is and its check names the calls that were missing. Exchanges of one
+session in the same batch are computed in start order, each seeing the rows of those before it
+(`rows_for` in the worker: `pipeline.compute_many`).
+
+Rows hold digests and finding descriptions only: never content.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+
+from smoltbot.core.evidence.exchange import EvidenceInput, annotate, evaluate, ledger_key
+from smoltbot.core.identity import load_hash_secret
+from smoltbot.core.settings import Settings
+from smoltbot.core.storage import Database, insert_ignoring_conflicts, utcnow
+from smoltbot.core.usage import API_ANTHROPIC_MESSAGES
+from smoltbot.observer.tables import chunks, evidence_history, exchanges
+
+__all__ = ["EvidenceJob", "EvidenceRow", "EvidenceStore", "LedgerRow", "SessionHistory", "evidence_for"]
+
+logger = logging.getLogger(__name__)
+
+#: Rows of one session read for one check (the oldest are dropped beyond it; the ledger says so).
+MAX_LEDGER_ROWS = 20_000
+_h = evidence_history.c
+
+
+@dataclass(frozen=True)
+class LedgerRow:
+    exchange_id: str
+    relayed_at: datetime
+    state: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class EvidenceRow:
+    """What one exchange's evidence adds to the table (built in the worker, written by the processor)."""
+
+    exchange_id: str
+    agent_id: str
+    session_id: str | None
+    started_at: datetime
+    relayed_at: datetime
+    status: str
+    diverged_at: int | None
+    finding_count: int
+    rewrite_count: int
+    ledger_json: str
+    check_json: str
+
+
+@dataclass(frozen=True)
+class SessionHistory:
+    """A session's checks, for reads: where its history first diverged, and each check's findings."""
+
+    checked: int
+    intact: int
+    diverged: int
+    #: (exchange_id, started_at, status, diverged_at, check JSON) of each diverged check, oldest first.
+    divergences: list[tuple[str, datetime, str, int | None, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class EvidenceJob:
+    """The evidence part of a job for the worker (picklable): the key, the call's start, and the
+    session's ledger rows read for its batch (the worker keeps those relayed before this start)."""
+
+    key: bytes
+    session_id: str | None
+    started_at: datetime
+    rows: tuple[LedgerRow, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def with_rows(self, more: Sequence[LedgerRow]) -> EvidenceJob:
+        return EvidenceJob(self.key, self.session_id, self.started_at, (*self.rows, *more), self.notes)
+
+
+def evidence_for(given: EvidenceJob, *, exchange_id: str, agent_id: str, api: str, request_body: bytes,
+                 response_body: bytes, relayed_at: datetime | None, card: dict[str, Any],
+                 traces: list[dict[str, Any]], now: datetime) -> EvidenceRow | None:
+    """Worker side: the exchange's evidence put on its traces, and its row for the ledger. None for
+    calls the checks do not read (not the Messages API, or a request that is not a JSON object)."""
+    if api != API_ANTHROPIC_MESSAGES:
+        return None
+    before = tuple(row.state for row in sorted(given.rows, key=lambda r: (r.relayed_at, r.exchange_id))
+                   if row.relayed_at < given.started_at)
+    found = evaluate(request_body, response_body, card,
+                     EvidenceInput(given.key, before, session=bool(given.session_id), notes=given.notes))
+    if found is None:
+        return None
+    annotate(traces, found, card, now=now)
+    history = found.history
+    return EvidenceRow(
+        exchange_id=exchange_id, agent_id=agent_id, session_id=given.session_id, started_at=given.started_at,
+        relayed_at=max(relayed_at or given.started_at, given.started_at), status=found.status,
+        diverged_at=found.diverged_at, finding_count=len(history.get("findings", ())),
+        rewrite_count=len(history.get("rewrites", ())),
+        ledger_json=json.dumps(found.row, separators=(",", ":")),
+        check_json=json.dumps({k: history[k] for k in ("findings", "rewrites", "notes") if k in history},
+                              ensure_ascii=False, separators=(",", ":")),
+    )
+
+
+class EvidenceStore:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.enabled = settings.evidence_enabled
+        self.wait = timedelta(seconds=settings.evidence_wait_seconds)
+        self.key = ledger_key(load_hash_secret(settings.home, settings.hash_secret)) if self.enabled else b""
+
+    # -- the processor's stage ---------------------------------------------------------------------
+
+    async def rows_before(self, wanted: Sequence[tuple[str, str, datetime]]
+                          ) -> dict[tuple[str, str], list[LedgerRow]]:
+        """Per (agent, session): ledger rows relayed before the latest of the given call starts, in
+        relay order (the worker keeps those before each call's own start)."""
+        latest: dict[tuple[str, str], datetime] = {}
+        for agent_id, session_id, started_at in wanted:
+            key = (agent_id, session_id)
+            latest[key] = max(latest.get(key, started_at), started_at)
+        found: dict[tuple[str, str], list[LedgerRow]] = {}
+        if not latest:
+            return found
+        async with self.db.read() as conn:
+            for (agent_id, session_id), until in latest.items():
+                rows = (await conn.execute(
+                    sa.select(_h.exchange_id, _h.relayed_at,
+                              _h.ledger_json)
+                    .where(_h.agent_id == agent_id, _h.session_id == session_id,
+                           _h.relayed_at < until)
+                    .order_by(_h.relayed_at.desc(), _h.exchange_id.desc())
+                    .limit(MAX_LEDGER_ROWS)
+                )).all()
+                found[(agent_id, session_id)] = [
+                    LedgerRow(r.exchange_id, r.relayed_at, json.loads(r.ledger_json)) for r in reversed(rows)]
+        return found
+
+    async def jobs_for(self, calls: Sequence[tuple[str, str, str | None, datetime]]
+                       ) -> tuple[dict[str, EvidenceJob], dict[str, str]]:
+        """For the calls of a batch, (exchange_id, agent_id, session_id, started_at): their evidence
+        jobs, and those that must wait for earlier calls of their session (exchange_id: why)."""
+        sessions = sorted({session for _, _, session, _ in calls if session})
+        unfinished = await self.unfinished_before(sessions)
+        in_batch = {exchange_id for exchange_id, *_ in calls}
+        waiting: dict[str, str] = {}
+        notes: dict[str, tuple[str, ...]] = {}
+        # Start order: a call waits when an earlier call of its session, in this batch, waits.
+        for exchange_id, _, session_id, started_at in sorted(calls, key=lambda c: (c[3], c[0])):
+            if not session_id:
+                continue
+            earlier = sorted(other for ended, other in unfinished.get(session_id, ())
+                             if ended < started_at and other not in in_batch)
+            earlier += sorted(other for other, _, session, start in calls
+                              if session == session_id and start < started_at and other in waiting)
+            if not earlier:
+                continue
+            if self.expired(started_at):
+                listed = ", ".join(earlier[:5])
+                notes[exchange_id] = (f"checked without {len(earlier)} earlier calls of the session not "
+                                      f"recorded within {self.wait.total_seconds():g}s: {listed}",)
+            else:
+                waiting[exchange_id] = f"waiting for earlier calls of the session: {', '.join(earlier[:5])}"
+        ledgers = await self.rows_before([(agent_id, session_id, started_at)
+                                          for exchange_id, agent_id, session_id, started_at in calls
+                                          if session_id and exchange_id not in waiting])
+        jobs = {exchange_id: EvidenceJob(self.key, session_id, started_at,
+                                         tuple(ledgers.get((agent_id, session_id), ())) if session_id else (),
+                                         notes.get(exchange_id, ()))
+                for exchange_id, agent_id, session_id, started_at in calls if exchange_id not in waiting}
+        return jobs, waiting
+
+    async def unfinished_before(self, sessions: Sequence[str]) -> dict[str, list[tuple[datetime, str]]]:
+        """Per session: (occurred_at, exchange_id) of its exchanges not yet recorded (pending or
+        being processed). `occurred_at` is when the call ended (intake: ended, else started)."""
+        found: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
+        if not sessions:
+            return found
+        async with self.db.read() as conn:
+            for chunk in chunks(sorted(set(sessions))):
+                for row in await conn.execute(
+                    sa.select(exchanges.c.session_id, exchanges.c.occurred_at, exchanges.c.exchange_id)
+                    .where(exchanges.c.session_id.in_(chunk),
+                           exchanges.c.state.in_(("pending", "processing")))
+                ):
+                    found[row.session_id].append((row.occurred_at, row.exchange_id))
+        return found
+
+    async def write(self, rows: Sequence[EvidenceRow]) -> None:
+        """Stores rows (again: the same row, since a check is deterministic; the first one stays)."""
+        if not rows:
+            return
+        async with self.db.begin() as conn:
+            for chunk in chunks(list(rows), 200):
+                await conn.execute(
+                    insert_ignoring_conflicts(self.db.dialect, evidence_history, _h.exchange_id),
+                    [row.__dict__ for row in chunk],
+                )
+
+    def expired(self, started_at: datetime) -> bool:
+        """An exchange has waited long enough for earlier calls of its session to be recorded."""
+        return utcnow() - started_at >= self.wait
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    async def session_history(self, agent_id: str, session_id: str) -> SessionHistory:
+        async with self.db.read() as conn:
+            counts = (await conn.execute(
+                sa.select(_h.status, sa.func.count())
+                .where(_h.agent_id == agent_id, _h.session_id == session_id)
+                .group_by(_h.status)
+            )).all()
+            diverged = (await conn.execute(
+                sa.select(_h.exchange_id, _h.started_at, _h.status,
+                          _h.diverged_at, _h.check_json)
+                .where(_h.agent_id == agent_id, _h.session_id == session_id,
+                       _h.status == "diverged")
+                .order_by(_h.started_at, _h.exchange_id).limit(100)
+            )).all()
+        by_status = {status: int(count) for status, count in counts}
+        return SessionHistory(
+            checked=by_status.get("intact", 0) + by_status.get("diverged", 0),
+            intact=by_status.get("intact", 0), diverged=by_status.get("diverged", 0),
+            divergences=[(r.exchange_id, r.started_at, r.status, r.diverged_at, json.loads(r.check_json))
+                         for r in diverged])
+
+    async def agent_sessions(self, agent_id: str) -> tuple[int, int]:
+        """(sessions checked, sessions whose history checks out: no check of theirs diverged)."""
+        async with self.db.read() as conn:
+            row = (await conn.execute(
+                sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(sa.case((sa.column("bad") == 0, 1),
+                                                                                else_=0)), 0))
+                .select_from(
+                    sa.select(_h.session_id,
+                              sa.func.sum(sa.case((_h.status == "diverged", 1), else_=0))
+                              .label("bad"))
+                    .where(_h.agent_id == agent_id, _h.session_id.is_not(None),
+                           _h.status != "unchecked")
+                    .group_by(_h.session_id).subquery())
+            )).one()
+        return int(row[0]), int(row[1])
