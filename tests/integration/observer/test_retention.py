@@ -12,6 +12,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from smoltbot.core.tls import TlsConfig
+from smoltbot.observer.metrics import ObserverMetrics
 from smoltbot.observer.registry_client import RegistryClient
 from smoltbot.observer.retention import Retention
 from smoltbot.observer.retention_store import RetentionStore
@@ -89,6 +90,9 @@ async def test_retention_deletes_exactly_what_is_past_the_cards_period(observer_
         report = await retention.run_pass(NOW)
     finally:
         await registry.close()
+    metrics = ObserverMetrics()
+    metrics.retention = retention
+    scraped = (await metrics.render()).decode()
 
     assert await _ids(stack, exchanges) == kept
     unowned = {p["exchanges"][0]["exchange_id"] for p in parts if p["exchanges"][0]["agent_id"] is None}
@@ -105,6 +109,8 @@ async def test_retention_deletes_exactly_what_is_past_the_cards_period(observer_
     async with stack.db.read() as conn:
         rows = {row.agent_id: row for row in (await conn.execute(sa.select(retention_state))).all()}
     assert {agent_id: int(row.deleted_traces) for agent_id, row in rows.items()} == expected
+    for agent_id, count in expected.items():  # and on /metrics, per agent
+        assert f'smoltbot_retention_deleted_traces_total{{agent_id="{agent_id}"}} {count}.0' in scraped
     for name, (agent_id, _) in agents.items():
         assert rows[agent_id].since == NOW - timedelta(days=periods[name])
 
