@@ -1,7 +1,7 @@
 """Retention as each agent's card declares it, and the owner's deletion of an agent's data.
 
-Each pass (every `SMOLTBOT_RETENTION_INTERVAL` seconds, the first 30 seconds after start) goes over every
-agent with stored data and deletes, in batches of `SMOLTBOT_RETENTION_BATCH_SIZE` rows, its
+Each pass (every `SMOLTBOT_RETENTION_INTERVAL` seconds, the first five minutes after start)
+goes over every agent with stored data and deletes, in batches of `SMOLTBOT_RETENTION_BATCH_SIZE` rows, its
 traces (with their violations and drift input), usage rows, tool-execution reports, finished
 exchange records and resolved drift alerts older than its period: the card's
 `audit.retention_days`, kept between `SMOLTBOT_RETENTION_MIN_DAYS` and
@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 #: Between two batches: lets intake and processing take the write lock (SQLite) in between.
 _BATCH_PAUSE = 0.01
 #: Seconds from start to the first pass (at most `retention_interval`).
-_FIRST_PASS_DELAY = 30.0
+_FIRST_PASS_DELAY = 300.0
 #: How long a batch waits when another observer's batch holds the lock.
 _BUSY_PAUSE = 0.05
 
