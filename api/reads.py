@@ -35,7 +35,8 @@ async def list_trace_page(observer: ObserverStub, *, agent_id: str = "", session
                           verified: bool | None = None, since: datetime | None = None,
                           until: datetime | None = None, limit: int = 50, cursor: str | None = None,
                           order: str = "desc", record_kind: str | None = None,
-                          provider: str | None = None) -> TraceList:
+                          provider: str | None = None,
+                          enforcement: list[str] | None = None) -> TraceList:
     """One page of traces, filtered as the /v1/traces parameters say."""
     request = observer_service_pb2.ListTracesRequest(
         agent_id=agent_id, session_id=session_id or "", page_size=limit, page_token=cursor or "",
@@ -43,6 +44,7 @@ async def list_trace_page(observer: ObserverStub, *, agent_id: str = "", session
     )
     if verified is not None:
         request.verified = verified
+    request.enforcement.extend(enforcement or ())
     if since is not None:
         request.since.CopyFrom(to_timestamp(since, "since"))
     if until is not None:

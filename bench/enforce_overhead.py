@@ -1,6 +1,6 @@
 """What enforce mode costs: holding and checking a tool call, and calls it leaves alone.
 
-    python bench/enforce_overhead.py [--calls 300] [--rounds 3] [--micro 2000]
+    python bench/enforce_overhead.py [--calls 300] [--micro 2000]
 
 1. The filter alone (no network): a streamed answer with one tool call (thinking, text, a
    tool_use block, as the Anthropic stand-in sends it, in its event-per-write chunking) fed
@@ -9,10 +9,10 @@
    Figure: microseconds added per tool call (target < 200 us), and the ratio for an answer
    without tool calls.
 2. Through the real gateway (in-process, with the real Registry and the Anthropic stand-in;
-   exchanges spooled, no Observer), sequential calls, rounds interleaved: the gateway without
-   the enforcer (as before enforce mode) against an observe card and against an enforce card,
-   for answers without tool calls, and an enforce card against an observe card for answers
-   with a tool call. Figures: median latency per call and the ratios.
+   exchanges spooled, no Observer), sequential streamed calls of five kinds made in turn: a
+   gateway without the enforcer (as before enforce mode) against an observe card and against an
+   enforce card, for answers without tool calls, and an enforce card against an observe card for
+   answers with a tool call. Figures: median latency per kind and the ratios.
 """
 
 from __future__ import annotations
@@ -131,22 +131,25 @@ async def micro(standin: AnthropicStandin, repeat: int) -> None:
           f"through the filter {with_text:.1f} us (+{with_text - base_text:.1f} us)")
 
 
-async def timed_calls(url: str, scenario: str, count: int) -> list[float]:
+async def timed_call(client: httpx.AsyncClient, url: str, credential: str, scenario: str) -> float:
     body = json.dumps({"model": "claude-opus-4-7", "max_tokens": 256, "stream": True, "tools": TOOLS,
                        "messages": [{"role": "user", "content": "bench"}]}).encode()
-    headers = {"x-api-key": CREDENTIAL, "x-standin-scenario": scenario, "content-type": "application/json",
+    headers = {"x-api-key": credential, "x-standin-scenario": scenario, "content-type": "application/json",
                "anthropic-version": "2023-06-01"}
-    out = []
-    async with httpx.AsyncClient() as client:
-        for _ in range(count):
-            start = time.perf_counter()
-            response = await client.post(url + "/v1/messages", content=body, headers=headers)
-            assert response.status_code == 200, response.text
-            out.append((time.perf_counter() - start) * 1000)
-    return out
+    start = time.perf_counter()
+    response = await client.post(url + "/v1/messages", content=body, headers=headers)
+    elapsed = (time.perf_counter() - start) * 1000
+    assert response.status_code == 200, response.text
+    return elapsed
 
 
-async def end_to_end(standin: AnthropicStandin, calls: int, rounds: int) -> None:
+async def end_to_end(standin: AnthropicStandin, calls: int) -> None:
+    """Two gateways on one Registry (one with its enforcer switched off, as the relay was before
+    enforce mode) and two agents (an observe card, an enforce card); the five kinds of call are made
+    in turn, call by call, so that load changes on the machine touch them all alike."""
+    from smoltbot.core.grpc_client import open_channel
+    from smoltbot.core.tls import client_tls
+
     home = Path(tempfile.mkdtemp(prefix="smoltbot-bench-enforce-"))
     settings = load_settings(home=home, hash_secret="bench-secret", registry_address="127.0.0.1:0",
                              observer_address="127.0.0.1:1", upstream_url=standin.base_url,
@@ -154,65 +157,58 @@ async def end_to_end(standin: AnthropicStandin, calls: int, rounds: int) -> None
     registry = await build_registry(settings)
     await registry.start()
     address = f"127.0.0.1:{registry.port}"
-    gateway = await start_gateway(settings, registry_address=address, observer_address="127.0.0.1:1")
-    from smoltbot.core.grpc_client import open_channel
-    from smoltbot.core.tls import client_tls
-
+    plain = await start_gateway(settings, registry_address=address, observer_address="127.0.0.1:1")
+    plain.gateway.proxy._enforcer = None  # the relay as it was before enforce mode
+    enforcing = await start_gateway(settings, registry_address=address, observer_address="127.0.0.1:1")
     channel = open_channel(address, client_tls(settings, address, address))
     stub = registry_service_pb2_grpc.RegistryServiceStub(channel)
-    hashed = agent_hash(CREDENTIAL, load_hash_secret(home, settings.hash_secret))
-    resolved = await stub.ResolveAgent(registry_service_pb2.ResolveAgentRequest(agent_hash=hashed))
-    agent_id = resolved.agent.agent_id
-    url = gateway.base_url + "/anthropic"
-    proxy = gateway.gateway.proxy
-    enforcer = proxy._enforcer  # the bench switches enforcement off to measure the relay as it was
-
-    async def use(mode: str | None) -> None:
-        proxy._enforcer = None if mode is None else enforcer
-        if mode is not None:
+    secret = load_hash_secret(home, settings.hash_secret)
+    credentials = {"observe": CREDENTIAL + "-observe", "enforce": CREDENTIAL + "-enforce"}
+    async with httpx.AsyncClient() as client:
+        for mode, credential in credentials.items():
+            hashed = agent_hash(credential, secret)
+            resolved = await stub.ResolveAgent(registry_service_pb2.ResolveAgentRequest(agent_hash=hashed))
             await stub.PutCard(registry_service_pb2.PutCardRequest(
-                agent_id=agent_id, agent_hash=hashed, card_json=json.dumps(card(mode))))
-            for _ in range(200):  # the watch brings the card
-                found = enforcer.cards.cached(agent_id) if enforcer else None
-                if found is not None and found.get("integrity_mode") == mode:
-                    break
-                await timed_calls(url, "text", 1)
-
-    configs = [("no enforcer", None, "thinking"), ("observe card", "observe", "thinking"),
-               ("enforce card", "enforce", "thinking"),
-               ("observe card, tool call", "observe", "thinking_tool_use"),
-               ("enforce card, tool call", "enforce", "thinking_tool_use")]
-    results: dict[str, list[float]] = {name: [] for name, _, _ in configs}
-    await timed_calls(url, "thinking", 50)  # warm up
-    for _ in range(rounds):
-        for name, mode, scenario in configs:
-            await use(mode)
-            results[name].append(statistics.median(await timed_calls(url, scenario, calls)))
-    median = {name: statistics.median(values) for name, values in results.items()}
-    print(f"2. through the gateway: streamed calls, median of {rounds} rounds x {calls} sequential calls")
+                agent_id=resolved.agent.agent_id, agent_hash=hashed, card_json=json.dumps(card(mode))))
+        kinds = {
+            "no enforcer, text": (plain, "observe", "thinking"),
+            "observe card, text": (enforcing, "observe", "thinking"),
+            "enforce card, text": (enforcing, "enforce", "thinking"),
+            "observe card, tool call": (enforcing, "observe", "thinking_tool_use"),
+            "enforce card, tool call": (enforcing, "enforce", "thinking_tool_use"),
+        }
+        times: dict[str, list[float]] = {name: [] for name in kinds}
+        for n in range(calls + 20):
+            for name, (gateway, mode, scenario) in kinds.items():
+                url = gateway.base_url + "/anthropic"
+                elapsed = await timed_call(client, url, credentials[mode], scenario)
+                if n >= 20:  # the first calls warm identities and cards
+                    times[name].append(elapsed)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    print(f"2. through the gateway: streamed calls, {calls} of each kind in turn, median latency")
     for name, value in median.items():
         print(f"   {name:<26} {value:.3f} ms")
-    base = median["no enforcer"]
-    print(f"   observe card / no enforcer: {median['observe card'] / base:.3f}; "
-          f"enforce card (no tool call) / no enforcer: {median['enforce card'] / base:.3f}")
+    base = median["no enforcer, text"]
+    print(f"   observe card / no enforcer: {median['observe card, text'] / base:.3f}; "
+          f"enforce card without tool calls / no enforcer: {median['enforce card, text'] / base:.3f}")
     added = median["enforce card, tool call"] - median["observe card, tool call"]
     print(f"   enforce / observe with a tool call: "
           f"{median['enforce card, tool call'] / median['observe card, tool call']:.3f} "
           f"({added * 1000:+.0f} us per call)")
     await channel.close()
-    await gateway.stop()
+    for gateway in (plain, enforcing):
+        await gateway.stop()
     await registry.stop(0.5)
 
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=300)
-    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--micro", type=int, default=2000)
     args = parser.parse_args()
     async with AnthropicStandin() as standin:
         await micro(standin, args.micro)
-        await end_to_end(standin, args.calls, args.rounds)
+        await end_to_end(standin, args.calls)
 
 
 if __name__ == "__main__":

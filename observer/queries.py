@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -14,6 +15,7 @@ from smoltbot.core.errors import InvalidArgument, NotFound, Unauthenticated
 from smoltbot.core.ids import validate_agent_hash, validate_tool_use_id, validate_trace_id
 from smoltbot.core.pagination import decode_page_token, next_page, page_size
 from smoltbot.core.settings import Settings
+from smoltbot.observer.enforcement import ENFORCEMENT_ACTIONS
 from smoltbot.observer.integrity import Integrity
 from smoltbot.observer.providers import PROVIDERS
 from smoltbot.observer.record_kinds import TRACE_KINDS
@@ -82,13 +84,19 @@ class Queries:
     async def list_traces(self, *, agent_id: str = "", session_id: str = "", verified: bool | None = None,
                           since: datetime | None = None, until: datetime | None = None, size: int = 0,
                           token: str = "", order_by: str = "",
-                          record_kind: str = "", provider: str = "") -> tuple[list[dict[str, Any]], str]:
+                          record_kind: str = "", provider: str = "",
+                          enforcement: Sequence[str] = ()) -> tuple[list[dict[str, Any]], str]:
         descending = parse_order_by(order_by)
         if record_kind and record_kind not in TRACE_KINDS:
             raise InvalidArgument("record_kind",
                                   f"must be one of {', '.join(TRACE_KINDS)} (or empty for both)")
         if provider and provider not in PROVIDERS:
             raise InvalidArgument("provider", f"must be one of {', '.join(PROVIDERS)} (or empty for all)")
+        for action in enforcement:
+            if action not in ENFORCEMENT_ACTIONS:
+                raise InvalidArgument("enforcement",
+                                      f"{action!r} is not one of {', '.join(ENFORCEMENT_ACTIONS)}")
+        enforcement = sorted(set(enforcement))
         limit = page_size(size)
         validate_agent_id(agent_id)
         validate_session_filter(session_id)
@@ -96,12 +104,13 @@ class Queries:
             raise InvalidArgument("until", "must not be before since")
         scope = _scope(agent_id=agent_id, session_id=session_id, verified=verified, since=since, until=until,
                        descending=descending, **({"record_kind": record_kind} if record_kind else {}),
-                       **({"provider": provider} if provider else {}))
+                       **({"provider": provider} if provider else {}),
+                       **({"enforcement": ",".join(enforcement)} if enforcement else {}))
         after = decode_page_token(token, scope=scope, types=(datetime, str))
         rows = await self.store.list_traces(
             agent_id=agent_id, session_id=session_id, verified=verified, since=since, until=until,
             descending=descending, after=after, limit=limit + 1,
-            record_kind=record_kind, provider=provider,
+            record_kind=record_kind, provider=provider, enforcement=enforcement,
         )
         page, next_token = next_page(rows, limit, scope=scope, key=lambda row: (row[0], row[1]))
         return [row[2] for row in page], next_token

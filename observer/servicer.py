@@ -162,6 +162,7 @@ class ObserverServicer(observer_service_pb2_grpc.ObserverServiceServicer):
             size=request.page_size,
             token=request.page_token, order_by=request.order_by, record_kind=request.record_kind,
             provider=request.provider,
+            enforcement=list(request.enforcement),
         )
         return pb.ListTracesResponse(
             traces=[trace_to_proto(trace) for trace in traces], next_page_token=token

@@ -6,6 +6,7 @@ aggregates (SQL over indexed columns; no trace is loaded; what they mean is in
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -41,13 +42,16 @@ class TraceStore:
                           since: datetime | None, until: datetime | None, descending: bool,
                           after: tuple[datetime, str] | None, limit: int,
                           record_kind: str = "",
-                          provider: str = "") -> list[tuple[datetime, str, dict[str, Any]]]:
+                          provider: str = "",
+                          enforcement: Sequence[str] = ()) -> list[tuple[datetime, str, dict[str, Any]]]:
         """(timestamp, trace_id, trace) rows in (timestamp, trace_id) order, after the keyset `after`."""
         query = sa.select(traces.c.timestamp, traces.c.trace_id, traces.c.trace_json, traces.c.executed)
         if record_kind:
             query = query.where(traces.c.record_kind == record_kind)
         if provider:
             query = query.where(self._provider_of_trace() == provider)
+        if enforcement:
+            query = query.where(self._enforcement_of_trace().in_(list(enforcement)))
         if agent_id:
             query = query.where(traces.c.agent_id == agent_id)
         if session_id:
@@ -79,6 +83,12 @@ class TraceStore:
         else:
             found = sa.cast(traces.c.trace_json, pg_dialect.JSONB)["observation"]["provider"].astext
         return sa.func.coalesce(found, "anthropic")
+
+    def _enforcement_of_trace(self) -> sa.ColumnElement[Any]:
+        # enforcement.action, read from the stored trace as the provider is (observer/enforcement.py).
+        if self.db.dialect == "sqlite":
+            return sa.func.json_extract(traces.c.trace_json, "$.enforcement.action")
+        return sa.cast(traces.c.trace_json, pg_dialect.JSONB)["enforcement"]["action"].astext
 
     async def report_execution(self, agent_id: str, tool_use_id: str, executed: bool) -> int:
         """Records a reported tool execution; returns how many stored traces it marked."""

@@ -40,6 +40,11 @@ KindFilter = Annotated[Literal["decision", "activity"] | None, Query(
     description="Only decisions (model calls) or only API activity (other calls); both when absent.")]
 ProviderFilter = Annotated[Literal["anthropic", "openai", "gemini"] | None, Query(
     description="Only calls to this provider; all when absent.")]
+EnforcementFilter = Annotated[
+    list[Literal["allowed", "blocked", "escalated", "nudged", "not_enforced"]] | None, Query(
+        description="Only traces on which the gateway did one of these (repeat the parameter for several); "
+                    "with verified=false, enforcement=allowed&enforcement=nudged&enforcement=not_enforced "
+                    "lists what the card said no to and went through (docs/enforce.md).")]
 
 
 @router.get("/v1/traces", response_model=TraceList, response_model_exclude_unset=True,
@@ -58,10 +63,12 @@ async def list_traces(
     order: Order = "desc",
     record_kind: KindFilter = None,
     provider: ProviderFilter = None,
+    enforcement: EnforcementFilter = None,
 ) -> TraceList:
     return await list_trace_page(observer, agent_id=agent_id or "", session_id=session_id, verified=verified,
                                  since=since, until=until, limit=limit, cursor=cursor, order=order,
-                                 record_kind=record_kind, provider=provider)
+                                 record_kind=record_kind, provider=provider,
+                                 enforcement=list(enforcement or ()))
 
 
 @router.get("/v1/traces/{trace_id}", response_model=Trace, response_model_exclude_unset=True,
@@ -85,10 +92,12 @@ async def list_agent_traces(
     order: Order = "desc",
     record_kind: KindFilter = None,
     provider: ProviderFilter = None,
+    enforcement: EnforcementFilter = None,
 ) -> TraceList:
     return await list_trace_page(observer, agent_id=agent_id, session_id=session_id, verified=verified,
                                  since=since, until=until, limit=limit, cursor=cursor, order=order,
-                                 record_kind=record_kind, provider=provider)
+                                 record_kind=record_kind, provider=provider,
+                                 enforcement=list(enforcement or ()))
 
 
 @router.post("/v1/tool-executions", response_model=ToolExecution, responses=WRITE_ERRORS,

@@ -143,6 +143,7 @@ class ListTracesRequest(_message.Message):
     AGENT_ID_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
     VERIFIED_FIELD_NUMBER: _builtins.int
+    ENFORCEMENT_FIELD_NUMBER: _builtins.int
     SINCE_FIELD_NUMBER: _builtins.int
     UNTIL_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
@@ -163,6 +164,13 @@ class ListTracesRequest(_message.Message):
     provider: _builtins.str
     """"anthropic", "openai" or "gemini" (see TraceObservation.provider); empty: all."""
     @_builtins.property
+    def enforcement(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only traces whose TraceEnforcement.action is one of these (allowed | blocked | escalated |
+        nudged | not_enforced); empty: any, traces without an enforcement record included. With
+        verified=false, "allowed,nudged,not_enforced" finds what the card said no to and went through.
+        """
+
+    @_builtins.property
     def since(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def until(self) -> _timestamp_pb2.Timestamp: ...
@@ -172,6 +180,7 @@ class ListTracesRequest(_message.Message):
         agent_id: _builtins.str = ...,
         session_id: _builtins.str = ...,
         verified: _builtins.bool | None = ...,
+        enforcement: _abc.Iterable[_builtins.str] | None = ...,
         since: _timestamp_pb2.Timestamp | None = ...,
         until: _timestamp_pb2.Timestamp | None = ...,
         page_size: _builtins.int = ...,
@@ -182,7 +191,7 @@ class ListTracesRequest(_message.Message):
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_verified", b"_verified", "since", b"since", "until", b"until", "verified", b"verified"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_verified", b"_verified", "agent_id", b"agent_id", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "provider", b"provider", "record_kind", b"record_kind", "session_id", b"session_id", "since", b"since", "until", b"until", "verified", b"verified"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_verified", b"_verified", "agent_id", b"agent_id", "enforcement", b"enforcement", "order_by", b"order_by", "page_size", b"page_size", "page_token", b"page_token", "provider", b"provider", "record_kind", b"record_kind", "session_id", b"session_id", "since", b"since", "until", b"until", "verified", b"verified"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__verified: _TypeAlias = _typing.Literal["verified"]  # noqa: Y015
     _WhichOneofArgType__verified: _TypeAlias = _typing.Literal["_verified", b"_verified"]  # noqa: Y015

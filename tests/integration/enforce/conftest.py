@@ -14,7 +14,11 @@ import pytest
 from smoltbot.core.identity import agent_hash, load_hash_secret
 from smoltbot.core.settings import Settings
 from smoltbot.gateway import RunningGateway, start_gateway
-from tests.integration.observer.conftest import ObserverStack
+from tests.integration.api.conftest import api, stack
+from tests.integration.observer.conftest import ObserverStack, observer_stack
+
+# The Observer tests' and the API tests' fixtures, for the records and API tests here.
+__all__ = ["api", "observer_stack", "stack"]
 from tests.support.anthropic_standin import AnthropicStandin
 
 CREDENTIAL = "sk-ant-api03-enforce-0123456789abcdef"

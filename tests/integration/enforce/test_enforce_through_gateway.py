@@ -85,6 +85,9 @@ async def test_forbidden_allowed_and_escalated_tool_calls_streamed_and_not(
             # The observer checked what the model asked for: the card said deny, the gateway blocked it.
             assert not trace.verification.verified
             assert trace.enforcement.card_id == card and trace.enforcement.mode == "enforce"
+    blocked = await enforce_stack.observer.list_traces(agent_id=enforce_stack.agent_id,
+                                                       enforcement=["blocked"])
+    assert sorted(t.action.name for t in blocked) == ["Bash", "Bash"]
 
 
 async def raw_call(client: httpx.AsyncClient, url: str, stream: bool) -> bytes:
@@ -109,6 +112,10 @@ async def test_an_observe_card_relays_byte_for_byte(enforce_stack: EnforceStack)
     bash = [t for t in traces if t.action.name == "Bash"]
     assert len(bash) == 2 and {t.enforcement.action for t in bash} == {"not_enforced"}
     assert {t.enforcement.mode for t in bash} == {"observe"}
+    # "The card said deny and the call went through": one query.
+    went_through = await enforce_stack.observer.list_traces(
+        agent_id=enforce_stack.agent_id, verified=False, enforcement=["allowed", "nudged", "not_enforced"])
+    assert sorted(t.trace_id for t in went_through) == sorted(t.trace_id for t in bash)
 
 
 async def test_a_new_card_applies_to_the_next_call_within_a_second(enforce_stack: EnforceStack) -> None:
@@ -145,3 +152,38 @@ async def test_nudge_lets_the_call_through_and_tells_the_model_on_the_next_reque
     traces = await enforce_stack.observer.wait_for_traces(3, agent_id=enforce_stack.agent_id, timeout=30)
     (bash,) = [t for t in traces if t.action.name == "Bash"]
     assert (bash.enforcement.action, bash.enforcement.verdict) == ("nudged", "deny")
+
+
+async def metric(enforce_stack: EnforceStack, name: str) -> float:
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(enforce_stack.gateway.base_url + "/metrics")).text
+    return sum(float(line.rpartition(" ")[2]) for line in text.splitlines() if line.startswith(name + " ")
+               or line.startswith(name + "{"))
+
+
+@pytest.mark.parametrize("policy", ["allow", "block"])
+async def test_when_the_card_cannot_be_read_its_fail_policy_decides_logged_and_counted(
+        enforce_stack: EnforceStack, policy: str, caplog: pytest.LogCaptureFixture) -> None:
+    card = json.loads(ENFORCE)
+    card["extensions"] = {"smoltbot": {"enforcement": {"fail_policy": policy}}}
+    await enforce_stack.put_card(json.dumps(card))
+    async with enforce_stack.client() as client:
+        blocked = await call(client, [BASH], stream=False, text="while the registry is up")
+        assert blocked.content[-1].type == "text"
+        await enforce_stack.observer.stop_registry()
+        before = await metric(enforce_stack, "smoltbot_gateway_enforcement_card_unavailable_total")
+        answer = await call(client, [BASH], stream=True, text="while the registry is down")
+    assert await metric(enforce_stack, "smoltbot_gateway_enforcement_card_unavailable_total") == before + 1
+    assert "the card could not be read" in caplog.text
+    if policy == "allow":
+        assert answer.content[-1].type == "tool_use" and answer.stop_reason == "tool_use"
+    else:
+        assert answer.content[-1].type == "text" and "could not be read" in answer.content[-1].text
+    await enforce_stack.observer.start_registry()
+    traces = await enforce_stack.observer.wait_for_traces(3, agent_id=enforce_stack.agent_id, timeout=30)
+    (down,) = [t for t in traces if t.action.name == "Bash" and t.observation.streamed]
+    if policy == "allow":
+        assert (down.enforcement.mode, down.enforcement.action) == ("unknown", "not_enforced")
+        assert "could not be read" in down.enforcement.reason
+    else:
+        assert (down.enforcement.action, down.enforcement.verdict) == ("blocked", "deny")
