@@ -70,6 +70,9 @@ class AlertFeed:
         wanted += await self._trace_events(traces_since, by_agent)
         wanted += await self._drift_events(drift_since, by_agent)
         wanted += await self._failure_rate_events(now, by_agent)
+        # A delivery is queued after its event was stored, so this holds every one of the
+        # events read above that is already queued (bar failure-rate windows, which are few).
+        queued = await self.store.queued_since(min(traces_since, drift_since))
         deliveries = [
             NewDelivery(
                 delivery_id_for(subscription.subscription_id, event.event_key),
@@ -81,6 +84,9 @@ class AlertFeed:
                 event.to_json(),
             )
             for subscription, event in wanted
+            # Re-reading the settle window finds mostly what was queued already: leave those
+            # out here rather than have the insert ignore them (the insert still would).
+            if (subscription.subscription_id, event.event_key) not in queued
         ]
         return await self.store.enqueue(deliveries, positions)
 

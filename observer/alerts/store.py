@@ -278,6 +278,15 @@ class AlertStore:
                     )
         return added
 
+    async def queued_since(self, since: datetime) -> set[tuple[str, str]]:
+        """(subscription_id, event_key) of the deliveries queued at or after `since`: what a feed
+        pass reading events stored since then need not queue again."""
+        query = sa.select(alert_deliveries.c.subscription_id, alert_deliveries.c.event_key).where(
+            alert_deliveries.c.created_at >= since
+        )
+        async with self.db.read() as conn:
+            return {(row.subscription_id, row.event_key) for row in await conn.execute(query)}
+
     async def violations_since(self, since: datetime, agent_ids: Iterable[str]) -> list[ViolationRow]:
         """Violations of decision traces stored at or after `since`, of these agents."""
         found: list[ViolationRow] = []
