@@ -137,6 +137,7 @@ def _observer_cases(agent_id: str) -> dict[str, list[tuple[Any, str]]]:
             (pb.ListTracesRequest(since=FAR), "since"),
             (pb.ListTracesRequest(agent_id=HUGE), "agent_id"),
             (pb.ListTracesRequest(session_id=HUGE), "session_id"),
+            (pb.ListTracesRequest(provider="mistral"), "provider"),
         ],
         "GetTrace": [
             (pb.GetTraceRequest(trace_id=""), "trace_id"),
