@@ -232,7 +232,7 @@ class Settings(BaseSettings):
         "webhook sender, when nothing wakes them sooner.",
     )
     alert_settle_seconds: float = Field(
-        default=300.0, ge=0,
+        default=120.0, ge=0,
         description="Each feed pass reads events again this far back from where the last one stopped, so "
         "an event committed late (a long transaction, clock skew between observers) is not missed.",
     )

@@ -74,6 +74,9 @@ class AlertWorker:
                 logger.exception("the alert feed failed; it runs again in %gs", self.interval)
             await self.refresh()
             await self._prune_hourly()
+            # Under load the processor writes results all the time: a pass re-reads the settle
+            # window, so passes are at least a quarter of the interval apart.
+            await asyncio.sleep(self.interval / 4)
             await self._wait(self._feed_wanted)
 
     async def _send_loop(self) -> None:
