@@ -351,10 +351,30 @@ def _table(results: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+NOTES = """What makes these reads independent of the table size: every list is a keyset page over an
+index that matches its filter and order (`ix_traces_timestamp`, `ix_traces_agent_timestamp`,
+`ix_traces_kind_timestamp`, `ix_traces_session_timestamp`, `ix_exchange_usage_session`); the
+integrity's all-time sums come from per-agent counters (`observer/integrity_counters.py`) plus
+the traces created since their mark, its recent window and timeline from bounded index ranges.
+Retention deletes per agent in batches of 500 rows, each its own short transaction under the
+retention lock, so intake waits for one batch at most.
+
+PostgreSQL partitioning by time was not done. A partitioned table needs the partition key
+(`timestamp`) in every unique constraint: `traces` is unique on `trace_id` (the idempotency of
+stored results, `ON CONFLICT (trace_id)`) and on `(exchange_id, decision_index)`, and
+`trace_violations` and `drift_pending` reference `traces.trace_id` with cascading foreign
+keys; all of that would have to go, and converting a live table means copying every row under
+a lock while the migration runs at service start. It would also help less than the issue
+hopes: retention periods are per agent (each card's `retention_days`), so a monthly partition
+can be dropped only once every agent's period has passed it, and the rows of agents with
+shorter periods are deleted row by row all the same. What is done instead is above: indexes,
+counters and batched deletes; the figures show how far that carries."""
+
+
 def write_docs(results: list[dict[str, Any]], command: str) -> None:
     body = [SECTION, "", f"`{command}` ({datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores shared with "
             "other work; in-process Registry, Observer and API, the API through httpx's ASGI transport).", "",
-            *_table(results)]
+            *_table(results), NOTES]
     text = DOCS.read_text()
     pattern = re.compile(rf"{re.escape(SECTION)}\n.*?(?=\n## |\Z)", re.S)
     section = "\n".join(body).rstrip() + "\n"

@@ -6,6 +6,7 @@ deleted text is in neither the database file nor its WAL."""
 from __future__ import annotations
 
 import secrets
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +59,6 @@ async def _failed_exchange_with_payload(stack: Stack, agent_id: str, agent_hash:
     """A failed exchange keeps its raw payload (for an operator): the deletion must take it too."""
     db = open_database(stack.settings.effective_database_url)
     try:
-        from datetime import UTC, datetime
-
         now = datetime.now(UTC)
         exchange_id = secrets.token_hex(16)
         async with db.begin() as conn:
@@ -87,8 +86,8 @@ async def test_the_owner_deletes_everything_of_the_agent(api: httpx.AsyncClient,
     other = await seed_agent(api, stack, session="sess-api-other")
     owner_hash = hash_of(stack, owner.credential)
     marker = f"MARKER-{secrets.token_hex(8)}"
-    await ingest(stack, make_exchange(stack, owner.credential, anthropic_response(
-        text=f"Reading {marker}.", tool=("read_file", {"path": f"/srv/{marker}.txt"})), agent_id=owner.agent_id))
+    reply = anthropic_response(text=f"Reading {marker}.", tool=("read_file", {"path": f"/srv/{marker}.txt"}))
+    await ingest(stack, make_exchange(stack, owner.credential, reply, agent_id=owner.agent_id))
     await wait_for_traces(api, owner.agent_id, 4)
     await _failed_exchange_with_payload(stack, owner.agent_id, owner_hash, marker)
     claimed = await api.post(f"/v1/agents/{owner.agent_id}/claim", json={"email": "me@example.com"},
