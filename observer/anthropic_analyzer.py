@@ -168,7 +168,8 @@ def _prompt(extraction: Extraction, decisions: list[Decision], index: int, card:
     lines = []
     declared = (card.get("values") or {}).get("declared") or []
     lines.append("Card's declared values: " + (", ".join(declared) if declared else "(none)"))
-    lines.append(f"Model: {extraction.model or 'unknown'}; stop_reason: {extraction.stop_reason or 'none'}")
+    lines.append(f"Model: {extraction.model or 'unknown'} ({extraction.provider}); "
+                 f"stop_reason: {extraction.stop_reason or 'none'}")
     lines.append(f"Decisions of this turn ({len(decisions)}), in order:")
     for i, decision in enumerate(decisions):
         if decision.tool_call is not None:
@@ -182,8 +183,12 @@ def _prompt(extraction: Extraction, decisions: list[Decision], index: int, card:
             lines.append(f"{i}. reply to the user")
     reasoning = redact_text(_window(extraction.reasoning_text, _MAX_REASONING_CHARS))
     lines.append("Visible reasoning:\n" + (reasoning if reasoning.strip() else "(none visible)"))
+    if extraction.summary_only:
+        lines.append("(The visible reasoning is the provider's summary of its reasoning, not the reasoning "
+                     "itself: say so when you rely on it.)")
     if extraction.redacted_blocks:
-        lines.append(f"({extraction.redacted_blocks} reasoning block(s) were redacted by the provider.)")
+        lines.append(f"({extraction.redacted_blocks} reasoning block(s) were redacted or encrypted by the "
+                     "provider.)")
     if extraction.final_text:
         lines.append("Reply text:\n" + redact_text(_window(extraction.final_text, _MAX_TEXT_CHARS)))
     lines.append(f"Analyse decision {index} only.")

@@ -213,3 +213,17 @@ def _traces(ex: Extraction, outcome: str = "complete") -> list[dict[str, Any]]:
                         analyses=None, exchange_started_at=now, exchange_ended_at=now, observed_at=now,
                         conversation_turn=None, store_reasoning="full", analyzer_name="local",
                         outcome=outcome, http_status=ex.http_status, environment={})
+
+
+def test_the_model_analyzer_is_told_when_the_reasoning_is_only_a_summary() -> None:
+    from smoltbot.observer.anthropic_analyzer import _prompt
+
+    payload = {"model": "gpt-5.1", "input": "go", "tools": TOOLS, "reasoning": {"summary": "auto"}}
+    response = responses_object(_plan("reasoning_tool_calls", payload), payload)
+    ex = _read("openai", RESPONSES, payload, response)
+    prompt = _prompt(ex, ex.decisions(), 0, {})
+    assert "provider's summary of its reasoning" in prompt and "(openai)" in prompt
+    anthropic = _read("anthropic", "/v1/messages", {"model": "claude"}, {
+        "type": "message", "content": [{"type": "thinking", "thinking": "Plan.", "signature": "s"},
+                                       {"type": "text", "text": "Done."}], "stop_reason": "end_turn"})
+    assert "summary" not in _prompt(anthropic, anthropic.decisions(), 0, {})
