@@ -17,6 +17,9 @@ Behaviour is chosen per request, by header or by a marker in the last user messa
   with ``x-standin-encoding: gzip, br`` (applied in that order; ``deflate`` too; an unknown name
   labels the body without encoding it).
 * Scenario ``echo``: the last user message said back, in 3-character deltas.
+* ``x-standin-tool-name: NAME`` (and ``x-standin-tool-input: JSON object``): the tool scenarios
+  call that tool with that input instead of the request's first tool (an agent's own tool, such
+  as Claude Code's ``Bash``, set through the agent's custom headers).
 * Scenario ``tiny_deltas``: a text answer of ``x-standin-deltas: N`` (default 1,000,000)
   one-character deltas, the letters ``a``..``j`` in turn; streamed in writes of 1,000 events.
 
@@ -270,7 +273,8 @@ def _tool_choices(payload: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     return choices or [("get_weather", {"location": "Paris"})]
 
 
-def _build_reply(scenario: str, seed: _Seed, payload: dict[str, Any]) -> _Reply:
+def _build_reply(scenario: str, seed: _Seed, payload: dict[str, Any],
+                 tool: tuple[str, dict[str, Any]] | None = None) -> _Reply:
     fp = seed.fingerprint
     answer = ["Hello!", " This is the", " Anthropic stand-in", f" answering request {fp}."]
     if scenario in ("text", "default", "late_usage", "no_message_stop", "mid_stream_error", "drop"):
@@ -298,7 +302,7 @@ def _build_reply(scenario: str, seed: _Seed, payload: dict[str, Any]) -> _Reply:
         return _Reply(
             [_text_block(["I can't", " help with that."])], stop_reason="refusal", stop_details=details
         )
-    tools = _tool_choices(payload)
+    tools = [tool] if tool is not None else _tool_choices(payload)
     if scenario in ("tool_use", "thinking_tool_use", "truncated_json"):
         name, tool_input = tools[0]
         blocks = [_text_block(["I'll use", f" the {name} tool."])]
@@ -549,6 +553,19 @@ def _options(headers: CIMultiDictProxy[str], body: bytes, payload: dict[str, Any
                 400, "invalid_request_error", f"x-standin-delay-ms must be an integer, got {delay!r}"
             ) from None
     return options
+
+
+def _named_tool(headers: CIMultiDictProxy[str]) -> tuple[str, dict[str, Any]] | None:
+    name = headers.get("x-standin-tool-name")
+    if not name:
+        return None
+    try:
+        tool_input = json.loads(headers.get("x-standin-tool-input") or "{}")
+    except ValueError:
+        raise _HttpError(400, "invalid_request_error", "x-standin-tool-input must be a JSON object") from None
+    if not isinstance(tool_input, dict):
+        raise _HttpError(400, "invalid_request_error", "x-standin-tool-input must be a JSON object")
+    return name, tool_input
 
 
 def _parse_json(body: bytes, required: tuple[str, ...]) -> dict[str, Any]:
@@ -803,7 +820,7 @@ class AnthropicStandin:
             text = _tiny_text(tiny)
             reply = _Reply([_Block({"type": "text", "text": ""}, [], {"type": "text", "text": text})])
         else:
-            reply = _build_reply(scenario, seed, payload)
+            reply = _build_reply(scenario, seed, payload, _named_tool(request.headers))
         encoder = _reply_encoder(request.headers)
         message = _final_message(reply, "msg_01" + seed.token("message"), model, _input_tokens(canonical))
         if payload.get("stream") is True:
