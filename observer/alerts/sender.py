@@ -100,7 +100,8 @@ class WebhookSender:
         self.max_attempts = settings.webhook_max_attempts
         self.backoff_base = settings.webhook_backoff_base
         self.backoff_max = settings.webhook_backoff_max
-        self.dashboard_url = settings.effective_public_api_url
+        # Only an operator-set public URL: the loopback default means nothing in a Slack channel.
+        self.dashboard_url = settings.public_api_url
         #: Long enough to outlast any attempt, so a live sender never loses its lease mid-send.
         self.lease_seconds = self.timeout + 30.0
         self.stats = DeliveryStats()
