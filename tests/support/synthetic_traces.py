@@ -24,10 +24,11 @@ from smoltbot.observer.tables import (
     traces,
 )
 
-__all__ = ["TABLES", "bulk_insert", "exchange_rows"]
+__all__ = ["TABLES", "bulk_insert", "exchange_rows", "merge"]
 
 #: Insert order (parents before the rows that reference them).
-TABLES = (exchanges, exchange_payloads, traces, trace_violations, drift_pending, exchange_usage, tool_executions)
+TABLES = (exchanges, exchange_payloads, traces, trace_violations, drift_pending, exchange_usage,
+          tool_executions)
 
 
 def _trace(trace_id: str, agent_id: str, session_id: str, at: datetime, index: int, violated: bool) -> str:
