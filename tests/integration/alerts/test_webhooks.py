@@ -12,6 +12,7 @@ from datetime import UTC, datetime, timedelta
 import grpc
 import pytest
 
+from smoltbot.core.errors import error_info_of
 from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.settings import Settings
 from smoltbot.core.tls import TlsConfig
@@ -388,3 +389,32 @@ async def test_drift_and_a_failure_rate_over_the_threshold_are_sent_once_each(
     metrics = (await stack.observer.components.metrics.render()).decode()
     assert "smoltbot_webhook_delivered_total 2.0" in metrics
     assert 'smoltbot_webhook_outbox{state="delivered"}' in metrics
+
+
+async def test_an_agent_has_at_most_twenty_subscriptions(stack: ObserverStack, receiver: Receiver) -> None:
+    agent_id, agent_hash = await stack.agent()
+    async with Alerts(stack) as alerts:
+        for n in range(20):
+            await alerts.CreateAlertSubscription(
+                apb.CreateAlertSubscriptionRequest(
+                    agent_id=agent_id, agent_hash=agent_hash, url=f"{receiver.url}/{n}", events=["drift"]
+                )
+            )
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await alerts.CreateAlertSubscription(
+                apb.CreateAlertSubscriptionRequest(
+                    agent_id=agent_id, agent_hash=agent_hash, url=receiver.url, events=["drift"]
+                )
+            )
+        assert refused.value.code() is grpc.StatusCode.INVALID_ARGUMENT
+        assert error_info_of(refused.value).reason == "TOO_MANY_SUBSCRIPTIONS"  # type: ignore[union-attr]
+        listed = await alerts.ListAlertSubscriptions(
+            apb.ListAlertSubscriptionsRequest(agent_id=agent_id, page_size=15)
+        )
+        assert len(listed.subscriptions) == 15 and listed.next_page_token
+        rest = await alerts.ListAlertSubscriptions(
+            apb.ListAlertSubscriptionsRequest(
+                agent_id=agent_id, page_size=15, page_token=listed.next_page_token
+            )
+        )
+        assert len(rest.subscriptions) == 5 and not rest.next_page_token
