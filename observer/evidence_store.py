@@ -2,14 +2,18 @@
 evidence stage around it.
 
 Ordering, defined: an exchange's resent history is checked against the turns its session relayed
-in calls that *ended before this call started* (`relayed_at < started_at`). Rows are written once
-per exchange and never updated, so the answer does not depend on which worker or observer
-processes what first, provided the earlier exchanges are recorded by then. When one is not (still
-pending, or being processed elsewhere), the exchange waits: it goes back to the queue with its
-attempt refunded, for at most `evidence_wait_seconds` after its call started; after that it is
+in calls that *started before this call started* (by the gateway's clock). Not "ended before": the
+gateway stamps a call's end after the last byte went out, and a client may send its next call in
+between; a call that overlapped this one cannot be in its history anyway, so counting it changes
+nothing for an honest client. Rows are written once per exchange and never updated, so the answer
+does not depend on which worker or observer processes what first, provided the earlier exchanges
+are recorded by then. When one may not be (a call of the session that ended before this one ended
+is still pending, or being processed elsewhere), the exchange waits: it goes back to the queue with
+its attempt refunded, for at most `evidence_wait_seconds` after its call started; after that it is
 checked with what there is and its check names the calls that were missing. Exchanges of one
 session in the same batch are computed in start order, each seeing the rows of those before it
-(`rows_for` in the worker: `pipeline.compute_many`).
+(`pipeline.compute_many`). An exchange the observer has not received yet (a gateway still spooling
+it) cannot be waited for: its turn is then missing from the checks that ran without it.
 
 Rows hold digests and finding descriptions only: never content.
 """
@@ -45,7 +49,8 @@ _h = evidence_history.c
 @dataclass(frozen=True)
 class LedgerRow:
     exchange_id: str
-    relayed_at: datetime
+    #: When the call that relayed the turn started: the ledger's order.
+    started_at: datetime
     state: dict[str, Any]
 
 
@@ -99,8 +104,8 @@ def evidence_for(given: EvidenceJob, *, exchange_id: str, agent_id: str, api: st
     calls the checks do not read (not the Messages API, or a request that is not a JSON object)."""
     if api != API_ANTHROPIC_MESSAGES:
         return None
-    before = tuple(row.state for row in sorted(given.rows, key=lambda r: (r.relayed_at, r.exchange_id))
-                   if row.relayed_at < given.started_at)
+    before = tuple(row.state for row in sorted(given.rows, key=lambda r: (r.started_at, r.exchange_id))
+                   if row.started_at < given.started_at)
     found = evaluate(request_body, response_body, card,
                      EvidenceInput(given.key, before, session=bool(given.session_id), notes=given.notes))
     if found is None:
@@ -129,8 +134,8 @@ class EvidenceStore:
 
     async def rows_before(self, wanted: Sequence[tuple[str, str, datetime]]
                           ) -> dict[tuple[str, str], list[LedgerRow]]:
-        """Per (agent, session): ledger rows relayed before the latest of the given call starts, in
-        relay order (the worker keeps those before each call's own start)."""
+        """Per (agent, session): ledger rows of calls started before the latest of the given call
+        starts, in start order (the worker keeps those before each call's own start)."""
         latest: dict[tuple[str, str], datetime] = {}
         for agent_id, session_id, started_at in wanted:
             key = (agent_id, session_id)
@@ -141,15 +146,14 @@ class EvidenceStore:
         async with self.db.read() as conn:
             for (agent_id, session_id), until in latest.items():
                 rows = (await conn.execute(
-                    sa.select(_h.exchange_id, _h.relayed_at,
-                              _h.ledger_json)
+                    sa.select(_h.exchange_id, _h.started_at, _h.ledger_json)
                     .where(_h.agent_id == agent_id, _h.session_id == session_id,
-                           _h.relayed_at < until)
-                    .order_by(_h.relayed_at.desc(), _h.exchange_id.desc())
+                           _h.started_at < until)
+                    .order_by(_h.started_at.desc(), _h.exchange_id.desc())
                     .limit(MAX_LEDGER_ROWS)
                 )).all()
                 found[(agent_id, session_id)] = [
-                    LedgerRow(r.exchange_id, r.relayed_at, json.loads(r.ledger_json)) for r in reversed(rows)]
+                    LedgerRow(r.exchange_id, r.started_at, json.loads(r.ledger_json)) for r in reversed(rows)]
         return found
 
     async def jobs_for(self, calls: Sequence[tuple[str, str, str | None, datetime]]
@@ -159,14 +163,17 @@ class EvidenceStore:
         sessions = sorted({session for _, _, session, _ in calls if session})
         unfinished = await self.unfinished_before(sessions)
         in_batch = {exchange_id for exchange_id, *_ in calls}
+        # When each call of the batch ended (intake's occurred_at; the batch is still unfinished).
+        ended = {other: at for rows in unfinished.values() for at, other in rows if other in in_batch}
         waiting: dict[str, str] = {}
         notes: dict[str, tuple[str, ...]] = {}
         # Start order: a call waits when an earlier call of its session, in this batch, waits.
         for exchange_id, _, session_id, started_at in sorted(calls, key=lambda c: (c[3], c[0])):
             if not session_id:
                 continue
-            earlier = sorted(other for ended, other in unfinished.get(session_id, ())
-                             if ended < started_at and other not in in_batch)
+            until = ended.get(exchange_id, started_at)
+            earlier = sorted(other for at, other in unfinished.get(session_id, ())
+                             if at < until and other not in in_batch)
             earlier += sorted(other for other, _, session, start in calls
                               if session == session_id and start < started_at and other in waiting)
             if not earlier:

@@ -15,7 +15,7 @@ from smoltbot.core.identity import agent_hash, load_hash_secret
 from smoltbot.core.settings import Settings
 from smoltbot.gateway import RunningGateway, start_gateway
 from smoltbot.v1 import trace_pb2
-from tests.integration.observer.conftest import ObserverStack
+from tests.integration.observer.conftest import ObserverStack, observer_stack  # noqa: F401 - shared here
 from tests.support.anthropic_standin import AnthropicStandin
 
 CREDENTIAL = "sk-ant-api03-evidence-0123456789abcdef"
@@ -93,15 +93,15 @@ async def standin() -> AsyncIterator[AnthropicStandin]:
 async def evidence_stack(standin: AnthropicStandin,
                          settings_factory: Callable[..., Settings]) -> AsyncIterator[EvidenceStack]:
     settings = settings_factory(upstream_url=standin.base_url)
-    observer_stack = ObserverStack(settings)
+    stack_parts = ObserverStack(settings)
     gateway = None
     try:
-        await observer_stack.start_registry()
-        observer = await observer_stack.start_observer()
-        gateway = await start_gateway(observer_stack.observer_settings,
-                                      registry_address=f"127.0.0.1:{observer_stack.registry_port}",
+        await stack_parts.start_registry()
+        observer = await stack_parts.start_observer()
+        gateway = await start_gateway(stack_parts.observer_settings,
+                                      registry_address=f"127.0.0.1:{stack_parts.registry_port}",
                                       observer_address=f"127.0.0.1:{observer.port}")
-        stack = EvidenceStack(observer_stack, gateway, standin)
+        stack = EvidenceStack(stack_parts, gateway, standin)
         async with stack.client() as client:  # the agent exists once a call was accepted
             for _attempt in range(20):  # a cold gateway waits for the Registry only briefly
                 raw = await client.messages.with_raw_response.create(
@@ -115,4 +115,4 @@ async def evidence_stack(standin: AnthropicStandin,
     finally:
         if gateway is not None:
             await gateway.stop()
-        await observer_stack.close()
+        await stack_parts.close()

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 from smoltbot.observer.tables import evidence_history
-from tests.integration.observer.conftest import ObserverStack, observer_stack  # noqa: F401 - a fixture
+from tests.integration.observer.conftest import ObserverStack
 from tests.integration.observer.exchanges import make_exchange, message, text, tool_use
 
 pytestmark = pytest.mark.timeout(90)
@@ -47,8 +47,9 @@ async def test_calls_ingested_newest_first_are_each_checked_against_the_turns_be
     # The second reply rewritten in a later call: found whatever the order.
     forged = [*histories[2][:3], {"role": "assistant", "content": [{"type": "text", "text": "Deleted."}]},
               {"role": "user", "content": "Ok."}]
-    exchanges.append(make_exchange(agent_hash, message(text("Fine.")), request=body(forged), agent_id=agent_id,
-                                   session_id="ordered", ended_at=start + timedelta(seconds=7)))
+    later = make_exchange(agent_hash, message(text("Fine.")), request=body(forged), agent_id=agent_id,
+                          session_id="ordered", ended_at=start + timedelta(seconds=7))
+    exchanges.append(later)
 
     await observer_stack.ingest(reversed(exchanges))
     ids = [e.exchange_id for e in exchanges]

@@ -3,8 +3,8 @@ result of checking the history the call resent (core/evidence, observer/evidence
 
 One row per exchange, written with its traces and never updated: exchanges of one session may be
 processed out of order, by several workers or observers, and a check reads the rows of the calls
-that ended before its own call started (`relayed_at` < its `started_at`), so it needs no lock and
-gives the same answer whatever the processing order. Digests only: never content.
+that started before its own (`started_at`, indexed per session), so it needs no lock and gives the
+same answer whatever the processing order. Digests only: never content.
 
 Revision ID: 0009
 Revises: 0008
@@ -37,7 +37,7 @@ def upgrade() -> None:
         sa.Column("check_json", sa.Text(), nullable=False),
     )
     op.create_index("ix_evidence_history_session", "evidence_history",
-                    ["agent_id", "session_id", "relayed_at"])
+                    ["agent_id", "session_id", "started_at"])
 
 
 def downgrade() -> None:
