@@ -10,7 +10,9 @@ violation for one in seven, usage row: `tests/support/synthetic_traces.py`) spre
 the last 360 days, written by a bulk loader (sqlite3 `executemany` / asyncpg `COPY`), then
 ANALYZE and one roll-up of the integrity counters, as the retention pass leaves them.
 
-Reads, p50/p95 over `--samples` requests each, a random agent each time: the agent page
+Reads, p50/p95 over `--samples` requests each, a random agent each time, in `--rounds` rounds
+that alternate between the sizes (all loaded and served at once, so the machine's other load
+weighs on each alike): the agent page
 (`GET /agents/{id}`, every backend call the dashboard makes), `GET /v1/traces?limit=50` (first
 page), the page after 20 pages by cursor, `GET /v1/integrity/{id}`, a session
 (`GET /v1/sessions/{id}?agent_id=`).
@@ -147,7 +149,7 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def _timed(client: httpx.AsyncClient, paths: list[str]) -> tuple[float, float]:
+async def _timed(client: httpx.AsyncClient, paths: list[str]) -> list[float]:
     times = []
     for path in paths:
         started = time.perf_counter()
@@ -155,7 +157,7 @@ async def _timed(client: httpx.AsyncClient, paths: list[str]) -> tuple[float, fl
         times.append((time.perf_counter() - started) * 1000)
         if response.status_code != 200:
             raise SystemExit(f"{path}: HTTP {response.status_code} {response.text[:300]}")
-    return _pct(times, 0.5), _pct(times, 0.95)
+    return times
 
 
 class Stack:
@@ -200,10 +202,10 @@ async def _agents(stack: Stack, count: int) -> list[tuple[str, str]]:
 
 
 async def measure_reads(stack: Stack, agents: list[tuple[str, str]], size: int, samples: int,
-                        rng: random.Random) -> dict[str, tuple[float, float]]:
+                        rng: random.Random) -> dict[str, list[float]]:
     app = create_app(stack.settings, registry_address=stack.registry_address,
                      observer_address=stack.observer_address)
-    figures: dict[str, tuple[float, float]] = {}
+    figures: dict[str, list[float]] = {}
     async with app.router.lifespan_context(app), httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://api.test", timeout=120) as client:
             def some(count: int) -> list[str]:
@@ -285,8 +287,7 @@ async def measure_retention(stack: Stack, agents: list[tuple[str, str]], rate: f
             "batches": len(report.batches), "during": during, "without": without}
 
 
-async def run(backend: str, size: int, agents_count: int, samples: int, retention: bool, rate: float,
-              postgres: Any) -> dict[str, Any]:
+async def _setup(backend: str, size: int, agents_count: int, postgres: Any) -> dict[str, Any]:
     home = Path(tempfile.mkdtemp(prefix="smoltbot-scale-"))
     url = (await asyncio.to_thread(postgres.create_database, f"scale_{size}_{secrets.token_hex(3)}")
            if backend == "postgresql" else f"sqlite:///{home / 'smoltbot.db'}")
@@ -295,26 +296,52 @@ async def run(backend: str, size: int, agents_count: int, samples: int, retentio
                              retention_interval=10**9)
     stack = Stack(settings)
     await stack.start()
+    now = datetime.now(UTC)
+    agents = await _agents(stack, agents_count)
+    load_seconds = await bulk_load(url, agents, size, now)
+    store = RetentionStore(open_database(url))
+    started = time.perf_counter()
+    for agent_id, _ in agents:
+        await store.roll_up(agent_id, now - timedelta(minutes=10))
+    roll_up_seconds = time.perf_counter() - started
+    await store.db.close()
+    print(f"{backend} {size:,}: loaded in {load_seconds:.0f} s, counters rolled up in "
+          f"{roll_up_seconds:.1f} s", flush=True)
+    return {"backend": backend, "size": size, "load_seconds": load_seconds,
+            "roll_up_seconds": roll_up_seconds, "stack": stack, "agents": agents, "home": home}
+
+
+async def run(backend: str, sizes: list[int], agents_count: int, samples: int, rate: float, rounds: int,
+              postgres: Any) -> list[dict[str, Any]]:
+    """Every size loaded and served at once; reads measured in interleaved rounds (the machine's
+    load then weighs on every size alike); retention on the largest."""
+    setups: list[dict[str, Any]] = []
     try:
-        now = datetime.now(UTC)
-        agents = await _agents(stack, agents_count)
-        load_seconds = await bulk_load(url, agents, size, now)
-        store = RetentionStore(open_database(url))
-        started = time.perf_counter()
-        for agent_id, _ in agents:
-            await store.roll_up(agent_id, now - timedelta(minutes=10))
-        roll_up_seconds = time.perf_counter() - started
-        await store.db.close()
-        result: dict[str, Any] = {"backend": backend, "size": size, "load_seconds": load_seconds,
-                                  "roll_up_seconds": roll_up_seconds}
-        result["reads"] = await measure_reads(stack, agents, size, samples, random.Random(size))
-        if retention:
-            result["retention"] = await measure_retention(stack, agents, rate)
-        print(json.dumps(result), flush=True)
-        return result
+        for size in sizes:
+            setups.append(await _setup(backend, size, agents_count, postgres))
+        raw: list[dict[str, list[float]]] = [{} for _ in setups]
+        for round_number in range(rounds):
+            for index, setup in enumerate(setups):
+                figures = await measure_reads(setup["stack"], setup["agents"], setup["size"],
+                                              max(1, samples // rounds),
+                                              random.Random(round_number * 1000 + index))
+                for name, times in figures.items():
+                    raw[index].setdefault(name, []).extend(times)
+        results = []
+        for setup, times in zip(setups, raw, strict=True):
+            result = {key: setup[key] for key in ("backend", "size", "load_seconds", "roll_up_seconds")}
+            result["reads"] = {name: (_pct(values, 0.5), _pct(values, 0.95))
+                               for name, values in times.items()}
+            results.append(result)
+        largest = setups[-1]
+        results[-1]["retention"] = await measure_retention(largest["stack"], largest["agents"], rate)
+        for result in results:
+            print(json.dumps(result), flush=True)
+        return results
     finally:
-        await stack.stop()
-        shutil.rmtree(home, ignore_errors=True)
+        for setup in setups:
+            await setup["stack"].stop()
+            shutil.rmtree(setup["home"], ignore_errors=True)
 
 
 def _table(results: list[dict[str, Any]]) -> list[str]:
@@ -391,6 +418,7 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=200)
     parser.add_argument("--rate", type=float, default=100.0,
                         help="intake offered during the retention run (/s)")
+    parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds of reads over the sizes")
     parser.add_argument("--no-docs", action="store_true")
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
@@ -403,9 +431,8 @@ def main() -> None:
 
                 postgres = Postgres()
                 postgres.start()
-            for size in sizes:
-                results.append(asyncio.run(run(backend, size, args.agents, args.samples, size == max(sizes),
-                                               args.rate, postgres)))
+            results.extend(asyncio.run(run(backend, sorted(sizes), args.agents, args.samples, args.rate,
+                                           args.rounds, postgres)))
     finally:
         if postgres is not None:
             postgres.stop()
