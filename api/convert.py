@@ -124,6 +124,8 @@ def integrity_out(score: trace_pb2.IntegrityScore) -> Integrity:
             for point in score.timeline
         ],
         open_drift_alerts=score.open_drift_alerts,
+        history_sessions_checked=score.history_sessions_checked,
+        history_sessions_intact=score.history_sessions_intact,
     )
 
 

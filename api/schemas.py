@@ -281,6 +281,78 @@ class TraceEnforcement(BaseModel):
     card_id: str = Field(default="", description="The card the gateway enforced (empty when none was read).")
 
 
+class HistoryFinding(BaseModel):
+    kind: str = Field(description="unrelayed_turn | edited_turn | unrequested_tool_call | orphan_tool_result "
+                                  "| edited_tool_result | out_of_order_turn")
+    message_index: int = Field(description="Index in the request's `messages`.")
+    description: str
+    block_index: int | None = None
+    tool_use_id: str = ""
+    turn_seq: int | None = Field(default=None, description="The ledger's number of the relayed turn.")
+
+
+class HistoryRewrite(BaseModel):
+    kind: str = Field(description="compaction | context_edit | thinking_dropped | truncated_front | "
+                                  "first_message_changed: changes a client may make, recorded, not flagged.")
+    message_index: int
+    description: str
+
+
+class HistoryCheck(BaseModel):
+    """The call's resent history checked against the turns the gateway relayed in its session."""
+
+    status: str = Field(description="intact | diverged | unchecked (no session).")
+    assistant_turns: int = 0
+    verified_turns: int = Field(default=0, description="Assistant turns that match a relayed turn.")
+    ledger_turns: int = Field(default=0, description="Turns relayed in the session before this call.")
+    diverged_at: int | None = Field(default=None, description="First message index that did not happen.")
+    findings: list[HistoryFinding] = []
+    rewrites: list[HistoryRewrite] = []
+    notes: list[str] = []
+
+
+class ArgumentProvenance(BaseModel):
+    path: str = Field(description="The argument's path in the tool input.")
+    origin: str = Field(description="user | system | card | tool_result | model (found nowhere earlier).")
+    value_chars: int = 0
+    matched_chars: int = 0
+    message_index: int | None = None
+    tool_use_id: str = Field(default="", description="For a tool_result origin: which call's result.")
+    tool_name: str = ""
+    excerpt: str = ""
+    untrusted: bool = False
+    also: list[str] = []
+
+
+class InjectionFlag(BaseModel):
+    """An argument built from an untrusted tool's result that no user, system or card text holds."""
+
+    path: str
+    matched: str
+    source_tool_use_id: str = ""
+    source_tool_name: str = ""
+    source_message_index: int | None = None
+    excerpt: str = ""
+
+
+class SayDoFinding(BaseModel):
+    promise: str
+    said: str
+    tool_use_id: str = ""
+    tool_name: str = ""
+    actions: list[str] = []
+
+
+class TraceEvidence(BaseModel):
+    """History integrity and argument provenance (docs/evidence.md)."""
+
+    history: HistoryCheck | None = None
+    arguments: list[ArgumentProvenance] = []
+    injection_flags: list[InjectionFlag] = []
+    say_do: list[SayDoFinding] = []
+    notes: list[str] = []
+
+
 class Trace(BaseModel):
     """An AP-Trace (Agent Alignment Protocol 2.0.0) plus smoltbot's `verification` and `observation`."""
 
@@ -295,6 +367,7 @@ class Trace(BaseModel):
     verification: Verification | None = None
     observation: TraceObservation | None = None
     enforcement: TraceEnforcement | None = None
+    evidence: TraceEvidence | None = None
 
 
 class TraceList(BaseModel):
@@ -354,6 +427,11 @@ class Integrity(BaseModel):
         "so `all_time` covers the traces since then; null while nothing was deleted.")
     retention_deleted_traces: int = Field(default=0,
                                           description="Traces of the agent retention deleted so far.")
+    history_sessions_checked: int = Field(default=0, description=(
+        "Sessions whose resent history was checked against the turns the gateway relayed "
+        "(docs/evidence.md)."))
+    history_sessions_intact: int = Field(default=0, description=(
+        "Of those, sessions in which every check came out intact (rewrites a client may make allowed)."))
 
 
 class DriftAlert(BaseModel):

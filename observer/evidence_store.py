@@ -128,7 +128,15 @@ class EvidenceStore:
         self.db = db
         self.enabled = settings.evidence_enabled
         self.wait = timedelta(seconds=settings.evidence_wait_seconds)
-        self.key = ledger_key(load_hash_secret(settings.home, settings.hash_secret)) if self.enabled else b""
+        self._settings = settings
+        self._key: bytes | None = None
+
+    @property
+    def key(self) -> bytes:
+        """The ledger's key (read once, when the first check needs it; reads never do)."""
+        if self._key is None:
+            self._key = ledger_key(load_hash_secret(self._settings.home, self._settings.hash_secret))
+        return self._key
 
     # -- the processor's stage ---------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from smoltbot.core.ids import validate_agent_hash, validate_tool_use_id, validat
 from smoltbot.core.pagination import decode_page_token, next_page, page_size
 from smoltbot.core.settings import Settings
 from smoltbot.observer.enforcement import ENFORCEMENT_ACTIONS
+from smoltbot.observer.evidence_store import EvidenceStore
 from smoltbot.observer.integrity import Integrity
 from smoltbot.observer.providers import PROVIDERS
 from smoltbot.observer.record_kinds import TRACE_KINDS
@@ -63,6 +64,11 @@ class Queries:
             raise InvalidArgument("until", "must not be before since")
         total, groups = await self.usage.agent_usage(agent_id, since, until, group_by)
         return total, groups, group_by
+
+    async def history_sessions(self, agent_id: str) -> tuple[int, int]:
+        """(sessions whose history was checked, sessions whose history checks out): docs/evidence.md."""
+        validate_agent_id(agent_id, required=True)
+        return await EvidenceStore(self.store.db, self.settings).agent_sessions(agent_id)
 
     async def session_usage(self, agent_id: str, session_id: str) -> SessionUsage:
         validate_agent_id(agent_id)

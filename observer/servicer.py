@@ -180,6 +180,9 @@ class ObserverServicer(observer_service_pb2_grpc.ObserverServiceServicer):
         integrity = await self._queries.integrity(request.agent_id)
         response = pb.GetIntegrityResponse(integrity=integrity_to_proto(integrity),
                                            retention_deleted_traces=integrity.retention_deleted_traces)
+        checked, intact = await self._queries.history_sessions(request.agent_id)
+        response.integrity.history_sessions_checked = checked
+        response.integrity.history_sessions_intact = intact
         if integrity.retained_since is not None:
             response.retained_since.CopyFrom(to_timestamp(integrity.retained_since))
         return response
