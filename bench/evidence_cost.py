@@ -1,112 +1,140 @@
-"""Cost of the evidence checks per exchange on a long Claude Code-shaped session.
+"""What the evidence checks (history integrity, provenance, say/do) cost the observer, same run.
 
-    .venv/bin/python bench/evidence_cost.py [--exchanges 200] [--result-kb 4]
+    python bench/evidence_cost.py [--sessions 4] [--turns 40] [--rounds 5] [--file-kb 8]
 
-Each exchange resends the whole history (as agents do): a thinking + text + Bash/Read/WebFetch turn
-and a tool result of `--result-kb` KiB. For the last exchanges of sessions of N and 4*N exchanges it
-prints the time of the history check (`HistoryLedger.check` + `record`), of provenance
-(`collect_sources` + `trace_tool_calls` + `say_do_findings`), and, as the same-run baseline, of
-`json.loads` of the request body, which the observer pays anyway. Linear work shows as a flat ratio
-to that baseline from N to 4*N. Also the ledger's state size per relayed turn.
+The observer's per-exchange CPU work is `pipeline.compute` (decode, extract, analyse, build and
+verify the traces, serialise), run in its worker processes. This runs it on Claude Code-shaped
+sessions: each call resends the whole history (thinking + text + a tool call per turn, tool results
+holding `--file-kb` of file content), so call n carries n turns. Each round computes every call of
+every session twice, interleaved: without the checks (`Job.evidence` None) and with them (the
+session's ledger rows of the calls before, as the processor reads them from `evidence_history`).
+
+Printed: exchanges/s without and with, their ratio (the median of the rounds), the added time per
+exchange, and, for scale, one `json.loads` of the average request body (the checks parse the request
+once; extraction never parses the history).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
-import sys
 import time
-from pathlib import Path
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from google.protobuf import timestamp_pb2
 
-from smoltbot.core.evidence.history import HistoryLedger
-from smoltbot.core.evidence.provenance import collect_sources, trace_tool_calls
-from smoltbot.core.evidence.saydo import say_do_findings
+from smoltbot.core.evidence.exchange import ledger_key
+from smoltbot.observer.evidence_store import EvidenceJob, LedgerRow
+from smoltbot.observer.pipeline import Job, compute
+from smoltbot.v1 import exchange_pb2
 
-WORDS = ["checkout", "discount", "cart", "total", "price", "module", "fixture", "assert", "refactor",
-         "cache", "webhook", "handler", "key", "rotation", "payment", "provider", "test", "flaky", "retry",
-         "timeout", "config"]
-TOOLS = ("Bash", "Read", "WebFetch", "Grep")
-
-
-def prose(rng: random.Random, chars: int) -> str:
-    out: list[str] = []
-    size = 0
-    while size < chars:
-        word = rng.choice(WORDS) + rng.choice((" ", " ", " ", ".\n", ", "))
-        out.append(word)
-        size += len(word)
-    return "".join(out)[:chars]
+CARD = {"card_id": "ac-bench", "agent_id": "smolt-bench", "integrity_mode": "observe",
+        "values": {"declared": ["transparency"]}, "autonomy": {"bounded_actions": []}}
+SYSTEM = "You are Claude Code.\n<env>\nWorking directory: /home/dev/shop\n</env>"
 
 
-def response(rng: random.Random, n: int) -> dict[str, Any]:
-    tool = TOOLS[n % len(TOOLS)]
-    tool_input: dict[str, Any] = {
-        "Bash": {"command": f"pytest -q tests/test_{n}.py -k {rng.choice(WORDS)}", "description": "run"},
-        "Read": {"file_path": f"/home/dev/shop/src/module_{n}.py"},
-        "WebFetch": {"url": f"https://docs.example/{n}", "prompt": prose(rng, 60)},
-        "Grep": {"pattern": rng.choice(WORDS), "path": "src"},
-    }[tool]
-    return {"content": [
-        {"type": "thinking", "thinking": prose(rng, 600), "signature": "Eq" + "A" * 200},
-        {"type": "text", "text": "I'll only read for now. " + prose(rng, 120)},
-        {"type": "tool_use", "id": f"toolu_{n:06d}", "name": tool, "input": tool_input},
-    ]}
+def _stamp(at: datetime) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(at)
+    return stamp
 
 
-def session(exchanges: int, result_kb: int, timed_last: int) -> dict[str, float]:
-    rng = random.Random(7)
-    ledger = HistoryLedger(b"bench-key")
-    first = {"role": "user", "content": [{"type": "text", "text": prose(rng, 400)}]}
-    messages: list[dict[str, Any]] = [first]
-    system = [{"type": "text", "text": prose(rng, 12_000) + "\nWorking directory: /home/dev/shop\n"}]
-    times: dict[str, list[float]] = {"parse": [], "history": [], "provenance": []}
-    for n in range(exchanges):
-        raw = json.dumps({"model": "m", "system": system, "messages": messages}).encode()
-        reply = response(rng, n)
-        timed = n >= exchanges - timed_last
-        started = time.perf_counter()
-        body = json.loads(raw)
-        parsed = time.perf_counter()
-        ledger.check(body)
-        ledger.record(body, reply)
-        checked = time.perf_counter()
-        sources, _ = collect_sources(body)
-        trace_tool_calls(reply, sources)
-        say_do_findings(reply)
-        traced = time.perf_counter()
-        if timed:
-            times["parse"].append(parsed - started)
-            times["history"].append(checked - parsed)
-            times["provenance"].append(traced - checked)
-        messages.append({"role": "assistant", "content": reply["content"]})
-        messages.append({"role": "user", "content": [
-            {"type": "tool_result", "tool_use_id": f"toolu_{n:06d}",
-             "content": prose(rng, result_kb * 1024)}]})
-    figures = {k: statistics.median(v) for k, v in times.items()}
-    figures["history_mb"] = len(raw) / 1e6
-    figures["state_bytes_per_turn"] = len(json.dumps(ledger.to_state())) / exchanges
-    return figures
+def _reply(session: int, n: int) -> dict[str, Any]:
+    return {"id": f"msg_{session}_{n}", "type": "message", "role": "assistant", "model": "claude-opus-4-7",
+            "content": [
+                {"type": "thinking", "thinking": f"Turn {n}: read the next file and check the tests. " * 6,
+                 "signature": "EqQBCkYIBxgCKkA" + "x" * 200},
+                {"type": "text", "text": f"I'll look at src/module_{n}.py next."},
+                {"type": "tool_use", "id": f"toolu_{session:02d}{n:04d}", "name": "Bash",
+                 "input": {"command": f"sed -n 1,200p src/module_{n}.py && pytest -q tests/test_{n}.py"}}],
+            "stop_reason": "tool_use", "usage": {"input_tokens": 1000 + n, "output_tokens": 120}}
+
+
+def sessions(count: int, turns: int, file_kb: int) -> list[list[exchange_pb2.Exchange]]:
+    """Per session, its calls: call n resends n earlier turns and their results."""
+    start = datetime.now(UTC) - timedelta(hours=1)
+    line = "def handler(event):\n    return process(event)  # " + "x" * 60 + "\n"
+    content = line * (file_kb * 1024 // 100)
+    made = []
+    for session in range(count):
+        messages: list[dict[str, Any]] = [{"role": "user", "content": "Fix the failing tests in the shop."}]
+        calls = []
+        for n in range(turns):
+            reply = _reply(session, n)
+            ended = start + timedelta(seconds=10 * n + 5)
+            request = {"model": "claude-opus-4-7", "max_tokens": 8192, "system": SYSTEM, "messages": messages,
+                       "tools": [{"name": "Bash", "input_schema": {"type": "object"}}]}
+            calls.append(exchange_pb2.Exchange(
+                exchange_id=f"{session:04d}{n:028d}", agent_hash="h" * 64, agent_id="smolt-bench",
+                session_id=f"s{session}", provider="anthropic",
+                request=exchange_pb2.CapturedRequest(method="POST", path="/v1/messages",
+                                                     body=json.dumps(request).encode()),
+                response=exchange_pb2.CapturedResponse(status=200, body=json.dumps(reply).encode()),
+                timings=exchange_pb2.ExchangeTimings(started_at=_stamp(ended - timedelta(seconds=4)),
+                                                     ended_at=_stamp(ended)),
+                outcome=exchange_pb2.EXCHANGE_OUTCOME_COMPLETE))
+            result = {"type": "tool_result", "tool_use_id": f"toolu_{session:02d}{n:04d}", "content": content}
+            messages = [*messages, {"role": "assistant", "content": reply["content"]},
+                        {"role": "user", "content": [result]}]
+        made.append(calls)
+    return made
+
+
+def run(made: list[list[exchange_pb2.Exchange]], key: bytes | None) -> float:
+    """Seconds to compute every call (with the checks when `key` is given)."""
+    elapsed = 0.0
+    observed = datetime.now(UTC)
+    for calls in made:
+        rows: list[LedgerRow] = []
+        for exchange in calls:
+            started = exchange.timings.started_at.ToDatetime(tzinfo=UTC)
+            evidence = EvidenceJob(key, exchange.session_id, started, tuple(rows)) if key else None
+            job = Job(exchange_id=exchange.exchange_id, agent_id="smolt-bench",
+                      session_id=exchange.session_id, card=CARD, payload=exchange.SerializeToString(),
+                      store_reasoning="redacted", observed_at=observed, evidence=evidence)
+            began = time.perf_counter()
+            result = compute(job)
+            elapsed += time.perf_counter() - began
+            assert not result.step, result.error
+            if key:
+                row = result.evidence_row
+                assert row is not None and row.status == "intact", row
+                rows.append(LedgerRow(row.exchange_id, row.started_at, json.loads(row.ledger_json)))
+    return elapsed
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--exchanges", type=int, default=200)
-    parser.add_argument("--result-kb", type=int, default=4)
-    parser.add_argument("--timed", type=int, default=10, help="exchanges timed at the end of each session")
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=4)
+    parser.add_argument("--turns", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--file-kb", type=int, default=8)
     args = parser.parse_args()
-    print(f"{'exchanges':>9} {'history MB':>10} {'json.loads ms':>13} {'history ms':>10} {'(x parse)':>9} "
-          f"{'provenance ms':>13} {'(x parse)':>9} {'ledger B/turn':>13}")
-    for exchanges in (args.exchanges, 4 * args.exchanges):
-        f = session(exchanges, args.result_kb, args.timed)
-        print(f"{exchanges:>9} {f['history_mb']:>10.2f} {f['parse'] * 1e3:>13.2f} "
-              f"{f['history'] * 1e3:>10.2f} "
-              f"{f['history'] / f['parse']:>9.2f} {f['provenance'] * 1e3:>13.2f} "
-              f"{f['provenance'] / f['parse']:>9.2f} {f['state_bytes_per_turn']:>13.0f}")
+    made = sessions(args.sessions, args.turns, args.file_kb)
+    count = sum(len(calls) for calls in made)
+    key = ledger_key(b"bench-secret")
+    without, with_checks = [], []
+    run(made, None), run(made, key)  # warm up
+    for _ in range(args.rounds):
+        without.append(run(made, None))
+        with_checks.append(run(made, key))
+    bodies = [e.request.body for calls in made for e in calls]
+    began = time.perf_counter()
+    for body in bodies:
+        json.loads(body)
+    parse = (time.perf_counter() - began) / len(bodies)
+    base, checked = statistics.median(without), statistics.median(with_checks)
+    size = sum(len(b) for b in bodies) / len(bodies)
+    print(f"{count} exchanges ({args.sessions} sessions x {args.turns} calls, average request "
+          f"{size / 1024:.0f} KiB), median of {args.rounds} rounds")
+    print(f"  without the checks: {count / base:8.1f} exchanges/s ({base / count * 1e3:.2f} ms each)")
+    print(f"  with the checks:    {count / checked:8.1f} exchanges/s ({checked / count * 1e3:.2f} ms each)")
+    print(f"  throughput ratio (with / without): {base / checked:.3f}")
+    print(f"  added per exchange: {(checked - base) / count * 1e3:.2f} ms "
+          f"= {(checked - base) / count / parse:.1f}x one json.loads of the request ({parse * 1e3:.2f} ms)")
 
 
 if __name__ == "__main__":

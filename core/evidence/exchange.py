@@ -39,6 +39,7 @@ from smoltbot.core.evidence.provenance import (
 )
 from smoltbot.core.evidence.saydo import SayDoFinding, say_do_findings
 from smoltbot.core.evidence.tools import DEFAULT_UNTRUSTED_TOOLS, ToolPolicy
+from smoltbot.core.evidence.transcript import AnthropicMessagesReader, Message, Part
 
 __all__ = [
     "EVIDENCE_CARD_KEYS",
@@ -135,6 +136,24 @@ def forbidden_on_untrusted(card: Mapping[str, Any]) -> tuple[str, ...]:
     return _names(_section(card).get("forbid_untrusted_arguments"))
 
 
+class _OnceReader(AnthropicMessagesReader):
+    """Reads the request's messages and the response's parts once for all the checks of a call."""
+
+    def __init__(self) -> None:
+        self._messages: tuple[Any, list[Message]] | None = None
+        self._parts: tuple[Any, list[Part]] | None = None
+
+    def messages(self, body: Any) -> list[Message]:
+        if self._messages is None or self._messages[0] is not body:
+            self._messages = (body, super().messages(body))
+        return self._messages[1]
+
+    def response_parts(self, response: Any) -> list[Part]:
+        if self._parts is None or self._parts[0] is not response:
+            self._parts = (response, super().response_parts(response))
+        return self._parts[1]
+
+
 def _load(body: bytes) -> Any:
     try:
         return json.loads(body) if body else None
@@ -149,17 +168,19 @@ def evaluate(request_body: bytes, response_body: bytes, card: Mapping[str, Any],
     if not isinstance(body, dict):
         return None
     response = _load(response_body)
-    ledger = HistoryLedger.from_state(given.key, HistoryLedger.merge_rows(given.rows))
+    reader = _OnceReader()
+    ledger = HistoryLedger.from_state(given.key, HistoryLedger.merge_rows(given.rows), reader)
     known = ledger.known_tool_results()
     check = ledger.check(body) if given.session else None
     turn = ledger.record(body, response) if isinstance(response, dict) else None
     history = _history_json(check, len(ledger.turns) - (turn is not None), given)
-    sources, _ = collect_sources(body, card_texts=_strings(card, _MAX_CARD_TEXTS), policy=policy_of(card))
+    sources, _ = collect_sources(body, card_texts=_strings(card, _MAX_CARD_TEXTS), policy=policy_of(card),
+                                 reader=reader)
     calls: dict[str, dict[str, Any]] = {}
     if isinstance(response, dict):
-        for call in trace_tool_calls(response, sources):
+        for call in trace_tool_calls(response, sources, reader=reader):
             calls[call.tool_use_id or ""] = _call_json(call)
-        for finding in say_do_findings(response):
+        for finding in say_do_findings(response, reader):
             said = calls.setdefault(finding.tool_use_id or "", {}).setdefault("say_do", [])
             said.append(_say_do_json(finding))
     return ExchangeEvidence(row=ledger.row_state(turn, known), history=history, calls=calls)
