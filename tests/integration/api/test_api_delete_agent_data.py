@@ -106,7 +106,11 @@ async def test_the_owner_deletes_everything_of_the_agent(api: httpx.AsyncClient,
     assert stranger.status_code == 403 and stranger.json()["error"]["status"] == "PERMISSION_DENIED"
     wrong_agent = await api.delete(path, headers=auth(other.credential))
     assert wrong_agent.status_code == 403
-    assert await _rows_of(stack, owner.agent_id, owner_hash) == before
+    # Nothing was deleted (drift input and state change by themselves as the detector works).
+    settled = ("traces", "exchanges", "exchange_payloads", "exchange_usage", "agents", "agent_credentials",
+               "agent_claims", "sessions", "alignment_cards")
+    after_refusals = await _rows_of(stack, owner.agent_id, owner_hash)
+    assert [after_refusals[table] for table in settled] == [before[table] for table in settled]
 
     deleted = await api.delete(path, headers=auth(owner.credential))
     assert deleted.status_code == 200, deleted.text
@@ -116,7 +120,8 @@ async def test_the_owner_deletes_everything_of_the_agent(api: httpx.AsyncClient,
         assert body["deleted_rows"].get(table, 0) >= count, (table, body)
     after = await _rows_of(stack, owner.agent_id, owner_hash)
     assert after == dict.fromkeys(after, 0), after
-    assert await _rows_of(stack, other.agent_id, hash_of(stack, other.credential)) == others_before
+    others_after = await _rows_of(stack, other.agent_id, hash_of(stack, other.credential))
+    assert [others_after[table] for table in settled] == [others_before[table] for table in settled]
     assert _on_disk(stack, marker) == []
     assert (await api.get(f"/v1/agents/{owner.agent_id}")).status_code == 404
     again = await api.delete(path, headers=auth(owner.credential))  # nothing left: still a success
