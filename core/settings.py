@@ -119,6 +119,11 @@ class Settings(BaseSettings):
         description="How long after its call started an exchange waits for the earlier calls of its session "
         "to be recorded before its history is checked without them (the check then names them).",
     )
+    evidence_grace_seconds: float = Field(
+        default=3.0, ge=0,
+        description="A history check that finds something, on a call that ended less than this ago, is done "
+        "again after this: an earlier call of the session may still be on its way from the gateway.",
+    )
     observer_max_attempts: int = Field(
         default=5, ge=1, description="Tries before an exchange is a failed trace."
     )

@@ -10,10 +10,13 @@ does not depend on which worker or observer processes what first, provided the e
 are recorded by then. When one may not be (a call of the session that ended before this one ended
 is still pending, or being processed elsewhere), the exchange waits: it goes back to the queue with
 its attempt refunded, for at most `evidence_wait_seconds` after its call started; after that it is
-checked with what there is and its check names the calls that were missing. Exchanges of one
+checked with what there is and its check names the calls that were missing. A check that finds
+something on a call that ended less than `evidence_grace_seconds` ago is done again after that:
+a gateway may ship an earlier call (a long stream) after a later one. Exchanges of one
 session in the same batch are computed in start order, each seeing the rows of those before it
-(`pipeline.compute_many`). An exchange the observer has not received yet (a gateway still spooling
-it) cannot be waited for: its turn is then missing from the checks that ran without it.
+(`pipeline.compute_many`). An exchange the observer has not received within that grace (a gateway
+spooling it through an outage) cannot be waited for: a check that ran without its turn says
+`unrelayed_turn` for it.
 
 Rows hold digests and finding descriptions only: never content.
 """
@@ -128,6 +131,7 @@ class EvidenceStore:
         self.db = db
         self.enabled = settings.evidence_enabled
         self.wait = timedelta(seconds=settings.evidence_wait_seconds)
+        self.grace = timedelta(seconds=settings.evidence_grace_seconds)
         self._settings = settings
         self._key: bytes | None = None
 
@@ -227,6 +231,12 @@ class EvidenceStore:
                     insert_ignoring_conflicts(self.db.dialect, evidence_history, _h.exchange_id),
                     [row.__dict__ for row in chunk],
                 )
+
+    def check_again(self, row: EvidenceRow) -> bool:
+        """A check that found something, on a call that ended a moment ago: a gateway ships each call
+        when its capture is complete, so an earlier call of the session (a long stream) may reach
+        the observer after this one. Such a check is done again after `evidence_grace_seconds`."""
+        return row.status == "diverged" and utcnow() - row.relayed_at < self.grace
 
     def expired(self, started_at: datetime) -> bool:
         """An exchange has waited long enough for earlier calls of its session to be recorded."""

@@ -338,6 +338,12 @@ class Processor:
                           in zip(result.traces, result.trace_json, result.turn_slots, strict=True)]
                 facts = result.facts.priced(self.prices) if result.facts is not None else None
                 if result.evidence_row is not None:
+                    if self._evidence.check_again(result.evidence_row):
+                        results[item.exchange_id] = Retry(
+                            item.exchange_id, utcnow() + self._evidence.grace,
+                            "history check found something: checked again once earlier calls can be here",
+                            counted=False)
+                        continue
                     self._evidence_rows[item.exchange_id] = result.evidence_row
                 results[item.exchange_id] = Finished(item.exchange_id, item.agent_hash, job.agent_id,
                                                      job.session_id, stored, facts=facts)
