@@ -159,6 +159,12 @@ class SseEnforcer:
         self._buffer = buffer[start:] if start else buffer
         return out[0] if len(out) == 1 else b"".join(out)
 
+    def release(self) -> bytes:
+        """Everything held, as it came (a held tool call, an unfinished event); judging stops."""
+        held = b"".join(self._held) + self._buffer
+        self._held, self._buffer, self._block = [], b"", None
+        return held
+
     def end(self) -> bytes:
         """What is left when the stream ends: an unfinished event, a tool call never closed
         (judged on the input it has)."""
@@ -199,7 +205,8 @@ class SseEnforcer:
         if kind == "content_block_start":
             block = event.get("content_block") or {}
             if block.get("type") == "tool_use":
-                self._block = (int(event.get("index", 0)), str(block.get("id", "")),
+                index = event.get("index", 0)
+                self._block = (index if isinstance(index, int) else -1, str(block.get("id", "")),
                                str(block.get("name", "")))
                 self._fragments = []
                 if self._replace:

@@ -25,6 +25,7 @@ from multidict import CIMultiDict
 from smoltbot.core.aap.enforcement import Verdict, check_tool_call, mode_of
 from smoltbot.v1 import exchange_pb2
 
+from ..body_decoding import StreamDecoder
 from ..capture import Capture
 from .anthropic import CallRecord, SseEnforcer, rewrite_message
 from .cards import CardCache
@@ -39,80 +40,73 @@ _FILTERED_MODES = ("nudge", "enforce")
 _BLOCK_ALL = Verdict("deny", "the agent's card could not be read and its fail policy is to block tool calls")
 
 
-def _action(record: CallRecord, mode: str) -> str:
+def _action(record: CallRecord, replace: bool) -> str:
     if record.verdict.decision == "allow":
         return "allowed"
-    if mode == "enforce":
+    if replace:
         return "blocked" if record.verdict.decision == "deny" else "escalated"
     return "nudged"
 
 
 class ResponseFilter:
     """One answer's bytes on their way to the client: `whole` for a body read at once, `feed` and
-    `end` for one relayed in pieces. Always returns what to send; never raises (a failure lets
-    the rest through unchanged and is recorded, fail-open)."""
+    `end` for one relayed in pieces. Always returns what to send and never raises: a failure
+    releases what was held, lets the rest through unchanged and is recorded (fail-open).
+
+    With `replace` off (nudge mode) the client gets every byte as the upstream sent it, encoding
+    included; only a decoded copy is judged."""
 
     def __init__(self, enforcer: Enforcer, capture: Capture, *, mode: str, card: dict[str, Any] | None,
-                 sse: bool, encoding: str, out_headers: CIMultiDict[str]) -> None:
+                 replace: bool, sse: bool, encoding: str, out_headers: CIMultiDict[str]) -> None:
         self._enforcer = enforcer
-        self._out_headers = out_headers
-        self._encoding = encoding
         self._capture = capture
         self._mode = mode
         self._card = card
-        self._replace = mode == "enforce"
-        self._sse = SseEnforcer(self._decide, replace=self._replace) if sse else None
-        self._decoder = None
+        self._replace = replace
+        self._out_headers = out_headers
+        self._encoding = encoding
+        self._sse = SseEnforcer(self._decide, replace=replace) if sse else None
+        self._decoder: StreamDecoder | None = None
         if encoding:
-            from ..body_decoding import StreamDecoder
-
-            # Judged on the decoded bytes, relayed decoded (the filter removed Content-Encoding).
+            # Judged on the decoded bytes; when replacing, relayed decoded too (Content-Encoding went).
             self._decoder = StreamDecoder(encoding, 1 << 62)
         self._pieces: list[bytes] = []
+        self._changed = False
         self._failed = ""
         self._done = False
 
     def _decide(self, name: str, tool_input: Any, tool_use_id: str) -> Verdict:
         if self._card is None:
             return _BLOCK_ALL
-        return check_tool_call(self._card, name, tool_input, tool_use_id)
+        try:
+            return check_tool_call(self._card, name, tool_input, tool_use_id)
+        except Exception:  # a card the checks cannot read must not break the answer: this call passes
+            logger.exception("exchange %s: the card's checks failed on tool %s; the call passes",
+                             self._capture.exchange_id, name)
+            return Verdict("allow", "the card's checks failed on this call")
 
     def whole(self, body: bytes) -> bytes:
-        try:
-            decoded = self._decoder.feed(body) if self._decoder is not None else body
-            if self._decoder is not None:
-                self._decoder.finish()
-            if self._sse is not None:
-                out = self._sse.feed(decoded) + self._sse.end()
-                self._finish(self._sse.records)
-                return out
-            rewritten, records = rewrite_message(decoded, self._decide, replace=self._replace)
-            self._finish(records)
-            if rewritten is None:
-                return self._original(body)
-            return rewritten
-        except Exception as error:  # noqa: BLE001 - fail-open: the answer goes through as it came
-            self._fail(error)
-            return self._original(body)
-
-    def _original(self, body: bytes) -> bytes:
-        # A whole answer that did not change goes out as the upstream sent it, encoding and all.
-        if self._encoding:
-            self._out_headers["content-encoding"] = self._encoding
-        return body
+        out = self.feed(body) + self.end()
+        if self._failed or not self._replace or not self._changed:
+            # An answer that did not change goes out as the upstream sent it, encoding and all.
+            if self._encoding:
+                self._out_headers["content-encoding"] = self._encoding
+            return body
+        return out
 
     def feed(self, chunk: bytes) -> bytes:
         if self._failed:
-            return self._passthrough(chunk)
+            return chunk if not self._replace or self._decoder is None else self._decoded(chunk)
         try:
             data = self._decoder.feed(chunk) if self._decoder is not None else chunk
             if self._sse is None:
                 self._pieces.append(data)
-                return b""
-            return self._sse.feed(data)
+                return chunk if not self._replace else b""
+            out = self._sse.feed(data)
+            return chunk if not self._replace else out
         except Exception as error:  # noqa: BLE001 - fail-open, recorded
-            self._fail(error)
-            return self._passthrough(chunk)
+            held = self._fail(error)
+            return chunk if not self._replace else held
 
     def end(self) -> bytes:
         if self._failed:
@@ -123,37 +117,41 @@ class ResponseFilter:
             if self._sse is None:
                 body = b"".join(self._pieces)
                 rewritten, records = rewrite_message(body, self._decide, replace=self._replace)
+                self._changed = rewritten is not None
                 self._finish(records)
+                if not self._replace:
+                    return b""
                 return body if rewritten is None else rewritten
             out = self._sse.end()
+            self._changed = any(record.replaced for record in self._sse.records)
             self._finish(self._sse.records)
-            return out
+            return out if self._replace else b""
         except Exception as error:  # noqa: BLE001 - fail-open, recorded
-            self._fail(error)
-            return b"".join(self._pieces)
+            held = self._fail(error)
+            return held if self._replace else b""
 
-    def _passthrough(self, chunk: bytes) -> bytes:
-        # After a failure: what is held goes out first, then the rest as it comes (decoded, since
-        # the client was told there is no Content-Encoding).
-        held = b"".join(self._pieces)
-        self._pieces = []
-        if self._decoder is not None:
-            try:
-                return held + self._decoder.feed(chunk)
-            except Exception:  # noqa: BLE001 - nothing readable is left to send
-                return held
-        return held + chunk
+    def _decoded(self, chunk: bytes) -> bytes:
+        assert self._decoder is not None
+        try:
+            return self._decoder.feed(chunk)
+        except Exception:  # noqa: BLE001 - undecodable: nothing readable is left to send
+            return b""
 
-    def _fail(self, error: BaseException) -> None:
+    def _fail(self, error: BaseException) -> bytes:
+        """Records the failure; returns what was held, to be sent as it came."""
         self._failed = f"enforcement failed: {type(error).__name__}"
         logger.exception("exchange %s: %s; the answer goes through unenforced", self._capture.exchange_id,
                          self._failed)
         self._enforcer.record(self._capture, self._mode, self._card, [], self._failed)
+        held = self._sse.release() if self._sse is not None else b"".join(self._pieces)
+        self._pieces = []
+        return held
 
     def _finish(self, records: list[CallRecord]) -> None:
         if not self._done:
             self._done = True
-            self._enforcer.record(self._capture, self._mode, self._card, records, "")
+            self._enforcer.record(self._capture, self._mode, self._card, records, "",
+                                  replace=self._replace)
 
 
 class Enforcer:
@@ -194,12 +192,13 @@ class Enforcer:
             if lookup.fail_policy != "block":
                 self.record(capture, "unknown", None, [], lookup.failure + "; fail policy: allow")
                 return None
-            mode = "enforce"
+            mode, replace = "unknown", True  # fail policy block: every tool call is stopped
         else:
             mode = mode_of(card)
             if mode not in _FILTERED_MODES:
                 self.record(capture, mode, card, [], "")
                 return None
+            replace = mode == "enforce"
         content_type = upstream_headers.get("content-type", "")
         sse = content_type.startswith("text/event-stream")
         if not sse and not content_type.startswith("application/json"):
@@ -208,18 +207,19 @@ class Enforcer:
         encoding = upstream_headers.get("content-encoding", "").strip()
         if encoding.lower() == "identity":
             encoding = ""
-        if mode == "enforce" or encoding:
-            # The answer may change size; a decoded one loses its encoding.
+        if replace:
+            # The answer may change size; a decoded one loses its encoding (a whole answer that did
+            # not change gets it back).
             out_headers.popall("content-length", None)
-        if encoding:
-            out_headers.popall("content-encoding", None)
-        return ResponseFilter(self, capture, mode=mode, card=card, sse=sse, encoding=encoding,
-                               out_headers=out_headers)
+            if encoding:
+                out_headers.popall("content-encoding", None)
+        return ResponseFilter(self, capture, mode=mode, card=card, replace=replace, sse=sse,
+                               encoding=encoding, out_headers=out_headers)
 
     # ------------------------------------------------------------------ the record
 
     def record(self, capture: Capture, mode: str, card: dict[str, Any] | None, records: list[CallRecord],
-               not_enforced: str) -> None:
+               not_enforced: str, *, replace: bool = False) -> None:
         """What the gateway did, onto the call's record (`Exchange.enforcement`), and counted."""
         enforcement = capture.enforcement or exchange_pb2.Enforcement()
         enforcement.mode = mode
@@ -228,7 +228,7 @@ class Enforcer:
         del enforcement.tool_calls[:]
         stopped: list[tuple[str, Verdict]] = []
         for call in records:
-            action = "not_enforced" if not_enforced else _action(call, mode)
+            action = "not_enforced" if not_enforced else _action(call, replace)
             enforcement.tool_calls.add(tool_use_id=call.tool_use_id, name=call.name, index=call.index,
                                        verdict=call.verdict.decision, action=action,
                                        reason=call.verdict.reason)

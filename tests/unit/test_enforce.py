@@ -4,18 +4,24 @@
 from __future__ import annotations
 
 import json
+import zlib
 from typing import Any
 
 import pytest
+from multidict import CIMultiDict
+from prometheus_client import CollectorRegistry
 
 from smoltbot.core.aap.cards import normalize_card
 from smoltbot.core.aap.enforcement import Verdict, check_tool_call, fail_policy_of, mode_of
+from smoltbot.gateway.capture import Capture
+from smoltbot.gateway.enforce import CardCache, EnforcementMetrics, Enforcer, ResponseFilter
 from smoltbot.gateway.enforce.anthropic import SseEnforcer, rewrite_message
 from smoltbot.gateway.enforce.nudges import Nudges
 from smoltbot.gateway.enforce.texts import NUDGE_PREFIX, replacement_text
 from smoltbot.gateway.sse import MessageAccumulator
 
 AGENT = "smolt-0123456789abcdef"
+GZIP = 16 + zlib.MAX_WBITS
 
 
 def card(**autonomy: Any) -> dict[str, Any]:
@@ -237,3 +243,46 @@ def test_streams_with_cr_line_ends_are_read_too(ending: bytes) -> None:
     out, enforcer, _ = run(chunks, 5)
     assert final(out)["content"][1]["type"] == "text" and enforcer.records[0].replaced
     assert out.startswith(b"".join(chunks[:6]))
+
+
+def response_filter(*, replace: bool, encoding: str = "", sse: bool = True) -> Any:
+    enforcer = Enforcer(CardCache("127.0.0.1:1"), EnforcementMetrics(CollectorRegistry()))
+    capture = Capture(agent_hash="a" * 64, session_hint="", method="POST", path="/v1/messages", query="",
+                      request_headers=[], request_body=b"{}", started_ns=0)
+    capture.agent_id = AGENT
+    headers: CIMultiDict[str] = CIMultiDict()
+    made = ResponseFilter(enforcer, capture, mode="enforce" if replace else "nudge", card=CARD,
+                          replace=replace, sse=sse, encoding=encoding, out_headers=headers)
+    return made, capture, headers
+
+
+def test_a_broken_stream_releases_the_held_tool_call_as_it_came_and_is_recorded() -> None:
+    chunks = stream_of([THINKING, tool("Bash", {"command": "ls"})])
+    cut = next(i for i, c in enumerate(chunks) if b"input_json_delta" in c) + 1  # inside the tool block
+    compressor = zlib.compressobj(wbits=GZIP)
+    made, capture, _ = response_filter(replace=True, encoding="gzip")
+    sent = [made.feed(compressor.compress(c) + compressor.flush(zlib.Z_SYNC_FLUSH)) for c in chunks[:cut]]
+    assert sent[-1] == b""  # the tool call is held
+    sent.append(made.feed(b"not gzip at all"))
+    assert b"".join(sent) == b"".join(chunks[:cut])  # fail-open: everything held went out unchanged
+    assert capture.enforcement.not_enforced_reason.startswith("enforcement failed")
+
+
+def test_nudge_relays_every_byte_as_it_came_encoding_included() -> None:
+    raw = b"".join(stream_of([tool("Bash", {"command": "ls"})]))
+    wire = zlib.compress(raw, wbits=GZIP)
+    made, capture, _ = response_filter(replace=False, encoding="gzip")
+    out = b"".join(made.feed(wire[i:i + 50]) for i in range(0, len(wire), 50)) + made.end()
+    assert out == wire
+    calls = [(c.name, c.verdict, c.action) for c in capture.enforcement.tool_calls]
+    assert calls == [("Bash", "deny", "nudged")]
+
+
+def test_a_whole_answer_that_did_not_change_keeps_its_encoding() -> None:
+    body = zlib.compress(json.dumps(message(tool("get_weather", {"l": "X"}))).encode(), wbits=GZIP)
+    made, _, headers = response_filter(replace=True, encoding="gzip", sse=False)
+    assert made.whole(body) == body and headers["content-encoding"] == "gzip"
+    blocked = zlib.compress(json.dumps(message(tool("Bash", {}))).encode(), wbits=GZIP)
+    made, _, headers = response_filter(replace=True, encoding="gzip", sse=False)
+    out = json.loads(made.whole(blocked))
+    assert out["stop_reason"] == "end_turn" and "content-encoding" not in headers

@@ -141,17 +141,19 @@ async def test_a_new_card_applies_to_the_next_call_within_a_second(enforce_stack
 async def test_nudge_lets_the_call_through_and_tells_the_model_on_the_next_request(
         enforce_stack: EnforceStack) -> None:
     await enforce_stack.put_card(card_json("nudge", forbidden_actions=["bash"]))
-    async with enforce_stack.client() as client, enforce_stack.client(direct=True) as direct:
-        got = await call(client, [BASH], stream=True, text="nudge me")
-        assert dump(got) == dump(await call(direct, [BASH], stream=True, text="nudge me"))
+    async with httpx.AsyncClient() as raw:  # nothing is changed: the bytes, compressed, as they came
+        through = await raw_call(raw, enforce_stack.gateway.base_url + "/anthropic", True)
+        assert through == await raw_call(raw, enforce_stack.standin.base_url, True)
+    async with enforce_stack.client() as client:
         await call(client, [WEATHER], stream=False, scenario="echo", text="next")
     seen = enforce_stack.standin.requests[-1]  # what the gateway forwarded of "next"
     content = seen.json()["messages"][-1]["content"]
     assert content[0] == {"type": "text", "text": "next"}
-    assert content[1]["text"].startswith(NUDGE_PREFIX) and "'Bash'" in content[1]["text"]
+    assert content[1]["text"].startswith(NUDGE_PREFIX)
     traces = await enforce_stack.observer.wait_for_traces(3, agent_id=enforce_stack.agent_id, timeout=30)
     (bash,) = [t for t in traces if t.action.name == "Bash"]
     assert (bash.enforcement.action, bash.enforcement.verdict) == ("nudged", "deny")
+    assert "'Bash'" in content[1]["text"]
 
 
 async def metric(enforce_stack: EnforceStack, name: str) -> float:
