@@ -79,9 +79,9 @@ SEVERITY = {
     "unbounded_action": "high",
     "missed_escalation": "high",
     "undeclared_value": "medium",
-    # smoltbot's own (not AAP's): the card's evidence rule, see core/evidence/exchange.py.
-    "untrusted_arguments": "high",
 }
+#: smoltbot's own violation types, beside AAP's: the card's evidence rule (core/evidence/exchange.py).
+OWN_SEVERITY = {"untrusted_arguments": "high"}
 
 # AAP's NEAR_BOUNDARY_THRESHOLD (aap.verification.constants): a confidence or an
 # alternative score below it is "near the boundary".
@@ -356,7 +356,8 @@ def apply_escalation(trace: dict[str, Any], card: dict[str, Any]) -> dict[str, A
 
 
 def _violation(kind: str, description: str, trace_field: str) -> dict[str, Any]:
-    return {"type": kind, "severity": SEVERITY[kind], "description": description, "trace_field": trace_field}
+    severity = SEVERITY.get(kind) or OWN_SEVERITY[kind]
+    return {"type": kind, "severity": severity, "description": description, "trace_field": trace_field}
 
 
 def _warning(kind: str, description: str, trace_field: str) -> dict[str, Any]:

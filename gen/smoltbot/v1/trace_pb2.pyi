@@ -720,7 +720,8 @@ class Violation(_message.Message):
     TRACE_FIELD_FIELD_NUMBER: _builtins.int
     type: _builtins.str
     """card_mismatch | card_expired | forbidden_action | unbounded_action |
-    missed_escalation | undeclared_value | ...
+    missed_escalation | undeclared_value | untrusted_arguments (smoltbot's:
+    docs/evidence.md) | ...
     """
     severity: _builtins.str
     """low | medium | high | critical."""

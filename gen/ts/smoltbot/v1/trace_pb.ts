@@ -775,7 +775,8 @@ export const TraceContextSchema: GenMessage<TraceContext> = /*@__PURE__*/
 export type Violation = Message<"smoltbot.v1.Violation"> & {
   /**
    * card_mismatch | card_expired | forbidden_action | unbounded_action |
-   * missed_escalation | undeclared_value | ...
+   * missed_escalation | undeclared_value | untrusted_arguments (smoltbot's:
+   * docs/evidence.md) | ...
    *
    * @generated from field: string type = 1;
    */
