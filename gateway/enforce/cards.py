@@ -4,8 +4,9 @@ One `WatchCards` stream from the Registry tells the gateway of every card stored
 stored, so a new card applies to the next call (well within a second; no polling). Cached cards
 are trusted only while that stream is live: it is opened again at once when it ends, with a
 short backoff while the Registry is away, and the cache is emptied each time it (re)starts, since
-versions stored in between were missed. While the stream is down each call asks the Registry
-(`GetActiveCard`, short deadline) and caches nothing.
+versions stored in between were missed. While the stream is down (or the Registry is too old to
+offer it) a card read from the Registry (`GetActiveCard`, short deadline) is used for one second
+at most, which keeps the same bound.
 
 When the card cannot be read (the Registry is unreachable or answers with an error), the agent's
 fail policy decides, from the last card the gateway read for that agent
@@ -38,6 +39,10 @@ logger = logging.getLogger(__name__)
 _MAX_CARDS = 100_000
 _RETRY_FIRST, _RETRY_MAX = 0.1, 5.0
 _FAIL_FAST = 1.0
+#: While the watch is down, how long a card read from the Registry is used (the bound on how late
+#: a new card may apply).
+_UNWATCHED_TTL = 1.0
+_WATCH_UNSUPPORTED_RETRY = 60.0
 _REGISTRY_AWAY = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
 
 
@@ -70,6 +75,9 @@ class CardCache:
         self._live = False
         self._watch_task: asyncio.Task[None] | None = None
         self._lookups: dict[str, asyncio.Task[dict[str, Any]]] = {}
+        #: Cards read while the watch was down, with when: used for `_UNWATCHED_TTL`.
+        self._unwatched: collections.OrderedDict[str, tuple[dict[str, Any], float]] = (
+            collections.OrderedDict())
         self.unavailable = 0
         #: After a failed read, calls fail fast until then instead of each waiting the deadline.
         self._down_until = 0.0
@@ -98,8 +106,14 @@ class CardCache:
             self._channel = None
 
     def cached(self, agent_id: str) -> dict[str, Any] | None:
-        """The agent's card from memory, when the watch vouches for it."""
-        return self._cards.get(agent_id) if self._live else None
+        """The agent's card from memory, when the watch vouches for it (or it was read less than
+        a second ago while the watch is down)."""
+        if self._live:
+            return self._cards.get(agent_id)
+        found = self._unwatched.get(agent_id)
+        if found is not None and time.monotonic() - found[1] < _UNWATCHED_TTL:
+            return found[0]
+        return None
 
     async def lookup(self, agent_id: str) -> CardLookup:
         card = self.cached(agent_id)
@@ -135,6 +149,11 @@ class CardCache:
         self._last_policy[agent_id] = fail_policy_of(card)
         if self._live and generation == self._generation and changes == self._changes.get(agent_id, 0):
             self._store(agent_id, card)
+        elif not self._live:
+            self._unwatched[agent_id] = (card, time.monotonic())
+            self._unwatched.move_to_end(agent_id)
+            while len(self._unwatched) > _MAX_CARDS:
+                self._unwatched.popitem(last=False)
         return card
 
     def _store(self, agent_id: str, card: dict[str, Any]) -> None:
@@ -151,7 +170,13 @@ class CardCache:
                 await self._watch_once()
             except asyncio.CancelledError:
                 raise
-            except grpc.RpcError as error:
+            except grpc.aio.AioRpcError as error:
+                if error.code() == grpc.StatusCode.UNIMPLEMENTED:
+                    logger.warning("the Registry offers no card watch (older than enforcement); cards are "
+                                   "read per agent at most once a second instead")
+                    self._live = False
+                    await asyncio.sleep(_WATCH_UNSUPPORTED_RETRY)
+                    continue
                 logger.info("card watch ended: %s; reconnecting", _describe(error))
             except Exception:  # the watch must come back whatever went wrong
                 logger.exception("card watch failed; reconnecting")
@@ -170,6 +195,7 @@ class CardCache:
                     self._generation += 1
                     self._cards.clear()
                     self._changes.clear()
+                    self._unwatched.clear()
                     self._live = True
                     logger.info("card watch live")
                     continue

@@ -189,3 +189,4 @@ async def test_when_the_card_cannot_be_read_its_fail_policy_decides_logged_and_c
         assert "could not be read" in down.enforcement.reason
     else:
         assert (down.enforcement.action, down.enforcement.verdict) == ("blocked", "deny")
+
