@@ -101,7 +101,7 @@ def run(made: list[list[exchange_pb2.Exchange]], key: bytes | None) -> float:
             if key:
                 row = result.evidence_row
                 assert row is not None and row.status == "intact", row
-                rows.append(LedgerRow(row.exchange_id, row.started_at, json.loads(row.ledger_json)))
+                rows.append(LedgerRow(row.exchange_id, row.started_at, row.ledger_json))
     return elapsed
 
 

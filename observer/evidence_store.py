@@ -54,7 +54,8 @@ class LedgerRow:
     exchange_id: str
     #: When the call that relayed the turn started: the ledger's order.
     started_at: datetime
-    state: dict[str, Any]
+    #: The row's `ledger_json`, parsed in the worker (the event loop only passes it on).
+    state_json: str
 
 
 @dataclass(frozen=True)
@@ -107,7 +108,8 @@ def evidence_for(given: EvidenceJob, *, exchange_id: str, agent_id: str, api: st
     calls the checks do not read (not the Messages API, or a request that is not a JSON object)."""
     if api != API_ANTHROPIC_MESSAGES:
         return None
-    before = tuple(row.state for row in sorted(given.rows, key=lambda r: (r.started_at, r.exchange_id))
+    before = tuple(json.loads(row.state_json)
+                   for row in sorted(given.rows, key=lambda r: (r.started_at, r.exchange_id))
                    if row.started_at < given.started_at)
     found = evaluate(request_body, response_body, card,
                      EvidenceInput(given.key, before, session=bool(given.session_id), notes=given.notes))
@@ -165,7 +167,7 @@ class EvidenceStore:
                     .limit(MAX_LEDGER_ROWS)
                 )).all()
                 found[(agent_id, session_id)] = [
-                    LedgerRow(r.exchange_id, r.started_at, json.loads(r.ledger_json)) for r in reversed(rows)]
+                    LedgerRow(r.exchange_id, r.started_at, r.ledger_json) for r in reversed(rows)]
         return found
 
     async def jobs_for(self, calls: Sequence[tuple[str, str, str | None, datetime]]

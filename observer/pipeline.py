@@ -424,6 +424,6 @@ def compute_many(jobs: list[Job]) -> list[JobResult]:
         result = results[position] = compute(job)
         row = result.evidence_row
         if session and row is not None:
-            relayed.setdefault(session, []).append(LedgerRow(row.exchange_id, row.started_at,
-                                                             json.loads(row.ledger_json)))
+            relayed.setdefault(session, []).append(
+                LedgerRow(row.exchange_id, row.started_at, row.ledger_json))
     return [results[position] for position in range(len(jobs))]
