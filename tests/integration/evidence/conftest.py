@@ -90,8 +90,9 @@ async def standin() -> AsyncIterator[AnthropicStandin]:
 
 
 @pytest.fixture
-async def evidence_stack(standin: AnthropicStandin,
+async def evidence_stack(standin: AnthropicStandin, database_url: str,
                          settings_factory: Callable[..., Settings]) -> AsyncIterator[EvidenceStack]:
+    """On both databases (`database_url`): the ledger is storage."""
     settings = settings_factory(upstream_url=standin.base_url)
     stack_parts = ObserverStack(settings)
     gateway = None
