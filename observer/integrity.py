@@ -1,6 +1,8 @@
 """Integrity scores: what share of an agent's traces passed verification, and how much of
-what they did could be seen at all. `TraceStore.integrity` computes them by SQL aggregates
-over indexed columns (no trace is loaded); this module says what they are.
+what they did could be seen at all. `TraceStore.integrity` computes them without loading a
+trace: all time from per-agent counters (`integrity_counters`) plus the traces created since,
+the recent window and the timeline by SQL over bounded index ranges; this module says what
+they are.
 
 `recent` covers the agent's last `window` traces (by trace time), `all_time` all of them that
 are still kept: retention deletes traces past the card's `audit.retention_days`

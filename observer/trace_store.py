@@ -1,5 +1,6 @@
 """Traces as the Observer serves them: one trace, a keyset-paginated list, the integrity
-aggregates (SQL over indexed columns; no trace is loaded; what they mean is in
+aggregates (all time from the counters of `observer.integrity_counters` plus the traces created
+since, the rest by SQL over bounded index ranges; no trace is loaded; what they mean is in
 `observer.integrity`), and the plugin's tool-execution reports, merged into traces as served.
 """
 
