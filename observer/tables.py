@@ -1,12 +1,14 @@
-"""The Observer's tables, as migrations 0002 to 0004 create them
+"""The Observer's tables, as migrations 0002 onwards create them
 (`tests/integration/test_schema_matches_migrations.py` checks that they agree), and the one rule every
 storage module follows for long ``IN`` lists and multi-row inserts.
 
 The observer's data-access rule: SQL runs only in its storage modules, each over these tables:
 `queue` (exchanges waiting to be processed, and the writing of their traces), `usage_store`
 (tokens, cost and session position per model call, written with the traces), `trace_store`
-(traces as served, integrity aggregates, tool-execution reports) and `drift_store` (the drift
-detector's queue, states and alerts). Everything else calls their methods.
+(traces as served, integrity aggregates, tool-execution reports), `drift_store` (the drift
+detector's queue, states and alerts), `retention_store` (retention batches, the owner's
+deletion) and `integrity_counters` (all-time integrity sums). Everything else calls their
+methods.
 """
 
 from __future__ import annotations
