@@ -50,7 +50,9 @@ logger = logging.getLogger(__name__)
 
 _EMAIL_RE = re.compile(r"[^@\s]+@[^@\s]+")
 MAX_EMAIL_LENGTH = 320
-#: Known ids are cached so touches of busy agents cost no query; agents are never deleted.
+#: Known ids are cached so touches of busy agents cost no query; an agent deleted by its owner
+#: is forgotten by the registry that deleted it (another registry process forgets it when its
+#: cache is cleared at this limit).
 _KNOWN_CACHE_LIMIT = 100_000
 #: Get-or-create retries when a concurrent transaction took our row first (PostgreSQL).
 _CREATE_ATTEMPTS = 5
@@ -70,8 +72,9 @@ class Agents:
         self._create_default_card = create_default_card
         self._known: set[str] = set()
         self._known_sessions: set[tuple[str, str]] = set()
-        #: agent_id -> its credential hash, once proven: a hash never changes (agents are never
-        #: deleted), so busy agents' touches and sessions prove ownership without a query.
+        #: agent_id -> its credential hash, once proven: an agent's hash never changes (a deleted
+        #: agent that comes back has the same one), so busy agents' touches and sessions prove
+        #: ownership without a query.
         self._owners: dict[str, str] = {}
         self.touches = TouchBuffer(db, touch_interval)
 
