@@ -185,7 +185,8 @@ class Settings(BaseSettings):
     payload_ttl_hours: float = Field(
         default=72.0, gt=0,
         description="Raw exchange payloads (request and response bodies) older than this are deleted "
-        "whatever the exchange's outcome (failed exchanges keep theirs until then; done ones lose it at once).",
+        "whatever the exchange's outcome (failed exchanges keep theirs until then; "
+        "done ones lose it at once).",
     )
     retention_interval: float = Field(
         default=3600.0, gt=0, description="Seconds between two retention passes of an observer.",

@@ -199,7 +199,8 @@ _ENFORCEMENT_FIELDS = ("mode", "verdict", "action", "reason", "card_id")
 
 
 def _enforcement(data: dict[str, Any]) -> trace_pb2.TraceEnforcement:
-    return trace_pb2.TraceEnforcement(**{name: str(data[name]) for name in _ENFORCEMENT_FIELDS if name in data})
+    fields = {name: str(data[name]) for name in _ENFORCEMENT_FIELDS if name in data}
+    return trace_pb2.TraceEnforcement(**fields)
 
 
 def _evidence(data: dict[str, Any]) -> trace_pb2.TraceEvidence:
