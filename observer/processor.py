@@ -25,6 +25,7 @@ import contextlib
 import dataclasses
 import logging
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -40,7 +41,7 @@ from smoltbot.core.settings import Settings
 from smoltbot.core.storage import utcnow
 from smoltbot.observer import accounting, pipeline, record_kinds
 from smoltbot.observer.accounting import facts_of
-from smoltbot.observer.analyzers import Analyzer
+from smoltbot.observer.analyzers import AnalysisResult, Analyzer
 from smoltbot.observer.cpu_pool import CpuPool, default_workers
 from smoltbot.observer.evidence_store import EvidenceRow, EvidenceStore
 from smoltbot.observer.extraction import Extraction
@@ -69,6 +70,8 @@ _BIG_PAYLOAD = 512 * 1024
 _POOL_BATCH = 16
 #: Payload bytes held in memory at once (a request body may be 32 MiB); one exchange always fits.
 _MAX_HELD_BYTES = 128 * 1024 * 1024
+# Model analyses kept for a history check done again (a few per second at most in practice).
+_ANALYSES_KEPT = 1024
 _RETRY_BASE, _RETRY_MAX = 0.5, 60.0
 _REGISTRY_BASE, _REGISTRY_MAX = 0.2, 5.0
 
@@ -148,6 +151,10 @@ class Processor:
         self._scrubs = ScrubSchedule(queue, scrub_interval)
         #: History integrity and provenance (docs/evidence.md): rows computed, waiting to be stored.
         self._evidence = EvidenceStore(queue.db, settings)
+        #: The model analyzer's answer for an exchange whose history check is done again after the
+        #: grace (`EvidenceStore.check_again`): the second pass reuses it instead of paying for a
+        #: second model call. Bounded; an entry this process cannot keep is just asked again.
+        self._analyses_to_reuse: OrderedDict[str, AnalysisResult] = OrderedDict()
         self._evidence_rows: dict[str, EvidenceRow] = {}
         #: Exchanges whose results were stored (for tests, logs and benchmarks).
         self.processed = 0
@@ -498,7 +505,9 @@ class Processor:
             step = "read usage"
             result.facts = facts_of(exchange, extraction.model)
             step = "analyze"
-            analysis = await self.analyzer.analyze(extraction, job.card, pipeline.outcome_of(exchange))
+            analysis = self._analyses_to_reuse.pop(job.exchange_id, None)
+            if analysis is None:
+                analysis = await self.analyzer.analyze(extraction, job.card, pipeline.outcome_of(exchange))
             step = "build traces"
             result.traces = pipeline.traces_of(
                 job, exchange, extraction, analysis.analyses, analysis.analyzer, analysis.fallback_reason
@@ -506,6 +515,10 @@ class Processor:
             step = "check history and provenance"
             pipeline.add_evidence(result, job, exchange, extraction)
             pipeline.serialise(result, job)
+            if result.evidence_row is not None and self._evidence.check_again(result.evidence_row):
+                self._analyses_to_reuse[job.exchange_id] = analysis
+                while len(self._analyses_to_reuse) > _ANALYSES_KEPT:
+                    self._analyses_to_reuse.popitem(last=False)
         except Exception as error:  # noqa: BLE001 - a failed step, retried by the caller
             result.step, result.error = step, f"{type(error).__name__}: {error}"
             result.traces, result.trace_json, result.turn_slots = [], [], []
