@@ -48,6 +48,7 @@ from smoltbot.core.ids import MAX_SESSION_ID_LENGTH
 from smoltbot.core.usage import API_ANTHROPIC_MESSAGES, API_GEMINI, API_OPENAI_CHAT, API_OPENAI_RESPONSES
 
 __all__ = [
+    "RESPONSE_ID_SCAN_BYTES",
     "ResponseChains",
     "Rung",
     "SessionName",

@@ -36,7 +36,7 @@ from yarl import URL
 
 from smoltbot.core.identity import agent_hash
 from smoltbot.core.outcomes import ExchangeOutcome as Outcome
-from smoltbot.core.sessions import name_session
+from smoltbot.core.sessions import RESPONSE_ID_SCAN_BYTES, ResponseChains, name_session, response_id_in
 
 from .capture import Capture, CaptureLimits
 from .providers import SPECS, GatewayError, ProviderSpec
@@ -84,17 +84,19 @@ def _forwardable(headers: Iterable[tuple[str, str]], connection: str | None) -> 
     ]
 
 
-async def _session_hint(headers: CIMultiDictProxy[str], body: bytes) -> str:
+async def _session_hint(headers: CIMultiDictProxy[str], body: bytes, chained: Callable[[str], str]) -> str:
     """The session the request names (core.sessions' ladder), "" when none. The body is read
-    only when no header named it and it may hold Claude Code's `metadata.user_id`."""
+    only when no header named it and it may hold Claude Code's `metadata.user_id` or a Responses
+    call's `previous_response_id` (looked up in `chained`)."""
     named = name_session(headers)
-    if named.session_id or b'"user_id"' not in body:
-        # The body rung is `metadata.user_id`; a body without that key cannot name a session
-        # (a client that escapes the key's letters is read by the Observer's ladder alone).
+    if named.session_id or (b'"user_id"' not in body and b'"previous_response_id"' not in body):
+        # The body rungs are `metadata.user_id` and `previous_response_id`; a body without those
+        # keys cannot name a session (a client that escapes the keys' letters is read by the
+        # Observer's ladder alone).
         return named.session_id
     if len(body) <= _PARSE_INLINE:
-        return name_session(headers, body).session_id
-    return (await asyncio.to_thread(name_session, headers, body)).session_id
+        return name_session(headers, body, chained=chained).session_id
+    return (await asyncio.to_thread(name_session, headers, body, chained=chained)).session_id
 
 
 class Proxy:
@@ -116,6 +118,8 @@ class Proxy:
         self.capture_limits = capture_limits
         #: The card's enforce and nudge modes (gateway/enforce); None: every answer as it came.
         self._enforcer = enforcer
+        #: The session each recent Responses reply was given (the previous_response_id rung).
+        self._chains = ResponseChains()
 
     async def close(self) -> None:
         if self._session is not None:
@@ -149,7 +153,7 @@ class Proxy:
         except web.HTTPRequestEntityTooLarge:
             return self._done(self._too_large(spec), t0)
         hashed = agent_hash(credential, self._secret)
-        hint = await _session_hint(headers, body)
+        hint = await _session_hint(headers, body, self._chains.lookup(hashed))
         capture = Capture(
             agent_hash=hashed, session_hint=hint, method=request.method, path=path, query=query,
             request_headers=headers.items(), request_body=body, started_ns=started_ns, credential=credential,
@@ -246,6 +250,7 @@ class Proxy:
         finally:
             upstream.release()
         capture.add_chunk(data)
+        self._remember_response(capture, data)
         if answer_filter is not None:
             data = answer_filter.whole(data)
         if request.method == "HEAD":
@@ -280,6 +285,7 @@ class Proxy:
         try:
             await response.prepare(request)
             chunks = upstream.content.iter_any().__aiter__()
+            head = b"" if self._chains_response(capture) else None
             while True:
                 try:
                     chunk = await chunks.__anext__()
@@ -292,6 +298,10 @@ class Proxy:
                 elif out := answer_filter.feed(chunk):
                     await response.write(out)
                 capture.add_chunk(chunk)
+                if head is not None:
+                    head += chunk
+                    if self._remember_response(capture, head) or len(head) >= RESPONSE_ID_SCAN_BYTES:
+                        head = None
             if answer_filter is not None and (out := answer_filter.end()):
                 await response.write(out)
             await response.write_eof()
@@ -321,6 +331,21 @@ class Proxy:
         return response
 
     # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _chains_response(capture: Capture) -> bool:
+        """Whether this call's reply is a Responses API response a later call may continue."""
+        return (capture.method == "POST" and capture.status == 200 and bool(capture.session_id)
+                and capture.path.endswith("/responses"))
+
+    def _remember_response(self, capture: Capture, head: bytes) -> bool:
+        """Remembers the session of the Responses reply whose first bytes are `head`; True once done."""
+        if not self._chains_response(capture):
+            return False
+        response_id = response_id_in(head)
+        if response_id:
+            self._chains.remember(capture.agent_hash, response_id, capture.session_id)
+        return bool(response_id)
 
     def _too_large(self, spec: ProviderSpec) -> web.Response:
         return spec.error(413, GatewayError.TOO_LARGE,

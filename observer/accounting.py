@@ -102,7 +102,8 @@ def facts_of(exchange: exchange_pb2.Exchange, model: str = "") -> ExchangeFacts:
         api=api,
         model=model or _model_of(response) or _model_of(request),
         usage=usage,
-        session_rung=str(name_session(headers, request).rung),
+        # The chain rung: the gateway looked the previous response up; what it named is the hint.
+        session_rung=str(name_session(headers, request, chained=lambda _: exchange.session_hint).rung),
         sub_agent=sub_agent(headers),
         turn=_turn(api, request),
     )
@@ -114,7 +115,7 @@ def last_item_request(body: bytes) -> bytes:
     reports as the position). Skips the history without building it (see the module docstring)."""
     from smoltbot.observer.pipeline import scan_object
 
-    fields = scan_object(body, (b"metadata", b"model", *_CONVERSATION_FIELDS))
+    fields = scan_object(body, (b"metadata", b"model", b"previous_response_id", *_CONVERSATION_FIELDS))
     out: dict[bytes, bytes] = {}
     for name, raw in fields.items():
         if name in _CONVERSATION_FIELDS and raw[:1] == b"[":

@@ -927,7 +927,8 @@ class TraceObservation(_message.Message):
     session_rung: _builtins.str
     """Which rung of the session ladder named the session (core/sessions.py Rung): x-smoltbot-session |
     x-claude-code-session-id | metadata.user_id | metadata.user_id:legacy | session-id | thread-id |
-    session_id | conversation_id | x-session-affinity | none. Empty on records that are not model calls.
+    session_id | conversation_id | x-codex-turn-metadata | x-session-affinity | previous_response_id |
+    none. Empty on records that are not model calls.
     """
     sub_agent_id: _builtins.str
     """Set when a sub-agent made the call (Claude Code's x-claude-code-agent-id, Codex's thread):

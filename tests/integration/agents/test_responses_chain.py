@@ -25,9 +25,6 @@ def settings_overrides() -> dict[str, Any]:
     return {"session_idle_minutes": IDLE_SECONDS / 60}
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the gateway does not consult core.sessions.ResponseChains yet (gateway/proxy.py: remember each "
-    "Responses reply's id with its session, pass chained= to name_session); then this passes"))
 async def test_a_continued_response_joins_its_session_after_the_idle_gap(
         openai_gateway: OpenAIThroughGateway) -> None:
     async with openai.AsyncOpenAI(api_key=KEY, base_url=openai_gateway.openai_base_url,

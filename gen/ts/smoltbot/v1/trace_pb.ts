@@ -1085,7 +1085,8 @@ export type TraceObservation = Message<"smoltbot.v1.TraceObservation"> & {
   /**
    * Which rung of the session ladder named the session (core/sessions.py Rung): x-smoltbot-session |
    * x-claude-code-session-id | metadata.user_id | metadata.user_id:legacy | session-id | thread-id |
-   * session_id | conversation_id | x-session-affinity | none. Empty on records that are not model calls.
+   * session_id | conversation_id | x-codex-turn-metadata | x-session-affinity | previous_response_id |
+   * none. Empty on records that are not model calls.
    *
    * @generated from field: string session_rung = 21;
    */
