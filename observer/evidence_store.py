@@ -234,11 +234,14 @@ class EvidenceStore:
                     [row.__dict__ for row in chunk],
                 )
 
-    def check_again(self, row: EvidenceRow) -> bool:
-        """A check that found something, on a call that ended a moment ago: a gateway ships each call
-        when its capture is complete, so an earlier call of the session (a long stream) may reach
-        the observer after this one. Such a check is done again after `evidence_grace_seconds`."""
-        return row.status == "diverged" and utcnow() - row.relayed_at < self.grace
+    def check_again(self, row: EvidenceRow, received_at: datetime) -> bool:
+        """A check that found something, on a call this observer received a moment ago: a gateway
+        ships each call when its capture is complete, so an earlier call of the session (a long
+        stream) may reach the observer after this one. Such a check is done again after
+        `evidence_grace_seconds`. Measured from `received_at` (the observer's own clock, stamped at
+        intake), not from the call's times: a gateway's clock ahead of ours would otherwise hold the
+        exchange back for as long as the skew."""
+        return row.status == "diverged" and utcnow() - received_at < self.grace
 
     def expired(self, started_at: datetime) -> bool:
         """An exchange has waited long enough for earlier calls of its session to be recorded."""

@@ -103,6 +103,9 @@ class JobResult:
     #: Set when a step failed: which one, and the error.
     step: str = ""
     error: str = ""
+    #: The model analyzer's answer (`analyzers.AnalysisResult`; the model path only, never crosses
+    #: to a worker process): kept when the history check is done again, so it is not asked twice.
+    model_analysis: Any = None
 
 
 def time_of(message: Any, name: str) -> datetime | None:

@@ -345,7 +345,9 @@ class Processor:
                           in zip(result.traces, result.trace_json, result.turn_slots, strict=True)]
                 facts = result.facts.priced(self.prices) if result.facts is not None else None
                 if result.evidence_row is not None:
-                    if self._evidence.check_again(result.evidence_row):
+                    if self._evidence.check_again(result.evidence_row, item.received_at):
+                        if result.model_analysis is not None:
+                            self._keep_analysis(item.exchange_id, result.model_analysis)
                         results[item.exchange_id] = Retry(
                             item.exchange_id, utcnow() + self._evidence.grace,
                             "history check found something: checked again once earlier calls can be here",
@@ -515,14 +517,16 @@ class Processor:
             step = "check history and provenance"
             pipeline.add_evidence(result, job, exchange, extraction)
             pipeline.serialise(result, job)
-            if result.evidence_row is not None and self._evidence.check_again(result.evidence_row):
-                self._analyses_to_reuse[job.exchange_id] = analysis
-                while len(self._analyses_to_reuse) > _ANALYSES_KEPT:
-                    self._analyses_to_reuse.popitem(last=False)
+            result.model_analysis = analysis
         except Exception as error:  # noqa: BLE001 - a failed step, retried by the caller
             result.step, result.error = step, f"{type(error).__name__}: {error}"
             result.traces, result.trace_json, result.turn_slots = [], [], []
         return result
+
+    def _keep_analysis(self, exchange_id: str, analysis: AnalysisResult) -> None:
+        self._analyses_to_reuse[exchange_id] = analysis
+        while len(self._analyses_to_reuse) > _ANALYSES_KEPT:
+            self._analyses_to_reuse.popitem(last=False)
 
     async def _registry_step(self, step: str, call: Any) -> Any:
         try:

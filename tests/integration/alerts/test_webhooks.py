@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -88,8 +88,7 @@ async def _subscribe(
     return created
 
 
-async def _both_failures(errors: Awaitable[set[str]]) -> set[str] | None:
-    found = await errors
+def _both_failures(found: set[str]) -> set[str] | None:
     return found if {"the receiver answered HTTP 500", "no response within 0.5s"} <= found else None
 
 
@@ -117,16 +116,24 @@ async def test_every_event_arrives_signed_once_through_failures_timeouts_and_a_r
     # Failures (500, 503) and calls that hang past the 0.5 s timeout, then it takes deliveries.
     receiver.script = [500, 500, 503, "hang", "hang", 500, "hang", "hang"]
 
-    first = [*_calls(agent_hash, ["read_file", "delete_file", "delete_file"], start), _minimal(agent_hash)]
-    await stack.ingest(first)  # type: ignore[arg-type]
-    await stack.wait_finished([e.exchange_id for e in first])  # type: ignore[attr-defined]
-
     async def errors() -> set[str]:
         async with Alerts(stack) as alerts:
             response = await alerts.ListAlertDeliveries(apb.ListAlertDeliveriesRequest(agent_id=agent_id))
         return {d.last_error for d in response.deliveries if d.last_error}
 
-    seen = await wait_until(lambda: _both_failures(errors()), timeout=15, what="a 5xx and a timeout recorded")
+    # Gathered over polls from before the first delivery: a delivery's last error changes with
+    # each attempt, and the first attempts may come while the other exchanges are still processed.
+    seen: set[str] = set()
+
+    async def both_seen() -> set[str] | None:
+        seen.update(await errors())
+        return _both_failures(seen)
+
+    watching = asyncio.create_task(wait_until(both_seen, timeout=30, what="a 5xx and a timeout recorded"))
+    first = [*_calls(agent_hash, ["read_file", "delete_file", "delete_file"], start), _minimal(agent_hash)]
+    await stack.ingest(first)  # type: ignore[arg-type]
+    await stack.wait_finished([e.exchange_id for e in first])  # type: ignore[attr-defined]
+    await watching
     assert {"the receiver answered HTTP 500", "no response within 0.5s"} <= seen
 
     # Restart in the middle: deliveries leased by the stopped observer are given back (or their
