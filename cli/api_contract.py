@@ -108,6 +108,10 @@ FIELDS: dict[str, frozenset[str]] = {
             "window_size",
             "computed_at",
             "open_drift_alerts",
+            "retained_since",
+            "retention_deleted_traces",
+            "history_sessions_checked",
+            "history_sessions_intact",
             *(f"recent.{name}" for name in _WINDOW),
             *(f"all_time.{name}" for name in _WINDOW),
         }

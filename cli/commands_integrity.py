@@ -70,12 +70,23 @@ def integrity_command(api: ApiOption = None, json_mode: JsonOption = False) -> N
     window_size = read(integrity, _SCHEMA, "window_size")
     total = int(read(integrity, _SCHEMA, "all_time.total_traces", 0))
     recent_title = f"recent (last {window_size})" if window_size else "recent"
-    out.table(("", recent_title, "all time"), _rows(integrity),
+    retained_since = read(integrity, _SCHEMA, "retained_since", None)
+    # After retention deleted traces, "all time" means "all that is kept": the column says so.
+    all_title = f"since {local_time(retained_since)}" if retained_since else "all time"
+    out.table(("", recent_title, all_title), _rows(integrity),
               title=f"Integrity of agent {context.agent_id}")
+    if retained_since:
+        deleted = int(read(integrity, _SCHEMA, "retention_deleted_traces", 0))
+        out.line(f"retention: {deleted} older traces deleted (the card's audit.retention_days); "
+                 f"the score covers traces since {local_time(retained_since)}")
+    checked = int(read(integrity, _SCHEMA, "history_sessions_checked", 0))
+    if checked:
+        intact = int(read(integrity, _SCHEMA, "history_sessions_intact", 0))
+        out.line(f"history checked: {intact} / {checked} sessions intact")
     drift = int(read(integrity, _SCHEMA, "open_drift_alerts", 0))
     out.line(styled(f"open drift alerts: {drift}", "bold yellow") if drift else f"open drift alerts: {drift}")
     out.line(f"computed: {local_time(read(integrity, _SCHEMA, 'computed_at'))}")
-    if total == 0:
+    if total == 0 and not retained_since:
         out.note("No traces yet: the score appears once your agent makes calls through the gateway.")
     elif int(read(integrity, _SCHEMA, "all_time.with_reasoning", 0)) == 0:
         out.note("No trace carried readable reasoning, so the score only checks actions against the card.")

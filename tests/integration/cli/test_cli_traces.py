@@ -203,6 +203,36 @@ async def test_integrity_shows_score_totals_violations_and_coverage(cli: Cli, lo
     assert as_json["all_time"] == expected["all_time"]
 
 
+async def test_integrity_says_over_which_period_it_holds_once_retention_deleted_traces(
+        cli: Cli, local_stack: LocalStack, traced: list[dict[str, Any]], initialised: str) -> None:
+    from smoltbot.core.storage import open_database
+    from smoltbot.core.tls import TlsConfig
+    from smoltbot.observer.registry_client import RegistryClient
+    from smoltbot.observer.retention import Retention
+    from smoltbot.observer.retention_store import RetentionStore
+
+    settings = local_stack.settings
+    db = open_database(settings.effective_database_url)
+    registry = RegistryClient(local_stack.registry_address, card_ttl=0, tls=TlsConfig.from_settings(settings))
+    # A pass a year and a half from now: every trace of the agent is past any retention period.
+    later = datetime.now(UTC) + timedelta(days=550)
+    try:
+        await Retention(RetentionStore(db), registry, settings).run_pass(later)
+    finally:
+        await registry.close()
+        await db.close()
+    async with httpx.AsyncClient(base_url=local_stack.api_url) as client:
+        served = (await client.get(f"/v1/integrity/{initialised}")).json()
+    assert served["retention_deleted_traces"] == len(traced) and served["retained_since"]
+
+    result = await cli("integrity")
+
+    assert result.exit_code == 0, result.output
+    assert "ALL TIME" not in result.stdout.upper()
+    assert f"retention: {len(traced)} older traces deleted" in result.stdout
+    assert "No traces yet" not in result.stderr
+
+
 async def test_integrity_of_an_agent_without_traces_is_not_an_error(cli: Cli, initialised: str) -> None:
     result = await cli("integrity")
 
