@@ -68,7 +68,8 @@ class GrpcServer(Generic[C]):
 
     def __init__(self, server: grpc.aio.Server, port: int, health_servicer: health.aio.HealthServicer,
                  service_names: Iterable[str], on_stop: Callable[[], Awaitable[None]] | None = None, *,
-                 health_only: grpc.aio.Server | None = None, components: C) -> None:
+                 health_only: grpc.aio.Server | None = None, components: C,
+                 on_draining: Callable[[], None] | None = None) -> None:
         self.server = server
         self.port = port
         self.health = health_servicer
@@ -76,11 +77,13 @@ class GrpcServer(Generic[C]):
         self.health_only = health_only
         self.components = components
         self._on_stop = on_stop
+        self._on_draining = on_draining
 
     def with_components(self, components: C2) -> GrpcServer[C2]:
         """The same server (not started yet), carrying `components`."""
         return GrpcServer(self.server, self.port, self.health, self.service_names, self._on_stop,
-                          health_only=self.health_only, components=components)
+                          health_only=self.health_only, components=components,
+                          on_draining=self._on_draining)
 
     async def start(self) -> None:
         await self.server.start()
@@ -93,6 +96,10 @@ class GrpcServer(Generic[C]):
         """Health goes NOT_SERVING first, so balancers drain us, then in-flight RPCs get `grace`."""
         for name in [*self.service_names, ""]:
             await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._on_draining is not None:
+            # Streams that never end by themselves (the Registry's card watches) are ended now,
+            # so they neither hold the stop for the whole grace nor end in an abort.
+            self._on_draining()
         await self.server.stop(grace)
         if self.health_only is not None:
             await self.health_only.stop(0)
@@ -107,7 +114,8 @@ def new_grpc_server(address: str, service_names: Iterable[str],
                     register: Callable[[grpc.aio.Server], None],
                     on_stop: Callable[[], Awaitable[None]] | None = None, *,
                     tls: TlsConfig | None = None, health_port: int = 0,
-                    message_limit: int = GRPC_MESSAGE_LIMIT) -> GrpcServer[None]:
+                    message_limit: int = GRPC_MESSAGE_LIMIT,
+                    on_draining: Callable[[], None] | None = None) -> GrpcServer[None]:
     """Builds a server bound to `address` ("host:port", port 0 for an ephemeral one).
 
     `tls` (default: none) decides TLS or mutual TLS; without a certificate the server is
@@ -147,7 +155,8 @@ def new_grpc_server(address: str, service_names: Iterable[str],
     logger.debug("gRPC server on %s: %s, %s", address,
                  "mutual TLS" if tls.requires_client_cert else "TLS" if tls.serves_tls else "plaintext",
                  "service credential required" if tls.credential is not None else "open to any caller")
-    return GrpcServer(server, port, health_servicer, names, on_stop, health_only=health_only, components=None)
+    return GrpcServer(server, port, health_servicer, names, on_stop, health_only=health_only, components=None,
+                      on_draining=on_draining)
 
 
 def _bind(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:

@@ -41,6 +41,8 @@ MAX_CARD_JSON_BYTES = 1024 * 1024
 MAX_WATCHED_AGENTS = 1000
 #: Cards a watcher may fall behind by before its watch ends (it reconnects and reads again).
 _WATCH_BACKLOG = 1024
+#: Put in a watcher's queue when the server stops: its watch ends cleanly.
+_CLOSING = object()
 _cards = store.alignment_cards
 
 
@@ -53,6 +55,7 @@ class CardFeed:
 
     def __init__(self) -> None:
         self._watchers: set[asyncio.Queue[Card | None]] = set()
+        self._closed = False
 
     @property
     def watchers(self) -> int:
@@ -65,19 +68,34 @@ class CardFeed:
             except asyncio.QueueFull:
                 # A watcher this far behind is ended rather than allowed to hold memory; it
                 # reconnects and reads its cards again, so it misses nothing.
-                self._watchers.discard(queue)
-                queue.get_nowait()
-                queue.put_nowait(None)
+                self._end(queue, None)
+
+    def close(self) -> None:
+        """Ends every watch (the server is stopping): each stream ends cleanly, and its watcher
+        reconnects to another replica or when this one is back. Later watches end at once."""
+        self._closed = True
+        for queue in list(self._watchers):
+            self._end(queue, _CLOSING)
+
+    def _end(self, queue: asyncio.Queue[Any], mark: object) -> None:
+        self._watchers.discard(queue)
+        while not queue.empty():
+            queue.get_nowait()
+        queue.put_nowait(mark)
 
     async def watch(self, agent_ids: Collection[str] = ()) -> AsyncIterator[Card | None]:
         """None first (the watch is live), then each card stored (of `agent_ids`, if given)."""
         wanted = frozenset(agent_ids)
-        queue: asyncio.Queue[Card | None] = asyncio.Queue(_WATCH_BACKLOG)
+        queue: asyncio.Queue[Any] = asyncio.Queue(_WATCH_BACKLOG)
+        if self._closed:
+            return
         self._watchers.add(queue)
         try:
             yield None
             while True:
                 card = await queue.get()
+                if card is _CLOSING:
+                    return
                 if card is None:
                     raise _FellBehind
                 if not wanted or card.agent_id in wanted:

@@ -77,6 +77,7 @@ async def build_server(settings: Settings, *, address: str | None = None) -> Grp
                 servicer, grpc_server),
             on_stop=on_stop,
             tls=TlsConfig.from_settings(settings), health_port=settings.grpc_health_port,
+            on_draining=cards.feed.close,
         )
         if settings.registry_metrics_port:
             endpoint = MetricsEndpoint(metrics.render, settings.metrics_host, settings.registry_metrics_port,

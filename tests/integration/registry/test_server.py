@@ -148,3 +148,17 @@ async def test_an_unreachable_database_stops_the_start_with_a_plain_error(settin
     with pytest.raises(OSError) as caught:
         await build_server(settings, address="127.0.0.1:0")
     assert "cannot use the database" in str(caught.value) and "hunter2" not in str(caught.value)
+
+
+async def test_a_live_card_watch_ends_cleanly_when_the_registry_stops(registry: RunningRegistry) -> None:
+    # A watch never ends by itself: before the Registry ended watches when draining, a stop waited
+    # the whole grace for it and then aborted it (the watcher saw CANCELLED, not an end).
+    watch = registry.stub.WatchCards(pb.WatchCardsRequest())
+    first = await watch.read()
+    assert first == pb.WatchCardsResponse()  # live
+    stopping = asyncio.create_task(registry.server.stop(120.0))
+    registry.stopped = True
+    ended = await asyncio.wait_for(watch.read(), 30)
+    assert ended is grpc.aio.EOF
+    assert await watch.code() == grpc.StatusCode.OK
+    await asyncio.wait_for(stopping, 30)
