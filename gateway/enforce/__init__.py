@@ -1,9 +1,11 @@
 """The card's enforce and nudge modes at the gateway (docs/enforce.md).
 
 `Enforcer` answers the relay's two questions per call (`note_request`, `response_filter`);
-`CardCache` keeps each agent's card current from the Registry's watch stream; `anthropic`
-judges and replaces tool calls in Messages answers, whole or streamed; `nudges` carries notes to
-a session's next request; `texts` holds the wording the client and the model see.
+`CardCache` keeps each agent's card current from the Registry's watch stream; `anthropic`,
+`openai_chat`, `openai_responses` and `gemini` judge and replace tool calls in their provider's
+answers, whole or streamed (`formats` says which call gets which, `calls` holds what they
+share); `nudges` carries notes to a session's next request; `texts` holds the wording the client
+and the model see.
 """
 
 from .cards import CardCache, CardLookup

@@ -23,37 +23,12 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from smoltbot.core.aap.enforcement import Verdict
-
+from .calls import CallRecord, Decide, parse_input
 from .texts import replacement_text
 
 __all__ = ["CallRecord", "Decide", "SseEnforcer", "rewrite_message"]
-
-#: decide(tool name, parsed input, tool_use id) -> the card's verdict.
-Decide = Callable[[str, Any, str], Verdict]
-
-
-@dataclass(slots=True)
-class CallRecord:
-    """One tool call of the answer and what became of it."""
-
-    index: int
-    tool_use_id: str
-    name: str
-    verdict: Verdict
-    replaced: bool
-
-
-def _parse_input(text: str) -> Any:
-    try:
-        return json.loads(text) if text.strip() else {}
-    except ValueError:
-        # An unfinished or broken input is judged as text (the observer reads it so too).
-        return {"unparsed_input": text}
 
 
 def rewrite_message(body: bytes, decide: Decide, *, replace: bool) -> tuple[bytes | None, list[CallRecord]]:
@@ -231,7 +206,7 @@ class SseEnforcer:
     def _close_block(self, out: list[bytes]) -> None:
         assert self._block is not None
         index, tool_use_id, name = self._block
-        tool_input = _parse_input("".join(self._fragments))
+        tool_input = parse_input("".join(self._fragments))
         verdict = self._decide(name, tool_input, tool_use_id)
         stop = self._replace and verdict.decision != "allow"
         self.records.append(CallRecord(index, tool_use_id, name, verdict, stop))

@@ -6,12 +6,13 @@ The relay asks twice per call, and only these two questions:
   session's pending nudge note added (nudge mode; see `nudges.py`), or the body unchanged.
 * `response_filter(capture, status, upstream_headers, out_headers)` once the upstream answered
   and the agent is known: None when the call's answer goes to the client untouched (observe and
-  off cards, other providers, other paths, errors), else the `ResponseFilter` the answer's bytes
-  go through. The card decides (`core.aap.enforcement.mode_of`); the verdict of every tool call
-  and what was done with it end up on the capture (`Exchange.enforcement`).
+  off cards, calls that are not model calls, errors), else the `ResponseFilter` the answer's
+  bytes go through. The card decides (`core.aap.enforcement.mode_of`); the verdict of every tool
+  call and what was done with it end up on the capture (`Exchange.enforcement`).
 
-Only Anthropic's `POST /v1/messages` answers are filtered today: OpenAI and Gemini tool calls
-pass unjudged (their calls record `not_enforced`); see docs/enforce.md for what they need.
+The model calls of every relayed provider are read (`formats.answer_format`: Anthropic
+Messages, OpenAI Chat Completions and Responses, Gemini generateContent and its streams); each
+provider module rewrites its own wire format, behind the same two shapes (`calls.py`).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from smoltbot.v1 import exchange_pb2
 
 from ..body_decoding import StreamDecoder
 from ..capture import Capture
-from .anthropic import CallRecord, SseEnforcer, rewrite_message
+from .calls import CallRecord
 from .cards import CardCache
+from .formats import ANTHROPIC, AnswerFormat, answer_format, streams_as_json
 from .metrics import EnforcementMetrics
 from .nudges import Nudges
 
@@ -57,7 +59,8 @@ class ResponseFilter:
     included; only a decoded copy is judged."""
 
     def __init__(self, enforcer: Enforcer, capture: Capture, *, mode: str, card: dict[str, Any] | None,
-                 replace: bool, sse: bool, encoding: str, out_headers: CIMultiDict[str]) -> None:
+                 replace: bool, sse: bool, encoding: str, out_headers: CIMultiDict[str],
+                 answer: AnswerFormat = ANTHROPIC, json_stream: bool = False) -> None:
         self._enforcer = enforcer
         self._capture = capture
         self._mode = mode
@@ -65,7 +68,9 @@ class ResponseFilter:
         self._replace = replace
         self._out_headers = out_headers
         self._encoding = encoding
-        self._sse = SseEnforcer(self._decide, replace=replace) if sse else None
+        self._answer = answer
+        #: The stream's enforcer; None for a whole answer (read at once, or collected until its end).
+        self._stream = answer.stream(self._decide, replace=replace, sse=sse) if sse or json_stream else None
         self._decoder: StreamDecoder | None = None
         if encoding:
             # Judged on the decoded bytes; when replacing, relayed decoded too (Content-Encoding went).
@@ -99,10 +104,10 @@ class ResponseFilter:
             return chunk if not self._replace or self._decoder is None else self._decoded(chunk)
         try:
             data = self._decoder.feed(chunk) if self._decoder is not None else chunk
-            if self._sse is None:
+            if self._stream is None:
                 self._pieces.append(data)
                 return chunk if not self._replace else b""
-            out = self._sse.feed(data)
+            out = self._stream.feed(data)
             return chunk if not self._replace else out
         except Exception as error:  # noqa: BLE001 - fail-open, recorded
             held = self._fail(error)
@@ -114,17 +119,17 @@ class ResponseFilter:
         try:
             if self._decoder is not None:
                 self._decoder.finish()
-            if self._sse is None:
+            if self._stream is None:
                 body = b"".join(self._pieces)
-                rewritten, records = rewrite_message(body, self._decide, replace=self._replace)
+                rewritten, records = self._answer.rewrite(body, self._decide, replace=self._replace)
                 self._changed = rewritten is not None
                 self._finish(records)
                 if not self._replace:
                     return b""
                 return body if rewritten is None else rewritten
-            out = self._sse.end()
-            self._changed = any(record.replaced for record in self._sse.records)
-            self._finish(self._sse.records)
+            out = self._stream.end()
+            self._changed = any(record.replaced for record in self._stream.records)
+            self._finish(self._stream.records)
             return out if self._replace else b""
         except Exception as error:  # noqa: BLE001 - fail-open, recorded
             held = self._fail(error)
@@ -143,7 +148,7 @@ class ResponseFilter:
         logger.exception("exchange %s: %s; the answer goes through unenforced", self._capture.exchange_id,
                          self._failed)
         self._enforcer.record(self._capture, self._mode, self._card, [], self._failed)
-        held = self._sse.release() if self._sse is not None else b"".join(self._pieces)
+        held = self._stream.release() if self._stream is not None else b"".join(self._pieces)
         self._pieces = []
         return held
 
@@ -171,9 +176,13 @@ class Enforcer:
 
     def note_request(self, capture: Capture, body: bytes, headers: Mapping[str, str]) -> bytes:
         """The request body to forward: with the session's pending nudge note, if any."""
-        if not capture.agent_id or not _is_messages_call(capture) or not self.nudges.pending:
+        if not capture.agent_id or not self.nudges.pending:
             return body
-        changed, note = self.nudges.apply(capture.agent_id, capture.session_id, body, headers)
+        answer = answer_format(capture.provider, capture.method, capture.path)
+        if answer is None:
+            return body
+        changed, note = self.nudges.apply(capture.agent_id, capture.session_id, body, headers,
+                                          answer.place_note)
         if note:
             self.metrics.nudges_delivered.inc()
             record = capture.enforcement or exchange_pb2.Enforcement()
@@ -183,7 +192,8 @@ class Enforcer:
 
     async def response_filter(self, capture: Capture, status: int, upstream_headers: Mapping[str, str],
                               out_headers: CIMultiDict[str]) -> ResponseFilter | None:
-        if not capture.agent_id or status != 200 or not _is_messages_call(capture):
+        answer = answer_format(capture.provider, capture.method, capture.path)
+        if not capture.agent_id or status != 200 or answer is None:
             return None
         lookup = await self.cards.lookup(capture.agent_id)
         card = lookup.card
@@ -201,6 +211,7 @@ class Enforcer:
             replace = mode == "enforce"
         content_type = upstream_headers.get("content-type", "")
         sse = content_type.startswith("text/event-stream")
+        json_stream = not sse and streams_as_json(capture.provider, capture.path, capture.query)
         if not sse and not content_type.startswith("application/json"):
             self.record(capture, mode, card, [], f"the answer is {content_type or 'untyped'}, not read")
             return None
@@ -214,7 +225,8 @@ class Enforcer:
             if encoding:
                 out_headers.popall("content-encoding", None)
         return ResponseFilter(self, capture, mode=mode, card=card, replace=replace, sse=sse,
-                               encoding=encoding, out_headers=out_headers)
+                              encoding=encoding, out_headers=out_headers, answer=answer,
+                              json_stream=json_stream)
 
     # ------------------------------------------------------------------ the record
 
@@ -238,7 +250,3 @@ class Enforcer:
         capture.enforcement = enforcement
         if stopped:
             self.nudges.add(capture.agent_id, capture.session_id, stopped)
-
-
-def _is_messages_call(capture: Capture) -> bool:
-    return capture.provider == "anthropic" and capture.method == "POST" and capture.path == "/v1/messages"

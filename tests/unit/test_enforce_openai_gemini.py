@@ -1,0 +1,355 @@
+"""The OpenAI (Chat Completions, Responses) and Gemini rewriters of gateway.enforce: whole answers
+and streams in any chunking, built by the stand-ins' own reply builders and read back by the
+gateway's reassemblers (which rebuild what the official SDKs accumulate)."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import pytest
+from multidict import CIMultiDict
+from prometheus_client import CollectorRegistry
+
+from smoltbot.core.aap.cards import normalize_card
+from smoltbot.core.aap.enforcement import Verdict, check_tool_call
+from smoltbot.gateway.capture import Capture
+from smoltbot.gateway.enforce import CardCache, EnforcementMetrics, Enforcer
+from smoltbot.gateway.enforce.calls import StreamEnforcer
+from smoltbot.gateway.enforce.gemini import GeminiArrayEnforcer, GeminiSseEnforcer, rewrite_gemini
+from smoltbot.gateway.enforce.nudges import Nudges, note_in_chat, note_in_gemini, note_in_responses
+from smoltbot.gateway.enforce.openai_chat import ChatStreamEnforcer, rewrite_chat_completion
+from smoltbot.gateway.enforce.openai_responses import ResponsesStreamEnforcer, rewrite_response
+from smoltbot.gateway.enforce.texts import NUDGE_PREFIX, replacement_text
+from smoltbot.gateway.providers import (
+    ChatCompletionReassembler,
+    GeminiArrayReassembler,
+    GeminiReassembler,
+    ResponsesReassembler,
+)
+from tests.support.gemini_standin import gemini_chunks, merged_response
+from tests.support.openai_responses_wire import responses_events, responses_object
+from tests.support.openai_standin import Plan, chat_chunks, chat_completion, plan_reply
+from tests.support.standin_server import Seed, canonical
+
+AGENT = "smolt-0123456789abcdef"
+CARD = normalize_card({
+    "integrity_mode": "enforce",
+    "principal": {"type": "unspecified", "relationship": "delegated_authority"},
+    "values": {"declared": ["transparency"]},
+    "autonomy": {"bounded_actions": [], "forbidden_actions": ["bash", "shell"], "escalation_triggers": [
+        {"condition": 'parameters.target == "production"', "action": "escalate", "reason": "a human"}]},
+    "audit": {"retention_days": 30, "queryable": False, "trace_format": "ap-trace-v1"},
+}, agent_id=AGENT)
+
+
+def decide(name: str, tool_input: Any, tool_use_id: str) -> Verdict:
+    return check_tool_call(CARD, name, tool_input, tool_use_id)
+
+
+def chat_tool(name: str, **fixed: str) -> dict[str, Any]:
+    properties = {key: {"type": "string", "enum": [value]} for key, value in fixed.items()}
+    return {"type": "function", "function": {"name": name, "parameters": {"type": "object",
+                                                                           "properties": properties}}}
+
+
+BASH = chat_tool("bash", command="rm -rf /tmp/work")
+WEATHER = chat_tool("get_weather", location="Paris")
+DEPLOY = chat_tool("deploy", target="production")
+
+
+def plan(tools: list[dict[str, Any]], scenario: str = "tool_calls",
+         responses: bool = False) -> tuple[Plan, Any]:
+    if responses:
+        tools = [{"type": "function", **tool["function"]} for tool in tools]
+        payload: dict[str, Any] = {"model": "gpt-5.1", "input": "go", "tools": tools}
+    else:
+        payload = {"model": "gpt-4.1", "messages": [{"role": "user", "content": "go"}], "tools": tools}
+    seed = canonical(payload)
+    return plan_reply(scenario, Seed(seed), payload, {}, len(seed)), payload
+
+
+def pieces(raw: bytes, size: int) -> list[bytes]:
+    return [raw[i:i + size] for i in range(0, len(raw), size)] if size else [raw]
+
+
+def run(enforcer: StreamEnforcer, chunks: list[bytes]) -> tuple[bytes, list[bytes]]:
+    sent = [enforcer.feed(chunk) for chunk in chunks]
+    return b"".join(sent) + enforcer.end(), sent
+
+
+def chat_final(raw: bytes) -> dict[str, Any]:
+    reassembler = ChatCompletionReassembler()
+    reassembler.feed(raw)
+    return json.loads(reassembler.close())
+
+
+# --- Chat Completions --------------------------------------------------------------------------
+
+
+def test_chat_whole_answer_forbidden_call_becomes_content_and_the_turn_stops() -> None:
+    body = json.dumps(chat_completion(plan([BASH])[0])).encode()
+    rewritten, records = rewrite_chat_completion(body, decide, replace=True)
+    assert rewritten is not None
+    choice = json.loads(rewritten)["choices"][0]
+    arguments = {"command": "rm -rf /tmp/work"}
+    assert choice["message"]["content"] == replacement_text("bash", arguments, decide("bash", arguments, ""))
+    assert "tool_calls" not in choice["message"] and choice["finish_reason"] == "stop"
+    assert [(r.name, r.verdict.decision, r.replaced) for r in records] == [("bash", "deny", True)]
+    original = json.loads(body)
+    assert {k: v for k, v in json.loads(rewritten).items() if k != "choices"} == {
+        k: v for k, v in original.items() if k != "choices"}
+
+
+def test_chat_whole_answer_keeps_allowed_calls_and_their_finish_reason() -> None:
+    body = json.dumps(chat_completion(plan([WEATHER, DEPLOY])[0])).encode()
+    rewritten, records = rewrite_chat_completion(body, decide, replace=True)
+    assert rewritten is not None
+    choice = json.loads(rewritten)["choices"][0]
+    assert [c["function"]["name"] for c in choice["message"]["tool_calls"]] == ["get_weather"]
+    assert choice["finish_reason"] == "tool_calls" and "explicit approval" in choice["message"]["content"]
+    assert [(r.index, r.verdict.decision) for r in records] == [(0, "allow"), (1, "escalate")]
+    allowed = json.dumps(chat_completion(plan([WEATHER])[0])).encode()
+    assert rewrite_chat_completion(allowed, decide, replace=True)[0] is None
+    assert rewrite_chat_completion(body, decide, replace=False)[0] is None  # nudge: judged only
+
+
+@pytest.mark.parametrize("size", [0, 1, 7, 64])
+@pytest.mark.parametrize("tools", [[BASH], [WEATHER], [WEATHER, BASH], [BASH, WEATHER], [DEPLOY, BASH]])
+def test_chat_stream_ends_as_the_whole_answer_would(size: int, tools: list[dict[str, Any]]) -> None:
+    the_plan = plan(tools)[0]
+    raw = b"".join(chat_chunks(the_plan, include_usage=True))
+    out, _ = run(ChatStreamEnforcer(decide, replace=True), pieces(raw, size))
+    whole = json.dumps(chat_completion(the_plan)).encode()
+    rewritten, _ = rewrite_chat_completion(whole, decide, replace=True)
+    want = json.loads(rewritten or whole)["choices"][0]
+    got = chat_final(out)["choices"][0]
+    assert got["finish_reason"] == want["finish_reason"]
+    assert got["message"].get("content") == want["message"].get("content")
+    assert [(c["id"], c["function"]) for c in got["message"].get("tool_calls") or []] == [
+        (c["id"], c["function"]) for c in want["message"].get("tool_calls") or []]
+    if rewritten is None:
+        assert out == raw  # nothing stopped: the client gets the bytes as they came
+
+
+def test_chat_stream_text_passes_at_once_and_only_the_call_is_held() -> None:
+    the_plan = plan([BASH])[0]
+    the_plan.text = ["Let me", " clean up."]
+    chunks = chat_chunks(the_plan, include_usage=False)
+    enforcer = ChatStreamEnforcer(decide, replace=True)
+    out, sent = run(enforcer, chunks)
+    assert sent[:3] == chunks[:3]  # role, then text deltas: unchanged, unheld
+    opening = next(i for i, c in enumerate(chunks) if b"tool_calls" in c)
+    assert all(piece == b"" for piece in sent[opening:-2])  # the call's deltas, held to its end
+    message = chat_final(out)["choices"][0]["message"]
+    assert message["content"].startswith("Let me clean up.\n\n[smoltbot] Blocked a tool call")
+    assert enforcer.records[0].replaced
+
+
+def test_chat_stream_a_broken_stream_is_released_as_it_came() -> None:
+    chunks = chat_chunks(plan([BASH])[0], include_usage=False)
+    enforcer = ChatStreamEnforcer(decide, replace=True)
+    cut = next(i for i, c in enumerate(chunks) if b"tool_calls" in c) + 2
+    held = b"".join(enforcer.feed(c) for c in chunks[:cut])
+    assert held + enforcer.release() == b"".join(chunks[:cut])
+
+
+# --- Responses ---------------------------------------------------------------------------------
+
+
+def responses_final(raw: bytes) -> dict[str, Any]:
+    reassembler = ResponsesReassembler()
+    reassembler.feed(raw)
+    return json.loads(reassembler.close())
+
+
+@pytest.mark.parametrize("scenario", ["tool_calls", "reasoning_tool_calls"])
+@pytest.mark.parametrize("size", [0, 5, 100])
+@pytest.mark.parametrize("tools", [[BASH], [WEATHER], [WEATHER, BASH], [DEPLOY, WEATHER]])
+def test_responses_stream_ends_as_the_whole_answer_would(scenario: str, size: int,
+                                                         tools: list[dict[str, Any]]) -> None:
+    the_plan, payload = plan(tools, scenario, responses=True)
+    raw = b"".join(responses_events(the_plan, payload))
+    enforcer = ResponsesStreamEnforcer(decide, replace=True)
+    out, _ = run(enforcer, pieces(raw, size))
+    whole = json.dumps(responses_object(the_plan, payload)).encode()
+    rewritten, records = rewrite_response(whole, decide, replace=True)
+    assert [(r.index, r.name, r.verdict, r.replaced) for r in enforcer.records] == [
+        (r.index, r.name, r.verdict, r.replaced) for r in records]
+    want = json.loads(rewritten or whole)
+    assert responses_final(out)["output"] == want["output"]
+    if rewritten is None:
+        assert out == raw
+        return
+    # the items the final event carries and the ones the stream built agree
+    reassembler = ResponsesReassembler()
+    reassembler.feed(out.split(b"event: response.completed")[0])
+    built = json.loads(reassembler.close())["output"]
+    assert built == want["output"]
+    stopped = [item for item in want["output"] if item["type"] == "message"]
+    assert stopped and stopped[0]["content"][0]["text"].startswith("[smoltbot]")
+    assert stopped[0]["id"].startswith("msg_smoltbot_fc_")
+
+
+def test_responses_stream_holds_only_the_call_events() -> None:
+    the_plan, payload = plan([BASH], "reasoning_tool_calls", responses=True)
+    events = responses_events(the_plan, payload)
+    enforcer = ResponsesStreamEnforcer(decide, replace=True)
+    sent = [enforcer.feed(event) for event in events]
+    added = next(i for i, e in enumerate(events) if b'"type":"function_call"' in e)
+    done = next(i for i, e in enumerate(events) if e.startswith(b"event: response.output_item.done")
+                and b"function_call" in e)
+    assert sent[:added] == events[:added]  # reasoning deltas: unchanged, at once
+    assert all(s == b"" for s in sent[added:done])
+    assert sent[done].count(b"event: ") == 6 and b"response.output_text.delta" in sent[done]
+
+
+def test_responses_client_builtin_calls_are_judged_and_server_ones_are_not() -> None:
+    response = {"id": "resp_1", "object": "response", "status": "completed", "output": [
+        {"id": "lsc_1", "type": "local_shell_call", "call_id": "call_1", "status": "completed",
+         "action": {"type": "exec", "command": ["rm", "-rf", "/"]}},
+        {"id": "ws_1", "type": "web_search_call", "status": "completed", "action": {"type": "search"}}]}
+    rewritten, records = rewrite_response(json.dumps(response).encode(), decide, replace=False)
+    assert rewritten is None
+    assert [(r.name, r.tool_use_id, r.verdict.decision) for r in records] == [
+        ("local_shell", "call_1", "allow")]
+
+
+# --- Gemini ------------------------------------------------------------------------------------
+
+
+def gemini_payload(*names: tuple[str, dict[str, str]]) -> dict[str, Any]:
+    declarations = [{"name": name, "parameters": {"type": "OBJECT", "properties": {
+        key: {"type": "STRING", "enum": [value]} for key, value in fixed.items()}}} for name, fixed in names]
+    return {"contents": [{"role": "user", "parts": [{"text": "go"}]}],
+            "tools": [{"functionDeclarations": declarations}],
+            "generationConfig": {"thinkingConfig": {"includeThoughts": True}}}
+
+
+G_BASH = ("bash", {"command": "ls"})
+G_WEATHER = ("get_weather", {"location": "Paris"})
+
+
+def test_gemini_whole_answer_call_becomes_text_keeping_its_signature() -> None:
+    payload = gemini_payload(G_BASH, G_WEATHER)
+    chunks = gemini_chunks("thinking_function_call", Seed(canonical(payload)), payload, "gemini-2.5-pro")
+    body = json.dumps(merged_response(chunks)).encode()
+    rewritten, records = rewrite_gemini(body, decide, replace=True)
+    assert rewritten is not None
+    parts = json.loads(rewritten)["candidates"][0]["content"]["parts"]
+    original = json.loads(body)["candidates"][0]["content"]["parts"]
+    at = next(i for i, part in enumerate(original) if "functionCall" in part)
+    assert parts[at]["text"].startswith("[smoltbot] Blocked") and "'bash'" in parts[at]["text"]
+    assert parts[at]["thoughtSignature"] == original[at]["thoughtSignature"]
+    assert parts[:at] == original[:at] and parts[at + 1:] == original[at + 1:]
+    assert [(r.index, r.name, r.replaced) for r in records] == [(0, "bash", True), (1, "get_weather", False)]
+
+
+@pytest.mark.parametrize("size", [0, 3, 50])
+@pytest.mark.parametrize("array", [False, True])
+def test_gemini_streams_end_as_the_whole_answer_would(size: int, array: bool) -> None:
+    payload = gemini_payload(G_WEATHER, G_BASH)
+    chunks = gemini_chunks("thinking_function_call", Seed(canonical(payload)), payload, "gemini-2.5-pro")
+    encoded = [json.dumps(c, separators=(",", ":")).encode() for c in chunks]
+    if array:
+        raw = b"".join((b"[" if n == 0 else b"\n,\r\n") + item for n, item in enumerate(encoded)) + b"\n]"
+        enforcer: StreamEnforcer = GeminiArrayEnforcer(decide, replace=True)
+        reassembler: GeminiReassembler = GeminiArrayReassembler()
+    else:
+        raw = b"".join(b"data: " + item + b"\r\n\r\n" for item in encoded)
+        enforcer, reassembler = GeminiSseEnforcer(decide, replace=True), GeminiReassembler()
+    out, _ = run(enforcer, pieces(raw, size))
+    reassembler.feed(out)
+    got = json.loads(reassembler.close())
+    rewritten, _ = rewrite_gemini(json.dumps(merged_response(chunks)).encode(), decide, replace=True)
+    assert rewritten is not None
+    assert got["candidates"][0]["content"] == json.loads(rewritten)["candidates"][0]["content"]
+    assert [(r.index, r.name, r.replaced) for r in enforcer.records] == [
+        (0, "get_weather", False), (1, "bash", True)]
+    first_call = next(item for item in encoded if b"functionCall" in item)
+    assert out.startswith(raw[:raw.index(first_call)])  # the thoughts before it: as they came
+
+
+@pytest.mark.parametrize("array", [False, True])
+def test_gemini_stream_without_a_stopped_call_is_byte_identical(array: bool) -> None:
+    payload = gemini_payload(G_WEATHER)
+    chunks = gemini_chunks("function_call", Seed(canonical(payload)), payload, "gemini-2.5-pro")
+    text = gemini_chunks("text", Seed(b'{"a": "}\\"{"}'), payload, "m")
+    encoded = [json.dumps(c).encode() for c in text + chunks]
+    raw = (b"[" + b",\r\n".join(encoded) + b"]") if array else b"".join(b"data: " + e + b"\r\n\r\n"
+                                                                         for e in encoded)
+    for size in (1, 2, 13):
+        enforcer = GeminiArrayEnforcer(decide, replace=True) if array else GeminiSseEnforcer(decide,
+                                                                                             replace=True)
+        out, _ = run(enforcer, pieces(raw, size))
+        assert out == raw and [r.name for r in enforcer.records] == ["get_weather"]
+
+
+def test_gemini_array_text_elements_go_out_as_each_completes() -> None:
+    payload = gemini_payload(G_BASH)
+    text = [json.dumps(c).encode() for c in gemini_chunks("text", Seed(b"x"), payload, "m")]
+    enforcer = GeminiArrayEnforcer(decide, replace=True)
+    assert enforcer.feed(b"[" + text[0]) == b"[" + text[0]
+    assert enforcer.feed(b",\r\n" + text[1][:10]) == b",\r\n"
+    assert enforcer.feed(text[1][10:]) == text[1]  # held only until its braces balance
+
+
+# --- nudge notes -------------------------------------------------------------------------------
+
+
+def test_nudge_notes_go_at_the_end_of_each_providers_conversation() -> None:
+    note = NUDGE_PREFIX + " no"
+    chat = {"messages": [{"role": "user", "content": "hi"}]}
+    assert note_in_chat(chat, note) and chat["messages"][-1] == {"role": "system", "content": note}
+    developer = {"messages": [{"role": "developer", "content": "x"}, {"role": "user", "content": "hi"}]}
+    assert note_in_chat(developer, note) and developer["messages"][-1]["role"] == "developer"
+    responses: dict[str, Any] = {"input": "hi", "instructions": "be good"}
+    assert note_in_responses(responses, note)
+    assert responses == {"instructions": "be good", "input": [
+        {"role": "user", "content": "hi"}, {"type": "message", "role": "developer", "content": note}]}
+    gemini = {"contents": [{"role": "user", "parts": [{"functionResponse": {"name": "f"}}]}]}
+    assert note_in_gemini(gemini, note)
+    assert gemini["contents"][0]["parts"][-1] == {"text": note}
+    assert not note_in_gemini({"contents": [{"role": "model", "parts": []}]}, note)
+
+
+def test_a_pending_note_waits_for_a_request_that_can_take_it() -> None:
+    nudges = Nudges()
+    nudges.add(AGENT, "s", [("bash", decide("bash", {}, ""))])
+    model_last = json.dumps({"contents": [{"role": "model", "parts": [{"text": "x"}]}]}).encode()
+    assert nudges.apply(AGENT, "s", model_last, {}, note_in_gemini) == (model_last, "")
+    body = json.dumps({"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi"}]}).encode()
+    changed, note = nudges.apply(AGENT, "s", body, {}, note_in_chat)
+    assert json.loads(changed)["messages"][-1] == {"role": "system", "content": note}
+    assert nudges.pending == 0
+
+
+# --- the filter chooses by call ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("provider", "path", "query", "content_type", "kind"), [
+    ("openai", "/v1/chat/completions", "", "text/event-stream", "ChatStreamEnforcer"),
+    ("openai", "/v1/responses", "", "text/event-stream", "ResponsesStreamEnforcer"),
+    ("gemini", "/v1beta/models/gemini-2.5-pro:streamGenerateContent", "alt=sse", "text/event-stream",
+     "GeminiSseEnforcer"),
+    ("gemini", "/v1beta/models/gemini-2.5-pro:streamGenerateContent", "", "application/json",
+     "GeminiArrayEnforcer"),
+    ("gemini", "/v1beta/models/gemini-2.5-pro:generateContent", "", "application/json", None),
+    ("openai", "/v1/embeddings", "", "application/json", "none"),
+])
+async def test_each_model_call_gets_its_providers_filter(provider: str, path: str, query: str,
+                                                         content_type: str, kind: str | None) -> None:
+    cards = CardCache("127.0.0.1:1")
+    cards._unwatched[AGENT] = (CARD, time.monotonic())  # a card just read
+    enforcer = Enforcer(cards, EnforcementMetrics(CollectorRegistry()))
+    capture = Capture(agent_hash="a" * 64, session_hint="", method="POST", path=path, query=query,
+                      request_headers=[], request_body=b"{}", started_ns=0, provider=provider)
+    capture.agent_id = AGENT
+    made = await enforcer.response_filter(capture, 200, {"content-type": content_type}, CIMultiDict())
+    if kind == "none":
+        assert made is None
+        return
+    assert made is not None
+    stream = made._stream
+    assert (type(stream).__name__ if stream is not None else None) == kind
