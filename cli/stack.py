@@ -92,16 +92,27 @@ def _private_home(settings: Settings) -> None:
         raise _fail(f"cannot make the data dir {settings.home} private: {error.strerror or error}") from None
 
 
-def _run_service(service: Service, settings: Settings) -> None:
+def _run_service(service: Service, settings: Settings, *, pool_member: bool = False) -> None:
     configure_logging(settings.log_level)
     _private_home(settings)
-    runner = _service_runner(service)
+    code = 0
     try:
-        asyncio.run(runner(settings))
+        if service is Service.gateway:
+            # One process, or a supervisor of several on one port (gateway_processes).
+            from smoltbot.gateway.processes import GatewayStartError, run
+
+            try:
+                code = run(settings, pool_member=pool_member)
+            except GatewayStartError as error:
+                raise _fail(f"gateway: {error}") from None
+        else:
+            asyncio.run(_service_runner(service)(settings))
     except KeyboardInterrupt:
         pass
     except OSError as error:
         raise _fail(f"{service.value}: {error}") from None
+    if code:
+        raise typer.Exit(code=code)
 
 
 def _service_runner(service: Service) -> Callable[[Settings], Coroutine[object, object, None]]:
@@ -110,8 +121,6 @@ def _service_runner(service: Service) -> Callable[[Settings], Coroutine[object, 
         from smoltbot.registry.server import serve
     elif service is Service.observer:
         from smoltbot.observer.server import serve
-    elif service is Service.gateway:
-        from smoltbot.gateway.app import serve
     else:
         from smoltbot.api.app import serve
     return serve
@@ -125,6 +134,9 @@ def serve_command(
     ] = None,
     host: Annotated[str | None, typer.Option(help="Interface to bind (gateway/api).")] = None,
     port: Annotated[int | None, typer.Option(help="Port to bind (gateway/api).")] = None,
+    pool_member: Annotated[
+        bool, typer.Option(hidden=True, help="One of gateway_processes (internal).")
+    ] = False,
 ) -> None:
     """Run one service in the foreground (for deployment)."""
     overrides: dict[str, object] = {}
@@ -141,7 +153,7 @@ def serve_command(
         if port is not None:
             overrides[f"{service.value}_port"] = port
     settings = _settings_or_exit(**overrides)
-    _run_service(service, settings)
+    _run_service(service, settings, pool_member=pool_member and service is Service.gateway)
 
 
 # --------------------------------------------------------------------------- up
@@ -315,7 +327,10 @@ def up_command(
     gateway_url = f"http://{settings.gateway_host}:{ports['gateway']}"
     api_url = f"http://{settings.api_host}:{ports['api']}"
     metrics_host = f"[{settings.metrics_host}]" if ":" in settings.metrics_host else settings.metrics_host
-    metrics_urls = [f"{gateway_url}/metrics (gateway)", f"{api_url}/metrics (api)"] + [
+    # With several gateway processes each scrape reaches one of them (its pid is a label).
+    gateway_metrics = "gateway" if settings.gateway_processes == 1 else \
+        f"gateway: one of its {settings.gateway_processes} processes per scrape"
+    metrics_urls = [f"{gateway_url}/metrics ({gateway_metrics})", f"{api_url}/metrics (api)"] + [
         f"http://{metrics_host}:{port}/metrics ({name})" if port else f"off ({name})"
         for name, port in metrics_ports.items()
     ]
@@ -348,7 +363,8 @@ def up_command(
             stack.start(service, health_checks[service])
         if not stopping:
             typer.echo("smoltbot is up.")
-            typer.echo(f"  gateway:   {gateway_url}/anthropic")
+            processes = f" ({settings.gateway_processes} processes)" if settings.gateway_processes > 1 else ""
+            typer.echo(f"  gateway:   {gateway_url}/anthropic{processes}")
             typer.echo(f"  dashboard: {api_url}/")
             typer.echo(f"  api:       {api_url}/v1")
             typer.echo(f"  metrics:   {metrics_urls[0]}")

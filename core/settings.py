@@ -84,6 +84,22 @@ class Settings(BaseSettings):
         "(the client still gets every byte), and every gRPC service's message limit is derived from it, "
         "so no record exceeds what the transport carries.",
     )
+    gateway_processes: int = Field(
+        default=1, ge=1, le=64,
+        description="Gateway processes serving the one gateway port (SO_REUSEPORT, Linux only; the kernel "
+        "spreads connections over them). Each has its own spool and dead-letter directory "
+        "(docs/self-hosting.md, \"Several gateway processes\").",
+    )
+    gateway_orphan_scan_seconds: float = Field(
+        default=5.0, gt=0,
+        description="How often a gateway process looks for a spool left by a gateway process that is "
+        "gone (killed, or no longer started) in the same data dir, and ships it.",
+    )
+    gateway_event_loop: Literal["asyncio", "uvloop"] = Field(
+        default="asyncio",
+        description="The gateway's event loop: uvloop needs the uvloop package (pip install uvloop; in "
+        "the dev extra).",
+    )
     enforce_fail_policy: Literal["allow", "block"] = Field(
         default="allow",
         description="What the gateway does with a call under enforcement when it cannot read the agent's "

@@ -5,6 +5,9 @@
   handle with `.port`, `.base_url` and `.stop()`.
 - `serve(settings)`: runs it until SIGINT/SIGTERM, then stops gracefully: no new connections,
   calls in flight finish (up to a grace period), and the spool is flushed to the observer.
+  (`processes.py` runs one such process, or several on one port.)
+
+Each process owns a spool slot (slots.py) and ships any slot whose process is gone.
 
 aiohttp on both sides was chosen after measuring it against a hand-written asyncio proxy and
 nginx; the figures are in docs/benchmarks.md ("Gateway").
@@ -23,6 +26,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from prometheus_client import Counter, Gauge
 
 from smoltbot.core.grpc_server import grpc_message_limit
 from smoltbot.core.identity import load_hash_secret
@@ -39,6 +43,7 @@ from .metrics import METRICS_CONTENT_TYPE, GatewayMetrics
 from .providers import SPECS, GatewayError
 from .proxy import Proxy
 from .shipper import Shipper, encode_ingest_request
+from .slots import SlotLock, claim_slot, dead_letter_directory, free_slots_with_records, spool_directory
 from .spool import Spool
 from .targets import refuse_foreign_targets
 
@@ -68,19 +73,28 @@ class Gateway:
         self.gateway_id = f"{socket.gethostname()}:{os.getpid()}"
         tls = client_tls(settings, registry_address, observer_address)
         self.metrics = GatewayMetrics()
-        self.spool = Spool(Path(settings.home) / "spool", settings.spool_max_bytes,
-                           on_drop=lambda count: self.metrics.spool_dropped.inc(count),
-                           on_write_failure=lambda count: self.metrics.spool_write_failures.inc(count))
-        self.dead_letters = DeadLetters(Path(settings.home) / "dead-letter")
+        self._observer_address = observer_address
+        self._tls = tls
+        self.home = Path(settings.home)
+        #: This process's slot (its spool and dead-letter directories; see slots.py), claimed at
+        #: startup: until then the directories are slot 0's, where a lone gateway keeps them.
+        self.slot: SlotLock | None = None
+        self.spool = self._new_spool(spool_directory(self.home, 0))
+        self.dead_letters = DeadLetters(dead_letter_directory(self.home, 0))
         self.capture_failures = 0
         self._building: set[asyncio.Future[tuple[bytes, str]]] = set()
-        self.shipper = Shipper(self.spool, observer_address,
-                               on_shipped=self.metrics.exchanges_shipped.inc,
-                               on_acked=self.metrics.count_ack, tls=tls,
-                               dead_letters=self.dead_letters,
-                               max_payload_bytes=settings.max_exchange_bytes + 16,
-                               message_limit=grpc_message_limit(settings.max_exchange_bytes),
-                               on_set_aside=self._set_aside)
+        self.shipper = self._new_shipper(self.spool, self.dead_letters)
+        #: Slots left by gateway processes that are gone, being shipped by this one: slot -> shipper.
+        self.adopted: dict[int, tuple[SlotLock, Shipper]] = {}
+        self._adoption_tasks: set[asyncio.Task[None]] = set()
+        self._scan_task: asyncio.Task[None] | None = None
+        self._adopted_count = Counter(
+            "smoltbot_gateway_spool_adopted", "Exchanges found in the spool of a gateway process that is "
+            "gone (same data dir), shipped by this one.", registry=self.metrics.registry)
+        self._process_info = Gauge(
+            "smoltbot_gateway_process_info", "This gateway process: its pid and spool slot (with "
+            "gateway_processes > 1, each scrape reaches one of the processes).", ["pid", "slot"],
+            registry=self.metrics.registry)
         self.identity = IdentityCache(registry_address, session_idle_minutes=settings.session_idle_minutes,
                                       tls=tls)
         self.metrics.track_spool(lambda: self.spool.depth, lambda: self.spool.size_bytes)
@@ -100,6 +114,20 @@ class Gateway:
             capture_limits=CaptureLimits.for_record(settings.max_exchange_bytes),
             enforcer=self.enforcer,
         )
+
+    def _new_spool(self, directory: Path) -> Spool:
+        return Spool(directory, self.settings.spool_max_bytes,
+                     on_drop=lambda count: self.metrics.spool_dropped.inc(count),
+                     on_write_failure=lambda count: self.metrics.spool_write_failures.inc(count))
+
+    def _new_shipper(self, spool: Spool, dead_letters: DeadLetters) -> Shipper:
+        return Shipper(spool, self._observer_address,
+                       on_shipped=self.metrics.exchanges_shipped.inc,
+                       on_acked=self.metrics.count_ack, tls=self._tls,
+                       dead_letters=dead_letters,
+                       max_payload_bytes=self.settings.max_exchange_bytes + 16,
+                       message_limit=grpc_message_limit(self.settings.max_exchange_bytes),
+                       on_set_aside=self._set_aside)
 
     @property
     def capture_limits(self) -> CaptureLimits:
@@ -205,21 +233,85 @@ class Gateway:
             await asyncio.gather(*list(self._building), return_exceptions=True)
 
     async def startup(self, _app: web.Application) -> None:
+        self.slot = claim_slot(self.home)
+        self.spool.directory = self.slot.spool_directory
+        self.dead_letters.directory = self.slot.dead_letter_directory
+        self._process_info.labels(str(os.getpid()), str(self.slot.slot)).set(1)
         replayed = self.spool.open()
         self.dead_letters.open()
         self.shipper.start()
         self.identity.start()
         self.enforcer.start()
+        self._scan_task = asyncio.get_running_loop().create_task(self._scan_for_orphans(),
+                                                                 name="smoltbot-spool-orphans")
         upstreams = ", ".join(f"{spec.prefix} -> {getattr(self.settings, spec.upstream_setting)}"
                               for spec in SPECS.values())
-        logger.info("gateway %s up: %s; %d spooled exchanges to replay", self.version, upstreams, replayed)
+        logger.info("gateway %s up (pid %d, spool %s): %s; %d spooled exchanges to replay", self.version,
+                    os.getpid(), self.spool.directory, upstreams, replayed)
 
     async def cleanup(self, _app: web.Application) -> None:
         await self.proxy.close()
         await self.identity.close()
         await self.enforcer.close()
         await self.drain_captures()
+        if self._scan_task is not None:
+            self._scan_task.cancel()
+            await asyncio.gather(self._scan_task, return_exceptions=True)
+        # An adopted slot not shipped in full stays on disk, unlocked: the next gateway ships it.
+        for task in list(self._adoption_tasks):
+            task.cancel()
+        await asyncio.gather(*self._adoption_tasks, return_exceptions=True)
         await self.shipper.stop()
+        if self.slot is not None:
+            self.slot.release()
+
+    # ------------------------------------------------------------------ orphaned spools
+
+    async def _scan_for_orphans(self) -> None:
+        """Ships the spools of gateway processes that are gone (killed, or no longer started
+        because `gateway_processes` went down): found at start and every
+        `gateway_orphan_scan_seconds`."""
+        while True:
+            try:
+                own = {self.slot.slot} if self.slot is not None else set()
+                for lock in free_slots_with_records(self.home, exclude=own | set(self.adopted)):
+                    self._adopt(lock)
+            except Exception:  # a failed scan is retried; the records stay on disk
+                logger.exception("spool: looking for spools left by other gateway processes failed")
+            await asyncio.sleep(self.settings.gateway_orphan_scan_seconds)
+
+    def _adopt(self, lock: SlotLock) -> None:
+        spool = self._new_spool(lock.spool_directory)
+        dead_letters = DeadLetters(lock.dead_letter_directory)
+        try:
+            found = spool.open()
+            dead_letters.open()
+        except OSError:
+            lock.release()
+            raise
+        if not found:
+            lock.release()
+            return
+        logger.info("spool: shipping %d exchanges left in %s by a gateway process that is gone",
+                    found, lock.spool_directory)
+        self._adopted_count.inc(found)
+        shipper = self._new_shipper(spool, dead_letters)
+        shipper.start()
+        self.adopted[lock.slot] = (lock, shipper)
+        task = asyncio.get_running_loop().create_task(self._finish_adopted(lock, shipper))
+        self._adoption_tasks.add(task)
+        task.add_done_callback(self._adoption_tasks.discard)
+
+    async def _finish_adopted(self, lock: SlotLock, shipper: Shipper) -> None:
+        """Ships an adopted slot until it is empty (or this gateway stops), then lets it go."""
+        try:
+            while shipper.spool.depth:
+                await asyncio.sleep(0.2)
+            logger.info("spool: %s shipped in full", lock.spool_directory)
+        finally:
+            self.adopted.pop(lock.slot, None)
+            await shipper.stop(flush_timeout=1.0)
+            lock.release()
 
     # ------------------------------------------------------------------ endpoints
 
@@ -239,9 +331,14 @@ class Gateway:
         return web.json_response({
             "status": "ok",
             "version": self.version,
+            # With gateway_processes > 1 each connection reaches one process: this one.
+            "process": {"pid": os.getpid(), "slot": self.slot.slot if self.slot is not None else None,
+                        "processes": self.settings.gateway_processes},
             "registry": {"reachable": registry},
             "observer": {"reachable": self.shipper.observer_ready},
             "spool": {"depth": self.spool.depth, "bytes": self.spool.size_bytes,
+                      "directory": str(self.spool.directory),
+                      "adopted_depth": sum(shipper.spool.depth for _, shipper in self.adopted.values()),
                       "dropped": self.spool.dropped, "write_failures": self.spool.write_failures},
             "capture": {"failures": self.capture_failures, "building": len(self._building)},
             "dead_letter": {"count": self.dead_letters.count, "directory": str(self.dead_letters.directory)},
@@ -337,11 +434,12 @@ class RunningGateway:
 
 async def start_gateway(settings: Settings, host: str = "127.0.0.1", port: int = 0, *,
                         registry_address: str | None = None, observer_address: str | None = None,
-                        shutdown_grace: float = _SHUTDOWN_GRACE) -> RunningGateway:
+                        shutdown_grace: float = _SHUTDOWN_GRACE, reuse_port: bool = False) -> RunningGateway:
+    """`reuse_port`: bind with SO_REUSEPORT, sharing the port with sibling gateway processes."""
     app = build_app(settings, registry_address=registry_address, observer_address=observer_address)
     runner = web.AppRunner(app, shutdown_timeout=shutdown_grace)
     await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024)
+    site = web.TCPSite(runner, host, port, backlog=1024, reuse_port=reuse_port or None)
     try:
         await site.start()
     except BaseException:
@@ -351,9 +449,11 @@ async def start_gateway(settings: Settings, host: str = "127.0.0.1", port: int =
     return RunningGateway(app, runner, host, int(bound))
 
 
-async def serve(settings: Settings) -> None:
-    """Runs the gateway on settings.gateway_host:gateway_port until SIGINT/SIGTERM."""
-    running = await start_gateway(settings, settings.gateway_host, settings.gateway_port)
+async def serve(settings: Settings, *, reuse_port: bool = False) -> None:
+    """Runs the gateway on settings.gateway_host:gateway_port until SIGINT/SIGTERM (one process;
+    processes.py runs several)."""
+    running = await start_gateway(settings, settings.gateway_host, settings.gateway_port,
+                                  reuse_port=reuse_port)
     base = running.base_url
     logger.info("gateway listening on %s (agents: ANTHROPIC_BASE_URL=%s/anthropic, "
                 "OPENAI_BASE_URL=%s/openai/v1, Gemini base_url %s/gemini)", base, base, base, base)
