@@ -206,7 +206,9 @@ class Intake:
         unique: dict[str, ExchangeRow] = {}
         for submission in batch:
             unique.setdefault(submission.row.exchange_id, submission.row)
-        accepted = await self._queue.insert_exchanges(list(unique.values()))
+        # New exchanges go straight to this observer's processor while it has room; only those
+        # left pending need the claimer woken (a claim that finds nothing is a wasted transaction).
+        accepted, pending = await self._queue.insert_and_hand_over(list(unique.values()))
         self.write_batches += 1
         answered: set[str] = set()
         for submission in batch:
@@ -219,5 +221,5 @@ class Intake:
                 ack = Ack(submission.sent_id, pb.INGEST_STATUS_DUPLICATE, "already received")
             if not submission.future.done():
                 submission.future.set_result(ack)
-        if accepted and self._on_stored is not None:
+        if pending and self._on_stored is not None:
             self._on_stored()
