@@ -173,10 +173,26 @@ class Processor:
         self._tasks = [asyncio.create_task(self._claim_loop(), name="observer-claimer"),
                        asyncio.create_task(self._write_loop(), name="observer-writer")]
         self._renewer = asyncio.create_task(self._renew_loop(), name="observer-lease-renewer")
+        self.queue.attach(self)
 
     def wake(self) -> None:
         """New work was stored: claim it now instead of at the next poll."""
         self._wake.set()
+
+    def room(self) -> int:
+        """How many new exchanges intake may hand over, already leased (`ExchangeQueue.attach`):
+        what a claim would take now."""
+        if self._stopping:
+            return 0
+        if self._held and sum(len(item.payload) for item in self._held.values()) >= _MAX_HELD_BYTES:
+            return 0
+        return max(0, self.capacity - len(self._held))
+
+    def adopt(self, items: list[ClaimedExchange]) -> None:
+        """Exchanges intake stored leased to us: held and queued as if claimed."""
+        for item in items:
+            self._held[item.exchange_id] = item
+            self._queue.put_nowait(item)
 
     async def stop(self, grace: float = 5.0) -> None:
         """Stops claiming, lets exchanges being processed finish for up to `grace` seconds,
@@ -184,6 +200,7 @@ class Processor:
         if self._stopping:
             return
         self._stopping = True
+        self.queue.detach(self)
         claimer, writer = self._tasks
         # Not cancelled mid-claim: a claim committed but never returned would strand its
         # exchanges until their leases expire.
