@@ -226,9 +226,9 @@ def _report(med: dict[str, dict[str, float]], raw: dict[str, dict[str, list[floa
         "smoltbot x1 is one gateway process pinned to core 0; x2 is `SMOLTBOT_GATEWAY_PROCESSES=2`, its "
         "two processes on one port (SO_REUSEPORT) pinned to cores 0 and 1; wrk (1 thread), the upstream (a "
         "static nginx reply), an ack-only Ingest sink and a real Registry on core 1, so on this 2-core "
-        "machine the second process shares its core with the load generator and the upstream. Targets interleaved, "
-        f"median of {args.rounds} rounds. Load average when the run ended: {load[0]:.1f} / {load[1]:.1f} / "
-        f"{load[2]:.1f} (1/5/15 min; other helpers' work ran on the machine).",
+        "machine the second process shares its core with the load generator and the upstream. Targets "
+        f"interleaved, median of {args.rounds} rounds. Load average when the run ended: "
+        f"{load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1/5/15 min; other work ran on the machine).",
         "",
         "| target | c=1 p50 (ms) | c=1 p50 added | c=16 req/s | c=16 rounds | vs x1 (same loop) "
         "| CPU per call at c=16 (µs) |",
