@@ -115,7 +115,6 @@ async def delete_subscription(
 @router.get(
     "/deliveries",
     response_model=AlertDeliveryList,
-    response_model_exclude_none=True,
     summary="Deliveries, newest first: pending, delivered or failed, with the last error",
 )
 async def list_deliveries(
