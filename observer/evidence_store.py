@@ -18,6 +18,12 @@ session in the same batch are computed in start order, each seeing the rows of t
 spooling it through an outage) cannot be waited for: a check that ran without its turn says
 `unrelayed_turn` for it.
 
+Retention deletes a session's oldest rows like any other data past its time, and notes the cut
+(`evidence_cuts`, observer/retention_store.py); a job of that session carries it (`cut`), and its
+check calls the turns before the first one the ledger still recognises unknown, not unrelayed.
+The rows are read before the note, so a read that races a retention batch sees the note whenever
+it missed the rows.
+
 Rows hold digests and finding descriptions only: never content.
 """
 
@@ -27,20 +33,22 @@ import json
 import logging
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smoltbot.core.evidence.exchange import EvidenceInput, annotate, evaluate, ledger_key
 from smoltbot.core.identity import load_hash_secret
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import Database, insert_ignoring_conflicts, utcnow
 from smoltbot.core.usage import API_ANTHROPIC_MESSAGES
-from smoltbot.observer.tables import chunks, evidence_history, exchanges
+from smoltbot.observer.tables import chunks, evidence_cuts, evidence_history, exchanges
 
-__all__ = ["EvidenceJob", "EvidenceRow", "EvidenceStore", "LedgerRow", "SessionHistory", "evidence_for"]
+__all__ = ["EvidenceJob", "EvidenceRow", "EvidenceStore", "LedgerRow", "SessionHistory", "SessionLedger",
+           "evidence_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +64,15 @@ class LedgerRow:
     started_at: datetime
     #: The row's `ledger_json`, parsed in the worker (the event loop only passes it on).
     state_json: str
+
+
+@dataclass(frozen=True)
+class SessionLedger:
+    """A session's ledger rows as read for a batch, in start order."""
+
+    rows: list[LedgerRow]
+    #: Why the session's oldest rows may be missing (retention, the read's bound); None: all there.
+    cut: str | None = None
 
 
 @dataclass(frozen=True)
@@ -96,9 +113,11 @@ class EvidenceJob:
     started_at: datetime
     rows: tuple[LedgerRow, ...] = ()
     notes: tuple[str, ...] = ()
+    #: `SessionLedger.cut` of the session's rows.
+    cut: str | None = None
 
     def with_rows(self, more: Sequence[LedgerRow]) -> EvidenceJob:
-        return EvidenceJob(self.key, self.session_id, self.started_at, (*self.rows, *more), self.notes)
+        return replace(self, rows=(*self.rows, *more))
 
 
 def evidence_for(given: EvidenceJob, *, exchange_id: str, agent_id: str, api: str, request_body: bytes,
@@ -112,7 +131,8 @@ def evidence_for(given: EvidenceJob, *, exchange_id: str, agent_id: str, api: st
                    for row in sorted(given.rows, key=lambda r: (r.started_at, r.exchange_id))
                    if row.started_at < given.started_at)
     found = evaluate(request_body, response_body, card,
-                     EvidenceInput(given.key, before, session=bool(given.session_id), notes=given.notes))
+                     EvidenceInput(given.key, before, session=bool(given.session_id), notes=given.notes,
+                                   cut=given.cut))
     if found is None:
         return None
     annotate(traces, found, card, now=now)
@@ -147,16 +167,17 @@ class EvidenceStore:
     # -- the processor's stage ---------------------------------------------------------------------
 
     async def rows_before(self, wanted: Sequence[tuple[str, str, datetime]]
-                          ) -> dict[tuple[str, str], list[LedgerRow]]:
+                          ) -> dict[tuple[str, str], SessionLedger]:
         """Per (agent, session): ledger rows of calls started before the latest of the given call
-        starts, in start order (the worker keeps those before each call's own start)."""
+        starts, in start order (the worker keeps those before each call's own start), and whether
+        the session's oldest rows may be missing."""
         latest: dict[tuple[str, str], datetime] = {}
         for agent_id, session_id, started_at in wanted:
             key = (agent_id, session_id)
             latest[key] = max(latest.get(key, started_at), started_at)
         found: dict[tuple[str, str], list[LedgerRow]] = {}
         if not latest:
-            return found
+            return {}
         async with self.db.read() as conn:
             for (agent_id, session_id), until in latest.items():
                 rows = (await conn.execute(
@@ -168,7 +189,25 @@ class EvidenceStore:
                 )).all()
                 found[(agent_id, session_id)] = [
                     LedgerRow(r.exchange_id, r.started_at, r.ledger_json) for r in reversed(rows)]
-        return found
+            cuts = await self._cuts(conn, list(latest))  # after the rows: see the module's doc
+        return {key: SessionLedger(rows, cuts.get(key) or (
+            f"only the session's newest {MAX_LEDGER_ROWS} calls were read" if len(rows) >= MAX_LEDGER_ROWS
+            else None)) for key, rows in found.items()}
+
+    @staticmethod
+    async def _cuts(conn: AsyncConnection, sessions: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        cuts: dict[tuple[str, str], str] = {}
+        wanted = set(sessions)
+        for chunk in chunks(sorted(wanted)):
+            for row in await conn.execute(
+                sa.select(evidence_cuts).where(evidence_cuts.c.agent_id.in_({a for a, _ in chunk}),
+                                               evidence_cuts.c.session_id.in_({s for _, s in chunk}))
+            ):
+                if (row.agent_id, row.session_id) in wanted:
+                    cuts[(row.agent_id, row.session_id)] = (
+                        "retention deleted the ledger rows of the session's calls started before "
+                        f"{row.cut_before:%Y-%m-%dT%H:%M:%SZ}")
+        return cuts
 
     async def jobs_for(self, calls: Sequence[tuple[str, str, str | None, datetime]]
                        ) -> tuple[dict[str, EvidenceJob], dict[str, str]]:
@@ -201,10 +240,14 @@ class EvidenceStore:
         ledgers = await self.rows_before([(agent_id, session_id, started_at)
                                           for exchange_id, agent_id, session_id, started_at in calls
                                           if session_id and exchange_id not in waiting])
-        jobs = {exchange_id: EvidenceJob(self.key, session_id, started_at,
-                                         tuple(ledgers.get((agent_id, session_id), ())) if session_id else (),
-                                         notes.get(exchange_id, ()))
-                for exchange_id, agent_id, session_id, started_at in calls if exchange_id not in waiting}
+        jobs = {}
+        for exchange_id, agent_id, session_id, started_at in calls:
+            if exchange_id in waiting:
+                continue
+            ledger = ledgers.get((agent_id, session_id)) if session_id else None
+            jobs[exchange_id] = EvidenceJob(self.key, session_id, started_at,
+                                            tuple(ledger.rows) if ledger else (), notes.get(exchange_id, ()),
+                                            ledger.cut if ledger else None)
         return jobs, waiting
 
     async def unfinished_before(self, sessions: Sequence[str]) -> dict[str, list[tuple[datetime, str]]]:

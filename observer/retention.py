@@ -3,14 +3,16 @@
 Each pass (every `SMOLTBOT_RETENTION_INTERVAL` seconds, the first five minutes after start)
 goes over every agent with stored data and deletes, in batches of `SMOLTBOT_RETENTION_BATCH_SIZE` rows, its
 traces (with their violations and drift input), usage rows, tool-execution reports, finished
-exchange records and resolved drift alerts older than its period: the card's
+exchange records, resolved drift alerts and history-ledger rows older than its period: the card's
 `audit.retention_days`, kept between `SMOLTBOT_RETENTION_MIN_DAYS` and
 `SMOLTBOT_RETENTION_MAX_DAYS`; a card that declares none (0, the AAP placeholder) gets the
 maximum, and so do exchange records that have no agent. Raw exchange payloads have their own
 short period, `SMOLTBOT_PAYLOAD_TTL_HOURS`, whatever the exchange's outcome (a payload still
 waiting in the queue is the work to do, and stays). When the Registry cannot say which card is
 in force (down, or no such agent), that agent waits for the next pass: nothing is deleted on a
-guess.
+guess. Where it deletes a session's oldest ledger rows it notes the cut (`evidence_cuts`), so
+that a later check of the session calls the turns it can no longer vouch for unknown instead of
+unrelayed; the note goes one more period later.
 
 Batches are short transactions with a pause between them, so intake goes on during a pass; with
 several observers exactly one does each batch (`retention_store`). What was deleted is counted
@@ -136,8 +138,8 @@ class Retention:
                 report.skipped.append(agent_id)
                 logger.warning("retention skips %s this pass: %s", agent_id, error)
                 continue
-            cutoff = now - timedelta(days=self.policy.days_for(card))
-            await self._drain(report, agent_id, cutoff)
+            period = timedelta(days=self.policy.days_for(card))
+            await self._drain(report, agent_id, now - period, cuts_cutoff=now - 2 * period)
         for agent_id in await self.store.agents():
             while not self._stopping.is_set():
                 batch = await self.store.roll_up(agent_id, now - LAG)
@@ -163,9 +165,10 @@ class Retention:
                         sum(report.rows.values()) - sum(report.traces.values()), report.payloads)
         return report
 
-    async def _drain(self, report: PassReport, agent_id: str | None, cutoff: datetime) -> None:
+    async def _drain(self, report: PassReport, agent_id: str | None, cutoff: datetime, *,
+                     cuts_cutoff: datetime | None = None) -> None:
         while not self._stopping.is_set():
-            batch = await self.store.delete_batch(agent_id, cutoff, self.batch_size)
+            batch = await self.store.delete_batch(agent_id, cutoff, self.batch_size, cuts_cutoff=cuts_cutoff)
             if batch.busy:
                 await asyncio.sleep(_BUSY_PAUSE)
                 continue

@@ -8,7 +8,10 @@ each batch, and the others find the lock taken and wait for the next one. On SQL
 write transaction (BEGIN IMMEDIATE) already serialises it against every other writer.
 
 What a batch deleted is counted per agent in `retention_state`, with the cut-off (`since`):
-the agent's record is complete from then on.
+the agent's record is complete from then on. A batch of history-ledger rows also notes, per
+session, the start of the newest call it deleted (`evidence_cuts`), so that a later check of the
+session knows which turns the ledger can no longer vouch for (core/evidence/history.py); such a
+note goes one retention period after the rows it stands for.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ from smoltbot.observer.tables import (
     chunks,
     drift_alerts,
     drift_pending,
+    evidence_cuts,
+    evidence_history,
     exchange_payloads,
     exchange_usage,
     exchanges,
@@ -60,12 +65,17 @@ class _Target:
 
 
 _TRACES = _Target(traces, ("trace_id",), "timestamp")
+_EXCHANGES = _Target(exchanges, ("exchange_id",), "occurred_at", exchanges.c.state.in_(("done", "failed")))
+#: Its time is the cut-off that deleted the session's rows; it goes by `cuts_cutoff`, a period later.
+_CUTS = _Target(evidence_cuts, ("agent_id", "session_id"), "cut_before")
 _TARGETS = (
     _TRACES,
     _Target(exchange_usage, ("exchange_id",), "occurred_at"),
     _Target(tool_executions, ("agent_id", "tool_use_id"), "reported_at"),
-    _Target(exchanges, ("exchange_id",), "occurred_at", exchanges.c.state.in_(("done", "failed"))),
+    _EXCHANGES,
     _Target(drift_alerts, ("alert_id",), "updated_at", drift_alerts.c.status == "resolved"),
+    _Target(evidence_history, ("exchange_id",), "started_at"),
+    _CUTS,
 )
 
 
@@ -96,11 +106,12 @@ class RetentionStore:
         self.db = db
 
     async def agents(self) -> list[str]:
-        """Every agent with traces, usage rows or tool-execution reports, found by skipping along
-        the agent_id indexes (one index seek per agent, not a scan of the tables)."""
+        """Every agent with traces, usage rows, tool-execution reports or history-ledger rows,
+        found by skipping along the agent_id indexes (one index seek per agent, not a scan of
+        the tables)."""
         found: set[str] = set()
         async with self.db.read() as conn:
-            for table in (traces, exchange_usage, tool_executions):
+            for table in (traces, exchange_usage, tool_executions, evidence_history, evidence_cuts):
                 found.update(await _distinct_agents(conn, table))
         return sorted(found)
 
@@ -117,26 +128,31 @@ class RetentionStore:
                     return
             yield conn
 
-    async def delete_batch(self, agent_id: str | None, cutoff: datetime, limit: int) -> Batch:
+    async def delete_batch(self, agent_id: str | None, cutoff: datetime, limit: int, *,
+                           cuts_cutoff: datetime | None = None) -> Batch:
         """Deletes up to `limit` of the agent's rows older than `cutoff`, from the first table
         that still has some (traces first). `agent_id` None: exchange records with no agent.
-        An empty batch means nothing of the agent is past `cutoff` any more."""
-        targets = _TARGETS if agent_id is not None else (_TARGETS[3],)
+        The agent's ledger-cut notes go when they stand for rows older than `cuts_cutoff` (None:
+        they stay). An empty batch means nothing of the agent is past its time any more."""
+        targets = _TARGETS if agent_id is not None else (_EXCHANGES,)
         async with self._batch() as conn:
             if conn is None:
                 return Batch(busy=True)
             for target in targets:
                 table = target.table
+                before = cuts_cutoff if target is _CUTS else cutoff
+                if before is None:
+                    continue
                 owner = table.c.agent_id.is_(None) if agent_id is None else table.c.agent_id == agent_id
                 query = (sa.select(*(table.c[key] for key in target.keys))
-                         .where(owner, table.c[target.time] < cutoff)
+                         .where(owner, table.c[target.time] < before)
                          .order_by(table.c[target.time]).limit(limit))
                 if target.only is not None:
                     query = query.where(target.only)
                 keys = [tuple(row) for row in (await conn.execute(query)).all()]
                 if not keys:
                     continue
-                deleted = await self._delete_keys(conn, target, keys, agent_id)
+                deleted = await self._delete_keys(conn, target, keys, agent_id, before)
                 if agent_id is not None:
                     await self._count(conn, agent_id, cutoff, deleted,
                                       traces_deleted=len(keys) if target is _TRACES else 0)
@@ -144,7 +160,7 @@ class RetentionStore:
         return Batch()
 
     async def _delete_keys(self, conn: AsyncConnection, target: _Target, keys: list[tuple[Any, ...]],
-                           agent_id: str | None) -> int:
+                           agent_id: str | None, cutoff: datetime) -> int:
         table = target.table
         deleted = 0
         if table is traces:
@@ -156,12 +172,33 @@ class RetentionStore:
         if table is exchanges:
             ids = [key[0] for key in keys]
             deleted += await self._delete_payloads(conn, ids)
+        if table is evidence_history and agent_id is not None:
+            await self._note_cuts(conn, agent_id, [key[0] for key in keys], cutoff)
         if len(target.keys) == 1:
             where = table.c[target.keys[0]].in_([key[0] for key in keys])
         else:
             where = sa.tuple_(*(table.c[key] for key in target.keys)).in_(keys)
         deleted += (await conn.execute(table.delete().where(where))).rowcount or 0
         return deleted
+
+    async def _note_cuts(self, conn: AsyncConnection, agent_id: str, exchange_ids: list[str],
+                         cutoff: datetime) -> None:
+        """Notes, per session of the ledger rows about to go, that its calls started before
+        `cutoff` are gone (a later cut-off replaces an earlier one). In the deleting transaction,
+        so a reader sees both or neither."""
+        h = evidence_history.c
+        sessions = (await conn.execute(
+            sa.select(h.session_id).distinct()
+            .where(h.exchange_id.in_(exchange_ids), h.session_id.is_not(None)))).scalars().all()
+        if not sessions:
+            return
+        insert = (sqlite_dialect if self.db.dialect == "sqlite" else pg_dialect).insert(evidence_cuts)
+        later = sa.case((evidence_cuts.c.cut_before < insert.excluded.cut_before, insert.excluded.cut_before),
+                        else_=evidence_cuts.c.cut_before)
+        await conn.execute(insert.on_conflict_do_update(index_elements=["agent_id", "session_id"],
+                                                        set_={"cut_before": later}),
+                           [{"agent_id": agent_id, "session_id": session_id, "cut_before": cutoff}
+                            for session_id in sessions])
 
     async def _delete_payloads(self, conn: AsyncConnection, exchange_ids: Sequence[str]) -> int:
         """Raw payloads are the most private rows: on SQLite their bytes are zeroed in the file

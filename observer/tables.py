@@ -282,6 +282,15 @@ evidence_history = sa.Table(
     sa.Column("check_json", sa.Text(), nullable=False),
 )
 
+# Per session whose oldest ledger rows retention deleted: the cut-off it deleted them by. Turns
+# relayed before it are unknown to a later check, not unrelayed (0010, retention_store).
+evidence_cuts = sa.Table(
+    "evidence_cuts", metadata,
+    sa.Column("agent_id", sa.String(144), primary_key=True),
+    sa.Column("session_id", sa.String(256), primary_key=True),
+    sa.Column("cut_before", UTCDateTime(), nullable=False),
+)
+
 #: Bound parameters per statement stay well under SQLite's 32766 and asyncpg's 32767.
 IN_CHUNK = 500
 

@@ -77,6 +77,9 @@ class EvidenceInput:
     session: bool = True
     #: Said on the history check (e.g. earlier exchanges of the session not recorded in time).
     notes: tuple[str, ...] = ()
+    #: Why `rows` may lack the session's oldest turns (retention deleted them, only the newest rows
+    #: were read); None: they are all there. Turns before the first recognised one are then unknown.
+    cut: str | None = None
 
 
 @dataclass
@@ -170,6 +173,7 @@ def evaluate(request_body: bytes, response_body: bytes, card: Mapping[str, Any],
     response = _load(response_body)
     reader = _OnceReader()
     ledger = HistoryLedger.from_state(given.key, HistoryLedger.merge_rows(given.rows), reader)
+    ledger.cut = ledger.cut or given.cut is not None
     known = ledger.known_tool_results()
     check = ledger.check(body) if given.session else None
     turn = ledger.record(body, response) if isinstance(response, dict) else None
@@ -205,6 +209,11 @@ def _history_json(check: HistoryCheck | None, ledger_turns: int, given: Evidence
     }
     if check.diverged_at is not None:
         found["diverged_at"] = check.diverged_at
+    if check.unknown_turns:
+        where = "" if check.unknown_before is None else f" before message {check.unknown_before}"
+        why = given.cut or "the ledger holds the session's newest turns only (history.MAX_TURNS)"
+        plural = "s" if check.unknown_turns > 1 else ""
+        notes.append(f"{check.unknown_turns} assistant turn{plural}{where} unknown: {why}")
     if notes:
         found["notes"] = notes
     return found

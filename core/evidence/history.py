@@ -28,6 +28,12 @@ unchanged, or all gone. A turn that matches nothing is an edit of a relayed turn
 of that turn's tool call ids, or when that turn is the one expected next (after the last recognised
 turn) and is absent, and the message shares a block with it, stands at the index it was relayed at,
 or sits right before the turn that followed it; otherwise it was never relayed.
+
+A ledger may lack the session's oldest turns (`cut`): retention deleted their rows, or the ledger
+was bounded (`MAX_TURNS`, the rows a check reads). An assistant turn standing before the first turn
+the ledger recognises, and no edit of a turn it holds, is then unknown (`HistoryCheck.unknown_turns`):
+not a finding, since the ledger cannot tell it from one of the turns it no longer has. A ledger
+that was not cut still finds such a turn unrelayed.
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ COMPACTION_PREFIXES: tuple[str, ...] = (
 #: Placeholders that clients put in place of an old tool result (Claude Code's microcompact, Qwen
 #: Code, OpenClaw). Compared after stripping whitespace, as a prefix.
 CLEARED_TOOL_RESULT_MARKERS: tuple[str, ...] = ("[Old tool result content cleared",)
-#: Oldest turns are forgotten past this many (a bound on state; the check then says "unknown").
+#: Oldest turns are forgotten past this many (a bound on state; the ledger is then `cut`).
 MAX_TURNS = 20_000
 
 
@@ -108,6 +114,10 @@ class HistoryCheck:
     rewrites: list[Rewrite] = field(default_factory=list)
     assistant_turns: int = 0
     verified_turns: int = 0
+    #: Turns before the first recognised one that a `cut` ledger can neither vouch for nor refute.
+    unknown_turns: int = 0
+    #: The message index of the first recognised turn they stand before (None: none recognised).
+    unknown_before: int | None = None
 
     @property
     def intact(self) -> bool:
@@ -150,6 +160,8 @@ class HistoryLedger:
         self._by_tool: dict[str, tuple[int, bytes]] = {}
         self._tool_results: dict[str, bytes] = {}
         self._first_seq = 0
+        #: True when turns relayed before the oldest one held may be missing (see the module doc).
+        self.cut = False
 
     # -- digests -------------------------------------------------------------------------------
     def _block(self, part: Part) -> bytes:
@@ -197,6 +209,7 @@ class HistoryLedger:
         return turn
 
     def _forget(self, turn: RelayedTurn) -> None:
+        self.cut = True
         self._first_seq = turn.seq + 1
         if self._by_key.get(turn.key) == turn.seq:
             del self._by_key[turn.key]
@@ -273,6 +286,7 @@ class HistoryLedger:
         used = {t.seq for t in matched.values()}
         flagged = {f.message_index for f in result.findings if f.kind == FindingKind.EDITED_TURN}
         previous: RelayedTurn | None = None
+        first = min(matched, default=None)
         for position, message in enumerate(assistants):
             if message.index in matched:
                 previous = matched[message.index]
@@ -281,6 +295,10 @@ class HistoryLedger:
                 continue
             original = self._original(message, digests[message.index], previous, used,
                                       assistants[position + 1:], matched)
+            if original is None and self.cut and (first is None or message.index < first):
+                result.unknown_turns += 1
+                result.unknown_before = first
+                continue
             if original is None:
                 result.findings.append(Finding(
                     FindingKind.UNRELAYED_TURN, message.index,
@@ -307,7 +325,7 @@ class HistoryLedger:
         # It shares a block with the turn expected here, or stands where that turn stood when relayed.
         if {d for _, d in blocks} & {d for _, d in expected.blocks} or expected.position == message.index:
             return expected
-        following = next((matched[m.index] for m in later if m.index in matched), None)
+        following = matched.get(later[0].index) if later else None  # the very next assistant turn
         if following is not None and following.seq == expected.seq + 1:
             return expected
         return None
@@ -351,7 +369,7 @@ class HistoryLedger:
                 if part.kind != "tool_result":
                     continue
                 tool_id = part.tool_id or ""
-                if message.index == 0 and tool_id not in called and tool_id in self._by_tool:
+                if message.index == 0 and tool_id not in called and (tool_id in self._by_tool or self.cut):
                     continue  # the front was cut between a call the model made and its result
                 if tool_id not in called or tool_id in answered:
                     why = ("answers a tool call made again" if tool_id in answered
@@ -426,12 +444,14 @@ class HistoryLedger:
                 calls.setdefault(tool_id, digest)
             for tool_id, digest in (row.get("tool_results") or {}).items():
                 results.setdefault(tool_id, digest)
-        return {"first_seq": 0, "turns": turns[-MAX_TURNS:], "tool_calls": calls, "tool_results": results}
+        return {"first_seq": 0, "turns": turns[-MAX_TURNS:], "tool_calls": calls, "tool_results": results,
+                "cut": len(turns) > MAX_TURNS}
 
     def to_state(self) -> dict[str, Any]:
         """A JSON-able copy of the ledger (digests only; the key stays out)."""
         return {
             "first_seq": self._first_seq,
+            "cut": self.cut,
             "turns": [{
                 "digest": t.digest.hex(), "blocks": [("t" if th else "") + d.hex() for th, d in t.blocks],
                 "tool_ids": list(t.tool_ids), "root": t.root.hex(), "position": t.position,
@@ -445,6 +465,7 @@ class HistoryLedger:
                    reader: HistoryReader | None = None) -> HistoryLedger:
         ledger = cls(key, reader)
         ledger._first_seq = int(state.get("first_seq", 0))
+        ledger.cut = bool(state.get("cut")) or ledger._first_seq > 0
         calls = state.get("tool_calls", {})
         for offset, raw in enumerate(state.get("turns", [])):
             blocks = tuple((b.startswith("t"), bytes.fromhex(b.removeprefix("t"))) for b in raw["blocks"])
