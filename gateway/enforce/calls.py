@@ -34,6 +34,13 @@ class CallRecord:
     name: str
     verdict: Verdict
     replaced: bool
+    #: The id of the answer the call was in, where a later request may continue that answer by
+    #: its id (a Responses `resp_...`, for `previous_response_id`); "" elsewhere.
+    answer_id: str = ""
+    #: The text the client got in the call's place ("" when it was not replaced).
+    replacement: str = ""
+    #: The call's kind where an API has several (Responses: `function_call`, `custom_tool_call`...).
+    kind: str = ""
 
 
 class Rewrite(Protocol):

@@ -30,7 +30,8 @@ from ..body_decoding import StreamDecoder
 from ..capture import Capture
 from .calls import CallRecord
 from .cards import CardCache
-from .formats import ANTHROPIC, AnswerFormat, answer_format, streams_as_json
+from .followups import StoppedCalls
+from .formats import ANTHROPIC, OPENAI_RESPONSES, AnswerFormat, answer_format, streams_as_json
 from .metrics import EnforcementMetrics
 from .nudges import Nudges
 
@@ -164,6 +165,7 @@ class Enforcer:
         self.cards = cards
         self.metrics = metrics
         self.nudges = nudges or Nudges()
+        self.stopped_calls = StoppedCalls()
         metrics.track_watch(lambda: 1.0 if cards.live else 0.0)
 
     def start(self) -> None:
@@ -175,11 +177,16 @@ class Enforcer:
     # ------------------------------------------------------------------ the relay's two questions
 
     def note_request(self, capture: Capture, body: bytes, headers: Mapping[str, str]) -> bytes:
-        """The request body to forward: with the session's pending nudge note, if any."""
-        if not capture.agent_id or not self.nudges.pending:
+        """The request body to forward: with the session's pending nudge note, if any, and (a
+        Responses call continuing an answer whose calls were stopped) those calls' outputs."""
+        if not capture.agent_id or not (self.nudges.pending or self.stopped_calls.pending):
             return body
         answer = answer_format(capture.provider, capture.method, capture.path)
         if answer is None:
+            return body
+        if answer is OPENAI_RESPONSES and self.stopped_calls.pending and b'"previous_response_id"' in body:
+            body, _added = self.stopped_calls.apply(capture.agent_id, body, headers)
+        if not self.nudges.pending:
             return body
         changed, note = self.nudges.apply(capture.agent_id, capture.session_id, body, headers,
                                           answer.place_note)
@@ -248,5 +255,7 @@ class Enforcer:
             if action == "nudged":
                 stopped.append((call.name, call.verdict))
         capture.enforcement = enforcement
+        if replace and not not_enforced:
+            self.stopped_calls.add(capture.agent_id, records)
         if stopped:
             self.nudges.add(capture.agent_id, capture.session_id, stopped)

@@ -40,6 +40,7 @@ _NOT_INPUT = frozenset({"id", "type", "status", "call_id", "output", "outputs", 
                         "pending_safety_checks", "acknowledged_safety_checks"})
 _TERMINAL = frozenset({b"response.completed", b"response.incomplete", b"response.failed"})
 _ADDED = b"response.output_item.added"
+_CREATED = b"response.created"
 
 
 def _call_of(item: dict[str, Any]) -> tuple[str, str, Any]:
@@ -54,6 +55,16 @@ def _call_of(item: dict[str, Any]) -> tuple[str, str, Any]:
         text = item.get("input")
         return call_id, str(item.get("name") or ""), {"input": text if isinstance(text, str) else ""}
     return call_id, kind.removesuffix("_call"), {k: v for k, v in item.items() if k not in _NOT_INPUT}
+
+
+def _response_id(raw: bytes) -> str:
+    try:
+        event = json.loads(sse_data(raw))
+    except ValueError:
+        return ""
+    response = event.get("response") if isinstance(event, dict) else None
+    found = response.get("id") if isinstance(response, dict) else None
+    return found if isinstance(found, str) else ""
 
 
 def _part(text: str) -> dict[str, Any]:
@@ -91,16 +102,17 @@ def rewrite_response(body: bytes, decide: Decide, *, replace: bool) -> tuple[byt
         return None, []
     records: list[CallRecord] = []
     replaced: dict[str, dict[str, Any]] = {}
+    response_id = str(response.get("id") or "")
     for index, item in enumerate(output):
         if not isinstance(item, dict) or item.get("type") not in CALL_ITEMS:
             continue
         call_id, name, tool_input = _call_of(item)
         verdict = decide(name, tool_input, call_id)
         stop = replace and verdict.decision != "allow"
-        records.append(CallRecord(index, call_id, name, verdict, stop))
+        text = replacement_text(name, tool_input, verdict) if stop else ""
+        records.append(CallRecord(index, call_id, name, verdict, stop, response_id, text, str(item["type"])))
         if stop:
-            replaced[str(item.get("id") or item.get("call_id") or "")] = _message(
-                item, replacement_text(name, tool_input, verdict))
+            replaced[str(item.get("id") or item.get("call_id") or "")] = _message(item, text)
     if not _replace_items(output, replaced):
         return None, records
     return compact(response), records
@@ -126,6 +138,8 @@ class ResponsesStreamEnforcer:
         self._sequences: list[Any] = []
         #: Replacement items by the id of the item they stand for (for the final response).
         self._replaced: dict[str, dict[str, Any]] = {}
+        #: The response's id, from its `response.created` event.
+        self._response_id = ""
         self.records: list[CallRecord] = []
 
     def feed(self, chunk: bytes) -> bytes:
@@ -148,6 +162,8 @@ class ResponsesStreamEnforcer:
 
     def _on_event(self, raw: bytes, out: list[bytes]) -> None:
         name = sse_name(raw)
+        if name == _CREATED and not self._response_id:
+            self._response_id = _response_id(raw)
         if self._item is None and name is not None and name != _ADDED and (
                 name not in _TERMINAL or not self._replaced):
             out.append(raw)  # text, reasoning and lifecycle events: sent as they are
@@ -204,13 +220,14 @@ class ResponsesStreamEnforcer:
         call_id, name, tool_input = _call_of(item)
         verdict = self._decide(name, tool_input, call_id)
         stop = self._replace and verdict.decision != "allow"
-        self.records.append(CallRecord(index, call_id, name, verdict, stop))
+        text = replacement_text(name, tool_input, verdict) if stop else ""
+        self.records.append(CallRecord(index, call_id, name, verdict, stop, self._response_id, text,
+                                       str(item.get("type"))))
         held, self._held = self._held, []
         sequences, self._sequences = self._sequences, []
         if not stop:
             out.extend(held)
             return
-        text = replacement_text(name, tool_input, verdict)
         message = _message(item, text)
         self._replaced[str(item.get("id") or item.get("call_id") or "")] = message
         numbers = iter(sequences + [sequences[-1] if sequences else None] * 6)

@@ -183,3 +183,29 @@ async def test_nudge_lets_openai_calls_through_and_tells_the_model_on_the_next_r
     nudged = sorted((t.action.name, t.enforcement.action, t.enforcement.verdict) for t in traces
                     if t.action.name == "bash")
     assert nudged == [("bash", "nudged", "deny"), ("bash", "nudged", "deny")]
+
+
+async def test_a_request_continuing_a_response_gets_its_stopped_calls_outputs(
+        provider_stack: ProviderStack) -> None:
+    # OpenAI keeps the stored response with the call in it, and refuses a continuation that does
+    # not answer it; the client never saw it, so the gateway answers it with what the client got.
+    await provider_stack.put_card(provider_stack.openai, ENFORCE)
+    async with provider_stack.openai_client() as client, provider_stack.openai_client(direct=True) as plain:
+        for stream in (False, True):
+            got = await responses(client, [BASH, WEATHER], stream=stream, text=f"continue {stream}")
+            stopped = next(item for item in got["output"] if item["type"] == "message")
+            allowed = next(item for item in got["output"] if item["type"] == "function_call")
+            direct = await responses(plain, [BASH, WEATHER], stream=stream, text=f"continue {stream}")
+            (call,) = [i for i in direct["output"] if i["type"] == "function_call" and i["name"] == "bash"]
+            await client.responses.create(
+                model="gpt-5.1", previous_response_id=got["id"], extra_headers=SESSION,
+                input=[{"type": "function_call_output", "call_id": allowed["call_id"], "output": "sunny"}])
+            seen = provider_stack.openai_standin.requests[-1].json()
+            assert seen["input"] == [
+                {"type": "function_call_output", "call_id": call["call_id"],
+                 "output": stopped["content"][0]["text"]},
+                {"type": "function_call_output", "call_id": allowed["call_id"], "output": "sunny"}]
+        # a request that continues no such response is forwarded as it was
+        await client.responses.create(model="gpt-5.1", previous_response_id="resp_other", input="hi",
+                                      extra_headers=SESSION)
+        assert provider_stack.openai_standin.requests[-1].json()["input"] == "hi"
