@@ -113,6 +113,32 @@ _COULD_OR = re.compile(
 _INSTEAD_OF = re.compile(r"(?i)\binstead of[ \t]{1,4}([^.\n!?;,]{3,120})")
 _SENTENCE = re.compile(r"[^.!?\n]{1,600}(?:[.!?]+|\n|$)")
 
+# Cheap exact pre-checks. Each pattern above can only match where some literal of it occurs,
+# whatever the case: where none does (most reasoning has no "alternatively" and no hedge), the
+# regex is not run at all. Case-insensitive regexes are slow in `re` (no fast literal search),
+# a substring test is fast. The test runs on `_folded` text: lower-cased, with the three
+# characters that `re`'s IGNORECASE matches to an ASCII letter but `str.lower` does not map to it
+# (U+0130, U+0131, U+017F) mapped first, so a literal the regex could match is always found (checked for every
+# code point in tests/unit/test_local_analyzer_prefilter.py).
+_FOLD = str.maketrans({"\u0130": "i", "\u0131": "i", "\u017f": "s"})
+_HEDGE_WORDS = ("maybe", "might", "perhaps", "possibly", "not sure", "unsure", "unclear", "i think",
+                "i guess", "probably", "hopefully", "seems like", "i'm not certain", "hard to say")
+_NEEDS: tuple[tuple[re.Pattern[str], tuple[str, ...]], ...] = (
+    (_LABELLED_OPTION, ("option", "approach", "alternative", "choice")),
+    (_ALTERNATIVELY, ("alternatively",)),
+    (_COULD_OR, ("could", "can", "either")),
+    (_INSTEAD_OF, ("instead of",)),
+)
+_ANNOUNCE_WORDS = ("options", "approaches", "alternatives", "choices", "could either", "ways to")
+
+
+def _folded(text: str) -> str:
+    return text.translate(_FOLD).lower()
+
+
+def _any_in(words: tuple[str, ...], folded: str) -> bool:
+    return any(word in folded for word in words)
+
 
 @dataclass
 class Analysis:
@@ -150,29 +176,38 @@ def _scan_window(text: str) -> str:
     return text[:_SCAN_HEAD] + "\n" + text[-_SCAN_TAIL:]
 
 
-def _reasoning_alternatives(text: str) -> list[str]:
+def _reasoning_alternatives(text: str, folded: str | None = None) -> list[str]:
     """Options the reasoning names: labelled options, announced lists, 'alternatively',
-    'could X or Y', 'instead of X'. In order of appearance, de-duplicated."""
+    'could X or Y', 'instead of X'. In order of appearance, de-duplicated. `folded`:
+    `_folded(text)`, when the caller has it."""
+    if folded is None:
+        folded = _folded(text)
+    present = {pattern for pattern, words in _NEEDS if _any_in(words, folded)}
     found: list[tuple[int, str]] = []
-    for m in _LABELLED_OPTION.finditer(text):
-        found.append((m.start(), m.group(2)))
-    for m in _ANNOUNCE.finditer(text):
-        pos = m.end()
-        items = 0
-        while items < _MAX_ALTERNATIVES:
-            item = _LIST_ITEM.match(text, pos)
-            if not item:
-                break
-            found.append((item.start(), item.group(1)))
-            pos = item.end()
-            items += 1
-    for m in _ALTERNATIVELY.finditer(text):
-        found.append((m.start(), m.group(1)))
-    for m in _COULD_OR.finditer(text):
-        found.append((m.start(1), m.group(1)))
-        found.append((m.start(2), m.group(2)))
-    for m in _INSTEAD_OF.finditer(text):
-        found.append((m.start(), m.group(1)))
+    if _LABELLED_OPTION in present:
+        for m in _LABELLED_OPTION.finditer(text):
+            found.append((m.start(), m.group(2)))
+    if _any_in(_ANNOUNCE_WORDS, folded):
+        for m in _ANNOUNCE.finditer(text):
+            pos = m.end()
+            items = 0
+            while items < _MAX_ALTERNATIVES:
+                item = _LIST_ITEM.match(text, pos)
+                if not item:
+                    break
+                found.append((item.start(), item.group(1)))
+                pos = item.end()
+                items += 1
+    if _ALTERNATIVELY in present:
+        for m in _ALTERNATIVELY.finditer(text):
+            found.append((m.start(), m.group(1)))
+    if _COULD_OR in present:
+        for m in _COULD_OR.finditer(text):
+            found.append((m.start(1), m.group(1)))
+            found.append((m.start(2), m.group(2)))
+    if _INSTEAD_OF in present:
+        for m in _INSTEAD_OF.finditer(text):
+            found.append((m.start(), m.group(1)))
     out: list[str] = []
     seen: set[str] = set()
     for _, description in sorted(found, key=lambda item: item[0]):
@@ -207,10 +242,44 @@ def _selection_excerpt(text: str, decision: Decision) -> str:
     return _clip(redact_text(" ".join(sentences[-2:])), EXCERPT_CHARS)
 
 
-def _value_patterns(card: dict[str, Any]) -> dict[str, re.Pattern[str]]:
+@dataclass(frozen=True)
+class _ValuePattern:
+    """A declared value's words as one regex, and the words a match needs (None: some word is
+    not ASCII, whose case folding a substring test cannot follow: the regex always runs)."""
+
+    pattern: re.Pattern[str]
+    needs: tuple[str, ...] | None
+
+    def applied(self, window: str, folded: str) -> bool:
+        if self.needs is not None and not _any_in(self.needs, folded):
+            return False
+        return self.pattern.search(window) is not None
+
+
+#: Compiled value patterns per card's values (cards are few; every exchange of an agent
+#: analysed against the same card would otherwise compile them again).
+_PATTERNS_CACHE: dict[str, dict[str, _ValuePattern]] = {}
+_PATTERNS_CACHE_SIZE = 256
+
+
+def _value_patterns(card: dict[str, Any]) -> dict[str, _ValuePattern]:
     values = card.get("values") or {}
+    key = json.dumps([values.get("declared") or [], {
+        value: (definition or {}).get("name") if isinstance(definition, dict) else None
+        for value, definition in (values.get("definitions") or {}).items()}],
+        sort_keys=True, default=str)
+    cached = _PATTERNS_CACHE.get(key)
+    if cached is None:
+        cached = _compile_value_patterns(values)
+        if len(_PATTERNS_CACHE) >= _PATTERNS_CACHE_SIZE:
+            _PATTERNS_CACHE.clear()
+        _PATTERNS_CACHE[key] = cached
+    return cached
+
+
+def _compile_value_patterns(values: dict[str, Any]) -> dict[str, _ValuePattern]:
     definitions = values.get("definitions") or {}
-    patterns: dict[str, re.Pattern[str]] = {}
+    patterns: dict[str, _ValuePattern] = {}
     for value in values.get("declared") or []:
         words = list(VALUE_KEYWORDS.get(value, ()))
         if not words:
@@ -221,16 +290,22 @@ def _value_patterns(card: dict[str, Any]) -> dict[str, re.Pattern[str]]:
                 words.append(name.strip())
         if words:
             alternation = "|".join(re.escape(w) for w in sorted(set(words), key=len, reverse=True))
-            patterns[value] = re.compile(rf"(?i)\b(?:{alternation})")
+            needs = tuple(sorted({w.lower() for w in words})) if all(w.isascii() for w in words) else None
+            patterns[value] = _ValuePattern(re.compile(rf"(?i)\b(?:{alternation})"), needs)
     return patterns
 
 
-def _confidence(extraction: Extraction, decision: Decision, reasoning: str, hidden: bool) -> float:
+def _confidence(extraction: Extraction, decision: Decision, reasoning: str, hidden: bool,
+                folded_window: str | None = None) -> float:
     # Visible reasoning: 0.8. Reasoning that exists but was redacted by the provider:
     # 0.45. Nothing visible: 0.4. Hedges, truncation and errors lower it from there.
     if reasoning.strip():
         score = 0.8
-        hedges = {m.group(0).casefold() for m in _HEDGES.finditer(_scan_window(reasoning))}
+        window = _scan_window(reasoning)
+        if folded_window is None:
+            folded_window = _folded(window)
+        hedges = ({m.group(0).casefold() for m in _HEDGES.finditer(window)}
+                  if _any_in(_HEDGE_WORDS, folded_window) else set())
         score -= min(0.25, 0.05 * len(hedges))
     else:
         score = 0.45 if hidden else 0.4
@@ -244,7 +319,7 @@ def _confidence(extraction: Extraction, decision: Decision, reasoning: str, hidd
 
 
 def _analyze_one(
-    extraction: Extraction, decision: Decision, patterns: dict[str, re.Pattern[str]]
+    extraction: Extraction, decision: Decision, patterns: dict[str, _ValuePattern]
 ) -> Analysis:
     reasoning = "\n\n".join(s.text for s in decision.reasoning if s.text)
     hidden = any(s.redacted for s in decision.reasoning)
@@ -253,16 +328,18 @@ def _analyze_one(
         "description": describe_action(decision, extraction),
     }
     alternatives = [selected]
+    folded: str | None = None
     if reasoning.strip():
         window = _scan_window(reasoning)
-        for i, description in enumerate(_reasoning_alternatives(window), start=1):
+        folded = _folded(window)
+        for i, description in enumerate(_reasoning_alternatives(window, folded), start=1):
             alternatives.append({"option_id": f"considered-{i}", "description": description})
         excerpt = _selection_excerpt(reasoning, decision)
         selection = excerpt or "Reasoning was visible but held no sentence about this action."
         if not any(s.text and not s.summary for s in decision.reasoning):
             selection = "From the provider's summary of its reasoning (not the reasoning itself): " \
                 + selection
-        values = [value for value, pattern in patterns.items() if pattern.search(window)]
+        values = [value for value, pattern in patterns.items() if pattern.applied(window, folded)]
     else:
         if hidden:
             selection = (
@@ -279,7 +356,7 @@ def _analyze_one(
         selected="taken",
         selection_reasoning=selection,
         values_applied=values,
-        confidence=_confidence(extraction, decision, reasoning, hidden),
+        confidence=_confidence(extraction, decision, reasoning, hidden, folded),
     )
 
 
