@@ -119,8 +119,6 @@ async def metric_of(stack: ProviderStack, action: str = "", name: str = "") -> f
     return sum(float(line.rpartition(" ")[2]) for line in text.splitlines() if line.startswith(name))
 
 
-@pytest.mark.xfail(strict=True, reason="observer/enforcement.py matches a call's record by tool_use_id, and "
-                   "Gemini function calls carry none: their traces get the call's whole action (allowed)")
 async def test_gemini_traces_say_blocked(provider_stack: ProviderStack) -> None:
     await provider_stack.put_card(provider_stack.gemini, ENFORCE)
     async with httpx.AsyncClient() as http:
