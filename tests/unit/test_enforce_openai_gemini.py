@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from typing import Any
 
 import pytest
@@ -353,3 +354,75 @@ async def test_each_model_call_gets_its_providers_filter(provider: str, path: st
     assert made is not None
     stream = made._stream
     assert (type(stream).__name__ if stream is not None else None) == kind
+
+
+# --- fail-open and nudge through the response filter, for each provider ------------------------
+
+
+def provider_stream(kind: str) -> tuple[str, str, str, list[bytes]]:
+    """(provider, path, query, the stream's writes) of an answer whose one call is forbidden."""
+    if kind == "chat":
+        return "openai", "/v1/chat/completions", "", chat_chunks(plan([BASH])[0], include_usage=True)
+    if kind == "responses":
+        the_plan, payload = plan([BASH], "reasoning_tool_calls", responses=True)
+        return "openai", "/v1/responses", "", responses_events(the_plan, payload)
+    payload = gemini_payload(G_BASH)
+    chunks = gemini_chunks("thinking_function_call", Seed(canonical(payload)), payload, "gemini-2.5-pro")
+    return ("gemini", "/v1beta/models/gemini-2.5-pro:streamGenerateContent", "alt=sse",
+            [b"data: " + json.dumps(c).encode() + b"\r\n\r\n" for c in chunks])
+
+
+async def provider_filter(kind: str, *, replace: bool,
+                          encoding: str = "") -> tuple[Any, Capture, list[bytes]]:
+    provider, path, query, chunks = provider_stream(kind)
+    cards = CardCache("127.0.0.1:1")
+    card = {**CARD, "integrity_mode": "enforce" if replace else "nudge"}
+    cards._unwatched[AGENT] = (card, time.monotonic())
+    enforcer = Enforcer(cards, EnforcementMetrics(CollectorRegistry()))
+    capture = Capture(agent_hash="a" * 64, session_hint="", method="POST", path=path, query=query,
+                      request_headers=[], request_body=b"{}", started_ns=0, provider=provider)
+    capture.agent_id = AGENT
+    headers = {"content-type": "text/event-stream"}
+    if encoding:
+        headers["content-encoding"] = encoding
+    made = await enforcer.response_filter(capture, 200, headers, CIMultiDict())
+    assert made is not None
+    return made, capture, chunks
+
+
+@pytest.mark.parametrize("kind", ["chat", "responses", "gemini"])
+async def test_a_broken_stream_releases_what_was_held_as_it_came_and_is_recorded(kind: str) -> None:
+    made, capture, chunks = await provider_filter(kind, replace=True, encoding="gzip")
+    # up to and including the call's first write (the chat and Responses calls are held from there;
+    # a Gemini call comes whole in its chunk, judged at once: the break comes before it)
+    marker = {"chat": b'"tool_calls"', "responses": b'"type":"function_call"',
+              "gemini": b"functionCall"}[kind]
+    cut = next(i for i, c in enumerate(chunks) if marker in c) + (kind != "gemini")
+    compressor = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+    sent = [made.feed(compressor.compress(c) + compressor.flush(zlib.Z_SYNC_FLUSH)) for c in chunks[:cut]]
+    if kind != "gemini":
+        assert sent[-1] == b""  # held
+    sent.append(made.feed(b"not gzip at all"))
+    assert b"".join(sent) == b"".join(chunks[:cut])  # fail-open: everything went out unchanged
+    assert capture.enforcement.not_enforced_reason.startswith("enforcement failed")
+
+
+@pytest.mark.parametrize("kind", ["chat", "responses", "gemini"])
+async def test_nudge_relays_every_byte_as_it_came_and_records_the_verdict(kind: str) -> None:
+    made, capture, chunks = await provider_filter(kind, replace=False)
+    raw = b"".join(chunks)
+    out = b"".join(made.feed(raw[i:i + 40]) for i in range(0, len(raw), 40)) + made.end()
+    assert out == raw
+    calls = [(c.name, c.verdict, c.action) for c in capture.enforcement.tool_calls]
+    assert calls == [("bash", "deny", "nudged")]
+
+
+@pytest.mark.parametrize("kind", ["chat", "responses", "gemini"])
+async def test_enforce_records_each_call_and_what_was_done(kind: str) -> None:
+    made, capture, chunks = await provider_filter(kind, replace=True)
+    out = b"".join(made.feed(c) for c in chunks) + made.end()
+    assert b"[smoltbot] Blocked a tool call" in out
+    (call,) = capture.enforcement.tool_calls
+    assert (call.name, call.verdict, call.action, capture.enforcement.mode) == ("bash", "deny", "blocked",
+                                                                               "enforce")
+    assert call.tool_use_id.startswith("call_") or kind == "gemini"
