@@ -8,6 +8,8 @@
    chunks relayed as they are; and the whole (non-streamed) answer through `rewrite_message`.
    Figure: microseconds added per tool call (target < 200 us), and the ratio for an answer
    without tool calls.
+   The same for OpenAI Chat Completions, Responses and Gemini (`alt=sse`) streams, as their
+   stand-ins build them, each against the capture's own reassembly of the same stream.
 2. Through the real gateway (in-process, with the real Registry and the Anthropic stand-in;
    exchanges spooled, no Observer), sequential streamed calls of five kinds made in turn: a
    gateway without the enforcer (as before enforce mode) against an observe card and against an
@@ -131,6 +133,79 @@ async def micro(standin: AnthropicStandin, repeat: int) -> None:
           f"through the filter {with_text:.1f} us (+{with_text - base_text:.1f} us)")
 
 
+def micro_providers(repeat: int) -> None:
+    """The OpenAI and Gemini filters alone: one forbidden tool call held, checked and replaced."""
+    from smoltbot.gateway.enforce.gemini import GeminiSseEnforcer
+    from smoltbot.gateway.enforce.openai_chat import ChatStreamEnforcer
+    from smoltbot.gateway.enforce.openai_responses import ResponsesStreamEnforcer
+    from smoltbot.gateway.providers import ChatCompletionReassembler, GeminiReassembler, ResponsesReassembler
+    from tests.support.gemini_standin import gemini_chunks
+    from tests.support.openai_responses_wire import responses_events
+    from tests.support.openai_standin import chat_chunks, plan_reply
+    from tests.support.standin_server import Seed, canonical
+
+    enforce = normalize_card(card("enforce"), agent_id=AGENT)
+
+    def decide(name: str, tool_input: Any, tool_use_id: str) -> Any:
+        return check_tool_call(enforce, name, tool_input, tool_use_id)
+
+    def tool(name: str) -> dict[str, Any]:
+        return {"type": "function", "name": name, "parameters": {
+            "type": "object", "properties": {"path": {"type": "string", "enum": ["/home/a/notes"]}}}}
+
+    def openai_stream(responses: bool, scenario: str, name: str = "read_file") -> list[bytes]:
+        tools = [tool(name)] if responses else [{"type": "function", "function": {
+            k: v for k, v in tool(name).items() if k != "type"}}]
+        payload: dict[str, Any] = {"model": "gpt-5.1", "tools": tools}
+        payload.update({"input": "bench"} if responses else {"messages": [{"role": "user", "content": "b"}]})
+        seed = canonical(payload)
+        plan = plan_reply(scenario, Seed(seed), payload, {}, len(seed))
+        return responses_events(plan, payload) if responses else chat_chunks(plan, include_usage=True)
+
+    def gemini_stream(scenario: str, name: str = "read_file") -> list[bytes]:
+        payload = {"contents": [{"role": "user", "parts": [{"text": "bench"}]}], "tools": [
+            {"functionDeclarations": [{"name": name, "parameters": tool(name)["parameters"]}]}]}
+        chunks = gemini_chunks(scenario, Seed(canonical(payload)), payload, "gemini-2.5-pro")
+        return [b"data: " + json.dumps(c).encode() + b"\r\n\r\n" for c in chunks]
+
+    kinds = [("OpenAI Chat Completions", ChatStreamEnforcer, ChatCompletionReassembler,
+              [openai_stream(False, "tool_calls", n) for n in ("read_file", "bash")],
+              openai_stream(False, "text")),
+             ("OpenAI Responses", ResponsesStreamEnforcer, ResponsesReassembler,
+              [openai_stream(True, "reasoning_tool_calls", n) for n in ("read_file", "bash")],
+              openai_stream(True, "reasoning")),
+             ("Gemini alt=sse", GeminiSseEnforcer, GeminiReassembler,
+              [gemini_stream("function_call", n) for n in ("read_file", "bash")], gemini_stream("text"))]
+    print("   other providers, streamed (per answer, best of 5 x", repeat, "runs; added to relaying the "
+          "same writes as they are):")
+    for label, enforcer_class, reassembler_class, (allowed, stopped), text_chunks in kinds:
+        def through(chunks: list[bytes], make: Any = enforcer_class) -> Any:
+            def run() -> None:
+                enforcer = make(decide, replace=True)
+                for chunk in chunks:
+                    enforcer.feed(chunk)
+                enforcer.end()
+            return run
+
+        def reassembled(chunks: list[bytes], make: Any = reassembler_class) -> Any:
+            def run() -> None:
+                reassembler = make()
+                for chunk in chunks:
+                    reassembler.feed(chunk)
+                reassembler.close()
+            return run
+
+        def added(chunks: list[bytes]) -> float:
+            return per_call_us(through(chunks), repeat) - per_call_us(lambda: [c for c in chunks], repeat)
+
+        capture = per_call_us(reassembled(allowed), repeat)
+        held, replaced, text = added(allowed), added(stopped), added(text_chunks)
+        print(f"   {label}: one allowed tool call ({len(allowed)} writes) held and checked +{held:.1f} us "
+              f"({held / capture:.2f}x the capture's reassembly of that stream, {capture:.1f} us); "
+              f"a forbidden one replaced +{replaced:.1f} us; no tool call ({len(text_chunks)} writes) "
+              f"+{text:.1f} us")
+
+
 async def timed_call(client: httpx.AsyncClient, url: str, credential: str, scenario: str) -> float:
     body = json.dumps({"model": "claude-opus-4-7", "max_tokens": 256, "stream": True, "tools": TOOLS,
                        "messages": [{"role": "user", "content": "bench"}]}).encode()
@@ -208,6 +283,7 @@ async def main() -> None:
     args = parser.parse_args()
     async with AnthropicStandin() as standin:
         await micro(standin, args.micro)
+        micro_providers(args.micro)
         await end_to_end(standin, args.calls)
 
 

@@ -12,10 +12,12 @@ record's `index` is the item's output index; its id is the item's `call_id`.
 
 * Whole answers: the original bytes when nothing was replaced; otherwise the parsed response,
   changed only in the replaced items, serialised again.
-* Streams: events pass one by one as they complete, bytes unchanged; only `response.output_item.
-  added` and the final `response.completed` / `.incomplete` / `.failed` are parsed. A call's
-  events are held from its `response.output_item.added` to its `response.output_item.done`
-  (its `function_call_arguments.*` / `custom_tool_call_input.*` events in between), then
+* Streams: events pass one by one as they complete, bytes unchanged; only the
+  `response.output_item.added` of a `..._call` item and, after a replacement, the final
+  `response.completed` / `.incomplete` / `.failed` are parsed (the response id is read from
+  `response.created` by a pattern). A call's events are held from its
+  `response.output_item.added` to its `response.output_item.done` (its
+  `function_call_arguments.*` / `custom_tool_call_input.*` events in between), then
   released as they came or replaced by the events of a message item (`output_item.added`,
   `content_part.added`, one `output_text.delta`, `output_text.done`, `content_part.done`,
   `output_item.done`) that reuse the held events' sequence numbers in order (the last one again
@@ -27,6 +29,8 @@ from __future__ import annotations
 
 import json
 from typing import Any
+
+from smoltbot.core.sessions import response_id_in
 
 from .calls import CallRecord, Decide, SseSplitter, boundary_of, compact, parse_input, sse_data, sse_name
 from .texts import replacement_text
@@ -55,16 +59,6 @@ def _call_of(item: dict[str, Any]) -> tuple[str, str, Any]:
         text = item.get("input")
         return call_id, str(item.get("name") or ""), {"input": text if isinstance(text, str) else ""}
     return call_id, kind.removesuffix("_call"), {k: v for k, v in item.items() if k not in _NOT_INPUT}
-
-
-def _response_id(raw: bytes) -> str:
-    try:
-        event = json.loads(sse_data(raw))
-    except ValueError:
-        return ""
-    response = event.get("response") if isinstance(event, dict) else None
-    found = response.get("id") if isinstance(response, dict) else None
-    return found if isinstance(found, str) else ""
 
 
 def _part(text: str) -> dict[str, Any]:
@@ -163,8 +157,8 @@ class ResponsesStreamEnforcer:
     def _on_event(self, raw: bytes, out: list[bytes]) -> None:
         name = sse_name(raw)
         if name == _CREATED and not self._response_id:
-            self._response_id = _response_id(raw)
-        if self._item is None and name is not None and name != _ADDED and (
+            self._response_id = response_id_in(raw)
+        if self._item is None and name is not None and (name != _ADDED or b'_call"' not in raw) and (
                 name not in _TERMINAL or not self._replaced):
             out.append(raw)  # text, reasoning and lifecycle events: sent as they are
             return
