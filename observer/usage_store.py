@@ -56,9 +56,11 @@ async def write_usage(conn: AsyncConnection, dialect: Dialect, items: Sequence[U
                       occurred_at: dict[str, datetime]) -> None:
     """One `exchange_usage` row per exchange, in call order, each trace given its turn.
 
-    A batch costs one read per session it touches (what the session holds around the batch's
-    calls, `_SessionTurns`) and one multi-row insert, however many calls it carries: numbering
-    call by call with two reads and an insert each cost most of a result write."""
+    A batch costs one read for all the sessions it touches (what each session holds around the
+    batch's calls, `_SessionTurns`; one per 100 sessions) and one multi-row insert, however many
+    calls it carries: numbering call by call with two reads and an insert each cost most of a
+    result write, and a read per session was still most of its statements (on SQLite each one is
+    several hand-offs to the driver's thread while the write lock is held)."""
     if not items:
         return
     ordered = sorted(items, key=lambda i: (occurred_at[i.exchange_id], i.exchange_id))
@@ -69,8 +71,7 @@ async def write_usage(conn: AsyncConnection, dialect: Dialect, items: Sequence[U
             at = occurred_at[item.exchange_id]
             known = sessions.get(key)
             sessions[key] = _SessionTurns(at, at) if known is None else _SessionTurns(known.low, at)
-    for (agent_id, session_id), session in sessions.items():
-        await session.load(conn, agent_id, session_id)
+    await _SessionTurns.load_all(conn, sessions)
     rows = []
     for item in ordered:
         at = occurred_at[item.exchange_id]
@@ -116,6 +117,10 @@ async def write_usage(conn: AsyncConnection, dialect: Dialect, items: Sequence[U
         await conn.execute(insert_ignoring_conflicts(dialect, exchange_usage), list(chunk))
 
 
+#: Sessions read in one statement (three selects each: SQLite allows 500 in a compound select).
+_SESSIONS_PER_READ = 100
+
+
 @dataclass(frozen=True, slots=True)
 class _Call:
     """A row of `exchange_usage` as turn numbering reads it."""
@@ -147,15 +152,35 @@ class _SessionTurns:
         self._max: int | None = None
         self._last_start: _Call | None = None
 
+    @staticmethod
+    async def load_all(conn: AsyncConnection, sessions: dict[tuple[str, str], _SessionTurns]) -> None:
+        """`load` of every session, in one statement per `_SESSIONS_PER_READ` sessions."""
+        listed = list(sessions.items())
+        for chunk in chunks(listed, _SESSIONS_PER_READ):
+            selects: list[Any] = []
+            for index, ((agent_id, session_id), turns) in enumerate(chunk):
+                selects.extend(turns._selects(agent_id, session_id, index))
+            rows = (await conn.execute(sa.union_all(*selects))).all()
+            for index, part, at, exchange_id, turn, starts, sub_agent, position in rows:
+                chunk[int(index)][1]._take(int(part), at, exchange_id, turn, starts, sub_agent, position)
+            for _, turns in chunk:
+                turns._stored.sort(key=lambda call: (call.at, call.exchange_id))
+
     async def load(self, conn: AsyncConnection, agent_id: str, session_id: str) -> None:
+        await _SessionTurns.load_all(conn, {(agent_id, session_id): self})
+
+    def _selects(self, agent_id: str, session_id: str, index: int) -> list[Any]:
+        """The three parts of this session's read (rows tagged with `index`, its place in the
+        union): its calls in the batch's span, its last turn start before, its highest turn."""
         usage = exchange_usage.c
         session = sa.and_(usage.agent_id == agent_id, usage.session_id == session_id)
         columns = (usage.occurred_at, usage.exchange_id, usage.conversation_turn, usage.starts_turn,
                    usage.is_sub_agent, usage.turn_position)
+        tag: Any = sa.literal_column(str(int(index))).label("session_index")
         # First: the union's rows are typed (and times converted) by its first select.
-        in_span = (sa.select(sa.literal_column("2").label("part"), *columns)
+        in_span = (sa.select(tag, sa.literal_column("2").label("part"), *columns)
                    .where(session, usage.occurred_at >= self.low, usage.occurred_at <= self.high))
-        before_start = (sa.select(sa.literal_column("1").label("part"), *columns)
+        before_start = (sa.select(tag, sa.literal_column("1").label("part"), *columns)
                         .where(session, usage.occurred_at < self.low, usage.starts_turn.is_(True),
                                usage.is_sub_agent.is_(False))
                         .order_by(usage.occurred_at.desc(), usage.exchange_id.desc()).limit(1).subquery())
@@ -169,21 +194,22 @@ class _SessionTurns:
                           else_=in_session.where(usage.occurred_at < self.low).scalar_subquery())
         kinds = (UTCDateTime(), sa.String(), sa.Boolean(), sa.Boolean(), sa.Integer())
         nothing = [sa.cast(sa.null(), kind) for kind in kinds]
-        before_max: Any = sa.select(sa.literal_column("0").label("part"), nothing[0], nothing[1], highest,
-                                    *nothing[2:])
-        rows = (await conn.execute(sa.union_all(in_span, sa.select(before_start), before_max))).all()
-        for part, at, exchange_id, turn, starts, sub_agent, position in rows:
-            if int(part) == 0:
-                self._max = None if turn is None else int(turn)
-                continue
-            call = _Call(at, str(exchange_id), None if turn is None else int(turn),
-                         bool(starts) and not bool(sub_agent), None if position is None else int(position))
-            if int(part) == 1:
-                self._last_start = call
-            else:
-                self._stored.append(call)
-                self._stored_ids.add(call.exchange_id)
-        self._stored.sort(key=lambda call: (call.at, call.exchange_id))
+        before_max: Any = sa.select(tag, sa.literal_column("0").label("part"), nothing[0], nothing[1],
+                                    highest, *nothing[2:])
+        return [in_span, sa.select(before_start), before_max]
+
+    def _take(self, part: int, at: datetime, exchange_id: Any, turn: Any, starts: Any, sub_agent: Any,
+              position: Any) -> None:
+        if part == 0:
+            self._max = None if turn is None else int(turn)
+            return
+        call = _Call(at, str(exchange_id), None if turn is None else int(turn),
+                     bool(starts) and not bool(sub_agent), None if position is None else int(position))
+        if part == 1:
+            self._last_start = call
+        else:
+            self._stored.append(call)
+            self._stored_ids.add(call.exchange_id)
 
     def turn_of(self, item: UsageToWrite, at: datetime) -> int:
         """The call's turn (calls come in call order), and the call counted as seen."""
