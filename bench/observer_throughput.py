@@ -2,6 +2,7 @@
 
     python bench/observer_throughput.py [--count 5000] [--rounds 3] [--rate 50] [--seconds 10]
                                         [--backends sqlite,postgresql] [--pin] [--no-docs] [--profile]
+                                        [--evidence on|off]
                                         [--baseline REV_OR_DIR [--code REV_OR_DIR]]
 
 * Throughput (`--rounds` times, the median reported): `--count` realistic exchanges (thinking +
@@ -26,6 +27,9 @@ a directory holding a `smoltbot` package tree (say, the editable install's link 
 files swapped). Only the services run the baseline; the load generator is the same for both.
 `--code` (same forms) replaces the installed code as the one measured against it: a fixed
 revision, where other work in the same tree would otherwise change what is measured mid-run.
+
+`--evidence off` turns the evidence checks (history ledger, provenance; docs/evidence.md) off in
+the services, to tell their cost from the rest; they are on by default.
 
 Prints the figures and rewrites the "Observer" section of docs/benchmarks.md (not with --baseline).
 """
@@ -98,9 +102,11 @@ async def serve(database_url: str, registry_port: int, observer_port: int, profi
             profiler.disable()
             profiler.dump_stats(profile)
         processor, intake = observer.components.processor, observer.components.intake
-        print(f"  observer: {intake.accepted} accepted in {intake.write_batches} intake transactions; "
-              f"{processor.processed} processed, {processor.claims} claims, {processor.write_batches} "
-              f"result transactions", file=sys.stderr, flush=True)
+        handed = getattr(processor.queue, "handed_over", 0)  # absent in a baseline before the hand-over
+        print(f"  observer: {intake.accepted} accepted in {intake.write_batches} intake transactions "
+              f"({handed} handed straight to the processor); {processor.processed} processed, "
+              f"{processor.claims} claims, {processor.write_batches} result transactions",
+              file=sys.stderr, flush=True)
         await observer.stop(2.0)
         await registry.stop(1.0)
         shutil.rmtree(home, ignore_errors=True)
@@ -465,6 +471,8 @@ def run_backend(backend: str, args: argparse.Namespace, code: Path | None = None
             print(f"  profiling the observer into {profile}", flush=True)
         pin = ["taskset", "-c", SERVER_CORE] if args.pin else []
         environment = dict(os.environ)
+        if args.evidence:
+            environment["SMOLTBOT_EVIDENCE_ENABLED"] = "true" if args.evidence == "on" else "false"
         if code is not None:
             environment["PYTHONPATH"] = os.pathsep.join(
                 [str(code), *filter(None, [environment.get("PYTHONPATH", "")])])
@@ -629,6 +637,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--evidence", choices=("on", "off"), default="",
+                        help="the services' evidence checks (default: the settings' default, on)")
     parser.add_argument("--pin", action="store_true", help="services on core 0, load on core 1 (taskset)")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument(
