@@ -2,7 +2,7 @@
 generateContent and its `alt=sse` stream (and the JSON-array stream, by raw HTTP), against the
 Gemini stand-in, with a forbidden function, an allowed one and an escalate trigger. The client
 sees the replacement or the original exactly (checked against the same call made directly);
-the gateway's records say blocked, allowed, escalated. Under a nudge card nothing changes and
+the traces say blocked, allowed, escalated. Under a nudge card nothing changes and
 the session's next request carries the note."""
 
 from __future__ import annotations
@@ -106,9 +106,14 @@ async def test_generate_content_forbidden_allowed_and_escalated_streamed_and_not
         "blocked": 2, "allowed": 2, "escalated": 2}
     traces = await provider_stack.observer.wait_for_traces(6, agent_id=provider_stack.gemini[0], timeout=30)
     calls = [t for t in traces if t.action.name != "respond"]
-    assert sorted(t.action.name for t in calls) == ["bash", "bash", "deploy", "deploy", "get_weather",
-                                                    "get_weather"]
+    # Gemini calls carry no id: the observer matches the records to the traces by name and order.
+    assert sorted((t.action.name, t.enforcement.action, t.enforcement.verdict, t.observation.streamed)
+                  for t in calls) == sorted((name, action, verdict, stream) for stream in (False, True)
+                                            for name, _, action, verdict in CASES)
     assert {(t.enforcement.mode, t.enforcement.card_id) for t in calls} == {("enforce", card)}
+    blocked = await provider_stack.observer.list_traces(agent_id=provider_stack.gemini[0],
+                                                        enforcement=["blocked"])
+    assert sorted(t.action.name for t in blocked) == ["bash", "bash"]
 
 
 async def metric_of(stack: ProviderStack, action: str = "", name: str = "") -> float:
@@ -117,14 +122,6 @@ async def metric_of(stack: ProviderStack, action: str = "", name: str = "") -> f
         text = (await client.get(stack.gateway.base_url + "/metrics")).text
     name = name + " " if name else f'smoltbot_gateway_enforcement_tool_calls_total{{action="{action}"}}'
     return sum(float(line.rpartition(" ")[2]) for line in text.splitlines() if line.startswith(name))
-
-
-async def test_gemini_traces_say_blocked(provider_stack: ProviderStack) -> None:
-    await provider_stack.put_card(provider_stack.gemini, ENFORCE)
-    async with httpx.AsyncClient() as http:
-        await generate(provider_stack, http, BASH, stream=False, text="traced")
-    (trace,) = await provider_stack.observer.wait_for_traces(1, agent_id=provider_stack.gemini[0], timeout=30)
-    assert (trace.enforcement.action, trace.enforcement.verdict) == ("blocked", "deny")
 
 
 async def raw_array(client: httpx.AsyncClient, url: str, text: str) -> bytes:
