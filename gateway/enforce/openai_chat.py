@@ -1,11 +1,13 @@
 """Tool calls of an OpenAI Chat Completions answer checked before the client gets them, whole or streamed.
 
 A call is a `message.tool_calls[i]` entry: a function call (its `arguments`, JSON text) or a
-custom tool call (its free-text `input`, judged as `{"input": text}`, as the observer reads it).
-Chat messages have no blocks: a stopped call leaves `tool_calls` and its replacement text goes
-into the message's `content` (after any text already there, a blank line between); when no
-allowed call remains, `tool_calls` goes and a `finish_reason` of `tool_calls` becomes `stop`.
-Every choice is judged; the record's `index` is the call's index in its choice's `tool_calls`.
+custom tool call (its free-text `input`, judged as `{"input": text}`, as the observer reads it);
+or the deprecated `message.function_call` (the `functions` parameter), which has no id.
+Chat messages have no blocks: a stopped call leaves `tool_calls` (`function_call`) and its
+replacement text goes into the message's `content` (after any text already there, a blank line
+between); when no allowed call remains, `tool_calls` goes and a `finish_reason` of `tool_calls`
+(`function_call`) becomes `stop`. Every choice is judged; the record's `index` is the call's
+index in its choice's `tool_calls` (0 for a `function_call`).
 
 * Whole answers: the original bytes when nothing was replaced; otherwise the parsed completion,
   changed only in the stopped calls' messages and finish reasons, serialised again.
@@ -14,8 +16,8 @@ Every choice is judged; the record's `index` is the call's index in its choice's
   are held until it is complete (the next index of its choice opens, its choice's
   `finish_reason` arrives, `[DONE]`, or the stream ends); calls that follow one another stay
   held together until the last is complete. Then the held chunks go out as they came, or, for a
-  stopped call, without its deltas and with one `content` delta carrying the replacement at the
-  place it opened; the indexes of later calls of the choice close up (index i becomes i minus
+  stopped call, without its deltas and with one `content` delta carrying the replacement right
+  after the chunk where it opened; the indexes of later calls of the choice close up (index i becomes i minus
   the stopped calls before it) and the finish reason follows the rule above. With `replace` off
   (nudge) nothing is held: the calls are only judged.
 """
@@ -34,6 +36,9 @@ __all__ = ["ChatStreamEnforcer", "rewrite_chat_completion"]
 
 #: Non-empty text in a chunk's content delta (the replacement then starts a new paragraph).
 _TEXT = re.compile(rb'"content":\s*"[^"]')
+_CALL_FINISH = ("tool_calls", "function_call")
+#: The index a deprecated `function_call` is kept under (tool_calls indexes start at 0).
+_LEGACY = -1
 
 
 def _call_of(raw: dict[str, Any]) -> tuple[str, str, Any]:
@@ -57,7 +62,7 @@ def _joined(content: Any, texts: list[str]) -> str:
 
 def rewrite_chat_completion(body: bytes, decide: Decide, *,
                             replace: bool) -> tuple[bytes | None, list[CallRecord]]:
-    if b"tool_calls" not in body:
+    if b"tool_calls" not in body and b"function_call" not in body:
         return None, []
     try:
         completion = json.loads(body)
@@ -68,10 +73,16 @@ def rewrite_chat_completion(body: bytes, decide: Decide, *,
     changed = False
     for choice in choices if isinstance(choices, list) else ():
         message = choice.get("message") if isinstance(choice, dict) else None
-        calls = message.get("tool_calls") if isinstance(message, dict) else None
-        if not isinstance(calls, list):
+        if not isinstance(message, dict) or not isinstance(choice, dict):
             continue
-        assert isinstance(message, dict) and isinstance(choice, dict)
+        calls = message.get("tool_calls")
+        legacy = message.get("function_call")
+        if isinstance(calls, list) and calls:
+            field_name = "tool_calls"
+        elif isinstance(legacy, dict):
+            field_name, calls = "function_call", [{"type": "function", "function": legacy}]
+        else:
+            continue
         kept: list[Any] = []
         texts: list[str] = []
         for index, raw in enumerate(calls):
@@ -93,8 +104,8 @@ def rewrite_chat_completion(body: bytes, decide: Decide, *,
         if kept:
             message["tool_calls"] = kept
         else:
-            del message["tool_calls"]
-            if choice.get("finish_reason") == "tool_calls":
+            del message[field_name]
+            if choice.get("finish_reason") in _CALL_FINISH:
                 choice["finish_reason"] = "stop"
     return (compact(completion) if changed else None), records
 
@@ -155,7 +166,7 @@ class ChatStreamEnforcer:
     # --- reading
 
     def _event(self, raw: bytes, out: list[bytes]) -> None:
-        if not self._held and b"tool_calls" not in raw:
+        if not self._held and b"tool_calls" not in raw and b"function_call" not in raw:
             # The common case (text, role, usage chunks): sent as it is.
             if not self._text_seen and _TEXT.search(raw):
                 self._text_seen = True
@@ -186,6 +197,9 @@ class ChatStreamEnforcer:
             entries = delta.get("tool_calls") if isinstance(delta, dict) else None
             if isinstance(delta, dict) and isinstance(delta.get("content"), str) and delta["content"]:
                 self._text_seen = True
+            legacy = delta.get("function_call") if isinstance(delta, dict) else None
+            if isinstance(legacy, dict):
+                entries = [{"index": _LEGACY, "type": "function", "function": legacy}]
             for entry in entries if isinstance(entries, list) else ():
                 if not isinstance(entry, dict) or not isinstance(entry.get("index"), int):
                     continue
@@ -239,7 +253,7 @@ class ChatStreamEnforcer:
             tool_input = {"input": text} if call.kind == "custom" else parse_input(text)
             verdict = self._decide(name, tool_input, call.call_id)
             call.stopped = self._replace and verdict.decision != "allow"
-            self.records.append(CallRecord(call.index, call.call_id, name, verdict, call.stopped))
+            self.records.append(CallRecord(max(call.index, 0), call.call_id, name, verdict, call.stopped))
             if call.stopped:
                 call.text = replacement_text(name, tool_input, verdict)
                 self._stopped.setdefault(call.choice, []).append(call.index)
@@ -259,7 +273,7 @@ class ChatStreamEnforcer:
         data = chunk.data
         if data is None or not self._replace or not self._stopped:
             return chunk.raw
-        before: list[bytes] = []
+        after: list[bytes] = []
         changed = False
         choices = data.get("choices")
         for choice in choices if isinstance(choices, list) else ():
@@ -270,6 +284,13 @@ class ChatStreamEnforcer:
             if not stopped:
                 continue
             delta = choice.get("delta")
+            legacy = self._calls.get((number, _LEGACY))
+            if legacy is not None and legacy.stopped and isinstance(delta, dict) and "function_call" in delta:
+                del delta["function_call"]
+                changed = True
+                if legacy.text:
+                    after.append(self._text_chunk(data, number, legacy.text))
+                    legacy.text = ""
             entries = delta.get("tool_calls") if isinstance(delta, dict) else None
             if isinstance(entries, list):
                 assert isinstance(delta, dict)
@@ -282,11 +303,11 @@ class ChatStreamEnforcer:
                     call = self._calls.get((number, index))
                     if call is not None and call.stopped:
                         changed = True
-                        if call.text:  # its first delta: the replacement goes here, once
-                            before.append(self._text_chunk(data, number, call.text))
+                        if call.text:  # its first delta: the replacement follows this chunk, once
+                            after.append(self._text_chunk(data, number, call.text))
                             call.text = ""
                         continue
-                    moved = index - sum(1 for i in stopped if i < index)
+                    moved = index - sum(1 for i in stopped if 0 <= i < index)
                     if moved != index:
                         entry = {**entry, "index": moved}
                         changed = True
@@ -295,14 +316,15 @@ class ChatStreamEnforcer:
                     delta["tool_calls"] = kept
                 else:
                     del delta["tool_calls"]
-            if choice.get("finish_reason") == "tool_calls" and not self._allowed.get(number):
+            if choice.get("finish_reason") in _CALL_FINISH and not self._allowed.get(number):
                 choice["finish_reason"] = "stop"
                 changed = True
+        # The text follows the chunk: a `"content": null` in it (the role chunk) must not undo it.
         if not changed:
-            return b"".join(before) + chunk.raw if before else chunk.raw
+            return chunk.raw + b"".join(after) if after else chunk.raw
         if not _carries_anything(data):
-            return b"".join(before)
-        return b"".join(before) + b"data: " + compact(data) + b"\n\n"
+            return b"".join(after)
+        return b"data: " + compact(data) + b"\n\n" + b"".join(after)
 
     def _text_chunk(self, data: dict[str, Any], number: int, text: str) -> bytes:
         head = {key: value for key, value in data.items() if key not in ("choices", "obfuscation")}

@@ -426,3 +426,41 @@ async def test_enforce_records_each_call_and_what_was_done(kind: str) -> None:
     assert (call.name, call.verdict, call.action, capture.enforcement.mode) == ("bash", "deny", "blocked",
                                                                                "enforce")
     assert call.tool_use_id.startswith("call_") or kind == "gemini"
+
+
+def legacy_chunks(name: str, arguments: str) -> list[bytes]:
+    """A stream of the deprecated `functions` API: one function_call in fragments."""
+    head = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4.1"}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+        data = {**head, "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+        return b"data: " + json.dumps(data).encode() + b"\n\n"
+
+    pieces = [arguments[i:i + 5] for i in range(0, len(arguments), 5)]
+    return [chunk({"role": "assistant", "content": None, "function_call": {"name": name, "arguments": ""}}),
+            *[chunk({"function_call": {"arguments": piece}}) for piece in pieces],
+            chunk({}, "function_call"), b"data: [DONE]\n\n"]
+
+
+@pytest.mark.parametrize(("name", "stopped"), [("bash", True), ("get_weather", False)])
+def test_chat_the_deprecated_function_call_is_judged_too(name: str, stopped: bool) -> None:
+    arguments = json.dumps({"command": "rm -rf /tmp/work"})
+    chunks = legacy_chunks(name, arguments)
+    enforcer = ChatStreamEnforcer(decide, replace=True)
+    out, _ = run(enforcer, chunks)
+    got = chat_final(out)["choices"][0]
+    message = {"role": "assistant", "content": None, "function_call": {"name": name, "arguments": arguments}}
+    whole = {"id": "chatcmpl-1", "object": "chat.completion",
+             "choices": [{"index": 0, "finish_reason": "function_call", "message": message}]}
+    rewritten, records = rewrite_chat_completion(json.dumps(whole).encode(), decide, replace=True)
+    assert [(r.name, r.replaced) for r in records] == [(r.name, r.replaced) for r in enforcer.records] == [
+        (name, stopped)]
+    if not stopped:
+        assert out == b"".join(chunks) and rewritten is None
+        return
+    assert rewritten is not None
+    want = json.loads(rewritten)["choices"][0]
+    assert "function_call" not in got["message"] and "function_call" not in want["message"]
+    assert got["message"]["content"] == want["message"]["content"] == replacement_text(
+        name, json.loads(arguments), decide(name, json.loads(arguments), ""))
+    assert got["finish_reason"] == want["finish_reason"] == "stop"
