@@ -11,9 +11,11 @@ gives one.
 
 * Whole answers (`generateContent`): the original bytes when nothing was replaced; otherwise the
   parsed response, changed only in the replaced parts, serialised again.
-* Streams: a `functionCall` part always arrives whole inside one chunk, so nothing is held
-  beyond the chunk that carries it. Chunks without one pass as they came, unparsed (a substring
-  test); one with a stopped call is serialised again with its part replaced. `alt=sse` streams
+* Streams: a `functionCall` part always arrives whole inside one chunk (Vertex AI's streamed
+  arguments, `partialArgs` / `willContinue`, are not part of the Gemini API the gateway relays),
+  so nothing is held beyond the chunk that carries it. Chunks without one pass as they came,
+  unparsed (a substring test); one with a stopped call is serialised again with its part
+  replaced. `alt=sse` streams
   are `data: {chunk}` events (`GeminiSseEnforcer`); without it the stream is one JSON array
   whose elements are cut out as their braces balance, strings respected
   (`GeminiArrayEnforcer`): the brackets and commas between them pass as they come.
