@@ -15,10 +15,9 @@ gives one.
   arguments, `partialArgs` / `willContinue`, are not part of the Gemini API the gateway relays),
   so nothing is held beyond the chunk that carries it. Chunks without one pass as they came,
   unparsed (a substring test); one with a stopped call is serialised again with its part
-  replaced. `alt=sse` streams
-  are `data: {chunk}` events (`GeminiSseEnforcer`); without it the stream is one JSON array
-  whose elements are cut out as their braces balance, strings respected
-  (`GeminiArrayEnforcer`): the brackets and commas between them pass as they come.
+  replaced. `alt=sse` streams are `data: {chunk}` events (`GeminiSseEnforcer`); without it the
+  stream is one JSON array whose elements are cut out as their braces balance, strings
+  respected (`GeminiArrayEnforcer`): the brackets and commas between them pass as they come.
 """
 
 from __future__ import annotations
