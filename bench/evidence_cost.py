@@ -17,6 +17,7 @@ once; extraction never parses the history).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import time
@@ -82,15 +83,21 @@ def sessions(count: int, turns: int, file_kb: int) -> list[list[exchange_pb2.Exc
     return made
 
 
+_runs = itertools.count()
+
+
 def run(made: list[list[exchange_pb2.Exchange]], key: bytes | None) -> float:
-    """Seconds to compute every call (with the checks when `key` is given)."""
+    """Seconds to compute every call (with the checks when `key` is given). Each run's sessions
+    are new to the worker (their own session ids): nothing is remembered from an earlier run."""
     elapsed = 0.0
     observed = datetime.now(UTC)
+    run_id = next(_runs)
     for calls in made:
         rows: list[LedgerRow] = []
         for exchange in calls:
             started = exchange.timings.started_at.ToDatetime(tzinfo=UTC)
-            evidence = EvidenceJob(key, exchange.session_id, started, tuple(rows)) if key else None
+            session = f"{exchange.session_id}-run{run_id}"
+            evidence = EvidenceJob(key, session, started, tuple(rows)) if key else None
             job = Job(exchange_id=exchange.exchange_id, agent_id="smolt-bench",
                       session_id=exchange.session_id, card=CARD, payload=exchange.SerializeToString(),
                       store_reasoning="redacted", observed_at=observed, evidence=evidence)

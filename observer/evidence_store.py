@@ -31,7 +31,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import defaultdict
+import threading
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -40,15 +41,17 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from smoltbot.core.evidence.canonical import DigestMemo
 from smoltbot.core.evidence.exchange import EvidenceInput, annotate, evaluate, ledger_key
+from smoltbot.core.evidence.history import HistoryLedger
 from smoltbot.core.identity import load_hash_secret
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import Database, insert_ignoring_conflicts, utcnow
 from smoltbot.core.usage import API_ANTHROPIC_MESSAGES
 from smoltbot.observer.tables import chunks, evidence_cuts, evidence_history, exchanges
 
-__all__ = ["EvidenceJob", "EvidenceRow", "EvidenceStore", "LedgerRow", "SessionHistory", "SessionLedger",
-           "evidence_for"]
+__all__ = ["SESSION_MEMOS", "EvidenceJob", "EvidenceRow", "EvidenceStore", "LedgerRow", "SessionHistory",
+           "SessionLedger", "SessionMemo", "SessionMemos", "evidence_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -120,6 +123,77 @@ class EvidenceJob:
         return replace(self, rows=(*self.rows, *more))
 
 
+class SessionMemo:
+    """What a worker keeps of one session between its calls: the digests of the blocks its last
+    calls sent (`DigestMemo`), and its ledger as built from the rows it read last time, with their
+    exchange ids. Both only save time: a digest remembered is the digest, and a ledger is reused
+    only when the rows read before it are the first of the rows read now (the same ids in the same
+    order), with the rows after them added as `HistoryLedger.from_rows` would; any other case is
+    built from all the rows again."""
+
+    #: Roughly what one relayed turn of a kept ledger costs in memory (for `SessionMemos`' bound).
+    TURN_BYTES = 600
+
+    def __init__(self, key: bytes) -> None:
+        self.digests = DigestMemo(key)
+        self._ids: tuple[str, ...] = ()
+        self._ledger: HistoryLedger | None = None
+
+    @property
+    def size(self) -> int:
+        return self.digests.size + (len(self._ledger.turns) * self.TURN_BYTES if self._ledger else 0)
+
+    def ledger(self, rows: Sequence[LedgerRow]) -> HistoryLedger | None:
+        """The ledger of `rows` (in start order), not to be changed; None past its bounds."""
+        ids = tuple(row.exchange_id for row in rows)
+        kept = len(self._ids)
+        if self._ledger is not None and ids[:kept] == self._ids:
+            if kept == len(ids):
+                return self._ledger
+            ledger, new = self._ledger.copy(), rows[kept:]
+        else:
+            ledger, new = HistoryLedger(self.digests.key), rows
+        for row in new:
+            ledger.add_row(json.loads(row.state_json))
+        if not ledger.row_built:
+            self._ids, self._ledger = (), None
+            return None
+        self._ids, self._ledger = ids, ledger
+        return ledger
+
+
+class SessionMemos:
+    """A worker process's `SessionMemo`s of the sessions it checked lately. Which worker or
+    observer checks a call, and in which order, changes nothing but the time: a session checked
+    elsewhere meanwhile is a miss, built from its rows. Bounded: the least recently used sessions
+    go beyond `max_sessions`, or beyond `max_bytes` of what they hold."""
+
+    def __init__(self, max_sessions: int = 256, max_bytes: int = 64 << 20) -> None:
+        self.max_sessions = max_sessions
+        self.max_bytes = max_bytes
+        self._memos: OrderedDict[tuple[bytes, str], SessionMemo] = OrderedDict()
+        self._lock = threading.Lock()  # inline processing may check two calls on two threads
+
+    def for_call(self, key: bytes, session_id: str) -> SessionMemo:
+        """The session's memo, its digests started on a new call."""
+        with self._lock:
+            memo = self._memos.pop((key, session_id), None) or SessionMemo(key)
+            self._memos[(key, session_id)] = memo
+            memo.digests.next_call()
+            return memo
+
+    def trim(self) -> None:
+        with self._lock:
+            total = sum(memo.size for memo in self._memos.values())
+            while self._memos and (len(self._memos) > self.max_sessions or total > self.max_bytes):
+                _, memo = self._memos.popitem(last=False)
+                total -= memo.size
+
+
+#: This process's memos (each worker process has its own).
+SESSION_MEMOS = SessionMemos()
+
+
 def evidence_for(given: EvidenceJob, *, exchange_id: str, agent_id: str, api: str, request_body: bytes,
                  response_body: bytes, relayed_at: datetime | None, card: dict[str, Any],
                  traces: list[dict[str, Any]], now: datetime) -> EvidenceRow | None:
@@ -127,12 +201,17 @@ def evidence_for(given: EvidenceJob, *, exchange_id: str, agent_id: str, api: st
     calls the checks do not read (not the Messages API, or a request that is not a JSON object)."""
     if api != API_ANTHROPIC_MESSAGES:
         return None
-    before = tuple(json.loads(row.state_json)
-                   for row in sorted(given.rows, key=lambda r: (r.started_at, r.exchange_id))
-                   if row.started_at < given.started_at)
-    found = evaluate(request_body, response_body, card,
-                     EvidenceInput(given.key, before, session=bool(given.session_id), notes=given.notes,
-                                   cut=given.cut))
+    rows = [row for row in sorted(given.rows, key=lambda r: (r.started_at, r.exchange_id))
+            if row.started_at < given.started_at]
+    memo = SESSION_MEMOS.for_call(given.key, given.session_id) if given.session_id else None
+    try:
+        ledger = memo.ledger(rows) if memo is not None else None
+        found = evaluate(request_body, response_body, card, EvidenceInput(
+            given.key, () if ledger is not None else tuple(json.loads(row.state_json) for row in rows),
+            session=bool(given.session_id), notes=given.notes, cut=given.cut, ledger=ledger),
+            memo.digests if memo is not None else None)
+    finally:
+        SESSION_MEMOS.trim()
     if found is None:
         return None
     annotate(traces, found, card, now=now)

@@ -11,6 +11,9 @@ Most values (no floats) are encoded by the C encoder, whose output is the same b
 an encoder here that is iterative and streams into the HMAC, so a hostile nesting depth or a huge
 value can neither overflow the stack nor build one giant string. A value that is not JSON (a Python object
 that no parser produces) is encoded by its type name: deterministic, and never an exception.
+
+`DigestMemo` remembers digests by exact content, so a block a client resends unchanged is not
+encoded and digested again at every call (a history is resent whole at every call).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from collections.abc import Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
-__all__ = ["canonical_json", "keyed_digest"]
+__all__ = ["DigestMemo", "canonical_json", "keyed_digest"]
 
 _CHUNK = 1 << 16
 #: Containers and leaves walked to prove a value float-free before the regex fallback is used.
@@ -163,3 +166,112 @@ def keyed_digest(key: bytes, value: Any, *, domain: str = "") -> bytes:
             buffer, size = [], 0
     mac.update("".join(buffer).encode("ascii"))
     return mac.digest()
+
+
+#: Deeper or larger values are digested without being remembered.
+_MEMO_DEPTH = 48
+_MEMO_NODES = 4096
+
+
+def content_key(value: Any) -> tuple[Any, int] | None:
+    """A hashable value equal for two values exactly when their canonical forms are equal, and the
+    characters of text it holds; None for a value not worth remembering (floats that are not
+    finite, non-JSON types, depth or size past the bounds). Equality is type-strict where Python's
+    is not (`True == 1`, `1.0 == 1`): every non-string leaf carries its type, and mapping keys are
+    sorted, as the canonical form sorts them."""
+    counts = [0, 0]  # containers, characters
+
+    def key(item: Any, depth: int) -> Any:
+        kind = type(item)
+        if kind is str:
+            counts[1] += len(item)
+            return item
+        if item is None:
+            return None
+        if kind is bool:
+            return ("b", item)
+        if kind is int:
+            return ("i", item)
+        if kind is float:
+            if not math.isfinite(item):
+                raise _NotKeyable
+            return ("f", item)  # equal floats have one canonical spelling (0.0 and -0.0: "0")
+        counts[0] += 1
+        if counts[0] > _MEMO_NODES or depth > _MEMO_DEPTH:
+            raise _NotKeyable
+        found: list[Any]
+        if kind is dict:
+            found = ["d"]
+            for name in sorted(item):  # a non-str key: TypeError, or caught below
+                if type(name) is not str:
+                    raise _NotKeyable
+                element = item[name]
+                if type(element) is str:
+                    counts[1] += len(element)
+                    found.append((name, element))
+                else:
+                    found.append((name, key(element, depth + 1)))
+            return tuple(found)
+        if kind is list:
+            found = ["l"]
+            for element in item:
+                if type(element) is str:
+                    counts[1] += len(element)
+                    found.append(element)
+                else:
+                    found.append(key(element, depth + 1))
+            return tuple(found)
+        raise _NotKeyable
+
+    try:
+        found = key(value, 0)
+    except (_NotKeyable, TypeError):
+        return None
+    return found, counts[1]
+
+
+class _NotKeyable(Exception):
+    pass
+
+
+class DigestMemo:
+    """Digests of the values seen in the last two calls of one session, by exact content.
+
+    A value's digest is a function of the key, the domain and the value's canonical form only, so a
+    remembered digest is the one `keyed_digest` would give: a hit or a miss changes the time, never
+    the answer. `next_call()` starts a call: what neither this call nor the previous one digested
+    is forgotten, so the memo holds about two requests' worth of keys (`size`: their characters).
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+        # memo key -> (digest, characters held)
+        self._current: dict[Any, tuple[bytes, int]] = {}
+        self._previous: dict[Any, tuple[bytes, int]] = {}
+        self.size = 0
+        self.hits = 0
+        self.misses = 0
+
+    def digest(self, value: Any, *, domain: str) -> bytes:
+        found = content_key(value)
+        if found is None:
+            self.misses += 1
+            return keyed_digest(self.key, value, domain=domain)
+        memo_key = (domain, found[0])
+        entry = self._current.get(memo_key)
+        if entry is None:
+            entry = self._previous.get(memo_key)
+            if entry is None:
+                self.misses += 1
+                entry = (keyed_digest(self.key, value, domain=domain), found[1])
+                self.size += found[1]
+            else:
+                self.hits += 1
+            self._current[memo_key] = entry
+        else:
+            self.hits += 1
+        return entry[0]
+
+    def next_call(self) -> None:
+        self._previous, self._current = self._current, {}
+        self.size = sum(size for _, size in self._previous.values())

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from smoltbot.core.evidence.canonical import DigestMemo
 from smoltbot.core.evidence.history import HistoryCheck, HistoryLedger
 from smoltbot.core.evidence.provenance import (
     ArgumentOrigin,
@@ -80,6 +81,9 @@ class EvidenceInput:
     #: Why `rows` may lack the session's oldest turns (retention deleted them, only the newest rows
     #: were read); None: they are all there. Turns before the first recognised one are then unknown.
     cut: str | None = None
+    #: The ledger of `rows`, built already (a worker keeps a session's between calls); then `rows`
+    #: are not read again. It is copied, never changed.
+    ledger: HistoryLedger | None = None
 
 
 @dataclass
@@ -165,14 +169,18 @@ def _load(body: bytes) -> Any:
 
 
 def evaluate(request_body: bytes, response_body: bytes, card: Mapping[str, Any],
-             given: EvidenceInput) -> ExchangeEvidence | None:
-    """The evidence of one Messages API exchange; None when the request is not a readable JSON object."""
+             given: EvidenceInput, digests: DigestMemo | None = None) -> ExchangeEvidence | None:
+    """The evidence of one Messages API exchange; None when the request is not a readable JSON object.
+    `digests`: the session's memo of digests (the same answer, sooner, for blocks seen before)."""
     body = _load(request_body)
     if not isinstance(body, dict):
         return None
     response = _load(response_body)
     reader = _OnceReader()
-    ledger = HistoryLedger.from_state(given.key, HistoryLedger.merge_rows(given.rows), reader)
+    if given.ledger is not None:
+        ledger = given.ledger.copy(reader, digests)
+    else:
+        ledger = HistoryLedger.from_rows(given.key, given.rows, reader, digests)
     ledger.cut = ledger.cut or given.cut is not None
     known = ledger.known_tool_results()
     check = ledger.check(body) if given.session else None

@@ -39,12 +39,12 @@ that was not cut still finds such a turn unrelayed.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from smoltbot.core.evidence.canonical import keyed_digest
+from smoltbot.core.evidence.canonical import DigestMemo, keyed_digest
 from smoltbot.core.evidence.transcript import AnthropicMessagesReader, HistoryReader, Message, Part
 
 __all__ = [
@@ -152,9 +152,12 @@ class HistoryLedger:
     `key` is the deployment's secret; it is never part of `to_state()`.
     """
 
-    def __init__(self, key: bytes, reader: HistoryReader | None = None) -> None:
+    def __init__(self, key: bytes, reader: HistoryReader | None = None,
+                 digests: DigestMemo | None = None) -> None:
         self._key = key
         self._reader: HistoryReader = reader or AnthropicMessagesReader()
+        #: The session's memo of digests by content (same digests, fewer computed); None: none.
+        self._digests = digests if digests is not None and digests.key == key else None
         self.turns: list[RelayedTurn] = []
         self._by_key: dict[bytes, int] = {}
         self._by_tool: dict[str, tuple[int, bytes]] = {}
@@ -162,21 +165,29 @@ class HistoryLedger:
         self._first_seq = 0
         #: True when turns relayed before the oldest one held may be missing (see the module doc).
         self.cut = False
+        # Built row by row (`add_row`): each tool id's first turn, and its first digest in the rows.
+        self._tool_turn: dict[str, int] = {}
+        self._row_calls: dict[str, bytes] = {}
 
     # -- digests -------------------------------------------------------------------------------
+    def _digest(self, value: Any, domain: str) -> bytes:
+        if self._digests is not None:
+            return self._digests.digest(value, domain=domain)
+        return keyed_digest(self._key, value, domain=domain)
+
     def _block(self, part: Part) -> bytes:
-        return keyed_digest(self._key, part.body, domain="block")
+        return self._digest(part.body, "block")
 
     def _key_of(self, blocks: Iterable[tuple[bool, bytes]]) -> bytes:
         return hashlib.sha256(b"".join(d for t, d in blocks if not t)).digest()
 
     def _tool_call(self, part: Part) -> bytes:
-        return keyed_digest(self._key, [part.tool_name, part.tool_input], domain="tool_call")
+        return self._digest([part.tool_name, part.tool_input], "tool_call")
 
     def _root(self, messages: list[Message]) -> bytes:
         # The normalised parts, not the raw message: clients move `cache_control` markers around.
         first = [messages[0].role, [p.body for p in messages[0].parts]] if messages else None
-        return keyed_digest(self._key, first, domain="root")
+        return self._digest(first, "root")
 
     # -- recording -----------------------------------------------------------------------------
     def record(self, request_body: Any, response: Any) -> RelayedTurn | None:
@@ -461,9 +472,66 @@ class HistoryLedger:
         }
 
     @classmethod
-    def from_state(cls, key: bytes, state: Mapping[str, Any],
-                   reader: HistoryReader | None = None) -> HistoryLedger:
-        ledger = cls(key, reader)
+    def from_rows(cls, key: bytes, rows: Sequence[Mapping[str, Any]], reader: HistoryReader | None = None,
+                  digests: DigestMemo | None = None) -> HistoryLedger:
+        """The ledger of a session's rows (`row_state`), in the order relayed: `from_state(merge_rows(rows))`,
+        built row by row so that a worker can keep it and add the session's next rows (`add_row`)."""
+        ledger = cls(key, reader, digests)
+        for row in rows:
+            ledger.add_row(row)
+        if not ledger.row_built:
+            return cls.from_state(key, cls.merge_rows(rows), reader, digests)
+        return ledger
+
+    @property
+    def row_built(self) -> bool:
+        """True while `add_row` keeps this ledger equal to `from_state(merge_rows(rows))`: past
+        MAX_TURNS turns that keeps the newest, numbered from 0 again, which a fold cannot do."""
+        return len(self.turns) <= MAX_TURNS and self._first_seq == 0
+
+    def add_row(self, row: Mapping[str, Any]) -> None:
+        """Adds the session's next row, as `merge_rows` then `from_state` would: a turn is numbered in
+        the order relayed, a tool call's digest is the first one the rows give and belongs to the
+        first turn holding its id (whichever of the two comes first), a tool result's digest is the
+        first one seen. For ledgers built by `from_rows` only."""
+        raw = row.get("turn")
+        if raw:
+            blocks = tuple((b.startswith("t"), bytes.fromhex(b.removeprefix("t"))) for b in raw["blocks"])
+            seq = self._first_seq + len(self.turns)
+            turn = RelayedTurn(seq, bytes.fromhex(raw["digest"]), blocks, self._key_of(blocks),
+                               tuple(raw["tool_ids"]), bytes.fromhex(raw["root"]), int(raw["position"]))
+            self.turns.append(turn)
+            self._by_key.setdefault(turn.key, seq)
+            for tool_id in turn.tool_ids:
+                first = self._tool_turn.setdefault(tool_id, seq)
+                if tool_id in self._row_calls:
+                    self._by_tool.setdefault(tool_id, (first, self._row_calls[tool_id]))
+        for tool_id, digest in (row.get("tool_calls") or {}).items():
+            if tool_id not in self._row_calls:
+                self._row_calls[tool_id] = bytes.fromhex(digest)
+                if tool_id in self._tool_turn:
+                    self._by_tool.setdefault(tool_id, (self._tool_turn[tool_id], self._row_calls[tool_id]))
+        for tool_id, digest in (row.get("tool_results") or {}).items():
+            if tool_id not in self._tool_results:
+                self._tool_results[tool_id] = bytes.fromhex(digest)
+
+    def copy(self, reader: HistoryReader | None = None, digests: DigestMemo | None = None) -> HistoryLedger:
+        """An independent copy (checking and recording change a ledger), reading with `reader`."""
+        other = HistoryLedger(self._key, reader, digests)
+        other.turns = list(self.turns)
+        other._by_key = dict(self._by_key)
+        other._by_tool = dict(self._by_tool)
+        other._tool_results = dict(self._tool_results)
+        other._first_seq = self._first_seq
+        other.cut = self.cut
+        other._tool_turn = dict(self._tool_turn)
+        other._row_calls = dict(self._row_calls)
+        return other
+
+    @classmethod
+    def from_state(cls, key: bytes, state: Mapping[str, Any], reader: HistoryReader | None = None,
+                   digests: DigestMemo | None = None) -> HistoryLedger:
+        ledger = cls(key, reader, digests)
         ledger._first_seq = int(state.get("first_seq", 0))
         ledger.cut = bool(state.get("cut")) or ledger._first_seq > 0
         calls = state.get("tool_calls", {})
