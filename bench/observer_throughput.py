@@ -369,10 +369,14 @@ class Load:
             await asyncio.sleep(0.05)
         stop.set()
         await poller
-        delays = sorted((seen[key] - sent[key]) * 1000 for key in sent if key in seen)
-        if len(delays) < len(sent):
-            raise SystemExit(f"only {len(delays)} of {len(sent)} traces became visible")
-        result = {"count": len(delays), "p50_ms": statistics.median(delays),
+        # A trace not visible 10 s after the last send counts with the time waited for it (a lower
+        # bound): the percentiles stay honest and the run goes on (a baseline may be that slow).
+        gave_up = time.perf_counter()
+        delays = sorted((seen.get(key, gave_up) - sent[key]) * 1000 for key in sent)
+        unseen = len(sent) - len(set(sent) & set(seen))
+        if unseen:
+            print(f"  {unseen} of {len(sent)} traces not visible 10 s after the last send", flush=True)
+        result = {"count": len(delays), "unseen": unseen, "p50_ms": statistics.median(delays),
                   "p95_ms": delays[int(0.95 * (len(delays) - 1))], "max_ms": delays[-1]}
         # Where the time went, from the exchange rows' own stamps (same clock as sent_at): sent
         # to stored by intake, stored to the start of the transaction that wrote its traces, and
@@ -385,6 +389,8 @@ class Load:
             ).bindparams(sa.bindparam("ids", expanding=True)), {"ids": list(sent)})).all()
         parts: dict[str, list[float]] = {"intake": [], "processing": [], "commit_and_poll": []}
         for exchange_id, received, finished in rows:
+            if finished is None or exchange_id not in seen:
+                continue
             received, finished = (_utc(received), _utc(finished))
             parts["intake"].append((received - sent_at[exchange_id]).total_seconds() * 1000)
             parts["processing"].append((finished - received).total_seconds() * 1000)
