@@ -55,8 +55,12 @@ def _call_of(raw: dict[str, Any]) -> tuple[str, str, Any]:
     return str(raw.get("id") or ""), name, tool_input if tool_input is not None else {}
 
 
-def _joined(content: Any, texts: list[str]) -> str:
+def _joined(content: Any, texts: list[str]) -> Any:
+    """The message content with the texts after it (a list of parts, as some servers send, gets
+    one more text part)."""
     said = "\n\n".join(texts)
+    if isinstance(content, list):
+        return [*content, {"type": "text", "text": said}]
     return f"{content}\n\n{said}" if isinstance(content, str) and content else said
 
 

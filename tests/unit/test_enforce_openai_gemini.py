@@ -464,3 +464,13 @@ def test_chat_the_deprecated_function_call_is_judged_too(name: str, stopped: boo
     assert got["message"]["content"] == want["message"]["content"] == replacement_text(
         name, json.loads(arguments), decide(name, json.loads(arguments), ""))
     assert got["finish_reason"] == want["finish_reason"] == "stop"
+
+
+def test_chat_content_sent_as_parts_keeps_its_parts() -> None:
+    completion = chat_completion(plan([BASH])[0])
+    completion["choices"][0]["message"]["content"] = [{"type": "text", "text": "Cleaning up."}]
+    rewritten, _ = rewrite_chat_completion(json.dumps(completion).encode(), decide, replace=True)
+    assert rewritten is not None
+    content = json.loads(rewritten)["choices"][0]["message"]["content"]
+    assert content[0] == {"type": "text", "text": "Cleaning up."}
+    assert content[1]["type"] == "text" and content[1]["text"].startswith("[smoltbot] Blocked")
