@@ -149,6 +149,16 @@ async def test_the_json_array_stream_is_enforced_too(provider_stack: ProviderSta
         k: v for k, v in want[-1].items() if k != "candidates"}
 
 
+async def test_an_observe_card_relays_gemini_answers_byte_for_byte(provider_stack: ProviderStack) -> None:
+    await provider_stack.put_card(provider_stack.gemini, card_json("observe", forbidden_actions=["bash"]))
+    async with httpx.AsyncClient() as client:
+        through = await raw_array(client, provider_stack.gateway.base_url + "/gemini", "observed")
+        assert through == await raw_array(client, provider_stack.gemini_standin.base_url, "observed")
+        assert b'"bash"' in through
+    traces = await provider_stack.observer.wait_for_traces(1, agent_id=provider_stack.gemini[0], timeout=30)
+    assert {(t.enforcement.mode, t.enforcement.action) for t in traces} == {("observe", "not_enforced")}
+
+
 async def test_nudge_lets_gemini_calls_through_and_tells_the_model_on_the_next_request(
         provider_stack: ProviderStack) -> None:
     await provider_stack.put_card(provider_stack.gemini, card_json("nudge", forbidden_actions=["bash"]))

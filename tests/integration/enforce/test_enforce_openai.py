@@ -138,11 +138,15 @@ async def test_responses_forbidden_allowed_and_escalated_streamed_and_not(
     assert await judged(provider_stack, 6) == expected()
 
 
-async def raw_chat(client: httpx.AsyncClient, url: str, stream: bool, text: str) -> bytes:
-    body = {"model": "gpt-4.1", "stream": stream, "tools": [BASH],
-            "messages": [{"role": "user", "content": text}]}
+async def raw_chat(client: httpx.AsyncClient, url: str, stream: bool, text: str,
+                   api: str = "chat/completions") -> bytes:
+    body: dict[str, Any] = {"model": "gpt-4.1", "stream": stream}
+    if api == "responses":
+        body.update(tools=[responses_tool(BASH)], input=text)
+    else:
+        body.update(tools=[BASH], messages=[{"role": "user", "content": text}])
     headers = {"authorization": f"Bearer {OPENAI_KEY}", "x-standin-scenario": "tool_calls", **SESSION}
-    async with client.stream("POST", url + "/v1/chat/completions", json=body, headers=headers) as response:
+    async with client.stream("POST", f"{url}/v1/{api}", json=body, headers=headers) as response:
         assert response.status_code == 200
         return b"".join([chunk async for chunk in response.aiter_raw()])
 
@@ -150,12 +154,15 @@ async def raw_chat(client: httpx.AsyncClient, url: str, stream: bool, text: str)
 async def test_an_observe_card_relays_openai_answers_byte_for_byte(provider_stack: ProviderStack) -> None:
     await provider_stack.put_card(provider_stack.openai, card_json("observe", forbidden_actions=["bash"]))
     async with httpx.AsyncClient() as client:
-        for stream in (False, True):
-            through = await raw_chat(client, provider_stack.gateway.base_url + "/openai", stream, "observe")
-            direct = await raw_chat(client, provider_stack.openai_standin.base_url, stream, "observe")
-            assert through == direct
-            assert b'"bash"' in through
-    traces = await provider_stack.observer.wait_for_traces(2, agent_id=provider_stack.openai[0], timeout=30)
+        for api in ("chat/completions", "responses"):
+            for stream in (False, True):
+                through = await raw_chat(client, provider_stack.gateway.base_url + "/openai", stream,
+                                         "observe", api)
+                direct = await raw_chat(client, provider_stack.openai_standin.base_url, stream,
+                                        "observe", api)
+                assert through == direct
+                assert b'"bash"' in through
+    traces = await provider_stack.observer.wait_for_traces(4, agent_id=provider_stack.openai[0], timeout=30)
     assert {(t.enforcement.mode, t.enforcement.action) for t in traces} == {("observe", "not_enforced")}
 
 
