@@ -6,12 +6,16 @@ The observer's per-exchange CPU work is `pipeline.compute` (decode, extract, ana
 verify the traces, serialise), run in its worker processes. This runs it on Claude Code-shaped
 sessions: each call resends the whole history (thinking + text + a tool call per turn, tool results
 holding `--file-kb` of file content), so call n carries n turns. Each round computes every call of
-every session twice, interleaved: without the checks (`Job.evidence` None) and with them (the
-session's ledger rows of the calls before, as the processor reads them from `evidence_history`).
+every session three times, interleaved: without the checks (`Job.evidence` None); with them and
+nothing kept between calls (`SessionMemos(max_sessions=0)`: every call digests its whole history
+and builds the session's ledger from all its rows, as before the worker kept anything, and as a
+call does whose session the worker has not seen); and with them as the worker runs them (a
+session's digests and ledger kept from its previous call, `observer/evidence_store.py`). Each run's
+sessions are new to the worker.
 
-Printed: exchanges/s without and with, their ratio (the median of the rounds), the added time per
-exchange, and, for scale, one `json.loads` of the average request body (the checks parse the request
-once; extraction never parses the history).
+Printed per variant: exchanges/s and ms each (the median of the rounds), the throughput ratio
+against no checks and the time added per exchange; and, for scale, one `json.loads` of the
+average request body (the checks parse the request once; extraction never parses the history).
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ from typing import Any
 from google.protobuf import timestamp_pb2
 
 from smoltbot.core.evidence.exchange import ledger_key
-from smoltbot.observer.evidence_store import EvidenceJob, LedgerRow
+from smoltbot.observer import evidence_store
+from smoltbot.observer.evidence_store import EvidenceJob, LedgerRow, SessionMemos
 from smoltbot.observer.pipeline import Job, compute
 from smoltbot.v1 import exchange_pb2
 
@@ -86,9 +91,10 @@ def sessions(count: int, turns: int, file_kb: int) -> list[list[exchange_pb2.Exc
 _runs = itertools.count()
 
 
-def run(made: list[list[exchange_pb2.Exchange]], key: bytes | None) -> float:
-    """Seconds to compute every call (with the checks when `key` is given). Each run's sessions
-    are new to the worker (their own session ids): nothing is remembered from an earlier run."""
+def run(made: list[list[exchange_pb2.Exchange]], key: bytes | None, *, keep: bool = True) -> float:
+    """Seconds to compute every call (with the checks when `key` is given; `keep`: the worker keeps
+    what it may of a session between its calls). Each run's sessions are new to the worker."""
+    evidence_store.SESSION_MEMOS = SessionMemos() if keep else SessionMemos(max_sessions=0)
     elapsed = 0.0
     observed = datetime.now(UTC)
     run_id = next(_runs)
@@ -123,25 +129,30 @@ def main() -> None:
     made = sessions(args.sessions, args.turns, args.file_kb)
     count = sum(len(calls) for calls in made)
     key = ledger_key(b"bench-secret")
-    without, with_checks = [], []
-    run(made, None), run(made, key)  # warm up
+    variants: dict[str, list[float]] = {"without the checks": [], "checks, nothing kept": [],
+                                        "checks, as the worker runs them": []}
+    run(made, None), run(made, key, keep=False), run(made, key)  # warm up
     for _ in range(args.rounds):
-        without.append(run(made, None))
-        with_checks.append(run(made, key))
+        variants["without the checks"].append(run(made, None))
+        variants["checks, nothing kept"].append(run(made, key, keep=False))
+        variants["checks, as the worker runs them"].append(run(made, key))
     bodies = [e.request.body for calls in made for e in calls]
     began = time.perf_counter()
     for body in bodies:
         json.loads(body)
     parse = (time.perf_counter() - began) / len(bodies)
-    base, checked = statistics.median(without), statistics.median(with_checks)
     size = sum(len(b) for b in bodies) / len(bodies)
     print(f"{count} exchanges ({args.sessions} sessions x {args.turns} calls, average request "
           f"{size / 1024:.0f} KiB), median of {args.rounds} rounds")
-    print(f"  without the checks: {count / base:8.1f} exchanges/s ({base / count * 1e3:.2f} ms each)")
-    print(f"  with the checks:    {count / checked:8.1f} exchanges/s ({checked / count * 1e3:.2f} ms each)")
-    print(f"  throughput ratio (with / without): {base / checked:.3f}")
-    print(f"  added per exchange: {(checked - base) / count * 1e3:.2f} ms "
-          f"= {(checked - base) / count / parse:.1f}x one json.loads of the request ({parse * 1e3:.2f} ms)")
+    base = statistics.median(variants["without the checks"])
+    for name, times in variants.items():
+        median = statistics.median(times)
+        line = f"  {name + ':':34} {count / median:8.1f} exchanges/s ({median / count * 1e3:.2f} ms each)"
+        if times is not variants["without the checks"]:
+            line += (f", ratio {base / median:.3f}, added {(median - base) / count * 1e3:.2f} ms"
+                     f" = {(median - base) / count / parse:.1f}x one json.loads")
+        print(line)
+    print(f"  one json.loads of the request: {parse * 1e3:.2f} ms")
 
 
 if __name__ == "__main__":

@@ -166,7 +166,8 @@ class SessionMemos:
     """A worker process's `SessionMemo`s of the sessions it checked lately. Which worker or
     observer checks a call, and in which order, changes nothing but the time: a session checked
     elsewhere meanwhile is a miss, built from its rows. Bounded: the least recently used sessions
-    go beyond `max_sessions`, or beyond `max_bytes` of what they hold."""
+    go beyond `max_sessions`, or beyond `max_bytes` of what they hold. `max_sessions` 0: none is
+    kept, every call is computed from scratch (`bench/evidence_cost.py` measures both)."""
 
     def __init__(self, max_sessions: int = 256, max_bytes: int = 64 << 20) -> None:
         self.max_sessions = max_sessions
@@ -174,8 +175,10 @@ class SessionMemos:
         self._memos: OrderedDict[tuple[bytes, str], SessionMemo] = OrderedDict()
         self._lock = threading.Lock()  # inline processing may check two calls on two threads
 
-    def for_call(self, key: bytes, session_id: str) -> SessionMemo:
-        """The session's memo, its digests started on a new call."""
+    def for_call(self, key: bytes, session_id: str) -> SessionMemo | None:
+        """The session's memo, its digests started on a new call; None when none are kept."""
+        if self.max_sessions <= 0:
+            return None
         with self._lock:
             memo = self._memos.pop((key, session_id), None) or SessionMemo(key)
             self._memos[(key, session_id)] = memo

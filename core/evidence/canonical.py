@@ -23,7 +23,7 @@ import hmac
 import json
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from decimal import Decimal
 from typing import Any
 
@@ -235,35 +235,43 @@ class _NotKeyable(Exception):
 
 
 class DigestMemo:
-    """Digests of the values seen in the last two calls of one session, by exact content.
+    """What one session's last two calls computed from their content, by exact content: digests,
+    and values derived from a block (`remembered`: the neutral parts a reader made of it).
 
     A value's digest is a function of the key, the domain and the value's canonical form only, so a
     remembered digest is the one `keyed_digest` would give: a hit or a miss changes the time, never
-    the answer. `next_call()` starts a call: what neither this call nor the previous one digested
-    is forgotten, so the memo holds about two requests' worth of keys (`size`: their characters).
+    the answer; a derived value must likewise depend on the content alone, and not be changed by
+    whoever gets it. `next_call()` starts a call: what neither this call nor the previous one used
+    is forgotten, so the memo holds about two requests' worth of content (`size`: its characters).
     """
 
     def __init__(self, key: bytes) -> None:
         self.key = key
-        # memo key -> (digest, characters held)
-        self._current: dict[Any, tuple[bytes, int]] = {}
-        self._previous: dict[Any, tuple[bytes, int]] = {}
+        # (name, content key) -> (value, characters held); the previous call's, then this one's.
+        self._current: dict[Any, tuple[Any, int]] = {}
+        self._previous: dict[Any, tuple[Any, int]] = {}
+        # (domain, id) -> (the object, its digest): a remembered part's body is the same object at
+        # the next call, so its digest is found without walking it again (the object is held, so
+        # its id cannot be reused meanwhile).
+        self._objects: dict[tuple[str, int], tuple[Any, bytes]] = {}
+        self._objects_before: dict[tuple[str, int], tuple[Any, bytes]] = {}
         self.size = 0
         self.hits = 0
         self.misses = 0
 
-    def digest(self, value: Any, *, domain: str) -> bytes:
+    def remembered(self, name: str, value: Any, build: Callable[[Any], Any]) -> Any:
+        """`build(value)`, or what it gave for a value of the same content in this call or the last."""
         found = content_key(value)
         if found is None:
             self.misses += 1
-            return keyed_digest(self.key, value, domain=domain)
-        memo_key = (domain, found[0])
+            return build(value)
+        memo_key = (name, found[0])
         entry = self._current.get(memo_key)
         if entry is None:
             entry = self._previous.get(memo_key)
             if entry is None:
                 self.misses += 1
-                entry = (keyed_digest(self.key, value, domain=domain), found[1])
+                entry = (build(value), found[1])
                 self.size += found[1]
             else:
                 self.hits += 1
@@ -272,6 +280,19 @@ class DigestMemo:
             self.hits += 1
         return entry[0]
 
+    def digest(self, value: Any, *, domain: str) -> bytes:
+        """`keyed_digest(key, value, domain=domain)`, remembered."""
+        identity = (domain, id(value))
+        known = self._objects.get(identity) or self._objects_before.get(identity)
+        if known is not None and known[0] is value:
+            self.hits += 1
+            digest: bytes = known[1]
+        else:
+            digest = self.remembered(domain, value, lambda v: keyed_digest(self.key, v, domain=domain))
+        self._objects[identity] = (value, digest)
+        return digest
+
     def next_call(self) -> None:
         self._previous, self._current = self._current, {}
+        self._objects_before, self._objects = self._objects, {}
         self.size = sum(size for _, size in self._previous.values())

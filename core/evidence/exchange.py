@@ -144,11 +144,20 @@ def forbidden_on_untrusted(card: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 class _OnceReader(AnthropicMessagesReader):
-    """Reads the request's messages and the response's parts once for all the checks of a call."""
+    """Reads the request's messages and the response's parts once for all the checks of a call;
+    with a session's memo, a message content the last calls sent too is not read again (its parts
+    are the same objects, so their digests are found by identity)."""
 
-    def __init__(self) -> None:
+    def __init__(self, memo: DigestMemo | None = None) -> None:
         self._messages: tuple[Any, list[Message]] | None = None
         self._parts: tuple[Any, list[Part]] | None = None
+        self._memo = memo
+
+    def parts(self, content: Any) -> tuple[Part, ...]:
+        if self._memo is None:
+            return super().parts(content)
+        parts: tuple[Part, ...] = self._memo.remembered("parts", content, super().parts)
+        return parts
 
     def messages(self, body: Any) -> list[Message]:
         if self._messages is None or self._messages[0] is not body:
@@ -176,7 +185,7 @@ def evaluate(request_body: bytes, response_body: bytes, card: Mapping[str, Any],
     if not isinstance(body, dict):
         return None
     response = _load(response_body)
-    reader = _OnceReader()
+    reader = _OnceReader(digests)
     if given.ledger is not None:
         ledger = given.ledger.copy(reader, digests)
     else:

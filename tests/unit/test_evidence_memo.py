@@ -142,7 +142,8 @@ def test_a_warm_memo_digests_only_what_the_call_adds() -> None:
     digests = memos._memos[(KEY, "s")].digests  # as it is, without starting a call
     hits, misses = digests.hits, digests.misses
     _check(memos, calls, [5], "s")
-    # Call 5 resends 5 turns (3 blocks each) and 5 tool results; new in it: the last tool result,
-    # and the turn it relays (3 blocks, 1 tool call). Everything else is remembered.
-    assert digests.misses - misses == 5
+    # Call 5 resends 5 turns (3 blocks each) and 5 tool results. New in it: the message with the
+    # last tool result and the turn it relays, read into parts (2), and their digests (the result,
+    # the turn's 3 blocks and its tool call: 5). Everything else is remembered.
+    assert digests.misses - misses == 7
     assert digests.hits - hits >= 20
