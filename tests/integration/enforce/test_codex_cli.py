@@ -40,12 +40,12 @@ http_headers = {{ "x-standin-tool-name" = "exec_command", "x-standin-tool-args" 
 """)
 
 
-async def _run_codex(codex: Path, home: Path, work: Path) -> tuple[int, str, str]:
+async def _run_codex(codex: Path, home: Path, work: Path, *prompt: str) -> tuple[int, str, str]:
     env = {"HOME": str(home), "CODEX_HOME": str(home / ".codex"), "PATH": os.environ["PATH"],
            "OPENAI_API_KEY": OPENAI_KEY, "NO_COLOR": "1", "LANG": "C.UTF-8"}
     process = await asyncio.create_subprocess_exec(
         str(codex), "exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox",
-        "-C", str(work), "[[scenario:tool_then_text]] Write the proof file.",
+        "-C", str(work), *(prompt or ["[[scenario:tool_then_text]] Write the proof file."]),
         env=env, stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     try:
@@ -76,6 +76,14 @@ async def test_codex_does_not_run_a_forbidden_shell_command_and_ends_its_turn(
         assert "Blocked a tool call" in out  # Codex's last message: the gateway's text
         assert len(calls) == 1  # the turn ended: no tool output went back
         assert {t.enforcement.action for t in commands} == {"blocked"}
+        # The next turn sends the history back (store: false) with the gateway's text as the
+        # assistant's message, under its own id, as Codex sends its own messages' made-up ids.
+        code, out, err = await _run_codex(codex, home, work, "resume", "--last", "[[scenario:text]] Why?")
+        assert code == 0, f"codex exec resume exited {code}\n{out}\n{err}"
+        replayed = [r for r in provider_stack.openai_standin.requests if r.path == "/v1/responses"][-1].json()
+        (said,) = [item for item in replayed["input"] if item.get("role") == "assistant"]
+        assert said["id"].startswith("msg_smoltbot_")
+        assert said["content"][0]["text"].startswith("[smoltbot] Blocked a tool call")
     else:  # the control: the same run under an observe card really runs the command
         assert (work / "proof.txt").read_text().strip() == "ran-by-codex"
         assert len(calls) == 2
