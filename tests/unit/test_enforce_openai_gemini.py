@@ -474,3 +474,37 @@ def test_chat_content_sent_as_parts_keeps_its_parts() -> None:
     content = json.loads(rewritten)["choices"][0]["message"]["content"]
     assert content[0] == {"type": "text", "text": "Cleaning up."}
     assert content[1]["type"] == "text" and content[1]["text"].startswith("[smoltbot] Blocked")
+
+
+@pytest.mark.parametrize("responses", [False, True])
+def test_custom_tool_calls_are_judged_on_their_text_streamed_and_not(responses: bool) -> None:
+    custom = {"type": "custom", "custom": {"name": "bash"}}
+    if responses:
+        payload: dict[str, Any] = {"model": "gpt-5.1", "input": "go",
+                                   "tools": [{"type": "custom", "name": "bash"}]}
+    else:
+        payload = {"model": "gpt-4.1", "messages": [{"role": "user", "content": "go"}], "tools": [custom]}
+    seed = canonical(payload)
+    the_plan = plan_reply("tool_calls", Seed(seed), payload, {}, len(seed))
+    if responses:
+        raw = b"".join(responses_events(the_plan, payload))
+        enforcer: StreamEnforcer = ResponsesStreamEnforcer(decide, replace=True)
+        whole = json.dumps(responses_object(the_plan, payload)).encode()
+        rewritten, records = rewrite_response(whole, decide, replace=True)
+    else:
+        raw = b"".join(chat_chunks(the_plan, include_usage=False))
+        enforcer = ChatStreamEnforcer(decide, replace=True)
+        whole = json.dumps(chat_completion(the_plan)).encode()
+        rewritten, records = rewrite_chat_completion(whole, decide, replace=True)
+    out, _ = run(enforcer, pieces(raw, 9))
+    text = the_plan.calls[0].arguments
+    assert [(r.name, r.replaced) for r in records] == [(r.name, r.replaced) for r in enforcer.records] == [
+        ("bash", True)]
+    assert rewritten is not None
+    replacement = replacement_text("bash", {"input": text}, decide("bash", {"input": text}, ""))
+    if responses:
+        assert responses_final(out)["output"] == json.loads(rewritten)["output"]
+        assert json.loads(rewritten)["output"][0]["content"][0]["text"] == replacement
+    else:
+        assert chat_final(out)["choices"][0]["message"]["content"] == replacement
+        assert json.loads(rewritten)["choices"][0]["message"]["content"] == replacement
