@@ -4,8 +4,9 @@
 `CardCache` keeps each agent's card current from the Registry's watch stream; `anthropic`,
 `openai_chat`, `openai_responses` and `gemini` judge and replace tool calls in their provider's
 answers, whole or streamed (`formats` says which call gets which, `calls` holds what they
-share); `nudges` carries notes to a session's next request; `texts` holds the wording the client
-and the model see.
+share); `nudges` carries notes to a session's next request, `followups` the outputs a continued
+Responses answer owes for its stopped calls; `texts` holds the wording the client and the model
+see.
 """
 
 from .cards import CardCache, CardLookup

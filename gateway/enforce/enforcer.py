@@ -3,7 +3,9 @@
 The relay asks twice per call, and only these two questions:
 
 * `note_request(capture, body)` before it forwards a request: the body to forward, with the
-  session's pending nudge note added (nudge mode; see `nudges.py`), or the body unchanged.
+  session's pending nudge note added (nudge mode; see `nudges.py`) and, for a Responses call
+  continuing a stored response whose calls were stopped, their outputs (`followups.py`); or
+  the body unchanged.
 * `response_filter(capture, status, upstream_headers, out_headers)` once the upstream answered
   and the agent is known: None when the call's answer goes to the client untouched (observe and
   off cards, calls that are not model calls, errors), else the `ResponseFilter` the answer's
