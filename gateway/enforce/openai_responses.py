@@ -128,8 +128,8 @@ class ResponsesStreamEnforcer:
         self._index = -1
         self._item: dict[str, Any] | None = None
         self._fragments: list[str] = []
-        self._held: list[bytes] = []
-        self._sequences: list[Any] = []
+        #: The held events, raw and parsed: the call's own, and any other that came while it was held.
+        self._held: list[tuple[bytes, dict[str, Any]]] = []
         #: Replacement items by the id of the item they stand for (for the final response).
         self._replaced: dict[str, dict[str, Any]] = {}
         #: The response's id, from its `response.created` event.
@@ -150,7 +150,7 @@ class ResponsesStreamEnforcer:
         return b"".join(out)
 
     def release(self) -> bytes:
-        held = b"".join(self._held) + self._events.rest()
+        held = b"".join(raw for raw, _ in self._held) + self._events.rest()
         self._held, self._item = [], None
         return held
 
@@ -170,8 +170,7 @@ class ResponsesStreamEnforcer:
         kind = event.get("type")
         if self._item is not None:
             if self._replace:
-                self._held.append(raw)
-                self._sequences.append(event.get("sequence_number"))
+                self._held.append((raw, event))
             else:
                 out.append(raw)
             if event.get("output_index") != self._index:
@@ -191,14 +190,19 @@ class ResponsesStreamEnforcer:
                 self._index = index if isinstance(index, int) else -1
                 self._item, self._fragments = item, []
                 if self._replace:
-                    self._held, self._sequences = [raw], [event.get("sequence_number")]
+                    self._held = [(raw, event)]
                     return
-        elif isinstance(kind, str) and kind.encode() in _TERMINAL and self._replaced:
-            response = event.get("response")
-            if isinstance(response, dict) and _replace_items(response.get("output"), self._replaced):
-                out.append(b"event: " + kind.encode() + b"\ndata: " + compact(event) + boundary_of(raw))
-                return
-        out.append(raw)
+        out.append(self._final(raw, event))
+
+    def _final(self, raw: bytes, event: dict[str, Any]) -> bytes:
+        """A final event with the replacements in its response's output; any other as it came."""
+        kind = event.get("type")
+        if not self._replaced or not isinstance(kind, str) or kind.encode() not in _TERMINAL:
+            return raw
+        response = event.get("response")
+        if not isinstance(response, dict) or not _replace_items(response.get("output"), self._replaced):
+            return raw
+        return b"event: " + kind.encode() + b"\ndata: " + compact(event) + boundary_of(raw)
 
     def _close(self, done: dict[str, Any] | None, out: list[bytes], boundary: bytes = b"\n\n") -> None:
         """Judges the call read (on its `output_item.done` item, else on what was streamed)."""
@@ -218,12 +222,15 @@ class ResponsesStreamEnforcer:
         self.records.append(CallRecord(index, call_id, name, verdict, stop, self._response_id, text,
                                        str(item.get("type"))))
         held, self._held = self._held, []
-        sequences, self._sequences = self._sequences, []
         if not stop:
-            out.extend(held)
+            out.extend(raw for raw, _ in held)
             return
         message = _message(item, text)
         self._replaced[str(item.get("id") or item.get("call_id") or "")] = message
+        # Events that came while the call was held but are not its own (an error, the final event of
+        # a stream that never closed the call) follow the replacement.
+        others = [(raw, event) for raw, event in held if event.get("output_index") != index]
+        sequences = [event.get("sequence_number") for _, event in held if event.get("output_index") == index]
         numbers = iter(sequences + [sequences[-1] if sequences else None] * 6)
         common = {"item_id": message["id"], "output_index": index, "content_index": 0}
         part = _part(text)
@@ -238,3 +245,4 @@ class ResponsesStreamEnforcer:
         out.append(_event("response.content_part.done", next(numbers), boundary, **common, part=part))
         out.append(_event("response.output_item.done", next(numbers), boundary, output_index=index,
                           item=message))
+        out.extend(self._final(raw, event) for raw, event in others)

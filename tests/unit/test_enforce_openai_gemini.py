@@ -508,3 +508,16 @@ def test_custom_tool_calls_are_judged_on_their_text_streamed_and_not(responses: 
     else:
         assert chat_final(out)["choices"][0]["message"]["content"] == replacement
         assert json.loads(rewritten)["choices"][0]["message"]["content"] == replacement
+
+
+def test_responses_an_error_inside_a_held_call_still_reaches_the_client() -> None:
+    the_plan, payload = plan([BASH], responses=True)
+    events = responses_events(the_plan, payload)
+    inside = next(i for i, e in enumerate(events) if b"function_call_arguments.delta" in e) + 1
+    error = (b'event: error\ndata: {"type":"error","sequence_number":99,"code":"server_error",'
+             b'"message":"x"}\n\n')
+    enforcer = ResponsesStreamEnforcer(decide, replace=True)
+    out, _ = run(enforcer, [*events[:inside], error])
+    assert out.startswith(b"".join(events[:next(i for i, e in enumerate(events) if b'"function_call"' in e)]))
+    assert out.endswith(error)  # after the replacement, as it came
+    assert b"[smoltbot] Blocked a tool call" in out and enforcer.records[0].replaced
