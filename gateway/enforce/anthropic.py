@@ -106,6 +106,8 @@ class SseEnforcer:
         self._block: tuple[int, str, str] | None = None
         self._fragments: list[str] = []
         self._held: list[bytes] = []
+        #: Where in `_held` the events are that are not the held block's own.
+        self._foreign: list[int] = []
         self._allowed = 0
         self._stopped = 0
         #: Whether the stream has used CR line ends (then the general boundary search is needed).
@@ -167,6 +169,8 @@ class SseEnforcer:
         kind = event.get("type")
         if self._block is not None:
             if self._replace:
+                if event.get("index") != self._block[0] or not str(kind).startswith("content_block_"):
+                    self._foreign.append(len(self._held))
                 self._held.append(raw)
             else:
                 out.append(raw)
@@ -185,7 +189,7 @@ class SseEnforcer:
                                str(block.get("name", "")))
                 self._fragments = []
                 if self._replace:
-                    self._held = [raw]
+                    self._held, self._foreign = [raw], []
                     return
         elif kind == "message_delta" and self._stopped and self._allowed == 0:
             delta = event.get("delta")
@@ -213,6 +217,7 @@ class SseEnforcer:
         self._block = None
         self._fragments = []
         held, self._held = self._held, []
+        foreign, self._foreign = self._foreign, []
         if not stop:
             self._allowed += 1
             out.extend(held)
@@ -224,3 +229,5 @@ class SseEnforcer:
         out.append(_event("content_block_delta", {"type": "content_block_delta", "index": index,
                                                   "delta": {"type": "text_delta", "text": text}}))
         out.append(_event("content_block_stop", {"type": "content_block_stop", "index": index}))
+        # Events held with the call that are not its own (a ping, an error mid-call) follow it.
+        out.extend(held[position] for position in foreign)

@@ -521,3 +521,25 @@ def test_responses_an_error_inside_a_held_call_still_reaches_the_client() -> Non
     assert out.startswith(b"".join(events[:next(i for i, e in enumerate(events) if b'"function_call"' in e)]))
     assert out.endswith(error)  # after the replacement, as it came
     assert b"[smoltbot] Blocked a tool call" in out and enforcer.records[0].replaced
+
+
+def test_anthropic_an_error_inside_a_held_tool_use_still_reaches_the_client() -> None:
+    from smoltbot.gateway.enforce.anthropic import SseEnforcer
+
+    def event(name: str, data: dict[str, Any]) -> bytes:
+        return f"event: {name}\ndata: {json.dumps(data)}\n\n".encode()
+
+    start = {"type": "message_start", "message": {"id": "msg_1", "type": "message", "role": "assistant",
+                                                  "content": [], "model": "m", "stop_reason": None}}
+    tool = {"type": "tool_use", "id": "toolu_1", "name": "bash", "input": {}}
+    error = event("error", {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+    chunks = [event("message_start", start),
+              event("content_block_start", {"type": "content_block_start", "index": 0,
+                                            "content_block": tool}),
+              event("content_block_delta", {"type": "content_block_delta", "index": 0, "delta": {
+                  "type": "input_json_delta", "partial_json": '{"command": "ls'}}),
+              error]
+    enforcer = SseEnforcer(decide, replace=True)
+    out, _ = run(enforcer, chunks)
+    assert out.startswith(chunks[0]) and out.endswith(error)  # after the replacement, as it came
+    assert b"[smoltbot] Blocked a tool call" in out and enforcer.records[0].replaced
