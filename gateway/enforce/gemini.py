@@ -116,8 +116,8 @@ class GeminiSseEnforcer:
         return self._events.rest()
 
 
-_IN_STRING = re.compile(rb'["\\]')
-_OUTSIDE = re.compile(rb'[{}"]')
+#: Everything up to the next brace outside a string (strings skipped whole, escapes and all).
+_TO_BRACE = re.compile(rb'[^{}"]*(?:"[^"\\]*(?:\\.[^"\\]*)*"[^{}"]*)*')
 
 
 class GeminiArrayEnforcer:
@@ -126,10 +126,10 @@ class GeminiArrayEnforcer:
     def __init__(self, decide: Decide, *, replace: bool) -> None:
         self._judge = _Judge(decide, replace)
         self._replace = replace
-        self._element: list[bytes] = []
+        #: The element being read (from its opening brace), how far it was scanned, and its depth.
+        self._element = b""
+        self._scanned = 0
         self._depth = 0
-        self._in_string = False
-        self._escaped = False
 
     @property
     def records(self) -> list[CallRecord]:
@@ -137,51 +137,35 @@ class GeminiArrayEnforcer:
 
     def feed(self, chunk: bytes) -> bytes:
         out: list[bytes] = []
-        start = 0  # where the bytes not yet sent or kept begin
-        pos = 0
-        if self._escaped and chunk:
-            self._escaped, pos = False, 1
-        size = len(chunk)
+        data = self._element + chunk if self._element else chunk
+        pos, depth, start, size = self._scanned, self._depth, 0, len(data)
         while pos < size:
-            if self._depth == 0:
-                found = chunk.find(b"{", pos)
+            if depth == 0:
+                found = data.find(b"{", pos)
                 if found < 0:
                     break
                 if found > start:
-                    out.append(chunk[start:found])  # brackets, commas, blanks between elements
-                start = pos = found
-            if self._in_string:
-                match = _IN_STRING.search(chunk, pos)
-                if match is None:
-                    break
-                at = match.start()
-                if chunk[at] == 0x5C:  # a backslash: the next byte is escaped, whatever it is
-                    if at + 1 >= size:
-                        self._escaped = True
-                    pos = at + 2
-                else:
-                    self._in_string, pos = False, at + 1
+                    out.append(data[start:found])  # brackets, commas, blanks between elements
+                start, pos, depth = found, found + 1, 1
                 continue
-            match = _OUTSIDE.search(chunk, pos)
-            if match is None:
+            pos = _TO_BRACE.match(data, pos).end()  # type: ignore[union-attr]  # matches empty too
+            if pos >= size:
                 break
-            at, byte = match.start(), chunk[match.start()]
-            pos = at + 1
-            if byte == 0x22:
-                self._in_string = True
-            elif byte == 0x7B:
-                self._depth += 1
-            else:
-                self._depth -= 1
-                if self._depth == 0:
-                    self._element.append(chunk[start:pos])
-                    out.append(self._element_out(b"".join(self._element)))
-                    self._element, start = [], pos
-        if start < size:
-            if self._depth > 0:
-                self._element.append(chunk[start:])
-            else:
-                out.append(chunk[start:])
+            byte = data[pos]
+            if byte == 0x22:  # a string not finished in this chunk: scanned again from its quote
+                break
+            pos += 1
+            depth += 1 if byte == 0x7B else -1
+            if depth == 0:
+                out.append(self._element_out(data[start:pos]))
+                start = pos
+        if depth == 0:
+            if start < size:
+                out.append(data[start:])
+            self._element, self._scanned = b"", 0
+        else:
+            self._element, self._scanned = data[start:], pos - start
+        self._depth = depth
         return out[0] if len(out) == 1 else b"".join(out)
 
     def _element_out(self, raw: bytes) -> bytes:
@@ -196,7 +180,7 @@ class GeminiArrayEnforcer:
         return compact(response)
 
     def end(self) -> bytes:
-        rest, self._element = b"".join(self._element), []
+        rest, self._element, self._scanned, self._depth = self._element, b"", 0, 0
         return rest
 
     def release(self) -> bytes:

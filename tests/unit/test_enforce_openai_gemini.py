@@ -543,3 +543,20 @@ def test_anthropic_an_error_inside_a_held_tool_use_still_reaches_the_client() ->
     out, _ = run(enforcer, chunks)
     assert out.startswith(chunks[0]) and out.endswith(error)  # after the replacement, as it came
     assert b"[smoltbot] Blocked a tool call" in out and enforcer.records[0].replaced
+
+
+def test_gemini_array_braces_and_quotes_inside_strings_do_not_cut_elements() -> None:
+    tricky = 'he wrote "{" and \\"}\\" then a backslash \\\\ and } {'
+    elements = [{"candidates": [{"content": {"parts": [{"text": tricky}], "role": "model"}}]},
+                {"candidates": [{"content": {"parts": [{"functionCall": {"name": "bash", "args": {
+                    "command": tricky}}}], "role": "model"}, "finishReason": "STOP"}]}]
+    raw = b"[" + b",\r\n".join(json.dumps(e).encode() for e in elements) + b"]"
+    for size in (1, 2, 3, 5, 8):
+        enforcer = GeminiArrayEnforcer(decide, replace=True)
+        out, sent = run(enforcer, pieces(raw, size))
+        got = json.loads(out)
+        assert got[0] == elements[0]
+        assert got[1]["candidates"][0]["content"]["parts"][0]["text"].startswith("[smoltbot] Blocked")
+        assert [r.name for r in enforcer.records] == ["bash"]
+        first = raw.index(b",\r\n")
+        assert b"".join(sent)[:first] == raw[:first]  # the first element went out whole, unchanged
