@@ -10,11 +10,12 @@
    without tool calls.
    The same for OpenAI Chat Completions, Responses and Gemini (`alt=sse`) streams, as their
    stand-ins build them, each against the capture's own reassembly of the same stream.
-2. Through the real gateway (in-process, with the real Registry and the Anthropic stand-in;
-   exchanges spooled, no Observer), sequential streamed calls of five kinds made in turn: a
-   gateway without the enforcer (as before enforce mode) against an observe card and against an
-   enforce card, for answers without tool calls, and an enforce card against an observe card for
-   answers with a tool call. Figures: median latency per kind and the ratios.
+2. Through the real gateway (in-process, with the real Registry and the Anthropic and OpenAI
+   stand-ins; exchanges spooled, no Observer), sequential streamed calls of five kinds per
+   provider (Anthropic Messages, OpenAI Responses) made in turn: a gateway without the enforcer
+   (as before enforce mode) against an observe card and against an enforce card, for answers
+   without tool calls, and an enforce card against an observe card for answers with a tool
+   call. Figures: median latency per kind and the ratios.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from smoltbot.gateway.sse import MessageAccumulator  # noqa: E402
 from smoltbot.registry.server import build_server as build_registry  # noqa: E402
 from smoltbot.v1 import registry_service_pb2, registry_service_pb2_grpc  # noqa: E402
 from tests.support.anthropic_standin import AnthropicStandin  # noqa: E402
+from tests.support.openai_standin import OpenAIStandin  # noqa: E402
 
 CREDENTIAL = "sk-ant-api03-bench-enforce-0123456789"
 AGENT = "smolt-0123456789abcdef"
@@ -206,19 +208,28 @@ def micro_providers(repeat: int) -> None:
               f"+{text:.1f} us")
 
 
-async def timed_call(client: httpx.AsyncClient, url: str, credential: str, scenario: str) -> float:
-    body = json.dumps({"model": "claude-opus-4-7", "max_tokens": 256, "stream": True, "tools": TOOLS,
-                       "messages": [{"role": "user", "content": "bench"}]}).encode()
-    headers = {"x-api-key": credential, "x-standin-scenario": scenario, "content-type": "application/json",
-               "anthropic-version": "2023-06-01"}
+async def timed_call(client: httpx.AsyncClient, url: str, credential: str, scenario: str,
+                     provider: str = "anthropic") -> float:
+    if provider == "openai":  # a Responses call, as Codex makes them
+        tools = [{"type": "function", "name": t["name"], "parameters": t["input_schema"]} for t in TOOLS]
+        body = json.dumps({"model": "gpt-5.1", "stream": True, "tools": tools, "input": "bench"}).encode()
+        headers = {"authorization": f"Bearer {credential}", "x-standin-scenario": scenario,
+                   "content-type": "application/json"}
+        path = "/openai/v1/responses"
+    else:
+        body = json.dumps({"model": "claude-opus-4-7", "max_tokens": 256, "stream": True, "tools": TOOLS,
+                           "messages": [{"role": "user", "content": "bench"}]}).encode()
+        headers = {"x-api-key": credential, "x-standin-scenario": scenario,
+                   "content-type": "application/json", "anthropic-version": "2023-06-01"}
+        path = "/anthropic/v1/messages"
     start = time.perf_counter()
-    response = await client.post(url + "/v1/messages", content=body, headers=headers)
+    response = await client.post(url + path, content=body, headers=headers)
     elapsed = (time.perf_counter() - start) * 1000
     assert response.status_code == 200, response.text
     return elapsed
 
 
-async def end_to_end(standin: AnthropicStandin, calls: int) -> None:
+async def end_to_end(standin: AnthropicStandin, openai_standin: OpenAIStandin, calls: int) -> None:
     """Two gateways on one Registry (one with its enforcer switched off, as the relay was before
     enforce mode) and two agents (an observe card, an enforce card); the five kinds of call are made
     in turn, call by call, so that load changes on the machine touch them all alike."""
@@ -228,6 +239,7 @@ async def end_to_end(standin: AnthropicStandin, calls: int) -> None:
     home = Path(tempfile.mkdtemp(prefix="smoltbot-bench-enforce-"))
     settings = load_settings(home=home, hash_secret="bench-secret", registry_address="127.0.0.1:0",
                              observer_address="127.0.0.1:1", upstream_url=standin.base_url,
+                             openai_upstream_url=openai_standin.base_url,
                              public_api_url="http://127.0.0.1:8000")
     registry = await build_registry(settings)
     await registry.start()
@@ -238,25 +250,33 @@ async def end_to_end(standin: AnthropicStandin, calls: int) -> None:
     channel = open_channel(address, client_tls(settings, address, address))
     stub = registry_service_pb2_grpc.RegistryServiceStub(channel)
     secret = load_hash_secret(home, settings.hash_secret)
-    credentials = {"observe": CREDENTIAL + "-observe", "enforce": CREDENTIAL + "-enforce"}
+    credentials = {"observe": CREDENTIAL + "-observe", "enforce": CREDENTIAL + "-enforce",
+                   "openai observe": "sk-proj-bench-observe-0123456789",
+                   "openai enforce": "sk-proj-bench-enforce-0123456789"}
     async with httpx.AsyncClient() as client:
         for mode, credential in credentials.items():
             hashed = agent_hash(credential, secret)
             resolved = await stub.ResolveAgent(registry_service_pb2.ResolveAgentRequest(agent_hash=hashed))
             await stub.PutCard(registry_service_pb2.PutCardRequest(
-                agent_id=resolved.agent.agent_id, agent_hash=hashed, card_json=json.dumps(card(mode))))
+                agent_id=resolved.agent.agent_id, agent_hash=hashed,
+                card_json=json.dumps(card(mode.removeprefix("openai ")))))
         kinds = {
             "no enforcer, text": (plain, "observe", "thinking"),
             "observe card, text": (enforcing, "observe", "thinking"),
             "enforce card, text": (enforcing, "enforce", "thinking"),
             "observe card, tool call": (enforcing, "observe", "thinking_tool_use"),
             "enforce card, tool call": (enforcing, "enforce", "thinking_tool_use"),
+            "openai: no enforcer, text": (plain, "openai observe", "reasoning"),
+            "openai: observe card, text": (enforcing, "openai observe", "reasoning"),
+            "openai: enforce card, text": (enforcing, "openai enforce", "reasoning"),
+            "openai: observe, tool call": (enforcing, "openai observe", "reasoning_tool_calls"),
+            "openai: enforce, tool call": (enforcing, "openai enforce", "reasoning_tool_calls"),
         }
         times: dict[str, list[float]] = {name: [] for name in kinds}
         for n in range(calls + 20):
             for name, (gateway, mode, scenario) in kinds.items():
-                url = gateway.base_url + "/anthropic"
-                elapsed = await timed_call(client, url, credentials[mode], scenario)
+                provider = "openai" if mode.startswith("openai") else "anthropic"
+                elapsed = await timed_call(client, gateway.base_url, credentials[mode], scenario, provider)
                 if n >= 20:  # the first calls warm identities and cards
                     times[name].append(elapsed)
     median = {name: statistics.median(values) for name, values in times.items()}
@@ -270,6 +290,12 @@ async def end_to_end(standin: AnthropicStandin, calls: int) -> None:
     print(f"   enforce / observe with a tool call: "
           f"{median['enforce card, tool call'] / median['observe card, tool call']:.3f} "
           f"({added * 1000:+.0f} us per call)")
+    base = median["openai: no enforcer, text"]
+    observe, enforce = median["openai: observe card, text"], median["openai: enforce card, text"]
+    tool_ratio = median["openai: enforce, tool call"] / median["openai: observe, tool call"]
+    print(f"   OpenAI Responses: observe card / no enforcer: {observe / base:.3f}; enforce card without "
+          f"tool calls / no enforcer: {enforce / base:.3f}; enforce / observe with a tool call: "
+          f"{tool_ratio:.3f}")
     await channel.close()
     for gateway in (plain, enforcing):
         await gateway.stop()
@@ -281,10 +307,10 @@ async def main() -> None:
     parser.add_argument("--calls", type=int, default=300)
     parser.add_argument("--micro", type=int, default=2000)
     args = parser.parse_args()
-    async with AnthropicStandin() as standin:
+    async with AnthropicStandin() as standin, OpenAIStandin() as openai_standin:
         await micro(standin, args.micro)
         micro_providers(args.micro)
-        await end_to_end(standin, args.calls)
+        await end_to_end(standin, openai_standin, args.calls)
 
 
 if __name__ == "__main__":
