@@ -91,16 +91,18 @@ def sessions(count: int, turns: int, file_kb: int) -> list[list[exchange_pb2.Exc
 _runs = itertools.count()
 
 
-def run(made: list[list[exchange_pb2.Exchange]], key: bytes | None, *, keep: bool = True) -> float:
+def run(made: list[list[exchange_pb2.Exchange]], key: bytes | None, *, keep: bool = True,
+        by_call: list[list[float]] | None = None) -> float:
     """Seconds to compute every call (with the checks when `key` is given; `keep`: the worker keeps
-    what it may of a session between its calls). Each run's sessions are new to the worker."""
+    what it may of a session between its calls). Each run's sessions are new to the worker.
+    `by_call[n]` gets the seconds of each session's call n."""
     evidence_store.SESSION_MEMOS = SessionMemos() if keep else SessionMemos(max_sessions=0)
     elapsed = 0.0
     observed = datetime.now(UTC)
     run_id = next(_runs)
     for calls in made:
         rows: list[LedgerRow] = []
-        for exchange in calls:
+        for position, exchange in enumerate(calls):
             started = exchange.timings.started_at.ToDatetime(tzinfo=UTC)
             session = f"{exchange.session_id}-run{run_id}"
             evidence = EvidenceJob(key, session, started, tuple(rows)) if key else None
@@ -109,7 +111,10 @@ def run(made: list[list[exchange_pb2.Exchange]], key: bytes | None, *, keep: boo
                       store_reasoning="redacted", observed_at=observed, evidence=evidence)
             began = time.perf_counter()
             result = compute(job)
-            elapsed += time.perf_counter() - began
+            took = time.perf_counter() - began
+            elapsed += took
+            if by_call is not None:
+                by_call[position].append(took)
             assert not result.step, result.error
             if key:
                 row = result.evidence_row
@@ -129,13 +134,14 @@ def main() -> None:
     made = sessions(args.sessions, args.turns, args.file_kb)
     count = sum(len(calls) for calls in made)
     key = ledger_key(b"bench-secret")
-    variants: dict[str, list[float]] = {"without the checks": [], "checks, nothing kept": [],
-                                        "checks, as the worker runs them": []}
+    names = ("without the checks", "checks, nothing kept", "checks, as the worker runs them")
+    variants: dict[str, list[float]] = {name: [] for name in names}
+    by_call: dict[str, list[list[float]]] = {name: [[] for _ in range(args.turns)] for name in names}
     run(made, None), run(made, key, keep=False), run(made, key)  # warm up
     for _ in range(args.rounds):
-        variants["without the checks"].append(run(made, None))
-        variants["checks, nothing kept"].append(run(made, key, keep=False))
-        variants["checks, as the worker runs them"].append(run(made, key))
+        variants[names[0]].append(run(made, None, by_call=by_call[names[0]]))
+        variants[names[1]].append(run(made, key, keep=False, by_call=by_call[names[1]]))
+        variants[names[2]].append(run(made, key, by_call=by_call[names[2]]))
     bodies = [e.request.body for calls in made for e in calls]
     began = time.perf_counter()
     for body in bodies:
@@ -153,6 +159,14 @@ def main() -> None:
                      f" = {(median - base) / count / parse:.1f}x one json.loads")
         print(line)
     print(f"  one json.loads of the request: {parse * 1e3:.2f} ms")
+    # Whether the added time is a constant or grows with the history: call n resends n turns.
+    positions = sorted({0, args.turns // 4, args.turns // 2, 3 * args.turns // 4, args.turns - 1})
+    print("  added per call, by the call's place in its session (median ms):")
+    print("    call:" + "".join(f"{n:>8}" for n in positions))
+    for name in names[1:]:
+        added = [statistics.median(by_call[name][n]) - statistics.median(by_call[names[0]][n])
+                 for n in positions]
+        print(f"    {name}:".ljust(38) + "".join(f"{ms * 1e3:8.2f}" for ms in added))
 
 
 if __name__ == "__main__":

@@ -173,14 +173,16 @@ _MEMO_DEPTH = 48
 _MEMO_NODES = 4096
 
 
-def content_key(value: Any) -> tuple[Any, int] | None:
-    """A hashable value equal for two values exactly when their canonical forms are equal, and the
-    characters of text it holds; None for a value not worth remembering (floats that are not
-    finite, non-JSON types, depth or size past the bounds). Equality is type-strict where Python's
-    is not (`True == 1`, `1.0 == 1`): every non-string leaf carries its type. Mapping keys stay in
-    their order: the same mapping with its keys reordered gets another key (a miss, the same
-    canonical form and digest), which spares sorting the keys of every block at every call."""
-    counts = [0, 0]  # containers, characters
+def content_key(value: Any) -> tuple[Any, int, bool] | None:
+    """A hashable value that is equal for two values only when their canonical forms are equal;
+    the characters of text it holds; and whether the value is plain (no bool or number leaves:
+    then Python's `==` with it is exact too, a string equals only a string and None only None).
+    None for a value not worth remembering (floats that are not finite, non-JSON types, depth or
+    size past the bounds). The key is type-strict where Python's equality is not (`True == 1`,
+    `1.0 == 1`): every non-string leaf carries its type. Mapping keys stay in their order: the
+    same mapping with its keys reordered gets another key (a miss, the same canonical form and
+    digest), which spares sorting the keys of every block at every call."""
+    counts = [0, 0, 0]  # containers, characters, bool and number leaves
 
     def key(item: Any, depth: int) -> Any:
         kind = type(item)
@@ -190,12 +192,15 @@ def content_key(value: Any) -> tuple[Any, int] | None:
         if item is None:
             return None
         if kind is bool:
+            counts[2] += 1
             return ("b", item)
         if kind is int:
+            counts[2] += 1
             return ("i", item)
         if kind is float:
             if not math.isfinite(item):
                 raise _NotKeyable
+            counts[2] += 1
             return ("f", item)  # equal floats have one canonical spelling (0.0 and -0.0: "0")
         counts[0] += 1
         if counts[0] > _MEMO_NODES or depth > _MEMO_DEPTH:
@@ -228,7 +233,7 @@ def content_key(value: Any) -> tuple[Any, int] | None:
         found = key(value, 0)
     except _NotKeyable:
         return None
-    return found, counts[1]
+    return found, counts[1], not counts[2]
 
 
 class _NotKeyable(Exception):
@@ -256,13 +261,34 @@ class DigestMemo:
         # its id cannot be reused meanwhile).
         self._objects: dict[tuple[str, int], tuple[Any, bytes]] = {}
         self._objects_before: dict[tuple[str, int], tuple[Any, bytes]] = {}
+        # (name, position) -> (value, what was built, plain, characters): what the call had where.
+        self._positions: dict[tuple[str, int], tuple[Any, Any, bool, int]] = {}
+        self._positions_before: dict[tuple[str, int], tuple[Any, Any, bool, int]] = {}
         self.size = 0
         self.hits = 0
         self.misses = 0
 
+    def at(self, name: str, position: int, value: Any, build: Callable[[Any], Any]) -> Any:
+        """`remembered(name, value, build)`, found sooner when the last call had a plain value equal
+        to `value` at the same `position` (a resent history keeps its messages where they were):
+        one `==`, in C, instead of a walk of the value."""
+        before = self._positions_before.get((name, position))
+        if before is not None and before[2] and before[0] == value:
+            self.hits += 1
+            self._positions[(name, position)] = before
+            return before[1]
+        found = content_key(value)
+        built = self._remembered(name, value, build, found)
+        if found is not None:
+            self._positions[(name, position)] = (value, built, found[2], found[1])
+        return built
+
     def remembered(self, name: str, value: Any, build: Callable[[Any], Any]) -> Any:
         """`build(value)`, or what it gave for a value of the same content in this call or the last."""
-        found = content_key(value)
+        return self._remembered(name, value, build, content_key(value))
+
+    def _remembered(self, name: str, value: Any, build: Callable[[Any], Any],
+                    found: tuple[Any, int, bool] | None) -> Any:
         if found is None:
             self.misses += 1
             return build(value)
@@ -296,4 +322,6 @@ class DigestMemo:
     def next_call(self) -> None:
         self._previous, self._current = self._current, {}
         self._objects_before, self._objects = self._objects, {}
-        self.size = sum(size for _, size in self._previous.values())
+        self._positions_before, self._positions = self._positions, {}
+        self.size = (sum(size for _, size in self._previous.values())
+                     + sum(entry[3] for entry in self._positions_before.values()))

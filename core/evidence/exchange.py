@@ -159,6 +159,12 @@ class _OnceReader(AnthropicMessagesReader):
         parts: tuple[Part, ...] = self._memo.remembered("parts", content, super().parts)
         return parts
 
+    def message_parts(self, index: int, content: Any) -> tuple[Part, ...]:
+        if self._memo is None:
+            return super().parts(content)
+        parts: tuple[Part, ...] = self._memo.at("parts", index, content, super().parts)
+        return parts
+
     def messages(self, body: Any) -> list[Message]:
         if self._messages is None or self._messages[0] is not body:
             self._messages = (body, super().messages(body))

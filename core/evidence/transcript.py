@@ -146,8 +146,13 @@ class AnthropicMessagesReader:
                 continue
             role = message.get("role")
             found.append(Message(index, role if isinstance(role, str) else "invalid",
-                                 self.parts(message.get("content")), message))
+                                 self.message_parts(index, message.get("content")), message))
         return found
+
+    def message_parts(self, index: int, content: Any) -> tuple[Part, ...]:
+        """The parts of the content of message `index` (a reader that remembers a session's
+        messages finds them by their place)."""
+        return self.parts(content)
 
     def system_texts(self, body: Any) -> list[str]:
         system = body.get("system") if isinstance(body, Mapping) else None

@@ -10,7 +10,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from smoltbot.core.evidence.canonical import DigestMemo, content_key, keyed_digest
+from smoltbot.core.evidence.canonical import DigestMemo, canonical_json, content_key, keyed_digest
 from smoltbot.core.evidence.history import HistoryLedger
 from smoltbot.core.usage import API_ANTHROPIC_MESSAGES
 from smoltbot.observer.evidence_store import EvidenceJob, EvidenceRow, LedgerRow, SessionMemos, evidence_for
@@ -40,6 +40,25 @@ def test_a_remembered_digest_is_the_digest_and_true_is_never_one() -> None:
     memo.next_call()
     memo.next_call()
     assert memo.size == 0
+
+
+def test_a_value_found_by_its_place_is_equal_exactly() -> None:
+    memo = DigestMemo(KEY)
+    built: list[Any] = []
+
+    def build(value: Any) -> bytes:
+        built.append(value)
+        return canonical_json(value)
+
+    for value in ([{"type": "text", "text": "same"}], [{"type": "text", "text": "same"}]):
+        memo.next_call()
+        assert memo.at("parts", 0, json.loads(json.dumps(value)), build) == canonical_json(value)
+    assert len(built) == 1  # the second call found it at its place
+    # `==` says True == 1, but a value with a bool is not plain: it is looked up by its content.
+    for value in ([{"is_error": True}], [{"is_error": 1}], [{"is_error": 1.0}]):
+        memo.next_call()
+        assert memo.at("parts", 0, value, build) == canonical_json(value)
+    assert len(built) == 4
 
 
 def _rows(count: int, seed: int) -> list[dict[str, Any]]:
