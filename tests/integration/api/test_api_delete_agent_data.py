@@ -116,8 +116,10 @@ async def test_the_owner_deletes_everything_of_the_agent(api: httpx.AsyncClient,
     assert deleted.status_code == 200, deleted.text
     body: dict[str, Any] = deleted.json()
     assert body["agent_id"] == owner.agent_id
-    for table, count in before.items():
-        assert body["deleted_rows"].get(table, 0) >= count, (table, body)
+    # What the detector consumes meanwhile (drift input) may be gone before the deletion: counted
+    # for the settled tables; that nothing of any table is left is checked below.
+    for table in settled:
+        assert body["deleted_rows"].get(table, 0) >= before[table], (table, body)
     after = await _rows_of(stack, owner.agent_id, owner_hash)
     assert after == dict.fromkeys(after, 0), after
     others_after = await _rows_of(stack, other.agent_id, hash_of(stack, other.credential))
