@@ -261,6 +261,11 @@ class Gateway:
         for task in list(self._adoption_tasks):
             task.cancel()
         await asyncio.gather(*self._adoption_tasks, return_exceptions=True)
+        # A task cancelled before it first ran never reached its `finally`: stop its shipper here.
+        for lock, shipper in list(self.adopted.values()):
+            await shipper.stop(flush_timeout=0)
+            lock.release()
+        self.adopted.clear()
         await self.shipper.stop()
         if self.slot is not None:
             self.slot.release()
@@ -275,18 +280,19 @@ class Gateway:
             try:
                 own = {self.slot.slot} if self.slot is not None else set()
                 for lock in free_slots_with_records(self.home, exclude=own | set(self.adopted)):
-                    self._adopt(lock)
+                    await self._adopt(lock)
             except Exception:  # a failed scan is retried; the records stay on disk
                 logger.exception("spool: looking for spools left by other gateway processes failed")
             await asyncio.sleep(self.settings.gateway_orphan_scan_seconds)
 
-    def _adopt(self, lock: SlotLock) -> None:
+    async def _adopt(self, lock: SlotLock) -> None:
         spool = self._new_spool(lock.spool_directory)
         dead_letters = DeadLetters(lock.dead_letter_directory)
         try:
-            found = spool.open()
-            dead_letters.open()
-        except OSError:
+            # Reading a spool's segments can take a while: not on the loop that relays calls.
+            found = await asyncio.to_thread(spool.open)
+            await asyncio.to_thread(dead_letters.open)
+        except BaseException:
             lock.release()
             raise
         if not found:

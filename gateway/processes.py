@@ -78,6 +78,15 @@ def _reserve(host: str, port: int) -> socket.socket:
         reservation.close()
         raise OSError(error.errno, f"gateway port {host}:{port} is not free for SO_REUSEPORT "
                                    f"({error.strerror}); stop what uses it or pick another port") from None
+    if port:
+        # Another SO_REUSEPORT listener of this user (a gateway pool started twice) would let the
+        # bind through and silently share the port: refuse when something already answers there.
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.settimeout(1.0)
+            if probe.connect_ex((host, port)) == 0:
+                reservation.close()
+                raise OSError(f"gateway port {host}:{port} is already in use (something answers there); "
+                              "stop it or pick another port")
     return reservation
 
 

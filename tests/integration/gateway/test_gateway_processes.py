@@ -58,6 +58,17 @@ async def exchanges_recorded(observer: Any) -> int:
     return sum((await observer.components.queue.exchange_counts()).values())
 
 
+async def processed(observer: Any, count: int) -> None:
+    """Waits until the observer has finished every exchange, so that it is stopped idle (an
+    observer stopped mid-processing on SQLite can hang in its stop: see the helper's report)."""
+
+    async def finished() -> bool:
+        counts = await observer.components.queue.exchange_counts()
+        return sum(counts.values()) == count and set(counts) <= {"done", "failed"}
+
+    await wait_for(finished, 60, f"the observer to finish {count} exchanges")
+
+
 # --------------------------------------------------------------------------- in one process
 
 
@@ -112,6 +123,7 @@ async def test_a_spool_left_by_a_stopped_process_is_shipped_by_a_running_one(
     await wait_for(lambda: not survivor.gateway.adopted and survivor.gateway.spool.depth == 0, 30,
                    "both spools to drain")
     assert await exchanges_recorded(observer) == 8
+    await processed(observer, 8)
     assert not list(spool_directory(home, 1).glob("*.seg"))
 
 
@@ -188,6 +200,12 @@ async def test_two_processes_on_one_port_both_serve_and_each_call_is_recorded_on
     pool = pool_factory(registry=f"127.0.0.1:{registry.port}", observer=f"127.0.0.1:{observer.port}")
     answered = await pool.pids(2)
     assert {health["process"]["slot"] for health in answered.values()} == {0, 1}
+    # A second pool on the same port would be let in by SO_REUSEPORT: it must refuse instead.
+    second = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-m", "smoltbot.cli.main", "serve", "gateway"], env=pool.env,
+        capture_output=True, text=True, timeout=60)
+    assert second.returncode == 1
+    assert "already in use" in second.stderr
     count = 40
     async with httpx.AsyncClient() as http:
         await asyncio.gather(*(call(http, pool.base_url, n) for n in range(count)))
@@ -200,6 +218,7 @@ async def test_two_processes_on_one_port_both_serve_and_each_call_is_recorded_on
     assert await pool.stop() == 0
     assert await exchanges_recorded(observer) == count
     assert unacked_on_disk(Path(gateway_settings.home)) == 0
+    await processed(observer, count)
 
 
 async def test_a_process_killed_mid_run_loses_nothing_it_spooled(
@@ -237,3 +256,4 @@ async def test_a_process_killed_mid_run_loses_nothing_it_spooled(
     assert await pool.stop() == 0
     assert await exchanges_recorded(observer) == count
     assert unacked_on_disk(home) == 0
+    await processed(observer, count)
