@@ -216,7 +216,13 @@ class Processor:
         for task in running:
             task.cancel()
         await asyncio.gather(claimer, *self._workers, return_exceptions=True)
-        writer.cancel()
+        # The writer ends after the write it is doing (what is left is written below), rather
+        # than being cancelled in the middle of its transaction.
+        self._results_ready.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(writer), grace)
+        except TimeoutError:
+            writer.cancel()
         renewer = self._renewer
         if renewer is not None:
             renewer.cancel()
@@ -632,10 +638,15 @@ class Processor:
 
     # -- writing -------------------------------------------------------------------------
 
+    def _workers_running(self) -> bool:
+        return any(not task.done() for task in self._workers)
+
     async def _write_loop(self) -> None:
         while True:
             await self._results_ready.wait()
             self._results_ready.clear()
+            if self._stopping and not self._workers_running():
+                return
             try:
                 await self._flush()
             except Unavailable:

@@ -29,6 +29,7 @@ __all__ = [
     "drift_alerts",
     "drift_pending",
     "drift_states",
+    "evidence_cuts",
     "evidence_history",
     "exchange_payloads",
     "exchange_usage",

@@ -38,7 +38,7 @@ from sqlalchemy import event, exc
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncTransaction, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from smoltbot.core.data_dir import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE, restrict
@@ -158,17 +158,19 @@ class Database:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
             except BaseException:
-                await conn.close()
+                await asyncio.shield(conn.close())
                 raise
+        # The end of the transaction is shielded: a task cancelled (again) while its commit or
+        # rollback runs in the driver's thread would otherwise leave the connection out of the
+        # pool with its BEGIN IMMEDIATE open, and SQLite's write lock with it: every later write
+        # of every process would wait for it (seen as an observer stop hanging on its last write).
         try:
             yield conn
         except BaseException:
-            await transaction.rollback()
+            await asyncio.shield(_end_transaction(conn, transaction, commit=False))
             raise
         else:
-            await transaction.commit()
-        finally:
-            await conn.close()
+            await asyncio.shield(_end_transaction(conn, transaction, commit=True))
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncConnection]:
@@ -179,6 +181,16 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+async def _end_transaction(conn: AsyncConnection, transaction: AsyncTransaction, *, commit: bool) -> None:
+    try:
+        if commit:
+            await transaction.commit()
+        else:
+            await transaction.rollback()
+    finally:
+        await conn.close()
 
 
 def open_database(url: str, *, echo: bool = False, sqlite_busy_timeout: float = SQLITE_BUSY_TIMEOUT,

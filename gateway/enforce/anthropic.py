@@ -28,7 +28,7 @@ from typing import Any
 from .calls import CallRecord, Decide, parse_input
 from .texts import replacement_text
 
-__all__ = ["CallRecord", "Decide", "SseEnforcer", "rewrite_message"]
+__all__ = ["SseEnforcer", "rewrite_message"]
 
 
 def rewrite_message(body: bytes, decide: Decide, *, replace: bool) -> tuple[bytes | None, list[CallRecord]]:

@@ -25,7 +25,7 @@ from smoltbot.gateway.providers import SPECS
 from . import anthropic, gemini, nudges, openai_chat, openai_responses
 from .calls import Decide, Rewrite, StreamEnforcer
 
-__all__ = ["AnswerFormat", "answer_format"]
+__all__ = ["ANTHROPIC", "OPENAI_RESPONSES", "AnswerFormat", "answer_format", "streams_as_json"]
 
 #: (decide, replace=...) -> a stream enforcer.
 StreamFactory = Callable[..., StreamEnforcer]
