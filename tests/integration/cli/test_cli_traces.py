@@ -130,6 +130,13 @@ async def test_logs_rejects_an_out_of_range_limit(cli: Cli, initialised: str) ->
     assert "Traceback" not in result.output
 
 
+def _interruptible() -> None:
+    # Ctrl-C as a terminal delivers it: a test run started in the background by a
+    # non-interactive shell inherits SIGINT ignored, and Python then never raises
+    # KeyboardInterrupt in the child.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 async def _read_line(stream: asyncio.StreamReader, timeout: float = 20.0) -> str:
     line = await asyncio.wait_for(stream.readline(), timeout)
     assert line, "the follow process closed its output"
@@ -145,7 +152,7 @@ async def test_logs_follow_prints_the_last_n_then_new_traces_as_they_land_until_
     args = ["logs", "--follow", "-n", "1", "--interval", "0.2"] + (["--json"] if json_mode else [])
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "smoltbot.cli.main", *args, env=cli.subprocess_env(),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, preexec_fn=_interruptible)
     assert process.stdout is not None and process.stderr is not None
     try:
         if not json_mode:
