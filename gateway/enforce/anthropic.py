@@ -25,7 +25,7 @@ import json
 import re
 from typing import Any
 
-from .calls import CallRecord, Decide, parse_input
+from .calls import CallRecord, Decide, SseSplitter, parse_input
 from .texts import replacement_text
 
 __all__ = ["SseEnforcer", "rewrite_message"]
@@ -64,7 +64,6 @@ def rewrite_message(body: bytes, decide: Decide, *, replace: bool) -> tuple[byte
     return json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode(), records
 
 
-_BOUNDARY = re.compile(rb"\r\n\r\n|\n\r\n|\n\n|\r\r")
 _LINE = re.compile(rb"\r\n|\r|\n")
 #: Events passed on without a look at their data while no tool_use block is held.
 _PASS = frozenset({b"content_block_delta", b"ping", b"message_start", b"message_stop", b"error"})
@@ -101,7 +100,7 @@ class SseEnforcer:
     def __init__(self, decide: Decide, *, replace: bool) -> None:
         self._decide = decide
         self._replace = replace
-        self._buffer = b""
+        self._events = SseSplitter()
         #: The tool_use block being read: its index, id, name and input fragments.
         self._block: tuple[int, str, str] | None = None
         self._fragments: list[str] = []
@@ -110,36 +109,20 @@ class SseEnforcer:
         self._foreign: list[int] = []
         self._allowed = 0
         self._stopped = 0
-        #: Whether the stream has used CR line ends (then the general boundary search is needed).
-        self._cr = False
         self.records: list[CallRecord] = []
 
     def feed(self, chunk: bytes) -> bytes:
         """The bytes to send now for `chunk` (whole events only; b"" while an event is incomplete
         or a tool call is held)."""
-        buffer = self._buffer + chunk if self._buffer else chunk
-        if not self._cr and b"\r" in chunk:
-            self._cr = True
         out: list[bytes] = []
-        start = 0
-        while True:
-            if self._cr:
-                found = _BOUNDARY.search(buffer, start)
-                end = found.end() if found is not None else -1
-            else:
-                end = buffer.find(b"\n\n", start)
-                end = end + 2 if end >= 0 else -1
-            if end < 0:
-                break
-            self._event(buffer if start == 0 and end == len(buffer) else buffer[start:end], out)
-            start = end
-        self._buffer = buffer[start:] if start else buffer
+        for raw in self._events.feed(chunk):
+            self._event(raw, out)
         return out[0] if len(out) == 1 else b"".join(out)
 
     def release(self) -> bytes:
         """Everything held, as it came (a held tool call, an unfinished event); judging stops."""
-        held = b"".join(self._held) + self._buffer
-        self._held, self._buffer, self._block = [], b"", None
+        held = b"".join(self._held) + self._events.rest()
+        self._held, self._block = [], None
         return held
 
     def end(self) -> bytes:
@@ -148,14 +131,13 @@ class SseEnforcer:
         out: list[bytes] = []
         if self._block is not None:
             self._close_block(out)
-        out.append(self._buffer)
-        self._buffer = b""
+        out.append(self._events.rest())
         return b"".join(out)
 
     def _event(self, raw: bytes, out: list[bytes]) -> None:
         if self._block is None:
             # The common case: a named event that cannot start or end a held call; sent as it is.
-            name = _fields(raw)[0] if self._cr else _name(raw)
+            name = _fields(raw)[0] if self._events.uses_cr else _name(raw)
             if name in _PASS or (name == b"content_block_start" and b'"tool_use"' not in raw) or (
                     name == b"message_delta" and not (self._stopped and self._allowed == 0)):
                 out.append(raw)
@@ -201,7 +183,7 @@ class SseEnforcer:
 
     def _data(self, raw: bytes) -> bytes:
         # The Messages API's layout, `event: name\ndata: {...}\n\n`, read without splitting lines.
-        if not self._cr and raw.startswith(b"event:"):
+        if not self._events.uses_cr and raw.startswith(b"event:"):
             start = raw.find(b"\ndata: ")
             if start > 0 and raw.find(b"\n", start + 7) == len(raw) - 2:
                 return raw[start + 7:-2]

@@ -120,6 +120,11 @@ class SseSplitter:
         self._buffer = buffer[start:] if start else buffer
         return events
 
+    @property
+    def uses_cr(self) -> bool:
+        """Whether the stream has used CR line ends (events then need the general line reader)."""
+        return self._cr
+
     def rest(self) -> bytes:
         """The unfinished event, taken out."""
         rest, self._buffer = self._buffer, b""
