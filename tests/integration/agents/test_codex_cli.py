@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -21,61 +20,26 @@ import sqlalchemy as sa
 
 from smoltbot.core.sessions import Rung
 from smoltbot.v1 import trace_pb2
+from tests.integration.agents.codex import MODEL, codex_binary, run_codex, write_codex_home
 from tests.integration.agents.conftest import OpenAIThroughGateway
-from tests.integration.agents.npm_tools import npm_package
 
 # The first run installs Codex (~100 MB download); the run itself takes a few seconds.
 pytestmark = pytest.mark.timeout(600)
 
-CODEX_VERSION = "0.171.0"
 KEY = "sk-proj-codex-cli-through-smoltbot-0123456789abcdef"
-MODEL = "gpt-5.1-codex"
 MARK = "ran-by-codex-through-smoltbot"
 #: The command Codex's exec_command tool is asked to run: it leaves a file and prints its text.
 COMMAND = f"echo {MARK} | tee proof.txt"
 
 
-def _codex_home(home: Path, base_url: str) -> None:
-    tool_args = json.dumps({"cmd": COMMAND})
-    (home / ".codex").mkdir(parents=True)
-    (home / ".codex" / "config.toml").write_text(f"""\
-model = "{MODEL}"
-model_provider = "smoltbot"
-
-[model_providers.smoltbot]
-name = "OpenAI through smoltbot"
-base_url = "{base_url}"
-env_key = "OPENAI_API_KEY"
-wire_api = "responses"
-http_headers = {{ "x-standin-tool-name" = "exec_command", "x-standin-tool-args" = {json.dumps(tool_args)} }}
-""")
-
-
-async def _run_codex(codex: Path, home: Path, work: Path) -> tuple[int, str, str]:
-    env = {"HOME": str(home), "CODEX_HOME": str(home / ".codex"), "PATH": os.environ["PATH"],
-           "OPENAI_API_KEY": KEY, "NO_COLOR": "1", "LANG": "C.UTF-8"}
-    process = await asyncio.create_subprocess_exec(
-        str(codex), "exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox",
-        "-C", str(work), "[[scenario:tool_then_text]] Write the proof file.",
-        env=env, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout=90)
-    except TimeoutError:
-        process.kill()
-        raise
-    return int(process.returncode or 0), out.decode(errors="replace"), err.decode(errors="replace")
-
-
 async def test_codex_runs_a_shell_command_through_the_gateway_under_its_session(
         openai_gateway: OpenAIThroughGateway, tmp_path: Path) -> None:
-    codex = npm_package("@openai/codex", CODEX_VERSION) / "node_modules" / ".bin" / "codex"
+    codex = codex_binary()
     home, work = tmp_path / "home", tmp_path / "work"
     work.mkdir()
-    _codex_home(home, openai_gateway.openai_base_url)
+    write_codex_home(home, openai_gateway.openai_base_url, COMMAND)
 
-    code, out, err = await _run_codex(codex, home, work)
+    code, out, err = await run_codex(codex, home, work, KEY)
     assert code == 0, f"codex exec exited {code}\n--- stdout ---\n{out}\n--- stderr ---\n{err}"
 
     # The command really ran, in Codex's working directory.

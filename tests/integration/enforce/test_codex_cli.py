@@ -6,65 +6,28 @@ ends its turn normally, and the trace says blocked; under an observe card (the c
 
 from __future__ import annotations
 
-import asyncio
-import json
-import os
 from pathlib import Path
 
 import pytest
 
-from tests.integration.agents.npm_tools import npm_package
+from tests.integration.agents.codex import codex_binary, run_codex, write_codex_home
 from tests.integration.enforce.conftest import OPENAI_KEY, ProviderStack, card_json
 
 # The first run installs Codex (~100 MB download); the run itself takes a few seconds.
 pytestmark = pytest.mark.timeout(600)
 
-CODEX_VERSION = "0.171.0"
-MODEL = "gpt-5.1-codex"
 COMMAND = "echo ran-by-codex | tee proof.txt"
-
-
-def _codex_home(home: Path, base_url: str) -> None:
-    tool_args = json.dumps({"cmd": COMMAND})
-    (home / ".codex").mkdir(parents=True)
-    (home / ".codex" / "config.toml").write_text(f"""\
-model = "{MODEL}"
-model_provider = "smoltbot"
-
-[model_providers.smoltbot]
-name = "OpenAI through smoltbot"
-base_url = "{base_url}"
-env_key = "OPENAI_API_KEY"
-wire_api = "responses"
-http_headers = {{ "x-standin-tool-name" = "exec_command", "x-standin-tool-args" = {json.dumps(tool_args)} }}
-""")
-
-
-async def _run_codex(codex: Path, home: Path, work: Path, *prompt: str) -> tuple[int, str, str]:
-    env = {"HOME": str(home), "CODEX_HOME": str(home / ".codex"), "PATH": os.environ["PATH"],
-           "OPENAI_API_KEY": OPENAI_KEY, "NO_COLOR": "1", "LANG": "C.UTF-8"}
-    process = await asyncio.create_subprocess_exec(
-        str(codex), "exec", "--skip-git-repo-check", "--dangerously-bypass-approvals-and-sandbox",
-        "-C", str(work), *(prompt or ["[[scenario:tool_then_text]] Write the proof file."]),
-        env=env, stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout=90)
-    except TimeoutError:
-        process.kill()
-        raise
-    return int(process.returncode or 0), out.decode(errors="replace"), err.decode(errors="replace")
 
 
 @pytest.mark.parametrize("mode", ["enforce", "observe"])
 async def test_codex_does_not_run_a_forbidden_shell_command_and_ends_its_turn(
         provider_stack: ProviderStack, tmp_path: Path, mode: str) -> None:
-    codex = npm_package("@openai/codex", CODEX_VERSION) / "node_modules" / ".bin" / "codex"
+    codex = codex_binary()
     await provider_stack.put_card(provider_stack.openai, card_json(mode, forbidden_actions=["exec_command"]))
     home, work = tmp_path / "home", tmp_path / "work"
     work.mkdir()
-    _codex_home(home, provider_stack.gateway.base_url + "/openai/v1")
-    code, out, err = await _run_codex(codex, home, work)
+    write_codex_home(home, provider_stack.gateway.base_url + "/openai/v1", COMMAND)
+    code, out, err = await run_codex(codex, home, work, OPENAI_KEY)
     assert code == 0, f"codex exec exited {code}\n--- stdout ---\n{out}\n--- stderr ---\n{err}"
     calls = [r for r in provider_stack.openai_standin.requests if r.path == "/v1/responses"]
     traces = await provider_stack.observer.wait_for_traces(len(calls), agent_id=provider_stack.openai[0],
@@ -78,7 +41,8 @@ async def test_codex_does_not_run_a_forbidden_shell_command_and_ends_its_turn(
         assert {t.enforcement.action for t in commands} == {"blocked"}
         # The next turn sends the history back (store: false) with the gateway's text as the
         # assistant's message, under its own id, as Codex sends its own messages' made-up ids.
-        code, out, err = await _run_codex(codex, home, work, "resume", "--last", "[[scenario:text]] Why?")
+        code, out, err = await run_codex(codex, home, work, OPENAI_KEY,
+                                         "resume", "--last", "[[scenario:text]] Why?")
         assert code == 0, f"codex exec resume exited {code}\n{out}\n{err}"
         replayed = [r for r in provider_stack.openai_standin.requests if r.path == "/v1/responses"][-1].json()
         (said,) = [item for item in replayed["input"] if item.get("role") == "assistant"]
