@@ -23,6 +23,7 @@ SQLite specifics, because they decide whether concurrent writers work at all:
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import time
@@ -154,6 +155,10 @@ class Database:
                 if not _is_sqlite_busy(error) or time.monotonic() + delay > deadline:
                     raise
                 self.lock_retries += 1
+                # The holder may be this process: a connection closed under a running statement
+                # (its task cancelled) lives on in SQLite, write lock included, until that
+                # statement is finalized, i.e. until the garbage collector frees it.
+                gc.collect()
                 logger.info("the database is locked by another process; retrying in %.2fs", delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
