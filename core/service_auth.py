@@ -16,10 +16,11 @@ machines, TLS and mutual TLS (`smoltbot.core.tls`) still protect the link itself
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
 
@@ -49,6 +50,9 @@ SERVICE_CREDENTIAL_FILE = "service_token"
 _OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 _MIN_CONFIGURED_LENGTH = 32
 _REFUSAL_LOG_INTERVAL = 10.0
+#: How long, and how many messages, a refused stream is read before its refusal is sent.
+_DRAIN_SECONDS = 2.0
+_DRAIN_MESSAGES = 64
 _HINT = ("smoltbot's internal gRPC services answer only smoltbot's own services: give every service the "
          "same SMOLTBOT_SERVICE_TOKEN, or the same SMOLTBOT_HOME on one machine")
 
@@ -167,11 +171,28 @@ def _refusing(handler: grpc.RpcMethodHandler[_Request, _Response],
     async def refuse(_request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         await context.abort_with_status(status)
 
+    async def refuse_stream(requests: AsyncIterator[bytes],
+                            context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        # Read what the client is sending (raw bytes, dropped) before refusing: a status that
+        # lands while the client's grpc is writing a message is reported to it as INTERNAL
+        # ("Failed execute_batch") instead of this refusal and its hint, one call in about 15.
+        # Bounded, so a client that never stops sending is still refused.
+        try:
+            async with asyncio.timeout(_DRAIN_SECONDS):
+                received = 0
+                async for _ in requests:
+                    received += 1
+                    if received >= _DRAIN_MESSAGES:
+                        break
+        except TimeoutError:
+            pass
+        await context.abort_with_status(status)
+
     # No deserializers: the refused request is never parsed.
     if handler.request_streaming and handler.response_streaming:
-        return grpc.stream_stream_rpc_method_handler(refuse)
+        return grpc.stream_stream_rpc_method_handler(refuse_stream)
     if handler.request_streaming:
-        return grpc.stream_unary_rpc_method_handler(refuse)
+        return grpc.stream_unary_rpc_method_handler(refuse_stream)
     if handler.response_streaming:
         return grpc.unary_stream_rpc_method_handler(refuse)
     return grpc.unary_unary_rpc_method_handler(refuse)
