@@ -16,6 +16,10 @@ SQLite specifics, because they decide whether concurrent writers work at all:
   for longer than the busy timeout. A write that cannot take the lock is retried, with backoff,
   for up to `lock_wait` (2 minutes) before it fails as `Unavailable`; since the lock is taken
   at BEGIN, before the block runs, the retry never repeats half a transaction.
+* A connection always rolls back before it closes (`_RollbackOnClose`): closed with a statement
+  still unfinalized (its task cancelled mid-statement, SQLAlchemy then drops it by force),
+  SQLite keeps it as a "zombie" until that statement is freed, open transaction and write lock
+  included, and every write of every process waits.
 * The database file is created 0600 (SQLite gives its WAL and SHM the same mode).
 * Timestamps go through `UTCDateTime`, which keeps them timezone-aware UTC on both backends.
 """
@@ -23,9 +27,9 @@ SQLite specifics, because they decide whether concurrent writers work at all:
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -33,6 +37,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+import aiosqlite
 import asyncpg
 import sqlalchemy as sa
 from sqlalchemy import event, exc
@@ -155,10 +160,6 @@ class Database:
                 if not _is_sqlite_busy(error) or time.monotonic() + delay > deadline:
                     raise
                 self.lock_retries += 1
-                # The holder may be this process: a connection closed under a running statement
-                # (its task cancelled) lives on in SQLite, write lock included, until that
-                # statement is finalized, i.e. until the garbage collector frees it.
-                gc.collect()
                 logger.info("the database is locked by another process; retrying in %.2fs", delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
@@ -237,6 +238,7 @@ def _open_sqlite(url: URL, *, echo: bool, busy_timeout: float, lock_wait: float)
     # The driver's `timeout` is SQLite's busy timeout, set before the first statement (the WAL
     # pragma below needs a lock too).
     kwargs.setdefault("connect_args", {})["timeout"] = busy_timeout
+    kwargs["connect_args"]["async_creator_fn"] = _aiosqlite_connect
     engine = create_async_engine(url.set(drivername="sqlite+aiosqlite", database=database), echo=echo,
                                  hide_parameters=True, **kwargs)
     event.listen(engine.sync_engine, "connect", _sqlite_connect)
@@ -252,6 +254,51 @@ def _private_sqlite_files(path: Path) -> None:
     os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE_MODE))
     for suffix in ("", "-wal", "-shm", "-journal", ".migrate.lock"):
         restrict(path.with_name(path.name + suffix), PRIVATE_FILE_MODE)
+
+
+class _RollbackOnClose(sqlite3.Connection):
+    """An sqlite3 connection that ends its transaction before it closes.
+
+    `close()` with a prepared statement not yet finalized (a cursor still referenced, e.g. from
+    the traceback of a cancelled task) does not close: SQLite keeps the connection as a zombie,
+    its transaction and write lock included, until the last statement is freed, which may be
+    the next garbage collection or never. A rollback first releases the lock whatever is still
+    referenced. Runs in aiosqlite's thread, after any statement still running there.
+    """
+
+    def close(self) -> None:
+        try:
+            if self.in_transaction:
+                self.rollback()
+        except sqlite3.Error:
+            pass  # closing anyway: SQLite rolls back what it can
+        super().close()
+
+
+class _StopOnce(aiosqlite.Connection):
+    """aiosqlite's connection, stopped at most once.
+
+    SQLAlchemy drops a connection whose task is cancelled mid-statement: a graceful `close()`,
+    and `stop()` by force if that is cancelled too. aiosqlite's `close()` then stops the worker
+    thread a second time, after it has already exited, and waits forever for it: the event
+    loop can no longer shut down (a service stop, a test's teardown, hanging).
+    """
+
+    def stop(self) -> asyncio.Future[Any] | None:
+        if not self._running:
+            return None  # the worker takes nothing after its first stop
+        return super().stop()
+
+
+def _aiosqlite_connect(database: str, **kwargs: Any) -> aiosqlite.Connection:
+    """SQLAlchemy's `async_creator_fn`: aiosqlite.connect with `_RollbackOnClose` and `_StopOnce`."""
+
+    def connector() -> sqlite3.Connection:
+        return sqlite3.connect(database, factory=_RollbackOnClose, **kwargs)
+
+    connection = _StopOnce(connector, 64)
+    connection._thread.daemon = True  # as SQLAlchemy's own creator does: never blocks the exit
+    return connection
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:

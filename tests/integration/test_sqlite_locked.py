@@ -9,6 +9,7 @@ The lock is held the way another program would hold it: a plain `sqlite3` connec
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import sqlite3
 import threading
@@ -129,3 +130,44 @@ async def test_registry_and_observer_writes_during_a_held_lock_all_land(
         assert dict(states) == {"done": 20}
     finally:
         await stack.close()
+
+
+async def test_a_write_cancelled_in_a_statement_does_not_keep_the_write_lock(tmp_path: Path) -> None:
+    # Cancelled twice while its statement runs in the driver's thread, SQLAlchemy drops the
+    # connection by force: SQLite then closed it as a "zombie", transaction and write lock
+    # included, until the garbage collector freed the statement. Every later write of every
+    # process waited (the 60 s teardown hangs after a service stop).
+    path = tmp_path / "cancelled.db"
+    db = open_database(f"sqlite:///{path}", sqlite_busy_timeout=0.2, sqlite_lock_wait=0.5)
+    slow = ("WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000000) "
+            "SELECT count(*) FROM n")
+    collecting = gc.isenabled()
+    gc.disable()  # what a pending collection would otherwise free is what held the lock
+    try:
+        async with db.begin() as conn:
+            await conn.execute(sa.text("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)"))
+
+        async def write() -> None:
+            async with db.begin() as conn:
+                await conn.execute(sa.text("INSERT INTO notes (body) VALUES ('cancelled')"))
+                await conn.execute(sa.text(slow))
+
+        task = asyncio.create_task(write())
+        await asyncio.sleep(0.2)
+        for _ in range(3):
+            task.cancel()
+            await asyncio.sleep(0)
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        other = sqlite3.connect(path, isolation_level=None, timeout=5)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            other.execute("INSERT INTO notes (body) VALUES ('after')")
+            other.execute("COMMIT")
+            assert [row[0] for row in other.execute("SELECT body FROM notes")] == ["after"]
+        finally:
+            other.close()
+    finally:
+        if collecting:
+            gc.enable()
+        await db.close()
