@@ -1,5 +1,5 @@
-"""The history ledger's storage (table `evidence_history`, migration 0009), and the processor's
-evidence stage around it.
+"""The history ledger's storage (table `evidence_history`, migration 0009), and the reads and
+writes the processor's evidence stage (observer/evidence_stage.py) makes of it.
 
 Ordering, defined: an exchange's resent history is checked against the turns its session relayed
 in calls that *started before this call started* (by the gateway's clock). Not "ended before": the

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -41,9 +39,9 @@ from smoltbot.core.settings import Settings
 from smoltbot.core.storage import utcnow
 from smoltbot.observer import accounting, pipeline, record_kinds
 from smoltbot.observer.accounting import facts_of
-from smoltbot.observer.analyzers import AnalysisResult, Analyzer
+from smoltbot.observer.analyzers import Analyzer
 from smoltbot.observer.cpu_pool import CpuPool, default_workers
-from smoltbot.observer.evidence_store import EvidenceRow, EvidenceStore
+from smoltbot.observer.evidence_stage import EvidenceStage
 from smoltbot.observer.extraction import Extraction
 from smoltbot.observer.pipeline import Job, JobResult
 from smoltbot.observer.providers import empty_extraction
@@ -70,8 +68,6 @@ _BIG_PAYLOAD = 512 * 1024
 _POOL_BATCH = 16
 #: Payload bytes held in memory at once (a request body may be 32 MiB); one exchange always fits.
 _MAX_HELD_BYTES = 128 * 1024 * 1024
-# Model analyses kept for a history check done again (a few per second at most in practice).
-_ANALYSES_KEPT = 1024
 _RETRY_BASE, _RETRY_MAX = 0.5, 60.0
 _REGISTRY_BASE, _REGISTRY_MAX = 0.2, 5.0
 
@@ -149,13 +145,8 @@ class Processor:
         self._registry_down_since: datetime | None = None
         self._next_retry: datetime | None = None
         self._scrubs = ScrubSchedule(queue, scrub_interval)
-        #: History integrity and provenance (docs/evidence.md): rows computed, waiting to be stored.
-        self._evidence = EvidenceStore(queue.db, settings)
-        #: The model analyzer's answer for an exchange whose history check is done again after the
-        #: grace (`EvidenceStore.check_again`): the second pass reuses it instead of paying for a
-        #: second model call. Bounded; an entry this process cannot keep is just asked again.
-        self._analyses_to_reuse: OrderedDict[str, AnalysisResult] = OrderedDict()
-        self._evidence_rows: dict[str, EvidenceRow] = {}
+        #: History integrity and provenance (docs/evidence.md).
+        self._evidence = EvidenceStage(queue.db, settings)
         #: Exchanges whose results were stored (for tests, logs and benchmarks).
         self.processed = 0
         #: Exchanges the upstream answered 401/403: counted, never traced.
@@ -352,7 +343,9 @@ class Processor:
             except _StepFailed as error:
                 results[item.exchange_id] = self._failed_step(context, error)
         if ready and self._evidence.enabled:
-            ready = await self._with_evidence(ready, results)
+            contexts = {context.item.exchange_id: context for context, _ in ready}
+            ready = [(contexts[job.exchange_id], job) for job in await self._evidence.with_ledgers(
+                [(job, context.call_at or context.item.received_at) for context, job in ready], results)]
         if ready:
             for (context, job), result in zip(
                 ready, await self._compute([job for _, job in ready]), strict=True
@@ -367,16 +360,10 @@ class Processor:
                 stored = [StoredTrace(trace, text, slot) for trace, text, slot
                           in zip(result.traces, result.trace_json, result.turn_slots, strict=True)]
                 facts = result.facts.priced(self.prices) if result.facts is not None else None
-                if result.evidence_row is not None:
-                    if self._evidence.check_again(result.evidence_row, item.received_at):
-                        if result.model_analysis is not None:
-                            self._keep_analysis(item.exchange_id, result.model_analysis)
-                        results[item.exchange_id] = Retry(
-                            item.exchange_id, utcnow() + self._evidence.grace,
-                            "history check found something: checked again once earlier calls can be here",
-                            counted=False)
-                        continue
-                    self._evidence_rows[item.exchange_id] = result.evidence_row
+                held_back = self._evidence.held_back(result, item.received_at)
+                if held_back is not None:
+                    results[item.exchange_id] = held_back
+                    continue
                 results[item.exchange_id] = Finished(item.exchange_id, item.agent_hash, job.agent_id,
                                                      job.session_id, stored, facts=facts)
         return [results[item.exchange_id] for item in items]
@@ -473,18 +460,6 @@ class Processor:
                    payload=item.payload, store_reasoning=self.settings.store_reasoning, observed_at=utcnow(),
                    missing=context.missing)
 
-    async def _with_evidence(self, ready: list[tuple[_Context, Job]],
-                             results: dict[str, Finished | Retry]) -> list[tuple[_Context, Job]]:
-        """Jobs with their session's ledger rows; a call whose session has earlier calls not yet
-        recorded goes back to the queue, its attempt refunded (evidence_store: ordering)."""
-        jobs, waiting = await self._evidence.jobs_for([
-            (context.item.exchange_id, job.agent_id, job.session_id,
-             context.call_at or context.item.received_at) for context, job in ready])
-        for exchange_id, why in waiting.items():
-            results[exchange_id] = Retry(exchange_id, utcnow() + timedelta(seconds=0.2), why, counted=False)
-        return [(context, dataclasses.replace(job, evidence=jobs.get(context.item.exchange_id)))
-                for context, job in ready if context.item.exchange_id not in waiting]
-
     async def _call_time(self, context: _Context) -> datetime:
         """The time whose card applies to the exchange: when the call started (else ended; else,
         for an exchange that says neither, when intake stored it). Stable across attempts, so
@@ -530,7 +505,7 @@ class Processor:
             step = "read usage"
             result.facts = facts_of(exchange, extraction.model)
             step = "analyze"
-            analysis = self._analyses_to_reuse.pop(job.exchange_id, None)
+            analysis = self._evidence.reused_analysis(job.exchange_id)
             if analysis is None:
                 analysis = await self.analyzer.analyze(extraction, job.card, pipeline.outcome_of(exchange))
             step = "build traces"
@@ -545,11 +520,6 @@ class Processor:
             result.step, result.error = step, f"{type(error).__name__}: {error}"
             result.traces, result.trace_json, result.turn_slots = [], [], []
         return result
-
-    def _keep_analysis(self, exchange_id: str, analysis: AnalysisResult) -> None:
-        self._analyses_to_reuse[exchange_id] = analysis
-        while len(self._analyses_to_reuse) > _ANALYSES_KEPT:
-            self._analyses_to_reuse.popitem(last=False)
 
     async def _registry_step(self, step: str, call: Any) -> Any:
         try:
@@ -700,16 +670,14 @@ class Processor:
     async def _finish(self, batch: list[Finished | Retry]) -> None:
         done = [r for r in batch if isinstance(r, Finished)]
         retries = [r for r in batch if isinstance(r, Retry)]
-        # The ledger rows first, in their own transaction: a row without its traces (the traces'
-        # write failed, or the lease was lost) is the same row the next attempt writes.
-        await self._evidence.write([row for r in done if (row := self._evidence_rows.get(r.exchange_id))])
+        await self._evidence.write(done)  # first, in its own transaction
         report = await self.queue.finish(self.owner, done, retries)
         self.write_batches += 1
         payloads = {result.exchange_id: held.payload for result in report.written
                     if (held := self._held.get(result.exchange_id)) is not None} if self._on_committed else {}
         for result in batch:
             self._held.pop(result.exchange_id, None)
-            self._evidence_rows.pop(result.exchange_id, None)
+            self._evidence.forget(result.exchange_id)
         if report.lost:
             logger.warning(
                 "lost the lease of %d exchanges; another observer took them over", len(report.lost)
