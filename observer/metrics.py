@@ -6,8 +6,10 @@ as in tests, never share one).
   attributes, named as OpenTelemetry's Prometheus compatibility rules name them (dots to
   underscores, the unit "s" as `_seconds`, "{token}" dropped). Observed from the exchanges the
   observer stores (the gateway sees the calls but reads no usage), once per exchange.
-* the exchange queue by state (pending, processing, done, failed: failed exchanges are the
-  observer's dead letters, stored as processing_failed traces), read from the database per scrape;
+* the exchange queue by state (pending, processing, failed: failed exchanges are the observer's
+  dead letters, stored as processing_failed traces), read from the database per scrape over an
+  index range of those states (the done exchanges, all of history, are not counted: how many this
+  observer processed is `smoltbot_observer_exchanges_processed`);
 * what processing counted (exchanges stored, refused credentials, unproven callers);
 * what retention deleted, per agent (from the database, so every observer's batches count), and
   the raw payloads this observer expired;
@@ -25,6 +27,7 @@ from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from smoltbot.observer.otel.mapping import provider_name
+from smoltbot.observer.queue import QUEUE_STATES
 
 if TYPE_CHECKING:
     from smoltbot.observer.otel.exporter import SpanShipper
@@ -39,7 +42,7 @@ __all__ = ["DURATION_BUCKETS", "TOKEN_BUCKETS", "ObserverMetrics"]
 #: The semantic conventions' advice for gen_ai.client.token.usage and .operation.duration.
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
-_STATES = ("pending", "processing", "done", "failed")
+_STATES = QUEUE_STATES
 #: gen_ai.request.model is left out: it is known only when the payload is read again (export on),
 #: and a label that depends on a setting would split the series.
 _GENAI_LABELS = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_response_model")
@@ -66,7 +69,8 @@ class _Live(Collector):
         counts = self._metrics.queue_states
         if counts is not None:  # unknown during a database outage: absent, not zero
             states = GaugeMetricFamily("smoltbot_observer_exchanges", "Exchanges in the queue by state "
-                                       "(failed: set aside as processing_failed traces).", labels=["state"])
+                                       "(failed: set aside as processing_failed traces; done "
+                                       "exchanges are not counted).", labels=["state"])
             for state in _STATES:
                 states.add_metric([state], counts.get(state, 0))
             yield states
@@ -151,7 +155,7 @@ class ObserverMetrics:
     async def render(self) -> bytes:
         if self.queue is not None:
             try:
-                self.queue_states = await self.queue.exchange_counts()
+                self.queue_states = await self.queue.queue_counts()
             except Exception:  # noqa: BLE001 - a scrape during a database outage still answers
                 self.queue_states = None
         if self.retention is not None:

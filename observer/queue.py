@@ -534,11 +534,29 @@ class ExchangeQueue:
         return {str(kind or "unclassified"): int(count) for kind, count in rows}
 
     async def exchange_counts(self) -> dict[str, int]:
-        """Exchanges per state (for tests, benchmarks and logs)."""
+        """Exchanges per state, all of them (for tests, benchmarks and logs: it reads the whole table)."""
         async with self.db.read() as conn:
             rows = (await conn.execute(
                 sa.select(exchanges.c.state, sa.func.count()).group_by(exchanges.c.state))).all()
         return {state: int(count) for state, count in rows}
+
+    async def queue_counts(self) -> dict[str, int]:
+        """Exchanges waiting or being processed, and the dead letters (failed), per state: what the
+        /metrics gauge shows at every scrape. Counted from `ix_exchanges_due`'s ranges of these
+        states, so a scrape reads as many index entries as the queue holds, never the done
+        exchanges (all of history, until retention)."""
+        async with self.db.read() as conn:
+            rows = (await conn.execute(queue_count_query())).all()
+        return {state: int(count) for state, count in rows}
+
+
+#: The states `ExchangeQueue.queue_counts` counts (`done` is history, not queue).
+QUEUE_STATES = (*_UNFINISHED, "failed")
+
+
+def queue_count_query() -> sa.Select[Any]:
+    return (sa.select(exchanges.c.state, sa.func.count()).where(exchanges.c.state.in_(QUEUE_STATES))
+            .group_by(exchanges.c.state))
 
 
 class ScrubSchedule:
