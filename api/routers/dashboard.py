@@ -23,7 +23,6 @@ from smoltbot.api.alert_schemas import delivery_out, subscription_out
 from smoltbot.api.backends import AlertStub, Backends, ObserverStub, RegistryStub
 from smoltbot.api.convert import (
     agent_summary,
-    agent_usage_out,
     card_out,
     drift_alert_out,
     integrity_out,
@@ -117,34 +116,39 @@ async def _agent_sections(registry: RegistryStub, observer: ObserverStub, agent_
             registry_service_pb2.ListSessionsRequest(agent_id=agent_id, page_size=10))
         return [session_out(session) for session in response.sessions]
 
-    async def session_usage() -> dict[str, UsageGroup]:
-        response = await observer.GetAgentUsage(
-            observer_service_pb2.GetAgentUsageRequest(agent_id=agent_id, group_by="session"))
-        return {group.key: group for group in agent_usage_out(response, None, None).groups}
+    async def session_usage(session_id: str) -> UsageGroup:
+        response = await observer.GetSessionUsage(
+            observer_service_pb2.GetSessionUsageRequest(agent_id=agent_id, session_id=session_id))
+        detail = session_detail_out(response)
+        return UsageGroup(key=session_id, usage=detail.total, turn_count=detail.turn_count)
+
+    async def sessions_with_usage() -> tuple[list[Session] | None, dict[str, UsageGroup]]:
+        """The sessions shown, and the usage of each: read per session (its own index range), so
+        a page view never sums the agent's whole history (a session without calls has none)."""
+        shown = await _optional(sessions())
+        usage = await asyncio.gather(*(_optional(session_usage(item.session_id)) for item in shown or ()))
+        return shown, {group.key: group for group in usage if group is not None}
 
     async def card() -> Card:
         response = await registry.GetActiveCard(registry_service_pb2.GetActiveCardRequest(agent_id=agent_id))
         return card_out(response.card)
 
     # gather() is typed for at most six awaitables: the seventh runs beside it as a task.
-    usage_task = asyncio.ensure_future(_optional(session_usage()))
     webhooks_task = (asyncio.ensure_future(_optional(_webhooks(webhook_stub, agent_id)))
                      if webhook_stub is not None else None)
     try:
-        agent, score, traces, alerts, recent_sessions, active_card = await asyncio.gather(
+        agent, score, traces, alerts, (recent_sessions, usage_by_session), active_card = await asyncio.gather(
             _agent_or_404(registry, observer, agent_id),
             _optional(integrity()),
             _optional(list_trace_page(observer, agent_id=agent_id, limit=_RECENT_TRACES, cursor=cursor)),
             _optional(drift()),
-            _optional(sessions()),
+            sessions_with_usage(),
             _optional(card()),
         )
     except BaseException:
-        usage_task.cancel()  # the agent is unknown (404) or a backend failed: nothing to wait for
-        if webhooks_task is not None:
+        if webhooks_task is not None:  # the agent is unknown (404) or a backend failed: nothing to wait for
             webhooks_task.cancel()
         raise
-    usage_by_session = await usage_task
     webhooks = await webhooks_task if webhooks_task is not None else None
     return {
         "agent": agent,
@@ -157,7 +161,7 @@ async def _agent_sections(registry: RegistryStub, observer: ObserverStub, agent_
         "alerts": alerts,
         "sessions": recent_sessions,
         "card": active_card,
-        "session_usage": usage_by_session or {},
+        "session_usage": usage_by_session,
         "webhooks": webhooks,
     }
 

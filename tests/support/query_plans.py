@@ -1,0 +1,64 @@
+"""How a statement reads a table, from the database's own query plan (EXPLAIN QUERY PLAN on
+SQLite, EXPLAIN on PostgreSQL with sequential scans disabled: on a test's small tables the planner
+would rightly scan them whatever indexes there are, so what is checked is whether an index can
+serve the statement by a range, not what the planner picks at this size)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import sqlalchemy as sa
+
+from smoltbot.core.storage import Database
+
+__all__ = ["explain", "index_reads"]
+
+
+async def explain(db: Database, statement: sa.Executable | str, parameters: Any = None) -> str:
+    """The plan of `statement`: a SQLAlchemy statement, or SQL text as the driver ran it with
+    its `parameters` (as an engine event sees it)."""
+    async with db.engine.connect() as conn:
+        if not isinstance(statement, str):
+            statement = str(statement.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+            parameters = None
+        if db.dialect == "sqlite":
+            rows = (await conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {statement}", parameters or ())).all()
+            return "\n".join(str(row[-1]) for row in rows)
+        await conn.exec_driver_sql("SET enable_seqscan = off")
+        rows = (await conn.exec_driver_sql(f"EXPLAIN {statement}", parameters or ())).all()
+        return "\n".join(str(row[0]) for row in rows)
+
+
+def index_reads(plan: str, table: str) -> list[tuple[str, str]]:
+    """How `plan` reads `table`: (index, condition) for each range of an index it reads (the
+    condition on the index's leading columns), ("SCAN", "") for each full scan of the table or of
+    an index."""
+    found: list[tuple[str, str]] = []
+    lines = plan.splitlines()
+    for number, line in enumerate(lines):
+        sqlite = re.search(rf"\b(SEARCH|SCAN) {table}\b(?: USING (?:COVERING )?INDEX (\w+)(?: \((.*)\))?)?",
+                           line)
+        if sqlite:
+            ranged = sqlite.group(1) == "SEARCH" and sqlite.group(2)
+            found.append((sqlite.group(2), sqlite.group(3) or "") if ranged else ("SCAN", ""))
+            continue
+        postgres = re.search(r"(Seq Scan|Index Scan|Index Only Scan|Bitmap Index Scan)(?: Backward)?"
+                             r" (?:using|on) (\w+)(?: on (\w+))?", line)
+        if not postgres:
+            continue
+        if postgres.group(1) == "Seq Scan":
+            if postgres.group(2) == table:
+                found.append(("SCAN", ""))
+            continue
+        index = postgres.group(2)
+        if postgres.group(3) != table and not index.startswith((f"ix_{table}_", f"{table}_")):
+            continue
+        conditions = []  # this node's index conditions, up to the next node
+        for detail in lines[number + 1:]:
+            if "->" in detail:
+                break
+            if "Index Cond:" in detail:
+                conditions.append(detail.split("Index Cond:", 1)[1].strip())
+        found.append((index, " AND ".join(conditions)) if conditions else ("SCAN", ""))
+    return found
