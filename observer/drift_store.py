@@ -2,9 +2,14 @@
 state (`drift_states`) and the alerts (`drift_alerts`). What the rows mean, and the order and
 locking rules they serve, are in `observer.drift_watch`.
 
-A pass reads what it needs (`pending_cards`), then feeds inside one write transaction
-(`feed()`, a `DriftFeed`): the agents' state rows are locked first, in agent order, so two
-observers never feed the same agent at once.
+A pass reads everything it feeds from in one read transaction (`read_pass`: each agent's
+state and the state's cursor, its queued traces, its open alerts), computes with no transaction
+open, then writes in one short write transaction (`feed()`, a `DriftFeed`). The write is
+conditional, since nothing is locked while the pass computes: an agent's state is saved only if
+its cursor (`drift_states.observed`, the number of traces its detector has seen, which every
+write that changes the state moves forward) is still the one the pass read, and the traces the
+pass fed must all still be queued. Otherwise another pass (a second observer) fed the agent
+meanwhile, or its traces were deleted, and this pass's result for it is dropped.
 """
 
 from __future__ import annotations
@@ -23,7 +28,10 @@ from smoltbot.core.storage import Database, UTCDateTime, insert_ignoring_conflic
 from smoltbot.observer.record_kinds import DECISION
 from smoltbot.observer.tables import chunks, drift_alerts, drift_pending, drift_states, exchanges, traces
 
-__all__ = ["PASS_LIMIT", "DetectorState", "DriftAlert", "DriftFeed", "DriftStore", "OpenAlert", "QueuedTrace"]
+__all__ = [
+    "PASS_LIMIT", "AgentInput", "DetectorState", "DriftAlert", "DriftFeed", "DriftStore", "OpenAlert",
+    "QueuedTrace",
+]
 
 #: Traces fed to one agent's detector per pass.
 PASS_LIMIT = 500
@@ -66,6 +74,7 @@ class OpenAlert:
     sustained_traces: int
     details: dict[str, Any]
     reference: str = ""
+    direction: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,6 +83,20 @@ class DetectorState:
     card_id: str
     observed: int
     state_json: str
+
+
+@dataclass(frozen=True)
+class AgentInput:
+    """What a pass reads for one agent, in one snapshot."""
+
+    agent_id: str
+    #: The state row's cursor (`drift_states.observed`) when read; None: the agent has no row yet.
+    cursor: int | None
+    #: The detector's state (JSON; "" for a new agent).
+    state_json: str
+    #: Its queued decisions before the watermark, in trace-time order, at most `PASS_LIMIT`.
+    queued: list[QueuedTrace]
+    open_alerts: list[OpenAlert]
 
 
 def _alert_from_row(row: Any) -> DriftAlert:
@@ -109,25 +132,43 @@ class DriftStore:
         async with self.db.read() as conn:
             return list((await conn.execute(sa.select(drift_pending.c.agent_id).distinct())).scalars().all())
 
-    async def pending_cards(self, agent_ids: list[str]) -> tuple[dict[str, str], dict[str, set[str]]]:
-        """For these agents: the credential hash of each agent with queued traces, and the ids
-        of the cards their queued traces were verified against."""
+    async def read_pass(self, agent_ids: list[str]) -> list[AgentInput]:
+        """For each of these agents with queued traces, in agent order: its state and cursor,
+        its queued decisions before its watermark and its open alerts, all in one snapshot."""
         async with self.db.read() as conn:
             hashes = dict((await conn.execute(
                 sa.select(drift_pending.c.agent_id, sa.func.min(drift_pending.c.agent_hash))
                 .where(drift_pending.c.agent_id.in_(agent_ids)).group_by(drift_pending.c.agent_id)
             )).all())
-            wanted: dict[str, set[str]] = {}
-            for agent_id, card_id in (await conn.execute(
-                sa.select(drift_pending.c.agent_id, drift_pending.c.card_id).distinct()
-                .where(drift_pending.c.agent_id.in_(agent_ids))
+            if not hashes:
+                return []
+            agents = sorted(hashes)
+            states = {row.agent_id: row for row in (await conn.execute(
+                sa.select(drift_states.c.agent_id, drift_states.c.observed, drift_states.c.state_json)
+                .where(drift_states.c.agent_id.in_(agents))
+            )).all()}
+            watermarks = await _watermarks(conn, sorted(set(hashes.values())))
+            alerts: dict[str, list[OpenAlert]] = {}
+            for row in (await conn.execute(
+                sa.select(drift_alerts)
+                .where(drift_alerts.c.agent_id.in_(agents), drift_alerts.c.status == "open")
+                .order_by(drift_alerts.c.created_at, drift_alerts.c.alert_id)
             )).all():
-                wanted.setdefault(agent_id, set()).add(card_id)
-        return hashes, wanted
+                alerts.setdefault(row.agent_id, []).append(_open_alert(row))
+            inputs = []
+            for agent_id in agents:
+                queued = await _queued(conn, agent_id, watermarks.get(hashes[agent_id]))
+                if not queued:
+                    continue
+                state = states.get(agent_id)
+                inputs.append(AgentInput(
+                    agent_id, None if state is None else int(state.observed),
+                    "" if state is None else state.state_json, queued, alerts.get(agent_id, [])))
+        return inputs
 
     @asynccontextmanager
     async def feed(self) -> AsyncIterator[DriftFeed]:
-        """One write transaction of a pass."""
+        """The write transaction of a pass."""
         async with self.db.begin() as conn:
             yield DriftFeed(conn, self.db)
 
@@ -169,69 +210,75 @@ async def _acknowledge(conn: AsyncConnection, agent_id: str, alert_id: str,
     return _alert_from_row(row)
 
 
+def _open_alert(row: Any) -> OpenAlert:
+    return OpenAlert(row.alert_id, row.card_id, row.severity, int(row.sustained_traces),
+                     json.loads(row.alert_json), row.reference, row.direction)
+
+
+async def _watermarks(conn: AsyncConnection, agent_hashes: list[str]) -> dict[str, datetime]:
+    """Per hash, the time of the agent's oldest unfinished exchange: traces from then on wait."""
+    rows = (await conn.execute(
+        sa.select(exchanges.c.agent_hash, sa.func.min(exchanges.c.occurred_at))
+        .where(exchanges.c.agent_hash.in_(agent_hashes), exchanges.c.state.in_(("pending", "processing")))
+        .group_by(exchanges.c.agent_hash)
+    )).all()
+    return {agent_hash: _aware(value) for agent_hash, value in rows if value is not None}
+
+
+async def _queued(conn: AsyncConnection, agent_id: str, watermark: datetime | None) -> list[QueuedTrace]:
+    """The agent's queued decisions before the watermark, in trace-time order, at most `PASS_LIMIT`."""
+    query = (
+        sa.select(traces.c.trace_id, traces.c.card_id, traces.c.trace_json)
+        .select_from(drift_pending.join(traces, traces.c.trace_id == drift_pending.c.trace_id))
+        .where(drift_pending.c.agent_id == agent_id, traces.c.record_kind == DECISION)
+    )
+    if watermark is not None:
+        query = query.where(drift_pending.c.timestamp < sa.literal(watermark, UTCDateTime()))
+    query = query.order_by(drift_pending.c.timestamp, drift_pending.c.trace_id).limit(PASS_LIMIT)
+    return [QueuedTrace(*row) for row in (await conn.execute(query)).all()]
+
+
 class DriftFeed:
-    """The statements of one pass, all in its write transaction."""
+    """The statements of a pass's write transaction. Its writes for an agent are valid only
+    after `save_state` returned True and `drop_queued` dropped every trace fed (see the module
+    docstring)."""
 
     def __init__(self, conn: AsyncConnection, db: Database) -> None:
         self._conn = conn
         self._db = db
 
-    async def lock_states(self, agent_ids: list[str], now: datetime) -> dict[str, str]:
-        """The detector state (JSON, "" for a new agent) of each agent whose state row we could
-        lock. Row locks are taken in agent order (no deadlocks); an agent another observer is
-        feeding right now is skipped: it is in good hands."""
-        await self._conn.execute(
-            insert_ignoring_conflicts(self._db.dialect, drift_states, drift_states.c.agent_id),
-            [{"agent_id": agent_id, "card_id": "", "observed": 0, "state_json": "", "updated_at": now}
-             for agent_id in agent_ids])
-        return dict((await self._conn.execute(
-            sa.select(drift_states.c.agent_id, drift_states.c.state_json)
-            .where(drift_states.c.agent_id.in_(agent_ids)).order_by(drift_states.c.agent_id)
-            .with_for_update(skip_locked=True)
-        )).all())
+    async def save_state(self, state: DetectorState, cursor: int | None, now: datetime) -> bool:
+        """Saves the agent's detector state if its cursor is still `cursor` (None: if it still
+        has no state row); False, writing nothing, when it moved. On PostgreSQL the row stays
+        locked until the transaction ends: the other writes of the agent's pass come after it."""
+        values = {"card_id": state.card_id, "observed": state.observed, "state_json": state.state_json,
+                  "updated_at": now}
+        if cursor is None:
+            inserted = await self._conn.execute(
+                insert_ignoring_conflicts(self._db.dialect, drift_states, drift_states.c.agent_id)
+                .values(agent_id=state.agent_id, **values).returning(drift_states.c.agent_id))
+            return inserted.first() is not None
+        updated = await self._conn.execute(drift_states.update().where(
+            drift_states.c.agent_id == state.agent_id, drift_states.c.observed == cursor).values(**values))
+        return bool(updated.rowcount == 1)
 
-    async def watermarks(self, agent_hashes: list[str]) -> dict[str, datetime]:
-        """Per hash, the time of the agent's oldest unfinished exchange: traces from then on wait."""
-        if not agent_hashes:
-            return {}
-        rows = (await self._conn.execute(
-            sa.select(exchanges.c.agent_hash, sa.func.min(exchanges.c.occurred_at))
-            .where(exchanges.c.agent_hash.in_(agent_hashes), exchanges.c.state.in_(("pending", "processing")))
-            .group_by(exchanges.c.agent_hash)
-        )).all()
-        return {agent_hash: _aware(value) for agent_hash, value in rows if value is not None}
-
-    async def queued(self, agent_id: str, watermark: datetime | None) -> list[QueuedTrace]:
-        """The agent's queued decisions before the watermark, in trace-time order, at most
-        `PASS_LIMIT`."""
-        query = (
-            sa.select(traces.c.trace_id, traces.c.card_id, traces.c.trace_json)
-            .select_from(drift_pending.join(traces, traces.c.trace_id == drift_pending.c.trace_id))
-            .where(drift_pending.c.agent_id == agent_id, traces.c.record_kind == DECISION)
-        )
-        if watermark is not None:
-            query = query.where(drift_pending.c.timestamp < sa.literal(watermark, UTCDateTime()))
-        query = query.order_by(drift_pending.c.timestamp, drift_pending.c.trace_id).limit(PASS_LIMIT)
-        return [QueuedTrace(*row) for row in (await self._conn.execute(query)).all()]
-
-    async def open_alert(self, agent_id: str, direction: str) -> OpenAlert | None:
-        row = (await self._conn.execute(
-            sa.select(drift_alerts).where(drift_alerts.c.agent_id == agent_id,
-                                          drift_alerts.c.direction == direction,
-                                          drift_alerts.c.status == "open")
-        )).first()
-        if row is None:
-            return None
-        return OpenAlert(row.alert_id, row.card_id, row.severity, int(row.sustained_traces),
-                         json.loads(row.alert_json), row.reference)
+    async def drop_queued(self, trace_ids: list[str]) -> int:
+        """Fed traces leave the queue; how many were still there."""
+        dropped = 0
+        for chunk in chunks(trace_ids):
+            deleted = await self._conn.execute(
+                drift_pending.delete().where(drift_pending.c.trace_id.in_(chunk)))
+            dropped += deleted.rowcount or 0
+        return dropped
 
     async def open_alerts(self, agent_id: str) -> list[OpenAlert]:
+        """The agent's open alerts, locked on PostgreSQL (an owner's acknowledgement waits)."""
         rows = (await self._conn.execute(
             sa.select(drift_alerts)
             .where(drift_alerts.c.agent_id == agent_id, drift_alerts.c.status == "open")
+            .order_by(drift_alerts.c.created_at, drift_alerts.c.alert_id).with_for_update()
         )).all()
-        return [OpenAlert(row.alert_id, row.card_id, row.severity, int(row.sustained_traces),
-                          json.loads(row.alert_json), row.reference) for row in rows]
+        return [_open_alert(row) for row in rows]
 
     async def resolve_alert(self, alert_id: str, details: dict[str, Any], now: datetime) -> None:
         """Closes an open alert (behaviour went back to its reference); `details` says how."""
@@ -254,21 +301,6 @@ class DriftFeed:
             severity=severity, similarity=similarity, card_id=card_id, sustained_traces=sustained_traces,
             updated_at=now, alert_json=_dumps(details),
         ))
-
-    async def save_states(self, states: list[DetectorState], now: datetime) -> None:
-        if not states:
-            return
-        await self._conn.execute(
-            drift_states.update().where(drift_states.c.agent_id == sa.bindparam("b_agent")).values(
-                card_id=sa.bindparam("b_card"), observed=sa.bindparam("b_observed"),
-                state_json=sa.bindparam("b_state"), updated_at=now),
-            [{"b_agent": state.agent_id, "b_card": state.card_id, "b_observed": state.observed,
-              "b_state": state.state_json} for state in states])
-
-    async def drop_queued(self, trace_ids: list[str]) -> None:
-        """Fed traces leave the queue."""
-        for chunk in chunks(trace_ids):
-            await self._conn.execute(drift_pending.delete().where(drift_pending.c.trace_id.in_(chunk)))
 
 
 def _aware(value: Any) -> datetime:
