@@ -1,14 +1,19 @@
 """Reads as traces grow, and retention while intake goes on.
 
     python bench/trace_scale.py [--sizes 10000,2000000] [--backends sqlite,postgresql] [--agents 200]
-                                [--samples 200] [--no-docs]
+                                [--samples 200] [--no-docs] [--results FILE]
+    python bench/trace_scale.py --docs-from FILE,FILE   (the docs from runs made apart, e.g. one
+                                                         per backend at the same time)
 
 Per backend and size: a fresh database with the real Registry, Observer and API (in-process,
 gRPC on loopback, the API through httpx's ASGI transport); `--agents` agents resolved and given
 a card that keeps 330 days; `--size` synthetic processed exchanges (exchange record, trace,
-violation for one in seven, usage row: `tests/support/synthetic_traces.py`) spread evenly over
-the last 360 days, written by a bulk loader (sqlite3 `executemany` / asyncpg `COPY`), then
-ANALYZE and one roll-up of the integrity counters, as the retention pass leaves them.
+violation for one in seven, usage row: `tests/support/synthetic_traces.py`, made in bulk by
+`RowMaker`, checked against it) spread evenly over the last 360 days, in sessions of 5 calls that
+the Registry knows, written by a bulk loader (SQLite: large transactions without fsync; PostgreSQL:
+COPY in batches of 100,000; on both, the indexes no constraint needs are dropped during the load
+and built after it), then ANALYZE and one roll-up of the integrity counters, as the retention pass
+leaves them.
 
 Reads, p50/p95 over `--samples` requests each, a random agent each time, in `--rounds` rounds
 that alternate between the sizes (all loaded and served at once, so the machine's other load
@@ -69,6 +74,14 @@ SECTION = "## Traces at scale"
 SPAN_DAYS = 360
 KEEP_DAYS = 330
 _TABLES = ("exchanges", "traces", "trace_violations", "exchange_usage")
+#: The Registry's record of each synthetic session (the agent page lists the ten most recent).
+_SESSION_COLUMNS = ("agent_id", "session_id", "source", "status", "started_at", "last_activity_at",
+                    "ended_at", "turn_count")
+_LOADED = (*_TABLES, "sessions")
+#: Calls per session: few enough that every agent has the ten sessions the agent page lists at
+#: 10,000 traces already (50 calls each over 200 agents), so a page view does the same work at
+#: every size and the ratio measures the table's size alone.
+_SESSION_CALLS = 5
 CARD = {
     "card_version": "unified/2026-04-26", "autonomy_mode": "observe", "integrity_mode": "observe",
     "principal": {"type": "human", "identifier": "ops@example.com", "relationship": "delegated_authority"},
@@ -92,55 +105,215 @@ def _sqlite_value(value: Any) -> Any:
     return value
 
 
+#: What changes from one synthetic exchange to the next, per table; every other column is the same
+#: in each row (or depends only on whether the trace is violated) and comes from a template.
+_VARYING = {
+    "exchanges": ("exchange_id", "agent_hash", "agent_id", "session_id", "received_at", "occurred_at",
+                  "next_attempt_at", "finished_at"),
+    "traces": ("trace_id", "exchange_id", "agent_id", "session_id", "card_id", "timestamp", "created_at",
+               "tool_use_id", "trace_json"),
+    "trace_violations": ("trace_id", "agent_id"),
+    "exchange_usage": ("exchange_id", "agent_id", "session_id", "occurred_at", "conversation_turn"),
+}
+#: Stand-ins in the templates' trace JSON, replaced by each exchange's values.
+_MARKS = {"trace_id": "@T@", "agent_id": "@A@", "session_id": "@S@", "index": "@I@"}
+
+
+class RowMaker:
+    """The rows `tests/support/synthetic_traces.exchange_rows` makes, as tuples in column order,
+    about ten times faster: constant columns come from two templates (violated or not), and the
+    trace JSON is the template's text with the varying values put in (no JSON encoding per row).
+    `check()` compares it with `exchange_rows` itself."""
+
+    def __init__(self, sqlite: bool) -> None:
+        from operator import itemgetter
+
+        self.encode: Any = _sqlite_value if sqlite else (lambda value: value)
+        self.columns = {name: _columns(name) for name in _TABLES}
+        self.columns["sessions"] = list(_SESSION_COLUMNS)
+        self.getters = {name: itemgetter(*columns) for name, columns in self.columns.items()}
+        self.templates: dict[bool, dict[str, dict[str, Any]]] = {}
+        self.json_parts: dict[bool, list[str]] = {}
+        marker_at = datetime(2000, 1, 1, tzinfo=UTC)
+        for violated in (False, True):
+            rows = exchange_rows(_MARKS["agent_id"], "h", marker_at, 0, session_id=_MARKS["session_id"],
+                                 violated=violated)
+            self.templates[violated] = {
+                name: {key: self.encode(value) for key, value in rows[name][0].items()
+                       if key not in _VARYING[name]}
+                for name in _TABLES if rows[name]}
+            text = rows["traces"][0]["trace_json"]
+            text = (text.replace(rows["traces"][0]["trace_id"], _MARKS["trace_id"])
+                    .replace(rows["exchanges"][0]["exchange_id"], "@X@")
+                    .replace(marker_at.isoformat(), "@W@").replace("file-0.txt", "file-@I@.txt"))
+            self.json_parts[violated] = re.split(r"(@[TASXWI]@)", text)
+
+    def _json(self, violated: bool, values: dict[str, str]) -> str:
+        return "".join(values.get(part, part) for part in self.json_parts[violated])
+
+    def rows(self, agent_id: str, agent_hash: str, at: datetime, index: int, session_id: str
+             ) -> dict[str, list[tuple[Any, ...]]]:
+        exchange_id = f"{abs(hash((agent_id, index))):016x}{index:016x}"[-32:]
+        trace_id = f"{exchange_id}-0"
+        violated = index % 7 == 0
+        when = self.encode(at)
+        templates = self.templates[violated]
+        trace_json = self._json(violated, {"@T@": trace_id, "@A@": agent_id, "@S@": session_id,
+                                           "@X@": exchange_id, "@W@": at.isoformat(), "@I@": str(index)})
+        varying = {
+            "exchanges": {"exchange_id": exchange_id, "agent_hash": agent_hash, "agent_id": agent_id,
+                          "session_id": session_id, "received_at": when, "occurred_at": when,
+                          "next_attempt_at": when, "finished_at": when},
+            "traces": {"trace_id": trace_id, "exchange_id": exchange_id, "agent_id": agent_id,
+                       "session_id": session_id, "card_id": f"card-{agent_id}", "timestamp": when,
+                       "created_at": when, "tool_use_id": f"toolu_{exchange_id}", "trace_json": trace_json},
+            "exchange_usage": {"exchange_id": exchange_id, "agent_id": agent_id, "session_id": session_id,
+                               "occurred_at": when, "conversation_turn": 1 + index % 50},
+        }
+        if violated:
+            varying["trace_violations"] = {"trace_id": trace_id, "agent_id": agent_id}
+        return {name: [self.getters[name]({**templates[name], **values})]
+                for name, values in varying.items()}
+
+    def check(self, agents: list[tuple[str, str]], now: datetime) -> None:
+        """The fast rows are `exchange_rows`' rows (the first exchanges of the first agents)."""
+        for index in range(15):
+            agent_id, agent_hash = agents[index % len(agents)]
+            at = now - timedelta(days=index)
+            slow = exchange_rows(agent_id, agent_hash, at, index, session_id=f"s-{index}")
+            fast = self.rows(agent_id, agent_hash, at, index, f"s-{index}")
+            for name in _TABLES:
+                expected = [tuple(self.encode(row[column]) for column in self.columns[name])
+                            for row in slow[name]]
+                if fast.get(name, []) != expected:
+                    raise SystemExit(f"RowMaker: {name} rows differ from exchange_rows': "
+                                     f"{fast.get(name)} != {expected}")
+
+
+def _generate(maker: RowMaker, agents: list[tuple[str, str]], start: int, stop: int, size: int,
+              now: datetime) -> dict[str, list[tuple[Any, ...]]]:
+    step = timedelta(days=SPAN_DAYS) / size
+    first = now - timedelta(days=SPAN_DAYS)
+    batch: dict[str, list[tuple[Any, ...]]] = {name: [] for name in _LOADED}
+    spread = _SESSION_CALLS * len(agents)  # the exchanges one session of each agent spans
+    for index in range(start, stop):
+        agent_id, agent_hash = agents[index % len(agents)]
+        # Sessions of _SESSION_CALLS calls per agent, each known to the Registry (client-named).
+        number, position = divmod(index, spread)
+        session = f"sess-{agent_id}-{number}"
+        at = first + step * index
+        for name, rows in maker.rows(agent_id, agent_hash, at, index, session).items():
+            batch[name].extend(rows)
+        if position < len(agents):  # the session's first call: its Registry row
+            last = index + spread - len(agents)
+            active = last >= size  # the agent's last session, cut short by the end of the data
+            last_at = maker.encode(first + step * min(last, size - 1))
+            batch["sessions"].append((agent_id, session, "client", "active" if active else "ended",
+                                      maker.encode(at), last_at, None if active else last_at, _SESSION_CALLS))
+    return batch
+
+
+class _Phases:
+    """Seconds spent per phase of a load, printed once it is done."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.last = time.perf_counter()
+
+    def mark(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = self.seconds.get(phase, 0.0) + now - self.last
+        self.last = now
+
+    def show(self, what: str) -> None:
+        print(f"{what}: " + ", ".join(f"{phase} {seconds:.1f} s" for phase, seconds in self.seconds.items()),
+              flush=True)
+
+
+def _sqlite_load(path: str, maker: RowMaker, agents: list[tuple[str, str]], size: int, now: datetime,
+                 chunk: int) -> None:
+    """Indexes dropped during the load and built after it (a sort each, instead of two million
+    random B-tree inserts into each), large transactions, no fsync: a fresh benchmark database
+    that a crash would simply have rebuilt. The observer's open connections see the rows once the
+    load commits; nothing writes meanwhile."""
+    conn = sqlite3.connect(path, timeout=60)
+    try:
+        conn.execute("PRAGMA synchronous=OFF")
+        conn.execute("PRAGMA cache_size=-1000000")  # KiB: 1 GB
+        conn.execute("PRAGMA temp_store=MEMORY")
+        marks = ",".join("?" * len(_LOADED))
+        indexes = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'index' "
+                               f"AND sql IS NOT NULL AND tbl_name IN ({marks})", _LOADED).fetchall()
+        with conn:
+            for name, _ in indexes:
+                conn.execute(f'DROP INDEX "{name}"')
+        statements = {name: f"INSERT INTO {name} ({', '.join(columns)}) VALUES "
+                            f"({', '.join('?' * len(columns))})" for name, columns in maker.columns.items()}
+        phases = _Phases()
+        for start in range(0, size, chunk):
+            batch = _generate(maker, agents, start, min(size, start + chunk), size, now)
+            phases.mark("generate")
+            with conn:
+                for name in _LOADED:
+                    conn.executemany(statements[name], batch[name])
+            phases.mark("insert")
+        with conn:
+            for _, sql in indexes:
+                conn.execute(sql)
+        phases.mark("index")
+        conn.execute("PRAGMA analysis_limit=2000")  # statistics from a sample of each index
+        conn.execute("ANALYZE")
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        phases.mark("analyze")
+        phases.show(f"sqlite load of {size:,}")
+    finally:
+        conn.close()
+
+
+async def _postgres_load(url: str, maker: RowMaker, agents: list[tuple[str, str]], size: int, now: datetime,
+                         chunk: int) -> None:
+    """COPY in large batches, with the indexes that no constraint needs dropped during the load and
+    built after it."""
+    import asyncpg
+
+    pg = await asyncpg.connect(url)
+    try:
+        await pg.execute("SET synchronous_commit = off; SET maintenance_work_mem = '512MB'")
+        indexes = await pg.fetch(
+            "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.schemaname = current_schema() "
+            "AND i.tablename = ANY($1::text[]) AND NOT EXISTS "
+            "(SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)", list(_LOADED))
+        for row in indexes:
+            await pg.execute(f'DROP INDEX "{row["indexname"]}"')
+        phases = _Phases()
+        for start in range(0, size, chunk):
+            batch = _generate(maker, agents, start, min(size, start + chunk), size, now)
+            phases.mark("generate")
+            async with pg.transaction():
+                for name in _LOADED:
+                    await pg.copy_records_to_table(name, records=batch[name], columns=maker.columns[name])
+            phases.mark("copy")
+        for row in indexes:
+            await pg.execute(row["indexdef"])
+        phases.mark("index")
+        await pg.execute("ANALYZE")
+        phases.mark("analyze")
+        phases.show(f"postgresql load of {size:,}")
+    finally:
+        await pg.close()
+
+
 async def bulk_load(url: str, agents: list[tuple[str, str]], size: int, now: datetime) -> float:
     """`size` processed exchanges over the agents, evenly over SPAN_DAYS; returns seconds taken."""
     started = time.perf_counter()
-    step = timedelta(days=SPAN_DAYS) / size
-    columns = {name: _columns(name) for name in _TABLES}
-    chunk = 20_000
-    pg = None
-    sqlite_conn = None
-    if url.startswith("postgresql"):
-        import asyncpg
-
-        pg = await asyncpg.connect(url)
+    sqlite = not url.startswith("postgresql")
+    maker = RowMaker(sqlite)
+    maker.check(agents, now)
+    if sqlite:
+        path = url.removeprefix("sqlite:///")
+        await asyncio.to_thread(_sqlite_load, path, maker, agents, size, now, 100_000)
     else:
-        sqlite_conn = sqlite3.connect(url.removeprefix("sqlite:///"))
-        sqlite_conn.execute("PRAGMA journal_mode=WAL")
-        sqlite_conn.execute("PRAGMA synchronous=NORMAL")
-    try:
-        for start in range(0, size, chunk):
-            batch: dict[str, list[dict[str, Any]]] = {name: [] for name in _TABLES}
-            for index in range(start, min(size, start + chunk)):
-                agent_id, agent_hash = agents[index % len(agents)]
-                at = now - timedelta(days=SPAN_DAYS) + step * index
-                # Sessions of 50 calls per agent.
-                session = f"sess-{agent_id}-{index // (50 * len(agents))}"
-                for name, rows in exchange_rows(agent_id, agent_hash, at, index, session_id=session).items():
-                    if name in batch:
-                        batch[name].extend(rows)
-            if pg is not None:
-                for name in _TABLES:
-                    records = [tuple(row[column] for column in columns[name]) for row in batch[name]]
-                    await pg.copy_records_to_table(name, records=records, columns=columns[name])
-            else:
-                assert sqlite_conn is not None
-                with sqlite_conn:
-                    for name in _TABLES:
-                        names = columns[name]
-                        sqlite_conn.executemany(
-                            f"INSERT INTO {name} ({', '.join(names)}) VALUES ({', '.join('?' * len(names))})",
-                            [tuple(_sqlite_value(row[column]) for column in names) for row in batch[name]])
-        if pg is not None:
-            await pg.execute("ANALYZE")
-        else:
-            assert sqlite_conn is not None
-            sqlite_conn.execute("ANALYZE")
-    finally:
-        if pg is not None:
-            await pg.close()
-        if sqlite_conn is not None:
-            sqlite_conn.close()
+        await _postgres_load(url, maker, agents, size, now, 100_000)
     return time.perf_counter() - started
 
 
@@ -226,7 +399,7 @@ async def measure_reads(stack: Stack, agents: list[tuple[str, str]], size: int, 
             sessions = []
             per_agent = max(1, size // len(agents))
             for agent in some(samples):
-                number = rng.randrange(max(1, per_agent // 50))
+                number = rng.randrange(max(1, per_agent // _SESSION_CALLS))
                 sessions.append(f"/v1/sessions/sess-{agent}-{number}?agent_id={agent}")
             figures["session read"] = await _timed(client, sessions)
     return figures
@@ -399,7 +572,7 @@ counters and batched deletes; the figures show how far that carries."""
 
 
 def write_docs(results: list[dict[str, Any]], command: str) -> None:
-    body = [SECTION, "", f"`{command}` ({datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores shared with "
+    body = [SECTION, "", f"{command} ({datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores shared with "
             "other work; in-process Registry, Observer and API, the API through httpx's ASGI transport).", "",
             *_table(results), NOTES]
     text = DOCS.read_text()
@@ -420,7 +593,19 @@ def main() -> None:
                         help="intake offered during the retention run (/s)")
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds of reads over the sizes")
     parser.add_argument("--no-docs", action="store_true")
+    parser.add_argument("--results", help="also append the figures to this file (JSON lines), to be "
+                        "written into the docs together with another run's by --docs-from")
+    parser.add_argument("--docs-from", help="write the docs section from these files of --results "
+                        "(comma-separated), measuring nothing")
     args = parser.parse_args()
+    if args.docs_from:
+        stored = [json.loads(line) for name in args.docs_from.split(",")
+                  for line in Path(name).read_text().splitlines() if line.strip()]
+        for line in _table(stored):
+            print(line)
+        write_docs(stored, " and ".join(dict.fromkeys(f"`{r['command']}`" for r in stored)))
+        return
+    command = "python bench/trace_scale.py " + " ".join(sys.argv[1:])
     sizes = [int(size) for size in args.sizes.split(",")]
     results = []
     postgres = None
@@ -438,8 +623,12 @@ def main() -> None:
             postgres.stop()
     for line in _table(results):
         print(line)
+    if args.results:
+        with open(args.results, "a") as file:
+            for result in results:
+                file.write(json.dumps({**result, "command": command}) + "\n")
     if not args.no_docs:
-        write_docs(results, "python bench/trace_scale.py " + " ".join(sys.argv[1:]))
+        write_docs(results, f"`{command}`")
 
 
 if __name__ == "__main__":
