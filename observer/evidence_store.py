@@ -44,6 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from smoltbot.core.evidence.canonical import DigestMemo
 from smoltbot.core.evidence.exchange import EvidenceInput, annotate, evaluate, ledger_key
 from smoltbot.core.evidence.history import HistoryLedger
+from smoltbot.core.evidence.request_memo import RequestMemo
 from smoltbot.core.identity import load_hash_secret
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import Database, insert_ignoring_conflicts, utcnow
@@ -136,12 +137,14 @@ class SessionMemo:
 
     def __init__(self, key: bytes) -> None:
         self.digests = DigestMemo(key)
+        self.requests = RequestMemo()
         self._ids: tuple[str, ...] = ()
         self._ledger: HistoryLedger | None = None
 
     @property
     def size(self) -> int:
-        return self.digests.size + (len(self._ledger.turns) * self.TURN_BYTES if self._ledger else 0)
+        turns = len(self._ledger.turns) if self._ledger else 0
+        return self.digests.size + self.requests.size + turns * self.TURN_BYTES
 
     def ledger(self, rows: Sequence[LedgerRow]) -> HistoryLedger | None:
         """The ledger of `rows` (in start order), not to be changed; None past its bounds."""
@@ -212,7 +215,7 @@ def evidence_for(given: EvidenceJob, *, exchange_id: str, agent_id: str, api: st
         found = evaluate(request_body, response_body, card, EvidenceInput(
             given.key, () if ledger is not None else tuple(json.loads(row.state_json) for row in rows),
             session=bool(given.session_id), notes=given.notes, cut=given.cut, ledger=ledger),
-            memo.digests if memo is not None else None)
+            memo.digests if memo is not None else None, memo.requests if memo is not None else None)
     finally:
         SESSION_MEMOS.trim()
     if found is None:

@@ -259,8 +259,8 @@ class DigestMemo:
         # (domain, id) -> (the object, its digest): a remembered part's body is the same object at
         # the next call, so its digest is found without walking it again (the object is held, so
         # its id cannot be reused meanwhile).
-        self._objects: dict[tuple[str, int], tuple[Any, bytes]] = {}
-        self._objects_before: dict[tuple[str, int], tuple[Any, bytes]] = {}
+        self._objects: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._objects_before: dict[tuple[str, int], tuple[Any, Any]] = {}
         # (name, position) -> (value, what was built, plain, characters): what the call had where.
         self._positions: dict[tuple[str, int], tuple[Any, Any, bool, int]] = {}
         self._positions_before: dict[tuple[str, int], tuple[Any, Any, bool, int]] = {}
@@ -273,7 +273,8 @@ class DigestMemo:
         to `value` at the same `position` (a resent history keeps its messages where they were):
         one `==`, in C, instead of a walk of the value."""
         before = self._positions_before.get((name, position))
-        if before is not None and before[2] and before[0] == value:
+        # The same object (a resent message reused by `RequestMemo`), or an equal plain value.
+        if before is not None and (before[0] is value or (before[2] and before[0] == value)):
             self.hits += 1
             self._positions[(name, position)] = before
             return before[1]
@@ -318,6 +319,30 @@ class DigestMemo:
             digest = self.remembered(domain, value, lambda v: keyed_digest(self.key, v, domain=domain))
         self._objects[identity] = (value, digest)
         return digest
+
+    def of_object(self, name: str, value: Any, build: Callable[[Any], Any]) -> Any:
+        """`build(value)`, or what it gave for this very object in this call or the last (a resent
+        message `RequestMemo` reused, the parts read from it): one lookup instead of one per block.
+        For values nobody changes, and a `build` that depends on the value alone."""
+        identity = (name, id(value))
+        known = self._objects.get(identity) or self._objects_before.get(identity)
+        if known is not None and known[0] is value:
+            self.hits += 1
+            built = known[1]
+        else:
+            built = build(value)  # its own lookups count what it reads and digests: not a miss here
+        self._objects[identity] = (value, built)
+        return built
+
+    def keep_positions(self, name: str, count: int) -> None:
+        """Positions 0 to `count` - 1 of `name` hold for this call what they held for the last one
+        (a caller that found those values otherwise, e.g. the same objects): a later call still
+        finds them by their place."""
+        before, now = self._positions_before, self._positions
+        for position in range(count):
+            entry = before.get((name, position))
+            if entry is not None:
+                now.setdefault((name, position), entry)
 
     def next_call(self) -> None:
         self._previous, self._current = self._current, {}

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -38,9 +37,10 @@ from smoltbot.core.evidence.provenance import (
     collect_sources,
     trace_tool_calls,
 )
+from smoltbot.core.evidence.request_memo import RequestMemo, load_json
 from smoltbot.core.evidence.saydo import SayDoFinding, say_do_findings
 from smoltbot.core.evidence.tools import DEFAULT_UNTRUSTED_TOOLS, ToolPolicy
-from smoltbot.core.evidence.transcript import AnthropicMessagesReader, Message, Part
+from smoltbot.core.evidence.transcript import MAX_MESSAGES, AnthropicMessagesReader, Message, Part
 
 __all__ = [
     "EVIDENCE_CARD_KEYS",
@@ -148,10 +148,11 @@ class _OnceReader(AnthropicMessagesReader):
     with a session's memo, a message content the last calls sent too is not read again (its parts
     are the same objects, so their digests are found by identity)."""
 
-    def __init__(self, memo: DigestMemo | None = None) -> None:
+    def __init__(self, memo: DigestMemo | None = None, requests: RequestMemo | None = None) -> None:
         self._messages: tuple[Any, list[Message]] | None = None
         self._parts: tuple[Any, list[Part]] | None = None
         self._memo = memo
+        self._requests = requests
 
     def parts(self, content: Any) -> tuple[Part, ...]:
         if self._memo is None:
@@ -167,8 +168,24 @@ class _OnceReader(AnthropicMessagesReader):
 
     def messages(self, body: Any) -> list[Message]:
         if self._messages is None or self._messages[0] is not body:
-            self._messages = (body, super().messages(body))
+            self._messages = (body, self._read(body))
         return self._messages[1]
+
+    def _read(self, body: Any) -> list[Message]:
+        requests, memo = self._requests, self._memo
+        if requests is None or memo is None or requests.body is not body:
+            return super().messages(body)
+        # The messages `RequestMemo` reused are the last call's objects, at the same places: the
+        # last call read them into these very messages (the same parts, from `memo`).
+        raw = body.get("messages")
+        found: list[Message] = requests.resent(body)[:MAX_MESSAGES]
+        kept = len(found)
+        if isinstance(raw, list):
+            found += [self.message(index, message) for index, message
+                      in enumerate(raw[kept:MAX_MESSAGES], start=kept)]
+        memo.keep_positions("parts", kept)  # as if read again: a later call still finds them there
+        requests.read_as(body, found)
+        return found
 
     def response_parts(self, response: Any) -> list[Part]:
         if self._parts is None or self._parts[0] is not response:
@@ -176,22 +193,17 @@ class _OnceReader(AnthropicMessagesReader):
         return self._parts[1]
 
 
-def _load(body: bytes) -> Any:
-    try:
-        return json.loads(body) if body else None
-    except (ValueError, RecursionError):
-        return None
-
-
 def evaluate(request_body: bytes, response_body: bytes, card: Mapping[str, Any],
-             given: EvidenceInput, digests: DigestMemo | None = None) -> ExchangeEvidence | None:
+             given: EvidenceInput, digests: DigestMemo | None = None,
+             requests: RequestMemo | None = None) -> ExchangeEvidence | None:
     """The evidence of one Messages API exchange; None when the request is not a readable JSON object.
-    `digests`: the session's memo of digests (the same answer, sooner, for blocks seen before)."""
-    body = _load(request_body)
+    `digests`: the session's memo of digests (the same answer, sooner, for blocks seen before);
+    `requests`: its last request (the same answer, sooner, for the messages resent unchanged)."""
+    body = requests.load(request_body) if requests is not None else load_json(request_body)
     if not isinstance(body, dict):
         return None
-    response = _load(response_body)
-    reader = _OnceReader(digests)
+    response = load_json(response_body)
+    reader = _OnceReader(digests, requests)
     if given.ledger is not None:
         ledger = given.ledger.copy(reader, digests)
     else:

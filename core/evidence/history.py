@@ -140,10 +140,11 @@ class RelayedTurn:
     tool_ids: tuple[str, ...]
     root: bytes
     position: int
+    #: The digests of its thinking blocks, in order (read at every check: computed once).
+    thinking: tuple[bytes, ...] = field(init=False, compare=False, repr=False)
 
-    @property
-    def thinking(self) -> tuple[bytes, ...]:
-        return tuple(d for t, d in self.blocks if t)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "thinking", tuple(d for t, d in self.blocks if t))
 
 
 class HistoryLedger:
@@ -177,6 +178,20 @@ class HistoryLedger:
 
     def _block(self, part: Part) -> bytes:
         return self._digest(part.body, "block")
+
+    def _blocks(self, message: Message) -> tuple[list[tuple[bool, bytes]], bytes, tuple[bytes, ...]]:
+        """A message's (is_thinking, digest) per block, the key of its non-thinking blocks and its
+        thinking digests; found by the parts' identity when the session's memo read them before
+        (a resent message): one lookup instead of one per block."""
+        def read(parts: tuple[Part, ...]) -> tuple[list[tuple[bool, bytes]], bytes, tuple[bytes, ...]]:
+            blocks = [(p.is_thinking, self._block(p)) for p in parts]
+            return blocks, self._key_of(blocks), tuple(d for t, d in blocks if t)
+
+        if self._digests is not None:
+            found: tuple[list[tuple[bool, bytes]], bytes, tuple[bytes, ...]] = self._digests.of_object(
+                "blocks", message.parts, read)
+            return found
+        return read(message.parts)
 
     def _key_of(self, blocks: Iterable[tuple[bool, bytes]]) -> bytes:
         return hashlib.sha256(b"".join(d for t, d in blocks if not t)).digest()
@@ -241,11 +256,13 @@ class HistoryLedger:
         matched: dict[int, RelayedTurn] = {}
         assistants = [m for m in messages if m.role == "assistant"]
         result.assistant_turns = len(assistants)
-        digests = {m.index: [(p.is_thinking, self._block(p)) for p in m.parts] for m in assistants}
+        read = {m.index: self._blocks(m) for m in assistants}
+        digests = {index: blocks for index, (blocks, _, _) in read.items()}
         for message in assistants:
-            seq = self._by_key.get(self._key_of(digests[message.index]))
+            _, key, thinking = read[message.index]
+            seq = self._by_key.get(key)
             turn = self._turn(seq) if seq is not None else None
-            if turn is not None and self._thinking_ok(message, digests[message.index], turn, result):
+            if turn is not None and self._thinking_ok(message, thinking, turn, result):
                 matched[message.index] = turn
         self._order(matched, result)
         self._unmatched(assistants, matched, digests, result)
@@ -267,9 +284,8 @@ class HistoryLedger:
                                                "earlier turns replaced by a summary (compaction)"))
         return found
 
-    def _thinking_ok(self, message: Message, blocks: list[tuple[bool, bytes]], turn: RelayedTurn,
+    def _thinking_ok(self, message: Message, sent: tuple[bytes, ...], turn: RelayedTurn,
                      result: HistoryCheck) -> bool:
-        sent = tuple(d for t, d in blocks if t)
         if sent == turn.thinking:
             return True
         if not sent:

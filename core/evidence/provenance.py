@@ -28,6 +28,7 @@ they count as system content, not as the user's words.
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
@@ -239,24 +240,47 @@ def _excerpt(match: _Match, limits: ProvenanceLimits) -> str:
     return ("…" if start else "") + text + ("…" if end < len(match.source.text) else "")
 
 
-def _find(piece: str, sources: list[Source], limits: ProvenanceLimits) -> list[_Match]:
-    found = []
-    for source in sources:
-        position = source.text.find(piece)
-        if position >= 0:
-            found.append(_Match(source, position, len(piece)))
-    return found
+class _Haystack:
+    """The sources' texts joined by a separator, so that finding a piece in every source is one
+    scan in C that jumps from a match to the next source, instead of a call per source (a history
+    has a source per message). A piece without the separator can only match inside one source."""
+
+    _SEPARATOR = "\x00"
+
+    def __init__(self, sources: list[Source]) -> None:
+        self.sources = sources
+        self.text = self._SEPARATOR.join(source.text for source in sources)
+        self.starts: list[int] = []
+        at = 0
+        for source in sources:
+            self.starts.append(at)
+            at += len(source.text) + 1
+
+    def find(self, piece: str) -> list[_Match]:
+        """The first occurrence of `piece` in each source holding it, in source order."""
+        if not piece or self._SEPARATOR in piece:
+            return [_Match(source, position, len(piece)) for source in self.sources
+                    if (position := source.text.find(piece)) >= 0]
+        found = []
+        at = 0
+        while (position := self.text.find(piece, at)) >= 0:
+            number = bisect_right(self.starts, position) - 1
+            found.append(_Match(self.sources[number], position - self.starts[number], len(piece)))
+            if number + 1 == len(self.starts):
+                break
+            at = self.starts[number + 1]
+        return found
 
 
 def _matches(value: str, sources: list[Source], limits: ProvenanceLimits,
-             index: list[_Index]) -> list[_Match]:
-    found = _find(value, sources, limits)
+             index: list[_Index], haystack: _Haystack) -> list[_Match]:
+    found = haystack.find(value)
     if found:
         return found
     pieces = {p for line in value.splitlines() for p in [line.strip(), *shell_segments(line)]
               if len(p) >= limits.min_match}
     for piece in sorted(pieces, key=lambda p: (-len(p), p)):
-        found += _find(piece, sources, limits)
+        found += haystack.find(piece)
     if found or len(value) < limits.index_min_chars:
         return found
     if not index:
@@ -301,6 +325,7 @@ def trace_tool_calls(response: Any, sources: list[Source], *, reader: HistoryRea
     reader = reader or AnthropicMessagesReader()
     traced = []
     index: list[_Index] = []
+    haystack: _Haystack | None = None
     for part in reader.response_parts(response):
         if not part.is_tool_call:
             continue
@@ -312,7 +337,8 @@ def trace_tool_calls(response: Any, sources: list[Source], *, reader: HistoryRea
             if len(value.strip()) < limits.min_match:
                 call.arguments.append(ArgumentOrigin(path, OriginKind.MODEL, len(raw)))
                 continue
-            matches = _matches(value.strip(), sources, limits, index)
+            haystack = haystack or _Haystack(sources)
+            matches = _matches(value.strip(), sources, limits, index, haystack)
             call.arguments.append(_origin(path, value, matches, limits))
             call.flags += _flags(path, value, matches, sources, limits)
         traced.append(call)

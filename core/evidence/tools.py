@@ -9,6 +9,7 @@ one line is one a person can check when it fires.
 from __future__ import annotations
 
 import fnmatch
+import functools
 import posixpath
 import re
 from collections.abc import Mapping
@@ -72,16 +73,26 @@ class ToolPolicy:
     read_tools: frozenset[str] = field(default_factory=lambda: frozenset({"Read", "NotebookRead"}))
 
     def is_untrusted(self, tool_name: str, tool_input: Any = None) -> bool:
-        if any(fnmatch.fnmatchcase(tool_name, p) for p in self.trusted):
-            return False
-        if any(fnmatch.fnmatchcase(tool_name, p) for p in self.untrusted):
-            return True
+        named = _named(self.trusted, self.untrusted, tool_name)
+        if named is not None:
+            return named
         if tool_name in self.read_tools and self.workspace and isinstance(tool_input, Mapping):
             path = tool_input.get("file_path") or tool_input.get("notebook_path") or tool_input.get("path")
             if isinstance(path, str) and path.startswith("/"):
                 norm, root = posixpath.normpath(path), posixpath.normpath(self.workspace)
                 return not (norm == root or norm.startswith(root.rstrip("/") + "/"))
         return False
+
+
+@functools.lru_cache(maxsize=4096)
+def _named(trusted: tuple[str, ...], untrusted: tuple[str, ...], tool_name: str) -> bool | None:
+    """What the patterns say of a tool by its name alone (False: trusted, True: untrusted, None:
+    neither). Cached: a history names the same few tools at every call, for every result."""
+    if any(fnmatch.fnmatchcase(tool_name, p) for p in trusted):
+        return False
+    if any(fnmatch.fnmatchcase(tool_name, p) for p in untrusted):
+        return True
+    return None
 
 
 def shell_segments(command: str) -> list[str]:

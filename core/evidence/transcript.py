@@ -139,15 +139,15 @@ class AnthropicMessagesReader:
         raw = body.get("messages") if isinstance(body, Mapping) else None
         if not isinstance(raw, list):
             return []
-        found = []
-        for index, message in enumerate(raw[:MAX_MESSAGES]):
-            if not isinstance(message, Mapping):
-                found.append(Message(index, "invalid", (), message))
-                continue
-            role = message.get("role")
-            found.append(Message(index, role if isinstance(role, str) else "invalid",
-                                 self.message_parts(index, message.get("content")), message))
-        return found
+        return [self.message(index, message) for index, message in enumerate(raw[:MAX_MESSAGES])]
+
+    def message(self, index: int, raw: Any) -> Message:
+        """Message `index` of a request (`raw`: as the request has it)."""
+        if not isinstance(raw, Mapping):
+            return Message(index, "invalid", (), raw)
+        role = raw.get("role")
+        return Message(index, role if isinstance(role, str) else "invalid",
+                       self.message_parts(index, raw.get("content")), raw)
 
     def message_parts(self, index: int, content: Any) -> tuple[Part, ...]:
         """The parts of the content of message `index` (a reader that remembers a session's

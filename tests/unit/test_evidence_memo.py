@@ -163,6 +163,8 @@ def test_a_warm_memo_digests_only_what_the_call_adds() -> None:
     _check(memos, calls, [5], "s")
     # Call 5 resends 5 turns (3 blocks each) and 5 tool results. New in it: the message with the
     # last tool result and the turn it relays, read into parts (2), and their digests (the result,
-    # the turn's 3 blocks and its tool call: 5). Everything else is remembered.
+    # the turn's 3 blocks and its tool call: 5). Everything else is remembered: the resent messages
+    # are the last call's (`RequestMemo`), their turns' digests found at once by identity (5), and
+    # the tool results' digests (5).
     assert digests.misses - misses == 7
-    assert digests.hits - hits >= 20
+    assert digests.hits - hits >= 10
