@@ -171,6 +171,8 @@ class StoredTrace:
             "created_at": created_at,
             "trace_json": self.trace_json or dumps(trace),
             "record_kind": kind,
+            "provider": str(observation.get("provider") or "anthropic")[:16],
+            "enforcement": str((trace.get("enforcement") or {}).get("action") or "")[:16] or None,
         }
 
 

@@ -95,6 +95,10 @@ traces = sa.Table(
     sa.Column("trace_json", sa.Text(), nullable=False),
     # decision | activity: integrity and drift count decisions only.
     sa.Column("record_kind", sa.String(16), nullable=False),
+    # The traces list's filters (migration 0011): observation.provider ("anthropic" for traces
+    # stored before providers were recorded) and enforcement.action (null: no enforcement record).
+    sa.Column("provider", sa.String(16), nullable=False, server_default="anthropic"),
+    sa.Column("enforcement", sa.String(16)),
 )
 
 trace_violations = sa.Table(

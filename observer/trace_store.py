@@ -50,9 +50,7 @@ class TraceStore:
         if record_kind:
             query = query.where(traces.c.record_kind == record_kind)
         if provider:
-            query = query.where(self._provider_of_trace() == provider)
-        if enforcement:
-            query = query.where(self._enforcement_of_trace().in_(list(enforcement)))
+            query = query.where(traces.c.provider == provider)
         if agent_id:
             query = query.where(traces.c.agent_id == agent_id)
         if session_id:
@@ -67,29 +65,24 @@ class TraceStore:
         if after is not None:
             position = sa.tuple_(sa.literal(after[0], UTCDateTime()), sa.literal(after[1]))
             query = query.where(key < position if descending else key > position)
-        if descending:
-            query = query.order_by(traces.c.timestamp.desc(), traces.c.trace_id.desc())
+        def page(select: Any, timestamp: Any, trace_id: Any) -> Any:
+            order = (timestamp.desc(), trace_id.desc()) if descending else (timestamp.asc(), trace_id.asc())
+            return select.order_by(*order).limit(limit)
+
+        if len(enforcement) > 1:
+            # One ordered index range per action (ix_traces_[agent_]enforcement_timestamp), merged:
+            # an IN over the actions would read every matching trace to sort them.
+            branches = [page(query.where(traces.c.enforcement == action), traces.c.timestamp,
+                             traces.c.trace_id).subquery() for action in enforcement]
+            merged = sa.union_all(*(sa.select(branch) for branch in branches)).subquery()
+            query = page(sa.select(merged), merged.c.timestamp, merged.c.trace_id)
         else:
-            query = query.order_by(traces.c.timestamp.asc(), traces.c.trace_id.asc())
+            if enforcement:
+                query = query.where(traces.c.enforcement == enforcement[0])
+            query = page(query, traces.c.timestamp, traces.c.trace_id)
         async with self.db.read() as conn:
-            rows = (await conn.execute(query.limit(limit))).all()
+            rows = (await conn.execute(query)).all()
         return [(row.timestamp, row.trace_id, served_trace(row.trace_json, row.executed)) for row in rows]
-
-    def _provider_of_trace(self) -> sa.ColumnElement[Any]:
-        # observation.provider, read from the stored trace (no column of its own: the filter is
-        # used with an agent, whose traces the agent index finds). Traces stored before providers
-        # were recorded are Anthropic's (trace_proto serves them so too).
-        if self.db.dialect == "sqlite":
-            found: sa.ColumnElement[Any] = sa.func.json_extract(traces.c.trace_json, "$.observation.provider")
-        else:
-            found = sa.cast(traces.c.trace_json, pg_dialect.JSONB)["observation"]["provider"].astext
-        return sa.func.coalesce(found, "anthropic")
-
-    def _enforcement_of_trace(self) -> sa.ColumnElement[Any]:
-        # enforcement.action, read from the stored trace as the provider is (observer/enforcement.py).
-        if self.db.dialect == "sqlite":
-            return sa.func.json_extract(traces.c.trace_json, "$.enforcement.action")
-        return sa.cast(traces.c.trace_json, pg_dialect.JSONB)["enforcement"]["action"].astext
 
     async def report_execution(self, agent_id: str, tool_use_id: str, executed: bool) -> int:
         """Records a reported tool execution; returns how many stored traces it marked."""

@@ -6,13 +6,15 @@ serve the statement by a range, not what the planner picks at this size)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
 
 from smoltbot.core.storage import Database
 
-__all__ = ["explain", "index_reads"]
+__all__ = ["explain", "index_reads", "statements_on"]
 
 
 async def explain(db: Database, statement: sa.Executable | str, parameters: Any = None) -> str:
@@ -62,3 +64,20 @@ def index_reads(plan: str, table: str) -> list[tuple[str, str]]:
                 conditions.append(detail.split("Index Cond:", 1)[1].strip())
         found.append((index, " AND ".join(conditions)) if conditions else ("SCAN", ""))
     return found
+
+
+@contextmanager
+def statements_on(table: str) -> Iterator[list[tuple[str, Any]]]:
+    """The statements that read `table` (FROM it) on every engine of this process meanwhile, as
+    the driver ran them, with their parameters (for `explain`)."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        if re.search(rf"\bFROM {table}\b", statement):
+            seen.append((statement, parameters))
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)

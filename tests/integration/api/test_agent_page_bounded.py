@@ -6,34 +6,14 @@ and cost."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import httpx
-import sqlalchemy as sa
 
 from smoltbot.core.storage import open_database
 from tests.integration.api.helpers import Stack, auth, hash_of, new_credential
-from tests.support.query_plans import explain, index_reads
+from tests.support.query_plans import explain, index_reads, statements_on
 from tests.support.synthetic_traces import bulk_insert, exchange_rows, merge
-
-
-@contextmanager
-def _statements(table: str) -> Iterator[list[tuple[str, Any]]]:
-    """The statements every engine of this process runs on `table` meanwhile, with their parameters."""
-    seen: list[tuple[str, Any]] = []
-
-    def record(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
-        if re.search(rf"\bFROM {table}\b", statement):
-            seen.append((statement, parameters))
-
-    sa.event.listen(sa.engine.Engine, "before_cursor_execute", record)
-    try:
-        yield seen
-    finally:
-        sa.event.remove(sa.engine.Engine, "before_cursor_execute", record)
 
 
 async def test_the_agent_page_reads_the_usage_of_the_sessions_it_shows_only(
@@ -52,14 +32,14 @@ async def test_the_agent_page_reads_the_usage_of_the_sessions_it_shows_only(
                       "occurred_at": (now - timedelta(minutes=100 - number % 2)).isoformat()}
             assert (await api.post("/v1/sessions", json=report, headers=auth(credential))).status_code == 200
 
-        with _statements("exchange_usage") as statements:
+        with statements_on("exchange_usage") as statements:
             page = await api.get(f"/agents/{agent_id}")
         assert page.status_code == 200
         summaries = re.findall(r'data-testid="session-summary">([^<]*)', page.text)
         assert len(summaries) == 2 and all("50 calls" in summary for summary in summaries), summaries
 
         assert statements
-        async with db.engine.connect() as conn:  # the planner knows how selective a session is
+        async with db.begin() as conn:  # the planner knows how selective a session is
             await conn.exec_driver_sql("ANALYZE exchange_usage")
         for statement, parameters in statements:
             reads = index_reads(await explain(db, statement, parameters), "exchange_usage")
