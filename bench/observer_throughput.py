@@ -22,9 +22,10 @@ synchronous_commit on).
 
 `--baseline` measures another version of the code in the same run, its rounds interleaved with
 this one's (a fresh server and database for each round of each), and prints this one's figures as
-ratios of the baseline's: a git revision (its packages checked out into a temporary link tree), or
-a directory holding a `smoltbot` package tree (say, the editable install's link tree with a few
-files swapped). Only the services run the baseline; the load generator is the same for both.
+ratios of the baseline's: a git revision (its packages checked out into a temporary link tree), a
+source checkout (a directory with `core/`, `observer/`, ...: say, `git worktree add /tmp/base
+HEAD`), or a directory holding a `smoltbot` package tree (say, the editable install's link tree
+with a few files swapped). Only the services run the baseline; the load generator is the same for both.
 `--code` (same forms) replaces the installed code as the one measured against it: a fixed
 revision, where other work in the same tree would otherwise change what is measured mid-run.
 
@@ -69,6 +70,55 @@ def free_port() -> int:
 # -- the server side (child process) -----------------------------------------------------------
 
 
+class ServerProbe:
+    """In the services' process, per phase of the load (`phase`): how long each drift write
+    transaction held the database from BEGIN to commit (on SQLite, the one write lock that intake
+    and result writes wait for), and how late the event loop ran a 5 ms timer (what anything run
+    on the loop in one go costs the rest)."""
+
+    def __init__(self, observer: Any) -> None:
+        from contextlib import asynccontextmanager
+
+        self.phase = "start"
+        self.drift_writes: dict[str, list[float]] = {}
+        self.loop_lags: dict[str, list[float]] = {}
+        store = observer.components.drift.store
+        feed = store.feed
+
+        @asynccontextmanager
+        async def timed_feed() -> Any:
+            async with feed() as transaction:
+                began = time.perf_counter()
+                phase = self.phase
+                yield transaction
+            self.drift_writes.setdefault(phase, []).append(time.perf_counter() - began)
+
+        store.feed = timed_feed
+        self._task = asyncio.create_task(self._watch_loop())
+
+    async def _watch_loop(self) -> None:
+        while True:
+            began = time.perf_counter()
+            await asyncio.sleep(0.005)
+            self.loop_lags.setdefault(self.phase, []).append(time.perf_counter() - began - 0.005)
+
+    def summary(self) -> dict[str, dict[str, float]]:
+        self._task.cancel()
+        out: dict[str, dict[str, float]] = {}
+        for phase in {*self.drift_writes, *self.loop_lags}:
+            writes = sorted(self.drift_writes.get(phase, [])) or [0.0]
+            lags = sorted(self.loop_lags.get(phase, [])) or [0.0]
+            out[phase] = {
+                "drift_writes": len(self.drift_writes.get(phase, [])),
+                "drift_write_p50_ms": writes[len(writes) // 2] * 1000,
+                "drift_write_p95_ms": writes[int(len(writes) * 0.95)] * 1000,
+                "drift_write_max_ms": writes[-1] * 1000,
+                "loop_lag_p99_ms": lags[int(len(lags) * 0.99)] * 1000,
+                "loop_lag_max_ms": lags[-1] * 1000,
+            }
+        return out
+
+
 async def serve(database_url: str, registry_port: int, observer_port: int, profile: str) -> None:
     from smoltbot.core.settings import load_settings
     from smoltbot.observer.server import build_server as build_observer
@@ -95,9 +145,15 @@ async def serve(database_url: str, registry_port: int, observer_port: int, profi
 
         profiler = cProfile.Profile()
         profiler.enable()
+    probe = ServerProbe(observer)
     try:
-        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        while True:  # "phase NAME" lines, then an empty one: stop
+            line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+            if not line.startswith("phase "):
+                break
+            probe.phase = line.split()[1]
     finally:
+        print("stats " + json.dumps(probe.summary()), flush=True)
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(profile)
@@ -437,10 +493,11 @@ def descendants_cpu_seconds(pid: int) -> float:
 
 
 async def run_load(database_url: str, registry_port: int, observer_port: int, args: argparse.Namespace,
-                   server_pid: int) -> dict[str, Any]:
+                   server_pid: int, phase: Any) -> dict[str, Any]:
     load = Load(database_url, registry_port, observer_port)
     try:
         await load.throughput(min(500, args.count))  # warm-up: connections, caches, worker processes
+        phase("throughput")
         rounds = []
         for _ in range(args.rounds):
             before, workers_before = cpu_seconds(server_pid), descendants_cpu_seconds(server_pid)
@@ -455,7 +512,9 @@ async def run_load(database_url: str, registry_port: int, observer_port: int, ar
         rounds.sort(key=lambda item: item["per_second"])
         throughput = dict(rounds[len(rounds) // 2])
         throughput["best_per_second"] = rounds[-1]["per_second"]
+        phase("visibility")
         visibility = await load.visibility(args.rate, args.seconds)
+        phase("end")
     finally:
         await load.close()
     return {"throughput": throughput, "visibility": visibility}
@@ -492,12 +551,25 @@ def run_backend(backend: str, args: argparse.Namespace, code: Path | None = None
                 raise SystemExit("the observer did not start")
             if args.pin:
                 os.sched_setaffinity(0, {int(LOAD_CORE)})
-            result = asyncio.run(run_load(database_url, registry_port, observer_port, args, server.pid))
+            stdin = server.stdin
+
+            def phase(name: str) -> None:
+                stdin.write(f"phase {name}\n")
+                stdin.flush()
+
+            result = asyncio.run(
+                run_load(database_url, registry_port, observer_port, args, server.pid, phase))
         finally:
             if server.stdin is not None:
                 server.stdin.write("\n")
                 server.stdin.flush()
+            stats = [line for line in (server.stdout.read() if server.stdout else "").splitlines()
+                     if line.startswith("stats ")]
             server.wait(30)
+        # The services' own figures of each phase go with the load's.
+        server_stats = json.loads(stats[-1][len("stats "):]) if stats else {}
+        for part in ("throughput", "visibility"):
+            result[part].update(server_stats.get(part, {}))
         return result
     finally:
         if postgres is not None:
@@ -571,20 +643,33 @@ PACKAGE_DIRS = {"core": "core", "v1": "gen/smoltbot/v1", "registry": "registry",
 
 def baseline_tree(baseline: str, scratch: Path) -> Path:
     """A directory to put first on the services' PYTHONPATH: `baseline` itself when it holds a
-    `smoltbot` package tree, else git revision `baseline`'s packages under `scratch`."""
+    `smoltbot` package tree; else a link tree under `scratch` to the packages of `baseline`, a
+    source checkout (say, a `git worktree`) or a git revision."""
     given = Path(baseline)
     if (given / "smoltbot").is_dir():
         return given
-    source = scratch / "source"
-    source.mkdir(parents=True)
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", baseline], check=True, capture_output=True)
-    subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
+    if (given / "observer").is_dir() and (given / "core").is_dir():
+        source = given.resolve()
+    else:
+        source = scratch / "source"
+        source.mkdir(parents=True)
+        archive = subprocess.run(["git", "-C", str(ROOT), "archive", baseline], check=True,
+                                 capture_output=True)
+        subprocess.run(["tar", "-x", "-C", str(source)], input=archive.stdout, check=True)
     tree = scratch / "tree" / "smoltbot"
     tree.mkdir(parents=True)
     for package, folder in PACKAGE_DIRS.items():
         if (source / folder).is_dir():
             (tree / package).symlink_to(source / folder, target_is_directory=True)
     return tree.parent
+
+
+def services(figures: dict[str, float], phase: str) -> str:
+    """The services' own figures of a phase (`ServerProbe`), in ms."""
+    return (f"{phase}: drift writes {figures.get('drift_writes', 0):.0f}, held p50/p95/max "
+            f"{figures.get('drift_write_p50_ms', 0):.1f}/{figures.get('drift_write_p95_ms', 0):.1f}/"
+            f"{figures.get('drift_write_max_ms', 0):.0f}, loop lag p99/max "
+            f"{figures.get('loop_lag_p99_ms', 0):.1f}/{figures.get('loop_lag_max_ms', 0):.0f}")
 
 
 def breakdown(visibility: dict[str, float]) -> str:
@@ -612,6 +697,7 @@ def compare(args: argparse.Namespace) -> None:
                           f"main {t['server_cpu_ms_per_exchange']:.2f} ms + workers "
                           f"{t['worker_cpu_ms_per_exchange']:.2f} ms CPU per exchange; visibility p50 "
                           f"{v['p50_ms']:.0f} p95 {v['p95_ms']:.0f} ms ({breakdown(v)}); "
+                          f"{services(t, 'saturated')}; {services(v, 'at the rate')}; "
                           f"load {result['load']:.1f}", flush=True)
 
             print(f"{backend}: this / baseline (medians of {args.rounds} interleaved rounds, baseline "
@@ -622,10 +708,17 @@ def compare(args: argparse.Namespace) -> None:
                                       "server_cpu_ms_per_exchange"),
                                      ("worker CPU per exchange", "throughput", "worker_cpu_ms_per_exchange"),
                                      ("visibility p50", "visibility", "p50_ms"),
-                                     ("visibility p95", "visibility", "p95_ms")):
-                this, base = (statistics.median(run[part][key] for run in runs[name])
+                                     ("visibility p95", "visibility", "p95_ms"),
+                                     ("drift write p95, saturated", "throughput", "drift_write_p95_ms"),
+                                     ("drift write max, saturated", "throughput", "drift_write_max_ms"),
+                                     ("loop lag p99, saturated", "throughput", "loop_lag_p99_ms"),
+                                     ("drift write p95 at the rate", "visibility", "drift_write_p95_ms"),
+                                     ("drift write max at the rate", "visibility", "drift_write_max_ms"),
+                                     ("loop lag p99 at the rate", "visibility", "loop_lag_p99_ms")):
+                this, base = (statistics.median(run[part].get(key, 0.0) for run in runs[name])
                               for name in ("this", "baseline"))
-                print(f"  {label:30} {this:10,.2f} / {base:10,.2f} = x{this / base:.2f}", flush=True)
+                ratio = f"x{this / base:.2f}" if base else "-"
+                print(f"  {label:30} {this:10,.2f} / {base:10,.2f} = {ratio}", flush=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
@@ -668,7 +761,8 @@ def main() -> None:
             f"{backend}: {t['per_second']:,.0f} exchanges/s end to end ({t['count']} in {t['seconds']:.2f} "
             "s; "
             f"acks {t['acks_per_second']:,.0f}/s); visibility at {args.rate:g}/s: p50 {v['p50_ms']:.0f} ms, "
-            f"p95 {v['p95_ms']:.0f} ms, max {v['max_ms']:.0f} ms (p50/p95 of its parts: {breakdown(v)})",
+            f"p95 {v['p95_ms']:.0f} ms, max {v['max_ms']:.0f} ms (p50/p95 of its parts: {breakdown(v)}); "
+            f"{services(t, 'saturated')}; {services(v, 'at the rate')}",
             flush=True,
         )
     text = section(results, args)
