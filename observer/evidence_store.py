@@ -125,12 +125,14 @@ class EvidenceJob:
 
 
 class SessionMemo:
-    """What a worker keeps of one session between its calls: the digests of the blocks its last
-    calls sent (`DigestMemo`), and its ledger as built from the rows it read last time, with their
-    exchange ids. Both only save time: a digest remembered is the digest, and a ledger is reused
-    only when the rows read before it are the first of the rows read now (the same ids in the same
-    order), with the rows after them added as `HistoryLedger.from_rows` would; any other case is
-    built from all the rows again."""
+    """What a worker keeps of one session between its calls: its last request (`RequestMemo`: the
+    messages the next one resends unchanged are not parsed or read again), the digests of the
+    blocks its last calls sent (`DigestMemo`), and its ledger as built from the rows it read last
+    time, with their exchange ids. All only save time: a message reused is the one `json.loads`
+    gives, a digest remembered is the digest, and a ledger is reused only when the rows read
+    before it are the first of the rows read now (the same ids in the same order), with the rows
+    after them added as `HistoryLedger.from_rows` would; any other case is built from all the
+    rows again."""
 
     #: Roughly what one relayed turn of a kept ledger costs in memory (for `SessionMemos`' bound).
     TURN_BYTES = 600
