@@ -249,6 +249,15 @@ class Capture:
         self.outcome = outcome
         self.detail = detail
 
+    def built_cheaply_here(self, limit: int) -> bool:
+        """True when nothing went to the capture thread yet, there is at most `limit` bytes to
+        build from and nothing to decompress (a small compressed body can expand a thousandfold):
+        building such a record on the event loop costs less than the two thread hand-offs (and
+        their fight for the GIL) of building it on the capture thread."""
+        return (self._last_batch is None and len(self.request_body) + self._batch_bytes <= limit
+                and not _header(self.response_headers, "content-encoding")
+                and not _header(self.request_headers, "content-encoding"))
+
     def seal(self) -> None:
         """Hands the last response bytes to the capture thread; `to_exchange` goes after them."""
         self._send_batch()
