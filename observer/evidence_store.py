@@ -140,6 +140,9 @@ class SessionMemo:
     def __init__(self, key: bytes) -> None:
         self.digests = DigestMemo(key)
         self.requests = RequestMemo()
+        #: Held by the call using the memo: two calls of one session checked at once on two threads
+        #: (inline processing) must not interleave their changes; the second goes without it.
+        self.in_use = threading.Lock()
         self._ids: tuple[str, ...] = ()
         self._ledger: HistoryLedger | None = None
 
@@ -181,14 +184,24 @@ class SessionMemos:
         self._lock = threading.Lock()  # inline processing may check two calls on two threads
 
     def for_call(self, key: bytes, session_id: str) -> SessionMemo | None:
-        """The session's memo, its digests started on a new call; None when none are kept."""
+        """The session's memo, its digests started on a new call, held for the call (`done`); None
+        when none are kept, or when another call of the session holds it (then that call is
+        computed without: the same answer)."""
         if self.max_sessions <= 0:
             return None
         with self._lock:
             memo = self._memos.pop((key, session_id), None) or SessionMemo(key)
             self._memos[(key, session_id)] = memo
+            if not memo.in_use.acquire(blocking=False):
+                return None
             memo.digests.next_call()
             return memo
+
+    def done(self, memo: SessionMemo | None) -> None:
+        """The call that got `memo` from `for_call` is over with it."""
+        if memo is not None:
+            memo.in_use.release()
+        self.trim()
 
     def trim(self) -> None:
         with self._lock:
@@ -219,7 +232,7 @@ def evidence_for(given: EvidenceJob, *, exchange_id: str, agent_id: str, api: st
             session=bool(given.session_id), notes=given.notes, cut=given.cut, ledger=ledger),
             memo.digests if memo is not None else None, memo.requests if memo is not None else None)
     finally:
-        SESSION_MEMOS.trim()
+        SESSION_MEMOS.done(memo)
     if found is None:
         return None
     annotate(traces, found, card, now=now)

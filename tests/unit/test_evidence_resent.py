@@ -200,3 +200,29 @@ def test_a_body_that_is_not_json_between_two_calls_changes_nothing() -> None:
         store.SESSION_MEMOS = saved
     cold = _check(SessionMemos(max_sessions=0), [calls[3]], [0], "cold")[0]
     assert replace(found[3], session_id=None, exchange_id=cold.exchange_id) == cold
+
+
+def test_a_call_whose_session_memo_is_in_use_is_checked_without_it() -> None:
+    """Two calls of one session checked at once on two threads (inline processing): the second
+    leaves the first's memo alone and comes out the same."""
+    import smoltbot.observer.evidence_store as store
+
+    calls = _client_session()
+    memos = SessionMemos()
+    _check(memos, calls, [0, 1, 2, 3], "s")
+    memo = memos._memos[(KEY, "s")]
+    kept_body = memo.requests.body
+    assert memo.in_use.acquire(blocking=False)  # another thread is checking a call of the session
+    try:
+        saved, store.SESSION_MEMOS = store.SESSION_MEMOS, memos
+        try:
+            assert store.SESSION_MEMOS.for_call(KEY, "s") is None
+        finally:
+            store.SESSION_MEMOS = saved
+        busy = _check(memos, calls, [4], "s")[4]
+    finally:
+        memo.in_use.release()
+    assert memo.requests.body is kept_body  # untouched
+    assert busy == _check(SessionMemos(max_sessions=0), calls, [4], "cold")[4]
+    assert _check(memos, calls, [5], "s")[5] == _check(SessionMemos(max_sessions=0), calls, [5], "cold")[5]
+    assert memo.requests.body is not kept_body  # free again: used
