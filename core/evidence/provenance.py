@@ -279,6 +279,7 @@ def _matches(value: str, sources: list[Source], limits: ProvenanceLimits,
         return found
     pieces = {p for line in value.splitlines() for p in [line.strip(), *shell_segments(line)]
               if len(p) >= limits.min_match}
+    pieces.discard(value)  # a one-line value is its own line: just searched, not found
     for piece in sorted(pieces, key=lambda p: (-len(p), p)):
         found += haystack.find(piece)
     if found or len(value) < limits.index_min_chars:
