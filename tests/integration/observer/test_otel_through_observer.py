@@ -150,7 +150,9 @@ async def test_a_processed_exchange_arrives_as_its_span_tree(observer_stack: Obs
     assert samples[("smoltbot_otel_spans_exported_total", ())] == 6
     assert samples[("smoltbot_otel_spans_dropped_total", (("reason", "export_failed"),))] == 0
     assert samples[("smoltbot_otel_endpoint_up", ())] == 1
-    assert samples[("smoltbot_observer_exchanges", (("state", "done"),))] == 1
+    assert samples[("smoltbot_observer_exchanges_processed_total", ())] == 2  # twice, as above
+    assert samples[("smoltbot_observer_exchanges", (("state", "pending"),))] == 0
+    assert samples[("smoltbot_observer_exchanges", (("state", "failed"),))] == 0
 
 
 async def test_with_the_endpoint_down_every_call_is_still_traced(
