@@ -94,7 +94,33 @@ class ServerProbe:
             self.drift_writes.setdefault(phase, []).append(time.perf_counter() - began)
 
         store.feed = timed_feed
+        #: Per phase: database statements, those on the drift tables, drift passes that read, and
+        #: of those the ones that found nothing to feed (all traces held back by the watermark).
+        self.counts: dict[str, dict[str, int]] = {}
+        read_pass = getattr(store, "read_pass", None)
+        if read_pass is not None:  # absent in a baseline from before reads moved out of the write
+            async def counted_read_pass(agent_ids: list[str]) -> Any:
+                inputs = await read_pass(agent_ids)
+                self._count("drift_passes")
+                if not inputs:
+                    self._count("drift_passes_empty")
+                return inputs
+
+            store.read_pass = counted_read_pass
+
+        def statement(_conn: Any, _cursor: Any, text: str, *_: Any) -> None:
+            self._count("statements")
+            if "drift_" in text:
+                self._count("drift_statements")
+
+        from sqlalchemy import event
+
+        event.listen(observer.components.queue.db.engine.sync_engine, "before_cursor_execute", statement)
         self._task = asyncio.create_task(self._watch_loop())
+
+    def _count(self, what: str) -> None:
+        counts = self.counts.setdefault(self.phase, {})
+        counts[what] = counts.get(what, 0) + 1
 
     async def _watch_loop(self) -> None:
         while True:
@@ -105,7 +131,7 @@ class ServerProbe:
     def summary(self) -> dict[str, dict[str, float]]:
         self._task.cancel()
         out: dict[str, dict[str, float]] = {}
-        for phase in {*self.drift_writes, *self.loop_lags}:
+        for phase in {*self.drift_writes, *self.loop_lags, *self.counts}:
             writes = sorted(self.drift_writes.get(phase, [])) or [0.0]
             lags = sorted(self.loop_lags.get(phase, [])) or [0.0]
             out[phase] = {
@@ -115,6 +141,7 @@ class ServerProbe:
                 "drift_write_max_ms": writes[-1] * 1000,
                 "loop_lag_p99_ms": lags[int(len(lags) * 0.99)] * 1000,
                 "loop_lag_max_ms": lags[-1] * 1000,
+                **self.counts.get(phase, {}),
             }
         return out
 
@@ -669,7 +696,9 @@ def services(figures: dict[str, float], phase: str) -> str:
     return (f"{phase}: drift writes {figures.get('drift_writes', 0):.0f}, held p50/p95/max "
             f"{figures.get('drift_write_p50_ms', 0):.1f}/{figures.get('drift_write_p95_ms', 0):.1f}/"
             f"{figures.get('drift_write_max_ms', 0):.0f}, loop lag p99/max "
-            f"{figures.get('loop_lag_p99_ms', 0):.1f}/{figures.get('loop_lag_max_ms', 0):.0f}")
+            f"{figures.get('loop_lag_p99_ms', 0):.1f}/{figures.get('loop_lag_max_ms', 0):.0f}, statements "
+            f"{figures.get('statements', 0)} (drift {figures.get('drift_statements', 0)}), drift passes "
+            f"{figures.get('drift_passes', 0)} ({figures.get('drift_passes_empty', 0)} found nothing)")
 
 
 def breakdown(visibility: dict[str, float]) -> str:

@@ -15,7 +15,8 @@ meanwhile, or its traces were deleted, and this pass's result for it is dropped.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -155,9 +156,11 @@ class DriftStore:
                 .order_by(drift_alerts.c.created_at, drift_alerts.c.alert_id)
             )).all():
                 alerts.setdefault(row.agent_id, []).append(_open_alert(row))
+            queued_by_agent = await _queued(
+                conn, {agent_id: watermarks.get(agent_hash) for agent_id, agent_hash in hashes.items()})
             inputs = []
             for agent_id in agents:
-                queued = await _queued(conn, agent_id, watermarks.get(hashes[agent_id]))
+                queued = queued_by_agent.get(agent_id)
                 if not queued:
                     continue
                 state = states.get(agent_id)
@@ -225,50 +228,84 @@ async def _watermarks(conn: AsyncConnection, agent_hashes: list[str]) -> dict[st
     return {agent_hash: _aware(value) for agent_hash, value in rows if value is not None}
 
 
-async def _queued(conn: AsyncConnection, agent_id: str, watermark: datetime | None) -> list[QueuedTrace]:
-    """The agent's queued decisions before the watermark, in trace-time order, at most `PASS_LIMIT`."""
-    query = (
-        sa.select(traces.c.trace_id, traces.c.card_id, traces.c.trace_json)
+async def _queued(conn: AsyncConnection,
+                  watermarks: dict[str, datetime | None]) -> dict[str, list[QueuedTrace]]:
+    """Per agent (of `watermarks`: agent id to its watermark, None for none), its queued decisions
+    before the watermark, in trace-time order, at most `PASS_LIMIT`: one statement for all."""
+    held_back = [sa.and_(drift_pending.c.agent_id == agent_id,
+                         drift_pending.c.timestamp >= sa.literal(watermark, UTCDateTime()))
+                 for agent_id, watermark in watermarks.items() if watermark is not None]
+    ranked = (
+        sa.select(drift_pending.c.agent_id, traces.c.trace_id, traces.c.card_id, traces.c.trace_json,
+                  sa.func.row_number().over(partition_by=drift_pending.c.agent_id,
+                                            order_by=(drift_pending.c.timestamp, drift_pending.c.trace_id))
+                  .label("position"))
         .select_from(drift_pending.join(traces, traces.c.trace_id == drift_pending.c.trace_id))
-        .where(drift_pending.c.agent_id == agent_id, traces.c.record_kind == DECISION)
-    )
-    if watermark is not None:
-        query = query.where(drift_pending.c.timestamp < sa.literal(watermark, UTCDateTime()))
-    query = query.order_by(drift_pending.c.timestamp, drift_pending.c.trace_id).limit(PASS_LIMIT)
-    return [QueuedTrace(*row) for row in (await conn.execute(query)).all()]
+        .where(drift_pending.c.agent_id.in_(sorted(watermarks)), traces.c.record_kind == DECISION,
+               *([sa.not_(sa.or_(*held_back))] if held_back else []))
+    ).subquery()
+    rows = (await conn.execute(
+        sa.select(ranked.c.agent_id, ranked.c.trace_id, ranked.c.card_id, ranked.c.trace_json)
+        .where(ranked.c.position <= PASS_LIMIT).order_by(ranked.c.agent_id, ranked.c.position)
+    )).all()
+    queued: dict[str, list[QueuedTrace]] = {}
+    for agent_id, trace_id, card_id, trace_json in rows:
+        queued.setdefault(agent_id, []).append(QueuedTrace(trace_id, card_id, trace_json))
+    return queued
 
 
 class DriftFeed:
     """The statements of a pass's write transaction. Its writes for an agent are valid only
-    after `save_state` returned True and `drop_queued` dropped every trace fed (see the module
+    after `save_states` saved it and `drop_queued` dropped every trace it fed (see the module
     docstring)."""
 
     def __init__(self, conn: AsyncConnection, db: Database) -> None:
         self._conn = conn
         self._db = db
 
-    async def save_state(self, state: DetectorState, cursor: int | None, now: datetime) -> bool:
-        """Saves the agent's detector state if its cursor is still `cursor` (None: if it still
-        has no state row); False, writing nothing, when it moved. On PostgreSQL the row stays
-        locked until the transaction ends: the other writes of the agent's pass come after it."""
-        values = {"card_id": state.card_id, "observed": state.observed, "state_json": state.state_json,
-                  "updated_at": now}
-        if cursor is None:
-            inserted = await self._conn.execute(
+    async def save_states(self, states: list[tuple[DetectorState, int | None]], now: datetime) -> set[str]:
+        """Saves each agent's detector state if its cursor is still the one given with it (None:
+        if it still has no state row); returns the agents saved (the others' cursors moved: nothing
+        of theirs is written). On PostgreSQL the rows are locked first, in agent order (two
+        passes never deadlock), and stay locked until the transaction ends."""
+        saved: set[str] = set()
+        new = [state for state, cursor in states if cursor is None]
+        if new:
+            saved.update((await self._conn.execute(
                 insert_ignoring_conflicts(self._db.dialect, drift_states, drift_states.c.agent_id)
-                .values(agent_id=state.agent_id, **values).returning(drift_states.c.agent_id))
-            return inserted.first() is not None
-        updated = await self._conn.execute(drift_states.update().where(
-            drift_states.c.agent_id == state.agent_id, drift_states.c.observed == cursor).values(**values))
-        return bool(updated.rowcount == 1)
+                .values([{"agent_id": state.agent_id, "card_id": state.card_id, "observed": state.observed,
+                          "state_json": state.state_json, "updated_at": now} for state in new])
+                .returning(drift_states.c.agent_id))).scalars())
+        known = sorted(((state, cursor) for state, cursor in states if cursor is not None),
+                       key=lambda item: item[0].agent_id)
+        for chunk in chunks(known, 100):
+            ids = [state.agent_id for state, _ in chunk]
+            if self._db.dialect == "postgresql":
+                await self._conn.execute(
+                    sa.select(drift_states.c.agent_id).where(drift_states.c.agent_id.in_(ids))
+                    .order_by(drift_states.c.agent_id).with_for_update())
 
-    async def drop_queued(self, trace_ids: list[str]) -> int:
-        """Fed traces leave the queue; how many were still there."""
-        dropped = 0
+            def each(value: Any, kind: Any, chunk: Sequence[tuple[DetectorState, int]] = chunk) -> Any:
+                return sa.case({state.agent_id: sa.literal(value(state), kind) for state, _ in chunk},
+                               value=drift_states.c.agent_id)
+
+            saved.update((await self._conn.execute(
+                drift_states.update()
+                .where(sa.tuple_(drift_states.c.agent_id, drift_states.c.observed).in_(
+                    [(state.agent_id, cursor) for state, cursor in chunk]))
+                .values(card_id=each(lambda state: state.card_id, sa.String()),
+                        observed=each(lambda state: state.observed, sa.Integer()),
+                        state_json=each(lambda state: state.state_json, sa.Text()), updated_at=now)
+                .returning(drift_states.c.agent_id))).scalars())
+        return saved
+
+    async def drop_queued(self, trace_ids: list[str]) -> Counter[str]:
+        """Fed traces leave the queue; how many were still there, per agent."""
+        dropped: Counter[str] = Counter()
         for chunk in chunks(trace_ids):
-            deleted = await self._conn.execute(
-                drift_pending.delete().where(drift_pending.c.trace_id.in_(chunk)))
-            dropped += deleted.rowcount or 0
+            dropped.update((await self._conn.execute(
+                drift_pending.delete().where(drift_pending.c.trace_id.in_(chunk))
+                .returning(drift_pending.c.agent_id))).scalars())
         return dropped
 
     async def open_alerts(self, agent_id: str) -> list[OpenAlert]:

@@ -290,13 +290,15 @@ class DriftWatch:
 
     async def _write(self, feed: DriftFeed, outcomes: list[_Outcome], now: datetime,
                      notes: list[str]) -> set[str]:
-        moved: set[str] = set()
-        for outcome in outcomes:  # in agent order: PostgreSQL's row locks always taken in one order
-            if not await feed.save_state(outcome.state, outcome.cursor, now):
-                moved.add(outcome.agent_id)
-                continue
-            if await feed.drop_queued(outcome.fed) != len(outcome.fed):
+        """A handful of statements for all agents (the pass's share of the write lock): states,
+        queue, then alerts where there are findings or an alert may close."""
+        saved = await feed.save_states([(outcome.state, outcome.cursor) for outcome in outcomes], now)
+        mine = [outcome for outcome in outcomes if outcome.agent_id in saved]
+        dropped = await feed.drop_queued([trace_id for outcome in mine for trace_id in outcome.fed])
+        for outcome in mine:
+            if dropped[outcome.agent_id] != len(outcome.fed):
                 raise _InputGone(outcome.agent_id)
+        for outcome in mine:
             if not outcome.findings and not outcome.resolving:
                 continue
             alerts = {alert.direction: alert for alert in await feed.open_alerts(outcome.agent_id)}
@@ -304,7 +306,7 @@ class DriftWatch:
                 await self._record(feed, outcome.agent_id, finding, alerts, now, notes)
             await self._resolve_recovered(feed, outcome.agent_id, list(alerts.values()), outcome.recovery,
                                           now)
-        return moved
+        return {outcome.agent_id for outcome in outcomes} - saved
 
     async def _record(self, feed: DriftFeed, agent_id: str, finding: DriftFinding,
                       alerts: dict[str, OpenAlert], now: datetime, notes: list[str]) -> None:
