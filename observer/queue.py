@@ -55,6 +55,7 @@ from smoltbot.observer.tables import (
 from smoltbot.observer.usage_store import UsageToWrite, write_usage
 
 __all__ = [
+    "QUEUE_STATES",
     "ClaimedExchange",
     "ExchangeQueue",
     "ExchangeRow",
