@@ -17,7 +17,7 @@ all a pass takes of the one write lock (it used to hold it while parsing: 8 to 3
 
 Concurrency: several observers can share a database, and two passes may feed the same agent at
 once. Each trace is fed exactly once: it is queued in `drift_pending` when stored and leaves the
-queue when fed. A pass's write for an agent is conditional (`DriftFeed.save_state`): the agent's
+queue when fed. A pass's write for an agent is conditional (`DriftFeed.save_states`): the agent's
 state is saved only if its cursor (`drift_states.observed`, which every saved pass moves forward)
 is still the one the pass read; if it moved, another pass fed the agent meanwhile and this one's
 result for it is dropped unwritten and the agent is run again. If some trace the pass fed has
