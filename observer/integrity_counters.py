@@ -66,11 +66,16 @@ def _flag(column: Any) -> Any:
 async def _sums(conn: AsyncConnection, where: Any) -> Sums:
     """Sums over the traces matching `where` (a condition on `traces`)."""
     sums = Sums()
+    # Grouped by an expression, not the column: grouped by the column, SQLite's planner reads the
+    # agent's traces in (agent_id, record_kind) index order to skip a sort, i.e. all of the
+    # agent's history, instead of the few rows since the mark that (agent_id, created_at) finds
+    # (7.5 ms against 0.02 ms at 2,000 traces an agent, growing with the history).
+    kind = (traces.c.record_kind + sa.literal_column("''")).label("kind")
     rows = (await conn.execute(
-        sa.select(traces.c.record_kind, sa.func.count(), _flag(traces.c.verified),
+        sa.select(kind, sa.func.count(), _flag(traces.c.verified),
                   sa.func.coalesce(sa.func.sum(traces.c.violation_count), 0), _flag(traces.c.has_reasoning),
                   _flag(traces.c.model_analysis), _flag(traces.c.failed))
-        .where(where).group_by(traces.c.record_kind))).all()
+        .where(where).group_by(kind))).all()
     for row in rows:
         sums.by_kind[str(row[0])] = [int(value or 0) for value in row[1:]]
     types = (await conn.execute(
