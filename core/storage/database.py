@@ -289,6 +289,14 @@ class _StopOnce(aiosqlite.Connection):
             return None  # the worker takes nothing after its first stop
         return super().stop()
 
+    def __del__(self) -> None:
+        # aiosqlite warns (ResourceWarning), then stops the worker, which closes the connection
+        # (rolling back first: `_RollbackOnClose`). The close is what matters and happens either
+        # way; the warning surfaced as a random test's failure, in whichever test the garbage
+        # collector ran, for a connection SQLAlchemy's pool let go of unclosed.
+        if self._connection is not None:
+            self.stop()
+
 
 def _aiosqlite_connect(database: str, **kwargs: Any) -> aiosqlite.Connection:
     """SQLAlchemy's `async_creator_fn`: aiosqlite.connect with `_RollbackOnClose` and `_StopOnce`."""

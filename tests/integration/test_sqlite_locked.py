@@ -55,7 +55,7 @@ def write_lock_held(path: Path, seconds: float) -> Iterator[threading.Event]:
 
     thread = threading.Thread(target=hold, daemon=True)
     thread.start()
-    assert taken.wait(10), "could not take the write lock"
+    assert taken.wait(40), "could not take the write lock"  # its own busy timeout is 30 s
     try:
         yield taken
     finally:
