@@ -21,7 +21,7 @@ import sqlalchemy as sa
 
 from smoltbot.core.grpc_client import open_channel
 from smoltbot.core.settings import Settings
-from smoltbot.core.storage import Database, open_database
+from smoltbot.core.storage import Database, migrate, open_database
 from smoltbot.core.tls import TlsConfig
 from smoltbot.observer.server import ObserverServer
 from smoltbot.observer.server import build_server as build_observer
@@ -232,6 +232,17 @@ class ObserverStack:
             if time.monotonic() > deadline:
                 raise AssertionError(f"{pending} traces of {agent_id} never reached the drift detector")
             await asyncio.sleep(0.05)
+
+
+@pytest.fixture
+async def db(database_url: str) -> AsyncIterator[Database]:
+    """The test's database, migrated, without any service on it."""
+    database = open_database(database_url)
+    await migrate(database)
+    try:
+        yield database
+    finally:
+        await database.close()
 
 
 @pytest.fixture

@@ -3,28 +3,16 @@ of history: checked on the statement's query plan on both databases (tests/suppo
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
 import sqlalchemy as sa
 
-from smoltbot.core.storage import Database, migrate, open_database
+from smoltbot.core.storage import Database
 from smoltbot.observer import integrity_counters
 from smoltbot.observer.queue import ExchangeQueue, queue_count_query
 from smoltbot.observer.record_kinds import DECISION
 from tests.support.query_plans import explain, index_reads, statements_on
 from tests.support.synthetic_traces import bulk_insert, exchange_rows, merge
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = open_database(database_url)
-    await migrate(database)
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 async def test_the_queue_gauge_counts_an_index_range_of_the_queue_states(db: Database) -> None:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,7 +21,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smoltbot.core.sessions import SubAgent, TurnStart
-from smoltbot.core.storage import Database, migrate, open_database
+from smoltbot.core.storage import Database
 from smoltbot.core.usage import TokenUsage
 from smoltbot.observer.accounting import ExchangeFacts
 from smoltbot.observer.pipeline import Job, JobResult, dumps, serialise
@@ -35,16 +34,6 @@ pytestmark = pytest.mark.timeout(60)
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 SUB = SubAgent(source="claude_code", agent_id="sub-1", parent_agent_id="main", agent_type="Explore",
                is_sub_agent=True)
-
-
-@pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = open_database(database_url)
-    await migrate(database)
-    try:
-        yield database
-    finally:
-        await database.close()
 
 
 def _facts(starts: bool | None, position: int | None, sub_agent: bool = False) -> ExchangeFacts:
