@@ -160,7 +160,8 @@ class Gateway:
 
     def submit(self, capture: Capture) -> None:
         """Runs after the client has its response: the record is built on the capture thread
-        (off the event loop), then spooled and shipped. Every call yields one record: the full
+        (off the event loop; a small one with nothing to decompress right here, which is cheaper
+        than the hand-offs), then spooled and shipped. Every call yields one record: the full
         one, or a minimal one that says what failed."""
         if capture.built_cheaply_here(_BUILD_ON_LOOP_BYTES):
             self._ship(capture.exchange_id, *self._build(capture))
@@ -178,7 +179,8 @@ class Gateway:
         future.add_done_callback(lambda done: self._built(capture, done))
 
     def _build(self, capture: Capture) -> tuple[bytes, str]:
-        """On the capture thread: the encoded record, and what failed ("" when nothing did)."""
+        """On the capture thread (or the loop, for a small call): the encoded record, and what
+        failed ("" when nothing did)."""
         try:
             return encode_ingest_request(capture.to_exchange(self.gateway_id)), ""
         except Exception as error:  # noqa: BLE001 - the call is recorded by a minimal record instead

@@ -42,7 +42,6 @@ __all__ = ["DURATION_BUCKETS", "TOKEN_BUCKETS", "ObserverMetrics"]
 #: The semantic conventions' advice for gen_ai.client.token.usage and .operation.duration.
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
-_STATES = QUEUE_STATES
 #: gen_ai.request.model is left out: it is known only when the payload is read again (export on),
 #: and a label that depends on a setting would split the series.
 _GENAI_LABELS = ("gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_response_model")
@@ -71,7 +70,7 @@ class _Live(Collector):
             states = GaugeMetricFamily("smoltbot_observer_exchanges", "Exchanges in the queue by state "
                                        "(failed: set aside as processing_failed traces; done "
                                        "exchanges are not counted).", labels=["state"])
-            for state in _STATES:
+            for state in QUEUE_STATES:
                 states.add_metric([state], counts.get(state, 0))
             yield states
         retained = self._metrics.retention_states
