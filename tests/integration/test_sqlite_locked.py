@@ -14,8 +14,8 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -38,9 +38,14 @@ CARD = json.dumps({
 })
 
 
-@contextmanager
-def write_lock_held(path: Path, seconds: float) -> Iterator[threading.Event]:
-    """Another connection holds the database's write lock for `seconds` once the event is set."""
+@asynccontextmanager
+async def write_lock_held(path: Path, seconds: float) -> AsyncIterator[threading.Event]:
+    """Another connection holds the database's write lock for `seconds` once the event is set.
+
+    The waits run off the event loop: a write of the services under test may hold the lock at
+    that moment, and it can only commit while the loop runs (blocking the loop here deadlocked
+    the two until the holder's busy timeout ran out).
+    """
     taken = threading.Event()
 
     def hold() -> None:
@@ -55,11 +60,12 @@ def write_lock_held(path: Path, seconds: float) -> Iterator[threading.Event]:
 
     thread = threading.Thread(target=hold, daemon=True)
     thread.start()
-    assert taken.wait(40), "could not take the write lock"  # its own busy timeout is 30 s
+    taken_in_time = await asyncio.to_thread(taken.wait, 40)
+    assert taken_in_time, "could not take the write lock"  # its own busy timeout is 30 s
     try:
         yield taken
     finally:
-        thread.join()
+        await asyncio.to_thread(thread.join)
 
 
 async def test_a_write_waits_out_a_lock_held_longer_than_the_busy_timeout(tmp_path: Path) -> None:
@@ -69,9 +75,8 @@ async def test_a_write_waits_out_a_lock_held_longer_than_the_busy_timeout(tmp_pa
         async with db.begin() as conn:
             await conn.execute(sa.text("CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT)"))
         started = time.monotonic()
-        with write_lock_held(path, 1.5):
-            async with db.begin() as conn:
-                await conn.execute(sa.text("INSERT INTO notes (body) VALUES ('after the lock')"))
+        async with write_lock_held(path, 1.5), db.begin() as conn:
+            await conn.execute(sa.text("INSERT INTO notes (body) VALUES ('after the lock')"))
         waited = time.monotonic() - started
         async with db.read() as conn:
             assert (await conn.execute(sa.text("SELECT body FROM notes"))).scalars().all() == [
@@ -98,7 +103,7 @@ async def test_registry_and_observer_writes_during_a_held_lock_all_land(
         exchanges = [make_exchange(known_hash, message(text(f"answer {n}"))) for n in range(20)]
         new_agent_hash = new_hash()
 
-        with write_lock_held(path, 3.0):
+        async with write_lock_held(path, 3.0):
             started = time.monotonic()
             created, acks, card, session, claimed = await asyncio.wait_for(asyncio.gather(
                 stub.ResolveAgent(rpb.ResolveAgentRequest(agent_hash=new_agent_hash)),
