@@ -1,10 +1,13 @@
 """Storage: an agent's all-time integrity sums as counters, so that a read does not rescan all
-of the agent's traces (migration 0007).
+of the agent's traces (migration 0007), and its decisions per hour for the timeline (0012).
 
 The counters hold the sums over the agent's traces created before its mark
 (`integrity_marks.rolled_to`); a read adds the traces created since (`ix_traces_agent_created`),
-so it is exact at every moment. `roll_up` moves the mark forward, `take_out` removes traces
-about to be deleted; both run inside a retention batch (one at a time, `retention_store`), and
+so it is exact at every moment. The hourly roll-ups (`integrity_hours`: decisions and verified
+ones per hour of trace time) count the same traces, so the timeline (`hours`) reads at most one
+row per hour of its span plus the traces created since the mark, whatever the agent's volume.
+`roll_up` moves the mark forward, `take_out` removes traces about to be deleted (from the counters
+and the hours alike); both run inside a retention batch (one at a time, `retention_store`), and
 the mark stays `LAG` behind the clock: a transaction still writing traces is never behind it
 (processing commits within seconds of stamping `created_at`).
 """
@@ -25,6 +28,7 @@ from smoltbot.core.storage import Dialect
 from smoltbot.observer.record_kinds import DECISION
 from smoltbot.observer.tables import (
     chunks,
+    integrity_hours,
     integrity_marks,
     integrity_totals,
     integrity_violation_totals,
@@ -32,7 +36,7 @@ from smoltbot.observer.tables import (
     traces,
 )
 
-__all__ = ["LAG", "Sums", "all_time", "roll_up", "take_out"]
+__all__ = ["LAG", "Sums", "all_time", "hour_of", "hours", "roll_up", "take_out"]
 
 #: How far the mark stays behind the clock.
 LAG = timedelta(minutes=10)
@@ -87,6 +91,27 @@ async def _sums(conn: AsyncConnection, where: Any) -> Sums:
     return sums
 
 
+def hour_of(dialect: Dialect, column: Any) -> Any:
+    """Whole hours since the Unix epoch of a time column, in SQL (floor: the times are after 1970).
+    Migration 0012 fills `integrity_hours` with the same expression."""
+    if dialect == "sqlite":
+        return sa.func.strftime("%s", column).cast(sa.BigInteger) // 3600
+    return sa.cast(sa.func.floor(sa.func.extract("epoch", column) / 3600), sa.BigInteger)
+
+
+async def _hour_sums(conn: AsyncConnection, dialect: Dialect, where: Any) -> dict[int, tuple[int, int]]:
+    """{hour: (decisions, verified)} over the traces matching `where`."""
+    hour = hour_of(dialect, traces.c.timestamp).label("hour")
+    # Grouped by kind, decisions kept here: a `record_kind = 'decision'` condition lets SQLite's
+    # planner take (agent_id, record_kind, timestamp), i.e. the agent's whole history, over the
+    # (agent_id, created_at) range that `where` names (as in `_sums`).
+    kind = (traces.c.record_kind + sa.literal_column("''")).label("kind")
+    rows = (await conn.execute(
+        sa.select(hour, kind, sa.func.count(), _flag(traces.c.verified))
+        .where(where).group_by(sa.text("hour"), sa.text("kind")))).all()
+    return {int(row[0]): (int(row[2]), int(row[3])) for row in rows if row[1] == DECISION}
+
+
 async def _mark(conn: AsyncConnection, agent_id: str) -> datetime | None:
     mark: datetime | None = (await conn.execute(
         sa.select(integrity_marks.c.rolled_to).where(integrity_marks.c.agent_id == agent_id)
@@ -109,6 +134,47 @@ async def all_time(conn: AsyncConnection, agent_id: str) -> Sums:
         .where(integrity_violation_totals.c.agent_id == agent_id))).all()
     sums.add(Sums(violation_types={str(kind): int(count) for kind, count in counted}))
     return sums
+
+
+async def hours(conn: AsyncConnection, dialect: Dialect, agent_id: str,
+                start: datetime) -> dict[int, tuple[int, int]]:
+    """{hour: (decisions, verified)} of the agent's traces whose trace time is in the hour of
+    `start` or later (hours since the epoch): the roll-ups before the mark (one primary-key
+    range) plus the traces created since the mark (the `ix_traces_agent_created` range after it)."""
+    from_hour = int(start.timestamp()) // 3600
+    mark = await _mark(conn, agent_id)
+    mine = traces.c.agent_id == agent_id
+    if mark is None:  # nothing rolled up yet (before the first retention pass): the span's traces
+        since = datetime.fromtimestamp(from_hour * 3600, start.tzinfo)
+        return await _hour_sums(conn, dialect, sa.and_(mine, traces.c.timestamp >= since))
+    # The span as an expression, not a range of `timestamp`: the range that bounds the read is
+    # the one of `created_at` (a timestamp range would be the agent's whole last week).
+    found = await _hour_sums(conn, dialect, sa.and_(
+        mine, traces.c.created_at >= mark, hour_of(dialect, traces.c.timestamp) >= from_hour))
+    rolled = (await conn.execute(
+        sa.select(integrity_hours.c.hour, integrity_hours.c.traces, integrity_hours.c.verified)
+        .where(integrity_hours.c.agent_id == agent_id, integrity_hours.c.hour >= from_hour))).all()
+    for hour, total, verified in rolled:
+        before = found.get(int(hour), (0, 0))
+        found[int(hour)] = (before[0] + int(total), before[1] + int(verified))
+    return found
+
+
+async def _apply_hours(conn: AsyncConnection, dialect: Dialect, agent_id: str,
+                       counts: dict[int, tuple[int, int]], sign: int) -> None:
+    if not counts:
+        return
+    insert = (sqlite_dialect if dialect == "sqlite" else pg_dialect).insert(integrity_hours)
+    await conn.execute(insert.on_conflict_do_update(
+        index_elements=["agent_id", "hour"],
+        set_={name: integrity_hours.c[name] + insert.excluded[name] for name in ("traces", "verified")}),
+        [{"agent_id": agent_id, "hour": hour, "traces": sign * total, "verified": sign * verified}
+         for hour, (total, verified) in sorted(counts.items())])
+    if sign < 0:  # hours retention emptied: no row, as for an hour without decisions
+        for chunk in chunks(sorted(counts)):
+            await conn.execute(integrity_hours.delete().where(
+                integrity_hours.c.agent_id == agent_id, integrity_hours.c.hour.in_(chunk),
+                integrity_hours.c.traces == 0))
 
 
 async def _apply(conn: AsyncConnection, dialect: Dialect, agent_id: str, sums: Sums, sign: int) -> None:
@@ -137,6 +203,7 @@ async def roll_up(conn: AsyncConnection, dialect: Dialect, agent_id: str, to: da
     if mark is not None:
         window = sa.and_(window, traces.c.created_at >= mark)
     await _apply(conn, dialect, agent_id, await _sums(conn, window), +1)
+    await _apply_hours(conn, dialect, agent_id, await _hour_sums(conn, dialect, window), +1)
     insert = sqlite_dialect.insert if dialect == "sqlite" else pg_dialect.insert
     await conn.execute(insert(integrity_marks).values(agent_id=agent_id, rolled_to=to).on_conflict_do_update(
         index_elements=["agent_id"], set_={"rolled_to": to}))
@@ -152,3 +219,4 @@ async def take_out(conn: AsyncConnection, dialect: Dialect, agent_id: str, trace
         counted = sa.and_(traces.c.agent_id == agent_id, traces.c.trace_id.in_(chunk),
                           traces.c.created_at < mark)
         await _apply(conn, dialect, agent_id, await _sums(conn, counted), -1)
+        await _apply_hours(conn, dialect, agent_id, await _hour_sums(conn, dialect, counted), -1)

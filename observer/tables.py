@@ -34,6 +34,7 @@ __all__ = [
     "exchange_payloads",
     "exchange_usage",
     "exchanges",
+    "integrity_hours",
     "integrity_marks",
     "integrity_totals",
     "integrity_violation_totals",
@@ -268,6 +269,17 @@ integrity_marks = sa.Table(
     "integrity_marks", metadata,
     sa.Column("agent_id", sa.String(144), primary_key=True),
     sa.Column("rolled_to", UTCDateTime(), nullable=False),
+)
+
+# Integrity roll-ups per hour (0012): the agent's decisions created before its mark, per hour of
+# their trace time (`hour`: whole hours since the Unix epoch), so the 7-day timeline reads at most
+# 168 rows plus the traces created since the mark. Kept exactly as the counters above are.
+integrity_hours = sa.Table(
+    "integrity_hours", metadata,
+    sa.Column("agent_id", sa.String(144), primary_key=True),
+    sa.Column("hour", sa.BigInteger(), primary_key=True),
+    sa.Column("traces", sa.BigInteger(), nullable=False),
+    sa.Column("verified", sa.BigInteger(), nullable=False),
 )
 
 # The history ledger (migration 0009, observer/evidence_store.py): per model call, digests of the turn

@@ -1,6 +1,7 @@
 """Traces as the Observer serves them: one trace, a keyset-paginated list, the integrity
 aggregates (all time from the counters of `observer.integrity_counters` plus the traces created
-since, the rest by SQL over bounded index ranges; no trace is loaded; what they mean is in
+since, the timeline from its hourly roll-ups likewise, the recent window by SQL over a bounded
+index range; no trace is loaded; what they mean is in
 `observer.integrity`), and the plugin's tool-execution reports, merged into traces as served.
 """
 
@@ -153,22 +154,16 @@ class TraceStore:
         if first is None:
             return []
         origin, step = timeline_grid(_aware(first, now), now)
-        # Bucket index = whole steps since `origin`, computed in SQL from epoch seconds.
-        seconds: Any
-        if self.db.dialect == "sqlite":
-            seconds = sa.func.strftime("%s", traces.c.timestamp).cast(sa.Integer)
-        else:
-            seconds = sa.cast(sa.func.extract("epoch", traces.c.timestamp), sa.BigInteger)
-        # Never negative (timestamp >= origin), so integer division is the floor on both backends.
-        bucket = (seconds - int(origin.timestamp())) // int(step.total_seconds())
-        rows = (await conn.execute(
-            sa.select(bucket.label("bucket"), sa.func.count(),
-                      sa.func.coalesce(sa.func.sum(sa.case((traces.c.verified, 1), else_=0)), 0))
-            .where(traces.c.agent_id == agent_id, traces.c.record_kind == DECISION,
-                   traces.c.timestamp >= origin)
-            .group_by(sa.text("bucket"))
-        )).all()
-        counts = {int(row[0]): (int(row[1]), int(row[2])) for row in rows}
+        # Per hour from the roll-ups and the traces since their mark (at most 168 rows and a few
+        # minutes of traces, not the agent's week of decisions); buckets are whole hours.
+        hours_per_step = int(step.total_seconds()) // 3600
+        origin_hour = int(origin.timestamp()) // 3600
+        counts: dict[int, tuple[int, int]] = {}
+        for hour, (total, verified) in (await integrity_counters.hours(
+                conn, self.db.dialect, agent_id, origin)).items():
+            index = (hour - origin_hour) // hours_per_step
+            before = counts.get(index, (0, 0))
+            counts[index] = (before[0] + total, before[1] + verified)
         points = []
         index = 0
         while origin + index * step <= now:
