@@ -25,6 +25,8 @@ from smoltbot.api.schemas import (
     IntegrityWindow,
     Session,
     SessionDetail,
+    SessionDivergence,
+    SessionHistory,
     SessionIntegrity,
     SessionSubAgent,
     SessionTurn,
@@ -43,6 +45,7 @@ __all__ = [
     "integrity_out",
     "integrity_response_out",
     "session_detail_out",
+    "session_history_out",
     "session_out",
     "trace_out",
     "usage_totals_out",
@@ -207,4 +210,15 @@ def session_detail_out(response: observer_service_pb2.GetSessionUsageResponse) -
             traces=response.traces, verified_traces=response.verified_traces,
             violation_count=response.violation_count,
             score=response.verified_traces / response.traces if response.traces else None),
+        history=session_history_out(response.history),
     )
+
+
+def session_history_out(history: observer_service_pb2.GetSessionUsageResponse.History) -> SessionHistory:
+    return SessionHistory(
+        checked=history.checked, intact=history.intact, diverged=history.diverged,
+        divergences=[SessionDivergence.model_validate({
+            **_proto_dict(divergence), "started_at": timestamp_text(divergence, "started_at") or "",
+            "turn": divergence.turn if divergence.HasField("turn") else None,
+            "diverged_at": divergence.diverged_at if divergence.HasField("diverged_at") else None,
+        }) for divergence in history.divergences])

@@ -44,6 +44,8 @@ __all__ = [
     "ResolveResponse",
     "Session",
     "SessionDetail",
+    "SessionDivergence",
+    "SessionHistory",
     "SessionIntegrity",
     "SessionList",
     "SessionReport",
@@ -644,6 +646,29 @@ class SessionIntegrity(BaseModel):
     score: float | None = Field(description="verified / traces; null when there are none.")
 
 
+class SessionDivergence(BaseModel):
+    """A call of the session whose resent history diverged: its check, as its traces carry it."""
+
+    exchange_id: str = Field(description="The call (its traces have `observation.exchange_id`).")
+    started_at: Timestamp
+    turn: int | None = Field(description="The call's conversation turn (null: outside a turn).")
+    diverged_at: int | None = Field(description="First index in the call's `messages` that did not happen.")
+    findings: list[HistoryFinding]
+    rewrites: list[HistoryRewrite]
+    notes: list[str]
+
+
+class SessionHistory(BaseModel):
+    """The session's resent histories checked against the turns the gateway relayed
+    (docs/evidence.md): how many checked out, and where each diverged."""
+
+    checked: int = Field(description="Calls whose history was checked (Messages API calls).")
+    intact: int
+    diverged: int
+    divergences: list[SessionDivergence] = Field(
+        description="The calls whose history diverged, oldest first (at most 100; `diverged` counts all).")
+
+
 class SessionDetail(BaseModel):
     agent_id: str
     session_id: str
@@ -656,3 +681,4 @@ class SessionDetail(BaseModel):
     turns: list[SessionTurn]
     sub_agents: list[SessionSubAgent]
     integrity: SessionIntegrity
+    history: SessionHistory = Field(description="Where the session's resent history diverged, if anywhere.")

@@ -142,13 +142,16 @@ FIELDS: dict[str, frozenset[str]] = {
     "AgentUsage": frozenset({"groups", "groups[].key", "groups[].usage", "groups[].turn_count", "total"}),
     "SessionDetail": frozenset(
         {"session_rungs", "first_seen", "last_seen", "turn_count", "total", "turns", "sub_agents",
-         "integrity"}
+         "integrity", "history"}
     ),
     "SessionTurn": frozenset({"turn", "started_at", "usage"}),
     "SessionSubAgent": frozenset(
         {"sub_agent_id", "agent_type", "parent_agent_id", "verified_traces", "traces", "usage"}
     ),
     "SessionIntegrity": frozenset({"traces", "verified_traces"}),
+    "SessionHistory": frozenset({"checked", "intact", "diverged", "divergences"}),
+    "SessionDivergence": frozenset({"turn", "started_at", "diverged_at", "findings"}),
+    "HistoryFinding": frozenset({"kind", "message_index", "description"}),
     "Card": frozenset(
         {
             "card_id",

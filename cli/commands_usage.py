@@ -6,6 +6,7 @@ calls have an unknown cost (a model not in the price table is never guessed)."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -26,6 +27,8 @@ ByOption = Annotated[str, typer.Option("--by", help="Group by day, model or sess
 SinceOption = Annotated[str | None, typer.Option(help="From this date or time (local if no zone).")]
 UntilOption = Annotated[str | None, typer.Option(help="Before this date or time.")]
 _GROUP_BYS = ("day", "model", "session")
+#: Session reads in flight at once for `smoltbot sessions`.
+_SESSION_READS = 8
 
 
 def _tokens(usage: dict[str, Any]) -> str:
@@ -59,6 +62,23 @@ def _call(context: Any, endpoint: str, **kwargs: Any) -> Any:
         raise agent_error(error, context) from None
 
 
+def _session_usages(context: Any, session_ids: list[str]) -> dict[str, Any]:
+    """{session_id: SessionDetail} of the listed sessions that have recorded calls: each read over
+    its own index range (GET /v1/sessions/{id}), a few at a time, never the usage of the agent's
+    whole history grouped by session (which grows with every session the agent ever had)."""
+    def one(session_id: str) -> tuple[str, Any]:
+        try:
+            return session_id, context.api.call("session", session_id=quote(session_id, safe=""),
+                                                params={"agent_id": context.agent_id})
+        except ApiError as error:
+            if error.status == 404 and error.reason == "SESSION_NOT_FOUND":
+                return session_id, None  # known to the Registry, no model call recorded (yet)
+            raise agent_error(error, context) from None
+
+    with ThreadPoolExecutor(max_workers=_SESSION_READS) as pool:
+        return {session_id: detail for session_id, detail in pool.map(one, session_ids) if detail is not None}
+
+
 @handles_errors
 def sessions_command(api: ApiOption = None, json_mode: JsonOption = False,
                      limit: Annotated[int, typer.Option("-n", "--limit", min=1, max=1000,
@@ -68,14 +88,12 @@ def sessions_command(api: ApiOption = None, json_mode: JsonOption = False,
     out = Output(json_mode)
     with agent_context(api) as context:
         sessions = _call(context, "agent_sessions", agent_id=context.agent_id, params={"limit": limit})
-        usage = _call(context, "agent_usage", agent_id=context.agent_id, params={"group_by": "session"})
-    def group_field(group: Any, name: str) -> Any:
-        return read_item(group, "AgentUsage", "groups", name)
-
-    groups = read(usage, "AgentUsage", "groups", [])
-    by_session = {group_field(group, "key"): group_field(group, "usage") for group in groups}
+        listed = [read_item(item, "SessionList", "items", "session_id")
+                  for item in read(sessions, "SessionList", "items", [])]
+        details = _session_usages(context, listed)
+    by_session = {key: read(detail, "SessionDetail", "total") for key, detail in details.items()}
     # Turns counted from the recorded calls (a user prompt starts one), not a client's report.
-    turns = {group_field(group, "key"): group_field(group, "turn_count") for group in groups}
+    turns = {key: read(detail, "SessionDetail", "turn_count") for key, detail in details.items()}
     items = read(sessions, "SessionList", "items", [])
     if json_mode:
         out.json([{**item, "usage": by_session.get(read_item(item, "SessionList", "items", "session_id")),
@@ -132,6 +150,7 @@ def session_command(session_id: SessionArgument, api: ApiOption = None,
         ("prompt cache", _cache(total)),
         ("cost", cost_text(total)),
         ("verified", f"{verified} / {traces}" if traces else "0"),
+        ("history", _history_text(read(session, schema, "history", {}))),
     ], title=f"Session {session_id}")
     turns = read(session, schema, "turns", [])
     if turns:
@@ -146,6 +165,32 @@ def session_command(session_id: SessionArgument, api: ApiOption = None,
         out.table(("sub-agent", "type", "parent", "calls", "verified", "tokens", "cost"),
                   [_sub_agent_row(agent) for agent in agents],
                   title="Sub-agents (counted in the totals above)")
+    divergences = read(read(session, schema, "history", {}), "SessionHistory", "divergences", [])
+    if divergences:
+        out.table(("turn", "call started", "message", "found"), [_divergence_row(d) for d in divergences],
+                  title="Where the history diverged (docs/evidence.md)")
+
+
+def _history_text(history: dict[str, Any]) -> Cell:
+    """"4 of 4 calls check out", or the diverged ones in red: the resent history checked against
+    the turns the gateway relayed."""
+    checked = int(read(history, "SessionHistory", "checked", 0))
+    if not checked:
+        return "not checked"
+    intact, diverged = (int(read(history, "SessionHistory", name, 0)) for name in ("intact", "diverged"))
+    text = f"{intact} of {checked} call{'s' if checked != 1 else ''} check out"
+    return styled(f"{text} · {diverged} diverged", "red") if diverged else text
+
+
+def _divergence_row(divergence: dict[str, Any]) -> list[Cell]:
+    def field(name: str, default: Any = None) -> Any:
+        return read(divergence, "SessionDivergence", name, default)
+
+    turn, at = field("turn"), field("diverged_at")
+    found = [f"{read(f, 'HistoryFinding', 'kind')} ({read(f, 'HistoryFinding', 'message_index')}): "
+             f"{read(f, 'HistoryFinding', 'description')}" for f in field("findings", [])[:3]]
+    return ["-" if turn is None else str(turn), local_time(field("started_at")),
+            "-" if at is None else str(at), styled("; ".join(found), "red")]
 
 
 def _sub_agent_row(agent: dict[str, Any]) -> list[Cell]:

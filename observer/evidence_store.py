@@ -49,10 +49,10 @@ from smoltbot.core.identity import load_hash_secret
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import Database, insert_ignoring_conflicts, utcnow
 from smoltbot.core.usage import API_ANTHROPIC_MESSAGES
-from smoltbot.observer.tables import chunks, evidence_cuts, evidence_history, exchanges
+from smoltbot.observer.tables import chunks, evidence_cuts, evidence_history, exchange_usage, exchanges
 
-__all__ = ["SESSION_MEMOS", "EvidenceJob", "EvidenceRow", "EvidenceStore", "LedgerRow", "SessionHistory",
-           "SessionLedger", "SessionMemo", "SessionMemos", "evidence_for"]
+__all__ = ["MAX_DIVERGENCES", "SESSION_MEMOS", "Divergence", "EvidenceJob", "EvidenceRow", "EvidenceStore",
+           "LedgerRow", "SessionHistory", "SessionLedger", "SessionMemo", "SessionMemos", "evidence_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,14 +97,32 @@ class EvidenceRow:
 
 
 @dataclass(frozen=True)
-class SessionHistory:
-    """A session's checks, for reads: where its history first diverged, and each check's findings."""
+class Divergence:
+    """One call of a session whose resent history diverged: its check as its traces carry it."""
 
-    checked: int
-    intact: int
-    diverged: int
-    #: (exchange_id, started_at, status, diverged_at, check JSON) of each diverged check, oldest first.
-    divergences: list[tuple[str, datetime, str, int | None, dict[str, Any]]]
+    exchange_id: str
+    started_at: datetime
+    #: The call's conversation turn (None: outside a turn, or its usage row is gone).
+    turn: int | None
+    #: The first index in the call's `messages` that did not happen.
+    diverged_at: int | None
+    #: The check's `findings`, `rewrites` and `notes` (trace JSON, `HistoryCheck` in trace.proto).
+    check: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SessionHistory:
+    """A session's history checks, for reads: how many were made, checked out or diverged, and
+    the calls whose check diverged (oldest first, at most `MAX_DIVERGENCES`)."""
+
+    checked: int = 0
+    intact: int = 0
+    diverged: int = 0
+    divergences: tuple[Divergence, ...] = ()
+
+
+#: Diverged calls a session read lists (all are counted).
+MAX_DIVERGENCES = 100
 
 
 @dataclass(frozen=True)
@@ -393,6 +411,8 @@ class EvidenceStore:
     # -- reads -------------------------------------------------------------------------------------
 
     async def session_history(self, agent_id: str, session_id: str) -> SessionHistory:
+        """The session's checks: the rows its calls wrote (the check each call's traces carry), so
+        a divergence here is the one its trace and the session page show."""
         async with self.db.read() as conn:
             counts = (await conn.execute(
                 sa.select(_h.status, sa.func.count())
@@ -400,18 +420,20 @@ class EvidenceStore:
                 .group_by(_h.status)
             )).all()
             diverged = (await conn.execute(
-                sa.select(_h.exchange_id, _h.started_at, _h.status,
-                          _h.diverged_at, _h.check_json)
+                sa.select(_h.exchange_id, _h.started_at, _h.diverged_at, _h.check_json,
+                          exchange_usage.c.conversation_turn)
+                .select_from(evidence_history.outerjoin(
+                    exchange_usage, exchange_usage.c.exchange_id == _h.exchange_id))
                 .where(_h.agent_id == agent_id, _h.session_id == session_id,
                        _h.status == "diverged")
-                .order_by(_h.started_at, _h.exchange_id).limit(100)
+                .order_by(_h.started_at, _h.exchange_id).limit(MAX_DIVERGENCES)
             )).all()
         by_status = {status: int(count) for status, count in counts}
         return SessionHistory(
             checked=by_status.get("intact", 0) + by_status.get("diverged", 0),
             intact=by_status.get("intact", 0), diverged=by_status.get("diverged", 0),
-            divergences=[(r.exchange_id, r.started_at, r.status, r.diverged_at, json.loads(r.check_json))
-                         for r in diverged])
+            divergences=tuple(Divergence(r.exchange_id, r.started_at, r.conversation_turn, r.diverged_at,
+                                         json.loads(r.check_json)) for r in diverged))
 
     async def agent_sessions(self, agent_id: str) -> tuple[int, int]:
         """(sessions checked, sessions whose history checks out: no check of theirs diverged)."""

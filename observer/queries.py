@@ -16,7 +16,7 @@ from smoltbot.core.ids import validate_agent_hash, validate_tool_use_id, validat
 from smoltbot.core.pagination import decode_page_token, next_page, page_size
 from smoltbot.core.settings import Settings
 from smoltbot.observer.enforcement import ENFORCEMENT_ACTIONS
-from smoltbot.observer.evidence_store import EvidenceStore
+from smoltbot.observer.evidence_store import EvidenceStore, SessionHistory
 from smoltbot.observer.integrity import Integrity
 from smoltbot.observer.providers import PROVIDERS
 from smoltbot.observer.record_kinds import TRACE_KINDS
@@ -70,7 +70,8 @@ class Queries:
         validate_agent_id(agent_id, required=True)
         return await EvidenceStore(self.store.db, self.settings).agent_sessions(agent_id)
 
-    async def session_usage(self, agent_id: str, session_id: str) -> SessionUsage:
+    async def session_usage(self, agent_id: str, session_id: str) -> tuple[SessionUsage, SessionHistory]:
+        """The session's usage, and its history checks (where its resent history diverged)."""
         validate_agent_id(agent_id)
         if not session_id:
             raise InvalidArgument("session_id", "is required")
@@ -85,7 +86,8 @@ class Queries:
         if found is None:
             raise NotFound(f"session {session_id!r} has no recorded model calls",
                            reason="SESSION_NOT_FOUND", session_id=session_id)
-        return found
+        history = await EvidenceStore(self.store.db, self.settings).session_history(agent_id, session_id)
+        return found, history
 
     async def list_traces(self, *, agent_id: str = "", session_id: str = "", verified: bool | None = None,
                           since: datetime | None = None, until: datetime | None = None, size: int = 0,

@@ -217,7 +217,7 @@ class ObserverServicer(observer_service_pb2_grpc.ObserverServiceServicer):
     @grpc_errors
     async def GetSessionUsage(self, request: pb.GetSessionUsageRequest,
                               context: grpc.aio.ServicerContext) -> pb.GetSessionUsageResponse:
-        return session_to_proto(await self._queries.session_usage(request.agent_id, request.session_id))
+        return session_to_proto(*await self._queries.session_usage(request.agent_id, request.session_id))
 
     @grpc_errors
     async def DeleteAgentData(self, request: pb.DeleteAgentDataRequest,

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from google.protobuf import json_format
+
 from smoltbot.core.protoconv import to_timestamp
+from smoltbot.observer.evidence_store import SessionHistory
 from smoltbot.observer.usage_store import SessionUsage, UsageSums
 from smoltbot.v1 import observer_service_pb2 as pb
 
-__all__ = ["session_to_proto", "usage_to_proto"]
+__all__ = ["history_to_proto", "session_to_proto", "usage_to_proto"]
 
 
 def usage_to_proto(sums: UsageSums) -> pb.UsageTotals:
@@ -17,7 +20,24 @@ def usage_to_proto(sums: UsageSums) -> pb.UsageTotals:
     )
 
 
-def session_to_proto(session: SessionUsage) -> pb.GetSessionUsageResponse:
+def history_to_proto(history: SessionHistory) -> pb.GetSessionUsageResponse.History:
+    """A session's history checks; each divergence's findings as its traces carry them (the check
+    JSON is the trace's `HistoryCheck` JSON: read into the same proto messages)."""
+    found = pb.GetSessionUsageResponse.History(checked=history.checked, intact=history.intact,
+                                               diverged=history.diverged)
+    for divergence in history.divergences:
+        message = found.divergences.add(exchange_id=divergence.exchange_id,
+                                        started_at=to_timestamp(divergence.started_at))
+        if divergence.turn is not None:
+            message.turn = divergence.turn
+        if divergence.diverged_at is not None:
+            message.diverged_at = divergence.diverged_at
+        json_format.ParseDict({k: divergence.check[k] for k in ("findings", "rewrites", "notes")
+                               if k in divergence.check}, message, ignore_unknown_fields=True)
+    return found
+
+
+def session_to_proto(session: SessionUsage, history: SessionHistory) -> pb.GetSessionUsageResponse:
     turns = []
     for turn in session.turns:
         message = pb.SessionTurn(started_at=to_timestamp(turn.started_at),
@@ -37,4 +57,5 @@ def session_to_proto(session: SessionUsage) -> pb.GetSessionUsageResponse:
             usage=usage_to_proto(agent.usage), traces=agent.traces, verified_traces=agent.verified_traces,
         ) for agent in session.sub_agents],
         traces=session.traces, verified_traces=session.verified_traces, violation_count=session.violations,
+        history=history_to_proto(history),
     )

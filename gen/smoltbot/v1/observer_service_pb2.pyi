@@ -687,6 +687,88 @@ Global___GetSessionUsageRequest: _TypeAlias = GetSessionUsageRequest  # noqa: Y0
 class GetSessionUsageResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class History(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        CHECKED_FIELD_NUMBER: _builtins.int
+        INTACT_FIELD_NUMBER: _builtins.int
+        DIVERGED_FIELD_NUMBER: _builtins.int
+        DIVERGENCES_FIELD_NUMBER: _builtins.int
+        checked: _builtins.int
+        """The session's calls whose history was checked, and of those, how many checked out and how
+        many diverged (a call without a session or not on the Messages API is not checked).
+        """
+        intact: _builtins.int
+        diverged: _builtins.int
+        @_builtins.property
+        def divergences(self) -> _containers.RepeatedCompositeFieldContainer[Global___GetSessionUsageResponse.Divergence]:
+            """The calls whose check diverged, oldest first (at most 100: `diverged` counts them all)."""
+
+        def __init__(
+            self,
+            *,
+            checked: _builtins.int = ...,
+            intact: _builtins.int = ...,
+            diverged: _builtins.int = ...,
+            divergences: _abc.Iterable[Global___GetSessionUsageResponse.Divergence] | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["checked", b"checked", "diverged", b"diverged", "divergences", b"divergences", "intact", b"intact"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class Divergence(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        EXCHANGE_ID_FIELD_NUMBER: _builtins.int
+        STARTED_AT_FIELD_NUMBER: _builtins.int
+        TURN_FIELD_NUMBER: _builtins.int
+        DIVERGED_AT_FIELD_NUMBER: _builtins.int
+        FINDINGS_FIELD_NUMBER: _builtins.int
+        REWRITES_FIELD_NUMBER: _builtins.int
+        NOTES_FIELD_NUMBER: _builtins.int
+        exchange_id: _builtins.str
+        """The call whose resent history diverged, when it started, and its conversation turn."""
+        turn: _builtins.int
+        diverged_at: _builtins.int
+        """The first index in that call's `messages` where the history stops being the one that
+        happened.
+        """
+        @_builtins.property
+        def started_at(self) -> _timestamp_pb2.Timestamp: ...
+        @_builtins.property
+        def findings(self) -> _containers.RepeatedCompositeFieldContainer[_trace_pb2.HistoryFinding]: ...
+        @_builtins.property
+        def rewrites(self) -> _containers.RepeatedCompositeFieldContainer[_trace_pb2.HistoryRewrite]: ...
+        @_builtins.property
+        def notes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+        def __init__(
+            self,
+            *,
+            exchange_id: _builtins.str = ...,
+            started_at: _timestamp_pb2.Timestamp | None = ...,
+            turn: _builtins.int | None = ...,
+            diverged_at: _builtins.int | None = ...,
+            findings: _abc.Iterable[_trace_pb2.HistoryFinding] | None = ...,
+            rewrites: _abc.Iterable[_trace_pb2.HistoryRewrite] | None = ...,
+            notes: _abc.Iterable[_builtins.str] | None = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _typing.Literal["_diverged_at", b"_diverged_at", "_turn", b"_turn", "diverged_at", b"diverged_at", "started_at", b"started_at", "turn", b"turn"]  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["_diverged_at", b"_diverged_at", "_turn", b"_turn", "diverged_at", b"diverged_at", "exchange_id", b"exchange_id", "findings", b"findings", "notes", b"notes", "rewrites", b"rewrites", "started_at", b"started_at", "turn", b"turn"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        _WhichOneofReturnType__diverged_at: _TypeAlias = _typing.Literal["diverged_at"]  # noqa: Y015
+        _WhichOneofArgType__diverged_at: _TypeAlias = _typing.Literal["_diverged_at", b"_diverged_at"]  # noqa: Y015
+        _WhichOneofReturnType__turn: _TypeAlias = _typing.Literal["turn"]  # noqa: Y015
+        _WhichOneofArgType__turn: _TypeAlias = _typing.Literal["_turn", b"_turn"]  # noqa: Y015
+        @_typing.overload
+        def WhichOneof(self, oneof_group: _WhichOneofArgType__diverged_at) -> _WhichOneofReturnType__diverged_at | None: ...
+        @_typing.overload
+        def WhichOneof(self, oneof_group: _WhichOneofArgType__turn) -> _WhichOneofReturnType__turn | None: ...
+
     AGENT_ID_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
     SESSION_RUNGS_FIELD_NUMBER: _builtins.int
@@ -699,6 +781,7 @@ class GetSessionUsageResponse(_message.Message):
     TRACES_FIELD_NUMBER: _builtins.int
     VERIFIED_TRACES_FIELD_NUMBER: _builtins.int
     VIOLATION_COUNT_FIELD_NUMBER: _builtins.int
+    HISTORY_FIELD_NUMBER: _builtins.int
     agent_id: _builtins.str
     session_id: _builtins.str
     turn_count: _builtins.int
@@ -722,6 +805,12 @@ class GetSessionUsageResponse(_message.Message):
     def turns(self) -> _containers.RepeatedCompositeFieldContainer[Global___SessionTurn]: ...
     @_builtins.property
     def sub_agents(self) -> _containers.RepeatedCompositeFieldContainer[Global___SessionSubAgent]: ...
+    @_builtins.property
+    def history(self) -> Global___GetSessionUsageResponse.History:
+        """Where the session's resent history diverged from the one the gateway relayed
+        (docs/evidence.md): the same checks the traces carry (ApTrace.evidence.history).
+        """
+
     def __init__(
         self,
         *,
@@ -737,10 +826,11 @@ class GetSessionUsageResponse(_message.Message):
         traces: _builtins.int = ...,
         verified_traces: _builtins.int = ...,
         violation_count: _builtins.int = ...,
+        history: Global___GetSessionUsageResponse.History | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen", b"first_seen", "last_seen", b"last_seen", "total", b"total"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen", b"first_seen", "history", b"history", "last_seen", b"last_seen", "total", b"total"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "first_seen", b"first_seen", "last_seen", b"last_seen", "session_id", b"session_id", "session_rungs", b"session_rungs", "sub_agents", b"sub_agents", "total", b"total", "traces", b"traces", "turn_count", b"turn_count", "turns", b"turns", "verified_traces", b"verified_traces", "violation_count", b"violation_count"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "first_seen", b"first_seen", "history", b"history", "last_seen", b"last_seen", "session_id", b"session_id", "session_rungs", b"session_rungs", "sub_agents", b"sub_agents", "total", b"total", "traces", b"traces", "turn_count", b"turn_count", "turns", b"turns", "verified_traces", b"verified_traces", "violation_count", b"violation_count"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
