@@ -16,6 +16,11 @@ SQLite specifics, because they decide whether concurrent writers work at all:
   for longer than the busy timeout. A write that cannot take the lock is retried, with backoff,
   for up to `lock_wait` (2 minutes) before it fails as `Unavailable`; since the lock is taken
   at BEGIN, before the block runs, the retry never repeats half a transaction.
+* A statement is one hand-off to the connection's thread (`_OneHandOffCursor`): aiosqlite's own
+  cursor makes four (create, execute, fetch, close), each a put on its queue, a wake of its
+  thread and a callback back to the event loop, all inside the write lock. The statement runs,
+  its rows are fetched and its cursor closed in the thread, in one go; SQLAlchemy reads the rows
+  from memory as it already did (it fetched them all right after executing).
 * A connection always rolls back before it closes (`_RollbackOnClose`): closed with a statement
   still unfinalized (its task cancelled mid-statement, SQLAlchemy then drops it by force),
   SQLite keeps it as a "zombie" until that statement is freed, open transaction and write lock
@@ -276,7 +281,8 @@ class _RollbackOnClose(sqlite3.Connection):
 
 
 class _StopOnce(aiosqlite.Connection):
-    """aiosqlite's connection, stopped at most once.
+    """aiosqlite's connection, stopped at most once, with cursors that run a statement in one
+    hand-off to its thread (`_OneHandOffCursor`).
 
     SQLAlchemy drops a connection whose task is cancelled mid-statement: a graceful `close()`,
     and `stop()` by force if that is cancelled too. aiosqlite's `close()` then stops the worker
@@ -296,6 +302,74 @@ class _StopOnce(aiosqlite.Connection):
         # collector ran, for a connection SQLAlchemy's pool let go of unclosed.
         if self._connection is not None:
             self.stop()
+
+    def cursor(self) -> _OneHandOffCursor:  # type: ignore[override]
+        # Each statement one hand-off to the thread (`_OneHandOffCursor`), not four.
+        return _OneHandOffCursor(self)
+
+
+def _run_statement(connection: aiosqlite.Connection, many: bool, sql: str,
+                   parameters: Any) -> tuple[Any, int, int | None, list[Any]]:
+    """In the connection's thread: a statement run, its rows fetched and its cursor closed."""
+    cursor = connection._conn.cursor()
+    try:
+        if many:
+            cursor.executemany(sql, parameters)
+        else:
+            cursor.execute(sql, parameters)
+        rows = cursor.fetchall() if cursor.description else []
+        # After the fetch: with RETURNING, SQLite counts the rows as they are stepped through.
+        return cursor.description, cursor.rowcount, cursor.lastrowid, rows
+    finally:
+        cursor.close()
+
+
+class _OneHandOffCursor:
+    """aiosqlite's cursor interface (what SQLAlchemy's adapter calls), with each statement one
+    hand-off to the connection's thread instead of four (see the module docstring). Its rows are
+    held in memory until read, as SQLAlchemy's adapter holds them anyway; `close` has nothing
+    left to do in the thread."""
+
+    def __init__(self, connection: aiosqlite.Connection) -> None:
+        self._connection = connection
+        self.description: Any = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+        self.arraysize = 1
+        self._rows: list[Any] = []
+
+    async def __aenter__(self) -> _OneHandOffCursor:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    async def _run(self, many: bool, sql: str, parameters: Any) -> _OneHandOffCursor:
+        in_thread: Any = self._connection._execute  # aiosqlite's queue to its thread (untyped)
+        self.description, self.rowcount, self.lastrowid, self._rows = await in_thread(
+            _run_statement, self._connection, many, sql, parameters)
+        return self
+
+    async def execute(self, sql: str, parameters: Any = None) -> _OneHandOffCursor:
+        return await self._run(False, sql, () if parameters is None else parameters)
+
+    async def executemany(self, sql: str, parameters: Any) -> _OneHandOffCursor:
+        return await self._run(True, sql, parameters)
+
+    async def fetchall(self) -> list[Any]:
+        rows, self._rows = self._rows, []
+        return rows
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        count = self.arraysize if size is None else size
+        rows, self._rows = self._rows[:count], self._rows[count:]
+        return rows
+
+    async def fetchone(self) -> Any:
+        return self._rows.pop(0) if self._rows else None
+
+    async def close(self) -> None:
+        self._rows = []
 
 
 def _aiosqlite_connect(database: str, **kwargs: Any) -> aiosqlite.Connection:
