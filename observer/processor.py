@@ -15,7 +15,7 @@ Three kinds of task share one in-memory pipeline:
 A Registry outage is nobody's fault: the exchange goes back to pending, its attempt refunded,
 after a growing pause shared by all exchanges. Any other failed step is retried with
 exponential backoff; after `observer_max_attempts` tries the exchange is stored as a
-`processing_failed` trace naming the step and the error. Nothing is dropped.
+`processing_failed` trace naming the step and the error (`observer.attempts`). Nothing is dropped.
 """
 
 from __future__ import annotations
@@ -26,25 +26,20 @@ import logging
 import uuid
 from collections.abc import Callable
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from google.protobuf.message import DecodeError
-
 from smoltbot.core.errors import Unavailable
-from smoltbot.core.outcomes import ExchangeOutcome
 from smoltbot.core.pricing import PriceTable, load_price_table
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import utcnow
-from smoltbot.observer import accounting, pipeline, record_kinds
+from smoltbot.observer import accounting, attempts, pipeline, record_kinds
 from smoltbot.observer.accounting import facts_of
 from smoltbot.observer.analyzers import Analyzer
+from smoltbot.observer.attempts import ExchangeContext, StepFailed, UnprovenCredential
 from smoltbot.observer.cpu_pool import CpuPool, default_workers
 from smoltbot.observer.evidence_stage import EvidenceStage
-from smoltbot.observer.extraction import Extraction
 from smoltbot.observer.pipeline import Job, JobResult
-from smoltbot.observer.providers import empty_extraction
 from smoltbot.observer.queue import (
     ClaimedExchange,
     ExchangeQueue,
@@ -55,8 +50,6 @@ from smoltbot.observer.queue import (
 )
 from smoltbot.observer.records import records_of
 from smoltbot.observer.registry_client import RegistryClient, RegistryError, RegistryUnavailable
-from smoltbot.observer.trace_builder import build_traces
-from smoltbot.v1 import exchange_pb2
 
 __all__ = ["Processor"]
 
@@ -68,42 +61,7 @@ _BIG_PAYLOAD = 512 * 1024
 _POOL_BATCH = 16
 #: Payload bytes held in memory at once (a request body may be 32 MiB); one exchange always fits.
 _MAX_HELD_BYTES = 128 * 1024 * 1024
-_RETRY_BASE, _RETRY_MAX = 0.5, 60.0
 _REGISTRY_BASE, _REGISTRY_MAX = 0.2, 5.0
-
-
-class _UnprovenCredential(Exception):
-    """The upstream never answered the call (unreachable, or the client left first), so its
-    credential is unproven, and no agent has it yet: the call must not create one."""
-
-
-class _StepFailed(Exception):
-    def __init__(self, step: str, error: BaseException | str) -> None:
-        detail = error if isinstance(error, str) else f"{type(error).__name__}: {error}"
-        super().__init__(f"{step}: {detail}")
-        self.step = step
-
-
-@dataclass
-class _Context:
-    """What is known of an exchange as processing goes, for the failure trace."""
-
-    item: ClaimedExchange
-    exchange: exchange_pb2.Exchange | None = None
-    agent_id: str = ""
-    session_id: str | None = None
-    card: dict[str, Any] | None = None
-    missing: tuple[str, ...] = ()
-    #: When the call started (else ended; else when stored): the card's time, and the evidence's.
-    call_at: datetime | None = None
-
-    def decoded(self) -> exchange_pb2.Exchange | None:
-        if self.exchange is None:
-            try:
-                self.exchange = pipeline.decode(self.item.payload)
-            except DecodeError:
-                return None
-        return self.exchange
 
 
 class Processor:
@@ -307,7 +265,7 @@ class Processor:
                 raise
             except Exception as error:
                 logger.exception("processing %d exchanges crashed", len(batch))
-                results = [self._retry(item, _StepFailed("process", error)) for item in batch]
+                results = [attempts.retry(item, StepFailed("process", error)) for item in batch]
             self._results.extend(results)
             self._results_ready.set()
             # Let intake, the writer and gRPC run between batches: with work queued, get() and
@@ -321,9 +279,9 @@ class Processor:
 
     async def _process_batch(self, items: list[ClaimedExchange]) -> list[Finished | Retry]:
         results: dict[str, Finished | Retry] = {}
-        ready: list[tuple[_Context, Job]] = []
+        ready: list[tuple[ExchangeContext, Job]] = []
         for item in items:
-            context = _Context(item)
+            context = ExchangeContext(item)
             try:
                 kind = self._kind_of(context)
                 if kind == record_kinds.AUTH_REJECTED:
@@ -336,11 +294,11 @@ class Processor:
                     results[item.exchange_id] = self._inline_record(context, job)
                     continue
                 ready.append((context, job))
-            except _UnprovenCredential:
+            except UnprovenCredential:
                 results[item.exchange_id] = self._unproven(context)
             except RegistryUnavailable as error:
                 results[item.exchange_id] = self._registry_retry(item, error)
-            except _StepFailed as error:
+            except StepFailed as error:
                 results[item.exchange_id] = self._failed_step(context, error)
         if ready and self._evidence.enabled:
             contexts = {context.item.exchange_id: context for context, _ in ready}
@@ -353,7 +311,7 @@ class Processor:
                 item = context.item
                 if result.step:
                     results[item.exchange_id] = self._failed_step(
-                        context, _StepFailed(result.step, result.error)
+                        context, StepFailed(result.step, result.error)
                     )
                     continue
                 self._registry_down_since = None
@@ -368,7 +326,7 @@ class Processor:
                                                      job.session_id, stored, facts=facts)
         return [results[item.exchange_id] for item in items]
 
-    def _kind_of(self, context: _Context) -> str:
+    def _kind_of(self, context: ExchangeContext) -> str:
         """The exchange's record kind, as intake stored it; read from the payload for rows stored
         before kinds existed (an undecodable payload goes the decision way and fails there)."""
         if context.item.record_kind:
@@ -376,41 +334,27 @@ class Processor:
         exchange = context.decoded()
         return record_kinds.exchange_kind(exchange) if exchange is not None else record_kinds.DECISION
 
-    def _auth_rejected(self, context: _Context) -> Finished:
-        """The upstream refused the credential: no agent, no trace, only the count (the row's
-        record_kind, `Store.record_counts`) and a note on the exchange row."""
-        item = context.item
-        exchange = context.decoded()
-        status = exchange.response.status if exchange is not None else 0
+    def _auth_rejected(self, context: ExchangeContext) -> Finished:
         self.auth_rejected += 1
-        logger.info("exchange %s: upstream answered %d; the credential was refused: no agent, no trace",
-                    item.exchange_id, status)
-        return Finished(item.exchange_id, item.agent_hash, "", None, [],
-                        error=f"not traced: the upstream answered {status} (credential refused)")
+        return attempts.auth_rejected(context)
 
-    def _unproven(self, context: _Context) -> Finished:
-        """No upstream answered the call and no agent has its credential: like a refused
-        credential, no agent, no trace, only the count and a note on the exchange row."""
-        item = context.item
+    def _unproven(self, context: ExchangeContext) -> Finished:
         self.unproven += 1
-        logger.info("exchange %s: the upstream never answered and no agent has this credential: "
-                    "no agent, no trace", item.exchange_id)
-        return Finished(item.exchange_id, item.agent_hash, "", None, [],
-                        error="not traced: the upstream never answered, and no agent has this credential")
+        return attempts.unproven(context)
 
-    def _inline_record(self, context: _Context, job: Job) -> Finished | Retry:
+    def _inline_record(self, context: ExchangeContext, job: Job) -> Finished | Retry:
         """API activity, or a minimal record (the gateway could not capture the full exchange):
         one trace built here from the exchange's envelope, without reading bodies."""
         item = context.item
         exchange = context.decoded()
         if exchange is None:
-            return self._failed_step(context, _StepFailed("decode", "the stored exchange cannot be decoded"))
+            return self._failed_step(context, StepFailed("decode", "the stored exchange cannot be decoded"))
         try:
             built = records_of(exchange, agent_id=job.agent_id, session_id=job.session_id, card=job.card,
                                observed_at=job.observed_at, store_reasoning=self.settings.store_reasoning,
                                missing=list(job.missing))
         except Exception as error:  # noqa: BLE001 - a failed step, retried like any other
-            return self._failed_step(context, _StepFailed("build record", error))
+            return self._failed_step(context, StepFailed("build record", error))
         self._registry_down_since = None
         # A model call the gateway could not capture whole (a minimal record) still counts the
         # tokens its reply reported.
@@ -419,12 +363,12 @@ class Processor:
         return Finished(item.exchange_id, item.agent_hash, job.agent_id, job.session_id,
                         [StoredTrace(trace) for trace in built], facts=facts)
 
-    async def _prepare(self, context: _Context) -> Job:
+    async def _prepare(self, context: ExchangeContext) -> Job:
         """Agent, session and card of an exchange (the Registry's part), as a job to compute."""
         item = context.item
         if item.attempts > self.settings.observer_max_attempts:
             # Every attempt got through processing but its result could not be stored.
-            raise _StepFailed("store traces", item.last_error or "the traces could not be stored")
+            raise StepFailed("store traces", item.last_error or "the traces could not be stored")
         agent_id = item.agent_id
         if not agent_id:
             exchange = context.decoded()
@@ -437,7 +381,7 @@ class Processor:
             agent_id = await self._registry_step(
                 "resolve agent", self.registry.agent_id_for(item.agent_hash, create=answered))
             if not agent_id:
-                raise _UnprovenCredential
+                raise UnprovenCredential
         context.agent_id = agent_id
         session_id = item.session_id
         if session_id is None:
@@ -460,7 +404,7 @@ class Processor:
                    payload=item.payload, store_reasoning=self.settings.store_reasoning, observed_at=utcnow(),
                    missing=context.missing)
 
-    async def _call_time(self, context: _Context) -> datetime:
+    async def _call_time(self, context: ExchangeContext) -> datetime:
         """The time whose card applies to the exchange: when the call started (else ended; else,
         for an exchange that says neither, when intake stored it). Stable across attempts, so
         processing an exchange again checks it against the same card."""
@@ -529,7 +473,7 @@ class Processor:
         except Unavailable as error:
             raise RegistryUnavailable(str(error)) from error
         except Exception as error:
-            raise _StepFailed(step, error) from error
+            raise StepFailed(step, error) from error
 
     def _registry_retry(self, item: ClaimedExchange, error: RegistryUnavailable) -> Retry:
         # The pause grows with the outage (half its length so far), not with the number of
@@ -542,69 +486,9 @@ class Processor:
         logger.warning("registry unavailable; exchange %s stays pending (%s)", item.exchange_id, error)
         return Retry(item.exchange_id, utcnow() + timedelta(seconds=delay), str(error), counted=False)
 
-    def _failed_step(self, context: _Context, error: _StepFailed) -> Finished | Retry:
-        if context.item.attempts >= self.settings.observer_max_attempts:
-            return self._failure(context, error)
-        return self._retry(context.item, error)
-
-    def _retry(self, item: ClaimedExchange, error: _StepFailed) -> Retry:
-        delay = min(_RETRY_MAX, _RETRY_BASE * 2 ** max(0, item.attempts - 1))
-        logger.warning("exchange %s attempt %d failed (%s); retrying in %.1fs",
-                       item.exchange_id, item.attempts, error, delay)
-        return Retry(item.exchange_id, utcnow() + timedelta(seconds=delay), str(error))
-
-    def _failure(self, context: _Context, error: _StepFailed) -> Finished | Retry:
-        """The exchange as one processing_failed trace that says what failed."""
-        item = context.item
-        detail = f"processing failed after {item.attempts} attempts at step '{error.step}': {error}"
-        logger.error("exchange %s: %s", item.exchange_id, detail)
-        exchange = context.decoded()
-        if not context.agent_id:
-            context.agent_id = item.agent_id or (exchange.agent_id if exchange is not None else "")
-        failed = ExchangeOutcome.PROCESSING_FAILED
-        extraction = Extraction(outcome=failed, error_type=failed,
-                                error_message=detail)
-        if exchange is not None:
-            extraction = empty_extraction(exchange.provider, exchange.request.method, exchange.request.path,
-                                          outcome=failed, error_type=failed, error_message=detail)
-            extraction.http_status = exchange.response.status
-            extraction.streamed = exchange.response.streamed
-        extraction.missing.append(detail)
-        last: Exception | None = None
-        for card in (context.card or {}, {}):
-            try:
-                built = build_traces(
-                    exchange_id=item.exchange_id,
-                    agent_id=context.agent_id,
-                    session_id=context.session_id,
-                    card=card,
-                    extraction=extraction,
-                    analyses=None,
-                    exchange_started_at=pipeline.time_of(exchange.timings, "started_at")
-                    if exchange
-                    else None,
-                    exchange_ended_at=pipeline.time_of(exchange.timings, "ended_at") if exchange else None,
-                    observed_at=utcnow(),
-                    conversation_turn=None,
-                    store_reasoning=self.settings.store_reasoning,
-                    analyzer_name="local",
-                    outcome=failed,
-                    outcome_detail=detail,
-                    http_status=exchange.response.status if exchange is not None else 0,
-                    environment=pipeline.environment_of(exchange) if exchange is not None else None,
-                )
-            except Exception as build_error:  # noqa: BLE001 - the card itself may be what breaks
-                last = build_error
-                continue
-            if exchange is not None and not record_kinds.is_model_call(
-                    exchange.request.method, exchange.request.path, exchange.provider):
-                # A failure to record API activity is still not a decision.
-                for trace in built:
-                    trace["observation"]["record_kind"] = record_kinds.ACTIVITY
-            return Finished(item.exchange_id, item.agent_hash, context.agent_id, context.session_id,
-                            [StoredTrace(trace) for trace in built], failed=True, error=detail)
-        # Not even a failure trace could be built: keep the exchange and keep trying.
-        return self._retry(item, _StepFailed("build failure trace", last or error))
+    def _failed_step(self, context: ExchangeContext, error: StepFailed) -> Finished | Retry:
+        return attempts.failed_step(context, error, max_attempts=self.settings.observer_max_attempts,
+                                    store_reasoning=self.settings.store_reasoning)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -657,13 +541,13 @@ class Processor:
         # The traces could not be stored: the exchange is tried again (and counted), so after
         # max attempts it becomes a small processing_failed trace instead.
         held = self._held.get(result.exchange_id)
-        attempts = held.attempts if held is not None else 1
-        error = _StepFailed("store traces", RuntimeError("the database refused the traces; see the log"))
+        tries = held.attempts if held is not None else 1
+        error = StepFailed("store traces", RuntimeError("the database refused the traces; see the log"))
         if isinstance(result, Retry):
             return result
         return Retry(
             result.exchange_id,
-            utcnow() + timedelta(seconds=min(_RETRY_MAX, _RETRY_BASE * 2**attempts)),
+            utcnow() + timedelta(seconds=min(attempts.RETRY_MAX, attempts.RETRY_BASE * 2**tries)),
             str(error),
         )
 
