@@ -116,6 +116,7 @@ class ServerProbe:
         from sqlalchemy import event
 
         event.listen(observer.components.queue.db.engine.sync_engine, "before_cursor_execute", statement)
+        self.timeline = Timeline(observer)
         self._task = asyncio.create_task(self._watch_loop())
 
     def _count(self, what: str) -> None:
@@ -128,9 +129,9 @@ class ServerProbe:
             await asyncio.sleep(0.005)
             self.loop_lags.setdefault(self.phase, []).append(time.perf_counter() - began - 0.005)
 
-    def summary(self) -> dict[str, dict[str, float]]:
+    def summary(self) -> dict[str, Any]:
         self._task.cancel()
-        out: dict[str, dict[str, float]] = {}
+        out: dict[str, Any] = {}
         for phase in {*self.drift_writes, *self.loop_lags, *self.counts}:
             writes = sorted(self.drift_writes.get(phase, [])) or [0.0]
             lags = sorted(self.loop_lags.get(phase, [])) or [0.0]
@@ -143,7 +144,119 @@ class ServerProbe:
                 "loop_lag_max_ms": lags[-1] * 1000,
                 **self.counts.get(phase, {}),
             }
+        out.setdefault("visibility", {})["timeline"] = self.timeline.stamps
+        out["visibility"]["transactions"] = self.timeline.transactions.get("visibility", [])
         return out
+
+
+#: The steps of an exchange's way through the Observer that `Timeline` stamps, in order.
+STEPS = ("received", "stored_start", "stored", "leased", "picked", "analysed", "write_start",
+         "write_locked", "committed")
+#: Functions whose write transactions `Timeline` names (the first one found up the stack).
+WRITERS = ("insert_and_hand_over", "claim", "finish", "renew", "release", "write", "feed", "write_pass",
+           "_write_pass", "sweep", "report_execution")
+
+
+class Timeline:
+    """Wall-clock stamps (time.time(), the load's clock too) of each exchange's steps in the
+    services: received by intake (the gRPC message parsed), its intake transaction asked for and
+    committed, leased (handed over or claimed), picked up by a worker, analysed (result ready),
+    its result write asked for, holding the write lock, committed. And every write transaction
+    (`Database.begin`): which function asked for it, when, when it held the lock, when it ended."""
+
+    def __init__(self, observer: Any) -> None:
+        import sys
+        from contextlib import asynccontextmanager
+
+        self.phase = "start"
+        self.stamps: dict[str, dict[str, float]] = {}
+        #: Per phase: (writer, asked, locked, ended) of each write transaction.
+        self.transactions: dict[str, list[tuple[str, float, float, float]]] = {}
+        parts = observer.components
+        intake, queue, processor = parts.intake, parts.queue, parts.processor
+        db = queue.db
+
+        def stamp(ids: Any, step: str, at: float | None = None) -> None:
+            if self.phase != "visibility":
+                return
+            at = time.time() if at is None else at
+            for exchange_id in ids:
+                self.stamps.setdefault(exchange_id, {}).setdefault(step, at)
+
+        submit = intake.submit_exchange
+
+        def timed_submit(exchange: Any) -> Any:
+            stamp([exchange.exchange_id.lower()], "received")
+            return submit(exchange)
+
+        intake.submit_exchange = timed_submit
+        insert = queue.insert_and_hand_over
+
+        async def timed_insert(rows: Any) -> Any:
+            ids = [row.exchange_id for row in rows]
+            stamp(ids, "stored_start")
+            result = await insert(rows)
+            stamp(ids, "stored")
+            return result
+
+        queue.insert_and_hand_over = timed_insert
+        adopt = processor.adopt
+
+        def timed_adopt(items: Any) -> None:
+            stamp([item.exchange_id for item in items], "leased")
+            adopt(items)
+
+        processor.adopt = timed_adopt
+        claim = queue.claim
+
+        async def timed_claim(*args: Any, **kwargs: Any) -> Any:
+            claimed = await claim(*args, **kwargs)
+            stamp([item.exchange_id for item in claimed], "leased")
+            return claimed
+
+        queue.claim = timed_claim
+        process = processor._process_batch
+
+        async def timed_process(items: Any) -> Any:
+            stamp([item.exchange_id for item in items], "picked")
+            results = await process(items)
+            stamp([item.exchange_id for item in items], "analysed")
+            return results
+
+        processor._process_batch = timed_process
+        finish = queue.finish
+
+        async def timed_finish(owner: str, done: Any, retries: Any) -> Any:
+            ids = [item.exchange_id for item in done]
+            stamp(ids, "write_start")
+            self._finishing = ids
+            report = await finish(owner, done, retries)
+            stamp(ids, "committed")
+            return report
+
+        queue.finish = timed_finish
+        self._finishing: list[str] = []
+        begin = db.begin
+
+        @asynccontextmanager
+        async def timed_begin() -> Any:
+            frame = sys._getframe(2)
+            writer = "other"
+            while frame is not None:
+                if frame.f_code.co_name in WRITERS and "contextlib" not in frame.f_code.co_filename:
+                    writer = frame.f_code.co_name
+                    break
+                frame = frame.f_back  # type: ignore[assignment]
+            asked = time.time()
+            phase = self.phase
+            async with begin() as conn:
+                locked = time.time()
+                if writer == "finish":
+                    stamp(self._finishing, "write_locked", locked)
+                yield conn
+            self.transactions.setdefault(phase, []).append((writer, asked, locked, time.time()))
+
+        db.begin = timed_begin
 
 
 async def serve(database_url: str, registry_port: int, observer_port: int, profile: str) -> None:
@@ -178,7 +291,7 @@ async def serve(database_url: str, registry_port: int, observer_port: int, profi
             line = await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
             if not line.startswith("phase "):
                 break
-            probe.phase = line.split()[1]
+            probe.phase = probe.timeline.phase = line.split()[1]
     finally:
         print("stats " + json.dumps(probe.summary()), flush=True)
         if profiler is not None:
@@ -459,8 +572,12 @@ class Load:
         unseen = len(sent) - len(set(sent) & set(seen))
         if unseen:
             print(f"  {unseen} of {len(sent)} traces not visible 10 s after the last send", flush=True)
-        result = {"count": len(delays), "unseen": unseen, "p50_ms": statistics.median(delays),
-                  "p95_ms": delays[int(0.95 * (len(delays) - 1))], "max_ms": delays[-1]}
+        result: dict[str, Any] = {
+            "count": len(delays), "unseen": unseen, "p50_ms": statistics.median(delays),
+            "p95_ms": delays[int(0.95 * (len(delays) - 1))], "max_ms": delays[-1],
+            # Wall-clock send and sight of each exchange, for the services' timeline (`steps`).
+            "sent_wall": {key: at.timestamp() for key, at in sent_at.items()},
+            "seen_wall": {key: sent_at[key].timestamp() + (seen[key] - sent[key]) for key in seen}}
         # Where the time went, from the exchange rows' own stamps (same clock as sent_at): sent
         # to stored by intake, stored to the start of the transaction that wrote its traces, and
         # from there to the poll that saw it.
@@ -701,6 +818,59 @@ def services(figures: dict[str, float], phase: str) -> str:
             f"{figures.get('drift_passes', 0)} ({figures.get('drift_passes_empty', 0)} found nothing)")
 
 
+#: The segments of an exchange's visibility delay (`steps`): from one stamp to the next.
+SEGMENTS = (("grpc", "sent", "received"), ("intake wait", "received", "stored_start"),
+            ("intake tx", "stored_start", "stored"), ("to lease", "stored", "leased"),
+            ("worker wait", "leased", "picked"), ("analyse", "picked", "analysed"),
+            ("writer wait", "analysed", "write_start"), ("lock wait", "write_start", "write_locked"),
+            ("write hold", "write_locked", "committed"), ("poll", "committed", "seen"))
+
+
+def steps(visibility: dict[str, Any]) -> str:
+    """Where each exchange's visibility delay went, from the services' `Timeline` and the load's
+    send and sight times: p50/p95 of each segment in ms, the same for the slowest 5 % alone
+    (their mean), and the write transactions at the rate (count, lock wait and hold p50/p95 in
+    ms, share of the time the write lock was held) per function that asked for them."""
+    timeline: dict[str, dict[str, float]] = visibility.get("timeline") or {}
+    sent, seen = visibility.get("sent_wall") or {}, visibility.get("seen_wall") or {}
+    rows = []
+    for key, at in sent.items():
+        stamps = {**timeline.get(key, {}), "sent": at}
+        if key in seen:
+            stamps["seen"] = seen[key]
+        if all(step in stamps for step in ("sent", "seen")):
+            rows.append(stamps)
+    if not rows:
+        return "no timeline"
+    rows.sort(key=lambda stamps: stamps["seen"] - stamps["sent"])
+    tail = rows[int(0.95 * (len(rows) - 1)):]
+    parts = []
+    for name, start, end in SEGMENTS:
+        values = sorted((stamps[end] - stamps[start]) * 1000 for stamps in rows
+                        if start in stamps and end in stamps)
+        tail_values = [(stamps[end] - stamps[start]) * 1000 for stamps in tail
+                       if start in stamps and end in stamps]
+        if values:
+            parts.append(f"{name} {statistics.median(values):.1f}/{values[int(0.95 * (len(values) - 1))]:.1f}"
+                         f" (tail {statistics.mean(tail_values) if tail_values else 0:.1f})")
+    text = "segments p50/p95 (slowest 5 %: mean) ms: " + ", ".join(parts)
+    transactions = visibility.get("transactions") or []
+    if transactions:
+        span = max(t[3] for t in transactions) - min(t[1] for t in transactions)
+        by_writer: dict[str, list[Any]] = {}
+        for writer, asked, locked, ended in transactions:
+            by_writer.setdefault(writer, []).append(((locked - asked) * 1000, (ended - locked) * 1000))
+        lines = []
+        for writer, values in sorted(by_writer.items(), key=lambda item: -len(item[1])):
+            waits, holds = sorted(v[0] for v in values), sorted(v[1] for v in values)
+            lines.append(f"{writer} {len(values)}: wait {statistics.median(waits):.1f}/"
+                         f"{waits[int(0.95 * (len(waits) - 1))]:.1f}, hold {statistics.median(holds):.1f}/"
+                         f"{holds[int(0.95 * (len(holds) - 1))]:.1f}")
+        held = sum(t[3] - t[2] for t in transactions) / span if span > 0 else 0.0
+        text += f"; write transactions at the rate (lock held {held:.0%} of the time): " + "; ".join(lines)
+    return text
+
+
 def breakdown(visibility: dict[str, float]) -> str:
     """The visibility delay's parts, p50/p95 in ms."""
     return ", ".join(f"{part} {visibility[part + '_p50_ms']:.0f}/{visibility[part + '_p95_ms']:.0f}"
@@ -728,6 +898,7 @@ def compare(args: argparse.Namespace) -> None:
                           f"{v['p50_ms']:.0f} p95 {v['p95_ms']:.0f} ms ({breakdown(v)}); "
                           f"{services(t, 'saturated')}; {services(v, 'at the rate')}; "
                           f"load {result['load']:.1f}", flush=True)
+                    print(f"  {name} timeline at the rate: {steps(v)}", flush=True)
 
             print(f"{backend}: this / baseline (medians of {args.rounds} interleaved rounds, baseline "
                   f"{args.baseline}):")
@@ -794,6 +965,7 @@ def main() -> None:
             f"{services(t, 'saturated')}; {services(v, 'at the rate')}",
             flush=True,
         )
+        print(f"  timeline at the rate: {steps(v)}", flush=True)
     text = section(results, args)
     print(text)
     if not args.no_docs:
