@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from smoltbot.core.errors import InvalidArgument
 from smoltbot.core.ids import MAX_SESSION_ID_LENGTH, new_session_id, validate_agent_hash, validate_agent_id
 from smoltbot.core.pagination import decode_page_token, next_page, page_size
-from smoltbot.core.storage import Database
+from smoltbot.core.storage import Database, UTCDateTime
 from smoltbot.registry import store
 from smoltbot.registry.agents import Agents
 from smoltbot.registry.store import Session, SessionSource, SessionStatus
@@ -173,11 +173,11 @@ class Sessions:
         query = (sa.select(_sessions).where(_sessions.c.agent_id == agent_id)
                  .order_by(_sessions.c.last_activity_at.desc(), _sessions.c.session_id.desc()))
         if after is not None:
+            # One row-value comparison: a range of ix_sessions_agent_activity from the cursor on
+            # (spelt as an OR, both databases read the agent's sessions from the start to find it).
             active, session_id = after
-            query = query.where(sa.or_(
-                _sessions.c.last_activity_at < active,
-                sa.and_(_sessions.c.last_activity_at == active, _sessions.c.session_id < session_id),
-            ))
+            key = sa.tuple_(_sessions.c.last_activity_at, _sessions.c.session_id)
+            query = query.where(key < sa.tuple_(sa.literal(active, UTCDateTime()), sa.literal(session_id)))
         async with self._db.read() as conn:
             await store.require_agent(conn, agent_id)
             rows = (await conn.execute(query.limit(limit + 1))).all()
