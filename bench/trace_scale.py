@@ -1,7 +1,7 @@
 """Reads as traces grow, and retention while intake goes on.
 
     python bench/trace_scale.py [--sizes 10000,2000000] [--backends sqlite,postgresql] [--agents 200]
-                                [--samples 200] [--no-docs] [--results FILE]
+                                [--samples 200] [--no-retention] [--no-docs] [--results FILE]
     python bench/trace_scale.py --docs-from FILE,FILE   (the docs from runs made apart, e.g. one
                                                          per backend at the same time)
 
@@ -20,12 +20,14 @@ that alternate between the sizes (all loaded and served at once, so the machine'
 weighs on each alike): the agent page
 (`GET /agents/{id}`, every backend call the dashboard makes), `GET /v1/traces?limit=50` (first
 page), the page after 20 pages by cursor, `GET /v1/integrity/{id}`, a session
-(`GET /v1/sessions/{id}?agent_id=`).
+(`GET /v1/sessions/{id}?agent_id=`), what `smoltbot sessions -n 10` asks (the sessions list, then
+each listed session), and, for comparison, what it asked before: the agent's usage grouped by
+session over its whole history (`GET /v1/agents/{id}/usage?group_by=session`).
 
-Retention, on the largest size only: the oldest month of twelve is past the cards' 330 days.
-Intake is offered at a fixed rate over one Ingest stream (real exchanges, processed by the
-observer as usual) for as long as the retention pass runs, and for as long again without it;
-acked exchanges per second and ack latency are compared.
+Retention, on the largest size only (unless `--no-retention`): the oldest month of twelve is
+past the cards' 330 days. Intake is offered at a fixed rate over one Ingest stream (real
+exchanges, processed by the observer as usual) for as long as the retention pass runs, and for as
+long again without it; acked exchanges per second and ack latency are compared.
 
 Prints the figures and rewrites the "Traces at scale" section of docs/benchmarks.md.
 """
@@ -82,6 +84,8 @@ _LOADED = (*_TABLES, "sessions")
 #: 10,000 traces already (50 calls each over 200 agents), so a page view does the same work at
 #: every size and the ratio measures the table's size alone.
 _SESSION_CALLS = 5
+#: Sessions `smoltbot sessions` lists in the benchmark (`-n`): the ten every agent has at each size.
+_LISTED_SESSIONS = 10
 CARD = {
     "card_version": "unified/2026-04-26", "autonomy_mode": "observe", "integrity_mode": "observe",
     "principal": {"type": "human", "identifier": "ops@example.com", "relationship": "delegated_authority"},
@@ -405,7 +409,32 @@ async def measure_reads(stack: Stack, agents: list[tuple[str, str]], size: int, 
                 number = rng.randrange(max(1, per_agent // _SESSION_CALLS))
                 sessions.append(f"/v1/sessions/sess-{agent}-{number}?agent_id={agent}")
             figures["session read"] = await _timed(client, sessions)
+            listed = some(samples)
+            figures["`smoltbot sessions` (list + each session)"] = [
+                await _sessions_command(client, agent) for agent in listed]
+            # What `smoltbot sessions` read before: the agent's usage over its whole history, by session.
+            figures["usage by session (all history)"] = await _timed(
+                client, [f"/v1/agents/{agent}/usage?group_by=session" for agent in listed])
     return figures
+
+
+async def _sessions_command(client: httpx.AsyncClient, agent_id: str) -> float:
+    """Milliseconds for what `smoltbot sessions -n 10` asks the API (cli/commands_usage.py): the
+    ten most recent sessions, then each one's usage, at most 8 at a time."""
+    started = time.perf_counter()
+    listed = await client.get(f"/v1/agents/{agent_id}/sessions", params={"limit": _LISTED_SESSIONS})
+    if listed.status_code != 200:
+        raise SystemExit(f"sessions of {agent_id}: HTTP {listed.status_code} {listed.text[:300]}")
+    gate = asyncio.Semaphore(8)
+
+    async def one(session_id: str) -> None:
+        async with gate:
+            response = await client.get(f"/v1/sessions/{session_id}", params={"agent_id": agent_id})
+            if response.status_code != 200:
+                raise SystemExit(f"session {session_id}: HTTP {response.status_code} {response.text[:300]}")
+
+    await asyncio.gather(*(one(item["session_id"]) for item in listed.json()["items"]))
+    return (time.perf_counter() - started) * 1000
 
 
 async def _intake(stack: Stack, agents: list[tuple[str, str]], rate: float, stop: asyncio.Event
@@ -488,7 +517,7 @@ async def _setup(backend: str, size: int, agents_count: int, postgres: Any) -> d
 
 
 async def run(backend: str, sizes: list[int], agents_count: int, samples: int, rate: float, rounds: int,
-              postgres: Any) -> list[dict[str, Any]]:
+              postgres: Any, retention: bool = True) -> list[dict[str, Any]]:
     """Every size loaded and served at once; reads measured in interleaved rounds (the machine's
     load then weighs on every size alike); retention on the largest."""
     setups: list[dict[str, Any]] = []
@@ -510,7 +539,8 @@ async def run(backend: str, sizes: list[int], agents_count: int, samples: int, r
                                for name, values in times.items()}
             results.append(result)
         largest = setups[-1]
-        results[-1]["retention"] = await measure_retention(largest["stack"], largest["agents"], rate)
+        if retention:
+            results[-1]["retention"] = await measure_retention(largest["stack"], largest["agents"], rate)
         for result in results:
             print(json.dumps(result), flush=True)
         return results
@@ -624,6 +654,7 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0,
                         help="intake offered during the retention run (/s)")
     parser.add_argument("--rounds", type=int, default=4, help="interleaved rounds of reads over the sizes")
+    parser.add_argument("--no-retention", action="store_true", help="measure the reads only")
     parser.add_argument("--no-docs", action="store_true")
     parser.add_argument("--results", help="also append the figures to this file (JSON lines), to be "
                         "written into the docs together with another run's by --docs-from")
@@ -649,7 +680,7 @@ def main() -> None:
                 postgres = Postgres()
                 postgres.start()
             results.extend(asyncio.run(run(backend, sorted(sizes), args.agents, args.samples, args.rate,
-                                           args.rounds, postgres)))
+                                           args.rounds, postgres, not args.no_retention)))
     finally:
         if postgres is not None:
             postgres.stop()
