@@ -18,7 +18,8 @@ Queue protocol, the same on both backends:
   processing with an expired lease (``next_attempt_at`` holds the expiry then).
   The payloads of the claimed rows are then read from `exchange_payloads`.
 * `renew` extends the leases an owner still holds; `release` gives them back untouched.
-* `finish`: in one transaction, locks the rows still leased to us, stores their traces
+* `finish`: in one transaction (on SQLite run in the database's thread in one go:
+  `Database.transact`), locks the rows still leased to us, stores their traces
   (``ON CONFLICT DO NOTHING`` on trace_id and on (exchange_id, decision_index)) and queues them
   for the drift detector, marks the exchanges done (deleting their payloads) or failed, or puts
   them back to pending for a retry. A row whose lease we lost is left alone: whoever holds it
@@ -275,7 +276,8 @@ class ExchangeQueue:
         statement = insert_ignoring_conflicts(self.db.dialect, exchanges, exchanges.c.exchange_id).returning(
             exchanges.c.exchange_id)
         accepted: set[str] = set()
-        async with self.db.begin() as conn:
+
+        async def store(conn: AsyncConnection) -> None:
             for chunk in chunks(values, 200):
                 result = await conn.execute(statement, list(chunk))
                 accepted.update(row[0] for row in result)
@@ -283,6 +285,8 @@ class ExchangeQueue:
                         for row in rows if row.exchange_id in accepted]
             for chunk in chunks(payloads, 200):
                 await conn.execute(exchange_payloads.insert(), list(chunk))
+
+        await self.db.transact(store)
         leased = [row for row in rows[:room] if row.exchange_id in accepted]
         if leased and consumer is not None:
             # Unique ids: a batch with one id twice leases (and hands over) its first row only.
@@ -363,7 +367,9 @@ class ExchangeQueue:
         if not ids:
             return report
         now = utcnow()
-        async with self.db.begin() as conn:
+
+        # On SQLite the whole write runs in the database's thread in one go (`Database.transact`).
+        async def write(conn: AsyncConnection) -> None:
             owned: dict[str, datetime] = {}
             for chunk in chunks(ids):
                 owned.update((row.exchange_id, row.occurred_at) for row in await conn.execute(
@@ -429,6 +435,8 @@ class ExchangeQueue:
                       "b_refund": 0 if item.counted else 1} for item in again],
                 )
             report.written = written
+
+        await self.db.transact(write)
         return report
 
     async def scrub(self) -> None:

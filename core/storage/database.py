@@ -21,6 +21,13 @@ SQLite specifics, because they decide whether concurrent writers work at all:
   thread and a callback back to the event loop, all inside the write lock. The statement runs,
   its rows are fetched and its cursor closed in the thread, in one go; SQLAlchemy reads the rows
   from memory as it already did (it fetched them all right after executing).
+  The rollback SQLAlchemy's pool issues when a connection comes back is skipped when the
+  connection's thread last reported no transaction open (after a commit, as a rule).
+* `Database.transact(body)` goes further for the hot write transactions (intake, result
+  writes): the whole body runs in the connection's thread in one hand-off, its statements one
+  after another without returning to the event loop in between. The write lock is then held
+  for BEGIN, one hand-off and COMMIT, not for a round trip through a busy event loop per
+  statement. The body must await nothing but its own statements (checked: it fails if it does).
 * A connection always rolls back before it closes (`_RollbackOnClose`): closed with a statement
   still unfinalized (its task cancelled mid-statement, SQLAlchemy then drops it by force),
   SQLite keeps it as a "zombie" until that statement is freed, open transaction and write lock
@@ -35,12 +42,13 @@ import asyncio
 import logging
 import os
 import sqlite3
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 import asyncpg
@@ -68,6 +76,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 Dialect = Literal["sqlite", "postgresql"]
+_T = TypeVar("_T")
 
 _SQLITE_PRAGMAS = (
     "PRAGMA journal_mode=WAL",
@@ -147,6 +156,31 @@ class Database:
                 return
             async with self._write_lock, self._sqlite_write() as conn:
                 yield conn
+
+    async def transact(self, body: Callable[[AsyncConnection], Coroutine[Any, Any, _T]]) -> _T:
+        """`body(conn)` in a write transaction (`begin`), committed when it returns.
+
+        On SQLite the body runs in the connection's thread in one hand-off (see the module
+        docstring), so it must await nothing but `conn`'s statements: no other I/O, no sleep,
+        no lock. Elsewhere it runs as in `begin`.
+        """
+        async with self.begin() as conn:
+            raw = (await conn.get_raw_connection()).driver_connection if self._write_lock else None
+            if not isinstance(raw, _StopOnce):
+                return await body(conn)
+            run = asyncio.ensure_future(raw.run_body(body(conn)))
+            # Never left running in the thread while the transaction ends: a cancelled caller
+            # waits for the body first (then `begin` rolls it back), as SQLAlchemy's connection
+            # must not be used from two threads at once.
+            cancelled = False
+            while not run.done():
+                try:
+                    await asyncio.wait((run,))
+                except asyncio.CancelledError:
+                    cancelled = True
+            if cancelled:
+                raise asyncio.CancelledError
+            return run.result()
 
     @asynccontextmanager
     async def _sqlite_write(self) -> AsyncIterator[AsyncConnection]:
@@ -303,14 +337,61 @@ class _StopOnce(aiosqlite.Connection):
         if self._connection is not None:
             self.stop()
 
+    #: False only when the thread said so last: no transaction is open on the connection.
+    _maybe_in_transaction = True
+
     def cursor(self) -> _OneHandOffCursor:  # type: ignore[override]
         # Each statement one hand-off to the thread (`_OneHandOffCursor`), not four.
         return _OneHandOffCursor(self)
 
+    async def _execute(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        self._maybe_in_transaction = True  # whatever runs may open one, until the thread says
+        return await super()._execute(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    async def commit(self) -> None:
+        await super().commit()
+        self._maybe_in_transaction = False
+
+    async def run_body(self, body: Coroutine[Any, Any, _T]) -> _T:
+        """A transaction body run to its end in this connection's thread (`Database.transact`)."""
+        result: _T = await self._execute(_drive, body)
+        return result
+
+    async def rollback(self) -> None:
+        # SQLAlchemy's pool rolls back every connection it takes back, after a commit too: a
+        # hand-off to the thread for nothing, once per transaction. Skipped only when the last
+        # word of the thread (a commit, a rollback, a statement's `in_transaction`) was "none open".
+        if not self._maybe_in_transaction:
+            return
+        await super().rollback()
+        self._maybe_in_transaction = False
+
+
+def _drive(body: Coroutine[Any, Any, _T]) -> _T:
+    """In the connection's thread: a transaction body, run to its end. Its statements run right
+    here (`_OneHandOffCursor` sees it is in its connection's thread), so it never suspends; if it
+    does, it awaited something else, which only the event loop could finish."""
+    try:
+        body.send(None)
+    except StopIteration as done:
+        result: _T = done.value
+        return result
+    except RuntimeError as error:  # asyncio's own calls here: there is no event loop in this thread
+        if "no running event loop" not in str(error):
+            raise
+        raise RuntimeError(_AWAITED_OTHER) from error
+    body.close()
+    raise RuntimeError(_AWAITED_OTHER)
+
+
+_AWAITED_OTHER = ("a transaction body run in the database's thread awaited something other than its own "
+                  "statements; run it with Database.begin() instead")
+
 
 def _run_statement(connection: aiosqlite.Connection, many: bool, sql: str,
-                   parameters: Any) -> tuple[Any, int, int | None, list[Any]]:
-    """In the connection's thread: a statement run, its rows fetched and its cursor closed."""
+                   parameters: Any) -> tuple[Any, int, int | None, list[Any], bool]:
+    """In the connection's thread: a statement run, its rows fetched and its cursor closed;
+    and whether a transaction is open after it."""
     cursor = connection._conn.cursor()
     try:
         if many:
@@ -319,7 +400,7 @@ def _run_statement(connection: aiosqlite.Connection, many: bool, sql: str,
             cursor.execute(sql, parameters)
         rows = cursor.fetchall() if cursor.description else []
         # After the fetch: with RETURNING, SQLite counts the rows as they are stepped through.
-        return cursor.description, cursor.rowcount, cursor.lastrowid, rows
+        return cursor.description, cursor.rowcount, cursor.lastrowid, rows, connection._conn.in_transaction
     finally:
         cursor.close()
 
@@ -330,7 +411,7 @@ class _OneHandOffCursor:
     held in memory until read, as SQLAlchemy's adapter holds them anyway; `close` has nothing
     left to do in the thread."""
 
-    def __init__(self, connection: aiosqlite.Connection) -> None:
+    def __init__(self, connection: _StopOnce) -> None:
         self._connection = connection
         self.description: Any = None
         self.rowcount = -1
@@ -345,9 +426,13 @@ class _OneHandOffCursor:
         await self.close()
 
     async def _run(self, many: bool, sql: str, parameters: Any) -> _OneHandOffCursor:
-        in_thread: Any = self._connection._execute  # aiosqlite's queue to its thread (untyped)
-        self.description, self.rowcount, self.lastrowid, self._rows = await in_thread(
-            _run_statement, self._connection, many, sql, parameters)
+        connection = self._connection
+        if threading.get_ident() == connection._thread.ident:  # in a body run there (`_drive`)
+            outcome = _run_statement(connection, many, sql, parameters)
+        else:
+            outcome = await connection._execute(_run_statement, connection, many, sql, parameters)
+        (self.description, self.rowcount, self.lastrowid, self._rows,
+         connection._maybe_in_transaction) = outcome
         return self
 
     async def execute(self, sql: str, parameters: Any = None) -> _OneHandOffCursor:

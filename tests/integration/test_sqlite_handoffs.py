@@ -5,6 +5,9 @@ a callback to the event loop, inside the write lock (docs/benchmarks.md, issue 1
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import threading
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,6 +17,7 @@ import aiosqlite
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import exc
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smoltbot.core.storage import Database, open_database
 
@@ -93,3 +97,89 @@ async def test_a_failed_statement_rolls_back_its_transaction(db: Database) -> No
         assert (await conn.execute(sa.select(sa.func.count()).select_from(_items))).scalar_one() == 0
     async with db.begin() as conn:  # the write lock and the connection are free again
         await conn.execute(_items.insert().values(name="dup"))
+
+
+async def test_a_committed_transaction_is_not_rolled_back_again(
+        db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BEGIN, the statement, COMMIT: the pool's rollback when the connection comes back has
+    nothing to end after a commit, and costs no hand-off."""
+    async with db.begin() as conn:  # the pool's connection made and set up outside the count
+        await conn.execute(sa.select(1))
+    with counted_handoffs(monkeypatch) as calls:
+        async with db.begin() as conn:
+            await conn.execute(_items.insert().values(name="one"))
+    assert len(calls) == 3
+    with counted_handoffs(monkeypatch) as calls:
+        async with db.read() as conn:
+            assert (await conn.execute(sa.select(sa.func.count()).select_from(_items))).scalar_one() == 1
+    assert len(calls) == 3
+
+
+async def test_a_connection_given_back_in_a_transaction_is_rolled_back(db: Database, tmp_path: Path) -> None:
+    """Closed with its transaction open (no commit), a connection still rolls back: its write is
+    gone and the write lock is free at once."""
+    conn = await db.engine.connect()
+    await conn.execution_options(smoltbot_sqlite_begin="IMMEDIATE")
+    await conn.execute(_items.insert().values(name="never"))
+    await conn.close()
+    other = sqlite3.connect(tmp_path / "handoffs.db", isolation_level=None, timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # "database is locked" if the first still held it
+        assert other.execute("SELECT count(*) FROM items").fetchone() == (0,)
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+async def test_a_transaction_body_runs_in_one_handoff(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Database.transact`: BEGIN, the whole body, COMMIT; the body's statements and results as
+    in any transaction."""
+    async def body(conn: AsyncConnection) -> list[str]:
+        await conn.execute(_items.insert(), [{"name": f"n{i}"} for i in range(3)])
+        await conn.execute(_items.update().where(_items.c.name == "n0").values(name="first"))
+        rows = await conn.execute(sa.select(_items.c.name).order_by(_items.c.id))
+        return [row.name for row in rows]
+
+    async with db.begin() as conn:
+        await conn.execute(sa.select(1))
+    with counted_handoffs(monkeypatch) as calls:
+        assert await db.transact(body) == ["first", "n1", "n2"]
+    assert len(calls) == 3
+
+
+async def test_a_failed_body_rolls_back(db: Database) -> None:
+    async def body(conn: AsyncConnection) -> None:
+        await conn.execute(_items.insert().values(name="dup"))
+        await conn.execute(_items.insert().values(name="dup"))
+
+    with pytest.raises(exc.IntegrityError):
+        await db.transact(body)
+
+    async def waits(conn: AsyncConnection) -> None:
+        await conn.execute(_items.insert().values(name="kept?"))
+        await asyncio.sleep(0.01)  # not a statement: only the event loop could finish it
+
+    with pytest.raises(RuntimeError, match="other than its own statements"):
+        await db.transact(waits)
+    async with db.read() as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(_items))).scalar_one() == 0
+
+
+async def test_a_cancelled_caller_waits_for_the_body_then_rolls_back(db: Database) -> None:
+    started = threading.Event()
+
+    async def body(conn: AsyncConnection) -> None:
+        await conn.execute(_items.insert().values(name="cancelled"))
+        started.set()
+        await conn.execute(sa.text("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c "
+                                   "WHERE x < 300000) SELECT count(*) FROM c"))
+
+    task = asyncio.create_task(db.transact(body))
+    await asyncio.to_thread(started.wait, 5)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with db.read() as conn:
+        assert (await conn.execute(sa.select(sa.func.count()).select_from(_items))).scalar_one() == 0
+    async with db.begin() as conn:  # the lock is free
+        await conn.execute(_items.insert().values(name="after"))
