@@ -150,7 +150,7 @@ class ServerProbe:
 
 
 #: The steps of an exchange's way through the Observer that `Timeline` stamps, in order.
-STEPS = ("received", "stored_start", "stored", "leased", "picked", "analysed", "write_start",
+STEPS = ("received", "stored_start", "stored", "leased", "picked", "prepared", "analysed", "write_start",
          "write_locked", "committed")
 #: Functions whose write transactions `Timeline` names (the first one found up the stack).
 WRITERS = ("insert_and_hand_over", "claim", "finish", "renew", "release", "write", "feed", "write_pass",
@@ -160,7 +160,8 @@ WRITERS = ("insert_and_hand_over", "claim", "finish", "renew", "release", "write
 class Timeline:
     """Wall-clock stamps (time.time(), the load's clock too) of each exchange's steps in the
     services: received by intake (the gRPC message parsed), its intake transaction asked for and
-    committed, leased (handed over or claimed), picked up by a worker, analysed (result ready),
+    committed, leased (handed over or claimed), picked up by a worker, prepared (agent, session
+    and card: the Registry's part), analysed (result ready),
     its result write asked for, holding the write lock, committed. And every write transaction
     (`Database.begin`): which function asked for it, when, when it held the lock, when it ended."""
 
@@ -224,6 +225,13 @@ class Timeline:
             return results
 
         processor._process_batch = timed_process
+        compute = processor._compute
+
+        async def timed_compute(jobs: Any) -> Any:
+            stamp([job.exchange_id for job in jobs], "prepared")
+            return await compute(jobs)
+
+        processor._compute = timed_compute
         finish = queue.finish
 
         async def timed_finish(owner: str, done: Any, retries: Any) -> Any:
@@ -821,7 +829,8 @@ def services(figures: dict[str, float], phase: str) -> str:
 #: The segments of an exchange's visibility delay (`steps`): from one stamp to the next.
 SEGMENTS = (("grpc", "sent", "received"), ("intake wait", "received", "stored_start"),
             ("intake tx", "stored_start", "stored"), ("to lease", "stored", "leased"),
-            ("worker wait", "leased", "picked"), ("analyse", "picked", "analysed"),
+            ("worker wait", "leased", "picked"), ("prepare", "picked", "prepared"),
+            ("compute", "prepared", "analysed"),
             ("writer wait", "analysed", "write_start"), ("lock wait", "write_start", "write_locked"),
             ("write hold", "write_locked", "committed"), ("poll", "committed", "seen"))
 
