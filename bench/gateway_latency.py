@@ -2,8 +2,9 @@
 stream timing and memory, all measured in one run against the same upstream.
 
     python bench/gateway_latency.py [--rounds 3] [--seconds 4] [--profile] [--no-docs]
+                                    [--baseline REV_OR_DIR] [--targets direct,nginx,...]
 
-Six targets, interleaved round by round (median of the rounds reported):
+Six targets (seven with `--baseline`), interleaved round by round (median of the rounds reported):
 
 * direct: the upstream itself;
 * nginx: nginx 1 worker as a keep-alive reverse proxy;
@@ -15,7 +16,13 @@ Six targets, interleaved round by round (median of the rounds reported):
   endpoint: the real Observer with `--observer real`, else a minimal ack-only sink, so the
   figure is the gateway's cost rather than the Observer's);
 * smoltbot, unbatched: the same gateway shipping to a sink that answers as observers did before
-  batched Ingest, so it falls back to one exchange per message (what batching saves).
+  batched Ingest, so it falls back to one exchange per message (what batching saves);
+* smoltbot, before (with `--baseline`): the gateway of another version of the code (a git
+  revision, a source checkout or a `smoltbot` link tree: `observer_throughput.baseline_tree`),
+  shipping to the same sink as smoltbot, so a change is read as a ratio measured in one run.
+
+`--targets` measures only the named ones besides direct (every "added" figure is read against it),
+nginx (the throughput reference) and smoltbot, which are always measured.
 
 Layout on a 2-core machine: the proxy under test pinned to core 0; the load generator (`wrk`),
 the upstream and the services the gateway talks to pinned to core 1 (`taskset`). The upstream
@@ -41,6 +48,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from observer_throughput import baseline_tree
 
 ROOT = Path(__file__).resolve().parent.parent
 GATEWAY_CORE, LOAD_CORE = "0", "1"
@@ -268,7 +277,8 @@ def run_streams(url: str, count: int, delay_ms: int, client: Path) -> dict[str, 
 
 # --------------------------------------------------------------------------- main
 
-TARGETS = ("direct", "nginx", "protocol relay", "aiohttp relay", "smoltbot", "smoltbot, unbatched")
+TARGETS = ("direct", "nginx", "protocol relay", "aiohttp relay", "smoltbot", "smoltbot, unbatched",
+           "smoltbot, before")
 
 
 def main() -> None:
@@ -281,7 +291,20 @@ def main() -> None:
     parser.add_argument("--observer", choices=["sink", "real"], default="sink")
     parser.add_argument("--profile", action="store_true", help="py-spy the gateway under c=16 load")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
+    parser.add_argument("--baseline", default="", help="also measure the gateway of this git revision, "
+                        "source checkout or smoltbot link tree ('smoltbot, before')")
+    parser.add_argument("--targets", default="", help="comma-separated subset of: " + ", ".join(TARGETS))
     args = parser.parse_args()
+    chosen = [name.strip() for name in args.targets.split(",") if name.strip()] or list(TARGETS)
+    unknown = set(chosen) - set(TARGETS)
+    if unknown:
+        raise SystemExit(f"unknown targets: {', '.join(sorted(unknown))} (known: {', '.join(TARGETS)})")
+    if not args.baseline:
+        chosen = [name for name in chosen if name != "smoltbot, before"]
+    elif "smoltbot, before" not in chosen:
+        chosen.append("smoltbot, before")
+    # direct (what "added" is read against), nginx (the throughput reference) and smoltbot always.
+    chosen = [name for name in TARGETS if name in chosen or name in ("direct", "nginx", "smoltbot")]
     for tool in ("wrk", "nginx", "taskset"):
         if shutil.which(tool) is None and not Path(f"/usr/sbin/{tool}").exists():
             raise SystemExit(f"{tool} is needed: apt-get install -y {tool}")
@@ -345,6 +368,18 @@ def main() -> None:
                                 "SMOLTBOT_REGISTRY_ADDRESS": f"127.0.0.1:{registry_port}",
                                 "SMOLTBOT_OBSERVER_ADDRESS": f"127.0.0.1:{single_sink_port}"})
         children.append(unbatched)
+        before_port = free_port()
+        before = None
+        if args.baseline:
+            tree = baseline_tree(args.baseline, work / "baseline")
+            before = pinned(GATEWAY_CORE, [sys.executable, "-m", "smoltbot.cli.main", "serve", "gateway",
+                                           "--host", "127.0.0.1", "--port", str(before_port)],
+                            env={**service_env, "SMOLTBOT_HOME": str(work / "home-before"),
+                                 "PYTHONPATH": f"{tree}{os.pathsep}{env['PYTHONPATH']}",
+                                 "SMOLTBOT_UPSTREAM_URL": upstream_url,
+                                 "SMOLTBOT_REGISTRY_ADDRESS": f"127.0.0.1:{registry_port}",
+                                 "SMOLTBOT_OBSERVER_ADDRESS": f"127.0.0.1:{observer_port}"})
+            children.append(before)
         nginx_port = free_port()
         nginx = start_nginx(work, "proxy", GATEWAY_CORE,
                             PROXY_SERVER.format(port=nginx_port, upstream_port=upstream_port))
@@ -357,7 +392,8 @@ def main() -> None:
         relay = pinned(GATEWAY_CORE, [sys.executable, str(ROOT / "bench" / "aiohttp_relay.py"),
                                       str(relay_port), upstream_url], env=env)
         children.append(relay)
-        for port in (upstream_port, gateway_port, unbatched_port, nginx_port, protocol_port, relay_port):
+        for port in (upstream_port, gateway_port, unbatched_port, nginx_port, protocol_port, relay_port,
+                     *([before_port] if before else [])):
             wait_port(port)
         time.sleep(1.0)
 
@@ -372,9 +408,12 @@ def main() -> None:
             "aiohttp relay": f"http://127.0.0.1:{relay_port}/anthropic",
             "smoltbot": f"http://127.0.0.1:{gateway_port}/anthropic",
             "smoltbot, unbatched": f"http://127.0.0.1:{unbatched_port}/anthropic",
+            "smoltbot, before": f"http://127.0.0.1:{before_port}/anthropic",
         }
+        bases = {name: base for name, base in bases.items() if name in chosen}
         owners = {"nginx": nginx.pid, "protocol relay": protocol.pid, "aiohttp relay": relay.pid,
-                  "smoltbot": gateway.pid, "smoltbot, unbatched": unbatched.pid}
+                  "smoltbot": gateway.pid, "smoltbot, unbatched": unbatched.pid,
+                  **({"smoltbot, before": before.pid} if before else {})}
         for base in bases.values():  # warm up connections, caches, the registry lookup
             run_wrk(base + "/v1/messages", 4, 1, script)
         rss_idle = rss_kib(gateway.pid)
@@ -477,7 +516,7 @@ def _report(med: dict[str, dict[str, float]], rss_idle: int, rss_load: int, args
         "| CPU per call at c=16 (µs) | stream first byte added (ms) | paced stream gap added (ms) |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name in TARGETS:
+    for name in (name for name in TARGETS if name in med):
         row = med[name]
         cpu = f"{row['c16_cpu_us']:.0f}" if "c16_cpu_us" in row else "-"
         rows.append(
@@ -486,6 +525,22 @@ def _report(med: dict[str, dict[str, float]], rss_idle: int, rss_load: int, args
             f"| {added(row, 's0_ttfb_p50')} | {added(row, 's20_gap_mean')} |"
         )
     errors = sum(v for m in med.values() for k, v in m.items() if k.endswith("non2xx"))
+    against = ""
+    if "smoltbot, before" in med:
+        b = med["smoltbot, before"]
+
+        def ratio(key: str, added_to_direct: bool = False) -> str:
+            now, then = g[key], b[key]
+            if added_to_direct:
+                now, then = now - d[key], then - d[key]
+            return f"x{now / then:.2f}" if then > 0 else "-"
+
+        against = (
+            f"smoltbot against smoltbot, before ({args.baseline}), same run: c=1 p50 added "
+            f"{ratio('c1_p50', True)}, c=1 req/s {ratio('c1_rps')}, c=16 req/s {ratio('c16_rps')}, "
+            f"CPU per call at c=16 {ratio('c16_cpu_us')}, stream first byte added "
+            f"{ratio('s0_ttfb_p50', True)}."
+        )
     targets = [
         ("c=16 throughput >= 0.5x nginx", g["c16_rps"] >= 0.5 * n["c16_rps"]),
         ("p50 added at c=1 <= 0.25 ms", g["c1_p50"] - d["c1_p50"] <= 0.25),
@@ -524,6 +579,7 @@ def _report(med: dict[str, dict[str, float]], rss_idle: int, rss_load: int, args
             f"Non-2xx responses during the runs: {errors:.0f}."
         ),
         "",
+        *([against, ""] if against else []),
         "Targets (issue 16): "
         + "; ".join(f"{label}: {'met' if ok else 'NOT met'}" for label, ok in targets)
         + ".",

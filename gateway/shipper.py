@@ -26,6 +26,13 @@ goes alone in the single form, as before. An observer from before batches answer
 an empty REJECTED ack ("carries no exchange"); replies come in request order, so the shipper
 knows the reply was the batch's, sends its exchanges again one by one and batches no more on
 that stream.
+
+Linger. At most one request goes per `linger` (5 ms): an exchange that finds the last request
+younger than that waits for the rest of it, and the exchanges finished meanwhile go with it. A
+request and its ack cost the gateway's core more than a small call does (grpcio's hand-offs
+between its threads and the loop), so at one call at a time with one request each the shipping
+was most of the gateway's own cost (issue 16). The first exchange after a quiet moment goes at
+once: a gateway that is not busy adds no delay to its records.
 """
 
 from __future__ import annotations
@@ -99,7 +106,8 @@ class Shipper:
                  on_acked: Callable[[str], None] | None = None, tls: TlsConfig | None = None,
                  dead_letters: DeadLetters | None = None, max_attempts: int = 3,
                  max_payload_bytes: int | None = None, message_limit: int | None = None,
-                 on_set_aside: Callable[[str, bytes, str], None] | None = None) -> None:
+                 on_set_aside: Callable[[str, bytes, str], None] | None = None,
+                 linger: float = 0.005) -> None:
         self.spool = spool
         self._address = address
         self._tls = tls
@@ -110,6 +118,12 @@ class Shipper:
         self._on_set_aside = on_set_aside
         #: The suspect sent alone, waiting for its ack (see the module docstring).
         self._isolating: str | None = None
+        #: At most one request per `linger` seconds: the exchanges that finish meanwhile go with
+        #: the next one as a batch. A request and its ack cost more (grpcio's thread hand-offs)
+        #: than the call it records, so one per call kept a busy gateway's core for about a fifth
+        #: of each call (issue 16). The first exchange after a quiet `linger` goes at once.
+        self.linger = linger
+        self._last_sent = -linger
         self.set_aside = 0
         self._max_in_flight = max_in_flight
         self._min_backoff = min_backoff
@@ -123,7 +137,8 @@ class Shipper:
         #: False once the observer showed it takes one exchange per request (see the docstring).
         self.batching = True
         self._max_batch_bytes = min(_BATCH_MAX_BYTES, message_limit or _BATCH_MAX_BYTES)
-        #: Requests sent that carried a batch (for benchmarks and tests).
+        #: Requests sent, and those of them that carried a batch (for benchmarks and tests).
+        self.requests = 0
         self.batches = 0
         self._wake = asyncio.Event()
         self._drained = asyncio.Event()
@@ -243,7 +258,8 @@ class Shipper:
         self._isolating = None
         self._queue = collections.deque(self.spool.unacked())
         state = {"acked": False}
-        reader = asyncio.get_running_loop().create_task(self._read_acks(call, state))
+        loop = asyncio.get_running_loop()
+        reader = loop.create_task(self._read_acks(call, state))
         try:
             while True:
                 if reader.done():
@@ -262,12 +278,20 @@ class Shipper:
                         await self._wake.wait()
                         continue
                     self._isolating = record.exchange_id
+                elif self.batching and len(self._queue) < _BATCH_MAX_COUNT:
+                    wait = self._last_sent + self.linger - loop.time()
+                    if wait > 0:  # see `linger`: the exchanges of the next moment join this one
+                        self._queue.appendleft(record)
+                        await asyncio.sleep(wait)
+                        continue
                 records, payload = self._request_from(record)
                 for sent in records:
                     self._in_flight[sent.exchange_id] = sent
                 self._sent.append(tuple(sent.exchange_id for sent in records))
                 if not await requests.write(payload, reader):
                     break  # the stream ended (the reader says how)
+                self._last_sent = loop.time()
+                self.requests += 1
                 self.shipped += len(records)
                 if self._on_shipped is not None:
                     for _ in records:

@@ -4,10 +4,11 @@ Layout (in `SMOLTBOT_HOME/spool`): append-only segment files `<seq>.seg`, each a
 records `[u32 payload length][u32 crc32 of id+payload][32 bytes exchange id][payload]`, and
 beside each an ack file `<seq>.ack` of u32 record indices acked so far. A segment is deleted
 once every record in it is acked; before that, each acked record's payload is removed from the
-file at once (a hole punched in its place, or zeros written where the filesystem cannot punch
-holes), so an acknowledged exchange does not linger on disk. On start, whatever is unacked is
-replayed; a torn last record (a crash mid-write) fails its CRC and is ignored, and a record
-whose payload is all zeros is one whose hole was punched (acked).
+file (a hole punched in its place, or zeros written where the filesystem cannot punch holes), so
+an acknowledged exchange does not linger on disk: at once after a quiet moment, else at the end
+of a window of `erase_interval` (50 ms) that gathers the acks of a busy gateway into one job.
+On start, whatever is unacked is replayed; a torn last record (a crash mid-write) fails its CRC
+and is ignored, and a record whose payload is all zeros is one whose hole was punched (acked).
 
 Why segments rather than one file per exchange: an append is one `write` of bytes we already
 hold, instead of create + write + rename + unlink and two directory updates per call, which
@@ -88,6 +89,7 @@ class Spool:
 
     def __init__(self, directory: Path, max_bytes: int, *, segment_bytes: int | None = None,
                  memory_bytes: int = 64 * 1024 * 1024, fsync_interval: float = 0.5,
+                 erase_interval: float = 0.05,
                  on_drop: Callable[[int], None] | None = None,
                  on_write_failure: Callable[[int], None] | None = None) -> None:
         self.directory = directory
@@ -95,6 +97,7 @@ class Spool:
         self.segment_bytes = segment_bytes or max(64 * 1024, min(16 * 1024 * 1024, max_bytes // 8))
         self.memory_bytes = memory_bytes
         self.fsync_interval = fsync_interval
+        self.erase_interval = erase_interval
         self._on_drop = on_drop
         self._on_write_failure = on_write_failure
         self._segments: collections.OrderedDict[int, _Segment] = collections.OrderedDict()
@@ -110,6 +113,8 @@ class Spool:
         self._resident_bytes = 0
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="smoltbot-spool")
         self._pending_io: set[asyncio.Future[None]] = set()
+        #: Jobs handed to the io thread (each wakes it and then the loop: for benchmarks and tests).
+        self.io_jobs = 0
         self.dropped = 0
         #: Records being built off the event loop, on their way here (counted in `depth`).
         self.building = 0
@@ -117,6 +122,8 @@ class Spool:
         self.write_failures = 0
         #: Acked payloads waiting to be removed from their segment files: path -> [(offset, length)].
         self._to_erase: dict[Path, list[tuple[int, int]]] = {}
+        #: Open while erases wait for the end of their window (see `_erase_window`).
+        self._erase_timer: asyncio.TimerHandle | None = None
         self._closed = False
 
     # ------------------------------------------------------------------ state
@@ -396,10 +403,8 @@ class Spool:
                     os.write(segment.ack_fd, struct.pack(f"<{len(acks)}I", *acks))
                 except OSError as error:  # a lost ack costs a duplicate on replay, which is recognised
                     logger.warning("spool: cannot record acks in %s (%s)", segment.ack_path.name, error)
-        if self._to_erase:
-            to_erase, self._to_erase = self._to_erase, {}
-            for path, ranges in to_erase.items():
-                self._submit_io(_erase, path, ranges)
+        if self._to_erase and self._erase_timer is None:
+            self._erase_window()
         self._evict()
         if self._dirty and not self._fsync_scheduled and not self._closed:
             try:
@@ -408,6 +413,25 @@ class Spool:
                 return
             self._fsync_scheduled = True
             loop.call_later(self.fsync_interval, self._fsync_dirty)
+
+    def _erase_window(self) -> None:
+        """Hands the acked payloads gathered so far to the io thread, then keeps later ones for
+        `erase_interval`: under load one job (two thread wake-ups) per window rather than per loop
+        turn, each of which cost the loop's core more than the call it followed (issue 16). An
+        ack after a quiet moment is erased at once."""
+        self._erase_timer = None
+        if not self._to_erase:
+            return
+        to_erase, self._to_erase = self._to_erase, {}
+        for path, ranges in to_erase.items():
+            self._submit_io(_erase, path, ranges)
+        if self._closed:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._erase_timer = loop.call_later(self.erase_interval, self._erase_window)
 
     def _evict(self) -> None:
         while self._resident_bytes > self.memory_bytes and self._resident:
@@ -434,6 +458,7 @@ class Spool:
         except RuntimeError:
             self._io.submit(function, *args).result()
             return
+        self.io_jobs += 1
         future = loop.run_in_executor(self._io, function, *args)
         self._pending_io.add(future)
         future.add_done_callback(self._io_done)
@@ -449,6 +474,9 @@ class Spool:
             return
         self._flush_now()
         self._closed = True
+        if self._erase_timer is not None:
+            self._erase_timer.cancel()
+        self._erase_window()
         active, self._active = self._active, None
         if active is not None:
             fd, active.fd = active.fd, None
