@@ -42,7 +42,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from smoltbot.core.evidence.canonical import DigestMemo
-from smoltbot.core.evidence.exchange import EvidenceInput, annotate, evaluate, ledger_key
+from smoltbot.core.evidence.exchange import EvidenceCarry, EvidenceInput, annotate, evaluate, ledger_key
 from smoltbot.core.evidence.history import HistoryLedger
 from smoltbot.core.evidence.request_memo import RequestMemo
 from smoltbot.core.identity import load_hash_secret
@@ -163,11 +163,31 @@ class SessionMemo:
         self.in_use = threading.Lock()
         self._ids: tuple[str, ...] = ()
         self._ledger: HistoryLedger | None = None
+        #: What the last check left the next one, and the rows its ledger holds from then on (the
+        #: rows it was checked against, then its own).
+        self._carry = EvidenceCarry()
+        self._carried_rows: tuple[str, ...] | None = None
 
     @property
     def size(self) -> int:
         turns = len(self._ledger.turns) if self._ledger else 0
         return self.digests.size + self.requests.size + turns * self.TURN_BYTES
+
+    def carry(self, ids: tuple[str, ...]) -> EvidenceCarry:
+        """What the last check left for a call checked against the rows `ids` (in start order):
+        its history check's point only when the rows the last check's ledger was built from are
+        the first of these (a ledger of rows only grows when rows are added after them: what the
+        last check found in the turns it knew stays true; `CheckPoint` checks the rest); the
+        provenance sources' point whatever the rows."""
+        kept = self._carried_rows
+        if kept is None or ids[:len(kept)] != kept:
+            self._carry.history = None
+        self._carried_rows = None
+        return self._carry
+
+    def carried(self, ids: tuple[str, ...]) -> None:
+        """The call checked against a ledger of the rows `ids` left its points (`carry`)."""
+        self._carried_rows = ids
 
     def ledger(self, rows: Sequence[LedgerRow]) -> HistoryLedger | None:
         """The ledger of `rows` (in start order), not to be changed; None past its bounds."""
@@ -245,10 +265,16 @@ def evidence_for(given: EvidenceJob, *, exchange_id: str, agent_id: str, api: st
     memo = SESSION_MEMOS.for_call(given.key, given.session_id) if given.session_id else None
     try:
         ledger = memo.ledger(rows) if memo is not None else None
+        ids = tuple(row.exchange_id for row in rows)
+        carry = memo.carry(ids) if memo is not None else None
+        if carry is not None and ledger is None:
+            carry.history = None  # past the memo's bounds, the ledger is not built from all the rows
         found = evaluate(request_body, response_body, card, EvidenceInput(
             given.key, () if ledger is not None else tuple(json.loads(row.state_json) for row in rows),
             session=bool(given.session_id), notes=given.notes, cut=given.cut, ledger=ledger),
-            memo.digests if memo is not None else None, memo.requests if memo is not None else None)
+            memo.digests if memo is not None else None, memo.requests if memo is not None else None, carry)
+        if memo is not None and ledger is not None:
+            memo.carried(ids)
     finally:
         SESSION_MEMOS.done(memo)
     if found is None:

@@ -29,12 +29,14 @@ from datetime import datetime
 from typing import Any
 
 from smoltbot.core.evidence.canonical import DigestMemo
-from smoltbot.core.evidence.history import HistoryCheck, HistoryLedger
+from smoltbot.core.evidence.findings import CheckPoint, HistoryCheck
+from smoltbot.core.evidence.history import HistoryLedger
 from smoltbot.core.evidence.provenance import (
     ArgumentOrigin,
     InjectionFlag,
+    SourcesPoint,
     ToolCallProvenance,
-    collect_sources,
+    gather_sources,
     trace_tool_calls,
 )
 from smoltbot.core.evidence.request_memo import RequestMemo, load_json
@@ -44,6 +46,7 @@ from smoltbot.core.evidence.transcript import MAX_MESSAGES, AnthropicMessagesRea
 
 __all__ = [
     "EVIDENCE_CARD_KEYS",
+    "EvidenceCarry",
     "EvidenceInput",
     "ExchangeEvidence",
     "annotate",
@@ -193,12 +196,29 @@ class _OnceReader(AnthropicMessagesReader):
         return self._parts[1]
 
 
+@dataclass
+class EvidenceCarry:
+    """What a session's last check leaves its next one: where the history check and the collecting
+    of provenance sources may resume (`CheckPoint`, `SourcesPoint`). Each is used only when the
+    next request resends the messages before it as they were; the history check's only when the
+    ledger is the last call's extended, which the caller vouches for by passing it (`SessionMemo`).
+    Taken by each call and replaced by its own."""
+
+    history: CheckPoint | None = None
+    sources: SourcesPoint | None = None
+
+
 def evaluate(request_body: bytes, response_body: bytes, card: Mapping[str, Any],
              given: EvidenceInput, digests: DigestMemo | None = None,
-             requests: RequestMemo | None = None) -> ExchangeEvidence | None:
+             requests: RequestMemo | None = None,
+             carry: EvidenceCarry | None = None) -> ExchangeEvidence | None:
     """The evidence of one Messages API exchange; None when the request is not a readable JSON object.
     `digests`: the session's memo of digests (the same answer, sooner, for blocks seen before);
-    `requests`: its last request (the same answer, sooner, for the messages resent unchanged)."""
+    `requests`: its last request (the same answer, sooner, for the messages resent unchanged);
+    `carry`: what the session's last check left (the same answer, sooner: only what is new is read)."""
+    resume = (carry.history, carry.sources) if carry is not None else (None, None)
+    if carry is not None:
+        carry.history = carry.sources = None
     body = requests.load(request_body) if requests is not None else load_json(request_body)
     if not isinstance(body, dict):
         return None
@@ -210,11 +230,13 @@ def evaluate(request_body: bytes, response_body: bytes, card: Mapping[str, Any],
         ledger = HistoryLedger.from_rows(given.key, given.rows, reader, digests)
     ledger.cut = ledger.cut or given.cut is not None
     known = ledger.known_tool_results()
-    check = ledger.check(body) if given.session else None
+    check = ledger.check(body, resume[0]) if given.session else None
     turn = ledger.record(body, response) if isinstance(response, dict) else None
     history = _history_json(check, len(ledger.turns) - (turn is not None), given)
-    sources, _ = collect_sources(body, card_texts=_strings(card, _MAX_CARD_TEXTS), policy=policy_of(card),
-                                 reader=reader)
+    sources, _, sources_point = gather_sources(body, card_texts=_strings(card, _MAX_CARD_TEXTS),
+                                               policy=policy_of(card), reader=reader, resume=resume[1])
+    if carry is not None:
+        carry.history, carry.sources = (check.point if check else None), sources_point
     calls: dict[str, dict[str, Any]] = {}
     if isinstance(response, dict):
         for call in trace_tool_calls(response, sources, reader=reader):

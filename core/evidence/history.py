@@ -40,24 +40,22 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from smoltbot.core.evidence.canonical import DigestMemo, keyed_digest
+from smoltbot.core.evidence.findings import (
+    CheckPoint,
+    Finding,
+    FindingKind,
+    HistoryCheck,
+    RelayedTurn,
+    Rewrite,
+    RewriteKind,
+    _Fold,
+)
 from smoltbot.core.evidence.transcript import AnthropicMessagesReader, HistoryReader, Message, Part
 
-__all__ = [
-    "CLEARED_TOOL_RESULT_MARKERS",
-    "COMPACTION_PREFIXES",
-    "Finding",
-    "FindingKind",
-    "HistoryCheck",
-    "HistoryLedger",
-    "RelayedTurn",
-    "Rewrite",
-    "RewriteKind",
-]
+__all__ = ["CLEARED_TOOL_RESULT_MARKERS", "COMPACTION_PREFIXES", "RECHECKED", "HistoryLedger"]
 
 #: How Claude Code opens the user message that replaces a compacted history (services/compact/prompt.ts,
 #: getCompactUserSummaryMessage), older wording too, and Codex's summary prefix (core/templates/compact).
@@ -71,80 +69,8 @@ COMPACTION_PREFIXES: tuple[str, ...] = (
 CLEARED_TOOL_RESULT_MARKERS: tuple[str, ...] = ("[Old tool result content cleared",)
 #: Oldest turns are forgotten past this many (a bound on state; the ledger is then `cut`).
 MAX_TURNS = 20_000
-
-
-class FindingKind(StrEnum):
-    UNRELAYED_TURN = "unrelayed_turn"
-    EDITED_TURN = "edited_turn"
-    UNREQUESTED_TOOL_CALL = "unrequested_tool_call"
-    ORPHAN_TOOL_RESULT = "orphan_tool_result"
-    EDITED_TOOL_RESULT = "edited_tool_result"
-    OUT_OF_ORDER_TURN = "out_of_order_turn"
-
-
-class RewriteKind(StrEnum):
-    COMPACTION = "compaction"
-    CONTEXT_EDIT = "context_edit"
-    THINKING_DROPPED = "thinking_dropped"
-    TRUNCATED_FRONT = "truncated_front"
-    FIRST_MESSAGE_CHANGED = "first_message_changed"
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    kind: FindingKind
-    message_index: int
-    description: str
-    block_index: int | None = None
-    tool_use_id: str | None = None
-    #: The ledger's sequence number of the relayed turn this concerns, where there is one.
-    turn_seq: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Rewrite:
-    kind: RewriteKind
-    message_index: int
-    description: str
-
-
-@dataclass(slots=True)
-class HistoryCheck:
-    findings: list[Finding] = field(default_factory=list)
-    rewrites: list[Rewrite] = field(default_factory=list)
-    assistant_turns: int = 0
-    verified_turns: int = 0
-    #: Turns before the first recognised one that a `cut` ledger can neither vouch for nor refute.
-    unknown_turns: int = 0
-    #: The message index of the first recognised turn they stand before (None: none recognised).
-    unknown_before: int | None = None
-
-    @property
-    def intact(self) -> bool:
-        """True when nothing was found: every rewrite seen is one a client may make."""
-        return not self.findings
-
-    @property
-    def diverged_at(self) -> int | None:
-        """The first message index where the history stops being the one that happened."""
-        return min((f.message_index for f in self.findings), default=None)
-
-
-@dataclass(frozen=True, slots=True)
-class RelayedTurn:
-    seq: int
-    digest: bytes
-    #: (is_thinking, digest) per block, in order.
-    blocks: tuple[tuple[bool, bytes], ...]
-    key: bytes
-    tool_ids: tuple[str, ...]
-    root: bytes
-    position: int
-    #: The digests of its thinking blocks, in order (read at every check: computed once).
-    thinking: tuple[bytes, ...] = field(init=False, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "thinking", tuple(d for t, d in self.blocks if t))
+#: A check's point for the next one stands this many messages before the end of its history.
+RECHECKED = 4
 
 
 class HistoryLedger:
@@ -169,6 +95,8 @@ class HistoryLedger:
         # Built row by row (`add_row`): each tool id's first turn, and its first digest in the rows.
         self._tool_turn: dict[str, int] = {}
         self._row_calls: dict[str, bytes] = {}
+        # The tool results the last check learned before its point (`CheckPoint.learned`).
+        self._learned: list[tuple[str, bytes]] = []
 
     # -- digests -------------------------------------------------------------------------------
     def _digest(self, value: Any, domain: str) -> bytes:
@@ -248,49 +176,96 @@ class HistoryLedger:
         return self.turns[position] if 0 <= position < len(self.turns) else None
 
     # -- checking ------------------------------------------------------------------------------
-    def check(self, request_body: Any) -> HistoryCheck:
-        """Check a request's history against the ledger; learns the tool results it sees first."""
+    def check(self, request_body: Any, resume: CheckPoint | None = None) -> HistoryCheck:
+        """Check a request's history against the ledger; learns the tool results it sees first.
+
+        `resume`: the point the session's previous check left (`HistoryCheck.point`). When this
+        request resends the messages before it as they were (the same objects) and the ledger is
+        the one that check ran on, extended (its caller vouches for that: `SessionMemo`), only the
+        messages from there on are checked: what the check found before it is carried, not found
+        again. Anything else (a point from another history, a cut that changed) checks the whole
+        history. The answer is the same either way."""
         messages = self._reader.messages(request_body)
+        fold = self._resumed(resume, messages) or _Fold()
+        new = messages[fold.at:]
+        # The next call resumes a few messages back: a client may change the last ones it resends
+        # (Claude Code moves its cache_control markers), and a point past them would never be reused.
+        mark = max(fold.at, len(messages) - RECHECKED)
         result = HistoryCheck()
-        compacted = self._compaction(messages, result)
-        matched: dict[int, RelayedTurn] = {}
-        assistants = [m for m in messages if m.role == "assistant"]
-        result.assistant_turns = len(assistants)
+        compactions = self._compaction(new)
+        assistants = [m for m in new if m.role == "assistant"]
+        result.assistant_turns = fold.assistants + len(assistants)
         read = {m.index: self._blocks(m) for m in assistants}
         digests = {index: blocks for index, (blocks, _, _) in read.items()}
+        matched: dict[int, RelayedTurn] = {}
+        thinking: list[Rewrite] = []
         for message in assistants:
-            _, key, thinking = read[message.index]
+            _, key, sent = read[message.index]
             seq = self._by_key.get(key)
             turn = self._turn(seq) if seq is not None else None
-            if turn is not None and self._thinking_ok(message, thinking, turn, result):
+            if turn is not None and self._thinking_ok(message, sent, turn, result, thinking):
                 matched[message.index] = turn
-        self._order(matched, result)
-        self._unmatched(assistants, matched, digests, result)
-        self._tool_results_check(messages, result)
-        self._front(messages, matched, compacted, result)
-        result.verified_turns = len(matched)
+        self._order(matched, result, fold.last.seq if fold.last else -1)
+        self._unmatched(assistants, matched, digests, result, fold)
+        cleared: list[Rewrite] = []
+        at_mark = self._tool_results_check(new, result, cleared, fold, mark)
+        first = fold.first or min(matched.items(), default=None)
+        front = self._front(messages, first, bool(fold.compactions or compactions))
+        result.rewrites = [*fold.compactions, *compactions, *fold.thinking, *thinking, *fold.cleared,
+                           *cleared, *front]
+        result.verified_turns = fold.matched + len(matched)
         result.findings.sort(key=lambda f: (f.message_index, f.block_index or 0))
+        if at_mark is not None and mark > 0 and not any(f.message_index < mark for f in result.findings) \
+                and all(m.index in matched for m in assistants if m.index < mark):
+            before = sorted(index for index in matched if index < mark)
+            result.point = CheckPoint(_Fold(
+                at=mark,
+                compactions=(*fold.compactions, *(r for r in compactions if r.message_index < mark)),
+                thinking=(*fold.thinking, *(r for r in thinking if r.message_index < mark)),
+                cleared=(*fold.cleared, *(r for r in cleared if r.message_index < mark)),
+                assistants=fold.assistants + sum(1 for m in assistants if m.index < mark),
+                matched=fold.matched + len(before),
+                first=fold.first or ((before[0], matched[before[0]]) if before else None),
+                last=matched[before[-1]] if before else fold.last,
+                used=fold.used.union(matched[index].seq for index in before),
+                called=at_mark[0], answered=at_mark[1],
+            ), messages[mark - 1], self.cut, self._first_seq, self._key, tuple(self._learned))
         return result
 
-    def _compaction(self, messages: list[Message], result: HistoryCheck) -> bool:
-        found = False
+    def _resumed(self, point: CheckPoint | None, messages: list[Message]) -> _Fold | None:
+        """The point's state, when this history resends the messages before it as they were (the
+        reader gives a resent message as the very object it gave the last call) and this ledger
+        can be the one it was made with, extended."""
+        if point is None or (point.key, point.cut, point.first_seq) != (self._key, self.cut, self._first_seq):
+            return None
+        at = point.fold.at
+        if not 0 < at <= len(messages) or messages[at - 1] is not point.boundary:
+            return None
+        last = point.fold.last
+        if last is not None and self._turn(last.seq) != last:
+            return None
+        if any(self._tool_results.get(tool_id) != digest for tool_id, digest in point.learned):
+            return None
+        return point.fold
+
+    def _compaction(self, messages: list[Message]) -> list[Rewrite]:
+        found = []
         for message in messages:
             if message.role != "user":
                 continue
             text = next((p.text for p in message.parts if p.kind == "text"), "").lstrip()
             if text.startswith(COMPACTION_PREFIXES):
-                found = True
-                result.rewrites.append(Rewrite(RewriteKind.COMPACTION, message.index,
-                                               "earlier turns replaced by a summary (compaction)"))
+                found.append(Rewrite(RewriteKind.COMPACTION, message.index,
+                                     "earlier turns replaced by a summary (compaction)"))
         return found
 
     def _thinking_ok(self, message: Message, sent: tuple[bytes, ...], turn: RelayedTurn,
-                     result: HistoryCheck) -> bool:
+                     result: HistoryCheck, rewrites: list[Rewrite]) -> bool:
         if sent == turn.thinking:
             return True
         if not sent:
-            result.rewrites.append(Rewrite(RewriteKind.THINKING_DROPPED, message.index,
-                                           f"thinking of relayed turn {turn.seq} left out"))
+            rewrites.append(Rewrite(RewriteKind.THINKING_DROPPED, message.index,
+                                    f"thinking of relayed turn {turn.seq} left out"))
             return True
         result.findings.append(Finding(
             FindingKind.EDITED_TURN, message.index,
@@ -298,8 +273,7 @@ class HistoryLedger:
             f"{len(turn.thinking)} relayed)", turn_seq=turn.seq))
         return False
 
-    def _order(self, matched: dict[int, RelayedTurn], result: HistoryCheck) -> None:
-        last = -1
+    def _order(self, matched: dict[int, RelayedTurn], result: HistoryCheck, last: int) -> None:
         for index in sorted(matched):
             turn = matched[index]
             if turn.seq <= last:
@@ -309,11 +283,13 @@ class HistoryLedger:
             last = max(last, turn.seq)
 
     def _unmatched(self, assistants: list[Message], matched: dict[int, RelayedTurn],
-                   digests: dict[int, list[tuple[bool, bytes]]], result: HistoryCheck) -> None:
-        used = {t.seq for t in matched.values()}
+                   digests: dict[int, list[tuple[bool, bytes]]], result: HistoryCheck, fold: _Fold) -> None:
+        """The assistant turns no relayed turn matches (after `fold`, whose turns all matched)."""
+        used = set(fold.used)
+        used.update(t.seq for t in matched.values())
         flagged = {f.message_index for f in result.findings if f.kind == FindingKind.EDITED_TURN}
-        previous: RelayedTurn | None = None
-        first = min(matched, default=None)
+        previous = fold.last
+        first = fold.first[0] if fold.first else min(matched, default=None)
         for position, message in enumerate(assistants):
             if message.index in matched:
                 previous = matched[message.index]
@@ -386,10 +362,20 @@ class HistoryLedger:
                     f"tool call {part.tool_id} has a name or input the model did not give",
                     block_index=block_index, tool_use_id=part.tool_id, turn_seq=known[0]))
 
-    def _tool_results_check(self, messages: list[Message], result: HistoryCheck) -> None:
-        called: set[str] = set()
-        answered: set[str] = set()
+    def _tool_results_check(self, messages: list[Message], result: HistoryCheck, rewrites: list[Rewrite],
+                            fold: _Fold, mark: int) -> tuple[frozenset[str], frozenset[str]] | None:
+        """The tool results of `messages` (those after `fold`), in order. Returns the tool ids called
+        and answered before message `mark`; None when what was found before it hangs on something
+        the ledger lacks (a changed result of a call it does not know: a ledger that learns that call
+        later would say more), so that no later check may carry it."""
+        called = set(fold.called)
+        answered = set(fold.answered)
+        at_mark: tuple[frozenset[str], frozenset[str]] | None = None
+        hanging = False
+        self._learned = []
         for message in messages:
+            if at_mark is None and message.index >= mark:
+                at_mark = (frozenset(called), frozenset(answered))
             for block_index, part in enumerate(message.parts):
                 if message.role == "assistant" and part.is_tool_call and part.tool_id:
                     called.add(part.tool_id)
@@ -407,34 +393,39 @@ class HistoryLedger:
                     continue
                 answered.add(tool_id)
                 digest = self._block(part)
+                if message.index < mark and tool_id not in self._tool_results:
+                    self._learned.append((tool_id, digest))
                 first = self._tool_results.setdefault(tool_id, digest)
-                if first == digest or tool_id not in self._by_tool:
+                if first == digest:
+                    continue
+                if tool_id not in self._by_tool:
+                    hanging = hanging or message.index < mark
                     continue
                 if part.text.strip().startswith(CLEARED_TOOL_RESULT_MARKERS):
-                    result.rewrites.append(Rewrite(RewriteKind.CONTEXT_EDIT, message.index,
-                                                   f"result of {tool_id} cleared to a placeholder"))
+                    rewrites.append(Rewrite(RewriteKind.CONTEXT_EDIT, message.index,
+                                            f"result of {tool_id} cleared to a placeholder"))
                 else:
                     result.findings.append(Finding(
                         FindingKind.EDITED_TOOL_RESULT, message.index,
                         f"tool_result {tool_id} differs from the one first sent",
                         block_index=block_index, tool_use_id=tool_id))
+        if at_mark is None:
+            at_mark = (frozenset(called), frozenset(answered))
+        return None if hanging else at_mark
 
-    def _front(self, messages: list[Message], matched: dict[int, RelayedTurn], compacted: bool,
-               result: HistoryCheck) -> None:
-        if not matched or compacted:
-            return
-        first_index = min(matched)
-        turn = matched[first_index]
+    def _front(self, messages: list[Message], first: tuple[int, RelayedTurn] | None,
+               compacted: bool) -> list[Rewrite]:
+        if first is None or compacted:
+            return []
+        first_index, turn = first
         if turn.root == self._root(messages):
-            return
+            return []
         if first_index < turn.position:
-            result.rewrites.append(Rewrite(
-                RewriteKind.TRUNCATED_FRONT, 0,
-                f"{turn.position - first_index} messages before relayed turn {turn.seq} "
-                "dropped from the front"))
-        else:
-            result.rewrites.append(Rewrite(RewriteKind.FIRST_MESSAGE_CHANGED, 0,
-                                           "the first message is not the one the session started with"))
+            return [Rewrite(RewriteKind.TRUNCATED_FRONT, 0,
+                            f"{turn.position - first_index} messages before relayed turn {turn.seq} "
+                            "dropped from the front")]
+        return [Rewrite(RewriteKind.FIRST_MESSAGE_CHANGED, 0,
+                        "the first message is not the one the session started with")]
 
     # -- state ---------------------------------------------------------------------------------
     def known_tool_results(self) -> dict[str, bytes]:

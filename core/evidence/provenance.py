@@ -43,8 +43,10 @@ __all__ = [
     "OriginKind",
     "ProvenanceLimits",
     "Source",
+    "SourcesPoint",
     "ToolCallProvenance",
     "collect_sources",
+    "gather_sources",
     "trace_tool_calls",
 ]
 
@@ -136,42 +138,88 @@ class _Match:
     length: int
 
 
+@dataclass(frozen=True, slots=True)
+class SourcesPoint:
+    """The sources of a history's messages before `at`, for the session's next call to resume from
+    (`gather_sources`): valid for a request that resends those messages as the very objects
+    (`boundary`: the last of them), with the same card, system texts, policy and limits (`given`)."""
+
+    at: int
+    boundary: Any
+    given: tuple[Any, ...]
+    sources: tuple[Source, ...]
+    calls: Mapping[str, Part]
+    budget: int
+
+
+#: A point for the next call stands this many messages before the end of the history.
+RESENT_AGAIN = 4
+
+
 def collect_sources(body: Any, *, card_texts: Iterable[str] = (), policy: ToolPolicy | None = None,
                     reader: HistoryReader | None = None,
                     limits: ProvenanceLimits = ProvenanceLimits()) -> tuple[list[Source], ToolPolicy]:
     """The content of a request the model saw, as sources; and the policy with the workspace filled in
     from Claude Code's `Working directory:` line when the policy names none."""
+    sources, policy, _ = gather_sources(body, card_texts=card_texts, policy=policy, reader=reader,
+                                        limits=limits)
+    return sources, policy
+
+
+def gather_sources(body: Any, *, card_texts: Iterable[str] = (), policy: ToolPolicy | None = None,
+                   reader: HistoryReader | None = None, limits: ProvenanceLimits = ProvenanceLimits(),
+                   resume: SourcesPoint | None = None
+                   ) -> tuple[list[Source], ToolPolicy, SourcesPoint | None]:
+    """`collect_sources`, and a point for the session's next call. From `resume` (the last call's
+    point), when it holds for this request, only the messages after it are read: the sources
+    before it are the last call's (a source depends on its message, the calls before it, the
+    budget left and the inputs in `given` alone)."""
     reader = reader or AnthropicMessagesReader()
-    policy = policy or ToolPolicy()
-    budget = [limits.max_total_chars]
-
-    def cut(text: str) -> str:
-        text = text[:min(limits.max_source_chars, max(budget[0], 0))]
-        budget[0] -= len(text)
-        return text
-
-    sources = [Source(OriginKind.CARD, cut(t)) for t in card_texts if isinstance(t, str) and t]
-    system = reader.system_texts(body)
+    given_policy = policy or ToolPolicy()
+    texts = tuple(t for t in card_texts if isinstance(t, str) and t)
+    system = tuple(reader.system_texts(body))
+    given = (texts, system, given_policy, limits)
+    policy = given_policy
     if policy.workspace is None:
         found = next((m.group(1) for t in system for m in [_WORKING_DIRECTORY.search(t)] if m), None)
         policy = replace(policy, workspace=found)
-    sources += [Source(OriginKind.SYSTEM, cut(t)) for t in system if t]
-    calls: dict[str, Part] = {}
-    for message in reader.messages(body):
+    messages = reader.messages(body)
+    if resume is not None and resume.given == given and 0 < resume.at <= len(messages) \
+            and messages[resume.at - 1] is resume.boundary:
+        sources, calls, budget, at = list(resume.sources), dict(resume.calls), [resume.budget], resume.at
+    else:
+        sources, calls, budget, at = [], {}, [limits.max_total_chars], 0
+
+    def add(kind: OriginKind, text: str, *where: Any) -> None:
+        text = text[:min(limits.max_source_chars, max(budget[0], 0))]
+        budget[0] -= len(text)
+        if text:
+            sources.append(Source(kind, text, *where))
+
+    if not at:
+        for text in texts:
+            add(OriginKind.CARD, text)
+        for text in system:
+            add(OriginKind.SYSTEM, text)
+    mark = max(at, len(messages) - RESENT_AGAIN)
+    point = None
+    for message in messages[at:]:
+        if message.index == mark and mark > 0:
+            point = SourcesPoint(mark, messages[mark - 1], given, tuple(sources), dict(calls), budget[0])
         for part in message.parts:
             if message.role == "assistant" and part.is_tool_call and part.tool_id:
                 calls[part.tool_id] = part
             elif message.role == "user" and part.kind == "text":
                 reminder = part.text.lstrip().startswith("<system-reminder>")
-                kind = OriginKind.SYSTEM if reminder else OriginKind.USER
-                sources.append(Source(kind, cut(part.text), message.index))
+                add(OriginKind.SYSTEM if reminder else OriginKind.USER, part.text, message.index)
             elif message.role == "user" and part.kind == "tool_result" and part.text:
                 call = calls.get(part.tool_id or "")
                 name = call.tool_name if call else None
                 untrusted = policy.is_untrusted(name, call.tool_input) if name and call else False
-                sources.append(Source(OriginKind.TOOL_RESULT, cut(part.text), message.index,
-                                      part.tool_id, name, untrusted))
-    return [s for s in sources if s.text], policy
+                add(OriginKind.TOOL_RESULT, part.text, message.index, part.tool_id, name, untrusted)
+    if point is None and mark > 0 and mark == len(messages):  # nothing after the mark: it is the end
+        point = SourcesPoint(mark, messages[mark - 1], given, tuple(sources), dict(calls), budget[0])
+    return sources, policy, point
 
 
 def _leaves(value: Any, limits: ProvenanceLimits, notes: list[str]) -> list[tuple[str, str]]:

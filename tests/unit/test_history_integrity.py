@@ -15,12 +15,8 @@ from typing import Any
 import pytest
 
 from smoltbot.core.evidence.canonical import canonical_json, keyed_digest
-from smoltbot.core.evidence.history import (
-    FindingKind,
-    HistoryCheck,
-    HistoryLedger,
-    RewriteKind,
-)
+from smoltbot.core.evidence.findings import FindingKind, HistoryCheck, RewriteKind
+from smoltbot.core.evidence.history import HistoryLedger
 
 KEY = b"deployment-secret-for-tests"
 SYSTEM = [{"type": "text", "text": "You are Claude Code.\n<env>\nWorking directory: /home/dev/shop\n</env>"}]
