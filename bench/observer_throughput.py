@@ -246,15 +246,16 @@ class Timeline:
         self._finishing: list[str] = []
         begin = db.begin
 
-        @asynccontextmanager
-        async def timed_begin() -> Any:
-            frame = sys._getframe(2)
-            writer = "other"
+        def writer_of(frame: Any) -> str:
             while frame is not None:
                 if frame.f_code.co_name in WRITERS and "contextlib" not in frame.f_code.co_filename:
-                    writer = frame.f_code.co_name
-                    break
-                frame = frame.f_back  # type: ignore[assignment]
+                    return str(frame.f_code.co_name)
+                frame = frame.f_back
+            return "other"
+
+        @asynccontextmanager
+        async def timed_begin() -> Any:
+            writer = writer_of(sys._getframe(2))
             asked = time.time()
             phase = self.phase
             async with begin() as conn:
@@ -265,6 +266,25 @@ class Timeline:
             self.transactions.setdefault(phase, []).append((writer, asked, locked, time.time()))
 
         db.begin = timed_begin
+        transact = getattr(db, "transact", None)
+        if transact is not None and "_sqlite_transact" in type(db).__dict__:
+            # BEGIN to COMMIT in the database's thread (not through `begin`): the lock is taken when
+            # the body starts there; its end is stamped back on the event loop (an upper bound).
+            async def timed_transact(body: Any) -> Any:
+                writer = writer_of(sys._getframe(1))
+                asked, phase, locked = time.time(), self.phase, []
+
+                async def timed_body(conn: Any) -> Any:
+                    locked.append(time.time())
+                    if writer == "finish":
+                        stamp(self._finishing, "write_locked", locked[0])
+                    return await body(conn)
+
+                result = await transact(timed_body)
+                self.transactions.setdefault(phase, []).append((writer, asked, locked[0], time.time()))
+                return result
+
+            db.transact = timed_transact
 
 
 async def serve(database_url: str, registry_port: int, observer_port: int, profile: str) -> None:

@@ -24,10 +24,11 @@ SQLite specifics, because they decide whether concurrent writers work at all:
   The rollback SQLAlchemy's pool issues when a connection comes back is skipped when the
   connection's thread last reported no transaction open (after a commit, as a rule).
 * `Database.transact(body)` goes further for the hot write transactions (intake, result
-  writes): the whole body runs in the connection's thread in one hand-off, its statements one
-  after another without returning to the event loop in between. The write lock is then held
-  for BEGIN, one hand-off and COMMIT, not for a round trip through a busy event loop per
-  statement. The body must await nothing but its own statements (checked: it fails if it does).
+  writes): BEGIN IMMEDIATE, the body and COMMIT run in the connection's thread in one hand-off,
+  its statements one after another without returning to the event loop in between. The write
+  lock is then held for as long as SQLite works, not for a round trip through a busy event
+  loop per statement (at 50 exchanges/s it was held two thirds of the time, mostly waiting for
+  the loop). The body must await nothing but its own statements (it fails if it does).
 * A connection always rolls back before it closes (`_RollbackOnClose`): closed with a statement
   still unfinalized (its task cancelled mid-statement, SQLAlchemy then drops it by force),
   SQLite keeps it as a "zombie" until that statement is freed, open transaction and write lock
@@ -158,29 +159,41 @@ class Database:
                 yield conn
 
     async def transact(self, body: Callable[[AsyncConnection], Coroutine[Any, Any, _T]]) -> _T:
-        """`body(conn)` in a write transaction (`begin`), committed when it returns.
+        """`body(conn)` in a write transaction, committed when it returns, as in `begin`.
 
-        On SQLite the body runs in the connection's thread in one hand-off (see the module
-        docstring), so it must await nothing but `conn`'s statements: no other I/O, no sleep,
-        no lock. Elsewhere it runs as in `begin`.
+        On SQLite the transaction runs in the connection's thread in one hand-off, BEGIN
+        IMMEDIATE to COMMIT (see the module docstring), so the body must await nothing but
+        `conn`'s statements: no other I/O, no sleep, no lock (it fails if it does).
         """
-        async with self.begin() as conn:
-            raw = (await conn.get_raw_connection()).driver_connection if self._write_lock else None
-            if not isinstance(raw, _StopOnce):
-                return await body(conn)
-            run = asyncio.ensure_future(raw.run_body(body(conn)))
-            # Never left running in the thread while the transaction ends: a cancelled caller
-            # waits for the body first (then `begin` rolls it back), as SQLAlchemy's connection
-            # must not be used from two threads at once.
-            cancelled = False
-            while not run.done():
-                try:
-                    await asyncio.wait((run,))
-                except asyncio.CancelledError:
-                    cancelled = True
-            if cancelled:
-                raise asyncio.CancelledError
-            return run.result()
+        with _translate_outages():
+            if self._write_lock is None:
+                async with self.engine.begin() as conn:
+                    return await body(conn)
+            async with self._write_lock:
+                return await self._sqlite_transact(body)
+
+    async def _sqlite_transact(self, body: Callable[[AsyncConnection], Coroutine[Any, Any, _T]]) -> _T:
+        deadline = time.monotonic() + self.lock_wait
+        delay = 0.05
+        while True:
+            conn = await self.engine.connect()
+            began: list[bool] = []
+            try:
+                await conn.execution_options(**{_BEGIN_MODE: "IMMEDIATE"})
+                raw = (await conn.get_raw_connection()).driver_connection
+                assert isinstance(raw, _StopOnce)
+                return await _through_cancel(raw.run_body(_in_transaction(conn, body, began)))
+            except exc.OperationalError as error:
+                # Busy at BEGIN IMMEDIATE (another process holds the lock beyond the busy
+                # timeout): nothing ran yet, so the whole transaction is tried again.
+                if began or not _is_sqlite_busy(error) or time.monotonic() + delay > deadline:
+                    raise
+                self.lock_retries += 1
+                logger.info("the database is locked by another process; retrying in %.2fs", delay)
+            finally:
+                await asyncio.shield(conn.close())
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     @asynccontextmanager
     async def _sqlite_write(self) -> AsyncIterator[AsyncConnection]:
@@ -226,6 +239,31 @@ class Database:
 
     async def close(self) -> None:
         await self.engine.dispose()
+
+
+async def _in_transaction(conn: AsyncConnection, body: Callable[[AsyncConnection], Coroutine[Any, Any, _T]],
+                          began: list[bool]) -> _T:
+    """`body(conn)` between BEGIN and COMMIT (rolled back if it raises); `began` gets an item
+    once BEGIN went through."""
+    async with conn.begin():
+        began.append(True)
+        return await body(conn)
+
+
+async def _through_cancel(work: Coroutine[Any, Any, _T]) -> _T:
+    """`work`'s result, waited for even when the caller is cancelled meanwhile (then raising
+    CancelledError once it is done): a transaction running in the database's thread cannot be
+    stopped halfway, and its connection must not be closed or reused under it."""
+    run = asyncio.ensure_future(work)
+    cancelled = False
+    while not run.done():
+        try:
+            await asyncio.wait((run,))
+        except asyncio.CancelledError:
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return run.result()
 
 
 async def _end_transaction(conn: AsyncConnection, transaction: AsyncTransaction, *, commit: bool) -> None:
@@ -348,8 +386,15 @@ class _StopOnce(aiosqlite.Connection):
         self._maybe_in_transaction = True  # whatever runs may open one, until the thread says
         return await super()._execute(fn, *args, **kwargs)  # type: ignore[no-untyped-call]
 
+    def _in_own_thread(self) -> bool:
+        # True in a transaction run in the thread (`run_body`): its calls run right there.
+        return threading.get_ident() == self._thread.ident
+
     async def commit(self) -> None:
-        await super().commit()
+        if self._in_own_thread():
+            self._conn.commit()
+        else:
+            await super().commit()
         self._maybe_in_transaction = False
 
     async def run_body(self, body: Coroutine[Any, Any, _T]) -> _T:
@@ -363,7 +408,10 @@ class _StopOnce(aiosqlite.Connection):
         # word of the thread (a commit, a rollback, a statement's `in_transaction`) was "none open".
         if not self._maybe_in_transaction:
             return
-        await super().rollback()
+        if self._in_own_thread():
+            self._conn.rollback()
+        else:
+            await super().rollback()
         self._maybe_in_transaction = False
 
 
@@ -427,7 +475,7 @@ class _OneHandOffCursor:
 
     async def _run(self, many: bool, sql: str, parameters: Any) -> _OneHandOffCursor:
         connection = self._connection
-        if threading.get_ident() == connection._thread.ident:  # in a body run there (`_drive`)
+        if connection._in_own_thread():  # in a transaction run there (`_drive`)
             outcome = _run_statement(connection, many, sql, parameters)
         else:
             outcome = await connection._execute(_run_statement, connection, many, sql, parameters)
