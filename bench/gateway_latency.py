@@ -428,8 +428,12 @@ def main() -> None:
         for round_index in range(args.rounds):
             for name, base in bases.items():
                 url = base + "/v1/messages"
-                record(name, "c1_", run_wrk(url, 1, args.seconds, script))
                 owner = owners.get(name)
+                cpu_before = cpu_seconds(owner) if owner else 0.0
+                record(name, "c1_", run_wrk(url, 1, args.seconds, script))
+                if owner:
+                    calls = results[name]["c1_rps"][-1] * max(int(args.seconds), 1)
+                    record(name, "c1_", {"cpu_us": (cpu_seconds(owner) - cpu_before) * 1e6 / max(calls, 1)})
                 cpu_before = cpu_seconds(owner) if owner else 0.0
                 load = subprocess.Popen(
                     ["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c16", f"-d{max(int(args.seconds), 1)}s",
@@ -512,15 +516,17 @@ def _report(med: dict[str, dict[str, float]], rss_idle: int, rss_load: int, args
         return f"{row[key] - d[key]:+.3f}"
 
     rows = [
-        "| proxy | c=1 req/s | c=1 p50 (ms) | c=1 p50 added | c=16 req/s | c=16 vs nginx "
-        "| CPU per call at c=16 (µs) | stream first byte added (ms) | paced stream gap added (ms) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| proxy | c=1 req/s | c=1 p50 (ms) | c=1 p50 added | CPU per call at c=1 (µs) | c=16 req/s "
+        "| c=16 vs nginx | CPU per call at c=16 (µs) | stream first byte added (ms) "
+        "| paced stream gap added (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name in (name for name in TARGETS if name in med):
         row = med[name]
         cpu = f"{row['c16_cpu_us']:.0f}" if "c16_cpu_us" in row else "-"
+        cpu1 = f"{row['c1_cpu_us']:.0f}" if "c1_cpu_us" in row else "-"
         rows.append(
-            f"| {name} | {row['c1_rps']:,.0f} | {row['c1_p50']:.3f} | {added(row, 'c1_p50')} "
+            f"| {name} | {row['c1_rps']:,.0f} | {row['c1_p50']:.3f} | {added(row, 'c1_p50')} | {cpu1} "
             f"| {row['c16_rps']:,.0f} | {row['c16_rps'] / n['c16_rps']:.2f}x | {cpu} "
             f"| {added(row, 's0_ttfb_p50')} | {added(row, 's20_gap_mean')} |"
         )
@@ -537,7 +543,8 @@ def _report(med: dict[str, dict[str, float]], rss_idle: int, rss_load: int, args
 
         against = (
             f"smoltbot against smoltbot, before ({args.baseline}), same run: c=1 p50 added "
-            f"{ratio('c1_p50', True)}, c=1 req/s {ratio('c1_rps')}, c=16 req/s {ratio('c16_rps')}, "
+            f"{ratio('c1_p50', True)}, c=1 req/s {ratio('c1_rps')}, "
+            f"CPU per call at c=1 {ratio('c1_cpu_us')}, c=16 req/s {ratio('c16_rps')}, "
             f"CPU per call at c=16 {ratio('c16_cpu_us')}, stream first byte added "
             f"{ratio('s0_ttfb_p50', True)}."
         )

@@ -55,8 +55,8 @@ logger = logging.getLogger(__name__)
 #: the gateway must not reject what the upstream would take).
 _MAX_FIELD = 64 * 1024
 _SHUTDOWN_GRACE = 30.0
-#: A call with at most this many request and response bytes has its record built on the event
-#: loop (tens of microseconds) rather than on the capture thread.
+#: A call with at most this many request and response bytes (decoded, when compressed) has its
+#: record built on the event loop (tens of microseconds) rather than on the capture thread.
 _BUILD_ON_LOOP_BYTES = 64 * 1024
 
 
@@ -160,8 +160,8 @@ class Gateway:
 
     def submit(self, capture: Capture) -> None:
         """Runs after the client has its response: the record is built on the capture thread
-        (off the event loop; a small one with nothing to decompress right here, which is cheaper
-        than the hand-offs), then spooled and shipped. Every call yields one record: the full
+        (off the event loop; a small one, decoded small, right here, which is cheaper than the
+        hand-offs), then spooled and shipped. Every call yields one record: the full
         one, or a minimal one that says what failed."""
         if capture.built_cheaply_here(_BUILD_ON_LOOP_BYTES):
             self._ship(capture.exchange_id, *self._build(capture))

@@ -35,9 +35,9 @@ from smoltbot.core.outcomes import ExchangeOutcome
 from smoltbot.core.settings import Settings
 from smoltbot.v1 import exchange_pb2
 
-from .body_decoding import StreamDecoder, UndecodableBody, encoding_tokens
+from .body_decoding import StreamDecoder, UndecodableBody, decode_body, encoding_tokens
 from .providers import Reassembler, reassembler_for
-from .scrub import Scrubber, proto_text, raw_bytes
+from .scrub import Scrubber, proto_text, raw_bytes, scrubber_for
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -250,13 +250,25 @@ class Capture:
         self.detail = detail
 
     def built_cheaply_here(self, limit: int) -> bool:
-        """True when nothing went to the capture thread yet, there is at most `limit` bytes to
-        build from and nothing to decompress (a small compressed body can expand a thousandfold):
-        building such a record on the event loop costs less than the two thread hand-offs (and
-        their fight for the GIL) of building it on the capture thread."""
-        return (self._last_batch is None and len(self.request_body) + self._batch_bytes <= limit
-                and not _header(self.response_headers, "content-encoding")
-                and not _header(self.request_headers, "content-encoding"))
+        """True when nothing went to the capture thread yet and there is at most `limit` bytes to
+        build from, decoded (a small compressed body can expand a thousandfold: each encoded body
+        is decoded here first, stopped at `limit`): building such a record on the event loop costs
+        less than the two thread hand-offs (and their fight for the GIL) of building it on the
+        capture thread."""
+        if self._last_batch is not None or len(self.request_body) + self._batch_bytes > limit:
+            return False
+        request_encoding = _header(self.request_headers, "content-encoding")
+        response_encoding = _header(self.response_headers, "content-encoding")
+        if not request_encoding and not response_encoding:
+            return True
+        room = limit
+        for body, encoding in ((self.request_body, request_encoding),
+                               (b"".join(self._batch) if response_encoding else b"", response_encoding)):
+            if encoding:
+                room -= _decoded_size(body, encoding, room)
+                if room < 0:
+                    return False
+        return True
 
     def seal(self) -> None:
         """Hands the last response bytes to the capture thread; `to_exchange` goes after them."""
@@ -278,7 +290,7 @@ class Capture:
         if response.failure:
             raise RuntimeError(response.failure)
         limits = self.limits
-        scrub = Scrubber(self.credential)
+        scrub = scrubber_for(self.credential)
         notes: list[str] = []
 
         request_headers, dropped = _headers(self.request_headers, scrub, limits.headers_bytes)
@@ -391,6 +403,16 @@ class Capture:
         return body, capture, stream_error, event_count, outcome, detail
 
 
+def _decoded_size(body: bytes, encoding: str, limit: int) -> int:
+    """The size of `body` decoded, or more than `limit` once it passes that (decoding stops
+    there); 0 when it cannot be decoded (the record keeps it as sent)."""
+    try:
+        decoded, cut = decode_body(body, encoding, max(limit, 0))
+    except UndecodableBody:
+        return 0
+    return limit + 1 if cut else len(decoded)
+
+
 def _whole_body(raw: bytes, encoding: str, limit: int, scrub: Scrubber, *, size: int | None = None,
                 digest: str | None = None,
                 raw_truncated: bool = False) -> tuple[bytes, exchange_pb2.BodyCapture]:
@@ -485,7 +507,7 @@ def minimal_exchange(capture: Capture | exchange_pb2.Exchange, gateway_id: str,
             exchange.enforcement.CopyFrom(full.enforcement)
         return exchange
     try:
-        scrub = Scrubber(capture.credential)
+        scrub = scrubber_for(capture.credential)
     except Exception:  # noqa: BLE001 - this record must not fail: without the path's text then
         scrub = None
     exchange = exchange_pb2.Exchange(
