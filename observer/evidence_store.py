@@ -32,10 +32,12 @@ from __future__ import annotations
 import json
 import logging
 import threading
+from bisect import bisect_left
 from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 import sqlalchemy as sa
@@ -58,6 +60,9 @@ logger = logging.getLogger(__name__)
 
 #: Rows of one session read for one check (the oldest are dropped beyond it; the ledger says so).
 MAX_LEDGER_ROWS = 20_000
+_ROW_ORDER = attrgetter("started_at", "exchange_id")
+_STARTED = attrgetter("started_at")
+_EXCHANGE_ID = attrgetter("exchange_id")
 _h = evidence_history.c
 
 
@@ -189,9 +194,9 @@ class SessionMemo:
         """The call checked against a ledger of the rows `ids` left its points (`carry`)."""
         self._carried_rows = ids
 
-    def ledger(self, rows: Sequence[LedgerRow]) -> HistoryLedger | None:
-        """The ledger of `rows` (in start order), not to be changed; None past its bounds."""
-        ids = tuple(row.exchange_id for row in rows)
+    def ledger(self, rows: Sequence[LedgerRow], ids: tuple[str, ...]) -> HistoryLedger | None:
+        """The ledger of `rows` (in start order; `ids`: their exchange ids), not to be changed; None
+        past its bounds."""
         kept = len(self._ids)
         if self._ledger is not None and ids[:kept] == self._ids:
             if kept == len(ids):
@@ -260,12 +265,12 @@ def evidence_for(given: EvidenceJob, *, exchange_id: str, agent_id: str, api: st
     calls the checks do not read (not the Messages API, or a request that is not a JSON object)."""
     if api != API_ANTHROPIC_MESSAGES:
         return None
-    rows = [row for row in sorted(given.rows, key=lambda r: (r.started_at, r.exchange_id))
-            if row.started_at < given.started_at]
+    ordered = sorted(given.rows, key=_ROW_ORDER)  # key and filter in C: a session's rows grow with it
+    rows = ordered[:bisect_left(ordered, given.started_at, key=_STARTED)]
     memo = SESSION_MEMOS.for_call(given.key, given.session_id) if given.session_id else None
     try:
-        ledger = memo.ledger(rows) if memo is not None else None
-        ids = tuple(row.exchange_id for row in rows)
+        ids = tuple(map(_EXCHANGE_ID, rows))
+        ledger = memo.ledger(rows, ids) if memo is not None else None
         carry = memo.carry(ids) if memo is not None else None
         if carry is not None and ledger is None:
             carry.history = None  # past the memo's bounds, the ledger is not built from all the rows

@@ -9,10 +9,12 @@ session's other memos (`DigestMemo`) then find by identity instead of comparing 
 
 Exact by construction: the top level is read with the standard decoder's own scanner
 (`json.scanner`, the same C code `json.loads` runs), the message elements not reused too, and a
-message is reused only when the text up to its end equals the last request's (a prefix that is
-the same text parses the same way). Anything this reader does not expect (not an object, a
-`messages` key twice, a decoding error) is handed to `json.loads` whole, whose answer is the
-answer. The reused objects are shared with the last call's: nothing that reads them may change
+message is reused only when the bytes up to its end equal the last request's (a prefix that is
+the same text parses the same way). The bytes are compared in place, and of a UTF-8 body only
+what stands before the `messages` array and after the reused messages is decoded and read: the
+reused messages' text is neither copied nor decoded again. Anything this reader does not expect
+(not an object, a `messages` key twice, a decoding error) is handed to `json.loads` whole, whose
+answer is the answer. The reused objects are shared with the last call's: nothing that reads them may change
 them (the readers build new values, never edit the request).
 """
 
@@ -48,8 +50,9 @@ class _NotPlain(Exception):
 
 class RequestMemo:
     def __init__(self) -> None:
-        self._text = ""
-        #: Where the last request's `messages` array opens, and the end offset of each element.
+        #: The last request's body, where its `messages` array opens and the end of each element
+        #: (byte offsets); -1: the next body is read whole.
+        self._body = b""
         self._array_at = -1
         self._ends: list[int] = []
         self._messages: list[Any] = []
@@ -63,19 +66,20 @@ class RequestMemo:
 
     @property
     def size(self) -> int:
-        """Characters held (the last request's text; its parsed messages are shared with the
-        session's `DigestMemo`)."""
-        return len(self._text)
+        """Bytes held (the last request's body; its parsed messages are shared with the session's
+        `DigestMemo`)."""
+        return len(self._body)
 
     def load(self, body: bytes) -> Any:
-        """`load_json(body)`, reusing the last request's messages where its text is the same."""
+        """`load_json(body)`, reusing the last request's messages where its bytes are the same."""
         read = self._read if self._read_of is not None and self._read_of is self.body else []
         self.reused, self._read, self._read_of = 0, [], None
         if not body:
+            self._forget()
             self.body = None
             return None
         try:
-            self.body = self._parse(body.decode(json.detect_encoding(body), "surrogatepass"))
+            self.body = self._load(body)
         except (_NotPlain, ValueError, RecursionError, StopIteration, IndexError):
             self._forget()
             self.body = load_json(body)
@@ -94,11 +98,61 @@ class RequestMemo:
             self._read, self._read_of = messages, body
 
     def _forget(self) -> None:
-        self._text, self._array_at, self._ends, self._messages = "", -1, [], []
+        self._body, self._array_at, self._ends, self._messages = b"", -1, [], []
         self.reused = 0
 
-    def _parse(self, text: str) -> dict[str, Any]:
-        """The top-level object, as `json.decoder.JSONObject` reads it (strict, no hooks)."""
+    def _load(self, body: bytes) -> dict[str, Any]:
+        encoding = json.detect_encoding(body)
+        kept = self._kept(body) if encoding == "utf-8" else 0
+        if kept:
+            # The text before the array and after the kept messages, joined: the array's `[` is
+            # followed by what followed message `kept - 1` (a `,` or its `]`).
+            head = body[:self._array_at + 1].decode("utf-8", "surrogatepass")
+            start = self._ends[kept - 1]
+            text = head + body[start:].decode("utf-8", "surrogatepass")
+            found, array = self._parse(text, kept)
+            if array is None or array[0] != len(head) - 1:
+                raise _NotPlain  # the same bytes before the array read the same way: never here
+            self._remember(body, array, len(head) - 1, (self._array_at, start), text)
+        else:
+            text = body.decode(encoding, "surrogatepass")
+            found, array = self._parse(text, 0)
+            if encoding != "utf-8":
+                array = None  # offsets of another encoding: the next body is read whole
+            self._remember(body, array, array[0] if array else 0, (0, 0), text)
+        return found
+
+    def _remember(self, body: bytes, array: tuple[int, list[int], list[Any]] | None, text_at: int,
+                  byte_at: tuple[int, int], text: str) -> None:
+        """Keeps the body and the byte offsets of its array and messages. `array`: where the array
+        opens in `text`, its elements' end offsets in `text` and the elements. With elements kept,
+        the text right after the array's `[` (`text_at`) stands at byte `byte_at[1]` of the body
+        and the array opens at byte `byte_at[0]`; without, `text` is the whole body's text."""
+        if array is None:
+            self._forget()
+            return
+        at, ends, messages = array
+        kept = self.reused
+        if kept:
+            byte_ends, array_at = self._ends[:kept], byte_at[0]
+            text_from, byte_from = text_at + 1, byte_at[1]
+        elif body.isascii():  # one byte per character: the offsets are the text's
+            self._body, self._array_at, self._ends, self._messages = body, at, ends, messages
+            return
+        else:
+            byte_ends, array_at = [], len(text[:at].encode("utf-8", "surrogatepass"))
+            text_from, byte_from = at, array_at
+        for end in ends[kept:]:
+            byte_from += len(text[text_from:end].encode("utf-8", "surrogatepass"))
+            text_from = end
+            byte_ends.append(byte_from)
+        self._body, self._array_at, self._ends, self._messages = body, array_at, byte_ends, messages
+
+    def _parse(self, text: str, kept: int) -> tuple[dict[str, Any], tuple[int, list[int], list[Any]] | None]:
+        """The top-level object, as `json.decoder.JSONObject` reads it (strict, no hooks), and its
+        `messages` array (where it opens, its elements' end offsets, the elements). `kept`: the
+        array's first elements are the last request's, and in `text` its `[` is directly followed
+        by what followed them."""
         at = _space(text, 0).end()
         if text[at:at + 1] != "{":
             raise _NotPlain
@@ -118,7 +172,7 @@ class RequestMemo:
                     raise _NotPlain  # twice: the last one wins in json.loads; not worth a second path
                 if text[at:at + 1] == "[":
                     ends: list[int] = []
-                    value, end = self._array(text, at, ends)
+                    value, end = self._array(text, at, ends, kept)
                     array = (at, ends, value)
                     at = end
                 else:
@@ -135,21 +189,19 @@ class RequestMemo:
             at = _space(text, at + 1).end()
         if _space(text, at + 1).end() != len(text):
             raise _NotPlain  # extra data: json.loads says so
-        if array is None:
-            self._forget()
-        else:
-            self._text, (self._array_at, self._ends, self._messages) = text, array
-        return dict(pairs)
+        if kept and array is None:
+            raise _NotPlain
+        return dict(pairs), array
 
-    def _array(self, text: str, at: int, ends: list[int]) -> tuple[list[Any], int]:
+    def _array(self, text: str, at: int, ends: list[int], kept: int) -> tuple[list[Any], int]:
         """The `messages` array opening at `at`, as `json.decoder.JSONArray` reads it, its first
-        elements the last request's where the text up to their end is the same."""
-        kept = self._kept(text, at)
+        `kept` elements the last request's (in `text`, the `[` is followed by what followed them;
+        their end offsets are left out of `ends` but counted: `ends[i]` is element i's or None)."""
         values = self._messages[:kept]
-        ends.extend(self._ends[:kept])
+        ends.extend([at] * kept)  # placeholders: the kept elements' offsets are the last body's
         self.reused = kept
         if kept:
-            at = ends[-1]
+            at += 1
         else:
             at = _space(text, at + 1).end()
             if text[at:at + 1] == "]":
@@ -169,17 +221,18 @@ class RequestMemo:
             values.append(value)
             ends.append(at)
 
-    def _kept(self, text: str, at: int) -> int:
-        """How many of the last request's messages this text starts with: the largest k whose end
-        offset bounds a prefix equal to the last text's (the array opening at the same offset).
-        Most often all but the last one or two: those are tried first, then a binary search."""
+    def _kept(self, body: bytes) -> int:
+        """How many of the last request's messages this body starts with: the largest k whose end
+        offset bounds a prefix equal to the last body's (compared in place). Most often all but the
+        last one or two: those are tried first, then a binary search."""
         ends = self._ends
-        if at != self._array_at or not ends:
+        if self._array_at < 0 or not ends:
             return 0
+        last = memoryview(self._body)
 
         def same(k: int) -> bool:
             end = ends[k - 1]
-            return len(text) >= end and text.startswith(self._text[:end])
+            return len(body) >= end and body.startswith(last[:end])
 
         for k in range(len(ends), max(len(ends) - 3, 0), -1):
             if same(k):

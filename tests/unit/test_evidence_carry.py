@@ -234,3 +234,31 @@ def test_a_card_changed_between_two_calls_is_read_again() -> None:
     assert any(e.get("injection_flags") for _, e in cold[:8])
     assert not any(e.get("injection_flags") for _, e in cold[8:])
     assert all(a["origin"] == "card" for _, e in cold[9:] for a in e.get("arguments", []))
+
+
+def test_a_utf8_request_read_with_the_last_one_is_json_loads_and_decodes_only_what_is_new() -> None:
+    """Raw UTF-8 (JavaScript clients do not escape): multi-byte characters before, inside and after
+    the reused messages, an escaped lone surrogate, a BOM and another encoding read whole."""
+    from smoltbot.core.evidence.request_memo import RequestMemo
+
+    rng = random.Random(7)
+    memo = RequestMemo()
+    messages: list[dict[str, Any]] = [{"role": "user", "content": "Répare les tests ✓"}]
+    decoded: list[int] = []
+
+    for n in range(30):
+        words = rng.choice(["naïve café", "日本語のテキスト", "emoji 🎉", "\ud800 lone", "plain"])
+        messages.append({"role": "assistant" if n % 2 else "user", "content": words * 3})
+        sent = copy.deepcopy(messages)
+        if rng.random() < 0.3:
+            sent[rng.randrange(len(sent))]["content"] += " édité"
+        request = {"model": "m", "system": "Système ✓", "messages": sent, "tools": [{"name": "Bäsh"}]}
+        text = json.dumps(request, ensure_ascii=False)
+        body = text.encode("utf-8", "surrogatepass")
+        if n in (11, 12):
+            body = b"\xef\xbb\xbf" + body if n == 11 else text.encode("utf-16", "surrogatepass")
+        found = memo.load(body)
+        expected = json.loads(body)
+        assert repr(found) == repr(expected), n
+        decoded.append(memo.reused)
+    assert sum(decoded) > 100, decoded  # most messages were reused, not decoded again
