@@ -1,6 +1,6 @@
 """What the evidence checks (history integrity, provenance, say/do) cost the observer, same run.
 
-    python bench/evidence_cost.py [--sessions 4] [--turns 40] [--rounds 5] [--file-kb 8]
+    python bench/evidence_cost.py [--sessions 4] [--turns 40] [--rounds 5] [--file-kb 8] [--baseline REV]
 
 The observer's per-exchange CPU work is `pipeline.compute` (decode, extract, analyse, build and
 verify the traces, serialise), run in its worker processes. This runs it on Claude Code-shaped
@@ -19,6 +19,11 @@ request body (the checks parse the request once; extraction never parses the his
 evidence stage's own time (`pipeline.add_evidence`, timed inside `compute`) by the call's place in
 its session, which shows whether it is a constant or grows with the history. Times are the
 process's CPU time (`time.process_time`): other processes' load does not count in them.
+
+`--baseline REV` (a git revision, a source checkout or a `smoltbot` package tree) measures that
+code in the same run: each round runs in a child process per tree, the two trees alternating
+(the baseline's packages first on its PYTHONPATH), and the figures are printed per tree with the
+ratios of this code's over the baseline's.
 """
 
 from __future__ import annotations
@@ -26,7 +31,11 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -143,6 +152,101 @@ def run(made: list[list[exchange_pb2.Exchange]], key: bytes | None, *, keep: boo
     return elapsed
 
 
+NAMES = ("without the checks", "checks, nothing kept", "checks, as the worker runs them")
+
+
+def measure(made: list[list[exchange_pb2.Exchange]], rounds: int, turns: int) -> dict[str, Any]:
+    """The rounds' CPU seconds per variant, and the evidence stage's seconds by call position."""
+    key = ledger_key(b"bench-secret")
+    variants: dict[str, list[float]] = {name: [] for name in NAMES}
+    by_call: dict[str, list[list[float]]] = {name: [[] for _ in range(turns)] for name in NAMES}
+    run(made, None), run(made, key, keep=False), run(made, key)  # warm up
+    for _ in range(rounds):
+        variants[NAMES[0]].append(run(made, None))
+        variants[NAMES[1]].append(run(made, key, keep=False, by_call=by_call[NAMES[1]]))
+        variants[NAMES[2]].append(run(made, key, by_call=by_call[NAMES[2]]))
+    bodies = [e.request.body for calls in made for e in calls]
+    began = _clock()
+    for body in bodies:
+        json.loads(body)
+    parse = (_clock() - began) / len(bodies)
+    return {"variants": variants, "by_call": by_call, "parse": parse,
+            "size": sum(len(b) for b in bodies) / len(bodies)}
+
+
+def report(figures: dict[str, Any], count: int, turns: int, sessions: int, rounds: int) -> None:
+    variants, by_call, parse = figures["variants"], figures["by_call"], figures["parse"]
+    print(f"{count} exchanges ({sessions} sessions x {turns} calls, average request "
+          f"{figures['size'] / 1024:.0f} KiB), {rounds} rounds")
+    # The median, and the best round: on a shared machine another process's burst only ever adds
+    # time, so the best round is the steadier figure of what the code itself costs.
+    for label, pick in (("median", statistics.median), ("best", min)):
+        print(f"  {label} of the rounds:")
+        base = pick(variants[NAMES[0]])
+        for name in NAMES:
+            took = pick(variants[name])
+            line = f"    {name + ':':34} {count / took:8.1f} exchanges/s ({took / count * 1e3:.2f} ms each)"
+            if name != NAMES[0]:
+                line += (f", ratio {base / took:.3f}, added {(took - base) / count * 1e3:.2f} ms"
+                         f" = {(took - base) / count / parse:.1f}x one json.loads")
+            print(line)
+    print(f"  one json.loads of the request: {parse * 1e3:.2f} ms")
+    # Whether the added time is a constant or grows with the history: call n resends n turns.
+    positions = sorted({0, turns // 4, turns // 2, 3 * turns // 4, turns - 1})
+    print("  the evidence stage (pipeline.add_evidence) by the call's place in its session, ms "
+          "(median / best of the rounds):")
+    print("    call (turns resent):".ljust(38) + "".join(f"{n:>14}" for n in positions))
+    for name in NAMES[1:]:
+        stage = [(statistics.median(by_call[name][n]), min(by_call[name][n])) for n in positions]
+        print(f"    {name}:".ljust(38) + "".join(f"{m * 1e3:8.2f} /{b * 1e3:5.2f}" for m, b in stage))
+
+
+def against(args: argparse.Namespace) -> None:
+    """This code and the baseline's, one child process per tree and round, alternating."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from observer_throughput import baseline_tree  # the same link tree the observer benchmark uses
+
+    scratch = tempfile.mkdtemp(prefix="smoltbot-evidence-baseline-")
+    tree = baseline_tree(args.baseline, __import__("pathlib").Path(scratch))
+    merged: dict[str, dict[str, Any]] = {}
+    for round_ in range(args.rounds):
+        for name in (("baseline", "this") if round_ % 2 == 0 else ("this", "baseline")):
+            environment = dict(os.environ)
+            if name == "baseline":
+                environment["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree),
+                                                                          environment.get("PYTHONPATH")]))
+            child = subprocess.run(
+                [sys.executable, __file__, "--sessions", str(args.sessions), "--turns", str(args.turns),
+                 "--rounds", "1", "--file-kb", str(args.file_kb), "--json"],
+                env=environment, check=True, capture_output=True, text=True)
+            figures = json.loads(child.stdout)
+            if name not in merged:
+                merged[name] = figures
+                continue
+            for variant, times in figures["variants"].items():
+                merged[name]["variants"][variant] += times
+            for variant, calls in figures["by_call"].items():
+                for n, times in enumerate(calls):
+                    merged[name]["by_call"][variant][n] += times
+    count = args.sessions * args.turns
+    for name in ("baseline", "this"):
+        print(f"== {name}" + (f" ({args.baseline})" if name == "baseline" else " (the installed code)"))
+        report(merged[name], count, args.turns, args.sessions, args.rounds)
+    print(f"== this / baseline, medians of {args.rounds} alternating rounds (CPU time):")
+    for name in NAMES:
+        this, base = (statistics.median(merged[t]["variants"][name]) for t in ("this", "baseline"))
+        print(f"    {name + ':':34} time x{this / base:.3f}")
+    for name in NAMES[1:]:
+        ratio = [statistics.median(merged[t]["variants"][NAMES[0]]) / statistics.median(
+            merged[t]["variants"][name]) for t in ("baseline", "this")]
+        print(f"    {name + ':':34} throughput ratio against no checks {ratio[0]:.3f} -> {ratio[1]:.3f}")
+    last = args.turns - 1
+    for name in NAMES[1:]:
+        this, base = (statistics.median(merged[t]["by_call"][name][last]) for t in ("this", "baseline"))
+        print(f"    {name + ':':34} evidence stage at call {last}: {base * 1e3:.2f} -> {this * 1e3:.2f} ms "
+              f"(x{this / base:.3f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -150,47 +254,18 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=40)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--file-kb", type=int, default=8)
+    parser.add_argument("--baseline", default="", help="a git revision or tree to measure against")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # a child's figures
     args = parser.parse_args()
+    if args.baseline:
+        against(args)
+        return
     made = sessions(args.sessions, args.turns, args.file_kb)
-    count = sum(len(calls) for calls in made)
-    key = ledger_key(b"bench-secret")
-    names = ("without the checks", "checks, nothing kept", "checks, as the worker runs them")
-    variants: dict[str, list[float]] = {name: [] for name in names}
-    by_call: dict[str, list[list[float]]] = {name: [[] for _ in range(args.turns)] for name in names}
-    run(made, None), run(made, key, keep=False), run(made, key)  # warm up
-    for _ in range(args.rounds):
-        variants[names[0]].append(run(made, None))
-        variants[names[1]].append(run(made, key, keep=False, by_call=by_call[names[1]]))
-        variants[names[2]].append(run(made, key, by_call=by_call[names[2]]))
-    bodies = [e.request.body for calls in made for e in calls]
-    began = _clock()
-    for body in bodies:
-        json.loads(body)
-    parse = (_clock() - began) / len(bodies)
-    size = sum(len(b) for b in bodies) / len(bodies)
-    print(f"{count} exchanges ({args.sessions} sessions x {args.turns} calls, average request "
-          f"{size / 1024:.0f} KiB), {args.rounds} rounds")
-    # The median, and the best round: on a shared machine another process's burst only ever adds
-    # time, so the best round is the steadier figure of what the code itself costs.
-    for label, pick in (("median", statistics.median), ("best", min)):
-        print(f"  {label} of the rounds:")
-        base = pick(variants["without the checks"])
-        for name, times in variants.items():
-            took = pick(times)
-            line = f"    {name + ':':34} {count / took:8.1f} exchanges/s ({took / count * 1e3:.2f} ms each)"
-            if times is not variants["without the checks"]:
-                line += (f", ratio {base / took:.3f}, added {(took - base) / count * 1e3:.2f} ms"
-                         f" = {(took - base) / count / parse:.1f}x one json.loads")
-            print(line)
-    print(f"  one json.loads of the request: {parse * 1e3:.2f} ms")
-    # Whether the added time is a constant or grows with the history: call n resends n turns.
-    positions = sorted({0, args.turns // 4, args.turns // 2, 3 * args.turns // 4, args.turns - 1})
-    print("  the evidence stage (pipeline.add_evidence) by the call's place in its session, ms "
-          "(median / best of the rounds):")
-    print("    call (turns resent):".ljust(38) + "".join(f"{n:>14}" for n in positions))
-    for name in names[1:]:
-        stage = [(statistics.median(by_call[name][n]), min(by_call[name][n])) for n in positions]
-        print(f"    {name}:".ljust(38) + "".join(f"{m * 1e3:8.2f} /{b * 1e3:5.2f}" for m, b in stage))
+    figures = measure(made, args.rounds, args.turns)
+    if args.json:
+        print(json.dumps(figures))
+        return
+    report(figures, sum(len(calls) for calls in made), args.turns, args.sessions, args.rounds)
 
 
 if __name__ == "__main__":
