@@ -604,9 +604,12 @@ index that matches its filter and order (`ix_traces_timestamp`, `ix_traces_agent
 provider and enforcement filters over `ix_traces_[agent_]provider_timestamp` and
 `ix_traces_[agent_]enforcement_timestamp`, one ordered range per action, migration 0011); the
 integrity's all-time sums come from per-agent counters (`observer/integrity_counters.py`) plus
-the traces created since their mark, its recent window and timeline from bounded index ranges;
-the agent page reads the usage of the sessions it lists, each over its own range of
-`ix_exchange_usage_session` (GetSessionUsage), not the agent's whole history; the observer's
+the traces created since their mark, its 7-day timeline from per-hour roll-ups kept the same way
+(`integrity_hours`, migration 0012: at most 168 rows) plus the traces since the mark, its recent
+window from a bounded index range; the agent page and `smoltbot sessions` read the usage of the
+sessions they list, each over its own range of `ix_exchange_usage_session` (GetSessionUsage),
+not the agent's whole history, and the sessions list is a keyset range of
+`ix_sessions_agent_activity` from its cursor on; the observer's
 queue gauge counts pending, processing and failed exchanges over `ix_exchanges_due`, not every
 exchange at each scrape. Tests check each of these on both databases' query plans
 (`tests/support/query_plans.py`). Retention deletes per agent in batches of 500 rows, each its
