@@ -559,7 +559,9 @@ def _report(med: dict[str, dict[str, float]], rss_idle: int, rss_load: int, args
         "## Gateway",
         "",
         (
-            f"`python bench/gateway_latency.py --rounds {args.rounds} --seconds {args.seconds:g}` "
+            f"`python bench/gateway_latency.py --rounds {args.rounds} --seconds {args.seconds:g} "
+            f"--streams {args.streams}{f' --baseline {args.baseline}' if args.baseline else ''}"
+            f"{' --profile' if args.profile else ''}` "
             f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, Python {sys.version.split()[0]}). "
             "Each proxy alone on core 0; wrk, the upstream (a static nginx reply; streams from the "
             "Anthropic stand-in behind it) and the services on core 1; the targets interleaved, "
@@ -617,6 +619,18 @@ gateway shipping to a sink that answers as observers before batches did, so it f
 one exchange per message; its CPU per call against smoltbot's is what batching saves. The spool
 is an append-only segment log: appending and acking a 2 KB exchange costs 7-10 µs of CPU;
 fsyncs (fdatasync) are batched every 0.5 s in a worker thread.
+
+Thread hand-offs (issue 16, round 5). At c=1 the gateway's core was busy for nearly all of each
+call (CPU per call about the call's whole time), so whatever ran after the response was on the
+next call's path: per call one `Ingest` request and its ack (grpcio hands each to its own
+threads and back to the loop through a pipe) and one job on the spool's io thread (punching
+the acked payload out of its segment), about 10 voluntary and 8 involuntary context switches
+per call against 1.8 for the bare aiohttp relay. The shipper now sends at most one request per
+5 ms (`Shipper.linger`; the first after a quiet moment at once) and the spool erases acked
+payloads in one job per 50 ms window (`Spool.erase_interval`; at once after a quiet moment):
+1.6 and 0.8 context switches per call. Small compressed calls have their records built on the
+loop too (decoded first, stopped at 64 KiB), and a key's `Scrubber` is built once. "smoltbot,
+before" (`--baseline`) is the gateway from before those changes, measured in the same run.
 
 Earlier micro-measurements (2026-11, gateway core only, a trivial raw-asyncio upstream):
 

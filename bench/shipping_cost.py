@@ -1,15 +1,17 @@
 """What shipping one exchange to the Observer costs the gateway, batched and one per message.
 
-    python bench/shipping_cost.py [--exchanges 20000] [--burst 16] [--rounds 3] [--rate 0]
+    python bench/shipping_cost.py [--exchanges 20000] [--burst 16] [--rounds 3] [--rate 0] [--linger S]
 
 The gateway's real spool and shipper (`gateway/spool.py`, `gateway/shipper.py`) in this process
 ship `--exchanges` records of a usual size (about 3 KB), submitted `--burst` at a time (what
 c=16 load hands them), as fast as the event loop turns or paced at `--rate` exchanges/s, to an
 ack-only Ingest sink in its own process on the other core. Two sinks: one that takes batches,
 one that answers as observers before batches did (the shipper then falls back to one exchange
-per message). Rounds alternate between the two; the figure is this process's CPU time (all its
-threads, so gRPC's too) per exchange, which other work on the machine moves far less than
-throughput.
+per message). "batched, no linger" is the batched shipper with `linger=0` (a request whenever the
+stream is idle, as before issue 16's round 5), so `--burst 1 --rate 1000` (one call at a time)
+shows what the linger saves. Rounds alternate between the modes; the figure is this process's
+CPU time (all its threads, so gRPC's too) per exchange, which other work on the machine moves far
+less than throughput.
 """
 
 from __future__ import annotations
@@ -70,10 +72,11 @@ def payload() -> tuple[str, bytes]:
     return exchange_id, encode_ingest_request(exchange)
 
 
-async def ship(address: str, count: int, burst: int, rate: float, directory: Path) -> dict[str, float]:
+async def ship(address: str, count: int, burst: int, rate: float, directory: Path,
+               linger: float | None) -> dict[str, float]:
     spool = Spool(directory, 1 << 34)
     spool.open()
-    shipper = Shipper(spool, address)
+    shipper = Shipper(spool, address) if linger is None else Shipper(spool, address, linger=linger)
     shipper.start()
     records = [payload() for _ in range(count)]
     await asyncio.sleep(0.3)  # the channel connects
@@ -86,9 +89,9 @@ async def ship(address: str, count: int, burst: int, rate: float, directory: Pat
     while spool.depth:
         await asyncio.sleep(0.005)
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
-    batches = shipper.batches
+    batches, requests = shipper.batches, shipper.requests
     await shipper.stop()
-    return {"cpu_us": cpu * 1e6 / count, "per_s": count / wall, "batches": batches}
+    return {"cpu_us": cpu * 1e6 / count, "per_s": count / wall, "batches": batches, "requests": requests}
 
 
 def main() -> None:
@@ -98,16 +101,21 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--rate", type=float, default=0.0, help="exchanges/s to submit (0: unpaced)")
+    parser.add_argument("--linger", type=float, default=None,
+                        help="the batched shipper's linger in seconds (default: the shipper's own)")
     args = parser.parse_args()
     cores = os.sched_getaffinity(0)
     if len(cores) >= 2:
         os.sched_setaffinity(0, {min(cores)})
     sink_core = str(max(cores))
     children: list[subprocess.Popen[str]] = []
-    results: dict[str, list[dict[str, float]]] = {"batched": [], "one per message": []}
+    modes: dict[str, tuple[str, float | None]] = {
+        "batched": ("batch", args.linger), "batched, no linger": ("batch", 0.0),
+        "one per message": ("single", None)}
+    results: dict[str, list[dict[str, float]]] = {name: [] for name in modes}
     try:
         addresses = {}
-        for name, mode in (("batched", "batch"), ("one per message", "single")):
+        for name, (mode, _linger) in modes.items():
             port = free_port()
             children.append(subprocess.Popen(["taskset", "-c", sink_core, sys.executable, "-c", SINK,
                                               f"127.0.0.1:{port}", mode], text=True))
@@ -118,24 +126,28 @@ def main() -> None:
                 for name, address in addresses.items():
                     directory = Path(work) / f"{name.replace(' ', '-')}-{round_index}"
                     results[name].append(asyncio.run(ship(address, args.exchanges, args.burst, args.rate,
-                                                                  directory)))
+                                                          directory, modes[name][1])))
     finally:
         for child in children:
             child.send_signal(signal.SIGTERM)
             child.wait(timeout=10)
+    linger = "" if args.linger is None else f" --linger {args.linger:g}"
     print(f"`python bench/shipping_cost.py --exchanges {args.exchanges} --burst {args.burst} "
-          f"--rounds {args.rounds} --rate {args.rate:g}` ({time.strftime('%Y-%m-%d')}; "
+          f"--rounds {args.rounds} --rate {args.rate:g}{linger}` ({time.strftime('%Y-%m-%d')}; "
           f"load average {os.getloadavg()[0]:.1f}); "
           "median of the rounds:\n")
-    print("| shipping | gateway CPU per exchange (µs) | exchanges/s | batches sent |")
-    print("|---|---:|---:|---:|")
+    print("| shipping | gateway CPU per exchange (µs) | exchanges/s | requests sent | of them batches |")
+    print("|---|---:|---:|---:|---:|")
     for name, rounds in results.items():
         print(f"| {name} | {statistics.median(r['cpu_us'] for r in rounds):.0f} "
               f"| {statistics.median(r['per_s'] for r in rounds):,.0f} "
+              f"| {statistics.median(r['requests'] for r in rounds):,.0f} "
               f"| {statistics.median(r['batches'] for r in rounds):,.0f} |")
     batched = statistics.median(r["cpu_us"] for r in results["batched"])
     single = statistics.median(r["cpu_us"] for r in results["one per message"])
-    print(f"\nBatched shipping costs {batched / single:.2f}x the CPU of one exchange per message.")
+    unlingered = statistics.median(r["cpu_us"] for r in results["batched, no linger"])
+    print(f"\nBatched shipping costs {batched / single:.2f}x the CPU of one exchange per message, and "
+          f"{batched / unlingered:.2f}x that of batched shipping without the linger.")
 
 
 if __name__ == "__main__":
