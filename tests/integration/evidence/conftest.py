@@ -9,8 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx
 import pytest
 
+from smoltbot.api.app import create_app
 from smoltbot.core.identity import agent_hash, load_hash_secret
 from smoltbot.core.settings import Settings
 from smoltbot.gateway import RunningGateway, start_gateway
@@ -117,3 +119,16 @@ async def evidence_stack(standin: AnthropicStandin, database_url: str,
         if gateway is not None:
             await gateway.stop()
         await stack_parts.close()
+
+
+@pytest.fixture
+async def api(evidence_stack: EvidenceStack) -> AsyncIterator[httpx.AsyncClient]:
+    """The REST API over the stack's Registry and Observer, in process (ASGI)."""
+    parts = evidence_stack.observer
+    assert parts.observer is not None
+    app = create_app(parts.observer_settings, registry_address=f"127.0.0.1:{parts.registry_port}",
+                     observer_address=f"127.0.0.1:{parts.observer.port}")
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport,
+                                                                   base_url="http://api.test") as client:
+        yield client

@@ -4,29 +4,14 @@ marks the call where the history diverged."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import httpx
 import pytest
 
-from smoltbot.api.app import create_app
 from tests.integration.evidence.conftest import EvidenceStack
 from tests.integration.evidence.test_history_through_gateway import opening, user
 from tests.integration.evidence.test_provenance_through_gateway import COMMAND, web_then_bash
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-async def api(evidence_stack: EvidenceStack) -> AsyncIterator[httpx.AsyncClient]:
-    parts = evidence_stack.observer
-    assert parts.observer is not None
-    app = create_app(parts.observer_settings, registry_address=f"127.0.0.1:{parts.registry_port}",
-                     observer_address=f"127.0.0.1:{parts.observer.port}")
-    transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport,
-                                                                   base_url="http://api.test") as client:
-        yield client
 
 
 async def test_trace_detail_integrity_view_and_pages_show_the_evidence(

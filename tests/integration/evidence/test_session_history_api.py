@@ -6,29 +6,15 @@ The divergence is the check the call's traces carry (the same thing the session 
 from __future__ import annotations
 
 import copy
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
 import pytest
 
-from smoltbot.api.app import create_app
 from tests.integration.evidence.conftest import EvidenceStack
 from tests.integration.evidence.test_history_through_gateway import opening, user
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture
-async def api(evidence_stack: EvidenceStack) -> AsyncIterator[httpx.AsyncClient]:
-    parts = evidence_stack.observer
-    assert parts.observer is not None
-    app = create_app(parts.observer_settings, registry_address=f"127.0.0.1:{parts.registry_port}",
-                     observer_address=f"127.0.0.1:{parts.observer.port}")
-    transport = httpx.ASGITransport(app=app)
-    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport,
-                                                                   base_url="http://api.test") as client:
-        yield client
 
 
 async def _session(api: httpx.AsyncClient, agent_id: str, session: str) -> dict[str, Any]:
