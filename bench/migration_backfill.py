@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+import sqlalchemy as sa  # noqa: E402
 from alembic import command  # noqa: E402
 from trace_scale import bulk_load  # noqa: E402
 
@@ -43,6 +44,7 @@ from smoltbot.core.storage import Database, migrate, open_database  # noqa: E402
 from smoltbot.core.storage.migrate import alembic_config  # noqa: E402
 from smoltbot.observer.integrity_counters import LAG  # noqa: E402
 from smoltbot.observer.retention_store import RetentionStore  # noqa: E402
+from smoltbot.registry.store import agents as registry_agents  # noqa: E402
 
 
 async def _sql(db: Database, statement: str) -> Any:
@@ -77,7 +79,7 @@ async def run(size: int, agents_count: int, backend: str, enforced: float, other
 
             postgres = Postgres()
             postgres.start()
-            url = postgres.create_database(f"backfill_{secrets.token_hex(3)}")
+            url = await asyncio.to_thread(postgres.create_database, f"backfill_{secrets.token_hex(3)}")
         else:
             url = f"sqlite:///{home / 'smoltbot.db'}"
         db = open_database(url)
@@ -85,6 +87,9 @@ async def run(size: int, agents_count: int, backend: str, enforced: float, other
             await migrate(db)
             now = datetime.now(UTC)
             agents = [(f"smolt-{index:08x}", secrets.token_hex(32)) for index in range(agents_count)]
+            async with db.begin() as conn:  # the Registry's rows the sessions refer to (a foreign key)
+                await conn.execute(sa.insert(registry_agents), [
+                    {"agent_id": agent_id, "created_at": now, "last_seen_at": now} for agent_id, _ in agents])
             load = await bulk_load(url, agents, size, now)
             store = RetentionStore(db)
             started = time.perf_counter()
