@@ -4,7 +4,9 @@ stand-ins, one agent per credential (`ProviderStack`)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -49,6 +51,21 @@ def tool(name: str, **fixed: str) -> dict[str, Any]:
             "input_schema": {"type": "object", "properties": properties}}
 
 
+async def gateway_knows(gateway: RunningGateway, agent_id: str, card_id: str) -> None:
+    """Waits until the gateway's card watch has delivered `card_id`: the gateway promises a new
+    card applies within a second (its own test checks that), not to the very next call after
+    PutCard returns, and a loaded machine showed the difference. With the watch down, the gateway
+    reads the card per call, so there is nothing to wait for."""
+    cards = gateway.gateway.enforcer.cards
+    deadline = time.monotonic() + 10
+    while cards.live:
+        cached = cards.cached(agent_id)
+        if cached is not None and cached.get("card_id") == card_id:
+            return
+        assert time.monotonic() < deadline, f"the gateway's card watch never delivered card {card_id}"
+        await asyncio.sleep(0.01)
+
+
 class EnforceStack:
     def __init__(self, observer: ObserverStack, gateway: RunningGateway, standin: AnthropicStandin,
                  settings: Settings) -> None:
@@ -63,7 +80,9 @@ class EnforceStack:
         return anthropic.AsyncAnthropic(api_key=CREDENTIAL, base_url=base, max_retries=0)
 
     async def put_card(self, card: str) -> str:
-        return await self.observer.put_card(self.agent_id, self.agent_hash, card)
+        card_id = await self.observer.put_card(self.agent_id, self.agent_hash, card)
+        await gateway_knows(self.gateway, self.agent_id, card_id)
+        return card_id
 
 
 @pytest.fixture
@@ -133,7 +152,9 @@ class ProviderStack:
             base_url=base, httpx_async_client=http, retry_options=genai_types.HttpRetryOptions(attempts=1)))
 
     async def put_card(self, agent: tuple[str, str], card: str) -> str:
-        return await self.observer.put_card(agent[0], agent[1], card)
+        card_id = await self.observer.put_card(agent[0], agent[1], card)
+        await gateway_knows(self.gateway, agent[0], card_id)
+        return card_id
 
 
 @pytest.fixture

@@ -125,7 +125,8 @@ async def test_a_new_card_applies_to_the_next_call_within_a_second(enforce_stack
         assert first.content[-1].type == "tool_use"  # the default card observes
         cached = cards.cached(enforce_stack.agent_id)
         assert cached is not None and cached["integrity_mode"] == "observe"
-        await enforce_stack.put_card(ENFORCE)
+        # Not put_card: that waits for the gateway to know the card, which is what is timed here.
+        await enforce_stack.observer.put_card(enforce_stack.agent_id, enforce_stack.agent_hash, ENFORCE)
         changed = time.monotonic()
         attempts = 0
         while True:
