@@ -189,6 +189,14 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 
 @pytest.fixture
+def postgres_database(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty PostgreSQL database for a test that runs on PostgreSQL alone; dropped after."""
+    url = postgres_server.create_database()
+    yield url
+    postgres_server.drop_database(url)
+
+
+@pytest.fixture
 def settings_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable[..., Settings]:
     """Builds test `Settings`; keyword arguments override any field."""
     database = request.getfixturevalue("database_url") if "database_url" in request.fixturenames else ""

@@ -11,7 +11,6 @@ import pytest
 
 from smoltbot.core.settings import Settings
 from smoltbot.gateway import RunningGateway, start_gateway
-from tests.conftest import PostgresServer
 from tests.integration.observer.conftest import ObserverStack
 from tests.support.openai_standin import OpenAIStandin
 
@@ -29,8 +28,8 @@ class OpenAIThroughGateway:
 
 
 @pytest.fixture
-def database_url(postgres_server: PostgresServer) -> str:
-    return postgres_server.create_database()
+def database_url(postgres_database: str) -> str:
+    return postgres_database
 
 
 @pytest.fixture

@@ -48,8 +48,8 @@ async def all_traces(http: httpx.AsyncClient, api_url: str) -> list[dict[str, An
 
 
 async def test_two_of_each_share_the_work_and_lose_nothing_when_an_observer_is_killed(
-        postgres_server: Any, tmp_path: Path) -> None:
-    database_url = postgres_server.create_database()
+        postgres_database: str, tmp_path: Path) -> None:
+    database_url = postgres_database
     logs = tmp_path / "logs"
     common = base_env(
         SMOLTBOT_DATABASE_URL=database_url,

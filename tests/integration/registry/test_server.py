@@ -112,9 +112,9 @@ class TcpForwarder:
 
 
 async def test_a_database_outage_is_unavailable_not_internal(
-    postgres_server: Any, settings_factory: Any
+    postgres_server: Any, postgres_database: str, settings_factory: Any
 ) -> None:
-    database_url = postgres_server.create_database()
+    database_url = postgres_database
     forwarder = TcpForwarder("127.0.0.1", postgres_server.port)
     await forwarder.start()
     proxied = database_url.replace(f":{postgres_server.port}/", f":{forwarder.port}/")

@@ -6,7 +6,6 @@ import asyncio
 import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -38,8 +37,8 @@ async def test_concurrent_starts_migrate_once_to_head(database_url: str) -> None
             await db.close()
 
 
-async def test_only_agents_and_cards_are_publicly_readable_on_postgresql(postgres_server: Any) -> None:
-    db = open_database(postgres_server.create_database())
+async def test_only_agents_and_cards_are_publicly_readable_on_postgresql(postgres_database: str) -> None:
+    db = open_database(postgres_database)
     try:
         await migrate(db, "0001")
         async with db.read() as conn:
