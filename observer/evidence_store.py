@@ -46,11 +46,11 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from smoltbot.core.evidence.canonical import DigestMemo
 from smoltbot.core.evidence.exchange import EvidenceCarry, EvidenceInput, annotate, evaluate, ledger_key
 from smoltbot.core.evidence.history import HistoryLedger
+from smoltbot.core.evidence.readers import reader_for
 from smoltbot.core.evidence.request_memo import RequestMemo
 from smoltbot.core.identity import load_hash_secret
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import Database, insert_ignoring_conflicts, utcnow
-from smoltbot.core.usage import API_ANTHROPIC_MESSAGES
 from smoltbot.observer.tables import chunks, evidence_cuts, evidence_history, exchange_usage, exchanges
 
 __all__ = ["MAX_DIVERGENCES", "SESSION_MEMOS", "Divergence", "EvidenceJob", "EvidenceRow", "EvidenceStore",
@@ -262,8 +262,9 @@ def evidence_for(given: EvidenceJob, *, exchange_id: str, agent_id: str, api: st
                  response_body: bytes, relayed_at: datetime | None, card: dict[str, Any],
                  traces: list[dict[str, Any]], now: datetime) -> EvidenceRow | None:
     """Worker side: the exchange's evidence put on its traces, and its row for the ledger. None for
-    calls the checks do not read (not the Messages API, or a request that is not a JSON object)."""
-    if api != API_ANTHROPIC_MESSAGES:
+    calls the checks do not read (an API without a history reader, or a request that is not a JSON
+    object)."""
+    if reader_for(api) is None:
         return None
     ordered = sorted(given.rows, key=_ROW_ORDER)  # key and filter in C: a session's rows grow with it
     rows = ordered[:bisect_left(ordered, given.started_at, key=_STARTED)]
@@ -277,7 +278,8 @@ def evidence_for(given: EvidenceJob, *, exchange_id: str, agent_id: str, api: st
         found = evaluate(request_body, response_body, card, EvidenceInput(
             given.key, () if ledger is not None else tuple(json.loads(row.state_json) for row in rows),
             session=bool(given.session_id), notes=given.notes, cut=given.cut, ledger=ledger),
-            memo.digests if memo is not None else None, memo.requests if memo is not None else None, carry)
+            memo.digests if memo is not None else None, memo.requests if memo is not None else None, carry,
+            api=api)
         if memo is not None and ledger is not None:
             memo.carried(ids)
     finally:

@@ -39,10 +39,18 @@ from smoltbot.core.evidence.provenance import (
     gather_sources,
     trace_tool_calls,
 )
+from smoltbot.core.evidence.readers import reader_for, server_side_history
 from smoltbot.core.evidence.request_memo import RequestMemo, load_json
 from smoltbot.core.evidence.saydo import SayDoFinding, say_do_findings
 from smoltbot.core.evidence.tools import DEFAULT_UNTRUSTED_TOOLS, ToolPolicy
-from smoltbot.core.evidence.transcript import MAX_MESSAGES, AnthropicMessagesReader, Message, Part
+from smoltbot.core.evidence.transcript import (
+    MAX_MESSAGES,
+    AnthropicMessagesReader,
+    HistoryReader,
+    Message,
+    Part,
+)
+from smoltbot.core.usage import API_ANTHROPIC_MESSAGES
 
 __all__ = [
     "EVIDENCE_CARD_KEYS",
@@ -95,7 +103,9 @@ class ExchangeEvidence:
     row: dict[str, Any]
     #: The history check as trace JSON (`HistoryCheck` in trace.proto).
     history: dict[str, Any]
-    #: Per tool_use_id: the trace JSON fields of that call (arguments, injection_flags, say_do, notes).
+    #: Per tool call id, and per place among the turn's tool calls (`#0`, `#1`... for traces whose
+    #: call has no id, as Gemini's): the trace JSON fields of that call (arguments,
+    #: injection_flags, say_do, notes).
     calls: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
@@ -196,6 +206,33 @@ class _OnceReader(AnthropicMessagesReader):
         return self._parts[1]
 
 
+class _Cached:
+    """Another API's reader, reading the request's messages and the response's parts once for all
+    the checks of a call. (The session memos' reuse of resent messages is the Messages reader's:
+    here a resent history is read again, its digests found by content in `DigestMemo`.)"""
+
+    def __init__(self, base: HistoryReader) -> None:
+        self._base = base
+        self._messages: tuple[Any, list[Message]] | None = None
+        self._parts: tuple[Any, list[Part]] | None = None
+
+    def messages(self, body: Any) -> list[Message]:
+        if self._messages is None or self._messages[0] is not body:
+            self._messages = (body, self._base.messages(body))
+        return self._messages[1]
+
+    def system_texts(self, body: Any) -> list[str]:
+        return self._base.system_texts(body)
+
+    def response_parts(self, response: Any) -> list[Part]:
+        if self._parts is None or self._parts[0] is not response:
+            self._parts = (response, self._base.response_parts(response))
+        return self._parts[1]
+
+    def turn_parts(self, body: Any, response: Any) -> list[Part]:
+        return self._base.turn_parts(body, response)
+
+
 @dataclass
 class EvidenceCarry:
     """What a session's last check leaves its next one: where the history check and the collecting
@@ -211,11 +248,16 @@ class EvidenceCarry:
 def evaluate(request_body: bytes, response_body: bytes, card: Mapping[str, Any],
              given: EvidenceInput, digests: DigestMemo | None = None,
              requests: RequestMemo | None = None,
-             carry: EvidenceCarry | None = None) -> ExchangeEvidence | None:
-    """The evidence of one Messages API exchange; None when the request is not a readable JSON object.
+             carry: EvidenceCarry | None = None,
+             api: str = API_ANTHROPIC_MESSAGES) -> ExchangeEvidence | None:
+    """The evidence of one exchange of `api` (readers.reader_for); None when the API has no history
+    reader or the request is not a readable JSON object.
     `digests`: the session's memo of digests (the same answer, sooner, for blocks seen before);
     `requests`: its last request (the same answer, sooner, for the messages resent unchanged);
     `carry`: what the session's last check left (the same answer, sooner: only what is new is read)."""
+    base = reader_for(api)
+    if base is None:
+        return None
     resume = (carry.history, carry.sources) if carry is not None else (None, None)
     if carry is not None:
         carry.history = carry.sources = None
@@ -223,32 +265,46 @@ def evaluate(request_body: bytes, response_body: bytes, card: Mapping[str, Any],
     if not isinstance(body, dict):
         return None
     response = load_json(response_body)
-    reader = _OnceReader(digests, requests)
+    reader: HistoryReader = (_OnceReader(digests, requests) if isinstance(base, AnthropicMessagesReader)
+                             else _Cached(base))
     if given.ledger is not None:
         ledger = given.ledger.copy(reader, digests)
     else:
         ledger = HistoryLedger.from_rows(given.key, given.rows, reader, digests)
     ledger.cut = ledger.cut or given.cut is not None
     known = ledger.known_tool_results()
-    check = ledger.check(body, resume[0]) if given.session else None
+    elsewhere = server_side_history(api, body)
+    check = ledger.check(body, resume[0]) if given.session and elsewhere is None else None
     turn = ledger.record(body, response) if isinstance(response, dict) else None
-    history = _history_json(check, len(ledger.turns) - (turn is not None), given)
+    messages = reader.messages(body)
+    # Findings name the request's own list (a Responses turn is several input items).
+    where = {m.index: m.at for m in messages if m.at is not None and m.at != m.index}
+    history = _history_json(check, len(ledger.turns) - (turn is not None), given, elsewhere, where)
     sources, _, sources_point = gather_sources(body, card_texts=_strings(card, _MAX_CARD_TEXTS),
                                                policy=policy_of(card), reader=reader, resume=resume[1])
     if carry is not None:
         carry.history, carry.sources = (check.point if check else None), sources_point
     calls: dict[str, dict[str, Any]] = {}
     if isinstance(response, dict):
-        for call in trace_tool_calls(response, sources, reader=reader):
-            calls[call.tool_use_id or ""] = _call_json(call)
+        places = {block: f"#{n}" for n, block in enumerate(
+            b for b, part in enumerate(reader.response_parts(response)) if part.is_tool_call)}
+        for n, call in enumerate(trace_tool_calls(response, sources, reader=reader)):
+            calls[f"#{n}"] = _call_json(call, where)
+            if call.tool_use_id:
+                calls[call.tool_use_id] = calls[f"#{n}"]
         for finding in say_do_findings(response, reader):
-            said = calls.setdefault(finding.tool_use_id or "", {}).setdefault("say_do", [])
+            said = calls.setdefault(places.get(finding.block_index, ""), {}).setdefault("say_do", [])
             said.append(_say_do_json(finding))
     return ExchangeEvidence(row=ledger.row_state(turn, known), history=history, calls=calls)
 
 
-def _history_json(check: HistoryCheck | None, ledger_turns: int, given: EvidenceInput) -> dict[str, Any]:
+def _history_json(check: HistoryCheck | None, ledger_turns: int, given: EvidenceInput,
+                  elsewhere: str | None = None, where: Mapping[int, int] | None = None) -> dict[str, Any]:
     notes = list(given.notes)
+    at = (lambda index: where.get(index, index)) if where else (lambda index: index)
+    if elsewhere is not None:
+        return {"status": "unchecked", "ledger_turns": ledger_turns,
+                "notes": [*notes, f"{elsewhere}; nothing to check it against here"]}
     if check is None:
         return {"status": "unchecked", "ledger_turns": ledger_turns,
                 "notes": [*notes, "no session: the history has no ledger to be checked against"]}
@@ -258,30 +314,30 @@ def _history_json(check: HistoryCheck | None, ledger_turns: int, given: Evidence
         "verified_turns": check.verified_turns,
         "ledger_turns": ledger_turns,
         "findings": [{k: v for k, v in {
-            "kind": str(f.kind), "message_index": f.message_index, "description": f.description,
+            "kind": str(f.kind), "message_index": at(f.message_index), "description": f.description,
             "block_index": f.block_index, "tool_use_id": f.tool_use_id, "turn_seq": f.turn_seq,
         }.items() if v is not None} for f in check.findings],
-        "rewrites": [{"kind": str(r.kind), "message_index": r.message_index, "description": r.description}
+        "rewrites": [{"kind": str(r.kind), "message_index": at(r.message_index), "description": r.description}
                      for r in check.rewrites],
     }
     if check.diverged_at is not None:
-        found["diverged_at"] = check.diverged_at
+        found["diverged_at"] = at(check.diverged_at)
     if check.unknown_turns:
-        where = "" if check.unknown_before is None else f" before message {check.unknown_before}"
+        before = "" if check.unknown_before is None else f" before message {at(check.unknown_before)}"
         why = given.cut or "the ledger holds the session's newest turns only (history.MAX_TURNS)"
         plural = "s" if check.unknown_turns > 1 else ""
-        notes.append(f"{check.unknown_turns} assistant turn{plural}{where} unknown: {why}")
+        notes.append(f"{check.unknown_turns} assistant turn{plural}{before} unknown: {why}")
     if notes:
         found["notes"] = notes
     return found
 
 
-def _origin_json(origin: ArgumentOrigin) -> dict[str, Any]:
+def _origin_json(origin: ArgumentOrigin, where: Mapping[int, int]) -> dict[str, Any]:
     found: dict[str, Any] = {"path": origin.path, "origin": str(origin.kind),
                              "value_chars": origin.value_chars, "matched_chars": origin.matched_chars,
                              "untrusted": origin.untrusted}
     if origin.message_index is not None:
-        found["message_index"] = origin.message_index
+        found["message_index"] = where.get(origin.message_index, origin.message_index)
     for name in ("tool_use_id", "tool_name", "excerpt"):
         if getattr(origin, name):
             found[name] = getattr(origin, name)
@@ -290,19 +346,19 @@ def _origin_json(origin: ArgumentOrigin) -> dict[str, Any]:
     return found
 
 
-def _flag_json(flag: InjectionFlag) -> dict[str, Any]:
+def _flag_json(flag: InjectionFlag, where: Mapping[int, int]) -> dict[str, Any]:
     found: dict[str, Any] = {"path": flag.path, "matched": flag.matched, "excerpt": flag.excerpt,
                              "source_tool_use_id": flag.source_tool_use_id or "",
                              "source_tool_name": flag.source_tool_name or ""}
     if flag.source_message_index is not None:
-        found["source_message_index"] = flag.source_message_index
+        found["source_message_index"] = where.get(flag.source_message_index, flag.source_message_index)
     return found
 
 
-def _call_json(call: ToolCallProvenance) -> dict[str, Any]:
-    found: dict[str, Any] = {"arguments": [_origin_json(a) for a in call.arguments]}
+def _call_json(call: ToolCallProvenance, where: Mapping[int, int]) -> dict[str, Any]:
+    found: dict[str, Any] = {"arguments": [_origin_json(a, where) for a in call.arguments]}
     if call.flags:
-        found["injection_flags"] = [_flag_json(f) for f in call.flags]
+        found["injection_flags"] = [_flag_json(f, where) for f in call.flags]
     if call.notes:
         found["notes"] = list(call.notes)
     return found
@@ -324,8 +380,12 @@ def annotate(traces: list[dict[str, Any]], evidence: ExchangeEvidence, card: Map
     forbidden = forbidden_on_untrusted(card)
     for trace in traces:
         observation = trace.get("observation") or {}
-        call = evidence.calls.get(str(observation.get("tool_use_id") or "")) if observation.get(
-            "tool_use_id") else None
+        metadata = (trace.get("context") or {}).get("metadata") or {}
+        call = None
+        if observation.get("tool_use_id"):
+            call = evidence.calls.get(str(observation["tool_use_id"]))
+        elif metadata.get("decision_kind") == "tool":  # a call without an id: by its place
+            call = evidence.calls.get(f"#{observation.get('decision_index', 0)}")
         trace["evidence"] = {"history": evidence.history, **(call or {})}
         verification = trace.get("verification")
         if forbidden and call and call.get("injection_flags") and isinstance(verification, dict) \

@@ -73,6 +73,12 @@ MAX_TURNS = 20_000
 RECHECKED = 4
 
 
+def _dropped_from(sent: tuple[bytes, ...], relayed: tuple[bytes, ...]) -> bool:
+    """Whether `sent` is `relayed` with some of its elements left out (a subsequence)."""
+    remaining = iter(relayed)
+    return len(sent) < len(relayed) and all(any(d == r for r in remaining) for d in sent)
+
+
 class HistoryLedger:
     """The digests of one session's relayed assistant turns, and the check of a later history.
 
@@ -138,7 +144,7 @@ class HistoryLedger:
 
         None when the response holds no content (an error, an empty turn): nothing to check later.
         """
-        parts = self._reader.response_parts(response)
+        parts = self._reader.turn_parts(request_body, response)
         if not parts:
             return None
         messages = self._reader.messages(request_body)
@@ -266,6 +272,13 @@ class HistoryLedger:
         if not sent:
             rewrites.append(Rewrite(RewriteKind.THINKING_DROPPED, message.index,
                                     f"thinking of relayed turn {turn.seq} left out"))
+            return True
+        if _dropped_from(sent, turn.thinking):
+            # Some of the turn's thinking parts left out, the rest as relayed and in order (a Gemini
+            # client keeps a thought signature and drops the thought summaries, or the reverse).
+            rewrites.append(Rewrite(RewriteKind.THINKING_DROPPED, message.index,
+                                    f"{len(turn.thinking) - len(sent)} of {len(turn.thinking)} thinking "
+                                    f"parts of relayed turn {turn.seq} left out"))
             return True
         result.findings.append(Finding(
             FindingKind.EDITED_TURN, message.index,

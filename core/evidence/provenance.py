@@ -212,7 +212,7 @@ def gather_sources(body: Any, *, card_texts: Iterable[str] = (), policy: ToolPol
             elif message.role == "user" and part.kind == "text":
                 reminder = part.text.lstrip().startswith("<system-reminder>")
                 add(OriginKind.SYSTEM if reminder else OriginKind.USER, part.text, message.index)
-            elif message.role == "user" and part.kind == "tool_result" and part.text:
+            elif message.role != "assistant" and part.kind == "tool_result" and part.text:
                 call = calls.get(part.tool_id or "")
                 name = call.tool_name if call else None
                 untrusted = policy.is_untrusted(name, call.tool_input) if name and call else False

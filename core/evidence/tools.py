@@ -1,9 +1,12 @@
 """What a tool call does, told from its name and arguments by fixed rules (no model call).
 
 Claude Code's tool names first (Read, Write, Edit, Bash, WebFetch, ...), MCP tools by their
-`mcp__<server>__<tool>` names. A shell command is split on its separators and each simple command is
-classified by its program and flags. The classes are coarse on purpose: a rule that can be read in
-one line is one a person can check when it fires.
+`mcp__<server>__<tool>` names, then the other ecosystems' under their own names: Codex (`shell`,
+`exec_command`, `apply_patch`, the Responses built-ins `local_shell`, `shell`, `web_search`),
+Gemini CLI (`run_shell_command`, `web_fetch`, `google_web_search`, `read_file`, `write_file`,
+`replace`), and the usual `fetch` / `fetch_url` / `browse` of agent frameworks. A shell command is
+split on its separators and each simple command is classified by its program and flags. The classes
+are coarse on purpose: a rule that can be read in one line is one a person can check when it fires.
 """
 
 from __future__ import annotations
@@ -40,12 +43,22 @@ class Action(StrEnum):
 
 
 #: Tools whose results carry content nobody in the session wrote: the web and third-party MCP servers.
-DEFAULT_UNTRUSTED_TOOLS: tuple[str, ...] = ("WebFetch", "WebSearch", "web_fetch", "web_search", "mcp__*")
+DEFAULT_UNTRUSTED_TOOLS: tuple[str, ...] = ("WebFetch", "WebSearch", "web_fetch", "web_search", "mcp__*",
+                                            "google_web_search", "fetch", "fetch_url", "browse",
+                                            "web_search_preview")
 
-_READ_TOOLS = {"Read", "Glob", "Grep", "LS", "WebFetch", "WebSearch", "TodoRead", "NotebookRead"}
-_WRITE_TOOLS = {"Write", "Edit", "MultiEdit", "NotebookEdit"}
-_NETWORK_TOOLS = {"WebFetch", "WebSearch", "web_fetch", "web_search"}
-_SHELL_TOOLS = {"Bash", "bash", "shell", "local_shell", "run_shell_command", "execute_command"}
+_READ_TOOLS = {"Read", "Glob", "Grep", "LS", "WebFetch", "WebSearch", "TodoRead", "NotebookRead",
+               "read_file", "read_many_files", "list_directory", "glob", "search_file_content",
+               "view_image", "web_fetch", "web_search", "google_web_search", "fetch", "fetch_url"}
+_WRITE_TOOLS = {"Write", "Edit", "MultiEdit", "NotebookEdit", "apply_patch", "write_file", "replace",
+                "edit_file"}
+_NETWORK_TOOLS = {"WebFetch", "WebSearch", "web_fetch", "web_search", "google_web_search", "fetch",
+                  "fetch_url", "browse", "web_search_preview"}
+_SHELL_TOOLS = {"Bash", "bash", "shell", "local_shell", "run_shell_command", "execute_command",
+                "exec_command", "shell_command", "container.exec"}
+#: Where a shell tool's command line is: Claude Code and Gemini CLI `command`, Codex `exec_command`
+#: `cmd`, a Responses `local_shell_call` its `action.command` (a list of words).
+_COMMAND_KEYS = ("command", "cmd")
 
 _SEPARATORS = re.compile(r"\|\||&&|[;|\n&]")
 _READ_PROGRAMS = {
@@ -163,9 +176,15 @@ def classify_shell(command: str) -> set[Action]:
 def classify_call(name: str, tool_input: Any) -> set[Action]:
     """The actions of one tool call."""
     if name in _SHELL_TOOLS:
-        command = tool_input.get("command") if isinstance(tool_input, Mapping) else None
+        found = tool_input.get("action", tool_input) if isinstance(tool_input, Mapping) else None
+        found = found if isinstance(found, Mapping) else tool_input
+        command = next((found[k] for k in _COMMAND_KEYS if k in found), None) if isinstance(
+            found, Mapping) else None
         if isinstance(command, list):
-            command = " ".join(str(c) for c in command)
+            # Codex runs `["bash", "-lc", "<the command line>"]`: the line is what is run.
+            shell = len(command) == 3 and str(command[0]).rsplit("/", 1)[-1] in {"bash", "sh", "zsh"} \
+                and command[1] in {"-c", "-lc"}
+            command = str(command[2]) if shell else " ".join(str(c) for c in command)
         return classify_shell(command) if isinstance(command, str) else {Action.EXECUTE}
     actions: set[Action] = set()
     if name in _READ_TOOLS:

@@ -1,8 +1,8 @@
 """A provider's chat history in one neutral shape: messages of blocks, each block with its kind.
 
 The integrity and provenance checks read this shape only, so OpenAI (Chat Completions, Responses)
-and Gemini histories are one more reader here, not a change to the checks. The Anthropic Messages
-reader is the first.
+and Gemini histories are one more reader (readers.py), not a change to the checks. The Anthropic
+Messages reader is here.
 
 Normalising is where honest clients and the record must agree: a client sends the assistant's
 content back re-serialised, with `cache_control` markers added to recent blocks and null fields
@@ -26,8 +26,10 @@ __all__ = [
     "text_of",
 ]
 
-#: Blocks the Messages API lets a client drop from earlier assistant turns.
-THINKING_KINDS = frozenset({"thinking", "redacted_thinking"})
+#: Blocks an API lets a client drop from earlier assistant turns: Messages thinking, Responses
+#: reasoning items, Chat `reasoning_content` (DeepSeek rejects it resent), Gemini thought parts
+#: and thought signatures.
+THINKING_KINDS = frozenset({"thinking", "redacted_thinking", "reasoning", "thought_signature"})
 _TOOL_CALL_KINDS = frozenset({"tool_use", "server_tool_use", "mcp_tool_use"})
 _SKIPPED_KEYS = frozenset({"cache_control", "citations"})
 #: Bounds on hostile input: more than this is read no further (and said so in `truncated`).
@@ -63,6 +65,13 @@ class Message:
     parts: tuple[Part, ...]
     #: The raw message, for digesting a whole user message (its first-message root).
     raw: Any = None
+    #: Where the message starts in the request's own list, when that is not `index` (a Responses
+    #: assistant turn is several input items, read as one message): what findings show.
+    at: int | None = None
+
+    @property
+    def wire_index(self) -> int:
+        return self.index if self.at is None else self.at
 
 
 class HistoryReader(Protocol):
@@ -73,6 +82,11 @@ class HistoryReader(Protocol):
     def system_texts(self, body: Any) -> list[str]: ...
 
     def response_parts(self, response: Any) -> list[Part]: ...
+
+    def turn_parts(self, body: Any, response: Any) -> list[Part]:
+        """The parts of `response` as the next request will resend them after `body`'s messages
+        (a reader that numbers id-less tool calls by the history before them needs `body`)."""
+        ...
 
 
 def text_of(value: Any) -> str:
@@ -167,3 +181,6 @@ class AnthropicMessagesReader:
     def response_parts(self, response: Any) -> list[Part]:
         content = response.get("content") if isinstance(response, Mapping) else None
         return list(self.parts(content))
+
+    def turn_parts(self, body: Any, response: Any) -> list[Part]:
+        return self.response_parts(response)
