@@ -29,7 +29,9 @@ from smoltbot.api.schemas import (
     SessionHistory,
     SessionIntegrity,
     SessionSubAgent,
+    SessionsUsage,
     SessionTurn,
+    SessionUsageSummary,
     Trace,
     UsageGroup,
     UsageTotals,
@@ -47,6 +49,7 @@ __all__ = [
     "session_detail_out",
     "session_history_out",
     "session_out",
+    "sessions_usage_out",
     "trace_out",
     "usage_totals_out",
 ]
@@ -206,12 +209,23 @@ def session_detail_out(response: observer_service_pb2.GetSessionUsageResponse) -
             last_seen=timestamp_text(agent, "last_seen") or "", usage=usage_totals_out(agent.usage),
             traces=agent.traces, verified_traces=agent.verified_traces,
         ) for agent in response.sub_agents],
-        integrity=SessionIntegrity(
-            traces=response.traces, verified_traces=response.verified_traces,
-            violation_count=response.violation_count,
-            score=response.verified_traces / response.traces if response.traces else None),
+        integrity=_session_integrity(response.traces, response.verified_traces, response.violation_count),
         history=session_history_out(response.history),
     )
+
+
+def _session_integrity(traces: int, verified: int, violations: int) -> SessionIntegrity:
+    return SessionIntegrity(traces=traces, verified_traces=verified, violation_count=violations,
+                            score=verified / traces if traces else None)
+
+
+def sessions_usage_out(response: observer_service_pb2.GetSessionsUsageResponse) -> SessionsUsage:
+    return SessionsUsage(agent_id=response.agent_id, items=[SessionUsageSummary(
+        session_id=item.session_id, turn_count=item.turn_count,
+        first_seen=timestamp_text(item, "first_seen") or "",
+        last_seen=timestamp_text(item, "last_seen") or "", total=usage_totals_out(item.total),
+        integrity=_session_integrity(item.traces, item.verified_traces, item.violation_count),
+    ) for item in response.sessions])
 
 
 def session_history_out(history: observer_service_pb2.GetSessionUsageResponse.History) -> SessionHistory:

@@ -66,7 +66,7 @@ _MAX_SHOWN_PATH = 120
 
 # gRPC request fields as the REST caller knows them; a card body is `card_json` to the registry.
 _REST_NAME_OF_FIELD = {"page_token": "cursor", "page_size": "limit", "order_by": "order",
-                       "agent_hash": "credential", "card_json": "body"}
+                       "agent_hash": "credential", "card_json": "body", "session_ids": "session_id"}
 
 
 def _rest_field(field: str) -> str:

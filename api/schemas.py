@@ -51,6 +51,8 @@ __all__ = [
     "SessionReport",
     "SessionSubAgent",
     "SessionTurn",
+    "SessionUsageSummary",
+    "SessionsUsage",
     "Timestamp",
     "ToolExecution",
     "ToolExecutionReport",
@@ -682,3 +684,21 @@ class SessionDetail(BaseModel):
     sub_agents: list[SessionSubAgent]
     integrity: SessionIntegrity
     history: SessionHistory = Field(description="Where the session's resent history diverged, if anywhere.")
+
+
+class SessionUsageSummary(BaseModel):
+    """A session's totals as SessionDetail has them, without its turns, sub-agents and history."""
+
+    session_id: str
+    turn_count: int
+    first_seen: Timestamp
+    last_seen: Timestamp
+    total: UsageTotals = Field(description="The whole session, sub-agents included.")
+    integrity: SessionIntegrity
+
+
+class SessionsUsage(BaseModel):
+    agent_id: str
+    items: list[SessionUsageSummary] = Field(
+        description="The sessions asked that have recorded model calls, in the order asked "
+                    "(a session without any is left out).")

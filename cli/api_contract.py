@@ -45,6 +45,8 @@ ENDPOINTS: dict[str, Endpoint] = {
     "acknowledge_drift": Endpoint("POST", "/v1/agents/{agent_id}/drift/{alert_id}/acknowledge", "DriftAlert"),
     "agent_sessions": Endpoint("GET", "/v1/agents/{agent_id}/sessions", "SessionList", query=("limit",)),
     "session": Endpoint("GET", "/v1/sessions/{session_id}", "SessionDetail", query=("agent_id",)),
+    "sessions_usage": Endpoint("GET", "/v1/agents/{agent_id}/usage/sessions", "SessionsUsage",
+                               query=("session_id",)),
     "agent_usage": Endpoint("GET", "/v1/agents/{agent_id}/usage", "AgentUsage",
                             query=("group_by", "since", "until")),
     "delete_agent_data": Endpoint("DELETE", "/v1/agents/{agent_id}/data", "AgentDataDeleted"),
@@ -140,6 +142,7 @@ FIELDS: dict[str, frozenset[str]] = {
          "cache_write_unknown_ttl_tokens", "output_tokens", "known_cost_usd", "unknown_cost_calls"}
     ),
     "AgentUsage": frozenset({"groups", "groups[].key", "groups[].usage", "groups[].turn_count", "total"}),
+    "SessionsUsage": frozenset({"items", "items[].session_id", "items[].total", "items[].turn_count"}),
     "SessionDetail": frozenset(
         {"session_rungs", "first_seen", "last_seen", "turn_count", "total", "turns", "sub_agents",
          "integrity", "history"}

@@ -6,7 +6,6 @@ calls have an unknown cost (a model not in the price table is never guessed)."""
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import quote
@@ -27,8 +26,8 @@ ByOption = Annotated[str, typer.Option("--by", help="Group by day, model or sess
 SinceOption = Annotated[str | None, typer.Option(help="From this date or time (local if no zone).")]
 UntilOption = Annotated[str | None, typer.Option(help="Before this date or time.")]
 _GROUP_BYS = ("day", "model", "session")
-#: Session reads in flight at once for `smoltbot sessions`.
-_SESSION_READS = 8
+#: Sessions one usage read names at most (the Observer's bound, GetSessionsUsage).
+_SESSIONS_PER_READ = 100
 
 
 def _tokens(usage: dict[str, Any]) -> str:
@@ -63,20 +62,17 @@ def _call(context: Any, endpoint: str, **kwargs: Any) -> Any:
 
 
 def _session_usages(context: Any, session_ids: list[str]) -> dict[str, Any]:
-    """{session_id: SessionDetail} of the listed sessions that have recorded calls: each read over
-    its own index range (GET /v1/sessions/{id}), a few at a time, never the usage of the agent's
-    whole history grouped by session (which grows with every session the agent ever had)."""
-    def one(session_id: str) -> tuple[str, Any]:
-        try:
-            return session_id, context.api.call("session", session_id=quote(session_id, safe=""),
-                                                params={"agent_id": context.agent_id})
-        except ApiError as error:
-            if error.status == 404 and error.reason == "SESSION_NOT_FOUND":
-                return session_id, None  # known to the Registry, no model call recorded (yet)
-            raise agent_error(error, context) from None
-
-    with ThreadPoolExecutor(max_workers=_SESSION_READS) as pool:
-        return {session_id: detail for session_id, detail in pool.map(one, session_ids) if detail is not None}
+    """{session_id: SessionUsageSummary} of the listed sessions that have recorded calls: one read
+    per 100 sessions (GET /v1/agents/{id}/usage/sessions, each session over its own index range),
+    never the usage of the agent's whole history grouped by session (which grows with every
+    session the agent ever had)."""
+    found: dict[str, Any] = {}
+    for start in range(0, len(session_ids), _SESSIONS_PER_READ):
+        page = _call(context, "sessions_usage", agent_id=context.agent_id,
+                     params={"session_id": session_ids[start:start + _SESSIONS_PER_READ]})
+        for item in read(page, "SessionsUsage", "items", []):
+            found[read_item(item, "SessionsUsage", "items", "session_id")] = item
+    return found
 
 
 @handles_errors
@@ -91,9 +87,9 @@ def sessions_command(api: ApiOption = None, json_mode: JsonOption = False,
         listed = [read_item(item, "SessionList", "items", "session_id")
                   for item in read(sessions, "SessionList", "items", [])]
         details = _session_usages(context, listed)
-    by_session = {key: read(detail, "SessionDetail", "total") for key, detail in details.items()}
+    by_session = {key: read_item(item, "SessionsUsage", "items", "total") for key, item in details.items()}
     # Turns counted from the recorded calls (a user prompt starts one), not a client's report.
-    turns = {key: read(detail, "SessionDetail", "turn_count") for key, detail in details.items()}
+    turns = {key: read_item(item, "SessionsUsage", "items", "turn_count") for key, item in details.items()}
     items = read(sessions, "SessionList", "items", [])
     if json_mode:
         out.json([{**item, "usage": by_session.get(read_item(item, "SessionList", "items", "session_id")),

@@ -12,7 +12,12 @@ from datetime import datetime
 from typing import Any
 
 from smoltbot.core.errors import InvalidArgument, NotFound, Unauthenticated
-from smoltbot.core.ids import validate_agent_hash, validate_tool_use_id, validate_trace_id
+from smoltbot.core.ids import (
+    validate_agent_hash,
+    validate_session_id,
+    validate_tool_use_id,
+    validate_trace_id,
+)
 from smoltbot.core.pagination import decode_page_token, next_page, page_size
 from smoltbot.core.settings import Settings
 from smoltbot.observer.enforcement import ENFORCEMENT_ACTIONS
@@ -22,10 +27,14 @@ from smoltbot.observer.providers import PROVIDERS
 from smoltbot.observer.record_kinds import TRACE_KINDS
 from smoltbot.observer.registry_client import RegistryClient
 from smoltbot.observer.trace_store import TraceStore
-from smoltbot.observer.usage_store import GROUP_BYS, SessionUsage, UsageStore, UsageSums
+from smoltbot.observer.usage_store import GROUP_BYS, SessionSummary, SessionUsage, UsageStore, UsageSums
 from smoltbot.observer.validation import validate_agent_id, validate_session_filter
 
-__all__ = ["Queries", "parse_order_by"]
+__all__ = ["MAX_SESSIONS_PER_READ", "Queries", "parse_order_by"]
+
+#: Sessions one GetSessionsUsage names at most: a page of sessions as the dashboard and
+#: `smoltbot sessions` show them, in one statement per table whatever the page.
+MAX_SESSIONS_PER_READ = 100
 
 _ORDERS = {"timestamp desc": True, "timestamp asc": False}
 
@@ -69,6 +78,16 @@ class Queries:
         """(sessions whose history was checked, sessions whose history checks out): docs/evidence.md."""
         validate_agent_id(agent_id, required=True)
         return await EvidenceStore(self.store.db, self.settings).agent_sessions(agent_id)
+
+    async def sessions_usage(self, agent_id: str, session_ids: Sequence[str]) -> list[SessionSummary]:
+        """The totals of the agent's sessions among `session_ids` that have recorded calls."""
+        validate_agent_id(agent_id, required=True)
+        if len(session_ids) > MAX_SESSIONS_PER_READ:
+            raise InvalidArgument("session_ids", f"must name at most {MAX_SESSIONS_PER_READ} sessions, "
+                                                 f"got {len(session_ids)}: ask for the rest in another call")
+        for session_id in session_ids:
+            validate_session_id(session_id, "session_ids")
+        return await self.usage.session_summaries(agent_id, session_ids)
 
     async def session_usage(self, agent_id: str, session_id: str) -> tuple[SessionUsage, SessionHistory]:
         """The session's usage, and its history checks (where its resent history diverged)."""

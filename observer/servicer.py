@@ -21,7 +21,7 @@ from smoltbot.observer.integrity import Integrity, IntegrityWindow
 from smoltbot.observer.queries import Queries
 from smoltbot.observer.retention import Retention
 from smoltbot.observer.trace_proto import trace_to_proto
-from smoltbot.observer.usage_convert import session_to_proto, usage_to_proto
+from smoltbot.observer.usage_convert import session_summary_to_proto, session_to_proto, usage_to_proto
 from smoltbot.v1 import observer_service_pb2 as pb
 from smoltbot.v1 import observer_service_pb2_grpc, trace_pb2
 
@@ -218,6 +218,13 @@ class ObserverServicer(observer_service_pb2_grpc.ObserverServiceServicer):
     async def GetSessionUsage(self, request: pb.GetSessionUsageRequest,
                               context: grpc.aio.ServicerContext) -> pb.GetSessionUsageResponse:
         return session_to_proto(*await self._queries.session_usage(request.agent_id, request.session_id))
+
+    @grpc_errors
+    async def GetSessionsUsage(self, request: pb.GetSessionsUsageRequest,
+                               context: grpc.aio.ServicerContext) -> pb.GetSessionsUsageResponse:
+        found = await self._queries.sessions_usage(request.agent_id, list(request.session_ids))
+        return pb.GetSessionsUsageResponse(agent_id=request.agent_id,
+                                           sessions=[session_summary_to_proto(item) for item in found])
 
     @grpc_errors
     async def DeleteAgentData(self, request: pb.DeleteAgentDataRequest,

@@ -6,10 +6,10 @@ from google.protobuf import json_format
 
 from smoltbot.core.protoconv import to_timestamp
 from smoltbot.observer.evidence_store import SessionHistory
-from smoltbot.observer.usage_store import SessionUsage, UsageSums
+from smoltbot.observer.usage_store import SessionSummary, SessionUsage, UsageSums
 from smoltbot.v1 import observer_service_pb2 as pb
 
-__all__ = ["history_to_proto", "session_to_proto", "usage_to_proto"]
+__all__ = ["history_to_proto", "session_summary_to_proto", "session_to_proto", "usage_to_proto"]
 
 
 def usage_to_proto(sums: UsageSums) -> pb.UsageTotals:
@@ -59,3 +59,11 @@ def session_to_proto(session: SessionUsage, history: SessionHistory) -> pb.GetSe
         traces=session.traces, verified_traces=session.verified_traces, violation_count=session.violations,
         history=history_to_proto(history),
     )
+
+
+def session_summary_to_proto(session: SessionSummary) -> pb.SessionUsageSummary:
+    return pb.SessionUsageSummary(
+        session_id=session.session_id, turn_count=session.turn_count,
+        first_seen=to_timestamp(session.first_seen), last_seen=to_timestamp(session.last_seen),
+        total=usage_to_proto(session.total), traces=session.traces,
+        verified_traces=session.verified_traces, violation_count=session.violations)

@@ -27,8 +27,8 @@ from smoltbot.observer.pipeline import annotate_usage
 from smoltbot.observer.record_kinds import DECISION
 from smoltbot.observer.tables import chunks, exchange_usage, traces
 
-__all__ = ["GROUP_BYS", "PICO", "SessionUsage", "SubAgentUsage", "TurnUsage", "UsageStore", "UsageSums",
-           "UsageToWrite", "picousd", "write_usage"]
+__all__ = ["GROUP_BYS", "PICO", "SessionSummary", "SessionUsage", "SubAgentUsage", "TurnUsage", "UsageStore",
+           "UsageSums", "UsageToWrite", "picousd", "write_usage"]
 
 #: cost_picousd is USD * 10**12: every price in the table (USD per million tokens, at most a few
 #: decimals, times a batch factor) gives an integer there, so SQL sums stay exact.
@@ -301,6 +301,30 @@ class SessionUsage:
     violations: int
 
 
+@dataclass
+class SessionSummary:
+    """A session's totals as `SessionUsage` has them, without its turns and sub-agents."""
+
+    session_id: str
+    turn_count: int
+    first_seen: datetime
+    last_seen: datetime
+    total: UsageSums
+    traces: int
+    verified_traces: int
+    violations: int
+
+
+def _session_decisions(agent_id: str, session_id: str) -> Any:
+    """The condition for a session's decision traces, readable only by its session_id range
+    (`ix_traces_session_timestamp`): agent and kind compared as expressions, since a planner
+    without fresh statistics (or SQLite's, whatever they say) takes `ix_traces_agent_kind_timestamp`
+    for `agent_id = ? AND record_kind = ?`, i.e. all the agent's decisions, for a few rows."""
+    return sa.and_(traces.c.session_id == session_id,
+                   traces.c.agent_id + sa.literal_column("''") == agent_id,
+                   traces.c.record_kind + sa.literal_column("''") == DECISION)
+
+
 def _sum_columns() -> list[Any]:
     columns: list[Any] = [sa.func.count().label("calls")]
     for part in _PARTS:
@@ -378,6 +402,48 @@ class UsageStore:
                 .group_by(exchange_usage.c.agent_id).limit(2)
             )).scalars())
 
+    async def session_summaries(self, agent_id: str, session_ids: Sequence[str]) -> list[SessionSummary]:
+        """The totals of the agent's sessions among `session_ids` that have recorded calls, in the
+        order given: one statement over `exchange_usage` and one over `traces`, each a UNION ALL of
+        one aggregate per session over that session's own index range (`ix_exchange_usage_session`,
+        `ix_traces_session_timestamp`), as `session` reads one. Not an `IN` list grouped by session:
+        on a small table PostgreSQL's planner reads the agent's whole range and filters the sessions,
+        and a plan that depends on the table's statistics is not one a test can hold. The caller
+        bounds the count (SQLite allows 500 parts in a compound select)."""
+        wanted = list(dict.fromkeys(session_ids))
+        if not wanted:
+            return []
+        first, last = sa.func.min(exchange_usage.c.occurred_at), sa.func.max(exchange_usage.c.occurred_at)
+        # Turns as `session` counts them: the distinct numbered turns (a call outside one has none).
+        turns = sa.func.count(sa.distinct(exchange_usage.c.conversation_turn)).label("turn_count")
+        verified = sa.func.coalesce(sa.func.sum(sa.case((traces.c.verified, 1), else_=0)), 0)
+
+        def position(index: int) -> Any:
+            return sa.literal(index, sa.Integer()).label("position")
+
+        async with self.db.read() as conn:
+            usage_rows = {int(row.position): row for row in (await conn.execute(sa.union_all(*(
+                sa.select(position(index), *_sum_columns(), first.label("first"), last.label("last"), turns)
+                .where(exchange_usage.c.agent_id == agent_id, exchange_usage.c.session_id == session_id)
+                for index, session_id in enumerate(wanted))))).all() if int(row.calls)}
+            if not usage_rows:
+                return []
+            trace_rows = {int(row[0]): row for row in (await conn.execute(sa.union_all(*(
+                sa.select(position(index), sa.func.count(), verified,
+                          sa.func.coalesce(sa.func.sum(traces.c.violation_count), 0))
+                .where(_session_decisions(agent_id, wanted[index]))
+                for index in sorted(usage_rows))))).all()}
+        found = []
+        for index, row in sorted(usage_rows.items()):
+            counted = trace_rows.get(index)
+            found.append(SessionSummary(
+                session_id=wanted[index], turn_count=int(row.turn_count), first_seen=_time(row.first),
+                last_seen=_time(row.last), total=_sums(row),
+                traces=int(counted[1]) if counted is not None else 0,
+                verified_traces=int(counted[2]) if counted is not None else 0,
+                violations=int(counted[3]) if counted is not None else 0))
+        return found
+
     async def session(self, agent_id: str, session_id: str) -> SessionUsage | None:
         in_session = sa.and_(exchange_usage.c.agent_id == agent_id, exchange_usage.c.session_id == session_id)
         first, last = sa.func.min(exchange_usage.c.occurred_at), sa.func.max(exchange_usage.c.occurred_at)
@@ -412,8 +478,7 @@ class UsageStore:
             trace_row = (await conn.execute(
                 sa.select(sa.func.count(), verified,
                           sa.func.coalesce(sa.func.sum(traces.c.violation_count), 0))
-                .where(traces.c.agent_id == agent_id, traces.c.session_id == session_id,
-                       traces.c.record_kind == DECISION)
+                .where(_session_decisions(agent_id, session_id))
             )).one()
         sub_agents = []
         for row in sub_rows:

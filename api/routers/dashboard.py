@@ -29,6 +29,7 @@ from smoltbot.api.convert import (
     session_detail_out,
     session_out,
     trace_out,
+    usage_totals_out,
 )
 from smoltbot.api.dashboard_views import session_view, trace_view
 from smoltbot.api.dependencies import (
@@ -116,18 +117,19 @@ async def _agent_sections(registry: RegistryStub, observer: ObserverStub, agent_
             registry_service_pb2.ListSessionsRequest(agent_id=agent_id, page_size=10))
         return [session_out(session) for session in response.sessions]
 
-    async def session_usage(session_id: str) -> UsageGroup:
-        response = await observer.GetSessionUsage(
-            observer_service_pb2.GetSessionUsageRequest(agent_id=agent_id, session_id=session_id))
-        detail = session_detail_out(response)
-        return UsageGroup(key=session_id, usage=detail.total, turn_count=detail.turn_count)
+    async def sessions_usage(session_ids: list[str]) -> dict[str, UsageGroup]:
+        response = await observer.GetSessionsUsage(
+            observer_service_pb2.GetSessionsUsageRequest(agent_id=agent_id, session_ids=session_ids))
+        return {item.session_id: UsageGroup(key=item.session_id, usage=usage_totals_out(item.total),
+                                            turn_count=item.turn_count) for item in response.sessions}
 
     async def sessions_with_usage() -> tuple[list[Session] | None, dict[str, UsageGroup]]:
-        """The sessions shown, and the usage of each: read per session (its own index range), so
-        a page view never sums the agent's whole history (a session without calls has none)."""
+        """The sessions shown, and the usage of each: one read over the shown sessions' own index
+        ranges, so a page view never sums the agent's whole history (a session without calls has none)."""
         shown = await _optional(sessions())
-        usage = await asyncio.gather(*(_optional(session_usage(item.session_id)) for item in shown or ()))
-        return shown, {group.key: group for group in usage if group is not None}
+        if not shown:
+            return shown, {}
+        return shown, await _optional(sessions_usage([item.session_id for item in shown])) or {}
 
     async def card() -> Card:
         response = await registry.GetActiveCard(registry_service_pb2.GetActiveCardRequest(agent_id=agent_id))

@@ -6,10 +6,10 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
 
-from smoltbot.api.convert import agent_usage_out, session_detail_out
+from smoltbot.api.convert import agent_usage_out, session_detail_out, sessions_usage_out
 from smoltbot.api.dependencies import AgentIdPath, Observer, SessionIdPath
 from smoltbot.api.errors import READ_ERRORS
-from smoltbot.api.schemas import AgentUsage, DateTime, SessionDetail
+from smoltbot.api.schemas import AgentUsage, DateTime, SessionDetail, SessionsUsage
 from smoltbot.core.ids import AGENT_ID_PATTERN
 from smoltbot.core.protoconv import to_timestamp
 from smoltbot.v1 import observer_service_pb2
@@ -36,6 +36,22 @@ async def get_session(
     response = await observer.GetSessionUsage(observer_service_pb2.GetSessionUsageRequest(
         agent_id=agent_id or "", session_id=session_id))
     return session_detail_out(response)
+
+
+@router.get("/v1/agents/{agent_id}/usage/sessions", response_model=SessionsUsage,
+            summary="Several sessions' tokens, cost, turn count and integrity at once")
+async def get_sessions_usage(
+    agent_id: AgentIdPath, observer: Observer,
+    session_id: Annotated[list[str], Query(
+        description="A session of the agent; repeat for each (at most 100: the Observer's bound, "
+                    "a 400 naming `session_id` past it).",
+    )],
+) -> SessionsUsage:
+    """The totals of a page of sessions (e.g. those `GET /v1/agents/{agent_id}/sessions` lists) in one
+    read; `GET /v1/sessions/{session_id}` has each one's turns, sub-agents and history."""
+    response = await observer.GetSessionsUsage(observer_service_pb2.GetSessionsUsageRequest(
+        agent_id=agent_id, session_ids=session_id))
+    return sessions_usage_out(response)
 
 
 @router.get("/v1/agents/{agent_id}/usage", response_model=AgentUsage,

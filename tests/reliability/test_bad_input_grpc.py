@@ -193,6 +193,14 @@ def _observer_cases(agent_id: str) -> dict[str, list[tuple[Any, str]]]:
             (pb.GetSessionUsageRequest(agent_id=agent_id, session_id=HUGE), "session_id"),
             (pb.GetSessionUsageRequest(agent_id=HUGE, session_id="s-1"), "agent_id"),
         ],
+        "GetSessionsUsage": [
+            (pb.GetSessionsUsageRequest(agent_id="", session_ids=["s-1"]), "agent_id"),
+            (pb.GetSessionsUsageRequest(agent_id=HUGE, session_ids=["s-1"]), "agent_id"),
+            (pb.GetSessionsUsageRequest(agent_id=agent_id, session_ids=[f"s-{n}" for n in range(101)]),
+             "session_ids"),
+            (pb.GetSessionsUsageRequest(agent_id=agent_id, session_ids=["s-1", ""]), "session_ids"),
+            (pb.GetSessionsUsageRequest(agent_id=agent_id, session_ids=[HUGE]), "session_ids"),
+        ],
     }
 
 

@@ -837,6 +837,106 @@ class GetSessionUsageResponse(_message.Message):
 Global___GetSessionUsageResponse: _TypeAlias = GetSessionUsageResponse  # noqa: Y015
 
 @_typing.final
+class GetSessionsUsageRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    SESSION_IDS_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    @_builtins.property
+    def session_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """At most 100 (INVALID_ARGUMENT past that); the same id twice counts once."""
+
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        session_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "session_ids", b"session_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSessionsUsageRequest: _TypeAlias = GetSessionsUsageRequest  # noqa: Y015
+
+@_typing.final
+class SessionUsageSummary(_message.Message):
+    """One session's totals, as GetSessionUsageResponse has them."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    TURN_COUNT_FIELD_NUMBER: _builtins.int
+    FIRST_SEEN_FIELD_NUMBER: _builtins.int
+    LAST_SEEN_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    TRACES_FIELD_NUMBER: _builtins.int
+    VERIFIED_TRACES_FIELD_NUMBER: _builtins.int
+    VIOLATION_COUNT_FIELD_NUMBER: _builtins.int
+    session_id: _builtins.str
+    turn_count: _builtins.int
+    traces: _builtins.int
+    """The session's decision traces: how many, how many verified, violations."""
+    verified_traces: _builtins.int
+    violation_count: _builtins.int
+    @_builtins.property
+    def first_seen(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def last_seen(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def total(self) -> Global___UsageTotals:
+        """Sub-agents included."""
+
+    def __init__(
+        self,
+        *,
+        session_id: _builtins.str = ...,
+        turn_count: _builtins.int = ...,
+        first_seen: _timestamp_pb2.Timestamp | None = ...,
+        last_seen: _timestamp_pb2.Timestamp | None = ...,
+        total: Global___UsageTotals | None = ...,
+        traces: _builtins.int = ...,
+        verified_traces: _builtins.int = ...,
+        violation_count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_seen", b"first_seen", "last_seen", b"last_seen", "total", b"total"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["first_seen", b"first_seen", "last_seen", b"last_seen", "session_id", b"session_id", "total", b"total", "traces", b"traces", "turn_count", b"turn_count", "verified_traces", b"verified_traces", "violation_count", b"violation_count"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionUsageSummary: _TypeAlias = SessionUsageSummary  # noqa: Y015
+
+@_typing.final
+class GetSessionsUsageResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    SESSIONS_FIELD_NUMBER: _builtins.int
+    agent_id: _builtins.str
+    @_builtins.property
+    def sessions(self) -> _containers.RepeatedCompositeFieldContainer[Global___SessionUsageSummary]:
+        """The sessions asked that have recorded model calls, in the order asked (a session without
+        any is left out, as GetSessionUsage answers NOT_FOUND for it).
+        """
+
+    def __init__(
+        self,
+        *,
+        agent_id: _builtins.str = ...,
+        sessions: _abc.Iterable[Global___SessionUsageSummary] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "sessions", b"sessions"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetSessionsUsageResponse: _TypeAlias = GetSessionsUsageResponse  # noqa: Y015
+
+@_typing.final
 class AcknowledgeDriftAlertRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -70,6 +70,11 @@ class ObserverServiceStub:
                 request_serializer=smoltbot_dot_v1_dot_observer__service__pb2.GetSessionUsageRequest.SerializeToString,
                 response_deserializer=smoltbot_dot_v1_dot_observer__service__pb2.GetSessionUsageResponse.FromString,
                 _registered_method=True)
+        self.GetSessionsUsage = channel.unary_unary(
+                '/smoltbot.v1.ObserverService/GetSessionsUsage',
+                request_serializer=smoltbot_dot_v1_dot_observer__service__pb2.GetSessionsUsageRequest.SerializeToString,
+                response_deserializer=smoltbot_dot_v1_dot_observer__service__pb2.GetSessionsUsageResponse.FromString,
+                _registered_method=True)
         self.AcknowledgeDriftAlert = channel.unary_unary(
                 '/smoltbot.v1.ObserverService/AcknowledgeDriftAlert',
                 request_serializer=smoltbot_dot_v1_dot_observer__service__pb2.AcknowledgeDriftAlertRequest.SerializeToString,
@@ -137,6 +142,14 @@ class ObserverServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetSessionsUsage(self, request, context):
+        """Several sessions of one agent at once (a page of sessions): each one's totals, turn count
+        and integrity, without the turns, sub-agents and history that GetSessionUsage gives.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def AcknowledgeDriftAlert(self, request, context):
         """The agent's owner acknowledges a drift alert (proved by the agent's credential hash).
         """
@@ -197,6 +210,11 @@ def add_ObserverServiceServicer_to_server(servicer, server):
                     servicer.GetSessionUsage,
                     request_deserializer=smoltbot_dot_v1_dot_observer__service__pb2.GetSessionUsageRequest.FromString,
                     response_serializer=smoltbot_dot_v1_dot_observer__service__pb2.GetSessionUsageResponse.SerializeToString,
+            ),
+            'GetSessionsUsage': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSessionsUsage,
+                    request_deserializer=smoltbot_dot_v1_dot_observer__service__pb2.GetSessionsUsageRequest.FromString,
+                    response_serializer=smoltbot_dot_v1_dot_observer__service__pb2.GetSessionsUsageResponse.SerializeToString,
             ),
             'AcknowledgeDriftAlert': grpc.unary_unary_rpc_method_handler(
                     servicer.AcknowledgeDriftAlert,
@@ -404,6 +422,33 @@ class ObserverService:
             '/smoltbot.v1.ObserverService/GetSessionUsage',
             smoltbot_dot_v1_dot_observer__service__pb2.GetSessionUsageRequest.SerializeToString,
             smoltbot_dot_v1_dot_observer__service__pb2.GetSessionUsageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSessionsUsage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/smoltbot.v1.ObserverService/GetSessionsUsage',
+            smoltbot_dot_v1_dot_observer__service__pb2.GetSessionsUsageRequest.SerializeToString,
+            smoltbot_dot_v1_dot_observer__service__pb2.GetSessionsUsageResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,10 @@ class ObserverServiceStub:
     """Marks tool calls the agent reported as actually executed (from a plugin)."""
     GetSessionUsage: _grpc.UnaryUnaryMultiCallable[_observer_service_pb2.GetSessionUsageRequest, _observer_service_pb2.GetSessionUsageResponse]
     """One session: its turns, sub-agents, tokens, cost and integrity."""
+    GetSessionsUsage: _grpc.UnaryUnaryMultiCallable[_observer_service_pb2.GetSessionsUsageRequest, _observer_service_pb2.GetSessionsUsageResponse]
+    """Several sessions of one agent at once (a page of sessions): each one's totals, turn count
+    and integrity, without the turns, sub-agents and history that GetSessionUsage gives.
+    """
     AcknowledgeDriftAlert: _grpc.UnaryUnaryMultiCallable[_observer_service_pb2.AcknowledgeDriftAlertRequest, _observer_service_pb2.AcknowledgeDriftAlertResponse]
     """The agent's owner acknowledges a drift alert (proved by the agent's credential hash)."""
     GetAgentUsage: _grpc.UnaryUnaryMultiCallable[_observer_service_pb2.GetAgentUsageRequest, _observer_service_pb2.GetAgentUsageResponse]
@@ -72,6 +76,10 @@ class ObserverServiceAsyncStub(ObserverServiceStub):
     """Marks tool calls the agent reported as actually executed (from a plugin)."""
     GetSessionUsage: _aio.UnaryUnaryMultiCallable[_observer_service_pb2.GetSessionUsageRequest, _observer_service_pb2.GetSessionUsageResponse]  # type: ignore[assignment]
     """One session: its turns, sub-agents, tokens, cost and integrity."""
+    GetSessionsUsage: _aio.UnaryUnaryMultiCallable[_observer_service_pb2.GetSessionsUsageRequest, _observer_service_pb2.GetSessionsUsageResponse]  # type: ignore[assignment]
+    """Several sessions of one agent at once (a page of sessions): each one's totals, turn count
+    and integrity, without the turns, sub-agents and history that GetSessionUsage gives.
+    """
     AcknowledgeDriftAlert: _aio.UnaryUnaryMultiCallable[_observer_service_pb2.AcknowledgeDriftAlertRequest, _observer_service_pb2.AcknowledgeDriftAlertResponse]  # type: ignore[assignment]
     """The agent's owner acknowledges a drift alert (proved by the agent's credential hash)."""
     GetAgentUsage: _aio.UnaryUnaryMultiCallable[_observer_service_pb2.GetAgentUsageRequest, _observer_service_pb2.GetAgentUsageResponse]  # type: ignore[assignment]
@@ -138,6 +146,16 @@ class ObserverServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_observer_service_pb2.GetSessionUsageResponse, _abc.Awaitable[_observer_service_pb2.GetSessionUsageResponse]]:
         """One session: its turns, sub-agents, tokens, cost and integrity."""
+
+    @_abc_1.abstractmethod
+    def GetSessionsUsage(
+        self,
+        request: _observer_service_pb2.GetSessionsUsageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_observer_service_pb2.GetSessionsUsageResponse, _abc.Awaitable[_observer_service_pb2.GetSessionsUsageResponse]]:
+        """Several sessions of one agent at once (a page of sessions): each one's totals, turn count
+        and integrity, without the turns, sub-agents and history that GetSessionUsage gives.
+        """
 
     @_abc_1.abstractmethod
     def AcknowledgeDriftAlert(
