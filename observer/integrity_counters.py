@@ -82,10 +82,13 @@ async def _sums(conn: AsyncConnection, where: Any) -> Sums:
         .where(where).group_by(kind))).all()
     for row in rows:
         sums.by_kind[str(row[0])] = [int(value or 0) for value in row[1:]]
+    # The kind as an expression too: as a condition on the column, SQLite's planner reads the
+    # agent's decisions by (agent_id, record_kind), i.e. all of its history, instead of the
+    # range of `where` (24.7 ms against 0.07 ms at 10,000 traces an agent).
     types = (await conn.execute(
         sa.select(trace_violations.c.type, sa.func.count())
         .join(traces, traces.c.trace_id == trace_violations.c.trace_id)
-        .where(where, traces.c.record_kind == DECISION)
+        .where(where, kind == DECISION)
         .group_by(trace_violations.c.type))).all()
     sums.violation_types = {str(kind): int(count) for kind, count in types}
     return sums

@@ -115,10 +115,10 @@ class TraceStore:
             # All time from the counters plus the traces created since they were rolled up.
             totals = await integrity_counters.all_time(conn, agent_id)
             all_row = totals.kind(DECISION)
-            recent_row = (await conn.execute(sa.select(*_sums(recent)))).one()
-            oldest_recent = (
-                await conn.execute(sa.select(sa.func.min(recent.c.timestamp)))
-            ).scalar_one_or_none()
+            # The window (one range of `ix_traces_agent_kind_covering`, migration 0013) read once
+            # for its sums and its oldest decision.
+            *recent_row, oldest_recent = (await conn.execute(
+                sa.select(*_sums(recent), sa.func.min(recent.c.timestamp)))).one()
             all_activity = totals.kind(ACTIVITY)[0]
             recent_activity = all_activity if oldest_recent is None else (await conn.execute(
                 sa.select(sa.func.count()).where(activity, traces.c.timestamp >= _aware(oldest_recent, now))

@@ -318,7 +318,7 @@ class SessionSummary:
 def _session_decisions(agent_id: str, session_id: str) -> Any:
     """The condition for a session's decision traces, readable only by its session_id range
     (`ix_traces_session_timestamp`): agent and kind compared as expressions, since a planner
-    without fresh statistics (or SQLite's, whatever they say) takes `ix_traces_agent_kind_timestamp`
+    without fresh statistics (or SQLite's, whatever they say) takes `ix_traces_agent_kind_covering`
     for `agent_id = ? AND record_kind = ?`, i.e. all the agent's decisions, for a few rows."""
     return sa.and_(traces.c.session_id == session_id,
                    traces.c.agent_id + sa.literal_column("''") == agent_id,
