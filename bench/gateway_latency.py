@@ -292,7 +292,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--streams", type=int, default=40, help="streamed calls per target and mode")
     parser.add_argument("--observer", choices=["sink", "real"], default="sink")
-    parser.add_argument("--profile", action="store_true", help="py-spy the gateway under c=16 load")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy the gateway under c=16 and c=1 load, and split its CPU by layer")
+    parser.add_argument("--profile-seconds", type=float, default=0.0,
+                        help="how long each profile runs (default: --seconds)")
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--baseline", default="", help="also measure the gateway of this git revision, "
                         "source checkout or smoltbot link tree ('smoltbot, before')")
@@ -459,7 +462,10 @@ def main() -> None:
         spy = shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
         if args.profile and spy:
             target = bases["smoltbot"] + "/v1/messages"
-            profile = _profile(spy, gateway.pid, target, script, work, args.seconds)
+            seconds = args.profile_seconds or args.seconds
+            profile = "\n\n".join(
+                _profile(spy, gateway.pid, target, script, work, seconds, connections)
+                for connections in (16, 1))
 
         med = {name: {key: statistics.median(values) for key, values in metrics.items()}
                for name, metrics in results.items()}
@@ -490,25 +496,71 @@ def _parse_wrk(out: str) -> dict[str, float]:
     return result
 
 
-def _profile(py_spy: str, pid: int, url: str, script: Path, work: Path, seconds: float) -> str:
-    raw = work / "profile.txt"
+#: Where a sample's time is charged: the innermost frame in one of these files decides. Frames of
+#: code both sides share (asyncio, aiohttp's streams and writers, multidict) are passed over, so
+#: their time goes to the layer that called them.
+_LAYERS = (
+    ("aiohttp client", ("aiohttp/client", "aiohttp/connector.py", "aiohttp/client_proto.py",
+                        "aiohttp/client_reqrep.py", "aiohttp/tracing.py", "aiohttp/cookiejar.py")),
+    ("aiohttp server", ("aiohttp/web", "aiohttp/base_protocol.py")),
+    ("relay core (gateway/relay)", ("gateway/relay/",)),
+    ("gateway: capture, record", ("gateway/capture.py", "gateway/body_decoding.py", "gateway/scrub.py",
+                                  "gateway/sse.py", "core/outcomes", "google/protobuf")),
+    ("gateway: spool, shipper, gRPC", ("gateway/spool.py", "gateway/shipper.py", "gateway/dead_letter.py",
+                                       "grpc/", "grpc_")),
+    ("gateway: identity, enforce, metrics", ("gateway/identity_cache.py", "gateway/enforce/",
+                                             "gateway/metrics.py", "prometheus_client", "core/identity",
+                                             "core/sessions")),
+    ("gateway: relay glue (proxy.py, targets, providers)", ("gateway/proxy.py", "gateway/targets.py",
+                                                             "gateway/providers/", "gateway/app.py")),
+    ("threads (capture/spool/grpc workers, idle waits)", ("threading.py", "concurrent/futures")),
+)
+
+
+def _layer(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for layer, markers in _LAYERS:
+            if any(marker in frame for marker in markers):
+                return layer
+    return "event loop and the rest (asyncio, selectors, sockets)"
+
+
+def _profile(py_spy: str, pid: int, url: str, script: Path, work: Path, seconds: float,
+             connections: int = 16) -> str:
+    """py-spy's samples of the gateway under wrk at `connections`: the share of each layer (the
+    split the relay core is chosen by) and the 15 frames with most own time."""
+    raw = work / f"profile-c{connections}.txt"
     spy = subprocess.Popen([py_spy, "record", "--pid", str(pid), "--duration", str(int(seconds)),
                             "--format", "raw", "--output", str(raw), "--nonblocking"],
                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    run_wrk(url, 16, seconds, script)
+    cpu_before = cpu_seconds(pid)
+    load = run_wrk(url, connections, seconds, script)
+    cpu_per_call = (cpu_seconds(pid) - cpu_before) * 1e6 / max(load["rps"] * max(int(seconds), 1), 1)
     spy.wait()
     if not raw.exists():
         return ""
     own: dict[str, int] = {}
+    layers: dict[str, int] = {}
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         frames = stack.split(";")
-        total += int(count)
+        # py-spy leaves out the samples of threads that wait (no --idle): these are CPU.
         leaf = frames[-1]
+        total += int(count)
         own[leaf] = own.get(leaf, 0) + int(count)
+        layer = _layer(frames)
+        layers[layer] = layers.get(layer, 0) + int(count)
+    total = max(total, 1)
+    split = sorted(layers.items(), key=lambda item: -item[1])
     top = sorted(own.items(), key=lambda item: -item[1])[:15]
-    return "\n".join(f"{100 * n / total:5.1f}%  {frame}" for frame, n in top)
+    return "\n".join([
+        f"c={connections}: {load['rps']:,.0f} req/s, {cpu_per_call:.0f} µs of CPU per call; share of "
+        "the CPU samples by layer (µs per call in brackets):",
+        *(f"{100 * n / total:5.1f}%  ({cpu_per_call * n / total:4.0f} µs)  {layer}" for layer, n in split),
+        "own time by frame:",
+        *(f"{100 * n / total:5.1f}%  {frame}" for frame, n in top),
+    ])
 
 
 def _report(med: dict[str, dict[str, float]], rss_idle: int, rss_load: int, args: argparse.Namespace,
@@ -597,7 +649,7 @@ def _report(med: dict[str, dict[str, float]], rss_idle: int, rss_load: int, args
         + ".",
     ]
     if profile:
-        lines += ["", "Where the gateway's CPU goes under c=16 (py-spy, own time by frame):", "",
+        lines += ["", "Where the gateway's CPU goes (py-spy, `--profile`):", "",
                   "```", profile, "```"]
     lines += ["", DESIGN_NOTES.rstrip()]
     return "\n".join(lines) + "\n"
@@ -606,15 +658,15 @@ def _report(med: dict[str, dict[str, float]], rss_idle: int, rss_load: int, args
 #: Measured once while choosing the design (same machine, same pinning, wrk, a trivial raw-asyncio
 #: upstream answering a fixed 200 JSON); kept in the report because the rows above depend on it.
 DESIGN_NOTES = """\
-Reading the table. The gateway still runs on aiohttp on both sides (`gateway/proxy.py`); "aiohttp
-relay" is that stack with nothing of the gateway, so the gap between it and smoltbot is the
-gateway's own work (capture, identity, spool, shipping), and the gap between it and "protocol
-relay" is what a relay core on asyncio Protocols with llhttp parsing both ways (httptools),
-uvloop and a keep-alive pool of its own would win (`bench/protocol_relay.py`: no capture, no
-1xx/HEAD/204/304 rules, no smuggling defences beyond llhttp's, no upstream TLS, no aborts; a
-measurement of that lever's ceiling, not wired into the gateway). Such a core replaces the
-relay only once it passes the old relay's tests unchanged (tests/integration/gateway,
-tests/reliability, tests/integration/observer/*through_gateway*).
+Reading the table. The gateway serves its clients with aiohttp's server and calls the upstream
+with a client of its own (`gateway/upstream.py`: asyncio Protocols, llhttp via httptools, its
+own keep-alive pool; aiohttp's client before issue 16's round 6). "aiohttp relay" is aiohttp on
+both sides with nothing of the gateway; "protocol relay" (`bench/protocol_relay.py`) is asyncio
+Protocols and httptools on both sides with uvloop and nothing of the gateway (no capture, no
+1xx/HEAD/204/304 rules, no smuggling defences beyond llhttp's, no upstream TLS, no aborts): the
+ceiling of a relay core built that way on both sides. The gap between smoltbot and those two is
+the gateway's own work (capture, identity, spool, shipping) plus, against the protocol relay,
+aiohttp's server.
 
 Shipping is batched (issue 16): exchanges ready together go as one `Ingest` message with one
 ack each (`IngestRequest.exchanges`, `IngestResponse.acks`). "smoltbot, unbatched" is the same

@@ -9,8 +9,9 @@
 
 Each process owns a spool slot (slots.py) and ships any slot whose process is gone.
 
-aiohttp on both sides was chosen after measuring it against a hand-written asyncio proxy and
-nginx; the figures are in docs/benchmarks.md ("Gateway").
+aiohttp serves the clients; calls go upstream through the gateway's own HTTP/1.1 client
+(upstream.py: asyncio Protocols, llhttp via httptools, its own keep-alive pool), which replaced
+aiohttp's client after measuring both (docs/benchmarks.md, "Gateway").
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-import aiohttp
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import Counter, Gauge
@@ -46,6 +46,7 @@ from .shipper import Shipper, encode_ingest_request
 from .slots import SlotLock, claim_slot, dead_letter_directory, free_slots_with_records, spool_directory
 from .spool import Spool
 from .targets import refuse_foreign_targets
+from .upstream import UpstreamPool
 
 __all__ = ["GATEWAY_KEY", "Gateway", "RunningGateway", "build_app", "serve", "start_gateway"]
 
@@ -107,7 +108,7 @@ class Gateway:
             EnforcementMetrics(self.metrics.registry))
         self.proxy = Proxy(
             upstreams={name: getattr(settings, spec.upstream_setting) for name, spec in SPECS.items()},
-            session_factory=self._client_session,
+            pool_factory=self._upstream_pool,
             secret=load_hash_secret(Path(settings.home), settings.hash_secret),
             max_request_bytes=settings.max_request_bytes,
             identity=self.identity,
@@ -141,22 +142,13 @@ class Gateway:
     def capture_limits(self, limits: CaptureLimits) -> None:
         self.proxy.capture_limits = limits
 
-    def _client_session(self) -> aiohttp.ClientSession:
+    def _upstream_pool(self) -> UpstreamPool:
         settings = self.settings
-        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300, keepalive_timeout=30.0)
-        return aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(
-                total=None, connect=settings.upstream_connect_timeout,
-                sock_connect=settings.upstream_connect_timeout, sock_read=settings.upstream_idle_timeout,
-            ),
-            auto_decompress=False,
-            # Never add headers the client did not send (the SDK sets its own), never keep cookies:
-            # a shared jar would hand one agent's cookies to another.
-            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            max_line_size=_MAX_FIELD, max_field_size=_MAX_FIELD,
-        )
+        # Made on the first call (it needs the running loop). Never adds a header the client did
+        # not send and keeps no cookies (a shared jar would hand one agent's cookies to another).
+        return UpstreamPool(connect_timeout=settings.upstream_connect_timeout,
+                            read_timeout=settings.upstream_idle_timeout,
+                            max_field_size=_MAX_FIELD, keepalive_timeout=30.0)
 
     def submit(self, capture: Capture) -> None:
         """Runs after the client has its response: the record is built on the capture thread

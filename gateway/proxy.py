@@ -29,10 +29,8 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
-import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
-from yarl import URL
 
 from smoltbot.core.identity import agent_hash
 from smoltbot.core.outcomes import ExchangeOutcome as Outcome
@@ -42,6 +40,7 @@ from .capture import Capture, CaptureLimits
 from .providers import SPECS, GatewayError, ProviderSpec
 from .scrub import Scrubber
 from .targets import refusal
+from .upstream import Origin, UpstreamError, UpstreamPool, UpstreamResponse
 
 if TYPE_CHECKING:
     from .enforce import Enforcer, ResponseFilter
@@ -63,8 +62,8 @@ CREDENTIAL_REFUSED = frozenset({401, 403})
 #: Responses up to this size (with a Content-Length) are read whole and sent in one write;
 #: larger or unsized ones are relayed chunk by chunk.
 _BUFFER_LIMIT = 1024 * 1024
-#: Request bodies above this go to aiohttp as a file-like object: it writes those in pieces
-#: (and warns about large raw bytes, which it would write in one go).
+#: Request bodies above this go to the upstream pool as a file-like object: written in pieces,
+#: each after the socket has drained.
 _BODY_AS_FILE = 1024 * 1024
 #: Bodies up to this size are parsed on the event loop to name the session (Claude Code's
 #: `metadata.user_id`, when no header named it); larger ones on a worker thread.
@@ -102,14 +101,21 @@ async def _session_hint(headers: CIMultiDictProxy[str], body: bytes, chained: Ca
 class Proxy:
     """The handler of every provider prefix and what it needs, bound once per app."""
 
-    def __init__(self, *, upstreams: dict[str, str], session_factory: Callable[[], aiohttp.ClientSession],
+    def __init__(self, *, upstreams: dict[str, str], pool_factory: Callable[[], UpstreamPool],
                  secret: bytes, max_request_bytes: int, identity: IdentityCache,
                  submit: Callable[[Capture], None], metrics: GatewayMetrics,
                  capture_limits: CaptureLimits, enforcer: Enforcer | None = None) -> None:
         #: provider name -> its upstream URL (no trailing slash).
         self._upstreams = {name: url.rstrip("/") for name, url in upstreams.items()}
-        self._session_factory = session_factory
-        self._session: aiohttp.ClientSession | None = None
+        #: provider name -> where its calls go (None: the setting is no http(s) URL; calls get a 502).
+        self._origins: dict[str, Origin | None] = {}
+        for name, url in self._upstreams.items():
+            try:
+                self._origins[name] = Origin.parse(url)
+            except ValueError:
+                self._origins[name] = None
+        self._pool_factory = pool_factory
+        self._pool: UpstreamPool | None = None
         self._secret = secret
         self._max_request_bytes = max_request_bytes
         self._identity = identity
@@ -122,9 +128,9 @@ class Proxy:
         self._chains = ResponseChains()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
 
     def handler(self, spec: ProviderSpec) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         """The route handler of one provider's prefix."""
@@ -166,27 +172,28 @@ class Proxy:
             capture.agent_id, capture.session_id = identity
             if self._enforcer is not None:
                 body = self._enforcer.note_request(capture, body, headers)
-        forward = CIMultiDict(_forwardable(headers.items(), headers.get("connection")))
-        session = self._session
-        if session is None:
-            session = self._session = self._session_factory()
+        forward = _forwardable(headers.items(), headers.get("connection"))
+        pool = self._pool
+        if pool is None:
+            pool = self._pool = self._pool_factory()
         # check_target and the prefix check above make `path` start with "/" and hold nothing a
         # hop would normalise, so the upstream's scheme, host and base path cannot change.
-        target = URL(self._upstreams[spec.name] + path + (f"?{query}" if query else ""), encoded=True)
+        target = path + (f"?{query}" if query else "")
         data: bytes | io.BytesIO | None = None
         if body:
             data = io.BytesIO(body) if len(body) > _BODY_AS_FILE else body
+        origin = self._origins[spec.name]
         try:
-            upstream = await session.request(
-                request.method, target, headers=forward, data=data, allow_redirects=False,
-            )
+            if origin is None:
+                raise UpstreamError(f"the {spec.name} upstream setting is not an http(s) URL")
+            upstream = await pool.request(origin, request.method, target, forward, data)
         except asyncio.CancelledError:
             self._finish(capture, Outcome.CLIENT_ABORT, "client went away before upstream answered", 0, t0)
             raise
         except TimeoutError:
             self._finish(capture, Outcome.UPSTREAM_UNREACHABLE, "timed out connecting to upstream", 504, t0)
             return spec.error(504, GatewayError.TIMEOUT, "The gateway timed out reaching the upstream API.")
-        except aiohttp.ClientError as error:
+        except UpstreamError as error:
             # An error's text can quote the URL, and a Gemini key can ride in its query.
             reason = Scrubber(credential).text(str(error))
             detail = f"upstream unreachable: {type(error).__name__}: {reason}"
@@ -232,7 +239,7 @@ class Proxy:
         return await self._relay_stream(request, upstream, capture, out_headers, outcome, t0, streamed,
                                         answer_filter)
 
-    async def _relay_whole(self, request: web.Request, upstream: aiohttp.ClientResponse, capture: Capture,
+    async def _relay_whole(self, request: web.Request, upstream: UpstreamResponse, capture: Capture,
                            out_headers: CIMultiDict[str], outcome: Outcome, t0: float,
                            answer_filter: ResponseFilter | None = None) -> web.StreamResponse:
         try:
@@ -241,7 +248,7 @@ class Proxy:
             upstream.close()
             self._finish(capture, Outcome.CLIENT_ABORT, "client went away while upstream answered", 0, t0)
             raise
-        except (TimeoutError, aiohttp.ClientError) as error:
+        except UpstreamError as error:
             upstream.close()
             detail = f"upstream dropped the response: {type(error).__name__}"
             self._finish(capture, Outcome.UPSTREAM_DROPPED, detail, 502, t0)
@@ -272,7 +279,7 @@ class Proxy:
         self._finish(capture, outcome, "", upstream.status, t0)
         return response
 
-    async def _relay_stream(self, request: web.Request, upstream: aiohttp.ClientResponse, capture: Capture,
+    async def _relay_stream(self, request: web.Request, upstream: UpstreamResponse, capture: Capture,
                             out_headers: CIMultiDict[str], outcome: Outcome, t0: float,
                             streamed: bool,
                             answer_filter: ResponseFilter | None = None) -> web.StreamResponse:
@@ -284,14 +291,14 @@ class Proxy:
         metrics.active_streams.inc()
         try:
             await response.prepare(request)
-            chunks = upstream.content.iter_any().__aiter__()
+            chunks = upstream.iter_chunks().__aiter__()
             head = b"" if self._chains_response(capture) else None
             while True:
                 try:
                     chunk = await chunks.__anext__()
                 except StopAsyncIteration:
                     break
-                except (TimeoutError, aiohttp.ClientError) as error:
+                except UpstreamError as error:
                     return self._upstream_dropped(request, upstream, capture, response, error, t0)
                 if answer_filter is None:
                     await response.write(chunk)
@@ -317,7 +324,7 @@ class Proxy:
         self._finish(capture, outcome, "", upstream.status, t0)
         return response
 
-    def _upstream_dropped(self, request: web.Request, upstream: aiohttp.ClientResponse, capture: Capture,
+    def _upstream_dropped(self, request: web.Request, upstream: UpstreamResponse, capture: Capture,
                           response: web.StreamResponse, error: BaseException,
                           t0: float) -> web.StreamResponse:
         upstream.close()
