@@ -21,8 +21,8 @@ weighs on each alike): the agent page
 (`GET /agents/{id}`, every backend call the dashboard makes), `GET /v1/traces?limit=50` (first
 page), the page after 20 pages by cursor, `GET /v1/integrity/{id}`, a session
 (`GET /v1/sessions/{id}?agent_id=`), what `smoltbot sessions -n 10` asks (the sessions list, then
-each listed session), and, for comparison, what it asked before: the agent's usage grouped by
-session over its whole history (`GET /v1/agents/{id}/usage?group_by=session`).
+their usage in one read, `GET /v1/agents/{id}/usage/sessions`), and, for comparison, what it asked
+before: the list, then each listed session's detail.
 
 Retention, on the largest size only (unless `--no-retention`): the oldest month of twelve is
 past the cards' 330 days. Intake is offered at a fixed rate over one Ingest stream (real
@@ -410,21 +410,28 @@ async def measure_reads(stack: Stack, agents: list[tuple[str, str]], size: int, 
                 sessions.append(f"/v1/sessions/sess-{agent}-{number}?agent_id={agent}")
             figures["session read"] = await _timed(client, sessions)
             listed = some(samples)
-            figures["`smoltbot sessions` (list + each session)"] = [
+            figures["`smoltbot sessions` (list + their usage)"] = [
                 await _sessions_command(client, agent) for agent in listed]
-            # What `smoltbot sessions` read before: the agent's usage over its whole history, by session.
-            figures["usage by session (all history)"] = await _timed(
-                client, [f"/v1/agents/{agent}/usage?group_by=session" for agent in listed])
+            # What `smoltbot sessions` read before (issue 20, round 5): each listed session apart.
+            figures["`smoltbot sessions` before (list + each session)"] = [
+                await _sessions_command(client, agent, each=True) for agent in listed]
     return figures
 
 
-async def _sessions_command(client: httpx.AsyncClient, agent_id: str) -> float:
+async def _sessions_command(client: httpx.AsyncClient, agent_id: str, each: bool = False) -> float:
     """Milliseconds for what `smoltbot sessions -n 10` asks the API (cli/commands_usage.py): the
-    ten most recent sessions, then each one's usage, at most 8 at a time."""
+    ten most recent sessions, then their usage in one read; with `each`, what it asked before:
+    each listed session's detail, at most 8 at a time."""
     started = time.perf_counter()
     listed = await client.get(f"/v1/agents/{agent_id}/sessions", params={"limit": _LISTED_SESSIONS})
     if listed.status_code != 200:
         raise SystemExit(f"sessions of {agent_id}: HTTP {listed.status_code} {listed.text[:300]}")
+    session_ids = [item["session_id"] for item in listed.json()["items"]]
+    if not each:
+        usage = await client.get(f"/v1/agents/{agent_id}/usage/sessions", params={"session_id": session_ids})
+        if usage.status_code != 200 or len(usage.json()["items"]) != len(session_ids):
+            raise SystemExit(f"usage of {agent_id}'s sessions: HTTP {usage.status_code} {usage.text[:300]}")
+        return (time.perf_counter() - started) * 1000
     gate = asyncio.Semaphore(8)
 
     async def one(session_id: str) -> None:
@@ -433,7 +440,7 @@ async def _sessions_command(client: httpx.AsyncClient, agent_id: str) -> float:
             if response.status_code != 200:
                 raise SystemExit(f"session {session_id}: HTTP {response.status_code} {response.text[:300]}")
 
-    await asyncio.gather(*(one(item["session_id"]) for item in listed.json()["items"]))
+    await asyncio.gather(*(one(session_id) for session_id in session_ids))
     return (time.perf_counter() - started) * 1000
 
 
@@ -571,9 +578,11 @@ def _table(results: list[dict[str, Any]]) -> list[str]:
             ratios[name] = large["reads"][name][0] / small["reads"][name][0]
             lines.append(f"| {name} | {cells} | x{ratios[name]:.2f} |")
         lines.append("")
-        over = [f"{name} (x{ratio:.2f})" for name, ratio in ratios.items() if ratio > 2]
-        worst = max(ratios, key=lambda name: ratios[name])
-        verdict = (f"met, the largest ratio x{ratios[worst]:.2f} ({worst})." if not over
+        # The reads made now; a "before" row is shown for comparison only.
+        targets = {name: ratio for name, ratio in ratios.items() if "before" not in name}
+        over = [f"{name} (x{ratio:.2f})" for name, ratio in targets.items() if ratio > 2]
+        worst = max(targets, key=lambda name: targets[name])
+        verdict = (f"met, the largest ratio x{targets[worst]:.2f} ({worst})." if not over
                    else "not met by " + ", ".join(over) + ".")
         lines.append(f"Target (each read's p50 within 2x of its {small['size']:,} figure at "
                      f"{large['size']:,}): {verdict}")
@@ -606,9 +615,12 @@ provider and enforcement filters over `ix_traces_[agent_]provider_timestamp` and
 integrity's all-time sums come from per-agent counters (`observer/integrity_counters.py`) plus
 the traces created since their mark, its 7-day timeline from per-hour roll-ups kept the same way
 (`integrity_hours`, migration 0012: at most 168 rows) plus the traces since the mark, its recent
-window from a bounded index range; the agent page and `smoltbot sessions` read the usage of the
-sessions they list, each over its own range of `ix_exchange_usage_session` (GetSessionUsage),
-not the agent's whole history, and the sessions list is a keyset range of
+window from one range of `ix_traces_agent_kind_covering` (migration 0013: the agent's decisions in
+the window's whole order, with the flags it sums, so no table read); the agent page and `smoltbot
+sessions` read the usage of the sessions they list in one read (GetSessionsUsage: per table one
+statement, a UNION ALL of one aggregate per session over its own range of
+`ix_exchange_usage_session` and `ix_traces_session_timestamp`), not the agent's whole history,
+and the sessions list is a keyset range of
 `ix_sessions_agent_activity` from its cursor on; the observer's
 queue gauge counts pending, processing and failed exchanges over `ix_exchanges_due`, not every
 exchange at each scrape. Tests check each of these on both databases' query plans
