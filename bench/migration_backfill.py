@@ -13,7 +13,9 @@ from before 0011 is) and up again one revision at a time, each timed:
 * 0011: `traces.provider` and `traces.enforcement` filled from each trace's JSON (two UPDATEs
   over the traces whose value is not the column's default), and their four indexes built;
 * 0012: `integrity_hours` filled from the traces the marks cover (one INSERT ... SELECT grouped
-  by agent and hour).
+  by agent and hour);
+* 0013: `ix_traces_agent_kind_covering` built (the integrity's recent window) and the index it
+  replaces dropped.
 
 The results are checked (the columns against the JSON, the roll-ups against the traces) and the
 figures printed; docs/benchmarks.md ("Traces at scale") quotes them.
@@ -118,7 +120,7 @@ async def run(size: int, agents_count: int, backend: str, enforced: float, other
             prepare = time.perf_counter() - started
             print(f"{backend} {size:,}: loaded in {load:.0f} s, rolled up in {roll_up:.1f} s, JSON set and "
                   f"down to 0010 in {prepare:.0f} s", flush=True)
-            seconds = {"0011": await _timed_upgrade(db, "0011"), "0012": await _timed_upgrade(db, "0012")}
+            seconds = {revision: await _timed_upgrade(db, revision) for revision in ("0011", "0012", "0013")}
             enforcement = (await _sql(db, "SELECT count(*) FROM traces WHERE enforcement IS NOT NULL"))[0][0]
             providers = (await _sql(db, "SELECT count(*) FROM traces WHERE provider <> 'anthropic'"))[0][0]
             expected = (await _sql(db, "SELECT count(*) FROM traces WHERE trace_json LIKE '%\"enforcement\"%'"
@@ -136,7 +138,8 @@ async def run(size: int, agents_count: int, backend: str, enforced: float, other
                   "providers": providers, "hour_rows": int(hours[0]), "hour_traces": int(hours[1])}
         print(f"{backend} {size:,}: 0011 in {seconds['0011']:.1f} s ({enforcement:,} enforcement and "
               f"{providers:,} provider values filled), 0012 in {seconds['0012']:.1f} s "
-              f"({int(hours[0]):,} hourly rows for {int(hours[1]):,} traces)", flush=True)
+              f"({int(hours[0]):,} hourly rows for {int(hours[1]):,} traces), "
+              f"0013 in {seconds['0013']:.1f} s", flush=True)
         return result
     finally:
         if postgres is not None:
