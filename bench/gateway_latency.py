@@ -503,7 +503,7 @@ _LAYERS = (
     ("aiohttp client", ("aiohttp/client", "aiohttp/connector.py", "aiohttp/client_proto.py",
                         "aiohttp/client_reqrep.py", "aiohttp/tracing.py", "aiohttp/cookiejar.py")),
     ("aiohttp server", ("aiohttp/web", "aiohttp/base_protocol.py")),
-    ("relay core (gateway/relay)", ("gateway/relay/",)),
+    ("upstream client (gateway/upstream.py)", ("gateway/upstream.py", "httptools")),
     ("gateway: capture, record", ("gateway/capture.py", "gateway/body_decoding.py", "gateway/scrub.py",
                                   "gateway/sse.py", "core/outcomes", "google/protobuf")),
     ("gateway: spool, shipper, gRPC", ("gateway/spool.py", "gateway/shipper.py", "gateway/dead_letter.py",
