@@ -616,7 +616,8 @@ def _report(med: dict[str, dict[str, float]], rss_idle: int, rss_load: int, args
         (
             f"`python bench/gateway_latency.py --rounds {args.rounds} --seconds {args.seconds:g} "
             f"--streams {args.streams}{f' --baseline {args.baseline}' if args.baseline else ''}"
-            f"{' --profile' if args.profile else ''}` "
+            f"{' --profile' if args.profile else ''}"
+            f"{f' --profile-seconds {args.profile_seconds:g}' if args.profile_seconds else ''}` "
             f"({time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores, Python {sys.version.split()[0]}). "
             "Each proxy alone on core 0; wrk, the upstream (a static nginx reply; streams from the "
             "Anthropic stand-in behind it) and the services on core 1; the targets interleaved, "
