@@ -44,6 +44,10 @@ class _Span:
     since: datetime | None
     until: datetime
     card: dict[str, Any]
+    #: For a span that ends in the future when it was answered (the Registry vouches for its
+    #: current card a notice beyond its clock): once this time has passed, a call served from it
+    #: asks for a later answer in the background, so the next calls find one cached.
+    refresh_after: datetime | None = None
 
 
 class RegistryUnavailable(Unavailable):
@@ -76,8 +80,11 @@ class RegistryClient:
         self._inflight: dict[tuple[str, str], asyncio.Future[Any]] = {}
         self._spans: OrderedDict[str, list[_Span]] = OrderedDict()
         self._card_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+        self._refreshing: dict[str, asyncio.Task[None]] = {}
 
     async def close(self) -> None:
+        for task in list(self._refreshing.values()):
+            task.cancel()
         await self._channel.close()
 
     async def _call(self, method: Any, request: Any) -> Any:
@@ -194,7 +201,11 @@ class RegistryClient:
         at = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
         cached = self._span_for(agent_id, at)
         if cached is not None:
-            return cached
+            self._refresh_ahead(agent_id, cached)
+            return cached.card
+        return await self._look_up(agent_id, at)
+
+    async def _look_up(self, agent_id: str, at: datetime) -> dict[str, Any]:
         # One lookup per agent at a time: the calls of a burst started before the Registry's
         # answer to the first of them, which then serves them all from the cache.
         lock = self._card_locks.get(agent_id)
@@ -203,26 +214,51 @@ class RegistryClient:
         async with lock:
             cached = self._span_for(agent_id, at)
             if cached is not None:
-                return cached
+                return cached.card
             request = pb.GetActiveCardRequest(agent_id=agent_id)
             request.as_of.CopyFrom(to_timestamp(at, "at"))
             response = await self._call(self._stub.GetActiveCard, request)
+            answered = datetime.now(UTC)
         until = from_timestamp(response, "in_force_until")
         if until is None:  # the Registry vouches for no span: good for this call only
             return card_to_dict(response.card)
-        span = _Span(from_timestamp(response, "in_force_from"), until, card_to_dict(response.card))
+        refresh_after = answered + (until - answered) / 2 if until > answered else None
+        span = _Span(from_timestamp(response, "in_force_from"), until, card_to_dict(response.card),
+                     refresh_after)
         self._remember(span.card)
         self._remember_span(agent_id, span)
         return span.card
 
-    def _span_for(self, agent_id: str, at: datetime) -> dict[str, Any] | None:
+    def _refresh_ahead(self, agent_id: str, span: _Span) -> None:
+        """At a trickle, the next call usually starts after the span its predecessor was served
+        from ends; asking again (for now) when half of the span's future has passed keeps an
+        answer ahead of the calls, off their way. The cache still holds only what the Registry
+        vouched for, so this changes no verdict."""
+        if span.refresh_after is None or agent_id in self._refreshing:
+            return
+        now = datetime.now(UTC)
+        if now < span.refresh_after or now >= span.until:
+            return
+
+        async def refresh() -> None:
+            try:
+                await self._look_up(agent_id, datetime.now(UTC))
+            except (RegistryUnavailable, RegistryError) as error:
+                # Nothing is lost: the next call that finds no span asks on its own way.
+                logger.debug("card refresh for %s failed: %s", agent_id, error)
+            finally:
+                self._refreshing.pop(agent_id, None)
+
+        self._refreshing[agent_id] = asyncio.get_running_loop().create_task(refresh())
+
+    def _span_for(self, agent_id: str, at: datetime) -> _Span | None:
         spans = self._spans.get(agent_id)
         if spans is None:
             return None
         self._spans.move_to_end(agent_id)
         for span in spans:
             if (span.since is None or span.since <= at) and at < span.until:
-                return span.card
+                return span
         return None
 
     def _remember_span(self, agent_id: str, span: _Span) -> None:

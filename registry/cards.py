@@ -6,6 +6,12 @@ it as the next version with a fresh card_id, and makes it the active one in the 
 transaction; older versions stay readable. A partial unique index makes "two active cards"
 impossible even for a buggy writer.
 
+A version stored by PutCard is in force from `CARD_NOTICE` after the moment it was stored (under
+the agent's lock), and PutCard returns only then: so the Registry can vouch for the card in force
+up to its clock plus that notice (`in_force`'s `until`), which lets an Observer serve a trickle of
+calls from one answer instead of asking per call, and a card put through any Registry process
+sharing the database still applies to every call started after PutCard returned.
+
 `CardFeed` hands every version stored from now on to the watchers of this process (WatchCards,
 which the gateway's enforcement cache follows): in-process, so with several Registry replicas a
 watcher sees the cards stored through its own replica only (docs/enforce.md).
@@ -18,7 +24,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,11 +38,15 @@ from smoltbot.core.storage import Database, utcnow
 from smoltbot.registry import store
 from smoltbot.registry.store import Card
 
-__all__ = ["MAX_CARD_JSON_BYTES", "MAX_WATCHED_AGENTS", "CardFeed", "CardInForce", "Cards"]
+__all__ = ["CARD_NOTICE", "MAX_CARD_JSON_BYTES", "MAX_WATCHED_AGENTS", "CardFeed", "CardInForce", "Cards"]
 
 logger = logging.getLogger(__name__)
 
 MAX_CARD_JSON_BYTES = 1024 * 1024
+#: How long after PutCard stores a version it comes into force (PutCard returns then); every
+#: answer of `in_force` holds up to the Registry's clock plus this. A constant, not a setting:
+#: the promise needs every Registry process on one database to keep the same notice.
+CARD_NOTICE = timedelta(milliseconds=250)
 #: Agents one watch may name (WatchCardsRequest.agent_ids).
 MAX_WATCHED_AGENTS = 1000
 #: Cards a watcher may fall behind by before its watch ends (it reconnects and reads again).
@@ -111,7 +121,8 @@ class CardInForce:
     card: Card
     #: When the Registry stored this version; None for the agent's first card (in force before too).
     since: datetime | None
-    #: The answer holds for every time before this one: the next version's time, or now.
+    #: The answer holds for every time before this one: the next version's time, or now plus
+    #: `CARD_NOTICE` (no version stored from now on can come into force earlier).
     until: datetime
 
 
@@ -139,12 +150,20 @@ class Cards:
                                                                     now=now), version=1, now=now)
 
     async def active(self, agent_id: str) -> Card:
+        """The card in force now (a version PutCard is still waiting to bring into force is not
+        yet: it would be answered before it applies to calls)."""
         validate_agent_id(agent_id)
+        now = utcnow()
         async with self._db.read() as conn:
             await store.require_agent(conn, agent_id)
             row = (await conn.execute(
-                sa.select(_cards).where(_cards.c.agent_id == agent_id, _cards.c.active.is_(True))
+                sa.select(_cards).where(_cards.c.agent_id == agent_id, _cards.c.created_at <= now)
+                .order_by(_cards.c.version.desc()).limit(1)
             )).first()
+            if row is None:  # clocks of several Registry processes apart: the first version
+                row = (await conn.execute(
+                    sa.select(_cards).where(_cards.c.agent_id == agent_id).order_by(_cards.c.version).limit(1)
+                )).first()
         if row is None:  # only possible for rows written outside the registry
             raise NotFound(f"agent {agent_id} has no active card", reason="CARD_NOT_FOUND", agent_id=agent_id)
         return store.card_from_row(row)
@@ -154,16 +173,20 @@ class Cards:
         first version for an earlier time), with the span over which that answer holds.
 
         Runs under the agent's lock, as `put` does: a version being stored now either is
-        committed and seen here, or gets its time after this answer's `until` (the Registry's
-        clock now), so an answer never changes for any time up to `until`.
+        committed and seen here, or takes the lock after this answer and so comes into force
+        at its time plus `CARD_NOTICE`, at or after this answer's `until`: an answer never
+        changes for any time up to `until`.
         """
         validate_agent_id(agent_id)
-        async with self._db.begin() as conn:
+
+        async def read(conn: AsyncConnection) -> tuple[datetime, list[Any]]:
             await store.lock_agent(conn, agent_id)
             now = utcnow()
-            rows = (await conn.execute(
+            return now, list((await conn.execute(
                 sa.select(_cards).where(_cards.c.agent_id == agent_id).order_by(_cards.c.version)
-            )).all()
+            )).all())
+
+        now, rows = await self._db.transact(read)
         if not rows:  # only possible for rows written outside the registry
             raise NotFound(f"agent {agent_id} has no card", reason="CARD_NOT_FOUND", agent_id=agent_id)
         index = 0
@@ -172,7 +195,7 @@ class Cards:
                 index = i
         card = store.card_from_row(rows[index])
         since = card.created_at if index > 0 else None
-        until = rows[index + 1].created_at if index + 1 < len(rows) else now
+        until = rows[index + 1].created_at if index + 1 < len(rows) else now + CARD_NOTICE
         return CardInForce(card, since, until)
 
     async def put(self, agent_id: str, agent_hash: str, *, card: dict[str, Any] | None = None,
@@ -196,14 +219,28 @@ class Cards:
         async with self._db.begin() as conn:
             await store.verify_owner(conn, agent_id, agent_hash)
             await store.lock_agent(conn, agent_id)
-            # The version is in force from this moment: taken under the agent's lock, so that
-            # `in_force` never answers for a time this version will claim (see there).
-            now = utcnow()
+            # The version is in force from `CARD_NOTICE` after this moment, taken under the
+            # agent's lock: `in_force` has vouched for no time that late (see there).
+            in_force_at = utcnow() + CARD_NOTICE
             latest = (await conn.execute(
                 sa.select(sa.func.max(_cards.c.version)).where(_cards.c.agent_id == agent_id)
             )).scalar_one_or_none()
-            stored = await _store_version(conn, agent_id, normalized, version=(latest or 0) + 1, now=now)
-        self.feed.publish(stored)
+            stored = await _store_version(conn, agent_id, normalized, version=(latest or 0) + 1,
+                                          now=in_force_at)
+        # Watchers hear of it, and the caller returns, once it is in force: a call started after
+        # PutCard returned is checked against it. Scheduled, so a cancelled caller still publishes.
+        published = False
+
+        def publish() -> None:
+            nonlocal published
+            if not published:
+                published = True
+                self.feed.publish(stored)
+
+        delay = max(0.0, (in_force_at - utcnow()).total_seconds())
+        asyncio.get_running_loop().call_later(delay, publish)
+        await asyncio.sleep(delay)
+        publish()
         logger.info("agent %s: card %s is version %d", agent_id, stored.card_id, stored.version)
         return stored
 

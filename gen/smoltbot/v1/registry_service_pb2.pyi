@@ -530,7 +530,8 @@ class GetActiveCardResponse(_message.Message):
     def in_force_until(self) -> _timestamp_pb2.Timestamp:
         """Set only with as_of: this card is the answer for every as_of from in_force_from up to (not
         including) this time: when the next version was stored or, for the active card, when the
-        Registry answered (a later as_of may find a newer card). Callers may cache on it.
+        Registry answered plus the notice a new version waits before it is in force (PutCard
+        returns after it; a later as_of may find a newer card). Callers may cache on it.
         """
 
     def __init__(

@@ -186,7 +186,8 @@ class RegistryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def PutCard(self, request, context):
-        """Validates and stores a new card version and makes it the active one.
+        """Validates and stores a new card version and makes it the active one. The version is in force
+        (GetActiveCard, as_of, WatchCards) from 250 ms after it was stored; PutCard returns then.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -62,7 +62,9 @@ class RegistryServiceStub:
     ListSessions: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.ListSessionsRequest, _registry_service_pb2.ListSessionsResponse]
     GetActiveCard: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.GetActiveCardRequest, _registry_service_pb2.GetActiveCardResponse]
     PutCard: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.PutCardRequest, _registry_service_pb2.PutCardResponse]
-    """Validates and stores a new card version and makes it the active one."""
+    """Validates and stores a new card version and makes it the active one. The version is in force
+    (GetActiveCard, as_of, WatchCards) from 250 ms after it was stored; PutCard returns then.
+    """
     ListCards: _grpc.UnaryUnaryMultiCallable[_registry_service_pb2.ListCardsRequest, _registry_service_pb2.ListCardsResponse]
     WatchCards: _grpc.UnaryStreamMultiCallable[_registry_service_pb2.WatchCardsRequest, _registry_service_pb2.WatchCardsResponse]
     """Every card stored from now on, as it is stored (the gateway's enforcement cache). The first
@@ -104,7 +106,9 @@ class RegistryServiceAsyncStub(RegistryServiceStub):
     ListSessions: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.ListSessionsRequest, _registry_service_pb2.ListSessionsResponse]  # type: ignore[assignment]
     GetActiveCard: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.GetActiveCardRequest, _registry_service_pb2.GetActiveCardResponse]  # type: ignore[assignment]
     PutCard: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.PutCardRequest, _registry_service_pb2.PutCardResponse]  # type: ignore[assignment]
-    """Validates and stores a new card version and makes it the active one."""
+    """Validates and stores a new card version and makes it the active one. The version is in force
+    (GetActiveCard, as_of, WatchCards) from 250 ms after it was stored; PutCard returns then.
+    """
     ListCards: _aio.UnaryUnaryMultiCallable[_registry_service_pb2.ListCardsRequest, _registry_service_pb2.ListCardsResponse]  # type: ignore[assignment]
     WatchCards: _aio.UnaryStreamMultiCallable[_registry_service_pb2.WatchCardsRequest, _registry_service_pb2.WatchCardsResponse]  # type: ignore[assignment]
     """Every card stored from now on, as it is stored (the gateway's enforcement cache). The first
@@ -209,7 +213,9 @@ class RegistryServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _registry_service_pb2.PutCardRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_registry_service_pb2.PutCardResponse, _abc.Awaitable[_registry_service_pb2.PutCardResponse]]:
-        """Validates and stores a new card version and makes it the active one."""
+        """Validates and stores a new card version and makes it the active one. The version is in force
+        (GetActiveCard, as_of, WatchCards) from 250 ms after it was stored; PutCard returns then.
+        """
 
     @_abc_1.abstractmethod
     def ListCards(

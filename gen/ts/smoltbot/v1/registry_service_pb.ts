@@ -512,7 +512,8 @@ export type GetActiveCardResponse = Message<"smoltbot.v1.GetActiveCardResponse">
   /**
    * Set only with as_of: this card is the answer for every as_of from in_force_from up to (not
    * including) this time: when the next version was stored or, for the active card, when the
-   * Registry answered (a later as_of may find a newer card). Callers may cache on it.
+   * Registry answered plus the notice a new version waits before it is in force (PutCard
+   * returns after it; a later as_of may find a newer card). Callers may cache on it.
    *
    * @generated from field: google.protobuf.Timestamp in_force_until = 3;
    */
@@ -802,7 +803,8 @@ export const RegistryService: GenService<{
     output: typeof GetActiveCardResponseSchema;
   },
   /**
-   * Validates and stores a new card version and makes it the active one.
+   * Validates and stores a new card version and makes it the active one. The version is in force
+   * (GetActiveCard, as_of, WatchCards) from 250 ms after it was stored; PutCard returns then.
    *
    * @generated from rpc smoltbot.v1.RegistryService.PutCard
    */
