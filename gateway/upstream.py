@@ -111,7 +111,6 @@ class _Connection(asyncio.Protocol):
         #: Whether the current answer's body ends with the connection (neither sized nor chunked).
         self._close_delimited = False
         self._header_bytes = 0
-        self._name = b""
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_ready: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
