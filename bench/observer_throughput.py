@@ -93,7 +93,32 @@ class ServerProbe:
                 yield transaction
             self.drift_writes.setdefault(phase, []).append(time.perf_counter() - began)
 
-        store.feed = timed_feed
+        async def timed_feed_body(body: Any) -> Any:
+            # `feed(body)`: the pass's write through `Database.transact` (timed from when the body
+            # starts, in the database's thread on SQLite, to its end stamped back on the loop).
+            began: list[float] = []
+            phase = self.phase
+
+            async def timed_body(transaction: Any) -> Any:
+                began.append(time.perf_counter())
+                return await body(transaction)
+
+            result = await feed(timed_body)
+            self.drift_writes.setdefault(phase, []).append(time.perf_counter() - began[0])
+            return result
+
+        import inspect
+
+        store.feed = timed_feed_body if "body" in inspect.signature(feed).parameters else timed_feed
+        # The Observer's card lookups (GetActiveCard) to its Registry, per phase.
+        registry_stub = observer.components.processor.registry._stub
+        get_card = registry_stub.GetActiveCard
+
+        def counted_get_card(*args: Any, **kwargs: Any) -> Any:
+            self._count("card_lookups")
+            return get_card(*args, **kwargs)
+
+        registry_stub.GetActiveCard = counted_get_card
         #: Per phase: database statements, those on the drift tables, drift passes that read, and
         #: of those the ones that found nothing to feed (all traces held back by the watermark).
         self.counts: dict[str, dict[str, int]] = {}
@@ -843,7 +868,8 @@ def services(figures: dict[str, float], phase: str) -> str:
             f"{figures.get('drift_write_max_ms', 0):.0f}, loop lag p99/max "
             f"{figures.get('loop_lag_p99_ms', 0):.1f}/{figures.get('loop_lag_max_ms', 0):.0f}, statements "
             f"{figures.get('statements', 0)} (drift {figures.get('drift_statements', 0)}), drift passes "
-            f"{figures.get('drift_passes', 0)} ({figures.get('drift_passes_empty', 0)} found nothing)")
+            f"{figures.get('drift_passes', 0)} ({figures.get('drift_passes_empty', 0)} found nothing), "
+            f"card lookups {figures.get('card_lookups', 0)}")
 
 
 #: The segments of an exchange's visibility delay (`steps`): from one stamp to the next.

@@ -69,6 +69,22 @@ class CpuPool:
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._pool: ProcessPoolExecutor | None = None
+        self._closed = False
+        #: Batches handed to the workers and not yet back.
+        self.running = 0
+        #: Batches the workers computed (for tests and benchmarks).
+        self.batches = 0
+
+    @property
+    def idle(self) -> bool:
+        return self.running == 0
+
+    def warm(self) -> None:
+        """Starts the workers now (a pool spawns them on its first job) without waiting for
+        them: an exchange computed in the main process meanwhile does not delay the pool that
+        the next burst needs."""
+        if self._pool is None and not self._closed:
+            self._executor().submit(os.getpid).add_done_callback(lambda done: done.exception())
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:
@@ -79,12 +95,19 @@ class CpuPool:
         return self._pool
 
     async def run(self, jobs: list[Job]) -> list[JobResult]:
-        return await asyncio.get_running_loop().run_in_executor(self._executor(), compute_many, jobs)
+        self.running += 1
+        try:
+            results = await asyncio.get_running_loop().run_in_executor(self._executor(), compute_many, jobs)
+        finally:
+            self.running -= 1
+        self.batches += 1
+        return results
 
     async def close(self, grace: float = 10.0) -> None:
         """Stops the workers: queued jobs are cancelled, running ones get `grace` seconds, then
         any worker still there is killed (a stop must never hang on a stuck worker: its exchange
         is still leased and is taken up again by the next claim)."""
+        self._closed = True
         if self._pool is None:
             return
         pool, self._pool = self._pool, None

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -28,6 +27,8 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from smoltbot.core.storage import Database, UTCDateTime, insert_ignoring_conflicts, utcnow
 from smoltbot.observer.record_kinds import DECISION
 from smoltbot.observer.tables import chunks, drift_alerts, drift_pending, drift_states, exchanges, traces
+
+_T = TypeVar("_T")
 
 __all__ = [
     "PASS_LIMIT", "AgentInput", "DetectorState", "DriftAlert", "DriftFeed", "DriftStore", "OpenAlert",
@@ -169,11 +170,11 @@ class DriftStore:
                     "" if state is None else state.state_json, queued, alerts.get(agent_id, [])))
         return inputs
 
-    @asynccontextmanager
-    async def feed(self) -> AsyncIterator[DriftFeed]:
-        """The write transaction of a pass."""
-        async with self.db.begin() as conn:
-            yield DriftFeed(conn, self.db)
+    async def feed(self, body: Callable[[DriftFeed], Coroutine[Any, Any, _T]]) -> _T:
+        """`body` in the write transaction of a pass (`Database.transact`: on SQLite run in the
+        database's thread in one go, so it holds the write lock only while SQLite works; the
+        body awaits nothing but the feed's statements)."""
+        return await self.db.transact(lambda conn: body(DriftFeed(conn, self.db)))
 
     async def acknowledge(self, agent_id: str, alert_id: str) -> DriftAlert | None:
         """Marks the agent's alert acknowledged by its owner (once: the first time is kept);

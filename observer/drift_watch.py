@@ -38,6 +38,7 @@ against has seen `drift_sustained` consecutive traces at or above the threshold 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -277,8 +278,8 @@ class DriftWatch:
         while outcomes:
             notes: list[str] = []
             try:
-                async with self.store.feed() as feed:
-                    moved = await self._write(feed, outcomes, utcnow(), notes)
+                moved = await self.store.feed(
+                    functools.partial(self._write, outcomes=outcomes, now=utcnow(), notes=notes))
             except _InputGone as gone:  # rolled back: again, without that agent
                 more.add(gone.agent_id)
                 outcomes = [outcome for outcome in outcomes if outcome.agent_id != gone.agent_id]

@@ -312,7 +312,9 @@ class ExchangeQueue:
             .limit(limit)
             .with_for_update(skip_locked=True)
         )
-        async with self.db.begin() as conn:
+
+        # On SQLite run in the database's thread in one go (`Database.transact`), as `finish`.
+        async def lease(conn: AsyncConnection) -> tuple[list[Any], dict[str, bytes]]:
             taken: list[str] = []
             total = 0
             for exchange_id, size in (await conn.execute(due)).all():
@@ -321,7 +323,7 @@ class ExchangeQueue:
                 taken.append(exchange_id)
                 total += size
             if not taken:
-                return []
+                return [], {}
             rows = (
                 await conn.execute(
                     exchanges.update()
@@ -353,6 +355,9 @@ class ExchangeQueue:
                     )
                 )
                 payloads.update((exchange_id, bytes(payload)) for exchange_id, payload in result)
+            return list(rows), payloads
+
+        rows, payloads = await self.db.transact(lease)
         claimed = [ClaimedExchange(row.exchange_id, row.agent_hash, row.agent_id, row.session_id,
                                    payloads.get(row.exchange_id, b""), row.attempts, row.received_at,
                                    row.last_error or "", row.record_kind)
@@ -462,8 +467,9 @@ class ExchangeQueue:
             return 0
         now = utcnow()
         expires = datetime.fromtimestamp(now.timestamp() + lease_seconds, now.tzinfo)
-        renewed = 0
-        async with self.db.begin() as conn:
+
+        async def extend(conn: AsyncConnection) -> int:
+            renewed = 0
             for chunk in chunks(list(exchange_ids)):
                 result = await conn.execute(
                     exchanges.update()
@@ -472,14 +478,17 @@ class ExchangeQueue:
                     .values(lease_expires_at=expires, next_attempt_at=expires)
                 )
                 renewed += result.rowcount or 0
-        return renewed
+            return renewed
+
+        return await self.db.transact(extend)
 
     async def release(self, owner: str, exchange_ids: Sequence[str]) -> None:
         """Gives leased exchanges back untouched (graceful stop): due now, the attempt refunded."""
         if not exchange_ids:
             return
         now = utcnow()
-        async with self.db.begin() as conn:
+
+        async def give_back(conn: AsyncConnection) -> None:
             for chunk in chunks(list(exchange_ids)):
                 await conn.execute(
                     exchanges.update()
@@ -488,6 +497,8 @@ class ExchangeQueue:
                     .values(state="pending", lease_owner=None, lease_expires_at=None, next_attempt_at=now,
                             attempts=sa.case((exchanges.c.attempts > 0, exchanges.c.attempts - 1), else_=0))
                 )
+
+        await self.db.transact(give_back)
 
     async def _write_traces(self, conn: AsyncConnection, hashed: Sequence[tuple[str, StoredTrace]],
                             now: datetime) -> None:
