@@ -39,7 +39,7 @@ from smoltbot.core.evidence.provenance import (
     gather_sources,
     trace_tool_calls,
 )
-from smoltbot.core.evidence.readers import reader_for, server_side_history
+from smoltbot.core.evidence.readers import ChatCompletionsReader, reader_for, server_side_history
 from smoltbot.core.evidence.request_memo import RequestMemo, load_json
 from smoltbot.core.evidence.saydo import SayDoFinding, say_do_findings
 from smoltbot.core.evidence.tools import DEFAULT_UNTRUSTED_TOOLS, ToolPolicy
@@ -50,7 +50,7 @@ from smoltbot.core.evidence.transcript import (
     Message,
     Part,
 )
-from smoltbot.core.usage import API_ANTHROPIC_MESSAGES
+from smoltbot.core.usage import API_ANTHROPIC_MESSAGES, API_OPENAI_CHAT
 
 __all__ = [
     "EVIDENCE_CARD_KEYS",
@@ -68,6 +68,7 @@ __all__ = [
 EVIDENCE_CARD_KEYS = frozenset({"untrusted_tools", "trusted_tools", "workspace",
                                 "forbid_untrusted_arguments"})
 _LEDGER_DOMAIN = b"smoltbot/evidence-ledger/v1"
+_CHAT = API_OPENAI_CHAT
 #: String leaves of the card given to provenance as the card's own words (a card is at most 64 KiB).
 _MAX_CARD_TEXTS = 512
 
@@ -208,18 +209,34 @@ class _OnceReader(AnthropicMessagesReader):
 
 class _Cached:
     """Another API's reader, reading the request's messages and the response's parts once for all
-    the checks of a call. (The session memos' reuse of resent messages is the Messages reader's:
-    here a resent history is read again, its digests found by content in `DigestMemo`.)"""
+    the checks of a call. Chat Completions, whose `messages` the session's `RequestMemo` reuses,
+    takes the messages it made of them last time (so the checks resume, as with the Messages
+    reader); the others read a resent history again, its digests found by content (`DigestMemo`)."""
 
-    def __init__(self, base: HistoryReader) -> None:
+    def __init__(self, base: HistoryReader, requests: RequestMemo | None = None) -> None:
         self._base = base
+        self._requests = requests if isinstance(base, ChatCompletionsReader) else None
         self._messages: tuple[Any, list[Message]] | None = None
         self._parts: tuple[Any, list[Part]] | None = None
 
     def messages(self, body: Any) -> list[Message]:
         if self._messages is None or self._messages[0] is not body:
-            self._messages = (body, self._base.messages(body))
+            self._messages = (body, self._read(body))
         return self._messages[1]
+
+    def _read(self, body: Any) -> list[Message]:
+        requests, base = self._requests, self._base
+        if requests is None or requests.body is not body or not isinstance(base, ChatCompletionsReader):
+            return base.messages(body)
+        # The messages the last call made of the raw messages `RequestMemo` reused (the same
+        # objects at the same places), then the rest.
+        found: list[Message] = requests.resent(body, by=_CHAT)[:MAX_MESSAGES]
+        raw = body.get("messages")
+        if isinstance(raw, list):
+            found += [base.message(index, element) for index, element
+                      in enumerate(raw[len(found):MAX_MESSAGES], start=len(found))]
+        requests.read_as(body, found, by=_CHAT)
+        return found
 
     def system_texts(self, body: Any) -> list[str]:
         return self._base.system_texts(body)
@@ -266,7 +283,7 @@ def evaluate(request_body: bytes, response_body: bytes, card: Mapping[str, Any],
         return None
     response = load_json(response_body)
     reader: HistoryReader = (_OnceReader(digests, requests) if isinstance(base, AnthropicMessagesReader)
-                             else _Cached(base))
+                             else _Cached(base, requests))
     if given.ledger is not None:
         ledger = given.ledger.copy(reader, digests)
     else:
@@ -288,7 +305,8 @@ def evaluate(request_body: bytes, response_body: bytes, card: Mapping[str, Any],
     if isinstance(response, dict):
         places = {block: f"#{n}" for n, block in enumerate(
             b for b, part in enumerate(reader.response_parts(response)) if part.is_tool_call)}
-        for n, call in enumerate(trace_tool_calls(response, sources, reader=reader)):
+        for n, call in enumerate(trace_tool_calls(response, sources, reader=reader, resumed=resume[1],
+                                                  point=sources_point)):
             calls[f"#{n}"] = _call_json(call, where)
             if call.tool_use_id:
                 calls[call.tool_use_id] = calls[f"#{n}"]

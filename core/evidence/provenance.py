@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import re
 from bisect import bisect_right
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any
@@ -150,6 +150,9 @@ class SourcesPoint:
     sources: tuple[Source, ...]
     calls: Mapping[str, Part]
     budget: int
+    #: The searched text of `sources` (`_Haystack`), when this call searched any: the next call
+    #: searches it as it is and joins only the sources after it. Filled by `trace_tool_calls`.
+    segments: list[_Segment] = field(default_factory=list, compare=False, repr=False)
 
 
 #: A point for the next call stands this many messages before the end of the history.
@@ -288,28 +291,63 @@ def _excerpt(match: _Match, limits: ProvenanceLimits) -> str:
     return ("…" if start else "") + text + ("…" if end < len(match.source.text) else "")
 
 
-class _Haystack:
-    """The sources' texts joined by a separator, so that finding a piece in every source is one
-    scan in C that jumps from a match to the next source, instead of a call per source (a history
-    has a source per message). A piece without the separator can only match inside one source."""
+_SEPARATOR = "\x00"
 
-    _SEPARATOR = "\x00"
 
-    def __init__(self, sources: list[Source]) -> None:
-        self.sources = sources
-        self.text = self._SEPARATOR.join(source.text for source in sources)
-        self.starts: list[int] = []
-        at = 0
-        for source in sources:
-            self.starts.append(at)
-            at += len(source.text) + 1
+#: A reused segment's filter (`_Segment.may_hold`): a sample of its `_GRAM`-character substrings,
+#: one every `_STEP` characters, hashed into `_BITS_PER_GRAM` bits each.
+_GRAM, _STEP, _BITS_PER_GRAM = 8, 8, 16
 
-    def find(self, piece: str) -> list[_Match]:
-        """The first occurrence of `piece` in each source holding it, in source order."""
-        if not piece or self._SEPARATOR in piece:
-            return [_Match(source, position, len(piece)) for source in self.sources
-                    if (position := source.text.find(piece)) >= 0]
-        found = []
+
+class _Segment:
+    """Consecutive sources' texts joined by a separator, and where each starts: a part of the
+    searched text. Never changed once made: a session's next call searches it as it is."""
+
+    __slots__ = ("_filter", "last", "sources", "starts", "text")
+
+    def __init__(self, sources: Sequence[Source], text: str | None = None,
+                 starts: list[int] | None = None) -> None:
+        self.sources = tuple(sources)
+        self.last = self.sources[-1]
+        if text is None or starts is None:
+            text, starts, at = _SEPARATOR.join(source.text for source in self.sources), [], 0
+            for source in self.sources:
+                starts.append(at)
+                at += len(source.text) + 1
+        self.text, self.starts = text, starts
+        self._filter: tuple[bytearray, int] | None = None
+
+    def may_hold(self, piece: str) -> bool:
+        """False only when `piece` (without the separator) is nowhere in the text: a piece at
+        position P holds, at offset (-P) mod `_STEP`, a sampled substring, so a piece of
+        `_GRAM + _STEP - 1` characters or more whose every offset misses the filter is absent.
+        The filter is built on the segment's first reuse, by a later call: a segment searched
+        once (a call with nothing kept) never pays for it; a reused one pays once, and then a
+        search of it costs a few hashes instead of a scan of the history."""
+        if len(piece) < _GRAM + _STEP - 1:
+            return True
+        if self._filter is None:
+            text = self.text
+            size = 1 << max(10, (max(len(text) // _STEP, 1) * _BITS_PER_GRAM).bit_length())
+            bits, mask = bytearray(size >> 3), size - 1
+            for position in range(0, len(text) - _GRAM + 1, _STEP):
+                digest = hash(text[position:position + _GRAM])
+                for bit in (digest & mask, (digest >> 32) & mask):
+                    bits[bit >> 3] |= 1 << (bit & 7)
+            self._filter = (bits, mask)
+        bits, mask = self._filter
+        for offset in range(_STEP):
+            digest = hash(piece[offset:offset + _GRAM])
+            if all(bits[bit >> 3] & (1 << (bit & 7)) for bit in (digest & mask, (digest >> 32) & mask)):
+                return True
+        return False
+
+    def joined(self, other: _Segment) -> _Segment:
+        offset = len(self.text) + 1
+        return _Segment(self.sources + other.sources, self.text + _SEPARATOR + other.text,
+                        self.starts + [start + offset for start in other.starts])
+
+    def find(self, piece: str, found: list[_Match]) -> None:
         at = 0
         while (position := self.text.find(piece, at)) >= 0:
             number = bisect_right(self.starts, position) - 1
@@ -317,6 +355,61 @@ class _Haystack:
             if number + 1 == len(self.starts):
                 break
             at = self.starts[number + 1]
+
+
+class _Haystack:
+    """The sources' texts joined by a separator, so that finding a piece in every source is one
+    scan in C that jumps from a match to the next source, instead of a call per source (a history
+    has a source per message). A piece without the separator can only match inside one source.
+
+    The text is in segments (`_Segment`): those of the session's last call that this call's
+    sources begin with (`reuse`; the same `Source` objects, which only a resumed `gather_sources`
+    gives: a source is made once and handed on only with every source before it), then the
+    sources after them, cut at `split` (where the next call's point stands) so that the next call
+    reuses what stands before it. Segments are joined while the newer is at least half the size of
+    the older one before it: a few segments, each source's text copied a few times in all."""
+
+    def __init__(self, sources: list[Source], reuse: Sequence[_Segment] = (),
+                 split: int | None = None) -> None:
+        self.sources = sources
+        segments = self.reusable(sources, reuse)
+        #: How many of the segments an earlier call made (searched through their filters).
+        self.reused = len(segments)
+        covered = sum(len(segment.sources) for segment in segments)
+        if split is not None and covered < split <= len(sources):
+            segments.append(_Segment(sources[covered:split]))
+            covered = split
+            while len(segments) > 1 and 2 * len(segments[-1].text) >= len(segments[-2].text):
+                segments[-2:] = [segments[-2].joined(segments[-1])]
+            self.reused = min(self.reused, len(segments) - 1)
+        #: The segments of the sources before `split`, for the next call.
+        self.kept = list(segments) if split is not None and covered == split else []
+        if covered < len(sources):
+            segments.append(_Segment(sources[covered:]))
+        self.segments = segments
+
+    @staticmethod
+    def reusable(sources: Sequence[Source], reuse: Sequence[_Segment]) -> list[_Segment]:
+        """The first segments of `reuse` that `sources` begin with."""
+        segments: list[_Segment] = []
+        covered = 0
+        for segment in reuse:
+            end = covered + len(segment.sources)
+            if end > len(sources) or sources[end - 1] is not segment.last:
+                break
+            segments.append(segment)
+            covered = end
+        return segments
+
+    def find(self, piece: str) -> list[_Match]:
+        """The first occurrence of `piece` in each source holding it, in source order."""
+        if not piece or _SEPARATOR in piece:
+            return [_Match(source, position, len(piece)) for source in self.sources
+                    if (position := source.text.find(piece)) >= 0]
+        found: list[_Match] = []
+        for number, segment in enumerate(self.segments):
+            if number >= self.reused or segment.may_hold(piece):
+                segment.find(piece, found)
         return found
 
 
@@ -369,8 +462,12 @@ def _flags(path: str, value: str, matches: list[_Match], sources: list[Source],
 
 
 def trace_tool_calls(response: Any, sources: list[Source], *, reader: HistoryReader | None = None,
-                     limits: ProvenanceLimits = ProvenanceLimits()) -> list[ToolCallProvenance]:
-    """Provenance of every tool call in `response` (the assistant turn), against `sources`."""
+                     limits: ProvenanceLimits = ProvenanceLimits(), resumed: SourcesPoint | None = None,
+                     point: SourcesPoint | None = None) -> list[ToolCallProvenance]:
+    """Provenance of every tool call in `response` (the assistant turn), against `sources`.
+    `resumed`: the point `gather_sources` resumed from (its searched text is reused where these
+    sources begin with its own); `point`: the point it made for the next call (given this call's
+    searched text of its sources). Either changes the time, never the answer."""
     reader = reader or AnthropicMessagesReader()
     traced = []
     index: list[_Index] = []
@@ -386,9 +483,16 @@ def trace_tool_calls(response: Any, sources: list[Source], *, reader: HistoryRea
             if len(value.strip()) < limits.min_match:
                 call.arguments.append(ArgumentOrigin(path, OriginKind.MODEL, len(raw)))
                 continue
-            haystack = haystack or _Haystack(sources)
+            if haystack is None:
+                haystack = _Haystack(sources, resumed.segments if resumed is not None else (),
+                                     len(point.sources) if point is not None else None)
+                if point is not None:
+                    point.segments[:] = haystack.kept
             matches = _matches(value.strip(), sources, limits, index, haystack)
             call.arguments.append(_origin(path, value, matches, limits))
             call.flags += _flags(path, value, matches, sources, limits)
         traced.append(call)
+    if haystack is None and point is not None and resumed is not None:
+        # Nothing searched at this call: the next one still reuses what the last one joined.
+        point.segments[:] = _Haystack.reusable(point.sources, resumed.segments)
     return traced

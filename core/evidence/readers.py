@@ -61,6 +61,8 @@ __all__ = [
 ]
 
 _TEXT_PART_KINDS = frozenset({"text", "input_text", "output_text"})
+#: Messages in the history that speak for the system, not the user (their text is system content).
+_SYSTEM_ROLES = frozenset({"system", "developer"})
 #: Fields of a content part that are metadata, not what was said.
 _PART_METADATA = frozenset({"annotations", "logprobs", "cache_control", "id", "status"})
 
@@ -109,6 +111,15 @@ def _content_parts(content: Any) -> list[Part]:
     return parts
 
 
+def _system_messages(raw: Any) -> list[str]:
+    """The texts of the system and developer messages of a history (read apart from the rest: a
+    resumed call reads only the messages that are new)."""
+    if not isinstance(raw, list):
+        return []
+    return [p.text for m in raw[:MAX_MESSAGES] if isinstance(m, Mapping) and m.get("role") in _SYSTEM_ROLES
+            for p in _content_parts(m.get("content")) if p.text]
+
+
 def _result_content(content: Any) -> Any:
     """A tool result's content, one spelling for a string and a list of text parts."""
     if isinstance(content, str):
@@ -143,15 +154,15 @@ class _ListReader:
         """One element's neutral role and parts (a function of the element alone)."""
         raise NotImplementedError
 
+    def message(self, index: int, raw: Any) -> Message:
+        role, parts = self.read(raw)
+        return Message(index, role, parts, raw)
+
     def messages(self, body: Any) -> list[Message]:
         raw = body.get(self.array_key) if isinstance(body, Mapping) else None
         if not isinstance(raw, list):
             return []
-        found = []
-        for index, element in enumerate(raw[:MAX_MESSAGES]):
-            role, parts = self.read(element)
-            found.append(Message(index, role, parts, element))
-        return found
+        return [self.message(index, element) for index, element in enumerate(raw[:MAX_MESSAGES])]
 
 
 class ChatCompletionsReader(_ListReader):
@@ -200,8 +211,7 @@ class ChatCompletionsReader(_ListReader):
         return parts
 
     def system_texts(self, body: Any) -> list[str]:
-        return [p.text for m in self.messages(body) if m.role in ("system", "developer")
-                for p in m.parts if p.text]
+        return _system_messages(body.get("messages") if isinstance(body, Mapping) else None)
 
     def response_parts(self, response: Any) -> list[Part]:
         choices = response.get("choices") if isinstance(response, Mapping) else None
@@ -287,8 +297,7 @@ class ResponsesReader:
     def system_texts(self, body: Any) -> list[str]:
         instructions = body.get("instructions") if isinstance(body, Mapping) else None
         texts = [instructions] if isinstance(instructions, str) and instructions else []
-        return texts + [p.text for m in self.messages(body) if m.role in ("system", "developer")
-                        for p in m.parts if p.text]
+        return texts + _system_messages(body.get("input") if isinstance(body, Mapping) else None)
 
     def response_parts(self, response: Any) -> list[Part]:
         output = response.get("output") if isinstance(response, Mapping) else None

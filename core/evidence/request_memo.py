@@ -63,6 +63,8 @@ class RequestMemo:
         # The messages a reader made of a request (`read_as`), and which request.
         self._read: list[Any] = []
         self._read_of: Any = None
+        #: Which reader made them (a session whose calls switch API must not take another's).
+        self._read_by = ""
 
     @property
     def size(self) -> int:
@@ -86,16 +88,18 @@ class RequestMemo:
         self._read = read[:self.reused]
         return self.body
 
-    def resent(self, body: Any) -> list[Any]:
+    def resent(self, body: Any, by: str = "") -> list[Any]:
         """The messages a reader made of the last request (`read_as`) that `body`, what the last
         `load` returned, resends as they were (the same objects at the same places): its first
         ones. Empty for any other body."""
+        if by != self._read_by:
+            return []
         return list(self._read) if body is self.body and body is not None else []
 
-    def read_as(self, body: Any, messages: list[Any]) -> None:
+    def read_as(self, body: Any, messages: list[Any], by: str = "") -> None:
         """What a reader made of the messages of `body` (what the last `load` returned)."""
         if body is self.body:
-            self._read, self._read_of = messages, body
+            self._read, self._read_of, self._read_by = messages, body, by
 
     def _forget(self) -> None:
         self._body, self._array_at, self._ends, self._messages = b"", -1, [], []
