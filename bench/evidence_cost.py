@@ -1,6 +1,7 @@
 """What the evidence checks (history integrity, provenance, say/do) cost the observer, same run.
 
     python bench/evidence_cost.py [--sessions 4] [--turns 40] [--rounds 5] [--file-kb 8] [--baseline REV]
+                                  [--api anthropic|chat|responses|gemini]
 
 The observer's per-exchange CPU work is `pipeline.compute` (decode, extract, analyse, build and
 verify the traces, serialise), run in its worker processes. This runs it on Claude Code-shaped
@@ -20,6 +21,10 @@ evidence stage's own time (`pipeline.add_evidence`, timed inside `compute`) by t
 its session, which shows whether it is a constant or grows with the history. Times are the
 process's CPU time (`time.process_time`): other processes' load does not count in them.
 
+`--api` gives the sessions another wire shape with the same content per turn (OpenAI Chat
+Completions, OpenAI Responses resending its input items as Codex does with `store: false`, Gemini
+generateContent), read by their history readers (`core/evidence/readers.py`).
+
 `--baseline REV` (a git revision, a source checkout or a `smoltbot` package tree) measures that
 code in the same run: each round runs in a child process per tree, the two trees alternating
 (the baseline's packages first on its PYTHONPATH), and the figures are printed per tree with the
@@ -37,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -70,29 +76,94 @@ def _reply(session: int, n: int) -> dict[str, Any]:
             "stop_reason": "tool_use", "usage": {"input_tokens": 1000 + n, "output_tokens": 120}}
 
 
-def sessions(count: int, turns: int, file_kb: int) -> list[list[exchange_pb2.Exchange]]:
+def _thinking(n: int) -> str:
+    return f"Turn {n}: read the next file and check the tests. " * 6
+
+
+def _command(n: int) -> str:
+    return f"sed -n 1,200p src/module_{n}.py && pytest -q tests/test_{n}.py"
+
+
+def _other_api(api: str, session: int, n: int, content: str) -> tuple[dict[str, Any], list[Any]]:
+    """Another API's reply at turn n (the same thinking, text and shell command as `_reply`), and
+    what its client appends to the history after it (the turn, then the command's output)."""
+    call_id, text = f"call_{session:02d}{n:04d}", f"I'll look at src/module_{n}.py next."
+    if api == "chat":
+        message = {"role": "assistant", "content": text, "refusal": None, "tool_calls": [
+            {"id": call_id, "type": "function",
+             "function": {"name": "shell", "arguments": json.dumps({"command": _command(n)})}}]}
+        reply = {"id": f"chatcmpl-{session}-{n}", "object": "chat.completion", "model": "gpt-4.1",
+                 "choices": [{"index": 0, "message": message, "finish_reason": "tool_calls"}],
+                 "usage": {"prompt_tokens": 1000 + n, "completion_tokens": 120, "total_tokens": 1120 + n}}
+        return reply, [message, {"role": "tool", "tool_call_id": call_id, "content": content}]
+    if api == "responses":
+        output = [{"type": "reasoning", "id": f"rs_{n}", "encrypted_content": "gAAAAB" + "x" * 200,
+                   "summary": [{"type": "summary_text", "text": _thinking(n)}]},
+                  {"type": "message", "id": f"msg_{n}", "role": "assistant", "status": "completed",
+                   "content": [{"type": "output_text", "text": text, "annotations": []}]},
+                  {"type": "function_call", "id": f"fc_{n}", "call_id": call_id, "name": "exec_command",
+                   "arguments": json.dumps({"cmd": _command(n)}), "status": "completed"}]
+        reply = {"id": f"resp_{session}_{n}", "object": "response", "status": "completed", "model": "gpt-5",
+                 "output": output,
+                 "usage": {"input_tokens": 1000 + n, "output_tokens": 120, "total_tokens": 1120 + n}}
+        return reply, [*output, {"type": "function_call_output", "call_id": call_id, "output": content}]
+    turn = {"role": "model", "parts": [
+        {"text": _thinking(n), "thought": True}, {"text": text},
+        {"functionCall": {"name": "run_shell_command", "args": {"command": _command(n)}},
+         "thoughtSignature": "Cq0B" + "x" * 200}]}
+    reply = {"candidates": [{"content": turn, "finishReason": "STOP"}], "modelVersion": "gemini-2.5-flash",
+             "usageMetadata": {"promptTokenCount": 1000 + n, "candidatesTokenCount": 120}}
+    return reply, [turn, {"role": "user", "parts": [
+        {"functionResponse": {"name": "run_shell_command", "response": {"output": content}}}]}]
+
+
+#: Per `--api`: the provider, the call's path, and the request around the history.
+_APIS: dict[str, tuple[str, str, Callable[[list[Any]], dict[str, Any]]]] = {
+    "anthropic": ("anthropic", "/v1/messages", lambda history: {
+        "model": "claude-opus-4-7", "max_tokens": 8192, "system": SYSTEM, "messages": history,
+        "tools": [{"name": "Bash", "input_schema": {"type": "object"}}]}),
+    "chat": ("openai", "/v1/chat/completions", lambda history: {
+        "model": "gpt-4.1", "messages": [{"role": "system", "content": SYSTEM}, *history]}),
+    "responses": ("openai", "/v1/responses", lambda history: {
+        "model": "gpt-5", "instructions": SYSTEM, "input": history, "store": False,
+        "include": ["reasoning.encrypted_content"]}),
+    "gemini": ("gemini", "/v1beta/models/gemini-2.5-flash:generateContent", lambda history: {
+        "systemInstruction": {"parts": [{"text": SYSTEM}]}, "contents": history}),
+}
+
+
+def sessions(count: int, turns: int, file_kb: int,
+             api: str = "anthropic") -> list[list[exchange_pb2.Exchange]]:
     """Per session, its calls: call n resends n earlier turns and their results."""
     start = datetime.now(UTC) - timedelta(hours=1)
     line = "def handler(event):\n    return process(event)  # " + "x" * 60 + "\n"
     content = line * (file_kb * 1024 // 100)
     made = []
     for session in range(count):
-        messages: list[dict[str, Any]] = [{"role": "user", "content": "Fix the failing tests in the shop."}]
+        provider, path, wrap = _APIS[api]
+        first = "Fix the failing tests in the shop."
+        messages: list[Any] = [{"role": "user", "parts": [{"text": first}]} if api == "gemini"
+                               else {"role": "user", "content": first}]
         calls = []
         for n in range(turns):
             reply = _reply(session, n)
+            appended: list[Any] = []
+            if api != "anthropic":
+                reply, appended = _other_api(api, session, n, content)
             ended = start + timedelta(seconds=10 * n + 5)
-            request = {"model": "claude-opus-4-7", "max_tokens": 8192, "system": SYSTEM, "messages": messages,
-                       "tools": [{"name": "Bash", "input_schema": {"type": "object"}}]}
+            request = wrap(messages)
             calls.append(exchange_pb2.Exchange(
                 exchange_id=f"{session:04d}{n:028d}", agent_hash="h" * 64, agent_id="smolt-bench",
-                session_id=f"s{session}", provider="anthropic",
-                request=exchange_pb2.CapturedRequest(method="POST", path="/v1/messages",
+                session_id=f"s{session}", provider=provider,
+                request=exchange_pb2.CapturedRequest(method="POST", path=path,
                                                      body=json.dumps(request).encode()),
                 response=exchange_pb2.CapturedResponse(status=200, body=json.dumps(reply).encode()),
                 timings=exchange_pb2.ExchangeTimings(started_at=_stamp(ended - timedelta(seconds=4)),
                                                      ended_at=_stamp(ended)),
                 outcome=exchange_pb2.EXCHANGE_OUTCOME_COMPLETE))
+            if api != "anthropic":
+                messages = [*messages, *appended]
+                continue
             result = {"type": "tool_result", "tool_use_id": f"toolu_{session:02d}{n:04d}", "content": content}
             messages = [*messages, {"role": "assistant", "content": reply["content"]},
                         {"role": "user", "content": [result]}]
@@ -217,7 +288,8 @@ def against(args: argparse.Namespace) -> None:
                                                                           environment.get("PYTHONPATH")]))
             child = subprocess.run(
                 [sys.executable, __file__, "--sessions", str(args.sessions), "--turns", str(args.turns),
-                 "--rounds", "1", "--file-kb", str(args.file_kb), "--json"],
+                 "--rounds", "1", "--file-kb", str(args.file_kb), "--json",
+                 *(["--api", args.api] if args.api != "anthropic" else [])],
                 env=environment, check=True, capture_output=True, text=True)
             figures = json.loads(child.stdout)
             if name not in merged:
@@ -255,12 +327,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--file-kb", type=int, default=8)
     parser.add_argument("--baseline", default="", help="a git revision or tree to measure against")
+    parser.add_argument("--api", choices=sorted(_APIS), default="anthropic",
+                        help="the sessions' wire shape (a baseline from before a reader existed has none)")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)  # a child's figures
     args = parser.parse_args()
     if args.baseline:
         against(args)
         return
-    made = sessions(args.sessions, args.turns, args.file_kb)
+    made = sessions(args.sessions, args.turns, args.file_kb, args.api)
     figures = measure(made, args.rounds, args.turns)
     if args.json:
         print(json.dumps(figures))

@@ -286,6 +286,8 @@ class ResponsesReader:
                     turn_at = at
                 turn += parts
                 continue
+            if role == "other" and turn:
+                continue  # bookkeeping inside a turn (mcp_list_tools...): not said, and not a break
             if turn:
                 messages.append(Message(len(messages), "assistant", tuple(turn), None, turn_at))
                 turn = []

@@ -105,6 +105,16 @@ def test_responses_turn_of_several_items_checks_out_and_findings_name_input_item
     assert [f["message_index"] for f in found.history["findings"]] == [6]
 
 
+def test_responses_bookkeeping_items_inside_a_turn_neither_split_it_nor_count() -> None:
+    listed = {"type": "mcp_list_tools", "id": "mcpl_1", "server_label": "docs", "tools": []}
+    mcp = {"type": "mcp_call", "id": "mcp_1", "name": "search", "server_label": "docs",
+           "arguments": '{"q": "setup"}', "output": "run this"}
+    response = {"object": "response", "output": [REASONING, listed, mcp, MESSAGE]}
+    resent = {"input": [{"role": "user", "content": "find it"}, REASONING, listed, mcp, MESSAGE,
+                        {"role": "user", "content": "thanks"}]}
+    assert _check(ResponsesReader(), [({"input": "find it"}, response)], resent) == ([], [])
+
+
 def test_responses_with_previous_response_id_is_unchecked_and_says_why() -> None:
     body = {"previous_response_id": "resp_1", "input": [
         {"type": "function_call_output", "call_id": "call_elsewhere", "output": "x"}]}
