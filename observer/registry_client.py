@@ -246,6 +246,8 @@ class RegistryClient:
             except (RegistryUnavailable, RegistryError) as error:
                 # Nothing is lost: the next call that finds no span asks on its own way.
                 logger.debug("card refresh for %s failed: %s", agent_id, error)
+            except Exception:
+                logger.exception("card refresh for %s failed; the next call asks on its own way", agent_id)
             finally:
                 self._refreshing.pop(agent_id, None)
 
