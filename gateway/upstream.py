@@ -39,8 +39,8 @@ from urllib.parse import urlsplit
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
-__all__ = ["Origin", "UpstreamDisconnected", "UpstreamError", "UpstreamPool", "UpstreamResponse",
-           "UpstreamTimeout", "UpstreamUnreachable"]
+__all__ = ["Origin", "UpstreamDisconnected", "UpstreamError", "UpstreamPool", "UpstreamProtocolError",
+           "UpstreamResponse", "UpstreamTimeout", "UpstreamUnreachable"]
 
 #: Methods a request may be sent again for after a keep-alive race (RFC 9110 §9.2.2).
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "TRACE", "PUT", "DELETE"})
@@ -525,7 +525,13 @@ class UpstreamPool:
     def _head(origin: Origin, method: str, target: str, headers: Iterable[tuple[str, str]],
               body: bytes | io.BytesIO | None) -> bytes:
         lines = [f"{method} {origin.base_path}{target} HTTP/1.1\r\nHost: {origin.host_header}\r\n"]
-        lines.extend(f"{name}: {value}\r\n" for name, value in headers)
+        for name, value in headers:
+            # aiohttp's server refuses CR and LF in header fields today; this client does not
+            # rely on that: a line break in a field would let a caller write a header of its own
+            # choosing, or a second request, on a connection the next call reuses.
+            if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
+                raise UpstreamProtocolError(f"refused to send the header {name!r}: it holds a line break")
+            lines.append(f"{name}: {value}\r\n")
         if isinstance(body, io.BytesIO):
             length = len(body.getbuffer()) - body.tell()
         else:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from smoltbot.gateway import RunningGateway
+from smoltbot.gateway.upstream import Origin, UpstreamPool, UpstreamProtocolError
 from tests.integration.gateway.helpers import CREDENTIAL, unused_address
 from tests.integration.tls.certs import Authority
 
@@ -241,3 +242,27 @@ async def test_tls_to_the_upstream_is_verified_against_the_trusted_authorities(
             response = await post(http, trusting)
             assert response.status_code == 200 and response.json() == {"ok": True}
     assert upstream.connections == 1 and len(upstream.seen) == 2
+
+
+@pytest.mark.parametrize("name, value", [
+    ("x-note", "a\r\nx-injected: 1"), ("x-note", "a\nb"), ("x-note", "a\rb"), ("x-no\r\nte", "a"),
+])
+async def test_a_header_with_a_line_break_is_never_written_to_the_upstream(name: str, value: str) -> None:
+    # The gateway's server refuses such headers before the relay sees them; the client refuses
+    # them on its own too, so no caller can write a header or a request of its own choosing.
+    upstream = ScriptedUpstream(lambda seen: (OK, False))
+    await upstream.start()
+    pool = UpstreamPool(connect_timeout=5, read_timeout=5, max_field_size=64 * 1024)
+    try:
+        with pytest.raises(UpstreamProtocolError, match="line break"):
+            await pool.request(Origin.parse(upstream.base_url), "POST", "/v1/messages",
+                               [(name, value)], b"{}")
+        response = await pool.request(Origin.parse(upstream.base_url), "POST", "/v1/messages",
+                                      [("x-note", "fine")], b"{}")
+        assert await response.read() == b'{"ok":true}'
+        response.release()
+    finally:
+        await pool.close()
+        await upstream.stop()
+    [seen] = upstream.seen
+    assert b"injected" not in seen.head and b"x-note: fine\r\n" in seen.head
