@@ -22,9 +22,11 @@ Findings                                        Rewrites
   out_of_order_turn: a relayed turn repeated or
     moved before one relayed earlier
 
-Indexes are positions in the request's `messages` list. How a turn is recognised: by the digest of
-its non-thinking blocks (so thinking may be dropped), then its thinking blocks must be all there,
-unchanged, or all gone. A turn that matches nothing is an edit of a relayed turn when it carries one
+Indexes are positions in the reader's messages (the request's `messages` or `contents`; a
+Responses turn of several `input` items is one message, and `exchange` shows the item's index).
+How a turn is recognised: by the digest of its non-thinking blocks (so thinking may be dropped),
+then its thinking blocks must be all there, unchanged, all gone, or some gone and the rest as
+relayed and in order. A turn that matches nothing is an edit of a relayed turn when it carries one
 of that turn's tool call ids, or when that turn is the one expected next (after the last recognised
 turn) and is absent, and the message shares a block with it, stands at the index it was relayed at,
 or sits right before the turn that followed it; otherwise it was never relayed.
