@@ -39,7 +39,12 @@ from smoltbot.core.evidence.provenance import (
     gather_sources,
     trace_tool_calls,
 )
-from smoltbot.core.evidence.readers import ChatCompletionsReader, reader_for, server_side_history
+from smoltbot.core.evidence.readers import (
+    ChatCompletionsReader,
+    GeminiReader,
+    reader_for,
+    server_side_history,
+)
 from smoltbot.core.evidence.request_memo import RequestMemo, load_json
 from smoltbot.core.evidence.saydo import SayDoFinding, say_do_findings
 from smoltbot.core.evidence.tools import DEFAULT_UNTRUSTED_TOOLS, ToolPolicy
@@ -247,6 +252,8 @@ class _Cached:
         return self._parts[1]
 
     def turn_parts(self, body: Any, response: Any) -> list[Part]:
+        if isinstance(self._base, GeminiReader):  # numbered after the request's calls, read once
+            return self._base.turn_parts_after(self.messages(body), response)
         return self._base.turn_parts(body, response)
 
 

@@ -439,12 +439,15 @@ class GeminiReader(_ListReader):
         return self.turn_parts(None, response)
 
     def turn_parts(self, body: Any, response: Any) -> list[Part]:
+        return self.turn_parts_after(self.messages(body) if body is not None else [], response)
+
+    def turn_parts_after(self, messages: list[Message], response: Any) -> list[Part]:
+        """`turn_parts`, given the request's messages as read already."""
         counts: Counter[str] = Counter()
-        if body is not None:
-            for message in self.messages(body):
-                for part in message.parts:
-                    if message.role == "assistant" and part.is_tool_call and part.tool_id:
-                        counts[part.tool_id.split("#", 1)[0]] += 1
+        for message in messages:
+            for part in message.parts:
+                if message.role == "assistant" and part.is_tool_call and part.tool_id:
+                    counts[part.tool_id.split("#", 1)[0]] += 1
         turn = Message(0, "assistant", tuple(self._candidate_parts(response)))
         return list(self._numbered([turn], counts)[0].parts)
 
