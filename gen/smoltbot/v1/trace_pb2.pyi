@@ -73,7 +73,8 @@ class ApTrace(_message.Message):
     @_builtins.property
     def evidence(self) -> Global___TraceEvidence:
         """smoltbot: history integrity and argument provenance (docs/evidence.md). Unset on calls the
-        checks do not read (other APIs than Anthropic Messages) and on traces stored before them.
+        checks do not read (APIs without a history reader: Anthropic Messages, OpenAI Chat
+        Completions and Responses, and Gemini generateContent have one) and on traces stored before them.
         """
 
     def __init__(

@@ -89,7 +89,8 @@ export type ApTrace = Message<"smoltbot.v1.ApTrace"> & {
 
   /**
    * smoltbot: history integrity and argument provenance (docs/evidence.md). Unset on calls the
-   * checks do not read (other APIs than Anthropic Messages) and on traces stored before them.
+   * checks do not read (APIs without a history reader: Anthropic Messages, OpenAI Chat
+   * Completions and Responses, and Gemini generateContent have one) and on traces stored before them.
    *
    * @generated from field: smoltbot.v1.TraceEvidence evidence = 12;
    */
