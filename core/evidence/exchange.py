@@ -40,8 +40,11 @@ from smoltbot.core.evidence.provenance import (
     trace_tool_calls,
 )
 from smoltbot.core.evidence.readers import (
+    HISTORY_KEYS,
     ChatCompletionsReader,
+    GeminiMark,
     GeminiReader,
+    ResponsesReader,
     reader_for,
     server_side_history,
 )
@@ -55,7 +58,7 @@ from smoltbot.core.evidence.transcript import (
     Message,
     Part,
 )
-from smoltbot.core.usage import API_ANTHROPIC_MESSAGES, API_OPENAI_CHAT
+from smoltbot.core.usage import API_ANTHROPIC_MESSAGES
 
 __all__ = [
     "EVIDENCE_CARD_KEYS",
@@ -73,7 +76,6 @@ __all__ = [
 EVIDENCE_CARD_KEYS = frozenset({"untrusted_tools", "trusted_tools", "workspace",
                                 "forbid_untrusted_arguments"})
 _LEDGER_DOMAIN = b"smoltbot/evidence-ledger/v1"
-_CHAT = API_OPENAI_CHAT
 #: String leaves of the card given to provenance as the card's own words (a card is at most 64 KiB).
 _MAX_CARD_TEXTS = 512
 
@@ -214,14 +216,18 @@ class _OnceReader(AnthropicMessagesReader):
 
 class _Cached:
     """Another API's reader, reading the request's messages and the response's parts once for all
-    the checks of a call. Chat Completions, whose `messages` the session's `RequestMemo` reuses,
-    takes the messages it made of them last time (so the checks resume, as with the Messages
-    reader); the others read a resent history again, its digests found by content (`DigestMemo`)."""
+    the checks of a call. Of the history elements the session's `RequestMemo` reused (Chat's
+    `messages`, Responses' `input` items, Gemini's `contents`), it takes the messages it made
+    last time (so the checks resume, as with the Messages reader) and reads only the rest: a
+    Responses turn of several items only once the item that closed it is resent too, Gemini's
+    id-less calls numbered on from where the reused messages left off (`GeminiMark`)."""
 
-    def __init__(self, base: HistoryReader, requests: RequestMemo | None = None) -> None:
+    def __init__(self, base: HistoryReader, requests: RequestMemo | None = None, api: str = "") -> None:
         self._base = base
-        self._requests = requests if isinstance(base, ChatCompletionsReader) else None
+        self._requests = requests
+        self._api = api
         self._messages: tuple[Any, list[Message]] | None = None
+        self._marks: list[GeminiMark] | None = None
         self._parts: tuple[Any, list[Part]] | None = None
 
     def messages(self, body: Any) -> list[Message]:
@@ -230,17 +236,27 @@ class _Cached:
         return self._messages[1]
 
     def _read(self, body: Any) -> list[Message]:
-        requests, base = self._requests, self._base
-        if requests is None or requests.body is not body or not isinstance(base, ChatCompletionsReader):
+        requests, base, api = self._requests, self._base, self._api
+        self._marks = None
+        raw = body.get(HISTORY_KEYS.get(api, "")) if isinstance(body, dict) else None
+        if requests is None or requests.body is not body or not isinstance(raw, list):
             return base.messages(body)
-        # The messages the last call made of the raw messages `RequestMemo` reused (the same
-        # objects at the same places), then the rest.
-        found: list[Message] = requests.resent(body, by=_CHAT)[:MAX_MESSAGES]
-        raw = body.get("messages")
-        if isinstance(raw, list):
+        # The messages the last call made of the elements `RequestMemo` reused (the same objects
+        # at the same places), then the rest.
+        found: list[Message] = requests.resent(body, by=api)[:MAX_MESSAGES]
+        if isinstance(base, ResponsesReader):
+            found, spans = base.read_items(raw, found, requests.resent_marks(body, by=api)[:len(found)])
+            requests.read_as(body, found, by=api, needs=[need for need, _ in spans], marks=spans)
+        elif isinstance(base, GeminiReader):
+            found, marks = base.read_contents(raw, found, requests.resent_marks(body, by=api)[:len(found)])
+            requests.read_as(body, found, by=api, marks=marks)
+            self._marks = marks
+        elif isinstance(base, ChatCompletionsReader):
             found += [base.message(index, element) for index, element
                       in enumerate(raw[len(found):MAX_MESSAGES], start=len(found))]
-        requests.read_as(body, found, by=_CHAT)
+            requests.read_as(body, found, by=api)
+        else:
+            return base.messages(body)
         return found
 
     def system_texts(self, body: Any) -> list[str]:
@@ -253,7 +269,8 @@ class _Cached:
 
     def turn_parts(self, body: Any, response: Any) -> list[Part]:
         if isinstance(self._base, GeminiReader):  # numbered after the request's calls, read once
-            return self._base.turn_parts_after(self.messages(body), response)
+            messages = self.messages(body)
+            return self._base.turn_parts_after(messages, response, self._marks)
         return self._base.turn_parts(body, response)
 
 
@@ -285,12 +302,13 @@ def evaluate(request_body: bytes, response_body: bytes, card: Mapping[str, Any],
     resume = (carry.history, carry.sources) if carry is not None else (None, None)
     if carry is not None:
         carry.history = carry.sources = None
-    body = requests.load(request_body) if requests is not None else load_json(request_body)
+    body = (requests.load(request_body, HISTORY_KEYS.get(api, "messages")) if requests is not None
+            else load_json(request_body))
     if not isinstance(body, dict):
         return None
     response = load_json(response_body)
     reader: HistoryReader = (_OnceReader(digests, requests) if isinstance(base, AnthropicMessagesReader)
-                             else _Cached(base, requests))
+                             else _Cached(base, requests, api))
     if given.ledger is not None:
         ledger = given.ledger.copy(reader, digests)
     else:

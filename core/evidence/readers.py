@@ -37,7 +37,7 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from smoltbot.core.evidence.canonical import canonical_json
@@ -53,7 +53,9 @@ from smoltbot.core.evidence.transcript import (
 from smoltbot.core.usage import API_ANTHROPIC_MESSAGES, API_GEMINI, API_OPENAI_CHAT, API_OPENAI_RESPONSES
 
 __all__ = [
+    "HISTORY_KEYS",
     "ChatCompletionsReader",
+    "GeminiMark",
     "GeminiReader",
     "ResponsesReader",
     "reader_for",
@@ -276,10 +278,20 @@ class ResponsesReader:
             return [Message(0, "user", (found,) if found else (), raw)]
         if not isinstance(raw, list):
             return []
-        messages: list[Message] = []
+        return self.read_items(raw)[0]
+
+    def read_items(self, raw: list[Any], kept: list[Message] | None = None,
+                   spans: list[tuple[int, int]] | None = None) -> tuple[list[Message], list[tuple[int, int]]]:
+        """The messages of the `input` items `raw`, after `kept` (messages read before of the same
+        first items); with each message's span: how many first items a later request must resend
+        as they were for the message to be read the same (a turn also needs the item that closed
+        it: another assistant item would have extended it), and the item after it."""
+        messages: list[Message] = list(kept or ())
+        spans = list(spans or ())
         turn: list[Part] = []
         turn_at = 0
-        for at, element in enumerate(raw[:MAX_MESSAGES]):
+        start = spans[-1][1] if spans else 0
+        for at, element in enumerate(raw[start:MAX_MESSAGES], start=start):
             role, parts = self.item(element)
             if role == "assistant":
                 if not turn:
@@ -290,11 +302,15 @@ class ResponsesReader:
                 continue  # bookkeeping inside a turn (mcp_list_tools...): not said, and not a break
             if turn:
                 messages.append(Message(len(messages), "assistant", tuple(turn), None, turn_at))
+                spans.append((at + 1, at))
                 turn = []
             messages.append(Message(len(messages), role, tuple(parts), element, at))
+            spans.append((at + 1, at + 1))
         if turn:
+            end = min(len(raw), MAX_MESSAGES)
             messages.append(Message(len(messages), "assistant", tuple(turn), None, turn_at))
-        return messages
+            spans.append((end + 1, end))
+        return messages, spans
 
     def system_texts(self, body: Any) -> list[str]:
         instructions = body.get("instructions") if isinstance(body, Mapping) else None
@@ -332,6 +348,18 @@ def server_side_history(api: str, body: Any) -> str | None:
 def _call_base(part: Part) -> str:
     digest = hashlib.sha256(canonical_json([part.tool_name, part.tool_input, part.kind])).hexdigest()
     return f"gemini:{part.tool_name}:{digest[:16]}"
+
+
+@dataclass(frozen=True)
+class GeminiMark:
+    """Where a `contents` element left the numbering of id-less calls (`GeminiReader._numbered`),
+    so that a later request resending it reads on from there: the bases of the id-less calls it
+    numbered, the calls still unanswered after it, and the bases of the ids of its model turn's
+    calls (what the relayed turn is numbered after)."""
+
+    bases: tuple[str, ...]
+    pending: tuple[tuple[str | None, str], ...]
+    called: tuple[str, ...]
 
 
 class GeminiReader(_ListReader):
@@ -386,15 +414,32 @@ class GeminiReader(_ListReader):
     def messages(self, body: Any) -> list[Message]:
         return self._numbered(super().messages(body), Counter())
 
+    def read_contents(self, raw: list[Any], kept: list[Message], marks: list[GeminiMark]
+                      ) -> tuple[list[Message], list[GeminiMark]]:
+        """The messages of `contents` `raw`, after `kept` (messages read before of its first
+        elements, with their marks): the calls after them numbered from where `kept` left off."""
+        counts: Counter[str] = Counter()
+        for mark in marks:
+            counts.update(mark.bases)
+        pending = list(marks[-1].pending) if marks else []
+        new = [self.message(index, element) for index, element
+               in enumerate(raw[len(kept):MAX_MESSAGES], start=len(kept))]
+        marks = list(marks)
+        return [*kept, *self._numbered(new, counts, pending, marks)], marks
+
     @staticmethod
-    def _numbered(messages: list[Message], counts: Counter[str]) -> list[Message]:
+    def _numbered(messages: list[Message], counts: Counter[str],
+                  pending: list[tuple[str | None, str]] | None = None,
+                  marks: list[GeminiMark] | None = None) -> list[Message]:
         """Ids for id-less calls (by content, numbered when the same call comes again) and for the
-        id-less responses that answer them (by name, in the model turn before)."""
-        pending: list[tuple[str | None, str]] = []
+        id-less responses that answer them (by name, in the model turn before). `counts` and
+        `pending`: where the messages before left the numbering; `marks`: gets each message's."""
+        pending = pending if pending is not None else []
         found: list[Message] = []
         for message in messages:
             parts = list(message.parts)
             changed = False
+            bases: list[str] = []
             if message.role == "assistant":
                 pending = []
             for position, part in enumerate(parts):
@@ -403,6 +448,7 @@ class GeminiReader(_ListReader):
                         base = _call_base(part)
                         again = counts[base]
                         counts[base] += 1
+                        bases.append(base)
                         # The same call made again is another turn: its ordinal is part of what is
                         # digested, or the two turns would be one.
                         parts[position] = part = replace(
@@ -418,6 +464,10 @@ class GeminiReader(_ListReader):
                     parts[position] = replace(part, tool_id=tool_id)
                     changed = True
             found.append(replace(message, parts=tuple(parts)) if changed else message)
+            if marks is not None:
+                marks.append(GeminiMark(tuple(bases), tuple(pending), tuple(
+                    p.tool_id.split("#", 1)[0] for p in found[-1].parts
+                    if message.role == "assistant" and p.is_tool_call and p.tool_id)))
         return found
 
     def system_texts(self, body: Any) -> list[str]:
@@ -441,16 +491,29 @@ class GeminiReader(_ListReader):
     def turn_parts(self, body: Any, response: Any) -> list[Part]:
         return self.turn_parts_after(self.messages(body) if body is not None else [], response)
 
-    def turn_parts_after(self, messages: list[Message], response: Any) -> list[Part]:
-        """`turn_parts`, given the request's messages as read already."""
+    def turn_parts_after(self, messages: list[Message], response: Any,
+                         marks: list[GeminiMark] | None = None) -> list[Part]:
+        """`turn_parts`, given the request's messages as read already (and their marks)."""
         counts: Counter[str] = Counter()
-        for message in messages:
-            for part in message.parts:
-                if message.role == "assistant" and part.is_tool_call and part.tool_id:
-                    counts[part.tool_id.split("#", 1)[0]] += 1
+        if marks is not None and len(marks) == len(messages):
+            for mark in marks:
+                counts.update(mark.called)
+        else:
+            for message in messages:
+                for part in message.parts:
+                    if message.role == "assistant" and part.is_tool_call and part.tool_id:
+                        counts[part.tool_id.split("#", 1)[0]] += 1
         turn = Message(0, "assistant", tuple(self._candidate_parts(response)))
         return list(self._numbered([turn], counts)[0].parts)
 
+
+#: The key of the array each API resends its history in (what a session's `RequestMemo` reuses).
+HISTORY_KEYS: dict[str, str] = {
+    API_ANTHROPIC_MESSAGES: "messages",
+    API_OPENAI_CHAT: "messages",
+    API_OPENAI_RESPONSES: "input",
+    API_GEMINI: "contents",
+}
 
 _READERS: dict[str, HistoryReader] = {
     API_ANTHROPIC_MESSAGES: AnthropicMessagesReader(),

@@ -1,11 +1,15 @@
 """A session's last request, kept so that the next one is not parsed whole again.
 
 A client resends its whole history at every call, and most of it byte for byte: the messages the
-last call sent come back at the same offsets, with only the last one or two changed (Claude Code
-moves its `cache_control` markers) and the new ones appended. `RequestMemo.load(body)` gives what
+last call sent (the elements of its history array: `messages`, Responses' `input`, Gemini's
+`contents`; "messages" below) come back at the same offsets, with only the last one or two
+changed (Claude Code moves its `cache_control` markers) and the new ones appended.
+`RequestMemo.load(body)` gives what
 `json.loads(body)` gives, but the messages whose bytes, and every byte before them, are those of
 the last request are the last request's objects, not parsed again: the same objects, which the
-session's other memos (`DigestMemo`) then find by identity instead of comparing their content.
+session's other memos (`DigestMemo`) then find by identity instead of comparing their content,
+and the messages a reader made of them (`read_as`, `resent`): those whose elements were all
+resent as they were.
 
 Exact by construction: the top level is read with the standard decoder's own scanner
 (`json.scanner`, the same C code `json.loads` runs), the message elements not reused too, and a
@@ -22,6 +26,7 @@ from __future__ import annotations
 
 import json
 import json.decoder
+from bisect import bisect_right
 from collections.abc import Callable
 from typing import Any
 
@@ -60,9 +65,15 @@ class RequestMemo:
         self.reused = 0
         #: What the last `load` returned.
         self.body: Any = None
-        # The messages a reader made of a request (`read_as`), and which request.
+        #: The key of the history array (`messages`, Responses' `input`, Gemini's `contents`).
+        self._key = "messages"
+        # The messages a reader made of a request (`read_as`), and which request; for each, how
+        # many of the array's elements a later request must resend as they were for it to be read
+        # the same, and what the reader keeps of it to resume after it.
         self._read: list[Any] = []
         self._read_of: Any = None
+        self._needs: list[int] = []
+        self._marks: list[Any] = []
         #: Which reader made them (a session whose calls switch API must not take another's).
         self._read_by = ""
 
@@ -72,10 +83,15 @@ class RequestMemo:
         `DigestMemo`)."""
         return len(self._body)
 
-    def load(self, body: bytes) -> Any:
-        """`load_json(body)`, reusing the last request's messages where its bytes are the same."""
+    def load(self, body: bytes, key: str = "messages") -> Any:
+        """`load_json(body)`, reusing the last request's elements of its `key` array (the history)
+        where its bytes are the same."""
         read = self._read if self._read_of is not None and self._read_of is self.body else []
-        self.reused, self._read, self._read_of = 0, [], None
+        needs, marks = self._needs, self._marks
+        self.reused, self._read, self._read_of, self._needs, self._marks = 0, [], None, [], []
+        if key != self._key:
+            self._forget()
+            self._key = key
         if not body:
             self._forget()
             self.body = None
@@ -85,7 +101,9 @@ class RequestMemo:
         except (_NotPlain, ValueError, RecursionError, StopIteration, IndexError):
             self._forget()
             self.body = load_json(body)
-        self._read = read[:self.reused]
+        # The messages whose elements were all resent as they were (`needs` grow with the index).
+        kept = bisect_right(needs, self.reused) if len(needs) == len(read) else min(self.reused, len(read))
+        self._read, self._needs, self._marks = read[:kept], needs[:kept], marks[:kept]
         return self.body
 
     def resent(self, body: Any, by: str = "") -> list[Any]:
@@ -96,10 +114,20 @@ class RequestMemo:
             return []
         return list(self._read) if body is self.body and body is not None else []
 
-    def read_as(self, body: Any, messages: list[Any], by: str = "") -> None:
-        """What a reader made of the messages of `body` (what the last `load` returned)."""
+    def resent_marks(self, body: Any, by: str = "") -> list[Any]:
+        """What the reader kept of each of the messages `resent` gives (`read_as(marks=...)`)."""
+        return list(self._marks) if self.resent(body, by) else []
+
+    def read_as(self, body: Any, messages: list[Any], by: str = "", needs: list[int] | None = None,
+                marks: list[Any] | None = None) -> None:
+        """What a reader made of the history array of `body` (what the last `load` returned).
+        `needs[i]`: how many of the array's first elements a request must resend as they were for
+        message i to be read the same (by default i + 1: one element a message); `marks[i]`: what
+        the reader keeps of message i to resume reading after it."""
         if body is self.body:
             self._read, self._read_of, self._read_by = messages, body, by
+            self._needs = needs if needs is not None else list(range(1, len(messages) + 1))
+            self._marks = marks if marks is not None else [None] * len(messages)
 
     def _forget(self) -> None:
         self._body, self._array_at, self._ends, self._messages = b"", -1, [], []
@@ -171,7 +199,7 @@ class RequestMemo:
             if text[at:at + 1] != ":":
                 raise _NotPlain
             at = _space(text, at + 1).end()
-            if key == "messages":
+            if key == self._key:
                 if array is not None:
                     raise _NotPlain  # twice: the last one wins in json.loads; not worth a second path
                 if text[at:at + 1] == "[":
