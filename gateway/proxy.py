@@ -190,8 +190,10 @@ class Proxy:
         except asyncio.CancelledError:
             self._finish(capture, Outcome.CLIENT_ABORT, "client went away before upstream answered", 0, t0)
             raise
-        except TimeoutError:
-            self._finish(capture, Outcome.UPSTREAM_UNREACHABLE, "timed out connecting to upstream", 504, t0)
+        except TimeoutError as error:
+            # Connecting, or waiting for the answer's headers: the error says which.
+            detail = f"upstream timed out: {Scrubber(credential).text(str(error))}"
+            self._finish(capture, Outcome.UPSTREAM_UNREACHABLE, detail, 504, t0)
             return spec.error(504, GatewayError.TIMEOUT, "The gateway timed out reaching the upstream API.")
         except UpstreamError as error:
             # An error's text can quote the URL, and a Gemini key can ride in its query.

@@ -104,6 +104,12 @@ class _Connection(asyncio.Protocol):
         self._max_field_size = max_field_size
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
+        # What aiohttp's response parser forgave (its lax mode), forgiven here too: folded header
+        # lines, a bare LF for CRLF, spaces after a chunk size. Conflicting or duplicate lengths
+        # and Content-Length with Transfer-Encoding stay refused (a 502): a body framed two ways
+        # could end where the upstream did not mean it to.
+        self.parser.set_dangerous_leniencies(lenient_headers=True, lenient_optional_cr_before_lf=True,
+                                             lenient_spaces_after_chunk_size=True)
         self.response: UpstreamResponse | None = None
         self.reused = False
         self.closed = False
@@ -111,6 +117,9 @@ class _Connection(asyncio.Protocol):
         #: Whether the current answer's body ends with the connection (neither sized nor chunked).
         self._close_delimited = False
         self._header_bytes = 0
+        #: Bytes of the answer received before its headers ended (the parser buffers a header
+        #: line whole before it hands it over: bounded here, not after it is in memory).
+        self._head_bytes = 0
         self._headers: list[tuple[bytes, bytes]] = []
         self._head_ready: asyncio.Future[None] | None = None
         self._drained: asyncio.Future[None] | None = None
@@ -136,10 +145,19 @@ class _Connection(asyncio.Protocol):
         self._last_read = self._loop.time()
         try:
             self.parser.feed_data(data)
+            if not response.headers_done:
+                # Counted after the feed: a read that holds the headers and the body after them
+                # is no long header block.
+                self._head_bytes += len(data)
+                if self._head_bytes > 17 * self._max_field_size:
+                    self._fail(UpstreamProtocolError("the headers of the upstream's answer are too long"))
         except httptools.HttpParserUpgrade:
             self._fail(UpstreamProtocolError("the upstream switched protocols"))
         except httptools.HttpParserError as error:
-            self._fail(UpstreamProtocolError(f"unparseable answer from the upstream: {error}"))
+            # A callback's own refusal (raised below) rides as the parser error's context.
+            cause = error.__context__
+            self._fail(cause if isinstance(cause, UpstreamError)
+                       else UpstreamProtocolError(f"unparseable answer from the upstream: {error}"))
 
     def eof_received(self) -> bool:
         return False  # close the transport: an upstream's half-close ends the exchange
@@ -150,10 +168,13 @@ class _Connection(asyncio.Protocol):
         self._pool.forget(self)
         response = self.response
         if self._drained is not None and not self._drained.done():
-            if response is not None and response.finished:
+            if response is not None and (response.finished or response.headers_done):
                 self._drained.set_result(None)  # it answered before taking the whole body
             else:
-                self._drained.set_exception(UpstreamDisconnected("the upstream closed the connection"))
+                # A timeout or a refused answer says more than the close that followed it.
+                error = response.error if response is not None else None
+                self._drained.set_exception(
+                    error or UpstreamDisconnected("the upstream closed the connection"))
         if response is None:
             return
         if self._close_delimited and exc is None and response.headers_done:
@@ -168,6 +189,8 @@ class _Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused_writing = False
+        # The upstream is taking the request body: a sign of life for the read timeout too.
+        self._last_read = self._loop.time()
         if self._drained is not None and not self._drained.done():
             self._drained.set_result(None)
 
@@ -181,7 +204,7 @@ class _Connection(asyncio.Protocol):
         self._reason = b""
 
     def on_status(self, status: bytes) -> None:
-        self._reason = status
+        self._reason += status  # llhttp hands a reason split across reads over in pieces
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value)
@@ -193,7 +216,11 @@ class _Connection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         response = self.response
-        if response is None or (100 <= status < 200 and status != 101):
+        if status == 101:
+            # The relay never asks for an upgrade (Upgrade is hop-by-hop and not forwarded): a
+            # 101 is not an answer the agent could use, and what follows it is not HTTP.
+            raise UpstreamProtocolError("the upstream switched protocols (101) unasked")
+        if response is None or 100 <= status < 200:
             return  # an interim answer (100 Continue, 103 Early Hints): the final one follows
         decoded = CIMultiDict[str]()
         sized = chunked = False
@@ -204,8 +231,10 @@ class _Connection(asyncio.Protocol):
             low = name.lower()
             if low == b"content-length":
                 sized = True
-            elif low == b"transfer-encoding" and b"chunked" in value.lower():
-                chunked = True
+            elif low == b"transfer-encoding":
+                # Chunked only when it is the last coding (RFC 9112 §6.3): "chunked, gzip" is
+                # a body that ends with the connection, as llhttp reads it.
+                chunked = value.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
         response.status = status
         response.reason = self._reason.decode("latin-1")
         response.headers = CIMultiDictProxy(decoded)
@@ -216,6 +245,8 @@ class _Connection(asyncio.Protocol):
             response.reusable = False
         if self._head_ready is not None and not self._head_ready.done():
             self._head_ready.set_result(None)
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)  # answered while the body was being written: stop writing
         if response.method == "HEAD":
             # llhttp would wait for the body the headers announce: the answer ends here, and the
             # connection (its parser now out of step) is not reused.
@@ -286,19 +317,20 @@ class _Connection(asyncio.Protocol):
         """Writes the request and waits for the answer's headers."""
         self.response = response
         self._head_ready = asyncio.get_running_loop().create_future()
+        self._head_bytes = 0
         transport = self.transport
         assert transport is not None
         if isinstance(body, io.BytesIO):
             transport.write(head)
-            while piece := body.read(_BODY_PIECE):
-                if self.closed or response.finished:
-                    # Answered before it took the whole body: the framing is broken for a next call.
-                    response.reusable = False
-                    break
-                transport.write(piece)
-                if self._paused_writing:
-                    self._drained = asyncio.get_running_loop().create_future()
-                    await self._drained
+            # Timed from the head on: an upstream that neither takes the body nor answers is a
+            # timeout, not a call that hangs (resume_writing counts as a sign of life).
+            self._arm_read_timer()
+            try:
+                await self._write_body(body, response, transport)
+            except BaseException:
+                if self._head_ready.done() and not self._head_ready.cancelled():
+                    self._head_ready.exception()  # the same error, raised here: not left unretrieved
+                raise
         elif body:
             transport.write(head + body)
         else:
@@ -307,6 +339,19 @@ class _Connection(asyncio.Protocol):
         if not self.closed:
             self._arm_read_timer()
         await self._head_ready
+
+    async def _write_body(self, body: io.BytesIO, response: UpstreamResponse,
+                          transport: asyncio.Transport) -> None:
+        while piece := body.read(_BODY_PIECE):
+            if self.closed or response.headers_done:
+                # Answered (a 413, a 401) before it took the whole body: the answer is relayed
+                # now, as aiohttp did; the framing is broken for a next call.
+                response.reusable = False
+                return
+            transport.write(piece)
+            if self._paused_writing:
+                self._drained = asyncio.get_running_loop().create_future()
+                await self._drained
 
     def release(self) -> None:
         """The exchange is over: back to the pool when the answer was read whole and may be reused."""
