@@ -4,12 +4,11 @@ A client resends its whole history at every call, and most of it byte for byte: 
 last call sent (the elements of its history array: `messages`, Responses' `input`, Gemini's
 `contents`; "messages" below) come back at the same offsets, with only the last one or two
 changed (Claude Code moves its `cache_control` markers) and the new ones appended.
-`RequestMemo.load(body)` gives what
-`json.loads(body)` gives, but the messages whose bytes, and every byte before them, are those of
-the last request are the last request's objects, not parsed again: the same objects, which the
-session's other memos (`DigestMemo`) then find by identity instead of comparing their content,
-and the messages a reader made of them (`read_as`, `resent`): those whose elements were all
-resent as they were.
+`RequestMemo.load(body)` gives what `json.loads(body)` gives, but the messages whose bytes, and
+every byte before them, are those of the last request are the last request's objects, not parsed
+again: the same objects, which the session's other memos (`DigestMemo`) then find by identity
+instead of comparing their content, and the messages a reader made of them (`read_as`,
+`resent`): those whose elements were all resent as they were.
 
 Exact by construction: the top level is read with the standard decoder's own scanner
 (`json.scanner`, the same C code `json.loads` runs), the message elements not reused too, and a
