@@ -267,3 +267,38 @@ async def test_bytes_an_idle_connection_receives_retire_it(upstream_for) -> None
         second = await post(http, gateway)
     assert second.status_code == 200 and second.json() == {"ok": True}
     assert upstream.connections == 2
+
+
+# ---------------------------------------------------------------- one record per call, honest
+
+
+DROPPED = exchange_pb2.EXCHANGE_OUTCOME_UPSTREAM_DROPPED
+
+
+@pytest.mark.parametrize("answer, agent_status, outcome, status", [
+    (b"", 502, UNREACHABLE, 0),  # an empty reply, then the close
+    (b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nshort", 502, DROPPED, 200),  # cut inside its length
+    (b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+     b"5\r\nevent\r\n", None, DROPPED, 200),  # a stream cut between chunks: the agent's connection is cut
+    (b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nto the close", 200, COMPLETE, 200),
+    (b"HTTP/1.1 200\r\ncontent-length: 2\r\n\r\nok", 200, COMPLETE, 200),  # no reason phrase
+], ids=["empty-reply", "short-of-length", "stream-cut", "http10-to-close", "no-reason"])
+async def test_each_call_leaves_one_record_with_the_outcome_the_upstream_caused(
+        upstream_for, tmp_path: Path, answer: bytes, agent_status: int | None, outcome: int,
+        status: int) -> None:
+    async def once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        await read_request(reader)
+        writer.write(answer)
+        await writer.drain()
+
+    _, gateway = await upstream_for(once)
+    async with httpx.AsyncClient(timeout=10) as http:
+        if agent_status is None:
+            with pytest.raises(httpx.HTTPError):  # a clean end would tell the agent it was whole
+                await post(http, gateway)
+        else:
+            assert (await post(http, gateway)).status_code == agent_status
+    [exchange] = await wait_for_spooled(gateway, 1, tmp_path)
+    assert (exchange.outcome, exchange.response.status) == (outcome, status)
+    await asyncio.sleep(0.3)  # nothing more arrives for the same call
+    assert gateway.gateway.spool.depth == 1
