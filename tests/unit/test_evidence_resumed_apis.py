@@ -12,7 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -21,6 +21,7 @@ import pytest
 
 from smoltbot.core.evidence import history as history_module
 from smoltbot.core.evidence.history import HistoryLedger
+from smoltbot.core.evidence.provenance import Source, _Segment
 from smoltbot.core.usage import API_GEMINI, API_OPENAI_RESPONSES
 from smoltbot.observer.evidence_store import EvidenceJob, LedgerRow, SessionMemos, evidence_for
 from tests.unit.test_evidence_carry import _memos
@@ -245,8 +246,23 @@ def test_an_honest_sessions_later_calls_resume_and_read_only_what_is_new(
         checked.append(len(messages) - (resume.fold.at if resume and self._resumed(resume, messages) else 0))
         return found
 
+    joined: list[int] = []  # sources joined into the search's text, per call
+    made = _Segment.__init__
+
+    def joining(self: _Segment, sources: Sequence[Source], text: str | None = None,
+                starts: list[int] | None = None) -> None:
+        if text is None:
+            joined.append(len(sources))
+        made(self, sources, text, starts)
+
+    monkeypatch.setattr(_Segment, "__init__", joining)
+    cold = _run(api, SessionMemos(max_sessions=0), calls, rows, list(range(len(calls))), "cold")
+    cold_joined, joined[:] = sum(joined), []
     monkeypatch.setattr(HistoryLedger, "check", counting)
     warm = _run(api, SessionMemos(), calls, rows, list(range(len(calls))), "warm")
+    assert warm == cold
+    # The search joins the new sources only (cold: every call joins its whole history's).
+    assert sum(joined) * 3 < cold_joined, (sum(joined), cold_joined)
     assert all(e[0]["history"]["status"] == "intact" for _, e in warm.values())
     # A turn adds at most 3 messages (the turn, two outputs): the check reads those and the last
     # few before them, however long the history has grown (cold: all of it, up to 60 here).
