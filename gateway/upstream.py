@@ -12,6 +12,14 @@ What it keeps of the relay's guarantees:
   at its headers here and its connection is closed rather than reused).
 - Header values are sent and read as bytes: a value with non-UTF-8 bytes is kept exactly (str
   with surrogate escapes on our side, as aiohttp's server hands them to the relay).
+- Parsed as leniently as aiohttp's client parsed answers (folded header lines, bare LF, spaces
+  after a chunk size; whitespace after a value dropped, a NUL refused), and no more: conflicting
+  or duplicate lengths, Content-Length with chunked, a 101 nobody asked for and an over-long
+  header block are an `UpstreamProtocolError` (the agent gets a 502), and the connection is closed.
+- Bytes past the end of an answer (past its Content-Length, a 204 or 304 body, bytes on an idle
+  connection) close its connection: they never become the next call's answer.
+- An answer that comes while a large request body is still being written (a 413, a 401) stops
+  the write and is handed over at once; its connection is not reused.
 - A pooled connection the upstream closed while it was idle (the keep-alive race): a request that
   fails on a reused connection before any byte of the answer is sent again once on a fresh
   connection, when nothing can have reached the upstream (the connection was found closed before
@@ -20,7 +28,8 @@ What it keeps of the relay's guarantees:
   `read()` or the chunk iteration; a response closed before its end (`close()`: the client went
   away) closes its connection, which never goes back to the pool.
 - Timeouts: `connect` for the TCP (and TLS) connection, `read` for each wait for the upstream's
-  next byte from the moment the request is written (aiohttp's sock_connect and sock_read).
+  next byte from the moment the request's head is written (aiohttp's sock_connect and
+  sock_read); while a body is written, the upstream taking it counts as a byte.
 - Large request bodies given as a file-like object are written in pieces, waiting for the socket
   to drain between them.
 """
@@ -207,6 +216,12 @@ class _Connection(asyncio.Protocol):
         self._reason += status  # llhttp hands a reason split across reads over in pieces
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        # llhttp strips the whitespace before a value, not after it (RFC 9110 §5.5: not part of it).
+        value = value.rstrip(b" \t")
+        if b"\0" in value:
+            # Lenient header parsing (above) lets a NUL through; aiohttp refused it, and so do we:
+            # it would reach the agent's client in a header.
+            raise UpstreamProtocolError(f"the upstream's header {name!r} holds a NUL byte")
         self._header_bytes += len(name) + len(value)
         if (len(value) > self._max_field_size or len(name) > self._max_field_size
                 or self._header_bytes > 16 * self._max_field_size):
@@ -496,6 +511,10 @@ class UpstreamPool:
                                   f"after {self.connect_timeout:g} s") from None
         except (OSError, ssl.SSLError) as error:
             raise UpstreamUnreachable(f"cannot connect to {origin.host}:{origin.port}: {error}") from error
+        if self._closed:
+            # close() ran while this connection was being made: it would outlive the pool.
+            connection.abort()
+            raise UpstreamError("the upstream pool is closed")
         self._open.add(connection)
         return connection
 
@@ -553,7 +572,7 @@ class UpstreamPool:
                 # on a fresh connection only when nothing can have reached the upstream, or
                 # sending it twice is harmless.
                 connection.abort()
-                if (connection.reused and not response.got_bytes
+                if (not self._closed and connection.reused and not response.got_bytes
                         and (not response.written or method in _IDEMPOTENT)):
                     if isinstance(body, io.BytesIO):
                         body.seek(start)

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from smoltbot.gateway import RunningGateway
+from smoltbot.gateway.upstream import Origin, UpstreamError, UpstreamPool
 from smoltbot.v1 import exchange_pb2
 from tests.integration.gateway.helpers import CREDENTIAL, unused_address, wait_for_spooled
 
@@ -176,6 +177,16 @@ async def test_wire_shapes_aiohttp_forgave_are_relayed(upstream_for, tmp_path: P
     assert exchange.outcome == COMPLETE and exchange.response.status == 200
 
 
+async def test_whitespace_after_a_header_value_is_not_part_of_it(upstream_for, tmp_path: Path) -> None:
+    _, gateway = await upstream_for(answering(
+        b"HTTP/1.1 200 OK\r\nrequest-id: req_1 \t \r\ncontent-length: 2\r\n\r\nok"))
+    async with httpx.AsyncClient(timeout=10) as http:
+        response = await post(http, gateway)
+    assert response.headers["request-id"] == "req_1"
+    [exchange] = await wait_for_spooled(gateway, 1, tmp_path)
+    assert ("request-id", "req_1") in [(h.name, h.value) for h in exchange.response.headers]
+
+
 async def test_a_body_whose_last_coding_is_not_chunked_ends_with_the_connection(
         upstream_for, tmp_path: Path) -> None:
     # RFC 9112 §6.3: "chunked, gzip" is not chunked framing; the body runs to the close.
@@ -216,7 +227,8 @@ async def test_a_reason_phrase_split_across_reads_is_relayed_whole(upstream_for)
     b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ntransfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
     b"HTTP/1.1 200 OK\r\n" + b"x-filler: " + b"a" * 60 + b"\r\n" * 1 + b"x-big: " + b"b" * 4_000_000
     + b"\r\ncontent-length: 2\r\n\r\nok",
-], ids=["101-unasked", "conflicting-lengths", "length-and-chunked", "huge-header-block"])
+    b"HTTP/1.1 200 OK\r\nx-note: a\x00b\r\ncontent-length: 2\r\n\r\nok",
+], ids=["101-unasked", "conflicting-lengths", "length-and-chunked", "huge-header-block", "nul-in-header"])
 async def test_answers_the_relay_cannot_frame_are_a_502_and_the_next_call_is_clean(
         upstream_for, tmp_path: Path, answer: bytes) -> None:
     upstream, gateway = await upstream_for(answering(answer, OK))
@@ -302,3 +314,51 @@ async def test_each_call_leaves_one_record_with_the_outcome_the_upstream_caused(
     assert (exchange.outcome, exchange.response.status) == (outcome, status)
     await asyncio.sleep(0.3)  # nothing more arrives for the same call
     assert gateway.gateway.spool.depth == 1
+
+
+# ---------------------------------------------------------------- the pool itself
+
+
+async def test_concurrent_calls_never_share_a_connection_and_close_ends_calls_in_flight() -> None:
+    async def echo_tag(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, _: int) -> None:
+        while True:
+            head = await read_request(reader)
+            [tag] = [line[6:].strip() for line in head.split(b"\r\n") if line.startswith(b"x-tag:")]
+            if tag == b"hold":
+                await asyncio.sleep(30)
+            await asyncio.sleep(0.01)  # long enough for calls to overlap
+            writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(tag), tag))
+            await writer.drain()
+
+    upstream = RawUpstream(echo_tag)
+    origin = Origin.parse(await upstream.start())
+    pool = UpstreamPool(connect_timeout=5, read_timeout=5, max_field_size=8190)
+
+    async def call(tag: str) -> bytes:
+        response = await pool.request(origin, "GET", "/v1/models", [("x-tag", tag)])
+        body = await response.read()
+        response.release()
+        return body
+
+    try:
+        for _ in range(2):  # the second round runs on the pooled connections
+            tags = [str(n) for n in range(40)]
+            assert await asyncio.gather(*(call(tag) for tag in tags)) == [tag.encode() for tag in tags]
+        assert upstream.connections == 40
+        # Calls on pooled connections: close() must end them, not send them again on fresh ones
+        # (the keep-alive race retry would, for a GET) that outlive the pool.
+        held = [asyncio.create_task(call("hold")) for _ in range(3)]
+        await asyncio.sleep(0.2)
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await pool.close()
+        results = await asyncio.gather(*held, return_exceptions=True)
+        assert all(isinstance(result, UpstreamError) for result in results), results
+
+        assert loop.time() - started < 1
+        assert upstream.connections == 40
+        with pytest.raises(UpstreamError, match="closed"):
+            await call("1")
+    finally:
+        await pool.close()
+        await upstream.stop()
