@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 __all__ = [
+    "MAX_BLOCKS",
     "MAX_MESSAGES",
     "THINKING_KINDS",
     "AnthropicMessagesReader",

@@ -62,7 +62,8 @@ async def test_claude_code_does_not_run_a_forbidden_bash_command_and_ends_its_tu
     assert code == 0, (out[-2000:], err[-2000:])
     result = json.loads(out.strip().splitlines()[-1])
     assert result.get("is_error") is False, result
-    traces = await enforce_stack.observer.wait_for_traces(2, agent_id=enforce_stack.agent_id, timeout=30)
+    traces = await enforce_stack.observer.wait_for_traces(1, agent_id=enforce_stack.agent_id, timeout=30,
+                                                          matching=lambda t: t.action.name == "Bash")
     bash = [t for t in traces if t.action.name == "Bash"]
     assert bash, [t.action.name for t in traces]
     if mode == "enforce":

@@ -167,15 +167,19 @@ class ObserverStack:
                 return out
 
     async def wait_for_traces(
-        self, count: int, *, timeout: float = 15.0, **fields: Any
+        self, count: int, *, timeout: float = 15.0,
+        matching: Callable[[trace_pb2.ApTrace], bool] | None = None, **fields: Any
     ) -> list[trace_pb2.ApTrace]:
+        """All the traces `fields` select, once at least `count` of them (of those `matching`,
+        when given: a count of all traces also counts setup calls, whose number can vary)."""
         deadline = time.monotonic() + timeout
         while True:
             found = await self.list_traces(page_size=1000, **fields)
-            if len(found) >= count:
+            counted = len(found) if matching is None else sum(1 for trace in found if matching(trace))
+            if counted >= count:
                 return found
             if time.monotonic() > deadline:
-                raise AssertionError(f"expected {count} traces, found {len(found)} ({fields})")
+                raise AssertionError(f"expected {count} traces, found {counted} ({fields})")
             await asyncio.sleep(0.05)
 
     async def traces_of(
