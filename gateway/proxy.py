@@ -105,11 +105,9 @@ class Proxy:
                  secret: bytes, max_request_bytes: int, identity: IdentityCache,
                  submit: Callable[[Capture], None], metrics: GatewayMetrics,
                  capture_limits: CaptureLimits, enforcer: Enforcer | None = None) -> None:
-        #: provider name -> its upstream URL (no trailing slash).
-        self._upstreams = {name: url.rstrip("/") for name, url in upstreams.items()}
         #: provider name -> where its calls go (None: the setting is no http(s) URL; calls get a 502).
         self._origins: dict[str, Origin | None] = {}
-        for name, url in self._upstreams.items():
+        for name, url in upstreams.items():
             try:
                 self._origins[name] = Origin.parse(url)
             except ValueError:
