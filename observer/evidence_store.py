@@ -421,10 +421,12 @@ class EvidenceStore:
         """Stores rows (again: the same row, since a check is deterministic; the first one stays)."""
         if not rows:
             return
+        # No conflict target: on PostgreSQL the key is (exchange_id, started_at), as a month
+        # partition's must be (migration 0014); a call's start is its own, so it is the same row.
         async with self.db.begin() as conn:
             for chunk in chunks(list(rows), 200):
                 await conn.execute(
-                    insert_ignoring_conflicts(self.db.dialect, evidence_history, _h.exchange_id),
+                    insert_ignoring_conflicts(self.db.dialect, evidence_history),
                     [row.__dict__ for row in chunk],
                 )
 

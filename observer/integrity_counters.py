@@ -36,7 +36,7 @@ from smoltbot.observer.tables import (
     traces,
 )
 
-__all__ = ["LAG", "Sums", "all_time", "hour_of", "hours", "roll_up", "take_out"]
+__all__ = ["LAG", "Sums", "all_time", "hour_of", "hours", "roll_up", "take_out", "take_out_where"]
 
 #: How far the mark stays behind the clock.
 LAG = timedelta(minutes=10)
@@ -215,11 +215,16 @@ async def roll_up(conn: AsyncConnection, dialect: Dialect, agent_id: str, to: da
 
 async def take_out(conn: AsyncConnection, dialect: Dialect, agent_id: str, trace_ids: Sequence[str]) -> None:
     """Before these traces of the agent are deleted: removes the counted ones from the counters."""
-    mark = await _mark(conn, agent_id)
-    if mark is None or not trace_ids:
-        return
     for chunk in chunks(list(trace_ids)):
-        counted = sa.and_(traces.c.agent_id == agent_id, traces.c.trace_id.in_(chunk),
-                          traces.c.created_at < mark)
-        await _apply(conn, dialect, agent_id, await _sums(conn, counted), -1)
-        await _apply_hours(conn, dialect, agent_id, await _hour_sums(conn, dialect, counted), -1)
+        await take_out_where(conn, dialect, agent_id, traces.c.trace_id.in_(chunk))
+
+
+async def take_out_where(conn: AsyncConnection, dialect: Dialect, agent_id: str, where: Any) -> None:
+    """Before the agent's traces matching `where` (a condition on `traces`) are deleted, or their
+    month's partition dropped: removes the counted ones from the counters and the hours."""
+    mark = await _mark(conn, agent_id)
+    if mark is None:
+        return
+    counted = sa.and_(traces.c.agent_id == agent_id, where, traces.c.created_at < mark)
+    await _apply(conn, dialect, agent_id, await _sums(conn, counted), -1)
+    await _apply_hours(conn, dialect, agent_id, await _hour_sums(conn, dialect, counted), -1)

@@ -32,6 +32,7 @@ from smoltbot.core.errors import Unauthenticated
 from smoltbot.core.ids import validate_agent_hash
 from smoltbot.core.settings import Settings
 from smoltbot.core.storage import utcnow
+from smoltbot.core.storage.partitions import PARTITIONED
 from smoltbot.observer.integrity_counters import LAG
 from smoltbot.observer.registry_client import RegistryClient, RegistryError, RegistryUnavailable
 from smoltbot.observer.retention_store import Batch, RetentionStore
@@ -86,6 +87,8 @@ class PassReport:
     skipped: list[str] = field(default_factory=list)
     #: Every batch this observer did (table, keys): for tests of the one-batch-one-observer rule.
     batches: list[Batch] = field(default_factory=list)
+    #: PostgreSQL: the month partitions this pass made (observer/partitions.py).
+    partitions_made: list[str] = field(default_factory=list)
 
 
 class Retention:
@@ -115,6 +118,11 @@ class Retention:
             self._task = None
 
     async def _run(self) -> None:
+        # The month partitions first (PostgreSQL), so that intake's rows land in their month's.
+        try:
+            await self.store.roll_forward(utcnow())
+        except Exception:  # a database outage: the first pass makes them
+            logger.warning("could not make this month's partitions; the next pass tries again", exc_info=True)
         # Not at once: a process that starts and stops again (a restart loop, a test) leaves the
         # data alone, and start-up is not slowed by a pass.
         with contextlib.suppress(TimeoutError):
@@ -131,6 +139,8 @@ class Retention:
         """Deletes everything past its time as of `now`, batch by batch."""
         now = now or utcnow()
         report = PassReport()
+        report.partitions_made = await self.store.roll_forward(now)
+        periods: dict[str, timedelta] = {}
         for agent_id in await self.store.agents():
             try:
                 card = await self.registry.active_card(agent_id)
@@ -138,7 +148,9 @@ class Retention:
                 report.skipped.append(agent_id)
                 logger.warning("retention skips %s this pass: %s", agent_id, error)
                 continue
-            period = timedelta(days=self.policy.days_for(card))
+            periods[agent_id] = timedelta(days=self.policy.days_for(card))
+        await self._drop_months(report, now, periods)
+        for agent_id, period in periods.items():
             await self._drain(report, agent_id, now - period, cuts_cutoff=now - 2 * period)
         for agent_id in await self.store.agents():
             while not self._stopping.is_set():
@@ -164,6 +176,37 @@ class Retention:
                         sum(report.traces.values()), len(report.traces),
                         sum(report.rows.values()) - sum(report.traces.values()), report.payloads)
         return report
+
+    async def _drop_months(self, report: PassReport, now: datetime, periods: dict[str, timedelta]) -> None:
+        """PostgreSQL: drops each month's partition that every agent with rows in it is past
+        its period for (or that is older than the longest period, whatever the cards say)."""
+        shortest = timedelta(days=self.policy.min_days)
+        longest = timedelta(days=self.policy.max_days)
+        for table in PARTITIONED:
+            for month in await self.store.months(table):
+                if month.end > now - shortest or self._stopping.is_set():
+                    break  # this month and the later ones are within every agent's period
+                if month.end > now - longest:
+                    agents = await self.store.agents_in(table, month)
+                    if not all(agent in periods and month.end <= now - periods[agent] for agent in agents):
+                        continue  # an agent keeps rows of it (or its card is unknown this pass)
+                while True:
+                    batch = await self.store.drop_partition(table, month)
+                    if not batch.busy:
+                        break
+                    await asyncio.sleep(_BUSY_PAUSE)
+                    if self._stopping.is_set():
+                        return
+                if batch.empty:
+                    logger.info("retention could not drop %s's partition of %s this pass (busy)",
+                                table, month.suffix)
+                    continue
+                report.batches.append(batch)
+                for agent_id, count in batch.rows_by_agent.items():
+                    report.rows[agent_id] = report.rows.get(agent_id, 0) + count
+                for agent_id, count in batch.traces_by_agent.items():
+                    report.traces[agent_id] = report.traces.get(agent_id, 0) + count
+                await asyncio.sleep(_BATCH_PAUSE)
 
     async def _drain(self, report: PassReport, agent_id: str | None, cutoff: datetime, *,
                      cuts_cutoff: datetime | None = None) -> None:

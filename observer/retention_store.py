@@ -29,7 +29,8 @@ from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from smoltbot.core.storage import Database, utcnow
+from smoltbot.core.storage import Database, partitions, utcnow
+from smoltbot.core.storage.partitions import PARTITIONED, Month
 from smoltbot.observer import integrity_counters
 from smoltbot.observer.tables import (
     chunks,
@@ -87,6 +88,9 @@ class Batch:
     keys: list[tuple[Any, ...]] = field(default_factory=list)
     deleted: int = 0
     busy: bool = False
+    #: A dropped month's partition (`table` is the partition): traces and all rows, per agent.
+    traces_by_agent: dict[str, int] = field(default_factory=dict)
+    rows_by_agent: dict[str, int] = field(default_factory=dict)
 
     @property
     def empty(self) -> bool:
@@ -173,32 +177,35 @@ class RetentionStore:
             ids = [key[0] for key in keys]
             deleted += await self._delete_payloads(conn, ids)
         if table is evidence_history and agent_id is not None:
-            await self._note_cuts(conn, agent_id, [key[0] for key in keys], cutoff)
+            await self._note_cuts(conn, evidence_history.c.exchange_id.in_([key[0] for key in keys]), cutoff)
+        where: Any
         if len(target.keys) == 1:
             where = table.c[target.keys[0]].in_([key[0] for key in keys])
         else:
             where = sa.tuple_(*(table.c[key] for key in target.keys)).in_(keys)
+        # The time bound the keys were found by: on PostgreSQL it confines the delete to the months
+        # before the cut-off instead of every month's partition.
+        where = sa.and_(where, table.c[target.time] < cutoff)
         deleted += (await conn.execute(table.delete().where(where))).rowcount or 0
         return deleted
 
-    async def _note_cuts(self, conn: AsyncConnection, agent_id: str, exchange_ids: list[str],
-                         cutoff: datetime) -> None:
-        """Notes, per session of the ledger rows about to go, that its calls started before
-        `cutoff` are gone (a later cut-off replaces an earlier one). In the deleting transaction,
-        so a reader sees both or neither."""
+    async def _note_cuts(self, conn: AsyncConnection, where: Any, cutoff: datetime) -> None:
+        """Notes, per session of the ledger rows about to go (those matching `where`), that its
+        calls started before `cutoff` are gone (a later cut-off replaces an earlier one). In the
+        deleting transaction, so a reader sees both or neither."""
         h = evidence_history.c
         sessions = (await conn.execute(
-            sa.select(h.session_id).distinct()
-            .where(h.exchange_id.in_(exchange_ids), h.session_id.is_not(None)))).scalars().all()
+            sa.select(h.agent_id, h.session_id).distinct().where(where, h.session_id.is_not(None)))).all()
         if not sessions:
             return
         insert = (sqlite_dialect if self.db.dialect == "sqlite" else pg_dialect).insert(evidence_cuts)
         later = sa.case((evidence_cuts.c.cut_before < insert.excluded.cut_before, insert.excluded.cut_before),
                         else_=evidence_cuts.c.cut_before)
-        await conn.execute(insert.on_conflict_do_update(index_elements=["agent_id", "session_id"],
-                                                        set_={"cut_before": later}),
-                           [{"agent_id": agent_id, "session_id": session_id, "cut_before": cutoff}
-                            for session_id in sessions])
+        for chunk in chunks(sessions):
+            await conn.execute(insert.on_conflict_do_update(index_elements=["agent_id", "session_id"],
+                                                            set_={"cut_before": later}),
+                               [{"agent_id": agent_id, "session_id": session_id, "cut_before": cutoff}
+                                for agent_id, session_id in chunk])
 
     async def _delete_payloads(self, conn: AsyncConnection, exchange_ids: Sequence[str]) -> int:
         """Raw payloads are the most private rows: on SQLite their bytes are zeroed in the file
@@ -258,6 +265,65 @@ class RetentionStore:
                 return Batch()
             return Batch(exchange_payloads.name, [(exchange_id,) for exchange_id in ids],
                          await self._delete_payloads(conn, ids))
+
+    async def roll_forward(self, now: datetime) -> list[str]:
+        """PostgreSQL: the month partitions still missing up to a few months after `now`."""
+        return await partitions.roll_forward(self.db, now)
+
+    async def months(self, table: str) -> list[Month]:
+        """The months with a partition of `table`, oldest first (none on SQLite)."""
+        if self.db.dialect != "postgresql":
+            return []
+        async with self.db.read() as conn:
+            return await partitions.existing(conn, table)
+
+    async def agents_in(self, table: str, month: Month) -> list[str]:
+        """The agents with rows in the month's partition of `table` (one index seek each)."""
+        async with self.db.read() as conn:
+            return await _distinct_agents(conn, metadata.tables[table], _within(table, month))
+
+    async def drop_partition(self, table: str, month: Month) -> Batch:
+        """Drops the month's partition of `table` whole, having counted what it held per agent as a
+        batch of row deletes would have: out of the integrity counters, into `retention_state`
+        (the agent's record is complete from the month's end), a trace's violations and drift
+        input deleted, ledger cuts noted. One transaction under the retention lock; inserts into
+        this month (a late arrival, already past its time) wait for it; it waits at most
+        `partitions.LOCK_TIMEOUT` for its locks (an empty batch then: left for the next pass)."""
+        source = metadata.tables[table]
+        name = partitions.partition_name(table, month)
+        within = _within(table, month)
+        try:
+            async with self._batch() as conn:
+                if conn is None:
+                    return Batch(busy=True)
+                await conn.exec_driver_sql(f"SET LOCAL lock_timeout = '{partitions.LOCK_TIMEOUT}'")
+                await conn.exec_driver_sql(f"LOCK TABLE {name} IN SHARE MODE")
+                held = {str(agent): int(count) for agent, count in (await conn.execute(
+                    sa.select(source.c.agent_id, sa.func.count()).where(within)
+                    .group_by(source.c.agent_id))).all()}
+                rows = dict(held)
+                if source is traces:
+                    for agent_id in held:
+                        await integrity_counters.take_out_where(conn, self.db.dialect, agent_id, within)
+                    ids = sa.select(traces.c.trace_id).where(within).scalar_subquery()
+                    for child in (trace_violations, drift_pending):
+                        for (agent_id,) in (await conn.execute(
+                                child.delete().where(child.c.trace_id.in_(ids)).returning(child.c.agent_id))).all():
+                            rows[agent_id] = rows.get(agent_id, 0) + 1
+                if source is evidence_history:
+                    await self._note_cuts(conn, within, month.end)
+                for agent_id, count in rows.items():
+                    await self._count(conn, agent_id, month.end, count,
+                                      traces_deleted=held.get(agent_id, 0) if source is traces else 0)
+                await conn.exec_driver_sql(f"DROP TABLE {name}")
+        except sa.exc.DBAPIError as error:
+            # Its locks not had in time (left for the next pass), or another observer dropped it
+            # since it was listed: nothing done here.
+            if "lock timeout" not in str(error) and "does not exist" not in str(error):
+                raise
+            return Batch()
+        return Batch(name, [(agent_id,) for agent_id in sorted(held)], sum(rows.values()),
+                     traces_by_agent=held if source is traces else {}, rows_by_agent=rows)
 
     async def state(self, agent_id: str) -> AgentRetention | None:
         async with self.db.read() as conn:
@@ -341,15 +407,23 @@ def _primary_key(table: sa.Table) -> list[sa.Column[Any]]:
     return list(table.primary_key.columns)
 
 
-async def _distinct_agents(conn: AsyncConnection, table: sa.Table) -> list[str]:
+async def _distinct_agents(conn: AsyncConnection, table: sa.Table, where: Any = None) -> list[str]:
     # A loose index scan: each query seeks the next agent id after the last one in the index.
     column = table.c.agent_id
+    where = sa.true() if where is None else where
     agents: list[str] = []
-    last = (await conn.execute(sa.select(sa.func.min(column)))).scalar_one_or_none()
+    last = (await conn.execute(sa.select(sa.func.min(column)).where(where))).scalar_one_or_none()
     while last is not None:
         agents.append(str(last))
-        last = (await conn.execute(sa.select(sa.func.min(column)).where(column > last))).scalar_one_or_none()
+        last = (await conn.execute(
+            sa.select(sa.func.min(column)).where(where, column > last))).scalar_one_or_none()
     return agents
+
+
+def _within(table: str, month: Month) -> Any:
+    """The rows of `table` in `month` (on PostgreSQL: its partition alone)."""
+    column = metadata.tables[table].c[PARTITIONED[table]]
+    return sa.and_(column >= month.start, column < month.end)
 
 
 def _retention(row: Any) -> AgentRetention:

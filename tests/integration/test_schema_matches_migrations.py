@@ -13,13 +13,20 @@ from alembic.migration import MigrationContext
 
 from smoltbot.core.storage import migrate, open_database
 from smoltbot.core.storage.migrations.metadata import service_metadata
+from smoltbot.core.storage.partitions import is_partition
 
 #: Differences about what only the migrations declare.
 _MIGRATIONS_ONLY = {"add_index", "remove_index", "add_fk", "remove_fk", "add_constraint", "remove_constraint"}
 
 
+def _not_a_partition(name: str | None, type_: str, _parent: Any) -> bool:
+    # PostgreSQL's month partitions (migration 0014) are part of their table, not tables of their own.
+    return not (type_ == "table" and name is not None and is_partition(name))
+
+
 def _differences(connection: sa.Connection, metadata: list[sa.MetaData]) -> list[Any]:
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    context = MigrationContext.configure(connection, opts={"compare_type": True,
+                                                           "include_name": _not_a_partition})
     found = []
     for difference in compare_metadata(context, metadata):
         # Column changes come grouped in a list of ("modify_...", ...) tuples.
