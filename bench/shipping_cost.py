@@ -1,6 +1,7 @@
 """What shipping one exchange to the Observer costs the gateway, batched and one per message.
 
     python bench/shipping_cost.py [--exchanges 20000] [--burst 16] [--rounds 3] [--rate 0] [--linger S]
+                                  [--busy-linger S]
 
 The gateway's real spool and shipper (`gateway/spool.py`, `gateway/shipper.py`) in this process
 ship `--exchanges` records of a usual size (about 3 KB), submitted `--burst` at a time (what
@@ -9,15 +10,18 @@ ack-only Ingest sink in its own process on the other core. Two sinks: one that t
 one that answers as observers before batches did (the shipper then falls back to one exchange
 per message). "batched, no linger" is the batched shipper with `linger=0` (a request whenever the
 stream is idle, as before issue 16's round 5), so `--burst 1 --rate 1000` (one call at a time)
-shows what the linger saves. Rounds alternate between the modes; the figure is this process's
-CPU time (all its threads, so gRPC's too) per exchange, which other work on the machine moves far
-less than throughput.
+shows what the linger saves; "batched, 5 ms linger only" is the batched shipper without the
+longer linger once busy (`busy_linger` equal to `linger`, as before round 7), so against
+"batched" it shows what the busy linger saves. Rounds alternate between the modes; the figure
+is this process's CPU time (all its threads, so gRPC's too) per exchange, which other work on
+the machine moves far less than throughput.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import inspect
 import os
 import secrets
 import signal
@@ -73,10 +77,10 @@ def payload() -> tuple[str, bytes]:
 
 
 async def ship(address: str, count: int, burst: int, rate: float, directory: Path,
-               linger: float | None) -> dict[str, float]:
+               lingers: dict[str, float]) -> dict[str, float]:
     spool = Spool(directory, 1 << 34)
     spool.open()
-    shipper = Shipper(spool, address) if linger is None else Shipper(spool, address, linger=linger)
+    shipper = Shipper(spool, address, **lingers)  # type: ignore[arg-type]
     shipper.start()
     records = [payload() for _ in range(count)]
     await asyncio.sleep(0.3)  # the channel connects
@@ -103,15 +107,24 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=0.0, help="exchanges/s to submit (0: unpaced)")
     parser.add_argument("--linger", type=float, default=None,
                         help="the batched shipper's linger in seconds (default: the shipper's own)")
+    parser.add_argument("--busy-linger", type=float, default=None,
+                        help="the batched shipper's busy linger in seconds (default: the shipper's own)")
     args = parser.parse_args()
     cores = os.sched_getaffinity(0)
     if len(cores) >= 2:
         os.sched_setaffinity(0, {min(cores)})
     sink_core = str(max(cores))
     children: list[subprocess.Popen[str]] = []
-    modes: dict[str, tuple[str, float | None]] = {
-        "batched": ("batch", args.linger), "batched, no linger": ("batch", 0.0),
-        "one per message": ("single", None)}
+    chosen = {key: value for key, value in (("linger", args.linger), ("busy_linger", args.busy_linger))
+              if value is not None}
+    base_linger = args.linger
+    if base_linger is None:
+        base_linger = inspect.signature(Shipper).parameters["linger"].default
+    modes: dict[str, tuple[str, dict[str, float]]] = {
+        "batched": ("batch", chosen),
+        "batched, 5 ms linger only": ("batch", {"linger": base_linger, "busy_linger": base_linger}),
+        "batched, no linger": ("batch", {"linger": 0.0, "busy_linger": 0.0}),
+        "one per message": ("single", {})}
     results: dict[str, list[dict[str, float]]] = {name: [] for name in modes}
     try:
         addresses = {}
@@ -132,6 +145,8 @@ def main() -> None:
             child.send_signal(signal.SIGTERM)
             child.wait(timeout=10)
     linger = "" if args.linger is None else f" --linger {args.linger:g}"
+    if args.busy_linger is not None:
+        linger += f" --busy-linger {args.busy_linger:g}"
     print(f"`python bench/shipping_cost.py --exchanges {args.exchanges} --burst {args.burst} "
           f"--rounds {args.rounds} --rate {args.rate:g}{linger}` ({time.strftime('%Y-%m-%d')}; "
           f"load average {os.getloadavg()[0]:.1f}); "
@@ -146,8 +161,10 @@ def main() -> None:
     batched = statistics.median(r["cpu_us"] for r in results["batched"])
     single = statistics.median(r["cpu_us"] for r in results["one per message"])
     unlingered = statistics.median(r["cpu_us"] for r in results["batched, no linger"])
-    print(f"\nBatched shipping costs {batched / single:.2f}x the CPU of one exchange per message, and "
-          f"{batched / unlingered:.2f}x that of batched shipping without the linger.")
+    unbusy = statistics.median(r["cpu_us"] for r in results["batched, 5 ms linger only"])
+    print(f"\nBatched shipping costs {batched / single:.2f}x the CPU of one exchange per message, "
+          f"{batched / unlingered:.2f}x that of batched shipping without the linger, and "
+          f"{batched / unbusy:.2f}x that without the busy linger.")
 
 
 if __name__ == "__main__":
