@@ -53,7 +53,7 @@ def _rows(sql: str, **parameters: object) -> list[Any]:
 def _constraints(table: str) -> list[tuple[str, str, list[str]]]:
     """(name, 'p' or 'u', columns) of the table's primary and unique keys."""
     return [(str(name), str(kind), list(columns)) for name, kind, columns in _rows(
-        "SELECT c.conname, c.contype, array_agg(a.attname ORDER BY k.ord) FROM pg_constraint c "
+        "SELECT c.conname, c.contype::text, array_agg(a.attname ORDER BY k.ord) FROM pg_constraint c "
         "CROSS JOIN LATERAL unnest(c.conkey) WITH ORDINALITY AS k(attnum, ord) "
         "JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.attnum "
         "WHERE c.conrelid = CAST(:table AS regclass) AND c.contype IN ('p', 'u') "
@@ -106,9 +106,10 @@ def _remake(table: str, *, partitioned: bool) -> None:
         clause = "PRIMARY KEY" if kind == "p" else "UNIQUE"
         name = name.replace(old, table)
         op.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {clause} ({_quoted(columns)})')
-    for _name, definition in indexes:
-        op.execute(definition.replace(f" ON public.{old} ", f" ON public.{table} ")
-                   .replace(f" ON {old} ", f" ON {table} "))
+    for _name, definition in indexes:  # a partitioned table's read "ON ONLY": this one's are whole
+        for on in (f" ON ONLY public.{old} ", f" ON public.{old} ", f" ON ONLY {old} ", f" ON {old} "):
+            definition = definition.replace(on, f" ON {table} ")
+        op.execute(definition)
     if partitioned:
         for partition in [default_name(table), *(str(name) for (name,) in _rows(
                 "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
