@@ -4,12 +4,15 @@ stream timing and memory, all measured in one run against the same upstream.
     python bench/gateway_latency.py [--rounds 3] [--seconds 4] [--profile] [--no-docs]
                                     [--baseline REV_OR_DIR] [--targets direct,nginx,...]
 
-Six targets (seven with `--baseline`), interleaved round by round (median of the rounds reported):
+Seven targets (eight with `--baseline`), interleaved round by round (median of the rounds reported):
 
 * direct: the upstream itself;
 * nginx: nginx 1 worker as a keep-alive reverse proxy;
 * protocol relay: `bench/protocol_relay.py`, asyncio Protocols, httptools both ways, uvloop,
   its own keep-alive pool, no capture: the ceiling of the relay core the issue asks for;
+* protocol relay + record: the same with the gateway's record of each call on (`--record`: the
+  agent hash, a `Capture`, the record built and encoded, spooled and shipped to the same Ingest
+  endpoint as smoltbot): the floor of a CPython relay that keeps the full record;
 * aiohttp relay: `bench/aiohttp_relay.py`, aiohttp on both sides and nothing else (the baseline
   the gateway's own overhead is read against);
 * smoltbot: the gateway, capture and shipping on (every exchange spooled and acked by an Ingest
@@ -280,8 +283,8 @@ def run_streams(url: str, count: int, delay_ms: int, client: Path) -> dict[str, 
 
 # --------------------------------------------------------------------------- main
 
-TARGETS = ("direct", "nginx", "protocol relay", "aiohttp relay", "smoltbot", "smoltbot, unbatched",
-           "smoltbot, before")
+TARGETS = ("direct", "nginx", "protocol relay", "protocol relay + record", "aiohttp relay", "smoltbot",
+           "smoltbot, unbatched", "smoltbot, before")
 
 
 def main() -> None:
@@ -394,11 +397,17 @@ def main() -> None:
         protocol = pinned(GATEWAY_CORE, [sys.executable, str(ROOT / "bench" / "protocol_relay.py"),
                                          str(protocol_port), upstream_url], env=env)
         children.append(protocol)
+        recording_port = free_port()
+        recording = pinned(GATEWAY_CORE, [sys.executable, str(ROOT / "bench" / "protocol_relay.py"),
+                                          str(recording_port), upstream_url, "--record",
+                                          f"127.0.0.1:{observer_port}"], env=env)
+        children.append(recording)
         relay_port = free_port()
         relay = pinned(GATEWAY_CORE, [sys.executable, str(ROOT / "bench" / "aiohttp_relay.py"),
                                       str(relay_port), upstream_url], env=env)
         children.append(relay)
-        for port in (upstream_port, gateway_port, unbatched_port, nginx_port, protocol_port, relay_port,
+        for port in (upstream_port, gateway_port, unbatched_port, nginx_port, protocol_port, recording_port,
+                     relay_port,
                      *([before_port] if before else [])):
             wait_port(port)
         time.sleep(1.0)
@@ -411,13 +420,15 @@ def main() -> None:
             "direct": upstream_url,
             "nginx": f"http://127.0.0.1:{nginx_port}/anthropic",
             "protocol relay": f"http://127.0.0.1:{protocol_port}/anthropic",
+            "protocol relay + record": f"http://127.0.0.1:{recording_port}/anthropic",
             "aiohttp relay": f"http://127.0.0.1:{relay_port}/anthropic",
             "smoltbot": f"http://127.0.0.1:{gateway_port}/anthropic",
             "smoltbot, unbatched": f"http://127.0.0.1:{unbatched_port}/anthropic",
             "smoltbot, before": f"http://127.0.0.1:{before_port}/anthropic",
         }
         bases = {name: base for name, base in bases.items() if name in chosen}
-        owners = {"nginx": nginx.pid, "protocol relay": protocol.pid, "aiohttp relay": relay.pid,
+        owners = {"nginx": nginx.pid, "protocol relay": protocol.pid,
+                  "protocol relay + record": recording.pid, "aiohttp relay": relay.pid,
                   "smoltbot": gateway.pid, "smoltbot, unbatched": unbatched.pid,
                   **({"smoltbot, before": before.pid} if before else {})}
         for base in bases.values():  # warm up connections, caches, the registry lookup
@@ -503,7 +514,9 @@ _LAYERS = (
     ("aiohttp client", ("aiohttp/client", "aiohttp/connector.py", "aiohttp/client_proto.py",
                         "aiohttp/client_reqrep.py", "aiohttp/tracing.py", "aiohttp/cookiejar.py")),
     ("aiohttp server", ("aiohttp/web", "aiohttp/base_protocol.py")),
-    ("upstream client (gateway/upstream.py)", ("gateway/upstream.py", "httptools")),
+    ("gateway server (gateway/server.py)", ("gateway/server.py",)),
+    # httptools' own frames are passed over: the parser's time goes to the side that fed it.
+    ("upstream client (gateway/upstream.py)", ("gateway/upstream.py",)),
     ("gateway: capture, record", ("gateway/capture.py", "gateway/body_decoding.py", "gateway/scrub.py",
                                   "gateway/sse.py", "core/outcomes", "google/protobuf")),
     ("gateway: spool, shipper, gRPC", ("gateway/spool.py", "gateway/shipper.py", "gateway/dead_letter.py",
@@ -659,15 +672,18 @@ def _report(med: dict[str, dict[str, float]], rss_idle: int, rss_load: int, args
 #: Measured once while choosing the design (same machine, same pinning, wrk, a trivial raw-asyncio
 #: upstream answering a fixed 200 JSON); kept in the report because the rows above depend on it.
 DESIGN_NOTES = """\
-Reading the table. The gateway serves its clients with aiohttp's server and calls the upstream
-with a client of its own (`gateway/upstream.py`: asyncio Protocols, llhttp via httptools, its
-own keep-alive pool; aiohttp's client before issue 16's round 6). "aiohttp relay" is aiohttp on
-both sides with nothing of the gateway; "protocol relay" (`bench/protocol_relay.py`) is asyncio
-Protocols and httptools on both sides with uvloop and nothing of the gateway (no capture, no
-1xx/HEAD/204/304 rules, no smuggling defences beyond llhttp's, no upstream TLS, no aborts): the
-ceiling of a relay core built that way on both sides. The gap between smoltbot and those two is
-the gateway's own work (capture, identity, spool, shipping) plus, against the protocol relay,
-aiohttp's server.
+Reading the table. The gateway is its own HTTP/1.1 on both sides since issue 16's round 7:
+the server toward the agents (`gateway/server.py`) and the client toward the upstream
+(`gateway/upstream.py`, its own keep-alive pool), both on asyncio Protocols with llhttp via
+httptools (aiohttp's client went in round 6, its server in round 7). "aiohttp relay" is aiohttp
+on both sides with nothing of the gateway; "protocol relay" (`bench/protocol_relay.py`) is
+asyncio Protocols and httptools on both sides with uvloop and nothing of the gateway (no
+capture, no 1xx/HEAD/204/304 rules, no smuggling defences beyond llhttp's, no upstream TLS, no
+aborts): the ceiling of a relay core built that way. "protocol relay + record" is the same bare
+relay with the gateway's record of each call on (agent hash, `Capture`, the record built and
+encoded, spooled and shipped to the same sink): the floor of a CPython relay that keeps the
+full record; the gap between it and smoltbot is the rest of the gateway (target rules, identity,
+sessions, enforcement, metrics, the relay's guarantees).
 
 Shipping is batched (issue 16): exchanges ready together go as one `Ingest` message with one
 ack each (`IngestRequest.exchanges`, `IngestResponse.acks`). "smoltbot, unbatched" is the same

@@ -1,7 +1,7 @@
 """A relay core on asyncio's Protocol API with llhttp parsing both ways (httptools) and uvloop:
 the ceiling `bench/gateway_latency.py` measures beside nginx, for the gateway's next relay core.
 
-    python bench/protocol_relay.py PORT UPSTREAM_URL [--no-uvloop]
+    python bench/protocol_relay.py PORT UPSTREAM_URL [--no-uvloop] [--record OBSERVER_ADDRESS]
 
 What it does: parses each client request with httptools, forwards it (path under /anthropic,
 end-to-end headers, body) on a keep-alive upstream connection from its own pool, parses the
@@ -10,6 +10,12 @@ chunk as they arrive. What it does not (yet) do, and the gateway's relay must: c
 shipping, identity, target checks, 1xx/HEAD/204/304 rules, Expect, request smuggling
 defences beyond llhttp's, upstream TLS, timeouts, client abort handling. It is a measurement of
 the floor, not a relay to run.
+
+`--record`: the floor with the full record on. Each call also gets what the gateway does for
+its record, with the gateway's own code: the agent hash of its credential, a `Capture` of the
+request and the answer, the record built on the loop and encoded (`encode_ingest_request`), then
+spooled and shipped (`Spool`, `Shipper`, batched Ingest to OBSERVER_ADDRESS, acks erased). What
+this costs over the bare relay is the record's share of any relay's CPU per call in CPython.
 """
 
 from __future__ import annotations
@@ -17,6 +23,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httptools
@@ -34,6 +44,7 @@ class Upstream(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.client: Client | None = None
+        self.capture: Any = None
         self.headers: list[tuple[bytes, bytes]] = []
         self.sized = False
         self.body: list[bytes] = []
@@ -58,6 +69,11 @@ class Upstream(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
+        if self.capture is not None:
+            self.capture.first_byte_ns = time.time_ns()
+            self.capture.status = status
+            self.capture.response_headers = [(n.decode("latin-1"), v.decode("latin-1"))
+                                             for n, v in self.headers]
         out = [b"HTTP/1.1 %d \r\n" % status]
         length = None
         for name, value in self.headers:
@@ -76,6 +92,8 @@ class Upstream(asyncio.Protocol):
             self.client.write(b"".join(out))
 
     def on_body(self, data: bytes) -> None:
+        if self.capture is not None:
+            self.capture.add_chunk(data)
         if self.sized:
             self.body.append(data)
         elif self.client is not None:
@@ -87,6 +105,9 @@ class Upstream(asyncio.Protocol):
             return
         client.write(b"".join(self.body) if self.sized else b"0\r\n\r\n")
         self.body = []
+        if self.capture is not None and RECORDER is not None:
+            capture, self.capture = self.capture, None
+            RECORDER.submit(capture)
         self.pool.release(self)
         client.answered()
 
@@ -123,6 +144,7 @@ class Client(asyncio.Protocol):
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
         self.headers: list[bytes] = []
+        self.raw_headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -139,12 +161,15 @@ class Client(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.url = b""
         self.headers = []
+        self.raw_headers = []
         self.body = []
 
     def on_url(self, url: bytes) -> None:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if RECORDER is not None:
+            self.raw_headers.append((name, value))
         if name.lower() not in _HOP_BY_HOP:
             self.headers.append(name + b": " + value + b"\r\n")
 
@@ -158,11 +183,15 @@ class Client(asyncio.Protocol):
         head = b"%b %b HTTP/1.1\r\nhost: %b\r\ncontent-length: %d\r\n%b\r\n" % (
             self.parser.get_method(), self.url.removeprefix(_PREFIX), self.host_header, len(body),
             b"".join(self.headers))
-        asyncio.get_running_loop().create_task(self._forward(head + body))
+        capture = None
+        if RECORDER is not None:
+            capture = RECORDER.capture(self.parser.get_method(), self.url, self.raw_headers, body)
+        asyncio.get_running_loop().create_task(self._forward(head + body, capture))
 
-    async def _forward(self, request: bytes) -> None:
+    async def _forward(self, request: bytes, capture: Any = None) -> None:
         upstream = await self.pool.get()
         upstream.client = self
+        upstream.capture = capture
         assert upstream.transport is not None
         upstream.transport.write(request)
 
@@ -179,7 +208,45 @@ class Client(asyncio.Protocol):
             self.transport.abort()
 
 
-async def serve(port: int, upstream_url: str) -> None:
+class Recorder:
+    """The gateway's record of each call (its own modules), without the rest of the gateway."""
+
+    def __init__(self, observer_address: str) -> None:
+        from smoltbot.core.identity import agent_hash
+        from smoltbot.core.outcomes import ExchangeOutcome
+        from smoltbot.gateway.capture import Capture
+        from smoltbot.gateway.shipper import Shipper, encode_ingest_request
+        from smoltbot.gateway.spool import Spool
+
+        self._agent_hash, self._capture, self._encode = agent_hash, Capture, encode_ingest_request
+        self._complete = ExchangeOutcome.COMPLETE
+        self.spool = Spool(Path(tempfile.mkdtemp(prefix="protocol-relay-spool-")), 1 << 30)
+        self.spool.open()
+        self.shipper = Shipper(self.spool, observer_address)
+
+    def capture(self, method: bytes, url: bytes, headers: list[tuple[bytes, bytes]], body: bytes) -> Any:
+        text = [(n.decode("latin-1"), v.decode("latin-1")) for n, v in headers]
+        credential = next((v for n, v in text if n.lower() == "x-api-key"), "")
+        path, _, query = url.decode("latin-1").removeprefix("/anthropic").partition("?")
+        return self._capture(agent_hash=self._agent_hash(credential, b"bench"), session_hint="",
+                             method=method.decode(), path=path, query=query, request_headers=text,
+                             request_body=body, started_ns=time.time_ns(), credential=credential)
+
+    def submit(self, capture: Any) -> None:
+        capture.finish(self._complete)
+        if not capture.built_cheaply_here(64 * 1024):
+            capture.seal()
+        self.shipper.submit_payload(capture.exchange_id, self._encode(capture.to_exchange("protocol-relay")))
+
+
+RECORDER: Recorder | None = None
+
+
+async def serve(port: int, upstream_url: str, record: str = "") -> None:
+    global RECORDER
+    if record:
+        RECORDER = Recorder(record)
+        RECORDER.shipper.start()
     target = urlsplit(upstream_url)
     assert target.hostname and target.port
     pool = Pool(target.hostname, target.port)
@@ -192,9 +259,10 @@ async def serve(port: int, upstream_url: str) -> None:
 
 if __name__ == "__main__":
     port, upstream_url = int(sys.argv[1]), sys.argv[2].rstrip("/")
+    record = sys.argv[sys.argv.index("--record") + 1] if "--record" in sys.argv else ""
     if "--no-uvloop" in sys.argv:
-        asyncio.run(serve(port, upstream_url))
+        asyncio.run(serve(port, upstream_url, record))
     else:
         import uvloop
 
-        uvloop.run(serve(port, upstream_url))
+        uvloop.run(serve(port, upstream_url, record))

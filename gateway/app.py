@@ -1,6 +1,6 @@
-"""The gateway service: an aiohttp app over the relay, the identity cache, the spool and the shipper.
+"""The gateway service: the relay, the identity cache, the spool and the shipper, served over HTTP/1.1.
 
-- `build_app(settings)`: the app (what `smoltbot up` and tests start).
+- `build_app(settings)`: the app (its `dispatch` is what the server runs for each request).
 - `start_gateway(settings, host, port)`: starts it on a port (0: any free one) and returns a
   handle with `.port`, `.base_url` and `.stop()`.
 - `serve(settings)`: runs it until SIGINT/SIGTERM, then stops gracefully: no new connections,
@@ -9,9 +9,10 @@
 
 Each process owns a spool slot (slots.py) and ships any slot whose process is gone.
 
-aiohttp serves the clients; calls go upstream through the gateway's own HTTP/1.1 client
-(upstream.py: asyncio Protocols, llhttp via httptools, its own keep-alive pool), which replaced
-aiohttp's client after measuring both (docs/benchmarks.md, "Gateway").
+Both sides are the gateway's own, on asyncio Protocols and llhttp (httptools): the server toward
+the agents (server.py) and the client toward the upstream APIs with its keep-alive pool
+(upstream.py); they replaced aiohttp's server and client after measuring each (docs/benchmarks.md,
+"Gateway").
 """
 
 from __future__ import annotations
@@ -24,8 +25,6 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from aiohttp import web
-from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import Counter, Gauge
 
 from smoltbot.core.grpc_server import grpc_message_limit
@@ -41,14 +40,15 @@ from .enforce import CardCache, EnforcementMetrics, Enforcer
 from .identity_cache import IdentityCache
 from .metrics import METRICS_CONTENT_TYPE, GatewayMetrics
 from .providers import SPECS, GatewayError
-from .proxy import Proxy
+from .proxy import Proxy, provider_error
+from .server import HttpServer, Request, Response, StreamResponse, json_response
 from .shipper import Shipper, encode_ingest_request
 from .slots import SlotLock, claim_slot, dead_letter_directory, free_slots_with_records, spool_directory
 from .spool import Spool
-from .targets import refuse_foreign_targets
+from .targets import refused_target
 from .upstream import UpstreamPool
 
-__all__ = ["GATEWAY_KEY", "Gateway", "RunningGateway", "build_app", "serve", "start_gateway"]
+__all__ = ["Gateway", "RunningGateway", "build_app", "serve", "start_gateway"]
 
 logger = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ class Gateway:
         if self._building:
             await asyncio.gather(*list(self._building), return_exceptions=True)
 
-    async def startup(self, _app: web.Application) -> None:
+    async def startup(self) -> None:
         self.slot = claim_slot(self.home)
         self.spool.directory = self.slot.spool_directory
         self.dead_letters.directory = self.slot.dead_letter_directory
@@ -249,7 +249,7 @@ class Gateway:
         logger.info("gateway %s up (pid %d, spool %s): %s; %d spooled exchanges to replay", self.version,
                     os.getpid(), self.spool.directory, upstreams, replayed)
 
-    async def cleanup(self, _app: web.Application) -> None:
+    async def cleanup(self) -> None:
         await self.proxy.close()
         await self.identity.close()
         await self.enforcer.close()
@@ -321,20 +321,37 @@ class Gateway:
 
     # ------------------------------------------------------------------ endpoints
 
-    async def not_found(self, request: web.Request) -> web.Response:
+    async def dispatch(self, request: Request) -> StreamResponse:
+        """Every request: the target rules first (targets.py), then the provider prefixes (routed
+        on the decoded path; the relay checks the path as sent), /health, /metrics, else a 404."""
+        refused = refused_target(request)
+        if refused is not None:
+            return refused
+        path = request.path
+        for spec in SPECS.values():
+            if path.startswith(spec.prefix) and path[len(spec.prefix):len(spec.prefix) + 1] == "/":
+                return await self.proxy.handle(request, spec)
+        if request.method in ("GET", "HEAD"):
+            if path == "/health":
+                return await self.health()
+            if path == "/metrics":
+                return Response(body=self.metrics.render(), headers=[("Content-Type", METRICS_CONTENT_TYPE)])
+        return self.not_found(path)
+
+    def not_found(self, path: str) -> Response:
         """Anything outside the provider prefixes is most likely a base URL without the prefix."""
-        return SPECS["anthropic"].error(
-            404, GatewayError.NOT_FOUND,
-            f"No API at {request.path} on the smoltbot gateway: the Anthropic API is served under "
+        return provider_error(
+            SPECS["anthropic"], 404, GatewayError.NOT_FOUND,
+            f"No API at {path} on the smoltbot gateway: the Anthropic API is served under "
             "/anthropic, the OpenAI API under /openai, the Gemini API under /gemini. Set "
             "ANTHROPIC_BASE_URL=http://<gateway host:port>/anthropic (without /v1), "
             "OPENAI_BASE_URL=http://<gateway host:port>/openai/v1, or google-genai's base_url to "
             "http://<gateway host:port>/gemini.",
         )
 
-    async def health(self, _request: web.Request) -> web.Response:
+    async def health(self) -> Response:
         registry = await self.identity.reachable()
-        return web.json_response({
+        return json_response(200, {
             "status": "ok",
             "version": self.version,
             # With gateway_processes > 1 each connection reaches one process: this one.
@@ -350,77 +367,25 @@ class Gateway:
             "dead_letter": {"count": self.dead_letters.count, "directory": str(self.dead_letters.directory)},
         })
 
-    async def metrics_endpoint(self, _request: web.Request) -> web.Response:
-        return web.Response(body=self.metrics.render(), headers={"Content-Type": METRICS_CONTENT_TYPE})
-
-
-GATEWAY_KEY = web.AppKey("gateway", Gateway)
-
-
-class _WithholdParseErrorDetails(logging.Filter):
-    """aiohttp logs requests it cannot parse with the offending line in the exception message,
-    and that line can be a credential header. Keep the event, drop the details."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        error = record.exc_info[1] if record.exc_info else None
-        if isinstance(error, HttpProcessingError):
-            record.msg = "unparseable request rejected (%s; details withheld: they may hold headers)"
-            record.args = (type(error).__name__,)
-            record.exc_info = None
-            record.exc_text = None
-        return True
-
-
-def install_parse_error_filter() -> None:
-    server_logger = logging.getLogger("aiohttp.server")
-    if not any(isinstance(f, _WithholdParseErrorDetails) for f in server_logger.filters):
-        server_logger.addFilter(_WithholdParseErrorDetails())
-
 
 def build_app(settings: Settings, *, registry_address: str | None = None,
-              observer_address: str | None = None) -> web.Application:
+              observer_address: str | None = None) -> Gateway:
     """The gateway app. Addresses default to the settings' registry/observer addresses."""
-    gateway = Gateway(
+    return Gateway(
         settings,
         registry_address=registry_address or settings.registry_address,
         observer_address=observer_address or settings.observer_address,
     )
-    app = web.Application(
-        client_max_size=settings.max_request_bytes,
-        # Absolute-form, CONNECT, `*` and paths that normalise elsewhere: refused before routing's
-        # result is used.
-        middlewares=[refuse_foreign_targets],
-        handler_args={
-            # A client that disconnects cancels its handler, and so its upstream request.
-            "handler_cancellation": True,
-            "max_line_size": _MAX_FIELD,
-            "max_field_size": _MAX_FIELD,
-            # Request bodies are relayed byte for byte: a gzip body stays gzip (aiohttp would decode
-            # it, unbounded, and the upstream would get plain bytes labelled gzip). Capture decodes
-            # its own copy, bounded.
-            "auto_decompress": False,
-            # Per-call access logs cost more than the rest of the relay; /metrics counts calls.
-            "access_log": None,
-        },
-    )
-    app[GATEWAY_KEY] = gateway
-    for spec in SPECS.values():
-        app.router.add_route("*", spec.prefix + "/{path:.*}", gateway.proxy.handler(spec))
-    app.router.add_get("/health", gateway.health)
-    app.router.add_get("/metrics", gateway.metrics_endpoint)
-    app.router.add_route("*", "/{path:.*}", gateway.not_found)
-    install_parse_error_filter()
-    app.on_startup.append(gateway.startup)
-    app.on_cleanup.append(gateway.cleanup)
-    return app
 
 
 @dataclass
 class RunningGateway:
-    app: web.Application
-    runner: web.AppRunner
+    gateway: Gateway
+    server: HttpServer
     host: str
     port: int
+    shutdown_grace: float
+    _stopped: bool = False
 
     @property
     def base_url(self) -> str:
@@ -428,31 +393,28 @@ class RunningGateway:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
 
-    @property
-    def gateway(self) -> Gateway:
-        return self.app[GATEWAY_KEY]
-
     async def stop(self) -> None:
-        """Stops accepting, lets calls in flight finish, flushes the spool. Idempotent."""
-        if self.runner.server is not None:
-            await self.runner.cleanup()
+        """Stops accepting, lets calls in flight finish (up to the grace), flushes the spool. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        await self.server.shutdown(self.shutdown_grace)
+        await self.gateway.cleanup()
 
 
 async def start_gateway(settings: Settings, host: str = "127.0.0.1", port: int = 0, *,
                         registry_address: str | None = None, observer_address: str | None = None,
                         shutdown_grace: float = _SHUTDOWN_GRACE, reuse_port: bool = False) -> RunningGateway:
     """`reuse_port`: bind with SO_REUSEPORT, sharing the port with sibling gateway processes."""
-    app = build_app(settings, registry_address=registry_address, observer_address=observer_address)
-    runner = web.AppRunner(app, shutdown_timeout=shutdown_grace)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, backlog=1024, reuse_port=reuse_port or None)
+    gateway = build_app(settings, registry_address=registry_address, observer_address=observer_address)
+    await gateway.startup()
+    server = HttpServer(gateway.dispatch, max_field=_MAX_FIELD, max_body=settings.max_request_bytes)
     try:
-        await site.start()
+        bound = await server.start(host, port, reuse_port=reuse_port, backlog=1024)
     except BaseException:
-        await runner.cleanup()
+        await gateway.cleanup()
         raise
-    bound = runner.addresses[0][1] if runner.addresses else port
-    return RunningGateway(app, runner, host, int(bound))
+    return RunningGateway(gateway, server, host, bound, shutdown_grace)
 
 
 async def serve(settings: Settings, *, reuse_port: bool = False) -> None:

@@ -26,10 +26,9 @@ import asyncio
 import io
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
-from aiohttp import web
 from multidict import CIMultiDict, CIMultiDictProxy
 
 from smoltbot.core.identity import agent_hash
@@ -39,6 +38,7 @@ from smoltbot.core.sessions import RESPONSE_ID_SCAN_BYTES, ResponseChains, name_
 from .capture import Capture, CaptureLimits
 from .providers import SPECS, GatewayError, ProviderSpec
 from .scrub import Scrubber
+from .server import BodyTooLarge, Request, RequestBodyError, Response, StreamResponse, json_response
 from .targets import refusal
 from .upstream import Origin, UpstreamError, UpstreamPool, UpstreamResponse
 
@@ -47,7 +47,7 @@ if TYPE_CHECKING:
     from .identity_cache import IdentityCache
     from .metrics import GatewayMetrics
 
-__all__ = ["CREDENTIAL_REFUSED", "HOP_BY_HOP", "Proxy", "capture_spec"]
+__all__ = ["CREDENTIAL_REFUSED", "HOP_BY_HOP", "Proxy", "capture_spec", "provider_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +71,11 @@ _PARSE_INLINE = 256 * 1024
 
 def capture_spec(capture: Capture) -> ProviderSpec:
     return SPECS.get(capture.provider) or SPECS["anthropic"]
+
+
+def provider_error(spec: ProviderSpec, status: int, error: GatewayError, message: str) -> Response:
+    """An error the gateway answers with, in the provider's shape (`ProviderSpec.error`'s body)."""
+    return json_response(status, spec.error_shape(status, error, message))
 
 
 def _forwardable(headers: Iterable[tuple[str, str]], connection: str | None) -> list[tuple[str, str]]:
@@ -130,13 +135,7 @@ class Proxy:
             await self._pool.close()
             self._pool = None
 
-    def handler(self, spec: ProviderSpec) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-        """The route handler of one provider's prefix."""
-        async def handle(request: web.Request) -> web.StreamResponse:
-            return await self.handle(request, spec)
-        return handle
-
-    async def handle(self, request: web.Request, spec: ProviderSpec) -> web.StreamResponse:
+    async def handle(self, request: Request, spec: ProviderSpec) -> StreamResponse:
         started_ns = time.time_ns()
         t0 = time.perf_counter()
         headers = request.headers
@@ -148,14 +147,18 @@ class Proxy:
         path, _, query = request.raw_path[len(prefix):].partition("?")
         credential = spec.credential(headers, query)
         if credential is None:
-            return self._done(spec.error(401, GatewayError.AUTHENTICATION, spec.missing_credential), t0)
+            return self._done(
+                provider_error(spec, 401, GatewayError.AUTHENTICATION, spec.missing_credential), t0)
         length = request.content_length
         if length is not None and length > self._max_request_bytes:
             return self._done(self._too_large(spec), t0)
         try:
             body = await request.read()
-        except web.HTTPRequestEntityTooLarge:
+        except BodyTooLarge:
             return self._done(self._too_large(spec), t0)
+        except RequestBodyError as error:
+            # A body whose framing broke (a bad chunk size): refused, never relayed.
+            return self._done(provider_error(spec, 400, GatewayError.INVALID_REQUEST, f"{error}."), t0)
         hashed = agent_hash(credential, self._secret)
         hint = await _session_hint(headers, body, self._chains.lookup(hashed))
         capture = Capture(
@@ -192,14 +195,16 @@ class Proxy:
             # Connecting, or waiting for the answer's headers: the error says which.
             detail = f"upstream timed out: {Scrubber(credential).text(str(error))}"
             self._finish(capture, Outcome.UPSTREAM_UNREACHABLE, detail, 504, t0)
-            return spec.error(504, GatewayError.TIMEOUT, "The gateway timed out reaching the upstream API.")
+            return provider_error(spec, 504, GatewayError.TIMEOUT,
+                                  "The gateway timed out reaching the upstream API.")
         except UpstreamError as error:
             # An error's text can quote the URL, and a Gemini key can ride in its query.
             reason = Scrubber(credential).text(str(error))
             detail = f"upstream unreachable: {type(error).__name__}: {reason}"
             self._finish(capture, Outcome.UPSTREAM_UNREACHABLE, detail, 502, t0)
             logger.warning("exchange %s: %s", capture.exchange_id, detail)
-            return spec.error(502, GatewayError.UPSTREAM, "The gateway could not reach the upstream API.")
+            return provider_error(spec, 502, GatewayError.UPSTREAM,
+                                  "The gateway could not reach the upstream API.")
         capture.first_byte_ns = time.time_ns()
         capture.status = status = upstream.status
         if identity is None:
@@ -239,9 +244,9 @@ class Proxy:
         return await self._relay_stream(request, upstream, capture, out_headers, outcome, t0, streamed,
                                         answer_filter)
 
-    async def _relay_whole(self, request: web.Request, upstream: UpstreamResponse, capture: Capture,
+    async def _relay_whole(self, request: Request, upstream: UpstreamResponse, capture: Capture,
                            out_headers: CIMultiDict[str], outcome: Outcome, t0: float,
-                           answer_filter: ResponseFilter | None = None) -> web.StreamResponse:
+                           answer_filter: ResponseFilter | None = None) -> StreamResponse:
         try:
             data = await upstream.read()
         except asyncio.CancelledError:
@@ -252,8 +257,8 @@ class Proxy:
             upstream.close()
             detail = f"upstream dropped the response: {type(error).__name__}"
             self._finish(capture, Outcome.UPSTREAM_DROPPED, detail, 502, t0)
-            return capture_spec(capture).error(502, GatewayError.UPSTREAM,
-                                               "The upstream API closed the connection mid-response.")
+            return provider_error(capture_spec(capture), 502, GatewayError.UPSTREAM,
+                                  "The upstream API closed the connection mid-response.")
         finally:
             upstream.release()
         capture.add_chunk(data)
@@ -261,12 +266,12 @@ class Proxy:
         if answer_filter is not None:
             data = answer_filter.whole(data)
         if request.method == "HEAD":
-            response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out_headers)
+            response = StreamResponse(status=upstream.status, reason=upstream.reason, headers=out_headers)
             if upstream.content_length is not None:
                 response.content_length = upstream.content_length
         else:
-            response = web.Response(status=upstream.status, reason=upstream.reason, headers=out_headers,
-                                    body=data)
+            response = Response(status=upstream.status, reason=upstream.reason, headers=out_headers,
+                                body=data)
         try:
             await response.prepare(request)
             await response.write_eof()
@@ -279,12 +284,12 @@ class Proxy:
         self._finish(capture, outcome, "", upstream.status, t0)
         return response
 
-    async def _relay_stream(self, request: web.Request, upstream: UpstreamResponse, capture: Capture,
+    async def _relay_stream(self, request: Request, upstream: UpstreamResponse, capture: Capture,
                             out_headers: CIMultiDict[str], outcome: Outcome, t0: float,
                             streamed: bool,
-                            answer_filter: ResponseFilter | None = None) -> web.StreamResponse:
+                            answer_filter: ResponseFilter | None = None) -> StreamResponse:
         capture.streamed = streamed
-        response = web.StreamResponse(status=upstream.status, reason=upstream.reason, headers=out_headers)
+        response = StreamResponse(status=upstream.status, reason=upstream.reason, headers=out_headers)
         if upstream.content_length is not None and answer_filter is None:
             response.content_length = upstream.content_length
         metrics = self._metrics
@@ -324,15 +329,13 @@ class Proxy:
         self._finish(capture, outcome, "", upstream.status, t0)
         return response
 
-    def _upstream_dropped(self, request: web.Request, upstream: UpstreamResponse, capture: Capture,
-                          response: web.StreamResponse, error: BaseException,
-                          t0: float) -> web.StreamResponse:
+    def _upstream_dropped(self, request: Request, upstream: UpstreamResponse, capture: Capture,
+                          response: StreamResponse, error: BaseException,
+                          t0: float) -> StreamResponse:
         upstream.close()
         # Cut the client's connection too: a clean end of the chunked body would tell it the
         # response was whole.
-        transport = request.transport
-        if transport is not None:
-            transport.abort()
+        request.abort()
         detail = f"upstream dropped the stream: {type(error).__name__}"
         self._finish(capture, Outcome.UPSTREAM_DROPPED, detail, upstream.status, t0)
         return response
@@ -354,11 +357,11 @@ class Proxy:
             self._chains.remember(capture.agent_hash, response_id, capture.session_id)
         return bool(response_id)
 
-    def _too_large(self, spec: ProviderSpec) -> web.Response:
-        return spec.error(413, GatewayError.TOO_LARGE,
+    def _too_large(self, spec: ProviderSpec) -> Response:
+        return provider_error(spec, 413, GatewayError.TOO_LARGE,
                           f"Request exceeds the gateway's limit of {self._max_request_bytes} bytes.")
 
-    def _done(self, response: web.Response, t0: float) -> web.Response:
+    def _done(self, response: Response, t0: float) -> Response:
         self._metrics.count_request(response.status)
         self._metrics.latency.observe(time.perf_counter() - t0)
         return response

@@ -2,26 +2,25 @@
 
 The upstream URL is the upstream setting plus the request's path and query, nothing else. That
 holds only for an origin-form target (RFC 9112 §3.2.1) whose path cannot be normalised, by us,
-by a server or proxy in between, or by the upstream, into something outside the prefix. aiohttp
-hands handlers the target as sent (`raw_path`: the whole URL for absolute-form, the authority
-for CONNECT, `*`) while it routes on the percent-decoded path, so `GET http://host/anthropic/...`,
-`GET /%61nthropic/...` and `GET /openai/%2e%2e/...` all reach a handler; each is refused here,
-before anything is read or forwarded, by one check every request goes through
-(`refuse_foreign_targets`), with a 400 in the shape of the provider the target was meant for.
+by a server or proxy in between, or by the upstream, into something outside the prefix. The
+server hands the app the target as sent (`raw_path`: the whole URL for absolute-form, the
+authority for CONNECT, `*`) while the app routes on the percent-decoded path, so
+`GET http://host/anthropic/...`, `GET /%61nthropic/...` and `GET /openai/%2e%2e/...` could all
+reach the relay; each is refused here, before anything is read or forwarded, by one check every
+request goes through (`refused_target`, the first thing `app.py`'s dispatch does), with a 400 in
+the shape of the provider the target was meant for.
 """
 
 from __future__ import annotations
 
 import re
 import unicodedata
-from collections.abc import Awaitable, Callable
 from urllib.parse import unquote_to_bytes, urlsplit
 
-from aiohttp import web
-
 from .providers import SPECS, GatewayError, ProviderSpec, spec_for_path
+from .server import Request, Response, json_response
 
-__all__ = ["TargetRefused", "check_target", "refusal", "refuse_foreign_targets", "spec_for_target"]
+__all__ = ["TargetRefused", "check_target", "refusal", "refused_target", "spec_for_target"]
 
 #: Paths made only of these need no closer look (the common case: /v1/messages and friends).
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9/_\-]*")
@@ -99,21 +98,18 @@ def spec_for_target(raw_target: str) -> ProviderSpec:
     return spec_for_path(path) or SPECS["anthropic"]
 
 
-def refusal(spec: ProviderSpec, reason: str) -> web.Response:
+def refusal(spec: ProviderSpec, reason: str) -> Response:
     """The 400 for a target the gateway does not relay, in the provider's shape."""
-    return spec.error(400, GatewayError.INVALID_REQUEST, f"{reason} {spec.fix()}.")
+    return json_response(400, spec.error_shape(400, GatewayError.INVALID_REQUEST, f"{reason} {spec.fix()}."))
 
 
-@web.middleware
-async def refuse_foreign_targets(request: web.Request,
-                                 handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-                                 ) -> web.StreamResponse:
-    """Every request, whatever route it matched (or none, as CONNECT and `*`), passes `check_target`."""
+def refused_target(request: Request) -> Response | None:
+    """The refusal of a request whose target is not relayed (`check_target`, and CONNECT
+    whatever its target), None for every other; each request, whatever it is routed to, passes it."""
     try:
         if request.method == "CONNECT":
-            # Whatever its target (aiohttp reads even a path as an authority here): no tunnels.
             raise TargetRefused("CONNECT is not served: the gateway is not an HTTP proxy.")
         check_target(request.raw_path)
     except TargetRefused as refused:
         return refusal(spec_for_target(request.raw_path), str(refused))
-    return await handler(request)
+    return None

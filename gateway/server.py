@@ -1,0 +1,726 @@
+"""The gateway's HTTP/1.1 server toward the agents: asyncio Protocols, llhttp parsing (httptools).
+
+It replaced aiohttp's server, the largest layer of the relay's CPU per call once the upstream
+side was our own (docs/benchmarks.md, "Gateway"). `HttpServer` runs one async handler per
+request; the handler gets a `Request` (method, target as sent, headers, body) and returns a
+`Response` (sent whole) or a `StreamResponse` it has already prepared and written.
+
+What it guarantees, each what aiohttp's server gave the relay:
+
+- Keep-alive and pipelining: requests on one connection are handled one at a time, answered in
+  the order they came; reading pauses while a request waits its turn.
+- Request bodies framed by Content-Length, chunked, or none; `Expect: 100-continue` is answered
+  when the handler first reads the body (a request refused before, for its size or credential,
+  never has its body sent). A body over `max_body` makes `read()` raise `BodyTooLarge`; the rest
+  is read and dropped (up to `linger` seconds) so the client gets the answer, then the
+  connection is closed.
+- Parsed strictly (llhttp without leniencies): Content-Length with Transfer-Encoding, a
+  duplicate or invalid Content-Length, a folded header line, a bad chunk size, a bare CR or LF,
+  a NUL or other control byte in a header: a 400 naming the problem, and the connection closed;
+  nothing of such a request reaches a handler (a body that turns out malformed after its
+  handler started makes `read()` raise `BadRequestBody`). The request line and each header field
+  are bounded by `max_field` (414 / 431), at most 128 headers (aiohttp's bound), the whole head
+  by 16 x `max_field`. Nothing of a refused request is logged (it may hold a credential).
+- Header bytes that are not UTF-8 are kept: names and values are str with surrogate escapes,
+  and a response header's surrogate escapes are written back as the bytes they stand for.
+- Response framing: Content-Length for a whole body; for a stream, its length when known, else
+  chunked (HTTP/1.0: up to the close); no body for HEAD, 1xx, 204 and 304.
+- Streams are written chunk by chunk as the handler writes them; `write()` waits while the
+  client reads slower than the gateway writes (the transport's high-water mark). A client that
+  goes away cancels its handler (the relay then closes the upstream request).
+- `shutdown(grace)`: stops accepting, closes idle connections, lets requests in flight finish
+  (up to the grace), then cancels what is left and closes every connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import http
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from email.utils import formatdate
+from typing import Any, Protocol
+from urllib.parse import unquote
+
+import httptools
+from multidict import CIMultiDict, CIMultiDictProxy
+
+__all__ = ["BadRequestBody", "BodyTooLarge", "HttpServer", "Request", "RequestBodyError", "Response",
+           "StreamResponse", "json_response"]
+
+logger = logging.getLogger(__name__)
+
+#: aiohttp's server bounds: headers per request, keep-alive idle time, lingering read after an answer.
+_MAX_HEADERS = 128
+_KEEPALIVE = 3630.0
+_LINGER = 10.0
+#: A request body buffered while its handler does not read it pauses reading at this size.
+_BODY_HIGH_WATER = 256 * 1024
+_REASONS = {status.value: status.phrase for status in http.HTTPStatus}
+_NO_BODY_STATUS = frozenset({204, 304})
+
+
+class RequestBodyError(Exception):
+    """The request's body cannot be read whole; the message says why (for the client)."""
+
+
+class BodyTooLarge(RequestBodyError):
+    """The request body is larger than the server takes."""
+
+
+class BadRequestBody(RequestBodyError):
+    """The request body is not framed as HTTP/1.1 has it (a bad chunk size, say)."""
+
+
+class _Refused(Exception):
+    """A request the server answers itself (status, message) before any handler sees it."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Request:
+    """One request as the handler sees it."""
+
+    __slots__ = ("_body", "_buffered", "_conn", "_continue", "_error", "_waiter", "answered", "body_done",
+                 "content_length", "headers", "keep_alive", "method", "raw_path", "received", "too_large",
+                 "version")
+
+    def __init__(self, conn: _Connection, method: str, raw_path: str, headers: CIMultiDictProxy[str],
+                 version: str, keep_alive: bool, expect_continue: bool) -> None:
+        self._conn = conn
+        self.method = method
+        #: The request target exactly as sent (str, surrogate escapes for bytes that are not UTF-8).
+        self.raw_path = raw_path
+        self.headers = headers
+        self.version = version
+        self.keep_alive = keep_alive
+        length = headers.get("content-length")
+        self.content_length = int(length) if length is not None and length.isdigit() else None
+        self._continue = expect_continue
+        self._body: list[bytes] = []
+        self._buffered = 0
+        self.received = 0
+        self.too_large = False
+        self.body_done = False
+        #: Whether the response's head was written (a handler failing after it cannot send a 500).
+        self.answered = False
+        self._error: RequestBodyError | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def path(self) -> str:
+        """The target's path, percent-decoded (what routing reads; the relay forwards `raw_path`)."""
+        path = self.raw_path.partition("?")[0]
+        return unquote(path, errors="surrogateescape") if "%" in path else path
+
+    async def read(self) -> bytes:
+        """The whole body (b"" when none); raises `RequestBodyError` when it cannot be had whole."""
+        conn = self._conn
+        if self._continue:
+            self._continue = False
+            if not self.body_done and not self.too_large:
+                conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+        conn.reading_body(self)
+        while not self.body_done and self._error is None and not self.too_large:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        if self.too_large:
+            raise BodyTooLarge("the request body is too large")
+        if self._error is not None:
+            raise self._error
+        body = b"".join(self._body) if len(self._body) != 1 else self._body[0]
+        self._body = [body]
+        return body
+
+    def abort(self) -> None:
+        """Cuts the client's connection (no clean end of a stream: the client knows it was cut)."""
+        self._conn.abort()
+
+    # ------------------------------------------------------------------ fed by the connection
+
+    def _feed(self, data: bytes, max_body: int) -> None:
+        self.received += len(data)
+        if self.too_large:
+            return
+        if self.received > max_body:
+            self.too_large = True
+            self._body = []
+            self._buffered = 0
+        else:
+            self._body.append(data)
+            self._buffered += len(data)
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(None)
+
+
+class StreamResponse:
+    """A response written as it is produced: `prepare(request)`, `write(chunk)`..., `write_eof()`."""
+
+    def __init__(self, status: int = 200, reason: str | None = None,
+                 headers: Iterable[tuple[str, str]] | CIMultiDict[str] | None = None) -> None:
+        self.status = status
+        self.reason = reason
+        self.headers: CIMultiDict[str] = (headers if isinstance(headers, CIMultiDict)
+                                          else CIMultiDict(headers or ()))
+        self.content_length: int | None = None
+        self._request: Request | None = None
+        self._chunked = False
+        self._bodiless = False
+        self._eof = False
+
+    @property
+    def prepared(self) -> bool:
+        return self._request is not None
+
+    async def prepare(self, request: Request) -> None:
+        if self._request is not None:
+            return
+        self._request = request
+        self._bodiless = request.method == "HEAD" or self.status in _NO_BODY_STATUS or self.status < 200
+        length = self.content_length
+        framing: list[tuple[str, str]] = []
+        if self.status in _NO_BODY_STATUS or self.status < 200:
+            pass
+        elif length is not None:
+            framing.append(("Content-Length", str(length)))
+        elif not self._bodiless:
+            if request.version == "1.1":
+                self._chunked = True
+                framing.append(("Transfer-Encoding", "chunked"))
+            else:
+                request.keep_alive = False  # HTTP/1.0: the body ends with the connection
+        conn = request._conn
+        conn.write(conn.head(self.status, self.reason, self.headers, framing, request))
+        await conn.drain()
+
+    async def write(self, data: bytes) -> None:
+        request = self._request
+        if request is None:
+            raise RuntimeError("write() before prepare()")
+        if not data or self._bodiless:
+            return
+        conn = request._conn
+        if self._chunked:
+            conn.write(b"%x\r\n%b\r\n" % (len(data), data))
+        else:
+            conn.write(data)
+        await conn.drain()
+
+    async def write_eof(self) -> None:
+        request = self._request
+        if request is None or self._eof:
+            return
+        self._eof = True
+        if self._chunked:
+            request._conn.write(b"0\r\n\r\n")
+            await request._conn.drain()
+
+
+class Response(StreamResponse):
+    """A response with its whole body, sent in one write."""
+
+    def __init__(self, status: int = 200, reason: str | None = None,
+                 headers: Iterable[tuple[str, str]] | CIMultiDict[str] | None = None, body: bytes = b"",
+                 content_type: str | None = None) -> None:
+        super().__init__(status, reason, headers)
+        self.body = body
+        if content_type is not None:
+            self.headers["Content-Type"] = content_type
+
+    async def prepare(self, request: Request) -> None:
+        if self._request is not None:
+            return
+        self._request = request
+        self._eof = True
+        conn = request._conn
+        bodiless = request.method == "HEAD" or self.status in _NO_BODY_STATUS or self.status < 200
+        framing = [] if self.status in _NO_BODY_STATUS or self.status < 200 else [
+            ("Content-Length", str(len(self.body) if self.content_length is None or not bodiless
+                                   else self.content_length))]
+        head = conn.head(self.status, self.reason, self.headers, framing, request)
+        conn.write(head if bodiless or not self.body else head + self.body)
+        await conn.drain()
+
+
+class _Answer(Protocol):
+    """What a handler may return: ours, or any response with these (aiohttp's web.Response has them)."""
+
+    status: int
+    reason: str | None
+    body: Any
+    headers: Any
+
+
+Handler = Callable[[Request], Awaitable[StreamResponse | _Answer]]
+
+
+class _Date:
+    """The Date header's value, formatted at most once a second."""
+
+    value = b""
+    second = -1
+
+    @classmethod
+    def now(cls) -> bytes:
+        second = int(time.time())
+        if second != cls.second:
+            cls.second = second
+            cls.value = formatdate(second, usegmt=True).encode()
+        return cls.value
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: requests parsed as they come, handled one at a time, in order."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+        self._loop = asyncio.get_running_loop()
+        self.transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._head_bytes = 0
+        self._parsing: Request | None = None
+        self._current: Request | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._pipeline: collections.deque[Request] = collections.deque()
+        #: A refusal found while another request was being handled: answered after it, then closed.
+        self._refusal: _Refused | None = None
+        #: Bytes from here on are not read: past a CONNECT or upgrade, a refusal, a malformed body.
+        self._broken = False
+        self._lingering = False
+        self._closing = False
+        self.lost = False
+        self._paused_reading = False
+        self._paused_writing = False
+        self._drain_waiter: asyncio.Future[None] | None = None
+        self._idle_timer: asyncio.TimerHandle | None = None
+
+    # ------------------------------------------------------------------ transport events
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop's transports are no subclass
+        self._server.connections.add(self)
+        if self._server.closing:
+            transport.close()
+            return
+        self._arm_idle()
+
+    def data_received(self, data: bytes) -> None:
+        if self._broken:
+            return  # past a CONNECT or an upgrade, or past a refused request: not HTTP we read
+        if self._lingering:
+            self._linger_feed(data)
+            return
+        try:
+            self._parser.feed_data(data)
+            if self._head_bytes >= 0:
+                # Counted after the feed (a read that holds a head and the body after it is no
+                # long head): llhttp hands a header over only once it is whole, so a head that
+                # never ends is bounded here, not after it is in memory.
+                self._head_bytes += len(data)
+                if self._head_bytes > 16 * self._server.max_field:
+                    raise _Refused(431, "the request's header block is too large")
+        except httptools.HttpParserUpgrade:
+            # CONNECT, or an Upgrade the gateway never grants: the request is answered, the
+            # connection closed after it (what follows is not HTTP).
+            self._broken = True
+            self._keep_alive_off()
+        except httptools.HttpParserError as error:
+            cause = error.__context__
+            self._refuse(cause if isinstance(cause, _Refused)
+                         else _Refused(400, _parse_error_message(error)))
+        except _Refused as refused:
+            self._refuse(refused)
+
+    def eof_received(self) -> bool:
+        # A client that half-closes has gone away, as aiohttp read it: its call is cancelled.
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        self._server.connections.discard(self)
+        self._cancel_idle()
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_exception(ConnectionResetError("the client closed the connection"))
+        self._pipeline.clear()
+        if self._task is not None and not self._task.done():
+            # A client that goes away cancels its handler, and so its upstream request.
+            self._task.cancel()
+
+    def pause_writing(self) -> None:
+        self._paused_writing = True
+
+    def resume_writing(self) -> None:
+        self._paused_writing = False
+        if self._drain_waiter is not None and not self._drain_waiter.done():
+            self._drain_waiter.set_result(None)
+
+    # ------------------------------------------------------------------ parser callbacks
+
+    def on_message_begin(self) -> None:
+        self._url = b""
+        self._headers = []
+        self._head_bytes = 0
+        self._cancel_idle()
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+        if len(self._url) > self._server.max_field:
+            raise _Refused(414, f"the request target is longer than {self._server.max_field} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        max_field = self._server.max_field
+        if len(value) > max_field or len(name) > max_field:
+            raise _Refused(431, f"a header field is longer than {max_field} bytes")
+        if len(self._headers) >= _MAX_HEADERS:
+            raise _Refused(431, f"more than {_MAX_HEADERS} header fields")
+        # llhttp strips the whitespace before a value, not after it (RFC 9110 §5.5: not part of it).
+        self._headers.append((name, value.rstrip(b" \t")))
+
+    def on_headers_complete(self) -> None:
+        if self._lingering or self._broken:
+            self._head_bytes = -1
+            return  # a request after one answered early: never handled (the connection closes)
+        parser = self._parser
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise _Refused(400, f"HTTP/{version} is not served: the gateway speaks HTTP/1.1 (and 1.0)")
+        headers = CIMultiDict[str]()
+        expect = False
+        for name, value in self._headers:
+            text = value.decode("utf-8", "surrogateescape")
+            headers.add(name.decode("utf-8", "surrogateescape"), text)
+            if len(name) == 6 and name.lower() == b"expect" and text.lower() == "100-continue":
+                expect = True
+        self._headers = []
+        self._head_bytes = -1  # the head is over: its bound no longer applies
+        request = Request(self, parser.get_method().decode("ascii", "replace"),
+                          self._url.decode("utf-8", "surrogateescape"), CIMultiDictProxy(headers),
+                          version, parser.should_keep_alive() and not self._server.closing,
+                          expect)
+        self._parsing = request
+        if self._current is None:
+            self._start(request)
+        else:
+            self._pipeline.append(request)
+            self._pause_reading()  # one request waiting its turn is enough
+
+    def on_body(self, body: bytes) -> None:
+        request = self._parsing
+        if request is None:
+            return
+        request._feed(body, self._server.max_body)
+        if (request._buffered > _BODY_HIGH_WATER and request is not self._reading
+                and not request.too_large):
+            self._pause_reading()
+
+    def on_message_complete(self) -> None:
+        request, self._parsing = self._parsing, None
+        self._head_bytes = 0
+        if request is not None:
+            request.body_done = True
+            request._wake()
+
+    # ------------------------------------------------------------------ handling
+
+    _reading: Request | None = None
+
+    def reading_body(self, request: Request) -> None:
+        """The handler reads `request`'s body: bytes may flow until it is in."""
+        self._reading = request
+        if request is self._parsing or not request.body_done:
+            self._resume_reading()
+
+    def _start(self, request: Request) -> None:
+        self._current = request
+        self._task = self._loop.create_task(self._handle(request))
+
+    async def _handle(self, request: Request) -> None:
+        try:
+            response = await self._server.handler(request)
+            if not isinstance(response, StreamResponse):
+                response = _adopt(response)
+            if not response.prepared:
+                await response.prepare(request)
+            await response.write_eof()
+        except (asyncio.CancelledError, ConnectionError):
+            self.abort()  # the client went away (or the server stops after its grace)
+            return
+        except Exception:
+            logger.exception("the gateway's handler failed")
+            self._fail_request(request)
+            return
+        self._done(request)
+
+    def _fail_request(self, request: Request) -> None:
+        """A handler bug: a 500 if nothing was sent yet, else the connection is cut."""
+        if self.lost:
+            return
+        if not request.answered:
+            self.write(_plain(500, "the gateway failed to handle the request", close=True))
+        self.close()
+
+    def _done(self, request: Request) -> None:
+        self._current = None
+        self._task = None
+        self._reading = None
+        if self.lost:
+            return
+        if not request.body_done and not self._broken:
+            # Answered before its body was read whole (a 413, a 401): the rest is read and dropped
+            # so that the client, still writing, gets the answer; then the connection closes.
+            self._linger()
+            return
+        if self._pipeline and request.keep_alive and not self._closing and not self._server.closing:
+            self._start(self._pipeline.popleft())
+            if not self._pipeline:
+                self._resume_reading()
+            return
+        if self._refusal is not None:
+            # What came after the requests answered could not be parsed: said last, in order.
+            refusal, self._refusal = self._refusal, None
+            self._answer_and_drop(refusal)
+            return
+        if not request.keep_alive or self._closing or self._server.closing:
+            if self._broken:
+                self._drop_rest()  # the client may still be writing what could not be parsed
+            else:
+                self.close()
+            return
+        self._resume_reading()
+        self._arm_idle()
+
+    def _refuse(self, refused: _Refused) -> None:
+        # Nothing of the request is logged: its head may hold a credential.
+        logger.info("refused an unparseable request (%d: %s)", refused.status, refused)
+        self._broken = True
+        self._pause_reading()
+        parsing, self._parsing = self._parsing, None
+        if parsing is not None:
+            # Its head was fine, its body is not: its handler's read() says so (in the provider's
+            # shape), and the connection closes after its answer.
+            parsing._error = BadRequestBody(f"the request body is malformed: {refused}")
+            parsing.body_done = True
+            parsing._wake()
+            self._keep_alive_off()
+            return
+        if self._current is not None:
+            self._refusal = refused  # answered after the requests before it, in order
+            return
+        self._answer_and_drop(refused)
+
+    def _answer_and_drop(self, refused: _Refused) -> None:
+        """Answers a refusal, then reads and drops what the client still sends (for up to
+        `linger` seconds) before closing: closing with its bytes unread would reset the
+        connection, and the client could lose the answer."""
+        self.write(_plain(refused.status, str(refused), close=True))
+        self._drop_rest()
+
+    def _drop_rest(self) -> None:
+        self._broken = True
+        self._resume_reading()
+        transport = self.transport
+        if transport is not None and transport.can_write_eof():
+            transport.write_eof()
+        self._loop.call_later(self._server.linger, self.close)
+
+    def _keep_alive_off(self) -> None:
+        self._closing = True
+        for request in (self._current, *self._pipeline):
+            if request is not None:
+                request.keep_alive = False
+
+    # ------------------------------------------------------------------ lingering, idle, closing
+
+    def _linger(self) -> None:
+        self._lingering = True
+        self._pipeline.clear()
+        if self._parsing is not None:
+            self._parsing.too_large = True  # dropped as it comes
+        self._resume_reading()
+        self._loop.call_later(self._server.linger, self.close)
+
+    def _linger_feed(self, data: bytes) -> None:
+        request = self._parsing
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.close()
+            return
+        if request is not None and request.body_done:
+            self.close()
+
+    def _arm_idle(self) -> None:
+        self._cancel_idle()
+        self._idle_timer = self._loop.call_later(self._server.keepalive_timeout, self.close)
+
+    def _cancel_idle(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
+
+    @property
+    def idle(self) -> bool:
+        return self._current is None and self._parsing is None
+
+    def shutdown(self) -> None:
+        """The server stops: close now when idle, else after the request in flight."""
+        self._keep_alive_off()
+        if self.idle:
+            self.close()
+
+    def close(self) -> None:
+        self._cancel_idle()
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.close()
+
+    def abort(self) -> None:
+        self._cancel_idle()
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _pause_reading(self) -> None:
+        if not self._paused_reading and self.transport is not None and not self.lost:
+            self._paused_reading = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._paused_reading and self.transport is not None and not self.lost:
+            self._paused_reading = False
+            self.transport.resume_reading()
+
+    # ------------------------------------------------------------------ writing
+
+    def write(self, data: bytes) -> None:
+        transport = self.transport
+        if self.lost or transport is None or transport.is_closing():
+            raise ConnectionResetError("the client closed the connection")
+        transport.write(data)
+
+    async def drain(self) -> None:
+        if self.lost:
+            raise ConnectionResetError("the client closed the connection")
+        if not self._paused_writing:
+            return
+        self._drain_waiter = self._loop.create_future()
+        try:
+            await self._drain_waiter
+        finally:
+            self._drain_waiter = None
+
+    def head(self, status: int, reason: str | None, headers: CIMultiDict[str],
+             framing: list[tuple[str, str]], request: Request) -> bytes:
+        """The status line and headers (framing and Connection ours; a header field holding CR or
+        LF is dropped: it would let a value write headers, or a response, of its own)."""
+        request.answered = True
+        keep_alive = request.keep_alive and not self._closing and not self._server.closing
+        if not keep_alive:
+            request.keep_alive = False
+        if reason is None:
+            reason = _REASONS.get(status, "")
+        lines = [f"HTTP/1.1 {status} {reason}\r\n"]
+        date = False
+        for name, value in headers.items():
+            low = name.lower()
+            if low in ("content-length", "transfer-encoding", "connection"):
+                continue
+            if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
+                logger.warning("a response header %r holding a line break was not sent", name)
+                continue
+            if low == "date":
+                date = True
+            lines.append(f"{name}: {value}\r\n")
+        for name, value in framing:
+            lines.append(f"{name}: {value}\r\n")
+        if not keep_alive:
+            lines.append("Connection: close\r\n")
+        elif request.version == "1.0":
+            lines.append("Connection: keep-alive\r\n")
+        head = "".join(lines).encode("utf-8", "surrogateescape")
+        return head + (b"\r\n" if date else b"Date: " + _Date.now() + b"\r\n\r\n")
+
+
+def json_response(status: int, data: object) -> Response:
+    return Response(status, body=json.dumps(data).encode(), content_type="application/json")
+
+
+def _adopt(answer: _Answer) -> Response:
+    """Any response with status, reason, headers and body (aiohttp's web.Response among them) as ours."""
+    body = answer.body
+    if body is None:
+        body = b""
+    elif not isinstance(body, bytes):
+        body = bytes(body._value) if hasattr(body, "_value") else bytes(body)
+    return Response(answer.status, answer.reason, list(answer.headers.items()), body)
+
+
+def _plain(status: int, message: str, *, close: bool) -> bytes:
+    body = f"{_REASONS.get(status, 'Error')}: {message}\n".encode()
+    return (f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            f"Content-Length: {len(body)}\r\n" + ("Connection: close\r\n" if close else "")).encode() \
+        + b"Date: " + _Date.now() + b"\r\n\r\n" + body
+
+
+def _parse_error_message(error: httptools.HttpParserError) -> str:
+    """llhttp's reason (a fixed text, never the request's bytes) with a word on what to fix."""
+    text = str(error) or type(error).__name__
+    return (f"the request is not HTTP/1.1 the gateway can read unambiguously ({text}): a header "
+            "or chunk framed two ways, a control character or a bare CR or LF is refused")
+
+
+class HttpServer:
+    """Serves `handler` on a TCP port (`start`), until `shutdown`."""
+
+    def __init__(self, handler: Handler, *, max_field: int, max_body: int,
+                 keepalive_timeout: float = _KEEPALIVE, linger: float = _LINGER) -> None:
+        self.handler = handler
+        self.max_field = max_field
+        self.max_body = max_body
+        self.keepalive_timeout = keepalive_timeout
+        self.linger = linger
+        self.connections: set[_Connection] = set()
+        self.closing = False
+        self._server: asyncio.AbstractServer | None = None
+        self.port = 0
+
+    async def start(self, host: str, port: int, *, reuse_port: bool = False, backlog: int = 1024) -> int:
+        """Listens on host:port (0: any free port; `reuse_port`: SO_REUSEPORT, shared with sibling
+        processes) and returns the port."""
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: _Connection(self), host, port, backlog=backlog, reuse_port=reuse_port or None)
+        sockets = self._server.sockets
+        self.port = int(sockets[0].getsockname()[1]) if sockets else port
+        return self.port
+
+    async def shutdown(self, grace: float) -> None:
+        """Stops accepting, lets requests in flight finish for up to `grace` seconds, then closes
+        every connection (idempotent)."""
+        self.closing = True
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while any(not conn.idle for conn in self.connections) and loop.time() < deadline:
+            await asyncio.sleep(0.02)
+        tasks = [conn._task for conn in self.connections if conn._task is not None and not conn._task.done()]
+        for conn in list(self.connections):
+            conn.abort()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        self._server = None
