@@ -26,13 +26,15 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from smoltbot.core.outcomes import FAILURE_OUTCOMES
+from smoltbot.core.usage import TokenUsage
 from smoltbot.observer.accounting import api_of
 from smoltbot.observer.otel.mapping import ExchangeExport, ToolCallExport, TurnKey, Verdict
 from smoltbot.observer.pipeline import scan_object, time_of
 from smoltbot.observer.queue import Finished
+from smoltbot.observer.record_kinds import ACTIVITY
 from smoltbot.v1 import exchange_pb2
 
-__all__ = ["CallEnvelope", "envelope_of", "export_of", "provider_of_api"]
+__all__ = ["CallEnvelope", "CallFigures", "envelope_of", "export_of", "figures_of", "provider_of_api"]
 
 #: Request bodies above this are not scanned for their model: the scan costs ~6 us per KiB on the
 #: event loop (bench/otel_export_cost.py), and the history a long session resends is most of the
@@ -130,29 +132,70 @@ def _verdict(trace: Mapping[str, Any]) -> Verdict | None:
     )
 
 
-def export_of(finished: Finished, envelope: CallEnvelope | None = None, *,
-              agent_name: str | None = None) -> ExchangeExport | None:
-    """The exchange as the mapping's input; None when it left no trace (a refused credential)."""
-    traces: Sequence[Mapping[str, Any]] = [stored.trace for stored in finished.traces]
-    if not traces or not finished.agent_id:
+@dataclass(frozen=True, slots=True)
+class CallFigures:
+    """What both the GenAI histograms and the spans read of a stored call: all the histograms need,
+    so with export off nothing else is built (`ExchangeTelemetry`)."""
+
+    provider: str
+    response_model: str | None
+    started_at: datetime
+    ended_at: datetime
+    #: The call's outcome when it failed, else None.
+    error_type: str | None
+    usage: TokenUsage | None
+    outcome: str
+    #: API activity (GET /v1/models, ...): no GenAI operation.
+    activity: bool
+
+
+def figures_of(finished: Finished, envelope: CallEnvelope | None = None) -> CallFigures | None:
+    """The call's figures; None when it left no trace (a refused credential)."""
+    if not finished.traces or not finished.agent_id:
         return None
     envelope = envelope or CallEnvelope()
-    first = traces[0]
+    first = finished.traces[0].trace
     observation = first.get("observation") or {}
-    context = first.get("context") or {}
-    turn = context.get("conversation_turn")
     facts = finished.facts
-    environment = context.get("environment") or {}
-    path = str(observation.get("request_path") or environment.get("request_path") or "")
-    provider = envelope.provider or (provider_of_api(facts.api) if facts is not None
-                                     else provider_of_api(api_of("", path)))
+    if envelope.provider:
+        provider = envelope.provider
+    elif facts is not None:
+        provider = provider_of_api(facts.api)
+    else:
+        environment = (first.get("context") or {}).get("environment") or {}
+        path = str(observation.get("request_path") or environment.get("request_path") or "")
+        provider = provider_of_api(api_of("", path))
     started = envelope.started_at or _time(observation.get("exchange_started_at"))
     ended = envelope.ended_at or _time(observation.get("exchange_ended_at"))
-    observed = _time(observation.get("observed_at")) or datetime.now(UTC)
-    started = started or ended or observed
+    # When the call was observed only when it says neither (parsing a time is most of the cost here).
+    started = started or ended or _time(observation.get("observed_at")) or datetime.now(UTC)
     ended = max(ended or started, started)
     outcome = str(observation.get("outcome") or "")
-    response_model = str(observation.get("model") or (facts.model if facts is not None else "")) or None
+    return CallFigures(
+        provider=provider,
+        response_model=str(observation.get("model") or (facts.model if facts is not None else "")) or None,
+        started_at=started,
+        ended_at=ended,
+        error_type=outcome if outcome in FAILURE_OUTCOMES else None,
+        usage=facts.usage if facts is not None and facts.usage.reported else None,
+        outcome=outcome,
+        activity=observation.get("record_kind") == ACTIVITY,
+    )
+
+
+def export_of(finished: Finished, envelope: CallEnvelope | None = None, *,
+              agent_name: str | None = None, figures: CallFigures | None = None) -> ExchangeExport | None:
+    """The exchange as the mapping's input; None when it left no trace (a refused credential).
+    `figures`: `figures_of(finished, envelope)`, when the caller has them already."""
+    figures = figures or figures_of(finished, envelope)
+    if figures is None:
+        return None
+    envelope = envelope or CallEnvelope()
+    traces: Sequence[Mapping[str, Any]] = [stored.trace for stored in finished.traces]
+    first = traces[0]
+    observation = first.get("observation") or {}
+    turn = (first.get("context") or {}).get("conversation_turn")
+    outcome = figures.outcome
     tool_calls: list[ToolCallExport] = []
     reply_trace_id: str | None = None
     reply_verdict: Verdict | None = None
@@ -186,17 +229,17 @@ def export_of(finished: Finished, envelope: CallEnvelope | None = None, *,
         exchange_id=finished.exchange_id,
         turn=TurnKey(finished.agent_id, finished.session_id, turn if isinstance(turn, int) else None,
                      agent_name),
-        provider=provider,
+        provider=figures.provider,
         request_model=envelope.request_model,
-        response_model=response_model,
-        started_at=started,
-        ended_at=ended,
+        response_model=figures.response_model,
+        started_at=figures.started_at,
+        ended_at=figures.ended_at,
         first_byte_at=envelope.first_byte_at,
         streamed=bool(observation.get("streamed")),
         response_id=envelope.response_id,
         finish_reasons=(stop_reason,) if stop_reason else (),
-        usage=facts.usage if facts is not None and facts.usage.reported else None,
-        error_type=outcome if outcome in FAILURE_OUTCOMES else None,
+        usage=figures.usage,
+        error_type=figures.error_type,
         tool_calls=tuple(tool_calls),
         reply_trace_id=reply_trace_id,
         reply_verdict=reply_verdict,
