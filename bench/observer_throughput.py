@@ -1,13 +1,14 @@
 """Observer throughput and trace visibility, on SQLite and on PostgreSQL.
 
-    python bench/observer_throughput.py [--count 5000] [--rounds 3] [--rate 50] [--seconds 10]
+    python bench/observer_throughput.py [--count 5000] [--rounds 3] [--rate 50] [--seconds 10] [--batch 1]
                                         [--backends sqlite,postgresql] [--pin] [--no-docs] [--profile]
                                         [--evidence on|off]
                                         [--baseline REV_OR_DIR [--code REV_OR_DIR]]
 
 * Throughput (`--rounds` times, the median reported): `--count` realistic exchanges (thinking +
   a tool call, a request with history, ~6 KB each, 8 agents) are sent over one Ingest stream
-  as fast as the acks allow (1024 in flight, as the gateway does). Measured from the first send
+  as fast as the acks allow (1024 in flight, as the gateway does), one per message, or `--batch`
+  per message as a busy gateway ships them (gateway/shipper.py: up to 256). Measured from the first send
   to the moment the last one is stored as traces (local analyzer); also the ack rate alone.
 * Visibility: `--rate` exchanges/s for `--seconds`, each stamped with its end time when sent;
   a reader polls ListTraces (newest first) every 20 ms. Reported: p50/p95/max of "trace
@@ -537,7 +538,9 @@ class Load:
             return int((await conn.execute(sa.text(
                 "SELECT count(*) FROM exchanges WHERE state IN ('done', 'failed')"))).scalar_one())
 
-    async def throughput(self, count: int) -> dict[str, float]:
+    async def throughput(self, count: int, batch: int = 1) -> dict[str, float]:
+        from smoltbot.gateway.shipper import encode_batch
+
         agents = await self.agents(8)
         payloads = [exchange_bytes(agents[i % len(agents)], i)[1] for i in range(count)]
         before = await self.finished()
@@ -547,18 +550,23 @@ class Load:
         last_ack = 0.0
 
         async def send() -> None:
-            for payload in payloads:
-                await window.acquire()
-                await call.write(payload)
+            # `batch` > 1: as a busy gateway ships (gateway/shipper.py), `batch` exchanges per
+            # IngestRequest (`exchanges`), one IngestResponse with an ack for each.
+            for first in range(0, len(payloads), batch):
+                group = payloads[first:first + batch]
+                for _ in group:
+                    await window.acquire()
+                await call.write(group[0] if len(group) == 1 else encode_batch(group))
             await call.done_writing()
 
         start = time.perf_counter()
         sender = asyncio.create_task(send())
-        async for ack in call:
-            if ack.status != self.pb.INGEST_STATUS_ACCEPTED:
-                raise SystemExit(f"unexpected ack {ack}")
-            window.release()
-            acked += 1
+        async for reply in call:
+            for ack in reply.acks or [reply]:
+                if ack.status != self.pb.INGEST_STATUS_ACCEPTED:
+                    raise SystemExit(f"unexpected ack {ack}")
+                window.release()
+                acked += 1
             last_ack = time.perf_counter()
         await sender
         while await self.finished() - before < count:
@@ -693,12 +701,13 @@ async def run_load(database_url: str, registry_port: int, observer_port: int, ar
                    server_pid: int, phase: Any) -> dict[str, Any]:
     load = Load(database_url, registry_port, observer_port)
     try:
-        await load.throughput(min(500, args.count))  # warm-up: connections, caches, worker processes
+        # Warm-up: connections, caches, worker processes.
+        await load.throughput(min(500, args.count), args.batch)
         phase("throughput")
         rounds = []
         for _ in range(args.rounds):
             before, workers_before = cpu_seconds(server_pid), descendants_cpu_seconds(server_pid)
-            result = await load.throughput(args.count)
+            result = await load.throughput(args.count, args.batch)
             result["server_cpu_ms_per_exchange"] = (cpu_seconds(server_pid) - before) * 1000 / args.count
             result["worker_cpu_ms_per_exchange"] = (
                 (descendants_cpu_seconds(server_pid) - workers_before) * 1000 / args.count)
@@ -782,7 +791,9 @@ def section(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> str
         "## Observer",
         "",
         (f"`python bench/observer_throughput.py` ({layout}; local analyzer; default settings: "
-         f"concurrency 4; {args.rounds} rounds of {args.count:,}). Exchanges are ~6 KB (thinking + text + "
+         f"concurrency 4; {args.rounds} rounds of {args.count:,}; "
+         f"{'one exchange' if args.batch <= 1 else f'{args.batch} exchanges'} per Ingest message). "
+         "Exchanges are ~6 KB (thinking + text + "
          "one tool call, a request with history), as the gateway sends them (agent and session resolved); "
          "8 agents. PostgreSQL: a local throwaway cluster with default durability (fsync, "
          "synchronous_commit on)."),
@@ -989,6 +1000,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=3, help="throughput rounds; the median is reported")
     parser.add_argument("--rate", type=float, default=50.0)
+    parser.add_argument("--batch", type=int, default=1,
+                        help="throughput: exchanges per Ingest message (a busy gateway sends up to 256)")
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--evidence", choices=("on", "off"), default="",
