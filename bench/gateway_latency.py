@@ -4,7 +4,7 @@ stream timing and memory, all measured in one run against the same upstream.
     python bench/gateway_latency.py [--rounds 3] [--seconds 4] [--profile] [--no-docs]
                                     [--baseline REV_OR_DIR] [--targets direct,nginx,...]
 
-Seven targets (eight with `--baseline`), interleaved round by round (median of the rounds reported):
+Eight targets (nine with `--baseline`), interleaved round by round (median of the rounds reported):
 
 * direct: the upstream itself;
 * nginx: nginx 1 worker as a keep-alive reverse proxy;
@@ -18,6 +18,8 @@ Seven targets (eight with `--baseline`), interleaved round by round (median of t
 * smoltbot: the gateway, capture and shipping on (every exchange spooled and acked by an Ingest
   endpoint: the real Observer with `--observer real`, else a minimal ack-only sink, so the
   figure is the gateway's cost rather than the Observer's);
+* smoltbot, uvloop: the same gateway on uvloop (`SMOLTBOT_GATEWAY_EVENT_LOOP=uvloop`), the loop
+  the protocol relays run on;
 * smoltbot, unbatched: the same gateway shipping to a sink that answers as observers did before
   batched Ingest, so it falls back to one exchange per message (what batching saves);
 * smoltbot, before (with `--baseline`): the gateway of another version of the code (a git
@@ -284,7 +286,7 @@ def run_streams(url: str, count: int, delay_ms: int, client: Path) -> dict[str, 
 # --------------------------------------------------------------------------- main
 
 TARGETS = ("direct", "nginx", "protocol relay", "protocol relay + record", "aiohttp relay", "smoltbot",
-           "smoltbot, unbatched", "smoltbot, before")
+           "smoltbot, uvloop", "smoltbot, unbatched", "smoltbot, before")
 
 
 def main() -> None:
@@ -377,6 +379,16 @@ def main() -> None:
                                 "SMOLTBOT_REGISTRY_ADDRESS": f"127.0.0.1:{registry_port}",
                                 "SMOLTBOT_OBSERVER_ADDRESS": f"127.0.0.1:{single_sink_port}"})
         children.append(unbatched)
+        # The same gateway on uvloop (SMOLTBOT_GATEWAY_EVENT_LOOP), as the protocol relays run.
+        uvloop_port = free_port()
+        on_uvloop = pinned(GATEWAY_CORE, [sys.executable, "-m", "smoltbot.cli.main", "serve", "gateway",
+                                          "--host", "127.0.0.1", "--port", str(uvloop_port)],
+                           env={**service_env, "SMOLTBOT_HOME": str(work / "home-uvloop"),
+                                "SMOLTBOT_GATEWAY_EVENT_LOOP": "uvloop",
+                                "SMOLTBOT_UPSTREAM_URL": upstream_url,
+                                "SMOLTBOT_REGISTRY_ADDRESS": f"127.0.0.1:{registry_port}",
+                                "SMOLTBOT_OBSERVER_ADDRESS": f"127.0.0.1:{observer_port}"})
+        children.append(on_uvloop)
         before_port = free_port()
         before = None
         if args.baseline:
@@ -406,8 +418,8 @@ def main() -> None:
         relay = pinned(GATEWAY_CORE, [sys.executable, str(ROOT / "bench" / "aiohttp_relay.py"),
                                       str(relay_port), upstream_url], env=env)
         children.append(relay)
-        for port in (upstream_port, gateway_port, unbatched_port, nginx_port, protocol_port, recording_port,
-                     relay_port,
+        for port in (upstream_port, gateway_port, uvloop_port, unbatched_port, nginx_port, protocol_port,
+                     recording_port, relay_port,
                      *([before_port] if before else [])):
             wait_port(port)
         time.sleep(1.0)
@@ -423,13 +435,15 @@ def main() -> None:
             "protocol relay + record": f"http://127.0.0.1:{recording_port}/anthropic",
             "aiohttp relay": f"http://127.0.0.1:{relay_port}/anthropic",
             "smoltbot": f"http://127.0.0.1:{gateway_port}/anthropic",
+            "smoltbot, uvloop": f"http://127.0.0.1:{uvloop_port}/anthropic",
             "smoltbot, unbatched": f"http://127.0.0.1:{unbatched_port}/anthropic",
             "smoltbot, before": f"http://127.0.0.1:{before_port}/anthropic",
         }
         bases = {name: base for name, base in bases.items() if name in chosen}
         owners = {"nginx": nginx.pid, "protocol relay": protocol.pid,
                   "protocol relay + record": recording.pid, "aiohttp relay": relay.pid,
-                  "smoltbot": gateway.pid, "smoltbot, unbatched": unbatched.pid,
+                  "smoltbot": gateway.pid, "smoltbot, uvloop": on_uvloop.pid,
+                  "smoltbot, unbatched": unbatched.pid,
                   **({"smoltbot, before": before.pid} if before else {})}
         for base in bases.values():  # warm up connections, caches, the registry lookup
             run_wrk(base + "/v1/messages", 4, 1, script)

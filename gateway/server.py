@@ -3,7 +3,8 @@
 It replaced aiohttp's server, the largest layer of the relay's CPU per call once the upstream
 side was our own (docs/benchmarks.md, "Gateway"). `HttpServer` runs one async handler per
 request; the handler gets a `Request` (method, target as sent, headers, body) and returns a
-`Response` (sent whole) or a `StreamResponse` it has already prepared and written.
+`Response` (sent whole) or a `StreamResponse` it has already prepared and written (both in
+http_messages.py, re-exported here).
 
 What it guarantees, each what aiohttp's server gave the relay:
 
@@ -36,17 +37,23 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import http
-import json
 import logging
-import time
-from collections.abc import Awaitable, Callable, Iterable
-from email.utils import formatdate
-from typing import Any, Protocol
-from urllib.parse import unquote
+from collections.abc import Awaitable, Callable
 
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from .http_messages import (
+    REASONS,
+    BadRequestBody,
+    BodyTooLarge,
+    Request,
+    RequestBodyError,
+    Response,
+    StreamResponse,
+    http_date,
+    json_response,
+)
 
 __all__ = ["BadRequestBody", "BodyTooLarge", "HttpServer", "Request", "RequestBodyError", "Response",
            "StreamResponse", "json_response"]
@@ -59,20 +66,6 @@ _KEEPALIVE = 3630.0
 _LINGER = 10.0
 #: A request body buffered while its handler does not read it pauses reading at this size.
 _BODY_HIGH_WATER = 256 * 1024
-_REASONS = {status.value: status.phrase for status in http.HTTPStatus}
-_NO_BODY_STATUS = frozenset({204, 304})
-
-
-class RequestBodyError(Exception):
-    """The request's body cannot be read whole; the message says why (for the client)."""
-
-
-class BodyTooLarge(RequestBodyError):
-    """The request body is larger than the server takes."""
-
-
-class BadRequestBody(RequestBodyError):
-    """The request body is not framed as HTTP/1.1 has it (a bad chunk size, say)."""
 
 
 class _Refused(Exception):
@@ -83,201 +76,7 @@ class _Refused(Exception):
         self.status = status
 
 
-class Request:
-    """One request as the handler sees it."""
-
-    __slots__ = ("_body", "_buffered", "_conn", "_continue", "_error", "_waiter", "answered", "body_done",
-                 "content_length", "headers", "keep_alive", "method", "raw_path", "received", "too_large",
-                 "version")
-
-    def __init__(self, conn: _Connection, method: str, raw_path: str, headers: CIMultiDictProxy[str],
-                 version: str, keep_alive: bool, expect_continue: bool) -> None:
-        self._conn = conn
-        self.method = method
-        #: The request target exactly as sent (str, surrogate escapes for bytes that are not UTF-8).
-        self.raw_path = raw_path
-        self.headers = headers
-        self.version = version
-        self.keep_alive = keep_alive
-        length = headers.get("content-length")
-        self.content_length = int(length) if length is not None and length.isdigit() else None
-        self._continue = expect_continue
-        self._body: list[bytes] = []
-        self._buffered = 0
-        self.received = 0
-        self.too_large = False
-        self.body_done = False
-        #: Whether the response's head was written (a handler failing after it cannot send a 500).
-        self.answered = False
-        self._error: RequestBodyError | None = None
-        self._waiter: asyncio.Future[None] | None = None
-
-    @property
-    def path(self) -> str:
-        """The target's path, percent-decoded (what routing reads; the relay forwards `raw_path`)."""
-        path = self.raw_path.partition("?")[0]
-        return unquote(path, errors="surrogateescape") if "%" in path else path
-
-    async def read(self) -> bytes:
-        """The whole body (b"" when none); raises `RequestBodyError` when it cannot be had whole."""
-        conn = self._conn
-        if self._continue:
-            self._continue = False
-            if not self.body_done and not self.too_large:
-                conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        conn.reading_body(self)
-        while not self.body_done and self._error is None and not self.too_large:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        if self.too_large:
-            raise BodyTooLarge("the request body is too large")
-        if self._error is not None:
-            raise self._error
-        body = b"".join(self._body) if len(self._body) != 1 else self._body[0]
-        self._body = [body]
-        return body
-
-    def abort(self) -> None:
-        """Cuts the client's connection (no clean end of a stream: the client knows it was cut)."""
-        self._conn.abort()
-
-    # ------------------------------------------------------------------ fed by the connection
-
-    def _feed(self, data: bytes, max_body: int) -> None:
-        self.received += len(data)
-        if self.too_large:
-            return
-        if self.received > max_body:
-            self.too_large = True
-            self._body = []
-            self._buffered = 0
-        else:
-            self._body.append(data)
-            self._buffered += len(data)
-        self._wake()
-
-    def _wake(self) -> None:
-        if self._waiter is not None and not self._waiter.done():
-            self._waiter.set_result(None)
-
-
-class StreamResponse:
-    """A response written as it is produced: `prepare(request)`, `write(chunk)`..., `write_eof()`."""
-
-    def __init__(self, status: int = 200, reason: str | None = None,
-                 headers: Iterable[tuple[str, str]] | CIMultiDict[str] | None = None) -> None:
-        self.status = status
-        self.reason = reason
-        self.headers: CIMultiDict[str] = (headers if isinstance(headers, CIMultiDict)
-                                          else CIMultiDict(headers or ()))
-        self.content_length: int | None = None
-        self._request: Request | None = None
-        self._chunked = False
-        self._bodiless = False
-        self._eof = False
-
-    @property
-    def prepared(self) -> bool:
-        return self._request is not None
-
-    async def prepare(self, request: Request) -> None:
-        if self._request is not None:
-            return
-        self._request = request
-        self._bodiless = request.method == "HEAD" or self.status in _NO_BODY_STATUS or self.status < 200
-        length = self.content_length
-        framing: list[tuple[str, str]] = []
-        if self.status in _NO_BODY_STATUS or self.status < 200:
-            pass
-        elif length is not None:
-            framing.append(("Content-Length", str(length)))
-        elif not self._bodiless:
-            if request.version == "1.1":
-                self._chunked = True
-                framing.append(("Transfer-Encoding", "chunked"))
-            else:
-                request.keep_alive = False  # HTTP/1.0: the body ends with the connection
-        conn = request._conn
-        conn.write(conn.head(self.status, self.reason, self.headers, framing, request))
-        await conn.drain()
-
-    async def write(self, data: bytes) -> None:
-        request = self._request
-        if request is None:
-            raise RuntimeError("write() before prepare()")
-        if not data or self._bodiless:
-            return
-        conn = request._conn
-        if self._chunked:
-            conn.write(b"%x\r\n%b\r\n" % (len(data), data))
-        else:
-            conn.write(data)
-        await conn.drain()
-
-    async def write_eof(self) -> None:
-        request = self._request
-        if request is None or self._eof:
-            return
-        self._eof = True
-        if self._chunked:
-            request._conn.write(b"0\r\n\r\n")
-            await request._conn.drain()
-
-
-class Response(StreamResponse):
-    """A response with its whole body, sent in one write."""
-
-    def __init__(self, status: int = 200, reason: str | None = None,
-                 headers: Iterable[tuple[str, str]] | CIMultiDict[str] | None = None, body: bytes = b"",
-                 content_type: str | None = None) -> None:
-        super().__init__(status, reason, headers)
-        self.body = body
-        if content_type is not None:
-            self.headers["Content-Type"] = content_type
-
-    async def prepare(self, request: Request) -> None:
-        if self._request is not None:
-            return
-        self._request = request
-        self._eof = True
-        conn = request._conn
-        bodiless = request.method == "HEAD" or self.status in _NO_BODY_STATUS or self.status < 200
-        framing = [] if self.status in _NO_BODY_STATUS or self.status < 200 else [
-            ("Content-Length", str(len(self.body) if self.content_length is None or not bodiless
-                                   else self.content_length))]
-        head = conn.head(self.status, self.reason, self.headers, framing, request)
-        conn.write(head if bodiless or not self.body else head + self.body)
-        await conn.drain()
-
-
-class _Answer(Protocol):
-    """What a handler may return: ours, or any response with these (aiohttp's web.Response has them)."""
-
-    status: int
-    reason: str | None
-    body: Any
-    headers: Any
-
-
-Handler = Callable[[Request], Awaitable[StreamResponse | _Answer]]
-
-
-class _Date:
-    """The Date header's value, formatted at most once a second."""
-
-    value = b""
-    second = -1
-
-    @classmethod
-    def now(cls) -> bytes:
-        second = int(time.time())
-        if second != cls.second:
-            cls.second = second
-            cls.value = formatdate(second, usegmt=True).encode()
-        return cls.value
+Handler = Callable[[Request], Awaitable[StreamResponse]]
 
 
 class _Connection(asyncio.Protocol):
@@ -421,7 +220,7 @@ class _Connection(asyncio.Protocol):
         request = self._parsing
         if request is None:
             return
-        request._feed(body, self._server.max_body)
+        request.feed(body, self._server.max_body)
         if (request._buffered > _BODY_HIGH_WATER and request is not self._reading
                 and not request.too_large):
             self._pause_reading()
@@ -431,7 +230,7 @@ class _Connection(asyncio.Protocol):
         self._head_bytes = 0
         if request is not None:
             request.body_done = True
-            request._wake()
+            request.wake()
 
     # ------------------------------------------------------------------ handling
 
@@ -450,8 +249,6 @@ class _Connection(asyncio.Protocol):
     async def _handle(self, request: Request) -> None:
         try:
             response = await self._server.handler(request)
-            if not isinstance(response, StreamResponse):
-                response = _adopt(response)
             if not response.prepared:
                 await response.prepare(request)
             await response.write_eof()
@@ -511,9 +308,9 @@ class _Connection(asyncio.Protocol):
         if parsing is not None:
             # Its head was fine, its body is not: its handler's read() says so (in the provider's
             # shape), and the connection closes after its answer.
-            parsing._error = BadRequestBody(f"the request body is malformed: {refused}")
+            parsing.error = BadRequestBody(f"the request body is malformed: {refused}")
             parsing.body_done = True
-            parsing._wake()
+            parsing.wake()
             self._keep_alive_off()
             return
         if self._current is not None:
@@ -629,7 +426,7 @@ class _Connection(asyncio.Protocol):
         if not keep_alive:
             request.keep_alive = False
         if reason is None:
-            reason = _REASONS.get(status, "")
+            reason = REASONS.get(status, "")
         lines = [f"HTTP/1.1 {status} {reason}\r\n"]
         date = False
         for name, value in headers.items():
@@ -649,28 +446,14 @@ class _Connection(asyncio.Protocol):
         elif request.version == "1.0":
             lines.append("Connection: keep-alive\r\n")
         head = "".join(lines).encode("utf-8", "surrogateescape")
-        return head + (b"\r\n" if date else b"Date: " + _Date.now() + b"\r\n\r\n")
-
-
-def json_response(status: int, data: object) -> Response:
-    return Response(status, body=json.dumps(data).encode(), content_type="application/json")
-
-
-def _adopt(answer: _Answer) -> Response:
-    """Any response with status, reason, headers and body (aiohttp's web.Response among them) as ours."""
-    body = answer.body
-    if body is None:
-        body = b""
-    elif not isinstance(body, bytes):
-        body = bytes(body._value) if hasattr(body, "_value") else bytes(body)
-    return Response(answer.status, answer.reason, list(answer.headers.items()), body)
+        return head + (b"\r\n" if date else b"Date: " + http_date() + b"\r\n\r\n")
 
 
 def _plain(status: int, message: str, *, close: bool) -> bytes:
-    body = f"{_REASONS.get(status, 'Error')}: {message}\n".encode()
-    return (f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+    body = f"{REASONS.get(status, 'Error')}: {message}\n".encode()
+    return (f"HTTP/1.1 {status} {REASONS.get(status, '')}\r\nContent-Type: text/plain; charset=utf-8\r\n"
             f"Content-Length: {len(body)}\r\n" + ("Connection: close\r\n" if close else "")).encode() \
-        + b"Date: " + _Date.now() + b"\r\n\r\n" + body
+        + b"Date: " + http_date() + b"\r\n\r\n" + body
 
 
 def _parse_error_message(error: httptools.HttpParserError) -> str:
