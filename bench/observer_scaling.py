@@ -1,6 +1,7 @@
 """Observer throughput with 1 and with 2 observer processes sharing one PostgreSQL.
 
     python bench/observer_scaling.py [--count 6000] [--rounds 3] [--layouts pinned,default] [--no-docs]
+                                      [--evidence on|off]
 
 Each round: a fresh database and a Registry (`smoltbot serve registry`, which creates the
 tables); `--count` realistic exchanges (~6 KB: a request with tools and history, a response
@@ -442,14 +443,17 @@ class Round:
         )
 
 
-def run_round(pg: Postgres, mode: str, observers: int, count: int, index: int) -> Round:
+def run_round(pg: Postgres, mode: str, observers: int, count: int, index: int, evidence: str = "") -> Round:
     """`mode` "pinned": observer i runs on core i alone (so it has no CPU worker pool: one
-    observer is one core); "default": no pinning, each observer sizes its own worker pool."""
+    observer is one core); "default": no pinning, each observer sizes its own worker pool.
+    `evidence` "on"/"off": the observers' evidence checks (default: the settings' default, on)."""
     database_url = pg.create_database(f"scaling_{mode}_{index}_{observers}")
     work = Path(tempfile.mkdtemp(prefix="smoltbot-scaling-"))
     env = {key: value for key, value in os.environ.items() if not key.startswith("SMOLTBOT_")}
     env.update(SMOLTBOT_DATABASE_URL=database_url, SMOLTBOT_HASH_SECRET="bench", SMOLTBOT_LOG_LEVEL="INFO",
                SMOLTBOT_HOME=str(work / "home"), SMOLTBOT_SERVICE_TOKEN=SERVICE_TOKEN)
+    if evidence:
+        env["SMOLTBOT_EVIDENCE_ENABLED"] = "true" if evidence == "on" else "false"
     services: list[Service] = []
     try:
         registry = start_service("registry", "registry", env, work)  # it also creates the tables
@@ -585,6 +589,8 @@ def main() -> None:
     parser.add_argument("--no-docs", action="store_true", help="do not rewrite docs/benchmarks.md")
     parser.add_argument("--layouts", default="pinned,default",
                         help="pinned (one core per observer, needs taskset) and/or default (unpinned)")
+    parser.add_argument("--evidence", choices=("on", "off"), default="",
+                        help="the observers' evidence checks (default: the settings' default, on)")
     args = parser.parse_args()
     pg = Postgres()
     pg.start()
@@ -596,7 +602,7 @@ def main() -> None:
         for index in range(args.rounds):
             for mode in layouts:
                 for observers in (1, 2):
-                    result = run_round(pg, mode, observers, args.count, index)
+                    result = run_round(pg, mode, observers, args.count, index, args.evidence)
                     rounds.append(result)
                     print(
                         f"round {index + 1}, {mode}, {observers} observer(s): {result.rate:,.0f} exchanges/s "
