@@ -59,7 +59,7 @@ import httpx  # noqa: E402
 from smoltbot.api.app import create_app  # noqa: E402
 from smoltbot.core.grpc_client import open_channel  # noqa: E402
 from smoltbot.core.settings import Settings, load_settings  # noqa: E402
-from smoltbot.core.storage import open_database  # noqa: E402
+from smoltbot.core.storage import open_database, partitions  # noqa: E402
 from smoltbot.core.tls import TlsConfig  # noqa: E402
 from smoltbot.observer.registry_client import RegistryClient  # noqa: E402
 from smoltbot.observer.retention import Retention  # noqa: E402
@@ -300,8 +300,11 @@ async def _postgres_load(url: str, maker: RowMaker, agents: list[tuple[str, str]
                 for name in _LOADED:
                     await pg.copy_records_to_table(name, records=batch[name], columns=maker.columns[name])
             phases.mark("copy")
-        for row in indexes:
-            await pg.execute(row["indexdef"])
+        for row in indexes:  # a partitioned table's reads "ON ONLY": built here for every partition
+            await pg.execute(row["indexdef"].replace(" ON ONLY ", " ON "))
+        for (name,) in await pg.fetch("SELECT c.relname FROM pg_inherits i "
+                                      "JOIN pg_class c ON c.oid = i.inhrelid WHERE c.relkind = 'r'"):
+            await pg.execute(partitions.rename_indexes_statement(name))
         phases.mark("index")
         await pg.execute("ANALYZE")
         phases.mark("analyze")
@@ -495,8 +498,9 @@ async def measure_retention(stack: Stack, agents: list[tuple[str, str]], rate: f
     finally:
         await registry.close()
         await retention.store.db.close()
+    dropped = [batch.table for batch in report.batches if batch.traces_by_agent or batch.rows_by_agent]
     return {"seconds": duration, "traces": sum(report.traces.values()), "rows": sum(report.rows.values()),
-            "batches": len(report.batches), "during": during, "without": without}
+            "batches": len(report.batches), "partitions": dropped, "during": during, "without": without}
 
 
 async def _setup(backend: str, size: int, agents_count: int, postgres: Any) -> dict[str, Any]:
@@ -510,6 +514,9 @@ async def _setup(backend: str, size: int, agents_count: int, postgres: Any) -> d
     await stack.start()
     now = datetime.now(UTC)
     agents = await _agents(stack, agents_count)
+    db = open_database(url)  # PostgreSQL: a partition for each month of the span, as a year of use leaves
+    await partitions.roll_forward(db, now, first=partitions.Month.of(now - timedelta(days=SPAN_DAYS)))
+    await db.close()
     load_seconds = await bulk_load(url, agents, size, now)
     store = RetentionStore(open_database(url))
     started = time.perf_counter()
@@ -594,7 +601,10 @@ def _table(results: list[dict[str, Any]]) -> list[str]:
             lines.append(
                 f"Retention at {large['size']:,} traces (the oldest month of twelve past the cards' "
                 f"{KEEP_DAYS} days): {kept['traces']:,} traces and {other:,} other rows deleted in "
-                f"{kept['batches']:,} batches, {kept['seconds']:.1f} s. Intake offered at the same rate "
+                f"{kept['batches']:,} batches"
+                + (f" ({len(kept['partitions'])} of them month partitions dropped whole: "
+                   f"{', '.join(kept['partitions'])})" if kept.get("partitions") else "")
+                + f", {kept['seconds']:.1f} s. Intake offered at the same rate "
                 f"meanwhile: {during[0]:.0f} acked/s (ack p50 {during[1]:.1f} ms, p95 {during[2]:.1f} ms) "
                 f"against {without[0]:.0f} acked/s (p50 {without[1]:.1f} ms, p95 {without[2]:.1f} ms) "
                 f"without retention, x{during[0] / without[0]:.2f}.")
@@ -636,16 +646,12 @@ SQLite in transactions of 100,000 exchanges without fsync, PostgreSQL with COPY 
 exchanges/s (x2.0), PostgreSQL 2,477 to 6,397/s (x2.6); the loader before also slowed as the
 tables grew (about 700/s on SQLite at 400,000 last round, on a busier machine).
 
-PostgreSQL partitioning by time was not done. A partitioned table needs the partition key
-(`timestamp`) in every unique constraint: `traces` is unique on `trace_id` (the idempotency of
-stored results, `ON CONFLICT (trace_id)`) and on `(exchange_id, decision_index)`, and
-`trace_violations` and `drift_pending` reference `traces.trace_id` with cascading foreign
-keys; all of that would have to go, and converting a live table means copying every row under
-a lock while the migration runs at service start. It would also help less than the issue
-hopes: retention periods are per agent (each card's `retention_days`), so a monthly partition
-can be dropped only once every agent's period has passed it, and the rows of agents with
-shorter periods are deleted row by row all the same. What is done instead is above: indexes,
-counters and batched deletes; the figures show how far that carries."""
+On PostgreSQL `traces`, `exchange_usage` and `evidence_history` are partitioned by month
+(migration 0014, `core/storage/partitions.py`); the benchmark makes a partition for each month of
+its span before loading, as a year of use leaves them. Retention drops a month's partition whole
+once every agent with rows in it is past its period (counted as row deletes are), and deletes by
+rows what is not a whole month: the rows of agents with shorter periods, and the days of the
+oldest kept month that are past their time."""
 
 
 def write_docs(results: list[dict[str, Any]], command: str) -> None:

@@ -188,7 +188,9 @@ class Retention:
                     break  # this month and the later ones are within every agent's period
                 if month.end > now - longest:
                     agents = await self.store.agents_in(table, month)
-                    if not all(agent in periods and month.end <= now - periods[agent] for agent in agents):
+                    # An empty month stays until then too: a late row of its time goes there.
+                    if not agents or not all(agent in periods and month.end <= now - periods[agent]
+                                             for agent in agents):
                         continue  # an agent keeps rows of it (or its card is unknown this pass)
                 while True:
                     batch = await self.store.drop_partition(table, month)
