@@ -306,7 +306,15 @@ def main() -> None:
                         "source checkout or smoltbot link tree ('smoltbot, before')")
     parser.add_argument("--targets", default="", help="comma-separated subset of: " + ", ".join(TARGETS))
     args = parser.parse_args()
-    chosen = [name.strip() for name in args.targets.split(",") if name.strip()] or list(TARGETS)
+    # Names hold commas ("smoltbot, before"): a piece joins the next when together they name a target.
+    pieces = [piece.strip() for piece in args.targets.split(",") if piece.strip()]
+    chosen = []
+    while pieces:
+        piece = pieces.pop(0)
+        if pieces and f"{piece}, {pieces[0]}" in TARGETS:
+            piece = f"{piece}, {pieces.pop(0)}"
+        chosen.append(piece)
+    chosen = chosen or list(TARGETS)
     unknown = set(chosen) - set(TARGETS)
     if unknown:
         raise SystemExit(f"unknown targets: {', '.join(sorted(unknown))} (known: {', '.join(TARGETS)})")
