@@ -124,8 +124,9 @@ def _literal(moment: datetime) -> str:
 
 def attach_statements(table: str, month: Month) -> list[str]:
     """The month's partition, made with the month's rows the default partition holds (none, unless
-    the month's partition came late) and attached. ATTACH takes only a SHARE UPDATE EXCLUSIVE lock
-    on the parent, so intake goes on; it scans the new table (its moved rows) and the default."""
+    the month's partition came late) and attached, with row-level security as the table has it.
+    ATTACH takes only a SHARE UPDATE EXCLUSIVE lock on the parent, so intake goes on; it scans the
+    new table (its moved rows) and the default."""
     name, column, default = partition_name(table, month), PARTITIONED[table], default_name(table)
     within = f'"{column}" >= {_literal(month.start)} AND "{column}" < {_literal(month.end)}'
     return [
@@ -134,6 +135,10 @@ def attach_statements(table: str, month: Month) -> list[str]:
         f"INSERT INTO {name} SELECT * FROM moved",
         f"ALTER TABLE {table} ATTACH PARTITION {name} FOR VALUES FROM ({_literal(month.start)}) "
         f"TO ({_literal(month.end)})",
+        # Row-level security with no policy where the table has it: a partition read by name (a
+        # Supabase API role) cannot get around the table's policies.
+        f"DO $$ BEGIN IF (SELECT relrowsecurity FROM pg_class WHERE oid = '{table}'::regclass) THEN "
+        f"EXECUTE 'ALTER TABLE {name} ENABLE ROW LEVEL SECURITY'; END IF; END $$",
     ]
 
 

@@ -97,8 +97,20 @@ async def test_an_existing_database_is_converted_with_every_row_in_its_month(pos
                 "smolt-aaaa0001", part["exchanges"][0]["exchange_id"], "s1", _mid(month))
                 for part, month in zip(parts, ages.values(), strict=True)])
 
+        policies = "SELECT tablename, policyname, permissive, roles, cmd, qual FROM pg_policies ORDER BY 1, 2"
+        async with db.read() as conn:
+            before = (await conn.execute(sa.text(policies))).all()
         await migrate(db)
 
+        # Row-level security as before, and on every partition (no policy: nothing read around it).
+        async with db.read() as conn:
+            assert (await conn.execute(sa.text(policies))).all() == before
+            unsecured = (await conn.execute(sa.text(
+                "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+                "WHERE n.nspname = 'public' AND c.relkind IN ('r', 'p') AND NOT c.relrowsecurity "
+                "AND c.relname <> 'alembic_version'"))).scalars().all()
+        assert unsecured == []
+        assert {"traces", "exchange_usage"} <= {row[0] for row in before}
         first = _month_before(current, 36)
         expected = {partitions.partition_name("traces", month) for month in
                     partitions.months(first, _month_before(current, -AHEAD))}
@@ -157,6 +169,8 @@ async def test_a_month_that_gets_its_partition_late_takes_its_rows_from_the_defa
             {"name": partitions.partition_name("traces", later)})).scalars())
     assert f"ix_traces_agent_kind_covering_{later.suffix}" in indexes
     assert all(name.endswith(later.suffix) for name in indexes), indexes
+    assert await _scalar(db, "SELECT relrowsecurity FROM pg_class WHERE relname = "
+                             f"'{partitions.partition_name('traces', later)}'") is True
 
 
 async def test_retention_drops_a_month_whole_once_every_agent_in_it_is_past_its_period(

@@ -1,12 +1,16 @@
 """PostgreSQL: `traces`, `exchange_usage` and `evidence_history` partitioned by month of their time
-column, so that retention drops a whole month instead of deleting its rows (observer/partitions.py
-says how the partitions are named, kept and dropped). SQLite: nothing changes.
+column, so that retention drops a whole month instead of deleting its rows
+(core/storage/partitions.py says how the partitions are named, kept and dropped). SQLite: nothing
+changes.
 
 Each table is made again as a partitioned table with the same columns and defaults, a partition
 for every month from its oldest row's (at most `_BACKFILL_MONTHS` back; older rows go to the
 default partition) to two months ahead, and a default partition; the rows are copied over, then
 the keys and indexes are built once on the filled partitions (a sort each, not row-by-row
-inserts). Its primary key and unique keys gain the time column, as a partitioned table's must; the
+inserts). Row-level security and its policies are made again as the table had them (Supabase:
+what its API roles may read), and each partition gets row-level security with no policy, so that
+none can be read around them. Its primary key and unique keys gain the time column, as a
+partitioned table's must; the
 foreign keys from `trace_violations` and `drift_pending` to `traces` go (a key to a partitioned
 table would need the time too; retention and the owner's deletion remove those rows themselves).
 
@@ -78,6 +82,10 @@ def _remake(table: str, *, partitioned: bool) -> None:
     old = f"{table}_before_0014"
     op.execute(f"ALTER TABLE {table} RENAME TO {old}")
     keys, indexes = _constraints(old), _indexes(old)
+    ((secured, forced),) = _rows("SELECT relrowsecurity, relforcerowsecurity FROM pg_class "
+                                 "WHERE oid = CAST(:table AS regclass)", table=old)
+    policies = _rows("SELECT policyname, permissive, roles, cmd, qual, with_check FROM pg_policies "
+                     "WHERE schemaname = current_schema() AND tablename = :table", table=old)
     if partitioned:
         op.execute(f'CREATE TABLE {table} (LIKE {old} INCLUDING DEFAULTS) PARTITION BY RANGE ("{column}")')
         op.execute(f"CREATE TABLE {default_name(table)} PARTITION OF {table} DEFAULT")
@@ -110,11 +118,24 @@ def _remake(table: str, *, partitioned: bool) -> None:
         for on in (f" ON ONLY public.{old} ", f" ON public.{old} ", f" ON ONLY {old} ", f" ON {old} "):
             definition = definition.replace(on, f" ON {table} ")
         op.execute(definition)
+    # Row-level security as the table had it (Supabase: what its API roles may read), and on each
+    # partition with no policy, so that none can be read around the table's policies.
+    if secured:
+        op.execute(f"ALTER TABLE {table} ENABLE ROW LEVEL SECURITY")
+    if forced:
+        op.execute(f"ALTER TABLE {table} FORCE ROW LEVEL SECURITY")
+    for name, permissive, roles, command, using, check in policies:
+        to = ", ".join(role if role == "public" else f'"{role}"' for role in roles)
+        op.execute(f'CREATE POLICY "{name}" ON {table} AS {permissive} FOR {command} TO {to}'
+                   + (f" USING ({using})" if using is not None else "")
+                   + (f" WITH CHECK ({check})" if check is not None else ""))
     if partitioned:
         for partition in [default_name(table), *(str(name) for (name,) in _rows(
                 "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
                 "WHERE i.inhparent = CAST(:table AS regclass) AND c.relkind = 'r'", table=table))]:
             op.execute(rename_indexes_statement(partition))
+            if secured:
+                op.execute(f"ALTER TABLE {partition} ENABLE ROW LEVEL SECURITY")
 
 
 def upgrade() -> None:
