@@ -9,7 +9,7 @@
   does not publish it. A captured copy cut short never ends with the beginning of a key.
 
 Text that a proto `string` cannot hold (header values with bytes that are not UTF-8, which
-aiohttp hands over as surrogate escapes) is made valid here too (`proto_text`, `raw_bytes`).
+the gateway's server hands over as surrogate escapes) is made valid here too (`proto_text`, `raw_bytes`).
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ _MIN_PREFIX = 4
 
 
 def raw_bytes(text: str) -> bytes:
-    """The bytes a str from aiohttp stands for (it decodes with surrogate escapes)."""
+    """The bytes a str from the gateway's server stands for (it decodes with surrogate escapes)."""
     try:
         return text.encode("utf-8", "surrogateescape")
     except UnicodeEncodeError:  # lone surrogates that are not escaped bytes

@@ -11,7 +11,7 @@ What it keeps of the relay's guarantees:
   body (llhttp knows the first two; it does not know the request's method, so a HEAD answer ends
   at its headers here and its connection is closed rather than reused).
 - Header values are sent and read as bytes: a value with non-UTF-8 bytes is kept exactly (str
-  with surrogate escapes on our side, as aiohttp's server hands them to the relay).
+  with surrogate escapes on our side, as the gateway's server hands them to the relay).
 - Parsed as leniently as aiohttp's client parsed answers (folded header lines, bare LF, spaces
   after a chunk size; whitespace after a value dropped, a NUL refused), and no more: conflicting
   or duplicate lengths, Content-Length with chunked, a 101 nobody asked for and an over-long
@@ -590,7 +590,7 @@ class UpstreamPool:
               body: bytes | io.BytesIO | None) -> bytes:
         lines = [f"{method} {origin.base_path}{target} HTTP/1.1\r\nHost: {origin.host_header}\r\n"]
         for name, value in headers:
-            # aiohttp's server refuses CR and LF in header fields today; this client does not
+            # The gateway's server refuses CR and LF in header fields today; this client does not
             # rely on that: a line break in a field would let a caller write a header of its own
             # choosing, or a second request, on a connection the next call reuses.
             if "\r" in name or "\n" in name or "\r" in value or "\n" in value:
@@ -604,7 +604,7 @@ class UpstreamPool:
         if length or method not in ("GET", "HEAD", "OPTIONS", "TRACE", "CONNECT"):
             lines.append(f"Content-Length: {length}\r\n")
         lines.append("\r\n")
-        # Surrogate escapes are the bytes aiohttp's server could not read as UTF-8: sent back as they came.
+        # Surrogate escapes are the bytes the server could not read as UTF-8: sent back as they came.
         return "".join(lines).encode("utf-8", "surrogateescape")
 
     async def close(self) -> None:

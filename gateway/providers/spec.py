@@ -12,13 +12,10 @@ next provider is a new module with a new spec, listed in `smoltbot.gateway.provi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
-
-from aiohttp import web
 
 from ._base import Reassembler
 
@@ -69,11 +66,6 @@ class ProviderSpec:
     #: Streams that are not `text/event-stream` (Gemini's JSON array without `alt=sse`):
     #: (upstream path, raw query) -> whether a 2xx reply to it is a stream.
     streams_as_json: Callable[[str, str], bool] = lambda _path, _query: False
-
-    def error(self, status: int, error: GatewayError, message: str) -> web.Response:
-        """An error the gateway answers with, in this provider's shape."""
-        body = json.dumps(self.error_shape(status, error, message)).encode()
-        return web.Response(status=status, body=body, content_type="application/json")
 
     def fix(self) -> str:
         """The sentence that ends a refusal: how to address the gateway for this provider."""
