@@ -37,11 +37,12 @@ from smoltbot.v1 import exchange_pb2, observer_service_pb2
 from .capture import Capture, CaptureLimits, capture_executor, minimal_exchange
 from .dead_letter import DeadLetters
 from .enforce import CardCache, EnforcementMetrics, Enforcer
+from .http_messages import Request, Response, StreamResponse, json_response
 from .identity_cache import IdentityCache
 from .metrics import METRICS_CONTENT_TYPE, GatewayMetrics
 from .providers import SPECS, GatewayError
 from .proxy import Proxy, provider_error
-from .server import HttpServer, Request, Response, StreamResponse, json_response
+from .server import HttpServer
 from .shipper import Shipper, encode_ingest_request
 from .slots import SlotLock, claim_slot, dead_letter_directory, free_slots_with_records, spool_directory
 from .spool import Spool

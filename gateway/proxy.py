@@ -36,9 +36,9 @@ from smoltbot.core.outcomes import ExchangeOutcome as Outcome
 from smoltbot.core.sessions import RESPONSE_ID_SCAN_BYTES, ResponseChains, name_session, response_id_in
 
 from .capture import Capture, CaptureLimits
+from .http_messages import BodyTooLarge, Request, RequestBodyError, Response, StreamResponse, json_response
 from .providers import SPECS, GatewayError, ProviderSpec
 from .scrub import Scrubber
-from .server import BodyTooLarge, Request, RequestBodyError, Response, StreamResponse, json_response
 from .targets import refusal
 from .upstream import Origin, UpstreamError, UpstreamPool, UpstreamResponse
 

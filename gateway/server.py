@@ -46,17 +46,12 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from .http_messages import (
     REASONS,
     BadRequestBody,
-    BodyTooLarge,
     Request,
-    RequestBodyError,
-    Response,
     StreamResponse,
     http_date,
-    json_response,
 )
 
-__all__ = ["BadRequestBody", "BodyTooLarge", "HttpServer", "Request", "RequestBodyError", "Response",
-           "StreamResponse", "json_response"]
+__all__ = ["HttpServer"]
 
 logger = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ import re
 import unicodedata
 from urllib.parse import unquote_to_bytes, urlsplit
 
+from .http_messages import Request, Response, json_response
 from .providers import SPECS, GatewayError, ProviderSpec, spec_for_path
-from .server import Request, Response, json_response
 
 __all__ = ["TargetRefused", "check_target", "refusal", "refused_target", "spec_for_target"]
 

@@ -12,14 +12,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from smoltbot.gateway.server import (
-    BodyTooLarge,
-    HttpServer,
-    Request,
-    RequestBodyError,
-    Response,
-    StreamResponse,
-)
+from smoltbot.gateway.http_messages import BodyTooLarge, Request, RequestBodyError, Response, StreamResponse
+from smoltbot.gateway.server import HttpServer
 
 pytestmark = pytest.mark.timeout(30)
 
