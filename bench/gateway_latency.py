@@ -720,7 +720,8 @@ next call's path: per call one `Ingest` request and its ack (grpcio hands each t
 threads and back to the loop through a pipe) and one job on the spool's io thread (punching
 the acked payload out of its segment), about 10 voluntary and 8 involuntary context switches
 per call against 1.8 for the bare aiohttp relay. The shipper now sends at most one request per
-5 ms (`Shipper.linger`; the first after a quiet moment at once) and the spool erases acked
+5 ms (`Shipper.linger`; the first after a quiet moment at once; since round 7, 20 ms after a
+request of 4 or more exchanges, `Shipper.busy_linger`) and the spool erases acked
 payloads in one job per 50 ms window (`Spool.erase_interval`; at once after a quiet moment):
 1.6 and 0.8 context switches per call. Small compressed calls have their records built on the
 loop too (decoded first, stopped at 64 KiB), and a key's `Scrubber` is built once. "smoltbot,
