@@ -20,8 +20,8 @@ from urllib.parse import unquote
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-__all__ = ["REASONS", "BadRequestBody", "BodyTooLarge", "Request", "RequestBodyError", "Response",
-           "StreamResponse", "Wire", "http_date", "json_response"]
+__all__ = ["REASONS", "BadRequestBody", "BodyTimeout", "BodyTooLarge", "Request", "RequestBodyError",
+           "Response", "StreamResponse", "Wire", "http_date", "json_response"]
 
 REASONS = {status.value: status.phrase for status in http.HTTPStatus}
 _NO_BODY_STATUS = frozenset({204, 304})
@@ -41,17 +41,31 @@ class Wire(Protocol):
 
     def abort(self) -> None: ...
 
+    @property
+    def body_timeout(self) -> float: ...
+
 
 class RequestBodyError(Exception):
-    """The request's body cannot be read whole; the message says why (for the client)."""
+    """The request's body cannot be read whole; the message says why (for the client), `status`
+    is the answer's."""
+
+    status = 400
 
 
 class BodyTooLarge(RequestBodyError):
     """The request body is larger than the server takes."""
 
+    status = 413
+
 
 class BadRequestBody(RequestBodyError):
     """The request body is not framed as HTTP/1.1 has it (a bad chunk size, say)."""
+
+
+class BodyTimeout(RequestBodyError):
+    """No byte of the request body came for the server's body timeout."""
+
+    status = 408
 
 
 class Request:
@@ -97,11 +111,14 @@ class Request:
             if not self.body_done and not self.too_large:
                 conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         conn.reading_body(self)
+        loop = asyncio.get_running_loop()
         while not self.body_done and self.error is None and not self.too_large:
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = loop.create_future()
+            timer = loop.call_later(conn.body_timeout, self._timed_out, conn.body_timeout)
             try:
                 await self._waiter
             finally:
+                timer.cancel()
                 self._waiter = None
         if self.too_large:
             raise BodyTooLarge("the request body is too large")
@@ -110,6 +127,10 @@ class Request:
         body = b"".join(self._body) if len(self._body) != 1 else self._body[0]
         self._body = [body]
         return body
+
+    def _timed_out(self, timeout: float) -> None:
+        self.error = BodyTimeout(f"no byte of the request body came for {timeout:g} s")
+        self.wake()
 
     def abort(self) -> None:
         """Cuts the client's connection (no clean end of a stream: the client knows it was cut)."""

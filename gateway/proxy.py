@@ -157,8 +157,9 @@ class Proxy:
         except BodyTooLarge:
             return self._done(self._too_large(spec), t0)
         except RequestBodyError as error:
-            # A body whose framing broke (a bad chunk size): refused, never relayed.
-            return self._done(provider_error(spec, 400, GatewayError.INVALID_REQUEST, f"{error}."), t0)
+            # A body whose framing broke (a bad chunk size), or that stopped coming (408): never relayed.
+            return self._done(
+                provider_error(spec, error.status, GatewayError.INVALID_REQUEST, f"{error}."), t0)
         hashed = agent_hash(credential, self._secret)
         hint = await _session_hint(headers, body, self._chains.lookup(hashed))
         capture = Capture(

@@ -6,29 +6,38 @@ request; the handler gets a `Request` (method, target as sent, headers, body) an
 `Response` (sent whole) or a `StreamResponse` it has already prepared and written (both in
 http_messages.py, re-exported here).
 
-What it guarantees, each what aiohttp's server gave the relay:
+What it guarantees (aiohttp's server gave the relay the same, but where said):
 
 - Keep-alive and pipelining: requests on one connection are handled one at a time, answered in
-  the order they came; reading pauses while a request waits its turn.
-- Request bodies framed by Content-Length, chunked, or none; `Expect: 100-continue` is answered
-  when the handler first reads the body (a request refused before, for its size or credential,
-  never has its body sent). A body over `max_body` makes `read()` raise `BodyTooLarge`; the rest
-  is read and dropped (up to `linger` seconds) so the client gets the answer, then the
-  connection is closed.
+  the order they came; reading pauses while a request waits its turn. A request that closes the
+  connection (HTTP/1.0, `Connection: close`) is the last read: what was pipelined after it is
+  left unanswered, for the client to send again (aiohttp answered it with a 400).
+- Request bodies framed by Content-Length, chunked, or none; `Expect: 100-continue` (HTTP/1.1)
+  is answered when the handler first reads the body (a request refused before, for its size or
+  credential, never has its body sent). A body over `max_body` makes `read()` raise
+  `BodyTooLarge`. An answer given before the body is in says `Connection: close`: the rest is
+  read and dropped (up to `linger` seconds) so the client gets the answer, then it closes.
 - Parsed strictly (llhttp without leniencies): Content-Length with Transfer-Encoding, a
   duplicate or invalid Content-Length, a folded header line, a bad chunk size, a bare CR or LF,
   a NUL or other control byte in a header: a 400 naming the problem, and the connection closed;
-  nothing of such a request reaches a handler (a body that turns out malformed after its
-  handler started makes `read()` raise `BadRequestBody`). The request line and each header field
-  are bounded by `max_field` (414 / 431), at most 128 headers (aiohttp's bound), the whole head
-  by 16 x `max_field`. Nothing of a refused request is logged (it may hold a credential).
+  a transfer coding other than chunked: a 501 (RFC 9112 §6.1; llhttp took "gzip, chunked" as
+  chunked). Nothing of such a request reaches a handler (a body that turns out malformed after
+  its handler started makes `read()` raise `BadRequestBody`). The request line and each header
+  field are bounded by `max_field` (414 / 431), at most 128 headers, the whole head by 16 x
+  `max_field`. Nothing of a refused request is logged (it may hold a credential).
+- No upgrade is granted: a request asking for one is served as it is, its body read (httptools
+  skips it), and the connection goes on; after a CONNECT it closes.
+- Slow clients: a head must arrive whole within `head_timeout` (else a 408), a body must not
+  stall for `body_timeout` (`read()` raises `BodyTimeout`, a 408): nginx's defaults; aiohttp had
+  neither. An idle connection closes after `keepalive_timeout`.
 - Header bytes that are not UTF-8 are kept: names and values are str with surrogate escapes,
   and a response header's surrogate escapes are written back as the bytes they stand for.
 - Response framing: Content-Length for a whole body; for a stream, its length when known, else
   chunked (HTTP/1.0: up to the close); no body for HEAD, 1xx, 204 and 304.
 - Streams are written chunk by chunk as the handler writes them; `write()` waits while the
   client reads slower than the gateway writes (the transport's high-water mark). A client that
-  goes away cancels its handler (the relay then closes the upstream request).
+  goes away cancels its handler (the relay then closes the upstream request); so does one that
+  half-closes, as aiohttp and nginx read it (its FIN cannot be told from a close).
 - `shutdown(grace)`: stops accepting, closes idle connections, lets requests in flight finish
   (up to the grace), then cancels what is left and closes every connection.
 """
@@ -59,6 +68,10 @@ logger = logging.getLogger(__name__)
 _MAX_HEADERS = 128
 _KEEPALIVE = 3630.0
 _LINGER = 10.0
+#: nginx's client_header_timeout and client_body_timeout (aiohttp's server had neither: a client
+#: could trickle a head or a body for ever, holding its connection and, for a body, its handler).
+_HEAD_TIMEOUT = 60.0
+_BODY_TIMEOUT = 60.0
 #: A request body buffered while its handler does not read it pauses reading at this size.
 _BODY_HIGH_WATER = 256 * 1024
 
@@ -100,6 +113,14 @@ class _Connection(asyncio.Protocol):
         self._paused_writing = False
         self._drain_waiter: asyncio.Future[None] | None = None
         self._idle_timer: asyncio.TimerHandle | None = None
+        #: The framing of a request asking to upgrade whose body httptools would skip, and
+        #: whether that framing is being fed to a fresh parser (`_read_body_past_upgrade`).
+        self._upgrade_framing: bytes | None = None
+        self._synthetic = False
+        #: A request that closes the connection was read whole: nothing after it is read.
+        self._last_request_in = False
+        #: A head has begun and not ended (the head timeout runs); a request ended in this read.
+        self._in_head = self._ended_in_read = False
 
     # ------------------------------------------------------------------ transport events
 
@@ -118,29 +139,59 @@ class _Connection(asyncio.Protocol):
             self._linger_feed(data)
             return
         try:
+            self._ended_in_read = False
             self._parser.feed_data(data)
-            if self._head_bytes >= 0:
-                # Counted after the feed (a read that holds a head and the body after it is no
-                # long head): llhttp hands a header over only once it is whole, so a head that
-                # never ends is bounded here, not after it is in memory.
-                self._head_bytes += len(data)
+            if self._in_head:
+                # Counted after the feed, for the head not yet whole alone (a read that holds
+                # requests and the start of another is no long head): httptools hands a header
+                # over only once it is whole, so a head that never ends is bounded here, not
+                # after it is in memory. A head begun in this read after another request ended
+                # in it: what of it was parsed.
+                if self._head_bytes < 0 and self._ended_in_read:
+                    self._head_bytes = len(self._url) + sum(len(n) + len(v) for n, v in self._headers)
+                elif self._head_bytes < 0:
+                    self._head_bytes = len(data)
+                else:
+                    self._head_bytes += len(data)
                 if self._head_bytes > 16 * self._server.max_field:
                     raise _Refused(431, "the request's header block is too large")
-        except httptools.HttpParserUpgrade:
+        except httptools.HttpParserUpgrade as upgrade:
+            if self._upgrade_framing is not None:
+                self._read_body_past_upgrade(data[upgrade.args[0]:])
+                return
             # CONNECT, or an Upgrade the gateway never grants: the request is answered, the
             # connection closed after it (what follows is not HTTP).
             self._broken = True
             self._keep_alive_off()
         except httptools.HttpParserError as error:
+            if self._last_request_in:
+                # Bytes after a request that closes the connection (HTTP/1.0, Connection: close)
+                # are dropped unanswered: a 400 would read as that request's answer, and a
+                # client that pipelined it must send it again on a new connection.
+                return
             cause = error.__context__
             self._refuse(cause if isinstance(cause, _Refused)
                          else _Refused(400, _parse_error_message(error)))
         except _Refused as refused:
             self._refuse(refused)
 
+    def _read_body_past_upgrade(self, rest: bytes) -> None:
+        """An Upgrade (never granted) on a request with a body: httptools skips the body of any
+        request that asks to upgrade, so the request would reach its handler with none (aiohttp's
+        parser read it). A fresh parser is given the request's framing alone, then the bytes
+        after the head: the body goes to the request, and what follows is parsed as HTTP again."""
+        framing, self._upgrade_framing = self._upgrade_framing or b"", None
+        self._parser = httptools.HttpRequestParser(self)
+        self._synthetic = True
+        try:
+            self._parser.feed_data(b"POST / HTTP/1.1\r\n%b\r\n\r\n" % framing)
+        finally:
+            self._synthetic = False
+        if rest:
+            self.data_received(rest)
+
     def eof_received(self) -> bool:
-        # A client that half-closes has gone away, as aiohttp read it: its call is cancelled.
-        return False
+        return False  # a client that half-closes has gone away (see the module's docstring)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -164,17 +215,25 @@ class _Connection(asyncio.Protocol):
     # ------------------------------------------------------------------ parser callbacks
 
     def on_message_begin(self) -> None:
+        if self._synthetic:
+            return
         self._url = b""
         self._headers = []
-        self._head_bytes = 0
-        self._cancel_idle()
+        self._head_bytes = -1  # begun in this read (see data_received)
+        self._in_head = True
+        if self._current is None:
+            self._arm_idle()  # now the head timeout
 
     def on_url(self, url: bytes) -> None:
+        if self._synthetic:
+            return
         self._url += url
         if len(self._url) > self._server.max_field:
             raise _Refused(414, f"the request target is longer than {self._server.max_field} bytes")
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        if self._synthetic:
+            return
         max_field = self._server.max_field
         if len(value) > max_field or len(name) > max_field:
             raise _Refused(431, f"a header field is longer than {max_field} bytes")
@@ -184,8 +243,10 @@ class _Connection(asyncio.Protocol):
         self._headers.append((name, value.rstrip(b" \t")))
 
     def on_headers_complete(self) -> None:
+        if self._synthetic:
+            return
         if self._lingering or self._broken:
-            self._head_bytes = -1
+            self._in_head = False
             return  # a request after one answered early: never handled (the connection closes)
         parser = self._parser
         version = parser.get_http_version()
@@ -197,13 +258,25 @@ class _Connection(asyncio.Protocol):
             text = value.decode("utf-8", "surrogateescape")
             headers.add(name.decode("utf-8", "surrogateescape"), text)
             if len(name) == 6 and name.lower() == b"expect" and text.lower() == "100-continue":
-                expect = True
+                expect = version == "1.1"  # never a 1xx to an HTTP/1.0 client (RFC 9110 §10.1.1)
+            elif len(name) == 17 and name.lower() == b"transfer-encoding" and any(
+                    coding.strip().lower() != "chunked" for coding in text.split(",")):
+                # llhttp reads "gzip, chunked" as chunked; relayed without its header the body
+                # would reach the upstream, and the record, still gzip-coded (RFC 9112 §6.1).
+                raise _Refused(501, "the gateway takes no transfer coding but chunked: send the body "
+                                    "as it is, or say its compression with Content-Encoding")
         self._headers = []
-        self._head_bytes = -1  # the head is over: its bound no longer applies
+        self._in_head = False  # the head is over: its bound no longer applies
+        self._cancel_idle()
         request = Request(self, parser.get_method().decode("ascii", "replace"),
                           self._url.decode("utf-8", "surrogateescape"), CIMultiDictProxy(headers),
                           version, parser.should_keep_alive() and not self._server.closing,
                           expect)
+        if parser.should_upgrade() and request.method != "CONNECT":
+            if "chunked" in headers.get("transfer-encoding", "").lower():
+                self._upgrade_framing = b"Transfer-Encoding: chunked"
+            elif request.content_length:
+                self._upgrade_framing = b"Content-Length: %d" % request.content_length
         self._parsing = request
         if self._current is None:
             self._start(request)
@@ -221,15 +294,23 @@ class _Connection(asyncio.Protocol):
             self._pause_reading()
 
     def on_message_complete(self) -> None:
+        if self._upgrade_framing is not None:
+            return  # the body was skipped: read by the parser that follows (_read_body_past_upgrade)
         request, self._parsing = self._parsing, None
-        self._head_bytes = 0
+        self._ended_in_read = True
         if request is not None:
             request.body_done = True
             request.wake()
+            if not request.keep_alive:
+                self._last_request_in = self._broken = True
 
     # ------------------------------------------------------------------ handling
 
     _reading: Request | None = None
+
+    @property
+    def body_timeout(self) -> float:
+        return self._server.body_timeout
 
     def reading_body(self, request: Request) -> None:
         """The handler reads `request`'s body: bytes may flow until it is in."""
@@ -296,7 +377,7 @@ class _Connection(asyncio.Protocol):
 
     def _refuse(self, refused: _Refused) -> None:
         # Nothing of the request is logged: its head may hold a credential.
-        logger.info("refused an unparseable request (%d: %s)", refused.status, refused)
+        logger.info("refused a request it could not read (%d: %s)", refused.status, refused)
         self._broken = True
         self._pause_reading()
         parsing, self._parsing = self._parsing, None
@@ -355,8 +436,20 @@ class _Connection(asyncio.Protocol):
             self.close()
 
     def _arm_idle(self) -> None:
+        """Nothing in flight: the connection waits on the client, for a new request (up to the
+        keep-alive timeout, then closed) or for the rest of a head (up to the head timeout, then
+        a 408: a client that trickles its head must not hold the connection for ever)."""
         self._cancel_idle()
-        self._idle_timer = self._loop.call_later(self._server.keepalive_timeout, self.close)
+        if self._in_head:
+            self._idle_timer = self._loop.call_later(self._server.head_timeout, self._head_timed_out)
+        else:
+            self._idle_timer = self._loop.call_later(self._server.keepalive_timeout, self.close)
+
+    def _head_timed_out(self) -> None:
+        self._idle_timer = None
+        if self._in_head and self._current is None and not (self._broken or self._lingering or self.lost):
+            self._refuse(_Refused(408, f"the request's head did not arrive whole within "
+                                       f"{self._server.head_timeout:g} s"))
 
     def _cancel_idle(self) -> None:
         if self._idle_timer is not None:
@@ -417,7 +510,10 @@ class _Connection(asyncio.Protocol):
         """The status line and headers (framing and Connection ours; a header field holding CR or
         LF is dropped: it would let a value write headers, or a response, of its own)."""
         request.answered = True
-        keep_alive = request.keep_alive and not self._closing and not self._server.closing
+        # Answered before its body is in (a 401, a 413): the rest is read and dropped, then the
+        # connection closes (`_done`), so the answer says so, or the client would send another.
+        keep_alive = (request.keep_alive and request.body_done and not self._closing
+                      and not self._server.closing)
         if not keep_alive:
             request.keep_alive = False
         if reason is None:
@@ -462,8 +558,12 @@ class HttpServer:
     """Serves `handler` on a TCP port (`start`), until `shutdown`."""
 
     def __init__(self, handler: Handler, *, max_field: int, max_body: int,
-                 keepalive_timeout: float = _KEEPALIVE, linger: float = _LINGER) -> None:
+                 keepalive_timeout: float = _KEEPALIVE, linger: float = _LINGER,
+                 head_timeout: float = _HEAD_TIMEOUT, body_timeout: float = _BODY_TIMEOUT) -> None:
         self.handler = handler
+        self.head_timeout = head_timeout
+        #: A handler reading a body gets a 408 (`BodyTimeout`) after this long without a byte of it.
+        self.body_timeout = body_timeout
         self.max_field = max_field
         self.max_body = max_body
         self.keepalive_timeout = keepalive_timeout
