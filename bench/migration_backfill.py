@@ -15,7 +15,9 @@ from before 0011 is) and up again one revision at a time, each timed:
 * 0012: `integrity_hours` filled from the traces the marks cover (one INSERT ... SELECT grouped
   by agent and hour);
 * 0013: `ix_traces_agent_kind_covering` built (the integrity's recent window) and the index it
-  replaces dropped.
+  replaces dropped;
+* 0014: on PostgreSQL, `traces`, `exchange_usage` and `evidence_history` made again partitioned by
+  month, every row copied, keys and indexes built on the filled partitions (nothing on SQLite).
 
 The results are checked (the columns against the JSON, the roll-ups against the traces) and the
 figures printed; docs/benchmarks.md ("Traces at scale") quotes them.
@@ -120,7 +122,8 @@ async def run(size: int, agents_count: int, backend: str, enforced: float, other
             prepare = time.perf_counter() - started
             print(f"{backend} {size:,}: loaded in {load:.0f} s, rolled up in {roll_up:.1f} s, JSON set and "
                   f"down to 0010 in {prepare:.0f} s", flush=True)
-            seconds = {revision: await _timed_upgrade(db, revision) for revision in ("0011", "0012", "0013")}
+            seconds = {revision: await _timed_upgrade(db, revision)
+                       for revision in ("0011", "0012", "0013", "0014")}
             enforcement = (await _sql(db, "SELECT count(*) FROM traces WHERE enforcement IS NOT NULL"))[0][0]
             providers = (await _sql(db, "SELECT count(*) FROM traces WHERE provider <> 'anthropic'"))[0][0]
             expected = (await _sql(db, "SELECT count(*) FROM traces WHERE trace_json LIKE '%\"enforcement\"%'"
@@ -132,6 +135,11 @@ async def run(size: int, agents_count: int, backend: str, enforced: float, other
             if enforcement != expected or int(hours[1]) != counted:
                 raise SystemExit(f"backfill wrong: enforcement {enforcement} of {expected}, "
                                  f"roll-ups {hours[1]} of {counted}")
+            stored = (await _sql(db, "SELECT count(*) FROM traces"))[0][0]
+            unmonthed = (await _sql(db, "SELECT count(*) FROM traces_default"))[0][0] if (
+                backend == "postgresql") else 0
+            if stored != size or unmonthed:  # every exchange has one trace; all within 36 months
+                raise SystemExit(f"0014 wrong: {stored} traces of {size}, {unmonthed} in the default")
         finally:
             await db.close()
         result = {"backend": backend, "size": size, "seconds": seconds, "enforcement": enforcement,
@@ -139,7 +147,8 @@ async def run(size: int, agents_count: int, backend: str, enforced: float, other
         print(f"{backend} {size:,}: 0011 in {seconds['0011']:.1f} s ({enforcement:,} enforcement and "
               f"{providers:,} provider values filled), 0012 in {seconds['0012']:.1f} s "
               f"({int(hours[0]):,} hourly rows for {int(hours[1]):,} traces), "
-              f"0013 in {seconds['0013']:.1f} s", flush=True)
+              f"0013 in {seconds['0013']:.1f} s, 0014 in {seconds['0014']:.1f} s (on PostgreSQL: the three "
+              "tables partitioned by month, every row copied)", flush=True)
         return result
     finally:
         if postgres is not None:
