@@ -111,8 +111,8 @@ class Request:
             if not self.body_done and not self.too_large:
                 conn.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         conn.reading_body(self)
-        loop = asyncio.get_running_loop()
         while not self.body_done and self.error is None and not self.too_large:
+            loop = asyncio.get_running_loop()
             self._waiter = loop.create_future()
             timer = loop.call_later(conn.body_timeout, self._timed_out, conn.body_timeout)
             try:

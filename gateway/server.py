@@ -153,6 +153,8 @@ class _Connection(asyncio.Protocol):
                     self._head_bytes = len(data)
                 else:
                     self._head_bytes += len(data)
+                if self._idle_timer is None and self._current is None:
+                    self._arm_idle()  # a head left unfinished by a read: the head timeout runs
                 if self._head_bytes > 16 * self._server.max_field:
                     raise _Refused(431, "the request's header block is too large")
         except httptools.HttpParserUpgrade as upgrade:
@@ -221,8 +223,7 @@ class _Connection(asyncio.Protocol):
         self._headers = []
         self._head_bytes = -1  # begun in this read (see data_received)
         self._in_head = True
-        if self._current is None:
-            self._arm_idle()  # now the head timeout
+        self._cancel_idle()
 
     def on_url(self, url: bytes) -> None:
         if self._synthetic:
