@@ -167,7 +167,7 @@ async def existing(conn: AsyncConnection, table: str) -> list[Month]:
     """The months that have a partition of `table`, oldest first."""
     rows = (await conn.execute(sa.text(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "JOIN pg_class p ON p.oid = i.inhparent WHERE p.relname = :table AND c.relkind = 'r'"),
+        "WHERE i.inhparent = CAST(:table AS regclass) AND c.relkind = 'r'"),
         {"table": table})).scalars().all()
     return sorted(Month.parse(name.rsplit("_", 1)[1]) for name in rows
                   if is_partition(name) and not name.endswith("_default"))
