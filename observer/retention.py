@@ -87,8 +87,6 @@ class PassReport:
     skipped: list[str] = field(default_factory=list)
     #: Every batch this observer did (table, keys): for tests of the one-batch-one-observer rule.
     batches: list[Batch] = field(default_factory=list)
-    #: PostgreSQL: the month partitions this pass made (observer/partitions.py).
-    partitions_made: list[str] = field(default_factory=list)
 
 
 class Retention:
@@ -139,7 +137,9 @@ class Retention:
         """Deletes everything past its time as of `now`, batch by batch."""
         now = now or utcnow()
         report = PassReport()
-        report.partitions_made = await self.store.roll_forward(now)
+        made = await self.store.roll_forward(now)  # PostgreSQL's month partitions
+        if made:
+            logger.info("retention made the month partitions %s", ", ".join(made))
         periods: dict[str, timedelta] = {}
         for agent_id in await self.store.agents():
             try:

@@ -44,7 +44,7 @@ __all__ = [
     "partition_name",
     "rename_indexes_statement",
     "roll_forward",
-    "table_of",
+    "unsuffixed",
 ]
 
 #: The partitioned tables and their time column (the partition key).
@@ -56,6 +56,7 @@ AHEAD = 2
 LOCK_TIMEOUT = "2s"
 
 _NAME = re.compile(rf"^({'|'.join(PARTITIONED)})_(p\d{{6}}|default)$")
+_SUFFIX = re.compile(r"_(p\d{6}|default)$")
 
 
 @dataclass(frozen=True, order=True)
@@ -86,7 +87,12 @@ class Month:
         return f"p{self.year:04d}{self.month:02d}"
 
     def next(self) -> Month:
-        return Month(self.year + self.month // 12, self.month % 12 + 1)
+        return self.shifted(1)
+
+    def shifted(self, count: int) -> Month:
+        """`count` calendar months later (earlier when negative)."""
+        index = self.year * 12 + self.month - 1 + count
+        return Month(index // 12, index % 12 + 1)
 
 
 def months(first: Month, last: Month) -> list[Month]:
@@ -112,10 +118,10 @@ def is_partition(name: str) -> bool:
     return _NAME.match(name) is not None
 
 
-def table_of(name: str) -> str | None:
-    """The partitioned table a partition or a partition's index belongs to (None: neither)."""
-    found = _NAME.match(name)
-    return found.group(1) if found else None
+def unsuffixed(name: str) -> str:
+    """A partition's name, or one of its indexes', without the month (`traces_p202612` ->
+    `traces`, `ix_traces_timestamp_default` -> `ix_traces_timestamp`); any other name as it is."""
+    return _SUFFIX.sub("", name)
 
 
 def _literal(moment: datetime) -> str:
@@ -189,9 +195,7 @@ async def roll_forward(db: Database, now: datetime, *, tables: Iterable[str] = P
     if db.dialect != "postgresql":
         return []
     current = Month.of(now)
-    last = current
-    for _ in range(AHEAD):
-        last = last.next()
+    last = current.shifted(AHEAD)
     made = []
     for table in tables:
         async with db.read() as conn:

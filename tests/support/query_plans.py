@@ -13,6 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from smoltbot.core.storage import Database
+from smoltbot.core.storage.partitions import unsuffixed
 
 __all__ = ["explain", "index_reads", "statements_on"]
 
@@ -70,13 +71,13 @@ def index_reads(plan: str, table: str) -> list[tuple[str, str]]:
         if postgres.group(3 if postgres.group(1) != "Seq Scan" else 2) in empty:
             continue
         if postgres.group(1) == "Seq Scan":
-            if _unpartitioned(postgres.group(2)) == table and (
+            if unsuffixed(postgres.group(2)) == table and (
                     postgres.group(2) == table or ("SCAN", "") not in found):
                 found.append(("SCAN", ""))
             continue
         # A month partition's index is named after its table's (core/storage/partitions.py).
-        index = _unpartitioned(postgres.group(2))
-        if (postgres.group(3) is None or _unpartitioned(postgres.group(3)) != table) and not index.startswith(
+        index = unsuffixed(postgres.group(2))
+        if (postgres.group(3) is None or unsuffixed(postgres.group(3)) != table) and not index.startswith(
                 (f"ix_{table}_", f"{table}_")):
             continue
         conditions = []  # this node's index conditions, up to the next node
@@ -93,10 +94,6 @@ def index_reads(plan: str, table: str) -> list[tuple[str, str]]:
         found.append(read)
     return found
 
-
-def _unpartitioned(name: str) -> str:
-    """A month partition's or its index's name without the month (`traces_p202612` -> `traces`)."""
-    return re.sub(r"_(p\d{6}|default)$", "", name)
 
 
 @contextmanager

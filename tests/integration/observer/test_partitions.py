@@ -39,14 +39,6 @@ def database_url(postgres_database: str) -> Iterator[str]:
     yield postgres_database
 
 
-def _month_before(month: Month, count: int) -> Month:
-    """`count` months before `month` (after it, when negative)."""
-    for _ in range(abs(count)):
-        month = (Month(month.year - (month.month == 1), (month.month - 2) % 12 + 1) if count > 0
-                 else month.next())
-    return month
-
-
 def _mid(month: Month, hours: int = 0) -> datetime:
     return month.start + timedelta(days=14, hours=hours)
 
@@ -87,8 +79,8 @@ async def test_an_existing_database_is_converted_with_every_row_in_its_month(pos
         await migrate(db, "0013")
         now = datetime.now(UTC)
         current = Month.of(now)
-        ages = {"recent": current, "two_months": _month_before(current, 2),
-                "ancient": _month_before(current, 40)}  # beyond the 36 months backfilled
+        ages = {"recent": current, "two_months": current.shifted(-2),
+                "ancient": current.shifted(-40)}  # beyond the 36 months backfilled
         parts = [exchange_rows("smolt-aaaa0001", "a" * 64, _mid(month), index, violated=True)
                  for index, month in enumerate(ages.values())]
         await bulk_insert(db, merge(parts))
@@ -111,9 +103,9 @@ async def test_an_existing_database_is_converted_with_every_row_in_its_month(pos
                 "AND c.relname <> 'alembic_version'"))).scalars().all()
         assert unsecured == []
         assert {"traces", "exchange_usage"} <= {row[0] for row in before}
-        first = _month_before(current, 36)
+        first = current.shifted(-36)
         expected = {partitions.partition_name("traces", month) for month in
-                    partitions.months(first, _month_before(current, -AHEAD))}
+                    partitions.months(first, current.shifted(AHEAD))}
         async with db.read() as conn:
             have = await partitions.existing(conn, "traces")
         assert {partitions.partition_name("traces", month) for month in have} == expected
@@ -153,7 +145,7 @@ async def test_an_existing_database_is_converted_with_every_row_in_its_month(pos
 
 async def test_a_month_that_gets_its_partition_late_takes_its_rows_from_the_default(db: Database) -> None:
     now = datetime.now(UTC)
-    later = _month_before(Month.of(now), -(AHEAD + 3))  # no partition yet: its rows go to the default
+    later = Month.of(now).shifted(AHEAD + 3)  # no partition yet: its rows go to the default
     await bulk_insert(db, merge([exchange_rows("smolt-aaaa0001", "a" * 64, _mid(later, index), index)
                                  for index in range(5)]))
     assert await _where(db, "traces") == {"traces_default": 5}

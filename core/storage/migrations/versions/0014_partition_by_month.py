@@ -90,15 +90,10 @@ def _remake(table: str, *, partitioned: bool) -> None:
         op.execute(f'CREATE TABLE {table} (LIKE {old} INCLUDING DEFAULTS) PARTITION BY RANGE ("{column}")')
         op.execute(f"CREATE TABLE {default_name(table)} PARTITION OF {table} DEFAULT")
         current = Month.of(datetime.now(UTC))
-        first, last = current, current
-        for _ in range(AHEAD):
-            last = last.next()
+        first, last = current, current.shifted(AHEAD)
         oldest = op.get_bind().execute(sa.text(f'SELECT min("{column}") FROM {old}')).scalar()
         if oldest is not None:
-            floor = current
-            for _ in range(_BACKFILL_MONTHS):
-                floor = Month(floor.year - (floor.month == 1), (floor.month - 2) % 12 + 1)
-            first = min(current, max(Month.of(oldest), floor))
+            first = min(current, max(Month.of(oldest), current.shifted(-_BACKFILL_MONTHS)))
         for month in months(first, last):
             op.execute(f"CREATE TABLE {partition_name(table, month)} PARTITION OF {table} "
                        f"FOR VALUES FROM ('{month.start.isoformat()}') TO ('{month.end.isoformat()}')")
