@@ -72,6 +72,12 @@ _LINGER = 10.0
 #: could trickle a head or a body for ever, holding its connection and, for a body, its handler).
 _HEAD_TIMEOUT = 60.0
 _BODY_TIMEOUT = 60.0
+#: Fields a request may carry once, refused when repeated, as aiohttp's server refused them (its
+#: SINGLETON_HEADERS): with two Host or Content-Type fields the gateway could read one and the
+#: upstream act on the other, so the record would say what the call did not do.
+_SINGLETONS = frozenset({b"content-length", b"content-location", b"content-range", b"content-type",
+                         b"etag", b"host", b"max-forwards", b"server", b"transfer-encoding",
+                         b"user-agent"})
 #: A request body buffered while its handler does not read it pauses reading at this size.
 _BODY_HIGH_WATER = 256 * 1024
 
@@ -255,9 +261,16 @@ class _Connection(asyncio.Protocol):
             raise _Refused(400, f"HTTP/{version} is not served: the gateway speaks HTTP/1.1 (and 1.0)")
         headers = CIMultiDict[str]()
         expect = False
+        once: set[bytes] = set()
         for name, value in self._headers:
             text = value.decode("utf-8", "surrogateescape")
             headers.add(name.decode("utf-8", "surrogateescape"), text)
+            lowered = name.lower()
+            if lowered in _SINGLETONS:
+                if lowered in once:
+                    raise _Refused(400, f"the {name.decode('ascii', 'replace')} header appears twice; "
+                                        "it may appear once (RFC 9110)")
+                once.add(lowered)
             if len(name) == 6 and name.lower() == b"expect" and text.lower() == "100-continue":
                 expect = version == "1.1"  # never a 1xx to an HTTP/1.0 client (RFC 9110 §10.1.1)
             elif len(name) == 17 and name.lower() == b"transfer-encoding" and any(
