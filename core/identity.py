@@ -17,6 +17,8 @@ from smoltbot.core.data_dir import read_or_create_secret
 __all__ = [
     "AGENT_HASH_HEX_LENGTH",
     "CREDENTIAL_HEADERS",
+    "KEY_HEADERS",
+    "AmbiguousCredential",
     "agent_hash",
     "bearer_credential",
     "credential_from_headers",
@@ -34,7 +36,15 @@ CREDENTIAL_HEADERS = frozenset({
     "anthropic-api-key", "openai-api-key", "api-key", "x-goog-api-key",
     "x-auth-token", "x-access-token", "x-amz-security-token", "x-csrf-token",
 })
+#: The headers an agent's key is read from (below). Each may appear once: with two, the gateway
+#: would name the agent by one key while the upstream may bill and answer another, so the record
+#: would say the call was one agent's when it was another's. The gateway refuses a repeated one.
+KEY_HEADERS = frozenset({"x-api-key", "authorization", "x-goog-api-key"})
 _SECRET_FILE = "hash_secret"
+
+
+class AmbiguousCredential(ValueError):
+    """The request names its key more than once, with different values."""
 
 
 def agent_hash(credential: str, secret: bytes) -> str:
@@ -65,17 +75,17 @@ def bearer_credential(headers: Mapping[str, str]) -> str | None:
 
 def gemini_credential(headers: Mapping[str, str], query: str = "") -> str | None:
     """The Gemini API key: the `x-goog-api-key` header, else the `key` query parameter (the raw
-    query string, percent-decoded here as Google decodes it), else None."""
+    query string, percent-decoded here as Google decodes it), else None. Two different `key`
+    values are refused (`AmbiguousCredential`): which one Google reads is not ours to guess."""
     api_key = headers.get("x-goog-api-key")
     if api_key and api_key.strip():
         return api_key.strip()
-    for part in query.split("&") if query else ():
-        name, _, value = part.partition("=")
-        if name == "key":
-            key = urllib.parse.unquote_plus(value, errors="surrogateescape").strip()
-            if key:
-                return key
-    return None
+    keys = {urllib.parse.unquote_plus(value, errors="surrogateescape").strip()
+            for name, _, value in (part.partition("=") for part in query.split("&") if query)
+            if name == "key"} - {""}
+    if len(keys) > 1:
+        raise AmbiguousCredential("The key query parameter appears twice with different values; send one key")
+    return keys.pop() if keys else None
 
 
 def load_hash_secret(home: Path, configured: str = "") -> bytes:

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from smoltbot.core.identity import agent_hash
+from smoltbot.core.identity import AmbiguousCredential, agent_hash
 from smoltbot.core.outcomes import ExchangeOutcome as Outcome
 from smoltbot.core.sessions import RESPONSE_ID_SCAN_BYTES, ResponseChains, name_session, response_id_in
 
@@ -145,7 +145,11 @@ class Proxy:
             return self._done(refusal(
                 spec, f"The request path must start with {prefix}/ as sent, without percent-encoding."), t0)
         path, _, query = request.raw_path[len(prefix):].partition("?")
-        credential = spec.credential(headers, query)
+        try:
+            credential = spec.credential(headers, query)
+        except AmbiguousCredential as ambiguous:
+            return self._done(
+                provider_error(spec, 400, GatewayError.INVALID_REQUEST, f"{ambiguous}."), t0)
         if credential is None:
             return self._done(
                 provider_error(spec, 401, GatewayError.AUTHENTICATION, spec.missing_credential), t0)

@@ -52,6 +52,8 @@ from collections.abc import Awaitable, Callable
 import httptools
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from smoltbot.core.identity import KEY_HEADERS
+
 from .http_messages import (
     REASONS,
     BadRequestBody,
@@ -75,9 +77,10 @@ _BODY_TIMEOUT = 60.0
 #: Fields a request may carry once, refused when repeated, as aiohttp's server refused them (its
 #: SINGLETON_HEADERS): with two Host or Content-Type fields the gateway could read one and the
 #: upstream act on the other, so the record would say what the call did not do.
+#: So may the headers an agent's key is read from (`KEY_HEADERS`).
 _SINGLETONS = frozenset({b"content-length", b"content-location", b"content-range", b"content-type",
                          b"etag", b"host", b"max-forwards", b"server", b"transfer-encoding",
-                         b"user-agent"})
+                         b"user-agent", *(name.encode() for name in KEY_HEADERS)})
 #: A request body buffered while its handler does not read it pauses reading at this size.
 _BODY_HIGH_WATER = 256 * 1024
 

@@ -382,6 +382,34 @@ async def test_a_missing_credential_gets_the_providers_own_401(
     assert denied.value.code == 401 and denied.value.status == "UNAUTHENTICATED"
 
 
+async def test_a_key_named_twice_is_refused_and_never_relayed(
+    gateway: RunningGateway, openai_standin: OpenAIStandin, gemini_standin: GeminiStandin, tmp_path: Path
+) -> None:
+    # With two keys the gateway would name the agent by one while the upstream may answer and
+    # bill another: the record would say the call was one agent's when it was another's.
+    other = GEMINI_KEY[:-4] + "wxyz"
+    async with httpx.AsyncClient() as http:
+        two_bearers = await http.post(
+            gateway.base_url + "/openai/v1/chat/completions", json={"model": "gpt-4.1"},
+            headers=[("authorization", f"Bearer {OPENAI_KEY}"), ("authorization", "Bearer sk-proj-other")])
+        generate = gateway.base_url + "/gemini/v1beta/models/gemini-2.5-flash:generateContent"
+        two_headers = await http.post(generate, json={"contents": []},
+                                      headers=[("x-goog-api-key", GEMINI_KEY), ("x-goog-api-key", other)])
+        two_in_query = await http.post(generate + f"?key={GEMINI_KEY}&key={other}", json={"contents": []})
+        # The same key twice in the query names one agent: relayed as sent.
+        same_twice = await http.get(gateway.base_url + f"/gemini/v1beta/models?key={GEMINI_KEY}"
+                                    f"&key={GEMINI_KEY}")
+    assert two_bearers.status_code == 400 and "authorization header appears twice" in two_bearers.text
+    assert two_headers.status_code == 400 and "x-goog-api-key header appears twice" in two_headers.text
+    assert two_in_query.status_code == 400
+    assert two_in_query.json()["error"]["message"].startswith("The key query parameter appears twice")
+    assert GEMINI_KEY not in two_in_query.text and other not in two_in_query.text
+    assert openai_standin.requests == []
+    assert same_twice.status_code == 200 and [r.credential for r in gemini_standin.requests] == [GEMINI_KEY]
+    (listed,) = await records(gateway, tmp_path, 1)
+    assert listed.request.path.endswith("/models")
+
+
 async def test_upstream_errors_and_retry_after_are_relayed_as_they_are(
     gateway: RunningGateway, openai_standin: OpenAIStandin, gemini_standin: GeminiStandin
 ) -> None:
