@@ -45,10 +45,11 @@ async def _compare(database_url: str, metadata: list[sa.MetaData]) -> list[Any]:
         await db.close()
 
 
-async def test_the_tables_the_code_queries_are_the_tables_the_migrations_create(database_url: str) -> None:
+async def test_the_tables_the_code_queries_are_the_tables_the_migrations_create(
+        empty_database_url: str) -> None:
     metadata = service_metadata()
     assert {table for tables in metadata for table in tables.tables} >= {"agents", "exchanges", "traces"}
-    assert await _compare(database_url, metadata) == []
+    assert await _compare(empty_database_url, metadata) == []
 
 
 async def test_a_column_the_migrations_do_not_create_is_found(database_url: str) -> None:

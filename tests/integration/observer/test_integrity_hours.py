@@ -29,8 +29,9 @@ HASH = "ab" * 32
 
 
 @pytest.fixture
-async def db(database_url: str) -> AsyncIterator[Database]:
-    database = open_database(database_url)
+async def db(empty_database_url: str) -> AsyncIterator[Database]:
+    """Empty: a test of the migration stops at the revision before it."""
+    database = open_database(empty_database_url)
     try:
         yield database
     finally:

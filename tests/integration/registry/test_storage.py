@@ -23,8 +23,8 @@ from smoltbot.core.storage import (
 from .conftest import REGISTRY_TABLES
 
 
-async def test_concurrent_starts_migrate_once_to_head(database_url: str) -> None:
-    databases = [open_database(database_url) for _ in range(4)]
+async def test_concurrent_starts_migrate_once_to_head(empty_database_url: str) -> None:
+    databases = [open_database(empty_database_url) for _ in range(4)]
     try:
         await asyncio.gather(*(migrate(db) for db in databases))
         assert await current_revision(databases[0]) == head_revision() is not None
