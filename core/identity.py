@@ -81,7 +81,7 @@ def gemini_credential(headers: Mapping[str, str], query: str = "") -> str | None
     if api_key and api_key.strip():
         return api_key.strip()
     keys = {urllib.parse.unquote_plus(value, errors="surrogateescape").strip()
-            for name, _, value in (part.partition("=") for part in query.split("&") if query)
+            for name, _, value in (part.partition("=") for part in query.split("&"))
             if name == "key"} - {""}
     if len(keys) > 1:
         raise AmbiguousCredential("The key query parameter appears twice with different values; send one key")

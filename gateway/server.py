@@ -274,9 +274,9 @@ class _Connection(asyncio.Protocol):
                     raise _Refused(400, f"the {name.decode('ascii', 'replace')} header appears twice; "
                                         "it may appear once (RFC 9110)")
                 once.add(lowered)
-            if len(name) == 6 and name.lower() == b"expect" and text.lower() == "100-continue":
+            if lowered == b"expect" and text.lower() == "100-continue":
                 expect = version == "1.1"  # never a 1xx to an HTTP/1.0 client (RFC 9110 §10.1.1)
-            elif len(name) == 17 and name.lower() == b"transfer-encoding" and any(
+            elif lowered == b"transfer-encoding" and any(
                     coding.strip().lower() != "chunked" for coding in text.split(",")):
                 # llhttp reads "gzip, chunked" as chunked; relayed without its header the body
                 # would reach the upstream, and the record, still gzip-coded (RFC 9112 §6.1).

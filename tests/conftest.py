@@ -42,6 +42,7 @@ from pathlib import Path
 
 import pytest
 
+from smoltbot.core.data_dir import PRIVATE_DIR_MODE, PRIVATE_FILE_MODE
 from smoltbot.core.settings import Settings, load_settings
 
 TEST_HASH_SECRET = "test-hash-secret-not-for-production"
@@ -215,10 +216,10 @@ def _fresh_database(request: pytest.FixtureRequest, tmp_path: Path, *, at_head: 
         path = tmp_path / "db" / "smoltbot.db"
         if at_head:
             template: Path = request.getfixturevalue("_sqlite_at_head")
-            path.parent.mkdir(mode=0o700)
+            path.parent.mkdir(mode=PRIVATE_DIR_MODE)  # as the services make it
             with sqlite3.connect(template) as source, sqlite3.connect(path) as copy:
                 source.backup(copy)
-            path.chmod(0o600)
+            path.chmod(PRIVATE_FILE_MODE)
         yield f"sqlite:///{path}"
         return
     server: PostgresServer = request.getfixturevalue("postgres_server")
